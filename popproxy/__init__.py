@@ -1,0 +1,3 @@
+"""popproxy: a POP3 security proxy."""
+
+__version__ = "0.1.0"

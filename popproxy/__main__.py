@@ -1,0 +1,5 @@
+import sys
+
+from popproxy.cli import main
+
+sys.exit(main())

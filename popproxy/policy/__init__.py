@@ -1,0 +1,1 @@
+"""Policy: YAML -> validated, frozen objects.  No asyncio, no sockets."""

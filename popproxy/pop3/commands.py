@@ -1,0 +1,161 @@
+"""Incremental parser for the lines a POP3 client sends (the proxy's server side).
+
+Defined answers for odd input (each becomes one ``BadCommand`` event, the parser stays usable):
+
+* a line longer than ``MAX_COMMAND_LINE`` (``MAX_SASL_LINE`` inside AUTH): ``TOO_LONG`` is
+  reported as soon as the limit is passed and the rest of the line is drained without buffering;
+* a NUL byte anywhere in the line: ``NUL_BYTE``;
+* a keyword that is not 3 or 4 ASCII letters (RFC 1939 section 3): ``BAD_VERB``;
+* an empty line: ``EMPTY``.
+
+Line ends: CRLF (RFC 1939 section 3).  A bare LF also ends a line, as Dovecot and most servers
+accept it from hand-typed sessions; this is safe because the upstream only ever receives the
+command re-serialised by ``Command.render`` with CRLF, never the client's bytes.  A CR that is
+not followed by LF stays part of the line and makes it malformed (``BAD_SYNTAX``).
+"""
+
+from __future__ import annotations
+
+from popproxy.pop3 import limits
+from popproxy.pop3.events import (
+    NEED_DATA,
+    BadCommand,
+    BadLine,
+    ClientEvent,
+    Command,
+    ConnectionClosed,
+    Need,
+    SaslResponse,
+)
+
+# Commands whose argument is the whole rest of the line (RFC 1939 section 7: a password may
+# contain spaces; section 3 says arguments are separated by a single space otherwise).
+_REST_OF_LINE_VERBS = frozenset({"PASS"})
+
+
+def parse_command_line(line: bytes) -> Command | BadCommand:
+    """Parse one command line (without its line end) into a ``Command`` or a ``BadCommand``."""
+    if not line:
+        return BadCommand(BadLine.EMPTY)
+    if b"\0" in line:
+        return BadCommand(BadLine.NUL_BYTE)
+    if b"\r" in line:
+        return BadCommand(BadLine.BAD_SYNTAX)
+    keyword, sep, rest = line.partition(b" ")
+    if not (3 <= len(keyword) <= 4 and keyword.isalpha() and keyword.isascii()):
+        return BadCommand(BadLine.BAD_VERB)
+    verb = keyword.decode("ascii").upper()
+    if not sep:
+        return Command(verb)
+    if verb in _REST_OF_LINE_VERBS:
+        return Command(verb, (rest,))
+    args = tuple(rest.split(b" "))
+    if any(not a for a in args):  # doubled, leading or trailing spaces
+        return BadCommand(BadLine.BAD_SYNTAX)
+    return Command(verb, args)
+
+
+class CommandParser:
+    """Owns the one receive buffer of the client direction.
+
+    Feed bytes with ``receive_data`` (``b""`` means EOF), pull events with ``next_event``
+    until it returns ``NEED_DATA``.  ``sasl_mode`` switches line interpretation to raw SASL
+    responses (RFC 5034 section 4) with their own, larger limit.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._scan_from = 0  # bytes already searched for LF
+        self._draining = False  # inside an over-long line: discard up to the next LF
+        self._eof = False
+        self.sasl_mode = False
+        self.bad_count = 0  # consecutive BadCommand events (see limits.MAX_BAD_COMMANDS)
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        else:
+            self._buf += data
+
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events (RFC 2595 STLS injection check)."""
+        return len(self._buf)
+
+    def discard_buffer(self) -> None:
+        self._buf.clear()
+        self._scan_from = 0
+
+    @property
+    def line_limit(self) -> int:
+        return limits.MAX_SASL_LINE if self.sasl_mode else limits.MAX_COMMAND_LINE
+
+    def next_event(self) -> ClientEvent | Need:
+        while True:
+            end = self._buf.find(b"\n", self._scan_from)
+            if end < 0:
+                return self._no_line_yet()
+            if self._draining:
+                del self._buf[: end + 1]
+                self._scan_from = 0
+                self._draining = False
+                continue
+            line = bytes(self._buf[:end])
+            del self._buf[: end + 1]
+            self._scan_from = 0
+            if len(line) + 1 > self.line_limit:  # the limit counts the line end
+                return self._bad(BadLine.TOO_LONG)
+            return self._line_event(line[:-1] if line.endswith(b"\r") else line)
+
+    def _no_line_yet(self) -> ClientEvent | Need:
+        if self._draining:
+            self._buf.clear()
+        elif len(self._buf) + 1 > self.line_limit:  # +1: CRLF cannot fit any more
+            self._buf.clear()
+            self._draining = True
+            self._scan_from = 0
+            return self._bad(BadLine.TOO_LONG)
+        self._scan_from = len(self._buf)
+        if self._eof:
+            self._buf.clear()
+            return ConnectionClosed()
+        return NEED_DATA
+
+    def _line_event(self, line: bytes) -> ClientEvent:
+        if self.sasl_mode:
+            return SaslResponse(line)
+        event = parse_command_line(line)
+        if isinstance(event, BadCommand):
+            return self._bad(event.reason)
+        self.bad_count = 0
+        return event
+
+    def _bad(self, reason: BadLine) -> BadCommand:
+        self.bad_count += 1
+        return BadCommand(reason)
+
+
+# Arguments each TRANSACTION command takes (RFC 1939 sections 5 and 7): (min, max) numbers.
+TRANSACTION_ARGS: dict[str, tuple[int, int]] = {
+    "STAT": (0, 0),
+    "LIST": (0, 1),
+    "UIDL": (0, 1),
+    "RETR": (1, 1),
+    "DELE": (1, 1),
+    "TOP": (2, 2),
+    "NOOP": (0, 0),
+    "RSET": (0, 0),
+    "QUIT": (0, 0),
+    "CAPA": (0, 0),
+}
+
+# A message number or line count: RFC 1939 section 3 uses decimal numbers; ten digits hold any
+# 32-bit count and keep absurd values away from legacy servers' integer parsing.
+MAX_NUMBER_DIGITS = 10
+
+
+def valid_transaction_args(cmd: Command) -> bool:
+    """True if ``cmd`` has the right number of numeric arguments for the TRANSACTION state."""
+    low, high = TRANSACTION_ARGS[cmd.verb]
+    if not low <= len(cmd.args) <= high:
+        return False
+    return all(a.isdigit() and len(a) <= MAX_NUMBER_DIGITS for a in cmd.args)

@@ -1,0 +1,224 @@
+"""Response framing toward the upstream (the proxy's client side) and dot-stuffing both ways.
+
+RFC 1939 section 3: a multi-line response is a status line, then lines "terminated by the
+octet pair CRLF", each line starting with "." byte-stuffed by prepending another ".", and ends
+with the line ".CRLF".  Only the command that was sent tells whether a body follows, so the
+framer is told every command (``send_command``) and keeps a queue of expected responses.
+
+Bodies are passed on still stuffed (``BodyData``), so a relay that does not look inside a
+message forwards the upstream's bytes unchanged; ``Unstuffer`` and ``Stuffer`` convert when the
+content is needed.  Both work incrementally on arbitrary chunk boundaries.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from popproxy.pop3 import limits
+from popproxy.pop3.errors import LocalProtocolError, RemoteProtocolError
+from popproxy.pop3.events import (
+    NEED_DATA,
+    BodyData,
+    Command,
+    ConnectionClosed,
+    EndOfBody,
+    Need,
+    ServerEvent,
+    StatusLine,
+)
+
+TERMINATOR = b"\r\n.\r\n"  # CRLF ending the last body line, then ".CRLF" (RFC 1939 section 3)
+# Proper prefixes of TERMINATOR that may sit at the end of a chunk and must be held back.
+_HOLD_BACK = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
+
+# RFC 1939 sections 5 and 7, RFC 2449 section 5: these answer +OK with a body.
+_ALWAYS_MULTILINE = frozenset({"RETR", "TOP", "CAPA"})
+# RFC 1939 section 5 (LIST, UIDL) and RFC 5034 practice (bare AUTH lists mechanisms): a body
+# follows only when the command has no argument.
+_MULTILINE_WITHOUT_ARGS = frozenset({"LIST", "UIDL", "AUTH"})
+
+
+def expects_multiline(cmd: Command) -> bool:
+    """True if a +OK answer to ``cmd`` carries a multi-line body."""
+    if cmd.verb in _ALWAYS_MULTILINE:
+        return True
+    return cmd.verb in _MULTILINE_WITHOUT_ARGS and not cmd.args
+
+
+@dataclass(frozen=True, slots=True)
+class _Expected:
+    multiline: bool
+    sasl: bool  # an AUTH exchange: "+ " continuation lines are legal
+
+
+class ResponseFramer:
+    """Frames the upstream's byte stream into ``StatusLine``/``BodyData``/``EndOfBody`` events.
+
+    Owns the one receive buffer of the upstream direction.  The greeting is the first expected
+    response (RFC 1939 section 4).
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._expected: deque[_Expected] = deque([_Expected(multiline=False, sasl=False)])
+        self._in_body = False
+        self._end_pending = False  # the terminator was consumed with the last BodyData
+        self._at_line_start = True
+        self._eof = False
+
+    @property
+    def awaiting(self) -> int:
+        """Responses still owed by the upstream (including one whose body is streaming)."""
+        return len(self._expected) + (1 if self._in_body or self._end_pending else 0)
+
+    def send_command(self, cmd: Command) -> bytes:
+        """Record that ``cmd`` is sent and return its canonical wire bytes."""
+        sasl = cmd.verb == "AUTH" and bool(cmd.args)
+        self._expected.append(_Expected(multiline=expects_multiline(cmd), sasl=sasl))
+        return cmd.render()
+
+    def send_sasl_response(self, data: bytes) -> bytes:
+        """Return the wire bytes of one SASL client line (RFC 5034 section 4)."""
+        if not self._expected or not self._expected[-1].sasl:
+            raise LocalProtocolError("SASL response outside an AUTH exchange")
+        if b"\n" in data or b"\r" in data:
+            raise LocalProtocolError("SASL response contains a line break")
+        return data + b"\r\n"
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        else:
+            self._buf += data
+
+    def next_event(self) -> ServerEvent | Need:
+        if self._end_pending:
+            self._end_pending = False
+            return EndOfBody()
+        if self._in_body:
+            return self._next_body_event()
+        if not self._buf and self._eof:
+            return ConnectionClosed()
+        return self._next_status_line()
+
+    def _next_status_line(self) -> ServerEvent | Need:
+        sasl = bool(self._expected) and self._expected[0].sasl
+        limit = limits.MAX_CHALLENGE_LINE if sasl else limits.MAX_STATUS_LINE
+        end = self._buf.find(b"\n", 0, limit)
+        if end < 0:
+            if len(self._buf) >= limit:
+                raise RemoteProtocolError(f"status line longer than {limit} octets (RFC 1939 s3)")
+            if self._eof:
+                raise RemoteProtocolError("connection closed inside a status line")
+            return NEED_DATA
+        raw = bytes(self._buf[: end + 1])
+        del self._buf[: end + 1]
+        if not self._expected:
+            raise RemoteProtocolError("unsolicited response from the upstream")
+        kind = _status_kind(raw)
+        if kind == "+":
+            if not sasl:
+                raise RemoteProtocolError("continuation line outside an AUTH exchange")
+            return StatusLine("+", raw, multiline=False)
+        expected = self._expected.popleft()
+        multiline = kind == "+OK" and expected.multiline
+        if multiline:
+            self._in_body = True
+            self._at_line_start = True
+        return StatusLine(kind, raw, multiline=multiline)
+
+    def _next_body_event(self) -> ServerEvent | Need:
+        buf = self._buf
+        if self._at_line_start and buf[:3] == b".\r\n":
+            del buf[:3]
+            return self._end_body()
+        if self._at_line_start and len(buf) < 3 and b".\r\n".startswith(buf):
+            return self._need_body_data()
+        end = buf.find(TERMINATOR)
+        if end >= 0:
+            data = bytes(memoryview(buf)[: end + 2])
+            del buf[: end + len(TERMINATOR)]
+            self._in_body = False
+            self._end_pending = True
+            return BodyData(data)
+        keep = _held_back(buf)
+        if len(buf) == keep:
+            return self._need_body_data()
+        cut = len(buf) - keep
+        data = bytes(memoryview(buf)[:cut])
+        del buf[:cut]
+        self._at_line_start = data.endswith(b"\r\n")
+        return BodyData(data)
+
+    def _need_body_data(self) -> Need:
+        if self._eof:
+            raise RemoteProtocolError("connection closed inside a multi-line response")
+        return NEED_DATA
+
+    def _end_body(self) -> EndOfBody:
+        self._in_body = False
+        return EndOfBody()
+
+
+def _status_kind(raw: bytes) -> str:
+    for kind in ("+OK", "-ERR"):
+        if raw.startswith(kind.encode()) and raw[len(kind) : len(kind) + 1] in (b" ", b"\r", b"\n"):
+            return kind
+    if raw[:2] in (b"+ ", b"+\r", b"+\n"):
+        return "+"
+    raise RemoteProtocolError("status line is neither +OK nor -ERR (RFC 1939 section 3)")
+
+
+def _held_back(buf: bytearray) -> int:
+    """Length of the longest suffix of ``buf`` that could begin the body terminator."""
+    tail = bytes(buf[-4:])
+    for prefix in _HOLD_BACK:
+        if tail.endswith(prefix):
+            return len(prefix)
+    return 0
+
+
+class _LineStartRewriter:
+    """Rewrites what follows each line start, carrying line-end state across chunks."""
+
+    def __init__(self) -> None:
+        self._carry = b"\r\n"  # the status line's CRLF: the body starts at a line start
+
+    def _apply(self, data: bytes, old: bytes, new: bytes) -> bytes:
+        if not data:
+            return b""
+        window = self._carry + data
+        out = window.replace(old, new)[len(self._carry) :]
+        if window.endswith(b"\r\n"):
+            self._carry = b"\r\n"
+        else:
+            self._carry = b"\r" if window.endswith(b"\r") else b""
+        return out
+
+
+class Unstuffer(_LineStartRewriter):
+    """Removes dot-stuffing from body chunks (RFC 1939 section 3), across any chunk boundary."""
+
+    def feed(self, data: bytes) -> bytes:
+        return self._apply(data, b"\r\n.", b"\r\n")
+
+
+class Stuffer(_LineStartRewriter):
+    """Adds dot-stuffing to body content and terminates the body (RFC 1939 section 3).
+
+    A "." at the very start and after every CRLF is doubled, wherever the chunk boundaries
+    fall; ``finish`` adds a missing final CRLF and the ".CRLF" terminator.
+    """
+
+    def feed(self, data: bytes) -> bytes:
+        return self._apply(data, b"\r\n.", b"\r\n..")
+
+    def finish(self) -> bytes:
+        return (b"" if self._carry == b"\r\n" else b"\r\n") + b".\r\n"
+
+
+def stuff_body(content: bytes) -> bytes:
+    """Whole-message helper: the stuffed, terminated wire form of ``content``."""
+    stuffer = Stuffer()
+    return stuffer.feed(content) + stuffer.finish()

@@ -1,0 +1,172 @@
+"""Login handling for a session: USER/PASS, AUTH PLAIN/LOGIN (RFC 1939 s7, RFC 5034, RFC 4616).
+
+The proxy terminates authentication: it learns the username, then logs in to the upstream with
+USER/PASS (one command per write: pipelining both stalls Dovecot's login by about 40 ms).
+Passwords and SASL payloads are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from popproxy.pop3 import replies
+from popproxy.pop3.events import Command
+from popproxy.pop3.replies import Code
+from popproxy.pop3.sasl import (
+    MECHANISMS,
+    Credentials,
+    b64decode_response,
+    decode_plain,
+    login_challenge,
+    valid_login_field,
+)
+from popproxy.pop3.state import Event
+from popproxy.proxy.errors import SessionEnd
+from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
+
+if TYPE_CHECKING:
+    from popproxy.proxy.session import Session
+
+log = logging.getLogger("popproxy.auth")
+
+SASL_CANCEL = b"*"  # RFC 5034 section 4: the client aborts the exchange
+
+
+class AuthHandler:
+    """The AUTHORIZATION-state commands that lead to a login."""
+
+    mechanisms = MECHANISMS
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+        self._user: bytes | None = None
+        self._mech: str | None = None
+        self._login_user: bytes | None = None  # LOGIN mechanism: username step done
+        self.failures = 0
+
+    async def command(self, cmd: Command) -> None:
+        if cmd.verb == "USER":
+            self._user_cmd(cmd)
+        elif cmd.verb == "PASS":
+            await self._pass_cmd(cmd)
+        elif cmd.verb == "AUTH":
+            await self._auth_cmd(cmd)
+        else:  # APOP: the digest covers the upstream's timestamp, which the proxy never shows.
+            self._s.write(replies.err("APOP is not supported here; use USER/PASS or AUTH"))
+
+    def _user_cmd(self, cmd: Command) -> None:
+        if len(cmd.args) != 1:
+            self._s.write(replies.err("usage: USER name"))
+            return
+        self._user = cmd.args[0]
+        self._s.state.apply(Event.USER_ACCEPTED)
+        self._s.write(replies.ok("send PASS"))
+
+    async def _pass_cmd(self, cmd: Command) -> None:
+        if self._user is None:
+            self._s.write(replies.err("USER first"))
+        elif not cmd.args or not cmd.args[0]:
+            self._s.write(replies.err("usage: PASS password"))
+        else:
+            user, self._user = self._user, None
+            await self._login(Credentials(user, cmd.args[0]))
+
+    async def _auth_cmd(self, cmd: Command) -> None:
+        if not cmd.args:  # de-facto mechanism listing (used by Outlook and others)
+            lines = [m.encode() for m in self.mechanisms]
+            self._s.write(replies.multiline(replies.ok("SASL mechanisms follow"), lines))
+            return
+        mech = cmd.args[0].decode("ascii", "replace").upper()
+        if mech not in self.mechanisms or len(cmd.args) > 2:
+            self._s.write(replies.err(f"unsupported SASL mechanism, use {' or '.join(MECHANISMS)}"))
+            return
+        self._user = None
+        self._mech = mech
+        self._s.state.apply(Event.SASL_STARTED)
+        self._s.parser.sasl_mode = True
+        if len(cmd.args) == 2:  # RFC 5034 section 4: initial response
+            await self.sasl_step(cmd.args[1])
+        else:
+            self._s.write(replies.continuation(login_challenge(0) if mech == "LOGIN" else b""))
+
+    async def sasl_step(self, line: bytes) -> None:
+        """One client line inside AUTH."""
+        if line == SASL_CANCEL:
+            self._end_sasl()
+            self._s.state.apply(Event.LOGIN_FAILED)
+            self._s.write(replies.err("authentication cancelled"))
+            return
+        decoded = b64decode_response(line)
+        if decoded is None:
+            self._end_sasl()
+            self._s.state.apply(Event.LOGIN_FAILED)
+            self._s.write(replies.err("invalid base64 in SASL response"))
+            return
+        if self._mech == "LOGIN" and self._login_user is None:
+            self._login_user = decoded
+            self._s.write(replies.continuation(login_challenge(1)))
+            return
+        creds = self._credentials(decoded)
+        self._end_sasl()
+        if creds is None:
+            await self._failed(replies.err("malformed credentials", Code.AUTH))
+        else:
+            await self._login(creds)
+
+    def _credentials(self, decoded: bytes) -> Credentials | None:
+        if self._mech == "PLAIN":
+            return decode_plain(decoded)
+        user = self._login_user or b""
+        if valid_login_field(user) and valid_login_field(decoded):
+            return Credentials(user, decoded)
+        return None
+
+    def _end_sasl(self) -> None:
+        self._mech = None
+        self._login_user = None
+        self._s.parser.sasl_mode = False
+
+    async def _login(self, creds: Credentials) -> None:
+        """Log in upstream; on success the session enters TRANSACTION."""
+        if not _forwardable(creds):
+            await self._failed(replies.err("invalid characters in credentials", Code.AUTH))
+            return
+        upstream = await UpstreamConnection.open(self._s.settings.upstream)
+        try:
+            status = await upstream.status(Command("USER", (creds.username,)))
+            if status.ok:
+                status = await upstream.status(Command("PASS", (creds.password,)))
+        except UpstreamError:
+            upstream.close()
+            raise
+        if status.ok:
+            self._s.upstream = upstream
+            self._s.state.apply(Event.LOGIN_OK)
+            self._s.write(status.raw)
+            log.info("session %s: login ok", self._s.peer)
+            return
+        upstream.close()
+        # Relay the upstream's answer: it may carry [AUTH], [IN-USE] or [SYS/TEMP] (RFC 3206).
+        await self._failed(status.raw)
+
+    async def _failed(self, reply: bytes) -> None:
+        self.failures += 1
+        self._s.state.apply(Event.LOGIN_FAILED)
+        self._s.write(reply)
+        log.info("session %s: login failed (%d)", self._s.peer, self.failures)
+        if self.failures >= self._s.settings.limits.max_login_failures:
+            self._s.write(replies.err("too many failed logins", Code.AUTH))
+            raise SessionEnd
+
+
+def _forwardable(creds: Credentials) -> bool:
+    """USER/PASS arguments must fit one upstream command line (RFC 2449 section 4)."""
+    if b" " in creds.username:
+        return False
+    fields = (creds.username, creds.password)
+    return all(valid_field(f) for f in fields) and len(creds.password) + 7 <= 255
+
+
+def valid_field(value: bytes) -> bool:
+    return bool(value) and not any(c in value for c in b"\0\r\n")

@@ -13,6 +13,7 @@ from popproxy import __version__
 from popproxy.policy.config import Config, ConfigError, load_config
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.server import ProxyServer
+from popproxy.proxy.tls import fingerprint
 
 log = logging.getLogger("popproxy")
 
@@ -34,13 +35,25 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
     if config.demo_upstream.enabled:
         demo = DemoUpstream()
         await demo.start(config.upstream.host, config.upstream.port)
-        log.warning("demo upstream on %s:%d (user demo, password demo): not for production",
-                    config.upstream.host, demo.port)
+        log.warning(
+            "demo upstream on %s:%d (user demo, password demo): not for production",
+            config.upstream.host,
+            demo.port,
+        )
     server = ProxyServer(config)
+    if server.server_tls is not None:
+        for pair in server.server_tls.pairs:
+            print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)}", flush=True)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, server.reload_tls)
     await server.start()
-    print("popproxy ready: " + ", ".join(
-        f"{lst.name}={lst.host}:{server.ports[lst.name]} ({lst.mode})" for lst in config.listeners
-    ), flush=True)
+    print(
+        "popproxy ready: "
+        + ", ".join(
+            f"{lst.name}={lst.host}:{server.ports[lst.name]} ({lst.mode})"
+            for lst in config.listeners
+        ),
+        flush=True,
+    )
     await stop.wait()
     log.info("shutting down")
     await server.stop()
@@ -58,8 +71,9 @@ async def _main_async(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         config = load_config(args.config)
     except ConfigError as exc:

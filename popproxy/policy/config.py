@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from popproxy.policy.yamlpos import line_of, load_with_positions
 
@@ -24,14 +31,32 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
+
+
 class Listener(_Model):
-    """One address the proxy accepts clients on."""
+    """One address the proxy accepts clients on.
+
+    mode ``tls``: implicit TLS (port 995 style); ``starttls``: plaintext until STLS (port 110
+    style, RFC 2595); ``plain``: never TLS, only with ``allow_plaintext_login: true``.
+    """
 
     name: str
     host: str = "127.0.0.1"
     port: Port
-    # plain: no TLS on this listener (issue #4 adds "starttls" and "tls").
-    mode: Literal["plain"] = "plain"
+    mode: Literal["plain", "starttls", "tls"] = "starttls"
+    # Let USER/PASS/AUTH through before TLS.  Off by default: passwords must not cross the
+    # network in clear (RFC 2595 section 2.3 recommends this policy).
+    allow_plaintext_login: bool = False
+
+    @model_validator(mode="after")
+    def _plain_needs_consent(self) -> Listener:
+        if self.mode == "plain" and not self.allow_plaintext_login:
+            raise ValueError(
+                "a plain listener sends passwords in clear: set allow_plaintext_login: true "
+                "to accept that, or use mode starttls or tls"
+            )
+        return self
 
     @field_validator("host")
     @classmethod
@@ -49,7 +74,13 @@ class Upstream(_Model):
 
     host: str = "127.0.0.1"
     port: Port = 110
-    mode: Literal["plain"] = "plain"
+    # plain, STLS (RFC 2595) or implicit TLS toward the legacy server.
+    mode: Literal["plain", "starttls", "tls"] = "plain"
+    # Certificate and host name checks (system CAs unless ca_file); off only explicitly.
+    verify: bool = True
+    ca_file: Path | None = None
+    server_name: str | None = None  # name to verify and send as SNI; default: host
+    tls_min_version: TlsVersion = "TLSv1.2"
     connect_timeout: Seconds = 10.0
     greeting_timeout: Seconds = 10.0
     # Longest silence from the upstream while we wait for (part of) a response.
@@ -68,6 +99,22 @@ class Limits(_Model):
     shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
 
+class Certificate(_Model):
+    """A certificate chain and its key; ``names`` are the SNI names it is chosen for."""
+
+    cert: Path
+    key: Path
+    names: tuple[str, ...] = ()
+
+
+class Tls(_Model):
+    """Client-facing TLS.  With no certificates a self-signed one is made in state_dir."""
+
+    certificates: tuple[Certificate, ...] = ()
+    min_version: TlsVersion = "TLSv1.2"
+    handshake_timeout: Seconds = 10.0
+
+
 class DemoUpstream(_Model):
     """The built-in demo POP3 server (for trying the proxy out; never for production)."""
 
@@ -78,6 +125,9 @@ class Config(_Model):
     listeners: Annotated[tuple[Listener, ...], Field(min_length=1)]
     upstream: Upstream = Upstream()
     limits: Limits = Limits()
+    tls: Tls = Tls()
+    # Where generated files (the self-signed certificate) live; relative to the working dir.
+    state_dir: Path = Path("state")
     demo_upstream: DemoUpstream = DemoUpstream()
 
     @field_validator("listeners")

@@ -72,6 +72,10 @@ class ResponseFramer:
         """Responses still owed by the upstream (including one whose body is streaming)."""
         return len(self._expected) + (1 if self._in_body or self._end_pending else 0)
 
+    def buffered(self) -> int:
+        """Received bytes not yet framed (must be 0 before an upstream STLS, RFC 2595 s4)."""
+        return len(self._buf)
+
     def send_command(self, cmd: Command) -> bytes:
         """Record that ``cmd`` is sent and return its canonical wire bytes."""
         sasl = cmd.verb == "AUTH" and bool(cmd.args)

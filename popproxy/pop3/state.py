@@ -81,9 +81,9 @@ ALLOWED_VERBS: dict[State, frozenset[str]] = {
 class SessionState:
     """Tracks where one client session is; the proxy asks it before acting on a command."""
 
-    def __init__(self) -> None:
+    def __init__(self, implicit_tls: bool = False) -> None:
         self.state = State.AUTHORIZATION
-        self.tls_active = False
+        self.tls_active = implicit_tls  # port-995 style: TLS before the greeting
         self.stls_used = False
 
     def allows(self, verb: str) -> bool:

@@ -45,6 +45,12 @@ class AuthHandler:
         self._login_user: bytes | None = None  # LOGIN mechanism: username step done
         self.failures = 0
 
+    def reset(self) -> None:
+        """Forget everything given so far (STLS: nothing crosses into TLS, RFC 2595 s4)."""
+        self._user = None
+        self._mech = None
+        self._login_user = None
+
     async def command(self, cmd: Command) -> None:
         if cmd.verb == "USER":
             self._user_cmd(cmd)
@@ -132,7 +138,8 @@ class AuthHandler:
         if not _forwardable(creds):
             await self._failed(replies.err("invalid characters in credentials", Code.AUTH))
             return
-        upstream = await UpstreamConnection.open(self._s.settings.upstream)
+        settings = self._s.settings
+        upstream = await UpstreamConnection.open(settings.upstream, settings.upstream_tls)
         try:
             status = await upstream.status(Command("USER", (creds.username,)))
             if status.ok:

@@ -87,12 +87,14 @@ class _DemoConnection:
         if cmd.verb == "QUIT":
             self.done = True
             if self.box is not None:
-                self.box.messages = [m for i, m in enumerate(self.box.messages, 1)
-                                     if i not in self.deleted]
+                self.box.messages = [
+                    m for i, m in enumerate(self.box.messages, 1) if i not in self.deleted
+                ]
             return replies.ok("bye")
         if cmd.verb == "CAPA":
-            return replies.multiline(replies.ok("capabilities"),
-                                     [b"TOP", b"UIDL", b"USER", b"IMPLEMENTATION demo"])
+            return replies.multiline(
+                replies.ok("capabilities"), [b"TOP", b"UIDL", b"USER", b"IMPLEMENTATION demo"]
+            )
         if self.box is None:
             return self._authorization(cmd)
         return self._transaction(cmd, self.box)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
 from dataclasses import dataclass
 
-from popproxy.policy.config import Limits, Upstream
+from popproxy.policy.config import Limits, Listener, Upstream
 from popproxy.pop3 import limits, replies
 from popproxy.pop3.capa import filter_upstream, parse_capa_body, render_capa
 from popproxy.pop3.commands import CommandParser, valid_transaction_args
@@ -26,37 +28,37 @@ from popproxy.pop3.framing import Unstuffer
 from popproxy.pop3.replies import Code
 from popproxy.pop3.state import Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler
+from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
+from popproxy.proxy.tls import ServerTls
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
 log = logging.getLogger("popproxy.session")
 
-CLIENT_READ_CHUNK = 64 * 1024
 GREETING = replies.ok("POP3 proxy ready")
 
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
+    """Everything a session needs to know, fixed for its lifetime."""
+
+    listener: Listener
     upstream: Upstream
     limits: Limits
+    handshake_timeout: float
+    server_tls: ServerTls | None  # None: no client-facing TLS configured
+    upstream_tls: ssl.SSLContext | None
 
 
 class Session:
     """Runs one client connection from greeting to close."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        settings: SessionSettings,
-        peer: str,
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, channel: Channel, settings: SessionSettings, peer: str) -> None:
+        self.client = channel
         self.settings = settings
         self.peer = peer
         self.parser = CommandParser()
-        self.state = SessionState()
+        self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
         self.upstream: UpstreamConnection | None = None
         self.auth = AuthHandler(self)
 
@@ -64,10 +66,14 @@ class Session:
     async def run(self) -> None:
         """Serve the client; always closes both sides, never sending QUIT on its own."""
         try:
+            if self.settings.listener.mode == "tls":
+                await self._handshake()
             self.write(GREETING)
             await self._serve()
         except SessionEnd:
             pass
+        except (ssl.SSLError, ChannelClosed) as exc:
+            log.info("session %s: TLS failed: %s", self.peer, exc.__class__.__name__)
         except UpstreamError as exc:
             log.warning("session %s: upstream failed: %s", self.peer, exc)
             self.write(replies.err("upstream server unavailable, try again later", Code.SYS_TEMP))
@@ -75,27 +81,40 @@ class Session:
             self.write(replies.err("autologout: idle for too long", Code.SYS_TEMP))
         except (ConnectionError, OSError) as exc:
             log.info("session %s: client connection lost: %s", self.peer, exc.__class__.__name__)
+        except Exception:  # a bug: log it, close this session, keep serving the others
+            log.exception("session %s: internal error", self.peer)
+            self.write(replies.err("internal error", Code.SYS_TEMP))
         finally:
             await self._close()
 
     async def _close(self) -> None:
         if self.upstream is not None:
             self.upstream.close()
-        try:
-            if not self._writer.is_closing():
-                await asyncio.wait_for(self._writer.drain(), 5)
-        except (ConnectionError, OSError, TimeoutError):
-            pass
-        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            async with asyncio.timeout(5):
+                await self.client.drain()
+        self.client.close()
 
     def write(self, data: bytes) -> None:
-        self._writer.write(data)
+        self.client.write(data)
+
+    async def _handshake(self) -> None:
+        """Implicit TLS: the channel started the handshake when the connection opened."""
+        if self.client.handshake is None:
+            raise SessionEnd
+        async with asyncio.timeout(self.settings.handshake_timeout):
+            await self.client.handshake
+
+    @property
+    def login_allowed(self) -> bool:
+        """RFC 2595 section 2.3: by default no password is accepted before TLS."""
+        return self.state.tls_active or self.settings.listener.allow_plaintext_login
 
     async def _serve(self) -> None:
         while True:
             event = self.parser.next_event()
             if event is NEED_DATA:
-                await self._writer.drain()
+                await self.client.drain()
                 await self._read_client()
                 continue
             await self._handle(event)
@@ -105,7 +124,7 @@ class Session:
     async def _read_client(self) -> None:
         # RFC 1939 section 3: the autologout timer restarts with every client activity.
         async with asyncio.timeout(self.settings.limits.idle_timeout):
-            data = await self._reader.read(CLIENT_READ_CHUNK)
+            data = await self.client.read()
         self.parser.receive_data(data)
 
     # ---------------------------------------------------------------- dispatch
@@ -136,15 +155,54 @@ class Session:
             self.state.apply(Event.QUIT)
             self.write(replies.ok("bye"))
         elif cmd.verb == "STLS":
-            self.write(replies.err("STLS is not offered on this listener"))
+            await self._stls()
+        elif not self.login_allowed:
+            # [SYS/PERM], not [AUTH]: clients then report the problem instead of asking for
+            # the password again and again (RFC 3206 section 4).
+            self.write(replies.err("TLS is required before login: use STLS", Code.SYS_PERM))
         else:
             await self.auth.command(cmd)
 
     def _capa(self) -> list[bytes]:
-        # RFC 2449 section 6: what this proxy offers before login.  TOP/UIDL are relayed.
-        lines = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING", b"USER"]
-        lines.append(b"SASL " + " ".join(self.auth.mechanisms).encode())
+        # RFC 2449 section 6 / RFC 2595 section 4: what this proxy offers before login.
+        lines = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
+        if self._stls_offered():
+            lines.append(b"STLS")
+        if self.login_allowed:
+            lines.append(b"USER")
+            lines.append(b"SASL " + " ".join(self.auth.mechanisms).encode())
         return lines
+
+    def _stls_offered(self) -> bool:
+        return (
+            self.settings.listener.mode == "starttls"
+            and self.settings.server_tls is not None
+            and not self.state.tls_active
+        )
+
+    async def _stls(self) -> None:
+        """RFC 2595 section 4: STLS once, before login; TLS starts right after +OK CRLF."""
+        if self.state.tls_active:
+            self.write(replies.err("TLS is already active"))
+            return
+        tls = self.settings.server_tls
+        if not self._stls_offered() or tls is None:
+            self.write(replies.err("STLS is not offered on this listener"))
+            return
+        if self.parser.buffered() or self.client.unread:
+            # CVE-2011-0411: bytes sent after STLS would run inside TLS as if the client had
+            # sent them there.  We close the connection (rather than discard) so an injected
+            # command can never take effect.
+            log.warning("session %s: plaintext after STLS, closing (CVE-2011-0411)", self.peer)
+            self.write(replies.err("data after STLS is not allowed, closing", Code.SYS_PERM))
+            raise SessionEnd
+        self.write(replies.ok("begin TLS negotiation"))
+        # No await between the +OK and the switch: any byte after +OK CRLF is TLS.
+        handshake = self.client.switch_to_tls(tls.context, server_side=True)
+        self.state.apply(Event.STLS_DONE)
+        self.auth.reset()
+        async with asyncio.timeout(self.settings.handshake_timeout):
+            await handshake
 
     async def _transaction(self, cmd: Command) -> None:
         if not valid_transaction_args(cmd):
@@ -175,7 +233,7 @@ class Session:
                     return
             elif isinstance(event, BodyData):
                 self.write(event.data)
-                await self._writer.drain()
+                await self.client.drain()
             elif isinstance(event, EndOfBody):
                 self.write(b".\r\n")
                 return

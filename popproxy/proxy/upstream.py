@@ -1,69 +1,96 @@
-"""A connection to the legacy upstream POP3 server.
+"""A connection to the legacy upstream POP3 server: plain, STLS (RFC 2595) or implicit TLS.
 
 Closing never sends QUIT: RFC 1939 section 6 commits deletions only in the UPDATE state, which
 QUIT enters, so the proxy sends QUIT upstream only when the client itself sent it.
+No credentials are sent before the TLS handshake (if any) has verified the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from popproxy.policy.config import Upstream as UpstreamSettings
 from popproxy.pop3.errors import ProtocolError
 from popproxy.pop3.events import NEED_DATA, Command, ServerEvent, StatusLine
 from popproxy.pop3.framing import ResponseFramer
+from popproxy.proxy.channel import Channel, ChannelClosed, open_channel
 
 log = logging.getLogger("popproxy.upstream")
 
-# Large reads keep per-chunk Python overhead low on multi-MiB RETR bodies.
-READ_CHUNK = 256 * 1024
-
 
 class UpstreamError(Exception):
-    """The upstream is unreachable, timed out, closed early or broke the protocol."""
+    """The upstream is unreachable, timed out, closed early, failed TLS or broke the protocol."""
 
 
 class UpstreamConnection:
     """Framed, timed access to one upstream POP3 connection."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        settings: UpstreamSettings,
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, channel: Channel, settings: UpstreamSettings) -> None:
+        self._channel = channel
         self._settings = settings
         self.framer = ResponseFramer()
 
     @classmethod
-    async def open(cls, settings: UpstreamSettings) -> UpstreamConnection:
-        """Connect and read the greeting; raises ``UpstreamError`` on any failure."""
+    async def open(
+        cls, settings: UpstreamSettings, tls: ssl.SSLContext | None
+    ) -> UpstreamConnection:
+        """Connect, secure (per ``settings.mode``) and read the greeting.
+
+        Raises ``UpstreamError`` on any failure, including certificate verification.
+        """
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(settings.host, settings.port, limit=READ_CHUNK),
-                settings.connect_timeout,
-            )
+            async with asyncio.timeout(settings.connect_timeout):
+                channel = await open_channel(settings.host, settings.port)
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"connect failed: {exc.__class__.__name__}") from None
-        conn = cls(reader, writer, settings)
+        conn = cls(channel, settings)
         try:
-            greeting = await conn.next_event(timeout=settings.greeting_timeout)
-        except UpstreamError:
-            conn.close()
+            await conn._secure_and_greet(tls)
+        except BaseException:
+            channel.abort()
             raise
-        if not (isinstance(greeting, StatusLine) and greeting.ok):
-            conn.close()
-            raise UpstreamError("upstream did not greet with +OK")
         return conn
 
+    async def _secure_and_greet(self, tls: ssl.SSLContext | None) -> None:
+        settings = self._settings
+        if settings.mode == "tls":
+            await self._start_tls(tls)
+        greeting = await self.next_event(timeout=settings.greeting_timeout)
+        if not (isinstance(greeting, StatusLine) and greeting.ok):
+            raise UpstreamError("upstream did not greet with +OK")
+        if settings.mode == "starttls":
+            status = await self.status(Command("STLS"))
+            if not status.ok:
+                raise UpstreamError("upstream refused STLS")
+            # RFC 2595 section 4 from the other side: anything the server sent after its +OK
+            # arrived in plaintext and must not be taken as a TLS-protected answer.
+            if self.framer.buffered() or self._channel.unread:
+                raise UpstreamError("upstream sent data after STLS +OK (injection?)")
+            await self._start_tls(tls)
+
+    async def _start_tls(self, tls: ssl.SSLContext | None) -> None:
+        if tls is None:
+            raise UpstreamError("upstream TLS requested but no TLS context configured")
+        name = self._settings.server_name or self._settings.host
+        try:
+            await self._channel.start_tls(
+                tls,
+                server_side=False,
+                server_hostname=name,
+                timeout=self._settings.greeting_timeout,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise UpstreamError(f"certificate verification failed: {exc.verify_message}") from None
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            raise UpstreamError(f"TLS handshake failed: {exc.__class__.__name__}") from None
+
     def send(self, cmd: Command) -> None:
-        self._writer.write(self.framer.send_command(cmd))
+        self._channel.write(self.framer.send_command(cmd))
 
     def send_raw_sasl(self, line: bytes) -> None:
-        self._writer.write(self.framer.send_sasl_response(line))
+        self._channel.write(self.framer.send_sasl_response(line))
 
     async def next_event(self, timeout: float | None = None) -> ServerEvent:
         """The next framed event, reading from the socket as needed."""
@@ -74,7 +101,7 @@ class UpstreamConnection:
                 if event is not NEED_DATA:
                     return event
                 async with asyncio.timeout(limit):
-                    data = await self._reader.read(READ_CHUNK)
+                    data = await self._channel.read()
                 self.framer.receive_data(data)
         except ProtocolError as exc:
             raise UpstreamError(f"protocol error: {exc}") from None
@@ -91,5 +118,7 @@ class UpstreamConnection:
 
     def close(self) -> None:
         """Close without QUIT: nothing is committed upstream (RFC 1939 section 6)."""
-        if not self._writer.is_closing():
-            self._writer.close()
+        self._channel.close()
+
+
+__all__ = ["ChannelClosed", "UpstreamConnection", "UpstreamError"]

@@ -1,0 +1,320 @@
+"""A TCP connection with optional TLS, owned end to end by popproxy.
+
+Why not asyncio streams + ``start_tls``: (1) the STLS rule of RFC 2595 section 4 ("the client
+MUST NOT send further commands until it receives the server's response", and a server must not
+act on plaintext sent after STLS: CVE-2011-0411) has to hold by construction, which needs to know
+exactly which bytes arrived before the switch; asyncio's buffer handling across ``start_tls`` is
+private and has changed between releases.  (2) asyncio's TLS transport keeps a 256 KiB buffer per
+connection; an idle POP3 session should cost a few KiB.
+
+So a ``Channel`` is an ``asyncio.BufferedProtocol`` that reads every socket into one shared
+per-thread buffer (the event loop calls ``get_buffer`` and ``buffer_updated`` back to back, so
+one buffer serves all connections of a loop) and, once TLS is on, runs ``ssl.SSLObject`` over
+memory BIOs.  Received application bytes queue in ``_chunks`` until ``read`` takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from collections import deque
+from typing import Any
+
+# Size of the shared receive buffer: large reads keep multi-MiB RETR relays cheap.
+READ_BUFFER_SIZE = 256 * 1024
+# Stop reading from the socket while this much received data waits to be consumed.
+MAX_UNREAD = 1024 * 1024
+# TLS records carry at most 16 KiB of plaintext (RFC 8446 section 5.1); read a few at a time.
+TLS_READ_SIZE = 64 * 1024
+
+_local = threading.local()
+
+
+def _shared_buffer() -> memoryview:
+    view: memoryview | None = getattr(_local, "view", None)
+    if view is None:
+        view = memoryview(bytearray(READ_BUFFER_SIZE))
+        _local.view = view
+    return view
+
+
+class ChannelClosed(ConnectionError):
+    """The peer went away (or TLS failed) while we were reading or writing."""
+
+
+class _Tls:
+    __slots__ = ("handshake", "incoming", "obj", "outgoing")
+
+    def __init__(self, ctx: ssl.SSLContext, server_side: bool, server_hostname: str | None) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(
+            self.incoming, self.outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        self.handshake: asyncio.Future[None] | None = None
+
+
+class Channel(asyncio.BufferedProtocol):
+    """One connection: ``read``/``write``/``drain``/``start_tls``/``close``."""
+
+    def __init__(self, implicit_tls: ssl.SSLContext | None = None) -> None:
+        """``implicit_tls``: a server context to start TLS with as soon as the TCP connection
+        exists (port 995 style), so not one byte is ever read as plaintext."""
+        self._implicit_tls = implicit_tls
+        self.handshake: asyncio.Future[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._chunks: deque[bytes] = deque()
+        self._unread = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._tls: _Tls | None = None
+        self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # ------------------------------------------------------------ protocol callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if self._implicit_tls is not None:
+            self.handshake = self.switch_to_tls(self._implicit_tls, server_side=True)
+        if not self.connected.done():
+            self.connected.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _shared_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = bytes(_shared_buffer()[:nbytes])
+        if self._tls is None:
+            self._deliver(data)
+        else:
+            self._tls.incoming.write(data)
+            self._pump_tls()
+
+    def eof_received(self) -> bool:
+        if self._tls is not None:
+            self._tls.incoming.write_eof()
+            self._pump_tls()
+        self._set_eof()
+        return False  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._error = self._error or exc
+        self._set_eof()
+        self._wake_drain()
+        if self._tls is not None and self._tls.handshake and not self._tls.handshake.done():
+            self._tls.handshake.set_exception(ChannelClosed("connection lost during TLS handshake"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    # ------------------------------------------------------------ reading
+    def _deliver(self, data: bytes) -> None:
+        if not data:
+            return
+        self._chunks.append(data)
+        self._unread += len(data)
+        if self._unread > MAX_UNREAD and not self._read_paused and self._transport is not None:
+            self._transport.pause_reading()
+            self._read_paused = True
+        self._wake_reader()
+
+    def _set_eof(self) -> None:
+        self._eof = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def unread(self) -> int:
+        """Bytes received (decrypted, if TLS) that ``read`` has not returned yet."""
+        return self._unread
+
+    async def read(self) -> bytes:
+        """All received bytes not yet read; ``b""`` once the peer has closed."""
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._unread = 0
+        if self._read_paused and self._transport is not None:
+            self._read_paused = False
+            self._transport.resume_reading()
+        return data
+
+    # ------------------------------------------------------------ writing
+    def write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        if self._tls is None:
+            self._transport.write(data)
+            return
+        try:
+            self._tls.obj.write(data)
+        except ssl.SSLError as exc:
+            self._fail(exc)
+            return
+        self._flush_tls()
+
+    async def drain(self) -> None:
+        """Wait until the kernel accepts more data (the transport's high-water mark)."""
+        if self._transport is None or self._transport.is_closing():
+            if self._error is not None or self._eof:
+                raise ChannelClosed("connection closed")
+            return
+        while self._write_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+            if self._transport.is_closing():
+                raise ChannelClosed("connection closed while writing")
+
+    # ------------------------------------------------------------ TLS
+    @property
+    def tls_active(self) -> bool:
+        return self._tls is not None
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return None if self._tls is None else self._tls.obj
+
+    def switch_to_tls(
+        self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> asyncio.Future[None]:
+        """Switch to TLS now, synchronously; returns the handshake's future.
+
+        Every byte received after this call is treated as TLS.  Raises ``RuntimeError`` if
+        received plaintext is still unread: the caller must refuse STLS first (RFC 2595
+        section 4, CVE-2011-0411).  The future fails with ``ssl.SSLError`` or
+        ``ChannelClosed`` if the handshake does.
+        """
+        if self._unread or self._chunks:
+            raise RuntimeError("plaintext is pending: refusing to start TLS over it")
+        if self._tls is not None:
+            raise RuntimeError("TLS is already active")
+        tls = _Tls(ctx, server_side, server_hostname)
+        tls.handshake = asyncio.get_running_loop().create_future()
+        self._tls = tls
+        self._pump_tls()
+        return tls.handshake
+
+    async def start_tls(
+        self,
+        ctx: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """``switch_to_tls`` and wait for the handshake (``TimeoutError`` after ``timeout``)."""
+        handshake = self.switch_to_tls(
+            ctx, server_side=server_side, server_hostname=server_hostname
+        )
+        async with asyncio.timeout(timeout):
+            await handshake
+
+    def _pump_tls(self) -> None:
+        tls = self._tls
+        assert tls is not None
+        handshaking = tls.handshake is not None and not tls.handshake.done()
+        if handshaking and not self._advance_handshake(tls):
+            return
+        self._read_tls(tls)
+        self._flush_tls()
+
+    def _advance_handshake(self, tls: _Tls) -> bool:
+        assert tls.handshake is not None
+        try:
+            tls.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush_tls()
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            self._flush_tls()  # send the alert
+            tls.handshake.set_exception(exc)
+            self._fail(exc)
+            return False
+        tls.handshake.set_result(None)
+        return True
+
+    def _read_tls(self, tls: _Tls) -> None:
+        while True:
+            try:
+                data = tls.obj.read(TLS_READ_SIZE)
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLZeroReturnError:
+                self._set_eof()
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._fail(exc)
+                return
+            if not data:
+                self._set_eof()
+                return
+            self._deliver(data)
+
+    def _flush_tls(self) -> None:
+        assert self._tls is not None
+        out = self._tls.outgoing.read()
+        if out and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(out)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._set_eof()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # ------------------------------------------------------------ closing
+    def close(self) -> None:
+        """Close gracefully (TLS close_notify, then FIN) after pending writes are sent."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        if self._tls is not None and self._tls.handshake is not None and self._tls.handshake.done():
+            with contextlib.suppress(ssl.SSLError, OSError):
+                self._tls.obj.unwrap()
+            self._flush_tls()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once (RST); used when the peer is hostile or gone."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def peername(self) -> Any:
+        return None if self._transport is None else self._transport.get_extra_info("peername")
+
+
+async def open_channel(host: str, port: int) -> Channel:
+    """Connect to ``host:port`` and return the connected ``Channel``."""
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(Channel, host, port)
+    return protocol

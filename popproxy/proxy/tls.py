@@ -1,0 +1,165 @@
+"""TLS contexts: client-facing (certificates chosen by SNI, hot reload) and upstream (verified).
+
+Cipher policy: TLS 1.2 only with forward-secret AEAD suites (ECDHE with AES-GCM or ChaCha20,
+as in Mozilla's "intermediate" profile); TLS 1.3 suites are OpenSSL's defaults, all AEAD.
+Compression and renegotiation are off (CRIME, renegotiation DoS).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from popproxy.policy.config import Tls, Upstream
+
+log = logging.getLogger("popproxy.tls")
+
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
+SELF_SIGNED_DAYS = 825  # the longest validity Apple clients accept for a server certificate
+SELF_SIGNED_CERT = "selfsigned.crt"
+SELF_SIGNED_KEY = "selfsigned.key"
+
+_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+class TlsConfigError(Exception):
+    """A certificate or key could not be loaded."""
+
+
+@dataclass(frozen=True)
+class CertPair:
+    cert: Path
+    key: Path
+    names: tuple[str, ...]
+
+
+def _base_server_context(min_version: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _VERSIONS[min_version]
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    return ctx
+
+
+def build_server_context(pairs: tuple[CertPair, ...], min_version: str) -> ssl.SSLContext:
+    """One context per certificate; the first is the default, the others are picked by SNI."""
+    contexts: list[ssl.SSLContext] = []
+    for pair in pairs:
+        ctx = _base_server_context(min_version)
+        try:
+            ctx.load_cert_chain(pair.cert, pair.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsConfigError(f"cannot load {pair.cert} / {pair.key}: {exc}") from None
+        contexts.append(ctx)
+    by_name = {
+        name.lower(): ctx for pair, ctx in zip(pairs, contexts, strict=True) for name in pair.names
+    }
+    default = contexts[0]
+
+    def choose(obj: ssl.SSLSocket | ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        chosen = by_name.get((name or "").lower())
+        if chosen is not None and chosen is not default:
+            obj.context = chosen
+
+    default.sni_callback = choose
+    return default
+
+
+def generate_self_signed(state_dir: Path) -> CertPair:
+    """Create (once) a self-signed certificate for localhost, 127.0.0.1 and ::1."""
+    cert_path, key_path = state_dir / SELF_SIGNED_CERT, state_dir / SELF_SIGNED_KEY
+    if cert_path.exists() and key_path.exists() and _still_valid(cert_path):
+        return CertPair(cert_path, key_path, ())
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "popproxy self-signed")])
+    sans = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=SELF_SIGNED_DAYS))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_bytes = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key_bytes)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return CertPair(cert_path, key_path, ())
+
+
+def _still_valid(cert_path: Path) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+        days=1
+    )
+
+
+def fingerprint(cert_path: Path) -> str:
+    """SHA-256 fingerprint of a PEM certificate, as colon-separated hex (like openssl)."""
+    der = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+class ServerTls:
+    """The current client-facing context; ``reload`` swaps it only if the new one loads."""
+
+    def __init__(self, settings: Tls, state_dir: Path) -> None:
+        self._settings = settings
+        self._state_dir = state_dir
+        self.pairs = self._pairs()
+        self.context = build_server_context(self.pairs, settings.min_version)
+
+    def _pairs(self) -> tuple[CertPair, ...]:
+        if not self._settings.certificates:
+            return (generate_self_signed(self._state_dir),)
+        return tuple(CertPair(c.cert, c.key, c.names) for c in self._settings.certificates)
+
+    def reload(self) -> bool:
+        """Re-read certificate files (SIGHUP).  Live sessions keep their TLS state."""
+        try:
+            pairs = self._pairs()
+            context = build_server_context(pairs, self._settings.min_version)
+        except (TlsConfigError, OSError, ValueError) as exc:
+            log.error("TLS reload failed, keeping the previous certificates: %s", exc)
+            return False
+        self.pairs, self.context = pairs, context
+        log.info("TLS certificates reloaded")
+        return True
+
+
+def upstream_context(settings: Upstream) -> ssl.SSLContext:
+    """Verified client context for the upstream (system CAs unless ``ca_file`` is set)."""
+    ctx = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    ctx.minimum_version = _VERSIONS[settings.tls_min_version]
+    if not settings.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

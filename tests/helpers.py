@@ -1,0 +1,77 @@
+"""Test helpers: run the proxy (and the demo upstream) on a background event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from popproxy.policy.config import Config
+from popproxy.proxy.demo_upstream import DemoUpstream
+from popproxy.proxy.server import ProxyServer
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread; ``call`` runs a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+def make_config(upstream_port: int, **overrides: Any) -> Config:
+    """A config with one plain listener on an ephemeral port, fronting 127.0.0.1:upstream_port."""
+    data: dict[str, Any] = {
+        "listeners": [{"name": "pop3", "host": "127.0.0.1", "port": 1, "mode": "plain",
+                       "allow_plaintext_login": True}],
+        "upstream": {"host": "127.0.0.1", "port": upstream_port, "connect_timeout": 5,
+                     "greeting_timeout": 5, "response_timeout": 30},
+    }
+    for key, value in overrides.items():
+        data[key] = value
+    return Config.model_validate(data)
+
+
+@dataclass
+class RunningProxy:
+    server: ProxyServer
+    port: int
+    loop: LoopThread
+
+
+@contextmanager
+def running_proxy(config: Config, loop: LoopThread | None = None) -> Iterator[RunningProxy]:
+    """Start a ProxyServer (listener ports forced to 0) and stop it afterwards."""
+    own_loop = loop is None
+    lt = loop or LoopThread()
+    server = ProxyServer(config)
+    lt.call(server.start({lst.name: 0 for lst in config.listeners}))
+    try:
+        yield RunningProxy(server, server.ports[config.listeners[0].name], lt)
+    finally:
+        lt.call(server.stop(grace=1))
+        if own_loop:
+            lt.close()
+
+
+@contextmanager
+def running_demo(loop: LoopThread, demo: DemoUpstream | None = None) -> Iterator[DemoUpstream]:
+    demo = demo or DemoUpstream()
+    loop.call(demo.start())
+    try:
+        yield demo
+    finally:
+        loop.call(demo.stop())

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
+
 from dataclasses import dataclass, field
 
 from popproxy.pop3 import replies
@@ -37,19 +39,31 @@ class Mailbox:
 class DemoUpstream:
     """``users`` maps username -> Mailbox.  Start with ``start(host, port)``."""
 
-    def __init__(self, users: dict[bytes, Mailbox] | None = None) -> None:
+    def __init__(
+        self,
+        users: dict[bytes, Mailbox] | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_mode: str = "plain",
+    ) -> None:
+        """``tls_mode``: ``plain``, ``starttls`` (offers STLS) or ``tls`` (implicit)."""
         self.users = users if users is not None else {b"demo": Mailbox(b"demo")}
         self.server: asyncio.Server | None = None
         self.port = 0
         self.commands_seen: list[bytes] = []  # verbs only, for tests (never passwords)
+        self._tls = tls
+        self._tls_mode = tls_mode
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = await asyncio.start_server(self._serve, host, port)
+        implicit = self._tls if self._tls_mode == "tls" else None
+        self.server = await asyncio.start_server(self._serve, host, port, ssl=implicit)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+
+    def _can_stls(self, writer: asyncio.StreamWriter) -> bool:
+        return self._tls_mode == "starttls" and writer.get_extra_info("sslcontext") is None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _DemoConnection(self)
@@ -63,6 +77,13 @@ class DemoUpstream:
                     parser.receive_data(await reader.read(65536))
                 elif isinstance(event, ConnectionClosed):
                     break
+                elif isinstance(event, Command) and event.verb == "STLS" and self._can_stls(writer):
+                    self.commands_seen.append(b"STLS")
+                    writer.write(replies.ok("begin TLS"))
+                    await writer.drain()
+                    assert self._tls is not None
+                    await writer.start_tls(self._tls)
+                    parser = CommandParser()
                 elif isinstance(event, Command):
                     self.commands_seen.append(event.verb.encode())
                     writer.write(conn.answer(event))

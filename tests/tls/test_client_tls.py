@@ -150,7 +150,8 @@ def test_tls_1_2_still_accepted(tls_proxy: RunningProxy, pki: Pki) -> None:
     ctx = pki.client_context()
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     client = poplib.POP3_SSL("127.0.0.1", _port(tls_proxy, "tls"), context=ctx)
-    assert client.sock.version()  # type: ignore[attr-defined] == "TLSv1.2"
+    assert isinstance(client.sock, ssl.SSLSocket)
+    assert client.sock.version() == "TLSv1.2"
     client.quit()
 
 

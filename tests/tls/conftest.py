@@ -65,3 +65,15 @@ def tls_proxy(
         config = tls_config(pki, demo.port, tmp_path_factory.mktemp("state"))
         with running_proxy(config, loop) as proxy:
             yield proxy
+
+
+@pytest.fixture
+def require_tool(request: pytest.FixtureRequest) -> None:
+    """mpop comes from apt (installed by .ci/run); under CI a missing tool is a failure."""
+    import os
+    import shutil
+
+    if shutil.which("mpop") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mpop is not installed (apt-get install mpop)")
+        pytest.skip("mpop is not installed")

@@ -1,4 +1,4 @@
-"""Shared fixtures: one background event loop for the in-process proxy and demo upstream."""
+"""Shared fixtures: one background event loop, the demo upstream and a proxy in front of it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import LoopThread
+from popproxy.proxy.demo_upstream import DemoUpstream
+from tests.helpers import LoopThread, RunningProxy, make_config, running_demo, running_proxy
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +18,17 @@ def loop_thread() -> Iterator[LoopThread]:
         yield lt
     finally:
         lt.close()
+
+
+@pytest.fixture
+def demo_upstream(loop_thread: LoopThread) -> Iterator[DemoUpstream]:
+    """A fresh in-process demo POP3 server (user ``demo``/``demo``, three messages)."""
+    with running_demo(loop_thread) as demo:
+        yield demo
+
+
+@pytest.fixture
+def demo_proxy(demo_upstream: DemoUpstream, loop_thread: LoopThread) -> Iterator[RunningProxy]:
+    """The proxy (plain listener, default limits) in front of ``demo_upstream``."""
+    with running_proxy(make_config(demo_upstream.port), loop_thread) as proxy:
+        yield proxy

@@ -122,7 +122,7 @@ class DemoUpstream(_Model):
 
 
 class Config(_Model):
-    listeners: Annotated[tuple[Listener, ...], Field(min_length=1)]
+    listeners: tuple[Listener, ...]
     upstream: Upstream = Upstream()
     limits: Limits = Limits()
     tls: Tls = Tls()
@@ -133,6 +133,8 @@ class Config(_Model):
     @field_validator("listeners")
     @classmethod
     def _unique_names(cls, v: tuple[Listener, ...]) -> tuple[Listener, ...]:
+        if not v:
+            raise ValueError("at least one listener is needed")
         names = [listener.name for listener in v]
         if len(set(names)) != len(names):
             raise ValueError("listener names must be unique")
@@ -153,8 +155,13 @@ def load_config(path: Path) -> Config:
         data, positions = load_with_positions(path)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
+
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1: the top level must be a mapping"])
     try:

@@ -1,0 +1,131 @@
+"""The `popproxy run` process: demo default works, SIGTERM drains sessions, SIGHUP reloads certs."""
+
+from __future__ import annotations
+
+import os
+import poplib
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trustme
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _popproxy(config: Path, cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "popproxy", "run", "--config", str(config)],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("popproxy ready"):
+                break
+        else:
+            pytest.fail(f"popproxy did not start (exit {proc.wait()})")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def _config(tmp_path: Path, tls_block: str = "") -> tuple[Path, int, int]:
+    stls, tls, upstream = _free_port(), _free_port(), _free_port()
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "listeners:\n"
+        f"  - {{name: stls, port: {stls}, mode: starttls}}\n"
+        f"  - {{name: tls, port: {tls}, mode: tls}}\n"
+        f"upstream: {{port: {upstream}}}\n"
+        "limits: {shutdown_grace: 20}\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+        "demo_upstream: {enabled: true}\n" + tls_block
+    )
+    return path, stls, tls
+
+
+def _insecure() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def test_default_run_serves_demo_mail_over_both_modes(tmp_path: Path) -> None:
+    config, stls, tls = _config(tmp_path)
+    with _popproxy(config, tmp_path):
+        trusted = ssl.create_default_context(cafile=str(tmp_path / "state" / "selfsigned.crt"))
+        client = poplib.POP3_SSL("127.0.0.1", tls, context=trusted)
+        client.user("demo")
+        client.pass_("demo")
+        assert client.stat()[0] == 3
+        client.quit()
+        plain = poplib.POP3("127.0.0.1", stls)
+        plain.stls(trusted)
+        plain.user("demo")
+        plain.pass_("demo")
+        assert plain.retr(2)[1][4] == b".a line starting with a dot"
+        plain.quit()
+
+
+def test_sigterm_stops_accepting_and_lets_sessions_finish(tmp_path: Path) -> None:
+    config, _, tls = _config(tmp_path)
+    with _popproxy(config, tmp_path) as proc:
+        client = poplib.POP3_SSL("127.0.0.1", tls, context=_insecure())
+        client.user("demo")
+        client.pass_("demo")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", tls), timeout=2).close()
+        assert proc.poll() is None  # still draining the open session
+        assert client.retr(1)[1][-1] == b"This message came through the proxy."
+        client.quit()
+        assert proc.wait(10) == 0
+
+
+def test_sighup_reloads_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    block = f"tls:\n  certificates:\n    - {{cert: {pem}, key: {pem}}}\n"
+    config, _, tls = _config(tmp_path, block)
+    with _popproxy(config, tmp_path) as proc:
+        first = _peer_cert(tls)
+        ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+            str(pem)
+        )
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while _peer_cert(tls) == first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _peer_cert(tls) != first
+        pem.write_text("not a certificate\n")  # a broken file keeps the last good one
+        second = _peer_cert(tls)
+        os.kill(proc.pid, signal.SIGHUP)
+        time.sleep(0.5)
+        assert _peer_cert(tls) == second
+
+
+def _peer_cert(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, _insecure().wrap_socket(
+        raw, server_hostname="localhost"
+    ) as sock:
+        der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    return der

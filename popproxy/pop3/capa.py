@@ -19,6 +19,11 @@ class Capability:
         return " ".join((self.name, *self.args)).encode("ascii")
 
 
+def _is_cchar(c: str) -> bool:
+    """RFC 2449 section 9: cchar = %x21-2D / %x2F-7F (printable ASCII, excluding ".")."""
+    return "!" <= c <= "\x7f" and c != "."
+
+
 def parse_capa_body(body: bytes) -> tuple[Capability, ...]:
     """Parse an unstuffed CAPA body (lines separated by CRLF, no terminator)."""
     caps: list[Capability] = []
@@ -33,6 +38,9 @@ def parse_capa_body(body: bytes) -> tuple[Capability, ...]:
             raise RemoteProtocolError("CAPA line is not ASCII (RFC 2449 section 6)") from None
         if not words:
             continue
+        if not all(_is_cchar(c) for c in words[0]):
+            # The tag starts the line we render unstuffed: a "." there would end our reply.
+            raise RemoteProtocolError("CAPA tag outside RFC 2449 section 9 (cchar)")
         caps.append(Capability(words[0].upper(), tuple(words[1:])))
         if len(caps) > limits.MAX_CAPA_LINES:
             raise RemoteProtocolError(f"more than {limits.MAX_CAPA_LINES} CAPA lines")

@@ -38,5 +38,7 @@ def continuation(challenge_b64: bytes = b"") -> bytes:
 
 
 def multiline(status: bytes, lines: list[bytes]) -> bytes:
-    """A complete multi-line response for lines that never start with "." (CAPA, AUTH)."""
-    return status + b"".join(line + b"\r\n" for line in lines) + b".\r\n"
+    """A complete multi-line response (CAPA, AUTH); lines are dot-stuffed (RFC 1939 s3)."""
+    stuffed = (b"." + line if line.startswith(b".") else line for line in lines)
+    return status + b"".join(line + b"\r\n" for line in stuffed) + b".\r\n"
+

@@ -128,7 +128,13 @@ class AuthHandler:
             return Credentials(user, decoded)
         return None
 
+    def abort_sasl(self) -> None:
+        """Leave an AUTH exchange that cannot go on (the session answers -ERR)."""
+        self._end_sasl()
+        self._s.state.apply(Event.LOGIN_FAILED)
+
     def _end_sasl(self) -> None:
+
         self._mech = None
         self._login_user = None
         self._s.parser.sasl_mode = False

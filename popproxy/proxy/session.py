@@ -143,7 +143,12 @@ class Session:
             await self._transaction(event)
 
     def _bad_command(self, event: BadCommand) -> None:
+        if self.parser.sasl_mode:
+            # An over-long SASL line ends the AUTH exchange (RFC 5034 section 4: the server
+            # rejects it), so the client's next line is read as a command again.
+            self.auth.abort_sasl()
         self.write(replies.err(f"{event.reason.value}", Code.SYS_PERM))
+
         if self.parser.bad_count >= limits.MAX_BAD_COMMANDS:
             self.write(replies.err("too many bad commands, closing", Code.SYS_PERM))
             raise SessionEnd

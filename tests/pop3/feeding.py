@@ -7,6 +7,7 @@ split into ``receive_data`` calls.  Every protocol test therefore runs its input
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Iterable, Sequence
 
@@ -55,7 +56,7 @@ def split_at(*positions: int) -> Feed:
     def split(data: bytes) -> list[bytes]:
         cuts = sorted({p for p in positions if 0 < p < len(data)})
         bounds = [0, *cuts, len(data)]
-        return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+        return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
     split.__name__ = "split_at_" + "_".join(map(str, positions))
     return split
@@ -81,9 +82,7 @@ def auth_switches_sasl(parser: CommandParser, event: ClientEvent) -> None:
         parser.sasl_mode = True
 
 
-def drain_parser(
-    parser: CommandParser, on_event: ClientHook | None = None
-) -> list[ClientEvent]:
+def drain_parser(parser: CommandParser, on_event: ClientHook | None = None) -> list[ClientEvent]:
     """Pull events until ``NEED_DATA`` (or the first ``ConnectionClosed``, which repeats)."""
     events: list[ClientEvent] = []
     while True:

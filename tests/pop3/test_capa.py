@@ -145,3 +145,30 @@ def test_bare_lf_inside_a_line_cannot_smuggle_a_second_line() -> None:
     caps = parse_capa_body(b"TOP\nSTLS\r\n")
     assert caps == (Capability("TOP", ("STLS",)),)
     assert render_capa(caps) == [b"TOP STLS"]
+
+
+# RFC 2449 section 9: capa-tag = 1*cchar, cchar = %x21-2D / %x2F-7F (printable, no ".").
+@pytest.mark.parametrize("line", [b".", b".FOO", b"X.Y", b"..", b"\x01TOP", b"TOP\x7f."])
+def test_tag_outside_the_rfc_grammar(line: bytes) -> None:
+    with pytest.raises(RemoteProtocolError, match="tag"):
+        parse_capa_body(b"TOP\r\n" + line + b" arg\r\n")
+
+
+def test_upstream_dot_line_cannot_end_our_capa_response_early() -> None:
+    """A stuffed "." line from the upstream must not become an unstuffed terminator.
+
+    Without the tag check, ``..`` unstuffs to ``.``, parses as a capability, is rendered
+    unstuffed by ``replies.multiline`` and the client sees the response end there: the
+    upstream could then inject what the client takes for the answers to later commands.
+    """
+    upstream_body = Unstuffer().feed(b"TOP\r\n..\r\n+OK injected\r\n")
+    assert upstream_body == b"TOP\r\n.\r\n+OK injected\r\n"
+    with pytest.raises(RemoteProtocolError):
+        parse_capa_body(upstream_body)
+
+
+def test_every_rendered_capability_line_is_safe_to_send_unstuffed() -> None:
+    body = bytes(c for c in range(0x21, 0x80) if c != 0x2E) + b" a.b .c\r\n"
+    caps = parse_capa_body(body)
+    assert [line[:1] for line in render_capa(caps)] == [b"!"]
+    assert caps[0].args == ("a.b", ".c")  # params may contain "." (pchar = %x21-7F)

@@ -39,19 +39,12 @@ from tests.pop3.feeding import (
 
 GREETING = b"+OK POP3 ready <1.2@example>\r\n"
 GREETING_EVENT = StatusLine("+OK", GREETING, multiline=False)
+RETR = Command("RETR", (b"1",))
 
 # A body with every dot-stuffing case: a stuffed first line, a stuffed "." line, a stuffed
 # line that would otherwise look like the terminator, an empty line and a dot that is not at a
 # line start.
-STUFFED_BODY = (
-    b"..first line starts with a dot\r\n"
-    b"Subject: x.y\r\n"
-    b"\r\n"
-    b"..\r\n"
-    b"...\r\n"
-    b"a.\r\n"
-    b"last\r\n"
-)
+STUFFED_BODY = b"..first line starts with a dot\r\nSubject: x.y\r\n\r\n..\r\n...\r\na.\r\nlast\r\n"
 
 
 def ok(text: bytes = b"") -> bytes:
@@ -191,7 +184,7 @@ def test_err_to_a_multiline_command_has_no_body(feed: Feed, cmd: Command) -> Non
 
 def test_dot_stuffed_lines_pass_through_still_stuffed(feed: Feed) -> None:
     wire = ok(b"message follows") + STUFFED_BODY + b".\r\n"
-    events = framed(wire, feed, (Command("RETR", (b"1",)),))
+    events = framed(wire, feed, (RETR,))
     assert events == [
         GREETING_EVENT,
         StatusLine("+OK", ok(b"message follows"), multiline=True),
@@ -204,7 +197,7 @@ def test_body_data_is_exactly_the_wire_bytes(feed: Feed) -> None:
     # Nothing is normalised: bare CR, bare LF, NUL and 8-bit bytes go through untouched.
     body = b"a\rb\nc\0d\xff\r\n\n.\r\n\r\r\n.x\r\n"
     assert TERMINATOR not in b"\r\n" + body[:-2]  # a legal (already stuffed) body
-    events = framed(ok() + body + b".\r\n", feed, (Command("RETR", (b"1",)),))
+    events = framed(ok() + body + b".\r\n", feed, (RETR,))
     assert body_bytes(events) == body
     assert events[-1] == EndOfBody()
 
@@ -220,13 +213,18 @@ def test_empty_body(feed: Feed) -> None:
 
 
 def test_body_of_one_empty_line(feed: Feed) -> None:
-    events = framed(ok() + b"\r\n.\r\n", feed, (Command("RETR", (b"1",)),))
+    events = framed(ok() + b"\r\n.\r\n", feed, (RETR,))
     assert events == [GREETING_EVENT, StatusLine("+OK", ok(), True), BodyData(b"\r\n"), EndOfBody()]
 
 
 def test_body_of_only_a_stuffed_dot_line(feed: Feed) -> None:
-    events = framed(ok() + b"..\r\n.\r\n", feed, (Command("RETR", (b"1",)),))
-    assert events == [GREETING_EVENT, StatusLine("+OK", ok(), True), BodyData(b"..\r\n"), EndOfBody()]
+    events = framed(ok() + b"..\r\n.\r\n", feed, (RETR,))
+    assert events == [
+        GREETING_EVENT,
+        StatusLine("+OK", ok(), True),
+        BodyData(b"..\r\n"),
+        EndOfBody(),
+    ]
 
 
 def test_pipelined_responses_back_to_back(feed: Feed) -> None:
@@ -506,13 +504,13 @@ def test_tab_after_the_indicator_is_not_a_status_line(feed: Feed) -> None:
 
 def test_eof_mid_body(feed: Feed) -> None:
     with pytest.raises(RemoteProtocolError, match="multi-line"):
-        feed_framer(GREETING + ok() + b"half a mess", feed, commands=(Command("RETR", (b"1",)),), eof=True)
+        feed_framer(GREETING + ok() + b"half a me", feed, commands=(RETR,), eof=True)
 
 
 @pytest.mark.parametrize("tail", [b"", b"x\r\n", b"x\r\n.", b"x\r\n.\r", b".", b".\r"])
 def test_eof_before_the_terminator_completes(feed: Feed, tail: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
-        feed_framer(GREETING + ok() + tail, feed, commands=(Command("RETR", (b"1",)),), eof=True)
+        feed_framer(GREETING + ok() + tail, feed, commands=(RETR,), eof=True)
 
 
 def test_eof_mid_status_line(feed: Feed) -> None:
@@ -528,7 +526,7 @@ def test_eof_between_responses_is_connection_closed(feed: Feed) -> None:
 
 
 def test_eof_right_after_the_terminator(feed: Feed) -> None:
-    events = framed(ok() + b"a\r\n.\r\n", feed, (Command("RETR", (b"1",)),), eof=True)
+    events = framed(ok() + b"a\r\n.\r\n", feed, (RETR,), eof=True)
     assert events[-2:] == [EndOfBody(), ConnectionClosed()]
 
 
@@ -638,7 +636,7 @@ SAMPLE = b".a\r\n..\r\n\r\n.\r\nx.\r\r\n.\n.\r\n"
 
 def _pieces(data: bytes, cuts: tuple[int, ...]) -> list[bytes]:
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def test_stuffer_every_split_point() -> None:
@@ -688,7 +686,20 @@ def test_unstuff_framed_body_bytewise() -> None:
     wire = GREETING + ok() + stuff_body(content)
     unstuffer = Unstuffer()
     out = b""
-    for event in feed_framer(wire, bytewise, commands=(Command("RETR", (b"1",)),)):
+    for event in feed_framer(wire, bytewise, commands=(RETR,)):
         if isinstance(event, BodyData):
             out += unstuffer.feed(event.data)
     assert out == content + b"\r\n"
+
+
+def test_buffered_reports_unframed_bytes() -> None:
+    # Used before an upstream STLS (RFC 2595 s4): bytes after the STLS answer must not exist.
+    framer = ResponseFramer()
+    framer.send_command(Command("STLS"))
+    framer.receive_data(GREETING + ok(b"begin TLS"))
+    assert drain_framer(framer)[-1] == StatusLine("+OK", ok(b"begin TLS"), False)
+    assert framer.buffered() == 0
+    framer.send_command(Command("NOOP"))
+    framer.receive_data(ok() + b"+OK injected\r\n")
+    assert framer.next_event() == StatusLine("+OK", ok(), False)
+    assert framer.buffered() == len(b"+OK injected\r\n")

@@ -101,8 +101,8 @@ def test_stls_twice_is_refused() -> None:
 
 
 def test_stls_refused_on_an_implicit_tls_connection() -> None:
-    session = SessionState()
-    session.tls_active = True  # POP3S listener: TLS from the first byte
+    session = SessionState(implicit_tls=True)  # POP3S listener: TLS from the first byte
+    assert session.tls_active
     with pytest.raises(LocalProtocolError):
         session.apply(Event.STLS_DONE)
     assert not session.stls_used
@@ -140,11 +140,10 @@ def test_sasl_login_and_failure() -> None:
     session.apply(Event.SASL_STARTED)
     assert not session.before_login  # inside AUTH, lines are not commands
     assert not session.authenticated
-    session.apply(Event.LOGIN_FAILED)
-    assert session.state is State.AUTHORIZATION
-    session.apply(Event.SASL_STARTED)
-    session.apply(Event.LOGIN_OK)
-    assert session.state is State.TRANSACTION
+    assert session.apply(Event.LOGIN_FAILED) is State.AUTHORIZATION
+    assert session.apply(Event.SASL_STARTED) is State.AUTHORIZATION_SASL
+    assert session.apply(Event.LOGIN_OK) is State.TRANSACTION
+    assert session.authenticated
 
 
 @pytest.mark.parametrize(
@@ -173,7 +172,16 @@ ALLOWED = {
     State.AUTHORIZATION_USER: {"USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "QUIT"},
     State.AUTHORIZATION_SASL: set(),
     State.TRANSACTION: {
-        "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "QUIT", "TOP", "UIDL", "CAPA",
+        "STAT",
+        "LIST",
+        "RETR",
+        "DELE",
+        "NOOP",
+        "RSET",
+        "QUIT",
+        "TOP",
+        "UIDL",
+        "CAPA",
     },
     State.UPDATE: set(),
     State.CLOSED: set(),

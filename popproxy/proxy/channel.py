@@ -101,7 +101,10 @@ class Channel(asyncio.BufferedProtocol):
             self._tls.incoming.write_eof()
             self._pump_tls()
         self._set_eof()
-        return False  # let the transport close itself
+        # Keep our sending side open: a client may pipeline commands and half-close, and it
+        # must still receive every answer.  The session closes the socket when it is done.
+        return True
+
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._error = self._error or exc

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-
 from dataclasses import dataclass, field
 
 from popproxy.pop3 import replies

@@ -8,6 +8,7 @@ system user ``popproxytest``, created with ``useradd --system`` when missing.
 
 from __future__ import annotations
 
+import ctypes
 import grp
 import os
 import pwd
@@ -24,6 +25,7 @@ from tests.integration.mailboxes import User, passwd_file, users, write_maildir
 
 MAIL_USER = "popproxytest"
 START_TIMEOUT = 15.0
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 class DovecotUnavailable(Exception):
@@ -133,9 +135,26 @@ def _ensure_mail_user() -> tuple[int, int]:
                "--shell", "/usr/sbin/nologin", MAIL_USER]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise DovecotUnavailable(f"cannot create user {MAIL_USER}: {result.stderr.strip()}")
+            reason = f"cannot create user {MAIL_USER}: {result.stderr.strip()}"
+            raise DovecotUnavailable(reason) from None
         entry = pwd.getpwnam(MAIL_USER)
     return entry.pw_uid, entry.pw_gid
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()  # loaded up front: no dlopen() between fork and exec
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM Dovecot's master if pytest itself dies (Linux prctl)."""
+    if _LIBC is not None and hasattr(_LIBC, "prctl"):
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -159,7 +178,8 @@ def find_binary() -> str:
         None,
     )
     if path is None:
-        raise DovecotUnavailable("dovecot not installed (apt-get install dovecot-core dovecot-pop3d)")
+        raise DovecotUnavailable("dovecot is not installed (apt-get install dovecot-core "
+                                 "dovecot-pop3d)")
     if not Path(path).with_name("doveconf").exists() and shutil.which("doveconf") is None:
         raise DovecotUnavailable("doveconf missing (broken dovecot-core install)")
     return path
@@ -171,13 +191,15 @@ def start(attempts: int = 3) -> Dovecot:
     if os.geteuid() != 0:
         raise DovecotUnavailable("the Dovecot fixture must run as root (Dovecot's master drops "
                                  "privileges to the mail user itself)")
-    if not Path("/usr/lib/dovecot/pop3").exists() and not Path("/usr/libexec/dovecot/pop3").exists():
-        raise DovecotUnavailable("Dovecot's pop3 service is missing (apt-get install dovecot-pop3d)")
+    if not any(Path(d, "pop3").exists() for d in ("/usr/lib/dovecot", "/usr/libexec/dovecot")):
+        raise DovecotUnavailable("Dovecot's pop3 service is missing "
+                                 "(apt-get install dovecot-pop3d)")
     for name in ("dovecot", "dovenull"):
         try:
             pwd.getpwnam(name)
         except KeyError:
-            raise DovecotUnavailable(f"system user {name!r} missing (reinstall dovecot-core)") from None
+            reason = f"system user {name!r} is missing (reinstall dovecot-core)"
+            raise DovecotUnavailable(reason) from None
     uid, gid = _ensure_mail_user()
     last_error = "no attempt made"
     for _ in range(attempts):
@@ -203,12 +225,14 @@ def _start_in(binary: str, root: Path, uid: int, gid: int) -> Dovecot:
     port = _free_port()
     conf = root / "dovecot.conf"
     conf.write_text(_config(root, port, uid, gid))
-    proc = subprocess.Popen(
-        [binary, "-F", "-c", str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=(root / "stdout.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with (root / "stdout.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, "-F", "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
     dovecot = Dovecot(port, root, uid, gid, proc, {u.name: u for u in all_users})
     deadline = time.monotonic() + START_TIMEOUT
     while not _greets(port):

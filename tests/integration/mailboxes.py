@@ -78,7 +78,7 @@ def _dots() -> Message:
 
 def _eight_bit() -> Message:
     body = (
-        "8-bit body, UTF-8: caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, \u00fcber, \u65e5\u672c\n".encode()
+        "8-bit body, UTF-8: caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, \u65e5\u672c\n".encode()
         + b"Latin-1 bytes, invalid UTF-8: \xe9\xe8\xff\xfe\n"
         + b"x" * 900 + b"\n"
     )

@@ -96,6 +96,13 @@ class RawPOP3:
         assert reply.startswith(b"+OK"), reply
         return reply
 
+    def send_and_shutdown(self, data: bytes) -> None:
+        """Send ``data`` and our FIN in one TCP segment (TCP_CORK), as a batch client that
+        writes everything and half-closes; the peer sees the EOF right with the data."""
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        self.sock.sendall(data)
+        self.sock.shutdown(socket.SHUT_WR)
+
     def read_until_eof(self, timeout: float = 5.0) -> bytes:
         """Everything the peer still sends until it closes; AssertionError if it stays open."""
         self.sock.settimeout(timeout)

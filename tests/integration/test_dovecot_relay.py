@@ -8,6 +8,7 @@ import poplib
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -56,6 +57,11 @@ RELAYED_COMMANDS = [
     f"TOP {BIG} 20",
     *(f"RETR {n}" for n in range(1, 7)),
     "RETR 7",
+    "RETR 0",
+    "LIST 0",
+    "TOP 1 4294967295",
+    "retr 2",  # the proxy re-serialises the verb in upper case
+    "list 00003",
     "NOOP",
     "RSET",
 ]
@@ -116,6 +122,21 @@ def test_pipelined_commands_answered_in_order(dovecot: Dovecot,
     assert proxied[:-1] == direct
 
 
+def test_pipelined_then_half_close_gets_every_answer(dovecot: Dovecot,
+                                                    dovecot_proxy: RunningProxy) -> None:
+    """A batch client (send everything, shut down writing) still gets all answers."""
+    with RawPOP3(dovecot_proxy.port) as c:
+        c.send_and_shutdown(b"USER alice\r\nPASS alicepw\r\nSTAT\r\nRETR %d\r\nQUIT\r\n" % BIG)
+        assert c.read_line().startswith(b"+OK")
+        assert c.read_line().startswith(b"+OK")
+        assert c.read_line().startswith(b"+OK 6 ")
+        big = dovecot.users["alice"].messages[BIG - 1]
+        assert c.read_response(multiline=True) == (
+            b"+OK %d octets\r\n" % big.octets + _stuffed(big.wire)
+        )
+        assert c.read_until_eof().startswith(b"+OK")  # QUIT
+
+
 def test_capa_after_login_is_filtered_upstream_capa(dovecot: Dovecot,
                                                    dovecot_proxy: RunningProxy) -> None:
     direct, proxied = _direct_and_proxied(dovecot, dovecot_proxy, "alice", ["CAPA"])
@@ -137,18 +158,26 @@ def test_greeting_does_not_leak_dovecot_banner(dovecot: Dovecot,
 
 
 # ---------------------------------------------------------------------- poplib
-def _poplib_view(port: int, user: str, password: str) -> list[object]:
+@dataclass
+class _PoplibView:
+    stat: tuple[int, int]
+    listing: list[bytes]
+    uidls: list[bytes]
+    tops: list[list[bytes]] = field(default_factory=list)
+    messages: list[list[bytes]] = field(default_factory=list)
+    single: list[object] = field(default_factory=list)
+
+
+def _poplib_view(port: int, user: str, password: str) -> _PoplibView:
     client = poplib.POP3("127.0.0.1", port, timeout=15)
     try:
         client.user(user)
         client.pass_(password)
-        view: list[object] = [client.stat(), client.list()[1:], client.uidl()[1:]]
-        count = client.stat()[0]
-        for n in range(1, count + 1):
-            view.append(client.top(n, 2)[1:])
-            view.append(client.retr(n)[1:])
-        view.append(client.list(2))
-        view.append(client.uidl(2))
+        view = _PoplibView(client.stat(), client.list()[1], client.uidl()[1])
+        for n in range(1, view.stat[0] + 1):
+            view.tops.append(client.top(n, 2)[1])
+            view.messages.append(client.retr(n)[1])
+        view.single += [client.list(2), client.uidl(2)]
         client.quit()
     finally:
         client.close()
@@ -160,10 +189,10 @@ def test_poplib_sees_the_same_mailbox(dovecot: Dovecot, dovecot_proxy: RunningPr
     proxied = _poplib_view(dovecot_proxy.port, "alice", "alicepw")
     assert proxied == direct
     messages = dovecot.users["alice"].messages
-    assert proxied[0] == (len(messages), sum(m.octets for m in messages))
+    assert proxied.stat == (len(messages), sum(m.octets for m in messages))
+    assert len(proxied.uidls) == len(messages)
     # poplib un-stuffs: RETR gives back the stored message, line for line.
-    for n, msg in enumerate(messages, 1):
-        lines, _octets = proxied[3 + 2 * (n - 1) + 1]  # type: ignore[misc]
+    for lines, msg in zip(proxied.messages, messages, strict=True):
         assert b"\r\n".join(lines) + b"\r\n" == msg.wire, msg.label
 
 
@@ -329,6 +358,33 @@ def test_dele_then_close_without_quit_keeps_message(dovecot: Dovecot,
         assert c.command("DELE 2").startswith(b"+OK")
     _wait_sessions_gone(dovecot_proxy)  # orderly FIN, still no QUIT
     assert _direct_stat(dovecot, "dele") == before
+
+
+def test_dele_then_half_close_keeps_message(dovecot: Dovecot,
+                                            dovecot_proxy: RunningProxy) -> None:
+    """Pipelined DELE, then EOF from the client without QUIT: nothing is committed."""
+    dovecot.reset_mailbox("dele")
+    before = _direct_stat(dovecot, "dele")
+    with RawPOP3(dovecot_proxy.port) as c:
+        c.send_and_shutdown(b"USER dele\r\nPASS delepw\r\nDELE 1\r\nDELE 2\r\nSTAT\r\n")
+        assert c.read_until_eof().startswith(b"+OK")
+    _wait_sessions_gone(dovecot_proxy)
+    assert _direct_stat(dovecot, "dele") == before
+
+
+def test_half_closed_client_sees_the_quit_that_was_committed(
+    dovecot: Dovecot, dovecot_proxy: RunningProxy
+) -> None:
+    """If the proxy relays a pipelined QUIT (deletions committed), the client must get its
+    answer; otherwise it cannot know its messages are gone."""
+    dovecot.reset_mailbox("dele")
+    with RawPOP3(dovecot_proxy.port) as c:
+        c.send_and_shutdown(b"USER dele\r\nPASS delepw\r\nDELE 1\r\nQUIT\r\n")
+        answers = c.read_until_eof()
+    _wait_sessions_gone(dovecot_proxy)
+    deleted = _direct_stat(dovecot, "dele").startswith(b"+OK 2 ")
+    quit_seen = answers.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1].startswith(b"+OK Logging out")
+    assert (deleted, quit_seen) in ((True, True), (False, False)), answers
 
 
 def test_dele_then_quit_deletes_message(dovecot: Dovecot, dovecot_proxy: RunningProxy) -> None:

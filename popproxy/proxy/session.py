@@ -136,7 +136,11 @@ class Session:
         elif isinstance(event, SaslResponse):
             await self.auth.sasl_step(event.data)
         elif not self.state.allows(event.verb):
+            # Unknown or out-of-state verbs count toward MAX_BAD_COMMANDS like malformed
+            # lines: a probe gains nothing by sending well-formed nonsense.
+            self.parser.bad_count += 1
             self.write(replies.err(f"{event.verb} is not valid in this state"))
+            self._close_if_too_many_bad()
         elif self.state.before_login:
             await self._before_login(event)
         else:
@@ -148,8 +152,11 @@ class Session:
             # rejects it), so the client's next line is read as a command again.
             self.auth.abort_sasl()
         self.write(replies.err(f"{event.reason.value}", Code.SYS_PERM))
+        self._close_if_too_many_bad()
 
+    def _close_if_too_many_bad(self) -> None:
         if self.parser.bad_count >= limits.MAX_BAD_COMMANDS:
+
             self.write(replies.err("too many bad commands, closing", Code.SYS_PERM))
             raise SessionEnd
 

@@ -110,7 +110,8 @@ def test_too_many_bad_commands_closes(demo_upstream: DemoUpstream,
     with RawPOP3(demo_proxy.port) as c:
         for _ in range(MAX_BAD_COMMANDS - 1):
             assert c.command(b"\0").startswith(b"-ERR")
-        assert c.command("NOOP").startswith(b"-ERR")  # well-formed: resets the count
+        assert c.command("CAPA").startswith(b"+OK")  # a valid command resets the count
+
         c.send(b"\0\r\n" * (MAX_BAD_COMMANDS + 5))  # pipelined burst
         replies = c.read_until_eof().split(b"\r\n")
     assert replies[-1] == b""
@@ -292,3 +293,14 @@ def test_total_session_cap(demo_upstream: DemoUpstream, loop_thread: LoopThread)
         with RawPOP3(proxy.port, read_greeting=False) as second:
             assert second.read_until_eof().startswith(b"-ERR [SYS/TEMP]")
         first.login("demo", "demo")
+
+
+def test_unknown_verbs_count_as_bad_commands(demo_upstream: DemoUpstream,
+                                             demo_proxy: RunningProxy) -> None:
+    """Well-formed nonsense (XXXX, NOOP before login) is no free pass for a prober."""
+    with RawPOP3(demo_proxy.port) as c:
+        c.send(b"XXXX\r\n" * MAX_BAD_COMMANDS)
+        replies = c.read_until_eof().split(b"\r\n")
+    assert len(replies) == MAX_BAD_COMMANDS + 2
+    assert b"too many" in replies[-2]
+    assert demo_upstream.commands_seen == []

@@ -70,6 +70,7 @@ class CommandParser:
         self._eof = False
         self.sasl_mode = False
         self.bad_count = 0  # consecutive BadCommand events (see limits.MAX_BAD_COMMANDS)
+        self._bad_before_command = 0  # bad_count before the last Command reset it
 
     def receive_data(self, data: bytes) -> None:
         if not data:
@@ -126,10 +127,17 @@ class CommandParser:
         event = parse_command_line(line)
         if isinstance(event, BadCommand):
             return self._bad(event.reason)
+        self._bad_before_command = self.bad_count
         self.bad_count = 0
         return event
 
+    def refuse_last_command(self) -> None:
+        """The caller refused the last ``Command`` (unknown verb, wrong state): count it."""
+        self.bad_count = self._bad_before_command + 1
+        self._bad_before_command = self.bad_count
+
     def _bad(self, reason: BadLine) -> BadCommand:
+
         self.bad_count += 1
         return BadCommand(reason)
 

@@ -138,7 +138,8 @@ class Session:
         elif not self.state.allows(event.verb):
             # Unknown or out-of-state verbs count toward MAX_BAD_COMMANDS like malformed
             # lines: a probe gains nothing by sending well-formed nonsense.
-            self.parser.bad_count += 1
+            self.parser.refuse_last_command()
+
             self.write(replies.err(f"{event.verb} is not valid in this state"))
             self._close_if_too_many_bad()
         elif self.state.before_login:

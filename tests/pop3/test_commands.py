@@ -474,3 +474,16 @@ def test_valid_transaction_args_through_the_parser(feed: Feed) -> None:
         True,
         False,
     ]
+
+
+def test_refused_commands_extend_the_bad_streak(feed: Feed) -> None:
+    parser = CommandParser()
+    feed_parser(b"\0\r\n", feed, parser=parser)
+    assert parser.bad_count == 1
+    feed_parser(b"XXXX\r\n", feed, parser=parser)  # well-formed: the parser resets ...
+    assert parser.bad_count == 0
+    parser.refuse_last_command()  # ... until the session refuses the verb
+    assert parser.bad_count == 2
+    feed_parser(b"YYYY\r\n", feed, parser=parser)
+    parser.refuse_last_command()
+    assert parser.bad_count == 3

@@ -1,16 +1,22 @@
-"""Command line: ``popproxy run --config FILE``, ``popproxy check --config FILE``, ``--version``."""
+"""Command line.
+
+``popproxy run --config PATH``      run the proxy (PATH: a policy file or a directory of them)
+``popproxy check-config PATH...``   validate each policy, print a summary; exit 0 or 1
+``popproxy schema``                 print the policy's JSON Schema (for editor completion)
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 from pathlib import Path
 
 from popproxy import __version__
-from popproxy.policy.config import Config, ConfigError, load_config
+from popproxy.policy.config import Config, ConfigError, load_config, policy_files
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.server import ProxyServer
 from popproxy.proxy.tls import fingerprint
@@ -19,41 +25,64 @@ log = logging.getLogger("popproxy")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="popproxy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="popproxy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"popproxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "run the proxy"), ("check", "validate the config and exit")):
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--config", "-c", type=Path, required=True, help="YAML config file")
-        cmd.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    run = sub.add_parser("run", help="run the proxy")
+    run.add_argument("--config", "-c", type=Path, required=True,
+                     help="policy file, or a directory whose *.yaml files are merged")
+    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    check = sub.add_parser("check-config", aliases=["check"], help="validate policies")
+    check.add_argument("paths", nargs="*", type=Path, help="policy files or directories")
+    check.add_argument("--config", "-c", type=Path, action="append", default=[],
+                       help="same as a positional path")
+    sub.add_parser("schema", help="print the policy JSON Schema")
     return parser
 
 
-async def serve(config: Config, stop: asyncio.Event) -> None:
+def summary(config: Config) -> str:
+    listeners = ", ".join(f"{lst.name}={lst.host}:{lst.port}/{lst.mode}"
+                          for lst in config.listeners)
+    return (f"listeners: {listeners}; upstreams: {1 + len(config.upstreams)}; "
+            f"routes: {len(config.routes)}; user rules: {len(config.users)}")
+
+
+def check_config(paths: list[Path]) -> int:
+    """Validate each path as its own policy; print OK + summary or the errors."""
+    status = 0
+    for path in paths or [Path("policies")]:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            print(f"{path}: INVALID", file=sys.stderr)
+            for detail in exc.details:
+                print(f"  {detail}", file=sys.stderr)
+            status = 1
+            continue
+        files = ", ".join(p.name for p in policy_files(path))
+        print(f"{path}: OK ({files}) {summary(config)}")
+    return status
+
+
+async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = None) -> None:
     """Run until ``stop`` is set, then shut down gracefully."""
     demo: DemoUpstream | None = None
     if config.demo_upstream.enabled:
         demo = DemoUpstream()
         await demo.start(config.upstream.host, config.upstream.port)
-        log.warning(
-            "demo upstream on %s:%d (user demo, password demo): not for production",
-            config.upstream.host,
-            demo.port,
-        )
+        log.warning("demo upstream on %s:%d (user demo, password demo): not for production",
+                    config.upstream.host, demo.port)
     server = ProxyServer(config)
     if server.server_tls is not None:
         for pair in server.server_tls.pairs:
             print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)}", flush=True)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, server.reload_tls)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path)
     await server.start()
-    print(
-        "popproxy ready: "
-        + ", ".join(
-            f"{lst.name}={lst.host}:{server.ports[lst.name]} ({lst.mode})"
-            for lst in config.listeners
-        ),
-        flush=True,
-    )
+    print("popproxy ready: " + ", ".join(
+        f"{lst.name}={lst.host}:{server.ports[lst.name]} ({lst.mode})" for lst in config.listeners
+    ), flush=True)
     await stop.wait()
     log.info("shutting down")
     await server.stop()
@@ -61,29 +90,43 @@ async def serve(config: Config, stop: asyncio.Event) -> None:
         await demo.stop()
 
 
-async def _main_async(config: Config) -> None:
+def _reload(server: ProxyServer, config_path: Path | None) -> None:
+    """SIGHUP: validate the policy again and swap it in; a bad one keeps the old one."""
+    if config_path is not None:
+        try:
+            new = load_config(config_path)
+        except ConfigError as exc:
+            log.error("policy reload refused, keeping the old policy: %s", exc)
+            new = None
+        if new is not None and new != server.config:
+            server.reload_policy(new)
+    server.reload_tls()
+
+
+async def _main_async(config: Config, config_path: Path) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop)
+    await serve(config, stop, config_path)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if args.command == "schema":
+        print(json.dumps(Config.model_json_schema(), indent=2))
+        return 0
+    if args.command in ("check-config", "check"):
+        return check_config([*args.paths, *args.config])
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"popproxy: {exc}", file=sys.stderr)
         return 2
-    if args.command == "check":
-        print(f"{args.config}: OK")
-        return 0
     try:
-        asyncio.run(_main_async(config))
+        asyncio.run(_main_async(config, args.config))
     except OSError as exc:
         print(f"popproxy: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -40,8 +40,10 @@ def make_config(upstream_port: int, **overrides: Any) -> Config:
         "upstream": {"host": "127.0.0.1", "port": upstream_port, "connect_timeout": 5,
                      "greeting_timeout": 5, "response_timeout": 30},
     }
+    # Tests check failures by the dozen: no failure delay unless a test asks for one.
+    data["limits"] = {"auth_failure_delay": 0}
     for key, value in overrides.items():
-        data[key] = value
+        data[key] = {**data["limits"], **value} if key == "limits" else value
     return Config.model_validate(data)
 
 

@@ -16,12 +16,18 @@ class PositionedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.positions: dict[Location, int] = {}
+        # Keys given twice in one mapping: PyYAML silently keeps the last, we refuse.
+        self.duplicates: list[tuple[Location, int]] = []
 
     def record(self, node: yaml.Node, loc: Location) -> None:
         self.positions[loc] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
+            seen: set[object] = set()
             for key_node, value_node in node.value:
                 key = key_node.value
+                if key in seen:
+                    self.duplicates.append(((*loc, key), key_node.start_mark.line + 1))
+                seen.add(key)
                 self.positions[(*loc, key)] = key_node.start_mark.line + 1
                 self.record(value_node, (*loc, key))
         elif isinstance(node, yaml.SequenceNode):
@@ -29,8 +35,10 @@ class PositionedLoader(yaml.SafeLoader):
                 self.record(item, (*loc, index))
 
 
-def load_with_positions(path: Path) -> tuple[Any, dict[Location, int]]:
-    """Parse ``path``; returns the plain data and a map of key path -> line number.
+def load_with_positions(
+    path: Path,
+) -> tuple[Any, dict[Location, int], list[tuple[Location, int]]]:
+    """Parse ``path``; returns the data, a map of key path -> line, and duplicate keys.
 
     Raises ``yaml.YAMLError`` (with its own file position) for malformed YAML.
     """
@@ -39,12 +47,12 @@ def load_with_positions(path: Path) -> tuple[Any, dict[Location, int]]:
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, {}
+            return None, {}, []
         loader.record(node, ())
         data = loader.construct_document(node)
     finally:
         loader.dispose()
-    return data, loader.positions
+    return data, loader.positions, loader.duplicates
 
 
 def line_of(positions: dict[Location, int], loc: Location) -> int | None:

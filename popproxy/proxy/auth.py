@@ -7,9 +7,12 @@ Passwords and SASL payloads are never logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
+from popproxy.policy.decisions import route_for, user_decision
 from popproxy.pop3 import replies
 from popproxy.pop3.events import Command
 from popproxy.pop3.replies import Code
@@ -76,7 +79,7 @@ class AuthHandler:
             self._s.write(replies.err("usage: PASS password"))
         else:
             user, self._user = self._user, None
-            await self._login(Credentials(user, cmd.args[0]))
+            await self._login(Credentials(user, cmd.args[0]), "USER")
 
     async def _auth_cmd(self, cmd: Command) -> None:
         if not cmd.args:  # de-facto mechanism listing (used by Outlook and others)
@@ -114,11 +117,13 @@ class AuthHandler:
             self._s.write(replies.continuation(login_challenge(1)))
             return
         creds = self._credentials(decoded)
+        mechanism = self._mech or "PLAIN"
         self._end_sasl()
         if creds is None:
             await self._failed(replies.err("malformed credentials", Code.AUTH))
         else:
-            await self._login(creds)
+            await self._login(creds, mechanism)
+
 
     def _credentials(self, decoded: bytes) -> Credentials | None:
         if self._mech == "PLAIN":
@@ -139,13 +144,25 @@ class AuthHandler:
         self._login_user = None
         self._s.parser.sasl_mode = False
 
-    async def _login(self, creds: Credentials) -> None:
-        """Log in upstream; on success the session enters TRANSACTION."""
+    async def _login(self, creds: Credentials, mechanism: str) -> None:
+        """Apply user policy, route, log in upstream; on success enter TRANSACTION."""
+        started = time.monotonic()
         if not _forwardable(creds):
             await self._failed(replies.err("invalid characters in credentials", Code.AUTH))
             return
+        username = creds.username.decode("utf-8", "replace")
         settings = self._s.settings
-        upstream = await UpstreamConnection.open(settings.upstream, settings.upstream_tls)
+        decision = user_decision(
+            settings.policy, username, self._s.client_ip, self._s.state.tls_active, mechanism
+        )
+        if not decision.allowed:
+            # Same reply and timing as a wrong password: a policy denial must not tell a
+            # guesser that the account exists.
+            log.info("session %s: login denied by policy: %s", self._s.peer, decision.reason)
+            await self._failed(AUTH_FAILED, started)
+            return
+        name, target = route_for(settings.policy, username)
+        upstream = await UpstreamConnection.open(target, settings.upstream_tls.get(name))
         try:
             status = await upstream.status(Command("USER", (creds.username,)))
             if status.ok:
@@ -157,13 +174,18 @@ class AuthHandler:
             self._s.upstream = upstream
             self._s.state.apply(Event.LOGIN_OK)
             self._s.write(status.raw)
-            log.info("session %s: login ok", self._s.peer)
+            log.info("session %s: login ok (upstream %s)", self._s.peer, name)
             return
         upstream.close()
-        # Relay the upstream's answer: it may carry [AUTH], [IN-USE] or [SYS/TEMP] (RFC 3206).
-        await self._failed(status.raw)
+        await self._failed(_failure_reply(status.raw), started)
 
-    async def _failed(self, reply: bytes) -> None:
+    async def _failed(self, reply: bytes, started: float | None = None) -> None:
+        if started is not None:
+            # One floor for every failed password check (RFC 1939 section 13 suggests a
+            # delay): hides how long the upstream or the policy took to say no.
+            delay = self._s.settings.limits.auth_failure_delay - (time.monotonic() - started)
+            if delay > 0:
+                await asyncio.sleep(delay)
         self.failures += 1
         self._s.state.apply(Event.LOGIN_FAILED)
         self._s.write(reply)
@@ -171,6 +193,21 @@ class AuthHandler:
         if self.failures >= self._s.settings.limits.max_login_failures:
             self._s.write(replies.err("too many failed logins", Code.AUTH))
             raise SessionEnd
+
+
+AUTH_FAILED = replies.err("authentication failed", Code.AUTH)
+
+# Codes an upstream sends only after the password was right (RFC 2449 s8.1, RFC 3206 s4):
+# they reveal nothing to a guesser and tell the client what to do, so they are relayed.
+_RELAYED_FAILURE_CODES = (b"[SYS/TEMP]", b"[SYS/PERM]", b"[IN-USE]", b"[LOGIN-DELAY]")
+
+
+def _failure_reply(upstream_reply: bytes) -> bytes:
+    """The upstream's -ERR if it carries a post-authentication code, else our fixed reply."""
+    text = upstream_reply[4:].lstrip()
+    if any(text.startswith(code) for code in _RELAYED_FAILURE_CODES):
+        return upstream_reply
+    return AUTH_FAILED
 
 
 def _forwardable(creds: Credentials) -> bool:

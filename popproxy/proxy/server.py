@@ -1,4 +1,4 @@
-"""Listeners, per-source and total session caps, TLS reload, graceful shutdown."""
+"""Listeners, connect-time policy, session caps, TLS and policy reload, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -9,44 +9,54 @@ import ssl
 from collections import Counter
 from typing import Any
 
-from popproxy.policy.config import Config, Listener
+from popproxy.policy.config import Config, Listener, Upstream
+from popproxy.policy.decisions import DEFAULT_UPSTREAM, connect_decision, parse_address
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.tasks import spawn
-from popproxy.proxy.tls import ServerTls, upstream_context
+from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
 
 log = logging.getLogger("popproxy.server")
 
 
+def _upstream_contexts(policy: Config) -> dict[str, ssl.SSLContext | None]:
+    """One verified client context per upstream that speaks TLS."""
+    upstreams: dict[str, Upstream] = {DEFAULT_UPSTREAM: policy.upstream, **policy.upstreams}
+    contexts: dict[str, ssl.SSLContext | None] = {}
+    for name, upstream in upstreams.items():
+        contexts[name] = None if upstream.mode == "plain" else upstream_context(upstream)
+        if upstream.mode != "plain" and not upstream.verify:
+            log.warning(
+                "upstream %s: certificate verification is OFF (verify: false): "
+                "anyone on the path can read users' passwords", name,
+            )
+    return contexts
+
+
 class ProxyServer:
-    """Owns the listening sockets, the TLS contexts and the set of live sessions."""
+    """Owns the listening sockets, the current policy and TLS contexts, and live sessions."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         needs_tls = any(lst.mode != "plain" for lst in config.listeners)
         self.server_tls = ServerTls(config.tls, config.state_dir) if needs_tls else None
-        self.upstream_tls: ssl.SSLContext | None = None
-        if config.upstream.mode != "plain":
-            self.upstream_tls = upstream_context(config.upstream)
-            if not config.upstream.verify:
-                log.warning(
-                    "upstream certificate verification is OFF (verify: false): "
-                    "anyone on the path can read users' passwords"
-                )
+        self.upstream_tls = _upstream_contexts(config)
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
         self._per_ip: Counter[str] = Counter()
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
 
+    def _listener(self, name: str) -> Listener:
+        return next(lst for lst in self.config.listeners if lst.name == name)
+
     def _settings(self, listener: Listener) -> SessionSettings:
+        server_tls = None
+        if listener.mode != "plain" and self.server_tls is not None:
+            server_tls = self.server_tls.context_for(listener.tls_min_version)
         return SessionSettings(
-            listener=listener,
-            upstream=self.config.upstream,
-            limits=self.config.limits,
-            handshake_timeout=self.config.tls.handshake_timeout,
-            server_tls=self.server_tls,
+            policy=self.config, listener=listener, server_tls=server_tls,
             upstream_tls=self.upstream_tls,
         )
 
@@ -54,29 +64,24 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
             port = (port_overrides or {}).get(listener.name, listener.port)
-            settings = self._settings(listener)
             server = await loop.create_server(
-                functools.partial(self._new_channel, settings),
+                functools.partial(self._new_channel, listener.name),
                 listener.host,
                 port,
                 reuse_address=True,
             )
             self._servers.append(server)
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
-            log.info(
-                "listening: %s on %s:%d (%s)",
-                listener.name,
-                listener.host,
-                self.ports[listener.name],
-                listener.mode,
-            )
+            log.info("listening: %s on %s:%d (%s)", listener.name, listener.host,
+                     self.ports[listener.name], listener.mode)
 
-    def _new_channel(self, settings: SessionSettings) -> Channel:
+    def _new_channel(self, listener_name: str) -> Channel:
+        # The policy in force when the connection arrives is the one the session keeps.
+        settings = self._settings(self._listener(listener_name))
         implicit = settings.server_tls if settings.listener.mode == "tls" else None
-        channel = Channel(implicit.context if implicit is not None else None)
-        name = f"session-{settings.listener.name}"
+        channel = Channel(implicit)
+        name = f"session-{listener_name}"
         channel.connected.add_done_callback(lambda _: spawn(self._serve(channel, settings), name))
-
         return channel
 
     def _over_capacity(self, ip: str) -> bool:
@@ -93,6 +98,14 @@ class ProxyServer:
     async def _serve(self, channel: Channel, settings: SessionSettings) -> None:
         peer = channel.peername()
         ip = str(peer[0]) if peer else "?"
+        client_ip = parse_address(ip)
+        decision = connect_decision(settings.listener, client_ip)
+        if not decision.allowed:
+            # Closed without a word: a scanner learns nothing about what is behind us.
+            log.info("connection from %s refused on %s: %s", ip, settings.listener.name,
+                     decision.reason)
+            channel.abort()
+            return
         if self._over_capacity(ip):
             # Refused before TLS: cheap for us, and RFC 3206 SYS/TEMP tells clients to retry.
             channel.write(replies.err("too many connections, try again later", Code.SYS_TEMP))
@@ -103,7 +116,8 @@ class ProxyServer:
         self._sessions.add(task)
         self._per_ip[ip] += 1
         try:
-            await Session(channel, settings, peer=f"{ip}:{peer[1] if peer else 0}").run()
+            peer_text = f"{ip}:{peer[1] if peer else 0}"
+            await Session(channel, settings, client_ip, peer_text).run()
         finally:
             self._sessions.discard(task)
             self._per_ip[ip] -= 1
@@ -111,8 +125,26 @@ class ProxyServer:
                 del self._per_ip[ip]
 
     def reload_tls(self) -> bool:
-        """SIGHUP: new certificates for new handshakes; live sessions are untouched."""
+        """New certificates for new handshakes; live sessions are untouched."""
         return self.server_tls.reload() if self.server_tls is not None else True
+
+    def reload_policy(self, new: Config) -> bool:
+        """Swap in a validated policy for new sessions; listener sockets cannot change live."""
+        old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
+        new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]
+        if old_sockets != new_sockets:
+            log.error("policy reload refused: listener names, addresses or modes changed "
+                      "(restart popproxy for that); keeping the old policy")
+            return False
+        try:
+            upstream_tls = _upstream_contexts(new)
+            server_tls = ServerTls(new.tls, new.state_dir) if self.server_tls else None
+        except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
+            log.error("policy reload refused: %s; keeping the old policy", exc)
+            return False
+        self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
+        log.info("policy reloaded")
+        return True
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let sessions finish for ``grace`` seconds, then cut the rest.

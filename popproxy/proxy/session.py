@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from popproxy.policy.config import Limits, Listener, Upstream
+from popproxy.policy.config import Config, Limits, Listener
+from popproxy.policy.decisions import IPAddress
 from popproxy.pop3 import limits, replies
 from popproxy.pop3.capa import filter_upstream, parse_capa_body, render_capa
 from popproxy.pop3.commands import CommandParser, valid_transaction_args
@@ -30,7 +32,6 @@ from popproxy.pop3.state import Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler
 from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
-from popproxy.proxy.tls import ServerTls
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
 log = logging.getLogger("popproxy.session")
@@ -40,22 +41,32 @@ GREETING = replies.ok("POP3 proxy ready")
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    """Everything a session needs to know, fixed for its lifetime."""
+    """Everything a session needs to know, fixed for its lifetime (a policy reload on SIGHUP
+    affects only sessions that start afterwards)."""
 
+    policy: Config
     listener: Listener
-    upstream: Upstream
-    limits: Limits
-    handshake_timeout: float
-    server_tls: ServerTls | None  # None: no client-facing TLS configured
-    upstream_tls: ssl.SSLContext | None
+    server_tls: ssl.SSLContext | None  # None: no client-facing TLS configured
+    upstream_tls: Mapping[str, ssl.SSLContext | None]  # upstream name -> client context
+
+    @property
+    def limits(self) -> Limits:
+        return self.policy.limits
+
+    @property
+    def handshake_timeout(self) -> float:
+        return self.policy.tls.handshake_timeout
 
 
 class Session:
     """Runs one client connection from greeting to close."""
 
-    def __init__(self, channel: Channel, settings: SessionSettings, peer: str) -> None:
+    def __init__(
+        self, channel: Channel, settings: SessionSettings, client_ip: IPAddress | None, peer: str
+    ) -> None:
         self.client = channel
         self.settings = settings
+        self.client_ip = client_ip
         self.peer = peer
         self.parser = CommandParser()
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
@@ -211,7 +222,7 @@ class Session:
             raise SessionEnd
         self.write(replies.ok("begin TLS negotiation"))
         # No await between the +OK and the switch: any byte after +OK CRLF is TLS.
-        handshake = self.client.switch_to_tls(tls.context, server_side=True)
+        handshake = self.client.switch_to_tls(tls, server_side=True)
         self.state.apply(Event.STLS_DONE)
         self.auth.reset()
         async with asyncio.timeout(self.settings.handshake_timeout):

@@ -135,7 +135,19 @@ class ServerTls:
         self._settings = settings
         self._state_dir = state_dir
         self.pairs = self._pairs()
-        self.context = build_server_context(self.pairs, settings.min_version)
+        self.contexts = self._build(self.pairs)
+
+    def _build(self, pairs: tuple[CertPair, ...]) -> dict[str, ssl.SSLContext]:
+        return {version: build_server_context(pairs, version) for version in _VERSIONS}
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The context for the configured default minimum TLS version."""
+        return self.contexts[self._settings.min_version]
+
+    def context_for(self, min_version: str | None) -> ssl.SSLContext:
+        """The context for a listener's own minimum version (``None``: the default)."""
+        return self.contexts[min_version or self._settings.min_version]
 
     def _pairs(self) -> tuple[CertPair, ...]:
         if not self._settings.certificates:
@@ -146,11 +158,12 @@ class ServerTls:
         """Re-read certificate files (SIGHUP).  Live sessions keep their TLS state."""
         try:
             pairs = self._pairs()
-            context = build_server_context(pairs, self._settings.min_version)
+            contexts = self._build(pairs)
         except (TlsConfigError, OSError, ValueError) as exc:
             log.error("TLS reload failed, keeping the previous certificates: %s", exc)
             return False
-        self.pairs, self.context = pairs, context
+        self.pairs, self.contexts = pairs, contexts
+
         log.info("TLS certificates reloaded")
         return True
 

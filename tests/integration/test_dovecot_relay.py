@@ -304,15 +304,16 @@ def test_wrong_password_then_session_still_usable(dovecot: Dovecot,
         assert c.command("QUIT").startswith(b"+OK")
 
 
-def test_wrong_password_relays_dovecot_response_code(dovecot: Dovecot,
-                                                     dovecot_proxy: RunningProxy) -> None:
+def test_wrong_password_gets_the_proxys_fixed_auth_reply(dovecot: Dovecot,
+                                                         dovecot_proxy: RunningProxy) -> None:
+    """Dovecot's [AUTH] failure becomes the proxy's one fixed reply (same as a policy deny)."""
     replies = []
     for port in (dovecot.port, dovecot_proxy.port):
         with RawPOP3(port) as c:
             c.command("USER alice")
             replies.append(c.command("PASS nope"))
     assert replies[0].startswith(b"-ERR [AUTH]")
-    assert replies[1] == replies[0]
+    assert replies[1] == b"-ERR [AUTH] authentication failed\r\n"
 
 
 def test_unknown_user_refused(dovecot_proxy: RunningProxy) -> None:

@@ -90,14 +90,15 @@ def test_top_level_must_be_mapping(tmp_path: Path) -> None:
         load_config(_write(tmp_path, "- a\n- b\n"))
 
 
-def test_cli_check_and_version(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "popproxy", "check", "--config",
+def test_cli_check_config_and_version(tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "popproxy", "check-config",
                          str(REPO / "policies" / "default.yaml")], capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.strip().endswith(": OK")
+    assert ok.returncode == 0
+    assert ": OK (default.yaml) listeners: pop3-starttls=" in ok.stdout
     bad = _write(tmp_path, "listeners: [{name: a, port: 0, mode: tls}]\n")
-    result = subprocess.run([sys.executable, "-m", "popproxy", "check", "--config", str(bad)],
+    result = subprocess.run([sys.executable, "-m", "popproxy", "check-config", str(bad)],
                             capture_output=True, text=True)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert f"{bad}:1: listeners.0.port" in result.stderr
     version = subprocess.run([sys.executable, "-m", "popproxy", "--version"],
                              capture_output=True, text=True)

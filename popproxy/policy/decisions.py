@@ -1,0 +1,87 @@
+"""Policy decisions as values: who may connect, who may log in how, and where they go.
+
+Nothing here raises for a denial; callers get a ``Decision`` and act on it (reply, log, count).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from popproxy.policy.schema import Config, Listener, Upstream, UserRule
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_UPSTREAM = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``allowed`` plus a short reason for logs and audit (never shown to the client)."""
+
+    allowed: bool
+    reason: str
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """A peer address as an IP; IPv4-mapped IPv6 (dual-stack sockets) becomes plain IPv4."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _in_any(address: IPAddress, networks: Iterable[Network]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def connect_decision(listener: Listener, client: IPAddress | None) -> Decision:
+    """At accept time: the listener's ``deny`` wins, then a non-empty ``allow`` must match."""
+    if client is None:
+        return Decision(False, "client address unknown")
+    if _in_any(client, listener.deny):
+        return Decision(False, "source network denied by listener")
+    if listener.allow and not _in_any(client, listener.allow):
+        return Decision(False, "source network not in listener allow list")
+    return Decision(True, "listener allows source")
+
+
+def user_matches(pattern: str, username: str) -> bool:
+    """Case-insensitive match of an exact name, ``*@domain`` or glob pattern."""
+    return fnmatch.fnmatchcase(username.casefold(), pattern.casefold())
+
+
+def rule_for(rules: tuple[UserRule, ...], username: str) -> UserRule | None:
+    return next((rule for rule in rules if user_matches(rule.match, username)), None)
+
+
+def user_decision(
+    config: Config, username: str, client: IPAddress | None, tls_active: bool, mechanism: str
+) -> Decision:
+    """After the username is known: per-user networks, TLS and login mechanism."""
+    rule = rule_for(config.users, username)
+    if rule is None:
+        return Decision(True, "no user rule")
+    if rule.allow and (client is None or not _in_any(client, rule.allow)):
+        return Decision(False, f"source network not allowed for users matching {rule.match!r}")
+    if rule.require_tls and not tls_active:
+        return Decision(False, f"TLS required for users matching {rule.match!r}")
+    if rule.mechanisms and mechanism not in rule.mechanisms:
+        return Decision(False, f"{mechanism} not allowed for users matching {rule.match!r}")
+    return Decision(True, f"user rule {rule.match!r}")
+
+
+def route_for(config: Config, username: str) -> tuple[str, Upstream]:
+    """The upstream for ``username``: the first matching route, else the default upstream."""
+    for route in config.routes:
+        if user_matches(route.match, username):
+            if route.upstream == DEFAULT_UPSTREAM:
+                break
+            return route.upstream, config.upstreams[route.upstream]
+    return DEFAULT_UPSTREAM, config.upstream

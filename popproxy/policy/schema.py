@@ -1,0 +1,234 @@
+"""The policy schema: pydantic models mirroring the YAML, frozen, unknown keys forbidden.
+
+A typo is an error, not a silent default.  ``popproxy schema`` prints the JSON Schema of
+``Config`` for editor completion.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
+
+
+class ProxyProtocol(_Model):
+    """HAProxy PROXY protocol v1/v2 on a listener: accepted only from ``trusted`` peers."""
+
+    trusted: Annotated[tuple[IPvAnyNetwork, ...], Field(min_length=1)]
+    # The header must arrive this fast, before anything else is read.
+    header_timeout: Seconds = 5.0
+
+
+class Listener(_Model):
+    """One address the proxy accepts clients on.
+
+    mode ``tls``: implicit TLS (port 995 style); ``starttls``: plaintext until STLS (port 110
+    style, RFC 2595); ``plain``: never TLS, only with ``allow_plaintext_login: true``.
+    """
+
+    name: str
+    host: str = "127.0.0.1"
+    port: Port
+    mode: Literal["plain", "starttls", "tls"] = "starttls"
+    # Let USER/PASS/AUTH through before TLS.  Off by default: passwords must not cross the
+    # network in clear (RFC 2595 section 2.3 recommends this policy).
+    allow_plaintext_login: bool = False
+    # Overrides tls.min_version for this listener.
+    tls_min_version: TlsVersion | None = None
+    # Client networks: ``deny`` wins; a non-empty ``allow`` admits only its networks.
+    allow: tuple[IPvAnyNetwork, ...] = ()
+    deny: tuple[IPvAnyNetwork, ...] = ()
+    proxy_protocol: ProxyProtocol | None = None
+
+    @model_validator(mode="after")
+    def _plain_needs_consent(self) -> Listener:
+        if self.mode == "plain" and not self.allow_plaintext_login:
+            raise ValueError(
+                "a plain listener sends passwords in clear: set allow_plaintext_login: true "
+                "to accept that, or use mode starttls or tls"
+            )
+        return self
+
+    @field_validator("host")
+    @classmethod
+    def _ip_or_name(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            if not v or any(c.isspace() for c in v):
+                raise ValueError("must be an IP address or a host name") from None
+        return v
+
+
+class Upstream(_Model):
+    """The legacy POP3 server behind the proxy."""
+
+    host: str = "127.0.0.1"
+    port: Port = 110
+    # plain, STLS (RFC 2595) or implicit TLS toward the legacy server.
+    mode: Literal["plain", "starttls", "tls"] = "plain"
+    # Certificate and host name checks (system CAs unless ca_file); off only explicitly.
+    verify: bool = True
+    ca_file: Path | None = None
+    server_name: str | None = None  # name to verify and send as SNI; default: host
+    tls_min_version: TlsVersion = "TLSv1.2"
+    connect_timeout: Seconds = 10.0
+    greeting_timeout: Seconds = 10.0
+    # Longest silence from the upstream while we wait for (part of) a response.
+    response_timeout: Seconds = 120.0
+
+
+class Limits(_Model):
+    """Named, configurable resource limits."""
+
+    # RFC 1939 section 3: an autologout timer "MUST be of at least 10 minutes' duration".
+    idle_timeout: Annotated[float, Field(ge=600, le=86400)] = 600.0
+    max_sessions: Annotated[int, Field(ge=1)] = 1000
+    max_sessions_per_ip: Annotated[int, Field(ge=1)] = 50
+    # Failed logins in one connection before it is closed (slows online guessing).
+    max_login_failures: Annotated[int, Field(ge=1, le=100)] = 3
+    # Every failed password check is answered no sooner than this (hides whether the
+    # upstream, the policy or a missing account said no; Dovecot's auth_failure_delay is 2 s).
+    auth_failure_delay: Annotated[float, Field(ge=0, le=60)] = 1.0
+
+    shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = 30.0
+
+
+class Certificate(_Model):
+    """A certificate chain and its key; ``names`` are the SNI names it is chosen for."""
+
+    cert: Path
+    key: Path
+    names: tuple[str, ...] = ()
+
+
+class Tls(_Model):
+    """Client-facing TLS.  With no certificates a self-signed one is made in state_dir."""
+
+    certificates: tuple[Certificate, ...] = ()
+    min_version: TlsVersion = "TLSv1.2"
+    handshake_timeout: Seconds = 10.0
+
+
+class DemoUpstream(_Model):
+    """The built-in demo POP3 server (for trying the proxy out; never for production)."""
+
+    enabled: bool = False
+
+
+Mechanism = Literal["USER", "PLAIN", "LOGIN"]
+
+
+def _check_pattern(value: str) -> str:
+    """User patterns: exact name, ``*@domain``, or a glob (``*``, ``?``, ``[...]``)."""
+    if not value or any(c.isspace() or c in "\0\r\n" for c in value):
+        raise ValueError("must be a non-empty user name or pattern without spaces")
+    return value
+
+
+UserPattern = Annotated[str, Field(min_length=1)]
+
+
+class UserRule(_Model):
+    """Per-user rule; the first rule whose ``match`` fits the user name applies."""
+
+    match: UserPattern
+    # Networks this user may log in from (empty: any network the listener admits).
+    allow: tuple[IPvAnyNetwork, ...] = ()
+    require_tls: bool = False
+    # Login methods this user may use (empty: all): USER (USER/PASS), PLAIN, LOGIN (SASL).
+    mechanisms: tuple[Mechanism, ...] = ()
+
+    @field_validator("match")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        return _check_pattern(v)
+
+
+class Route(_Model):
+    """Send users whose name fits ``match`` to the named upstream (first match wins)."""
+
+    match: UserPattern
+    upstream: str
+
+    @field_validator("match")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        return _check_pattern(v)
+
+
+class Config(_Model):
+    listeners: tuple[Listener, ...]
+    # The default upstream; ``upstreams`` adds named ones that ``routes`` can pick.
+    upstream: Upstream = Upstream()
+    upstreams: dict[str, Upstream] = Field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    users: tuple[UserRule, ...] = ()
+    limits: Limits = Limits()
+    tls: Tls = Tls()
+    # Where generated files (the self-signed certificate) live; relative to the working dir.
+    state_dir: Path = Path("state")
+    demo_upstream: DemoUpstream = DemoUpstream()
+
+    @field_validator("listeners")
+    @classmethod
+    def _unique_names(cls, v: tuple[Listener, ...]) -> tuple[Listener, ...]:
+        if not v:
+            raise ValueError("at least one listener is needed")
+        names = [listener.name for listener in v]
+        if len(set(names)) != len(names):
+            raise ValueError("listener names must be unique")
+        addresses = [(listener.host, listener.port) for listener in v]
+        for address in addresses:
+            if addresses.count(address) > 1:
+                raise ValueError(f"two listeners on {address[0]} port {address[1]}")
+        return v
+
+    @model_validator(mode="after")
+    def _routes_name_upstreams(self) -> Config:
+        for index, route in enumerate(self.routes):
+            if route.upstream != "default" and route.upstream not in self.upstreams:
+                known = ", ".join(["default", *self.upstreams])
+                raise ValueError(
+                    f"routes[{index}] names upstream {route.upstream!r}; known: {known}"
+                )
+        _reject_shadowed("users", [rule.match for rule in self.users])
+        _reject_shadowed("routes", [route.match for route in self.routes])
+        return self
+
+
+def _reject_shadowed(section: str, patterns: list[str]) -> None:
+    """A rule that an earlier rule always wins over can never match: that is a config bug."""
+    for later_index, later in enumerate(patterns):
+        for early_index, early in enumerate(patterns[:later_index]):
+            if _covers(early, later):
+                raise ValueError(
+                    f"{section}[{later_index}] ({later!r}) can never match: "
+                    f"{section}[{early_index}] ({early!r}) matches first"
+                )
+
+
+def _covers(early: str, later: str) -> bool:
+    if early == later or early == "*":
+        return True
+    # "*@example.com" covers every name in that domain without further wildcards.
+    if early.startswith("*@") and not any(c in early[2:] for c in "*?["):
+        return later.lower().endswith(early[1:].lower()) and not any(
+            c in later[: -len(early) + 1] for c in "*?["
+        )
+    return False
+
+
+

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from popproxy.policy.schema import Config
+from popproxy.policy.schema import Config, semantic_problems
 from popproxy.policy.yamlpos import Location, line_of, load_with_positions
 
 LIST_SECTIONS = ("listeners", "users", "routes")
@@ -110,15 +110,21 @@ def load_config(path: Path) -> Config:
     if merged.errors:
         raise ConfigError(merged.errors)
     try:
-        return Config.model_validate(merged.data)
+        config = Config.model_validate(merged.data)
     except ValidationError as exc:
-        raise ConfigError([_describe(merged, error) for error in exc.errors()]) from None
+        raise ConfigError(
+            [_describe(merged, tuple(e["loc"]), e["msg"]) for e in exc.errors()]
+        ) from None
+    problems = semantic_problems(config)
+    if problems:
+        raise ConfigError([_describe(merged, loc, message) for loc, message in problems])
+    return config
 
 
-def _describe(merged: _Merged, error: Any) -> str:
-    where, loc = merged.where(tuple(error["loc"]))
+def _describe(merged: _Merged, merged_loc: Location, message: str) -> str:
+    where, loc = merged.where(merged_loc)
     key = ".".join(str(part) for part in loc) or "(top level)"
-    return f"{where}: {key}: {error['msg']}"
+    return f"{where}: {key}: {message}"
 
 
 def _read(path: Path) -> tuple[_Source, dict[str, Any]]:

@@ -184,40 +184,51 @@ class Config(_Model):
 
     @field_validator("listeners")
     @classmethod
-    def _unique_names(cls, v: tuple[Listener, ...]) -> tuple[Listener, ...]:
+    def _some_listener(cls, v: tuple[Listener, ...]) -> tuple[Listener, ...]:
         if not v:
             raise ValueError("at least one listener is needed")
-        names = [listener.name for listener in v]
-        if len(set(names)) != len(names):
-            raise ValueError("listener names must be unique")
-        addresses = [(listener.host, listener.port) for listener in v]
-        for address in addresses:
-            if addresses.count(address) > 1:
-                raise ValueError(f"two listeners on {address[0]} port {address[1]}")
         return v
 
-    @model_validator(mode="after")
-    def _routes_name_upstreams(self) -> Config:
-        for index, route in enumerate(self.routes):
-            if route.upstream != "default" and route.upstream not in self.upstreams:
-                known = ", ".join(["default", *self.upstreams])
-                raise ValueError(
-                    f"routes[{index}] names upstream {route.upstream!r}; known: {known}"
-                )
-        _reject_shadowed("users", [rule.match for rule in self.users])
-        _reject_shadowed("routes", [route.match for route in self.routes])
-        return self
+
+Problem = tuple[tuple[str | int, ...], str]  # (key path, message)
 
 
-def _reject_shadowed(section: str, patterns: list[str]) -> None:
+def semantic_problems(config: Config) -> list[Problem]:
+    """Rules across entries (checked after the schema), each with the key path to blame."""
+    problems: list[Problem] = []
+    seen_names: dict[str, int] = {}
+    seen_sockets: dict[tuple[str, int], int] = {}
+    for index, listener in enumerate(config.listeners):
+        if listener.name in seen_names:
+            problems.append((("listeners", index, "name"), f"listener name {listener.name!r} "
+                             f"already used by listeners[{seen_names[listener.name]}]"))
+        seen_names.setdefault(listener.name, index)
+        sock = (listener.host, listener.port)
+        if sock in seen_sockets:
+            problems.append((("listeners", index, "port"), f"{sock[0]} port {sock[1]} already "
+                             f"used by listeners[{seen_sockets[sock]}]"))
+        seen_sockets.setdefault(sock, index)
+    for index, route in enumerate(config.routes):
+        if route.upstream != "default" and route.upstream not in config.upstreams:
+            known = ", ".join(["default", *config.upstreams])
+            problems.append((("routes", index, "upstream"),
+                             f"unknown upstream {route.upstream!r}; known: {known}"))
+    problems += _shadowed("users", [rule.match for rule in config.users])
+    problems += _shadowed("routes", [route.match for route in config.routes])
+    return problems
+
+
+def _shadowed(section: str, patterns: list[str]) -> list[Problem]:
     """A rule that an earlier rule always wins over can never match: that is a config bug."""
+    problems: list[Problem] = []
     for later_index, later in enumerate(patterns):
         for early_index, early in enumerate(patterns[:later_index]):
             if _covers(early, later):
-                raise ValueError(
-                    f"{section}[{later_index}] ({later!r}) can never match: "
-                    f"{section}[{early_index}] ({early!r}) matches first"
-                )
+                problems.append(((section, later_index, "match"),
+                                 f"{later!r} can never match: {section}[{early_index}] "
+                                 f"({early!r}) matches first"))
+                break
+    return problems
 
 
 def _covers(early: str, later: str) -> bool:

@@ -20,7 +20,7 @@ class PositionedLoader(yaml.SafeLoader):
         self.duplicates: list[tuple[Location, int]] = []
 
     def record(self, node: yaml.Node, loc: Location) -> None:
-        self.positions[loc] = node.start_mark.line + 1
+        self.positions.setdefault(loc, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             seen: set[object] = set()
             for key_node, value_node in node.value:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal, TypeAlias
 
-from popproxy.pop3.events import NEED_DATA, Need
+from popproxy.pop3.events import NEED_DATA as NEED_DATA
+from popproxy.pop3.events import Need
 
 # PP section 2.1: the worst-case v1 line is 107 characters including the CRLF; "If the CRLF
 # sequence is not found in the first 107 characters, the receiver should declare the line
@@ -58,6 +59,12 @@ PP2_TYPE_UNIQUE_ID = 0x05
 PP2_TYPE_SSL = 0x20
 PP2_TYPE_NETNS = 0x30
 
+IPAddress: TypeAlias = IPv4Address | IPv6Address
+Address: TypeAlias = tuple[IPAddress, int]
+Tlv: TypeAlias = tuple[int, bytes]
+NeedData: TypeAlias = Need
+_AddressType: TypeAlias = type[IPv4Address] | type[IPv6Address]
+
 # The v1 protocol field and the byte after it (PP section 2.1).
 _V1_PROTOCOLS = (b"TCP4 ", b"TCP6 ", b"UNKNOWN ", b"UNKNOWN\r")
 # Bytes an address/port part of a TCP4 / TCP6 line may hold (PP section 2.1): this also
@@ -66,22 +73,14 @@ _V1_CHARSETS = {
     b"TCP4": frozenset(b"0123456789. "),
     b"TCP6": frozenset(b"0123456789abcdefABCDEF: "),
 }
-_V1_FAMILIES: dict[bytes, type[IPv4Address] | type[IPv6Address]] = {
-    b"TCP4": IPv4Address,
-    b"TCP6": IPv6Address,
-}
+_V1_FAMILIES: dict[bytes, _AddressType] = {b"TCP4": IPv4Address, b"TCP6": IPv6Address}
 # v2 family/transport bytes we decode (PP section 2.2): TCP over IPv4, TCP over IPv6.
-_V2_TCP: dict[int, tuple[type[IPv4Address] | type[IPv6Address], int]] = {0x11: (IPv4Address, 4), 0x21: (IPv6Address, 16)}
+_V2_TCP: dict[int, tuple[_AddressType, int]] = {0x11: (IPv4Address, 4), 0x21: (IPv6Address, 16)}
 _V2_UNSPEC = 0x00
 _V2_LOCAL, _V2_PROXY = 0x0, 0x1
 _TLV_HEADER = 3  # type, length_hi, length_lo (PP section 2.2)
 _SSL_FIXED = 5  # pp2_tlv_ssl: uint8 client, uint32 verify (PP section 2.2.6)
 _MAX_PORT = 65535
-
-IPAddress: TypeAlias = IPv4Address | IPv6Address
-Address: TypeAlias = tuple[IPAddress, int]
-Tlv: TypeAlias = tuple[int, bytes]
-NeedData: TypeAlias = Need
 
 
 class ProxyProtocolError(ValueError):
@@ -135,7 +134,7 @@ class ProxyHeader:
     ``"LOCAL"`` means: use the socket's real endpoints (see the module docstring).
     """
 
-    version: Literal[1, 2]
+    version: int
     command: Literal["PROXY", "LOCAL"]
     source: Address | None
     destination: Address | None
@@ -144,9 +143,6 @@ class ProxyHeader:
     def tlv(self, tlv_type: int) -> bytes | None:
         """The value of the first TLV of ``tlv_type`` (PP section 2.2), or None."""
         return next((value for t, value in self.tlvs if t == tlv_type), None)
-
-
-_LOCAL_V1 = ProxyHeader(1, "LOCAL", None, None)
 
 
 class ProxyHeaderParser:
@@ -245,7 +241,7 @@ def _v1_line_end(window: bytes) -> int:
 
 def _v1_header(fields: list[bytes]) -> ProxyHeader:
     if fields[1] == b"UNKNOWN":  # PP section 2.1: the rest of the line is ignored
-        return _LOCAL_V1
+        return ProxyHeader(1, "LOCAL", None, None)
     if len(fields) != 6:
         raise V1MalformedError(f"v1 {fields[1]!r} line needs 6 fields, got {len(fields)}")
     family = _V1_FAMILIES[fields[1]]
@@ -254,7 +250,7 @@ def _v1_header(fields: list[bytes]) -> ProxyHeader:
     return ProxyHeader(1, "PROXY", source, destination)
 
 
-def _v1_address(family: type[IPv4Address] | type[IPv6Address], text: bytes) -> IPAddress:
+def _v1_address(family: _AddressType, text: bytes) -> IPAddress:
     """Parse one address; ``ipaddress`` refuses IPv4 leading zeros (PP section 2.1)."""
     try:
         return family(text.decode("ascii"))
@@ -320,7 +316,7 @@ def _v2_header(command: int, header: bytes) -> ProxyHeader:
     block = V2_FIXED_HEADER + 2 * size + 4
     if len(header) < block:
         need, got = block - V2_FIXED_HEADER, len(header) - V2_FIXED_HEADER
-        raise V2AddressBlockError(f"v2 address block of {got} bytes, family {family:#04x} needs {need}")
+        raise V2AddressBlockError(f"v2 address block of {got} bytes, {family:#04x} needs {need}")
     src = address_type(header[16 : 16 + size])
     dst = address_type(header[16 + size : 16 + 2 * size])
     ports = header[block - 4 : block]
@@ -331,18 +327,15 @@ def _v2_header(command: int, header: bytes) -> ProxyHeader:
 
 def _v2_tlvs(header: bytes, start: int) -> tuple[Tlv, ...]:
     """Split and check the TLVs after the address block (PP sections 2.2.1 to 2.2.7)."""
-    tlvs: list[Tlv] = []
-    crc_offsets: list[int] = []
-    for tlv_type, offset, value in _split_tlvs(header, start):
-        if tlv_type == PP2_TYPE_CRC32C:
-            crc_offsets.append(offset)
+    tlvs = _split_tlvs(header, start)
+    for tlv_type, _, value in tlvs:
         _check_tlv(tlv_type, value)
-        tlvs.append((tlv_type, value))
+    crc_offsets = [offset for tlv_type, offset, _ in tlvs if tlv_type == PP2_TYPE_CRC32C]
     if len(crc_offsets) > 1:
         raise V2TlvError("more than one PP2_TYPE_CRC32C TLV")
     if crc_offsets:
         _check_crc32c(header, crc_offsets[0])
-    return tuple(tlvs)
+    return tuple((tlv_type, value) for tlv_type, _, value in tlvs)
 
 
 def _split_tlvs(data: bytes, start: int) -> list[tuple[int, int, bytes]]:

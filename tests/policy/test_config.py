@@ -70,7 +70,7 @@ def test_idle_timeout_below_rfc_minimum_refused(tmp_path: Path) -> None:
 def test_duplicate_listener_names(tmp_path: Path) -> None:
     path = _write(tmp_path, "listeners:\n  - {name: a, port: 1, mode: tls}\n"
                             "  - {name: a, port: 2, mode: tls}\n")
-    with pytest.raises(ConfigError, match=r"listener names must be unique"):
+    with pytest.raises(ConfigError, match=r":3: listeners.1.name: listener name 'a' already"):
         load_config(path)
 
 

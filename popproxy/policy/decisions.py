@@ -37,7 +37,7 @@ def parse_address(text: str) -> IPAddress | None:
     return address
 
 
-def _in_any(address: IPAddress, networks: Iterable[Network]) -> bool:
+def in_networks(address: IPAddress, networks: Iterable[Network]) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 
 
@@ -45,9 +45,9 @@ def connect_decision(listener: Listener, client: IPAddress | None) -> Decision:
     """At accept time: the listener's ``deny`` wins, then a non-empty ``allow`` must match."""
     if client is None:
         return Decision(False, "client address unknown")
-    if _in_any(client, listener.deny):
+    if in_networks(client, listener.deny):
         return Decision(False, "source network denied by listener")
-    if listener.allow and not _in_any(client, listener.allow):
+    if listener.allow and not in_networks(client, listener.allow):
         return Decision(False, "source network not in listener allow list")
     return Decision(True, "listener allows source")
 
@@ -68,7 +68,7 @@ def user_decision(
     rule = rule_for(config.users, username)
     if rule is None:
         return Decision(True, "no user rule")
-    if rule.allow and (client is None or not _in_any(client, rule.allow)):
+    if rule.allow and (client is None or not in_networks(client, rule.allow)):
         return Decision(False, f"source network not allowed for users matching {rule.match!r}")
     if rule.require_tls and not tls_active:
         return Decision(False, f"TLS required for users matching {rule.match!r}")

@@ -22,6 +22,9 @@ import threading
 from collections import deque
 from typing import Any
 
+from popproxy.pop3.events import NEED_DATA
+from popproxy.proxy.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
+
 # Size of the shared receive buffer: large reads keep multi-MiB RETR relays cheap.
 READ_BUFFER_SIZE = 256 * 1024
 # Stop reading from the socket while this much received data waits to be consumed.
@@ -59,11 +62,20 @@ class _Tls:
 class Channel(asyncio.BufferedProtocol):
     """One connection: ``read``/``write``/``drain``/``start_tls``/``close``."""
 
-    def __init__(self, implicit_tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, implicit_tls: ssl.SSLContext | None = None, proxy_header: bool = False
+    ) -> None:
         """``implicit_tls``: a server context to start TLS with as soon as the TCP connection
-        exists (port 995 style), so not one byte is ever read as plaintext."""
+        exists (port 995 style), so not one byte is ever read as plaintext.
+        ``proxy_header``: the first bytes must be a PROXY protocol header; nothing else (not
+        even a TLS ClientHello) is looked at before it is complete and valid."""
         self._implicit_tls = implicit_tls
         self.handshake: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._proxy_parser = ProxyHeaderParser() if proxy_header else None
+        self.proxy_header: asyncio.Future[ProxyHeader] | None = (
+            loop.create_future() if proxy_header else None
+        )
         self._transport: asyncio.Transport | None = None
         self._chunks: deque[bytes] = deque()
         self._unread = 0
@@ -80,7 +92,7 @@ class Channel(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        if self._implicit_tls is not None:
+        if self._implicit_tls is not None and self._proxy_parser is None:
             self.handshake = self.switch_to_tls(self._implicit_tls, server_side=True)
         if not self.connected.done():
             self.connected.set_result(None)
@@ -90,13 +102,47 @@ class Channel(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         data = bytes(_shared_buffer()[:nbytes])
+        if self._proxy_parser is not None:
+            self._feed_proxy_header(data)
+        else:
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
         if self._tls is None:
             self._deliver(data)
         else:
             self._tls.incoming.write(data)
             self._pump_tls()
 
+    def _feed_proxy_header(self, data: bytes) -> None:
+        """PROXY protocol first (HAProxy spec section 2): the rest waits until it is valid."""
+        parser, waiter = self._proxy_parser, self.proxy_header
+        assert parser is not None and waiter is not None
+        parser.receive_data(data)
+        try:
+            event = parser.next_event()
+        except ProxyProtocolError as exc:
+            self._proxy_parser = None
+            if not waiter.done():
+                waiter.set_exception(exc)
+            self._fail(exc)
+            return
+        if event is NEED_DATA:
+            return
+        assert isinstance(event, ProxyHeader)
+        rest = parser.remaining()
+        self._proxy_parser = None
+        if not waiter.done():
+            waiter.set_result(event)
+        if self._implicit_tls is not None:
+            self.handshake = self.switch_to_tls(self._implicit_tls, server_side=True)
+        if rest:
+            self._received(rest)
+
     def eof_received(self) -> bool:
+        if self._proxy_parser is not None:
+            self._feed_proxy_header(b"")
+            return False
         if self._tls is not None:
             self._tls.incoming.write_eof()
             self._pump_tls()
@@ -110,6 +156,8 @@ class Channel(asyncio.BufferedProtocol):
         self._error = self._error or exc
         self._set_eof()
         self._wake_drain()
+        if self.proxy_header is not None and not self.proxy_header.done():
+            self.proxy_header.set_exception(ChannelClosed("closed before the PROXY header"))
         if self._tls is not None and self._tls.handshake and not self._tls.handshake.done():
             self._tls.handshake.set_exception(ChannelClosed("connection lost during TLS handshake"))
 

@@ -160,6 +160,8 @@ class ProxyHeaderParser:
         self._error: ProxyProtocolError | None = None
 
     def receive_data(self, data: bytes) -> None:
+        if self._error is not None:  # the connection is being aborted: keep nothing
+            return
         if not data:
             self._eof = True
         else:

@@ -10,10 +10,17 @@ from collections import Counter
 from typing import Any
 
 from popproxy.policy.config import Config, Listener, Upstream
-from popproxy.policy.decisions import DEFAULT_UPSTREAM, connect_decision, parse_address
+from popproxy.policy.decisions import (
+    DEFAULT_UPSTREAM,
+    IPAddress,
+    connect_decision,
+    in_networks,
+    parse_address,
+)
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
+from popproxy.proxy.proxyproto import ProxyProtocolError
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
@@ -79,7 +86,7 @@ class ProxyServer:
         # The policy in force when the connection arrives is the one the session keeps.
         settings = self._settings(self._listener(listener_name))
         implicit = settings.server_tls if settings.listener.mode == "tls" else None
-        channel = Channel(implicit)
+        channel = Channel(implicit, proxy_header=settings.listener.proxy_protocol is not None)
         name = f"session-{listener_name}"
         channel.connected.add_done_callback(lambda _: spawn(self._serve(channel, settings), name))
         return channel
@@ -97,8 +104,12 @@ class ProxyServer:
 
     async def _serve(self, channel: Channel, settings: SessionSettings) -> None:
         peer = channel.peername()
-        ip = str(peer[0]) if peer else "?"
-        client_ip = parse_address(ip)
+        client = await self._client_address(channel, settings.listener, peer)
+        if client is None:
+            channel.abort()
+            return
+        client_ip, client_port = client
+        ip = str(client_ip)
         decision = connect_decision(settings.listener, client_ip)
         if not decision.allowed:
             # Closed without a word: a scanner learns nothing about what is behind us.
@@ -116,13 +127,39 @@ class ProxyServer:
         self._sessions.add(task)
         self._per_ip[ip] += 1
         try:
-            peer_text = f"{ip}:{peer[1] if peer else 0}"
-            await Session(channel, settings, client_ip, peer_text).run()
+            await Session(channel, settings, client_ip, f"{ip}:{client_port}").run()
         finally:
             self._sessions.discard(task)
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
+
+    async def _client_address(
+        self, channel: Channel, listener: Listener, peer: Any
+    ) -> tuple[IPAddress, int] | None:
+        """The real client: the socket peer, or the PROXY header's source (HAProxy spec)."""
+        socket_ip = parse_address(str(peer[0])) if peer else None
+        if socket_ip is None:
+            return None
+        pp = listener.proxy_protocol
+        if pp is None:
+            return socket_ip, int(peer[1])
+        if not in_networks(socket_ip, pp.trusted):
+            log.warning("PROXY header from untrusted peer %s on %s: closed", socket_ip,
+                        listener.name)
+            return None
+        assert channel.proxy_header is not None
+        try:
+            async with asyncio.timeout(pp.header_timeout):
+                header = await channel.proxy_header
+        except (ProxyProtocolError, ConnectionError, TimeoutError) as exc:
+            log.warning("bad or missing PROXY header from %s on %s: %s", socket_ip,
+                        listener.name, exc.__class__.__name__)
+            return None
+        if header.command == "PROXY" and header.source is not None:
+            source_ip = parse_address(str(header.source[0]))
+            return (source_ip, header.source[1]) if source_ip else None
+        return socket_ip, int(peer[1])  # LOCAL: a health check from the balancer itself
 
     def reload_tls(self) -> bool:
         """New certificates for new handshakes; live sessions are untouched."""

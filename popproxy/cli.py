@@ -16,8 +16,11 @@ import sys
 from pathlib import Path
 
 from popproxy import __version__
+from popproxy.auditlog import open_audit_log
 from popproxy.policy.config import Config, ConfigError, load_config, policy_files
 from popproxy.proxy.demo_upstream import DemoUpstream
+from popproxy.proxy.http import OpsServer, upstream_probe
+from popproxy.proxy.observe import Observer
 from popproxy.proxy.server import ProxyServer
 from popproxy.proxy.tls import fingerprint
 
@@ -73,7 +76,13 @@ async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = 
         await demo.start(config.upstream.host, config.upstream.port)
         log.warning("demo upstream on %s:%d (user demo, password demo): not for production",
                     config.upstream.host, demo.port)
-    server = ProxyServer(config)
+    observer = Observer(audit=open_audit_log(config.observability.audit_log))
+    server = ProxyServer(config, observer)
+    ops: OpsServer | None = None
+    if config.observability.metrics_port is not None:
+        ops = OpsServer(observer.metrics.registry,
+                        upstream_probe(config.upstream.host, config.upstream.port))
+        await ops.start(config.observability.metrics_host, config.observability.metrics_port)
     if server.server_tls is not None:
         for pair in server.server_tls.pairs:
             print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)}", flush=True)
@@ -86,6 +95,8 @@ async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = 
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    if ops is not None:
+        await ops.stop()
     if demo is not None:
         await demo.stop()
 
@@ -98,6 +109,9 @@ def _reload(server: ProxyServer, config_path: Path | None) -> None:
         except ConfigError as exc:
             log.error("policy reload refused, keeping the old policy: %s", exc)
             new = None
+            server.observer.metrics.config_reloads.labels("refused").inc()
+            server.observer.audit.event("config_reload", None, result="refused",
+                                        error=str(exc))
         if new is not None and new != server.config:
             server.reload_policy(new)
     server.reload_tls()

@@ -122,6 +122,16 @@ class Tls(_Model):
     handshake_timeout: Seconds = 10.0
 
 
+class Observability(_Model):
+    """Where metrics are served and the audit log is written."""
+
+    # /metrics, /healthz and /readyz on this address (no port: no HTTP endpoint).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port | None = None
+    # JSON lines audit log: a file path, "-" for standard error, or none.
+    audit_log: str | None = None
+
+
 class DemoUpstream(_Model):
     """The built-in demo POP3 server (for trying the proxy out; never for production)."""
 
@@ -180,7 +190,9 @@ class Config(_Model):
     tls: Tls = Tls()
     # Where generated files (the self-signed certificate) live; relative to the working dir.
     state_dir: Path = Path("state")
+    observability: Observability = Observability()
     demo_upstream: DemoUpstream = DemoUpstream()
+
 
     @field_validator("listeners")
     @classmethod

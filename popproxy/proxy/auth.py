@@ -12,9 +12,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from popproxy.policy.config import Upstream
 from popproxy.policy.decisions import route_for, user_decision
 from popproxy.pop3 import replies
-from popproxy.pop3.events import Command
+from popproxy.pop3.events import Command, StatusLine
 from popproxy.pop3.replies import Code
 from popproxy.pop3.sasl import (
     MECHANISMS,
@@ -148,9 +149,11 @@ class AuthHandler:
         """Apply user policy, route, log in upstream; on success enter TRANSACTION."""
         started = time.monotonic()
         if not _forwardable(creds):
+            self._record("malformed", mechanism)
             await self._failed(replies.err("invalid characters in credentials", Code.AUTH))
             return
         username = creds.username.decode("utf-8", "replace")
+        self._s.user = username
         settings = self._s.settings
         decision = user_decision(
             settings.policy, username, self._s.client_ip, self._s.state.tls_active, mechanism
@@ -158,26 +161,54 @@ class AuthHandler:
         if not decision.allowed:
             # Same reply and timing as a wrong password: a policy denial must not tell a
             # guesser that the account exists.
-            log.info("session %s: login denied by policy: %s", self._s.peer, decision.reason)
+            settings.observer.metrics.policy_denials.labels("user").inc()
+            self._record("policy_denied", mechanism, reason=decision.reason)
             await self._failed(AUTH_FAILED, started)
             return
         name, target = route_for(settings.policy, username)
-        upstream = await UpstreamConnection.open(target, settings.upstream_tls.get(name))
-        try:
-            status = await upstream.status(Command("USER", (creds.username,)))
-            if status.ok:
-                status = await upstream.status(Command("PASS", (creds.password,)))
-        except UpstreamError:
-            upstream.close()
-            raise
+        upstream, status = await self._upstream_login(name, target, creds, mechanism)
         if status.ok:
             self._s.upstream = upstream
             self._s.state.apply(Event.LOGIN_OK)
             self._s.write(status.raw)
-            log.info("session %s: login ok (upstream %s)", self._s.peer, name)
+            self._record("ok", mechanism, upstream=name)
             return
         upstream.close()
-        await self._failed(_failure_reply(status.raw), started)
+        reply = _failure_reply(status.raw)
+        self._record("bad_credentials" if reply is AUTH_FAILED else "upstream_refused",
+                     mechanism, upstream=name)
+        await self._failed(reply, started)
+
+    async def _upstream_login(
+        self, name: str, target: Upstream, creds: Credentials, mechanism: str
+    ) -> tuple[UpstreamConnection, StatusLine]:
+        """Connect to the routed upstream and send USER, then PASS (never in one write)."""
+        observer = self._s.settings.observer
+        started = time.monotonic()
+        upstream: UpstreamConnection | None = None
+        try:
+            tls = self._s.settings.upstream_tls.get(name)
+            upstream = await UpstreamConnection.open(target, tls)
+            status = await upstream.status(Command("USER", (creds.username,)))
+            if status.ok:
+                status = await upstream.status(Command("PASS", (creds.password,)))
+        except UpstreamError as exc:
+            if upstream is not None:
+                upstream.close()
+            observer.metrics.upstream_errors.labels(name, exc.reason).inc()
+            self._record("upstream_error", mechanism, upstream=name, reason=exc.reason)
+            raise
+        finally:
+            observer.metrics.upstream_login_seconds.labels(name).observe(
+                time.monotonic() - started
+            )
+        return upstream, status
+
+    def _record(self, result: str, mechanism: str, **fields: str) -> None:
+        """Count and audit one login attempt (the username goes to the audit log only)."""
+        self._s.settings.observer.metrics.logins.labels(result).inc()
+        self._s.audit("login", result=result, mechanism=mechanism, **fields)
+        log.info("session %s: login %s", self._s.peer, result)
 
     async def _failed(self, reply: bytes, started: float | None = None) -> None:
         if started is not None:

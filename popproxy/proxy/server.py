@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import ssl
+import time
 from collections import Counter
 from typing import Any
 
@@ -20,6 +21,7 @@ from popproxy.policy.decisions import (
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
+from popproxy.proxy.observe import Observer
 from popproxy.proxy.proxyproto import ProxyProtocolError
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.tasks import spawn
@@ -45,8 +47,9 @@ def _upstream_contexts(policy: Config) -> dict[str, ssl.SSLContext | None]:
 class ProxyServer:
     """Owns the listening sockets, the current policy and TLS contexts, and live sessions."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, observer: Observer | None = None) -> None:
         self.config = config
+        self.observer = observer if observer is not None else Observer()
         needs_tls = any(lst.mode != "plain" for lst in config.listeners)
         self.server_tls = ServerTls(config.tls, config.state_dir) if needs_tls else None
         self.upstream_tls = _upstream_contexts(config)
@@ -64,7 +67,7 @@ class ProxyServer:
             server_tls = self.server_tls.context_for(listener.tls_min_version)
         return SessionSettings(
             policy=self.config, listener=listener, server_tls=server_tls,
-            upstream_tls=self.upstream_tls,
+            upstream_tls=self.upstream_tls, observer=self.observer,
         )
 
     async def start(self, port_overrides: dict[str, int] | None = None) -> None:
@@ -103,32 +106,59 @@ class ProxyServer:
         return len(self._sessions)
 
     async def _serve(self, channel: Channel, settings: SessionSettings) -> None:
-        peer = channel.peername()
-        client = await self._client_address(channel, settings.listener, peer)
+        listener = settings.listener.name
+        session_id = self.observer.new_session_id()
+        client = await self._client_address(channel, settings.listener, channel.peername())
         if client is None:
-            channel.abort()
+            self._refused(channel, listener, session_id, "proxy_protocol", None)
             return
         client_ip, client_port = client
         ip = str(client_ip)
         decision = connect_decision(settings.listener, client_ip)
         if not decision.allowed:
             # Closed without a word: a scanner learns nothing about what is behind us.
-            log.info("connection from %s refused on %s: %s", ip, settings.listener.name,
-                     decision.reason)
-            channel.abort()
+            self.observer.metrics.policy_denials.labels("connect").inc()
+            self._refused(channel, listener, session_id, "denied", ip, decision.reason)
             return
         if self._over_capacity(ip):
             # Refused before TLS: cheap for us, and RFC 3206 SYS/TEMP tells clients to retry.
             channel.write(replies.err("too many connections, try again later", Code.SYS_TEMP))
-            channel.close()
+            self._refused(channel, listener, session_id, "over_capacity", ip)
             return
+        self.observer.metrics.connections.labels(listener, "accepted").inc()
+        self.observer.audit.event("connect", session_id, listener=listener, client=ip,
+                                  port=client_port, result="accepted")
+        await self._run_session(channel, settings, client_ip, session_id, client_port)
+
+    def _refused(self, channel: Channel, listener: str, session_id: str, result: str,
+                 ip: str | None, reason: str = "") -> None:
+        self.observer.metrics.connections.labels(listener, result).inc()
+        self.observer.audit.event("connect", session_id, listener=listener, client=ip,
+                                  result=result, reason=reason)
+        log.info("connection from %s refused on %s: %s", ip, listener, reason or result)
+
+        if result == "over_capacity":
+            channel.close()
+        else:
+            channel.abort()
+
+    async def _run_session(self, channel: Channel, settings: SessionSettings,
+                           client_ip: IPAddress, session_id: str, client_port: int) -> None:
+        ip, listener = str(client_ip), settings.listener.name
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
         self._per_ip[ip] += 1
+        metrics = self.observer.metrics
+        metrics.active_sessions.labels(listener).inc()
+        started = time.monotonic()
         try:
-            await Session(channel, settings, client_ip, f"{ip}:{client_port}").run()
+            session = Session(channel, settings, client_ip, f"{ip}:{client_port}")
+            session.id = session_id
+            await session.run()
         finally:
+            metrics.active_sessions.labels(listener).dec()
+            metrics.session_duration.labels(listener).observe(time.monotonic() - started)
             self._sessions.discard(task)
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:
@@ -147,14 +177,18 @@ class ProxyServer:
         if not in_networks(socket_ip, pp.trusted):
             log.warning("PROXY header from untrusted peer %s on %s: closed", socket_ip,
                         listener.name)
+            self.observer.metrics.proxy_protocol_rejects.labels("untrusted_peer").inc()
             return None
         assert channel.proxy_header is not None
         try:
             async with asyncio.timeout(pp.header_timeout):
                 header = await channel.proxy_header
         except (ProxyProtocolError, ConnectionError, TimeoutError) as exc:
+            reason = "timeout" if isinstance(exc, TimeoutError) else (
+                "malformed" if isinstance(exc, ProxyProtocolError) else "closed")
             log.warning("bad or missing PROXY header from %s on %s: %s", socket_ip,
                         listener.name, exc.__class__.__name__)
+            self.observer.metrics.proxy_protocol_rejects.labels(reason).inc()
             return None
         if header.command == "PROXY" and header.source is not None:
             source_ip = parse_address(str(header.source[0]))
@@ -170,6 +204,7 @@ class ProxyServer:
         old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
         new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]
         if old_sockets != new_sockets:
+            self.observer.metrics.config_reloads.labels("refused").inc()
             log.error("policy reload refused: listener names, addresses or modes changed "
                       "(restart popproxy for that); keeping the old policy")
             return False
@@ -177,9 +212,12 @@ class ProxyServer:
             upstream_tls = _upstream_contexts(new)
             server_tls = ServerTls(new.tls, new.state_dir) if self.server_tls else None
         except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
+            self.observer.metrics.config_reloads.labels("refused").inc()
             log.error("policy reload refused: %s; keeping the old policy", exc)
             return False
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
+        self.observer.metrics.config_reloads.labels("ok").inc()
+        self.observer.audit.event("config_reload", None, result="ok")
         log.info("policy reloaded")
         return True
 

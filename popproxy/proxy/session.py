@@ -32,6 +32,7 @@ from popproxy.pop3.state import Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler
 from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
+from popproxy.proxy.observe import Observer
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
 log = logging.getLogger("popproxy.session")
@@ -48,6 +49,7 @@ class SessionSettings:
     listener: Listener
     server_tls: ssl.SSLContext | None  # None: no client-facing TLS configured
     upstream_tls: Mapping[str, ssl.SSLContext | None]  # upstream name -> client context
+    observer: Observer
 
     @property
     def limits(self) -> Limits:
@@ -68,6 +70,9 @@ class Session:
         self.settings = settings
         self.client_ip = client_ip
         self.peer = peer
+        self.id = "-"  # set by the server from the observer's id source
+        self.user: str | None = None  # known after a login attempt, for the audit log
+        self._relayed = 0  # body bytes to the client not yet added to the metric
         self.parser = CommandParser()
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
         self.upstream: UpstreamConnection | None = None
@@ -87,6 +92,7 @@ class Session:
             log.info("session %s: TLS failed: %s", self.peer, exc.__class__.__name__)
         except UpstreamError as exc:
             log.warning("session %s: upstream failed: %s", self.peer, exc)
+            self.audit("upstream_error", error=str(exc))
             self.write(replies.err("upstream server unavailable, try again later", Code.SYS_TEMP))
         except TimeoutError:
             self.write(replies.err("autologout: idle for too long", Code.SYS_TEMP))
@@ -113,8 +119,28 @@ class Session:
         """Implicit TLS: the channel started the handshake when the connection opened."""
         if self.client.handshake is None:
             raise SessionEnd
-        async with asyncio.timeout(self.settings.handshake_timeout):
-            await self.client.handshake
+        await self._await_handshake(self.client.handshake, "implicit")
+
+    async def _await_handshake(self, handshake: asyncio.Future[None], kind: str) -> None:
+        """Wait for a client handshake, counting its outcome by kind and TLS version."""
+        metrics = self.settings.observer.metrics
+        try:
+            async with asyncio.timeout(self.settings.handshake_timeout):
+                await handshake
+        except BaseException as exc:
+            result = "timeout" if isinstance(exc, TimeoutError) else "failed"
+            metrics.tls_handshakes.labels(kind, "none", result).inc()
+            self.audit("tls", mode=kind, result=result, error=exc.__class__.__name__)
+            raise
+        sslobj = self.client.ssl_object()
+        version = (sslobj.version() if sslobj else None) or "unknown"
+        metrics.tls_handshakes.labels(kind, version, "ok").inc()
+        self.audit("tls", mode=kind, result="ok", version=version)
+
+    def audit(self, event: str, **fields: object) -> None:
+        """One audit event for this session (client address and user filled in)."""
+        self.settings.observer.audit.event(event, self.id, client=str(self.client_ip),
+                                           user=self.user, **fields)
 
     @property
     def login_allowed(self) -> bool:
@@ -183,6 +209,8 @@ class Session:
         elif not self.login_allowed:
             # [SYS/PERM], not [AUTH]: clients then report the problem instead of asking for
             # the password again and again (RFC 3206 section 4).
+            self.settings.observer.metrics.login_before_tls.labels(cmd.verb).inc()
+            self.audit("login_before_tls", command=cmd.verb)
             self.write(replies.err("TLS is required before login: use STLS", Code.SYS_PERM))
         else:
             await self.auth.command(cmd)
@@ -218,6 +246,8 @@ class Session:
             # sent them there.  We close the connection (rather than discard) so an injected
             # command can never take effect.
             log.warning("session %s: plaintext after STLS, closing (CVE-2011-0411)", self.peer)
+            self.settings.observer.metrics.stls_injections.inc()
+            self.audit("stls_injection", buffered=self.parser.buffered() + self.client.unread)
             self.write(replies.err("data after STLS is not allowed, closing", Code.SYS_PERM))
             raise SessionEnd
         self.write(replies.ok("begin TLS negotiation"))
@@ -225,8 +255,7 @@ class Session:
         handshake = self.client.switch_to_tls(tls, server_side=True)
         self.state.apply(Event.STLS_DONE)
         self.auth.reset()
-        async with asyncio.timeout(self.settings.handshake_timeout):
-            await handshake
+        await self._await_handshake(handshake, "stls")
 
     async def _transaction(self, cmd: Command) -> None:
         if not valid_transaction_args(cmd):
@@ -257,12 +286,19 @@ class Session:
                     return
             elif isinstance(event, BodyData):
                 self.write(event.data)
+                self._relayed += len(event.data)
                 await self.client.drain()
             elif isinstance(event, EndOfBody):
                 self.write(b".\r\n")
+                self._count_relayed()
                 return
             else:
                 raise UpstreamError("upstream closed the connection mid-response")
+
+    def _count_relayed(self) -> None:
+        # Added per response, not per chunk: one metric update per RETR keeps the hot loop lean.
+        self.settings.observer.metrics.bytes_relayed.labels("to_client").inc(self._relayed)
+        self._relayed = 0
 
     async def _relay_capa(self, cmd: Command) -> None:
         upstream = self._connected()

@@ -21,7 +21,14 @@ log = logging.getLogger("popproxy.upstream")
 
 
 class UpstreamError(Exception):
-    """The upstream is unreachable, timed out, closed early, failed TLS or broke the protocol."""
+    """The upstream is unreachable, timed out, closed early, failed TLS or broke the protocol.
+
+    ``reason`` is a short fixed word for metrics (never a host name or address).
+    """
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class UpstreamConnection:
@@ -44,7 +51,7 @@ class UpstreamConnection:
             async with asyncio.timeout(settings.connect_timeout):
                 channel = await open_channel(settings.host, settings.port)
         except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"connect failed: {exc.__class__.__name__}") from None
+            raise UpstreamError(f"connect failed: {exc.__class__.__name__}", "connect") from None
         conn = cls(channel, settings)
         try:
             await conn._secure_and_greet(tls)
@@ -59,15 +66,15 @@ class UpstreamConnection:
             await self._start_tls(tls)
         greeting = await self.next_event(timeout=settings.greeting_timeout)
         if not (isinstance(greeting, StatusLine) and greeting.ok):
-            raise UpstreamError("upstream did not greet with +OK")
+            raise UpstreamError("upstream did not greet with +OK", "greeting")
         if settings.mode == "starttls":
             status = await self.status(Command("STLS"))
             if not status.ok:
-                raise UpstreamError("upstream refused STLS")
+                raise UpstreamError("upstream refused STLS", "stls")
             # RFC 2595 section 4 from the other side: anything the server sent after its +OK
             # arrived in plaintext and must not be taken as a TLS-protected answer.
             if self.framer.buffered() or self._channel.unread:
-                raise UpstreamError("upstream sent data after STLS +OK (injection?)")
+                raise UpstreamError("upstream sent data after STLS +OK (injection?)", "stls")
             await self._start_tls(tls)
 
     async def _start_tls(self, tls: ssl.SSLContext | None) -> None:
@@ -82,9 +89,11 @@ class UpstreamConnection:
                 timeout=self._settings.greeting_timeout,
             )
         except ssl.SSLCertVerificationError as exc:
-            raise UpstreamError(f"certificate verification failed: {exc.verify_message}") from None
+            raise UpstreamError(
+                f"certificate verification failed: {exc.verify_message}", "tls_verify"
+            ) from None
         except (ssl.SSLError, OSError, TimeoutError) as exc:
-            raise UpstreamError(f"TLS handshake failed: {exc.__class__.__name__}") from None
+            raise UpstreamError(f"TLS handshake failed: {exc.__class__.__name__}", "tls") from None
 
     def send(self, cmd: Command) -> None:
         self._channel.write(self.framer.send_command(cmd))
@@ -104,9 +113,10 @@ class UpstreamConnection:
                     data = await self._channel.read()
                 self.framer.receive_data(data)
         except ProtocolError as exc:
-            raise UpstreamError(f"protocol error: {exc}") from None
+            raise UpstreamError(f"protocol error: {exc}", "protocol") from None
         except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"read failed: {exc.__class__.__name__}") from None
+            reason = "timeout" if isinstance(exc, TimeoutError) else "read"
+            raise UpstreamError(f"read failed: {exc.__class__.__name__}", reason) from None
 
     async def status(self, cmd: Command) -> StatusLine:
         """Send a single-line command and return its status line."""

@@ -1,0 +1,95 @@
+"""Every Prometheus metric of popproxy, declared in one table.
+
+Names follow ``popproxy_*_total`` (counters), ``popproxy_*_seconds`` (histograms) and plain
+gauges.  Label values come from small fixed sets (listener names, results, reasons); never
+usernames, IP addresses or URLs.  The registry is injected, so tests get a fresh one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class _Def:
+    kind: type[Counter] | type[Gauge] | type[Histogram]
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+# attribute name -> definition.  The one place a metric is declared.
+DEFINITIONS: dict[str, _Def] = {
+    "connections": _Def(Counter, "popproxy_connections_total",
+                        "Client connections by listener and result", ("listener", "result")),
+    "active_sessions": _Def(Gauge, "popproxy_active_sessions", "Sessions in progress",
+                            ("listener",)),
+    "session_duration": _Def(Histogram, "popproxy_session_duration_seconds",
+                             "Session lifetime", ("listener",)),
+    "tls_handshakes": _Def(Counter, "popproxy_tls_handshakes_total",
+                           "Client TLS handshakes by kind, version and result",
+                           ("kind", "version", "result")),
+    "stls_injections": _Def(Counter, "popproxy_stls_injection_attempts_total",
+                            "STLS with plaintext pipelined behind it (CVE-2011-0411 class)"),
+    "login_before_tls": _Def(Counter, "popproxy_login_before_tls_refused_total",
+                             "Login commands refused because TLS was not active", ("command",)),
+    "logins": _Def(Counter, "popproxy_logins_total", "Login attempts by result", ("result",)),
+    "lockouts_active": _Def(Gauge, "popproxy_lockouts_active",
+                            "Counters currently blocking logins", ("scope",)),
+    "lockout_blocks": _Def(Counter, "popproxy_lockout_blocks_total",
+                           "Login attempts answered by a lockout", ("scope",)),
+    "policy_denials": _Def(Counter, "popproxy_policy_denials_total",
+                           "Policy decisions that denied", ("stage",)),
+    "proxy_protocol_rejects": _Def(Counter, "popproxy_proxy_protocol_rejects_total",
+                                   "PROXY protocol headers refused", ("reason",)),
+    "upstream_errors": _Def(Counter, "popproxy_upstream_errors_total",
+                            "Upstream failures by reason", ("upstream", "reason")),
+    "upstream_login_seconds": _Def(Histogram, "popproxy_upstream_login_seconds",
+                                   "Connect + greeting + USER/PASS at the upstream",
+                                   ("upstream",)),
+    "bytes_relayed": _Def(Counter, "popproxy_bytes_relayed_total",
+                          "Bytes passed between client and upstream", ("direction",)),
+    "messages_scanned": _Def(Counter, "popproxy_messages_scanned_total",
+                             "Messages scanned by verdict and action", ("verdict", "action")),
+    "signals_hit": _Def(Counter, "popproxy_scan_signals_total", "Scanner signals that fired",
+                        ("signal",)),
+    "scan_duration": _Def(Histogram, "popproxy_scan_duration_seconds", "Time to scan a message"),
+    "config_reloads": _Def(Counter, "popproxy_config_reloads_total", "Policy/TLS reloads",
+                           ("result",)),
+    "redis_errors": _Def(Counter, "popproxy_redis_errors_total", "Failed lockout-store calls",
+                         ("operation",)),
+}
+
+
+class Metrics:
+    """All metrics, registered in ``registry`` (a fresh one unless given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        for attribute, d in DEFINITIONS.items():
+            name = d.name.removesuffix("_total") if d.kind is Counter else d.name
+            metric = d.kind(name, d.help, d.labels, registry=self.registry)
+            setattr(self, attribute, metric)
+
+    # Typed accessors (mypy cannot see setattr): thin and obvious.
+    connections: Counter
+    active_sessions: Gauge
+    session_duration: Histogram
+    tls_handshakes: Counter
+    stls_injections: Counter
+    login_before_tls: Counter
+    logins: Counter
+    lockouts_active: Gauge
+    lockout_blocks: Counter
+    policy_denials: Counter
+    proxy_protocol_rejects: Counter
+    upstream_errors: Counter
+    upstream_login_seconds: Histogram
+    bytes_relayed: Counter
+    messages_scanned: Counter
+    signals_hit: Counter
+    scan_duration: Histogram
+    config_reloads: Counter
+    redis_errors: Counter

@@ -1,0 +1,114 @@
+"""Blocklist feeds: plain host-list files, reloaded when the file changes.
+
+Format: one host per line, ``#`` starts a comment, blank lines ignored (the format of OpenPhish
+host exports and most DNS blocklists).  A feed never raises from a look-up: a file that vanishes
+or becomes unreadable keeps the hosts last loaded, because a broken feed update must not stop
+mail from being scanned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from popproxy.scan import hosts
+from popproxy.scan.lists import PATH_TENANTED_HOSTS, SHARED_REGISTRABLE
+
+# A feed line longer than a DNS name (RFC 1035 section 2.3.4: 255 octets) is not a host.
+_MAX_HOST_CHARS = 255
+
+FeedMatch = Literal["host", "domain", "platform"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHit:
+    """A link host found in a feed.
+
+    ``match`` is "host" when the host or a parent is listed, "domain" when another host of the
+    same registrable domain is listed, "platform" when the listed entry is a shared host whose
+    tenants live in the URL path (bit.ly, storage.googleapis.com): weak evidence.
+    """
+
+    feed: str
+    entry: str
+    match: FeedMatch
+
+
+def parse_hosts(lines: Iterable[str]) -> frozenset[str]:
+    """Parse feed lines into lower-case ASCII hosts (comments and junk dropped)."""
+    out: set[str] = set()
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip().lower().rstrip(".")
+        if not line or len(line) > _MAX_HOST_CHARS or " " in line or "/" in line:
+            continue
+        out.add(hosts.to_ascii(line))
+    return frozenset(out)
+
+
+class HostFeed:
+    """One blocklist file; :meth:`refresh` reloads it when its mtime changes."""
+
+    def __init__(self, path: Path | str) -> None:
+        """Load the file.
+
+        Raises:
+            OSError: the file cannot be read at start-up (a typo in a path should be loud).
+        """
+        self.path = Path(path)
+        self.name = self.path.name
+        self._mtime_ns = -1
+        self._hosts: frozenset[str] = frozenset()
+        self._domains: frozenset[str] = frozenset()
+        self._load(os.stat(self.path).st_mtime_ns)
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def refresh(self) -> bool:
+        """Reload the file if its mtime changed; keep the old hosts on any error.
+
+        Returns:
+            True when the hosts were reloaded.
+        """
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+            if mtime == self._mtime_ns:
+                return False
+            self._load(mtime)
+        except (OSError, UnicodeError):
+            return False
+        return True
+
+    def _load(self, mtime_ns: int) -> None:
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            loaded = parse_hosts(fh)
+        self._hosts = loaded
+        # Registrable domains of listed hosts, except shared ones: listing one weebly.com
+        # customer must not list all of them.
+        self._domains = frozenset(
+            d for d in (hosts.registrable(h) for h in loaded) if d not in SHARED_REGISTRABLE
+        )
+        self._mtime_ns = mtime_ns
+
+    def lookup(self, host: str) -> FeedHit | None:
+        """Find a lower-case ASCII host in the feed; None when absent."""
+        for candidate in hosts.parents(host):
+            if candidate in self._hosts:
+                weak = candidate in PATH_TENANTED_HOSTS or candidate in SHARED_REGISTRABLE
+                return FeedHit(self.name, candidate, "platform" if weak else "host")
+        domain = hosts.registrable(host)
+        if domain in self._domains:
+            return FeedHit(self.name, domain, "domain")
+        return None
+
+
+def load_feeds(paths: Iterable[Path | str]) -> tuple[HostFeed, ...]:
+    """Load each feed file.
+
+    Raises:
+        OSError: a file cannot be read.
+    """
+    return tuple(HostFeed(p) for p in paths)

@@ -1,0 +1,129 @@
+"""Host names: IP literals in every inet_aton spelling, IDNs, and registrable domains.
+
+Registrable domains come from the Public Suffix List (``publicsuffixlist``, which ships the list
+and is updated by its maintainer): the full list (with private suffixes such as github.io) tells
+tenants of a hosting platform apart, the ICANN-only list tells who owns a brand-like label.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import idna
+from publicsuffixlist import PublicSuffixList
+
+_PSL_FULL = PublicSuffixList()
+_PSL_ICANN = PublicSuffixList(only_icann=True)
+
+# One inet_aton component: hex (0x..), octal (leading 0) or decimal.  Browsers accept all of them
+# (WHATWG URL "IPv4 number parser"), so http://0xC6.51.100.7/ and http://3325256711/ both open
+# an IP address.
+_IPV4_PART = re.compile(r"^(?:0x[0-9a-f]*|0[0-7]*|[1-9][0-9]*)$")
+_PLAIN_DECIMAL = re.compile(r"^(?:0|[1-9][0-9]{0,2})$")
+
+# Cache sizes: distinct hosts per process are bounded by the mail seen; 8192 entries cost < 2 MB
+# and cover the hosts that repeat across messages (trackers, CDNs, feeds of the same campaign).
+_CACHE_SIZE = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class IpHost:
+    """A host that is an IP address; ``obfuscated`` when not written as plain dotted decimal."""
+
+    address: str
+    obfuscated: bool
+
+
+def parse_ip_host(host: str) -> IpHost | None:
+    """Parse a URL host as an IP address, accepting every spelling a browser accepts.
+
+    Args:
+        host: lower-case host, IPv6 in brackets.
+
+    Returns:
+        The address, or None when the host is a name.
+    """
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return IpHost(str(ipaddress.IPv6Address(host[1:-1].split("%")[0])), False)
+        except ValueError:
+            return None
+    parts = host.rstrip(".").split(".")
+    if not 1 <= len(parts) <= 4 or not all(_IPV4_PART.match(p) for p in parts):
+        return None
+    values = [_ipv4_part_value(p) for p in parts]
+    value = 0
+    for v in values[:-1]:
+        if v > 0xFF:
+            return None
+        value = value * 256 + v
+    last_bytes = 5 - len(values)
+    if values[-1] >= 256**last_bytes:
+        return None
+    value = value * 256**last_bytes + values[-1]
+    plain = len(parts) == 4 and all(_PLAIN_DECIMAL.match(p) for p in parts)
+    return IpHost(str(ipaddress.IPv4Address(value)), not plain)
+
+
+def _ipv4_part_value(part: str) -> int:
+    if part.startswith("0x"):
+        return int(part[2:] or "0", 16)
+    if len(part) > 1 and part.startswith("0"):
+        return int(part[1:], 8)
+    return int(part)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def to_unicode(host: str) -> str:
+    """Show a host the way a browser address bar might: punycode labels decoded.
+
+    Labels that fail IDNA decoding are kept as they are (they cannot be registered anyway).
+    """
+    if "xn--" not in host:
+        return host
+    labels = []
+    for label in host.split("."):
+        if label.startswith("xn--"):
+            try:
+                label = idna.decode(label)
+            except (idna.IDNAError, UnicodeError, ValueError):
+                pass
+        labels.append(label)
+    return ".".join(labels)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def to_ascii(host: str) -> str:
+    """The punycode form of a host, used for feed and list look-ups (lists are ASCII)."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return host
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def registrable(host: str) -> str:
+    """The registrable domain with private suffixes honoured (x.github.io -> x.github.io)."""
+    return _PSL_FULL.privatesuffix(host) or host
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def owner_domain(host: str) -> str:
+    """The registrable domain under ICANN suffixes only (x.github.io -> github.io)."""
+    return _PSL_ICANN.privatesuffix(host) or host
+
+
+def owner_label(host: str) -> str:
+    """The label the owner registered: "paypal" for login.paypal.co.uk."""
+    return owner_domain(host).split(".", 1)[0]
+
+
+def parents(host: str) -> list[str]:
+    """The host and each parent domain down to two labels: a.b.c.d -> [a.b.c.d, b.c.d, c.d]."""
+    labels = host.split(".")
+    return [".".join(labels[i:]) for i in range(max(len(labels) - 1, 1))]

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from popproxy.policy.config import Config
 from popproxy.proxy.demo_upstream import DemoUpstream
+from popproxy.proxy.observe import Observer
 from popproxy.proxy.server import ProxyServer
 
 T = TypeVar("T")
@@ -55,11 +56,13 @@ class RunningProxy:
 
 
 @contextmanager
-def running_proxy(config: Config, loop: LoopThread | None = None) -> Iterator[RunningProxy]:
+def running_proxy(
+    config: Config, loop: LoopThread | None = None, observer: Observer | None = None
+) -> Iterator[RunningProxy]:
     """Start a ProxyServer (listener ports forced to 0) and stop it afterwards."""
     own_loop = loop is None
     lt = loop or LoopThread()
-    server = ProxyServer(config)
+    server = ProxyServer(config, observer)
     lt.call(server.start({lst.name: 0 for lst in config.listeners}))
     try:
         yield RunningProxy(server, server.ports[config.listeners[0].name], lt)

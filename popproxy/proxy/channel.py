@@ -70,12 +70,15 @@ class Channel(asyncio.BufferedProtocol):
         ``proxy_header``: the first bytes must be a PROXY protocol header; nothing else (not
         even a TLS ClientHello) is looked at before it is complete and valid."""
         self._implicit_tls = implicit_tls
+        self._held = bytearray()  # implicit TLS bytes received before the policy said yes
         self.handshake: asyncio.Future[None] | None = None
         loop = asyncio.get_running_loop()
         self._proxy_parser = ProxyHeaderParser() if proxy_header else None
         self.proxy_header: asyncio.Future[ProxyHeader] | None = (
             loop.create_future() if proxy_header else None
         )
+        if self.proxy_header is not None:
+            self.proxy_header.add_done_callback(_consume_exception)
         self._transport: asyncio.Transport | None = None
         self._chunks: deque[bytes] = deque()
         self._unread = 0
@@ -92,8 +95,6 @@ class Channel(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        if self._implicit_tls is not None and self._proxy_parser is None:
-            self.handshake = self.switch_to_tls(self._implicit_tls, server_side=True)
         if not self.connected.done():
             self.connected.set_result(None)
 
@@ -108,6 +109,13 @@ class Channel(asyncio.BufferedProtocol):
             self._received(data)
 
     def _received(self, data: bytes) -> None:
+        if self._tls is None and self._implicit_tls is not None:
+            # Not a byte of TLS is processed (no certificate sent) until start_implicit_tls:
+            # a client the policy refuses never sees our handshake.
+            self._held += data
+            if len(self._held) > MAX_UNREAD and self._transport is not None:
+                self._transport.abort()
+            return
         if self._tls is None:
             self._deliver(data)
         else:
@@ -134,8 +142,6 @@ class Channel(asyncio.BufferedProtocol):
         self._proxy_parser = None
         if not waiter.done():
             waiter.set_result(event)
-        if self._implicit_tls is not None:
-            self.handshake = self.switch_to_tls(self._implicit_tls, server_side=True)
         if rest:
             self._received(rest)
 
@@ -253,6 +259,16 @@ class Channel(asyncio.BufferedProtocol):
     def ssl_object(self) -> ssl.SSLObject | None:
         return None if self._tls is None else self._tls.obj
 
+    def start_implicit_tls(self) -> asyncio.Future[None]:
+        """Begin the port-995 handshake with the bytes the client has sent so far."""
+        assert self._implicit_tls is not None
+        ctx, self._implicit_tls = self._implicit_tls, None
+        held, self._held = bytes(self._held), bytearray()
+        self.handshake = self.switch_to_tls(ctx, server_side=True)
+        if held:
+            self._received(held)
+        return self.handshake
+
     def switch_to_tls(
         self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
     ) -> asyncio.Future[None]:
@@ -269,6 +285,8 @@ class Channel(asyncio.BufferedProtocol):
             raise RuntimeError("TLS is already active")
         tls = _Tls(ctx, server_side, server_hostname)
         tls.handshake = asyncio.get_running_loop().create_future()
+        # Mark a failure as seen even if nobody awaits it (the session may be gone already).
+        tls.handshake.add_done_callback(_consume_exception)
         self._tls = tls
         self._pump_tls()
         return tls.handshake
@@ -362,6 +380,11 @@ class Channel(asyncio.BufferedProtocol):
 
     def peername(self) -> Any:
         return None if self._transport is None else self._transport.get_extra_info("peername")
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def open_channel(host: str, port: int) -> Channel:

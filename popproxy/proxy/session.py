@@ -117,9 +117,9 @@ class Session:
 
     async def _handshake(self) -> None:
         """Implicit TLS: the channel started the handshake when the connection opened."""
-        if self.client.handshake is None:
+        if self.settings.server_tls is None:
             raise SessionEnd
-        await self._await_handshake(self.client.handshake, "implicit")
+        await self._await_handshake(self.client.start_implicit_tls(), "implicit")
 
     async def _await_handshake(self, handshake: asyncio.Future[None], kind: str) -> None:
         """Wait for a client handshake, counting its outcome by kind and TLS version."""

@@ -127,3 +127,12 @@ def parents(host: str) -> list[str]:
     """The host and each parent domain down to two labels: a.b.c.d -> [a.b.c.d, b.c.d, c.d]."""
     labels = host.split(".")
     return [".".join(labels[i:]) for i in range(max(len(labels) - 1, 1))]
+
+
+_PSL_KNOWN = PublicSuffixList(accept_unknown=False)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def known_suffix(host: str) -> bool:
+    """True when the host ends in a suffix on the Public Suffix List ("invoice.pdf" does not)."""
+    return _PSL_KNOWN.publicsuffix(host) is not None

@@ -1,0 +1,115 @@
+"""Failed-login lockouts: pure decisions over counters, with keys that reveal nothing.
+
+Three sliding-window counters are kept per attempt (all keyed by HMAC, never by the clear
+username or address):
+
+* **pair** (account + source network): a client retrying one account from one place;
+* **source** (network: IPv4 /32, IPv6 /64 by default): one place guessing many accounts;
+* **account**: many places guessing one account.  It does **not** apply to a source network
+  where the account logged in successfully within ``trusted_ttl`` ("trusted"), so guessing from
+  elsewhere cannot lock the real user out from their usual address.
+
+Members of a counter include a keyed hash of the password tried, so a client repeating the
+same stale password counts once.  Below ``free`` failures nothing happens; then each attempt
+waits ``base_delay * 2**(n - free)`` seconds (capped at ``max_delay``); at ``block_after`` the
+scope is blocked until old failures leave the window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from dataclasses import dataclass
+
+from popproxy.policy.decisions import IPAddress
+from popproxy.policy.schema import Lockout, LockoutLimit
+
+KEY_HEX_CHARS = 32  # 128 bits of HMAC-SHA256: no collisions in practice, short Redis keys
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutKeys:
+    """Opaque counter names for one (account, source) attempt."""
+
+    account: str
+    source: str
+    pair: str
+    trusted: str  # marks "this account logged in from this network recently"
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Failures in the window per scope, and whether the source is trusted for the account."""
+
+    account: int
+    source: int
+    pair: int
+    trusted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """``action`` is allow, delay (wait ``delay`` seconds first) or block; ``scope`` says why."""
+
+    action: str
+    delay: float = 0.0
+    scope: str | None = None
+
+
+ALLOW = Assessment("allow")
+
+
+def _mac(secret: bytes, *parts: str) -> str:
+    message = "\x00".join(parts).encode("utf-8", "surrogateescape")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:KEY_HEX_CHARS]
+
+
+def source_network(address: IPAddress, settings: Lockout) -> str:
+    """The network a source is counted under (IPv6 clients get a /64 by default)."""
+    prefix = settings.ipv4_prefix if address.version == 4 else settings.ipv6_prefix
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def make_keys(secret: bytes, username: str, address: IPAddress, settings: Lockout) -> LockoutKeys:
+    """Counter keys; usernames are case-folded so ``Alice`` and ``alice`` share a counter."""
+    account = username.casefold()
+    network = source_network(address, settings)
+    return LockoutKeys(
+        account="a:" + _mac(secret, "account", account),
+        source="s:" + _mac(secret, "source", network),
+        pair="p:" + _mac(secret, "pair", account, network),
+        trusted="t:" + _mac(secret, "trusted", account, network),
+    )
+
+
+def password_tag(secret: bytes, username: str, password: bytes) -> str:
+    """A keyed hash of the password tried (never stored or logged in clear)."""
+    return _mac(secret, "password", username.casefold(), password.hex())
+
+
+def members(keys: LockoutKeys, tag: str) -> dict[str, str]:
+    """The member each counter records for one failure (identical retries collapse)."""
+    return {keys.pair: tag, keys.source: keys.account + tag, keys.account: keys.source + tag}
+
+
+def _assess_scope(count: int, limit: LockoutLimit, settings: Lockout, scope: str) -> Assessment:
+    if count >= limit.block_after:
+        return Assessment("block", 0.0, scope)
+    if count >= limit.free:
+        delay = min(settings.max_delay, settings.base_delay * 2 ** (count - limit.free))
+        return Assessment("delay", delay, scope)
+    return ALLOW
+
+
+def assess(counts: Counts, settings: Lockout) -> Assessment:
+    """The strictest outcome over the scopes that apply (block beats the longest delay)."""
+    scopes = [("pair", counts.pair, settings.pair), ("source", counts.source, settings.source)]
+    if not counts.trusted:
+        scopes.append(("account", counts.account, settings.account))
+    results = [_assess_scope(count, limit, settings, name) for name, count, limit in scopes]
+    blocked = [r for r in results if r.action == "block"]
+    if blocked:
+        return blocked[0]
+    delays = [r for r in results if r.action == "delay"]
+    return max(delays, key=lambda r: r.delay) if delays else ALLOW

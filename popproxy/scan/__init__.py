@@ -1,0 +1,36 @@
+"""Message scanner: sans-io, pure functions from message bytes to a verdict and an action.
+
+Pipeline: bytes -> bounded MIME walk (:mod:`.mime`) -> decoded text/HTML (:mod:`.textdecode`,
+:mod:`.extract`) -> links and attachments -> signals (:mod:`.link_rules`, :mod:`.attachments`,
+:mod:`.content`) -> verdict (:mod:`.scoring`) -> modified bytes (:mod:`.actions`).
+
+Nothing here imports asyncio, socket or ssl; the proxy calls :meth:`Scanner.scan` and
+:func:`apply_action` on whole messages.
+"""
+
+from popproxy.scan.config import (
+    DEFAULT_PROTECTED_BRANDS,
+    DEFAULT_SUBJECT_PREFIX,
+    ProtectedBrand,
+    ScanConfig,
+    Thresholds,
+)
+from popproxy.scan.feeds import FeedHit, HostFeed, load_feeds
+from popproxy.scan.scanner import Scanner
+from popproxy.scan.verdict import Action, Signal, UnscannedCause, Verdict
+
+__all__ = [
+    "DEFAULT_PROTECTED_BRANDS",
+    "DEFAULT_SUBJECT_PREFIX",
+    "Action",
+    "FeedHit",
+    "HostFeed",
+    "ProtectedBrand",
+    "ScanConfig",
+    "Scanner",
+    "Signal",
+    "Thresholds",
+    "UnscannedCause",
+    "Verdict",
+    "load_feeds",
+]

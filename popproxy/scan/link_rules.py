@@ -1,0 +1,136 @@
+"""Signals from links: feeds, IP hosts, userinfo tricks, look-alikes, shown-versus-real."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from popproxy.scan import hosts
+from popproxy.scan.config import ProtectedBrand
+from popproxy.scan.extract import Link
+from popproxy.scan.feeds import HostFeed
+from popproxy.scan.lists import SHORTENERS
+from popproxy.scan.lookalike import brand_match, is_official, mixed_script
+from popproxy.scan.urls import INLINE_SCHEMES, SCRIPT_SCHEMES, WEB_SCHEMES, UrlInfo, parse_url
+from popproxy.scan.verdict import Signal, clean_detail
+from popproxy.scan.weights import weight
+
+# Anchor text that is itself a URL or a bare host name, as a reader would take it.
+_SHOWN = re.compile(
+    r"(?i)^(?:(?:https?|hxxps?)://)?([a-z0-9\u00a1-\uffff](?:[a-z0-9\u00a1-\uffff.-]*)"
+    r"\.[a-z\u00a1-\uffff]{2,24})\.?(?::\d{1,5})?(?:[/?#]\S*)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkContext:
+    """What the link rules consult besides the links."""
+
+    feeds: Sequence[HostFeed]
+    brands: tuple[ProtectedBrand, ...]
+    max_links: int
+
+
+def link_signals(links: Iterable[Link], ctx: LinkContext) -> list[Signal]:
+    """Every signal the links of one message raise (duplicates removed later by scoring)."""
+    out: list[Signal] = []
+    seen: set[tuple[str, str, str]] = set()
+    for link in links:
+        key = (link.url, link.source, link.anchor_text)
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(seen) > ctx.max_links:
+            break
+        info = parse_url(link.url)
+        if info is None:
+            continue
+        out.extend(_one_link(link, info, ctx))
+    return out
+
+
+def _sig(name: str, detail: str) -> Signal:
+    return Signal(name=name, weight=weight(name), detail=clean_detail(detail))
+
+
+def _one_link(link: Link, info: UrlInfo, ctx: LinkContext) -> list[Signal]:
+    out: list[Signal] = []
+    if info.scheme in SCRIPT_SCHEMES and link.source != "text":
+        out.append(_sig("link-script-scheme", info.scheme))
+    elif info.scheme in INLINE_SCHEMES and link.source != "text":
+        out.append(_sig("link-data-uri", info.scheme))
+    if link.obfuscated:
+        out.append(_sig("link-obfuscated", info.host))
+    if link.source == "href":
+        out.extend(_shown_versus_real(link, info, ctx.brands))
+    elif link.source == "form" and info.host and not link.attachment:
+        out.append(_sig("form-remote-action", info.host))
+    if info.host:
+        out.extend(_host_signals(info, ctx))
+    return out
+
+
+def _host_signals(info: UrlInfo, ctx: LinkContext) -> list[Signal]:
+    out: list[Signal] = []
+    host = info.host
+    if info.userinfo:
+        tricky = "." in info.userinfo and ":" not in info.userinfo
+        out.append(_sig("link-userinfo-host" if tricky else "link-userinfo", host))
+    if info.ip is not None:
+        name = "link-ip-obfuscated" if info.ip.obfuscated else "link-ip-host"
+        out.append(_sig(name, info.ip.address))
+        return out
+    for feed in ctx.feeds:
+        hit = feed.lookup(host)
+        if hit is not None:
+            out.append(_sig(f"link-feed-{hit.match}", f"{hit.entry} in {hit.feed}"))
+            break
+    if host in SHORTENERS or hosts.registrable(host) in SHORTENERS:
+        out.append(_sig("link-shortener", host))
+    out.extend(_name_signals(info, ctx.brands))
+    return out
+
+
+def _name_signals(info: UrlInfo, brands: tuple[ProtectedBrand, ...]) -> list[Signal]:
+    out: list[Signal] = []
+    display = info.display_host
+    if not display.isascii():
+        out.append(_sig("link-idn", info.host))
+        if any(mixed_script(label) for label in display.split(".")):
+            out.append(_sig("link-idn-mixed-script", info.host))
+    match = brand_match(info.host, display, brands)
+    if match is not None:
+        out.append(_sig(f"link-brand-{match.kind}", f"{match.brand}: {info.host}"))
+    return out
+
+
+def shown_host(anchor_text: str) -> str | None:
+    """The host an anchor's text shows ("www.bank.example/login" -> "www.bank.example").
+
+    Only text that is wholly a URL or host counts, and only with a public suffix the PSL knows,
+    so "invoice.pdf" or "Click here" shows no host.
+    """
+    m = _SHOWN.match(anchor_text.strip())
+    if m is None:
+        return None
+    host = hosts.to_ascii(m.group(1).lower())
+    return host if hosts.known_suffix(host) else None
+
+
+def _shown_versus_real(
+    link: Link, info: UrlInfo, brands: tuple[ProtectedBrand, ...]
+) -> list[Signal]:
+    text = link.anchor_text
+    out: list[Signal] = []
+    if info.scheme == "http" and text.lower().startswith("https://"):
+        out.append(_sig("link-https-shown-http", info.host))
+    shown = shown_host(text) if text else None
+    if shown is None or (info.scheme not in WEB_SCHEMES and info.scheme not in SCRIPT_SCHEMES):
+        return out
+    if info.host and hosts.registrable(shown) == hosts.registrable(info.host):
+        return out
+    brand = any(is_official(shown, b) for b in brands)
+    name = "link-text-mismatch-brand" if brand else "link-text-mismatch"
+    out.append(_sig(name, f"{shown} -> {info.host or info.scheme}"))
+    return out

@@ -1,0 +1,56 @@
+"""Signals -> score -> verdict.
+
+Each rule counts once per message, and rules that are stronger forms of one another (an IP host
+and an obfuscated IP host, a feed host hit and a feed domain hit) count only their strongest
+member, so the score measures how many *independent* kinds of evidence there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from popproxy.scan.config import Thresholds
+from popproxy.scan.verdict import Signal, Verdict
+
+# Rules that measure the same thing at different strengths: only the strongest one counts.
+_GROUPS: dict[str, str] = {
+    "link-feed-host": "feed",
+    "link-feed-domain": "feed",
+    "link-feed-platform": "feed",
+    "link-ip-host": "ip",
+    "link-ip-obfuscated": "ip",
+    "link-userinfo": "userinfo",
+    "link-userinfo-host": "userinfo",
+    "link-text-mismatch": "mismatch",
+    "link-text-mismatch-brand": "mismatch",
+    "link-brand-lookalike": "brand-host",
+    "link-brand-in-host": "brand-host",
+    "attach-risky-ext": "file-name",
+    "attach-double-ext": "file-name",
+    "attach-html-form": "html-file",
+    "sender-brand-mismatch": "sender",
+    "sender-brand-freemail": "sender",
+}
+
+
+def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:
+    """Build the verdict: strongest signal per group, summed, mapped to an action.
+
+    Returns:
+        A verdict whose ``signals`` holds one signal per rule name, strongest first, and whose
+        ``reasons`` are the counted signals' reasons in the same order.
+    """
+    per_name: dict[str, Signal] = {}
+    for sig in signals:
+        per_name.setdefault(sig.name, sig)
+    ordered = sorted(per_name.values(), key=lambda s: (-s.weight, s.name))
+    counted: dict[str, Signal] = {}
+    for sig in ordered:
+        counted.setdefault(_GROUPS.get(sig.name, sig.name), sig)
+    score = round(sum(s.weight for s in counted.values()), 2)
+    return Verdict(
+        action=thresholds.action_for(score),
+        score=score,
+        reasons=tuple(s.reason() for s in counted.values()),
+        signals=tuple(ordered),
+    )

@@ -1,0 +1,65 @@
+"""Signal weights: how much each rule adds to the score (tag at 4, defang at 7, quarantine at 10).
+
+The scale: 6+ alone is enough to tag and close to defang (evidence that is rare in honest mail:
+an executable, a listed host, a brand look-alike); around 3 needs one more signal; 1-2 only
+counts together with others.  Each rule counts once per message however often it fires, so a
+newsletter with fifty tracking links is not fifty times as suspicious.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+WEIGHTS: Final[dict[str, float]] = {
+    # Blocklist feeds.
+    "link-feed-host": 7.0,  # the host (or a parent) is listed
+    "link-feed-domain": 4.0,  # another host of the same registrable domain is listed
+    "link-feed-platform": 1.0,  # listed host is a shared platform (bit.ly, ipfs.io ...)
+    # Link structure.
+    "link-ip-host": 3.0,  # http://198.51.100.7/ : honest senders use names
+    "link-ip-obfuscated": 6.0,  # hex/octal/integer IPs exist only to evade filters
+    "link-userinfo": 3.0,  # https://user@host/ in mail is unusual
+    "link-userinfo-host": 6.0,  # https://bank.example@evil.test/ : the classic trick
+    "link-script-scheme": 3.0,  # javascript:/vbscript: in a mail link
+    "link-data-uri": 5.0,  # data:text/html,... carries a whole phishing page
+    "link-shortener": 1.0,  # hides the destination; marketing uses them too
+    "link-obfuscated": 2.0,  # hxxp://, example[.]test
+    # Look-alikes.
+    "link-idn-mixed-script": 6.0,  # one label mixing Latin and Cyrillic, say
+    "link-brand-lookalike": 6.0,  # pаypal.example, paypa1.example
+    "link-brand-in-host": 3.0,  # paypal.com.verify.example
+    "link-idn": 0.5,  # any punycode host: common in some languages, so nearly neutral
+    # What the reader sees versus where the link goes.
+    "link-text-mismatch": 2.5,  # anchor text shows another domain than its href
+    "link-text-mismatch-brand": 5.0,  # ... and the shown domain is a protected brand's
+    "link-https-shown-http": 2.0,  # text says https://, link is plain http
+    # Forms in the message body.
+    "form-remote-action": 3.0,  # a form that posts somewhere from inside a mail
+    "form-password": 5.0,  # a password field inside a mail
+    # Attachments.
+    "attach-executable": 7.0,  # MZ/ELF/Mach-O magic
+    "attach-risky-ext": 5.0,  # .exe .js .iso .lnk ...
+    "attach-double-ext": 6.0,  # invoice.pdf.exe
+    "attach-bidi-name": 7.0,  # U+202E right-to-left override in a file name
+    "attach-macro": 6.0,  # Office document with VBA macros
+    "attach-encrypted-archive": 4.0,  # password-protected zip: content hidden from scanners
+    "attach-opaque-archive": 1.0,  # 7z/rar: content not inspected
+    "attach-archive-executable": 6.0,  # an executable inside a zip
+    "attach-html": 2.0,  # HTML file attached: opens a local page in the browser
+    "attach-html-form": 5.0,  # ... that contains a form
+    "attach-html-script": 1.5,  # ... that runs script
+    # Sender and wording.
+    "sender-brand-mismatch": 3.0,  # display name says "PayPal", address is elsewhere
+    "sender-brand-freemail": 4.0,  # display name says "PayPal", address is a free mailbox
+    "lure-credentials": 2.0,  # "verify your account", "confirm your password"
+    "lure-urgency": 1.0,  # "account suspended", "within 24 hours"
+    "lure-payment": 1.0,  # "payment failed", "update your billing"
+    # Message structure.
+    "mime-limits": 1.0,  # deeper or bigger than any honest client produces
+    "spoofed-verdict-header": 3.0,  # the message already carries our X-Popproxy-* headers
+}
+
+
+def weight(name: str) -> float:
+    """The weight of a signal name (KeyError for a name not listed: a bug)."""
+    return WEIGHTS[name]

@@ -43,6 +43,8 @@ def make_config(upstream_port: int, **overrides: Any) -> Config:
     }
     # Tests check failures by the dozen: no failure delay unless a test asks for one.
     data["limits"] = {"auth_failure_delay": 0}
+    # ... and no lockout counters (tests of lockouts turn them on explicitly).
+    data["lockout"] = {"enabled": False}
     for key, value in overrides.items():
         data[key] = {**data["limits"], **value} if key == "limits" else value
     return Config.model_validate(data)

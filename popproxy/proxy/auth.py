@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from popproxy.policy.config import Upstream
@@ -27,6 +28,7 @@ from popproxy.pop3.sasl import (
 )
 from popproxy.pop3.state import Event
 from popproxy.proxy.errors import SessionEnd
+from popproxy.proxy.lockout_store import StoreUnavailable
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -155,6 +157,8 @@ class AuthHandler:
         username = creds.username.decode("utf-8", "replace")
         self._s.user = username
         settings = self._s.settings
+        if not await self._lockout_allows(username, mechanism):
+            return
         decision = user_decision(
             settings.policy, username, self._s.client_ip, self._s.state.tls_active, mechanism
         )
@@ -163,6 +167,7 @@ class AuthHandler:
             # guesser that the account exists.
             settings.observer.metrics.policy_denials.labels("user").inc()
             self._record("policy_denied", mechanism, reason=decision.reason)
+            await self._lockout_failed(username, creds.password)
             await self._failed(AUTH_FAILED, started)
             return
         name, target = route_for(settings.policy, username)
@@ -172,12 +177,56 @@ class AuthHandler:
             self._s.state.apply(Event.LOGIN_OK)
             self._s.write(status.raw)
             self._record("ok", mechanism, upstream=name)
+            if settings.lockout is not None and self._s.client_ip is not None:
+                await self._guarded(settings.lockout.succeeded(username, self._s.client_ip))
             return
         upstream.close()
         reply = _failure_reply(status.raw)
-        self._record("bad_credentials" if reply is AUTH_FAILED else "upstream_refused",
+        bad_password = reply is AUTH_FAILED
+        self._record("bad_credentials" if bad_password else "upstream_refused",
                      mechanism, upstream=name)
+        if bad_password:
+            await self._lockout_failed(username, creds.password)
         await self._failed(reply, started)
+
+    async def _lockout_allows(self, username: str, mechanism: str) -> bool:
+        """Lockout check before anything reaches the upstream (RFC 3206 SYS/TEMP if blocked)."""
+        guard, address = self._s.settings.lockout, self._s.client_ip
+        if guard is None or address is None:
+            return True
+        try:
+            result = await guard.check(username, address)
+        except StoreUnavailable:
+            self._record("store_unavailable", mechanism)
+            self._s.write(LOCKOUT_STORE_DOWN)
+            return False
+        if result.action != "block":
+            if result.action == "delay":
+                self._s.audit("lockout", action="delay", scope=result.scope,
+                              delay=round(result.delay, 3))
+            return True
+        metrics = self._s.settings.observer.metrics
+        metrics.lockout_blocks.labels(result.scope or "unknown").inc()
+        self._record("locked", mechanism, scope=result.scope or "unknown")
+        self._s.audit("lockout", action="block", scope=result.scope)
+        # [SYS/TEMP], never [AUTH]: the client should wait, not ask for the password again.
+        self.failures += 1
+        self._s.state.apply(Event.LOGIN_FAILED)
+        self._s.write(LOCKED)
+        if self.failures >= self._s.settings.limits.max_login_failures:
+            raise SessionEnd
+        return False
+
+    async def _lockout_failed(self, username: str, password: bytes) -> None:
+        guard, address = self._s.settings.lockout, self._s.client_ip
+        if guard is not None and address is not None:
+            await self._guarded(guard.failed(username, address, password))
+
+    async def _guarded(self, call: Awaitable[None]) -> None:
+        try:
+            await call
+        except StoreUnavailable:
+            log.warning("session %s: lockout store unavailable while recording", self._s.peer)
 
     async def _upstream_login(
         self, name: str, target: Upstream, creds: Credentials, mechanism: str
@@ -227,6 +276,8 @@ class AuthHandler:
 
 
 AUTH_FAILED = replies.err("authentication failed", Code.AUTH)
+LOCKED = replies.err("too many failed logins, try again later", Code.SYS_TEMP)
+LOCKOUT_STORE_DOWN = replies.err("login temporarily unavailable, try again later", Code.SYS_TEMP)
 
 # Codes an upstream sends only after the password was right (RFC 2449 s8.1, RFC 3206 s4):
 # they reveal nothing to a guesser and tell the client what to do, so they are relayed.

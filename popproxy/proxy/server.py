@@ -21,6 +21,7 @@ from popproxy.policy.decisions import (
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
+from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.proxyproto import ProxyProtocolError
 from popproxy.proxy.session import Session, SessionSettings
@@ -53,10 +54,16 @@ class ProxyServer:
         needs_tls = any(lst.mode != "plain" for lst in config.listeners)
         self.server_tls = ServerTls(config.tls, config.state_dir) if needs_tls else None
         self.upstream_tls = _upstream_contexts(config)
+        self.lockout = self._make_guard(config)
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
         self._per_ip: Counter[str] = Counter()
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
+
+    def _make_guard(self, config: Config) -> LockoutGuard | None:
+        if not config.lockout.enabled:
+            return None
+        return LockoutGuard.from_policy(config.lockout, config.state_dir, self.observer)
 
     def _listener(self, name: str) -> Listener:
         return next(lst for lst in self.config.listeners if lst.name == name)
@@ -67,7 +74,7 @@ class ProxyServer:
             server_tls = self.server_tls.context_for(listener.tls_min_version)
         return SessionSettings(
             policy=self.config, listener=listener, server_tls=server_tls,
-            upstream_tls=self.upstream_tls, observer=self.observer,
+            upstream_tls=self.upstream_tls, observer=self.observer, lockout=self.lockout,
         )
 
     async def start(self, port_overrides: dict[str, int] | None = None) -> None:
@@ -215,6 +222,8 @@ class ProxyServer:
             self.observer.metrics.config_reloads.labels("refused").inc()
             log.error("policy reload refused: %s; keeping the old policy", exc)
             return False
+        if new.lockout != self.config.lockout:
+            self.lockout = self._make_guard(new)  # counters restart with the new settings
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
         self.observer.metrics.config_reloads.labels("ok").inc()
         self.observer.audit.event("config_reload", None, result="ok")

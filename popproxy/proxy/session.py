@@ -32,6 +32,7 @@ from popproxy.pop3.state import Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler
 from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
+from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
@@ -50,6 +51,7 @@ class SessionSettings:
     server_tls: ssl.SSLContext | None  # None: no client-facing TLS configured
     upstream_tls: Mapping[str, ssl.SSLContext | None]  # upstream name -> client context
     observer: Observer
+    lockout: LockoutGuard | None = None
 
     @property
     def limits(self) -> Limits:

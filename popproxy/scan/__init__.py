@@ -8,6 +8,7 @@ Nothing here imports asyncio, socket or ssl; the proxy calls :meth:`Scanner.scan
 :func:`apply_action` on whole messages.
 """
 
+from popproxy.scan.actions import apply_action, quarantine_id_for, quarantine_notice, tag_message
 from popproxy.scan.config import (
     DEFAULT_PROTECTED_BRANDS,
     DEFAULT_SUBJECT_PREFIX,
@@ -15,6 +16,7 @@ from popproxy.scan.config import (
     ScanConfig,
     Thresholds,
 )
+from popproxy.scan.defang import defang_message
 from popproxy.scan.feeds import FeedHit, HostFeed, load_feeds
 from popproxy.scan.scanner import Scanner
 from popproxy.scan.verdict import Action, Signal, UnscannedCause, Verdict
@@ -32,5 +34,10 @@ __all__ = [
     "Thresholds",
     "UnscannedCause",
     "Verdict",
+    "apply_action",
+    "defang_message",
     "load_feeds",
+    "quarantine_id_for",
+    "quarantine_notice",
+    "tag_message",
 ]

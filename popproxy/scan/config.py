@@ -36,10 +36,13 @@ class ProtectedBrand:
         name: the brand label as it appears in its domains ("paypal").
         domains: registrable domains that legitimately belong to the brand, beyond
             ``<name>.<any public suffix>``, which is always accepted.
+        aliases: other words naming the brand or its products in a sender name or a host
+            ("outlook" for microsoft), matched as whole words.
     """
 
     name: str
     domains: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
 
 
 # A policy list of commonly impersonated brands (APWG and vendor phishing reports name these year
@@ -53,9 +56,15 @@ DEFAULT_PROTECTED_BRANDS: tuple[ProtectedBrand, ...] = (
             "live.com", "outlook.com", "office.com", "office365.com", "microsoftonline.com",
             "sharepoint.com", "onedrive.com", "1drv.ms", "windows.net", "azure.com", "msn.com",
             "hotmail.com", "bing.com", "skype.com", "xbox.com", "msauth.net", "msftauth.net",
+            "microsoft365.com", "onmicrosoft.com",
         ),
+        ("outlook", "office365", "office 365", "microsoft365", "onedrive", "sharepoint",
+         "hotmail"),
     ),
-    ProtectedBrand("apple", ("icloud.com", "me.com", "mac.com", "apple.news", "itunes.com")),
+    ProtectedBrand(
+        "apple", ("icloud.com", "me.com", "mac.com", "apple.news", "itunes.com"),
+        ("icloud", "itunes", "apple id"),
+    ),
     ProtectedBrand(
         "google",
         (
@@ -63,6 +72,7 @@ DEFAULT_PROTECTED_BRANDS: tuple[ProtectedBrand, ...] = (
             "googlegroups.com", "googlemail.com", "goo.gl", "g.co", "google-analytics.com",
             "googletagmanager.com", "googleadservices.com", "doubleclick.net", "blogger.com",
         ),
+        ("gmail",),
     ),
     ProtectedBrand(
         "amazon",
@@ -76,11 +86,14 @@ DEFAULT_PROTECTED_BRANDS: tuple[ProtectedBrand, ...] = (
     ProtectedBrand("dropbox", ("dropboxusercontent.com", "db.tt")),
     ProtectedBrand("docusign", ("docusign.net",)),
     ProtectedBrand("adobe", ("adobelogin.com", "acrobat.com", "typekit.net")),
-    ProtectedBrand("wellsfargo", ("wf.com",)),
-    ProtectedBrand("chase", ("jpmorgan.com", "jpmorganchase.com")),
+    ProtectedBrand("wellsfargo", ("wf.com",), ("wells fargo",)),
+    ProtectedBrand("dhl", ("dhl.de", "dpdhl.com", "deutschepost.de")),
+    ProtectedBrand("fedex"),
+    ProtectedBrand("usps", ("usps.gov", "informeddelivery.com")),
     ProtectedBrand("coinbase"),
     ProtectedBrand("binance"),
-    ProtectedBrand("metamask", ("consensys.net",)),
+    ProtectedBrand("metamask", ("consensys.net", "consensys.io")),
+    ProtectedBrand("trustwallet", ("trustwallet.com",), ("trust wallet",)),
 )
 
 # Prepended to the Subject by the "tag" action when ScanConfig.subject_prefix is left as is.

@@ -9,12 +9,13 @@ and each category counts once, so wording alone never reaches the tag threshold.
 from __future__ import annotations
 
 import re
-from email.utils import parseaddr
+from email.utils import getaddresses
 
 from popproxy.scan import hosts
 from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.lists import FREEMAIL_DOMAINS
 from popproxy.scan.lookalike import is_official, names_brand
+from popproxy.scan.obfuscation import MIN_BODY_HITS, obfuscation_kinds
 from popproxy.scan.verdict import Signal, clean_detail
 from popproxy.scan.weights import weight
 
@@ -37,6 +38,10 @@ _LURES: dict[str, re.Pattern[str]] = {
         r"\bunable\s+to\s+process\s+your\s+payment|\bupdate\s+your\s+(?:billing|payment)|"
         r"\b(?:claim|receive)\s+your\s+(?:reward|prize|refund|gift)"
     ),
+    "lure-prize": re.compile(
+        r"(?i)\byou(?:'ve|\s+have)\s+(?:been\s+selected|won)\b|\bcongratulations\b|"
+        r"\b(?:claim|redeem)\s+(?:your|now|it)\b|\bwinner\b"
+    ),
 }
 
 
@@ -49,18 +54,50 @@ def lure_signals(text: str) -> list[Signal]:
     return [_sig(name, "") for name, pattern in _LURES.items() if pattern.search(text)]
 
 
-def sender_signals(from_header: str, brands: tuple[ProtectedBrand, ...]) -> list[Signal]:
-    """A display name naming a protected brand while the address belongs to someone else."""
-    display, address = parseaddr(from_header)
-    domain = address.rpartition("@")[2].lower().strip(".>")
-    if not display or not domain:
-        return []
+def _mailboxes(header: str) -> list[tuple[str, str]]:
+    return [(name, addr) for name, addr in getaddresses([header]) if name or addr]
+
+
+def _domain(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    domain = domain.lower().strip(".>")
+    return hosts.to_ascii(domain) if at and local and "." in domain else ""
+
+
+def sender_signals(
+    from_header: str, reply_to: str, brands: tuple[ProtectedBrand, ...]
+) -> list[Signal]:
+    """Signals from From and Reply-To.
+
+    - sender-malformed: From holds several entries or no usable address (RFC 5322 section
+      3.6.2 wants one mailbox in practice); the extra "entries" are display-name tricks.
+    - sender-brand-*: the display name names a protected brand, the address is elsewhere.
+    - reply-to-freemail: replies are diverted to a free mailbox on another domain.
+    """
+    out: list[Signal] = []
+    boxes = _mailboxes(from_header)
+    domains = [d for d in (_domain(a) for _, a in boxes) if d]
+    if len(boxes) > 1 or not domains:
+        out.append(_sig("sender-malformed", str(len(boxes))))
+    domain = domains[-1] if domains else ""
+    # What a mail client shows as the sender name: everything before the address.
+    display = from_header.rpartition("<")[0] if "<" in from_header else ""
+    display = display or " ".join(name for name, _ in boxes)
     brand = names_brand(display, brands)
-    if brand is None:
-        return []
-    ascii_domain = hosts.to_ascii(domain)
-    if is_official(ascii_domain, brand):
-        return []
-    free = hosts.owner_domain(ascii_domain) in FREEMAIL_DOMAINS
-    name = "sender-brand-freemail" if free else "sender-brand-mismatch"
-    return [_sig(name, f"{brand.name}: {ascii_domain}")]
+    if brand is not None and not (domain and is_official(domain, brand)):
+        free = hosts.owner_domain(domain) in FREEMAIL_DOMAINS
+        name = "sender-brand-freemail" if free else "sender-brand-mismatch"
+        out.append(_sig(name, f"{brand.name}: {domain}"))
+    reply_domains = [d for d in (_domain(a) for _, a in _mailboxes(reply_to)) if d]
+    if reply_domains and domain:
+        reply = reply_domains[-1]
+        if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
+            out.append(_sig("reply-to-freemail", reply))
+    return out
+
+
+def obfuscation_signals(visible: str, headline: str) -> list[Signal]:
+    """text-obfuscated: homoglyph words, invisible or overlay characters in text or headers."""
+    kinds = obfuscation_kinds(visible, MIN_BODY_HITS)
+    kinds += [k for k in obfuscation_kinds(headline, 1) if k not in kinds]
+    return [_sig("text-obfuscated", ",".join(kinds))] if kinds else []

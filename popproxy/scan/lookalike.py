@@ -127,20 +127,31 @@ def brand_match(
                 return BrandMatch(brand.name, "lookalike")
             if _typo_of(skel, brand.name):
                 return BrandMatch(brand.name, "lookalike")
-        if _brand_pattern(brand.name).search(host):
+        if any(_brand_pattern(w).search(host) for w in _host_words(brand)):
             return BrandMatch(brand.name, "in-host")
     return None
 
 
+def _host_words(brand: ProtectedBrand) -> tuple[str, ...]:
+    return (brand.name, *(a for a in brand.aliases if " " not in a))
+
+
 @lru_cache(maxsize=256)
-def _brand_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(r"(?:^|[.\-_\d])" + re.escape(name))
+def _brand_pattern(word: str) -> re.Pattern[str]:
+    # The brand as a whole token of the host: "paypal-login", "apple.id", "secure1paypal"
+    # match; "applecore" and "pineapple" do not.
+    return re.compile(r"(?:^|[.\-_\d])" + re.escape(word) + r"(?:$|[.\-_\d])")
+
+
+@lru_cache(maxsize=256)
+def _word_pattern(brand: ProtectedBrand) -> re.Pattern[str]:
+    words = "|".join(re.escape(w) for w in (brand.name, *brand.aliases))
+    return re.compile(r"(?i)(?<![^\W_])(?:" + words + r")(?![^\W_])")
 
 
 def names_brand(text: str, brands: tuple[ProtectedBrand, ...]) -> ProtectedBrand | None:
-    """The first protected brand named as a word in ``text`` (a display name, say)."""
-    lowered = text.lower()
+    """The first protected brand named as a whole word in ``text`` (a display name, say)."""
     for brand in brands:
-        if brand.name in lowered and re.search(r"\b" + re.escape(brand.name) + r"\b", lowered):
+        if _word_pattern(brand).search(text):
             return brand
     return None

@@ -104,8 +104,10 @@ class Scanner:
         check()
         if stats.limits_hit:
             signals.append(_sig("mime-limits", ",".join(stats.limits_hit)))
-        visible = header_text(msg, "Subject") + "\n" + "".join(text)[: self.config.max_text_chars]
-        signals.extend(content.lure_signals(visible))
+        subject = header_text(msg, "From") + "\n" + header_text(msg, "Subject")
+        visible = "".join(text)[: self.config.max_text_chars]
+        signals.extend(content.lure_signals(subject + "\n" + visible))
+        signals.extend(content.obfuscation_signals(visible, subject))
         signals.extend(link_signals(links, self._links))
         check()
         return combine(signals, self.config.thresholds)
@@ -137,7 +139,9 @@ def _sig(name: str, detail: str) -> Signal:
 
 
 def _header_signals(msg: Message, config: ScanConfig) -> list[Signal]:
-    out = content.sender_signals(header_text(msg, "From"), config.protected_brands)
+    out = content.sender_signals(
+        header_text(msg, "From"), header_text(msg, "Reply-To"), config.protected_brands
+    )
     if any(key.lower().startswith(_OWN_HEADER_PREFIX) for key in msg.keys()):
         out.append(_sig("spoofed-verdict-header", ""))
     return out

@@ -54,6 +54,10 @@ WEIGHTS: Final[dict[str, float]] = {
     "lure-credentials": 2.0,  # "verify your account", "confirm your password"
     "lure-urgency": 1.0,  # "account suspended", "within 24 hours"
     "lure-payment": 1.0,  # "payment failed", "update your billing"
+    "lure-prize": 1.0,  # "you have won", "claim your reward"
+    "text-obfuscated": 3.0,  # homoglyph words, zero-width or overlay characters inside words
+    "sender-malformed": 2.0,  # From with several entries or no usable address
+    "reply-to-freemail": 2.0,  # replies go to a free mailbox on another domain
     # Message structure.
     "mime-limits": 1.0,  # deeper or bigger than any honest client produces
     "spoofed-verdict-header": 3.0,  # the message already carries our X-Popproxy-* headers

@@ -1,0 +1,103 @@
+"""Applies the lockout policy around a login: check first, then record the outcome.
+
+Delays are ``await``ed sleeps, so only the guessing session waits.  The decision depends only
+on hashed counters, never on whether the account exists upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from popproxy.policy.decisions import IPAddress
+from popproxy.policy.lockout import Assessment, LockoutKeys, assess, make_keys, password_tag
+from popproxy.policy.schema import Lockout
+from popproxy.proxy.lockout_store import FailoverStore, LockoutStore, MemoryStore, RedisStore
+from popproxy.proxy.observe import Observer
+
+log = logging.getLogger("popproxy.lockout")
+
+SECRET_BYTES = 32
+SECRET_FILE = "lockout.key"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def load_secret(settings: Lockout, state_dir: Path) -> bytes:
+    """The HMAC key: ``secret_file`` if set (share it between instances), else one made once."""
+    path = settings.secret_file or state_dir / SECRET_FILE
+    if path.exists():
+        return path.read_bytes().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(SECRET_BYTES).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secret)
+    return secret
+
+
+class LockoutGuard:
+    """One per process; shared by all sessions."""
+
+    def __init__(self, settings: Lockout, store: LockoutStore, secret: bytes, observer: Observer,
+                 clock: Callable[[], float] = time.time, sleep: Sleep = asyncio.sleep) -> None:
+        self.settings = settings
+        self._store = store
+        self._secret = secret
+        self._observer = observer
+        self._clock = clock
+        self._sleep = sleep
+        self._blocked: dict[tuple[str, str], float] = {}  # (scope, key) -> until, for the gauge
+
+    @classmethod
+    def from_policy(cls, settings: Lockout, state_dir: Path, observer: Observer) -> LockoutGuard:
+        store: LockoutStore = MemoryStore()
+        if settings.redis_url:
+            def on_error(operation: str, exc: BaseException) -> None:
+                observer.metrics.redis_errors.labels(operation).inc()
+                observer.audit.event("lockout_store_error", None, operation=operation,
+                                     error=exc.__class__.__name__, fail_mode=settings.fail_mode)
+                log.warning("lockout store %s failed (%s): failing %s", operation,
+                            exc.__class__.__name__, settings.fail_mode)
+
+            store = FailoverStore(RedisStore(settings.redis_url), settings.fail_mode == "open",
+                                  on_error)
+        return cls(settings, store, load_secret(settings, state_dir), observer)
+
+    def _keys(self, username: str, address: IPAddress) -> LockoutKeys:
+        return make_keys(self._secret, username, address, self.settings)
+
+    async def check(self, username: str, address: IPAddress) -> Assessment:
+        """Before contacting the upstream; a delay is slept here, a block is returned."""
+        keys = self._keys(username, address)
+        now = self._clock()
+        counts = await self._store.counts(keys, now, self.settings.window)
+        result = assess(counts, self.settings)
+        if result.action == "block" and result.scope is not None:
+            key = {"pair": keys.pair, "source": keys.source, "account": keys.account}
+            self._blocked[(result.scope, key[result.scope])] = now + self.settings.window
+        self._update_gauge(now)
+        if result.action == "delay":
+            await self._sleep(result.delay)
+        return result
+
+    async def failed(self, username: str, address: IPAddress, password: bytes) -> None:
+        tag = password_tag(self._secret, username, password)
+        await self._store.record_failure(self._keys(username, address), tag, self._clock(),
+                                         self.settings.window)
+
+    async def succeeded(self, username: str, address: IPAddress) -> None:
+        await self._store.record_success(self._keys(username, address), self._clock(),
+                                         self.settings.trusted_ttl)
+
+    def _update_gauge(self, now: float) -> None:
+        for item in [k for k, until in self._blocked.items() if until <= now]:
+            del self._blocked[item]
+        for scope in ("pair", "source", "account"):
+            active = sum(1 for s, _ in self._blocked if s == scope)
+            self._observer.metrics.lockouts_active.labels(scope).set(active)

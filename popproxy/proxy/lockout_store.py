@@ -1,0 +1,169 @@
+"""Where lockout counters live: in memory (one instance) or in Redis (several instances).
+
+Each counter is a sorted set of members scored by the time of their last failure; counting is
+"members scored inside the window".  Redis updates run as one Lua script per failure
+(atomic across instances) and every key carries a TTL.  Keys are namespaced and are HMACs:
+no username or address is ever stored in clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+from popproxy.policy.lockout import Counts, LockoutKeys, members
+
+log = logging.getLogger("popproxy.lockout")
+
+T = TypeVar("T")
+
+REDIS_PREFIX = "popproxy:lockout:"
+REDIS_TIMEOUT = 0.5  # seconds per Redis call: a slow Redis must not stall logins
+
+
+class LockoutStore(Protocol):
+    async def counts(self, keys: LockoutKeys, now: float, window: float) -> Counts: ...
+
+    async def record_failure(self, keys: LockoutKeys, tag: str, now: float,
+                             window: float) -> None: ...
+
+    async def record_success(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> None: ...
+
+
+class MemoryStore:
+    """Counters in this process; old entries are pruned as they are touched."""
+
+    def __init__(self) -> None:
+        self._sets: dict[str, dict[str, float]] = {}
+        self._trusted: dict[str, float] = {}  # key -> expiry time
+
+    def _count(self, key: str, since: float) -> int:
+        entries = self._sets.get(key)
+        if not entries:
+            return 0
+        for member in [m for m, t in entries.items() if t < since]:
+            del entries[member]
+        if not entries:
+            del self._sets[key]
+        return len(entries)
+
+    async def counts(self, keys: LockoutKeys, now: float, window: float) -> Counts:
+        since = now - window
+        trusted = self._trusted.get(keys.trusted, 0.0) > now
+        return Counts(self._count(keys.account, since), self._count(keys.source, since),
+                      self._count(keys.pair, since), trusted)
+
+    async def record_failure(self, keys: LockoutKeys, tag: str, now: float,
+                             window: float) -> None:
+        for key, member in members(keys, tag).items():
+            self._sets.setdefault(key, {})[member] = now
+            self._count(key, now - window)
+
+    async def record_success(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> None:
+        self._sets.pop(keys.pair, None)
+        if trusted_ttl > 0:
+            self._trusted[keys.trusted] = now + trusted_ttl
+
+    def size(self) -> int:
+        return len(self._sets) + len(self._trusted)
+
+
+# KEYS: pair, source, account.  ARGV: now, since, ttl, member-for-pair, -source, -account.
+_RECORD_FAILURE = """
+for i = 1, 3 do
+  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[3 + i])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[2])
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+return 1
+"""
+
+
+class RedisStore:
+    """Counters shared through Redis (redis-py asyncio client)."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis_asyncio
+
+        self._redis = redis_asyncio.from_url(url, socket_timeout=REDIS_TIMEOUT,
+                                             socket_connect_timeout=REDIS_TIMEOUT)
+        self._record = self._redis.register_script(_RECORD_FAILURE)
+
+    @staticmethod
+    def _k(key: str) -> str:
+        return REDIS_PREFIX + key
+
+    async def counts(self, keys: LockoutKeys, now: float, window: float) -> Counts:
+        since = now - window
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in (keys.account, keys.source, keys.pair):
+                pipe.zcount(self._k(key), since, "+inf")
+            pipe.exists(self._k(keys.trusted))
+            account, source, pair, trusted = await pipe.execute()
+        return Counts(int(account), int(source), int(pair), bool(trusted))
+
+    async def record_failure(self, keys: LockoutKeys, tag: str, now: float,
+                             window: float) -> None:
+        m = members(keys, tag)
+        await self._record(
+            keys=[self._k(keys.pair), self._k(keys.source), self._k(keys.account)],
+            args=[now, now - window, int(window) + 1, m[keys.pair], m[keys.source],
+                  m[keys.account]],
+        )
+
+    async def record_success(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._k(keys.pair))
+            if trusted_ttl > 0:
+                pipe.set(self._k(keys.trusted), b"1", ex=max(1, int(trusted_ttl)))
+            await pipe.execute()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class StoreUnavailable(Exception):
+    """The shared store failed and the policy says fail closed."""
+
+
+class FailoverStore:
+    """Redis first; on a Redis error fail open (local counters) or closed, per policy.
+
+    Every failed call is counted (``on_error``) and retried against Redis on the next login,
+    so the proxy returns to shared counters as soon as Redis is back.
+    """
+
+    def __init__(self, primary: LockoutStore, fail_open: bool,
+                 on_error: Callable[[str, BaseException], None]) -> None:
+        self._primary = primary
+        self._local = MemoryStore()
+        self._fail_open = fail_open
+        self._on_error = on_error
+
+    async def _call(self, operation: str, primary: Callable[[], Awaitable[T]],
+                    local: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT * 2):
+                return await primary()
+        except Exception as exc:  # any client/network error: the store is unavailable
+            self._on_error(operation, exc)
+            if not self._fail_open:
+                raise StoreUnavailable(operation) from None
+            return await local()
+
+    async def counts(self, keys: LockoutKeys, now: float, window: float) -> Counts:
+        return await self._call("counts", lambda: self._primary.counts(keys, now, window),
+                                lambda: self._local.counts(keys, now, window))
+
+    async def record_failure(self, keys: LockoutKeys, tag: str, now: float,
+                             window: float) -> None:
+        await self._call("record_failure",
+                         lambda: self._primary.record_failure(keys, tag, now, window),
+                         lambda: self._local.record_failure(keys, tag, now, window))
+
+    async def record_success(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> None:
+        await self._call("record_success",
+                         lambda: self._primary.record_success(keys, now, trusted_ttl),
+                         lambda: self._local.record_success(keys, now, trusted_ttl))

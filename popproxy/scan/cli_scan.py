@@ -1,0 +1,147 @@
+"""``popproxy scan PATH...``: scan .eml files, directories, mbox files and Maildirs.
+
+Exit status: 0 when nothing is flagged, 1 when some message is flagged (its action is not
+"pass"), 2 when a path could not be read (this wins over 1, so scripts notice missing input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from popproxy.scan.config import ScanConfig
+from popproxy.scan.feeds import load_feeds
+from popproxy.scan.scanner import Scanner
+from popproxy.scan.sources import Item, iter_items
+from popproxy.scan.verdict import Verdict
+
+EXIT_CLEAN = 0
+EXIT_FLAGGED = 1
+EXIT_ERROR = 2
+
+# Width of the reasons column in the table; the full list is in --json output.
+_REASONS_WIDTH = 70
+# Redraw the progress line at most this often (seconds): redrawing per message would cost more
+# than scanning small messages.
+_PROGRESS_INTERVAL = 0.1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``popproxy scan``."""
+    parser = argparse.ArgumentParser(
+        prog="popproxy scan",
+        description="Scan messages (.eml files, directories, mbox files, Maildirs) for phishing.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="message file, directory, mbox")
+    parser.add_argument("--json", action="store_true", help="one JSON object per message")
+    parser.add_argument(
+        "--feed", action="append", default=[], metavar="FILE", help="blocklist host file"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return parser
+
+
+def main_scan(argv: list[str]) -> int:
+    """Run ``popproxy scan`` with ``argv`` (without the program and sub-command names)."""
+    args = build_parser().parse_args(argv)
+    try:
+        feeds = load_feeds(Path(f) for f in args.feed)
+    except OSError as exc:
+        print(f"popproxy scan: cannot read feed {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    scanner = Scanner(ScanConfig(), feeds=feeds)
+    show_progress = sys.stderr.isatty() and not args.no_progress
+    report = _JsonReport(sys.stdout) if args.json else _TableReport(sys.stdout)
+    progress = _Progress(sys.stderr, time.monotonic) if show_progress else None
+    errors = flagged = 0
+    for item in iter_items(args.paths):
+        if item.data is None:
+            errors += 1
+            report.error(item)
+        else:
+            verdict = scanner.scan(item.data)
+            flagged += verdict.flagged
+            report.verdict(item, verdict)
+        if progress is not None:
+            progress.tick(item.path)
+    if progress is not None:
+        progress.done()
+    report.close(flagged, errors)
+    if errors:
+        return EXIT_ERROR
+    return EXIT_FLAGGED if flagged else EXIT_CLEAN
+
+
+class _JsonReport:
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def verdict(self, item: Item, verdict: Verdict) -> None:
+        record = {
+            "path": item.path,
+            "verdict": verdict.action,
+            "flagged": verdict.flagged,
+            "score": verdict.score,
+            "reasons": list(verdict.reasons),
+            "signals": [s.name for s in verdict.signals],
+        }
+        if verdict.cause is not None:
+            record["cause"] = verdict.cause
+        print(json.dumps(record), file=self._out)
+
+    def error(self, item: Item) -> None:
+        record = {"path": item.path, "verdict": "error", "flagged": False, "score": 0.0,
+                  "reasons": [], "error": item.error}
+        print(json.dumps(record), file=self._out)
+
+    def close(self, flagged: int, errors: int) -> None:
+        self._out.flush()
+
+
+class _TableReport:
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._count = 0
+        print(f"{'VERDICT':<11} {'SCORE':>6}  {'PATH':<40}  REASONS", file=out)
+
+    def verdict(self, item: Item, verdict: Verdict) -> None:
+        self._count += 1
+        reasons = "; ".join(verdict.reasons)
+        if len(reasons) > _REASONS_WIDTH:
+            reasons = reasons[: _REASONS_WIDTH - 3] + "..."
+        row = f"{verdict.action:<11} {verdict.score:>6.1f}  {item.path:<40}  {reasons}"
+        print(row, file=self._out)
+
+    def error(self, item: Item) -> None:
+        self._count += 1
+        print(f"{'ERROR':<11} {'':>6}  {item.path:<40}  {item.error}", file=self._out)
+
+    def close(self, flagged: int, errors: int) -> None:
+        print(f"\n{self._count} scanned, {flagged} flagged, {errors} errors", file=self._out)
+
+
+class _Progress:
+    """A one-line counter on a terminal, redrawn in place."""
+
+    def __init__(self, out: TextIO, clock: Callable[[], float]) -> None:
+        self._out = out
+        self._clock = clock
+        self._count = 0
+        self._last = 0.0
+
+    def tick(self, path: str) -> None:
+        self._count += 1
+        now = self._clock()
+        if now - self._last >= _PROGRESS_INTERVAL:
+            self._last = now
+            self._out.write(f"\r\x1b[K[{self._count}] {path[-60:]}")
+            self._out.flush()
+
+    def done(self) -> None:
+        self._out.write(f"\r\x1b[K[{self._count}] done\n")
+        self._out.flush()

@@ -20,7 +20,8 @@ ROWS: list[tuple[str, list[tuple[str, str, str]]]] = [
         ("Active sessions", "sum by (listener) (popproxy_active_sessions)", "short"),
         ("Bytes to clients", "sum(rate(popproxy_bytes_relayed_total[5m]))", "Bps"),
         ("Session duration p90",
-         "histogram_quantile(0.9, sum by (le) (rate(popproxy_session_duration_seconds_bucket[5m])))",
+         "histogram_quantile(0.9, sum by (le) "
+         "(rate(popproxy_session_duration_seconds_bucket[5m])))",
          "s"),
     ]),
     ("TLS", [
@@ -53,7 +54,8 @@ ROWS: list[tuple[str, list[tuple[str, str, str]]]] = [
         ("Signals hit", "topk(10, sum by (signal) (increase(popproxy_scan_signals_total[1h])))",
          "short"),
         ("Scan duration p95",
-         "histogram_quantile(0.95, sum by (le) (rate(popproxy_scan_duration_seconds_bucket[5m])))",
+         "histogram_quantile(0.95, sum by (le) "
+         "(rate(popproxy_scan_duration_seconds_bucket[5m])))",
          "s"),
     ]),
     ("Upstreams", [

@@ -5,18 +5,22 @@ One run:
   1. starts the lab Dovecot (``$LAB_DIR/upstream.sh start``) unless it already runs;
   2. writes a temporary popproxy config (plain listener on a free loopback port ->
      upstream 127.0.0.1:11110, session caps raised so the idle test can open many connections);
-  3. per round, for each target (Dovecot direct, then the proxy):
-       - the proxy is (re)started fresh, so its memory baseline is clean;
-       - a short warm-up (20 logins), then ``bench.py --tests idle`` (memory per idle
-         authenticated session, PSS delta / N of the target's process tree);
-       - ``bench.py --tests sessions,latency,retr`` (sessions/s + CPU ms/session, login latency,
-         RETR MB/s of alice's 28.7 MB message);
+  3. per round, for each target (Dovecot direct, popproxy, then any --reference relay):
+       - popproxy is started fresh (its PID recorded); a warm-up of 20 logins;
+       - ``bench.py --tests sessions,latency`` (sessions/s + target CPU ms/session, login
+         latency p50/p99);
+       - ``bench.py --tests retr`` (MB/s of alice's 28.7 MB message), with the target tree's CPU
+         time and minor page faults sampled around it (CPU ms/MB);
+       - last, ``bench.py --tests idle`` (PSS/RSS growth per idle authenticated session), on a
+         restarted popproxy so the baseline is a fresh heap; then 10 s for Dovecot to reap the
+         processes behind those sessions;
   4. stops the proxy, stops Dovecot only if this script started it, and prints a side-by-side
      table (medians over rounds) with the proxy/direct ratios and the targets.
 
 The lab's bench.py is called from the lab directory (never copied).  Stdlib only.
 
-  bench/relay.py [--rounds 2] [--idle 1000] [--log-level INFO] [--out DIR]
+  bench/relay.py [--rounds 3] [--idle 1000] [--tests idle,sessions,latency,retr] [--profile]
+                 [--reference haproxy:15110:/tmp/poplab/haproxy/haproxy.pid] [--out DIR]
 
 Environment: LAB_DIR (default <repo>/../shared/lab), POPLAB (default /tmp/poplab),
 PORT_OFFSET (as for the lab scripts), PY (python for bench.py; default this interpreter),
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +53,7 @@ PY = os.environ.get("PY", sys.executable)
 # POPPROXY_SRC: run popproxy from this source tree instead of the installed one (A/B comparisons)
 SRC = Path(os.environ["POPPROXY_SRC"]).resolve() if os.environ.get("POPPROXY_SRC") else None
 
+IDLE_SETTLE_S = 10.0  # after an idle test, before the next measurement
 RETR_TARGET = 0.9  # proxy RETR MB/s >= 0.9x direct
 PSS_TARGET_KIB = 16.0  # proxy PSS per idle authenticated session
 
@@ -97,13 +103,24 @@ def wait_port(port: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def dovecot_pid() -> int | None:
+def pid_from(pidfile: Path) -> int | None:
     try:
-        pid = int((POPLAB / "dovecot" / "run" / "master.pid").read_text().split()[0])
+        pid = int(Path(pidfile).read_text().split()[0])
         os.kill(pid, 0)
         return pid
     except (OSError, ValueError, IndexError):
         return None
+
+
+def dovecot_pid() -> int | None:
+    return pid_from(POPLAB / "dovecot" / "run" / "master.pid")
+
+
+def reference_arg(v: str) -> tuple[str, int, Path]:
+    label, port, pidfile = v.split(":", 2)
+    if label in ("direct", "proxy"):
+        raise argparse.ArgumentTypeError("label must not be direct or proxy")
+    return label, int(port), Path(pidfile)
 
 
 def lab_env() -> dict[str, str]:
@@ -113,10 +130,16 @@ def lab_env() -> dict[str, str]:
 def write_config(path: Path, port: int, cap: int) -> None:
     """Write the relay config; `allow_plaintext_login` only if this popproxy knows the key."""
     for plaintext in ("    allow_plaintext_login: true\n", ""):
-        path.write_text(CONFIG.format(port=port, upstream=UPSTREAM_PORT, cap=cap,
-                                      plaintext=plaintext))
-        r = subprocess.run(popproxy_cmd("check", path), capture_output=True, text=True,
-                           cwd=SRC or REPO, env=popproxy_env())
+        path.write_text(
+            CONFIG.format(port=port, upstream=UPSTREAM_PORT, cap=cap, plaintext=plaintext)
+        )
+        r = subprocess.run(
+            popproxy_cmd("check", path),
+            capture_output=True,
+            text=True,
+            cwd=SRC or REPO,
+            env=popproxy_env(),
+        )
         if r.returncode == 0:
             return
     sys.exit(f"popproxy rejects the generated config {path}:\n{r.stdout}{r.stderr}")
@@ -126,11 +149,15 @@ def popproxy_cmd(command: str, config: Path) -> list[str]:
     if SRC is not None:  # another checkout (A/B runs): python -m popproxy from there
         return [sys.executable, "-m", "popproxy", command, "--config", str(config)]
     exe = shutil.which("popproxy")
-    return ([exe] if exe else [sys.executable, "-m", "popproxy"]) + [command, "--config", str(config)]
+    base = [exe] if exe else [sys.executable, "-m", "popproxy"]
+    return [*base, command, "--config", str(config)]
+
+
+PROXY_ENV: dict[str, str] = {}  # --proxy-env K=V, for popproxy only
 
 
 def popproxy_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**os.environ, **PROXY_ENV}
     if SRC is not None:
         env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -139,10 +166,14 @@ def popproxy_env() -> dict[str, str]:
 def git_rev() -> str:
     tree = SRC or REPO
     try:
-        rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "popproxy"],
-                               capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain", "popproxy"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return (rev or "?") + ("+dirty" if dirty else "") + (f" from {SRC}" if SRC else "")
     except OSError:
         return "?"
@@ -161,10 +192,16 @@ class Proxy:
         return self.proc.pid
 
     def start(self) -> None:
-        cmd = popproxy_cmd("run", self.config) + ["--log-level", self.log_level]
+        cmd = [*popproxy_cmd("run", self.config), "--log-level", self.log_level]
         with open(self.logfile, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=SRC or REPO, env=popproxy_env())
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=SRC or REPO,
+                env=popproxy_env(),
+            )
         if not wait_port(self.port):
             self.stop()
             sys.exit(f"popproxy did not listen on {self.port}; see {self.logfile}")
@@ -183,8 +220,25 @@ class Proxy:
 
 
 def bench(port: int, pid: int, label: str, tests: str, out: Path, extra: list[str]) -> dict:
-    cmd = [PY, str(LAB_DIR / "bench.py"), "--port", str(port), "--mode", "plain", "--label", label,
-           "--pid", str(pid), "--tests", tests, "--poplab", str(POPLAB), "--out", str(out), *extra]
+    cmd = [
+        PY,
+        str(LAB_DIR / "bench.py"),
+        "--port",
+        str(port),
+        "--mode",
+        "plain",
+        "--label",
+        label,
+        "--pid",
+        str(pid),
+        "--tests",
+        tests,
+        "--poplab",
+        str(POPLAB),
+        "--out",
+        str(out),
+        *extra,
+    ]
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, env=lab_env())
     if r.returncode != 0 or not out.exists():
         log(f"bench.py failed for {label} ({tests}), rc {r.returncode}")
@@ -192,30 +246,177 @@ def bench(port: int, pid: int, label: str, tests: str, out: Path, extra: list[st
     return json.loads(out.read_text())
 
 
-def run_target(label: str, port: int, pid: int, a: argparse.Namespace, outdir: Path,
-               rnd: int) -> dict:
+class Profiler:
+    """``py-spy record --gil`` on the proxy around one phase (``--profile``); raw folded stacks."""
+
+    def __init__(self, enabled: bool, pid: int, out: Path) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out = out
+        exe = shutil.which("py-spy")
+        if enabled and exe:
+            # --gil: only samples holding the GIL, i.e. Python CPU (syscalls, waits excluded)
+            self.proc = subprocess.Popen(
+                [
+                    exe,
+                    "record",
+                    "-p",
+                    str(pid),
+                    "--rate",
+                    "500",
+                    "--gil",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)  # attach
+        elif enabled:
+            log("--profile: py-spy not found (pip install py-spy), not profiling")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if self.out.exists():
+            (self.out.with_suffix(".top.txt")).write_text(profile_summary(self.out))
+            log(f"profile: {self.out.with_suffix('.top.txt')}")
+
+
+def profile_summary(raw: Path, top: int = 25) -> str:
+    """Self and inclusive % per function from py-spy's raw (folded) output."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(n)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(n)
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + int(n)
+    out = [f"{total} samples (GIL held)", "", "self %:"]
+    out += [
+        f"{100 * v / total:5.1f}%  {k}" for k, v in sorted(own.items(), key=lambda x: -x[1])[:top]
+    ]
+    out += ["", "inclusive %:"]
+    out += [
+        f"{100 * v / total:5.1f}%  {k}" for k, v in sorted(incl.items(), key=lambda x: -x[1])[:top]
+    ]
+    return "\n".join(out) + "\n"
+
+
+def run_target(
+    label: str,
+    port: int,
+    pid: int,
+    a: argparse.Namespace,
+    outdir: Path,
+    rnd: int,
+    fresh: Callable[[], int] | None = None,
+) -> dict:
+    """Measure one target: sessions+latency, then RETR, then idle memory (last: the idle test
+    makes Dovecot fork and later reap ~N processes, which would pollute the CPU numbers).
+
+    ``fresh``: restarts the target and returns its new pid, so the idle memory baseline is a
+    fresh process (a heap that already grew in the RETR test would hide the growth).
+    """
     base = outdir / f"{label}.r{rnd}"
-    # warm-up: first-use costs (imports, lazily built objects) stay out of the idle delta
-    bench(port, pid, label, "latency", Path(f"{base}.warmup.json"), ["--lat-count", "20"])
-    time.sleep(1)
-    idle = bench(port, pid, label, "idle", Path(f"{base}.idle.json"), ["--idle", str(a.idle)])
-    time.sleep(a.cooldown)
-    main = bench(port, pid, label, "sessions,latency,retr", Path(f"{base}.json"),
-                 ["-c", str(a.concurrency), "-t", str(a.duration)])
-    time.sleep(a.cooldown)
-    merged = dict(main)
-    if "idle" in idle:
-        merged["idle"] = idle["idle"]
+    tests = set(a.tests)
+    merged: dict = {}
+    warm_up(port, pid, label, Path(f"{base}.warmup.json"))
+    main_tests = ",".join(t for t in ("sessions", "latency") if t in tests)
+    if main_tests:
+        prof = Profiler(a.profile and label == "proxy", pid, Path(f"{base}.sessions.pyspy.txt"))
+        args = ["-c", str(a.concurrency), "-t", str(a.duration)]
+        main = bench(port, pid, label, main_tests, Path(f"{base}.json"), args)
+        prof.stop()
+        merged.update({k: main[k] for k in ("sessions", "latency") if k in main})
+        merged["loadavg_start"] = main.get("loadavg_start")
+        time.sleep(a.cooldown)
+    if "retr" in tests:
+        # RETR on its own, with the target tree's CPU time around it: CPU ms per MB relayed is
+        # far less noisy than MB/s on a shared 2-CPU machine (client, proxy, Dovecot compete).
+        prof = Profiler(a.profile and label == "proxy", pid, Path(f"{base}.retr.pyspy.txt"))
+        cpu0, flt0 = tree_stat(pid)
+        args = ["--retr-repeat", str(a.retr_repeat)]
+        retr = bench(port, pid, label, "retr", Path(f"{base}.retr.json"), args)
+        cpu1, flt1 = tree_stat(pid)
+        prof.stop()
+        if "retr" in retr:
+            merged["retr"] = retr["retr"]
+            nbytes = sum(r["bytes"] for r in retr["retr"].get("runs", []))
+            if nbytes:
+                mb = nbytes / 1e6
+                merged["retr"]["target_cpu_ms_per_MB"] = round(1000 * (cpu1 - cpu0) / mb, 3)
+                merged["retr"]["target_minor_faults_per_MB"] = round((flt1 - flt0) / mb, 1)
+        time.sleep(a.cooldown)
+    if "idle" in tests:
+        if fresh is not None and (main_tests or "retr" in tests):
+            pid = fresh()
+            warm_up(port, pid, label, Path(f"{base}.warmup2.json"))
+        idle = bench(port, pid, label, "idle", Path(f"{base}.idle.json"), ["--idle", str(a.idle)])
+        if "idle" in idle:
+            merged["idle"] = idle["idle"]
+        # Dovecot ends the N pop3 processes behind the closed sessions (idle_kill = 5 s)
+        time.sleep(max(a.cooldown, IDLE_SETTLE_S))
     (outdir / f"{label}.r{rnd}.merged.json").write_text(json.dumps(merged, indent=1) + "\n")
     return merged
 
 
+def warm_up(port: int, pid: int, label: str, out: Path) -> None:
+    """20 logins: first-use costs (lazy imports, caches) stay out of the measurements."""
+    bench(port, pid, label, "latency", out, ["--lat-count", "20"])
+    time.sleep(1)
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (incl. reaped children) of ``root`` and its live descendants, as bench.py."""
+    return tree_stat(root)[0]
+
+
+def tree_stat(root: int) -> tuple[float, int]:
+    """(CPU seconds, minor page faults), incl. reaped children, of ``root`` and descendants."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2 :].split()
+        stats[int(d)] = fields
+        children.setdefault(int(fields[1]), []).append(int(d))
+    ticks = faults = 0
+    todo = [root]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            ticks += sum(int(x) for x in stats[p][11:15])  # utime stime cutime cstime
+            faults += int(stats[p][7]) + int(stats[p][8])  # minflt cminflt
+        todo.extend(children.get(p, []))
+    return ticks / os.sysconf("SC_CLK_TCK"), faults
+
+
 # ------------------------------------------------------------------ table
-def get(d: dict, *path: str):
+def get(d, *path):
     for p in path:
-        if not isinstance(d, dict) or p not in d:
+        if (isinstance(d, dict) and p in d) or (
+            isinstance(d, list) and isinstance(p, int) and p < len(d)
+        ):
+            d = d[p]
+        else:
             return None
-        d = d[p]
     return d
 
 
@@ -225,7 +426,9 @@ def med(xs):
 
 
 ROWS = [  # label, path, unit, higher_is_better
-    ("RETR MB/s (median of 5)", ("retr", "MBps_median"), True),
+    ("RETR MB/s (median of runs)", ("retr", "MBps_median"), True),
+    ("RETR CPU ms/MB (target)", ("retr", "target_cpu_ms_per_MB"), False),
+    ("RETR minor page faults/MB (target)", ("retr", "target_minor_faults_per_MB"), False),
     ("sessions/s (c=16)", ("sessions", "sessions_per_s"), True),
     ("CPU ms/session (target)", ("sessions", "target_cpu_ms_per_session"), False),
     ("login latency p50 ms", ("latency", "p50_ms"), False),
@@ -241,7 +444,7 @@ ROWS = [  # label, path, unit, higher_is_better
 def fmt(v) -> str:
     if v is None:
         return "-"
-    if isinstance(v, int) or float(v).is_integer():
+    if float(v).is_integer():
         return f"{int(v)}"
     return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
 
@@ -251,44 +454,95 @@ def table(results: dict[str, list[dict]]) -> str:
         for r in runs:
             r["_errors"] = sum((get(r, t, "errors") or 0) for t in ("sessions", "latency", "idle"))
     d, p = results["direct"], results["proxy"]
-    lines = ["| metric | Dovecot direct | popproxy | proxy/direct | target |",
-             "|---|---|---|---|---|"]
+    extras = [k for k in results if k not in ("direct", "proxy")]
+    lines = [
+        "| metric | Dovecot direct | popproxy | proxy/direct | target |"
+        + "".join(f" {k} (vs direct) |" for k in extras),
+        "|---|---|---|---|---|" + "---|" * len(extras),
+    ]
+    no_ratio = ("_errors", "loadavg_start")
     for name, path, _hib in ROWS:
         dv, pv = med([get(r, *path) for r in d]), med([get(r, *path) for r in p])
-        ratio = f"{pv / dv:.2f}x" if dv and pv is not None and path[0] != "_errors" else "-"
+        ratio = f"{pv / dv:.2f}x" if dv and pv is not None and path[0] not in no_ratio else "-"
         target = ""
         if path == ("retr", "MBps_median") and dv and pv is not None:
             target = f">= {RETR_TARGET}x: " + ("PASS" if pv / dv >= RETR_TARGET else "FAIL")
         elif path == ("idle", "pss_kb_per_conn") and pv is not None:
             target = f"<= {PSS_TARGET_KIB:g} KiB: " + ("PASS" if pv <= PSS_TARGET_KIB else "FAIL")
-        rounds = len(d)
-        dcell, pcell = fmt(dv), fmt(pv)
-        if rounds > 1:
-            dcell += " [" + ", ".join(fmt(get(r, *path)) for r in d) + "]"
-            pcell += " [" + ", ".join(fmt(get(r, *path)) for r in p) + "]"
-        lines.append(f"| {name} | {dcell} | {pcell} | {ratio} | {target} |")
+
+        def cell(runs: list[dict], v, path: tuple = path) -> str:
+            c = fmt(v)
+            if len(runs) > 1:
+                c += " [" + ", ".join(fmt(get(r, *path)) for r in runs) + "]"
+            return c
+
+        row = f"| {name} | {cell(d, dv)} | {cell(p, pv)} | {ratio} | {target} |"
+        for k in extras:
+            ev = med([get(r, *path) for r in results[k]])
+            extra_ratio = (
+                f" ({ev / dv:.2f}x)" if dv and ev is not None and path[0] not in no_ratio else ""
+            )
+            row += f" {cell(results[k], ev)}{extra_ratio} |"
+        lines.append(row)
     lines.append("")
-    lines.append(f"medians over {len(d)} round(s), per-round values in brackets; CPU ms/session counts "
-                 "the target's process tree only (for the proxy: the popproxy process, not the Dovecot "
-                 "behind it); idle = PSS/RSS delta of that tree / sessions opened.")
+    lines.append(
+        f"medians over {len(d)} round(s), per-round values in brackets; CPU ms/session counts "
+        "the target's process tree only (for the proxy: the popproxy process, not the Dovecot "
+        "behind it); idle = PSS/RSS delta of that tree / sessions opened."
+    )
     return "\n".join(lines)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median is reported)")
     ap.add_argument("--idle", type=int, default=1000, help="idle authenticated sessions to open")
     ap.add_argument("--concurrency", "-c", type=int, default=16)
     ap.add_argument("--duration", "-t", type=float, default=10.0, help="sessions test seconds")
     ap.add_argument("--cooldown", type=float, default=3.0, help="seconds between measurements")
     ap.add_argument("--log-level", default="INFO", help="popproxy --log-level (INFO = CLI default)")
+    ap.add_argument(
+        "--tests",
+        default="idle,sessions,latency,retr",
+        type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
+        help="subset of idle,sessions,latency,retr",
+    )
+    ap.add_argument("--retr-repeat", type=int, default=5, help="RETR runs (bench.py caps at ~18 s)")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the proxy during sessions+latency and RETR (needs py-spy; "
+        "inflates the proxy's CPU numbers of that run)",
+    )
+    ap.add_argument(
+        "--proxy-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="environment for popproxy only (repeatable), e.g. MALLOC_MMAP_THRESHOLD_=8388608",
+    )
+    ap.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        type=reference_arg,
+        metavar="LABEL:PORT:PIDFILE",
+        help="also measure another plain POP3 relay in front of the same Dovecot, as "
+        "a calibration column (repeatable), e.g. the lab's haproxy passthrough: "
+        "haproxy:15110:/tmp/poplab/haproxy/haproxy.pid",
+    )
     ap.add_argument("--only", choices=("direct", "proxy"), default=None, help="measure one side")
-    ap.add_argument("--out", type=Path, default=None, help="result dir (default $POPLAB/bench/relay-TS)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="result dir (default $POPLAB/bench/relay-TS)"
+    )
     a = ap.parse_args()
+    PROXY_ENV.update(kv.split("=", 1) for kv in a.proxy_env)
 
     if not (LAB_DIR / "bench.py").exists():
         sys.exit(f"no bench.py in LAB_DIR={LAB_DIR}; set LAB_DIR to the lab directory")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # proxy: 2 sockets per idle session
     if hard < 2 * a.idle + 100:
         log(f"warning: RLIMIT_NOFILE hard limit {hard} < 2 x --idle")
@@ -303,8 +557,9 @@ def main() -> int:
     started_dovecot = False
     if dovecot_pid() is None:
         log("starting the lab Dovecot")
-        subprocess.run([str(LAB_DIR / "upstream.sh"), "start"], check=True, env=lab_env(),
-                       stdout=sys.stderr)
+        subprocess.run(
+            [str(LAB_DIR / "upstream.sh"), "start"], check=True, env=lab_env(), stdout=sys.stderr
+        )
         started_dovecot = True
     dpid = dovecot_pid()
     if dpid is None or not wait_port(UPSTREAM_PORT):
@@ -321,23 +576,41 @@ def main() -> int:
             if a.only != "direct":
                 log(f"round {rnd}: popproxy")
                 proxy.start()
+
+                def restart() -> int:
+                    proxy.stop()
+                    proxy.start()
+                    return proxy.pid
+
                 try:
-                    results["proxy"].append(run_target("proxy", port, proxy.pid, a, outdir, rnd))
+                    res = run_target("proxy", port, proxy.pid, a, outdir, rnd, fresh=restart)
+                    results["proxy"].append(res)
                 finally:
                     proxy.stop()
+            for label, rport, pidfile in a.reference:
+                rpid = pid_from(pidfile)
+                if rpid is None:
+                    log(f"round {rnd}: reference {label}: no live pid in {pidfile}, skipped")
+                    continue
+                log(f"round {rnd}: reference {label} (127.0.0.1:{rport})")
+                results.setdefault(label, []).append(run_target(label, rport, rpid, a, outdir, rnd))
     finally:
         proxy.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         if started_dovecot:
             subprocess.run([str(LAB_DIR / "upstream.sh"), "stop"], env=lab_env(), stdout=sys.stderr)
-    if not results["direct"]:
-        results["direct"] = [{}]
-    if not results["proxy"]:
-        results["proxy"] = [{}]
+    for label in ("direct", "proxy"):
+        if not results[label]:
+            results[label] = [{}]
     md = table(results)
-    header = (f"popproxy relay benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
-              f"plain, idle N={a.idle}, sessions c={a.concurrency} t={a.duration:g}s, "
-              f"popproxy {git_rev()} --log-level {a.log_level}\n\n")
+    header = (
+        f"popproxy relay benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+        f"plain, tests {','.join(a.tests)}, idle N={a.idle}, "
+        f"sessions c={a.concurrency} t={a.duration:g}s, RETR x{a.retr_repeat}, "
+        f"popproxy {git_rev()} --log-level {a.log_level}"
+        + "".join(f" {kv}" for kv in a.proxy_env)
+        + "\n\n"
+    )
     (outdir / "table.md").write_text(header + md + "\n")
     print(header + md)
     log(f"results: {outdir}")

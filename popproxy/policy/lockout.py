@@ -17,9 +17,7 @@ scope is blocked until old failures leave the window.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import ipaddress
 from dataclasses import dataclass
 
 from popproxy.policy.decisions import IPAddress
@@ -62,13 +60,15 @@ ALLOW = Assessment("allow")
 
 def _mac(secret: bytes, *parts: str) -> str:
     message = "\x00".join(parts).encode("utf-8", "surrogateescape")
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:KEY_HEX_CHARS]
+    return hmac.digest(secret, message, "sha256").hex()[:KEY_HEX_CHARS]
 
 
 def source_network(address: IPAddress, settings: Lockout) -> str:
     """The network a source is counted under (IPv6 clients get a /64 by default)."""
     prefix = settings.ipv4_prefix if address.version == 4 else settings.ipv6_prefix
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    bits = address.max_prefixlen
+    masked = int(address) >> (bits - prefix) << (bits - prefix)  # cheaper than ip_network()
+    return f"{type(address)(masked)}/{prefix}"
 
 
 def make_keys(secret: bytes, username: str, address: IPAddress, settings: Lockout) -> LockoutKeys:

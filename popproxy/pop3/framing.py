@@ -66,6 +66,7 @@ class ResponseFramer:
         self._end_pending = False  # the terminator was consumed with the last BodyData
         self._at_line_start = True
         self._eof = False
+        self._chunk: bytes | None = None  # a whole received body chunk, not yet copied
 
     @property
     def awaiting(self) -> int:
@@ -74,7 +75,7 @@ class ResponseFramer:
 
     def buffered(self) -> int:
         """Received bytes not yet framed (must be 0 before an upstream STLS, RFC 2595 s4)."""
-        return len(self._buf)
+        return len(self._buf) + (len(self._chunk) if self._chunk is not None else 0)
 
     def send_command(self, cmd: Command) -> bytes:
         """Record that ``cmd`` is sent and return its canonical wire bytes."""
@@ -93,7 +94,13 @@ class ResponseFramer:
     def receive_data(self, data: bytes) -> None:
         if not data:
             self._eof = True
+        elif self._in_body and not self._buf and self._chunk is None:
+            # Hot path of a large RETR: keep the received bytes object as it is (no copy).
+            self._chunk = data
         else:
+            if self._chunk is not None:
+                self._buf += self._chunk
+                self._chunk = None
             self._buf += data
 
     def next_event(self) -> ServerEvent | Need:
@@ -133,13 +140,15 @@ class ResponseFramer:
         return StatusLine(kind, raw, multiline=multiline)
 
     def _next_body_event(self) -> ServerEvent | Need:
+        if self._chunk is not None:
+            return self._body_from_chunk()
         buf = self._buf
         if self._at_line_start and buf[:3] == b".\r\n":
             del buf[:3]
             return self._end_body()
         if self._at_line_start and len(buf) < 3 and b".\r\n".startswith(buf):
             return self._need_body_data()
-        end = buf.find(TERMINATOR)
+        end = _find_terminator(buf)
         if end >= 0:
             data = bytes(memoryview(buf)[: end + 2])
             del buf[: end + len(TERMINATOR)]
@@ -154,6 +163,28 @@ class ResponseFramer:
         del buf[:cut]
         self._at_line_start = data.endswith(b"\r\n")
         return BodyData(data)
+
+    def _body_from_chunk(self) -> ServerEvent | Need:
+        """``_next_body_event`` on an uncopied chunk (``_buf`` is empty)."""
+        chunk, self._chunk = self._chunk, None
+        assert chunk is not None
+        if self._at_line_start and chunk[:1] == b".":
+            self._buf += chunk  # rare: a dot right at a chunk start; take the general path
+            return self._next_body_event()
+        end = _find_terminator(chunk)
+        if end >= 0:
+            self._buf += chunk[end + len(TERMINATOR) :]
+            self._in_body = False
+            self._end_pending = True
+            return BodyData(chunk[: end + 2])
+        keep = _held_back(chunk)
+        if keep:
+            self._buf += chunk[-keep:]
+            chunk = chunk[:-keep]
+            if not chunk:
+                return self._need_body_data()
+        self._at_line_start = chunk.endswith(b"\r\n")
+        return BodyData(chunk)
 
     def _need_body_data(self) -> Need:
         if self._eof:
@@ -174,9 +205,16 @@ def _status_kind(raw: bytes) -> str:
     raise RemoteProtocolError("status line is neither +OK nor -ERR (RFC 1939 section 3)")
 
 
-def _held_back(buf: bytearray) -> int:
+def _find_terminator(buf: bytes | bytearray) -> int:
+    """Index of TERMINATOR in ``buf`` or -1.  It contains a ".", so searching for the first
+    "." (one fast byte scan) first lets us skip dot-free stretches of a body."""
+    dot = buf.find(b".")
+    return -1 if dot < 0 else buf.find(TERMINATOR, max(0, dot - 2))
+
+
+def _held_back(buf: bytes | bytearray) -> int:
     """Length of the longest suffix of ``buf`` that could begin the body terminator."""
-    tail = bytes(buf[-4:])
+    tail = buf[-4:]
     for prefix in _HOLD_BACK:
         if tail.endswith(prefix):
             return len(prefix)

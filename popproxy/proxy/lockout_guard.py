@@ -53,6 +53,7 @@ class LockoutGuard:
         self._clock = clock
         self._sleep = sleep
         self._blocked: dict[tuple[str, str], float] = {}  # (scope, key) -> until, for the gauge
+        self._last: tuple[str, IPAddress, LockoutKeys] | None = None  # keys of the last check
 
     @classmethod
     def from_policy(cls, settings: Lockout, state_dir: Path, observer: Observer) -> LockoutGuard:
@@ -70,7 +71,13 @@ class LockoutGuard:
         return cls(settings, store, load_secret(settings, state_dir), observer)
 
     def _keys(self, username: str, address: IPAddress) -> LockoutKeys:
-        return make_keys(self._secret, username, address, self.settings)
+        # check() and then failed()/succeeded() ask for the same keys: compute them once.
+        last = self._last
+        if last is not None and last[0] == username and last[1] == address:
+            return last[2]
+        keys = make_keys(self._secret, username, address, self.settings)
+        self._last = (username, address, keys)
+        return keys
 
     async def check(self, username: str, address: IPAddress) -> Assessment:
         """Before contacting the upstream; a delay is slept here, a block is returned."""

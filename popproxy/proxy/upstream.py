@@ -109,8 +109,11 @@ class UpstreamConnection:
                 event = self.framer.next_event()
                 if event is not NEED_DATA:
                     return event
-                async with asyncio.timeout(limit):
+                if self._channel.unread:  # already here: no timer needed (a hot path)
                     data = await self._channel.read()
+                else:
+                    async with asyncio.timeout(limit):
+                        data = await self._channel.read()
                 self.framer.receive_data(data)
         except ProtocolError as exc:
             raise UpstreamError(f"protocol error: {exc}", "protocol") from None

@@ -74,13 +74,13 @@ def quarantine_notice(
     )
     charset = Charset("utf-8")
     charset.body_encoding = QP
-    notice = MIMEText(body, "plain", charset)
+    notice = MIMEText(body, "plain", charset)  # type: ignore[arg-type]  # typeshed: str only
     notice["From"] = notice_from
     to = clean_detail(header_text(original, "To"))
     if to:
         notice["To"] = to
     title = f"[quarantined] {subject}"
-    notice["Subject"] = title if title.isascii() else Header(title, "utf-8")
+    notice["Subject"] = title if title.isascii() else Header(title, "utf-8").encode()
     notice["Date"] = formatdate(now)
     notice["Message-ID"] = f"<quarantine-{quarantine_id}@popproxy.invalid>"
     notice["X-Popproxy-Verdict"] = f"quarantine; score={verdict.score:g}"

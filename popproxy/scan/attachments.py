@@ -135,7 +135,7 @@ def _zip_signals(data: bytes, label: str, check_macros: bool, max_members: int) 
     if inner is not None:
         out.append(_sig("attach-archive-executable", f"{label}: {inner}"))
     office = any(n.startswith(_OFFICE_ZIP_DIRS) for n in names)
-    if office and check_macros and any(n.lower().endswith("vbaproject.bin") for n in names):
-        if has_vba_macros(label, data):
-            out.append(_sig("attach-macro", label))
+    vba = any(n.lower().endswith("vbaproject.bin") for n in names)
+    if office and vba and check_macros and has_vba_macros(label, data):
+        out.append(_sig("attach-macro", label))
     return out

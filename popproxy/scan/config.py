@@ -58,8 +58,8 @@ DEFAULT_PROTECTED_BRANDS: tuple[ProtectedBrand, ...] = (
             "hotmail.com", "bing.com", "skype.com", "xbox.com", "msauth.net", "msftauth.net",
             "microsoft365.com", "onmicrosoft.com",
         ),
-        ("outlook", "office365", "office 365", "microsoft365", "onedrive", "sharepoint",
-         "hotmail"),
+        # Not "outlook" or "teams": ordinary words in newsletter names and hosts.
+        ("office365", "office 365", "microsoft365", "onedrive", "sharepoint", "hotmail"),
     ),
     ProtectedBrand(
         "apple", ("icloud.com", "me.com", "mac.com", "apple.news", "itunes.com"),

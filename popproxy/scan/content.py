@@ -54,6 +54,28 @@ def lure_signals(text: str) -> list[Signal]:
     return [_sig(name, "") for name, pattern in _LURES.items() if pattern.search(text)]
 
 
+# An address or domain written inside a display name ("support@bank.example" <x@evil.test>).
+_SHOWN_ADDRESS = re.compile(r"[\w.+-]+@([a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24})\b", re.I)
+
+
+def _top_level_commas(header: str) -> int:
+    """Commas outside quotes, comments and angle brackets: separators between From entries."""
+    count = depth = 0
+    quoted = False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch in "<(":
+            depth += 1
+        elif ch in ">)" and depth:
+            depth -= 1
+        elif ch == "," and not depth:
+            count += 1
+    return count
+
+
 def _mailboxes(header: str) -> list[tuple[str, str]]:
     return [(name, addr) for name, addr in getaddresses([header]) if name or addr]
 
@@ -69,20 +91,27 @@ def sender_signals(
 ) -> list[Signal]:
     """Signals from From and Reply-To.
 
-    - sender-malformed: From holds several entries or no usable address (RFC 5322 section
-      3.6.2 wants one mailbox in practice); the extra "entries" are display-name tricks.
+    - sender-malformed: From holds several entries (RFC 5322 section 3.6.2 allows a list only
+      with a Sender field, and clients show just one); the extra entries come from unquoted
+      commas in a display name, a trick to make the name look like part of an address list.
+      A From without a usable address is not counted: anonymised samples look like that.
     - sender-brand-*: the display name names a protected brand, the address is elsewhere.
     - reply-to-freemail: replies are diverted to a free mailbox on another domain.
     """
     out: list[Signal] = []
     boxes = _mailboxes(from_header)
     domains = [d for d in (_domain(a) for _, a in boxes) if d]
-    if len(boxes) > 1 or not domains:
-        out.append(_sig("sender-malformed", str(len(boxes))))
+    commas = _top_level_commas(from_header)
+    if commas:
+        out.append(_sig("sender-malformed", f"{commas + 1} entries"))
     domain = domains[-1] if domains else ""
     # What a mail client shows as the sender name: everything before the address.
     display = from_header.rpartition("<")[0] if "<" in from_header else ""
     display = display or " ".join(name for name, _ in boxes)
+    shown = _SHOWN_ADDRESS.search(display)
+    shown_domain = shown.group(1).lower() if shown else ""
+    if shown_domain and domain and hosts.owner_domain(shown_domain) != hosts.owner_domain(domain):
+        out.append(_sig("sender-display-address", f"{shown_domain} -> {domain}"))
     brand = names_brand(display, brands)
     if brand is not None and not (domain and is_official(domain, brand)):
         free = hosts.owner_domain(domain) in FREEMAIL_DOMAINS

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import Literal
 
 LinkSource = Literal["text", "href", "form", "frame", "refresh", "pdf"]
@@ -91,71 +91,93 @@ def pdf_links(data: bytes) -> list[Link]:
 def html_extract(html: str, *, attachment: bool = False) -> Extracted:
     """Anchors, forms, frames, refreshes and visible text of an HTML document.
 
-    html.parser never raises on malformed markup in 3.11, but a bug there must not lose what was
-    already found, so the partial result is kept on any error.
+    A regex tokenizer rather than html.parser: it is about ten times faster on mail-sized
+    documents, never raises, and the rules need only a few tags and their text.  Comments,
+    scripts, styles and titles are skipped as text (a reader does not see them).
     """
-    parser = _Collector(attachment)
-    try:
-        parser.feed(html)
-        parser.close()
-    except (AssertionError, ValueError, IndexError):
-        pass
-    parser.finish_anchor()
-    for chunk in parser.out.text:
-        parser.out.links.extend(text_links(chunk, attachment=attachment))
-    return parser.out
+    out = Extracted()
+    anchor: list[str] | None = None
+    href = ""
+    pos = 0
+    for m in _TOKEN.finditer(html):
+        text = html[pos : m.start()]
+        pos = m.end()
+        if text:
+            text = _unescape(text)
+            out.text.append(text)
+            if anchor is not None and sum(map(len, anchor)) < _MAX_ANCHOR_CHARS:
+                anchor.append(text)
+        if m.group("skip") is not None:
+            out.scripts += m.group("skip").lower() == "script"
+            continue
+        name = (m.group("name") or "").lower()
+        if not name:
+            continue
+        if m.group("close"):
+            if name == "a" and anchor is not None:
+                _add(out, href, "href", _anchor_text(anchor), attachment)
+                anchor = None
+            continue
+        if name == "a":
+            if anchor is not None:
+                _add(out, href, "href", _anchor_text(anchor), attachment)
+            href, anchor = _attrs(m.group("attrs")).get("href", ""), []
+        elif name in _INTERESTING:
+            _tag(out, name, _attrs(m.group("attrs")), attachment)
+    tail = html[pos:]
+    if tail:
+        out.text.append(_unescape(tail))
+    if anchor is not None:
+        _add(out, href, "href", _anchor_text(anchor), attachment)
+    for chunk in out.text:
+        out.links.extend(text_links(chunk, attachment=attachment))
+    return out
 
 
-class _Collector(HTMLParser):
-    def __init__(self, attachment: bool) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out = Extracted()
-        self._attachment = attachment
-        self._skip_depth = 0
-        self._anchor_href: str | None = None
-        self._anchor_text: list[str] = []
+_TOKEN = re.compile(
+    r"<!--.*?(?:-->|$)"
+    r"|<(?P<skip>script|style|title)\b[^>]*>.*?(?:</(?P=skip)\s*>|$)"
+    r"|<(?P<close>/?)(?P<name>[a-zA-Z][\w:-]*)(?P<attrs>[^>]*)>"
+    r"|<![^>]*>",
+    re.DOTALL | re.IGNORECASE,
+)
+_ATTR = re.compile(r"""([^\s=/>"']+)\s*(?:=\s*("[^"]*"|'[^']*'|[^\s>]+))?""")
+_INTERESTING = frozenset({"area", "form", "input", "iframe", "frame", "meta"})
 
-    def _add(self, url: str | None, source: LinkSource, anchor: str = "") -> None:
-        if url and url.strip():
-            self.out.links.append(Link(url.strip(), source, anchor, attachment=self._attachment))
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "a":
-            self.finish_anchor()
-            self._anchor_href = a.get("href")
-        elif tag == "area":
-            self._add(a.get("href"), "href")
-        elif tag == "form":
-            self.out.forms += 1
-            self._add(a.get("action"), "form")
-        elif tag == "input" and (a.get("type") or "").lower() == "password":
-            self.out.password_inputs += 1
-        elif tag in ("iframe", "frame"):
-            self._add(a.get("src"), "frame")
-        elif tag == "meta" and (a.get("http-equiv") or "").lower() == "refresh":
-            m = _REFRESH_URL.search(a.get("content") or "")
-            self._add(m.group(1) if m else None, "refresh")
-        elif tag in ("script", "style", "title"):
-            self.out.scripts += tag == "script"
-            self._skip_depth += 1
+def _unescape(text: str) -> str:
+    return html_lib.unescape(text) if "&" in text else text
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a":
-            self.finish_anchor()
-        elif tag in ("script", "style", "title") and self._skip_depth:
-            self._skip_depth -= 1
 
-    def handle_data(self, data: str) -> None:
-        if self._skip_depth:
-            return
-        self.out.text.append(data)
-        if self._anchor_href is not None and sum(map(len, self._anchor_text)) < _MAX_ANCHOR_CHARS:
-            self._anchor_text.append(data)
+def _attrs(raw: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for m in _ATTR.finditer(raw):
+        value = m.group(2) or ""
+        if value[:1] in ("'", '"'):
+            value = value[1:-1]
+        out.setdefault(m.group(1).lower(), _unescape(value))
+    return out
 
-    def finish_anchor(self) -> None:
-        if self._anchor_href is not None:
-            text = " ".join("".join(self._anchor_text).split())[:_MAX_ANCHOR_CHARS]
-            self._add(self._anchor_href, "href", text)
-        self._anchor_href = None
-        self._anchor_text = []
+
+def _anchor_text(parts: list[str]) -> str:
+    return " ".join("".join(parts).split())[:_MAX_ANCHOR_CHARS]
+
+
+def _add(out: Extracted, url: str | None, source: LinkSource, anchor: str, attachment: bool) -> None:
+    if url and url.strip():
+        out.links.append(Link(url.strip(), source, anchor, attachment=attachment))
+
+
+def _tag(out: Extracted, name: str, a: dict[str, str], attachment: bool) -> None:
+    if name == "area":
+        _add(out, a.get("href"), "href", "", attachment)
+    elif name == "form":
+        out.forms += 1
+        _add(out, a.get("action"), "form", "", attachment)
+    elif name == "input" and a.get("type", "").lower() == "password":
+        out.password_inputs += 1
+    elif name in ("iframe", "frame"):
+        _add(out, a.get("src"), "frame", "", attachment)
+    elif name == "meta" and a.get("http-equiv", "").lower() == "refresh":
+        m = _REFRESH_URL.search(a.get("content", ""))
+        _add(out, m.group(1) if m else None, "refresh", "", attachment)

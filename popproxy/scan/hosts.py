@@ -7,6 +7,7 @@ tenants of a hosting platform apart, the ICANN-only list tells who owns a brand-
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -87,10 +88,8 @@ def to_unicode(host: str) -> str:
     labels = []
     for label in host.split("."):
         if label.startswith("xn--"):
-            try:
+            with contextlib.suppress(idna.IDNAError, UnicodeError, ValueError):
                 label = idna.decode(label)
-            except (idna.IDNAError, UnicodeError, ValueError):
-                pass
         labels.append(label)
     return ".".join(labels)
 

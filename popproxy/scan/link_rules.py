@@ -36,6 +36,7 @@ def link_signals(links: Iterable[Link], ctx: LinkContext) -> list[Signal]:
     """Every signal the links of one message raise (duplicates removed later by scoring)."""
     out: list[Signal] = []
     seen: set[tuple[str, str, str]] = set()
+    by_host: dict[tuple[str, str, str], list[Signal]] = {}
     for link in links:
         key = (link.url, link.source, link.anchor_text)
         if key in seen:
@@ -47,6 +48,12 @@ def link_signals(links: Iterable[Link], ctx: LinkContext) -> list[Signal]:
         if info is None:
             continue
         out.extend(_one_link(link, info, ctx))
+        if info.host:
+            # Links of one message mostly share a few hosts: analyse each host once.
+            key = (info.host, info.display_host, info.userinfo)
+            if key not in by_host:
+                by_host[key] = _host_signals(info, ctx)
+                out.extend(by_host[key])
     return out
 
 
@@ -66,8 +73,6 @@ def _one_link(link: Link, info: UrlInfo, ctx: LinkContext) -> list[Signal]:
         out.extend(_shown_versus_real(link, info, ctx.brands))
     elif link.source == "form" and info.host and not link.attachment:
         out.append(_sig("form-remote-action", info.host))
-    if info.host:
-        out.extend(_host_signals(info, ctx))
     return out
 
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from confusable_homoglyphs import categories, confusables
+from confusable_homoglyphs import categories, confusables  # type: ignore[import-untyped]
 
 from popproxy.scan import hosts
 from popproxy.scan.config import ProtectedBrand
@@ -40,7 +40,7 @@ def _latin_of(ch: str) -> str:
     found = confusables.is_confusable(ch, preferred_aliases=["latin"])
     if found:
         for glyph in found[0]["homoglyphs"]:
-            c = glyph["c"]
+            c = str(glyph["c"])
             if len(c) == 1 and c.isascii():
                 return c.lower()
     return ch
@@ -48,7 +48,11 @@ def _latin_of(ch: str) -> str:
 
 @lru_cache(maxsize=_CACHE_SIZE)
 def skeleton(label: str) -> str:
-    """A label reduced to what it looks like in Latin letters ("рaypa1" -> "paypal")."""
+    """A label reduced to what it looks like in Latin letters.
+
+    Cyrillic "\u0440aypa1" -> "paypal": homoglyphs mapped through Unicode confusables, then
+    ASCII tricks (1 -> l, rn -> m).
+    """
     out = "".join(_latin_of(ch) for ch in label.lower()).replace("-", "")
     for old, new in _ASCII_TRICKS:
         out = out.replace(old, new)
@@ -60,7 +64,7 @@ def mixed_script(label: str) -> bool:
     """True when a label mixes scripts beyond what UTS 39 "Highly Restrictive" allows."""
     if label.isascii():
         return False
-    scripts = {categories.aliases_categories(ch)[0] for ch in label}
+    scripts = {str(categories.aliases_categories(ch)[0]) for ch in label}
     scripts -= _NEUTRAL_SCRIPTS
     if len(scripts) <= 1:
         return False
@@ -108,12 +112,13 @@ class BrandMatch:
     kind: str
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def brand_match(
     host: str, display_host: str, brands: tuple[ProtectedBrand, ...]
 ) -> BrandMatch | None:
     """Check a link host against the protected brands.
 
-    "lookalike": a label whose skeleton is the brand or one typo away (pаypal.example,
+    "lookalike": a label whose skeleton is the brand or one typo away (p\u0430ypal.example,
     paypa1.example, amazom.example).  "in-host": the brand name starts a label of a host the
     brand does not own (paypal.com.verify.example, appleid-support.example).
     """

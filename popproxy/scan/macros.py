@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
-
-from oletools.olevba import VBA_Parser
+import warnings
+from functools import cache
+from typing import Any
 
 from popproxy.scan.limits import MAX_OFFICE_BYTES
 
-# oletools logs parse trouble at WARNING and above; hostile documents would flood the proxy log.
-logging.getLogger("olevba").setLevel(logging.CRITICAL)
+
+@cache
+def _vba_parser() -> Any:
+    # Imported on first use: olevba builds pyparsing grammars at import (slow, and noisy with
+    # deprecation warnings on current pyparsing), and most mail carries no Office document.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from oletools.olevba import VBA_Parser  # type: ignore[import-untyped]
+    # oletools logs parse trouble at WARNING; hostile documents would flood the proxy log.
+    logging.getLogger("olevba").setLevel(logging.CRITICAL)
+    return VBA_Parser
 
 
 def has_vba_macros(filename: str, data: bytes) -> bool:
@@ -22,9 +32,9 @@ def has_vba_macros(filename: str, data: bytes) -> bool:
         return False
     parser = None
     try:
-        parser = VBA_Parser(filename, data=data)
+        parser = _vba_parser()(filename, data=data)
         return bool(parser.detect_vba_macros())
-    except Exception:  # noqa: BLE001 - olevba raises anything from struct.error to its own types
+    except Exception:
         return False
     finally:
         if parser is not None:

@@ -1,8 +1,8 @@
 """Text written to fool filters but not readers: homoglyph words, invisible and overlay marks.
 
-Legitimate text in any language keeps one script per word; a Latin word with a Cyrillic "а" or
-Greek "ο" inside, letters split by zero-width characters, or letters struck through with
-combining overlays exist to break keyword matching while still reading normally.
+Legitimate text in any language keeps one script per word.  A Latin word with a Cyrillic
+"\u0430" or Greek "\u03bf" inside, letters split by zero-width characters, or letters struck
+through with combining overlays exist to break keyword matching while still reading normally.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ _INVISIBLE_IN_WORD = re.compile(r"[A-Za-z][\u200b\u200c\u200d\u2060\ufeff]+[A-Za
 # Combining marks still attached to a Latin letter after NFC: NFC composes every real accented
 # letter (é, ñ, ø), so what stays is decoration such as U+0337 "e̷".
 _COMBINING_ON_LATIN = re.compile(r"[A-Za-z][\u0300-\u036f\u1ab0-\u1aff\u20d0-\u20ff]")
-# Mathematical alphanumeric symbols (𝐏𝐚𝐲𝐏𝐚𝐥): styled letters that keyword filters do not see.
+# Mathematical alphanumeric symbols (U+1D400 block: bold or script "PayPal"), styled letters
+# that keyword filters do not see.
 _MATH_LETTERS = re.compile(r"[\U0001d400-\U0001d7ff]{3,}")
 
 # Occurrences needed in a body: one stray character can be a typo or a copy-paste accident.

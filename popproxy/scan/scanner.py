@@ -73,7 +73,7 @@ class Scanner:
             return Verdict.unscanned(
                 "time-budget", f"over the {self.config.time_budget_seconds:g} s budget"
             )
-        except Exception as exc:  # noqa: BLE001 - any scanner bug must become a verdict
+        except Exception as exc:
             return Verdict.unscanned("error", f"internal error {type(exc).__name__}")
 
     def _checkpoint(self, deadline: float) -> Callable[[], None]:
@@ -142,6 +142,6 @@ def _header_signals(msg: Message, config: ScanConfig) -> list[Signal]:
     out = content.sender_signals(
         header_text(msg, "From"), header_text(msg, "Reply-To"), config.protected_brands
     )
-    if any(key.lower().startswith(_OWN_HEADER_PREFIX) for key in msg.keys()):
+    if any(key.lower().startswith(_OWN_HEADER_PREFIX) for key in msg):
         out.append(_sig("spoofed-verdict-header", ""))
     return out

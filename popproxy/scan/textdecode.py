@@ -38,7 +38,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     """Decode payload bytes to text without ever raising.
 
     The declared charset is tried first; unknown or wrong ones fall back to UTF-8 and then
-    cp1252 (the commonest undeclared charsets in mail), with undecodable bytes replaced.
+    cp1252 (the commonest mislabelled charsets in mail), with undecodable bytes replaced.
     """
     codec = _codec(charset)
     if codec is not None:
@@ -49,8 +49,6 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode(codec or "cp1252", errors="replace")
-    except (UnicodeError, LookupError, ValueError):
+        # The declared charset (if any) was wrong; cp1252 maps all but five bytes, so the text
+        # stays readable and URLs (ASCII) survive intact.
         return data.decode("cp1252", errors="replace")

@@ -26,15 +26,15 @@ WEIGHTS: Final[dict[str, float]] = {
     "link-obfuscated": 2.0,  # hxxp://, example[.]test
     # Look-alikes.
     "link-idn-mixed-script": 6.0,  # one label mixing Latin and Cyrillic, say
-    "link-brand-lookalike": 6.0,  # pаypal.example, paypa1.example
+    "link-brand-lookalike": 6.0,  # p\u0430ypal.example (Cyrillic a), paypa1.example
     "link-brand-in-host": 3.0,  # paypal.com.verify.example
     "link-idn": 0.5,  # any punycode host: common in some languages, so nearly neutral
     # What the reader sees versus where the link goes.
-    "link-text-mismatch": 2.5,  # anchor text shows another domain than its href
+    "link-text-mismatch": 1.5,  # anchor text shows another domain (click trackers do too)
     "link-text-mismatch-brand": 5.0,  # ... and the shown domain is a protected brand's
     "link-https-shown-http": 2.0,  # text says https://, link is plain http
     # Forms in the message body.
-    "form-remote-action": 3.0,  # a form that posts somewhere from inside a mail
+    "form-remote-action": 1.0,  # a form in a mail; newsletters embed search boxes, so weak
     "form-password": 5.0,  # a password field inside a mail
     # Attachments.
     "attach-executable": 7.0,  # MZ/ELF/Mach-O magic
@@ -56,6 +56,7 @@ WEIGHTS: Final[dict[str, float]] = {
     "lure-payment": 1.0,  # "payment failed", "update your billing"
     "lure-prize": 1.0,  # "you have won", "claim your reward"
     "text-obfuscated": 3.0,  # homoglyph words, zero-width or overlay characters inside words
+    "sender-display-address": 3.0,  # display name shows an address at another domain
     "sender-malformed": 2.0,  # From with several entries or no usable address
     "reply-to-freemail": 2.0,  # replies go to a free mailbox on another domain
     # Message structure.

@@ -198,8 +198,10 @@ class AuthHandler:
             result = await guard.check(username, address)
         except StoreUnavailable:
             self._record("store_unavailable", mechanism)
+            self._s.state.apply(Event.LOGIN_FAILED)  # back to AUTHORIZATION (also after AUTH)
             self._s.write(LOCKOUT_STORE_DOWN)
             return False
+
         if result.action != "block":
             if result.action == "delay":
                 self._s.audit("lockout", action="delay", scope=result.scope,

@@ -102,7 +102,14 @@ class LockoutGuard:
         await self._store.record_success(self._keys(username, address), self._clock(),
                                          self.settings.trusted_ttl)
 
+    async def close(self) -> None:
+        """Release the store's connections (Redis) at shutdown."""
+        close = getattr(self._store, "close", None)
+        if close is not None:
+            await close()
+
     def _update_gauge(self, now: float) -> None:
+
         for item in [k for k, until in self._blocked.items() if until <= now]:
             del self._blocked[item]
         for scope in ("pair", "source", "account"):

@@ -163,7 +163,13 @@ class FailoverStore:
                          lambda: self._primary.record_failure(keys, tag, now, window),
                          lambda: self._local.record_failure(keys, tag, now, window))
 
+    async def close(self) -> None:
+        close = getattr(self._primary, "close", None)
+        if close is not None:
+            await close()
+
     async def record_success(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> None:
         await self._call("record_success",
+
                          lambda: self._primary.record_success(keys, now, trusted_ttl),
                          lambda: self._local.record_success(keys, now, trusted_ttl))

@@ -246,3 +246,6 @@ class ProxyServer:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
+        if self.lockout is not None:
+            await self.lockout.close()
+

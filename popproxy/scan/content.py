@@ -20,6 +20,33 @@ from popproxy.scan.verdict import Signal, clean_detail
 from popproxy.scan.weights import weight
 
 _ACCOUNT = r"(?:account|identity|e-?mail|mailbox|password|credentials|information|details|login)"
+# The same three lures in the other languages most common in European and Latin American mail
+# (Portuguese, Spanish, French, German): phishing is localised, so an English-only list would
+# miss most of it outside English-speaking countries.
+_LURES_INTL: dict[str, str] = {
+    "lure-credentials": (
+        r"\b(?:verifique|confirme|atualize|actualice|valide)\s+(?:seus|sus|su|sua|seu)\s+"
+        r"(?:dados|datos|conta|cuenta|cadastro|identidad|identidade)|"
+        r"\b(?:v[ée]rifiez|confirmez|mettez\s+[àa]\s+jour)\s+(?:votre|vos)\s+"
+        r"(?:compte|identit[ée]|informations|donn[ée]es)|"
+        r"\b(?:best[äa]tigen|verifizieren|aktualisieren)\s+sie\s+(?:ihr|ihre)\s+"
+        r"(?:konto|daten|identit[äa]t|zugang)"
+    ),
+    "lure-urgency": (
+        r"\b(?:conta|cuenta)\s+(?:foi\s+|ha\s+sido\s+|est[áa]\s+)?"
+        r"(?:bloqueada|suspensa|suspendida|desativada|desactivada)|"
+        r"\bcompte\s+(?:a\s+[ée]t[ée]\s+|est\s+)?(?:bloqu[ée]|suspendu|d[ée]sactiv[ée])|"
+        r"\bkonto\s+(?:wurde\s+|wird\s+|ist\s+)?(?:gesperrt|eingeschr[äa]nkt|deaktiviert)|"
+        r"\b(?:dentro\s+de|em\s+at[ée]|sous|innerhalb\s+von)\s+(?:24|48|72)\s+"
+        r"(?:horas|heures|stunden)"
+    ),
+    "lure-prize": (
+        r"\bvoc[êe]\s+(?:ganhou|foi\s+selecionad[oa])|\bparab[ée]ns\b|"
+        r"\b(?:has|ha)\s+(?:ganado|sido\s+seleccionad[oa])|"
+        r"\bvous\s+avez\s+(?:gagn[ée]|[ée]t[ée]\s+s[ée]lectionn[ée])|\bf[ée]licitations\b|"
+        r"\bherzlichen\s+gl[üu]ckwunsch|\bsie\s+haben\s+gewonnen|\bgewinner\b"
+    ),
+}
 _LURES: dict[str, re.Pattern[str]] = {
     "lure-credentials": re.compile(
         r"(?i)\b(?:verify|confirm|validate|update|reactivate|unlock|restore|re-?enter)\s+"
@@ -49,9 +76,14 @@ def _sig(name: str, detail: str) -> Signal:
     return Signal(name=name, weight=weight(name), detail=clean_detail(detail))
 
 
+_LURES_INTL_RE = {name: re.compile("(?i)" + rx) for name, rx in _LURES_INTL.items()}
+
+
 def lure_signals(text: str) -> list[Signal]:
     """One signal per lure category found in the visible text and subject."""
-    return [_sig(name, "") for name, pattern in _LURES.items() if pattern.search(text)]
+    found = [name for name, pattern in _LURES.items() if pattern.search(text)]
+    found += [n for n, p in _LURES_INTL_RE.items() if n not in found and p.search(text)]
+    return [_sig(name, "") for name in found]
 
 
 # An address or domain written inside a display name ("support@bank.example" <x@evil.test>).
@@ -123,6 +155,19 @@ def sender_signals(
         if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
             out.append(_sig("reply-to-freemail", reply))
     return out
+
+
+def recipient_signals(to_header: str, subject: str) -> list[Signal]:
+    """subject-recipient-address: the Subject repeats the recipient's full address.
+
+    Bulk phishing personalises with the only thing it knows, the address; people and real
+    services use a name.
+    """
+    boxes = [a.lower() for _, a in _mailboxes(to_header) if "@" in a]
+    lowered = subject.lower()
+    if len(boxes) == 1 and boxes[0] in lowered:
+        return [_sig("subject-recipient-address", "")]
+    return []
 
 
 def obfuscation_signals(visible: str, headline: str) -> list[Signal]:

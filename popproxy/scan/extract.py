@@ -129,8 +129,9 @@ def html_extract(html: str, *, attachment: bool = False) -> Extracted:
         out.text.append(_unescape(tail))
     if anchor is not None:
         _add(out, href, "href", _anchor_text(anchor), attachment)
-    for chunk in out.text:
-        out.links.extend(text_links(chunk, attachment=attachment))
+    # One pass over all visible text; chunks are joined with a space so a URL never runs into
+    # the word of the neighbouring element.
+    out.links.extend(text_links(" ".join(out.text), attachment=attachment))
     return out
 
 

@@ -10,7 +10,7 @@ from popproxy.scan import hosts
 from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.extract import Link
 from popproxy.scan.feeds import HostFeed
-from popproxy.scan.lists import SHORTENERS
+from popproxy.scan.lists import SHORTENERS, STORAGE_SUFFIXES
 from popproxy.scan.lookalike import brand_match, is_official, mixed_script
 from popproxy.scan.urls import INLINE_SCHEMES, SCRIPT_SCHEMES, WEB_SCHEMES, UrlInfo, parse_url
 from popproxy.scan.verdict import Signal, clean_detail
@@ -21,6 +21,9 @@ _SHOWN = re.compile(
     r"(?i)^(?:(?:https?|hxxps?)://)?([a-z0-9\u00a1-\uffff](?:[a-z0-9\u00a1-\uffff.-]*)"
     r"\.[a-z\u00a1-\uffff]{2,24})\.?(?::\d{1,5})?(?:[/?#]\S*)?$"
 )
+
+
+_PAGE_SUFFIXES = (".html", ".htm", ".shtml", ".xhtml", ".php")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,16 @@ def _one_link(link: Link, info: UrlInfo, ctx: LinkContext) -> list[Signal]:
         out.extend(_shown_versus_real(link, info, ctx.brands))
     elif link.source == "form" and info.host and not link.attachment:
         out.append(_sig("form-remote-action", info.host))
+    if link.source in ("href", "text") and _storage_page(info):
+        out.append(_sig("link-storage-page", info.host))
     return out
+
+
+def _storage_page(info: UrlInfo) -> bool:
+    """An HTML page on shared object storage (bucket.blob.core.windows.net/x/login.html)."""
+    if not info.path.lower().endswith(_PAGE_SUFFIXES):
+        return False
+    return any(info.host == s or info.host.endswith("." + s) for s in STORAGE_SUFFIXES)
 
 
 def _host_signals(info: UrlInfo, ctx: LinkContext) -> list[Signal]:

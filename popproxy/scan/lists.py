@@ -51,8 +51,19 @@ SHARED_REGISTRABLE: frozenset[str] = frozenset({
     "hs-sites.com", "myshopify.com", "shopify.com", "onmicrosoft.com",
     "firebaseapp.com", "web.app", "glitch.me", "repl.co", "replit.dev", "replit.app",
     "workers.dev", "pages.dev", "vercel.app", "netlify.app", "herokuapp.com", "r2.dev",
-    "azureedge.net", "akamaized.net", "fastly.net", "cdn77.org", "b-cdn.net",
+    "azureedge.net", "akamaized.net", "fastly.net", "cdn77.org", "b-cdn.net", "tripod.com",
+    "angelfire.com", "freehostia.com", "byethost.com", "infinityfreeapp.com", "epizy.com",
 })
+
+# Object storage and static hosting where anyone can upload a page (the bucket is in the host or
+# the path).  Mail links to images there are normal; links to an HTML page there mean a page
+# hosted without a site of its own, which is how phishing kits are published.
+STORAGE_SUFFIXES: tuple[str, ...] = (
+    "storage.googleapis.com", "firebasestorage.googleapis.com", "storage.cloud.google.com",
+    "blob.core.windows.net", "web.core.windows.net", "digitaloceanspaces.com", "r2.dev",
+    "amazonaws.com", "backblazeb2.com", "wasabisys.com", "linodeobjects.com", "ipfs.io",
+    "dweb.link", "cloudflare-ipfs.com", "ipfs.w3s.link", "myqcloud.com", "aliyuncs.com",
+)
 
 # Free mailbox providers: anyone can sign up, so a brand name in the display name of such a
 # sender is an impersonation.

@@ -105,7 +105,7 @@ class Scanner:
         if stats.limits_hit:
             signals.append(_sig("mime-limits", ",".join(stats.limits_hit)))
         subject = header_text(msg, "From") + "\n" + header_text(msg, "Subject")
-        visible = "".join(text)[: self.config.max_text_chars]
+        visible = " ".join(text)[: self.config.max_text_chars]
         signals.extend(content.lure_signals(subject + "\n" + visible))
         signals.extend(content.obfuscation_signals(visible, subject))
         signals.extend(link_signals(links, self._links))
@@ -142,6 +142,7 @@ def _header_signals(msg: Message, config: ScanConfig) -> list[Signal]:
     out = content.sender_signals(
         header_text(msg, "From"), header_text(msg, "Reply-To"), config.protected_brands
     )
+    out.extend(content.recipient_signals(header_text(msg, "To"), header_text(msg, "Subject")))
     if any(key.lower().startswith(_OWN_HEADER_PREFIX) for key in msg):
         out.append(_sig("spoofed-verdict-header", ""))
     return out

@@ -33,6 +33,7 @@ class UrlInfo:
     display_host: str
     userinfo: str
     ip: hosts.IpHost | None
+    path: str = ""
 
 
 def parse_url(url: str) -> UrlInfo | None:
@@ -45,9 +46,10 @@ def parse_url(url: str) -> UrlInfo | None:
     if scheme not in WEB_SCHEMES and scheme != "ftp":
         return UrlInfo(scheme, "", "", "", None)
     try:
-        netloc = urlsplit("http:" + rest.lstrip()).netloc
+        parts = urlsplit("http:" + rest.lstrip())
     except ValueError:
         return None
+    netloc = parts.netloc
     userinfo, _, hostport = netloc.rpartition("@")
     host = _host_of(hostport)
     if not host or len(host) > _MAX_HOST:
@@ -59,6 +61,7 @@ def parse_url(url: str) -> UrlInfo | None:
         display_host=hosts.to_unicode(host) if host.isascii() else host,
         userinfo=unquote(userinfo),
         ip=hosts.parse_ip_host(ascii_host),
+        path=parts.path,
     )
 
 

@@ -22,6 +22,7 @@ WEIGHTS: Final[dict[str, float]] = {
     "link-userinfo-host": 6.0,  # https://bank.example@evil.test/ : the classic trick
     "link-script-scheme": 3.0,  # javascript:/vbscript: in a mail link
     "link-data-uri": 5.0,  # data:text/html,... carries a whole phishing page
+    "link-storage-page": 2.5,  # an HTML page on shared object storage (phishing-kit hosting)
     "link-shortener": 1.0,  # hides the destination; marketing uses them too
     "link-obfuscated": 2.0,  # hxxp://, example[.]test
     # Look-alikes.
@@ -57,7 +58,8 @@ WEIGHTS: Final[dict[str, float]] = {
     "lure-prize": 1.0,  # "you have won", "claim your reward"
     "text-obfuscated": 3.0,  # homoglyph words, zero-width or overlay characters inside words
     "sender-display-address": 3.0,  # display name shows an address at another domain
-    "sender-malformed": 2.0,  # From with several entries or no usable address
+    "sender-malformed": 2.0,
+    "subject-recipient-address": 1.5,  # subject repeats the recipient's address (mail merge)  # From with several entries or no usable address
     "reply-to-freemail": 2.0,  # replies go to a free mailbox on another domain
     # Message structure.
     "mime-limits": 1.0,  # deeper or bigger than any honest client produces

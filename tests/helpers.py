@@ -45,6 +45,8 @@ def make_config(upstream_port: int, **overrides: Any) -> Config:
     data["limits"] = {"auth_failure_delay": 0}
     # ... and no lockout counters (tests of lockouts turn them on explicitly).
     data["lockout"] = {"enabled": False}
+    # ... and no scanning: relay tests compare bytes with the upstream's (scan tests enable it).
+    data["scan"] = {"enabled": False}
     for key, value in overrides.items():
         data[key] = {**data["limits"], **value} if key == "limits" else value
     return Config.model_validate(data)

@@ -159,6 +159,31 @@ class Lockout(_Model):
     fail_mode: Literal["open", "closed"] = "open"
 
 
+class ScanThresholds(_Model):
+    """Score at or above which each action applies (the highest wins)."""
+
+    tag: Annotated[float, Field(ge=0)] = 4.0
+    defang: Annotated[float, Field(ge=0)] = 7.0
+    quarantine: Annotated[float, Field(ge=0)] = 10.0
+
+
+class Scan(_Model):
+    """Message scanning of RETR/TOP (see docs/scanning.md for the POP3 consistency design)."""
+
+    enabled: bool = True
+    thresholds: ScanThresholds = ScanThresholds()
+    # Plain host-list blocklists (one host per line, # comments), re-read when they change.
+    feeds: tuple[Path, ...] = ()
+    subject_prefix: str = "[SUSPICIOUS]"
+    # Larger messages are not parsed; they get the fail mode's treatment without being held.
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    time_budget: Annotated[float, Field(gt=0, le=600)] = 5.0
+    # Scanner over budget or failing: "open" delivers tagged unscanned, "closed" quarantines.
+    fail_mode: Literal["open", "closed"] = "open"
+    quarantine_dir: Path | None = None  # default: <state_dir>/quarantine
+    notice_from: str = "popproxy <postmaster@localhost>"
+
+
 class Observability(_Model):
     """Where metrics are served and the audit log is written."""
 
@@ -229,6 +254,7 @@ class Config(_Model):
     state_dir: Path = Path("state")
     observability: Observability = Observability()
     lockout: Lockout = Lockout()
+    scan: Scan = Scan()
     demo_upstream: DemoUpstream = DemoUpstream()
 
 

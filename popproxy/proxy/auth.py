@@ -29,6 +29,7 @@ from popproxy.pop3.sasl import (
 from popproxy.pop3.state import Event
 from popproxy.proxy.errors import SessionEnd
 from popproxy.proxy.lockout_store import StoreUnavailable
+from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -174,6 +175,8 @@ class AuthHandler:
         upstream, status = await self._upstream_login(name, target, creds, mechanism)
         if status.ok:
             self._s.upstream = upstream
+            if settings.scan is not None:
+                self._s.mailbox = MailboxView(self._s, settings.scan, name)
             self._s.state.apply(Event.LOGIN_OK)
             self._s.write(status.raw)
             self._record("ok", mechanism, upstream=name)

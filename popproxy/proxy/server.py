@@ -24,6 +24,7 @@ from popproxy.proxy.channel import Channel
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.proxyproto import ProxyProtocolError
+from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
@@ -55,6 +56,8 @@ class ProxyServer:
         self.server_tls = ServerTls(config.tls, config.state_dir) if needs_tls else None
         self.upstream_tls = _upstream_contexts(config)
         self.lockout = self._make_guard(config)
+        self.scan = ScanService(config.scan, config.state_dir, self.observer) if (
+            config.scan.enabled) else None
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
         self._per_ip: Counter[str] = Counter()
@@ -75,6 +78,7 @@ class ProxyServer:
         return SessionSettings(
             policy=self.config, listener=listener, server_tls=server_tls,
             upstream_tls=self.upstream_tls, observer=self.observer, lockout=self.lockout,
+            scan=self.scan,
         )
 
     async def start(self, port_overrides: dict[str, int] | None = None) -> None:
@@ -224,6 +228,9 @@ class ProxyServer:
             return False
         if new.lockout != self.config.lockout:
             self.lockout = self._make_guard(new)  # counters restart with the new settings
+        if new.scan != self.config.scan:
+            self.scan = ScanService(new.scan, new.state_dir, self.observer) if (
+                new.scan.enabled) else None
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
         self.observer.metrics.config_reloads.labels("ok").inc()
         self.observer.audit.event("config_reload", None, result="ok")
@@ -248,4 +255,6 @@ class ProxyServer:
                 await asyncio.wait(still, timeout=5)
         if self.lockout is not None:
             await self.lockout.close()
+        if self.scan is not None:
+            self.scan.close()
 

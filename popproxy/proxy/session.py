@@ -33,7 +33,9 @@ from popproxy.proxy.auth import AuthHandler
 from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
 from popproxy.proxy.lockout_guard import LockoutGuard
+from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
 log = logging.getLogger("popproxy.session")
@@ -52,6 +54,7 @@ class SessionSettings:
     upstream_tls: Mapping[str, ssl.SSLContext | None]  # upstream name -> client context
     observer: Observer
     lockout: LockoutGuard | None = None
+    scan: ScanService | None = None
 
     @property
     def limits(self) -> Limits:
@@ -75,6 +78,7 @@ class Session:
         self.id = "-"  # set by the server from the observer's id source
         self.user: str | None = None  # known after a login attempt, for the audit log
         self._relayed = 0  # body bytes to the client not yet added to the metric
+        self.mailbox: MailboxView | None = None  # set at login when scanning is on
         self.parser = CommandParser()
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
         self.upstream: UpstreamConnection | None = None
@@ -264,11 +268,32 @@ class Session:
             self.write(replies.err(f"wrong arguments for {cmd.verb} (RFC 1939)"))
         elif cmd.verb == "CAPA":
             await self._relay_capa(cmd)
+        elif self.mailbox is not None and cmd.verb in ("STAT", "LIST", "RETR", "TOP"):
+            await self._scanned(cmd, self.mailbox)
         else:
             if cmd.verb == "QUIT":
                 # Only a client QUIT reaches the upstream (RFC 1939 section 6: UPDATE state).
                 self.state.apply(Event.QUIT)
-            await self._relay(cmd)
+            status = await self.relay(cmd)
+            if self.mailbox is not None and status.ok:
+                self._track_deletions(cmd, self.mailbox)
+
+    async def _scanned(self, cmd: Command, mailbox: MailboxView) -> None:
+        """STAT/LIST/RETR/TOP answered from scan verdicts (sizes match what RETR returns)."""
+        numbers = [int(a) for a in cmd.args]
+        if cmd.verb == "STAT":
+            self.write(await mailbox.stat())
+        elif cmd.verb == "LIST":
+            self.write(await mailbox.list(numbers[0] if numbers else None))
+        else:
+            await mailbox.deliver(numbers[0], numbers[1] if cmd.verb == "TOP" else None)
+
+    @staticmethod
+    def _track_deletions(cmd: Command, mailbox: MailboxView) -> None:
+        if cmd.verb == "DELE":
+            mailbox.deleted.add(int(cmd.args[0]))
+        elif cmd.verb == "RSET":
+            mailbox.deleted.clear()
 
     # ---------------------------------------------------------------- relaying
     def _connected(self) -> UpstreamConnection:
@@ -276,17 +301,24 @@ class Session:
             raise UpstreamError("no upstream connection in TRANSACTION state")
         return self.upstream
 
-    async def _relay(self, cmd: Command) -> None:
+    async def relay(self, cmd: Command) -> StatusLine:
         """Send ``cmd`` upstream and stream the answer to the client unchanged."""
         upstream = self._connected()
         upstream.send(cmd)
+        status = await upstream.next_event()
+        if not isinstance(status, StatusLine):
+            raise UpstreamError("upstream closed the connection mid-response", "closed")
+        self.write(status.raw)
+        if status.multiline:
+            await self.relay_body()
+        return status
+
+    async def relay_body(self) -> None:
+        """Stream a multi-line body (still dot-stuffed) and its terminator to the client."""
+        upstream = self._connected()
         while True:
             event = await upstream.next_event()
-            if isinstance(event, StatusLine):
-                self.write(event.raw)
-                if not event.multiline:
-                    return
-            elif isinstance(event, BodyData):
+            if isinstance(event, BodyData):
                 self.write(event.data)
                 self._relayed += len(event.data)
                 await self.client.drain()
@@ -295,7 +327,7 @@ class Session:
                 self._count_relayed()
                 return
             else:
-                raise UpstreamError("upstream closed the connection mid-response")
+                raise UpstreamError("upstream closed the connection mid-response", "closed")
 
     def _count_relayed(self) -> None:
         # Added per response, not per chunk: one metric update per RETR keeps the hot loop lean.

@@ -20,10 +20,13 @@ from email.message import Message
 from popproxy.scan.mime import parse_message
 from popproxy.scan.textdecode import decode_bytes
 
-_URL = re.compile(r"(?i)\b(https?|ftp|wss?)://([^\s/?#<>\"'\\]+)")
+_URL = re.compile(r"(?i)\b(https?|ftp|wss?)://([^\s/?#<>\"'\\]*)")
 _WWW = re.compile(r"(?i)(?<![\w./\[])(www\d{0,3})\.([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
 _SCHEME_FANG = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ws": "wxs", "wss": "wxss"}
-_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b[^>]*>")
+# A tag, with quoted attribute values allowed to contain ">" (href="...?a>b").
+_TAG = re.compile(r"""<(/?)([a-zA-Z][a-zA-Z0-9]*)\b(?:[^>"']|"[^"]*"|'[^']*')*>""")
+# "http://http://x" defangs in two passes (the first match swallows the second scheme).
+_MAX_PASSES = 4
 # Attributes that make an element navigate or load a page when clicked or rendered.
 _LINK_ATTR = re.compile(
     r"""(?is)\s(href|action|formaction|xlink:href|src|data|ping)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)"""
@@ -42,7 +45,12 @@ def defang_text(text: str) -> str:
     def www(m: re.Match[str]) -> str:
         return f"{m.group(1)}[.]{m.group(2).replace('.', '[.]')}"
 
-    return _WWW.sub(www, _URL.sub(url, text))
+    for _ in range(_MAX_PASSES):
+        new = _URL.sub(url, text)
+        if new == text:
+            break
+        text = new
+    return _WWW.sub(www, text)
 
 
 def defang_html(markup: str) -> str:

@@ -164,7 +164,9 @@ def _anchor_text(parts: list[str]) -> str:
     return " ".join("".join(parts).split())[:_MAX_ANCHOR_CHARS]
 
 
-def _add(out: Extracted, url: str | None, source: LinkSource, anchor: str, attachment: bool) -> None:
+def _add(
+    out: Extracted, url: str | None, source: LinkSource, anchor: str, attachment: bool
+) -> None:
     if url and url.strip():
         out.links.append(Link(url.strip(), source, anchor, attachment=attachment))
 

@@ -53,10 +53,10 @@ def link_signals(links: Iterable[Link], ctx: LinkContext) -> list[Signal]:
         out.extend(_one_link(link, info, ctx))
         if info.host:
             # Links of one message mostly share a few hosts: analyse each host once.
-            key = (info.host, info.display_host, info.userinfo)
-            if key not in by_host:
-                by_host[key] = _host_signals(info, ctx)
-                out.extend(by_host[key])
+            host_key = (info.host, info.display_host, info.userinfo)
+            if host_key not in by_host:
+                by_host[host_key] = _host_signals(info, ctx)
+                out.extend(by_host[host_key])
     return out
 
 

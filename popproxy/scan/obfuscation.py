@@ -30,14 +30,15 @@ MIN_BODY_HITS = 3
 
 def obfuscation_kinds(text: str, min_hits: int) -> list[str]:
     """Which obfuscation tricks occur at least ``min_hits`` times in ``text``."""
-    found = []
+    found: list[str] = []
+    if text.isascii():  # every trick here needs a non-ASCII character
+        return found
     if len(_MIXED_WORD.findall(text)) >= min_hits:
         found.append("mixed-script-words")
     if len(_INVISIBLE_IN_WORD.findall(text)) >= min_hits:
         found.append("invisible-chars")
-    if not text.isascii():
-        if len(_COMBINING_ON_LATIN.findall(unicodedata.normalize("NFC", text))) >= min_hits:
-            found.append("overlay-marks")
-        if len(_MATH_LETTERS.findall(text)) >= min_hits:
-            found.append("styled-letters")
+    if len(_COMBINING_ON_LATIN.findall(unicodedata.normalize("NFC", text))) >= min_hits:
+        found.append("overlay-marks")
+    if len(_MATH_LETTERS.findall(text)) >= min_hits:
+        found.append("styled-letters")
     return found

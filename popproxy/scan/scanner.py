@@ -140,7 +140,9 @@ def _sig(name: str, detail: str) -> Signal:
 
 def _header_signals(msg: Message, config: ScanConfig) -> list[Signal]:
     out = content.sender_signals(
-        header_text(msg, "From"), header_text(msg, "Reply-To"), config.protected_brands
+        header_text(msg, "From"),
+        header_text(msg, "Reply-To"),
+        config.protected_brands,
     )
     out.extend(content.recipient_signals(header_text(msg, "To"), header_text(msg, "Subject")))
     if any(key.lower().startswith(_OWN_HEADER_PREFIX) for key in msg):

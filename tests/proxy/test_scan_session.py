@@ -1,0 +1,127 @@
+"""Scanning in a session: fail-open/closed, size cap streaming, quarantine release, metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
+from popproxy.proxy.observe import Observer
+from popproxy.quarantine import QuarantineStore
+from tests.helpers import LoopThread, RunningProxy, make_config, running_demo, running_proxy
+from tests.integration.rawpop import RawPOP3
+
+PHISH = (b"From: Security <alert@example.test>\r\nSubject: Verify now\r\n"
+         b"Content-Type: text/html\r\n\r\n"
+         b'<a href="http://198.51.100.7/login">https://www.paypal.com/</a>\r\n'
+         b"<form action=\"http://198.51.100.7/p\"><input type=password></form>\r\n")
+CLEAN = b"From: a@example.test\r\nSubject: hello\r\n\r\nJust text.\r\n"
+BIG = b"From: a@example.test\r\nSubject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + (
+    (b"y" * 76 + b"\r\n") * 100)
+
+
+@contextmanager
+def _proxy(loop: LoopThread, tmp: Path, scan: dict[str, Any],
+           messages: list[bytes], observer: Observer | None = None
+           ) -> Iterator[tuple[RunningProxy, DemoUpstream]]:
+    demo = DemoUpstream({b"u": Mailbox(b"p", list(messages))})
+    with running_demo(loop, demo):
+        config = make_config(demo.port, scan={"enabled": True, **scan}, state_dir=str(tmp))
+        with running_proxy(config, loop, observer) as proxy:
+            yield proxy, demo
+
+
+def _retr_all(port: int) -> tuple[list[int], list[bytes]]:
+    with RawPOP3(port) as c:
+        c.login("u", "p")
+        listing = c.command("LIST").split(b"\r\n")[1:-2]
+        sizes = [int(line.split()[1]) for line in listing]
+        bodies = []
+        for n in range(1, len(sizes) + 1):
+            raw = c.command(f"RETR {n}")
+            body = raw.split(b"\r\n", 1)[1][: -len(b".\r\n")].replace(b"\r\n..", b"\r\n.")
+            bodies.append(body)
+        c.command("QUIT")
+    return sizes, bodies
+
+
+def test_time_budget_exceeded_fail_open_tags_unscanned(loop_thread: LoopThread,
+                                                        tmp_path: Path) -> None:
+    with _proxy(loop_thread, tmp_path, {"time_budget": 1e-9}, [PHISH]) as (proxy, _):
+        sizes, bodies = _retr_all(proxy.port)
+    assert bodies[0].startswith(b"X-Popproxy-Verdict: unscanned\r\n")
+    assert bodies[0].endswith(PHISH)
+    assert sizes == [len(bodies[0])]
+
+
+def test_time_budget_exceeded_fail_closed_quarantines(loop_thread: LoopThread,
+                                                      tmp_path: Path) -> None:
+    scan = {"time_budget": 1e-9, "fail_mode": "closed"}
+    with _proxy(loop_thread, tmp_path, scan, [CLEAN]) as (proxy, _):
+        sizes, bodies = _retr_all(proxy.port)
+    assert b"Just text." not in bodies[0]
+    assert sizes == [len(bodies[0])]
+    assert [h.id for h in QuarantineStore(tmp_path / "quarantine").list()]
+
+
+def test_message_over_the_cap_is_streamed_with_a_header(loop_thread: LoopThread,
+                                                        tmp_path: Path) -> None:
+    with _proxy(loop_thread, tmp_path, {"max_message_bytes": 1024}, [BIG, CLEAN]) as (proxy,
+                                                                                    demo):
+        sizes, bodies = _retr_all(proxy.port)
+    assert bodies[0].startswith(b"X-Popproxy-Verdict: unscanned\r\nX-Popproxy-Reasons: ")
+    assert bodies[0].endswith(BIG)
+    assert sizes == [len(bodies[0]), len(CLEAN)]
+    assert bodies[1] == CLEAN
+    # the big message was never fetched just to be judged: one RETR for it, one for CLEAN x2
+    assert demo.commands_seen.count(b"RETR") == 3
+
+
+def test_quarantine_release_delivers_the_original_next_session(loop_thread: LoopThread,
+                                                               tmp_path: Path) -> None:
+    scan = {"thresholds": {"tag": 0.5, "defang": 0.6, "quarantine": 0.7}}
+    with _proxy(loop_thread, tmp_path, scan, [PHISH, CLEAN]) as (proxy, _):
+        sizes, bodies = _retr_all(proxy.port)
+        assert b"198.51.100.7/login" not in bodies[0]
+        (held,) = QuarantineStore(tmp_path / "quarantine").list()
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"listeners: [{{name: a, port: 1995, mode: tls}}]\n"
+                          f"state_dir: {tmp_path}\n")
+        cli = [sys.executable, "-m", "popproxy", "quarantine", "--config", str(policy)]
+        listed = subprocess.run([*cli, "list"], capture_output=True, text=True, check=True)
+        assert held.id in listed.stdout and "held" in listed.stdout
+        shown = subprocess.run([*cli, "show", held.id], capture_output=True, check=True)
+        assert shown.stdout == PHISH
+        subprocess.run([*cli, "release", held.id], capture_output=True, check=True)
+        sizes, bodies = _retr_all(proxy.port)
+        assert bodies[0] == PHISH and sizes[0] == len(PHISH)
+    missing = subprocess.run([*cli, "release", "ffff"], capture_output=True, text=True)
+    assert missing.returncode == 1
+
+
+def test_scan_metrics_and_audit(loop_thread: LoopThread, tmp_path: Path) -> None:
+    import io
+    import json
+
+    from popproxy.auditlog import AuditLog
+    from popproxy.metrics import Metrics
+
+    stream = io.StringIO()
+    observer = Observer(Metrics(), AuditLog(stream))
+    with _proxy(loop_thread, tmp_path, {}, [PHISH, CLEAN], observer) as (proxy, _):
+        _retr_all(proxy.port)
+    registry = observer.metrics.registry
+    assert registry.get_sample_value("popproxy_messages_scanned_total",
+                                     {"verdict": "clean", "action": "pass"}) == 1
+    flagged = sum(registry.get_sample_value("popproxy_messages_scanned_total",
+                                            {"verdict": "flagged", "action": a}) or 0
+                  for a in ("tag", "defang", "quarantine"))
+    assert flagged == 1
+    assert registry.get_sample_value("popproxy_scan_duration_seconds_count") == 2
+    verdicts = [json.loads(line) for line in stream.getvalue().splitlines()
+                if '"verdict"' in line]
+    assert {v["action"] for v in verdicts} >= {"pass"}

@@ -1,0 +1,149 @@
+"""Actions: tag, defang and quarantine notices produce parseable MIME; pass changes nothing."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from email.message import Message
+
+from popproxy.scan import (
+    ScanConfig,
+    Verdict,
+    apply_action,
+    defang_message,
+    quarantine_notice,
+)
+from popproxy.scan.defang import defang_html, defang_text
+from tests.scan.helpers import build, load
+
+TAG = Verdict(action="tag", score=5.0, reasons=("link-ip-host (198.51.100.7)", "lure-urgency"))
+CLICKABLE = re.compile(r"(?i)\b(?:https?|ftp)://|href\s*=|action\s*=")
+
+
+def _parse(data: bytes) -> Message:
+    return email.message_from_bytes(data, policy=email.policy.compat32)
+
+
+def _texts(msg: Message) -> list[str]:
+    out = []
+    for part in msg.walk():
+        if part.get_content_maintype() == "text":
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            out.append(payload.decode(part.get_content_charset() or "ascii"))
+    return out
+
+
+def test_pass_and_unscanned_return_the_same_object() -> None:
+    data = load("clean_plain.eml")
+    assert apply_action(data, Verdict(action="pass", score=0.0)) is data
+    assert apply_action(data, Verdict.unscanned("error", "x")) is data
+
+
+def test_tag_adds_headers_and_prefix() -> None:
+    data = load("qp_ip_link.eml")
+    out = apply_action(data, TAG)
+    msg = _parse(out)
+    assert msg["X-Popproxy-Verdict"] == "tag; score=5"
+    assert "link-ip-host (198.51.100.7)" in msg["X-Popproxy-Reasons"]
+    assert str(msg["Subject"]).startswith("[SUSPICIOUS] =?UTF-8?Q?")
+    assert out.endswith(data.split(b"\r\n\r\n", 1)[1])  # body bytes untouched
+    assert b"\r\n" in out and b"\n" not in out.replace(b"\r\n", b"")
+
+
+def test_tag_replaces_forged_headers_and_is_idempotent_on_prefix() -> None:
+    data = (
+        b"From: a@example.org\r\nX-Popproxy-Verdict: pass\r\n"
+        b"Subject: [SUSPICIOUS] hi\r\n\r\nb\r\n"
+    )
+    out = apply_action(data, TAG)
+    msg = _parse(out)
+    assert msg.get_all("X-Popproxy-Verdict") == ["tag; score=5"]
+    assert msg["Subject"] == "[SUSPICIOUS] hi"
+
+
+def test_tag_without_prefix_and_without_subject() -> None:
+    out = apply_action(b"From: a@example.org\n\nbody\n", TAG, ScanConfig(subject_prefix=""))
+    msg = _parse(out)
+    assert msg["Subject"] is None
+    assert msg.get_payload() == "body\n"
+
+
+def test_defang_text_and_html() -> None:
+    assert defang_text("see https://evil.example/a.b?x=1 or www.evil.example") == (
+        "see hxxps://evil[.]example/a.b?x=1 or www[.]evil[.]example"
+    )
+    html = '<p><a class="x" href="https://evil.example/p">Sign in</a></p>'
+    out = defang_html(html)
+    assert "href" not in out
+    assert "[hxxps://evil[.]example/p]" in out
+    assert "Sign in" in out
+
+
+def test_defang_message_leaves_nothing_clickable() -> None:
+    for name in ("qp_ip_link.eml", "b64_html_mismatch.eml", "nested_forward.eml"):
+        data = load(name)
+        out = apply_action(data, Verdict(action="defang", score=8.0, reasons=("x",)))
+        msg = _parse(out)
+        assert msg["X-Popproxy-Verdict"] == "defang; score=8"
+        texts = _texts(msg)
+        assert texts, name
+        for text in texts:
+            assert not CLICKABLE.search(text), (name, text)
+        assert not msg.defects
+
+
+def test_defang_keeps_attachments_and_structure() -> None:
+    data = build(
+        text="go to https://evil.example/x",
+        html='<a href="https://evil.example/x">here</a>',
+        attachments=(("a.bin", b"\x00\x01binary", "application/octet-stream"),),
+    )
+    msg = _parse(defang_message(data))
+    types = [p.get_content_type() for p in msg.walk()]
+    assert types == [
+        "multipart/mixed", "multipart/alternative", "text/plain", "text/html",
+        "application/octet-stream",
+    ]
+    attachment = list(msg.walk())[-1]
+    assert attachment.get_payload(decode=True) == b"\x00\x01binary"
+    assert "hxxps://evil[.]example/x" in _texts(msg)[0]
+
+
+def test_defang_non_ascii_text_stays_readable() -> None:
+    data = build(text="Grüße — https://évil.example/ ✓")
+    text = _texts(_parse(defang_message(data)))[0]
+    assert "Grüße" in text and "hxxps://évil[.]example/" in text
+
+
+def test_quarantine_notice() -> None:
+    data = load("b64_html_mismatch.eml")
+    verdict = Verdict(action="quarantine", score=12.5, reasons=("link-feed-host (evil.test)",))
+    out = apply_action(data, verdict, quarantine_id="Q123", clock=lambda: 0.0)
+    msg = _parse(out)
+    assert msg["X-Popproxy-Quarantine-Id"] == "Q123"
+    assert msg["To"] == "bob@example.net"
+    assert msg["Date"] == "Thu, 01 Jan 1970 00:00:00 -0000"
+    body = _texts(msg)[0]
+    assert "Q123" in body and "link-feed-host (evil.test)" in body
+    assert "Dear customer" not in body  # never the original body
+    assert not msg.defects
+
+
+def test_quarantine_default_id_is_stable() -> None:
+    data = load("attach_exe.eml")
+    verdict = Verdict(action="quarantine", score=13.0)
+    a = apply_action(data, verdict, clock=lambda: 0.0)
+    b = quarantine_notice(data, verdict, quarantine_id="x", notice_from="p <p@x.test>", now=0.0)
+    assert a == apply_action(data, verdict, clock=lambda: 0.0)
+    assert _parse(a)["X-Popproxy-Quarantine-Id"] != _parse(b)["X-Popproxy-Quarantine-Id"]
+
+
+def test_header_injection_in_reasons_is_neutralised() -> None:
+    from popproxy.scan.verdict import Signal
+
+    sig = Signal(name="attach-risky-ext", weight=5.0, detail="a\r\nBcc: x@evil.test")
+    verdict = Verdict(action="tag", score=5.0, reasons=(sig.reason(),))
+    out = apply_action(b"From: a@example.org\r\n\r\nb\r\n", verdict)
+    assert _parse(out)["Bcc"] is None

@@ -1,0 +1,98 @@
+"""``popproxy scan`` logic: inputs (Maildir, mbox, files, dirs), output formats, exit codes."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+from pathlib import Path
+
+import pytest
+
+from popproxy.scan.cli_scan import EXIT_CLEAN, EXIT_ERROR, EXIT_FLAGGED, main_scan
+from tests.scan.helpers import load
+
+
+def _maildir(tmp_path: Path, names: list[str]) -> Path:
+    root = tmp_path / "Maildir"
+    box = mailbox.Maildir(root, create=True)
+    for name in names:
+        box.add(load(name))
+    box.close()
+    return root
+
+
+def _mbox(tmp_path: Path, names: list[str]) -> Path:
+    path = tmp_path / "box.mbox"
+    box = mailbox.mbox(path, create=True)
+    for name in names:
+        box.add(load(name))
+    box.close()
+    return path
+
+
+def _json_lines(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_maildir_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _maildir(tmp_path, ["clean_plain.eml", "attach_exe.eml"])
+    assert main_scan(["--json", str(root)]) == EXIT_FLAGGED
+    records = _json_lines(capsys.readouterr().out)
+    assert len(records) == 2
+    for rec in records:
+        assert {"path", "verdict", "flagged", "score", "reasons"} <= rec.keys()
+        assert str(rec["path"]).startswith(str(root))
+    assert sorted(bool(r["flagged"]) for r in records) == [False, True]
+
+
+def test_mbox_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _mbox(tmp_path, ["clean_plain.eml", "clean_plain.eml"])
+    assert main_scan([str(path)]) == EXIT_CLEAN
+    out = capsys.readouterr().out
+    assert f"{path}:1" in out and f"{path}:2" in out
+    assert "2 scanned, 0 flagged, 0 errors" in out
+
+
+def test_mbox_flagged_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _mbox(tmp_path, ["b64_html_mismatch.eml"])
+    assert main_scan(["--json", str(path)]) == EXIT_FLAGGED
+    (rec,) = _json_lines(capsys.readouterr().out)
+    assert rec["flagged"] is True and rec["verdict"] != "pass"
+    assert isinstance(rec["score"], float) and rec["reasons"]
+
+
+def test_directory_of_eml_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("clean_plain.eml", "qp_ip_link.eml"):
+        (tmp_path / name).write_bytes(load(name))
+    (tmp_path / ".hidden").write_bytes(b"ignored")
+    assert main_scan(["--json", str(tmp_path)]) == EXIT_FLAGGED
+    paths = [Path(str(r["path"])).name for r in _json_lines(capsys.readouterr().out)]
+    assert paths == ["clean_plain.eml", "qp_ip_link.eml"]
+
+
+def test_unreadable_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.eml").write_bytes(load("attach_exe.eml"))
+    assert main_scan(["--json", str(tmp_path / "a.eml"), str(tmp_path / "missing")]) == EXIT_ERROR
+    records = _json_lines(capsys.readouterr().out)
+    assert records[1]["verdict"] == "error" and records[1]["error"]
+
+
+def test_feed_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    feed = tmp_path / "feed.txt"
+    feed.write_text("# hosts\nwww.example.org\n")
+    (tmp_path / "m.eml").write_bytes(load("clean_plain.eml"))
+    assert main_scan(["--json", "--feed", str(feed), str(tmp_path / "m.eml")]) == EXIT_FLAGGED
+    (rec,) = _json_lines(capsys.readouterr().out)
+    assert "link-feed-host" in rec["signals"]  # type: ignore[operator]
+
+
+def test_missing_feed_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.eml").write_bytes(load("clean_plain.eml"))
+    assert main_scan(["--feed", str(tmp_path / "nope"), str(tmp_path / "m.eml")]) == EXIT_ERROR
+    assert "cannot read feed" in capsys.readouterr().err
+
+
+def test_no_progress_bar_when_not_a_tty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.eml").write_bytes(load("clean_plain.eml"))
+    main_scan([str(tmp_path / "m.eml")])
+    assert capsys.readouterr().err == ""

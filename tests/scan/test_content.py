@@ -1,0 +1,85 @@
+"""Sender, wording and obfuscation signals."""
+
+from __future__ import annotations
+
+import pytest
+
+from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS
+from popproxy.scan.content import (
+    lure_signals,
+    obfuscation_signals,
+    recipient_signals,
+    sender_signals,
+)
+
+
+def _sender(from_: str, reply_to: str = "") -> set[str]:
+    return {s.name for s in sender_signals(from_, reply_to, DEFAULT_PROTECTED_BRANDS)}
+
+
+@pytest.mark.parametrize(
+    ("from_", "reply_to", "expected"),
+    [
+        ('"PayPal" <service@paypal.com>', "", set()),
+        ('"PayPal Service" <service@mailer.example.net>', "", {"sender-brand-mismatch"}),
+        ("Microsoft Team <ms.team.1@gmail.com>", "", {"sender-brand-freemail"}),
+        ("Microsoft account team ,_<no-reply@evil.test>", "", {"sender-brand-mismatch",
+                                                               "sender-malformed"}),
+        ("Prize Desk, winner <desk@example.net>", "", {"sender-malformed"}),
+        ('"Doe, John" <john@example.org>', "", set()),
+        ('"support@bank.example" <x@evil.test>', "", {"sender-display-address"}),
+        ("Alice <alice@example.org>", "claims.dept@gmail.com", {"reply-to-freemail"}),
+        ("Alice <alice@gmail.com>", "alice@gmail.com", set()),
+        ("Pineapple Weekly <news@example.org>", "", set()),
+    ],
+)
+def test_sender(from_: str, reply_to: str, expected: set[str]) -> None:
+    assert _sender(from_, reply_to) == expected
+
+
+def test_lures() -> None:
+    text = "Your account has been suspended. Please verify your account. Payment failed."
+    assert {s.name for s in lure_signals(text)} == {
+        "lure-urgency",
+        "lure-credentials",
+        "lure-payment",
+    }
+    assert lure_signals("Minutes of the board meeting are attached.") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "signal"),
+    [
+        ("Ihr Konto wurde gesperrt.", "lure-urgency"),
+        ("Por favor, verifique sus datos.", "lure-credentials"),
+        ("Parabéns, você ganhou!", "lure-prize"),
+        ("Veuillez confirmez votre compte.", "lure-credentials"),
+    ],
+)
+def test_localised_lures(text: str, signal: str) -> None:
+    assert signal in {s.name for s in lure_signals(text)}
+
+
+def test_subject_with_recipient_address() -> None:
+    assert recipient_signals("Bob <bob@example.net>", "bob@example.net: your parcel")
+    assert not recipient_signals("Bob <bob@example.net>", "your parcel")
+    assert not recipient_signals("a@example.net, b@example.net", "a@example.net")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("P\u0430yP\u0430l \u0430ccount s\u0435cure c\u043ede", "mixed-script-words"),
+        ("ve\u200brify acc\u200bount pass\u200cword now", "invisible-chars"),
+        ("e\u0337ntre\u0337ga pe\u0337ndente", "overlay-marks"),
+    ],
+)
+def test_obfuscation(text: str, kind: str) -> None:
+    got = obfuscation_signals(text, "")
+    assert got and kind in got[0].detail
+
+
+def test_real_languages_are_not_obfuscation() -> None:
+    assert obfuscation_signals("Привет, как дела? Ελληνικά κείμενα. Grüße, ça va, niño", "") == []
+    # Decomposed accents (NFD) compose under NFC and are not overlay marks.
+    assert obfuscation_signals("Cafe\u0301 cre\u0300me brule\u0301e", "") == []

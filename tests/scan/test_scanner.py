@@ -1,0 +1,97 @@
+"""The scan entry point: thresholds, budgets and crash containment."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from popproxy.scan import ScanConfig, Scanner, Thresholds
+from popproxy.scan import scanner as scanner_module
+from tests.scan.helpers import load, scan
+
+
+def test_clean_message_passes() -> None:
+    verdict = scan(load("clean_plain.eml"))
+    assert verdict.action == "pass"
+    assert verdict.score == 0
+    assert not verdict.flagged
+
+
+def test_thresholds_map_to_actions() -> None:
+    t = Thresholds(tag=4, defang=7, quarantine=10)
+    assert [t.action_for(s) for s in (0, 3.9, 4, 6.9, 7, 9.9, 10, 50)] == [
+        "pass", "pass", "tag", "tag", "defang", "defang", "quarantine", "quarantine",
+    ]
+
+
+def test_custom_thresholds_change_the_action() -> None:
+    strict = ScanConfig(thresholds=Thresholds(tag=1, defang=2, quarantine=3))
+    verdict = scan(load("qp_ip_link.eml"), strict)
+    assert verdict.action == "quarantine"
+    assert verdict.reasons[0].startswith("link-ip-host")
+
+
+def test_each_rule_counts_once() -> None:
+    many = b"From: a@example.org\r\nSubject: x\r\n\r\n" + b"http://198.51.100.7/ " * 50
+    verdict = scan(many)
+    assert verdict.score == 3.0
+    assert len(verdict.reasons) == 1
+
+
+def test_too_large_is_unscanned() -> None:
+    verdict = scan(load("clean_plain.eml"), ScanConfig(max_message_bytes=100))
+    assert verdict.action == "unscanned"
+    assert verdict.cause == "too-large"
+    assert verdict.flagged
+
+
+def test_time_budget_with_fake_clock() -> None:
+    ticks = itertools.count(0.0, 1.0)  # every clock read advances one second
+    scanner = Scanner(ScanConfig(time_budget_seconds=2.5), feeds=(), clock=lambda: next(ticks))
+    verdict = scanner.scan(load("nested_forward.eml"))
+    assert verdict.action == "unscanned"
+    assert verdict.cause == "time-budget"
+    assert "budget" in verdict.reasons[0]
+
+
+def test_time_budget_not_hit_with_a_frozen_clock() -> None:
+    scanner = Scanner(ScanConfig(time_budget_seconds=0.001), feeds=(), clock=lambda: 42.0)
+    assert scanner.scan(load("nested_forward.eml")).action != "unscanned"
+
+
+def test_internal_error_becomes_unscanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(scanner_module, "parse_message", boom)
+    verdict = scan(load("clean_plain.eml"))
+    assert verdict.action == "unscanned"
+    assert verdict.cause == "error"
+    assert "RuntimeError" in verdict.reasons[0]
+
+
+def test_crash_in_a_rule_becomes_unscanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> list[object]:
+        raise RecursionError
+
+    monkeypatch.setattr(scanner_module, "link_signals", boom)
+    assert scan(load("qp_ip_link.eml")).cause == "error"
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"",
+        b"\x00\xff" * 100,
+        b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n",
+        b"\r\n\r\n",
+    ],
+)
+def test_junk_never_raises(junk: bytes) -> None:
+    assert scan(junk).action in ("pass", "tag", "defang", "quarantine")
+
+
+def test_spoofed_verdict_header() -> None:
+    msg = b"From: a@example.org\r\nX-Popproxy-Verdict: pass\r\nSubject: x\r\n\r\nhi\r\n"
+    assert "spoofed-verdict-header" in {s.name for s in scan(msg).signals}

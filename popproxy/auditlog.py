@@ -45,9 +45,10 @@ class AuditLog:
         """Record one decision: ``kind`` like "login", "connect", "lockout", "stls_injection"."""
         if self._sink is None:
             return
-        record = {"ts": round(self._clock(), 3), "event": kind, "session": session,
-                  **redact(fields)}
-        line = json.dumps(record, sort_keys=False, default=str)
+        record = {"event": kind, "session": session, **redact(fields)}
+        # "ts" first and always with three decimals: log shippers and fail2ban's datepattern
+        # can rely on one shape.
+        line = f'{{"ts": {self._clock():.3f}, ' + json.dumps(record, default=str)[1:]
         with self._lock:
             self._sink.write(line + "\n")
             self._sink.flush()

@@ -178,10 +178,11 @@ class AuthHandler:
             if settings.scan is not None:
                 self._s.mailbox = MailboxView(self._s, settings.scan, name)
             self._s.state.apply(Event.LOGIN_OK)
+            if settings.lockout is not None and self._s.client_ip is not None:
+                # Recorded before the +OK, so a client reconnecting at once sees it (Redis).
+                await self._guarded(settings.lockout.succeeded(username, self._s.client_ip))
             self._s.write(status.raw)
             self._record("ok", mechanism, upstream=name)
-            if settings.lockout is not None and self._s.client_ip is not None:
-                await self._guarded(settings.lockout.succeeded(username, self._s.client_ip))
             return
         upstream.close()
         reply = _failure_reply(status.raw)

@@ -227,7 +227,9 @@ class ProxyServer:
             log.error("policy reload refused: %s; keeping the old policy", exc)
             return False
         if new.lockout != self.config.lockout:
-            self.lockout = self._make_guard(new)  # counters restart with the new settings
+            old, self.lockout = self.lockout, self._make_guard(new)  # counters restart
+            if old is not None:
+                spawn(old.close(), "close-old-lockout-store")
         if new.scan != self.config.scan:
             self.scan = ScanService(new.scan, new.state_dir, self.observer) if (
                 new.scan.enabled) else None

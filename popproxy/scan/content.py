@@ -44,7 +44,19 @@ _LURES_INTL: dict[str, str] = {
         r"\bvoc[êe]\s+(?:ganhou|foi\s+selecionad[oa])|\bparab[ée]ns\b|"
         r"\b(?:has|ha)\s+(?:ganado|sido\s+seleccionad[oa])|"
         r"\bvous\s+avez\s+(?:gagn[ée]|[ée]t[ée]\s+s[ée]lectionn[ée])|\bf[ée]licitations\b|"
-        r"\bherzlichen\s+gl[üu]ckwunsch|\bsie\s+haben\s+gewonnen|\bgewinner\b"
+        r"\bherzlichen\s+gl[üu]ckwunsch|\bsie\s+haben\s+gewonnen|\bgewinner\b|"
+        # Loyalty points "about to expire" that must be redeemed (a staple of bank phishing in
+        # Brazil and Iberia): pontos/puntos ... expirar/vencer, resgate/canjee seus pontos.
+        r"\b(?:pontos|puntos|points)\b[^.!?\n]{0,60}\b(?:expira\w*|venc\w*|caducan?\w*|expire?s?)\b|"
+        r"\b(?:resgate|resgatar|canjea|canjee)\s+(?:seus|sus|os|los)?\s*(?:pontos|puntos|saldo)"
+    ),
+    "lure-delivery": (
+        r"\b(?:encomenda|pacote|paquete|env[íi]o)\s+(?:n[ãa]o\s+pôde\s+ser\s+entregue|"
+        r"no\s+(?:pudo|ha\s+podido)\s+ser\s+entregad[oa]|retid[oa]|pendente|pendiente)|"
+        r"\b(?:colis|paquet)\s+(?:n'a\s+pas\s+pu\s+[êe]tre\s+livr[ée]|en\s+attente|bloqu[ée])|"
+        r"\bfrais\s+de\s+(?:livraison|douane)|\btaxa\s+de\s+(?:entrega|envio|importa[çc][ãa]o)|"
+        r"\b(?:paket|sendung)\s+(?:konnte\s+nicht\s+zugestellt|wurde\s+nicht\s+zugestellt)|"
+        r"\bzollgeb[üu]hr"
     ),
 }
 _LURES: dict[str, re.Pattern[str]] = {
@@ -68,6 +80,32 @@ _LURES: dict[str, re.Pattern[str]] = {
     "lure-prize": re.compile(
         r"\byou(?:'ve|\s+have)\s+(?:been\s+selected|won)\b|\bcongratulations\b|"
         r"\b(?:claim|redeem)\s+(?:your|now|it)\b|\bwinner\b"
+    ),
+    # Parcel-delivery lures: a failed delivery, a small fee to release a parcel.
+    "lure-delivery": re.compile(
+        r"\b(?:package|parcel|shipment|delivery)\s+(?:could\s+not|couldn't|cannot|can't|"
+        r"was\s+not|wasn't|has\s+not\s+been)\s+(?:be\s+)?(?:delivered|dispatched|shipped)|"
+        r"\bre-?delivery\b|\bdelivery\s+attempt|\b(?:customs|shipping|delivery|redelivery)\s+"
+        r"(?:fee|charge|costs?)\b|\b(?:package|parcel)\s+(?:is\s+)?(?:on\s+hold|held|"
+        r"pending|waiting)|\bunpaid\s+(?:customs|shipping|postage)"
+    ),
+    # Advance-fee ("419") fraud: the stock story of unclaimed millions needing a partner.
+    "lure-advance-fee": re.compile(
+        r"\b(?:us\$?|usd|\$|\u20ac|eur|gbp|\u00a3)\s?\d[\d.,]*\s*(?:m\b|million)|"
+        r"\b\d[\d.,]*\s*million\s+(?:us\s+|united\s+states\s+)?(?:dollars|usd|euros?|pounds)|"
+        r"\bnext\s+of\s+kin\b|\b(?:sole|legal|rightful)\s+beneficiary|"
+        r"\bbusiness\s+(?:proposal|proposition|deal)\b|\bconsignment\s+box|\batm\s+card\b|"
+        r"\b(?:inheritance|compensation|unclaimed|dormant)\s+(?:fund|funds|payment|account)|"
+        r"\bmutual\s+benefit|\bstrictly\s+confidential|\b(?:barrister|attorney)\s+at\s+law|"
+        r"\bi\s+need\s+your\s+(?:assistance|cooperation|urgent)"
+    ),
+    # Cryptocurrency lures: wallet "verification", seed phrases, free mints and airdrops.
+    "lure-crypto": re.compile(
+        r"\b(?:seed|recovery|secret|mnemonic)\s+(?:phrase|words)\b|\bairdrop\b|"
+        r"\bfree\s+mint|\b(?:verify|validate|synchroni[sz]e|connect)\s+your\s+wallet|"
+        r"\bwallet\s+(?:has\s+been\s+|will\s+be\s+|is\s+)?(?:suspended|locked|restricted|"
+        r"disabled|compromised)|\bunverified\s+wallets?|\b(?:claim|withdraw)\s+your\s+"
+        r"(?:tokens|btc|bitcoin|usdt|eth|crypto)|\bmining\s+balance"
     ),
 }
 
@@ -95,7 +133,21 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "lure-prize": (
         "you", "congratulation", "claim", "redeem", "winner", "voc", "parab", "ganado",
         "seleccionad", "vous", "félicitation", "felicitation", "glückwunsch", "gluckwunsch",
-        "gewonnen", "gewinner",
+        "gewonnen", "gewinner", "pontos", "puntos", "points", "resgat", "canje",
+    ),
+    "lure-delivery": (
+        "package", "parcel", "shipment", "delivery", "customs", "shipping", "unpaid",
+        "encomenda", "pacote", "paquete", "envío", "envio", "colis", "paquet", "frais", "taxa",
+        "paket", "sendung", "zollgeb",
+    ),
+    "lure-advance-fee": (
+        "million", "$", "usd", "\u20ac", "eur", "gbp", "\u00a3", "kin", "beneficiary",
+        "business", "consignment", "atm", "fund", "payment", "account", "mutual",
+        "confidential", "at law", "i need",
+    ),
+    "lure-crypto": (
+        "phrase", "words", "airdrop", "mint", "wallet", "tokens", "btc", "bitcoin", "usdt",
+        "eth", "crypto", "mining",
     ),
 }
 
@@ -181,12 +233,27 @@ def sender_signals(
         free = hosts.owner_domain(domain) in FREEMAIL_DOMAINS
         name = "sender-brand-freemail" if free else "sender-brand-mismatch"
         out.append(_sig(name, f"{brand.name}: {domain}"))
+    free_sender = bool(domain) and hosts.owner_domain(domain) in FREEMAIL_DOMAINS
+    if free_sender and brand is None and _ROLE_NAME.search(display.lower()):
+        out.append(_sig("sender-role-freemail", domain))
+    if domain and not hosts.known_suffix(domain):
+        out.append(_sig("sender-bad-domain", domain))
     reply_domains = [d for d in (_domain(a) for _, a in _mailboxes(reply_to)) if d]
     if reply_domains and domain:
         reply = reply_domains[-1]
         if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
             out.append(_sig("reply-to-freemail", reply))
+        elif hosts.owner_domain(reply) != hosts.owner_domain(domain):
+            out.append(_sig("reply-to-other-domain", reply))
     return out
+
+
+# Words that make a display name read like an organisation's desk rather than a person.
+_ROLE_NAME = re.compile(
+    r"(?<![^\W_])(?:support|security|service|services|team|department|dept|admin|"
+    r"administrator|helpdesk|help\s+desk|billing|notification|notifications|alert|alerts|"
+    r"account|accounts|customer|bank|verification|no-?reply|webmaster|it\s+desk)(?![^\W_])"
+)
 
 
 def recipient_signals(to_header: str, subject: str) -> list[Signal]:
@@ -199,6 +266,26 @@ def recipient_signals(to_header: str, subject: str) -> list[Signal]:
     lowered = subject.lower()
     if len(boxes) == 1 and boxes[0] in lowered:
         return [_sig("subject-recipient-address", "")]
+    return []
+
+
+# A greeting addressed to a bare e-mail address ("Dear jo@example.org,"): bulk phishing knows
+# only the address it was sent to, while people and real services greet by name.
+_GREETING_ADDRESS = re.compile(
+    r"\b(?:dear|hello|hi|hey|greetings|attention|attn|oi|ol[áa]|hola|estimad[oa]|prezad[oa]|"
+    r"car[oa]|bonjour|cher|ch[èe]re|hallo|guten\s+tag|liebe[r]?|sehr\s+geehrte[r]?)\b"
+    r"[\s,:(]{1,4}[\w.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24}\b"
+)
+_GREETING_HINT = re.compile(r"@[a-z0-9-]+\.")
+# The greeting sits at the top: only the first characters of the text are searched.
+_GREETING_WINDOW = 3000
+
+
+def greeting_signals(visible: str) -> list[Signal]:
+    """greeting-address: the text greets the reader by a bare e-mail address."""
+    head = visible[:_GREETING_WINDOW].lower()
+    if _GREETING_HINT.search(head) and _GREETING_ADDRESS.search(head):
+        return [_sig("greeting-address", "")]
     return []
 
 

@@ -108,6 +108,7 @@ class Scanner:
         visible = " ".join(text)[: self.config.max_text_chars]
         signals.extend(content.lure_signals(subject + "\n" + visible))
         signals.extend(content.obfuscation_signals(visible, subject))
+        signals.extend(content.greeting_signals(visible))
         signals.extend(link_signals(links, self._links))
         check()
         return combine(signals, self.config.thresholds)

@@ -32,6 +32,11 @@ _GROUPS: dict[str, str] = {
     "sender-brand-freemail": "sender",
 }
 
+# Signals that force at least the "tag" action whatever the score: a message arriving with our
+# own X-Popproxy-* headers is trying to pass off a forged verdict, and only the tag path
+# replaces those headers (pass is relayed unchanged, so the forgery would reach the reader).
+_FORCE_TAG: frozenset[str] = frozenset({"spoofed-verdict-header"})
+
 
 def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:
     """Build the verdict: strongest signal per group, summed, mapped to an action.
@@ -48,8 +53,11 @@ def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:
     for sig in ordered:
         counted.setdefault(_GROUPS.get(sig.name, sig.name), sig)
     score = round(sum(s.weight for s in counted.values()), 2)
+    action = thresholds.action_for(score)
+    if action == "pass" and any(name in _FORCE_TAG for name in per_name):
+        action = "tag"
     return Verdict(
-        action=thresholds.action_for(score),
+        action=action,
         score=score,
         reasons=tuple(s.reason() for s in counted.values()),
         signals=tuple(ordered),

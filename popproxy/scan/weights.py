@@ -55,12 +55,19 @@ WEIGHTS: Final[dict[str, float]] = {
     "lure-credentials": 2.0,  # "verify your account", "confirm your password"
     "lure-urgency": 1.0,  # "account suspended", "within 24 hours"
     "lure-payment": 1.0,  # "payment failed", "update your billing"
-    "lure-prize": 1.0,  # "you have won", "claim your reward"
+    "lure-prize": 1.0,  # "you have won", "claim your reward", points about to expire
+    "lure-delivery": 1.0,  # "parcel could not be delivered", "customs fee"
+    "lure-advance-fee": 2.0,  # "US$18.5 million", "next of kin", "business proposal"
+    "lure-crypto": 1.5,  # "seed phrase", "verify your wallet", "airdrop", "free mint"
     "text-obfuscated": 3.0,  # homoglyph words, zero-width or overlay characters inside words
     "sender-display-address": 3.0,  # display name shows an address at another domain
     "sender-malformed": 3.0,  # several From entries: no mail client writes that
     "subject-recipient-address": 1.5,  # subject repeats the recipient's address (mail merge)
     "reply-to-freemail": 2.0,  # replies go to a free mailbox on another domain
+    "reply-to-other-domain": 1.0,  # replies go elsewhere (mailing lists do this: weak)
+    "sender-role-freemail": 2.0,  # "Security Team" / "Customer Service" from a free mailbox
+    "sender-bad-domain": 2.0,  # From domain under no public suffix: unroutable, forged
+    "greeting-address": 2.0,  # "Dear jo@example.org," instead of a name
     # Message structure.
     "mime-limits": 1.0,  # deeper or bigger than any honest client produces
     "spoofed-verdict-header": 3.0,  # the message already carries our X-Popproxy-* headers

@@ -303,9 +303,6 @@ def test_stopping_the_proxy_closes_its_redis_connections(rds: RedisServer, demo:
              what="the stopped proxy's Redis connections to close")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ProxyServer.reload_policy() with changed lockout "
-                   "settings replaces the LockoutGuard without closing the old one: its Redis "
-                   "connections stay open until garbage collection")
 def test_reloading_lockout_settings_closes_the_old_redis_client(
         rds: RedisServer, demo: DemoUpstream, loop_thread: LoopThread, tmp_path: Path) -> None:
     lockout = {"enabled": True, "redis_url": rds.url}

@@ -176,7 +176,7 @@ class Scan(_Model):
     feeds: tuple[Path, ...] = ()
     subject_prefix: str = "[SUSPICIOUS]"
     # Larger messages are not parsed; they get the fail mode's treatment without being held.
-    max_message_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     time_budget: Annotated[float, Field(gt=0, le=600)] = 5.0
     # Scanner over budget or failing: "open" delivers tagged unscanned, "closed" quarantines.
     fail_mode: Literal["open", "closed"] = "open"

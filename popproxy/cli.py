@@ -82,7 +82,7 @@ async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = 
     if config.demo_upstream.enabled:
         demo = DemoUpstream()
         await demo.start(config.upstream.host, config.upstream.port)
-        log.warning("demo upstream on %s:%d (user demo, password demo): not for production",
+        log.warning("demo upstream on %s:%d (demo mailbox, see README): not for production",
                     config.upstream.host, demo.port)
     observer = Observer(audit=open_audit_log(config.observability.audit_log))
     server = ProxyServer(config, observer)

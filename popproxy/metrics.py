@@ -63,6 +63,28 @@ DEFINITIONS: dict[str, _Def] = {
 }
 
 
+# Label values known in advance: their series exist at 0 from the start, so the first event
+# shows up in rate()/increase() (Prometheus needs a previous sample) and panels show 0, not
+# "No data".  Values that depend on the policy (listener, upstream) are added by the server.
+KNOWN_LABELS: dict[str, list[tuple[str, ...]]] = {
+    "logins": [(r,) for r in ("ok", "bad_credentials", "locked", "policy_denied",
+                              "upstream_error", "upstream_refused", "malformed",
+                              "store_unavailable")],
+    "policy_denials": [("connect",), ("user",)],
+    "proxy_protocol_rejects": [(r,) for r in ("untrusted_peer", "malformed", "timeout",
+                                              "closed")],
+    "lockout_blocks": [("pair",), ("source",), ("account",)],
+    "lockouts_active": [("pair",), ("source",), ("account",)],
+    "config_reloads": [("ok",), ("refused",)],
+    "messages_scanned": [("clean", "pass"), ("flagged", "tag"), ("flagged", "defang"),
+                         ("flagged", "quarantine"), ("unscanned", "unscanned"),
+                         ("unscanned", "quarantine")],
+    "login_before_tls": [(c,) for c in ("USER", "PASS", "APOP", "AUTH")],
+    "redis_errors": [(o,) for o in ("counts", "record_failure", "record_success")],
+    "bytes_relayed": [("to_client",)],
+}
+
+
 class Metrics:
     """All metrics, registered in ``registry`` (a fresh one unless given)."""
 
@@ -71,7 +93,20 @@ class Metrics:
         for attribute, d in DEFINITIONS.items():
             name = d.name.removesuffix("_total") if d.kind is Counter else d.name
             metric = d.kind(name, d.help, d.labels, registry=self.registry)
+            for values in KNOWN_LABELS.get(attribute, []):
+                metric.labels(*values)
             setattr(self, attribute, metric)
+
+    def prepare_listener(self, listener: str) -> None:
+        """Create a listener's series at 0 (see KNOWN_LABELS)."""
+        for result in ("accepted", "denied", "over_capacity", "proxy_protocol"):
+            self.connections.labels(listener, result)
+        self.active_sessions.labels(listener)
+
+    def prepare_upstream(self, upstream: str) -> None:
+        for reason in ("connect", "greeting", "timeout", "tls", "tls_verify", "protocol", "read",
+                       "closed", "stls"):
+            self.upstream_errors.labels(upstream, reason)
 
     # Typed accessors (mypy cannot see setattr): thin and obvious.
     connections: Counter

@@ -124,6 +124,7 @@ class AuthHandler:
         mechanism = self._mech or "PLAIN"
         self._end_sasl()
         if creds is None:
+            self._record("malformed", mechanism)
             await self._failed(replies.err("malformed credentials", Code.AUTH))
         else:
             await self._login(creds, mechanism)

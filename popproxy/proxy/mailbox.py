@@ -178,7 +178,9 @@ class MailboxView:
                           entry.size)
             body = modified if top_lines is None else _top(modified, top_lines)
             status = replies.ok(f"{len(modified)} octets" if top_lines is None else "")
-            self._s.write(status + stuff_body(body))
+            wire = stuff_body(body)
+            self._s.write(status + wire)
+            self._s.settings.observer.metrics.bytes_relayed.labels("to_client").inc(len(wire))
 
     async def _stream_with_prefix(self, cmd: Command, entry: CachedVerdict) -> None:
         """Large unscanned message: our header lines, then the upstream's bytes as they come."""

@@ -58,6 +58,10 @@ class ProxyServer:
         self.lockout = self._make_guard(config)
         self.scan = ScanService(config.scan, config.state_dir, self.observer) if (
             config.scan.enabled) else None
+        for listener in config.listeners:
+            self.observer.metrics.prepare_listener(listener.name)
+        for upstream in self.upstream_tls:
+            self.observer.metrics.prepare_upstream(upstream)
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
         self._per_ip: Counter[str] = Counter()
@@ -208,7 +212,12 @@ class ProxyServer:
 
     def reload_tls(self) -> bool:
         """New certificates for new handshakes; live sessions are untouched."""
-        return self.server_tls.reload() if self.server_tls is not None else True
+        if self.server_tls is None:
+            return True
+        ok = self.server_tls.reload()
+        self.observer.metrics.config_reloads.labels("ok" if ok else "refused").inc()
+        self.observer.audit.event("tls_reload", None, result="ok" if ok else "refused")
+        return ok
 
     def reload_policy(self, new: Config) -> bool:
         """Swap in a validated policy for new sessions; listener sockets cannot change live."""

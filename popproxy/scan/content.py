@@ -91,8 +91,10 @@ _LURES: dict[str, re.Pattern[str]] = {
     ),
     # Advance-fee ("419") fraud: the stock story of unclaimed millions needing a partner.
     "lure-advance-fee": re.compile(
-        r"\b(?:us\$?|usd|\$|\u20ac|eur|gbp|\u00a3)\s?\d[\d.,]*\s*(?:m\b|million)|"
-        r"\b\d[\d.,]*\s*million\s+(?:us\s+|united\s+states\s+)?(?:dollars|usd|euros?|pounds)|"
+        # "US$18.5 million", "4.5 million United States dollars": news writes "$232 million".
+        r"\b(?:us\$|usd)\s?\d[\d.,]*\s*(?:m\b|million)|"
+        r"\b\d[\d.,]*\s*million\s+(?:us\s+|united\s+states\s+)(?:dollars|usd)|"
+        r"\b(?:sum|total)\s+of\s+(?:us\$|usd|\$|\u20ac|\u00a3)?\s?\d[\d.,]*\s*million|"
         r"\bnext\s+of\s+kin\b|\b(?:sole|legal|rightful)\s+beneficiary|"
         r"\bbusiness\s+(?:proposal|proposition|deal)\b|\bconsignment\s+box|\batm\s+card\b|"
         r"\b(?:inheritance|compensation|unclaimed|dormant)\s+(?:fund|funds|payment|account)|"
@@ -243,8 +245,6 @@ def sender_signals(
         reply = reply_domains[-1]
         if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
             out.append(_sig("reply-to-freemail", reply))
-        elif hosts.owner_domain(reply) != hosts.owner_domain(domain):
-            out.append(_sig("reply-to-other-domain", reply))
     return out
 
 

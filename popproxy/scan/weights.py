@@ -64,7 +64,6 @@ WEIGHTS: Final[dict[str, float]] = {
     "sender-malformed": 3.0,  # several From entries: no mail client writes that
     "subject-recipient-address": 1.5,  # subject repeats the recipient's address (mail merge)
     "reply-to-freemail": 2.0,  # replies go to a free mailbox on another domain
-    "reply-to-other-domain": 1.0,  # replies go elsewhere (mailing lists do this: weak)
     "sender-role-freemail": 2.0,  # "Security Team" / "Customer Service" from a free mailbox
     "sender-bad-domain": 2.0,  # From domain under no public suffix: unroutable, forged
     "greeting-address": 2.0,  # "Dear jo@example.org," instead of a name

@@ -22,9 +22,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from popproxy.scan import ScanConfig, Scanner, Verdict, load_feeds
-
 REPO = Path(__file__).resolve().parents[1]
+# Measure the scanner of the checkout this file sits in, not whichever copy an editable install
+# happens to point at (sys.path[0] is bench/ when run as a script).
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from popproxy.scan import ScanConfig, Scanner, Verdict, load_feeds  # noqa: E402
+
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"
 FEED_NAME = "feeds/openphish-hosts.txt"
 SPLITS = ("tune", "held-out", "all")

@@ -103,7 +103,8 @@ class CommandParser:
             line = bytes(self._buf[:end])
             del self._buf[: end + 1]
             self._scan_from = 0
-            if len(line) + 1 > self.line_limit:  # the limit counts the line end
+            # The limit counts the line end as CRLF, as the upstream will receive it.
+            if len(line) + (1 if line.endswith(b"\r") else 2) > self.line_limit:
                 return self._bad(BadLine.TOO_LONG)
             return self._line_event(line[:-1] if line.endswith(b"\r") else line)
 

@@ -176,6 +176,7 @@ class AuthHandler:
         upstream, status = await self._upstream_login(name, target, creds, mechanism)
         if status.ok:
             self._s.upstream = upstream
+            self._s.upstream_name = name
             if settings.scan is not None:
                 self._s.mailbox = MailboxView(self._s, settings.scan, name)
             self._s.state.apply(Event.LOGIN_OK)

@@ -235,6 +235,11 @@ class Channel(asyncio.BufferedProtocol):
             return
         self._flush_tls()
 
+    @property
+    def write_paused(self) -> bool:
+        """True while the kernel send buffer is full (the peer is not reading)."""
+        return self._write_paused
+
     async def drain(self) -> None:
         """Wait until the kernel accepts more data (the transport's high-water mark)."""
         if self._transport is None or self._transport.is_closing():

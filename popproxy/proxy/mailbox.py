@@ -85,7 +85,7 @@ class MailboxView:
             return self._entries[number]
         key = cache_key(self._upstream_name, self._s.user or "", uidls[number])
         cached = self._service.cache.get(key)
-        if cached is None or cached.generation != self._service.generation():
+        if cached is None or cached.generation != await self._service.generation():
             cached = await self._scan(number)
             self._service.cache.put(key, cached)
         if cached.action == "quarantine" and self._service.quarantine.released(
@@ -98,7 +98,7 @@ class MailboxView:
 
     async def _scan(self, number: int) -> CachedVerdict:
         service, size = self._service, self._sizes[number]
-        now, generation = service.now(), service.generation()
+        now, generation = service.now(), await service.generation()
         if size > service.policy.max_message_bytes:
             # Never held: too large to scan within our memory bound.
             reason = f"unscanned: {size} octets over the {service.policy.max_message_bytes} cap"

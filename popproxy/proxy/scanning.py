@@ -53,26 +53,47 @@ class ScanService:
         self._observer = observer
         self._clock = clock
         self._pool = ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="popproxy-scan")
+        self._feed_versions: list[str] = []
         self._settings_hash = hashlib.sha256(
             json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()
         ).hexdigest()[:12]
 
-    def generation(self) -> str:
-        """Changes when the settings or a feed file change: cached verdicts are then redone."""
+    async def generation(self) -> str:
+        """Changes when the settings or a feed file change: cached verdicts are then redone.
+
+        Feed files are re-read in the scan pool: parsing a large feed must not stall the
+        event loop (and with it every other session).
+        """
         versions: list[str] = []
         for feed in self.scanner.feeds:
-            feed.refresh()
             try:
                 versions.append(f"{feed.path}:{os.stat(feed.path).st_mtime_ns}")
             except OSError:
                 versions.append(f"{feed.path}:missing")
+        if versions != self._feed_versions:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._pool, self._refresh_feeds)
+            self._feed_versions = versions
         digest = hashlib.sha256(",".join(versions).encode()).hexdigest()[:8]
         return self._settings_hash + digest
 
+    def _refresh_feeds(self) -> None:
+        for feed in self.scanner.feeds:
+            feed.refresh()
+
     async def judge(self, original: bytes) -> Verdict:
+        """Scan in the pool; an error or a scan past twice the budget is "unscanned"."""
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        verdict = await loop.run_in_executor(self._pool, self.scanner.scan, original)
+        try:
+            async with asyncio.timeout(self.policy.time_budget * 2):
+                verdict = await loop.run_in_executor(self._pool, self.scanner.scan, original)
+        except TimeoutError:
+            # Scanner checks its budget between steps; this bounds a step that never returns.
+            verdict = Verdict.unscanned("time-budget", "scan did not finish in time")
+        except Exception as exc:  # a scanner bug must not end the user's session
+            log.exception("scanner failed")
+            verdict = Verdict.unscanned("error", f"scanner error {exc.__class__.__name__}")
         metrics = self._observer.metrics
         metrics.scan_duration.observe(time.monotonic() - started)
         for signal in verdict.signals:
@@ -86,7 +107,18 @@ class ScanService:
         return verdict.action
 
     def render(self, original: bytes, entry: CachedVerdict) -> bytes:
-        """What the client gets for a non-pass entry; the same bytes every time."""
+        """What the client gets for a non-pass entry; the same bytes every time.
+
+        If the action itself fails on this message (hostile MIME), the message is delivered
+        with the verdict headers in front instead: deterministic, and it cannot fail.
+        """
+        try:
+            return self._render(original, entry)
+        except Exception:
+            log.exception("action %s failed; delivering with verdict headers", entry.action)
+            return unscanned_prefix(entry, entry.action) + original
+
+    def _render(self, original: bytes, entry: CachedVerdict) -> bytes:
         verdict = Verdict(action=entry.action, score=entry.score,  # type: ignore[arg-type]
                           reasons=entry.reasons)
         if entry.action == "quarantine":
@@ -107,7 +139,7 @@ class ScanService:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def unscanned_prefix(entry: CachedVerdict) -> bytes:
+def unscanned_prefix(entry: CachedVerdict, verdict: str = "unscanned") -> bytes:
     """Header lines put in front of a message delivered without a verdict (fail-open).
 
     Prepending keeps the original untouched after them, so even a message too large to hold
@@ -115,7 +147,7 @@ def unscanned_prefix(entry: CachedVerdict) -> bytes:
     """
     reason = (entry.reasons[0] if entry.reasons else "unscanned").replace("\r", " ")
     reason = reason.replace("\n", " ")[:200]
-    return (b"X-Popproxy-Verdict: unscanned\r\nX-Popproxy-Reasons: "
+    return (b"X-Popproxy-Verdict: " + verdict.encode() + b"\r\nX-Popproxy-Reasons: "
             + reason.encode("ascii", "replace") + b"\r\n")
 
 

@@ -41,6 +41,7 @@ from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 log = logging.getLogger("popproxy.session")
 
 GREETING = replies.ok("POP3 proxy ready")
+CLOSE_DRAIN_TIMEOUT = 5.0  # seconds to flush the last replies before closing a session
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ class Session:
         self.user: str | None = None  # known after a login attempt, for the audit log
         self._relayed = 0  # body bytes to the client not yet added to the metric
         self.mailbox: MailboxView | None = None  # set at login when scanning is on
+        self.upstream_name = "default"  # the routed upstream, set at login
         self.parser = CommandParser()
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
         self.upstream: UpstreamConnection | None = None
@@ -98,7 +100,10 @@ class Session:
             log.info("session %s: TLS failed: %s", self.peer, exc.__class__.__name__)
         except UpstreamError as exc:
             log.warning("session %s: upstream failed: %s", self.peer, exc)
-            self.audit("upstream_error", error=str(exc))
+            self.audit("upstream_error", error=str(exc), reason=exc.reason)
+            if self.state.authenticated:  # failures during login are counted by auth
+                metrics = self.settings.observer.metrics
+                metrics.upstream_errors.labels(self.upstream_name, exc.reason).inc()
             self.write(replies.err("upstream server unavailable, try again later", Code.SYS_TEMP))
         except TimeoutError:
             self.write(replies.err("autologout: idle for too long", Code.SYS_TEMP))
@@ -113,8 +118,11 @@ class Session:
     async def _close(self) -> None:
         if self.upstream is not None:
             self.upstream.close()
+        if self.client.write_paused:
+            self.client.abort()  # it stopped reading: nothing more will get through
+            return
         with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(CLOSE_DRAIN_TIMEOUT):
                 await self.client.drain()
         self.client.close()
 
@@ -157,12 +165,21 @@ class Session:
         while True:
             event = self.parser.next_event()
             if event is NEED_DATA:
-                await self.client.drain()
+                await self._drain()
                 await self._read_client()
                 continue
             await self._handle(event)
             if self.state.state in (State.UPDATE, State.CLOSED):
                 return
+            if self.client.write_paused:  # pipelined commands, replies unread: bound memory
+                await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait for a client that is slow to read, but not forever: one that stops reading
+        is logged out after the idle timeout like one that stops writing (RFC 1939 s3)."""
+        if self.client.write_paused:
+            async with asyncio.timeout(self.settings.limits.idle_timeout):
+                await self.client.drain()
 
     async def _read_client(self) -> None:
         # RFC 1939 section 3: the autologout timer restarts with every client activity.
@@ -321,7 +338,7 @@ class Session:
             if isinstance(event, BodyData):
                 self.write(event.data)
                 self._relayed += len(event.data)
-                await self.client.drain()
+                await self._drain()
             elif isinstance(event, EndOfBody):
                 self.write(b".\r\n")
                 self._count_relayed()

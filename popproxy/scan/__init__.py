@@ -11,6 +11,7 @@ Nothing here imports asyncio, socket or ssl; the proxy calls :meth:`Scanner.scan
 from popproxy.scan.actions import apply_action, quarantine_id_for, quarantine_notice, tag_message
 from popproxy.scan.config import (
     DEFAULT_PROTECTED_BRANDS,
+    DEFAULT_SENDER_BRANDS,
     DEFAULT_SUBJECT_PREFIX,
     ProtectedBrand,
     ScanConfig,
@@ -23,6 +24,7 @@ from popproxy.scan.verdict import Action, Signal, UnscannedCause, Verdict
 
 __all__ = [
     "DEFAULT_PROTECTED_BRANDS",
+    "DEFAULT_SENDER_BRANDS",
     "DEFAULT_SUBJECT_PREFIX",
     "Action",
     "FeedHit",

@@ -96,6 +96,87 @@ DEFAULT_PROTECTED_BRANDS: tuple[ProtectedBrand, ...] = (
     ProtectedBrand("trustwallet", ("trustwallet.com",), ("trust wallet",)),
 )
 
+# Brands checked only against the sender's display name (not for look-alike link hosts, where
+# short or word-like names such as "correos" or "ledger" would match honest hosts): banks,
+# postal and parcel services, retailers, security vendors and crypto wallets that public
+# phishing reports (APWG, vendor brand-phishing rankings, national CERT warnings) name as the
+# usual impersonation targets in the Americas and Europe.  Names that are also surnames or
+# everyday words (Norton, Chase, Target, Booking, Ledger, Kraken) are left out: a display name is
+# matched word by word.  Each entry is <label> (the owner label
+# of its official domains), other official domains, and the words a display name uses.
+DEFAULT_SENDER_BRANDS: tuple[ProtectedBrand, ...] = (
+    # Banks and payment.
+    ProtectedBrand("bankofamerica", ("bofa.com", "ml.com"), ("bank of america",)),
+    ProtectedBrand("citibank", ("citi.com", "citigroup.com"), ("citi",)),
+    ProtectedBrand("hsbc"),
+    ProtectedBrand("barclays", ("barclaycard.co.uk",), ("barclaycard",)),
+    ProtectedBrand("santander"),
+    ProtectedBrand("bbva"),
+    ProtectedBrand("itau", ("itau.com.br", "itau-unibanco.com.br", "itaucard.com.br"),
+                   ("itaú", "itaucard", "itaú unibanco")),
+    ProtectedBrand("bradesco", ("bradescoseguros.com.br", "bradescocartoes.com.br")),
+    ProtectedBrand("bancodobrasil", ("bb.com.br",), ("banco do brasil", "ourocard")),
+    ProtectedBrand("caixa", ("caixa.gov.br",), ("caixa econômica", "caixa economica")),
+    ProtectedBrand("nubank", ("nu.com.br",)),
+    ProtectedBrand("livelo"),
+    ProtectedBrand("americanexpress", ("aexp.com", "amex.com"), ("american express", "amex")),
+    ProtectedBrand("capitalone", (), ("capital one",)),
+    ProtectedBrand("revolut"),
+    ProtectedBrand("sparkasse"),
+    ProtectedBrand("commerzbank"),
+    ProtectedBrand("postbank"),
+    ProtectedBrand("rabobank"),
+    ProtectedBrand("abnamro", (), ("abn amro",)),
+    ProtectedBrand("intesasanpaolo", (), ("intesa sanpaolo",)),
+    ProtectedBrand("mercadopago", ("mercadolibre.com", "mercadolivre.com.br"), ("mercado pago",)),
+    # Postal and parcel services.
+    ProtectedBrand("correios"),
+    ProtectedBrand("correos", ("correosexpress.com",)),
+    ProtectedBrand("royalmail", (), ("royal mail",)),
+    ProtectedBrand("postnl"),
+    ProtectedBrand("dpd", ("dpd.de", "dpd.co.uk", "dpdgroup.com")),
+    ProtectedBrand(
+        "evri", ("myhermes.co.uk", "myhermes.de", "hermesworld.com", "hermes.com"), ("hermes",)
+    ),
+    ProtectedBrand("colissimo", ("laposte.fr", "laposte.net")),
+    ProtectedBrand("chronopost"),
+    ProtectedBrand("laposte", (), ("la poste",)),
+    ProtectedBrand("posteitaliane", ("poste.it",), ("poste italiane",)),
+    ProtectedBrand("canadapost", ("postescanada-canadapost.ca",), ("canada post",)),
+    ProtectedBrand("auspost", ("auspost.com.au",), ("australia post",)),
+    ProtectedBrand("aramex"),
+    # Retail, travel, media and telecoms.
+    ProtectedBrand("walmart"),
+    ProtectedBrand("costco"),
+    ProtectedBrand("lidl"),
+    ProtectedBrand("aldi", ("aldi-nord.de", "aldi-sued.de")),
+    ProtectedBrand("carrefour"),
+    ProtectedBrand("edeka"),
+    ProtectedBrand("temu"),
+    ProtectedBrand("shein"),
+    ProtectedBrand("aliexpress", ("alibaba.com", "aliyun.com")),
+    ProtectedBrand("ebay"),
+    ProtectedBrand("bestbuy", (), ("best buy",)),
+    ProtectedBrand("mercadolivre", ("mercadolibre.com", "mercadopago.com"),
+                   ("mercado livre", "mercado libre")),
+    ProtectedBrand("airbnb"),
+    ProtectedBrand("spotify"),
+    ProtectedBrand("siriusxm", ("sirius.com",), ("sirius xm", "siriusxm")),
+    ProtectedBrand("whatsapp", ("facebook.com", "meta.com")),
+    ProtectedBrand("lufthansa", ("miles-and-more.com",)),
+    ProtectedBrand("adac"),
+    ProtectedBrand("verizon", ("verizonwireless.com",)),
+    ProtectedBrand("vodafone"),
+    # Security software (fake renewals) and crypto services.
+    ProtectedBrand("mcafee"),
+    ProtectedBrand("totalav", (), ("total av",)),
+    ProtectedBrand("trezor"),
+    ProtectedBrand("opensea"),
+    ProtectedBrand("bittrex"),
+    ProtectedBrand("kucoin"),
+    ProtectedBrand("bybit"),
+)
+
 # Prepended to the Subject by the "tag" action when ScanConfig.subject_prefix is left as is.
 DEFAULT_SUBJECT_PREFIX = "[SUSPICIOUS]"
 
@@ -113,6 +194,8 @@ class ScanConfig:
     max_links: int = limits.MAX_LINKS
     time_budget_seconds: float = limits.TIME_BUDGET_SECONDS
     protected_brands: tuple[ProtectedBrand, ...] = DEFAULT_PROTECTED_BRANDS
+    # Checked against the sender's display name only (see DEFAULT_SENDER_BRANDS).
+    sender_brands: tuple[ProtectedBrand, ...] = DEFAULT_SENDER_BRANDS
     feed_paths: tuple[Path, ...] = ()
     subject_prefix: str = DEFAULT_SUBJECT_PREFIX
     notice_from: str = "popproxy <postmaster@localhost>"

@@ -1,15 +1,20 @@
 """Signals from the sender line and the wording: brand impersonation and lure phrases.
 
-The phrase lists are the stock wording of credential phishing as described in public guidance
-(CISA, NCSC, APWG reports): requests to verify or re-enter credentials, threats of suspension,
-and payment problems.  They are written from that general knowledge, not mined from any corpus,
-and each category counts once, so wording alone never reaches the tag threshold.
+The phrase lists are the stock wording of phishing and scams as described in public guidance
+(CISA, NCSC, APWG reports, FTC/FBI advance-fee fraud warnings, postal services' and crypto
+wallets' own scam notices): requests to verify or re-enter credentials, threats of suspension,
+payment problems, prizes and expiring points, undelivered parcels with a fee to pay, the
+"419" inheritance story, and wallet "verification" or seed-phrase requests.  They are written
+from that general knowledge, in the languages most common in European and American mail, and
+each category counts once with a weight of 1-2, so wording alone never reaches the tag
+threshold: it only adds up with evidence from the sender line or the links.
 """
 
 from __future__ import annotations
 
 import re
 from email.utils import getaddresses
+from functools import lru_cache
 
 from popproxy.scan import hosts
 from popproxy.scan.config import ProtectedBrand
@@ -24,9 +29,18 @@ _ACCOUNT = r"(?:account|identity|e-?mail|mailbox|password|credentials|informatio
 # (Portuguese, Spanish, French, German): phishing is localised, so an English-only list would
 # miss most of it outside English-speaking countries.
 _LURES_INTL: dict[str, str] = {
+    "lure-advance-fee": (
+        r"\b(?:transferir|administrar|investir)\s+(?:e\s+\w+\s+)?(?:meus|os\s+meus)\s+fundos|"
+        r"\bherdei\b|\bheran[çc]a\s+de|\b(?:s[óo]cio|parceiro)\s*/?\s*investidor\s+estrangeiro|"
+        r"\b(?:transferir|invertir)\s+(?:mis|los)\s+fondos|\bherencia\s+de|"
+        r"\bsocio\s+extranjero|\btransf[ée]rer\s+(?:mes|les)\s+fonds|\bh[ée]ritage\s+de"
+    ),
     "lure-credentials": (
-        r"\b(?:verifique|confirme|atualize|actualice|valide)\s+(?:seus|sus|su|sua|seu)\s+"
-        r"(?:dados|datos|conta|cuenta|cadastro|identidad|identidade)|"
+        r"\b(?:verifique|confirme|atualize|actualice|valide)\s+(?:seus|suas|sus|su|sua|seu)\s+"
+        r"(?:dados|datos|conta|cuenta|cadastro|identidad|identidade|informa[çc][õo]es|"
+        r"informaciones|senha|contrase[ñn]a)|"
+        r"\b(?:bevestig|verifieer|controleer)\s+uw\s+(?:gegevens|verzendgegevens|account|"
+        r"identiteit|rekening)|\b(?:verifica|conferma|aggiorna)\s+i\s+tuoi\s+dati|"
         r"\b(?:v[ée]rifiez|confirmez|mettez\s+[àa]\s+jour)\s+(?:votre|vos)\s+"
         r"(?:compte|identit[ée]|informations|donn[ée]es)|"
         r"\b(?:best[äa]tigen|verifizieren|aktualisieren)\s+sie\s+(?:ihr|ihre)\s+"
@@ -38,13 +52,20 @@ _LURES_INTL: dict[str, str] = {
         r"\bcompte\s+(?:a\s+[ée]t[ée]\s+|est\s+)?(?:bloqu[ée]|suspendu|d[ée]sactiv[ée])|"
         r"\bkonto\s+(?:wurde\s+|wird\s+|ist\s+)?(?:gesperrt|eingeschr[äa]nkt|deaktiviert)|"
         r"\b(?:dentro\s+de|em\s+at[ée]|sous|innerhalb\s+von)\s+(?:24|48|72)\s+"
-        r"(?:horas|heures|stunden)"
+        r"(?:horas|heures|stunden)|"
+        r"\b(?:a[çc][ãa]o|acci[óo]n)\s+(?:imediata|inmediata)|\b[úu]ltim[oa]\s+(?:aviso|chance|"
+        r"oportunidad)|\baviso\s+final|\bprazo\s+final|\bletzte\s+(?:erinnerung|mahnung|"
+        r"warnung)|\bdernier\s+(?:avis|rappel)|\blaatste\s+(?:kans|herinnering|waarschuwing)"
     ),
     "lure-prize": (
         r"\bvoc[êe]\s+(?:ganhou|foi\s+selecionad[oa])|\bparab[ée]ns\b|"
         r"\b(?:has|ha)\s+(?:ganado|sido\s+seleccionad[oa])|"
         r"\bvous\s+avez\s+(?:gagn[ée]|[ée]t[ée]\s+s[ée]lectionn[ée])|\bf[ée]licitations\b|"
         r"\bherzlichen\s+gl[üu]ckwunsch|\bsie\s+haben\s+gewonnen|\bgewinner\b|"
+        r"\bsie\s+wurden\s+(?:als\s+\w+\s+)?ausgew[äa]hlt|\bfoi\s+contemplad[oa]|"
+        r"\bzu\s+den\s+(?:gl[üu]cklichen\s+)?(?:auserw[äa]hlten|gewinnern)|\bgefeliciteerd\b|"
+        r"\b(?:u\s+bent|je\s+bent)\s+(?:geselecteerd|gekozen|uitgekozen)|"
+        r"\bvous\s+avez\s+[ée]t[ée]\s+choisi|\bha\s+sido\s+elegid[oa]|"
         # Loyalty points "about to expire" that must be redeemed (a staple of bank phishing in
         # Brazil and Iberia): pontos/puntos ... expirar/vencer, resgate/canjee seus pontos.
         r"\b(?:pontos|puntos|points)\b[^.!?\n]{0,60}\b(?:expira\w*|venc\w*|caducan?\w*|expire?s?)\b|"
@@ -56,7 +77,10 @@ _LURES_INTL: dict[str, str] = {
         r"\b(?:colis|paquet)\s+(?:n'a\s+pas\s+pu\s+[êe]tre\s+livr[ée]|en\s+attente|bloqu[ée])|"
         r"\bfrais\s+de\s+(?:livraison|douane)|\btaxa\s+de\s+(?:entrega|envio|importa[çc][ãa]o)|"
         r"\b(?:paket|sendung)\s+(?:konnte\s+nicht\s+zugestellt|wurde\s+nicht\s+zugestellt)|"
-        r"\bzollgeb[üu]hr"
+        r"\bzollgeb[üu]hr|"
+        r"\b(?:encomenda|pedido|pacote)\s+(?:est[áa]\s+|foi\s+)?(?:retid[oa]|taxad[oa]|"
+        r"bloquead[oa])|\btaxas?\s+alfandeg|"
+        r"\bpakket\s+(?:in\s+afwachting|wacht|kon\s+niet|is\s+niet)|\bniet-?ge[ëe]iste?\s+pakket"
     ),
 }
 _LURES: dict[str, re.Pattern[str]] = {
@@ -67,19 +91,22 @@ _LURES: dict[str, re.Pattern[str]] = {
         r"\bmailbox\s+(?:is\s+)?(?:full|quota)|\bstorage\s+(?:is\s+)?(?:full|quota)"
     ),
     "lure-urgency": re.compile(
-        r"\baccount\s+(?:has\s+been\s+|will\s+be\s+|is\s+)?"
+        r"\baccounts?\s+(?:has\s+been\s+|have\s+been\s+|will\s+be\s+|is\s+|are\s+)?"
         r"(?:suspended|locked|disabled|deactivated|restricted|terminated|on\s+hold)|"
         r"\bwithin\s+(?:24|48|72)\s+hours\b|\bimmediate\s+action\b|\baction\s+required\b|"
         r"\bfailure\s+to\s+(?:verify|confirm|update)"
     ),
     "lure-payment": re.compile(
         r"\bpayment\s+(?:has\s+)?(?:failed|declined|was\s+declined|unsuccessful)|"
-        r"\bunable\s+to\s+process\s+your\s+payment|\bupdate\s+your\s+(?:billing|payment)|"
+        r"\bunable\s+to\s+process\s+your\s+payment|"
+        r"\bupdate\s+your\s+(?:billing|payment|card|credit\s+card)|"
         r"\b(?:claim|receive)\s+your\s+(?:reward|prize|refund|gift)"
     ),
     "lure-prize": re.compile(
         r"\byou(?:'ve|\s+have)\s+(?:been\s+selected|won)\b|\bcongratulations\b|"
-        r"\b(?:claim|redeem)\s+(?:your|now|it)\b|\bwinner\b"
+        r"\b(?:claim|redeem)\s+(?:your|now|it)\b|\bwinner\b|"
+        r"\byou(?:'ve|\s+have)\s+been\s+chosen|\byou\s+are\s+(?:the|our|a)\s+lucky|"
+        r"\blucky\s+(?:winner|customer|user|visitor)|\bmystery\s+box|\bfree\s+spins\b"
     ),
     # Parcel-delivery lures: a failed delivery, a small fee to release a parcel.
     "lure-delivery": re.compile(
@@ -99,7 +126,11 @@ _LURES: dict[str, re.Pattern[str]] = {
         r"\bbusiness\s+(?:proposal|proposition|deal)\b|\bconsignment\s+box|\batm\s+card\b|"
         r"\b(?:inheritance|compensation|unclaimed|dormant)\s+(?:fund|funds|payment|account)|"
         r"\bmutual\s+benefit|\bstrictly\s+confidential|\b(?:barrister|attorney)\s+at\s+law|"
-        r"\bi\s+need\s+your\s+(?:assistance|cooperation|urgent)"
+        r"\bi\s+need\s+your\s+(?:assistance|cooperation|urgent)|"
+        # The dying-benefactor and widow stories (FBI and FTC advance-fee fraud warnings).
+        r"\bmy\s+late\s+(?:husband|wife|father|client)|\b(?:terminal|critical)\s+"
+        r"(?:cancer|illness)|\bi\s+am\s+childless|\bdonate\s+(?:the\s+)?(?:fund|funds|money)|"
+        r"\bforeign\s+(?:partner|investor)"
     ),
     # Cryptocurrency lures: wallet "verification", seed phrases, free mints and airdrops.
     "lure-crypto": re.compile(
@@ -107,7 +138,10 @@ _LURES: dict[str, re.Pattern[str]] = {
         r"\bfree\s+mint|\b(?:verify|validate|synchroni[sz]e|connect)\s+your\s+wallet|"
         r"\bwallet\s+(?:has\s+been\s+|will\s+be\s+|is\s+)?(?:suspended|locked|restricted|"
         r"disabled|compromised)|\bunverified\s+wallets?|\b(?:claim|withdraw)\s+your\s+"
-        r"(?:tokens|btc|bitcoin|usdt|eth|crypto)|\bmining\s+balance"
+        r"(?:tokens|btc|bitcoin|usdt|eth|crypto)|\bmining\s+balance|"
+        r"\bconnect\s+(?:and\s+verify\s+)?(?:with\s+)?(?:an?\s+)?(?:eligible\s+)?web3|"
+        r"\bwallet\s+(?:has|have)\s+not\s+(?:yet\s+)?been\s+(?:verified|validated|synchroni[sz]ed)|"
+        r"\b(?:update|upgrade|migrate)\s+your\s+wallet"
     ),
 }
 
@@ -123,39 +157,55 @@ _LURES_INTL_RE = {name: re.compile(rx) for name, rx in _LURES_INTL.items()}
 # Python's re tries every alternative at every position.
 _HINTS: dict[str, tuple[str, ...]] = {
     "lure-credentials": (
-        "verif", "confirm", "validat", "updat", "reactivat", "unlock", "restor", "enter",
+        "verif", "confirm", "validat", "updat", "reactivat", "unlock", "restor", "re-enter",
+        "reenter",
         "password", "unusual", "suspicious", "mailbox", "storage", "atualiz", "actualic",
-        "valide", "mettez", "bestätig", "bestatig", "aktualisier",
+        "valide", "mettez", "bestätig", "bestatig", "aktualisier", "bevestig", "verifieer",
+        "controleer", "verifica", "conferma", "aggiorna",
     ),
     "lure-urgency": (
         "account", "within", "immediate", "action", "failure", "conta", "cuenta", "compte",
-        "konto", "horas", "heures", "stunden",
+        "konto", "horas", "heures", "stunden", "imediata", "inmediata", "ltim", "aviso",
+        "prazo", "letzte", "dernier", "laatste",
     ),
-    "lure-payment": ("payment", "process", "update", "claim", "receive"),
+    "lure-payment": ("payment", "process your", "update your", "claim your", "receive your"),
     "lure-prize": (
-        "you", "congratulation", "claim", "redeem", "winner", "voc", "parab", "ganado",
-        "seleccionad", "vous", "félicitation", "felicitation", "glückwunsch", "gluckwunsch",
-        "gewonnen", "gewinner", "pontos", "puntos", "points", "resgat", "canje",
+        "you've", "you have", "congratulation", "claim", "redeem", "winner", "voc", "parab",
+        "ganado", "seleccionad", "vous avez", "félicitation", "felicitation", "glückwunsch",
+        "gluckwunsch", "gewonnen", "chosen", "lucky", "mystery", "free spins", "ausgew",
+        "contemplad", "auserw", "gefeliciteerd", "geselecteerd", "gekozen", "choisi", "elegid",
+        "gewinner", "pontos", "puntos", "points", "resgat", "canje",
     ),
     "lure-delivery": (
         "package", "parcel", "shipment", "delivery", "customs", "shipping", "unpaid",
         "encomenda", "pacote", "paquete", "envío", "envio", "colis", "paquet", "frais", "taxa",
-        "paket", "sendung", "zollgeb",
+        "paket", "sendung", "zollgeb", "pedido", "pakket",
     ),
     "lure-advance-fee": (
-        "million", "$", "usd", "\u20ac", "eur", "gbp", "\u00a3", "kin", "beneficiary",
-        "business", "consignment", "atm", "fund", "payment", "account", "mutual",
-        "confidential", "at law", "i need",
+        "us$", "usd", "million", "next of kin", "beneficiary", "business pro", "business deal",
+        "consignment", "atm card", "inheritance", "compensation", "unclaimed", "dormant",
+        "mutual", "confidential", "at law", "i need your", "my late", "cancer", "illness",
+        "childless", "donate",
+        "foreign", "fundos", "herd", "heran", "investidor", "fondos", "herencia", "extranjero",
+        "fonds", "ritage",
     ),
     "lure-crypto": (
         "phrase", "words", "airdrop", "mint", "wallet", "tokens", "btc", "bitcoin", "usdt",
-        "eth", "crypto", "mining",
+        "eth", "crypto", "mining", "web3",
     ),
 }
 
 
+# Lures sit near the top of a message or, behind filler text, at its end; a long newsletter's
+# middle adds cost (every pattern is tried at every position), not evidence.
+_LURE_HEAD_CHARS = 12_000
+_LURE_TAIL_CHARS = 3_000
+
+
 def lure_signals(text: str) -> list[Signal]:
     """One signal per lure category found in the visible text and subject."""
+    if len(text) > _LURE_HEAD_CHARS + _LURE_TAIL_CHARS:
+        text = text[:_LURE_HEAD_CHARS] + "\n" + text[-_LURE_TAIL_CHARS:]
     # Patterns are lower-case and matched against lower-cased text: re.IGNORECASE is several
     # times slower on long bodies.
     lowered = text.lower()
@@ -191,8 +241,10 @@ def _top_level_commas(header: str) -> int:
     return count
 
 
-def _mailboxes(header: str) -> list[tuple[str, str]]:
-    return [(name, addr) for name, addr in getaddresses([header]) if name or addr]
+@lru_cache(maxsize=256)
+def _mailboxes(header: str) -> tuple[tuple[str, str], ...]:
+    # Cached: one scan reads From and To several times, and getaddresses is not cheap.
+    return tuple((name, addr) for name, addr in getaddresses([header]) if name or addr)
 
 
 def _domain(address: str) -> str:
@@ -213,7 +265,11 @@ def sender_signals(
       from unquoted commas in a display name, which hides the real address behind a name that
       looks like part of a list.  (A Sender field does not excuse it: bulk senders add one.)
       A From without a usable address is not counted: anonymised samples look like that.
+    - sender-display-address: the display name shows an address at another domain.
     - sender-brand-*: the display name names a protected brand, the address is elsewhere.
+    - sender-role-freemail: a desk or team name ("Security Team") on a free mailbox.
+    - sender-bad-domain: the From domain cannot exist (characters no host name has, a suffix
+      no registry runs, labels spelled out one letter at a time).
     - reply-to-freemail: replies are diverted to a free mailbox on another domain.
     """
     out: list[Signal] = []
@@ -235,17 +291,62 @@ def sender_signals(
         free = hosts.owner_domain(domain) in FREEMAIL_DOMAINS
         name = "sender-brand-freemail" if free else "sender-brand-mismatch"
         out.append(_sig(name, f"{brand.name}: {domain}"))
-    free_sender = bool(domain) and hosts.owner_domain(domain) in FREEMAIL_DOMAINS
+    free_sender = bool(domain) and hosts.owner_domain(domain) in _SELF_SERVICE_DOMAINS
     if free_sender and brand is None and _ROLE_NAME.search(display.lower()):
         out.append(_sig("sender-role-freemail", domain))
-    if domain and not hosts.known_suffix(domain):
-        out.append(_sig("sender-bad-domain", domain))
+    bad = _bad_domain(domain) if domain else ""
+    if bad:
+        out.append(_sig("sender-bad-domain", f"{bad}: {domain}"))
     reply_domains = [d for d in (_domain(a) for _, a in _mailboxes(reply_to)) if d]
     if reply_domains and domain:
         reply = reply_domains[-1]
         if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
             out.append(_sig("reply-to-freemail", reply))
     return out
+
+
+# RFC 2606 / RFC 6761 names for tests and documentation: not real, but not forgeries either.
+_RESERVED_TLDS = frozenset({"test", "example", "localhost"})
+_HOST_CHARS = re.compile(r"^[a-z0-9.-]+$")
+# Four or more one-character labels in a row ("a.b.c.d.e.example"): spelled out to dodge
+# filters that match domain names; no registrar or mail host names things that way.
+_SPELLED_OUT = re.compile(r"(?:^|\.)(?:[a-z0-9]\.){4,}")
+
+
+def _bad_domain(domain: str) -> str:
+    """Why a From domain cannot be a real mail domain ("" when it can).
+
+    Only domains with a dot are judged: a dotless name (local system mail, or an anonymised
+    sample) says nothing either way.
+    """
+    if not _HOST_CHARS.match(domain) or ".." in domain:
+        return "invalid-characters"
+    if not hosts.known_suffix(domain) and domain.rsplit(".", 1)[-1] not in _RESERVED_TLDS:
+        return "unknown-suffix"
+    if _SPELLED_OUT.search(domain):
+        return "spelled-out"
+    return ""
+
+
+# Where anyone can get an address in minutes: free mailboxes, and the default domain every
+# Microsoft 365 trial tenant gets (organisations send from their own domain once set up).
+_SELF_SERVICE_DOMAINS = FREEMAIL_DOMAINS | frozenset({"onmicrosoft.com"})
+
+
+def sender_domain(from_header: str) -> str:
+    """The ASCII domain of the (last) From address; "" when it has none."""
+    domains = [d for d in (_domain(a) for _, a in _mailboxes(from_header)) if d]
+    return domains[-1] if domains else ""
+
+
+def free_mailbox_sender(from_header: str, reply_to: str) -> str:
+    """The free-mailbox domain the sender writes from or wants replies at ("" when none)."""
+    for header in (reply_to, from_header):
+        for _, address in _mailboxes(header):
+            domain = _domain(address)
+            if domain and hosts.owner_domain(domain) in FREEMAIL_DOMAINS:
+                return domain
+    return ""
 
 
 # Words that make a display name read like an organisation's desk rather than a person.
@@ -271,21 +372,32 @@ def recipient_signals(to_header: str, subject: str) -> list[Signal]:
 
 # A greeting addressed to a bare e-mail address ("Dear jo@example.org,"): bulk phishing knows
 # only the address it was sent to, while people and real services greet by name.
-_GREETING_ADDRESS = re.compile(
+_GREETING = (
     r"\b(?:dear|hello|hi|hey|greetings|attention|attn|oi|ol[áa]|hola|estimad[oa]|prezad[oa]|"
-    r"car[oa]|bonjour|cher|ch[èe]re|hallo|guten\s+tag|liebe[r]?|sehr\s+geehrte[r]?)\b"
-    r"[\s,:(]{1,4}[\w.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24}\b"
+    r"car[oa]|bonjour|cher|ch[èe]re|hallo|guten\s+tag|liebe[r]?|sehr\s+geehrte[r]?)\b[\s,:(]{1,4}"
 )
+_GREETING_ADDRESS = re.compile(_GREETING + r"[\w.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24}\b")
 _GREETING_HINT = re.compile(r"@[a-z0-9-]+\.")
 # The greeting sits at the top: only the first characters of the text are searched.
 _GREETING_WINDOW = 3000
 
 
-def greeting_signals(visible: str) -> list[Signal]:
-    """greeting-address: the text greets the reader by a bare e-mail address."""
+def greeting_signals(visible: str, to_header: str = "") -> list[Signal]:
+    """greeting-address: the text greets the reader by a bare e-mail address.
+
+    Any address with a domain counts, and so does the recipient's own address as written in
+    To (whatever its form), since that is the one thing a bulk sender knows about the reader.
+    """
     head = visible[:_GREETING_WINDOW].lower()
+    if "@" not in head:
+        return []
     if _GREETING_HINT.search(head) and _GREETING_ADDRESS.search(head):
         return [_sig("greeting-address", "")]
+    boxes = [a.lower() for _, a in _mailboxes(to_header) if "@" in a]
+    if len(boxes) == 1 and boxes[0] in head:
+        own = re.compile(_GREETING + re.escape(boxes[0]) + r"(?![\w.-]*\w)")
+        if own.search(head):
+            return [_sig("greeting-address", "recipient")]
     return []
 
 

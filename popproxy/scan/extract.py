@@ -57,6 +57,7 @@ class Extracted:
     forms: int = 0
     password_inputs: int = 0
     scripts: int = 0
+    images: int = 0
 
 
 def refang(url: str) -> str:
@@ -118,7 +119,9 @@ def html_extract(html: str, *, attachment: bool = False) -> Extracted:
                 _add(out, href, "href", _anchor_text(anchor), attachment)
                 anchor = None
             continue
-        if name == "a":
+        if name == "img":
+            out.images += 1
+        elif name == "a":
             if anchor is not None:
                 _add(out, href, "href", _anchor_text(anchor), attachment)
             href, anchor = _attrs(m.group("attrs")).get("href", ""), []

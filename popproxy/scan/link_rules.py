@@ -60,6 +60,65 @@ def link_signals(links: Iterable[Link], ctx: LinkContext) -> list[Signal]:
     return out
 
 
+# Button and link wording that asks the reader to act on an account, a payment or a prize.
+_ACTION_TEXT = re.compile(
+    r"(?i)\b(?:verify|confirm|unlock|validate|reactivate|restore|sign\s*in|log\s*in|login|"
+    r"update\s+(?:now|payment|billing|your)|pay\s+now|review\s+(?:your|now)|claim|redeem|"
+    r"reschedule|track\s+(?:your\s+)?(?:package|parcel)|resgat\w*|verific\w*|confirm\w*|"
+    r"atualiz\w*|acess\w*|bevestig\w*|best[äa]tig\w*|v[ée]rifi\w*)\b"
+)
+# Button labels are short; a long anchor is a sentence that merely contains such a word.
+_MAX_ACTION_TEXT = 40
+
+
+def action_link_signals(links: Iterable[Link], sender_domain: str, limit: int) -> list[Signal]:
+    """link-action-foreign: a "Verify" / "Sign in" / "Pay now" anchor leads off the sender's domain.
+
+    Args:
+        links: the message's links.
+        sender_domain: the From domain ("" when unknown: then nothing is judged).
+        limit: links looked at, at most.
+    """
+    if not sender_domain:
+        return []
+    owner = hosts.owner_domain(sender_domain)
+    for count, link in enumerate(links):
+        if count >= limit:
+            break
+        text = link.anchor_text
+        if link.source != "href" or link.attachment or not text or len(text) > _MAX_ACTION_TEXT:
+            continue
+        if not _ACTION_TEXT.search(text):
+            continue
+        info = parse_url(link.url)
+        if info is None or info.scheme not in WEB_SCHEMES or not info.host:
+            continue
+        if hosts.owner_domain(info.host) != owner:
+            return [_sig("link-action-foreign", f"{text[:30]} -> {info.host}")]
+    return []
+
+
+def shortened_hrefs(links: Iterable[Link], limit: int) -> str:
+    """The shortener every web anchor of the body points to ("" unless all of them do).
+
+    Only anchors (not URLs in running text) of the message body count: they are what a reader
+    clicks without seeing the address.
+    """
+    found = ""
+    for count, link in enumerate(links):
+        if count >= limit:
+            return ""
+        if link.source != "href" or link.attachment:
+            continue
+        info = parse_url(link.url)
+        if info is None or info.scheme not in WEB_SCHEMES or not info.host:
+            continue
+        if info.host not in SHORTENERS and hosts.registrable(info.host) not in SHORTENERS:
+            return ""
+        found = info.host
+    return found
+
+
 def _sig(name: str, detail: str) -> Signal:
     return Signal(name=name, weight=weight(name), detail=clean_detail(detail))
 

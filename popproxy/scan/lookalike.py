@@ -148,15 +148,25 @@ def _brand_pattern(word: str) -> re.Pattern[str]:
     return re.compile(r"(?:^|[.\-_\d])" + re.escape(word) + r"(?:$|[.\-_\d])")
 
 
-@lru_cache(maxsize=256)
-def _word_pattern(brand: ProtectedBrand) -> re.Pattern[str]:
-    words = "|".join(re.escape(w) for w in (brand.name, *brand.aliases))
-    return re.compile(r"(?i)(?<![^\W_])(?:" + words + r")(?![^\W_])")
+@lru_cache(maxsize=16)
+def _names_pattern(
+    brands: tuple[ProtectedBrand, ...],
+) -> tuple[re.Pattern[str], dict[str, int]]:
+    # One alternation for the whole list (one pass over the text instead of one per brand),
+    # and the index of the first brand each word belongs to.
+    index: dict[str, int] = {}
+    for i, brand in enumerate(brands):
+        for word in (brand.name, *brand.aliases):
+            index.setdefault(word.lower(), i)
+    words = "|".join(re.escape(w) for w in sorted(index, key=len, reverse=True))
+    return re.compile(r"(?i)(?<![^\W_])(?:" + words + r")(?![^\W_])"), index
 
 
 def names_brand(text: str, brands: tuple[ProtectedBrand, ...]) -> ProtectedBrand | None:
-    """The first protected brand named as a whole word in ``text`` (a display name, say)."""
-    for brand in brands:
-        if _word_pattern(brand).search(text):
-            return brand
-    return None
+    """The first protected brand (in list order) named as a whole word in ``text``."""
+    if not brands:
+        return None
+    pattern, index = _names_pattern(brands)
+    found = [index.get(m.group(0).lower(), -1) for m in pattern.finditer(text)]
+    found = [i for i in found if i >= 0]
+    return brands[min(found)] if found else None

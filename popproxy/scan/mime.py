@@ -7,6 +7,7 @@ decoded part at a time so that at most one decoded payload is alive besides the 
 
 from __future__ import annotations
 
+import email.errors
 import email.parser
 import email.policy
 from collections.abc import Callable, Iterator
@@ -69,9 +70,13 @@ def header_text(msg: Message, name: str) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeError, ValueError, AssertionError):
+    except (LookupError, UnicodeError, ValueError, AssertionError, email.errors.HeaderParseError):
+        try:
+            parts = decode_header(value)
+        except (ValueError, AssertionError, email.errors.HeaderParseError):
+            return value  # broken beyond decoding: the raw text still carries the words
         chunks = []
-        for chunk, charset in decode_header(value):
+        for chunk, charset in parts:
             if isinstance(chunk, bytes):
                 chunks.append(decode_bytes(chunk, charset))
             else:

@@ -14,10 +14,15 @@ from email.message import Message
 from popproxy.scan import content
 from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.config import ScanConfig
-from popproxy.scan.extract import Link, html_extract, text_links
+from popproxy.scan.extract import Extracted, Link, html_extract, text_links
 from popproxy.scan.feeds import HostFeed, load_feeds
 from popproxy.scan.limits import MAX_ARCHIVE_MEMBERS
-from popproxy.scan.link_rules import LinkContext, link_signals
+from popproxy.scan.link_rules import (
+    LinkContext,
+    action_link_signals,
+    link_signals,
+    shortened_hrefs,
+)
 from popproxy.scan.mime import Part, WalkStats, header_text, parse_message, walk_parts
 from popproxy.scan.scoring import combine
 from popproxy.scan.textdecode import decode_bytes
@@ -106,10 +111,26 @@ class Scanner:
             signals.append(_sig("mime-limits", ",".join(stats.limits_hit)))
         subject = header_text(msg, "From") + "\n" + header_text(msg, "Subject")
         visible = " ".join(text)[: self.config.max_text_chars]
-        signals.extend(content.lure_signals(subject + "\n" + visible))
+        lures = content.lure_signals(subject + "\n" + visible)
+        signals.extend(lures)
+        if any(s.name == "lure-advance-fee" for s in lures):
+            free = content.free_mailbox_sender(
+                header_text(msg, "From"), header_text(msg, "Reply-To")
+            )
+            if free:
+                signals.append(_sig("advance-fee-freemail", free))
         signals.extend(content.obfuscation_signals(visible, subject))
-        signals.extend(content.greeting_signals(visible))
+        signals.extend(content.greeting_signals(visible, header_text(msg, "To")))
         signals.extend(link_signals(links, self._links))
+        signals.extend(
+            action_link_signals(
+                links, content.sender_domain(header_text(msg, "From")), self.config.max_links
+            )
+        )
+        if any(s.name == "html-image-only" for s in signals):
+            shortener = shortened_hrefs(links, self.config.max_links)
+            if shortener:
+                signals.append(_sig("image-link-shortened", shortener))
         check()
         return combine(signals, self.config.thresholds)
 
@@ -122,6 +143,8 @@ class Scanner:
                 text.extend(page.text)
                 if page.password_inputs:
                     signals.append(_sig("form-password", ""))
+                if page.images and _image_only(page):
+                    signals.append(_sig("html-image-only", f"{page.images} images"))
             else:
                 links.extend(text_links(body))
                 text.append(body)
@@ -135,6 +158,23 @@ class Scanner:
         links.extend(found.links)
 
 
+# Visible characters below which an HTML body with images "is" its images (SpamAssassin's
+# HTML_IMAGE_ONLY rules use similar cut-offs): the words are in a picture no filter reads.
+_IMAGE_ONLY_TEXT = 300
+
+
+def _image_only(page: Extracted) -> bool:
+    """Images, a web link, and almost no text: the message is a picture to click."""
+    if not any(link.source == "href" and link.url[:4].lower() == "http" for link in page.links):
+        return False
+    chars = 0
+    for chunk in page.text:
+        chars += len(chunk.strip())
+        if chars >= _IMAGE_ONLY_TEXT:
+            return False
+    return True
+
+
 def _sig(name: str, detail: str) -> Signal:
     return Signal(name=name, weight=weight(name), detail=detail)
 
@@ -143,7 +183,7 @@ def _header_signals(msg: Message, config: ScanConfig) -> list[Signal]:
     out = content.sender_signals(
         header_text(msg, "From"),
         header_text(msg, "Reply-To"),
-        config.protected_brands,
+        config.protected_brands + config.sender_brands,
     )
     out.extend(content.recipient_signals(header_text(msg, "To"), header_text(msg, "Subject")))
     if any(key.lower().startswith(_OWN_HEADER_PREFIX) for key in msg):

@@ -29,7 +29,7 @@ def _codec(charset: str | None) -> str | None:
     name = _ALIASES.get(name, name)
     try:
         codecs.lookup(name)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the declared charset name
         return None
     return name
 

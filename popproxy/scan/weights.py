@@ -34,8 +34,9 @@ WEIGHTS: Final[dict[str, float]] = {
     "link-text-mismatch": 1.5,  # anchor text shows another domain (click trackers do too)
     "link-text-mismatch-brand": 5.0,  # ... and the shown domain is a protected brand's
     "link-https-shown-http": 2.0,  # text says https://, link is plain http
+    "link-action-foreign": 1.0,  # a "Verify"/"Sign in"/"Pay now" button to another domain
     # Forms in the message body.
-    "form-remote-action": 1.0,  # a form in a mail; newsletters embed search boxes, so weak
+    "form-remote-action": 0.5,  # a form in a mail; newsletters embed search boxes, so weak
     "form-password": 5.0,  # a password field inside a mail
     # Attachments.
     "attach-executable": 7.0,  # MZ/ELF/Mach-O magic
@@ -58,6 +59,7 @@ WEIGHTS: Final[dict[str, float]] = {
     "lure-prize": 1.0,  # "you have won", "claim your reward", points about to expire
     "lure-delivery": 1.0,  # "parcel could not be delivered", "customs fee"
     "lure-advance-fee": 2.0,  # "US$18.5 million", "next of kin", "business proposal"
+    "advance-fee-freemail": 2.0,  # ... and the sender or Reply-To is a free mailbox
     "lure-crypto": 1.5,  # "seed phrase", "verify your wallet", "airdrop", "free mint"
     "text-obfuscated": 3.0,  # homoglyph words, zero-width or overlay characters inside words
     "sender-display-address": 3.0,  # display name shows an address at another domain
@@ -65,9 +67,11 @@ WEIGHTS: Final[dict[str, float]] = {
     "subject-recipient-address": 1.5,  # subject repeats the recipient's address (mail merge)
     "reply-to-freemail": 2.0,  # replies go to a free mailbox on another domain
     "sender-role-freemail": 2.0,  # "Security Team" / "Customer Service" from a free mailbox
-    "sender-bad-domain": 2.0,  # From domain under no public suffix: unroutable, forged
+    "sender-bad-domain": 3.0,  # From domain under no public suffix or not a host name: forged
     "greeting-address": 2.0,  # "Dear jo@example.org," instead of a name
     # Message structure.
+    "html-image-only": 1.5,  # HTML that is images and a link with almost no text
+    "image-link-shortened": 1.5,  # ... and every link goes through a public shortener
     "mime-limits": 1.0,  # deeper or bigger than any honest client produces
     "spoofed-verdict-header": 3.0,  # the message already carries our X-Popproxy-* headers
 }

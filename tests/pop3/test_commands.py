@@ -153,9 +153,12 @@ def test_255_octet_line_is_accepted(feed: Feed) -> None:
     assert feed_parser(line, feed) == [Command("USER", (line[5:-2],))]
 
 
-def test_255_octet_bare_lf_line_is_accepted(feed: Feed) -> None:
-    line = user_line(limits.MAX_COMMAND_LINE, end=b"\n")
-    assert feed_parser(line, feed) == [Command("USER", (line[5:-1],))]
+def test_bare_lf_line_counts_as_crlf_for_the_limit(feed: Feed) -> None:
+    """It is re-sent upstream with CRLF, so it must fit 255 octets in that form (RFC 2449 s4)."""
+    fits = user_line(limits.MAX_COMMAND_LINE - 1, end=b"\n")  # 253 + LF -> 255 with CRLF
+    assert feed_parser(fits, feed) == [Command("USER", (fits[5:-1],))]
+    too_long = user_line(limits.MAX_COMMAND_LINE, end=b"\n")  # 254 + LF -> 256 with CRLF
+    assert feed_parser(too_long, feed) == [TOO_LONG]
 
 
 @pytest.mark.parametrize("end", [b"\r\n", b"\n"])

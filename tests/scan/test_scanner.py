@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from popproxy.scan import ScanConfig, Scanner, Thresholds
+from popproxy.scan import ScanConfig, Scanner, Thresholds, apply_action
 from popproxy.scan import scanner as scanner_module
 from tests.scan.helpers import load, scan
 
@@ -95,3 +95,18 @@ def test_junk_never_raises(junk: bytes) -> None:
 def test_spoofed_verdict_header() -> None:
     msg = b"From: a@example.org\r\nX-Popproxy-Verdict: pass\r\nSubject: x\r\n\r\nhi\r\n"
     assert "spoofed-verdict-header" in {s.name for s in scan(msg).signals}
+
+
+def test_forged_verdict_header_forces_tag() -> None:
+    # Clean otherwise: the score alone would pass, but pass relays the forged header unchanged.
+    verdict = scan(load("forged_verdict_header.eml"))
+    assert verdict.score < 4
+    assert verdict.action == "tag"
+    tagged = apply_action(load("forged_verdict_header.eml"), verdict, clock=lambda: 0.0)
+    assert b"X-Popproxy-Verdict: pass" not in tagged
+    assert b"X-Popproxy-Verdict: tag" in tagged
+
+
+def test_forged_header_does_not_lower_a_stronger_action() -> None:
+    strict = ScanConfig(thresholds=Thresholds(tag=1, defang=2, quarantine=3))
+    assert scan(load("forged_verdict_header.eml"), strict).action == "quarantine"

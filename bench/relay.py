@@ -6,7 +6,9 @@ One run:
   2. writes a temporary popproxy config (plain listener on a free loopback port ->
      upstream 127.0.0.1:11110, session caps raised so the idle test can open many connections);
   3. per round, for each target (Dovecot direct, popproxy, then any --reference relay):
-       - popproxy is started fresh (its PID recorded); a warm-up of 20 logins;
+       - popproxy is started fresh (its PID recorded); a warm-up: 100 logins (one per bench
+         user) and alice's LIST, as popproxy scans a user's messages at the first STAT/LIST
+         and caches the verdicts;
        - ``bench.py --tests sessions,latency`` (sessions/s + target CPU ms/session, login
          latency p50/p99);
        - ``bench.py --tests retr`` (MB/s of alice's 28.7 MB message), with the target tree's CPU
@@ -30,6 +32,7 @@ POPPROXY_SRC (run ``python -m popproxy`` from that source tree instead, for A/B 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -52,6 +55,22 @@ UPSTREAM_PORT = 11110 + PORT_OFFSET
 PY = os.environ.get("PY", sys.executable)
 # POPPROXY_SRC: run popproxy from this source tree instead of the installed one (A/B comparisons)
 SRC = Path(os.environ["POPPROXY_SRC"]).resolve() if os.environ.get("POPPROXY_SRC") else None
+
+
+def _installed_origin() -> Path | None:
+    spec = importlib.util.find_spec("popproxy")
+    return Path(spec.origin).resolve() if spec is not None and spec.origin else None
+
+
+# The installed (editable) popproxy may point at another checkout; measure this tree then.
+INSTALLED = _installed_origin()
+SRC_NOTE = ""
+if SRC is None and (INSTALLED is None or REPO not in INSTALLED.parents):
+    SRC = REPO
+    SRC_NOTE = (
+        f"the installed popproxy is {INSTALLED.parent if INSTALLED else 'missing'}, not this "
+        f"tree: running python -m popproxy from {REPO}"
+    )
 
 IDLE_SETTLE_S = 10.0  # after an idle test, before the next measurement
 RETR_TARGET = 0.9  # proxy RETR MB/s >= 0.9x direct
@@ -77,9 +96,13 @@ limits:
   max_sessions_per_ip: {cap}
   max_login_failures: 3
   shutdown_grace: 2
-demo_upstream:
+{lockout}demo_upstream:
   enabled: false
 """
+# The benchmark logs in thousands of times from 127.0.0.1: popproxy's failed-login lockout
+# (on by default) is turned off, and its state (lockout key) goes to the temp dir, not ./state.
+LOCKOUT = "lockout:\n  enabled: false\nstate_dir: {state}\n"
+SCAN_OFF = "scan:\n  enabled: false\n"  # --scan off (message scanning is on by default)
 
 
 def log(msg: str) -> None:
@@ -127,11 +150,20 @@ def lab_env() -> dict[str, str]:
     return {**os.environ, "POPLAB": str(POPLAB), "PORT_OFFSET": str(PORT_OFFSET)}
 
 
-def write_config(path: Path, port: int, cap: int) -> None:
-    """Write the relay config; `allow_plaintext_login` only if this popproxy knows the key."""
-    for plaintext in ("    allow_plaintext_login: true\n", ""):
+def write_config(path: Path, port: int, cap: int, scan: str = "default") -> str:
+    """Write the relay config; `allow_plaintext_login` and `lockout`/`state_dir` only if this
+    popproxy knows the keys (older trees, for POPPROXY_SRC A/B runs, may not)."""
+    lockout = LOCKOUT.format(state=path.parent / "state") + (SCAN_OFF if scan == "off" else "")
+    variants = [
+        (plaintext, lock)
+        for plaintext in ("    allow_plaintext_login: true\n", "")
+        for lock in (lockout, "")
+    ]
+    for plaintext, lock in variants:
         path.write_text(
-            CONFIG.format(port=port, upstream=UPSTREAM_PORT, cap=cap, plaintext=plaintext)
+            CONFIG.format(
+                port=port, upstream=UPSTREAM_PORT, cap=cap, plaintext=plaintext, lockout=lock
+            )
         )
         r = subprocess.run(
             popproxy_cmd("check", path),
@@ -141,7 +173,9 @@ def write_config(path: Path, port: int, cap: int) -> None:
             env=popproxy_env(),
         )
         if r.returncode == 0:
-            return
+            if not lock:
+                return "lockout default (key unknown)"
+            return "lockout off, scan " + ("off" if scan == "off" else "on (default)")
     sys.exit(f"popproxy rejects the generated config {path}:\n{r.stdout}{r.stderr}")
 
 
@@ -163,7 +197,27 @@ def popproxy_env() -> dict[str, str]:
     return env
 
 
+REV: str | None = None  # set by snapshot(): the tree's revision when it was copied
+
+
+def snapshot(tmp: Path) -> Path:
+    """Copy the popproxy package to ``tmp/src`` and run that copy from now on, so every round
+    runs the same code even if the working tree changes during the run."""
+    global SRC, REV
+    REV = git_rev()
+    dst = tmp / "src"
+    shutil.copytree(
+        (SRC or REPO) / "popproxy",
+        dst / "popproxy",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    SRC = dst
+    return dst
+
+
 def git_rev() -> str:
+    if REV is not None:
+        return REV
     tree = SRC or REPO
     try:
         rev = subprocess.run(
@@ -373,8 +427,12 @@ def run_target(
 
 
 def warm_up(port: int, pid: int, label: str, out: Path) -> None:
-    """20 logins: first-use costs (lazy imports, caches) stay out of the measurements."""
-    bench(port, pid, label, "latency", out, ["--lat-count", "20"])
+    """First-use costs stay out of the measurements: lazy imports, caches, and popproxy's scan
+    verdicts (scanning is on by default; a user's messages are scanned at its first STAT or
+    LIST, and the verdicts are kept in state_dir across restarts). So: one login with STAT per
+    bench user (user0001..user0100), and alice's LIST (a RETR test with 0 runs)."""
+    bench(port, pid, label, "latency", out, ["--lat-count", "100"])
+    bench(port, pid, label, "retr", out.with_suffix(".list.json"), ["--retr-repeat", "0"])
     time.sleep(1)
 
 
@@ -535,10 +593,18 @@ def main() -> int:
     )
     ap.add_argument("--only", choices=("direct", "proxy"), default=None, help="measure one side")
     ap.add_argument(
+        "--scan",
+        choices=("default", "off"),
+        default="default",
+        help="popproxy message scanning: its default (on) or off (scan: {enabled: false})",
+    )
+    ap.add_argument(
         "--out", type=Path, default=None, help="result dir (default $POPLAB/bench/relay-TS)"
     )
     a = ap.parse_args()
     PROXY_ENV.update(kv.split("=", 1) for kv in a.proxy_env)
+    if SRC_NOTE:
+        log(SRC_NOTE)
 
     if not (LAB_DIR / "bench.py").exists():
         sys.exit(f"no bench.py in LAB_DIR={LAB_DIR}; set LAB_DIR to the lab directory")
@@ -553,7 +619,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="popproxy-bench-"))
     port = free_port()
     cfg = tmp / "relay.yaml"
-    write_config(cfg, port, cap=max(5000, 2 * a.idle))
+    src = snapshot(tmp)
+    log(f"running popproxy {git_rev()} from a snapshot in {src}")
+    lockout_note = write_config(cfg, port, max(5000, 2 * a.idle), a.scan)
     started_dovecot = False
     if dovecot_pid() is None:
         log("starting the lab Dovecot")
@@ -607,7 +675,7 @@ def main() -> int:
         f"popproxy relay benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
         f"plain, tests {','.join(a.tests)}, idle N={a.idle}, "
         f"sessions c={a.concurrency} t={a.duration:g}s, RETR x{a.retr_repeat}, "
-        f"popproxy {git_rev()} --log-level {a.log_level}"
+        f"popproxy {git_rev()} --log-level {a.log_level}, {lockout_note}"
         + "".join(f" {kv}" for kv in a.proxy_env)
         + "\n\n"
     )

@@ -34,6 +34,7 @@ class MailboxView:
         self._sizes: dict[int, int] = {}
         self._entries: dict[int, CachedVerdict] = {}
         self.deleted: set[int] = set()
+        self._generation: str | None = None  # computed once per session
 
     @property
     def _up(self) -> UpstreamConnection:
@@ -85,7 +86,7 @@ class MailboxView:
             return self._entries[number]
         key = cache_key(self._upstream_name, self._s.user or "", uidls[number])
         cached = self._service.cache.get(key)
-        if cached is None or cached.generation != await self._service.generation():
+        if cached is None or cached.generation != await self._current_generation():
             cached = await self._scan(number)
             self._service.cache.put(key, cached)
         if cached.action == "quarantine" and self._service.quarantine.released(
@@ -96,9 +97,15 @@ class MailboxView:
         self._entries[number] = cached
         return cached
 
+    async def _current_generation(self) -> str:
+        # Once per session: feeds changing mid-session must not change sizes already shown.
+        if self._generation is None:
+            self._generation = await self._service.generation()
+        return self._generation
+
     async def _scan(self, number: int) -> CachedVerdict:
         service, size = self._service, self._sizes[number]
-        now, generation = service.now(), await service.generation()
+        now, generation = service.now(), await self._current_generation()
         if size > service.policy.max_message_bytes:
             # Never held: too large to scan within our memory bound.
             reason = f"unscanned: {size} octets over the {service.policy.max_message_bytes} cap"

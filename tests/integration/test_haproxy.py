@@ -121,7 +121,7 @@ def _refusal(log_text: str, ip: str, reason: str) -> bool:
 
 @pytest.fixture
 def popproxy_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="popproxy")
+    caplog.set_level(logging.DEBUG, logger="popproxy")
     return caplog
 
 

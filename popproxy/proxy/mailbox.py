@@ -88,7 +88,8 @@ class MailboxView:
         cached = self._service.cache.get(key)
         if cached is None or cached.generation != await self._current_generation():
             cached = await self._scan(number)
-            self._service.cache.put(key, cached)
+            if not cached.transient:
+                self._service.cache.put(key, cached)
         if cached.action == "quarantine" and self._service.quarantine.released(
             cached.quarantine_id
         ):
@@ -116,7 +117,8 @@ class MailboxView:
         self._count(verdict.action, action)
         entry = CachedVerdict(action, verdict.score, verdict.reasons, size, now, generation,
                               held_id(original) if action == "quarantine" else "",
-                              tuple(s.name for s in verdict.signals))
+                              tuple(s.name for s in verdict.signals),
+                              transient=verdict.cause in ("error", "time-budget"))
         if action == "quarantine":
             service.hold(original, entry, self._s.user or "")
         if action != "pass":

@@ -115,7 +115,9 @@ class ScanService:
         try:
             return self._render(original, entry)
         except Exception:
-            log.exception("action %s failed; delivering with verdict headers", entry.action)
+            log.exception("action %s failed; using the fallback", entry.action)
+            if entry.action == "quarantine":  # never let a failed notice release the original
+                return fallback_notice(entry)
             return unscanned_prefix(entry, entry.action) + original
 
     def _render(self, original: bytes, entry: CachedVerdict) -> bytes:
@@ -149,6 +151,16 @@ def unscanned_prefix(entry: CachedVerdict, verdict: str = "unscanned") -> bytes:
     reason = reason.replace("\n", " ")[:200]
     return (b"X-Popproxy-Verdict: " + verdict.encode() + b"\r\nX-Popproxy-Reasons: "
             + reason.encode("ascii", "replace") + b"\r\n")
+
+
+def fallback_notice(entry: CachedVerdict) -> bytes:
+    """A minimal quarantine notice built from our own data only (it cannot fail)."""
+    when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(entry.scanned_at))
+    return (b"From: popproxy <postmaster@localhost>\r\nSubject: [QUARANTINED] a message was held"
+            b"\r\nDate: " + when.encode() + b"\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+            b"A message was held by the mail security proxy.\r\nQuarantine id: "
+            + entry.quarantine_id.encode("ascii", "replace") + b"\r\n")
 
 
 def held_id(original: bytes) -> str:

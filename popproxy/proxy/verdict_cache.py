@@ -30,6 +30,8 @@ class CachedVerdict:
     generation: str  # scanner settings + feed versions it was judged with
     quarantine_id: str = ""
     signals: tuple[str, ...] = ()
+    # A scanner error or timeout: good for this session only, judged again next time.
+    transient: bool = False
 
 
 def cache_key(upstream: str, username: str, uidl: bytes) -> str:
@@ -53,6 +55,7 @@ class VerdictCache:
                 key = record.pop("key")
                 record["reasons"] = tuple(record["reasons"])
                 record["signals"] = tuple(record.get("signals", ()))
+                record.pop("transient", None)
                 self._entries[key] = CachedVerdict(**record)
             except (ValueError, KeyError, TypeError):
                 log.warning("%s:%d: unreadable verdict cache line skipped", path, number)

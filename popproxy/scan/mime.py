@@ -70,10 +70,12 @@ def header_text(msg: Message, name: str) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeError, ValueError, AssertionError, email.errors.HeaderParseError):
+    except (LookupError, UnicodeError, ValueError, AssertionError, email.errors.HeaderParseError,
+            email.errors.CharsetError):
         try:
             parts = decode_header(value)
-        except (ValueError, AssertionError, email.errors.HeaderParseError):
+        except (ValueError, AssertionError, LookupError, email.errors.HeaderParseError,
+                email.errors.CharsetError):
             return value  # broken beyond decoding: the raw text still carries the words
         chunks = []
         for chunk, charset in parts:

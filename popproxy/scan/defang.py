@@ -120,7 +120,7 @@ def _rewrite_part(part: Message) -> None:
     new = new.replace("\r\n", "\n")
     try:
         data = new.encode(charset or "ascii")
-    except (LookupError, UnicodeError):
+    except (LookupError, UnicodeError, ValueError):  # ValueError: a NUL in the charset name
         data, charset = new.encode("utf-8"), "utf-8"
         part.set_param("charset", "utf-8")
     was_base64 = str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64"

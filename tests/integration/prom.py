@@ -7,11 +7,9 @@ Needs the Debian package ``prometheus`` (``prometheus`` and ``promtool``).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -26,19 +24,10 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.integration.procs import die_with_parent as _die_with_parent
+
 START_TIMEOUT = 20.0
-PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
-try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - not Linux
-    _LIBC = None
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL Prometheus if pytest itself dies (Linux prctl)."""
-    if _LIBC is not None and hasattr(_LIBC, "prctl"):
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -17,7 +17,6 @@ logging in through the balancer, before and after A dies; roundrobin really spre
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import poplib
@@ -41,6 +40,8 @@ import trustme
 
 from tests.integration import haproxy as haproxy_mod
 from tests.integration import redis_server
+from tests.integration.procs import die_with_parent as _die_with_parent
+from tests.integration.procs import stop_process
 from tests.integration.redis_server import RedisServer, RedisUnavailable
 
 LB_SOURCE = "127.0.0.1"  # HAProxy's backend source: the only PROXY sender popproxy trusts
@@ -50,19 +51,8 @@ AUTH_FAILED = b"-ERR [AUTH] authentication failed"
 WRONG = ("Wrong-Guess-1", "Wrong-Guess-2", "Wrong-Guess-3")  # pair.block_after: 3
 WELCOME = b"This message came through the proxy."
 START_TIMEOUT = 20.0
-PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 TCP_LISTEN = "0A"
 
-try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - not Linux
-    _LIBC = None
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL it if pytest itself dies (Linux prctl)."""
-    if _LIBC is not None and hasattr(_LIBC, "prctl"):
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_port() -> int:
@@ -228,13 +218,7 @@ class Balancer:
             return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def _start_haproxy(a: Instance, b: Instance) -> Balancer:

@@ -57,6 +57,8 @@ ROWS: list[tuple[str, list[tuple[str, str, str]]]] = [
          "histogram_quantile(0.95, sum by (le) "
          "(rate(popproxy_scan_duration_seconds_bucket[5m])))",
          "s"),
+        ("Verdict cache by result",
+         "sum by (result) (rate(popproxy_verdict_cache_total[5m]))", "ops"),
     ]),
     ("Upstreams", [
         ("Upstream errors by reason",

@@ -8,6 +8,8 @@ pass only what a decision needs.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from typing import Any, TextIO
 SECRET_FIELDS = frozenset({"password", "pass", "passwd", "secret", "auth", "payload",
                            "sasl", "credentials", "body"})
 REDACTED = "[redacted]"
+
+log = logging.getLogger("popproxy.audit")
 
 
 def redact(fields: dict[str, Any]) -> dict[str, Any]:
@@ -33,13 +37,41 @@ def redact(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 class AuditLog:
-    """Writes events to ``sink`` (a text stream) or nowhere; ``clock`` is injectable."""
+    """Writes events to ``sink`` (a text stream) or nowhere; ``clock`` is injectable.
+
+    With ``path`` the sink is that file, opened for appending, and ``reopen`` (SIGHUP) opens
+    the path again: after logrotate renamed the file, new events go to a new file there.
+    """
 
     def __init__(self, sink: TextIO | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, path: str | None = None) -> None:
+        self._path = path
+        if sink is None and path is not None:
+            sink = _open(path)
         self._sink = sink
         self._clock = clock
         self._lock = threading.Lock()
+
+    @property
+    def path(self) -> str | None:
+        return self._path
+
+    def reopen(self) -> bool:
+        """Open the file path again (no-op for a stream); on failure keep writing to the old
+        file and return False."""
+        if self._path is None:
+            return True
+        try:
+            new = _open(self._path)
+        except OSError as exc:
+            log.error("audit log %s cannot be reopened, still writing to the old file: %s",
+                      self._path, exc.strerror or exc)
+            return False
+        with self._lock:
+            old, self._sink = self._sink, new
+        if old is not None:
+            old.close()
+        return True
 
     def event(self, kind: str, session: str | None = None, **fields: Any) -> None:
         """Record one decision: ``kind`` like "login", "connect", "lockout", "stls_injection"."""
@@ -54,12 +86,15 @@ class AuditLog:
             self._sink.flush()
 
 
-def open_audit_log(path: str | None) -> AuditLog:
-    """``None``: no audit log; ``-``: standard error; else append to the file."""
-    import sys
+def _open(path: str) -> TextIO:
+    return open(path, "a", encoding="utf-8")
 
+
+def open_audit_log(path: str | None) -> AuditLog:
+    """``None``: no audit log; ``-``: standard error; else append to the file (reopened on
+    SIGHUP, see ``AuditLog.reopen``)."""
     if path is None:
         return AuditLog(None)
     if path == "-":
         return AuditLog(sys.stderr)
-    return AuditLog(open(path, "a", encoding="utf-8"))
+    return AuditLog(path=path)

@@ -19,11 +19,15 @@ from pathlib import Path
 
 from popproxy import __version__
 from popproxy.auditlog import open_audit_log
+from popproxy.capture.store import CaptureOptions, prepare_directory
+from popproxy.logsetup import configure as configure_logging
 from popproxy.policy.config import Config, ConfigError, load_config, policy_files
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.http import OpsServer, upstream_probe
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.server import ProxyServer
+from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import fingerprint
 
 log = logging.getLogger("popproxy")
@@ -38,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", type=Path, required=True,
                      help="policy file, or a directory whose *.yaml files are merged")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    run.add_argument("--capture", type=Path, metavar="DIR",
+                     help="write a capture of every session to DIR as a mitmproxy TCP flow, "
+                          "passwords and AUTH data redacted (docs/capture.md)")
+    run.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                     help="uvloop (pip install popproxy[uvloop]) spends less CPU per session; "
+                          "see bench/README.md")
+    run.add_argument("--capture-bodies", action="store_true",
+                     help="with --capture: keep RETR/TOP message bodies (sensitive: mail "
+                          "contents on disk)")
     check = sub.add_parser("check-config", aliases=["check"], help="validate policies")
     check.add_argument("paths", nargs="*", type=Path, help="policy files or directories")
     check.add_argument("--config", "-c", type=Path, action="append", default=[],
@@ -76,8 +89,16 @@ def check_config(paths: list[Path]) -> int:
     return status
 
 
-async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = None) -> None:
-    """Run until ``stop`` is set, then shut down gracefully."""
+def _status(server: ProxyServer) -> str:
+    """The line ``systemctl status`` shows (STATUS=)."""
+    return f"serving: {len(server.ports)} listeners, {server.session_count} sessions"
+
+
+async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = None,
+                notifier: Notifier | None = None, capture: CaptureOptions | None = None) -> None:
+    """Run until ``stop`` is set, then shut down gracefully; tell systemd (``notifier``,
+    by default ``$NOTIFY_SOCKET``) when ready, reloading and stopping."""
+    notifier = Notifier() if notifier is None else notifier
     demo: DemoUpstream | None = None
     if config.demo_upstream.enabled:
         demo = DemoUpstream()
@@ -85,7 +106,7 @@ async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = 
         log.warning("demo upstream on %s:%d (demo mailbox, see README): not for production",
                     config.upstream.host, demo.port)
     observer = Observer(audit=open_audit_log(config.observability.audit_log))
-    server = ProxyServer(config, observer)
+    server = ProxyServer(config, observer, capture)
     ops: OpsServer | None = None
     if config.observability.metrics_port is not None:
         ops = OpsServer(observer.metrics.registry,
@@ -95,13 +116,17 @@ async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = 
         for pair in server.server_tls.pairs:
             print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)}", flush=True)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path)
+    loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path, notifier)
     await server.start()
     print("popproxy ready: " + ", ".join(
         f"{lst.name}={lst.host}:{server.ports[lst.name]} ({lst.mode})" for lst in config.listeners
     ), flush=True)
+    notifier.ready(_status(server))  # every listener bound, the metrics server up
+    status = spawn(report_status(notifier, lambda: _status(server)), "sd-notify-status")
     await stop.wait()
+    status.cancel()
     log.info("shutting down")
+    notifier.stopping(f"stopping: draining {server.session_count} sessions")
     await server.stop()
     if ops is not None:
         await ops.stop()
@@ -109,8 +134,20 @@ async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = 
         await demo.stop()
 
 
-def _reload(server: ProxyServer, config_path: Path | None) -> None:
-    """SIGHUP: validate the policy again and swap it in; a bad one keeps the old one."""
+def _reload(server: ProxyServer, config_path: Path | None,
+            notifier: Notifier | None = None) -> None:
+    """SIGHUP: reopen the audit log file (logrotate), validate the policy again and swap it in
+    (a bad one keeps the old one), reload the certificates."""
+    notifier = Notifier(path="") if notifier is None else notifier
+    notifier.reloading()
+    try:
+        server.observer.audit.reopen()
+        _reload_policy(server, config_path)
+    finally:
+        notifier.reloaded(_status(server))
+
+
+def _reload_policy(server: ProxyServer, config_path: Path | None) -> None:
     if config_path is not None:
         try:
             new = load_config(config_path)
@@ -125,12 +162,33 @@ def _reload(server: ProxyServer, config_path: Path | None) -> None:
     server.reload_tls()
 
 
-async def _main_async(config: Config, config_path: Path) -> None:
+async def _main_async(config: Config, config_path: Path,
+                      capture: CaptureOptions | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop, config_path)
+    await serve(config, stop, config_path, capture=capture)
+
+
+def capture_options(directory: Path | None, bodies: bool) -> CaptureOptions | None:
+    """``--capture DIR [--capture-bodies]``: the directory is made (0700) before any session."""
+    if directory is None:
+        if bodies:
+            raise ValueError("--capture-bodies needs --capture DIR")
+        return None
+    options = CaptureOptions(prepare_directory(directory), keep_bodies=bodies)
+    log.warning("capturing every session to %s (passwords redacted, message bodies %s)",
+                directory, "KEPT" if bodies else "omitted")
+    return options
+
+
+def install_event_loop(name: str) -> None:
+    """Make ``asyncio.run`` use uvloop's loop (libuv) instead of the standard one."""
+    if name == "uvloop":
+        import uvloop  # optional: the [uvloop] extra
+
+        uvloop.install()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,15 +207,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("check-config", "check"):
         return check_config([*args.paths, *args.config])
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)  # no timestamps under journald ($JOURNAL_STREAM)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"popproxy: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_main_async(config, args.config))
+        capture = capture_options(args.capture, args.capture_bodies)
+    except (OSError, ValueError) as exc:
+        print(f"popproxy: --capture: {exc}", file=sys.stderr)
+        return 2
+    try:
+        install_event_loop(args.event_loop)
+    except ImportError:
+        print("popproxy: --event-loop uvloop: uvloop is not installed "
+              "(pip install 'popproxy[uvloop]')", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_main_async(config, args.config, capture))
     except OSError as exc:
         print(f"popproxy: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -60,6 +60,10 @@ DEFINITIONS: dict[str, _Def] = {
                            ("result",)),
     "redis_errors": _Def(Counter, "popproxy_redis_errors_total", "Failed lockout-store calls",
                          ("operation",)),
+    "verdict_cache": _Def(Counter, "popproxy_verdict_cache_total",
+                          "Verdict lookups by the level that answered (local_hit, shared_hit, "
+                          "miss: judged now); shared_error: a lookup or write without Redis",
+                          ("result",)),
 }
 
 
@@ -81,6 +85,7 @@ KNOWN_LABELS: dict[str, list[tuple[str, ...]]] = {
                          ("unscanned", "quarantine")],
     "login_before_tls": [(c,) for c in ("USER", "PASS", "APOP", "AUTH")],
     "redis_errors": [(o,) for o in ("counts", "record_failure", "record_success")],
+    "verdict_cache": [(r,) for r in ("local_hit", "shared_hit", "miss", "shared_error")],
     "bytes_relayed": [("to_client",)],
 }
 
@@ -128,3 +133,4 @@ class Metrics:
     scan_duration: Histogram
     config_reloads: Counter
     redis_errors: Counter
+    verdict_cache: Counter

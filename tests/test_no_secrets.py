@@ -303,7 +303,7 @@ def test_no_password_in_logs_audit_metrics_or_state(
     assert " DEBUG " in log and "login ok" in log
     assert b'popproxy_logins_total{result="ok"} 5.0' in metrics
     if lockout_store:
-        assert redis_dump.count(b"popproxy:lockout:") >= 3, redis_dump  # counters were stored
+        assert redis_dump.count(b"popproxy:{lockout}:") >= 3, redis_dump  # counters were stored
         # Redis was really used: its error counters exist (at 0 from the start) but stay at 0.
         errors = [line for line in metrics.splitlines()
                   if line.startswith(b"popproxy_redis_errors_total{")]

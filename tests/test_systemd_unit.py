@@ -46,6 +46,8 @@ PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1  # <linux/prctl.h
 
 # The hardening the unit promises (issue "Running it for real"); each must be set exactly so.
 REQUIRED = {
+    "Type": "notify",  # READY=1 / RELOADING=1 / STOPPING=1: popproxy/proxy/sdnotify.py
+    "NotifyAccess": "main",
     "User": "popproxy",
     "StateDirectory": "popproxy",
     "ConfigurationDirectory": "popproxy",
@@ -274,8 +276,12 @@ def _exercise(tmp_path: Path, prefix: list[str],
               preexec: Callable[[], None] | None = None) -> None:
     """``popproxy run`` (behind ``prefix``) serves what production does, then stops cleanly:
     implicit TLS and STLS logins, a wrong password (lockout counters, HMAC key), a scanned
-    RETR, a SIGHUP reload (policy and certificates), a SIGTERM drain."""
+    RETR, a SIGHUP reload (policy and certificates), a SIGTERM drain; with a $NOTIFY_SOCKET,
+    as under Type=notify, so the readiness notifications are part of it."""
     tls_port, stls_port = _free_port(), _free_port()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_name = f"popproxy-unit-test-{os.getpid()}-{tls_port}"
+    notify.bind(f"\0{notify_name}")
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "listeners:\n"
@@ -291,7 +297,8 @@ def _exercise(tmp_path: Path, prefix: list[str],
     with log.open("wb") as out:
         proc = subprocess.Popen([*prefix, str(_console_script()), "run", "--config", str(policy)],
                                 cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=preexec)
+                                stderr=subprocess.STDOUT, preexec_fn=preexec,
+                                env={**os.environ, "NOTIFY_SOCKET": f"@{notify_name}"})
 
     def text() -> str:
         return log.read_text(errors="replace")
@@ -332,7 +339,15 @@ def _exercise(tmp_path: Path, prefix: list[str],
         assert proc.poll() is None, text()
         os.kill(popproxy_pid(), signal.SIGTERM)
         assert proc.wait(40) == 0, text()  # strace exits with its tracee's status
+        notify.settimeout(5)
+        received: list[bytes] = []
+        while len(received) < 4:
+            first = notify.recv(4096).split(b"\n")[0]
+            if not first.startswith(b"STATUS="):  # a periodic session count
+                received.append(first)
+        assert received == [b"READY=1", b"RELOADING=1", b"READY=1", b"STOPPING=1"]
     finally:
+        notify.close()
         if proc.poll() is None:
             if prefix:  # a killed strace detaches and leaves popproxy running: kill it first
                 with contextlib.suppress(OSError, AssertionError, ValueError):

@@ -10,7 +10,15 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
@@ -18,6 +26,17 @@ Seconds = Annotated[float, Field(gt=0, le=86400)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_redis_url(value: str | None) -> str | None:
+    """redis-py's URL forms: a typo'd scheme would otherwise surface only at the first login."""
+    if value is not None and not value.startswith(REDIS_SCHEMES):
+        raise ValueError("must be a Redis URL starting with redis:// (plain), rediss:// (TLS) "
+                         "or unix:// (socket), e.g. redis://:PASSWORD@10.0.7.30:6379/0")
+    return value
 
 
 TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
@@ -158,6 +177,11 @@ class Lockout(_Model):
     # Redis unreachable: "open" keeps throttling with local counters, "closed" refuses logins.
     fail_mode: Literal["open", "closed"] = "open"
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        return _check_redis_url(v)
+
 
 class ScanThresholds(_Model):
     """Score at or above which each action applies (the highest wins)."""
@@ -182,6 +206,17 @@ class Scan(_Model):
     fail_mode: Literal["open", "closed"] = "open"
     quarantine_dir: Path | None = None  # default: <state_dir>/quarantine
     notice_from: str = "popproxy <postmaster@localhost>"
+    # Verdicts shared by several instances (docs/scaling.md); unset: lockout.redis_url's Redis
+    # if that is set, else each instance keeps its own verdicts.
+    redis_url: str | None = None
+    # How long a verdict stays in Redis after it was written: until the instances that serve
+    # the mailbox have their own copy (memory per day of TTL: docs/scaling.md).
+    verdict_ttl: Annotated[float, Field(ge=60, le=365 * 86400)] = 7 * 86400.0
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        return _check_redis_url(v)
 
 
 class Observability(_Model):
@@ -254,7 +289,8 @@ class Config(_Model):
     state_dir: Path = Path("state")
     observability: Observability = Observability()
     lockout: Lockout = Lockout()
-    scan: Scan = Scan()
+    # Validated even when absent: it may take lockout.redis_url (see _scan_redis_url).
+    scan: Annotated[Scan, Field(validate_default=True)] = Scan()
     demo_upstream: DemoUpstream = DemoUpstream()
 
 
@@ -264,6 +300,19 @@ class Config(_Model):
         if not v:
             raise ValueError("at least one listener is needed")
         return v
+
+    @field_validator("scan")
+    @classmethod
+    def _scan_redis_url(cls, scan: Scan, info: ValidationInfo) -> Scan:
+        """No scan.redis_url: share verdicts through the lockout counters' Redis, if any.
+
+        ``lockout`` is declared (so validated) before ``scan``; it is missing from ``info.data``
+        only when it was invalid, and then that error is reported.
+        """
+        lockout = info.data.get("lockout")
+        if scan.redis_url is None and isinstance(lockout, Lockout) and lockout.redis_url:
+            return scan.model_copy(update={"redis_url": lockout.redis_url})
+        return scan
 
 
 Problem = tuple[tuple[str | int, ...], str]  # (key path, message)

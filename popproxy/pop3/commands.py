@@ -63,6 +63,11 @@ class CommandParser:
     responses (RFC 5034 section 4) with their own, larger limit.
     """
 
+    # Slots: one per connection lives as long as it does (idle memory per session).
+    __slots__ = (
+        "_bad_before_command", "_buf", "_draining", "_eof", "_scan_from", "bad_count", "sasl_mode"
+    )
+
     def __init__(self) -> None:
         self._buf = bytearray()
         self._scan_from = 0  # bytes already searched for LF

@@ -12,7 +12,6 @@ content is needed.  Both work incrementally on arbitrary chunk boundaries.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from popproxy.pop3 import limits
@@ -59,9 +58,15 @@ class ResponseFramer:
     response (RFC 1939 section 4).
     """
 
+    # Slots: one per connection lives as long as it does (idle memory per session).
+    __slots__ = (
+        "_at_line_start", "_buf", "_chunk", "_end_pending", "_eof", "_expected", "_in_body"
+    )
+
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._expected: deque[_Expected] = deque([_Expected(multiline=False, sasl=False)])
+        # A list, not a deque: an idle session keeps one framer, and a deque costs ~600 bytes.
+        self._expected: list[_Expected] = [_Expected(multiline=False, sasl=False)]
         self._in_body = False
         self._end_pending = False  # the terminator was consumed with the last BodyData
         self._at_line_start = True
@@ -132,7 +137,7 @@ class ResponseFramer:
             if not sasl:
                 raise RemoteProtocolError("continuation line outside an AUTH exchange")
             return StatusLine("+", raw, multiline=False)
-        expected = self._expected.popleft()
+        expected = self._expected.pop(0)
         multiline = kind == "+OK" and expected.multiline
         if multiline:
             self._in_body = True

@@ -81,6 +81,9 @@ ALLOWED_VERBS: dict[State, frozenset[str]] = {
 class SessionState:
     """Tracks where one client session is; the proxy asks it before acting on a command."""
 
+    # Slots: one per connection lives as long as it does (idle memory per session).
+    __slots__ = ("state", "stls_used", "tls_active")
+
     def __init__(self, implicit_tls: bool = False) -> None:
         self.state = State.AUTHORIZATION
         self.tls_active = implicit_tls  # port-995 style: TLS before the greeting

@@ -43,6 +43,9 @@ SASL_CANCEL = b"*"  # RFC 5034 section 4: the client aborts the exchange
 class AuthHandler:
     """The AUTHORIZATION-state commands that lead to a login."""
 
+    # Slots: one per connection lives as long as it does (idle memory per session).
+    __slots__ = ("_login_user", "_mech", "_s", "_user", "failures")
+
     mechanisms = MECHANISMS
 
     def __init__(self, session: Session) -> None:
@@ -239,16 +242,14 @@ class AuthHandler:
     async def _upstream_login(
         self, name: str, target: Upstream, creds: Credentials, mechanism: str
     ) -> tuple[UpstreamConnection, StatusLine]:
-        """Connect to the routed upstream and send USER, then PASS (never in one write)."""
+        """Connect to the routed upstream and log in with USER and PASS."""
         observer = self._s.settings.observer
         started = time.monotonic()
         upstream: UpstreamConnection | None = None
         try:
             tls = self._s.settings.upstream_tls.get(name)
             upstream = await UpstreamConnection.open(target, tls)
-            status = await upstream.status(Command("USER", (creds.username,)))
-            if status.ok:
-                status = await upstream.status(Command("PASS", (creds.password,)))
+            status = await self._user_pass(upstream, target, creds)
         except UpstreamError as exc:
             if upstream is not None:
                 upstream.close()
@@ -260,6 +261,24 @@ class AuthHandler:
                 time.monotonic() - started
             )
         return upstream, status
+
+    async def _user_pass(
+        self, upstream: UpstreamConnection, target: Upstream, creds: Credentials
+    ) -> StatusLine:
+        """USER then PASS; in one write where the server lists PIPELINING (RFC 2449 s6.6)."""
+        user = Command("USER", (creds.username,))
+        password = Command("PASS", (creds.password,))
+        caps = self._s.settings.upstream_caps
+        address = (target.host, target.port, target.mode)
+        pipelining = caps.pipelining(address)
+        if pipelining is None:
+            pipelining = caps.learn(address, await upstream.capabilities())
+        if pipelining:
+            return await upstream.pipelined(user, password)
+        status = await upstream.status(user)
+        if status.ok:
+            status = await upstream.status(password)
+        return status
 
     def _record(self, result: str, mechanism: str, **fields: str) -> None:
         """Count and audit one login attempt (the username goes to the audit log only)."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import threading
-from typing import Any
+from typing import Any, cast
 
 from popproxy.pop3.events import NEED_DATA
 from popproxy.proxy.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
@@ -32,6 +33,11 @@ MAX_UNREAD = 1024 * 1024
 TLS_READ_SIZE = 64 * 1024
 # One TLS record's worth of plaintext per SSLObject.write (RFC 8446 section 5.1).
 TLS_WRITE_SLICE = 16 * 1024
+# Small TLS writes are sent at the end of the current event-loop step, together: the session
+# tickets after a handshake go out with the greeting, a last reply with its close_notify.  Each
+# loopback send costs as much CPU as a POP3 command's handling.  Past this many encrypted bytes
+# waiting, they are sent at once (bounded memory).
+TLS_COALESCE_LIMIT = 64 * 1024
 
 _local = threading.local()
 
@@ -63,6 +69,13 @@ class _Tls:
 class Channel(asyncio.BufferedProtocol):
     """One connection: ``read``/``write``/``drain``/``start_tls``/``close``."""
 
+    # Slots: one per connection lives as long as it does (idle memory per session).
+    __slots__ = (
+        "_chunks", "_drain_waiter", "_eof", "_error", "_flush_scheduled", "_held", "_implicit_tls",
+        "_proxy_parser", "_read_paused", "_read_waiter", "_tls", "_transport", "_unread",
+        "_write_paused", "connected", "handshake", "proxy_header"
+    )
+
     def __init__(
         self, implicit_tls: ssl.SSLContext | None = None, proxy_header: bool = False
     ) -> None:
@@ -90,12 +103,13 @@ class Channel(asyncio.BufferedProtocol):
         self._write_paused = False
         self._read_paused = False
         self._tls: _Tls | None = None
+        self._flush_scheduled = False
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # ------------------------------------------------------------ protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport; uvloop's does not subclass asyncio.Transport, so no isinstance.
+        self._transport = cast(asyncio.Transport, transport)
         if not self.connected.done():
             self.connected.set_result(None)
 
@@ -230,16 +244,28 @@ class Channel(asyncio.BufferedProtocol):
         if self._tls is None:
             self._transport.write(data)
             return
-        # In record-sized slices, flushing after each: OpenSSL's outgoing memory BIO keeps
-        # about 4/3 of the largest single write allocated for the rest of the connection.
-        view = memoryview(data)
-        for start in range(0, len(view), TLS_WRITE_SLICE):
+        if len(data) <= TLS_WRITE_SLICE:
             try:
-                self._tls.obj.write(view[start : start + TLS_WRITE_SLICE])
+                self._tls.obj.write(data)
             except ssl.SSLError as exc:
                 self._fail(exc)
                 return
-            self._flush_tls()
+            self._flush_tls_soon()
+            return
+        # In record-sized slices, emptying the BIO after each: OpenSSL's outgoing memory BIO
+        # keeps about 4/3 of the largest single write allocated for the rest of the
+        # connection.  The records then go to the socket in one send, not one per record.
+        tls, view = self._tls, memoryview(data)
+        records = [tls.outgoing.read()] if tls.outgoing.pending else []
+        for start in range(0, len(view), TLS_WRITE_SLICE):
+            try:
+                tls.obj.write(view[start : start + TLS_WRITE_SLICE])
+            except ssl.SSLError as exc:
+                self._fail(exc)
+                return
+            records.append(tls.outgoing.read())
+        if not self._transport.is_closing():
+            self._transport.write(b"".join(records))
 
     @property
     def write_paused(self) -> bool:
@@ -323,7 +349,7 @@ class Channel(asyncio.BufferedProtocol):
         if handshaking and not self._advance_handshake(tls):
             return
         self._read_tls(tls)
-        self._flush_tls()
+        self._flush_tls_soon()  # post-handshake messages (tickets) wait for the next reply
 
     def _advance_handshake(self, tls: _Tls) -> bool:
         assert tls.handshake is not None
@@ -357,6 +383,20 @@ class Channel(asyncio.BufferedProtocol):
                 return
             self._deliver(data)
 
+    def _flush_tls_soon(self) -> None:
+        """Send pending TLS output at the end of this loop step (see TLS_COALESCE_LIMIT)."""
+        assert self._tls is not None
+        if self._tls.outgoing.pending >= TLS_COALESCE_LIMIT:
+            self._flush_tls()
+        elif not self._flush_scheduled and self._tls.outgoing.pending:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        if self._tls is not None:
+            self._flush_tls()
+
     def _flush_tls(self) -> None:
         assert self._tls is not None
         out = self._tls.outgoing.read()
@@ -380,7 +420,15 @@ class Channel(asyncio.BufferedProtocol):
             self._flush_tls()
         self._transport.close()
 
+    def quick_ack(self) -> None:
+        """Acknowledge the next segments at once (Linux TCP_QUICKACK, not sticky)."""
+        sock = None if self._transport is None else self._transport.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
     def abort(self) -> None:
+
         """Drop the connection at once (RST); used when the peer is hostile or gone."""
         if self._transport is not None:
             self._transport.abort()

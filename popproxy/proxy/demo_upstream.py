@@ -43,12 +43,17 @@ class DemoUpstream:
         users: dict[bytes, Mailbox] | None = None,
         tls: ssl.SSLContext | None = None,
         tls_mode: str = "plain",
+        pipelining: bool = False,
     ) -> None:
-        """``tls_mode``: ``plain``, ``starttls`` (offers STLS) or ``tls`` (implicit)."""
+        """``tls_mode``: ``plain``, ``starttls`` (offers STLS) or ``tls`` (implicit);
+        ``pipelining``: list PIPELINING in CAPA (RFC 2449 section 6.6)."""
         self.users = users if users is not None else {b"demo": Mailbox(b"demo")}
         self.server: asyncio.Server | None = None
         self.port = 0
         self.commands_seen: list[bytes] = []  # verbs only, for tests (never passwords)
+        # The verbs that arrived together in one read: shows whether a client pipelined.
+        self.command_batches: list[list[bytes]] = []
+        self.pipelining = pipelining
         self._tls = tls
         self._tls_mode = tls_mode
 
@@ -74,6 +79,7 @@ class DemoUpstream:
                 if event is NEED_DATA:
                     await writer.drain()
                     parser.receive_data(await reader.read(65536))
+                    self.command_batches.append([])
                 elif isinstance(event, ConnectionClosed):
                     break
                 elif isinstance(event, Command) and event.verb == "STLS" and self._can_stls(writer):
@@ -85,6 +91,8 @@ class DemoUpstream:
                     parser = CommandParser()
                 elif isinstance(event, Command):
                     self.commands_seen.append(event.verb.encode())
+                    if self.command_batches:
+                        self.command_batches[-1].append(event.verb.encode())
                     writer.write(conn.answer(event))
                 else:
                     writer.write(replies.err("bad command"))
@@ -112,9 +120,10 @@ class _DemoConnection:
                 ]
             return replies.ok("bye")
         if cmd.verb == "CAPA":
-            return replies.multiline(
-                replies.ok("capabilities"), [b"TOP", b"UIDL", b"USER", b"IMPLEMENTATION demo"]
-            )
+            caps = [b"TOP", b"UIDL", b"USER", b"IMPLEMENTATION demo"]
+            if self.server.pipelining:
+                caps.append(b"PIPELINING")
+            return replies.multiline(replies.ok("capabilities"), caps)
         if self.box is None:
             return self._authorization(cmd)
         return self._transaction(cmd, self.box)

@@ -28,14 +28,37 @@ SECRET_FILE = "lockout.key"
 Sleep = Callable[[float], Awaitable[None]]
 
 
+class LockoutSecretError(OSError):
+    """The lockout key cannot be read or created: one line naming the file and what to do
+    (an OSError, so ``popproxy run`` reports it like a port that cannot be bound)."""
+
+
 def load_secret(settings: Lockout, state_dir: Path) -> bytes:
     """The HMAC key: ``secret_file`` if set (share it between instances), else one made once."""
     path = settings.secret_file or state_dir / SECRET_FILE
-    if path.exists():
+    try:
         return path.read_bytes().strip()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise LockoutSecretError(
+            f"cannot read the lockout key {path}: {exc.strerror or exc} "
+            "(it must be readable by the service user)") from None
     secret = secrets.token_hex(SECRET_BYTES).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if settings.secret_file is None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another instance made it just now
+            return path.read_bytes().strip()
+    except OSError as exc:
+        hint = ("create it before starting popproxy (see docs/quickstart.md), or remove "
+                "lockout.secret_file to keep the key in state_dir"
+                if settings.secret_file is not None else "make state_dir writable")
+        raise LockoutSecretError(
+            f"cannot create the lockout key {path}: {exc.strerror or exc}; "
+            f"{hint}") from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(secret)
     return secret
@@ -108,8 +131,12 @@ class LockoutGuard:
         if close is not None:
             await close()
 
-    def _update_gauge(self, now: float) -> None:
+    def refresh_gauge(self) -> None:
+        """popproxy_lockouts_active without a login: the server calls it periodically so the
+        gauge falls when blocks expire."""
+        self._update_gauge(self._clock())
 
+    def _update_gauge(self, now: float) -> None:
         for item in [k for k, until in self._blocked.items() if until <= now]:
             del self._blocked[item]
         for scope in ("pair", "source", "account"):

@@ -4,6 +4,13 @@ Each counter is a sorted set of members scored by the time of their last failure
 "members scored inside the window".  Redis updates run as one Lua script per failure
 (atomic across instances) and every key carries a TTL.  Keys are namespaced and are HMACs:
 no username or address is ever stored in clear.
+
+Every key shares the hash tag ``{lockout}``: the failure script touches three keys (pair,
+source, account) and a success updates two, and Redis Cluster runs a script or a MULTI only on
+keys of one slot.  No narrower tag is correct: a source key is shared by every account guessed
+from that network and an account key by every network guessing it, so the keys one call touches
+link all counters together.  The cost is that all lockout state lives on one Cluster shard
+(docs/scaling.md sizes it).
 """
 
 from __future__ import annotations
@@ -11,16 +18,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from popproxy.policy.lockout import Counts, LockoutKeys, members
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 
 log = logging.getLogger("popproxy.lockout")
 
 T = TypeVar("T")
 
-REDIS_PREFIX = "popproxy:lockout:"
+REDIS_PREFIX = "popproxy:{lockout}:"
 REDIS_TIMEOUT = 0.5  # seconds per Redis call: a slow Redis must not stall logins
+REDIS_MAX_CONNECTIONS = 100  # per client and process; further concurrent calls wait
+
+
+def connect_redis(url: str) -> Redis:
+    """A redis-py asyncio client with bounded timeouts (connections are opened on first use).
+
+    A blocking pool: when every connection is busy (a burst of logins or listings), a call
+    waits up to REDIS_TIMEOUT for one; redis-py's default pool would fail it at once, and that
+    would count as Redis being down.
+    """
+    import redis.asyncio as redis_asyncio  # imported late: only deployments with Redis pay
+
+    pool = redis_asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT,
+        socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+    return redis_asyncio.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 class LockoutStore(Protocol):
@@ -85,10 +112,7 @@ class RedisStore:
     """Counters shared through Redis (redis-py asyncio client)."""
 
     def __init__(self, url: str) -> None:
-        import redis.asyncio as redis_asyncio
-
-        self._redis = redis_asyncio.from_url(url, socket_timeout=REDIS_TIMEOUT,
-                                             socket_connect_timeout=REDIS_TIMEOUT)
+        self._redis = connect_redis(url)
         self._record = self._redis.register_script(_RECORD_FAILURE)
 
     @staticmethod

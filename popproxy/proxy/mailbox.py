@@ -23,9 +23,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("popproxy.scan")
 
 NO_SUCH_MESSAGE = replies.err("no such message")
+# A rendered message goes to the client in slices of this size, waiting whenever the client's
+# socket buffer is full, so the proxy never queues a whole second copy of it for the socket.
+RENDERED_WRITE_SLICE = 256 * 1024
 
 
 class MailboxView:
+    # Slots: one per connection lives as long as it does (idle memory per session).
+    __slots__ = (
+        "_entries", "_generation", "_s", "_service", "_sizes", "_uidls", "_upstream_name",
+        "deleted"
+    )
+
     def __init__(self, session: Session, service: ScanService, upstream_name: str) -> None:
         self._s = session
         self._service = service
@@ -85,11 +94,12 @@ class MailboxView:
         if number in self._entries:
             return self._entries[number]
         key = cache_key(self._upstream_name, self._s.user or "", uidls[number])
-        cached = self._service.cache.get(key)
-        if cached is None or cached.generation != await self._current_generation():
+        # This instance's cache, then (with Redis) the one all instances share: a client whose
+        # sessions alternate between instances sees the sizes it saw before.
+        cached = await self._service.cache.lookup(key, await self._current_generation())
+        if cached is None:
             cached = await self._scan(number)
-            if not cached.transient:
-                self._service.cache.put(key, cached)
+            await self._service.cache.store(key, cached)  # a transient verdict is not kept
         if cached.action == "quarantine" and self._service.quarantine.released(
             cached.quarantine_id
         ):
@@ -181,15 +191,26 @@ class MailboxView:
         elif entry.action == "unscanned" and entry.reasons and "cap" in entry.reasons[0]:
             await self._stream_with_prefix(Command(verb, args), entry)
         else:
-            modified = self._service.render(await self.fetch(number), entry)
-            if top_lines is None and len(modified) != entry.size:
-                log.error("message %d: %d octets now, %d listed", number, len(modified),
-                          entry.size)
-            body = modified if top_lines is None else _top(modified, top_lines)
-            status = replies.ok(f"{len(modified)} octets" if top_lines is None else "")
-            wire = stuff_body(body)
-            self._s.write(status + wire)
-            self._s.settings.observer.metrics.bytes_relayed.labels("to_client").inc(len(wire))
+            await self._deliver_rendered(number, top_lines, entry)
+
+    async def _deliver_rendered(self, number: int, top_lines: int | None,
+                                entry: CachedVerdict) -> None:
+        """A tagged, defanged or quarantined message: rendered whole, then sent in slices.
+
+        Memory: at most two copies of the message at a time (the original is dropped once
+        rendered) and the socket buffer bounded by waiting for the client (``drain``).
+        """
+        modified = self._service.render(await self.fetch(number), entry)
+        if top_lines is None and len(modified) != entry.size:
+            log.error("message %d: %d octets now, %d listed", number, len(modified), entry.size)
+        status = replies.ok(f"{len(modified)} octets" if top_lines is None else "")
+        wire = stuff_body(modified if top_lines is None else _top(modified, top_lines))
+        del modified
+        self._s.write(status)
+        for start in range(0, len(wire), RENDERED_WRITE_SLICE):
+            self._s.write(wire[start:start + RENDERED_WRITE_SLICE])
+            await self._s.drain_client()
+        self._s.settings.observer.metrics.bytes_relayed.labels("to_client").inc(len(wire))
 
     async def _stream_with_prefix(self, cmd: Command, entry: CachedVerdict) -> None:
         """Large unscanned message: our header lines, then the upstream's bytes as they come."""

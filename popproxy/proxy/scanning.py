@@ -24,14 +24,25 @@ from pathlib import Path
 
 from popproxy.policy.schema import Scan
 from popproxy.proxy.observe import Observer
-from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, VerdictCache
+from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, RedisVerdicts, VerdictCache
 from popproxy.quarantine import HeldMessage, QuarantineStore
-from popproxy.scan import ScanConfig, Scanner, Thresholds, Verdict, apply_action
+from popproxy.scan import (
+    RENDER_VERSION,
+    HostFeed,
+    ScanConfig,
+    Scanner,
+    Thresholds,
+    Verdict,
+    apply_action,
+)
 from popproxy.scan.actions import quarantine_notice
 
 log = logging.getLogger("popproxy.scan")
 
 SCAN_THREADS = 2  # scans run off the event loop; two keep one core free for relaying
+# Settings that do not change what a client receives: instances with their own Redis address
+# or quarantine directory still judge alike, so they can share verdicts.
+NOT_IN_GENERATION = frozenset({"redis_url", "verdict_ttl", "quarantine_dir"})
 
 
 class ScanService:
@@ -48,33 +59,42 @@ class ScanService:
             notice_from=policy.notice_from,
         )
         self.scanner = Scanner(self.config)
-        self.cache = VerdictCache(state_dir / CACHE_FILE)
+        shared = RedisVerdicts(policy.redis_url, policy.verdict_ttl) if policy.redis_url else None
+        self.cache = VerdictCache(state_dir / CACHE_FILE, shared, self._count_cache)
         self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")
         self._observer = observer
         self._clock = clock
         self._pool = ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="popproxy-scan")
-        self._feed_versions: list[str] = []
+        self._feed_versions: list[tuple[str, int | None]] = []
+        settings = policy.model_dump(mode="json", exclude=set(NOT_IN_GENERATION))
+        # The action code's output version too: a release whose tag/defang renders different
+        # bytes must not reuse sizes cached by the one before (LIST would differ from RETR).
+        settings["render_version"] = RENDER_VERSION
         self._settings_hash = hashlib.sha256(
-            json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()
+            json.dumps(settings, sort_keys=True).encode()
         ).hexdigest()[:12]
 
     async def generation(self) -> str:
         """Changes when the settings or a feed file change: cached verdicts are then redone.
 
         Feed files are re-read in the scan pool: parsing a large feed must not stall the
-        event loop (and with it every other session).
+        event loop (and with it every other session).  A feed counts by its content, not its
+        mtime, so instances on hosts that fetched the same feed at different times share
+        verdicts; a feed file that could not be loaded counts by its mtime (or as missing).
         """
-        versions: list[str] = []
+        versions: list[tuple[str, int | None]] = []
         for feed in self.scanner.feeds:
             try:
-                versions.append(f"{feed.path}:{os.stat(feed.path).st_mtime_ns}")
+                versions.append((str(feed.path), os.stat(feed.path).st_mtime_ns))
             except OSError:
-                versions.append(f"{feed.path}:missing")
+                versions.append((str(feed.path), None))
         if versions != self._feed_versions:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._pool, self._refresh_feeds)
             self._feed_versions = versions
-        digest = hashlib.sha256(",".join(versions).encode()).hexdigest()[:8]
+        identities = [_feed_identity(feed, mtime)
+                      for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
+        digest = hashlib.sha256(",".join(identities).encode()).hexdigest()[:8]
         return self._settings_hash + digest
 
     def _refresh_feeds(self) -> None:
@@ -137,8 +157,24 @@ class ScanService:
     def now(self) -> float:
         return self._clock()
 
+    def _count_cache(self, result: str) -> None:
+        self._observer.metrics.verdict_cache.labels(result).inc()
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """``close``, and the shared cache's Redis connections (at shutdown)."""
+        self.close()
+        await self.cache.close()
+
+
+def _feed_identity(feed: HostFeed, mtime_ns: int | None) -> str:
+    """The loaded content's digest; a file that could not be loaded as it is now counts by its
+    mtime (judged again once it loads), a missing one as missing."""
+    if mtime_ns == feed.mtime_ns:
+        return feed.digest
+    return f"{feed.path}:{'missing' if mtime_ns is None else mtime_ns}"
 
 
 def unscanned_prefix(entry: CachedVerdict, verdict: str = "unscanned") -> bytes:

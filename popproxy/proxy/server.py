@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from popproxy.capture.store import CaptureOptions
+from popproxy.metrics import KNOWN_LABELS
 from popproxy.policy.config import Config, Listener, Upstream
 from popproxy.policy.decisions import (
     DEFAULT_UPSTREAM,
@@ -28,8 +30,13 @@ from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
+from popproxy.proxy.upstream_caps import UpstreamCapabilities
 
 log = logging.getLogger("popproxy.server")
+
+# popproxy_lockouts_active is recomputed on every login attempt and, so that it falls to 0 when
+# blocks expire on a quiet server, this often (seconds) in the background.
+LOCKOUT_GAUGE_INTERVAL = 15.0
 
 
 def _upstream_contexts(policy: Config) -> dict[str, ssl.SSLContext | None]:
@@ -49,12 +56,17 @@ def _upstream_contexts(policy: Config) -> dict[str, ssl.SSLContext | None]:
 class ProxyServer:
     """Owns the listening sockets, the current policy and TLS contexts, and live sessions."""
 
-    def __init__(self, config: Config, observer: Observer | None = None) -> None:
+    lockout_gauge_interval = LOCKOUT_GAUGE_INTERVAL  # tests set a shorter one before start()
+
+    def __init__(self, config: Config, observer: Observer | None = None,
+                 capture: CaptureOptions | None = None) -> None:
         self.config = config
+        self.capture = capture  # popproxy run --capture DIR: every session recorded
         self.observer = observer if observer is not None else Observer()
         needs_tls = any(lst.mode != "plain" for lst in config.listeners)
         self.server_tls = ServerTls(config.tls, config.state_dir) if needs_tls else None
         self.upstream_tls = _upstream_contexts(config)
+        self.upstream_caps = UpstreamCapabilities()
         self.lockout = self._make_guard(config)
         self.scan = ScanService(config.scan, config.state_dir, self.observer) if (
             config.scan.enabled) else None
@@ -66,6 +78,7 @@ class ProxyServer:
         self._sessions: set[asyncio.Task[Any]] = set()
         self._per_ip: Counter[str] = Counter()
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
+        self._gauge_task: asyncio.Task[Any] | None = None
 
     def _make_guard(self, config: Config) -> LockoutGuard | None:
         if not config.lockout.enabled:
@@ -82,7 +95,7 @@ class ProxyServer:
         return SessionSettings(
             policy=self.config, listener=listener, server_tls=server_tls,
             upstream_tls=self.upstream_tls, observer=self.observer, lockout=self.lockout,
-            scan=self.scan,
+            scan=self.scan, upstream_caps=self.upstream_caps, capture=self.capture,
         )
 
     async def start(self, port_overrides: dict[str, int] | None = None) -> None:
@@ -99,6 +112,17 @@ class ProxyServer:
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
             log.info("listening: %s on %s:%d (%s)", listener.name, listener.host,
                      self.ports[listener.name], listener.mode)
+        self._gauge_task = spawn(self._refresh_lockout_gauge(), "lockout-gauge")
+
+    async def _refresh_lockout_gauge(self) -> None:
+        """Until stop(): expired blocks leave popproxy_lockouts_active without a new login."""
+        while True:
+            await asyncio.sleep(self.lockout_gauge_interval)
+            if self.lockout is not None:
+                self.lockout.refresh_gauge()
+            else:  # lockouts turned off by a reload: nothing is blocked any more
+                for labels in KNOWN_LABELS["lockouts_active"]:
+                    self.observer.metrics.lockouts_active.labels(*labels).set(0)
 
     def _new_channel(self, listener_name: str) -> Channel:
         # The policy in force when the connection arrives is the one the session keeps.
@@ -231,12 +255,16 @@ class ProxyServer:
         try:
             upstream_tls = _upstream_contexts(new)
             server_tls = ServerTls(new.tls, new.state_dir) if self.server_tls else None
+            # A new lockout key file that cannot be made is refused here (LockoutSecretError
+            # is an OSError), not half-applied.
+            guard = self._make_guard(new) if new.lockout != self.config.lockout else (
+                self.lockout)
         except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
             self.observer.metrics.config_reloads.labels("refused").inc()
             log.error("policy reload refused: %s; keeping the old policy", exc)
             return False
-        if new.lockout != self.config.lockout:
-            old, self.lockout = self.lockout, self._make_guard(new)  # counters restart
+        if guard is not self.lockout:
+            old, self.lockout = self.lockout, guard  # counters restart
             if old is not None:
                 spawn(old.close(), "close-old-lockout-store")
         if new.scan != self.config.scan:
@@ -253,6 +281,8 @@ class ProxyServer:
 
         Cut sessions close their upstream without QUIT, so nothing is committed.
         """
+        if self._gauge_task is not None:
+            self._gauge_task.cancel()
         for server in self._servers:
             server.close()
         grace = self.config.limits.shutdown_grace if grace is None else grace
@@ -267,5 +297,6 @@ class ProxyServer:
         if self.lockout is not None:
             await self.lockout.close()
         if self.scan is not None:
-            self.scan.close()
+            await self.scan.aclose()
+
 

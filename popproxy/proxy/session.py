@@ -7,8 +7,10 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from popproxy.capture.hook import new_recorder, save_capture
+from popproxy.capture.store import CaptureOptions
 from popproxy.policy.config import Config, Limits, Listener
 from popproxy.policy.decisions import IPAddress
 from popproxy.pop3 import limits, replies
@@ -37,6 +39,7 @@ from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
+from popproxy.proxy.upstream_caps import UpstreamCapabilities
 
 log = logging.getLogger("popproxy.session")
 
@@ -56,6 +59,9 @@ class SessionSettings:
     observer: Observer
     lockout: LockoutGuard | None = None
     scan: ScanService | None = None
+    capture: CaptureOptions | None = None  # popproxy run --capture DIR (docs/capture.md)
+    # Shared by all sessions of a server (learned CAPA); tests get a fresh one.
+    upstream_caps: UpstreamCapabilities = field(default_factory=UpstreamCapabilities)
 
     @property
     def limits(self) -> Limits:
@@ -68,6 +74,12 @@ class SessionSettings:
 
 class Session:
     """Runs one client connection from greeting to close."""
+
+    # Slots: one per connection lives as long as it does (idle memory per session).
+    __slots__ = (
+        "_relayed", "auth", "capture", "client", "client_ip", "id", "mailbox", "parser", "peer",
+        "settings", "state", "upstream", "upstream_name", "user"
+    )
 
     def __init__(
         self, channel: Channel, settings: SessionSettings, client_ip: IPAddress | None, peer: str
@@ -85,6 +97,7 @@ class Session:
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
         self.upstream: UpstreamConnection | None = None
         self.auth = AuthHandler(self)
+        self.capture = new_recorder(settings.capture)  # None unless capturing
 
     # ---------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -114,6 +127,8 @@ class Session:
             self.write(replies.err("internal error", Code.SYS_TEMP))
         finally:
             await self._close()
+            if self.capture is not None and self.settings.capture is not None:
+                await save_capture(self, self.capture, self.settings.capture)
 
     async def _close(self) -> None:
         if self.upstream is not None:
@@ -127,6 +142,8 @@ class Session:
         self.client.close()
 
     def write(self, data: bytes) -> None:
+        if self.capture is not None:
+            self.capture.from_proxy(data)
         self.client.write(data)
 
     async def _handshake(self) -> None:
@@ -181,10 +198,18 @@ class Session:
             async with asyncio.timeout(self.settings.limits.idle_timeout):
                 await self.client.drain()
 
+    async def drain_client(self) -> None:
+        """``_drain`` for the mailbox view's long writes."""
+        await self._drain()
+
     async def _read_client(self) -> None:
         # RFC 1939 section 3: the autologout timer restarts with every client activity.
         async with asyncio.timeout(self.settings.limits.idle_timeout):
             data = await self.client.read()
+        if self.capture is not None:
+            # Every complete line read so far has been handled: the parser's SASL mode says
+            # whether the next line is an AUTH response (to be redacted).
+            self.capture.from_client(data, sasl=self.parser.sasl_mode)
         self.parser.receive_data(data)
 
     # ---------------------------------------------------------------- dispatch
@@ -204,6 +229,9 @@ class Session:
             self._close_if_too_many_bad()
         elif self.state.before_login:
             await self._before_login(event)
+        elif self.capture is not None:
+            with self.capture.reply(event.verb):  # RETR/TOP bodies left out of the capture
+                await self._transaction(event)
         else:
             await self._transaction(event)
 

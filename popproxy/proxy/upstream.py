@@ -12,9 +12,11 @@ import logging
 import ssl
 
 from popproxy.policy.config import Upstream as UpstreamSettings
+from popproxy.pop3 import limits
+from popproxy.pop3.capa import Capability, parse_capa_body
 from popproxy.pop3.errors import ProtocolError
-from popproxy.pop3.events import NEED_DATA, Command, ServerEvent, StatusLine
-from popproxy.pop3.framing import ResponseFramer
+from popproxy.pop3.events import NEED_DATA, BodyData, Command, EndOfBody, ServerEvent, StatusLine
+from popproxy.pop3.framing import ResponseFramer, Unstuffer
 from popproxy.proxy.channel import Channel, ChannelClosed, open_channel
 
 log = logging.getLogger("popproxy.upstream")
@@ -33,6 +35,9 @@ class UpstreamError(Exception):
 
 class UpstreamConnection:
     """Framed, timed access to one upstream POP3 connection."""
+
+    # Slots: one per connection lives as long as it does (idle memory per session).
+    __slots__ = ("_channel", "_settings", "framer")
 
     def __init__(self, channel: Channel, settings: UpstreamSettings) -> None:
         self._channel = channel
@@ -124,10 +129,45 @@ class UpstreamConnection:
     async def status(self, cmd: Command) -> StatusLine:
         """Send a single-line command and return its status line."""
         self.send(cmd)
+        return await self._single_line()
+
+    async def pipelined(self, first: Command, second: Command) -> StatusLine:
+        """Send two single-line commands in one write (the server lists PIPELINING, RFC 2449
+        section 6.6); the first failure, else the second command's status."""
+        self._channel.write(self.framer.send_command(first) + self.framer.send_command(second))
+        # Servers that keep Nagle on (Dovecot's login process) hold the second answer until
+        # the first is acknowledged; a delayed ACK would stall the login for ~40 ms.
+        self._channel.quick_ack()
+
+        status = await self._single_line()
+        second_status = await self._single_line()  # read it even after a failure: in order
+        return second_status if status.ok else status
+
+    async def _single_line(self) -> StatusLine:
         event = await self.next_event()
         if not isinstance(event, StatusLine) or event.multiline:
             raise UpstreamError("unexpected response framing")
         return event
+
+    async def capabilities(self) -> tuple[Capability, ...]:
+        """CAPA before login (RFC 2449 section 5); empty if the server does not know it."""
+        self.send(Command("CAPA"))
+        status = await self.next_event()
+        if not isinstance(status, StatusLine):
+            raise UpstreamError("unexpected response framing")
+        if not status.multiline:
+            return ()
+        unstuffer, body = Unstuffer(), bytearray()
+        while not isinstance(event := await self.next_event(), EndOfBody):
+            if not isinstance(event, BodyData):
+                raise UpstreamError("unexpected response framing")
+            body += unstuffer.feed(event.data)
+            if len(body) > limits.MAX_CAPA_LINE * limits.MAX_CAPA_LINES:
+                raise UpstreamError("CAPA response too large", "protocol")
+        try:
+            return parse_capa_body(bytes(body))
+        except ProtocolError:
+            return ()  # a garbled list: behave as for a server without CAPA
 
     def close(self) -> None:
         """Close without QUIT: nothing is committed upstream (RFC 1939 section 6)."""

@@ -3,21 +3,37 @@
 RFC 1939 wants the octet counts of STAT and LIST to equal what RETR returns, and UIDL never
 changes.  The proxy therefore scans a message before it first reports its size, stores what
 the client will receive (action, reasons, resulting size), and re-applies the same action to
-the same original on RETR/TOP.  Entries are appended to a JSON-lines file in the state
-directory and survive restarts; keys are hashes (no usernames in the file).
+the same original on RETR/TOP.
+
+Two levels.  This process's entries are kept in memory and appended to a JSON-lines file in the
+state directory (they survive restarts).  With ``scan.redis_url`` they are also written to Redis,
+shared by every instance behind the balancer: a client whose next session lands on another
+instance gets the verdict (and so the sizes) it was shown before, without a second scan.  Keys
+are hashes (no usernames in the file or in Redis); Redis keys carry a TTL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from popproxy.proxy.lockout_store import REDIS_TIMEOUT, connect_redis
 
 log = logging.getLogger("popproxy.scan")
 
 CACHE_FILE = "verdicts.jsonl"
+# Single-key commands only, so no hash tag: verdicts spread over a Redis Cluster's slots.
+REDIS_PREFIX = "popproxy:verdict:"
+# After a failed Redis call, judge locally without asking Redis for this long: a dead Redis then
+# costs one timeout per few seconds, not one per message of a long listing.
+RETRY_AFTER = 5.0
 
 
 @dataclass(frozen=True)
@@ -39,12 +55,89 @@ def cache_key(upstream: str, username: str, uidl: bytes) -> str:
     return hashlib.sha256(material).hexdigest()[:32]
 
 
-class VerdictCache:
-    """In memory, persisted by appending; the last line for a key wins on load."""
+OPTIONAL = ("reasons", "quarantine_id", "signals")
+ACTIONS = frozenset({"pass", "tag", "defang", "quarantine", "unscanned"})
 
-    def __init__(self, path: Path | None) -> None:
+
+def to_record(entry: CachedVerdict) -> dict[str, Any]:
+    """The stored form (JSON file line and Redis value); transient entries are never stored.
+
+    Empty optional fields are left out: most verdicts are "pass" with nothing to say, and in
+    Redis that saves a sixth of the memory per verdict (docs/scaling.md).
+    """
+    record = asdict(entry)
+    del record["transient"]
+    for name in OPTIONAL:
+        if not record[name]:
+            del record[name]
+    return record
+
+
+def from_record(record: dict[str, Any]) -> CachedVerdict:
+    """Raises ValueError, KeyError or TypeError for a record this version cannot read."""
+    fields = dict(record)
+    fields["reasons"] = tuple(fields.get("reasons", ()))
+    fields["signals"] = tuple(fields.get("signals", ()))
+    fields.pop("transient", None)
+    entry = CachedVerdict(**fields)
+    # Redis is outside this process: a damaged value must not reach STAT sums or rendering.
+    texts = (entry.action, entry.generation, entry.quarantine_id, *entry.reasons, *entry.signals)
+    if (entry.action not in ACTIONS or type(entry.size) is not int or entry.size < 0
+            or not isinstance(entry.score, (int, float))
+            or not isinstance(entry.scanned_at, (int, float))
+            or not all(isinstance(text, str) for text in texts)):
+        raise ValueError("not a verdict")
+    return entry
+
+
+class RedisVerdicts:
+    """The shared level: one JSON string per verdict at ``popproxy:verdict:<key>``, with a TTL."""
+
+    def __init__(self, url: str, ttl: float) -> None:
+        self._redis = connect_redis(url)
+        self._ttl = max(1, int(ttl))
+
+    async def get(self, key: str) -> CachedVerdict | None:
+        async with asyncio.timeout(REDIS_TIMEOUT * 2):  # bounds reconnects and retries too
+            raw = await self._redis.get(REDIS_PREFIX + key)
+        if raw is None:
+            return None
+        try:
+            return from_record(json.loads(raw))
+        except (ValueError, KeyError, TypeError):
+            # Written by another version, or damaged: judge the message again and overwrite.
+            log.warning("unreadable shared verdict %s%s ignored", REDIS_PREFIX, key)
+            return None
+
+    async def put(self, key: str, entry: CachedVerdict) -> None:
+        value = json.dumps(to_record(entry), separators=(",", ":"))
+        async with asyncio.timeout(REDIS_TIMEOUT * 2):
+            await self._redis.set(REDIS_PREFIX + key, value, ex=self._ttl)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _ignore(result: str) -> None:
+    pass
+
+
+class VerdictCache:
+    """This process's verdicts (last line for a key wins on load), then Redis's if configured.
+
+    ``on_result`` is told how each lookup was answered (local_hit, shared_hit, miss) and of each
+    lookup or write that could not use Redis (shared_error); the proxy counts them.
+    """
+
+    def __init__(self, path: Path | None, shared: RedisVerdicts | None = None,
+                 on_result: Callable[[str], None] = _ignore,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._path = path
         self._entries: dict[str, CachedVerdict] = {}
+        self._shared = shared
+        self._on_result = on_result
+        self._clock = clock
+        self._retry_at: float | None = None  # set while Redis is failing
         if path is not None and path.exists():
             self._load(path)
 
@@ -53,13 +146,11 @@ class VerdictCache:
             try:
                 record = json.loads(line)
                 key = record.pop("key")
-                record["reasons"] = tuple(record["reasons"])
-                record["signals"] = tuple(record.get("signals", ()))
-                record.pop("transient", None)
-                self._entries[key] = CachedVerdict(**record)
-            except (ValueError, KeyError, TypeError):
+                self._entries[key] = from_record(record)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("%s:%d: unreadable verdict cache line skipped", path, number)
 
+    # ------------------------------------------------------------ this process only
     def get(self, key: str) -> CachedVerdict | None:
         return self._entries.get(key)
 
@@ -68,4 +159,65 @@ class VerdictCache:
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             with self._path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"key": key, **asdict(entry)}) + "\n")
+                handle.write(json.dumps({"key": key, **to_record(entry)}) + "\n")
+
+    # ------------------------------------------------------------ both levels
+    async def lookup(self, key: str, generation: str) -> CachedVerdict | None:
+        """A verdict judged under ``generation``, or None: the message must be judged now."""
+        local = self._entries.get(key)
+        if local is not None and local.generation == generation:
+            self._on_result("local_hit")
+            return local
+        if self._shared is None:
+            self._on_result("miss")
+            return None
+        if not self._shared_usable():
+            return None
+        try:
+            shared = await self._shared.get(key)
+        except Exception as exc:  # any client/network error or our timeout: judge it here
+            self._shared_failed("read", exc)
+            return None
+        self._shared_ok()
+        if shared is None or shared.generation != generation:
+            self._on_result("miss")
+            return None
+        self.put(key, shared)  # the next session here needs no Redis round trip
+        self._on_result("shared_hit")
+        return shared
+
+    async def store(self, key: str, entry: CachedVerdict) -> None:
+        """Remember a fresh verdict here and in Redis (a transient one nowhere)."""
+        if entry.transient:
+            return
+        self.put(key, entry)
+        if self._shared is None or not self._shared_usable():
+            return
+        try:
+            await self._shared.put(key, entry)
+        except Exception as exc:  # the verdict is still good here; others judge it themselves
+            self._shared_failed("write", exc)
+            return
+        self._shared_ok()
+
+    def _shared_usable(self) -> bool:
+        if self._retry_at is not None and self._clock() < self._retry_at:
+            self._on_result("shared_error")
+            return False
+        return True
+
+    def _shared_failed(self, operation: str, exc: BaseException) -> None:
+        self._on_result("shared_error")
+        if self._retry_at is None:  # once per outage: a listing must not flood the log
+            log.warning("verdict cache: Redis %s failed (%s): judging messages locally, "
+                        "retrying every %.0f s", operation, exc.__class__.__name__, RETRY_AFTER)
+        self._retry_at = self._clock() + RETRY_AFTER
+
+    def _shared_ok(self) -> None:
+        if self._retry_at is not None:
+            log.info("verdict cache: Redis answers again: verdicts are shared again")
+            self._retry_at = None
+
+    async def close(self) -> None:
+        if self._shared is not None:
+            await self._shared.close()

@@ -8,7 +8,13 @@ Nothing here imports asyncio, socket or ssl; the proxy calls :meth:`Scanner.scan
 :func:`apply_action` on whole messages.
 """
 
-from popproxy.scan.actions import apply_action, quarantine_id_for, quarantine_notice, tag_message
+from popproxy.scan.actions import (
+    RENDER_VERSION,
+    apply_action,
+    quarantine_id_for,
+    quarantine_notice,
+    tag_message,
+)
 from popproxy.scan.config import (
     DEFAULT_PROTECTED_BRANDS,
     DEFAULT_SENDER_BRANDS,
@@ -26,6 +32,7 @@ __all__ = [
     "DEFAULT_PROTECTED_BRANDS",
     "DEFAULT_SENDER_BRANDS",
     "DEFAULT_SUBJECT_PREFIX",
+    "RENDER_VERSION",
     "Action",
     "FeedHit",
     "HostFeed",

@@ -25,6 +25,13 @@ from popproxy.scan.verdict import Verdict, clean_detail
 # Characters of the original Subject repeated in a quarantine notice.
 _MAX_NOTICE_SUBJECT = 120
 
+# Changes whenever apply_action renders some original differently from before.  A cache that
+# stores the rendered size (the proxy's verdict cache, for STAT/LIST) must treat entries made
+# under another version as stale, or LIST and RETR disagree after an upgrade.
+# 2: defang writes header fields as they came (no re-folding), CRLF only, rebuilds multiparts
+#    without a usable boundary; tag puts the Subject before a malformed header line.
+RENDER_VERSION = 2
+
 
 def verdict_fields(verdict: Verdict, sep: bytes) -> list[bytes]:
     """The X-Popproxy-Verdict and X-Popproxy-Reasons fields for a verdict."""

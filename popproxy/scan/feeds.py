@@ -8,6 +8,8 @@ mail from being scanned.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,12 +62,20 @@ class HostFeed:
         self.path = Path(path)
         self.name = self.path.name
         self._mtime_ns = -1
+        # SHA-256 prefix of the bytes loaded: equal on every host with the same file, whatever
+        # its mtime (cached verdicts shared between instances depend on it).
+        self.digest = ""
         self._hosts: frozenset[str] = frozenset()
         self._domains: frozenset[str] = frozenset()
         self._load(os.stat(self.path).st_mtime_ns)
 
     def __len__(self) -> int:
         return len(self._hosts)
+
+    @property
+    def mtime_ns(self) -> int:
+        """The mtime of the file as last loaded."""
+        return self._mtime_ns
 
     def refresh(self) -> bool:
         """Reload the file if its mtime changed; keep the old hosts on any error.
@@ -83,8 +93,9 @@ class HostFeed:
         return True
 
     def _load(self, mtime_ns: int) -> None:
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
-            loaded = parse_hosts(fh)
+        data = self.path.read_bytes()  # one read: the digest is of exactly the hosts loaded
+        loaded = parse_hosts(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8",
+                                              errors="replace"))
         self._hosts = loaded
         # Registrable domains of listed hosts, except shared ones: listing one weebly.com
         # customer must not list all of them.
@@ -92,6 +103,7 @@ class HostFeed:
             d for d in (hosts.registrable(h) for h in loaded) if d not in SHARED_REGISTRABLE
         )
         self._mtime_ns = mtime_ns
+        self.digest = hashlib.sha256(data).hexdigest()[:16]
 
     def lookup(self, host: str) -> FeedHit | None:
         """Find a lower-case ASCII host in the feed; None when absent."""

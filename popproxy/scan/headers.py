@@ -6,7 +6,14 @@ costs one copy of the message instead of a parse and a re-serialisation.
 
 from __future__ import annotations
 
+import re
+
 OWN_PREFIX = b"x-popproxy-"
+
+# A header line as the stdlib parser (and so the scanner) reads one: a field name of printable
+# ASCII without ":" then a colon, a folded continuation line, or an mbox "From " line (skipped).
+# Any other line ends the header section for that parser: what follows it is body.
+_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
 
 
 def split_message(message: bytes) -> tuple[bytes, bytes, bytes]:
@@ -64,13 +71,28 @@ def edit_headers(
 
 
 def _prefix_subject(fields: list[bytes], prefix: bytes, sep: bytes) -> list[bytes]:
+    """Prefix the first Subject field, or add one.
+
+    A line without a colon ("Subject" alone) is not a Subject field.  The prefixed Subject
+    must sit before the first line a strict parser would read as the start of the body, or a
+    reader's client could show the message without the prefix: an existing Subject after such
+    a line is moved up to it, and a new one is inserted there (at the end when there is none).
+    """
+    end = next((i for i, f in enumerate(fields) if not _HEADER_LINE.match(f)), len(fields))
     for i, f in enumerate(fields):
-        if field_name(f) == b"subject":
-            value = f.split(b":", 1)[1].lstrip(b" \t")
-            if not value.startswith(prefix):
-                fields[i] = b"Subject: " + prefix + b" " + value
-            return fields
-    return [*fields, b"Subject: " + prefix + sep]
+        name, colon, value = f.partition(b":")
+        if not colon or name.strip().lower() != b"subject":
+            continue
+        value = value.lstrip(b" \t")
+        new = f if value.startswith(prefix) else b"Subject: " + prefix + b" " + value
+        if i <= end:
+            fields[i] = new
+        else:
+            del fields[i]
+            fields.insert(end, new)
+        return fields
+    fields.insert(end, b"Subject: " + prefix + sep)
+    return fields
 
 
 def fold_list(name: str, items: list[str], sep: bytes) -> bytes:

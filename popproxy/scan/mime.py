@@ -3,6 +3,11 @@
 The stdlib parser (compat32 policy: the fastest, and it never raises on malformed input) builds
 the tree; this module walks it with limits on depth, part count and decoded bytes, yielding one
 decoded part at a time so that at most one decoded payload is alive besides the parse tree.
+
+A multipart without a usable boundary (missing, or never found in the body) is kept by the
+parser as one opaque text; the walk reads that text as text/plain *and* walks the parts found
+by guessing the boundary from the body (:func:`recover_multipart`), so links hidden there are
+judged whichever way a mail client reads such a message.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import email.errors
 import email.parser
 import email.policy
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
@@ -41,11 +47,35 @@ class Part:
 
 @dataclass(slots=True)
 class WalkStats:
-    """What the walk saw and where it stopped early."""
+    """What the walk saw and where it stopped early.
+
+    ``malformed`` names structure no honest client writes that the walk worked around
+    ("no-boundary": a multipart without a usable boundary).
+    """
 
     parts: int = 0
     decoded_bytes: int = 0
     limits_hit: list[str] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredMultipart:
+    """A multipart body split at the delimiter lines of a boundary guessed from the body.
+
+    Attributes:
+        boundary: the guessed boundary (the first ``--xxx`` line without its dashes).
+        preamble: the text before the first delimiter, None when there is none.
+        parts: the raw body parts, each still with its own header block.
+        epilogue: the text after the close delimiter, None when there is no close delimiter.
+        truncated: more parts followed than were asked for (they are not in ``parts``).
+    """
+
+    boundary: bytes
+    preamble: bytes | None
+    parts: list[bytes]
+    epilogue: bytes | None
+    truncated: bool
 
 
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
@@ -84,6 +114,75 @@ def header_text(msg: Message, name: str) -> str:
             else:
                 chunks.append(chunk)
         return "".join(chunks)
+
+
+# The first line "--xxx" (xxx not blank; trailing blanks are transport padding, RFC 2046).  Lines
+# end at CRLF, CR or LF, as for the parser.  Regular expressions keep the split linear and
+# allocation-free on hostile bodies (millions of empty lines).
+_LINE_START = rb"(?:\A|(?<=[\r\n]))"
+_FIRST_DELIMITER = re.compile(_LINE_START + rb"--([^\r\n]*[^\r\n \t])[ \t]*(?=[\r\n]|\Z)")
+
+
+def _chop_eol(data: bytes) -> bytes:
+    """Remove one final line ending: the one before a delimiter belongs to the delimiter."""
+    if data.endswith(b"\r\n"):
+        return data[:-2]
+    return data[:-1] if data[-1:] in (b"\r", b"\n") else data
+
+
+def recover_multipart(body: bytes, max_parts: int) -> RecoveredMultipart | None:
+    """Split the body of a multipart whose boundary is missing or never occurs.
+
+    The parser keeps such a body as one opaque text, but a lenient mail client may still find
+    the parts in it, so the scanner has to look inside too.  The boundary is taken from the
+    first line starting with ``--`` followed by something; the body is then split like the
+    parser splits a multipart (delimiter lines ``--boundary``, close line ``--boundary--``,
+    trailing blanks allowed, lines ending at CRLF, CR or LF).
+
+    Args:
+        body: the body of the multipart (its transfer encoding removed).
+        max_parts: at most this many parts are split off; ``truncated`` tells if more followed.
+
+    Returns:
+        None when no line can be a delimiter.
+    """
+    first = _FIRST_DELIMITER.search(body)
+    if first is None:
+        return None
+    boundary = first.group(1)
+    delimiter = re.compile(
+        _LINE_START + b"--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)"
+    )
+    spans: list[tuple[int, int]] = []  # (start, end) of each part's content
+    epilogue: bytes | None = None
+    truncated = False
+    after_delimiter = -1
+    for match in delimiter.finditer(body, first.start()):
+        if match.start() == after_delimiter:
+            # Like the parser: delimiter lines (even a close one) right after a delimiter
+            # line are swallowed by it; there is no empty part between them.
+            after_delimiter = match.end()
+            spans[-1] = (after_delimiter, len(body))
+            continue
+        if spans:
+            spans[-1] = (spans[-1][0], match.start())
+        if match.group(1):  # the close delimiter
+            epilogue = body[match.end() :]
+            break
+        if len(spans) == max_parts:
+            truncated = True
+            break
+        spans.append((match.end(), len(body)))
+        after_delimiter = match.end()
+    # Each part loses its last line ending (the one before a delimiter belongs to it; the
+    # parser drops it at the end of the body as well).
+    return RecoveredMultipart(
+        boundary=boundary,
+        preamble=_chop_eol(body[: first.start()]) if first.start() else None,
+        parts=[_chop_eol(body[start:end]) for start, end in spans],
+        epilogue=epilogue,
+        truncated=truncated,
+    )
 
 
 def _filename(part: Message) -> str:
@@ -142,21 +241,35 @@ def walk_parts(
             if isinstance(children, list):
                 stack.extend((c, depth + 1) for c in reversed(children) if isinstance(c, Message))
             continue
-        part = _decode_leaf(node, depth, stats, max_decoded_bytes)
+        broken = node.get_content_maintype() == "multipart"  # and no usable boundary
+        part = _decode_leaf(node, depth, stats, max_decoded_bytes, as_text=broken)
         if part is None:
             return
         yield part
+        if broken:
+            # The body was scanned as text just now (what a client that gives up on the
+            # structure shows); the parts found in it are walked too (what a lenient client
+            # shows).  Their bytes count again against max_decoded_bytes as they are decoded.
+            _note_malformed(stats, "no-boundary")
+            found = recover_multipart(part.payload, max(0, max_parts - stats.parts))
+            if found is not None:
+                if found.truncated:
+                    _note(stats, "parts")
+                stack.extend((parse_message(c), depth + 1) for c in reversed(found.parts))
 
 
-def _decode_leaf(node: Message, depth: int, stats: WalkStats, cap: int) -> Part | None:
-    content_type = node.get_content_type().lower()
+def _decode_leaf(
+    node: Message, depth: int, stats: WalkStats, cap: int, *, as_text: bool = False
+) -> Part | None:
+    """The decoded part; ``as_text`` reads the body as an inline text/plain part."""
+    content_type = "text/plain" if as_text else node.get_content_type().lower()
     payload = node.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
     stats.decoded_bytes += len(data)
     if stats.decoded_bytes > cap:
         _note(stats, "decoded-bytes")
         return None
-    filename = _filename(node)
+    filename = "" if as_text else _filename(node)
     try:
         charset = node.get_content_charset()
     except (LookupError, UnicodeError, ValueError):
@@ -164,7 +277,7 @@ def _decode_leaf(node: Message, depth: int, stats: WalkStats, cap: int) -> Part 
     return Part(
         content_type=content_type,
         filename=filename,
-        attachment=_is_attachment(node, content_type, filename),
+        attachment=not as_text and _is_attachment(node, content_type, filename),
         payload=data,
         charset=charset,
         depth=depth,
@@ -174,3 +287,8 @@ def _decode_leaf(node: Message, depth: int, stats: WalkStats, cap: int) -> Part 
 def _note(stats: WalkStats, limit: str) -> None:
     if limit not in stats.limits_hit:
         stats.limits_hit.append(limit)
+
+
+def _note_malformed(stats: WalkStats, what: str) -> None:
+    if what not in stats.malformed:
+        stats.malformed.append(what)

@@ -109,6 +109,8 @@ class Scanner:
         check()
         if stats.limits_hit:
             signals.append(_sig("mime-limits", ",".join(stats.limits_hit)))
+        if stats.malformed:
+            signals.append(_sig("mime-malformed", ",".join(stats.malformed)))
         subject = header_text(msg, "From") + "\n" + header_text(msg, "Subject")
         visible = " ".join(text)[: self.config.max_text_chars]
         lures = content.lure_signals(subject + "\n" + visible)

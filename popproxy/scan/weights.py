@@ -73,6 +73,9 @@ WEIGHTS: Final[dict[str, float]] = {
     "html-image-only": 1.5,  # HTML that is images and a link with almost no text
     "image-link-shortened": 1.5,  # ... and every link goes through a public shortener
     "mime-limits": 1.0,  # deeper or bigger than any honest client produces
+    # A multipart without a usable boundary (its text and the parts guessed from it are scanned
+    # all the same).  Informational: weight 0 until measured on the held-out corpus.
+    "mime-malformed": 0.0,
     "spoofed-verdict-header": 3.0,  # the message already carries our X-Popproxy-* headers
 }
 

@@ -84,7 +84,12 @@ class FakeUpstream:
                 if not line:
                     self.closed_by_proxy += 1
                     return
+                if line.strip().upper() == b"CAPA" and "CAPA" not in self.replies:
+                    # An RFC 1939 server without CAPA (RFC 2449): not recorded in ``verbs``.
+                    writer.write(b"-ERR unknown command\r\n")
+                    continue
                 verb = self._record(line)
+
                 reply = self.replies.get(verb, self.default)
                 writer.write(reply.data)
                 await writer.drain()

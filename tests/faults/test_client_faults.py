@@ -58,7 +58,7 @@ def test_client_disappears_mid_retr_no_deletion_lost(loop_thread: LoopThread, ho
                 client.sock.recv(256 * 1024)  # part of the body, then gone
                 _leave(client, how)
             wait_for(lambda: proxy.server.session_count == 0, 10, "the session to end")
-            assert demo.commands_seen == [b"USER", b"PASS", b"DELE", b"RETR"]  # no QUIT
+            assert demo.commands_seen == [b"CAPA", b"USER", b"PASS", b"DELE", b"RETR"]  # no QUIT
             assert observed.sample("popproxy_active_sessions", listener="pop3") == 0
             assert observed.sample("popproxy_session_duration_seconds_count",
                                    listener="pop3") == 1

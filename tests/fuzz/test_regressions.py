@@ -8,6 +8,9 @@ remove the xfail mark and the ``KNOWN_SCANNER_BUGS`` entry together.
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
+from email.message import Message
 
 import pytest
 
@@ -38,6 +41,20 @@ def test_broken_encoded_word_does_not_bypass_the_scanner(subject: bytes) -> None
     assert _scan(message).action == "quarantine"  # 15.5 without the broken Subject
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "bug (bypass, not fixed yet): the stdlib parser recurses once per MIME level and raises "
+    "RecursionError at ~980 nested multiparts (85 KB); Scanner.scan turns that into "
+    "'unscanned', which fail_mode: open (the default) delivers with its links live. Defang "
+    "itself no longer recurses (test_defang_survives_deep_nesting)"))
+def test_deep_nesting_does_not_bypass_the_scanner() -> None:
+    body = b"Content-Type: text/plain\r\n\r\nLog in at http://0x7f.0.0.1/login today\r\n"
+    for level in range(1200):
+        b = b"b%d" % level
+        body = (b'Content-Type: multipart/mixed; boundary="' + b + b'"\r\n\r\n--' + b + b"\r\n"
+                + body + b"\r\n--" + b + b"--\r\n")
+    assert _scan(b"From: a@example.test\r\nSubject: hi\r\n" + body).action != "unscanned"
+
+
 def test_nul_in_charset_does_not_bypass_the_scanner() -> None:
     """A NUL in the declared charset made codecs.lookup raise ValueError (fixed)."""
     message = (b"From: a@example.test\r\nSubject: Verify\r\n"
@@ -46,51 +63,86 @@ def test_nul_in_charset_does_not_bypass_the_scanner() -> None:
 
 
 # --------------------------------------------------------------------------- actions raising
+# Each of these used to raise inside the action; the proxy then fell back to the original with
+# verdict headers in front: no Subject prefix, links left live.
 def _render(message: bytes, action: Action) -> bytes:
     verdict = dataclasses.replace(_scan(message), action=action)
-    return apply_action(message, verdict, quarantine_id="0" * 16, clock=lambda: 1e9)
+    out = apply_action(message, verdict, quarantine_id="0" * 16, clock=lambda: 1e9)
+    assert out == apply_action(message, verdict, quarantine_id="0" * 16, clock=lambda: 1e9)
+    return out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (crash): headers._prefix_subject does f.split(b':', 1)[1] on a header line named "
-    "Subject without a colon -> IndexError from tag_message (the proxy now falls back to "
-    "verdict headers in front of the original: no Subject prefix)"))
+def _parse(data: bytes) -> Message:
+    return email.message_from_bytes(data, policy=email.policy.compat32)
+
+
+def _crlf_only(data: bytes) -> bool:
+    bare = data.replace(b"\r\n", b"")
+    return b"\r" not in bare and b"\n" not in bare
+
+
+def _texts(data: bytes) -> list[bytes]:
+    payloads = [p.get_payload(decode=True) for p in _parse(data).walk()
+                if p.get_content_maintype() == "text"]
+    return [p for p in payloads if isinstance(p, bytes)]
+
+
 def test_tag_survives_a_subject_line_without_colon() -> None:
+    """Was: IndexError in headers._prefix_subject (f.split(b":", 1)[1] on "Subject")."""
     message = b"From: a@example.test\r\nSubject\r\n" + OBFUSCATED_LINK
     assert _scan(message).action == "tag"
-    assert _render(message, "tag").startswith(b"X-Popproxy-Verdict: tag")
+    out = _render(message, "tag")
+    assert out.startswith(b"X-Popproxy-Verdict: tag")
+    # The added Subject comes before the colon-less line, where a strict parser stops reading
+    # headers, so every client shows the prefix.
+    assert _parse(out)["Subject"] == "[SUSPICIOUS]"
+    assert out.endswith(b"\r\nSubject\r\n" + OBFUSCATED_LINK)  # the rest as it was
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (crash): defang._rewrite_part calls part.set_param('charset', ...) when the text no "
-    "longer fits the declared charset; with 8-bit bytes in Content-Type compat32 returns an "
-    "email.header.Header and set_param raises TypeError (in the proxy: verdict headers in "
-    "front of the original instead, links stay live)"))
+def test_tag_moves_a_subject_behind_a_malformed_line_up() -> None:
+    message = b"From: a@example.test\r\nJunk line\r\nSubject: Verify\r\n" + OBFUSCATED_LINK
+    out = _render(message, "tag")
+    assert _parse(out)["Subject"] == "[SUSPICIOUS] Verify"
+    assert out.count(b"Subject:") == 1
+
+
 def test_defang_survives_8bit_content_type() -> None:
+    """Was: TypeError in defang._rewrite_part (set_param on an 8-bit Content-Type, which
+    compat32 returns as an email.header.Header)."""
     message = (b"From: a@example.test\r\nSubject: hi\r\n"
                b'Content-Type: text/plain; name="caf\xc3\xa9.txt"\r\n'
                + OBFUSCATED_LINK + b"caf\xc3\xa9\r\n")
-    assert b"hxxp" in _render(message, "defang")
+    out = _render(message, "defang")
+    assert b"hxxp://0x7f[.]0[.]0[.]1/login" in out and b"http://" not in out
+    assert b'Content-Type: text/plain; charset="utf-8"; name="caf\xc3\xa9.txt"\r\n' in out
+    assert _texts(out) == [b"Log in at hxxp://0x7f[.]0[.]0[.]1/login today\r\ncaf\xc3\xa9\r\n"]
+    assert _crlf_only(out)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (crash): defang_message re-serialises with BytesGenerator, which writes a multipart "
-    "body it could not split (no boundary parameter) as ASCII -> UnicodeEncodeError on 8-bit "
-    "text (in the proxy: verdict headers in front of the original instead, links stay live)"))
 def test_defang_survives_8bit_multipart_without_boundary() -> None:
+    """Was: UnicodeEncodeError in defang_message (BytesGenerator writes the unsplit body of a
+    boundary-less multipart as ASCII).  It is now also scanned: the link is found."""
     message = (b"From: a@example.test\r\nSubject: hi\r\nContent-Type: multipart/mixed\r\n"
                + OBFUSCATED_LINK + b"Gr\xc3\xbc\xc3\x9fe\r\n")
-    assert _render(message, "defang")
+    assert _scan(message).action == "tag"  # was "pass": the body was never looked at
+    out = _render(message, "defang")
+    msg = _parse(out)
+    assert msg.get_content_type() == "text/plain" and not msg.defects
+    assert msg.get_payload(decode=True) == (
+        "Log in at hxxp://0x7f[.]0[.]0[.]1/login today\r\nGrüße\r\n".encode())
+
+    assert _crlf_only(out)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (crash): defang_message re-folds headers; a raw \\x1c (a str.splitlines() separator) "
-    "followed by 'Name:' in a header value makes email.header.Header.encode raise "
-    "HeaderParseError('header value appears to contain an embedded header') (in the proxy: "
-    "verdict headers in front of the original instead, links stay live)"))
 def test_defang_survives_a_file_separator_in_a_header() -> None:
+    """Was: HeaderParseError in defang_message (compat32 re-folds headers with Header.encode,
+    which splits at \\x1c and refuses "X-Note:" as an embedded header).  Headers are now
+    written as they came."""
     message = b"From: a@example.test\r\nSubject: invoice\x1cX-Note: paid\r\n" + OBFUSCATED_LINK
-    assert _render(message, "defang")
+    out = _render(message, "defang")
+    assert b"\r\nSubject: [SUSPICIOUS] invoice\x1cX-Note: paid\r\n" in out
+    assert b"hxxp://0x7f[.]0[.]0[.]1/login" in out and b"http://" not in out
+    assert _crlf_only(out)
 
 
 # --------------------------------------------------------------------------- POP3 core

@@ -44,7 +44,9 @@ def test_64k_garbage_without_newline(demo_upstream: DemoUpstream,
         reply = c.read_response(multiline=True)
         assert reply.startswith(b"+OK") and b"\r\nUSER\r\n" in reply
         c.login("demo", "demo")
-    assert demo_upstream.commands_seen[:2] == [b"USER", b"PASS"]  # no garbage forwarded
+    # no garbage forwarded (a CAPA first: the proxy asks whether the upstream pipelines)
+    assert demo_upstream.commands_seen[:3] == [b"CAPA", b"USER", b"PASS"]
+
     _assert_still_serving(demo_proxy.port)
 
 
@@ -84,7 +86,7 @@ def test_malformed_line_gets_err_and_session_survives(
         c.login("demo", "demo")
         assert c.command(line, multiline=False).startswith(b"-ERR")  # also after login
         assert c.command("STAT").startswith(b"+OK 3 ")
-    assert demo_upstream.commands_seen == [b"USER", b"PASS", b"STAT"]
+    assert demo_upstream.commands_seen == [b"CAPA", b"USER", b"PASS", b"STAT"]
     _assert_still_serving(demo_proxy.port)
 
 
@@ -95,7 +97,7 @@ def test_255_octet_line_is_accepted(demo_upstream: DemoUpstream,
         assert c.command(b"USER " + name).startswith(b"+OK")
         # Relayed as is: the demo upstream does not know this user.
         assert c.command("PASS demo").startswith(b"-ERR [AUTH]")
-    assert demo_upstream.commands_seen == [b"USER", b"PASS"]
+    assert demo_upstream.commands_seen == [b"CAPA", b"USER", b"PASS"]
 
 
 def test_invalid_utf8_credentials(demo_upstream: DemoUpstream, demo_proxy: RunningProxy) -> None:
@@ -131,7 +133,7 @@ def test_too_many_bad_commands_after_login_sends_no_quit(demo_upstream: DemoUpst
         assert c.read_until_eof().count(b"-ERR") == MAX_BAD_COMMANDS + 1
     wait_for(lambda: demo_proxy.server.session_count == 0, what="the session to end")
     time.sleep(0.2)
-    assert demo_upstream.commands_seen == [b"USER", b"PASS", b"DELE"]
+    assert demo_upstream.commands_seen == [b"CAPA", b"USER", b"PASS", b"DELE"]
     _assert_still_serving(demo_proxy.port)  # message 1 was not deleted
 
 
@@ -206,9 +208,13 @@ class _ScriptedUpstream:
         writer.write(self.greeting)
         for answer in self.answers:
             line = await reader.readline()
+            while line.strip().upper() == b"CAPA":  # an RFC 1939 server: no CAPA (RFC 2449)
+                writer.write(b"-ERR unknown command\r\n")
+                line = await reader.readline()
             if not line:
                 break
             self.received.append(line.split(b" ")[0].strip())
+
             writer.write(answer)
             await writer.drain()
         if self.close_after:

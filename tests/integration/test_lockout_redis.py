@@ -39,7 +39,8 @@ WRONG = ["Wrong-Guess-One", "Wrong-Guess-Two", "Wrong-Guess-Three"]
 SECRET = b"0123456789abcdef" * 4  # the shared secret_file's content
 WINDOW = 60
 TRUSTED_TTL = 3600
-KEY_RE = re.compile(rb"popproxy:lockout:[aspt]:[0-9a-f]{32}")
+# One hash tag for all lockout keys: the failure script may touch them together on a Cluster.
+KEY_RE = re.compile(rb"popproxy:\{lockout\}:[aspt]:[0-9a-f]{32}")
 # A counter member: a password tag, prefixed by the other scope's key for source/account.
 MEMBER_RE = re.compile(rb"(?:[as]:[0-9a-f]{32})?[0-9a-f]{32}")
 
@@ -182,7 +183,7 @@ def test_redis_holds_only_keyed_hashes_with_ttls(instances: tuple[Instance, Inst
     settings, here = Lockout(), ipaddress.ip_address("127.0.0.1")
     alice, bob, demo = (make_keys(SECRET, u, here, settings) for u in ("alice", "bob", "demo"))
     expected = [alice.pair, alice.account, bob.pair, bob.account, alice.source, demo.trusted]
-    assert set(stored) == {f"popproxy:lockout:{k}".encode() for k in expected}
+    assert set(stored) == {f"popproxy:{{lockout}}:{k}".encode() for k in expected}
     secrets = [s.encode() for s in (*PASSWORDS, *PASSWORDS.values(), *WRONG,
                                     "127.0.0.1", "127.0.0.0")]
     for key, (kind, items, ttl) in stored.items():
@@ -198,7 +199,7 @@ def test_redis_holds_only_keyed_hashes_with_ttls(instances: tuple[Instance, Inst
     zcards = sorted(len(items) for kind, items, _ in stored.values() if kind == b"zset")
     assert zcards == [1, 1, 3, 3, 4]  # bob's one tag twice, alice's three twice, source four
     # Members are keyed password tags (the same stale password collapses), never passwords.
-    alice_pair = stored[f"popproxy:lockout:{alice.pair}".encode()][1]
+    alice_pair = stored[f"popproxy:{{lockout}}:{alice.pair}".encode()][1]
     assert set(alice_pair) == {password_tag(SECRET, "alice", pw.encode()).encode() for pw in WRONG}
 
 

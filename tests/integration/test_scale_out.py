@@ -12,7 +12,11 @@ PROXY header.
 
 Proves: failures counted at A block the same account+source at B within 100 ms; the lockout
 lives in Redis, not in A, so SIGKILLing A loses nothing; the real user from another address keeps
-logging in through the balancer, before and after A dies; roundrobin really spreads the logins.
+logging in through the balancer, before and after A dies; roundrobin really spreads the logins;
+a message judged at A is listed and delivered by B with the same size and action, from the
+verdict cache shared in Redis, without B scanning it (RFC 1939: sizes stay what they were).
+Scanning uses a blocklist feed listing the demo mailbox's link host; each instance has its own
+copy with its own mtime, as hosts that fetch a feed at different times would.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -37,6 +42,7 @@ from typing import Any
 
 import pytest
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration import haproxy as haproxy_mod
 from tests.integration import redis_server
@@ -52,6 +58,9 @@ WRONG = ("Wrong-Guess-1", "Wrong-Guess-2", "Wrong-Guess-3")  # pair.block_after:
 WELCOME = b"This message came through the proxy."
 START_TIMEOUT = 20.0
 TCP_LISTEN = "0A"
+# The demo mailbox's third message links to www.example.test: the feed makes it phishing
+# (link-feed-host, score 7: defang).  A relative path: each instance reads its own copy.
+FEED, FEED_HOSTS, LINK_MESSAGE = "phish-hosts.txt", "# test feed\nwww.example.test\n", 3
 
 
 
@@ -109,6 +118,15 @@ class Instance:
     def logins(self, client: str, result: str) -> int:
         return len(self.audit("login", client=client, result=result))
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` whose labels include ``labels``, from /metrics."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   for sample in family.samples
+                   if sample.name == name and labels.items() <= sample.labels.items())
+
     def wait_ready(self) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
@@ -143,6 +161,8 @@ def _policy(root: Path, port: int, metrics_port: int, pki: Path, secret: Path,
                     "base_delay": 0.01, "max_delay": 0.05},
         "observability": {"audit_log": str(root / "audit.jsonl"),
                           "metrics_host": "127.0.0.1", "metrics_port": metrics_port},
+        # No scan.redis_url: verdicts are shared through lockout.redis_url's Redis.
+        "scan": {"enabled": True, "feeds": [FEED]},
     }
 
 
@@ -153,6 +173,10 @@ def _spawn(name: str, base: Path, pki: Path, secret: Path, redis_url: str) -> In
     # JSON is YAML: the policy directory holds one file, as /etc/popproxy would.
     (root / "policy" / "policy.yaml").write_text(
         json.dumps(_policy(root, port, metrics_port, pki, secret, redis_url), indent=2))
+    feed = root / FEED  # relative to the working directory, like on separate hosts
+    feed.write_text(FEED_HOSTS)
+    fetched = time.time() - (3600 if name == "b" else 0)  # B fetched its copy an hour earlier
+    os.utime(feed, (fetched, fetched))
     with (root / "popproxy.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "popproxy", "run", "--config", str(root / "policy")],
@@ -310,13 +334,35 @@ class Cluster:
         finally:
             client.close()
 
+    def list_and_retr(self, frontend: str, number: int) -> tuple[list[int], bytes, int]:
+        """The real user's session: LIST, RETR ``number``, QUIT; sizes, message, its octets."""
+        client = self.connect(frontend, USER_ADDR)
+        try:
+            client.user("demo")
+            assert client.pass_("demo").startswith(b"+OK")
+            sizes = [int(line.split()[1]) for line in client.list()[1]]
+            _, lines, octets = client.retr(number)
+            client.quit()
+        finally:
+            client.close()
+        return sizes, b"".join(line + b"\r\n" for line in lines), octets
+
+    def verdict_ttls(self) -> dict[bytes, int]:
+        client = self.redis.client()
+        try:
+            return {k: int(client.ttl(k)) for k in client.scan_iter(match=b"popproxy:verdict:*")
+                    if isinstance(k, bytes)}
+        finally:
+            client.close()
+
     def earn_lockout(self, frontend: str, source: str) -> None:
+
         assert [self.attempt(frontend, source, pw) for pw in WRONG] == [AUTH_FAILED] * 3
 
     def lockout_keys(self) -> list[bytes]:
         client = self.redis.client()
         try:
-            return sorted(k for k in client.scan_iter(match=b"popproxy:lockout:*")
+            return sorted(k for k in client.scan_iter(match=b"popproxy:{lockout}:*")
                           if isinstance(k, bytes))
         finally:
             client.close()
@@ -409,7 +455,7 @@ def test_killing_an_instance_loses_no_lockout(cluster: Cluster) -> None:
     cluster.fetch_welcome("lb", USER_ADDR)
     cluster.earn_lockout("a", GUESSER)
     stored = cluster.lockout_keys()
-    assert any(key.startswith(b"popproxy:lockout:p:") for key in stored)
+    assert any(key.startswith(b"popproxy:{lockout}:p:") for key in stored)
 
     cluster.a.proc.send_signal(signal.SIGKILL)  # a crash: no shutdown, nothing flushed
     assert cluster.a.proc.wait(10) == -signal.SIGKILL
@@ -427,3 +473,29 @@ def test_killing_an_instance_loses_no_lockout(cluster: Cluster) -> None:
     assert cluster.b.logins(USER_ADDR, "ok") == before + 2
     assert cluster.b.logins(GUESSER, "locked") == 3
     assert cluster.b.proc.poll() is None
+
+
+def test_a_verdict_judged_at_a_is_served_by_b_without_a_second_scan(cluster: Cluster) -> None:
+    sizes, message, octets = cluster.list_and_retr("a", LINK_MESSAGE)
+    judged = {r["message"]: r["action"] for r in cluster.a.audit("verdict")}
+    assert judged == {1: "pass", 2: "pass", LINK_MESSAGE: "defang"}  # LIST judged them all
+    assert message.startswith(b"X-Popproxy-Verdict: defang")
+    assert b"https://www.example.test/" not in message
+    assert octets == sizes[LINK_MESSAGE - 1]  # RFC 1939: LIST octets == RETR octets
+    assert cluster.a.metric("popproxy_verdict_cache_total", result="miss") == 3
+    ttls = cluster.verdict_ttls()
+    assert len(ttls) == 3 and all(0 < ttl <= 7 * 86400 for ttl in ttls.values()), ttls
+
+    # The client's next session lands on B: the same sizes and the same defanged bytes, from
+    # A's verdicts in Redis; B's feed copy has another mtime but the same content, so the same
+    # generation.
+    assert cluster.list_and_retr("b", LINK_MESSAGE) == (sizes, message, octets)
+    assert cluster.b.audit("verdict") == []
+    assert cluster.b.metric("popproxy_messages_scanned_total") == 0
+    assert cluster.b.metric("popproxy_verdict_cache_total", result="shared_hit") == 3
+    assert cluster.b.metric("popproxy_verdict_cache_total", result="shared_error") == 0
+
+    # And again through the balancer, wherever it lands: still nothing judged a second time.
+    for _ in range(2):
+        assert cluster.list_and_retr("lb", LINK_MESSAGE) == (sizes, message, octets)
+    assert len(cluster.a.audit("verdict")) == 3 and cluster.b.audit("verdict") == []

@@ -125,3 +125,26 @@ def test_scan_metrics_and_audit(loop_thread: LoopThread, tmp_path: Path) -> None
     verdicts = [json.loads(line) for line in stream.getvalue().splitlines()
                 if '"verdict"' in line]
     assert {v["action"] for v in verdicts} >= {"pass"}
+
+
+def test_large_tagged_message_is_sent_in_slices_and_intact(loop_thread: LoopThread,
+                                                           tmp_path: Path) -> None:
+    """A rendered (tagged) message bigger than several write slices, with dot lines at slice
+    boundaries: every octet arrives, the size matches LIST, and a TOP of it is consistent."""
+    from popproxy.proxy.mailbox import RENDERED_WRITE_SLICE
+
+    line = b"." + b"z" * 73 + b"\r\n"  # dot-stuffed on the wire: 77 octets per line
+    body = line * (3 * RENDERED_WRITE_SLICE // len(line) + 7)
+    phish_big = PHISH.replace(b"\r\n\r\n", b"\r\n\r\n" + body, 1)
+    tag_only = {"thresholds": {"tag": 1, "defang": 1000, "quarantine": 2000}}
+    with _proxy(loop_thread, tmp_path, tag_only, [phish_big]) as (proxy, _):
+        sizes, bodies = _retr_all(proxy.port)
+        with RawPOP3(proxy.port) as c:
+            c.login("u", "p")
+            top = c.command("TOP 1 2")
+    assert bodies[0].startswith(b"X-Popproxy-Verdict: tag")
+    assert body in bodies[0]
+    assert sizes == [len(bodies[0])]
+    head = bodies[0].split(b"\r\n\r\n", 1)[0]
+    assert top.split(b"\r\n", 1)[1].startswith(head)
+    assert top.endswith(b"\r\n..zzz" + b"z" * 70 + b"\r\n.\r\n")

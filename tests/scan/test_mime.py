@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+
 from popproxy.scan import ScanConfig
-from popproxy.scan.mime import WalkStats, header_text, parse_message, walk_parts
+from popproxy.scan.mime import (
+    WalkStats,
+    header_text,
+    parse_message,
+    recover_multipart,
+    walk_parts,
+)
 from popproxy.scan.textdecode import decode_bytes
 from tests.scan.helpers import load, names, scan
 
@@ -70,3 +78,70 @@ def test_charset_fallbacks() -> None:
     assert decode_bytes("Grüße".encode(), None) == "Grüße"
     assert decode_bytes("Grüße".encode("cp1252"), "utf-8") == "Grüße"
     assert decode_bytes(b"\x81\xff", "unknown-8bit")  # never raises
+
+
+# --------------------------------------------------------------------------- no usable boundary
+HIDDEN_HTML = (  # base64 of an HTML part: only a parser that finds the part can see the link
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.encodebytes(b'<a href="http://198.51.100.7/login">https://www.paypal.com/</a>'
+                         b'<form action="http://198.51.100.7/p"><input type=password></form>')
+)
+
+
+def _broken(content_type: bytes, body: bytes) -> bytes:
+    return (b"From: a@example.test\r\nSubject: hi\r\nMIME-Version: 1.0\r\nContent-Type: "
+            + content_type + b"\r\n\r\n" + body)
+
+
+def test_multipart_without_boundary_is_scanned_as_text() -> None:
+    """Evasion: a multipart without a boundary parameter was never looked inside."""
+    message = _broken(b"multipart/mixed", b"Log in at http://198.51.100.7/login now\r\n")
+    types, stats = _parts(message)
+    assert types == ["text/plain"] and stats.malformed == ["no-boundary"]
+    verdict = scan(message)
+    assert {"link-ip-host", "mime-malformed"} <= names(verdict)
+    assert "mime-malformed (no-boundary)" in verdict.reasons
+
+
+def test_multipart_with_unusable_boundary_has_its_parts_recovered() -> None:
+    """Evasion: the parts of a multipart whose boundary never occurs (here an unclosed quote,
+    as in phish_0075 of the corpus) were never scanned; a lenient client still shows them."""
+    body = (b"--xyz\r\nContent-Type: text/plain\r\n\r\nHello\r\n--xyz\r\n"
+            + HIDDEN_HTML + b"--xyz--\r\n")
+
+    for content_type in (b'multipart/mixed; boundary="xyz', b"multipart/mixed; boundary=abc",
+                         b"multipart/alternative"):
+        message = _broken(content_type, body)
+        types, stats = _parts(message)
+        assert types == ["text/plain", "text/plain", "text/html"], content_type
+        assert stats.malformed == ["no-boundary"]
+        verdict = scan(message)
+        assert verdict.action == "quarantine", (content_type, verdict)
+        assert {"form-password", "link-text-mismatch-brand", "mime-malformed"} <= names(verdict)
+
+
+def test_recover_multipart_splits_like_the_parser() -> None:
+    body = (b"preamble\r\n--b \t\r\nA: 1\r\n\r\none\r\n--b\nA: 2\n\ntwo\n\n--b--\r\nepilogue\r\n")
+    found = recover_multipart(body, max_parts=10)
+    assert found is not None
+    assert found.boundary == b"b" and found.preamble == b"preamble"
+    assert found.parts == [b"A: 1\r\n\r\none", b"A: 2\n\ntwo\n"]
+    assert found.epilogue == b"epilogue\r\n" and not found.truncated
+    unclosed = recover_multipart(b"-- \r\n--x\r\n\r\nlast\r\n", max_parts=10)
+    assert unclosed is not None and unclosed.parts == [b"\r\nlast"]
+    assert unclosed.preamble == b"-- " and unclosed.epilogue is None  # "-- " is no boundary
+    many = recover_multipart(b"--x\r\npart\r\n" * 5, max_parts=2)
+    assert many is not None and many.parts == [b"part", b"part"] and many.truncated
+    swallowed = recover_multipart(b"--x\r\n--x--\r\n--x\r\none\r\n--x--\r\n", max_parts=10)
+    assert swallowed is not None and swallowed.parts == [b"one"]  # as the parser does
+    assert recover_multipart(b"no delimiter\r\n--\r\n", max_parts=10) is None
+
+
+def test_recovered_parts_count_against_the_limits() -> None:
+    message = _broken(b"multipart/mixed", b"--x\r\n\r\nhttp://198.51.100.7/\r\n" * 50)
+    types, stats = _parts(message, max_parts=10)
+    assert len(types) <= 10 and "parts" in stats.limits_hit
+    levels = b"".join(b"--a%d\r\nContent-Type: multipart/mixed\r\n\r\n" % i for i in range(40))
+    _, stats = _parts(_broken(b"multipart/mixed", levels), max_depth=5)
+    assert stats.parts == 6 and "depth" in stats.limits_hit
+

@@ -1,0 +1,89 @@
+"""The generation a verdict is judged under: equal wherever instances would judge alike.
+
+Instances share verdicts only under equal generations, so the generation must ignore what may
+differ per instance without changing what a client receives (Redis address, verdict TTL,
+quarantine directory, feed file mtimes) and change with everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from popproxy.policy.schema import Scan
+from popproxy.proxy.observe import Observer
+from popproxy.proxy.scanning import ScanService
+
+FEED = "# phishing hosts\nlogin.example-bank.test\n"
+
+
+def _generation(tmp_path: Path, **settings: Any) -> str:
+    service = ScanService(Scan(**settings), tmp_path / "state", Observer())
+
+    async def run() -> str:
+        try:
+            return await service.generation()
+        finally:
+            await service.aclose()
+
+    return asyncio.run(run())
+
+
+def _feed(path: Path, text: str, mtime: float) -> Path:
+    path.write_text(text)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_settings_that_do_not_change_the_delivered_message_are_left_out(
+        tmp_path: Path) -> None:
+    base = _generation(tmp_path)
+    assert _generation(tmp_path, redis_url="redis://10.0.7.31/0", verdict_ttl=120,
+                       quarantine_dir=tmp_path / "elsewhere") == base
+    assert _generation(tmp_path, subject_prefix="[PHISH?]") != base
+    assert _generation(tmp_path, thresholds={"tag": 3.0}) != base
+
+
+def test_feeds_count_by_content_not_by_mtime(tmp_path: Path) -> None:
+    # Two hosts' copies of one feed, fetched an hour apart, at the same path: here, two runs.
+    feed = tmp_path / "feed.txt"
+    _feed(feed, FEED, 1_700_000_000)
+    early = _generation(tmp_path, feeds=[feed])
+    _feed(feed, FEED, 1_700_003_600)
+    assert _generation(tmp_path, feeds=[feed]) == early
+    _feed(feed, FEED + "evil.example.test\n", 1_700_007_200)
+    assert _generation(tmp_path, feeds=[feed]) != early
+
+
+def test_a_feed_changing_while_running_changes_the_generation(tmp_path: Path) -> None:
+    feed = _feed(tmp_path / "feed.txt", FEED, 1_700_000_000)
+    service = ScanService(Scan(feeds=(feed,)), tmp_path / "state", Observer())
+
+    async def run() -> list[str]:
+        try:
+            seen = [await service.generation()]
+            _feed(feed, FEED, 1_700_000_100)  # touched, same content
+            seen.append(await service.generation())
+            _feed(feed, FEED + "evil.example.test\n", 1_700_000_200)
+            seen.append(await service.generation())
+            feed.unlink()  # the hosts loaded last stay in use, but it is judged again
+            seen.append(await service.generation())
+            return seen
+        finally:
+            await service.aclose()
+
+    first, touched, changed, missing = asyncio.run(run())
+    assert touched == first
+    assert len({first, changed, missing}) == 3
+
+
+def test_a_new_render_version_changes_the_generation(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upgrading to action code that renders other bytes must not reuse cached sizes."""
+    before = _generation(tmp_path)
+    monkeypatch.setattr("popproxy.proxy.scanning.RENDER_VERSION", 10**6)
+    assert _generation(tmp_path) != before

@@ -52,11 +52,14 @@ class ClientRedactor:
         self._partial = bytearray()  # an incomplete line, held back
         self._overlong = False  # inside a line over MAX_LINE: already replaced, drop the rest
         self._sasl = False  # the line being completed belongs to an AUTH exchange
+        # What _sasl was when the held line began: a line an AUTH line's read left incomplete
+        # stays a SASL line even if the proxy has refused that AUTH by the time it completes.
+        self._partial_sasl = False
 
     def feed(self, data: bytes, sasl: bool) -> bytes:
         """Redacted complete lines of ``partial + data``; ``sasl``: whether the proxy is
         waiting for a SASL response (the session's parser mode when ``data`` was read)."""
-        self._sasl = sasl
+        self._sasl = sasl or (bool(self._partial) and self._partial_sasl)
         out = bytearray()
         start = 0
         while (end := data.find(b"\n", start)) >= 0:
@@ -87,8 +90,9 @@ class ClientRedactor:
         out += self._redact(line)
 
     def _hold(self, rest: bytes, out: bytearray) -> None:
-        if self._overlong:
+        if self._overlong or not rest:
             return
+        self._partial_sasl = self._sasl or (bool(self._partial) and self._partial_sasl)
         self._partial += rest
         if len(self._partial) > MAX_LINE:  # the line end cannot fit any more
             self._partial.clear()

@@ -36,8 +36,8 @@ TLS_WRITE_SLICE = 16 * 1024
 # Small TLS writes are sent at the end of the current event-loop step, together: the session
 # tickets after a handshake go out with the greeting, a last reply with its close_notify.  Each
 # loopback send costs as much CPU as a POP3 command's handling.  Past this many encrypted bytes
-# waiting, they are sent at once (bounded memory).
-TLS_COALESCE_LIMIT = 64 * 1024
+# waiting, they are sent at once: OpenSSL's outgoing BIO keeps about 4/3 of its largest size.
+TLS_COALESCE_LIMIT = 16 * 1024
 
 _local = threading.local()
 
@@ -419,6 +419,11 @@ class Channel(asyncio.BufferedProtocol):
                 self._tls.obj.unwrap()
             self._flush_tls()
         self._transport.close()
+
+    def flush(self) -> None:
+        """Send coalesced TLS output now (see TLS_COALESCE_LIMIT), e.g. before ``quick_ack``."""
+        if self._tls is not None:
+            self._flush_tls()
 
     def quick_ack(self) -> None:
         """Acknowledge the next segments at once (Linux TCP_QUICKACK, not sticky)."""

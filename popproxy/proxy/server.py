@@ -259,6 +259,10 @@ class ProxyServer:
             # is an OSError), not half-applied.
             guard = self._make_guard(new) if new.lockout != self.config.lockout else (
                 self.lockout)
+            scan = self.scan
+            if new.scan != self.config.scan:  # (a bad Redis URL raises ValueError here)
+                scan = ScanService(new.scan, new.state_dir, self.observer) if (
+                    new.scan.enabled) else None
         except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
             self.observer.metrics.config_reloads.labels("refused").inc()
             log.error("policy reload refused: %s; keeping the old policy", exc)
@@ -267,14 +271,24 @@ class ProxyServer:
             old, self.lockout = self.lockout, guard  # counters restart
             if old is not None:
                 spawn(old.close(), "close-old-lockout-store")
-        if new.scan != self.config.scan:
-            self.scan = ScanService(new.scan, new.state_dir, self.observer) if (
-                new.scan.enabled) else None
+        if scan is not self.scan:
+            old_scan, self.scan = self.scan, scan
+            if old_scan is not None:
+                spawn(self._close_after_sessions(old_scan, set(self._sessions)),
+                      "close-old-scan-service")
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
         self.observer.metrics.config_reloads.labels("ok").inc()
         self.observer.audit.event("config_reload", None, result="ok")
         log.info("policy reloaded")
         return True
+
+    @staticmethod
+    async def _close_after_sessions(service: ScanService, sessions: set[asyncio.Task[Any]]) -> None:
+        """Close a replaced scan service (threads, Redis pool) once the sessions that started
+        under it, and may still use it, have ended.  ``asyncio.wait`` never cancels them."""
+        if sessions:
+            await asyncio.wait(sessions)
+        await service.aclose()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let sessions finish for ``grace`` seconds, then cut the rest.

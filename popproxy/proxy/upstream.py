@@ -8,6 +8,7 @@ No credentials are sent before the TLS handshake (if any) has verified the serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 
@@ -135,13 +136,18 @@ class UpstreamConnection:
         """Send two single-line commands in one write (the server lists PIPELINING, RFC 2449
         section 6.6); the first failure, else the second command's status."""
         self._channel.write(self.framer.send_command(first) + self.framer.send_command(second))
+        self._channel.flush()
         # Servers that keep Nagle on (Dovecot's login process) hold the second answer until
         # the first is acknowledged; a delayed ACK would stall the login for ~40 ms.
         self._channel.quick_ack()
-
         status = await self._single_line()
-        second_status = await self._single_line()  # read it even after a failure: in order
-        return second_status if status.ok else status
+        if status.ok:
+            return await self._single_line()
+        # The first failed: its answer is the one that counts, whatever the server does with
+        # the second line (answers it, closes, or sends garbage; the connection is dropped).
+        with contextlib.suppress(UpstreamError):
+            await self._single_line()
+        return status
 
     async def _single_line(self) -> StatusLine:
         event = await self.next_event()
@@ -150,13 +156,29 @@ class UpstreamConnection:
         return event
 
     async def capabilities(self) -> tuple[Capability, ...]:
-        """CAPA before login (RFC 2449 section 5); empty if the server does not know it."""
+        """CAPA before login (RFC 2449 section 5); empty if the server does not know it.
+
+        Raises ``UpstreamError`` if the answer is not a well-formed one within the greeting
+        timeout (a server that closes on unknown commands, a +OK without a list, ...): the
+        caller then logs in on a fresh connection without pipelining.
+        """
         self.send(Command("CAPA"))
+        try:
+            async with asyncio.timeout(self._settings.greeting_timeout):
+                body = await self._capa_body()
+        except TimeoutError:
+            raise UpstreamError("no complete CAPA answer", "timeout") from None
+        try:
+            return () if body is None else parse_capa_body(body)
+        except ProtocolError:
+            return ()  # a garbled list: behave as for a server without CAPA
+
+    async def _capa_body(self) -> bytes | None:
         status = await self.next_event()
         if not isinstance(status, StatusLine):
             raise UpstreamError("unexpected response framing")
         if not status.multiline:
-            return ()
+            return None
         unstuffer, body = Unstuffer(), bytearray()
         while not isinstance(event := await self.next_event(), EndOfBody):
             if not isinstance(event, BodyData):
@@ -164,10 +186,7 @@ class UpstreamConnection:
             body += unstuffer.feed(event.data)
             if len(body) > limits.MAX_CAPA_LINE * limits.MAX_CAPA_LINES:
                 raise UpstreamError("CAPA response too large", "protocol")
-        try:
-            return parse_capa_body(bytes(body))
-        except ProtocolError:
-            return ()  # a garbled list: behave as for a server without CAPA
+        return bytes(body)
 
     def close(self) -> None:
         """Close without QUIT: nothing is committed upstream (RFC 1939 section 6)."""

@@ -125,6 +125,18 @@ def test_split_reads_keep_the_mode_of_the_line_they_complete() -> None:
     secrets_absent(out)
 
 
+def test_sasl_line_split_after_a_refused_auth_stays_redacted() -> None:
+    """The proxy refused the AUTH (e.g. before TLS), so it is not in SASL mode when the rest
+    of the credential line arrives: the line began in the AUTH line's read and stays secret."""
+    script: Script = [(b"AUTH PLAIN\r\n" + PLAIN[:6], False), (PLAIN[6:] + b"\r\n", False)]
+    out = run(script, bytewise=False)
+    assert out == b"AUTH PLAIN\r\n***\r\n"
+    secrets_absent(out)
+    # ... and only that line: the next command, in a later read, is shown again.
+    later: Script = [*script, (b"STAT\r\n", False)]
+    assert run(later, bytewise=False) == b"AUTH PLAIN\r\n***\r\nSTAT\r\n"
+
+
 @pytest.mark.parametrize("length", [limits.MAX_SASL_LINE - 1, limits.MAX_SASL_LINE,
                                     limits.MAX_SASL_LINE + 5])
 def test_sasl_line_refused_as_too_long_stays_redacted(length: int) -> None:

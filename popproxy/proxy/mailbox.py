@@ -26,6 +26,9 @@ NO_SUCH_MESSAGE = replies.err("no such message")
 # A rendered message goes to the client in slices of this size, waiting whenever the client's
 # socket buffer is full, so the proxy never queues a whole second copy of it for the socket.
 RENDERED_WRITE_SLICE = 256 * 1024
+# A tagged message is streamed once its header block is read; a header block longer than this
+# (hostile: real ones are a few KiB) makes it rendered whole instead.
+MAX_STREAMED_HEADER = 1024 * 1024
 
 
 class MailboxView:
@@ -188,10 +191,55 @@ class MailboxView:
         verb = "RETR" if top_lines is None else "TOP"
         if entry.action == "pass":
             await self._s.relay(Command(verb, args))
-        elif entry.action == "unscanned" and entry.reasons and "cap" in entry.reasons[0]:
+        elif entry.action == "unscanned":  # rendered as our header lines + the original
             await self._stream_with_prefix(Command(verb, args), entry)
+        elif entry.action == "tag" and top_lines is None:
+            await self._stream_tagged(Command(verb, args), number, entry)
         else:
             await self._deliver_rendered(number, top_lines, entry)
+
+    async def _stream_tagged(self, cmd: Command, number: int, entry: CachedVerdict) -> None:
+        """RETR of a tagged message without holding it: tagging edits only the header block
+        (``tag_message``: new header + the body unchanged), so the header is read and rendered
+        alone, then the body is relayed as the upstream sends it (still dot-stuffed)."""
+        self._up.send(cmd)
+        status = await self._up.next_event()
+        if not isinstance(status, StatusLine):
+            raise UpstreamError("upstream closed the connection", "closed")
+        if not status.multiline:
+            self._s.write(status.raw)
+            return
+        unstuffer, seen = Unstuffer(), bytearray()
+        while (end := _header_end(seen)) is None:
+            event = await self._up.next_event()
+            if isinstance(event, EndOfBody):  # no blank line: the message is all header
+                self._write_rendered(self._service.render(bytes(seen), entry), number, entry)
+                return
+            if not isinstance(event, BodyData):
+                raise UpstreamError("upstream closed mid-response", "closed")
+            seen += unstuffer.feed(event.data)
+            if len(seen) > MAX_STREAMED_HEADER:  # hostile header: render the whole message
+                seen += await self._rest_unstuffed(unstuffer)
+                self._write_rendered(self._service.render(bytes(seen), entry), number, entry)
+                return
+        head = self._service.render(bytes(seen[:end]), entry)
+        # The Stuffer starts at a line start (after the blank line); the upstream's remaining
+        # bytes are already stuffed relative to their own line starts.
+        self._s.write(replies.ok(f"{entry.size} octets") + Stuffer().feed(head + seen[end:]))
+        await self._s.relay_body()
+
+    async def _rest_unstuffed(self, unstuffer: Unstuffer) -> bytes:
+        rest = bytearray()
+        while not isinstance(event := await self._up.next_event(), EndOfBody):
+            if not isinstance(event, BodyData):
+                raise UpstreamError("upstream closed mid-response", "closed")
+            rest += unstuffer.feed(event.data)
+        return bytes(rest)
+
+    def _write_rendered(self, rendered: bytes, number: int, entry: CachedVerdict) -> None:
+        if len(rendered) != entry.size:
+            log.error("message %d: %d octets now, %d listed", number, len(rendered), entry.size)
+        self._s.write(replies.ok(f"{len(rendered)} octets") + stuff_body(rendered))
 
     async def _deliver_rendered(self, number: int, top_lines: int | None,
                                 entry: CachedVerdict) -> None:
@@ -224,6 +272,15 @@ class MailboxView:
         prefix = Stuffer()
         self._s.write(replies.ok(f"{entry.size} octets") + prefix.feed(unscanned_prefix(entry)))
         await self._s.relay_body()
+
+
+def _header_end(message: bytearray) -> int | None:
+    """Where the body starts, as ``split_message`` splits (the first blank line, CRLF or LF
+    style), or None while no blank line has been seen."""
+    crlf, lf = message.find(b"\r\n\r\n"), message.find(b"\n\n")
+    if crlf != -1 and (lf == -1 or crlf < lf):
+        return crlf + 4
+    return None if lf == -1 else lf + 2
 
 
 def _top(message: bytes, lines: int) -> bytes:

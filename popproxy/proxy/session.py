@@ -204,8 +204,7 @@ class Session:
 
     async def _read_client(self) -> None:
         # RFC 1939 section 3: the autologout timer restarts with every client activity.
-        async with asyncio.timeout(self.settings.limits.idle_timeout):
-            data = await self.client.read()
+        data = await self.client.read(timeout=self.settings.limits.idle_timeout)
         if self.capture is not None:
             # Every complete line read so far has been handled: the parser's SASL mode says
             # whether the next line is an AUTH response (to be redacted).

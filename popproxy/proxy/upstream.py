@@ -115,12 +115,7 @@ class UpstreamConnection:
                 event = self.framer.next_event()
                 if event is not NEED_DATA:
                     return event
-                if self._channel.unread:  # already here: no timer needed (a hot path)
-                    data = await self._channel.read()
-                else:
-                    async with asyncio.timeout(limit):
-                        data = await self._channel.read()
-                self.framer.receive_data(data)
+                self.framer.receive_data(await self._channel.read(timeout=limit))
         except ProtocolError as exc:
             raise UpstreamError(f"protocol error: {exc}", "protocol") from None
         except (OSError, TimeoutError) as exc:

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from popproxy.quarantine import QuarantineStore
@@ -148,3 +150,27 @@ def test_large_tagged_message_is_sent_in_slices_and_intact(loop_thread: LoopThre
     head = bodies[0].split(b"\r\n\r\n", 1)[0]
     assert top.split(b"\r\n", 1)[1].startswith(head)
     assert top.endswith(b"\r\n..zzz" + b"z" * 70 + b"\r\n.\r\n")
+
+
+TAG_ONLY = {"thresholds": {"tag": 0, "defang": 1000, "quarantine": 2000}}  # all tagged
+PHISH_NO_BODY = PHISH.split(b"\r\n\r\n")[0] + b"\r\nX-Link: http://198.51.100.7/login\r\n"
+
+
+def test_tagged_retr_is_streamed_and_equals_the_whole_render(
+    loop_thread: LoopThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RETR of a tagged message renders only its header and relays the body as it comes; the
+    bytes are those of rendering the whole message (forced here with a tiny header limit),
+    for a body with dot lines and for a message that is all header."""
+    body_with_dots = b".hidden\r\n..two\r\n\r\n.\r\nend\r\n" * 2000
+    messages = [PHISH.replace(b"\r\n\r\n", b"\r\n\r\n" + body_with_dots, 1), PHISH_NO_BODY]
+    results = []
+    for limit in (1024 * 1024, 16):
+        monkeypatch.setattr("popproxy.proxy.mailbox.MAX_STREAMED_HEADER", limit)
+        with _proxy(loop_thread, tmp_path / str(limit), TAG_ONLY, messages) as (proxy, _):
+            results.append(_retr_all(proxy.port))
+    (sizes, bodies), (whole_sizes, whole_bodies) = results
+    assert bodies == whole_bodies and sizes == whole_sizes
+    assert sizes == [len(b) for b in bodies]
+    assert all(b.startswith(b"X-Popproxy-Verdict: tag") for b in bodies)
+    assert b"\r\n\r\n" + body_with_dots in bodies[0]

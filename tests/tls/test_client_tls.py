@@ -218,3 +218,30 @@ def test_many_sequential_tls_sessions_do_not_leak(tls_proxy: RunningProxy, pki: 
     while tls_proxy.server.session_count and time.monotonic() < deadline:
         time.sleep(0.05)
     assert tls_proxy.server.session_count == 0
+
+
+def test_tls13_session_resumes_with_the_one_ticket_sent(tls_proxy: RunningProxy,
+                                                        pki: Pki) -> None:
+    """One TLS 1.3 ticket per handshake (TLS13_SESSION_TICKETS, RFC 8446 s4.6.1) is enough for a
+    client that reconnects: the second connection resumes (no certificate signature)."""
+    ctx = pki.client_context()
+    tickets: list[object] = []
+
+    def seen(conn: object, direction: str, version: object, content_type: object,
+             msg_type: object, data: bytes) -> None:
+        if direction == "read" and msg_type == ssl._TLSMessageType.NEWSESSION_TICKET:  # type: ignore[attr-defined]
+            tickets.append(msg_type)
+
+    ctx._msg_callback = seen  # type: ignore[attr-defined]  # CPython's message hook, for tests
+    first = poplib.POP3_SSL("127.0.0.1", _port(tls_proxy, "tls"), context=ctx)
+    first.user("demo")
+    first.pass_("demo")  # the tickets arrive with the first replies after the handshake
+    sock = first.sock
+    assert isinstance(sock, ssl.SSLSocket) and sock.version() == "TLSv1.3"
+    session = sock.session
+    first.quit()
+    assert len(tickets) == 1
+    with socket.create_connection(("127.0.0.1", _port(tls_proxy, "tls"))) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost", session=session) as again:
+        assert again.recv(100).startswith(b"+OK")
+        assert again.session_reused

@@ -60,7 +60,8 @@ class ScanService:
         )
         self.scanner = Scanner(self.config)
         shared = RedisVerdicts(policy.redis_url, policy.verdict_ttl) if policy.redis_url else None
-        self.cache = VerdictCache(state_dir / CACHE_FILE, shared, self._count_cache)
+        self.cache = VerdictCache(state_dir / CACHE_FILE, shared, self._count_cache,
+                                  ttl=policy.verdict_ttl, wall_clock=clock)
         self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")
         self._observer = observer
         self._clock = clock

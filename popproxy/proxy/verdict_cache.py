@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,6 +35,13 @@ REDIS_PREFIX = "popproxy:verdict:"
 # After a failed Redis call, judge locally without asking Redis for this long: a dead Redis then
 # costs one timeout per few seconds, not one per message of a long listing.
 RETRY_AFTER = 5.0
+# With Redis holding every verdict, this process keeps at most this many (the oldest go first;
+# a later lookup asks Redis): about 50 MB.  Without Redis the local level is the only one and
+# is bounded by the TTL alone.
+MAX_LOCAL_WITH_SHARED = 100_000
+# Expired entries are swept from memory every this many new verdicts, and the file is rewritten
+# without them when it holds more than twice as many lines as live entries (plus this slack).
+SWEEP_EVERY = 10_000
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,10 @@ def _ignore(result: str) -> None:
     pass
 
 
+def _line(key: str, entry: CachedVerdict) -> str:
+    return json.dumps({"key": key, **to_record(entry)}) + "\n"
+
+
 class VerdictCache:
     """This process's verdicts (last line for a key wins on load), then Redis's if configured.
 
@@ -131,40 +143,97 @@ class VerdictCache:
 
     def __init__(self, path: Path | None, shared: RedisVerdicts | None = None,
                  on_result: Callable[[str], None] = _ignore,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, ttl: float | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        """``ttl``: seconds after ``scanned_at`` (wall-clock time) a verdict is judged again,
+        here as in Redis (``scan.verdict_ttl``); None keeps verdicts forever."""
         self._path = path
         self._entries: dict[str, CachedVerdict] = {}
         self._shared = shared
         self._on_result = on_result
         self._clock = clock
+        self._ttl = ttl
+        self._wall = wall_clock
         self._retry_at: float | None = None  # set while Redis is failing
+        self._lines = 0  # lines in the file
+        self._since_sweep = 0
         if path is not None and path.exists():
             self._load(path)
 
     def _load(self, path: Path) -> None:
         for number, line in enumerate(path.read_text().splitlines(), 1):
+            self._lines += 1
             try:
                 record = json.loads(line)
                 key = record.pop("key")
-                self._entries[key] = from_record(record)
+                entry = from_record(record)
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("%s:%d: unreadable verdict cache line skipped", path, number)
+                continue
+            if not self._expired(entry):
+                self._entries.pop(key, None)  # the last line for a key wins, and is newest
+                self._entries[key] = entry
+        self._limit()
+        self._compact_if_sparse()
 
     # ------------------------------------------------------------ this process only
     def get(self, key: str) -> CachedVerdict | None:
-        return self._entries.get(key)
+        entry = self._entries.get(key)
+        if entry is not None and self._expired(entry):
+            del self._entries[key]
+            return None
+        return entry
 
     def put(self, key: str, entry: CachedVerdict) -> None:
+        self._entries.pop(key, None)
         self._entries[key] = entry
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             with self._path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"key": key, **to_record(entry)}) + "\n")
+                handle.write(_line(key, entry))
+            self._lines += 1
+        self._limit()
+        self._since_sweep += 1
+        if self._since_sweep >= SWEEP_EVERY:
+            self._since_sweep = 0
+            self._sweep()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _expired(self, entry: CachedVerdict) -> bool:
+        return self._ttl is not None and entry.scanned_at < self._wall() - self._ttl
+
+    def _limit(self) -> None:
+        """With Redis, drop the oldest local entries past MAX_LOCAL_WITH_SHARED."""
+        if self._shared is None:
+            return
+        while len(self._entries) > MAX_LOCAL_WITH_SHARED:
+            del self._entries[next(iter(self._entries))]
+
+    def _sweep(self) -> None:
+        for key in [k for k, e in self._entries.items() if self._expired(e)]:
+            del self._entries[key]
+        self._compact_if_sparse()
+
+    def _compact_if_sparse(self) -> None:
+        """Rewrite the file with the live entries only (atomically) once it is mostly dead."""
+        if self._path is None or self._lines <= 2 * len(self._entries) + SWEEP_EVERY:
+            return
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        try:
+            with tmp.open("w", encoding="utf-8") as handle:
+                handle.writelines(_line(k, e) for k, e in self._entries.items())
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            log.warning("verdict cache: cannot rewrite %s: %s", self._path, exc)
+            return
+        self._lines = len(self._entries)
 
     # ------------------------------------------------------------ both levels
     async def lookup(self, key: str, generation: str) -> CachedVerdict | None:
         """A verdict judged under ``generation``, or None: the message must be judged now."""
-        local = self._entries.get(key)
+        local = self.get(key)
         if local is not None and local.generation == generation:
             self._on_result("local_hit")
             return local

@@ -10,8 +10,10 @@ the stored message), QUIT, close.  Asserted: zero protocol errors (any unexpecte
 TLS error or timeout counts), the proxy's RSS after warm-up stays within 10% of its value at
 the end of warm-up, and its file descriptors return to the count before the load.
 
-The issue asks for 100,000 sessions at 1,000 concurrent; the run is bounded by time (default
-480 s of load, about 9 minutes in all), the numbers achieved are printed.  Environment:
+The issue asks for 100,000 sessions at 1,000 concurrent: the load stops at 100,000 sessions or
+after 720 s, whichever comes first (about 9-12 minutes on the 2-CPU CI machine, where the Python
+load generator shares the CPUs with the proxy and Dovecot); the numbers achieved are printed
+(the CI step runs pytest with -rP to show them).  Environment:
 ``POPPROXY_SOAK_SECONDS``, ``POPPROXY_SOAK_SESSIONS``, ``POPPROXY_SOAK_CONCURRENCY``.
 """
 
@@ -39,7 +41,7 @@ from tests.integration import dovecot as dovecot_mod
 from tests.integration.dovecot import DovecotUnavailable
 from tests.integration.mailboxes import users
 
-SECONDS = float(os.environ.get("POPPROXY_SOAK_SECONDS", "480"))
+SECONDS = float(os.environ.get("POPPROXY_SOAK_SECONDS", "720"))
 SESSIONS = int(os.environ.get("POPPROXY_SOAK_SESSIONS", "100000"))
 CONCURRENCY = int(os.environ.get("POPPROXY_SOAK_CONCURRENCY", "1000"))
 WARM_UP = 0.2  # share of the load phase before RSS is taken as the baseline

@@ -1,0 +1,81 @@
+"""The local verdict level stays bounded: verdicts expire after the TTL (as in Redis), the file
+is rewritten once it is mostly dead lines, and with Redis holding every verdict this process
+keeps only the newest MAX_LOCAL_WITH_SHARED."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from popproxy.proxy import verdict_cache
+from popproxy.proxy.verdict_cache import CachedVerdict, RedisVerdicts, VerdictCache
+
+DAY = 86400.0
+
+
+def _verdict(scanned_at: float) -> CachedVerdict:
+    return CachedVerdict("pass", 0.0, (), 100, scanned_at, "gen")
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_verdicts_expire_after_the_ttl_in_memory_and_on_load(tmp_path: Path) -> None:
+    wall, path = Wall(), tmp_path / "verdicts.jsonl"
+    cache = VerdictCache(path, ttl=7 * DAY, wall_clock=wall)
+    cache.put("old", _verdict(wall.now - 6 * DAY))
+    cache.put("new", _verdict(wall.now))
+    assert cache.get("old") is not None
+    wall.now += 2 * DAY  # "old" is now 8 days old
+    assert cache.get("old") is None and cache.get("new") is not None
+    again = VerdictCache(path, ttl=7 * DAY, wall_clock=wall)
+    assert again.get("old") is None and again.get("new") == _verdict(wall.now - 2 * DAY)
+    assert asyncio.run(again.lookup("old", "gen")) is None  # judged again, like in Redis
+
+
+def test_a_mostly_dead_file_is_rewritten_on_load(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdict_cache, "SWEEP_EVERY", 10)
+    wall, path = Wall(), tmp_path / "verdicts.jsonl"
+    cache = VerdictCache(path, ttl=DAY, wall_clock=wall)
+    for n in range(50):
+        cache.put(f"k{n}", _verdict(wall.now - 2 * DAY if n < 45 else wall.now))
+    lines = len(path.read_text().splitlines())
+    assert lines < 50  # already compacted while running (sweeps every SWEEP_EVERY puts)
+    reloaded = VerdictCache(path, ttl=DAY, wall_clock=wall)
+    assert len(reloaded) == 5
+    assert len(path.read_text().splitlines()) <= 2 * 5 + 10
+    assert all(reloaded.get(f"k{n}") is not None for n in range(45, 50))
+    assert not path.with_name(path.name + ".tmp").exists()
+
+
+def test_the_last_line_for_a_key_wins(tmp_path: Path) -> None:
+    path = tmp_path / "verdicts.jsonl"
+    cache = VerdictCache(path)
+    cache.put("k", _verdict(1.0))
+    cache.put("k", CachedVerdict("tag", 5.0, ("x",), 120, 2.0, "gen"))
+    assert VerdictCache(path).get("k") == CachedVerdict("tag", 5.0, ("x",), 120, 2.0, "gen")
+
+
+def test_with_redis_only_the_newest_verdicts_stay_local(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdict_cache, "MAX_LOCAL_WITH_SHARED", 3)
+
+    async def run() -> VerdictCache:
+        shared = RedisVerdicts("redis://127.0.0.1:1/0", ttl=DAY)  # never contacted here
+        cache = VerdictCache(tmp_path / "verdicts.jsonl", shared)
+        for n in range(5):
+            cache.put(f"k{n}", _verdict(float(n)))
+        await shared.close()
+        return cache
+
+    cache = asyncio.run(run())
+    assert len(cache) == 3
+    assert [cache.get(f"k{n}") is not None for n in range(5)] == [False, False, True, True, True]

@@ -202,12 +202,7 @@ class MailboxView:
         """RETR of a tagged message without holding it: tagging edits only the header block
         (``tag_message``: new header + the body unchanged), so the header is read and rendered
         alone, then the body is relayed as the upstream sends it (still dot-stuffed)."""
-        self._up.send(cmd)
-        status = await self._up.next_event()
-        if not isinstance(status, StatusLine):
-            raise UpstreamError("upstream closed the connection", "closed")
-        if not status.multiline:
-            self._s.write(status.raw)
+        if not await self._body_follows(cmd):
             return
         unstuffer, seen = Unstuffer(), bytearray()
         while (end := _header_end(seen)) is None:
@@ -260,14 +255,19 @@ class MailboxView:
             await self._s.drain_client()
         self._s.settings.observer.metrics.bytes_relayed.labels("to_client").inc(len(wire))
 
-    async def _stream_with_prefix(self, cmd: Command, entry: CachedVerdict) -> None:
-        """Large unscanned message: our header lines, then the upstream's bytes as they come."""
+    async def _body_follows(self, cmd: Command) -> bool:
+        """Send ``cmd``; True if a multi-line body follows, else its -ERR went to the client."""
         self._up.send(cmd)
         status = await self._up.next_event()
         if not isinstance(status, StatusLine):
             raise UpstreamError("upstream closed the connection", "closed")
         if not status.multiline:
             self._s.write(status.raw)
+        return status.multiline
+
+    async def _stream_with_prefix(self, cmd: Command, entry: CachedVerdict) -> None:
+        """Large unscanned message: our header lines, then the upstream's bytes as they come."""
+        if not await self._body_follows(cmd):
             return
         prefix = Stuffer()
         self._s.write(replies.ok(f"{entry.size} octets") + prefix.feed(unscanned_prefix(entry)))

@@ -109,6 +109,10 @@ STILL_LISTED = {"truncated": False, "half-written": False, "corrupt": False, "de
                 "replaced-by-directory": True}
 
 
+def _without_date(message: bytes) -> bytes:
+    return b"\r\n".join(line for line in message.split(b"\r\n") if not line.startswith(b"Date:"))
+
+
 @pytest.mark.parametrize("fault", list(FEED_FAULTS))
 def test_feed_broken_while_running(loop_thread: LoopThread, tmp_path: Path, fault: str) -> None:
     feed = tmp_path / "feed.txt"
@@ -140,7 +144,9 @@ def test_feed_broken_while_running(loop_thread: LoopThread, tmp_path: Path, faul
         assert flagged_by_feed(after[0]) is STILL_LISTED[fault]
         if not STILL_LISTED[fault]:
             assert after[0] == FEED_MSG
-        assert after[1] == before[1]  # other signals still work
+        # other signals still work (a quarantine notice made again carries the time of its
+        # new verdict: the Date line may tick over between the two sessions)
+        assert _without_date(after[1]) == _without_date(before[1])
         assert after[2] == CLEAN
         assert b"QUIT" in demo.commands_seen  # clients' QUITs only ...
         assert observed.events("upstream_error") == []

@@ -17,7 +17,9 @@ import trustme
 
 from tests.helpers import LoopThread, RunningProxy, make_config, running_proxy
 from tests.integration import dovecot as dovecot_mod
+from tests.integration import redis_server
 from tests.integration.dovecot import Dovecot, DovecotUnavailable, TlsSetup
+from tests.integration.redis_server import RedisServer, RedisUnavailable
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -83,3 +85,26 @@ def dovecot_proxy(dovecot: Dovecot, loop_thread: LoopThread) -> Iterator[Running
     """The proxy in front of the test Dovecot (a fresh proxy per test)."""
     with running_proxy(make_config(dovecot.port), loop_thread) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="session")
+def redis_srv() -> Iterator[RedisServer]:
+    """One real redis-server for the Redis tests of the session (lockouts, verdict cache)."""
+    try:
+        server = redis_server.start()
+    except RedisUnavailable as exc:
+        if redis_server.in_ci():
+            pytest.fail(f"Redis tests cannot run: {exc}", pytrace=False)
+        pytest.skip(f"Redis tests skipped: {exc}")
+    try:
+        yield server
+    finally:
+        redis_server.cleanup(server)
+
+
+@pytest.fixture
+def rds(redis_srv: RedisServer) -> RedisServer:
+    """The session's Redis, running (a test may have killed it) and empty."""
+    redis_srv.start()
+    redis_srv.flush()
+    return redis_srv

@@ -26,9 +26,8 @@ from popproxy.policy.schema import Lockout
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
-from tests.integration import redis_server
 from tests.integration.rawpop import RawPOP3, wait_for
-from tests.integration.redis_server import RedisServer, RedisUnavailable
+from tests.integration.redis_server import RedisServer
 
 LOCKED = b"-ERR [SYS/TEMP] too many failed logins, try again later\r\n"
 STORE_DOWN = b"-ERR [SYS/TEMP] login temporarily unavailable, try again later\r\n"
@@ -43,28 +42,6 @@ TRUSTED_TTL = 3600
 KEY_RE = re.compile(rb"popproxy:\{lockout\}:[aspt]:[0-9a-f]{32}")
 # A counter member: a password tag, prefixed by the other scope's key for source/account.
 MEMBER_RE = re.compile(rb"(?:[as]:[0-9a-f]{32})?[0-9a-f]{32}")
-
-
-@pytest.fixture(scope="session")
-def redis_srv() -> Iterator[RedisServer]:
-    try:
-        server = redis_server.start()
-    except RedisUnavailable as exc:
-        if redis_server.in_ci():
-            pytest.fail(f"Redis lockout tests cannot run: {exc}", pytrace=False)
-        pytest.skip(f"Redis lockout tests skipped: {exc}")
-    try:
-        yield server
-    finally:
-        redis_server.cleanup(server)
-
-
-@pytest.fixture
-def rds(redis_srv: RedisServer) -> RedisServer:
-    """The session's Redis, running (a test may have killed it) and empty."""
-    redis_srv.start()
-    redis_srv.flush()
-    return redis_srv
 
 
 @pytest.fixture

@@ -45,10 +45,9 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration import haproxy as haproxy_mod
-from tests.integration import redis_server
 from tests.integration.procs import die_with_parent as _die_with_parent
 from tests.integration.procs import stop_process
-from tests.integration.redis_server import RedisServer, RedisUnavailable
+from tests.integration.redis_server import RedisServer
 
 LB_SOURCE = "127.0.0.1"  # HAProxy's backend source: the only PROXY sender popproxy trusts
 USER_ADDR, GUESSER = "127.0.0.2", "127.0.0.3"
@@ -366,20 +365,6 @@ class Cluster:
                           if isinstance(k, bytes))
         finally:
             client.close()
-
-
-@pytest.fixture(scope="module")
-def redis_srv() -> Iterator[RedisServer]:
-    try:
-        server = redis_server.start()
-    except RedisUnavailable as exc:
-        if redis_server.in_ci():
-            pytest.fail(f"scale-out test cannot run: {exc}", pytrace=False)
-        pytest.skip(f"scale-out test skipped: {exc}")
-    try:
-        yield server
-    finally:
-        redis_server.cleanup(server)
 
 
 @pytest.fixture

@@ -35,9 +35,8 @@ from popproxy.proxy.verdict_cache import (
     to_record,
 )
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
-from tests.integration import redis_server
 from tests.integration.rawpop import RawPOP3
-from tests.integration.redis_server import RedisServer, RedisUnavailable
+from tests.integration.redis_server import RedisServer
 
 TTL = 3600
 GEN = "settings0feeds0"
@@ -50,28 +49,6 @@ PHISH = (b"From: Security <alert@example.test>\r\nSubject: Verify now\r\n"
          b'<a href="http://198.51.100.7/login">https://www.paypal.com/</a>\r\n'
          b"<form action=\"http://198.51.100.7/p\"><input type=password></form>\r\n")
 CLEAN = b"From: a@example.test\r\nSubject: hello\r\n\r\nJust text.\r\n"
-
-
-@pytest.fixture(scope="session")
-def redis_srv() -> Iterator[RedisServer]:
-    try:
-        server = redis_server.start()
-    except RedisUnavailable as exc:
-        if redis_server.in_ci():
-            pytest.fail(f"Redis verdict cache tests cannot run: {exc}", pytrace=False)
-        pytest.skip(f"Redis verdict cache tests skipped: {exc}")
-    try:
-        yield server
-    finally:
-        redis_server.cleanup(server)
-
-
-@pytest.fixture
-def rds(redis_srv: RedisServer) -> RedisServer:
-    """The session's Redis, running (a test may have killed it) and empty."""
-    redis_srv.start()
-    redis_srv.flush()
-    return redis_srv
 
 
 class Clock:

@@ -270,6 +270,16 @@ UNTAGGABLE = b"From: a@example.test\r\nSubject\r\n\r\nLog in at http://0x7f.0.0.
 PHISH_BROKEN_SUBJECT = PHISH.replace(b"Subject: Verify now", b"Subject: =?utf-8?B?SGVsbG8hI?=")
 
 
+def _fetch_scanned(loop_thread: LoopThread, tmp_path: Path,
+                   messages: list[bytes]) -> tuple[list[int], list[bytes]]:
+    """LIST sizes and RETR bodies of ``messages`` through a proxy with scanning on."""
+    demo = DemoUpstream({b"u": Mailbox(b"p", messages)})
+    with running_demo(loop_thread, demo):
+        config = make_config(demo.port, scan={"enabled": True}, state_dir=str(tmp_path))
+        with running_proxy(config, loop_thread) as proxy:
+            return fetch_all(proxy.port)
+
+
 def test_message_that_breaks_an_action_does_not_lock_the_mailbox(
     loop_thread: LoopThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -277,11 +287,7 @@ def test_message_that_breaks_an_action_does_not_lock_the_mailbox(
         raise ValueError("hostile MIME")  # stands in for the next bug an attacker finds
 
     monkeypatch.setattr("popproxy.proxy.scanning.apply_action", broken_action)
-    demo = DemoUpstream({b"u": Mailbox(b"p", [CLEAN, UNTAGGABLE])})
-    with running_demo(loop_thread, demo):
-        config = make_config(demo.port, scan={"enabled": True}, state_dir=str(tmp_path))
-        with running_proxy(config, loop_thread) as proxy:
-            sizes, bodies = fetch_all(proxy.port)
+    sizes, bodies = _fetch_scanned(loop_thread, tmp_path, [CLEAN, UNTAGGABLE])
     assert bodies[0] == CLEAN and len(sizes) == 2
     # The action could not be applied: the message comes with the verdict headers in front.
     assert bodies[1].startswith(b"X-Popproxy-Verdict: tag\r\n") and bodies[1].endswith(UNTAGGABLE)
@@ -290,11 +296,7 @@ def test_message_that_breaks_an_action_does_not_lock_the_mailbox(
 
 def test_subject_line_without_colon_is_still_tagged(loop_thread: LoopThread,
                                                      tmp_path: Path) -> None:
-    demo = DemoUpstream({b"u": Mailbox(b"p", [UNTAGGABLE])})
-    with running_demo(loop_thread, demo):
-        config = make_config(demo.port, scan={"enabled": True}, state_dir=str(tmp_path))
-        with running_proxy(config, loop_thread) as proxy:
-            sizes, bodies = fetch_all(proxy.port)
+    sizes, bodies = _fetch_scanned(loop_thread, tmp_path, [UNTAGGABLE])
     assert bodies[0].startswith(b"X-Popproxy-Verdict: tag")
     assert b"\r\nSubject: [SUSPICIOUS]" in bodies[0]  # the prefix, on a real Subject field
     assert sizes == [len(bodies[0])]
@@ -302,11 +304,7 @@ def test_subject_line_without_colon_is_still_tagged(loop_thread: LoopThread,
 
 def test_broken_subject_does_not_smuggle_a_phish_through(loop_thread: LoopThread,
                                                          tmp_path: Path) -> None:
-    demo = DemoUpstream({b"u": Mailbox(b"p", [PHISH_BROKEN_SUBJECT])})
-    with running_demo(loop_thread, demo):
-        config = make_config(demo.port, scan={"enabled": True}, state_dir=str(tmp_path))
-        with running_proxy(config, loop_thread) as proxy:
-            _, bodies = fetch_all(proxy.port)
+    _, bodies = _fetch_scanned(loop_thread, tmp_path, [PHISH_BROKEN_SUBJECT])
     assert b"198.51.100.7/login" not in bodies[0]  # held, like the same phish without it
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,38 +79,36 @@ def test_refresh_gauge_drops_expired_blocks() -> None:
     assert _active(observer) == 0
 
 
-def test_server_refreshes_the_gauge_without_logins(loop_thread: LoopThread,
-                                                   tmp_path: Path) -> None:
-    assert LOCKOUT_GAUGE_INTERVAL == 15.0
+@contextmanager
+def _server_with_a_block(loop_thread: LoopThread, tmp_path: Path
+                         ) -> Iterator[tuple[ProxyServer, Observer, Clock]]:
+    """A started server (gauge interval INTERVAL) whose lockout holds one pair block."""
     observer, clock = Observer(), Clock()
-    config = make_config(1, state_dir=str(tmp_path), lockout=LOCKOUT)
-    server = ProxyServer(config, observer)
-    assert server.lockout_gauge_interval == LOCKOUT_GAUGE_INTERVAL
+    server = ProxyServer(make_config(1, state_dir=str(tmp_path), lockout=LOCKOUT), observer)
+    assert server.lockout_gauge_interval == LOCKOUT_GAUGE_INTERVAL == 15.0
     server.lockout_gauge_interval = INTERVAL
     guard = server.lockout = _guard(observer, clock)
     loop_thread.call(server.start({"pop3": 0}))
     try:
         loop_thread.call(_block(guard))
         assert _active(observer) == 1
-        time.sleep(10 * INTERVAL)
-        assert _active(observer) == 1  # refreshed, but the block still holds
-        clock.now += WINDOW + 1  # the block expires; nobody logs in
-        assert _eventually(lambda: _active(observer) == 0)
+        yield server, observer, clock
     finally:
         loop_thread.call(server.stop(grace=0))
 
 
+def test_server_refreshes_the_gauge_without_logins(loop_thread: LoopThread,
+                                                   tmp_path: Path) -> None:
+    with _server_with_a_block(loop_thread, tmp_path) as (_, observer, clock):
+        time.sleep(10 * INTERVAL)
+        assert _active(observer) == 1  # refreshed, but the block still holds
+        clock.now += WINDOW + 1  # the block expires; nobody logs in
+        assert _eventually(lambda: _active(observer) == 0)
+
+
 def test_gauge_falls_when_a_reload_turns_lockouts_off(loop_thread: LoopThread,
                                                       tmp_path: Path) -> None:
-    observer, clock = Observer(), Clock()
-    config = make_config(1, state_dir=str(tmp_path), lockout=LOCKOUT)
-    server = ProxyServer(config, observer)
-    server.lockout_gauge_interval = INTERVAL
-    guard = server.lockout = _guard(observer, clock)
-    loop_thread.call(server.start({"pop3": 0}))
-    try:
-        loop_thread.call(_block(guard))
-        assert _active(observer) == 1
+    with _server_with_a_block(loop_thread, tmp_path) as (server, observer, _):
 
         async def reload() -> bool:
             return server.reload_policy(make_config(1, state_dir=str(tmp_path)))
@@ -117,5 +116,3 @@ def test_gauge_falls_when_a_reload_turns_lockouts_off(loop_thread: LoopThread,
         assert loop_thread.call(reload())
         assert server.lockout is None
         assert _eventually(lambda: _active(observer) == 0)
-    finally:
-        loop_thread.call(server.stop(grace=0))

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
+
+from popproxy.statefiles import open_private
 
 # Field names whose values are never written (defence in depth: callers should not pass them).
 SECRET_FIELDS = frozenset({"password", "pass", "passwd", "secret", "auth", "payload",
@@ -87,7 +91,9 @@ class AuditLog:
 
 
 def _open(path: str) -> TextIO:
-    return open(path, "a", encoding="utf-8")
+    """Append; the file is 0600 (user names, client addresses), tightened if found wider."""
+    fd = open_private(Path(path), os.O_WRONLY | os.O_APPEND)
+    return open(fd, "a", encoding="utf-8")
 
 
 def open_audit_log(path: str | None) -> AuditLog:

@@ -29,6 +29,7 @@ from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.server import ProxyServer
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import fingerprint
+from popproxy.statefiles import private_dir
 
 log = logging.getLogger("popproxy")
 
@@ -183,6 +184,15 @@ def capture_options(directory: Path | None, bodies: bool) -> CaptureOptions | No
     return options
 
 
+def prepare_state_dir(path: Path) -> None:
+    """The state dir holds keys, verdicts, quarantined mail and user names: 0700, also if it
+    exists with a wider mode.  Not fatal here: what needs it reports its own error later."""
+    try:
+        private_dir(path)
+    except OSError as exc:
+        log.warning("state_dir %s cannot be created: %s", path, exc.strerror or exc)
+
+
 def install_event_loop(name: str) -> None:
     """Make ``asyncio.run`` use uvloop's loop (libuv) instead of the standard one."""
     if name == "uvloop":
@@ -213,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"popproxy: {exc}", file=sys.stderr)
         return 2
+    prepare_state_dir(config.state_dir)
     try:
         capture = capture_options(args.capture, args.capture_bodies)
     except (OSError, ValueError) as exc:

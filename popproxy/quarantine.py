@@ -2,7 +2,8 @@
 
 Layout: ``<dir>/<id>.eml`` (the original, byte for byte) and ``<id>.json`` (who, when, why,
 released).  The id is derived from the message bytes, so holding the same message twice is
-idempotent.  Released messages are delivered unchanged in later sessions.
+idempotent.  Released messages are delivered unchanged in later sessions.  The directory is
+0700 and every file 0600 (they hold mail, user names and reasons), tightened if found wider.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from popproxy.statefiles import PRIVATE_FILE, open_private, private_dir, tighten, write_private
 
 ID_CHARS = frozenset("0123456789abcdef")
 
@@ -36,14 +39,18 @@ class QuarantineStore:
         return self.directory / f"{message_id}.eml", self.directory / f"{message_id}.json"
 
     def hold(self, held: HeldMessage, original: bytes) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.directory)
         eml, meta = self._paths(held.id)
         if not eml.exists():
-            fd = os.open(eml, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = open_private(eml, os.O_WRONLY | os.O_TRUNC)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(original)
+        else:  # held before files were made private
+            tighten(eml, PRIVATE_FILE)
         if not meta.exists():
-            meta.write_text(json.dumps(asdict(held)))
+            write_private(meta, json.dumps(asdict(held)).encode())
+        else:
+            tighten(meta, PRIVATE_FILE)
 
     def get(self, message_id: str) -> HeldMessage:
         _, meta = self._paths(message_id)
@@ -67,7 +74,7 @@ class QuarantineStore:
 
     def release(self, message_id: str) -> HeldMessage:
         held = replace(self.get(message_id), released=True)
-        self._paths(message_id)[1].write_text(json.dumps(asdict(held)))
+        write_private(self._paths(message_id)[1], json.dumps(asdict(held)).encode())
         return held
 
     def list(self) -> list[HeldMessage]:

@@ -19,6 +19,7 @@ from popproxy.policy.lockout import Assessment, LockoutKeys, assess, make_keys, 
 from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_store import FailoverStore, LockoutStore, MemoryStore, RedisStore
 from popproxy.proxy.observe import Observer
+from popproxy.statefiles import private_dir
 
 log = logging.getLogger("popproxy.lockout")
 
@@ -47,7 +48,7 @@ def load_secret(settings: Lockout, state_dir: Path) -> bytes:
     secret = secrets.token_hex(SECRET_BYTES).encode()
     try:
         if settings.secret_file is None:
-            state_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(state_dir)  # 0700: it holds this key, verdicts, quarantined mail
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another instance made it just now

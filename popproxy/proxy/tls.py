@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from popproxy.policy.config import Tls, Upstream
+from popproxy.statefiles import open_private, private_dir
 
 log = logging.getLogger("popproxy.tls")
 
@@ -88,7 +89,7 @@ def generate_self_signed(state_dir: Path) -> CertPair:
     cert_path, key_path = state_dir / SELF_SIGNED_CERT, state_dir / SELF_SIGNED_KEY
     if cert_path.exists() and key_path.exists() and _still_valid(cert_path):
         return CertPair(cert_path, key_path, ())
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "popproxy self-signed")])
@@ -112,7 +113,7 @@ def generate_self_signed(state_dir: Path) -> CertPair:
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_private(key_path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "wb") as fh:
         fh.write(key_bytes)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

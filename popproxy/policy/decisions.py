@@ -32,12 +32,19 @@ def parse_address(text: str) -> IPAddress | None:
         address = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
+    return unmapped(address)
+
+
+def unmapped(address: IPAddress) -> IPAddress:
+    """An IPv4-mapped IPv6 address (``::ffff:192.0.2.7``) as the IPv4 address it stands for."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
 
 
 def in_networks(address: IPAddress, networks: Iterable[Network]) -> bool:
+    """Mapped addresses are matched as IPv4, like the networks (schema.ClientNetwork)."""
+    address = unmapped(address)
     return any(address.version == net.version and address in net for net in networks)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -42,10 +43,32 @@ def _check_redis_url(value: str | None) -> str | None:
 TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
 
 
+IPV4_MAPPED_PREFIX = 96  # ::ffff:0:0/96 (RFC 4291 section 2.5.5.2)
+
+
+def _unmapped(network: ipaddress.IPv4Network | ipaddress.IPv6Network
+              ) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``::ffff:192.0.2.0/120`` is the IPv4 network 192.0.2.0/24 written in IPv6 form.
+
+    Client addresses are compared as IPv4 when they are IPv4-mapped (a dual-stack socket or a
+    PROXY header shows ``::ffff:192.0.2.7`` for 192.0.2.7), so a mapped network must be too,
+    or it would never match anything.
+    """
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= IPV4_MAPPED_PREFIX:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - IPV4_MAPPED_PREFIX))
+    return network
+
+
+# A client network in allow/deny/trusted lists; IPv4-mapped IPv6 networks become IPv4.
+ClientNetwork = Annotated[IPvAnyNetwork, AfterValidator(_unmapped)]
+
+
 class ProxyProtocol(_Model):
     """HAProxy PROXY protocol v1/v2 on a listener: accepted only from ``trusted`` peers."""
 
-    trusted: Annotated[tuple[IPvAnyNetwork, ...], Field(min_length=1)]
+    trusted: Annotated[tuple[ClientNetwork, ...], Field(min_length=1)]
     # The header must arrive this fast, before anything else is read.
     header_timeout: Seconds = 5.0
 
@@ -67,8 +90,8 @@ class Listener(_Model):
     # Overrides tls.min_version for this listener.
     tls_min_version: TlsVersion | None = None
     # Client networks: ``deny`` wins; a non-empty ``allow`` admits only its networks.
-    allow: tuple[IPvAnyNetwork, ...] = ()
-    deny: tuple[IPvAnyNetwork, ...] = ()
+    allow: tuple[ClientNetwork, ...] = ()
+    deny: tuple[ClientNetwork, ...] = ()
     proxy_protocol: ProxyProtocol | None = None
 
     @model_validator(mode="after")
@@ -253,7 +276,7 @@ class UserRule(_Model):
 
     match: UserPattern
     # Networks this user may log in from (empty: any network the listener admits).
-    allow: tuple[IPvAnyNetwork, ...] = ()
+    allow: tuple[ClientNetwork, ...] = ()
     require_tls: bool = False
     # Login methods this user may use (empty: all): USER (USER/PASS), PLAIN, LOGIN (SASL).
     mechanisms: tuple[Mechanism, ...] = ()

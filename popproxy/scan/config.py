@@ -190,8 +190,10 @@ class ScanConfig:
     max_decoded_bytes: int = limits.MAX_DECODED_BYTES
     max_mime_depth: int = limits.MAX_MIME_DEPTH
     max_mime_parts: int = limits.MAX_MIME_PARTS
+    max_overflow_bytes: int = limits.MAX_OVERFLOW_BYTES
     max_text_chars: int = limits.MAX_TEXT_CHARS
-    max_links: int = limits.MAX_LINKS
+    max_link_scan_chars: int = limits.MAX_LINK_SCAN_CHARS
+    max_links: int = limits.MAX_LINKS  # distinct hosts judged (see link_select)
     time_budget_seconds: float = limits.TIME_BUDGET_SECONDS
     protected_brands: tuple[ProtectedBrand, ...] = DEFAULT_PROTECTED_BRANDS
     # Checked against the sender's display name only (see DEFAULT_SENDER_BRANDS).

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
 
+from popproxy.scan.limits import MAX_OVERFLOW_BYTES, OVERFLOW_PART_COST
 from popproxy.scan.textdecode import decode_bytes
 
 
@@ -49,12 +50,15 @@ class Part:
 class WalkStats:
     """What the walk saw and where it stopped early.
 
-    ``malformed`` names structure no honest client writes that the walk worked around
-    ("no-boundary": a multipart without a usable boundary).
+    ``limits_hit`` names the limits reached: "depth", "parts", "decoded-bytes" (the parts past
+    them went to the overflow walk) and "overflow" (that walk's byte budget ran out too, so some
+    parts were not judged at all).  ``malformed`` names structure no honest client writes that
+    the walk worked around ("no-boundary": a multipart without a usable boundary).
     """
 
     parts: int = 0
     decoded_bytes: int = 0
+    overflow_parts: int = 0  # parts judged by the overflow walk, past a limit
     limits_hit: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
 
@@ -215,27 +219,37 @@ def walk_parts(
     max_decoded_bytes: int,
     stats: WalkStats,
     checkpoint: Callable[[], None],
+    max_overflow_bytes: int = MAX_OVERFLOW_BYTES,
 ) -> Iterator[Part]:
-    """Yield decoded leaf parts depth-first, within the limits.
+    """Yield decoded leaf parts: depth-first within the limits, then the overflow.
+
+    Hitting a limit must not hide the rest of the message: the subtrees past the depth limit,
+    and every part after the part-count or decoded-bytes limit, are handed to the overflow walk
+    (:func:`_overflow_parts`), which judges them within ``max_overflow_bytes``, body text first.
 
     Args:
         msg: the parsed message.
-        max_depth, max_parts, max_decoded_bytes: the walk stops (recording it in
-            ``stats.limits_hit``) when one is reached.
+        max_depth, max_parts, max_decoded_bytes: past these the walk goes on in the overflow
+            walk, recording the limit in ``stats.limits_hit``.
         stats: filled in as the walk goes.
         checkpoint: called before each part; raises to abort (the scanner's time budget).
+        max_overflow_bytes: the byte budget of the overflow walk.
     """
     stack: list[tuple[Message, int]] = [(msg, 0)]
+    overflow: list[tuple[Message, int]] = []  # subtrees past a limit, in document order
     while stack:
         node, depth = stack.pop()
         checkpoint()
         if depth > max_depth:
             _note(stats, "depth")
+            overflow.append((node, depth))
             continue
-        stats.parts += 1
-        if stats.parts > max_parts:
+        if stats.parts >= max_parts:
             _note(stats, "parts")
-            return
+            overflow.append((node, depth))
+            overflow.extend(reversed(stack))
+            break
+        stats.parts += 1
         if node.is_multipart():
             children = node.get_payload()
             if isinstance(children, list):
@@ -244,7 +258,9 @@ def walk_parts(
         broken = node.get_content_maintype() == "multipart"  # and no usable boundary
         part = _decode_leaf(node, depth, stats, max_decoded_bytes, as_text=broken)
         if part is None:
-            return
+            overflow.append((node, depth))
+            overflow.extend(reversed(stack))
+            break
         yield part
         if broken:
             # The body was scanned as text just now (what a client that gives up on the
@@ -256,19 +272,86 @@ def walk_parts(
                 if found.truncated:
                     _note(stats, "parts")
                 stack.extend((parse_message(c), depth + 1) for c in reversed(found.parts))
+    if overflow:
+        yield from _overflow_parts(overflow, stats, max_overflow_bytes, checkpoint)
+
+
+def _overflow_parts(
+    roots: list[tuple[Message, int]],
+    stats: WalkStats,
+    budget: int,
+    checkpoint: Callable[[], None],
+) -> Iterator[Part]:
+    """The parts under ``roots`` (document order), body text first, within ``budget`` bytes.
+
+    Every node visited costs at least OVERFLOW_PART_COST and every decoded payload its length,
+    so a million empty parts cost no more than a few megabytes of real content.  Body text and
+    HTML go before attachments: their links are what a reader clicks.  A multipart without a
+    usable boundary is read as text here (its raw text still shows any unencoded link).  Parts
+    left over when the budget runs out are recorded as the limit "overflow".
+    """
+    left = budget
+    stack = list(reversed(roots))
+    leaves: list[tuple[Message, int]] = []
+    while stack and left > 0:
+        node, depth = stack.pop()
+        checkpoint()
+        left -= OVERFLOW_PART_COST
+        if node.is_multipart():
+            children = node.get_payload()
+            if isinstance(children, list):
+                stack.extend((c, depth + 1) for c in reversed(children) if isinstance(c, Message))
+            continue
+        leaves.append((node, depth))
+    if stack:
+        _note(stats, "overflow")
+    leaves.sort(key=lambda leaf: not _is_body(leaf[0]))  # stable: document order otherwise
+    for node, depth in leaves:
+        if left <= 0:
+            _note(stats, "overflow")
+            return
+        checkpoint()
+        broken = node.get_content_maintype() == "multipart"
+        part = _decode_leaf(node, depth, stats, None, as_text=broken, max_bytes=left)
+        if part is None:
+            continue
+        left -= len(part.payload)
+        stats.overflow_parts += 1
+        yield part
+
+
+def _is_body(node: Message) -> bool:
+    """Inline text or HTML: what a mail client shows as the message (or a broken multipart)."""
+    kind = node.get_content_type().lower()
+    if node.get_content_maintype() == "multipart":
+        return True
+    return kind in ("text/plain", "text/html") and not _is_attachment(node, kind, _filename(node))
 
 
 def _decode_leaf(
-    node: Message, depth: int, stats: WalkStats, cap: int, *, as_text: bool = False
+    node: Message,
+    depth: int,
+    stats: WalkStats,
+    cap: int | None,
+    *,
+    as_text: bool = False,
+    max_bytes: int | None = None,
 ) -> Part | None:
-    """The decoded part; ``as_text`` reads the body as an inline text/plain part."""
+    """The decoded part; ``as_text`` reads the body as an inline text/plain part.
+
+    None when the payload would take ``stats.decoded_bytes`` past ``cap`` (the limit
+    "decoded-bytes"; None: no cap).  ``max_bytes`` keeps only the payload's first bytes (the
+    overflow walk's remaining budget).
+    """
     content_type = "text/plain" if as_text else node.get_content_type().lower()
     payload = node.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
-    stats.decoded_bytes += len(data)
-    if stats.decoded_bytes > cap:
+    if max_bytes is not None and len(data) > max_bytes:
+        data = data[:max_bytes]
+    if cap is not None and stats.decoded_bytes + len(data) > cap:
         _note(stats, "decoded-bytes")
         return None
+    stats.decoded_bytes += len(data)
     filename = "" if as_text else _filename(node)
     try:
         charset = node.get_content_charset()

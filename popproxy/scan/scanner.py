@@ -1,28 +1,41 @@
 """The scan entry point: message bytes -> Verdict, within a size cap and a time budget.
 
-``Scanner.scan`` never raises: a message over the size cap or the time budget gets an
-"unscanned" verdict, and so does any exception inside the scanner (cause "error"), so the
-proxy's policy, not a traceback, decides whether such mail is delivered.
+``Scanner.scan`` never raises: a message over the time budget gets an "unscanned" verdict, and
+so does any exception inside the scanner (cause "error"), so the proxy's policy, not a
+traceback, decides whether such mail is delivered.
+
+Limits never end the scan early.  Past a limit the scanner goes on with what fits, most
+clickable first (body links before attachments; see :mod:`.mime`'s overflow walk and
+:mod:`.link_select`), and records the exhausted limit as a ``limit-*`` signal weighted to reach
+the tag threshold (see :mod:`.weights`): padding a message past a limit never makes it cleaner.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from email.message import Message
 
 from popproxy.scan import content
 from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.config import ScanConfig
-from popproxy.scan.extract import Extracted, Link, html_extract, text_links
+from popproxy.scan.extract import Extracted, html_extract, text_links
 from popproxy.scan.feeds import HostFeed, load_feeds
-from popproxy.scan.limits import MAX_ARCHIVE_MEMBERS
+from popproxy.scan.limits import (
+    MAX_ARCHIVE_MEMBERS,
+    MAX_JUDGED_LINKS,
+    MAX_LINK_CANDIDATES,
+    TEXT_LINK_CHUNK,
+)
 from popproxy.scan.link_rules import (
     LinkContext,
     action_link_signals,
     link_signals,
     shortened_hrefs,
 )
+from popproxy.scan.link_select import LinkPool, Selection, select_links
 from popproxy.scan.mime import Part, WalkStats, header_text, parse_message, walk_parts
 from popproxy.scan.scoring import combine
 from popproxy.scan.textdecode import decode_bytes
@@ -63,17 +76,24 @@ class Scanner:
             tuple(feeds) if feeds is not None else load_feeds(self.config.feed_paths)
         )
         self._clock = clock
-        self._links = LinkContext(self.feeds, self.config.protected_brands, self.config.max_links)
+        # Links are chosen (and bounded) by link_select before the rules see them.
+        self._links = LinkContext(self.feeds, self.config.protected_brands, MAX_JUDGED_LINKS)
 
-    def scan(self, message: bytes) -> Verdict:
-        """Scan one message (raw RFC 5322 bytes, dot-unstuffed); never raises."""
-        if len(message) > self.config.max_message_bytes:
-            return Verdict.unscanned(
-                "too-large", f"{len(message)} bytes over the {self.config.max_message_bytes} cap"
-            )
+    def scan(self, message: bytes, *, truncated: bool = False) -> Verdict:
+        """Scan one message (raw RFC 5322 bytes, dot-unstuffed); never raises.
+
+        A message over ``max_message_bytes`` is judged on its head (the first
+        ``max_message_bytes``, cut at a line end), and so is a head the caller cut itself
+        (``truncated=True``: the proxy streams messages over the cap and keeps only their
+        first ``max_message_bytes``).  Either way the verdict carries ``limit-size``, weighted
+        to tag: growing a message past the cap must not make it look cleaner.
+        """
+        cap = self.config.max_message_bytes
+        if len(message) > cap:
+            message, truncated = _head(message, cap), True
         deadline = self._clock() + self.config.time_budget_seconds
         try:
-            return self._scan(message, deadline)
+            return self._scan(message, deadline, truncated=truncated)
         except BudgetExceeded:
             return Verdict.unscanned(
                 "time-budget", f"over the {self.config.time_budget_seconds:g} s budget"
@@ -87,32 +107,38 @@ class Scanner:
                 raise BudgetExceeded
         return check
 
-    def _scan(self, message: bytes, deadline: float) -> Verdict:
+    def _scan(self, message: bytes, deadline: float, *, truncated: bool = False) -> Verdict:
         check = self._checkpoint(deadline)
         for feed in self.feeds:
             feed.refresh()
         msg = parse_message(message)
         check()
         signals = _header_signals(msg, self.config)
-        links: list[Link] = []
-        text: list[str] = []
+        found = _Collected(self.config.max_text_chars, self.config.max_link_scan_chars)
         stats = WalkStats()
         for part in walk_parts(
             msg,
             max_depth=self.config.max_mime_depth,
             max_parts=self.config.max_mime_parts,
             max_decoded_bytes=self.config.max_decoded_bytes,
+            max_overflow_bytes=self.config.max_overflow_bytes,
             stats=stats,
             checkpoint=check,
         ):
-            self._part(part, signals, links, text)
+            self._part(part, signals, found, check)
         check()
-        if stats.limits_hit:
-            signals.append(_sig("mime-limits", ",".join(stats.limits_hit)))
+        chosen = select_links(
+            [*found.body_links.links, *found.attachment_links.links],
+            max_hosts=self.config.max_links,
+            max_links=MAX_JUDGED_LINKS,
+        )
+        check()
+        links = chosen.links
+        signals.extend(_limit_signals(stats, found, chosen, truncated, len(message)))
         if stats.malformed:
             signals.append(_sig("mime-malformed", ",".join(stats.malformed)))
         subject = header_text(msg, "From") + "\n" + header_text(msg, "Subject")
-        visible = " ".join(text)[: self.config.max_text_chars]
+        visible = " ".join(found.text)
         lures = content.lure_signals(subject + "\n" + visible)
         signals.extend(lures)
         if any(s.name == "lure-advance-fee" for s in lures):
@@ -126,38 +152,137 @@ class Scanner:
         signals.extend(link_signals(links, self._links))
         signals.extend(
             action_link_signals(
-                links, content.sender_domain(header_text(msg, "From")), self.config.max_links
+                links, content.sender_domain(header_text(msg, "From")), len(links)
             )
         )
         if any(s.name == "html-image-only" for s in signals):
-            shortener = shortened_hrefs(links, self.config.max_links)
+            shortener = shortened_hrefs(links, len(links))
             if shortener:
                 signals.append(_sig("image-link-shortened", shortener))
         check()
         return combine(signals, self.config.thresholds)
 
-    def _part(self, part: Part, signals: list[Signal], links: list[Link], text: list[str]) -> None:
+    def _part(
+        self, part: Part, signals: list[Signal], found: _Collected, check: Callable[[], None]
+    ) -> None:
         if part.content_type in _BODY_TYPES and not part.attachment:
-            body = decode_bytes(part.payload, part.charset)[: self.config.max_text_chars]
-            if part.content_type == "text/html":
-                page = html_extract(body)
-                links.extend(page.links)
-                text.extend(page.text)
-                if page.password_inputs:
-                    signals.append(_sig("form-password", ""))
-                if page.images and _image_only(page):
-                    signals.append(_sig("html-image-only", f"{page.images} images"))
-            else:
-                links.extend(text_links(body))
-                text.append(body)
+            # The whole part is searched for links (within the per-message link-scan budget),
+            # not a fixed-size head: padding in front of a link (a 2 MiB comment, whitespace,
+            # harmless text) must not push it out of sight.  The HTML parser and the URL
+            # pattern are linear, so this costs time in proportion to the message.
+            for piece in found.scan_slices(decode_bytes(part.payload, part.charset)):
+                check()
+                if part.content_type == "text/html":
+                    page = html_extract(piece)
+                    found.body_links.add(page.links)
+                    for chunk in page.text:
+                        found.add_text(chunk)
+                    if page.password_inputs:
+                        signals.append(_sig("form-password", ""))
+                    if page.images and _image_only(page):
+                        signals.append(_sig("html-image-only", f"{page.images} images"))
+                else:
+                    _plain_links(piece, found.body_links, check)
+                    found.add_text(piece)
             return
-        found = scan_attachment(
+        attached = scan_attachment(
             part,
             check_macros=self.config.check_office_macros,
             max_members=MAX_ARCHIVE_MEMBERS,
         )
-        signals.extend(found.signals)
-        links.extend(found.links)
+        signals.extend(attached.signals)
+        found.attachment_links.add(attached.links)
+
+
+@dataclass(slots=True)
+class _Collected:
+    """What the parts of one message yield for the message-wide rules, within the budgets.
+
+    ``text`` is the visible text for the wording rules, at most ``text_cap`` characters
+    (``text_cut`` when more was dropped).  ``scan_left`` is what remains of the link-scan
+    budget (``scan_cut`` when a part had to be read as head and tail only).
+    """
+
+    text_cap: int
+    scan_left: int
+    body_links: LinkPool = field(default_factory=lambda: LinkPool(MAX_LINK_CANDIDATES))
+    attachment_links: LinkPool = field(default_factory=lambda: LinkPool(MAX_LINK_CANDIDATES))
+    text: list[str] = field(default_factory=list)
+    text_chars: int = 0
+    text_cut: bool = False
+    scan_cut: bool = False
+
+    def add_text(self, chunk: str) -> None:
+        """Keep visible text for the wording rules, up to ``text_cap`` characters."""
+        room = self.text_cap - self.text_chars
+        if len(chunk) > room:
+            self.text_cut = True
+            chunk = chunk[: max(room, 0)]
+        if chunk:
+            self.text.append(chunk)
+            self.text_chars += len(chunk)
+
+    def scan_slices(self, text: str) -> list[str]:
+        """The part as it is, or, past the budget, its head and its tail (read separately).
+
+        Head *and* tail, because padding is put in front of a link or behind it; a link in the
+        middle of a part bigger than what is left of the budget goes unread, but the message
+        then carries ``limit-text`` (weighted to tag), so the padding gains nothing.
+        """
+        if len(text) <= self.scan_left:
+            self.scan_left -= len(text)
+            return [text]
+        self.scan_cut = True
+        room, self.scan_left = max(self.scan_left, 0), 0
+        head = room // 2
+        return [piece for piece in (text[:head], text[len(text) - (room - head) :]) if piece]
+
+
+_CHUNK_END = re.compile(r"[\s<>\"'`]")  # characters no URL in running text contains
+
+
+def _plain_links(text: str, pool: LinkPool, check: Callable[[], None]) -> None:
+    """URLs of running text, chunk by chunk, until the pool is full."""
+    start = 0
+    while start < len(text) and not pool.overflow:
+        end = start + TEXT_LINK_CHUNK
+        if end < len(text):
+            cut = _CHUNK_END.search(text, end)
+            end = cut.start() if cut is not None else len(text)
+        pool.add(text_links(text[start:end]))
+        start = end
+        check()
+
+
+def _head(message: bytes, cap: int) -> bytes:
+    """The first ``cap`` bytes, cut after the last line end in them (a whole last line)."""
+    end = message.rfind(b"\n", 0, cap) + 1
+    return message[: end or cap]
+
+
+# The limit names of the MIME walk, as signals.  "overflow" (the overflow walk ran out too)
+# is reported in the detail of the limit that started it.
+_WALK_LIMITS = {"depth": "limit-depth", "parts": "limit-parts", "decoded-bytes": "limit-decoded"}
+
+
+def _limit_signals(
+    stats: WalkStats, found: _Collected, chosen: Selection, truncated: bool, size: int
+) -> list[Signal]:
+    """One signal per exhausted limit: hitting a limit is evidence, not a reason to stop."""
+    out: list[Signal] = []
+    rest = ", some unjudged" if "overflow" in stats.limits_hit else ""
+    for limit in stats.limits_hit:
+        if limit in _WALK_LIMITS:
+            detail = f"{stats.overflow_parts} parts judged past it{rest}"
+            out.append(_sig(_WALK_LIMITS[limit], detail))
+    if chosen.exhausted or found.body_links.overflow or found.attachment_links.overflow:
+        out.append(_sig("limit-links", f"{chosen.hosts} hosts judged"))
+    if found.scan_cut or found.text_cut:
+        what = "head and tail of a part read" if found.scan_cut else "wording read in part"
+        out.append(_sig("limit-text", what))
+    if truncated:
+        out.append(_sig("limit-size", f"first {size} bytes judged"))
+    return out
 
 
 # Visible characters below which an HTML body with images "is" its images (SpamAssassin's

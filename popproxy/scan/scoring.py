@@ -30,12 +30,24 @@ _GROUPS: dict[str, str] = {
     "attach-html-form": "html-file",
     "sender-brand-mismatch": "sender",
     "sender-brand-freemail": "sender",
+    # An exhausted limit is one kind of evidence however many limits a message runs out.
+    "limit-depth": "limit",
+    "limit-parts": "limit",
+    "limit-decoded": "limit",
+    "limit-links": "limit",
+    "limit-text": "limit",
+    "limit-size": "limit",
 }
 
 # Signals that force at least the "tag" action whatever the score: a message arriving with our
 # own X-Popproxy-* headers is trying to pass off a forged verdict, and only the tag path
 # replaces those headers (pass is relayed unchanged, so the forgery would reach the reader).
-_FORCE_TAG: frozenset[str] = frozenset({"spoofed-verdict-header"})
+# An exhausted limit means part of the message went unjudged: with thresholds raised above the
+# limit weight, the reader must still be told.
+_FORCE_TAG: frozenset[str] = frozenset(
+    {"spoofed-verdict-header", "limit-depth", "limit-parts", "limit-decoded", "limit-links",
+     "limit-text", "limit-size"}
+)
 
 
 def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:

@@ -72,7 +72,17 @@ WEIGHTS: Final[dict[str, float]] = {
     # Message structure.
     "html-image-only": 1.5,  # HTML that is images and a link with almost no text
     "image-link-shortened": 1.5,  # ... and every link goes through a public shortener
-    "mime-limits": 1.0,  # deeper or bigger than any honest client produces
+    # Exhausted limits (popproxy.scan.limits): the scan went on with what fits, but something
+    # was left unjudged, and padding a message past a limit is what a filter-evading sender
+    # does.  Each weighs the tag threshold on its own (scoring also forces at least "tag"), and
+    # they count once together.  Measured on the tuning corpus (phish < 3600, ham/, ham-modern/):
+    # no ham message hits any of them; see bench/scan_quality.py for the per-signal counts.
+    "limit-depth": 4.0,  # MIME nested deeper than max_mime_depth (16)
+    "limit-parts": 4.0,  # more than max_mime_parts (500) parts
+    "limit-decoded": 4.0,  # decoded payloads past max_decoded_bytes
+    "limit-links": 4.0,  # more distinct link hosts than max_links (1000), or link-stuffed text
+    "limit-text": 4.0,  # a part read as head and tail only, or visible text past max_text_chars
+    "limit-size": 4.0,  # message over max_message_bytes: only its head was judged
     # A multipart without a usable boundary (its text and the parts guessed from it are scanned
     # all the same).  Informational: weight 0 until measured on the held-out corpus.
     "mime-malformed": 0.0,

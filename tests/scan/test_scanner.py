@@ -8,7 +8,7 @@ import pytest
 
 from popproxy.scan import ScanConfig, Scanner, Thresholds, apply_action
 from popproxy.scan import scanner as scanner_module
-from tests.scan.helpers import load, scan
+from tests.scan.helpers import load, names, scan
 
 
 def test_clean_message_passes() -> None:
@@ -39,11 +39,12 @@ def test_each_rule_counts_once() -> None:
     assert len(verdict.reasons) == 1
 
 
-def test_too_large_is_unscanned() -> None:
+def test_too_large_is_judged_on_its_head() -> None:
+    # Not "unscanned" any more: the head is judged and the cut is evidence (limit-size).
     verdict = scan(load("clean_plain.eml"), ScanConfig(max_message_bytes=100))
-    assert verdict.action == "unscanned"
-    assert verdict.cause == "too-large"
-    assert verdict.flagged
+    assert verdict.action == "tag"
+    assert verdict.cause is None
+    assert "limit-size" in names(verdict)
 
 
 def test_time_budget_with_fake_clock() -> None:

@@ -73,7 +73,7 @@ DEFINITIONS: dict[str, _Def] = {
 KNOWN_LABELS: dict[str, list[tuple[str, ...]]] = {
     "logins": [(r,) for r in ("ok", "bad_credentials", "locked", "policy_denied",
                               "upstream_error", "upstream_refused", "malformed",
-                              "store_unavailable")],
+                              "store_unavailable", "timeout")],
     "policy_denials": [("connect",), ("user",)],
     "proxy_protocol_rejects": [(r,) for r in ("untrusted_peer", "malformed", "timeout",
                                               "closed")],

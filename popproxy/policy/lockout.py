@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from popproxy.policy.decisions import IPAddress
+from popproxy.policy.decisions import IPAddress, unmapped
 from popproxy.policy.schema import Lockout, LockoutLimit
 
 KEY_HEX_CHARS = 32  # 128 bits of HMAC-SHA256: no collisions in practice, short Redis keys
@@ -64,7 +64,13 @@ def _mac(secret: bytes, *parts: str) -> str:
 
 
 def source_network(address: IPAddress, settings: Lockout) -> str:
-    """The network a source is counted under (IPv6 clients get a /64 by default)."""
+    """The network a source is counted under (IPv6 clients get a /64 by default).
+
+    One host or customer network gets a whole IPv6 /64 (RFC 6177) and can use any address in
+    it; counting exact addresses would give it unlimited tries (and, for the per-source session
+    cap, unlimited sessions).  An IPv4-mapped address counts as its IPv4 address.
+    """
+    address = unmapped(address)
     prefix = settings.ipv4_prefix if address.version == 4 else settings.ipv6_prefix
     bits = address.max_prefixlen
     masked = int(address) >> (bits - prefix) << (bits - prefix)  # cheaper than ip_network()

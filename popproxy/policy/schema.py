@@ -137,6 +137,10 @@ class Limits(_Model):
 
     # RFC 1939 section 3: an autologout timer "MUST be of at least 10 minutes' duration".
     idle_timeout: Annotated[float, Field(ge=600, le=86400)] = 600.0
+    # From accept to a successful login (TLS handshake, STLS and AUTH exchanges included): a
+    # client that never logs in must not hold a session slot for the idle timeout's 10 minutes
+    # a byte at a time.  60 s leaves a person typing a password and a slow link plenty.
+    login_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
     max_sessions: Annotated[int, Field(ge=1)] = 1000
     max_sessions_per_ip: Annotated[int, Field(ge=1)] = 50
     # Failed logins in one connection before it is closed (slows online guessing).
@@ -146,6 +150,14 @@ class Limits(_Model):
     auth_failure_delay: Annotated[float, Field(ge=0, le=60)] = 1.0
 
     shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = 30.0
+
+    @model_validator(mode="after")
+    def _login_fits(self) -> Limits:
+        if self.login_timeout <= self.auth_failure_delay:
+            raise ValueError(f"login_timeout ({self.login_timeout:g} s) must be longer than "
+                             f"auth_failure_delay ({self.auth_failure_delay:g} s), or no failed "
+                             "login could ever be answered")
+        return self
 
 
 class Certificate(_Model):

@@ -184,6 +184,7 @@ class AuthHandler:
             if settings.scan is not None:
                 self._s.mailbox = MailboxView(self._s, settings.scan, name)
             self._s.state.apply(Event.LOGIN_OK)
+            self._s.login_succeeded()  # no await since LOGIN_OK: the deadline cannot cut in
             if settings.lockout is not None and self._s.client_ip is not None:
                 # Recorded before the +OK, so a client reconnecting at once sees it (Redis).
                 await self._guarded(settings.lockout.succeeded(username, self._s.client_ip))

@@ -301,6 +301,12 @@ class Channel(asyncio.BufferedProtocol):
     def tls_active(self) -> bool:
         return self._tls is not None
 
+    @property
+    def handshaking(self) -> bool:
+        """A TLS handshake has started and not finished: no application data can be sent."""
+        tls = self._tls
+        return tls is not None and tls.handshake is not None and not tls.handshake.done()
+
     def ssl_object(self) -> ssl.SSLObject | None:
         return None if self._tls is None else self._tls.obj
 

@@ -20,6 +20,7 @@ from popproxy.policy.decisions import (
     in_networks,
     parse_address,
 )
+from popproxy.policy.lockout import source_network
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
@@ -76,7 +77,7 @@ class ProxyServer:
             self.observer.metrics.prepare_upstream(upstream)
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
-        self._per_ip: Counter[str] = Counter()
+        self._per_ip: Counter[str] = Counter()  # sessions per source network (see _source)
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
         self._gauge_task: asyncio.Task[Any] | None = None
 
@@ -133,11 +134,17 @@ class ProxyServer:
         channel.connected.add_done_callback(lambda _: spawn(self._serve(channel, settings), name))
         return channel
 
-    def _over_capacity(self, ip: str) -> bool:
+    def _source(self, client_ip: IPAddress) -> str:
+        """What ``max_sessions_per_ip`` counts: a source network as the lockout counters see
+        it (``lockout.ipv4_prefix``/``ipv6_prefix``: an IPv4 address, an IPv6 /64), so one
+        host cannot take every slot by cycling through the addresses of its /64."""
+        return source_network(client_ip, self.config.lockout)
+
+    def _over_capacity(self, source: str) -> bool:
         limits = self.config.limits
         return (
             len(self._sessions) >= limits.max_sessions
-            or self._per_ip[ip] >= limits.max_sessions_per_ip
+            or self._per_ip[source] >= limits.max_sessions_per_ip
         )
 
     @property
@@ -146,6 +153,7 @@ class ProxyServer:
 
     async def _serve(self, channel: Channel, settings: SessionSettings) -> None:
         listener = settings.listener.name
+        accepted_at = asyncio.get_running_loop().time()  # limits.login_timeout runs from here
         session_id = self.observer.new_session_id()
         client = await self._client_address(channel, settings.listener, channel.peername())
         if client is None:
@@ -159,15 +167,22 @@ class ProxyServer:
             self.observer.metrics.policy_denials.labels("connect").inc()
             self._refused(channel, listener, session_id, "denied", ip, decision.reason)
             return
-        if self._over_capacity(ip):
+        source = self._source(client_ip)
+        if self._over_capacity(source):
             # Refused before TLS: cheap for us, and RFC 3206 SYS/TEMP tells clients to retry.
-            channel.write(replies.err("too many connections, try again later", Code.SYS_TEMP))
+            # Not on the implicit-TLS port: there a client's TLS stack would read plaintext as
+            # a broken record, and a handshake only to say no costs the CPU an overloaded
+            # proxy lacks.  It gets a plain close (FIN), which clients retry like an outage.
+            if settings.listener.mode != "tls":
+                channel.write(replies.err("too many connections, try again later",
+                                          Code.SYS_TEMP))
             self._refused(channel, listener, session_id, "over_capacity", ip)
             return
         self.observer.metrics.connections.labels(listener, "accepted").inc()
         self.observer.audit.event("connect", session_id, listener=listener, client=ip,
                                   port=client_port, result="accepted")
-        await self._run_session(channel, settings, client_ip, session_id, client_port)
+        await self._run_session(channel, settings, client_ip, session_id, client_port, source,
+                                accepted_at)
 
     def _refused(self, channel: Channel, listener: str, session_id: str, result: str,
                  ip: str | None, reason: str = "") -> None:
@@ -182,26 +197,27 @@ class ProxyServer:
             channel.abort()
 
     async def _run_session(self, channel: Channel, settings: SessionSettings,
-                           client_ip: IPAddress, session_id: str, client_port: int) -> None:
+                           client_ip: IPAddress, session_id: str, client_port: int,
+                           source: str, accepted_at: float) -> None:
         ip, listener = str(client_ip), settings.listener.name
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
-        self._per_ip[ip] += 1
+        self._per_ip[source] += 1
         metrics = self.observer.metrics
         metrics.active_sessions.labels(listener).inc()
         started = time.monotonic()
         try:
-            session = Session(channel, settings, client_ip, f"{ip}:{client_port}")
+            session = Session(channel, settings, client_ip, f"{ip}:{client_port}", accepted_at)
             session.id = session_id
             await session.run()
         finally:
             metrics.active_sessions.labels(listener).dec()
             metrics.session_duration.labels(listener).observe(time.monotonic() - started)
             self._sessions.discard(task)
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
+            self._per_ip[source] -= 1
+            if self._per_ip[source] <= 0:
+                del self._per_ip[source]
 
     async def _client_address(
         self, channel: Channel, listener: Listener, peer: Any

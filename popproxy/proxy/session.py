@@ -77,14 +77,19 @@ class Session:
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_relayed", "auth", "capture", "client", "client_ip", "id", "mailbox", "parser", "peer",
-        "settings", "state", "upstream", "upstream_name", "user"
+        "_login_timer", "_relayed", "accepted_at", "auth", "capture", "client", "client_ip", "id",
+        "mailbox", "parser", "peer", "settings", "state", "upstream", "upstream_name", "user"
     )
 
     def __init__(
-        self, channel: Channel, settings: SessionSettings, client_ip: IPAddress | None, peer: str
+        self, channel: Channel, settings: SessionSettings, client_ip: IPAddress | None, peer: str,
+        accepted_at: float | None = None,
     ) -> None:
+        """``accepted_at``: loop time the connection was accepted (default: now), from which
+        ``limits.login_timeout`` runs."""
         self.client = channel
+        self.accepted_at = accepted_at
+        self._login_timer: asyncio.Timeout | None = None
         self.settings = settings
         self.client_ip = client_ip
         self.peer = peer
@@ -103,10 +108,11 @@ class Session:
     async def run(self) -> None:
         """Serve the client; always closes both sides, never sending QUIT on its own."""
         try:
-            if self.settings.listener.mode == "tls":
-                await self._handshake()
-            self.write(GREETING)
-            await self._serve()
+            async with self._login_deadline():
+                if self.settings.listener.mode == "tls":
+                    await self._handshake()
+                self.write(GREETING)
+                await self._serve()
         except SessionEnd:
             pass
         except (ssl.SSLError, ChannelClosed) as exc:
@@ -119,7 +125,10 @@ class Session:
                 metrics.upstream_errors.labels(self.upstream_name, exc.reason).inc()
             self.write(replies.err("upstream server unavailable, try again later", Code.SYS_TEMP))
         except TimeoutError:
-            self.write(replies.err("autologout: idle for too long", Code.SYS_TEMP))
+            if self._login_timer is not None and self._login_timer.expired():
+                self._login_expired()
+            else:
+                self.write(replies.err("autologout: idle for too long", Code.SYS_TEMP))
         except (ConnectionError, OSError) as exc:
             log.info("session %s: client connection lost: %s", self.peer, exc.__class__.__name__)
         except Exception:  # a bug: log it, close this session, keep serving the others
@@ -129,6 +138,30 @@ class Session:
             await self._close()
             if self.capture is not None and self.settings.capture is not None:
                 await save_capture(self, self.capture, self.settings.capture)
+
+    def _login_deadline(self) -> asyncio.Timeout:
+        """Until login, one deadline for everything (TLS handshake, STLS, AUTH exchanges, a
+        client dripping a byte at a time): the idle timeout alone would let a client that never
+        logs in hold a session slot for as long as it keeps sending (a slow-loris).  Lifted
+        by ``login_succeeded``."""
+        loop = asyncio.get_running_loop()
+        start = loop.time() if self.accepted_at is None else self.accepted_at
+        self._login_timer = asyncio.timeout_at(start + self.settings.limits.login_timeout)
+        return self._login_timer
+
+    def login_succeeded(self) -> None:
+        """Logged in: from now on only the idle timeout applies (RFC 1939 section 3)."""
+        if self._login_timer is not None:
+            self._login_timer.reschedule(None)
+
+    def _login_expired(self) -> None:
+        """Past the login deadline: the upstream was never logged in to, so nothing is lost."""
+        self.settings.observer.metrics.logins.labels("timeout").inc()
+        self.audit("login", result="timeout", limit=self.settings.limits.login_timeout)
+        log.info("session %s: no login within %.0fs, closing", self.peer,
+                 self.settings.limits.login_timeout)
+        if not self.client.handshaking:  # mid-handshake, a reply would be garbage to the client
+            self.write(replies.err("login took too long, closing", Code.SYS_TEMP))
 
     async def _close(self) -> None:
         if self.upstream is not None:

@@ -24,6 +24,10 @@ from email.message import Message
 from popproxy.scan.limits import MAX_OVERFLOW_BYTES, OVERFLOW_PART_COST
 from popproxy.scan.textdecode import decode_bytes
 
+# Parts the overflow walk can visit at most (each costs at least OVERFLOW_PART_COST): how many
+# parts past the limit are split off a multipart without a usable boundary for it.
+_OVERFLOW_PARTS = MAX_OVERFLOW_BYTES // OVERFLOW_PART_COST
+
 
 @dataclass(frozen=True, slots=True)
 class Part:
@@ -236,7 +240,8 @@ def walk_parts(
         max_overflow_bytes: the byte budget of the overflow walk.
     """
     stack: list[tuple[Message, int]] = [(msg, 0)]
-    overflow: list[tuple[Message, int]] = []  # subtrees past a limit, in document order
+    overflow: list[tuple[Message | bytes, int]] = []  # subtrees past a limit, document order
+    late: list[tuple[Message | bytes, int]] = []  # recovered parts past the part limit, raw
     while stack:
         node, depth = stack.pop()
         checkpoint()
@@ -267,17 +272,21 @@ def walk_parts(
             # structure shows); the parts found in it are walked too (what a lenient client
             # shows).  Their bytes count again against max_decoded_bytes as they are decoded.
             _note_malformed(stats, "no-boundary")
-            found = recover_multipart(part.payload, max(0, max_parts - stats.parts))
+            room = max(0, max_parts - stats.parts)
+            found = recover_multipart(part.payload, room + _OVERFLOW_PARTS)
             if found is not None:
-                if found.truncated:
+                if found.truncated or len(found.parts) > room:
                     _note(stats, "parts")
-                stack.extend((parse_message(c), depth + 1) for c in reversed(found.parts))
+                # Parts past the limit are parsed by the overflow walk, only if it gets to them.
+                late.extend((c, depth + 1) for c in found.parts[room:])
+                stack.extend((parse_message(c), depth + 1) for c in reversed(found.parts[:room]))
+    overflow.extend(late)
     if overflow:
         yield from _overflow_parts(overflow, stats, max_overflow_bytes, checkpoint)
 
 
 def _overflow_parts(
-    roots: list[tuple[Message, int]],
+    roots: list[tuple[Message | bytes, int]],
     stats: WalkStats,
     budget: int,
     checkpoint: Callable[[], None],
@@ -293,11 +302,14 @@ def _overflow_parts(
     left = budget
     stack = list(reversed(roots))
     leaves: list[tuple[Message, int]] = []
-    while stack and left > 0:
-        node, depth = stack.pop()
+    # Containers are paid for as they are visited; leaves when decoded (at least the part cost
+    # each, which is reserved while they are collected, so collecting stops in time).
+    while stack and left - len(leaves) * OVERFLOW_PART_COST > 0:
+        item, depth = stack.pop()
         checkpoint()
-        left -= OVERFLOW_PART_COST
+        node = parse_message(item) if isinstance(item, bytes) else item
         if node.is_multipart():
+            left -= OVERFLOW_PART_COST
             children = node.get_payload()
             if isinstance(children, list):
                 stack.extend((c, depth + 1) for c in reversed(children) if isinstance(c, Message))
@@ -315,7 +327,7 @@ def _overflow_parts(
         part = _decode_leaf(node, depth, stats, None, as_text=broken, max_bytes=left)
         if part is None:
             continue
-        left -= len(part.payload)
+        left -= max(OVERFLOW_PART_COST, len(part.payload))
         stats.overflow_parts += 1
         yield part
 

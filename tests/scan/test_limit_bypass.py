@@ -117,6 +117,18 @@ def test_base64_link_in_part_past_the_part_limit_is_judged() -> None:
     assert_judged(verdict, PHISH_SIGNALS, "limit-parts")
 
 
+def test_base64_link_past_the_part_limit_of_a_boundaryless_multipart_is_judged() -> None:
+    """The parts a lenient client finds without a boundary count too, past the limit as well."""
+    data = base64.encodebytes(PHISH_HTML.encode())
+    parts = [b"--x\r\nContent-Type: text/plain\r\n\r\nhello\r\n"] * 599 + [
+        b"--x\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n" + data
+    ]
+    message = (HEAD + b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n"
+               + b"".join(parts) + b"--x--\r\n")
+    verdict = timed_scan(message)
+    assert_judged(verdict, PHISH_SIGNALS, "limit-parts")
+
+
 def test_parts_past_the_overflow_budget_still_tag() -> None:
     """A million-part message costs the overflow budget, not its part count; it is tagged."""
     config = ScanConfig(max_overflow_bytes=64 * 1024)

@@ -142,7 +142,11 @@ def test_recover_multipart_splits_like_the_parser() -> None:
 def test_recovered_parts_count_against_the_limits() -> None:
     message = _broken(b"multipart/mixed", b"--x\r\n\r\nhttp://198.51.100.7/\r\n" * 50)
     types, stats = _parts(message, max_parts=10)
-    assert len(types) <= 10 and "parts" in stats.limits_hit
+    assert stats.parts == 10 and "parts" in stats.limits_hit
+    # The other 41 go to the overflow walk, which a byte budget bounds (not the part count).
+    assert len(types) == 51 and stats.overflow_parts == 41
+    types, stats = _parts(message, max_parts=10, max_overflow_bytes=5 * 1024)
+    assert stats.overflow_parts == 5 and "overflow" in stats.limits_hit
     levels = b"".join(b"--a%d\r\nContent-Type: multipart/mixed\r\n\r\n" % i for i in range(40))
     _, stats = _parts(_broken(b"multipart/mixed", levels), max_depth=5)
     assert stats.parts == 6 and "depth" in stats.limits_hit

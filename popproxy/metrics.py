@@ -56,6 +56,10 @@ DEFINITIONS: dict[str, _Def] = {
     "signals_hit": _Def(Counter, "popproxy_scan_signals_total", "Scanner signals that fired",
                         ("signal",)),
     "scan_duration": _Def(Histogram, "popproxy_scan_duration_seconds", "Time to scan a message"),
+    "scan_worker_kills": _Def(Counter, "popproxy_scan_worker_kills_total",
+                              "Scan worker processes killed and replaced, by reason "
+                              "(timeout: a job ran past its deadline; crash: the worker died)",
+                              ("reason",)),
     "config_reloads": _Def(Counter, "popproxy_config_reloads_total", "Policy/TLS reloads",
                            ("result",)),
     "redis_errors": _Def(Counter, "popproxy_redis_errors_total", "Failed lockout-store calls",
@@ -80,9 +84,10 @@ KNOWN_LABELS: dict[str, list[tuple[str, ...]]] = {
     "lockout_blocks": [("pair",), ("source",), ("account",)],
     "lockouts_active": [("pair",), ("source",), ("account",)],
     "config_reloads": [("ok",), ("refused",)],
+    "scan_worker_kills": [("timeout",), ("crash",)],
     "messages_scanned": [("clean", "pass"), ("flagged", "tag"), ("flagged", "defang"),
-                         ("flagged", "quarantine"), ("unscanned", "unscanned"),
-                         ("unscanned", "quarantine")],
+                         ("flagged", "quarantine"), ("unscanned", "tag"),
+                         ("unscanned", "defang"), ("unscanned", "quarantine")],
     "login_before_tls": [(c,) for c in ("USER", "PASS", "APOP", "AUTH")],
     "redis_errors": [(o,) for o in ("counts", "record_failure", "record_success")],
     "verdict_cache": [(r,) for r in ("local_hit", "shared_hit", "miss", "shared_error")],
@@ -131,6 +136,7 @@ class Metrics:
     messages_scanned: Counter
     signals_hit: Counter
     scan_duration: Histogram
+    scan_worker_kills: Counter
     config_reloads: Counter
     redis_errors: Counter
     verdict_cache: Counter

@@ -237,8 +237,16 @@ class Scan(_Model):
     # Larger messages are not parsed; they get the fail mode's treatment without being held.
     max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     time_budget: Annotated[float, Field(gt=0, le=600)] = 5.0
-    # Scanner over budget or failing: "open" delivers tagged unscanned, "closed" quarantines.
+    # Scanner over budget or failing: "open" delivers the message with fail_open_action,
+    # "closed" quarantines it.
     fail_mode: Literal["open", "closed"] = "open"
+    # What "open" does with a message that could not be judged (over the time budget, a
+    # crashed or killed scan): it is suspicious, not clean, so it is delivered with its links
+    # made inert ("defang") or at least marked ("tag"); the timeout is remembered like a verdict.
+    fail_open_action: Literal["tag", "defang"] = "defang"
+    # Scan worker processes (scans and renders never run in the proxy's event loop); unset:
+    # one per usable CPU, at least 2, so one slow message never holds every scan up.
+    workers: Annotated[int, Field(ge=1, le=256)] | None = None
     quarantine_dir: Path | None = None  # default: <state_dir>/quarantine
     notice_from: str = "popproxy <postmaster@localhost>"
     # Verdicts shared by several instances (docs/scaling.md); unset: lockout.redis_url's Redis

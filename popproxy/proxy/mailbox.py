@@ -7,13 +7,21 @@ LIST are read once; DELE/RSET are tracked here to answer STAT and LIST like the 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import shutil
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from popproxy.pop3 import replies
 from popproxy.pop3.events import BodyData, Command, EndOfBody, StatusLine
-from popproxy.pop3.framing import Stuffer, Unstuffer, stuff_body
-from popproxy.proxy.scanning import ScanService, held_id, unscanned_prefix
+from popproxy.pop3.framing import Stuffer, Unstuffer
+from popproxy.pop3.top import TopCut
+from popproxy.proxy import scan_jobs
+from popproxy.proxy.scan_pool import JobFailed
+from popproxy.proxy.scanning import ScanService, held_id
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 from popproxy.proxy.verdict_cache import CachedVerdict, cache_key
 
@@ -23,8 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("popproxy.scan")
 
 NO_SUCH_MESSAGE = replies.err("no such message")
-# A rendered message goes to the client in slices of this size, waiting whenever the client's
-# socket buffer is full, so the proxy never queues a whole second copy of it for the socket.
+# A rendered message is read from its spool file and sent in slices of this size, waiting
+# whenever the client's socket buffer is full: a slow reader costs about one slice of memory,
+# never a copy of the message (issue 14: 10 slow readers of a 15 MB message held 140 MB).
 RENDERED_WRITE_SLICE = 256 * 1024
 # A tagged message is streamed once its header block is read; a header block longer than this
 # (hostile: real ones are a few KiB) makes it rendered whole instead.
@@ -34,8 +43,8 @@ MAX_STREAMED_HEADER = 1024 * 1024
 class MailboxView:
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_entries", "_generation", "_s", "_service", "_sizes", "_uidls", "_upstream_name",
-        "deleted"
+        "_entries", "_generation", "_s", "_service", "_sizes", "_spool", "_uidls",
+        "_upstream_name", "deleted"
     )
 
     def __init__(self, session: Session, service: ScanService, upstream_name: str) -> None:
@@ -47,6 +56,7 @@ class MailboxView:
         self._entries: dict[int, CachedVerdict] = {}
         self.deleted: set[int] = set()
         self._generation: str | None = None  # computed once per session
+        self._spool: Path | None = None  # this session's rendered messages, made when needed
 
     @property
     def _up(self) -> UpstreamConnection:
@@ -96,7 +106,8 @@ class MailboxView:
             return None
         if number in self._entries:
             return self._entries[number]
-        key = cache_key(self._upstream_name, self._s.user or "", uidls[number])
+        key = cache_key(self._upstream_name, self._s.user or "", uidls[number],
+                        self._sizes.get(number, -1))
         # This instance's cache, then (with Redis) the one all instances share: a client whose
         # sessions alternate between instances sees the sizes it saw before.
         cached = await self._service.cache.lookup(key, await self._current_generation())
@@ -107,7 +118,8 @@ class MailboxView:
             cached.quarantine_id
         ):
             cached = CachedVerdict("pass", cached.score, cached.reasons, self._sizes[number],
-                                   cached.scanned_at, cached.generation, cached.quarantine_id)
+                                   cached.scanned_at, cached.generation, cached.quarantine_id,
+                                   released=True)
         self._entries[number] = cached
         return cached
 
@@ -122,8 +134,7 @@ class MailboxView:
         now, generation = service.now(), await self._current_generation()
         if size > service.policy.max_message_bytes:
             # Never held: too large to scan within our memory bound.
-            reason = f"unscanned: {size} octets over the {service.policy.max_message_bytes} cap"
-            return self._unscanned_entry(size, reason, now, generation)
+            return await self._too_large_entry(number, size, now, generation)
         original = await self.fetch(number)
         verdict = await service.judge(original)
         action = service.final_action(verdict)
@@ -131,20 +142,73 @@ class MailboxView:
         entry = CachedVerdict(action, verdict.score, verdict.reasons, size, now, generation,
                               held_id(original) if action == "quarantine" else "",
                               tuple(s.name for s in verdict.signals),
-                              transient=verdict.cause in ("error", "time-budget"))
+                              transient=service.transient(verdict))
         if action == "quarantine":
             service.hold(original, entry, self._s.user or "")
         if action != "pass":
-            entry = replace(entry, size=len(service.render(original, entry)))
-        self._s.audit("verdict", message=number, action=action, score=round(verdict.score, 2),
-                      reasons=list(verdict.reasons[:5]), quarantine_id=entry.quarantine_id)
+            entry = await self._render_at_listing(number, original, entry)
+        self._s.audit("verdict", message=number, action=entry.action,
+                      score=round(verdict.score, 2), reasons=list(entry.reasons[:5]),
+                      quarantine_id=entry.quarantine_id)
         return entry
 
-    def _unscanned_entry(self, size: int, reason: str, now: float,
-                         generation: str) -> CachedVerdict:
-        entry = CachedVerdict("unscanned", 0.0, (reason,), size, now, generation)
-        self._count("unscanned", "unscanned")
-        return replace(entry, size=size + len(unscanned_prefix(entry)))
+    async def _render_at_listing(self, number: int, original: bytes,
+                                 entry: CachedVerdict) -> CachedVerdict:
+        """Render into the spool now: its size is what LIST reports, and RETR sends the file.
+
+        If the action cannot be rendered in time, the message is quarantined behind our own
+        notice: delivering the original instead would hand out the live links it was judged
+        to have.
+        """
+        out = self._spool_file(number)
+        try:
+            return replace(entry, size=await self._service.render_to(original, entry, out))
+        except JobFailed as exc:
+            log.warning("message %d: %s rendering failed (%s): quarantined", number,
+                        entry.action, exc.reason)
+        held = replace(entry, action="quarantine",
+                       reasons=(scan_jobs.RENDER_FAILED, *entry.reasons),
+                       quarantine_id=entry.quarantine_id or held_id(original))
+        if entry.action != "quarantine":
+            self._service.hold(original, held, self._s.user or "")
+        notice = scan_jobs.fallback_notice(held.quarantine_id, held.scanned_at)
+        _write_private(out, notice)
+        return replace(held, size=len(notice))
+
+    async def _too_large_entry(self, number: int, size: int, now: float,
+                               generation: str) -> CachedVerdict:
+        """A message over the cap is not scanned and never held whole, so it is tagged
+        "unscanned, too large": its header is rendered (Subject prefix, our verdict lines) and
+        its body streamed as the upstream sends it."""
+        reason = f"unscanned: {size} octets over the {self._service.policy.max_message_bytes} cap"
+        entry = CachedVerdict("tag", 0.0, (reason,), size, now, generation,
+                              signals=("too-large",))
+        self._count("unscanned", "tag")
+        head = await self._header_of(number)
+        rendered = await self._render_header(number, head, entry)
+        self._s.audit("verdict", message=number, action="tag", score=0.0, reasons=[reason],
+                      quarantine_id="")
+        return replace(entry, size=size - len(head) + rendered)
+
+    async def _header_of(self, number: int) -> bytes:
+        """The header block of a message (TOP n 0), unstuffed, up to its blank line."""
+        status, body = await self._multiline(Command("TOP", (str(number).encode(), b"0")))
+        if not status.ok:
+            raise UpstreamError("upstream refused TOP of a listed message", "protocol")
+        end = _header_end(bytearray(body))
+        return body if end is None else body[:end]
+
+    async def _render_header(self, number: int, head: bytes, entry: CachedVerdict) -> int:
+        """Render the header block alone into the spool (file ``<n>.head``); its size."""
+        out = self._spool_file(number, ".head")
+        try:
+            return await self._service.render_to(head, entry, out)
+        except JobFailed:
+            # Our verdict lines and the header renamed by us: the same bytes every time.
+            fixed = scan_jobs.unscanned_prefix(entry.reasons, "tag") + \
+                scan_jobs.rename_forged_headers(head)
+            _write_private(out, fixed)
+            return len(fixed)
 
     def _count(self, verdict: str, action: str) -> None:
         label = "unscanned" if verdict == "unscanned" else (
@@ -157,6 +221,20 @@ class MailboxView:
         if not status.ok:
             raise UpstreamError("upstream refused RETR of a listed message", "protocol")
         return body
+
+    # ------------------------------------------------------------ spool
+    def _spool_file(self, number: int, suffix: str = "") -> Path:
+        if self._spool is None:
+            self._service.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._spool = self._service.spool_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
+            self._spool.mkdir(mode=0o700)
+        return self._spool / f"{number}{suffix}"
+
+    def close(self) -> None:
+        """Remove this session's spool (rendered copies are never kept past the session)."""
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+            self._spool = None
 
     # ------------------------------------------------------------ commands
     async def stat(self) -> bytes:
@@ -188,72 +266,110 @@ class MailboxView:
             self._s.write(NO_SUCH_MESSAGE)
             return
         args = (str(number).encode(),) + (() if top_lines is None else (str(top_lines).encode(),))
-        verb = "RETR" if top_lines is None else "TOP"
-        if entry.action == "pass":
-            await self._s.relay(Command(verb, args))
-        elif entry.action == "unscanned":  # rendered as our header lines + the original
-            await self._stream_with_prefix(Command(verb, args), entry)
-        elif entry.action == "tag" and top_lines is None:
-            await self._stream_tagged(Command(verb, args), number, entry)
+        cmd = Command("RETR" if top_lines is None else "TOP", args)
+        if entry.action == "pass" and not entry.released:
+            await self._s.relay(cmd)
+        elif entry.action == "pass":  # released from quarantine: the original, our header fix
+            await self._stream_with_header(cmd, entry, top_lines, _renamed_head)
+        elif entry.action == "unscanned":  # cached by an older version: verdict lines in front
+            await self._stream_with_header(cmd, entry, top_lines, _unscanned_head(entry))
+        elif "too-large" in entry.signals:
+            await self._stream_too_large(cmd, number, entry, top_lines)
         else:
             await self._deliver_rendered(number, top_lines, entry)
 
-    async def _stream_tagged(self, cmd: Command, number: int, entry: CachedVerdict) -> None:
-        """RETR of a tagged message without holding it: tagging edits only the header block
-        (``tag_message``: new header + the body unchanged), so the header is read and rendered
-        alone, then the body is relayed as the upstream sends it (still dot-stuffed)."""
+    async def _deliver_rendered(self, number: int, top_lines: int | None,
+                                entry: CachedVerdict) -> None:
+        """A tagged, defanged or quarantined message, sent from its spool file in slices.
+
+        The file was written at listing time in this session, or is rendered now (a verdict
+        cached by an earlier session).  If rendering fails now, the client gets our notice
+        padded to the size it was told, and the original is held in quarantine.
+        """
+        path = self._spool_file(number)
+        if not path.exists() and entry.reasons[:1] == (scan_jobs.RENDER_FAILED,):
+            # Our own notice, from our own data: no need for the original or a worker.
+            _write_private(path, scan_jobs.fallback_notice(entry.quarantine_id,
+                                                           entry.scanned_at))
+        if not path.exists():
+            original = await self.fetch(number)
+            try:
+                size = await self._service.render_to(original, entry, path)
+            except JobFailed as exc:
+                log.warning("message %d: %s rendering failed at delivery (%s): quarantined",
+                            number, entry.action, exc.reason)
+                size = self._hold_and_notice(original, entry, path)
+            if size != entry.size:
+                log.error("message %d: %d octets now, %d listed", number, size, entry.size)
+            del original
+        await self._send_file((path,), top_lines)
+
+    def _hold_and_notice(self, original: bytes, entry: CachedVerdict, path: Path) -> int:
+        qid = entry.quarantine_id or held_id(original)
+        held = replace(entry, quarantine_id=qid, reasons=(scan_jobs.RENDER_FAILED,
+                                                          *entry.reasons))
+        if entry.action != "quarantine":  # a quarantined original was held when judged
+            self._service.hold(original, held, self._s.user or "")
+        _write_private(path, scan_jobs.sized_notice(qid, entry.scanned_at, entry.size))
+        return entry.size
+
+    async def _send_file(self, paths: tuple[Path, ...], top_lines: int | None) -> None:
+        """The files' contents as one multi-line answer (stuffed, terminated, cut for TOP)."""
+        size = sum(p.stat().st_size for p in paths)
+        self._s.write(replies.ok(f"{size} octets" if top_lines is None else ""))
+        stuffer, cut = Stuffer(), None if top_lines is None else TopCut(top_lines)
+        sent = 0
+        for path in paths:
+            with path.open("rb") as handle:
+                while chunk := handle.read(RENDERED_WRITE_SLICE):
+                    if cut is not None:
+                        chunk = cut.feed(chunk)
+                    wire = stuffer.feed(chunk)
+                    sent += len(wire)
+                    self._s.write(wire)
+                    await self._s.drain_client()
+                    if cut is not None and cut.done:
+                        break
+        tail = stuffer.finish()
+        self._s.write(tail)
+        self._s.settings.observer.metrics.bytes_relayed.labels("to_client").inc(sent + len(tail))
+
+    async def _stream_too_large(self, cmd: Command, number: int, entry: CachedVerdict,
+                                top_lines: int | None) -> None:
+        """Our rendered header block (spooled), then the upstream's body as it comes."""
+        head_file = self._spool_file(number, ".head")
+        if not head_file.exists():
+            await self._render_header(number, await self._header_of(number), entry)
+        rendered = head_file.read_bytes()
+        await self._stream_with_header(cmd, entry, top_lines, lambda head: rendered)
+
+    async def _stream_with_header(self, cmd: Command, entry: CachedVerdict,
+                                  top_lines: int | None, new_head: HeadRewrite) -> None:
+        """The upstream's answer with its header block replaced by ``new_head(header)``, the
+        body relayed as it comes (still dot-stuffed); the message is never held whole."""
         if not await self._body_follows(cmd):
             return
-        unstuffer, seen = Unstuffer(), bytearray()
-        while (end := _header_end(seen)) is None:
+        unstuffer, seen, ended = Unstuffer(), bytearray(), False
+        while (end := _header_end(seen)) is None and len(seen) <= MAX_STREAMED_HEADER:
             event = await self._up.next_event()
             if isinstance(event, EndOfBody):  # no blank line: the message is all header
-                self._write_rendered(self._service.render(bytes(seen), entry), number, entry)
-                return
+                ended = True
+                break
             if not isinstance(event, BodyData):
                 raise UpstreamError("upstream closed mid-response", "closed")
             seen += unstuffer.feed(event.data)
-            if len(seen) > MAX_STREAMED_HEADER:  # hostile header: render the whole message
-                seen += await self._rest_unstuffed(unstuffer)
-                self._write_rendered(self._service.render(bytes(seen), entry), number, entry)
-                return
-        head = self._service.render(bytes(seen[:end]), entry)
-        # The Stuffer starts at a line start (after the blank line); the upstream's remaining
-        # bytes are already stuffed relative to their own line starts.
-        self._s.write(replies.ok(f"{entry.size} octets") + Stuffer().feed(head + seen[end:]))
+        if end is None:  # all header, or a hostile header block: what was read is the header
+            end = len(seen)
+        head = new_head(bytes(seen[:end]))
+        status = replies.ok(f"{entry.size} octets" if top_lines is None else "")
+        # The Stuffer starts at a line start; the upstream's remaining bytes are already
+        # stuffed relative to their own line starts.
+        stuffer = Stuffer()
+        self._s.write(status + stuffer.feed(head + seen[end:]))
+        if ended:
+            self._s.write(stuffer.finish())
+            return
         await self._s.relay_body()
-
-    async def _rest_unstuffed(self, unstuffer: Unstuffer) -> bytes:
-        rest = bytearray()
-        while not isinstance(event := await self._up.next_event(), EndOfBody):
-            if not isinstance(event, BodyData):
-                raise UpstreamError("upstream closed mid-response", "closed")
-            rest += unstuffer.feed(event.data)
-        return bytes(rest)
-
-    def _write_rendered(self, rendered: bytes, number: int, entry: CachedVerdict) -> None:
-        if len(rendered) != entry.size:
-            log.error("message %d: %d octets now, %d listed", number, len(rendered), entry.size)
-        self._s.write(replies.ok(f"{len(rendered)} octets") + stuff_body(rendered))
-
-    async def _deliver_rendered(self, number: int, top_lines: int | None,
-                                entry: CachedVerdict) -> None:
-        """A tagged, defanged or quarantined message: rendered whole, then sent in slices.
-
-        Memory: at most two copies of the message at a time (the original is dropped once
-        rendered) and the socket buffer bounded by waiting for the client (``drain``).
-        """
-        modified = self._service.render(await self.fetch(number), entry)
-        if top_lines is None and len(modified) != entry.size:
-            log.error("message %d: %d octets now, %d listed", number, len(modified), entry.size)
-        status = replies.ok(f"{len(modified)} octets" if top_lines is None else "")
-        wire = stuff_body(modified if top_lines is None else _top(modified, top_lines))
-        del modified
-        self._s.write(status)
-        for start in range(0, len(wire), RENDERED_WRITE_SLICE):
-            self._s.write(wire[start:start + RENDERED_WRITE_SLICE])
-            await self._s.drain_client()
-        self._s.settings.observer.metrics.bytes_relayed.labels("to_client").inc(len(wire))
 
     async def _body_follows(self, cmd: Command) -> bool:
         """Send ``cmd``; True if a multi-line body follows, else its -ERR went to the client."""
@@ -265,13 +381,23 @@ class MailboxView:
             self._s.write(status.raw)
         return status.multiline
 
-    async def _stream_with_prefix(self, cmd: Command, entry: CachedVerdict) -> None:
-        """Large unscanned message: our header lines, then the upstream's bytes as they come."""
-        if not await self._body_follows(cmd):
-            return
-        prefix = Stuffer()
-        self._s.write(replies.ok(f"{entry.size} octets") + prefix.feed(unscanned_prefix(entry)))
-        await self._s.relay_body()
+
+HeadRewrite = Callable[[bytes], bytes]
+
+
+def _renamed_head(head: bytes) -> bytes:
+    return scan_jobs.rename_forged_headers(head)
+
+
+def _unscanned_head(entry: CachedVerdict) -> HeadRewrite:
+    prefix = scan_jobs.unscanned_prefix(entry.reasons)
+    return lambda head: prefix + scan_jobs.rename_forged_headers(head)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def _header_end(message: bytearray) -> int | None:
@@ -281,14 +407,3 @@ def _header_end(message: bytearray) -> int | None:
     if crlf != -1 and (lf == -1 or crlf < lf):
         return crlf + 4
     return None if lf == -1 else lf + 2
-
-
-def _top(message: bytes, lines: int) -> bytes:
-    """RFC 1939 section 7: the header, the blank line, then ``lines`` lines of the body."""
-    head, sep, body = message.partition(b"\r\n\r\n")
-    if not sep:
-        return message
-    parts = body.split(b"\r\n")
-    if parts and parts[-1] == b"":
-        parts.pop()  # the CRLF ending the last line is not a line of its own
-    return head + sep + b"".join(line + b"\r\n" for line in parts[:lines])

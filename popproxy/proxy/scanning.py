@@ -3,11 +3,15 @@
 Design (docs/scanning.md): before the proxy first reports a message's size (STAT, LIST) or
 delivers it (RETR, TOP), it makes sure the message has a cached verdict: it fetches the
 original from the upstream, scans it, and remembers the action and the exact size of what the
-client will receive.  STAT/LIST report those sizes; RETR/TOP re-fetch the original and apply
-the same action again (actions are deterministic), so LIST == RETR octets, UIDL is relayed
-untouched, and TOP is cut from the same (possibly modified) message.  Clean messages are relayed
-byte for byte with no second scan.  Messages over the size cap are never held in memory: in
-fail-open mode they are streamed with a verdict header in front.
+client will receive.  STAT/LIST report those sizes; RETR/TOP deliver the rendered copy spooled
+at listing time, or fetch the original again and apply the same action (actions are
+deterministic), so LIST == RETR octets, UIDL is relayed untouched, and TOP is cut from the same
+(possibly modified) message.  Clean messages are relayed byte for byte with no second scan.
+
+Scans and renders run in worker processes (:mod:`popproxy.proxy.scan_pool`) with a hard
+deadline: the event loop never parses a message.  A message that cannot be judged in time is
+suspicious, not clean: it is delivered with ``scan.fail_open_action`` (or quarantined when
+``fail_mode`` is closed), and that outcome is cached like any verdict.
 """
 
 from __future__ import annotations
@@ -18,54 +22,63 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from popproxy.policy.schema import Scan
+from popproxy.proxy import scan_jobs
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
 from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, RedisVerdicts, VerdictCache
 from popproxy.quarantine import HeldMessage, QuarantineStore
-from popproxy.scan import (
-    RENDER_VERSION,
-    HostFeed,
-    ScanConfig,
-    Scanner,
-    Thresholds,
-    Verdict,
-    apply_action,
-)
-from popproxy.scan.actions import quarantine_notice
+from popproxy.scan import RENDER_VERSION, HostFeed, Scanner, Verdict
 
 log = logging.getLogger("popproxy.scan")
 
-SCAN_THREADS = 2  # scans run off the event loop; two keep one core free for relaying
+# Feed files are re-read in this one thread (the main process keeps the feeds' digests for
+# the verdict generation); the scanning itself happens in the worker processes.
+FEED_THREADS = 1
+# A worker gets the scanner's own time budget plus this long to answer before it is killed:
+# the scanner checks its budget between steps and answers "time-budget" itself when it can.
+KILL_GRACE = 1.0
+# Worker processes when scan.workers is unset: one per usable CPU, but at least two, so one
+# message at its deadline never holds every other session's scan up.
+MIN_WORKERS = 2
 # Settings that do not change what a client receives: instances with their own Redis address
 # or quarantine directory still judge alike, so they can share verdicts.
-NOT_IN_GENERATION = frozenset({"redis_url", "verdict_ttl", "quarantine_dir"})
+NOT_IN_GENERATION = frozenset({"redis_url", "verdict_ttl", "quarantine_dir", "workers"})
+# Verdicts of messages that could not be judged.  "error" (a bug in the scanner) is judged
+# again next session; a timeout or a crashed worker is remembered, so a hostile message costs
+# its deadline once, not at every login.
+TRANSIENT_CAUSES = frozenset({"error"})
+
+
+def default_workers() -> int:
+    return max(MIN_WORKERS, len(os.sched_getaffinity(0)))
 
 
 class ScanService:
-    """Shared by all sessions: the scanner, its thread pool, the cache and the quarantine."""
+    """Shared by all sessions: the worker pool, the verdict cache, the spool and the quarantine."""
 
     def __init__(self, policy: Scan, state_dir: Path, observer: Observer,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 worker_command: Sequence[str] | None = None) -> None:
         self.policy = policy
-        self.config = ScanConfig(
-            thresholds=Thresholds(policy.thresholds.tag, policy.thresholds.defang,
-                                  policy.thresholds.quarantine),
-            max_message_bytes=policy.max_message_bytes, time_budget_seconds=policy.time_budget,
-            feed_paths=policy.feeds, subject_prefix=policy.subject_prefix,
-            notice_from=policy.notice_from,
-        )
+        self.config = scan_jobs.scan_config(policy)
+        # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
         shared = RedisVerdicts(policy.redis_url, policy.verdict_ttl) if policy.redis_url else None
         self.cache = VerdictCache(state_dir / CACHE_FILE, shared, self._count_cache,
                                   ttl=policy.verdict_ttl, wall_clock=clock)
         self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")
+        self.spool_dir = state_dir / "spool"
         self._observer = observer
         self._clock = clock
-        self._pool = ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="popproxy-scan")
+        self._feed_pool = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="popproxy-feeds")
+        self._workers = ScanPool(policy.model_dump(mode="json"),
+                                 policy.workers or default_workers(), self._count_kill,
+                                 worker_command or WORKER_COMMAND)
         self._feed_versions: list[tuple[str, int | None]] = []
         settings = policy.model_dump(mode="json", exclude=set(NOT_IN_GENERATION))
         # The action code's output version too: a release whose tag/defang renders different
@@ -78,10 +91,10 @@ class ScanService:
     async def generation(self) -> str:
         """Changes when the settings or a feed file change: cached verdicts are then redone.
 
-        Feed files are re-read in the scan pool: parsing a large feed must not stall the
-        event loop (and with it every other session).  A feed counts by its content, not its
-        mtime, so instances on hosts that fetched the same feed at different times share
-        verdicts; a feed file that could not be loaded counts by its mtime (or as missing).
+        Feed files are re-read in a thread: parsing a large feed must not stall the event loop
+        (and with it every other session).  A feed counts by its content, not its mtime, so
+        instances on hosts that fetched the same feed at different times share verdicts; a
+        feed file that could not be loaded counts by its mtime (or as missing).
         """
         versions: list[tuple[str, int | None]] = []
         for feed in self.scanner.feeds:
@@ -91,7 +104,7 @@ class ScanService:
                 versions.append((str(feed.path), None))
         if versions != self._feed_versions:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool, self._refresh_feeds)
+            await loop.run_in_executor(self._feed_pool, self._refresh_feeds)
             self._feed_versions = versions
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
@@ -102,19 +115,29 @@ class ScanService:
         for feed in self.scanner.feeds:
             feed.refresh()
 
+    @property
+    def deadline(self) -> float:
+        """Seconds a worker gets for one job before it is killed."""
+        return self.policy.time_budget + KILL_GRACE
+
     async def judge(self, original: bytes) -> Verdict:
-        """Scan in the pool; an error or a scan past twice the budget is "unscanned"."""
+        """The worker's verdict; a job killed at its deadline or a dead worker is "unscanned"
+        with cause "time-budget" (remembered), a scanner error "error" (judged again)."""
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.policy.time_budget * 2):
-                verdict = await loop.run_in_executor(self._pool, self.scanner.scan, original)
-        except TimeoutError:
-            # Scanner checks its budget between steps; this bounds a step that never returns.
-            verdict = Verdict.unscanned("time-budget", "scan did not finish in time")
-        except Exception as exc:  # a scanner bug must not end the user's session
-            log.exception("scanner failed")
-            verdict = Verdict.unscanned("error", f"scanner error {exc.__class__.__name__}")
+            answer = await self._workers.call({"op": "scan"}, original, self.deadline)
+            verdict = scan_jobs.verdict_from_json(answer["verdict"])
+        except JobFailed as exc:
+            if exc.reason == "error":
+                log.error("scanner failed: %s", exc.detail)
+                verdict = Verdict.unscanned("error", f"scanner error {exc.detail}")
+            else:
+                how = "killed at" if exc.reason == "timeout" else "crashed before"
+                verdict = Verdict.unscanned("time-budget",
+                                            f"scan {how} the {self.deadline:g} s deadline")
+        except (KeyError, TypeError, ValueError):
+            log.error("scan worker sent an unreadable verdict")
+            verdict = Verdict.unscanned("error", "unreadable verdict")
         metrics = self._observer.metrics
         metrics.scan_duration.observe(time.monotonic() - started)
         for signal in verdict.signals:
@@ -122,34 +145,27 @@ class ScanService:
         return verdict
 
     def final_action(self, verdict: Verdict) -> str:
-        """The policy's fail mode turns "unscanned" into tag-unscanned or quarantine."""
-        if verdict.action == "unscanned" and self.policy.fail_mode == "closed":
-            return "quarantine"
-        return verdict.action
+        """A message that could not be judged is suspicious: quarantined when the fail mode is
+        closed, else delivered with ``fail_open_action`` (never as it is)."""
+        if verdict.action != "unscanned":
+            return verdict.action
+        return "quarantine" if self.policy.fail_mode == "closed" else self.policy.fail_open_action
 
-    def render(self, original: bytes, entry: CachedVerdict) -> bytes:
-        """What the client gets for a non-pass entry; the same bytes every time.
+    @staticmethod
+    def transient(verdict: Verdict) -> bool:
+        return verdict.cause in TRANSIENT_CAUSES
 
-        If the action itself fails on this message (hostile MIME), the message is delivered
-        with the verdict headers in front instead: deterministic, and it cannot fail.
-        """
-        try:
-            return self._render(original, entry)
-        except Exception:
-            log.exception("action %s failed; using the fallback", entry.action)
-            if entry.action == "quarantine":  # never let a failed notice release the original
-                return fallback_notice(entry)
-            return unscanned_prefix(entry, entry.action) + original
-
-    def _render(self, original: bytes, entry: CachedVerdict) -> bytes:
-        verdict = Verdict(action=entry.action, score=entry.score,  # type: ignore[arg-type]
-                          reasons=entry.reasons)
-        if entry.action == "quarantine":
-            return quarantine_notice(original, verdict, quarantine_id=entry.quarantine_id,
-                                     notice_from=self.config.notice_from, now=entry.scanned_at)
-        if entry.action == "unscanned":
-            return unscanned_prefix(entry) + original
-        return apply_action(original, verdict, self.config, clock=lambda: entry.scanned_at)
+    async def render_to(self, original: bytes, entry: CachedVerdict, out: Path) -> int:
+        """Render ``entry``'s action on ``original`` into the spool file ``out`` (in a worker);
+        its size in octets.  Raises JobFailed when the action cannot be rendered in time."""
+        order = scan_jobs.RenderOrder(entry.action, entry.score, entry.reasons,
+                                      entry.scanned_at, entry.quarantine_id)
+        answer = await self._workers.call(
+            {"op": "render", "order": order.to_json(), "out": str(out)}, original, self.deadline)
+        size = answer.get("size")
+        if type(size) is not int or size < 0:
+            raise JobFailed("error", "unreadable size")
+        return size
 
     def hold(self, original: bytes, entry: CachedVerdict, user: str) -> None:
         self.quarantine.hold(HeldMessage(entry.quarantine_id, user, entry.scanned_at,
@@ -161,12 +177,21 @@ class ScanService:
     def _count_cache(self, result: str) -> None:
         self._observer.metrics.verdict_cache.labels(result).inc()
 
+    def _count_kill(self, reason: str) -> None:
+        self._observer.metrics.scan_worker_kills.labels(reason).inc()
+
+    @property
+    def closed(self) -> bool:
+        return self._workers.closed
+
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._workers.close()
+        self._feed_pool.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
-        """``close``, and the shared cache's Redis connections (at shutdown)."""
-        self.close()
+        """``close``, waiting for the workers, and the shared cache's Redis connections."""
+        self._feed_pool.shutdown(wait=False, cancel_futures=True)
+        await self._workers.aclose()
         await self.cache.close()
 
 
@@ -178,30 +203,5 @@ def _feed_identity(feed: HostFeed, mtime_ns: int | None) -> str:
     return f"{feed.path}:{'missing' if mtime_ns is None else mtime_ns}"
 
 
-def unscanned_prefix(entry: CachedVerdict, verdict: str = "unscanned") -> bytes:
-    """Header lines put in front of a message delivered without a verdict (fail-open).
-
-    Prepending keeps the original untouched after them, so even a message too large to hold
-    can be streamed; RFC 5322 section 3.6 allows header fields in any order.
-    """
-    reason = (entry.reasons[0] if entry.reasons else "unscanned").replace("\r", " ")
-    reason = reason.replace("\n", " ")[:200]
-    return (b"X-Popproxy-Verdict: " + verdict.encode() + b"\r\nX-Popproxy-Reasons: "
-            + reason.encode("ascii", "replace") + b"\r\n")
-
-
-def fallback_notice(entry: CachedVerdict) -> bytes:
-    """A minimal quarantine notice built from our own data only (it cannot fail)."""
-    when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(entry.scanned_at))
-    return (b"From: popproxy <postmaster@localhost>\r\nSubject: [QUARANTINED] a message was held"
-            b"\r\nDate: " + when.encode() + b"\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
-            b"A message was held by the mail security proxy.\r\nQuarantine id: "
-            + entry.quarantine_id.encode("ascii", "replace") + b"\r\n")
-
-
 def held_id(original: bytes) -> str:
     return hashlib.sha256(original).hexdigest()[:16]
-
-
-

@@ -166,6 +166,8 @@ class Session:
     async def _close(self) -> None:
         if self.upstream is not None:
             self.upstream.close()
+        if self.mailbox is not None:
+            self.mailbox.close()  # its spooled copies
         if self.client.write_paused:
             self.client.abort()  # it stopped reading: nothing more will get through
             return

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from popproxy.proxy.lockout_store import REDIS_TIMEOUT, connect_redis
 
@@ -54,12 +54,21 @@ class CachedVerdict:
     generation: str  # scanner settings + feed versions it was judged with
     quarantine_id: str = ""
     signals: tuple[str, ...] = ()
-    # A scanner error or timeout: good for this session only, judged again next time.
+    # A scanner error: good for this session only, judged again next time.
     transient: bool = False
+    # A quarantined message the admin released: delivered as "pass" (never stored as such).
+    released: bool = False
 
 
-def cache_key(upstream: str, username: str, uidl: bytes) -> str:
-    material = b"\0".join((upstream.encode(), username.casefold().encode(), uidl))
+def cache_key(upstream: str, username: str, uidl: bytes, size: int) -> str:
+    """The message's identity: its UIDL *and* the size the upstream lists for it.
+
+    Servers reuse a UIDL for new content (Dovecot's pop3_reuse_xuidl, qpopper, a reset
+    UIDVALIDITY); with the size in the key such a message is judged anew instead of being
+    delivered under the old message's verdict and size (RFC 1939 section 5: LIST == RETR).
+    """
+    material = b"\0".join((upstream.encode(), username.casefold().encode(), uidl,
+                           str(size).encode()))
     return hashlib.sha256(material).hexdigest()[:32]
 
 
@@ -74,7 +83,7 @@ def to_record(entry: CachedVerdict) -> dict[str, Any]:
     Redis that saves a sixth of the memory per verdict (docs/scaling.md).
     """
     record = asdict(entry)
-    del record["transient"]
+    del record["transient"], record["released"]
     for name in OPTIONAL:
         if not record[name]:
             del record[name]
@@ -87,6 +96,7 @@ def from_record(record: dict[str, Any]) -> CachedVerdict:
     fields["reasons"] = tuple(fields.get("reasons", ()))
     fields["signals"] = tuple(fields.get("signals", ()))
     fields.pop("transient", None)
+    fields.pop("released", None)
     entry = CachedVerdict(**fields)
     # Redis is outside this process: a damaged value must not reach STAT sums or rendering.
     texts = (entry.action, entry.generation, entry.quarantine_id, *entry.reasons, *entry.signals)
@@ -124,6 +134,16 @@ class RedisVerdicts:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _open_private(path: Path, mode: str) -> TextIO:
+    """Open for writing with mode 0600 in a 0700 directory: keys are hashes, but the file
+    still tells when each mailbox was read and what its mail was judged."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)  # tighten a file an older version left world-readable
+    return cast(TextIO, os.fdopen(fd, mode, encoding="utf-8"))
 
 
 def _ignore(result: str) -> None:
@@ -188,8 +208,7 @@ class VerdictCache:
         self._entries.pop(key, None)
         self._entries[key] = entry
         if self._path is not None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            with self._path.open("a", encoding="utf-8") as handle:
+            with _open_private(self._path, "a") as handle:
                 handle.write(_line(key, entry))
             self._lines += 1
         self._limit()
@@ -222,7 +241,7 @@ class VerdictCache:
             return
         tmp = self._path.with_name(self._path.name + ".tmp")
         try:
-            with tmp.open("w", encoding="utf-8") as handle:
+            with _open_private(tmp, "w") as handle:
                 handle.writelines(_line(k, e) for k, e in self._entries.items())
             os.replace(tmp, self._path)
         except OSError as exc:

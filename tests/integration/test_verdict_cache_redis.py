@@ -40,7 +40,7 @@ from tests.integration.redis_server import RedisServer
 
 TTL = 3600
 GEN = "settings0feeds0"
-KEY = cache_key("default", "Alice@Example.Test", b"uidl-0001")
+KEY = cache_key("default", "Alice@Example.Test", b"uidl-0001", 1234)
 VERDICT = CachedVerdict("tag", 7.5, ("link-ip-literal: 198.51.100.7",), 1234, 1_700_000_000.0,
                         GEN, signals=("link-ip-literal",))
 KEY_RE = re.compile(rb"popproxy:verdict:[0-9a-f]{32}")

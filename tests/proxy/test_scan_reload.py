@@ -15,7 +15,7 @@ CLEAN = b"From: a@example.test\r\nSubject: hello\r\n\r\nJust text.\r\n"
 
 
 def _closed(service: ScanService) -> bool:
-    return bool(service._pool._shutdown)  # what "closed" means for its threads
+    return service.closed  # its worker processes are stopped
 
 
 def test_old_scan_service_is_closed_after_its_sessions_end(loop_thread: LoopThread,

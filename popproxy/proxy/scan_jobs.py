@@ -1,0 +1,181 @@
+"""The work a scan worker process does, as plain functions: judge a message, render an action.
+
+Both run in :mod:`popproxy.proxy.scan_worker` child processes, never on the event loop: a
+hostile message may cost its time budget of one core there, and the worker is killed if it
+runs past it (:mod:`popproxy.proxy.scan_pool`).  Nothing here does I/O beyond writing the
+rendered message to the spool file it is given.
+
+The parent and its workers exchange JSON (never pickle): a worker parses attacker input, so
+what it sends back is treated as data only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from popproxy.policy.schema import Scan
+from popproxy.scan import ScanConfig, Scanner, Signal, Thresholds, Verdict, apply_action
+from popproxy.scan.actions import quarantine_notice
+
+# Our own header fields.  Any field of the sender's with this prefix is renamed on every path
+# (rendered, streamed), so a client never sees a forged verdict beside ours.  The new name has
+# the same length, so a message streamed with a size announced earlier keeps that size.
+OWN_PREFIX = b"x-popproxy-"
+FORGED_PREFIX = b"X-Original-"
+# The first reason of a quarantine whose notice is our own minimal one (the action's rendering
+# failed or ran out of time): re-rendering it later gives the same bytes, so sizes stay equal.
+RENDER_FAILED = "render-failed"
+
+
+def scan_config(policy: Scan) -> ScanConfig:
+    """The scanner's settings from the policy's ``scan`` section (the one conversion)."""
+    return ScanConfig(
+        thresholds=Thresholds(policy.thresholds.tag, policy.thresholds.defang,
+                              policy.thresholds.quarantine),
+        max_message_bytes=policy.max_message_bytes, time_budget_seconds=policy.time_budget,
+        feed_paths=policy.feeds, subject_prefix=policy.subject_prefix,
+        notice_from=policy.notice_from,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOrder:
+    """What a worker needs to render one message: the cached verdict's fields."""
+
+    action: str
+    score: float
+    reasons: tuple[str, ...]
+    scanned_at: float
+    quarantine_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "score": self.score, "reasons": list(self.reasons),
+                "scanned_at": self.scanned_at, "quarantine_id": self.quarantine_id}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RenderOrder:
+        return cls(str(data["action"]), float(data["score"]),
+                   tuple(str(r) for r in data["reasons"]), float(data["scanned_at"]),
+                   str(data["quarantine_id"]))
+
+
+# ---------------------------------------------------------------- verdicts as JSON
+def verdict_to_json(verdict: Verdict) -> dict[str, Any]:
+    return {"action": verdict.action, "score": verdict.score, "reasons": list(verdict.reasons),
+            "cause": verdict.cause,
+            "signals": [[s.name, s.weight, s.detail] for s in verdict.signals]}
+
+
+def verdict_from_json(data: dict[str, Any]) -> Verdict:
+    """Raises KeyError, TypeError or ValueError on anything that is not a verdict."""
+    action = data["action"]
+    if action not in ("pass", "tag", "defang", "quarantine", "unscanned"):
+        raise ValueError("not an action")
+    cause = data.get("cause")
+    if cause not in (None, "too-large", "time-budget", "error"):
+        raise ValueError("not a cause")
+    signals = tuple(Signal(name=str(n), weight=float(w), detail=str(d))
+                    for n, w, d in data["signals"])
+    return Verdict(action=action, score=float(data["score"]),
+                   reasons=tuple(str(r) for r in data["reasons"]), signals=signals, cause=cause)
+
+
+# ---------------------------------------------------------------- the jobs
+def judge(scanner: Scanner, message: bytes) -> dict[str, Any]:
+    return verdict_to_json(scanner.scan(message))
+
+
+def render(config: ScanConfig, original: bytes, order: RenderOrder) -> bytes:
+    """The bytes the client receives for a non-pass verdict; the same bytes every time.
+
+    Raises whatever the action raises on hostile MIME: the caller then quarantines the message
+    behind our own notice (never the original with live links).
+    """
+    if order.action == "quarantine":
+        if order.reasons[:1] == (RENDER_FAILED,):
+            return fallback_notice(order.quarantine_id, order.scanned_at)
+        verdict = Verdict(action="quarantine", score=order.score, reasons=order.reasons)
+        return quarantine_notice(original, verdict, quarantine_id=order.quarantine_id,
+                                 notice_from=config.notice_from, now=order.scanned_at)
+    clean = rename_forged_headers(original)
+    if order.action == "unscanned":
+        return unscanned_prefix(order.reasons) + clean
+    verdict = Verdict(action=order.action, score=order.score,  # type: ignore[arg-type]
+                      reasons=order.reasons)
+    return apply_action(clean, verdict, config, clock=lambda: order.scanned_at)
+
+
+def render_to_file(config: ScanConfig, original: bytes, order: RenderOrder, out: Path) -> int:
+    """``render`` into a new spool file (mode 0600); returns its size in octets."""
+    rendered = render(config, original, order)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(rendered)
+    return len(rendered)
+
+
+# ---------------------------------------------------------------- our own header lines
+def unscanned_prefix(reasons: tuple[str, ...], verdict: str = "unscanned") -> bytes:
+    """Header lines put in front of a message delivered as it is.
+
+    Prepending keeps the original untouched after them, so even a message too large to hold
+    can be streamed; RFC 5322 section 3.6 allows header fields in any order.
+    """
+    reason = (reasons[0] if reasons else verdict).replace("\r", " ").replace("\n", " ")[:200]
+    return (b"X-Popproxy-Verdict: " + verdict.encode() + b"\r\nX-Popproxy-Reasons: "
+            + reason.encode("ascii", "replace") + b"\r\n")
+
+
+def fallback_notice(quarantine_id: str, scanned_at: float) -> bytes:
+    """A minimal quarantine notice built from our own data only (it cannot fail)."""
+    when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(scanned_at))
+    return (b"From: popproxy <postmaster@localhost>\r\nSubject: [QUARANTINED] a message was held"
+            b"\r\nDate: " + when.encode() + b"\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+            b"A message was held by the mail security proxy.\r\nQuarantine id: "
+            + quarantine_id.encode("ascii", "replace") + b"\r\n")
+
+
+def sized_notice(quarantine_id: str, scanned_at: float, size: int) -> bytes:
+    """``fallback_notice`` padded (or cut) to exactly ``size`` octets.
+
+    Used when a message whose size the client was already told cannot be rendered now: RFC 1939
+    section 5 wants RETR to return the octets LIST announced, and the original must not leak.
+    """
+    notice = fallback_notice(quarantine_id, scanned_at)
+    if len(notice) >= size:
+        return notice[:size]
+    filler = size - len(notice)
+    lines = (b"." * 76 + b"\r\n") * (filler // 78)
+    rest = filler - len(lines)
+    tail = (b"." * (rest - 2) + b"\r\n") if rest >= 2 else b" " * rest
+    return notice + lines + tail
+
+
+def rename_forged_headers(message: bytes) -> bytes:
+    """Rename the sender's own ``X-Popproxy-*`` fields to ``X-Original-*`` (same length).
+
+    Only the header block is looked at (up to the first empty line), in one linear pass.
+    """
+    end = _header_end(message)
+    head = message[:end]
+    if OWN_PREFIX not in head.lower():
+        return message
+    out = bytearray()
+    for line in head.splitlines(keepends=True):
+        if line[:len(OWN_PREFIX)].lower() == OWN_PREFIX:
+            line = FORGED_PREFIX + line[len(OWN_PREFIX):]
+        out += line
+    return bytes(out) + message[end:]
+
+
+def _header_end(message: bytes) -> int:
+    """Where the header block ends (after its blank line), or the message's end."""
+    crlf, lf = message.find(b"\r\n\r\n"), message.find(b"\n\n")
+    if crlf != -1 and (lf == -1 or crlf < lf):
+        return crlf + 4
+    return len(message) if lf == -1 else lf + 2

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Scanner quality and speed over the shared evaluation corpus.
+"""Scanner quality and speed over the shared evaluation corpus, split by time.
 
-Reports, with and without the blocklist feed: detection (share of phish/ flagged) and false
-positives (share of ham/ flagged), combined and per signal, on three splits of the corpus:
-``tune`` (even-numbered files, the only ones looked at while choosing weights), ``held-out``
-(odd-numbered files) and ``all``.  Then scanner throughput in messages/s on one core.
+Phishing comes in campaigns of near-copies, so a random or even/odd split measures memory of
+campaigns.  Like ``../shared/corpus/evaluate.py`` this splits phish/ and phish-pool/ by sample
+number (the honeypot numbers samples in the order they arrived; phish/MANIFEST.json gives the
+numbers of phish/): ``tune`` is samples below SPLIT (the only phishing looked at while choosing
+weights), ``validate`` the newer ones (report, never tune on it).  False positives are given for
+ham/ (2002) and ham-modern/ (2019-2026) separately.  Per-signal counts are printed for the sets
+one may tune on (tune, ham, ham-modern) only.  Then throughput in messages/s on one core.
 
-The corpus is read in place (CORPUS env, default ../shared/corpus next to the repository) and
-never copied: it is licensed CC BY-NC.  Run: ``python bench/scan_quality.py [--json]``.
+Everything is reported without and with the blocklist feed (the feed snapshot is newer than
+every message, so the feed figures flatter).  The corpus is read in place (CORPUS env, default
+../shared/corpus next to the repository) and never copied: it is licensed CC BY-NC.
+Run: ``python bench/scan_quality.py [--json] [--split 3600]``.
 """
 
 from __future__ import annotations
@@ -32,64 +37,61 @@ from popproxy.scan import ScanConfig, Scanner, Verdict, load_feeds  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"
 FEED_NAME = "feeds/openphish-hosts.txt"
-SPLITS = ("tune", "held-out", "all")
+# evaluate.py's default: samples 3600 and up (late 2023 - early 2024) are the validation set.
+SPLIT = 3600
+SETS = ("tune", "validate", "ham", "ham-modern")
+TUNABLE = ("tune", "ham", "ham-modern")  # per-signal counts only where tuning may look
 FLAGGED_ACTIONS = ("tag", "defang", "quarantine")
 
 
 @dataclass
 class Sample:
-    """One corpus message and its label."""
+    """One corpus message and the set it belongs to."""
 
     name: str
-    phish: bool
-    number: int
+    group: str
     data: bytes
 
 
 @dataclass
 class Tally:
-    """Counts for one split and one scanner setting."""
+    """Counts for one set and one scanner setting."""
 
-    phish: int = 0
-    ham: int = 0
-    phish_flagged: int = 0
-    ham_flagged: int = 0
+    messages: int = 0
+    flagged: int = 0
     unscanned: int = 0
-    phish_signals: Counter[str] = field(default_factory=Counter)
-    ham_signals: Counter[str] = field(default_factory=Counter)
+    signals: Counter[str] = field(default_factory=Counter)
 
-    def add(self, sample: Sample, verdict: Verdict) -> None:
-        flagged = verdict.action in FLAGGED_ACTIONS
+    def add(self, verdict: Verdict) -> None:
+        self.messages += 1
+        self.flagged += verdict.action in FLAGGED_ACTIONS
         self.unscanned += verdict.action == "unscanned"
-        names = {s.name for s in verdict.signals}
-        if sample.phish:
-            self.phish += 1
-            self.phish_flagged += flagged
-            self.phish_signals.update(names)
-        else:
-            self.ham += 1
-            self.ham_flagged += flagged
-            self.ham_signals.update(names)
+        self.signals.update({s.name for s in verdict.signals})
 
 
-def load_corpus(root: Path) -> list[Sample]:
-    """Every .eml under phish/ and ham/, with its number (for the even/odd split)."""
-    samples = []
-    for label in ("phish", "ham"):
-        for path in sorted((root / label).glob("*.eml")):
-            m = re.search(r"(\d+)\.eml$", path.name)
-            number = int(m.group(1)) if m else 0
-            samples.append(Sample(path.name, label == "phish", number, path.read_bytes()))
+def phish_numbers(root: Path) -> dict[Path, int]:
+    """Every phishing file with its sample number (phish/ from its manifest, pool from names)."""
+    manifest = json.loads((root / "phish" / "MANIFEST.json").read_text())
+    numbers = {root / "phish" / f["file"]: int(f["sample"]) for f in manifest["files"]}
+    for path in (root / "phish-pool").glob("pot_*.eml"):
+        m = re.search(r"(\d+)", path.stem)
+        if m:
+            numbers[path] = int(m.group(1))
+    return numbers
+
+
+def load_corpus(root: Path, split: int) -> list[Sample]:
+    """All samples, grouped into SETS."""
+    samples = [
+        Sample(path.name, "tune" if number < split else "validate", path.read_bytes())
+        for path, number in sorted(phish_numbers(root).items(), key=lambda item: item[1])
+    ]
+    for group in ("ham", "ham-modern"):
+        samples.extend(
+            Sample(path.name, group, path.read_bytes())
+            for path in sorted((root / group).glob("*.eml"))
+        )
     return samples
-
-
-def in_split(sample: Sample, split: str) -> bool:
-    """tune = even-numbered files, held-out = odd-numbered, all = both."""
-    if split == "tune":
-        return sample.number % 2 == 0
-    if split == "held-out":
-        return sample.number % 2 == 1
-    return True
 
 
 # Messages scanned untimed first, so one-off costs (lazy imports, regex compilation) are not
@@ -98,12 +100,12 @@ WARM_UP = 20
 
 
 def evaluate(samples: list[Sample], scanner: Scanner) -> tuple[dict[str, Tally], float]:
-    """Scan every sample once; tallies per split and messages/s.
+    """Scan every sample once; tallies per set and messages/s.
 
     Speed is messages per second of this process's CPU time (time.process_time), i.e. on one
     core, so other load on the machine does not distort it.
     """
-    tallies = {split: Tally() for split in SPLITS}
+    tallies = {name: Tally() for name in SETS}
     for sample in samples[:WARM_UP]:
         scanner.scan(sample.data)
     elapsed = 0.0
@@ -111,59 +113,54 @@ def evaluate(samples: list[Sample], scanner: Scanner) -> tuple[dict[str, Tally],
         start = time.process_time()
         verdict = scanner.scan(sample.data)
         elapsed += time.process_time() - start
-        for split in SPLITS:
-            if in_split(sample, split):
-                tallies[split].add(sample, verdict)
+        tallies[sample.group].add(verdict)
     return tallies, len(samples) / elapsed if elapsed else 0.0
 
 
 def pct(n: int, d: int) -> str:
-    """'93.2% (466/500)'."""
+    """'53.8% (1838/3416)'."""
     return f"{100.0 * n / d:5.1f}% ({n}/{d})" if d else "  n/a"
 
 
-def print_tables(results: dict[str, tuple[dict[str, Tally], float]]) -> None:
-    """Human-readable tables: combined per split, then per signal on all."""
-    print("## Combined (flagged = action tag, defang or quarantine)\n")
-    print(f"| {'setting':<12} | {'split':<8} | {'detection':<20} | {'false positives':<20} |")
-    print(f"|{'-' * 14}|{'-' * 10}|{'-' * 22}|{'-' * 22}|")
+Results = dict[str, tuple[dict[str, Tally], float]]
+
+
+def print_tables(results: Results, split: int) -> None:
+    """Human-readable tables: flagged per set, per signal on the tunable sets, throughput."""
+    print(f"## Flagged (action tag, defang or quarantine); split at sample {split}\n")
+    print(f"| {'setting':<10} | {'tune phish':<20} | {'validate phish':<20} "
+          f"| {'ham (FP)':<16} | {'ham-modern (FP)':<16} |")
+    print(f"|{'-' * 12}|{'-' * 22}|{'-' * 22}|{'-' * 18}|{'-' * 18}|")
     for setting, (tallies, _) in results.items():
-        for split in SPLITS:
-            t = tallies[split]
-            print(f"| {setting:<12} | {split:<8} | {pct(t.phish_flagged, t.phish):<20} "
-                  f"| {pct(t.ham_flagged, t.ham):<20} |")
+        cells = [pct(tallies[name].flagged, tallies[name].messages) for name in SETS]
+        print(f"| {setting:<10} | {cells[0]:<20} | {cells[1]:<20} | {cells[2]:<16} "
+              f"| {cells[3]:<16} |")
     for setting, (tallies, _) in results.items():
-        t = tallies["all"]
-        names = sorted(set(t.phish_signals) | set(t.ham_signals),
-                       key=lambda n: (-t.phish_signals[n], n))
-        print(f"\n## Per signal, {setting}, all files (share of messages where it fired)\n")
-        print(f"| {'signal':<28} | {'phish':<18} | {'ham':<18} |")
-        print(f"|{'-' * 30}|{'-' * 20}|{'-' * 20}|")
+        names = sorted(set().union(*(tallies[s].signals for s in TUNABLE)),
+                       key=lambda n: (-tallies["tune"].signals[n], n))
+        print(f"\n## Per signal, {setting} (share of messages where it fired; tunable sets)\n")
+        print(f"| {'signal':<28} | {'tune phish':<20} | {'ham':<16} | {'ham-modern':<16} |")
+        print(f"|{'-' * 30}|{'-' * 22}|{'-' * 18}|{'-' * 18}|")
         for n in names:
-            print(f"| {n:<28} | {pct(t.phish_signals[n], t.phish):<18} "
-                  f"| {pct(t.ham_signals[n], t.ham):<18} |")
+            cells = [pct(tallies[s].signals[n], tallies[s].messages) for s in TUNABLE]
+            print(f"| {n:<28} | {cells[0]:<20} | {cells[1]:<16} | {cells[2]:<16} |")
     print("\n## Throughput (CPU time of one core, scan only, files preloaded)\n")
     for setting, (tallies, rate) in results.items():
-        print(f"- {setting}: {rate:.0f} messages/s; unscanned: {tallies['all'].unscanned}")
+        unscanned = sum(t.unscanned for t in tallies.values())
+        print(f"- {setting}: {rate:.0f} messages/s; unscanned: {unscanned}")
 
 
-def as_json(results: dict[str, tuple[dict[str, Tally], float]]) -> dict[str, object]:
+def as_json(results: Results, split: int) -> dict[str, object]:
     """The same numbers as a JSON-able dict."""
-    out: dict[str, object] = {}
+    out: dict[str, object] = {"split": split}
     for setting, (tallies, rate) in results.items():
         out[setting] = {
             "messages_per_second": round(rate, 1),
-            "splits": {
-                split: {
-                    "phish": t.phish, "phish_flagged": t.phish_flagged,
-                    "ham": t.ham, "ham_flagged": t.ham_flagged, "unscanned": t.unscanned,
-                }
-                for split, t in tallies.items()
+            "sets": {
+                name: {"messages": t.messages, "flagged": t.flagged, "unscanned": t.unscanned}
+                for name, t in tallies.items()
             },
-            "signals_all": {
-                "phish": dict(tallies["all"].phish_signals),
-                "ham": dict(tallies["all"].ham_signals),
-            },
+            "signals": {name: dict(tallies[name].signals) for name in TUNABLE},
         }
     return out
 
@@ -172,21 +169,22 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 2 when the corpus is missing."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--split", type=int, default=SPLIT, help="first validation sample")
     args = parser.parse_args(argv)
     root = Path(os.environ.get("CORPUS", DEFAULT_CORPUS))
-    if not (root / "phish").is_dir() or not (root / "ham").is_dir():
+    if not all((root / d).is_dir() for d in ("phish", "phish-pool", "ham", "ham-modern")):
         print(f"corpus not found at {root} (set CORPUS)", file=sys.stderr)
         return 2
-    samples = load_corpus(root)
+    samples = load_corpus(root, args.split)
     feed_path = root / FEED_NAME
     settings = {"no feed": Scanner(ScanConfig(), feeds=())}
     if feed_path.is_file():
         settings["with feed"] = Scanner(ScanConfig(), feeds=load_feeds([feed_path]))
     results = {name: evaluate(samples, scanner) for name, scanner in settings.items()}
     if args.json:
-        print(json.dumps(as_json(results), indent=2))
+        print(json.dumps(as_json(results, args.split), indent=2))
     else:
-        print_tables(results)
+        print_tables(results, args.split)
     return 0
 
 

@@ -1,0 +1,282 @@
+"""HTML is read the way a browser reads it: markup that fooled the old regex tokenizer.
+
+Each attack hid a clickable link from the scanner (score 0, delivered as ``pass``) because a
+regex disagreed with the HTML5 parsing rules a browser follows.  Every test checks the link at
+``html_extract`` level and through ``Scanner.scan``, where the link (an IP-literal host, which
+raises ``link-ip-host``) must now be judged.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from popproxy.scan.extract import Link, LinkSource, html_extract, refresh_url
+from tests.scan.helpers import build, names, scan
+
+EVIL = "http://198.51.100.7/login"
+
+
+def _links(html: str, source: LinkSource | None = None) -> list[str]:
+    return [link.url for link in html_extract(html).links if source in (None, link.source)]
+
+
+def _assert_judged(html: str) -> None:
+    """Through the whole scanner: the hidden link raises its link signal."""
+    verdict = scan(build(html=f"<html><body><p>Dear customer,</p>{html}</body></html>"))
+    assert "link-ip-host" in names(verdict)
+    assert verdict.score > 0
+    assert any(s.detail == "198.51.100.7" for s in verdict.signals)
+
+
+# --- end tags with attributes ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        f'<style>p {{color: red}}</style x><a href="{EVIL}">Sign in</a>',
+        f'<STYLE>p {{}}</STYLE foo="bar"><a href="{EVIL}">Sign in</a>',
+        f'<style>p {{}}</style\t><a href="{EVIL}">Sign in</a>',
+        f'<script>var a = 1;</script x=y><a href="{EVIL}">Sign in</a>',
+    ],
+)
+def test_style_end_tag_with_attributes_does_not_hide_link(html: str) -> None:
+    assert _links(html, "href") == [EVIL]
+    _assert_judged(html)
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        f'<title>Invoice</title/><a href="{EVIL}">Open invoice</a>',
+        f'<title>Invoice</title x="1"><a href="{EVIL}">Open invoice</a>',
+        f'<title>Invoice</TITLE / ><a href="{EVIL}">Open invoice</a>',
+    ],
+)
+def test_title_end_tag_with_slash_or_attributes_does_not_hide_link(html: str) -> None:
+    assert _links(html, "href") == [EVIL]
+    _assert_judged(html)
+
+
+# --- comment endings ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        f'<!--><a href="{EVIL}">Sign in</a><!-- later comment -->',
+        f'<!---><a href="{EVIL}">Sign in</a><!-- later comment -->',
+        f'<!--><a href="{EVIL}">Sign in</a>',
+    ],
+)
+def test_abruptly_closed_comment_does_not_hide_link(html: str) -> None:
+    assert _links(html, "href") == [EVIL]
+    _assert_judged(html)
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        f'<!-- note --!><a href="{EVIL}">Sign in</a><!-- x -->',
+        f'<!-- note --!><a href="{EVIL}">Sign in</a>',
+    ],
+)
+def test_bang_comment_ending_does_not_hide_link(html: str) -> None:
+    assert _links(html, "href") == [EVIL]
+    _assert_judged(html)
+
+
+def test_link_inside_a_real_comment_is_not_a_link() -> None:
+    assert _links(f'<!-- <a href="{EVIL}">x</a> -->') == []
+
+
+# --- base URL -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<base href="http://198.51.100.7/"><a href="login">Sign in</a>',
+        '<base href="http://198.51.100.7/x/"><a href="/login">Sign in</a>',
+        # The base applies to links written before it too (the first base in the document).
+        '<a href="login">Sign in</a><base href="http://198.51.100.7/">',
+        '<base href=" http://198.51.100.7/a/b"><a href="../login">Sign in</a>',
+    ],
+)
+def test_base_href_resolves_relative_link(html: str) -> None:
+    assert _links(html, "href") == [EVIL]
+    _assert_judged(html)
+
+
+def test_base_href_scheme_relative_and_same_scheme_links() -> None:
+    # "//host/x" takes the base's scheme; "http:login" is relative to an http base (WHATWG).
+    assert _links('<base href="http://good.example/"><a href="//198.51.100.7/login">x</a>') == [
+        EVIL
+    ]
+    assert _links('<base href="http://198.51.100.7/"><a href="http:login">x</a>') == [EVIL]
+
+
+def test_only_first_base_counts_and_relative_base_is_ignored() -> None:
+    html = '<base href="http://198.51.100.7/"><base href="http://good.example/"><a href="login">'
+    assert _links(html) == [EVIL]
+    assert _links('<base href="/dir/"><a href="login">x</a>') == ["login"]
+
+
+# --- form targets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        f'<form action="https://good.example/s"><button formaction="{EVIL}">Verify</button></form>',
+        f'<button type=submit formaction="{EVIL}">Verify</button>',
+        f"<form><button formaction={EVIL}>Verify</button></form>",
+    ],
+)
+def test_button_formaction_is_a_form_target(html: str) -> None:
+    assert EVIL in _links(html, "form")
+    _assert_judged(html)
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        f'<form><input type="image" src="b.png" formaction="{EVIL}"></form>',
+        f'<form><input type="submit" value="Go" formaction="{EVIL}"></form>',
+    ],
+)
+def test_input_image_formaction_is_a_form_target(html: str) -> None:
+    assert EVIL in _links(html, "form")
+    _assert_judged(html)
+
+
+def test_form_action_and_password_input() -> None:
+    html = f'<form action="{EVIL}"><input type="PASSWORD" name="p"><input name="u"></form>'
+    page = html_extract(html)
+    assert page.forms == 1
+    assert page.password_inputs == 1
+    assert [link.url for link in page.links if link.source == "form"] == [EVIL]
+    _assert_judged(html)
+
+
+# --- SVG, image maps, frames, refresh -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        f'<svg><a xlink:href="{EVIL}"><text x="0" y="15">Sign in</text></a></svg>',
+        f'<svg width="9"><a href="{EVIL}"><rect width="9" height="9"/></a></svg>',
+        f'<svg><g><a xlink:href="{EVIL}" href="{EVIL}"><text>Sign in</text></a></g></svg>',
+    ],
+)
+def test_svg_anchor_xlink_href_is_a_link(html: str) -> None:
+    assert _links(html, "href") == [EVIL]
+    _assert_judged(html)
+
+
+def test_svg_anchor_text_is_its_anchor_text() -> None:
+    html = f'<svg><a xlink:href="{EVIL}"><text>www.bank.example</text></a></svg>'
+    links = [link for link in html_extract(html).links if link.source == "href"]
+    assert [link.anchor_text for link in links] == ["www.bank.example"]
+
+
+def test_image_map_area_href_is_a_link() -> None:
+    html = f'<img src="x.png" usemap="#m"><map name="m"><area shape="rect" href="{EVIL}"></map>'
+    assert _links(html, "href") == [EVIL]
+    _assert_judged(html)
+
+
+@pytest.mark.parametrize(
+    ("html", "wrap"),
+    [
+        (f'<iframe src="{EVIL}" width="600"></iframe>', True),
+        (f'<frameset><frame src="{EVIL}"></frameset>', False),
+    ],
+)
+def test_iframe_and_frame_src_are_links(html: str, wrap: bool) -> None:
+    assert _links(html, "frame") == [EVIL]
+    message = build(html=f"<html><body>{html}</body></html>" if wrap else f"<html>{html}</html>")
+    assert "link-ip-host" in names(scan(message))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"0; url={EVIL}",
+        f"0;URL='{EVIL}'",
+        f'5 , Url = "{EVIL}"',
+        f"0;{EVIL}",  # no "url=" at all: browsers redirect anyway
+        f"0.5 {EVIL}",
+    ],
+)
+def test_meta_refresh_url_is_a_link(content: str) -> None:
+    html = f"<meta http-equiv=\"Refresh\" content=\"{content.replace(chr(34), '&quot;')}\">"
+    assert _links(html, "refresh") == [EVIL]
+    _assert_judged(html)
+
+
+def test_refresh_content_parsing_follows_the_standard() -> None:
+    assert refresh_url("5") == ""  # a reload, no URL
+    assert refresh_url("soon; url=x") == ""  # no time: the whole content is ignored
+    assert refresh_url("1; url = 'a' b") == "a"
+    assert refresh_url("1;urlx") == "urlx"
+
+
+# --- what is visible text -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        "<script>var u = 'http://198.51.100.9/x'; // verify your account</script>",
+        "<style>/* verify your account http://198.51.100.9/x */</style>",
+        "<title>verify your account http://198.51.100.9/x</title>",
+        "<!-- verify your account http://198.51.100.9/x -->",
+        "<template><p>verify your account http://198.51.100.9/x</p></template>",
+    ],
+)
+def test_invisible_text_is_not_visible_text(hidden: str) -> None:
+    page = html_extract(f"<p>Hello</p>{hidden}<p>Bye</p>")
+    assert " ".join(page.text) == "Hello Bye"
+    assert page.links == []
+
+
+def test_visible_text_keeps_element_boundaries() -> None:
+    page = html_extract("<p>Visit</p><p>http://198.51.100.7/login</p><p>now</p>")
+    assert " ".join(page.text) == "Visit http://198.51.100.7/login now"
+    assert [link.url for link in page.links] == [EVIL]
+
+
+def test_entities_are_decoded_in_text_and_attributes() -> None:
+    page = html_extract('<a href="http&#58;//198.51.100.7/login">Sign&nbsp;in &amp; pay</a>')
+    assert page.links[0].url == EVIL
+    assert page.links[0].anchor_text == "Sign in & pay"
+
+
+def test_anchor_text_is_capped() -> None:
+    page = html_extract(f'<a href="{EVIL}">{"word " * 200}<b>{"x" * 500}</b></a>')
+    (link,) = [link for link in page.links if link.source == "href"]
+    assert 0 < len(link.anchor_text) <= 200
+
+
+def test_anchor_text_skips_hidden_and_nested_anchors() -> None:
+    html = (
+        f'<svg><a href="{EVIL}"><title>tooltip</title><text>outer</text>'
+        '<a href="http://198.51.100.8/"><text>inner</text></a></a></svg>'
+    )
+    page = html_extract(html)
+    assert [(link.url, link.anchor_text) for link in page.links if link.source == "href"] == [
+        (EVIL, "outer"),
+        ("http://198.51.100.8/", "inner"),
+    ]
+
+
+def test_counts_scripts_images_and_forms() -> None:
+    page = html_extract('<img src=a><img src=b><script>1</script><svg><script>2</script></svg>')
+    assert (page.images, page.scripts, page.forms) == (2, 2, 0)
+
+
+def test_unclosed_anchor_runs_to_its_parent_end() -> None:
+    page = html_extract(f'<p><a href="{EVIL}">www.bank.example</p><p>more</p>')
+    assert page.links[0] == Link(EVIL, "href", "www.bank.example")

@@ -89,9 +89,41 @@ class RecoveredMultipart:
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 
 
+class TooDeep(email.errors.MessageDefect):
+    """The parser ran out of stack on the nesting: the body was kept as one text (see below)."""
+
+
 def parse_message(data: bytes) -> Message:
-    """Parse message bytes (never raises on malformed MIME; defects are recorded instead)."""
-    return _PARSER.parsebytes(data)
+    """Parse message bytes (never raises on malformed MIME; defects are recorded instead).
+
+    The stdlib parser recurses a few frames per multipart level, so a few hundred nested
+    multiparts exhaust Python's stack (RecursionError).  Such a message is parsed again for its
+    header only; its body stays one text, marked with :class:`TooDeep`, which the walk reads as
+    text (every link not hidden by a transfer encoding) and reports as the "depth" limit.  Not
+    re-parsed level by level: each failed attempt costs a parse of the whole message.
+    """
+    try:
+        return _PARSER.parsebytes(data)
+    except RecursionError:
+        msg = _PARSER.parsebytes(data, headersonly=True)
+        msg.defects.append(TooDeep())
+        return msg
+
+
+def _too_deep(node: Message) -> bool:
+    return any(isinstance(defect, TooDeep) for defect in node.defects)
+
+
+def _as_html(part: Part) -> Part:
+    """The body of a too-deep message read as HTML as well: its parts' anchors are markup."""
+    return Part(
+        content_type="text/html",
+        filename="",
+        attachment=False,
+        payload=part.payload,
+        charset=part.charset,
+        depth=part.depth,
+    )
 
 
 def header_text(msg: Message, name: str) -> str:
@@ -260,14 +292,19 @@ def walk_parts(
             if isinstance(children, list):
                 stack.extend((c, depth + 1) for c in reversed(children) if isinstance(c, Message))
             continue
+        deep = _too_deep(node)
+        if deep:
+            _note(stats, "depth")
         broken = node.get_content_maintype() == "multipart"  # and no usable boundary
-        part = _decode_leaf(node, depth, stats, max_decoded_bytes, as_text=broken)
+        part = _decode_leaf(node, depth, stats, max_decoded_bytes, as_text=broken or deep)
         if part is None:
             overflow.append((node, depth))
             overflow.extend(reversed(stack))
             break
         yield part
-        if broken:
+        if deep:
+            yield _as_html(part)
+        if broken and not deep:
             # The body was scanned as text just now (what a client that gives up on the
             # structure shows); the parts found in it are walked too (what a lenient client
             # shows).  Their bytes count again against max_decoded_bytes as they are decoded.
@@ -323,13 +360,17 @@ def _overflow_parts(
             _note(stats, "overflow")
             return
         checkpoint()
-        broken = node.get_content_maintype() == "multipart"
+        if _too_deep(node):
+            _note(stats, "depth")
+        broken = node.get_content_maintype() == "multipart" or _too_deep(node)
         part = _decode_leaf(node, depth, stats, None, as_text=broken, max_bytes=left)
         if part is None:
             continue
         left -= max(OVERFLOW_PART_COST, len(part.payload))
         stats.overflow_parts += 1
         yield part
+        if _too_deep(node):
+            yield _as_html(part)
 
 
 def _is_body(node: Message) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -51,6 +52,19 @@ class QuarantineStore:
             write_private(meta, json.dumps(asdict(held)).encode())
         else:
             tighten(meta, PRIVATE_FILE)
+
+    def hold_file(self, held: HeldMessage, original: Path) -> None:
+        """``hold`` for an original too large to keep in memory, spooled to ``original`` (a
+        0600 file on the same file system): moved into place."""
+        private_dir(self.directory)
+        eml, meta = self._paths(held.id)
+        if eml.exists():
+            original.unlink(missing_ok=True)
+        else:
+            shutil.move(original, eml)  # a rename, or a copy when on another file system
+            tighten(eml, PRIVATE_FILE)
+        if not meta.exists():
+            write_private(meta, json.dumps(asdict(held)).encode())
 
     def get(self, message_id: str) -> HeldMessage:
         _, meta = self._paths(message_id)

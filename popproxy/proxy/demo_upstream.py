@@ -33,6 +33,9 @@ SAMPLE_MESSAGES = (
 class Mailbox:
     password: bytes
     messages: list[bytes] = field(default_factory=lambda: list(SAMPLE_MESSAGES))
+    # UIDLs by message number; unset: a hash of the content.  Set, they behave like a server
+    # that reuses a UIDL for new content (Dovecot's pop3_reuse_xuidl, qpopper).
+    uidls: list[bytes] | None = None
 
 
 class DemoUpstream:
@@ -140,6 +143,15 @@ class _DemoConnection:
             return replies.err("authentication failed", replies.Code.AUTH)
         return replies.err("not logged in")
 
+    @staticmethod
+    def _listing(verb: str, box: Mailbox, number: int) -> str:
+        msg = box.messages[number - 1]
+        if verb == "LIST":
+            return str(len(msg))
+        if box.uidls is not None:
+            return box.uidls[number - 1].decode()
+        return hashlib.sha256(msg).hexdigest()[:16]
+
     def _visible(self, box: Mailbox) -> list[tuple[int, bytes]]:
         return [(i, m) for i, m in enumerate(box.messages, 1) if i not in self.deleted]
 
@@ -154,12 +166,12 @@ class _DemoConnection:
         if cmd.verb == "STAT":
             return replies.ok(f"{len(visible)} {sum(map(len, visible.values()))}")
         if cmd.verb in ("LIST", "UIDL") and not cmd.args:
-            lines = [f"{i} {_listing(cmd.verb, m)}".encode() for i, m in visible.items()]
+            lines = [f"{i} {self._listing(cmd.verb, box, i)}".encode() for i in visible]
             return replies.multiline(replies.ok(), lines)
         if msg is None:
             return replies.err("no such message")
         if cmd.verb in ("LIST", "UIDL"):
-            return replies.ok(f"{number} {_listing(cmd.verb, msg)}")
+            return replies.ok(f"{number} {self._listing(cmd.verb, box, number)}")
         if cmd.verb == "DELE":
             self.deleted.add(number)
             return replies.ok("deleted")
@@ -170,8 +182,6 @@ class _DemoConnection:
         return replies.err("unknown command")
 
 
-def _listing(verb: str, msg: bytes) -> str:
-    return str(len(msg)) if verb == "LIST" else hashlib.sha256(msg).hexdigest()[:16]
 
 
 def _top(msg: bytes, lines: int) -> bytes:

@@ -6,6 +6,7 @@ LIST are read once; DELE/RSET are tracked here to answer STAT and LIST like the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -24,6 +25,7 @@ from popproxy.proxy.scan_pool import JobFailed
 from popproxy.proxy.scanning import ScanService, held_id
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 from popproxy.proxy.verdict_cache import CachedVerdict, cache_key
+from popproxy.quarantine import HeldMessage
 
 if TYPE_CHECKING:
     from popproxy.proxy.session import Session
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("popproxy.scan")
 
 NO_SUCH_MESSAGE = replies.err("no such message")
+# Marks a cached verdict of a message over scan.max_message_bytes (judged on its head).
+TOO_LARGE = "too-large"
 # A rendered message is read from its spool file and sent in slices of this size, waiting
 # whenever the client's socket buffer is full: a slow reader costs about one slice of memory,
 # never a copy of the message (issue 14: 10 slow readers of a 15 MB message held 140 MB).
@@ -177,26 +181,85 @@ class MailboxView:
 
     async def _too_large_entry(self, number: int, size: int, now: float,
                                generation: str) -> CachedVerdict:
-        """A message over the cap is not scanned and never held whole, so it is tagged
-        "unscanned, too large": its header is rendered (Subject prefix, our verdict lines) and
-        its body streamed as the upstream sends it."""
-        reason = f"unscanned: {size} octets over the {self._service.policy.max_message_bytes} cap"
-        entry = CachedVerdict("tag", 0.0, (reason,), size, now, generation,
-                              signals=("too-large",))
-        self._count("unscanned", "tag")
-        head = await self._header_of(number)
-        rendered = await self._render_header(number, head, entry)
-        self._s.audit("verdict", message=number, action="tag", score=0.0, reasons=[reason],
-                      quarantine_id="")
-        return replace(entry, size=size - len(head) + rendered)
+        """A message over the cap is judged on its head (the first ``max_message_bytes``) and
+        never held whole in memory.  Tagged at least (the scanner adds ``limit-size``): its
+        header is rendered alone and its body streamed.  Judged worse than tag, it cannot be
+        defanged without holding it, so it is quarantined (spooled to disk, then held)."""
+        service = self._service
+        head = await self._fetch_head(number)
+        verdict = await service.judge(head, truncated=True)
+        action = "quarantine" if service.final_action(verdict) in ("defang", "quarantine") \
+            else "tag"
+        self._count(verdict.action, action)
+        reasons = verdict.reasons or (f"unscanned: {size} octets over the "
+                                      f"{service.policy.max_message_bytes} cap",)
+        entry = CachedVerdict(action, verdict.score, reasons, size, now, generation,
+                              signals=(TOO_LARGE, *(s.name for s in verdict.signals)),
+                              transient=service.transient(verdict))
+        if action == "quarantine":
+            entry = await self._hold_too_large(number, entry)
+            entry = replace(entry, size=await self._render_or_notice(number, head, entry))
+        else:
+            header = head[:_header_end(bytearray(head)) or len(head)]
+            entry = replace(entry, size=size - len(header)
+                            + await self._render_header(number, header, entry))
+        self._s.audit("verdict", message=number, action=action, score=round(verdict.score, 2),
+                      reasons=list(entry.reasons[:5]), quarantine_id=entry.quarantine_id)
+        return entry
+
+    async def _fetch_head(self, number: int, cmd: Command | None = None) -> bytes:
+        """RETR (or ``cmd``), keeping only the first ``max_message_bytes`` (unstuffed) of the
+        answer: the rest is read and dropped."""
+        cap = self._service.policy.max_message_bytes
+        cmd = cmd or Command("RETR", (str(number).encode(),))
+        if not await self._body_follows(cmd, relay=False):
+            raise UpstreamError(f"upstream refused {cmd.verb} of a listed message", "protocol")
+        head, unstuffer = bytearray(), Unstuffer()
+        while not isinstance(event := await self._up.next_event(), EndOfBody):
+            if not isinstance(event, BodyData):
+                raise UpstreamError("upstream closed mid-response", "closed")
+            if len(head) < cap:
+                head += unstuffer.feed(event.data)
+        return bytes(head[:cap])
+
+    async def _hold_too_large(self, number: int, entry: CachedVerdict) -> CachedVerdict:
+        """Spool the whole original to disk (hashing it for its id) and quarantine it."""
+        path = self._spool_file(number, ".orig")
+        if not await self._body_follows(Command("RETR", (str(number).encode(),)), relay=False):
+            raise UpstreamError("upstream refused RETR of a listed message", "protocol")
+        digest, unstuffer, length = hashlib.sha256(), Unstuffer(), 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            while not isinstance(event := await self._up.next_event(), EndOfBody):
+                if not isinstance(event, BodyData):
+                    raise UpstreamError("upstream closed mid-response", "closed")
+                data = unstuffer.feed(event.data)
+                digest.update(data)
+                length += len(data)
+                handle.write(data)
+        entry = replace(entry, quarantine_id=digest.hexdigest()[:16])
+        self._service.quarantine.hold_file(
+            HeldMessage(entry.quarantine_id, self._s.user or "", entry.scanned_at, entry.score,
+                        entry.reasons, length), path)
+        return entry
+
+    async def _render_or_notice(self, number: int, original: bytes,
+                                entry: CachedVerdict) -> int:
+        """Render into the spool; if that fails, our own notice padded to ``entry.size``
+        (the size the client may already have been told)."""
+        out = self._spool_file(number)
+        try:
+            return await self._service.render_to(original, entry, out)
+        except JobFailed:
+            _write_private(out, scan_jobs.sized_notice(entry.quarantine_id, entry.scanned_at,
+                                                       entry.size))
+            return entry.size
 
     async def _header_of(self, number: int) -> bytes:
-        """The header block of a message (TOP n 0), unstuffed, up to its blank line."""
-        status, body = await self._multiline(Command("TOP", (str(number).encode(), b"0")))
-        if not status.ok:
-            raise UpstreamError("upstream refused TOP of a listed message", "protocol")
-        end = _header_end(bytearray(body))
-        return body if end is None else body[:end]
+        """The header block of a message (TOP n 0), up to its blank line and at most
+        ``max_message_bytes``: the same bytes as the header cut from ``_fetch_head``."""
+        head = await self._fetch_head(number, Command("TOP", (str(number).encode(), b"0")))
+        return head[:_header_end(bytearray(head)) or len(head)]
 
     async def _render_header(self, number: int, head: bytes, entry: CachedVerdict) -> int:
         """Render the header block alone into the spool (file ``<n>.head``); its size."""
@@ -273,7 +336,7 @@ class MailboxView:
             await self._stream_with_header(cmd, entry, top_lines, _renamed_head)
         elif entry.action == "unscanned":  # cached by an older version: verdict lines in front
             await self._stream_with_header(cmd, entry, top_lines, _unscanned_head(entry))
-        elif "too-large" in entry.signals:
+        elif TOO_LARGE in entry.signals and entry.action == "tag":
             await self._stream_too_large(cmd, number, entry, top_lines)
         else:
             await self._deliver_rendered(number, top_lines, entry)
@@ -292,7 +355,9 @@ class MailboxView:
             _write_private(path, scan_jobs.fallback_notice(entry.quarantine_id,
                                                            entry.scanned_at))
         if not path.exists():
-            original = await self.fetch(number)
+            # An over-cap message is rendered from its head, as it was at listing time.
+            original = await (self._fetch_head(number) if TOO_LARGE in entry.signals
+                              else self.fetch(number))
             try:
                 size = await self._service.render_to(original, entry, path)
             except JobFailed as exc:
@@ -371,13 +436,14 @@ class MailboxView:
             return
         await self._s.relay_body()
 
-    async def _body_follows(self, cmd: Command) -> bool:
-        """Send ``cmd``; True if a multi-line body follows, else its -ERR went to the client."""
+    async def _body_follows(self, cmd: Command, relay: bool = True) -> bool:
+        """Send ``cmd``; True if a multi-line body follows, else its -ERR went to the client
+        (when ``relay``)."""
         self._up.send(cmd)
         status = await self._up.next_event()
         if not isinstance(status, StatusLine):
             raise UpstreamError("upstream closed the connection", "closed")
-        if not status.multiline:
+        if not status.multiline and relay:
             self._s.write(status.raw)
         return status.multiline
 

@@ -85,8 +85,9 @@ def verdict_from_json(data: dict[str, Any]) -> Verdict:
 
 
 # ---------------------------------------------------------------- the jobs
-def judge(scanner: Scanner, message: bytes) -> dict[str, Any]:
-    return verdict_to_json(scanner.scan(message))
+def judge(scanner: Scanner, message: bytes, truncated: bool = False) -> dict[str, Any]:
+    """``truncated``: ``message`` is the head of a message over the size cap."""
+    return verdict_to_json(scanner.scan(message, truncated=truncated))
 
 
 def render(config: ScanConfig, original: bytes, order: RenderOrder) -> bytes:
@@ -110,8 +111,14 @@ def render(config: ScanConfig, original: bytes, order: RenderOrder) -> bytes:
 
 
 def render_to_file(config: ScanConfig, original: bytes, order: RenderOrder, out: Path) -> int:
-    """``render`` into a new spool file (mode 0600); returns its size in octets."""
+    """``render`` into a new spool file (mode 0600); returns its size in octets.
+
+    The copy ends with CRLF: on the wire a body always does (RFC 1939 section 3), so the size
+    the client is told must count it.
+    """
     rendered = render(config, original, order)
+    if rendered and not rendered.endswith(b"\n"):
+        rendered += b"\r\n"
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(rendered)

@@ -58,7 +58,7 @@ def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
 def handle(job: dict[str, Any], payload: bytes, scanner: Scanner,
            config: ScanConfig) -> dict[str, Any]:
     if job["op"] == "scan":
-        return {"verdict": scan_jobs.judge(scanner, payload)}
+        return {"verdict": scan_jobs.judge(scanner, payload, bool(job.get("truncated")))}
     if job["op"] == "render":
         order = scan_jobs.RenderOrder.from_json(job["order"])
         return {"size": scan_jobs.render_to_file(config, payload, order, Path(job["out"]))}

@@ -120,12 +120,14 @@ class ScanService:
         """Seconds a worker gets for one job before it is killed."""
         return self.policy.time_budget + KILL_GRACE
 
-    async def judge(self, original: bytes) -> Verdict:
+    async def judge(self, original: bytes, truncated: bool = False) -> Verdict:
         """The worker's verdict; a job killed at its deadline or a dead worker is "unscanned"
-        with cause "time-budget" (remembered), a scanner error "error" (judged again)."""
+        with cause "time-budget" (remembered), a scanner error "error" (judged again).
+        ``truncated``: ``original`` is the head of a message over the size cap."""
         started = time.monotonic()
         try:
-            answer = await self._workers.call({"op": "scan"}, original, self.deadline)
+            answer = await self._workers.call({"op": "scan", "truncated": truncated}, original,
+                                              self.deadline)
             verdict = scan_jobs.verdict_from_json(answer["verdict"])
         except JobFailed as exc:
             if exc.reason == "error":

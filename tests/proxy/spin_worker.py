@@ -18,10 +18,10 @@ def _spin() -> None:
         n += 1
 
 
-def judge(scanner: Scanner, message: bytes) -> dict[str, Any]:
+def judge(scanner: Scanner, message: bytes, truncated: bool = False) -> dict[str, Any]:
     if SPIN_MARK in message:
         _spin()
-    return _judge(scanner, message)
+    return _judge(scanner, message, truncated)
 
 
 def render(config: ScanConfig, original: bytes, order: scan_jobs.RenderOrder) -> bytes:

@@ -1,0 +1,43 @@
+"""The worker's jobs as plain functions: forged-header renaming, sized notices, verdict JSON."""
+
+from __future__ import annotations
+
+import pytest
+
+from popproxy.proxy import scan_jobs
+from popproxy.scan import Signal, Verdict
+
+
+@pytest.mark.parametrize("message", [
+    b"X-Popproxy-Verdict: pass\r\nSubject: a\r\n\r\nX-Popproxy-Verdict: body\r\n",
+    b"x-popproxy-verdict: pass\nSubject: a\n\nbody\n",
+    b"X-POPPROXY-Reasons: x\r\n  folded\r\nX-Popproxy-Score: 0\r\n\r\n",
+    b"X-Popproxy-Verdict: pass",  # all header, no blank line
+])
+def test_forged_headers_renamed_in_the_header_block_only_same_length(message: bytes) -> None:
+    renamed = scan_jobs.rename_forged_headers(message)
+    assert len(renamed) == len(message)
+    head = renamed.split(b"\r\n\r\n")[0].split(b"\n\n")[0]
+    original_head = message.split(b"\r\n\r\n")[0].split(b"\n\n")[0]
+    assert b"x-popproxy-" not in head.lower()
+    assert head.count(b"X-Original-") == original_head.lower().count(b"x-popproxy-")
+    assert renamed[len(head):] == message[len(head):]  # the body is untouched
+
+
+@pytest.mark.parametrize("size", [0, 10, 200, 300, 301, 1000, 12345])
+def test_sized_notice_has_exactly_the_size(size: int) -> None:
+    notice = scan_jobs.sized_notice("abcd", 0.0, size)
+    assert len(notice) == size
+    if size > 400:
+        assert b"Quarantine id: abcd" in notice
+
+
+def test_verdict_json_round_trip_and_refusals() -> None:
+    verdict = Verdict(action="tag", score=4.5, reasons=("a (b)",),
+                      signals=(Signal(name="a", weight=4.5, detail="b"),))
+    assert scan_jobs.verdict_from_json(scan_jobs.verdict_to_json(verdict)) == verdict
+    for bad in ({"action": "rm -rf", "score": 0, "reasons": [], "signals": []},
+                {"action": "pass", "score": 0, "reasons": [], "signals": [], "cause": "x"},
+                {"action": "pass"}):
+        with pytest.raises((KeyError, ValueError, TypeError)):
+            scan_jobs.verdict_from_json(bad)

@@ -271,9 +271,11 @@ def _limit_signals(
     """One signal per exhausted limit: hitting a limit is evidence, not a reason to stop."""
     out: list[Signal] = []
     rest = ", some unjudged" if "overflow" in stats.limits_hit else ""
+    detail = f"{stats.overflow_parts} parts judged past it{rest}"
+    if stats.unparsed:
+        detail = "structure not parsed, body read as text"
     for limit in stats.limits_hit:
         if limit in _WALK_LIMITS:
-            detail = f"{stats.overflow_parts} parts judged past it{rest}"
             out.append(_sig(_WALK_LIMITS[limit], detail))
     if chosen.exhausted or found.body_links.overflow or found.attachment_links.overflow:
         out.append(_sig("limit-links", f"{chosen.hosts} hosts judged"))

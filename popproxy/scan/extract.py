@@ -17,9 +17,12 @@ LinkSource = Literal["text", "href", "form", "frame", "refresh", "pdf"]
 _MAX_ANCHOR_CHARS = 200
 
 # URLs in running text, including the defanged spellings security notices use (hxxp, [.]),
-# because a client may still render those as links after "refanging" by the reader.
+# because a client may still render those as links after "refanging" by the reader.  After the
+# scheme any run of slashes and backslashes counts ("https:\\evil.test", "http:/evil.test"
+# open in a browser, which reads a backslash as a slash); a bare "http:" followed by text is
+# left out: no mail client makes a link of it.
 _TEXT_URL = re.compile(
-    r"(?i)(?<![\w@])(?:(?:https?|hxxps?|h\[xx\]ps?|ftp)(?:://|\[://\]|\[:\]//)"
+    r"(?i)(?<![\w@])(?:(?:https?|hxxps?|h\[xx\]ps?|ftp)(?::[/\\]{1,8}|\[://\]|\[:\]//)"
     r"|www\d{0,3}(?:\.|\[\.\]))[^\s<>\"'`]{2,2048}"
 )
 _TRAILING = ".,;:!?)]}>'\"*"

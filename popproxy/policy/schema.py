@@ -146,7 +146,8 @@ class Limits(_Model):
     # Failed logins in one connection before it is closed (slows online guessing).
     max_login_failures: Annotated[int, Field(ge=1, le=100)] = 3
     # Every failed password check is answered no sooner than this (hides whether the
-    # upstream, the policy or a missing account said no; Dovecot's auth_failure_delay is 2 s).
+    # upstream, the policy or a missing account said no), or than the routed upstream's own
+    # failure delay once learned (proxy/failure_timing.py; Dovecot's is 1.5-2 s).
     auth_failure_delay: Annotated[float, Field(ge=0, le=60)] = 1.0
 
     shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = 30.0

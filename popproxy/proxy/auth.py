@@ -29,6 +29,7 @@ from popproxy.pop3.sasl import (
 )
 from popproxy.pop3.state import Event
 from popproxy.proxy.errors import SessionEnd
+from popproxy.proxy.failure_timing import upstream_key
 from popproxy.proxy.lockout_store import StoreUnavailable
 from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
@@ -155,7 +156,6 @@ class AuthHandler:
 
     async def _login(self, creds: Credentials, mechanism: str) -> None:
         """Apply user policy, route, log in upstream; on success enter TRANSACTION."""
-        started = time.monotonic()
         if not _forwardable(creds):
             self._record("malformed", mechanism)
             await self._failed(replies.err("invalid characters in credentials", Code.AUTH))
@@ -165,18 +165,21 @@ class AuthHandler:
         settings = self._s.settings
         if not await self._lockout_allows(username, mechanism):
             return
+        # Every refusal is answered this long after the lockout check (whose delay does not
+        # depend on who says no): see failure_timing.py.
+        checked = time.monotonic()
+        name, target = route_for(settings.policy, username)
         decision = user_decision(
             settings.policy, username, self._s.client_ip, self._s.state.tls_active, mechanism
         )
         if not decision.allowed:
-            # Same reply and timing as a wrong password: a policy denial must not tell a
-            # guesser that the account exists.
+            # Same reply and timing as a wrong password at the upstream the user is routed
+            # to: a policy denial must not tell a guesser that the account exists.
             settings.observer.metrics.policy_denials.labels("user").inc()
             self._record("policy_denied", mechanism, reason=decision.reason)
             await self._lockout_failed(username, creds.password)
-            await self._failed(AUTH_FAILED, started)
+            await self._failed(AUTH_FAILED, checked, self._refusal_floor(target))
             return
-        name, target = route_for(settings.policy, username)
         upstream, status = await self._upstream_login(name, target, creds, mechanism)
         if status.ok:
             self._s.upstream = upstream
@@ -194,11 +197,19 @@ class AuthHandler:
         upstream.close()
         reply = _failure_reply(status.raw)
         bad_password = reply is AUTH_FAILED
+        if bad_password:  # the upstream's own failure delay, learned for the floor
+            settings.failure_timing.observe(upstream_key(target), time.monotonic() - checked)
         self._record("bad_credentials" if bad_password else "upstream_refused",
                      mechanism, upstream=name)
         if bad_password:
             await self._lockout_failed(username, creds.password)
-        await self._failed(reply, started)
+        await self._failed(reply, checked, self._refusal_floor(target))
+
+    def _refusal_floor(self, target: Upstream) -> float:
+        """limits.auth_failure_delay, or longer if ``target`` takes longer to refuse."""
+        settings = self._s.settings
+        return settings.failure_timing.floor(upstream_key(target),
+                                             settings.limits.auth_failure_delay)
 
     async def _lockout_allows(self, username: str, mechanism: str) -> bool:
         """Lockout check before anything reaches the upstream (RFC 3206 SYS/TEMP if blocked)."""
@@ -304,11 +315,11 @@ class AuthHandler:
         # DEBUG: the audit log is the record of logins; an INFO line per login costs ~4% CPU.
         log.debug("session %s: login %s", self._s.peer, result)
 
-    async def _failed(self, reply: bytes, started: float | None = None) -> None:
-        if started is not None:
+    async def _failed(self, reply: bytes, since: float | None = None, floor: float = 0.0) -> None:
+        if since is not None:
             # One floor for every failed password check (RFC 1939 section 13 suggests a
-            # delay): hides how long the upstream or the policy took to say no.
-            delay = self._s.settings.limits.auth_failure_delay - (time.monotonic() - started)
+            # delay): hides whether the upstream or the policy said no.
+            delay = floor - (time.monotonic() - since)
             if delay > 0:
                 await asyncio.sleep(delay)
         self.failures += 1

@@ -24,6 +24,7 @@ from popproxy.policy.lockout import source_network
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
+from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.proxyproto import ProxyProtocolError
@@ -68,6 +69,7 @@ class ProxyServer:
         self.server_tls = ServerTls(config.tls, config.state_dir) if needs_tls else None
         self.upstream_tls = _upstream_contexts(config)
         self.upstream_caps = UpstreamCapabilities()
+        self.failure_timing = FailureTiming()  # kept across policy reloads, like upstream_caps
         self.lockout = self._make_guard(config)
         self.scan = ScanService(config.scan, config.state_dir, self.observer) if (
             config.scan.enabled) else None
@@ -97,6 +99,7 @@ class ProxyServer:
             policy=self.config, listener=listener, server_tls=server_tls,
             upstream_tls=self.upstream_tls, observer=self.observer, lockout=self.lockout,
             scan=self.scan, upstream_caps=self.upstream_caps, capture=self.capture,
+            failure_timing=self.failure_timing,
         )
 
     async def start(self, port_overrides: dict[str, int] | None = None) -> None:

@@ -34,6 +34,7 @@ from popproxy.pop3.state import Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler
 from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
+from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.observe import Observer
@@ -62,6 +63,8 @@ class SessionSettings:
     capture: CaptureOptions | None = None  # popproxy run --capture DIR (docs/capture.md)
     # Shared by all sessions of a server (learned CAPA); tests get a fresh one.
     upstream_caps: UpstreamCapabilities = field(default_factory=UpstreamCapabilities)
+    # Shared likewise: how long each upstream takes to refuse a password (auth.py's floor).
+    failure_timing: FailureTiming = field(default_factory=FailureTiming)
 
     @property
     def limits(self) -> Limits:

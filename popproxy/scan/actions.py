@@ -17,20 +17,32 @@ from email.utils import formatdate
 
 from popproxy.scan.config import ScanConfig
 from popproxy.scan.defang import defang_message
-from popproxy.scan.headers import edit_headers, fold_list, split_message
+from popproxy.scan.headers import (
+    edit_headers,
+    field_name,
+    fold_list,
+    header_fields,
+    split_message,
+)
 from popproxy.scan.limits import MAX_HEADER_REASONS
 from popproxy.scan.mime import header_text, parse_message
 from popproxy.scan.verdict import Verdict, clean_detail
 
 # Characters of the original Subject repeated in a quarantine notice.
 _MAX_NOTICE_SUBJECT = 120
+# Bytes of each header field the notice decodes.  The stdlib's RFC 2047 decoder is quadratic on
+# hostile values (a 140 KB Subject of "=?a?q?x" took 38 s); a real From, To or Subject, even
+# folded over a dozen encoded words, is far shorter, and only 120 characters are shown anyway.
+_MAX_NOTICE_FIELD = 2048
+_NOTICE_FIELDS = (b"from", b"to", b"subject")
 
 # Changes whenever apply_action renders some original differently from before.  A cache that
 # stores the rendered size (the proxy's verdict cache, for STAT/LIST) must treat entries made
 # under another version as stale, or LIST and RETR disagree after an upgrade.
 # 2: defang writes header fields as they came (no re-folding), CRLF only, rebuilds multiparts
 #    without a usable boundary; tag puts the Subject before a malformed header line.
-RENDER_VERSION = 2
+# 3: defang serialises the HTML5 parse tree (issue 14) and turns markup attachments into text.
+RENDER_VERSION = 3
 
 
 def verdict_fields(verdict: Verdict, sep: bytes) -> list[bytes]:
@@ -66,7 +78,7 @@ def quarantine_notice(
 
     Only header values of the original (sender, subject, date) are repeated, never its body.
     """
-    original = parse_message(split_message(message)[0] + b"\r\n\r\n")
+    original = parse_message(_notice_header_block(message))
     sender = clean_detail(header_text(original, "From"))
     subject = " ".join(header_text(original, "Subject").split())[:_MAX_NOTICE_SUBJECT]
     reasons = "\n".join(f"  - {clean_detail(r)}" for r in verdict.reasons[:MAX_HEADER_REASONS])
@@ -94,6 +106,14 @@ def quarantine_notice(
     notice["X-Popproxy-Quarantine-Id"] = quarantine_id
     _, sep, _ = split_message(message)
     return notice.as_bytes().replace(b"\n", sep) if sep == b"\r\n" else notice.as_bytes()
+
+
+def _notice_header_block(message: bytes) -> bytes:
+    """The From, To and Subject fields of ``message``, each cut to _MAX_NOTICE_FIELD bytes."""
+    head, sep, _ = split_message(message)
+    kept = [f[:_MAX_NOTICE_FIELD].rstrip(b"\r\n") + sep for f in header_fields(head)
+            if field_name(f) in _NOTICE_FIELDS]
+    return b"".join(kept) + sep
 
 
 def apply_action(

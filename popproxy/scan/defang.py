@@ -1,93 +1,33 @@
 """The defang action: every link in the text parts made inert but still readable.
 
 text/plain: ``https://evil.example/x`` becomes ``hxxps://evil[.]example/x`` (the convention of
-security notices: people can read it, no client turns it back into a link).  text/html: href,
-action and frame src attributes are removed and the defanged URL is shown as text after the
-link, so the reader still sees where it pointed.
+security notices: people can read it, no client turns it back into a link; :mod:`inert_text`).
+text/html: the tree a browser builds, with every link inert and each link's target shown as
+text after it (:mod:`defang_html`).  This module walks the MIME tree and writes it back.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import quopri
 import re
 from email.message import Message
 
+from popproxy.scan.defang_html import defang_html
+from popproxy.scan.inert_text import defang_text
 from popproxy.scan.limits import MAX_MIME_PARTS
 from popproxy.scan.mime import parse_message, recover_multipart
+from popproxy.scan.mime_params import install, split_params
 from popproxy.scan.textdecode import decode_bytes
 
-_URL = re.compile(r"(?i)\b(https?|ftp|wss?)://([^\s/?#<>\"'\\]*)")
-_WWW = re.compile(r"(?i)(?<![\w./\[])(www\d{0,3})\.([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
-_SCHEME_FANG = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ws": "wxs", "wss": "wxss"}
-# A tag, with quoted attribute values allowed to contain ">" (href="...?a>b").
-_TAG = re.compile(r"""<(/?)([a-zA-Z][a-zA-Z0-9]*)\b(?:[^>"']|"[^"]*"|'[^']*')*>""")
-# "http://http://x" defangs in two passes (the first match swallows the second scheme).
-_MAX_PASSES = 4
-# Attributes that make an element navigate or load a page when clicked or rendered.
-_LINK_ATTR = re.compile(
-    r"""(?is)\s(href|action|formaction|xlink:href|src|data|ping)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)"""
-)
-_SRC_TAGS = frozenset({"iframe", "frame", "embed", "object", "script"})
+__all__ = ["defang_html", "defang_message", "defang_text"]
+
+# The stdlib's parameter splitter is quadratic in the header's length, and this module (like
+# the scanner) reads charset and boundary parameters of hostile headers: see mime_params.
+install()
+
 _DEFANGED_BODY_TYPES = ("text/plain", "text/html")
-
-
-def defang_text(text: str) -> str:
-    """Make URLs in running text unclickable: scheme to hxxp, dots in the host bracketed."""
-
-    def url(m: re.Match[str]) -> str:
-        scheme = _SCHEME_FANG.get(m.group(1).lower(), m.group(1))
-        return f"{scheme}://{m.group(2).replace('.', '[.]')}"
-
-    def www(m: re.Match[str]) -> str:
-        return f"{m.group(1)}[.]{m.group(2).replace('.', '[.]')}"
-
-    for _ in range(_MAX_PASSES):
-        new = _URL.sub(url, text)
-        if new == text:
-            break
-        text = new
-    return _WWW.sub(www, text)
-
-
-def defang_html(markup: str) -> str:
-    """Remove link targets from tags and show each anchor's URL, defanged, after it."""
-    out: list[str] = []
-    pending: list[str] = []
-    pos = 0
-    for m in _TAG.finditer(markup):
-        out.append(defang_text(markup[pos : m.start()]))
-        pos = m.end()
-        closing, name = m.group(1) == "/", m.group(2).lower()
-        if closing:
-            out.append(m.group(0))
-            if name == "a" and pending:
-                shown = pending.pop()
-                out.append(f" <span>[{html.escape(shown)}]</span>" if shown else "")
-            continue
-        tag, target = _strip_targets(m.group(0), name)
-        out.append(defang_text(tag))
-        if name == "a":
-            pending.append(defang_text(target))
-    out.append(defang_text(markup[pos:]))
-    return "".join(out)
-
-
-def _strip_targets(tag: str, name: str) -> tuple[str, str]:
-    target = ""
-
-    def drop(m: re.Match[str]) -> str:
-        nonlocal target
-        attr = m.group(1).lower()
-        if attr in ("src", "data") and name not in _SRC_TAGS:
-            return m.group(0)
-        if attr == "href":
-            target = html.unescape(m.group(2).strip("\"'"))
-        return ""
-
-    return _LINK_ATTR.sub(drop, tag), target
 
 
 def defang_message(message: bytes) -> bytes:
@@ -239,7 +179,7 @@ def _content_type_with_charset(part: Message, charset: str) -> str:
     other parameters that every reader parses alike (a quote left open could hide a second
     charset from the stdlib parser)."""
     raw = _first_raw(part, "Content-Type")
-    params = _split_params(raw)[1:] if raw else []
+    params = split_params(raw)[1:] if raw else []
     kept = [p.strip() for p in params if _CLEAN_PARAM.fullmatch(p) and _param_name(p) != "charset"]
     return "; ".join([_content_type(part), f'charset="{charset}"', *kept])
 
@@ -247,21 +187,6 @@ def _content_type_with_charset(part: Message, charset: str) -> str:
 def _param_name(param: str) -> str:
     """The lower-case name of a parameter, without an RFC 2231 section or charset mark."""
     return param.split("=", 1)[0].strip().lower().split("*", 1)[0]
-
-
-def _split_params(value: str) -> list[str]:
-    """Split a header value at the semicolons outside quotes, as ``email.message`` does."""
-    out: list[str] = []
-    rest = value
-    while True:
-        end = rest.find(";")
-        while end > 0 and (rest.count('"', 0, end) - rest.count('\\"', 0, end)) % 2:
-            end = rest.find(";", end + 1)
-        if end < 0:
-            out.append(rest)
-            return out
-        out.append(rest[:end])
-        rest = rest[end + 1 :]
 
 
 def _encode_qp(data: bytes, plan: _Plan) -> str:

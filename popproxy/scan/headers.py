@@ -34,13 +34,13 @@ def split_message(message: bytes) -> tuple[bytes, bytes, bytes]:
 
 def header_fields(head: bytes) -> list[bytes]:
     """The header block as a list of fields, each with its folded continuation lines."""
-    fields: list[bytes] = []
+    fields: list[list[bytes]] = []  # lines per field, joined once: "+=" per line is quadratic
     for line in head.splitlines(keepends=True):
         if fields and line[:1] in (b" ", b"\t"):
-            fields[-1] += line
+            fields[-1].append(line)
         else:
-            fields.append(line)
-    return fields
+            fields.append([line])
+    return [b"".join(lines) for lines in fields]
 
 
 def field_name(field: bytes) -> bytes:

@@ -6,6 +6,8 @@ import base64
 import email
 import email.policy
 import re
+import time
+from collections.abc import Callable
 from email.message import Message
 
 from popproxy.scan import (
@@ -242,3 +244,49 @@ def test_defang_keeps_only_the_content_type_the_scanner_read() -> None:
     assert out.count(b"Content-Type:") == 1 and out.count(b"Content-Transfer-Encoding:") == 1
     assert b"Content-Type: application/octet-stream\r\n" in out
     assert b"Content-Transfer-Encoding: 7bit\r\n" in out
+
+
+def _seconds(func: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def test_tag_of_a_header_folded_over_many_lines_is_linear() -> None:
+    """Attack: one header field folded over 400,000 lines.  Joining the lines with "+=" was
+    quadratic (1.6 MB: 35 s) on every render of a tagged message."""
+
+    def message(lines: int) -> bytes:
+        return b"From: a@example.org\r\nX-Long: a\r\n" + b" x\r\n" * lines + b"\r\nbody\r\n"
+
+    small, large = message(50_000), message(200_000)
+    t_small = min(_seconds(lambda: apply_action(small, TAG)) for _ in range(3))
+    t_large = min(_seconds(lambda: apply_action(large, TAG)) for _ in range(3))
+    assert t_large < 8 * t_small + 0.01, (t_small, t_large)  # linear: 4x, quadratic: 16x
+    assert _parse(apply_action(large, TAG))["X-Popproxy-Verdict"] == "tag; score=5"
+
+
+def test_quarantine_notice_of_a_huge_encoded_word_subject_is_fast() -> None:
+    """Attack: a 140 KB Subject of unterminated encoded words ("=?a?q?x" repeated): the
+    stdlib's RFC 2047 decoder is quadratic on it (38 s).  The notice decodes a bounded head."""
+    data = b"From: a@example.org\r\nSubject: " + b"=?a?q?x" * 20_000 + b"\r\n\r\nbody\r\n"
+    verdict = Verdict(action="quarantine", score=15.0, reasons=("x",))
+    assert _seconds(lambda: apply_action(data, verdict, clock=lambda: 0.0)) < 1.0
+    msg = _parse(apply_action(data, verdict, clock=lambda: 0.0))
+    assert "=?a?q?x" in _texts(msg)[0] and not msg.defects
+
+
+def test_defang_with_a_huge_quoted_content_type_parameter_is_linear() -> None:
+    """Attack: a Content-Type whose quoted parameter holds 320,000 semicolons.  The stdlib's
+    parameter splitter (behind get_content_charset, get_boundary, get_filename) counted the
+    quotes again for every semicolon: 40 KB took 2.3 s per call."""
+
+    def message(n: int) -> bytes:
+        return (b'From: a@example.org\r\nContent-Type: text/html; charset="x-bogus"; x="'
+                + b";" * n + b'"\r\n\r\n<a href="http://evil.example/">x</a>\r\n')
+
+    small, large = message(80_000), message(320_000)
+    t_small = min(_seconds(lambda: defang_message(small)) for _ in range(3))
+    t_large = min(_seconds(lambda: defang_message(large)) for _ in range(3))
+    assert t_large < 8 * t_small + 0.01, (t_small, t_large)
+    assert not _clickable(_parse(_defang_twice(large)))

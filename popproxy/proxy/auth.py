@@ -263,11 +263,12 @@ class AuthHandler:
             tls = self._s.settings.upstream_tls.get(name)
             upstream = await UpstreamConnection.open(target, tls)
             upstream, status = await self._user_pass(upstream, target, creds, tls)
-        except UpstreamError as exc:
+        except BaseException as exc:  # also cancelled (login deadline, shutdown): no socket left
             if upstream is not None:
                 upstream.close()
-            observer.metrics.upstream_errors.labels(name, exc.reason).inc()
-            self._record("upstream_error", mechanism, upstream=name, reason=exc.reason)
+            if isinstance(exc, UpstreamError):
+                observer.metrics.upstream_errors.labels(name, exc.reason).inc()
+                self._record("upstream_error", mechanism, upstream=name, reason=exc.reason)
             raise
         finally:
             observer.metrics.upstream_login_seconds.labels(name).observe(
@@ -299,14 +300,13 @@ class AuthHandler:
                          target.host, target.port, exc)
                 caps.learn(address, ())
                 upstream.close()
-                upstream = await UpstreamConnection.open(target, tls)
-                pipelining = False
-        if pipelining:
-            return upstream, await upstream.pipelined(user, password)
-        status = await upstream.status(user)
-        if status.ok:
-            status = await upstream.status(password)
-        return upstream, status
+                fresh = await UpstreamConnection.open(target, tls)
+                try:
+                    return fresh, await _send_login(fresh, user, password, pipelining=False)
+                except BaseException:  # the caller only knows the first connection
+                    fresh.close()
+                    raise
+        return upstream, await _send_login(upstream, user, password, pipelining=pipelining)
 
     def _record(self, result: str, mechanism: str, **fields: str) -> None:
         """Count and audit one login attempt (the username goes to the audit log only)."""
@@ -346,6 +346,17 @@ def _failure_reply(upstream_reply: bytes) -> bytes:
     if any(text.startswith(code) for code in _RELAYED_FAILURE_CODES):
         return upstream_reply
     return AUTH_FAILED
+
+
+async def _send_login(upstream: UpstreamConnection, user: Command, password: Command, *,
+                      pipelining: bool) -> StatusLine:
+    """The status of PASS (or of a refused USER, when not pipelined)."""
+    if pipelining:
+        return await upstream.pipelined(user, password)
+    status = await upstream.status(user)
+    if status.ok:
+        status = await upstream.status(password)
+    return status
 
 
 def _forwardable(creds: Credentials) -> bool:

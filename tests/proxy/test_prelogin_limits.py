@@ -8,6 +8,7 @@ implicit-TLS port a plaintext over-capacity ``-ERR`` reaches the client's TLS st
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import poplib
 import socket
@@ -191,6 +192,58 @@ def test_slow_tls_handshake_is_cut_at_the_login_deadline_without_plaintext(
             received, elapsed = _drip(sock, [hello[i:i + 1] for i in range(len(hello))], started)
     _assert_cut_at_deadline(elapsed)
     assert received == b""
+
+
+class StallingUpstream:
+    """Greets and takes USER, never answers PASS; records when the proxy hangs up on it."""
+
+    def __init__(self) -> None:
+        self.hung_up: list[float] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"+OK stalling upstream\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line.split(b" ", 1)[0].strip().upper()
+                if verb == b"PASS":
+                    await reader.read()  # until the proxy closes the connection
+                    break
+                writer.write(b"-ERR no CAPA\r\n" if verb == b"CAPA" else b"+OK\r\n")
+        except ConnectionError:
+            pass
+        finally:
+            self.hung_up.append(time.monotonic())
+            writer.close()
+
+
+def test_login_deadline_during_a_stalled_upstream_login_closes_the_upstream_too(
+    loop_thread: LoopThread, demo_upstream: DemoUpstream
+) -> None:
+    """Cut mid-login, the half-made upstream connection is closed (no QUIT), not leaked."""
+    stalling = StallingUpstream()
+    port = loop_thread.call(stalling.start())
+    try:
+        upstream = {"host": "127.0.0.1", "port": port, "response_timeout": 60}
+        with _proxy(loop_thread, demo_upstream, upstream=upstream) as proxy:
+            sock, started = _connect(proxy.port)
+            with sock:
+                received, elapsed = _drip(sock, [b"USER alice\r\n", b"PASS secret\r\n"],
+                                          started)
+            _assert_cut_at_deadline(elapsed)
+            assert received == GREETING + b"+OK send PASS\r\n" + TOO_SLOW
+            wait_for(lambda: bool(stalling.hung_up), 5, "the upstream connection to close")
+            assert stalling.hung_up[0] - started <= LOGIN_TIMEOUT + SLACK
+    finally:
+        loop_thread.call(stalling.stop())
 
 
 def test_normal_login_is_unaffected_by_the_login_deadline(

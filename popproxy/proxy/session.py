@@ -197,7 +197,8 @@ class Session:
             async with asyncio.timeout(self.settings.handshake_timeout):
                 await handshake
         except BaseException as exc:
-            result = "timeout" if isinstance(exc, TimeoutError) else "failed"
+            login_late = self._login_timer is not None and self._login_timer.expired()
+            result = "timeout" if isinstance(exc, TimeoutError) or login_late else "failed"
             metrics.tls_handshakes.labels(kind, "none", result).inc()
             self.audit("tls", mode=kind, result=result, error=exc.__class__.__name__)
             raise

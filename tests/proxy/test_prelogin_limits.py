@@ -186,12 +186,18 @@ def test_slow_tls_handshake_is_cut_at_the_login_deadline_without_plaintext(
     """A ClientHello dripped a byte at a time: handshake_timeout (30 s here) is not the bound;
     the close carries no bytes (a plaintext -ERR would be garbage mid-handshake)."""
     hello = _client_hello()
-    with _proxy(loop_thread, demo_upstream, **_tls_listener(state_dir=str(tmp_path))) as proxy:
+    observed = Observed.new()
+    with _proxy(loop_thread, demo_upstream, observed,
+                **_tls_listener(state_dir=str(tmp_path))) as proxy:
         sock, started = _connect(proxy.port)
         with sock:
             received, elapsed = _drip(sock, [hello[i:i + 1] for i in range(len(hello))], started)
+        wait_for(lambda: proxy.server.session_count == 0, 5, "the session to end")
     _assert_cut_at_deadline(elapsed)
     assert received == b""
+    assert observed.sample("popproxy_tls_handshakes_total", kind="implicit", version="none",
+                           result="timeout") == 1
+    assert observed.sample("popproxy_logins_total", result="timeout") == 1
 
 
 class StallingUpstream:

@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from popproxy.pop3.framing import Stuffer, Unstuffer
 from popproxy.pop3.top import TopCut
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.scan_pool import JobFailed
-from popproxy.proxy.scanning import ScanService, held_id
+from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 from popproxy.proxy.verdict_cache import CachedVerdict, cache_key
 from popproxy.quarantine import HeldMessage
@@ -134,29 +134,29 @@ class MailboxView:
         return self._generation
 
     async def _scan(self, number: int) -> CachedVerdict:
+        """Judge message ``number``: spooled to disk as it is read (the proxy never holds it
+        whole), judged and rendered by a worker from that file."""
         service, size = self._service, self._sizes[number]
         now, generation = service.now(), await self._current_generation()
         if size > service.policy.max_message_bytes:
-            # Never held: too large to scan within our memory bound.
             return await self._too_large_entry(number, size, now, generation)
-        original = await self.fetch(number)
-        verdict = await service.judge(original)
+        original = await self._spool_original(number)
+        verdict = await service.judge(original.path)
         action = service.final_action(verdict)
         self._count(verdict.action, action)
         entry = CachedVerdict(action, verdict.score, verdict.reasons, size, now, generation,
-                              held_id(original) if action == "quarantine" else "",
+                              original.digest if action == "quarantine" else "",
                               tuple(s.name for s in verdict.signals),
                               transient=service.transient(verdict))
-        if action == "quarantine":
-            service.hold(original, entry, self._s.user or "")
         if action != "pass":
             entry = await self._render_at_listing(number, original, entry)
+        original.path.unlink(missing_ok=True)  # moved into the quarantine when held
         self._s.audit("verdict", message=number, action=entry.action,
                       score=round(verdict.score, 2), reasons=list(entry.reasons[:5]),
                       quarantine_id=entry.quarantine_id)
         return entry
 
-    async def _render_at_listing(self, number: int, original: bytes,
+    async def _render_at_listing(self, number: int, original: Spooled,
                                  entry: CachedVerdict) -> CachedVerdict:
         """Render into the spool now: its size is what LIST reports, and RETR sends the file.
 
@@ -166,28 +166,35 @@ class MailboxView:
         """
         out = self._spool_file(number)
         try:
-            return replace(entry, size=await self._service.render_to(original, entry, out))
+            entry = replace(entry, size=await self._service.render_to(original.path, entry, out))
         except JobFailed as exc:
             log.warning("message %d: %s rendering failed (%s): quarantined", number,
                         entry.action, exc.reason)
-        held = replace(entry, action="quarantine",
-                       reasons=(scan_jobs.RENDER_FAILED, *entry.reasons),
-                       quarantine_id=entry.quarantine_id or held_id(original))
-        if entry.action != "quarantine":
-            self._service.hold(original, held, self._s.user or "")
-        notice = scan_jobs.fallback_notice(held.quarantine_id, held.scanned_at)
-        _write_private(out, notice)
-        return replace(held, size=len(notice))
+            entry = replace(entry, action="quarantine",
+                            reasons=(scan_jobs.RENDER_FAILED, *entry.reasons),
+                            quarantine_id=original.digest)
+            notice = scan_jobs.fallback_notice(entry.quarantine_id, entry.scanned_at)
+            _write_private(out, notice)
+            entry = replace(entry, size=len(notice))
+        if entry.action == "quarantine":
+            self._hold(original, entry)
+        return entry
+
+    def _hold(self, original: Spooled, entry: CachedVerdict) -> None:
+        """Move the spooled original into the quarantine."""
+        self._service.quarantine.hold_file(
+            HeldMessage(entry.quarantine_id, self._s.user or "", entry.scanned_at, entry.score,
+                        entry.reasons, original.length), original.path)
 
     async def _too_large_entry(self, number: int, size: int, now: float,
                                generation: str) -> CachedVerdict:
-        """A message over the cap is judged on its head (the first ``max_message_bytes``) and
-        never held whole in memory.  Tagged at least (the scanner adds ``limit-size``): its
-        header is rendered alone and its body streamed.  Judged worse than tag, it cannot be
-        defanged without holding it, so it is quarantined (spooled to disk, then held)."""
+        """A message over the cap is judged on its head (the first ``max_message_bytes``).
+        Tagged at least (the scanner adds ``limit-size``): its header is rendered alone and its
+        body streamed.  Judged worse than tag, it cannot be defanged without holding it, so it
+        is quarantined: spooled to disk whole, then held."""
         service = self._service
-        head = await self._fetch_head(number)
-        verdict = await service.judge(head, truncated=True)
+        head = await self._spool_original(number, limit=service.policy.max_message_bytes)
+        verdict = await service.judge(head.path, truncated=True)
         action = "quarantine" if service.final_action(verdict) in ("defang", "quarantine") \
             else "tag"
         self._count(verdict.action, action)
@@ -197,79 +204,71 @@ class MailboxView:
                               signals=(TOO_LARGE, *(s.name for s in verdict.signals)),
                               transient=service.transient(verdict))
         if action == "quarantine":
-            entry = await self._hold_too_large(number, entry)
-            entry = replace(entry, size=await self._render_or_notice(number, head, entry))
+            whole = await self._spool_original(number, suffix=".whole")
+            entry = replace(entry, quarantine_id=whole.digest)
+            self._hold(whole, entry)
+            entry = replace(entry, size=await self._render_or_notice(number, head.path, entry))
         else:
-            header = head[:_header_end(bytearray(head)) or len(head)]
-            entry = replace(entry, size=size - len(header)
-                            + await self._render_header(number, header, entry))
+            header = _cut_to_header(head.path)
+            entry = replace(entry, size=size - header.length
+                            + await self._render_header(number, header.path, entry))
+        head.path.unlink(missing_ok=True)
         self._s.audit("verdict", message=number, action=action, score=round(verdict.score, 2),
                       reasons=list(entry.reasons[:5]), quarantine_id=entry.quarantine_id)
         return entry
 
-    async def _fetch_head(self, number: int, cmd: Command | None = None) -> bytes:
-        """RETR (or ``cmd``), keeping only the first ``max_message_bytes`` (unstuffed) of the
-        answer: the rest is read and dropped."""
-        cap = self._service.policy.max_message_bytes
-        cmd = cmd or Command("RETR", (str(number).encode(),))
-        if not await self._body_follows(cmd, relay=False):
-            raise UpstreamError(f"upstream refused {cmd.verb} of a listed message", "protocol")
-        head, unstuffer = bytearray(), Unstuffer()
-        while not isinstance(event := await self._up.next_event(), EndOfBody):
-            if not isinstance(event, BodyData):
-                raise UpstreamError("upstream closed mid-response", "closed")
-            if len(head) < cap:
-                head += unstuffer.feed(event.data)
-        return bytes(head[:cap])
-
-    async def _hold_too_large(self, number: int, entry: CachedVerdict) -> CachedVerdict:
-        """Spool the whole original to disk (hashing it for its id) and quarantine it."""
-        path = self._spool_file(number, ".orig")
-        if not await self._body_follows(Command("RETR", (str(number).encode(),)), relay=False):
-            raise UpstreamError("upstream refused RETR of a listed message", "protocol")
+    async def _spool_original(self, number: int, limit: int | None = None,
+                              suffix: str = ".orig", verb: str = "RETR") -> Spooled:
+        """RETR (or ``TOP n 0``) into a spool file as the answer comes, unstuffed: at most
+        ``limit`` octets are kept (the rest is read and dropped)."""
+        path = self._spool_file(number, suffix)
+        args = (str(number).encode(),) + ((b"0",) if verb == "TOP" else ())
+        if not await self._body_follows(Command(verb, args), relay=False):
+            raise UpstreamError(f"upstream refused {verb} of a listed message", "protocol")
         digest, unstuffer, length = hashlib.sha256(), Unstuffer(), 0
+        room = limit if limit is not None else -1
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             while not isinstance(event := await self._up.next_event(), EndOfBody):
                 if not isinstance(event, BodyData):
                     raise UpstreamError("upstream closed mid-response", "closed")
+                if room == 0:
+                    continue
                 data = unstuffer.feed(event.data)
+                if room > 0:
+                    data, room = data[:room], max(room - len(data), 0)
                 digest.update(data)
                 length += len(data)
                 handle.write(data)
-        entry = replace(entry, quarantine_id=digest.hexdigest()[:16])
-        self._service.quarantine.hold_file(
-            HeldMessage(entry.quarantine_id, self._s.user or "", entry.scanned_at, entry.score,
-                        entry.reasons, length), path)
-        return entry
+        return Spooled(path, digest.hexdigest()[:16], length)
 
-    async def _render_or_notice(self, number: int, original: bytes,
-                                entry: CachedVerdict) -> int:
+    async def _render_or_notice(self, number: int, source: Path, entry: CachedVerdict) -> int:
         """Render into the spool; if that fails, our own notice padded to ``entry.size``
         (the size the client may already have been told)."""
         out = self._spool_file(number)
         try:
-            return await self._service.render_to(original, entry, out)
+            return await self._service.render_to(source, entry, out)
         except JobFailed:
             _write_private(out, scan_jobs.sized_notice(entry.quarantine_id, entry.scanned_at,
                                                        entry.size))
             return entry.size
 
-    async def _header_of(self, number: int) -> bytes:
+    async def _header_of(self, number: int) -> Spooled:
         """The header block of a message (TOP n 0), up to its blank line and at most
-        ``max_message_bytes``: the same bytes as the header cut from ``_fetch_head``."""
-        head = await self._fetch_head(number, Command("TOP", (str(number).encode(), b"0")))
-        return head[:_header_end(bytearray(head)) or len(head)]
+        ``max_message_bytes``: the same bytes as the header cut from the head RETR gave."""
+        top = await self._spool_original(number, self._service.policy.max_message_bytes,
+                                         ".top", "TOP")
+        return _cut_to_header(top.path)
 
-    async def _render_header(self, number: int, head: bytes, entry: CachedVerdict) -> int:
+    async def _render_header(self, number: int, header: Path, entry: CachedVerdict) -> int:
         """Render the header block alone into the spool (file ``<n>.head``); its size."""
         out = self._spool_file(number, ".head")
         try:
-            return await self._service.render_to(head, entry, out)
+            return await self._service.render_to(header, entry, out)
         except JobFailed:
             # Our verdict lines and the header renamed by us: the same bytes every time.
             fixed = scan_jobs.unscanned_prefix(entry.reasons, "tag") + \
-                scan_jobs.rename_forged_headers(head)
+                scan_jobs.rename_forged_headers(header.read_bytes())
             _write_private(out, fixed)
             return len(fixed)
 
@@ -277,13 +276,6 @@ class MailboxView:
         label = "unscanned" if verdict == "unscanned" else (
             "clean" if action == "pass" else "flagged")
         self._s.settings.observer.metrics.messages_scanned.labels(label, action).inc()
-
-    async def fetch(self, number: int) -> bytes:
-        """The original message from the upstream, dot-unstuffed."""
-        status, body = await self._multiline(Command("RETR", (str(number).encode(),)))
-        if not status.ok:
-            raise UpstreamError("upstream refused RETR of a listed message", "protocol")
-        return body
 
     # ------------------------------------------------------------ spool
     def _spool_file(self, number: int, suffix: str = "") -> Path:
@@ -356,26 +348,26 @@ class MailboxView:
                                                            entry.scanned_at))
         if not path.exists():
             # An over-cap message is rendered from its head, as it was at listing time.
-            original = await (self._fetch_head(number) if TOO_LARGE in entry.signals
-                              else self.fetch(number))
+            cap = self._service.policy.max_message_bytes if TOO_LARGE in entry.signals else None
+            original = await self._spool_original(number, cap)
             try:
-                size = await self._service.render_to(original, entry, path)
+                size = await self._service.render_to(original.path, entry, path)
             except JobFailed as exc:
                 log.warning("message %d: %s rendering failed at delivery (%s): quarantined",
                             number, entry.action, exc.reason)
                 size = self._hold_and_notice(original, entry, path)
+            original.path.unlink(missing_ok=True)
             if size != entry.size:
                 log.error("message %d: %d octets now, %d listed", number, size, entry.size)
-            del original
         await self._send_file((path,), top_lines)
 
-    def _hold_and_notice(self, original: bytes, entry: CachedVerdict, path: Path) -> int:
-        qid = entry.quarantine_id or held_id(original)
-        held = replace(entry, quarantine_id=qid, reasons=(scan_jobs.RENDER_FAILED,
-                                                          *entry.reasons))
+    def _hold_and_notice(self, original: Spooled, entry: CachedVerdict, path: Path) -> int:
+        held = replace(entry, quarantine_id=entry.quarantine_id or original.digest,
+                       reasons=(scan_jobs.RENDER_FAILED, *entry.reasons))
         if entry.action != "quarantine":  # a quarantined original was held when judged
-            self._service.hold(original, held, self._s.user or "")
-        _write_private(path, scan_jobs.sized_notice(qid, entry.scanned_at, entry.size))
+            self._hold(original, held)
+        _write_private(path, scan_jobs.sized_notice(held.quarantine_id, entry.scanned_at,
+                                                    entry.size))
         return entry.size
 
     async def _send_file(self, paths: tuple[Path, ...], top_lines: int | None) -> None:
@@ -404,8 +396,10 @@ class MailboxView:
         """Our rendered header block (spooled), then the upstream's body as it comes."""
         head_file = self._spool_file(number, ".head")
         if not head_file.exists():
-            await self._render_header(number, await self._header_of(number), entry)
-        rendered = head_file.read_bytes()
+            header = await self._header_of(number)
+            await self._render_header(number, header.path, entry)
+            header.path.unlink(missing_ok=True)
+        rendered = head_file.read_bytes()  # a header block: at most max_message_bytes
         await self._stream_with_header(cmd, entry, top_lines, lambda head: rendered)
 
     async def _stream_with_header(self, cmd: Command, entry: CachedVerdict,
@@ -449,6 +443,23 @@ class MailboxView:
 
 
 HeadRewrite = Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """An upstream answer written to a spool file: its path, digest (id) and length."""
+
+    path: Path
+    digest: str
+    length: int
+
+
+def _cut_to_header(path: Path) -> Spooled:
+    """Cut a spooled message down to its header block (a bounded head: read whole)."""
+    data = path.read_bytes()
+    header = data[:_header_end(bytearray(data)) or len(data)]
+    _write_private(path, header)
+    return Spooled(path, "", len(header))
 
 
 def _renamed_head(head: bytes) -> bytes:

@@ -4,7 +4,8 @@ Frames both ways: a 4-octet big-endian length, a JSON header of that length, the
 ``header["payload"]`` octets of raw data (the message).  The first frame from the parent holds
 the policy's ``scan`` section; the worker answers ``{"ready": true}`` once its scanner (and
 feeds) are loaded.  Jobs: ``{"op": "scan"}`` -> a verdict; ``{"op": "render", "order": ...,
-"out": path}`` -> the rendered message written to ``out`` and ``{"size": n}``.
+"out": path}`` -> the rendered message written to ``out`` and ``{"size": n}``.  The message
+comes as the payload or, with ``"in": path``, from a spool file (so the parent never holds it).
 
 A job that raises is answered ``{"error": "<exception class>"}``; the parent decides what that
 means.  The parent kills a worker that is late (:mod:`popproxy.proxy.scan_pool`), so nothing
@@ -57,6 +58,8 @@ def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
 
 def handle(job: dict[str, Any], payload: bytes, scanner: Scanner,
            config: ScanConfig) -> dict[str, Any]:
+    if "in" in job:  # the message in a spool file of the parent's (0600, same user)
+        payload = Path(job["in"]).read_bytes()
     if job["op"] == "scan":
         return {"verdict": scan_jobs.judge(scanner, payload, bool(job.get("truncated")))}
     if job["op"] == "render":

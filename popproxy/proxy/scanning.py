@@ -31,7 +31,7 @@ from popproxy.proxy import scan_jobs
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
 from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, RedisVerdicts, VerdictCache
-from popproxy.quarantine import HeldMessage, QuarantineStore
+from popproxy.quarantine import QuarantineStore
 from popproxy.scan import RENDER_VERSION, HostFeed, Scanner, Verdict
 
 log = logging.getLogger("popproxy.scan")
@@ -120,14 +120,15 @@ class ScanService:
         """Seconds a worker gets for one job before it is killed."""
         return self.policy.time_budget + KILL_GRACE
 
-    async def judge(self, original: bytes, truncated: bool = False) -> Verdict:
+    async def judge(self, original: Path, truncated: bool = False) -> Verdict:
         """The worker's verdict; a job killed at its deadline or a dead worker is "unscanned"
         with cause "time-budget" (remembered), a scanner error "error" (judged again).
-        ``truncated``: ``original`` is the head of a message over the size cap."""
+        ``original`` is a spool file; ``truncated``: it is the head of a message over the cap.
+        """
         started = time.monotonic()
         try:
-            answer = await self._workers.call({"op": "scan", "truncated": truncated}, original,
-                                              self.deadline)
+            answer = await self._workers.call(
+                {"op": "scan", "in": str(original), "truncated": truncated}, b"", self.deadline)
             verdict = scan_jobs.verdict_from_json(answer["verdict"])
         except JobFailed as exc:
             if exc.reason == "error":
@@ -157,21 +158,18 @@ class ScanService:
     def transient(verdict: Verdict) -> bool:
         return verdict.cause in TRANSIENT_CAUSES
 
-    async def render_to(self, original: bytes, entry: CachedVerdict, out: Path) -> int:
-        """Render ``entry``'s action on ``original`` into the spool file ``out`` (in a worker);
-        its size in octets.  Raises JobFailed when the action cannot be rendered in time."""
+    async def render_to(self, original: Path, entry: CachedVerdict, out: Path) -> int:
+        """Render ``entry``'s action on the spooled ``original`` into the spool file ``out``
+        (in a worker); its size in octets.  Raises JobFailed when it cannot be done in time."""
         order = scan_jobs.RenderOrder(entry.action, entry.score, entry.reasons,
                                       entry.scanned_at, entry.quarantine_id)
         answer = await self._workers.call(
-            {"op": "render", "order": order.to_json(), "out": str(out)}, original, self.deadline)
+            {"op": "render", "order": order.to_json(), "in": str(original), "out": str(out)},
+            b"", self.deadline)
         size = answer.get("size")
         if type(size) is not int or size < 0:
             raise JobFailed("error", "unreadable size")
         return size
-
-    def hold(self, original: bytes, entry: CachedVerdict, user: str) -> None:
-        self.quarantine.hold(HeldMessage(entry.quarantine_id, user, entry.scanned_at,
-                                         entry.score, entry.reasons, len(original)), original)
 
     def now(self) -> float:
         return self._clock()
@@ -203,7 +201,3 @@ def _feed_identity(feed: HostFeed, mtime_ns: int | None) -> str:
     if mtime_ns == feed.mtime_ns:
         return feed.digest
     return f"{feed.path}:{'missing' if mtime_ns is None else mtime_ns}"
-
-
-def held_id(original: bytes) -> str:
-    return hashlib.sha256(original).hexdigest()[:16]

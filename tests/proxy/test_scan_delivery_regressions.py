@@ -12,7 +12,7 @@ from typing import Any
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.quarantine import QuarantineStore
 from tests.helpers import LoopThread, RunningProxy, make_config, running_demo, running_proxy
-from tests.integration.rawpop import RawPOP3
+from tests.integration.rawpop import RawPOP3, wait_for
 
 PHISH = (b"From: Security <alert@example.test>\r\nSubject: Verify now\r\n"
          b"Content-Type: text/html\r\n\r\n"
@@ -153,4 +153,4 @@ def test_rendered_message_is_sent_from_the_spool_and_the_spool_is_removed(
             c.command("QUIT")
         assert len(body) == size and body.startswith(b"X-Popproxy-Verdict: defang")
         assert b"http://198.51.100.7" not in body  # shown defanged (hxxp, [.]) only
-        assert list((tmp_path / "spool").iterdir()) == []
+        wait_for(lambda: not list((tmp_path / "spool").iterdir()), what="spool removed")

@@ -12,8 +12,12 @@ import base64
 import hashlib
 import quopri
 import re
+from email.errors import HeaderParseError
+from email.header import decode_header
 from email.message import Message
+from email.utils import collapse_rfc2231_value, encode_rfc2231
 
+from popproxy.scan import sniff
 from popproxy.scan.defang_html import defang_html
 from popproxy.scan.inert_text import defang_text
 from popproxy.scan.limits import MAX_MIME_PARTS
@@ -58,10 +62,27 @@ def defang_message(message: bytes) -> bytes:
             todo.extend(c for c in payload if isinstance(c, Message))
         elif content_type.startswith("multipart/"):  # no usable boundary: one opaque text
             todo.extend(_rebuild_multipart(part, plan))
-        elif content_type in _DEFANGED_BODY_TYPES:
-            _rewrite_part(part, plan)
+        else:
+            _defang_leaf(part, content_type, plan)
         _drop_duplicates(part, plan)
     return _serialise(msg, plan)
+
+
+def _defang_leaf(part: Message, content_type: str, plan: _Plan) -> None:
+    """A body text is defanged in place; an attachment that could render as a page or open as
+    a link (by name, type or content, :func:`sniff.active_markup`) becomes inert text; other
+    attachments keep their bytes."""
+    names = _file_names(part)
+    body = content_type in _DEFANGED_BODY_TYPES and part.get_content_disposition() != "attachment"
+    if body and sniff.risky_name(names) is None:
+        _rewrite_part(part, plan)
+        return
+    payload = part.get_payload(decode=True)
+    raw = payload if isinstance(payload, bytes) else b""
+    if sniff.active_markup(raw, content_type, names) is not None:
+        _make_text_attachment(part, plan, raw, names)
+    elif content_type in _DEFANGED_BODY_TYPES:
+        _rewrite_part(part, plan)
 
 
 class _Plan:
@@ -112,6 +133,11 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _CLEAN_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"(?:[^"\\]|\\.)*"|{_TOKEN})\s*')
 # multipart subtypes we keep when rewriting a Content-Type; anything else becomes "mixed".
 _SUBTYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+# File name characters kept for a text version: most file systems stop at 255 bytes.
+_MAX_NAME_CHARS = 200
+# Characters of a file name decoded from RFC 2047 words (see _decode_words): the end of the
+# name, with its extension, and far more than any real name.
+_MAX_DECODED_NAME = 2048
 # Raw bytes of a multipart body re-parsed to find its parts, as a multiple of the message size:
 # one rebuild of the whole message, then nested broken multiparts are written as plain text.
 _MAX_RECOVERED_SHARE = 1
@@ -226,6 +252,70 @@ def _rewrite_part(part: Message, plan: _Plan) -> None:
     else:
         plan.edit(part, "Content-Transfer-Encoding", "quoted-printable")
         part.set_payload(_encode_qp(data, plan))
+
+
+def _make_text_attachment(part: Message, plan: _Plan, raw: bytes, names: list[str]) -> None:
+    """Replace a markup attachment by a text/plain attachment "<name>.txt" of its defanged
+    markup: no client renders text/plain as a page, a reader can still see what it held, and
+    the markup stays inert even if someone saves it as .html again."""
+    text = sniff.as_text(raw, _charset(part))
+    new = defang_text(text) if sniff.is_link_file(names) else defang_html(text)
+    data = new.replace("\r\n", "\n").encode("utf-8", "replace")
+    name = _text_name(names[0] if names else "")
+    plan.edit(part, "Content-Type", f'text/plain; charset="utf-8"; {_name_param("name", name)}')
+    plan.edit(part, "Content-Disposition", f"attachment; {_name_param('filename', name)}")
+    was_base64 = _first_raw(part, "Content-Transfer-Encoding").strip().lower() == "base64"
+    if was_base64:
+        plan.edit(part, "Content-Transfer-Encoding", "base64")
+        part.set_payload(base64.encodebytes(data).decode("ascii"))
+    else:
+        plan.edit(part, "Content-Transfer-Encoding", "quoted-printable")
+        part.set_payload(_encode_qp(data, plan))
+
+
+def _file_names(part: Message) -> list[str]:
+    """The file names a client may use: Content-Disposition filename, then Content-Type name,
+    RFC 2231 and RFC 2047 encodings decoded (clients decode both)."""
+    names = []
+    for value in (_param(part, "filename", "content-disposition"), _param(part, "name")):
+        if value:
+            names.append(_decode_words(value))
+    return names
+
+
+def _param(part: Message, name: str, header: str = "content-type") -> str:
+    try:
+        value = part.get_param(name, header=header)
+        return collapse_rfc2231_value(value) if value else ""
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        return ""
+
+
+def _decode_words(value: str) -> str:
+    """RFC 2047 encoded words decoded, from the end of the value: the stdlib decoder is
+    quadratic on hostile values, and the extension, what matters here, is at the end."""
+    if "=?" not in value:
+        return value
+    try:
+        return "".join(decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
+                       for chunk, charset in decode_header(value[-_MAX_DECODED_NAME:]))
+    except (LookupError, UnicodeError, ValueError, AssertionError, HeaderParseError):
+        return value
+
+
+def _text_name(name: str) -> str:
+    """The name for the text version: printable, bounded, ending in .txt."""
+    name = "".join(ch for ch in name if ch.isprintable())[:_MAX_NAME_CHARS].strip()
+    if not name:
+        return "attachment.txt"
+    return name if sniff.extension(name) == "txt" else name + ".txt"
+
+
+def _name_param(key: str, name: str) -> str:
+    """A name parameter every reader parses alike: quoted ASCII, else RFC 2231 UTF-8."""
+    if name.isascii() and not any(ch in name for ch in '"\\'):
+        return f'{key}="{name}"'
+    return f"{key}*={encode_rfc2231(name, 'utf-8')}"
 
 
 def _rebuild_multipart(part: Message, plan: _Plan) -> list[Message]:

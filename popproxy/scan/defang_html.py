@@ -196,7 +196,8 @@ def _neutralise_element(
     if foreign is None and tag in _FOREIGN_ROOTS:
         foreign = node
     in_math = foreign is not None and (foreign.tag or "").lower() == "math"
-    if target is not None and (tag in _SHOWN_TAGS or in_math):
+    # By local name: in XHTML read as XML (an attachment), <x:a> is a link too.
+    if target is not None and (tag.rpartition(":")[2] in _SHOWN_TAGS or in_math):
         # Shown after the link, or after the whole SVG/MathML: HTML is not rendered inside it.
         edits.shown.append((foreign or node, shown_target(target, base)))
 

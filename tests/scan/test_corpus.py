@@ -11,6 +11,7 @@ import re
 from email.policy import compat32
 
 import pytest
+from selectolax.lexbor import LexborHTMLParser
 
 from popproxy.scan import Scanner, apply_action, defang_message, load_feeds
 from tests.scan.helpers import CORPUS
@@ -35,7 +36,6 @@ def test_whole_corpus_scans_without_error() -> None:
 @pytest.mark.skipif(not (CORPUS / "phish").is_dir(), reason="shared corpus not present")
 def test_defang_over_the_corpus_leaves_no_clickable_link() -> None:
     url = re.compile(r"(?i)\bhttps?://")
-    anchor = re.compile(r"(?i)<a\b[^>]*\shref\s*=")
     clickable = []
     for path in sorted(CORPUS.glob("*/*.eml")):
         msg = email.message_from_bytes(defang_message(path.read_bytes()), policy=compat32)
@@ -45,6 +45,14 @@ def test_defang_over_the_corpus_leaves_no_clickable_link() -> None:
                 continue
             payload = part.get_payload(decode=True)
             text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-            if url.search(text) or (kind == "text/html" and anchor.search(text)):
+            if url.search(text) or (kind == "text/html" and _has_href(text)):
                 clickable.append(path.name)
     assert clickable == []
+
+
+def _has_href(markup: str) -> bool:
+    """An element with an href as a browser parses the markup (a regex also matched the text
+    "href=" inside another attribute's value)."""
+    root = LexborHTMLParser(markup).root
+    return root is not None and any(name.lower().rpartition(":")[2] == "href"
+                                    for node in root.traverse() for name in node.attributes)

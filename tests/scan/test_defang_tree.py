@@ -205,13 +205,20 @@ def _best_time(func: Callable[[], object], repeat: int = 3) -> float:
     return best
 
 
+def _time_on(func: Callable[[str], object], text: str) -> float:
+    return _best_time(lambda: func(text))
+
+
 def _assert_linear(make: Callable[[int], str], func: Callable[[str], object], n: int) -> None:
-    """Four times the input may cost at most ~8 times the time (linear: 4, quadratic: 16);
-    a millisecond of slack keeps timer noise on tiny inputs from failing it."""
-    small, large = make(n), make(4 * n)
-    t_small = _best_time(lambda: func(small))
-    t_large = _best_time(lambda: func(large))
-    assert t_large < 8 * t_small + 0.001, (t_small, t_large)
+    """Four times the input may cost at most 8 times the time (linear: 4, quadratic: 16).
+    The smaller input is grown until it takes 20 ms, so timer noise cannot decide."""
+    t_small = _time_on(func, make(n))
+    while t_small < 0.02 and n < 1_000_000:
+        n *= 2
+        t_small = _time_on(func, make(n))
+    t_large = _time_on(func, make(4 * n))
+    # Still under 20 ms at a million: too fast to time, and a quadratic cost would be seconds.
+    assert t_large < max(8 * t_small, 0.2), (n, t_small, t_large)
 
 
 @pytest.mark.parametrize("make", [

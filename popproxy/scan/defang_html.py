@@ -213,6 +213,8 @@ def _is_live(key: str, tag: str, value: str) -> bool:
         return True
     if key == "src" and tag in _FRAME_TAGS:
         return True
+    if ":" not in value:
+        return False
     url = _URL_NOISE.sub("", value).lower()
     return url.startswith(_SCRIPT_SCHEMES) or (
         url.startswith("data:") and not url.startswith("data:image/"))

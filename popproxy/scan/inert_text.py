@@ -19,6 +19,8 @@ import ada_url
 _URL = re.compile(r"(?i)\b(https?|ftp|wss?)://([^\s/?#<>\"'\\]*+)")
 # Labels cannot contain ".", so possessive label runs give up nothing a match needs.
 _WWW = re.compile(r"(?i)(?<![\w./\[])(www\d{0,3})\.([a-z0-9-]++(?:\.[a-z0-9-]++)+)")
+# Whatever either pattern can match contains one of these.
+_HINT = re.compile(r"(?i)://|www")
 _SCHEME_FANG = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ws": "wxs", "wss": "wxss"}
 # "http://http://x": the host of the first match swallows the second scheme ("http:"), which
 # the next pass defangs; a host never contains "/", so two passes always suffice and the other
@@ -40,6 +42,8 @@ def defang_text(text: str) -> str:
 
     Idempotent: defanged text has no ``http://`` and no ``www.`` left to match.
     """
+    if not _HINT.search(text):
+        return text  # most text and attribute values: one scan instead of two substitutions
     for _ in range(_MAX_PASSES):
         new = _URL.sub(_url, text)
         if new == text:

@@ -129,8 +129,12 @@ _NL_BYTES = re.compile(rb"\r\n|\r|\n")
 _CRLF = b"\r\n"
 # A MIME token (RFC 2045 section 5.1) and a parameter whose name and value parse the same way
 # in every reader; others are dropped when we write a Content-Type.
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_CLEAN_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"(?:[^"\\]|\\.)*"|{_TOKEN})\s*')
+_TOKEN_CHARS = r"!#$%&'*+.^_`|~0-9A-Za-z-"
+_TOKEN = rf"[{_TOKEN_CHARS}]+"
+# Possessive, and starting only where a run of blanks and token characters starts, so that even
+# a search over hostile text (not just the fullmatch used here) never re-scans a run.
+_CLEAN_PARAM = re.compile(rf'(?<![\s{_TOKEN_CHARS}])\s*+({_TOKEN}+)\s*+=\s*+'
+                          rf'(?:"(?:[^"\\]|\\.)*+"|{_TOKEN}+)\s*+')
 # multipart subtypes we keep when rewriting a Content-Type; anything else becomes "mixed".
 _SUBTYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
 # File name characters kept for a text version: most file systems stop at 255 bytes.

@@ -31,13 +31,14 @@ MAX_PARSE_WORK = 20_000_000
 _WS = r"\t\n\f\r "
 # A tag from its name to its ">", as the HTML tokenizer reads it: attribute names may hold
 # quotes and "=" first, a quote opens a value only after "=", an unclosed quote runs to the end
-# of the input (then there is no ">" and no tag).  Possessive throughout, so a tag without ">"
-# costs one linear scan and the tokenizer stops there, as the standard's does at end of file.
+# of the input.  Possessive throughout, and a tag without ">" matches to the end of the input
+# (group 3 empty: the standard's tokenizer drops it there), so the pattern never fails once
+# "<" and a letter matched, and never scans the same text twice.
 _TAG = re.compile(
     rf"<(/?)([A-Za-z][^{_WS}/>]*+)"
     rf"(?:[{_WS}/]|[^{_WS}/>][^{_WS}/>=]*+"
     rf"(?:[{_WS}]*+=[{_WS}]*+(?:\"[^\"]*+(?:\"|\Z)|'[^']*+(?:'|\Z)|[^{_WS}>\"'][^{_WS}>]*+)?+)?+"
-    rf")*+>"
+    rf")*+(>|\Z)"
 )
 _MARKUP = re.compile(r"<[A-Za-z/!?]")
 _END_TAG_OPEN = re.compile(r"</[A-Za-z]")
@@ -107,7 +108,7 @@ def parse_work(markup: str) -> int:
             pos = len(markup) if gt < 0 else gt + 1
             continue
         tag = _TAG.match(markup, i)
-        if tag is None:
+        if tag is None or not tag.group(3):
             break  # a tag without ">": the rest of the input is inside it
         pos = tag.end()
         name = tag.group(2).lower()

@@ -21,9 +21,8 @@ The tree is then serialised.  A client re-parses that output, and serialising an
 HTML does not always give the same tree back (namespace confusion, raw-text elements inside
 SVG): so the output is parsed again, and neutralised again until its serialisation no longer
 changes (one round for all honest mail); if that does not settle, the message is shown as
-escaped source.  Markup too
-costly to parse (:mod:`html_cost`) is shown as escaped source too.  The output depends only on
-the input: POP3 sizes depend on it.
+escaped source.  Markup too costly to parse (:mod:`html_cost`) or to walk (MAX_TREE_TAGS) is
+shown as escaped source too.  The output depends only on the input: POP3 sizes depend on it.
 """
 
 from __future__ import annotations
@@ -37,6 +36,10 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 from popproxy.scan.html_cost import too_costly
 from popproxy.scan.inert_text import absolute_url, defang_text, shown_target
 
+# Tags ("<") of markup defanged in the tree.  The walk costs ~10-30 us per element (an anchor
+# gets a span and its target parsed), so 50,000 bound it to about a second; honest mail stays
+# far below (the corpus' largest HTML part: 23,000 tags).  Bigger markup is shown as source.
+MAX_TREE_TAGS = 50_000
 # Neutralise-serialise-reparse rounds before giving up on a stable output: one for honest mail,
 # more when re-parsing our own output builds another tree (mutation XSS).
 _MAX_ROUNDS = 3
@@ -69,7 +72,7 @@ _NOSCRIPT = re.compile(r"(?i)noscript")
 
 def defang_html(markup: str) -> str:
     """The markup with every link inert and each anchor's target shown after it as text."""
-    if too_costly(markup):
+    if markup.count("<") > MAX_TREE_TAGS or too_costly(markup):
         return _as_source(markup)
     tree = LexborHTMLParser(markup)
     for _ in range(_MAX_ROUNDS):

@@ -261,6 +261,16 @@ def test_deeply_nested_blocks_are_not_parsed() -> None:
     _assert_linear(lambda n: "<div>" * n, defang_html, 12_500)
 
 
+def test_a_flood_of_links_is_shown_as_source_in_bounded_time() -> None:
+    """100,000 anchors (4 MB) cost ~3 s to walk in the tree: over MAX_TREE_TAGS the markup is
+    shown as escaped source instead, inert and linear."""
+    markup = f'<a href="{EVIL}">x</a>' * 100_000
+    start = time.perf_counter()
+    out = defang_html(markup)
+    assert time.perf_counter() - start < 2.0
+    assert out.startswith("<pre>") and _live(out) == [] and SHOWN in _text(out)
+
+
 def test_honest_large_markup_is_not_refused() -> None:
     """Many tags side by side (a big newsletter) are cheap to parse and stay HTML."""
     markup = "<table>" + "<tr><td><p>x</p></td></tr>" * 5000 + "</table>" + "<p>y" * 5000

@@ -119,9 +119,11 @@ _LURES: dict[str, re.Pattern[str]] = {
     # Advance-fee ("419") fraud: the stock story of unclaimed millions needing a partner.
     "lure-advance-fee": re.compile(
         # "US$18.5 million", "4.5 million United States dollars": news writes "$232 million".
-        r"\b(?:us\$|usd)\s?\d[\d.,]*\s*(?:m\b|million)|"
-        r"\b\d[\d.,]*\s*million\s+(?:us\s+|united\s+states\s+)(?:dollars|usd)|"
-        r"\b(?:sum|total)\s+of\s+(?:us\$|usd|\$|\u20ac|\u00a3)?\s?\d[\d.,]*\s*million|"
+        # A number is taken whole (``*+``) and starts where a run of digits, dots and commas
+        # starts: retrying from every digit of "1.1.1.1..." was quadratic.
+        r"\b(?:us\$|usd)\s?\d[\d.,]*+\s*(?:m\b|million)|"
+        r"\b(?<![.,])\d[\d.,]*+\s*million\s+(?:us\s+|united\s+states\s+)(?:dollars|usd)|"
+        r"\b(?:sum|total)\s+of\s+(?:us\$|usd|\$|\u20ac|\u00a3)?\s?\d[\d.,]*+\s*million|"
         r"\bnext\s+of\s+kin\b|\b(?:sole|legal|rightful)\s+beneficiary|"
         r"\bbusiness\s+(?:proposal|proposition|deal)\b|\bconsignment\s+box|\batm\s+card\b|"
         r"\b(?:inheritance|compensation|unclaimed|dormant)\s+(?:fund|funds|payment|account)|"
@@ -220,7 +222,12 @@ def lure_signals(text: str) -> list[Signal]:
 
 
 # An address or domain written inside a display name ("support@bank.example" <x@evil.test>).
-_SHOWN_ADDRESS = re.compile(r"[\w.+-]+@([a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24})\b", re.I)
+# The local part starts only where a run of its characters starts and is taken whole (``++``):
+# a start inside the run cannot succeed where the run's start failed, and trying every one made
+# the search quadratic on a long run ("a" * 100,000 took minutes).
+_SHOWN_ADDRESS = re.compile(
+    r"(?<![\w.+-])[\w.+-]++@([a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24})\b", re.I
+)
 
 
 def _top_level_commas(header: str) -> int:
@@ -380,6 +387,8 @@ _GREETING_ADDRESS = re.compile(_GREETING + r"[\w.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)
 _GREETING_HINT = re.compile(r"@[a-z0-9-]+\.")
 # The greeting sits at the top: only the first characters of the text are searched.
 _GREETING_WINDOW = 3000
+# Recipient addresses whose greeting pattern is kept: a proxy serves a few mailboxes.
+_GREETING_CACHE = 64
 
 
 def greeting_signals(visible: str, to_header: str = "") -> list[Signal]:
@@ -394,11 +403,15 @@ def greeting_signals(visible: str, to_header: str = "") -> list[Signal]:
     if _GREETING_HINT.search(head) and _GREETING_ADDRESS.search(head):
         return [_sig("greeting-address", "")]
     boxes = [a.lower() for _, a in _mailboxes(to_header) if "@" in a]
-    if len(boxes) == 1 and boxes[0] in head:
-        own = re.compile(_GREETING + re.escape(boxes[0]) + r"(?![\w.-]*\w)")
-        if own.search(head):
-            return [_sig("greeting-address", "recipient")]
+    if len(boxes) == 1 and boxes[0] in head and _own_greeting(boxes[0]).search(head):
+        return [_sig("greeting-address", "recipient")]
     return []
+
+
+@lru_cache(maxsize=_GREETING_CACHE)
+def _own_greeting(address: str) -> re.Pattern[str]:
+    """A greeting to exactly ``address`` (not to a longer address that starts with it)."""
+    return re.compile(_GREETING + re.escape(address) + r"(?![\w.-]*\w)")
 
 
 def obfuscation_signals(visible: str, headline: str) -> list[Signal]:

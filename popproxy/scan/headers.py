@@ -13,7 +13,8 @@ OWN_PREFIX = b"x-popproxy-"
 # A header line as the stdlib parser (and so the scanner) reads one: a field name of printable
 # ASCII without ":" then a colon, a folded continuation line, or an mbox "From " line (skipped).
 # Any other line ends the header section for that parser: what follows it is body.
-_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
+# (Used with ``match``; the look-behind also keeps a ``search`` linear on a long line.)
+_HEADER_LINE = re.compile(rb"From |(?<![\x21-\x39\x3b-\x7e])[\x21-\x39\x3b-\x7e]*+:|[ \t]")
 
 
 def split_message(message: bytes) -> tuple[bytes, bytes, bytes]:

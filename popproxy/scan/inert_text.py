@@ -26,6 +26,10 @@ _SCHEME_FANG = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ws": "wxs", "ws
 # the next pass defangs; a host never contains "/", so two passes always suffice and the other
 # two are a margin.  Each pass is linear.
 _MAX_PASSES = 4
+# Without a <base href>, what a relative link resolves against depends on the client; a
+# scheme-relative "//evil.example/x" still names its host, which this base brings out.
+_PLACEHOLDER_HOST = "popproxy.invalid"
+_PLACEHOLDER_BASE = f"https://{_PLACEHOLDER_HOST}/"
 
 
 def _url(m: re.Match[str]) -> str:
@@ -57,13 +61,23 @@ def shown_target(href: str, base: str | None) -> str:
 
     The target is resolved as a browser resolves it (WHATWG URL rules: against the document's
     ``<base href>``, ``https:evil.example`` and ``http:/evil.example`` read as hosts, control
-    characters and blanks around it dropped), so the reader sees the real host.  A target no
-    browser can resolve is shown as written.
+    characters and blanks around it dropped, "//host" taking the page's scheme, https in
+    webmail), so the reader sees the real host.  A relative target, or one no browser can
+    resolve, is shown as written.
     """
-    try:
-        url = ada_url.join_url(base, href) if base else ada_url.URL(href).href
-    except ValueError:
-        url = href
+    if base:
+        try:
+            return defang_text(ada_url.join_url(base, href))
+        except ValueError:
+            return defang_text(href)
+    url = absolute_url(href)
+    if url is None:
+        try:
+            url = ada_url.join_url(_PLACEHOLDER_BASE, href)
+        except ValueError:
+            return defang_text(href)
+        if ada_url.URL(url).hostname == _PLACEHOLDER_HOST:
+            return defang_text(href)  # relative: where it goes depends on the client
     return defang_text(url)
 
 

@@ -194,6 +194,8 @@ def test_url_without_slashes_is_shown_with_its_host() -> None:
     _check('<a href="https:evil.example/login">Sign in</a>')
     _check('<a href=" \x01http:/evil.example\\login">Sign in</a>',
            shown="hxxp://evil[.]example/login")
+    _check('<a href="//evil.example/login">Sign in</a>')  # scheme-relative: the page's, https
+    _check('<a href="\\\\evil.example\\login">Sign in</a>')  # backslashes count as slashes
 
 
 def _best_time(func: Callable[[], object], repeat: int = 3) -> float:

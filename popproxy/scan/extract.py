@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import ada_url
-from selectolax.lexbor import LexborHTMLParser, LexborNode
+from selectolax.lexbor import LexborDocumentOptions, LexborHTMLParser, LexborNode
+
+from popproxy.scan import html_cost
 
 LinkSource = Literal["text", "href", "form", "frame", "refresh", "pdf"]
 
@@ -66,6 +69,9 @@ class Extracted:
     password_inputs: int = 0
     scripts: int = 0
     images: int = 0
+    # The HTML was not parsed (its tree would have cost the parser too much, see
+    # ``html_extract``): links and text were taken from its source.  Honest mail never is.
+    unparsed: bool = False
 
 
 def refang(url: str) -> str:
@@ -105,8 +111,18 @@ def html_extract(html: str, *, attachment: bool = False) -> Extracted:
     odd comment endings (``<!-->``, ``--!>``) and the like, and each disagreement hides a link
     the reader can click.  Text inside script, style, title, template and comments is not
     visible text.  Relative links are resolved against ``<base href>`` as a browser would.
+
+    Tree construction is not linear in every case (deep nesting, and formatting elements
+    re-opened after every block: 40 KB of those took Lexbor 8 s, in C code nothing can
+    interrupt), so markup whose tree would cost too much is not parsed: its links and text are
+    taken from the source instead, and ``unparsed`` says so.
     """
-    tree = LexborHTMLParser(html)
+    if _too_costly(html):
+        return _unparsed_extract(html, attachment)
+    # Without DOM mutation events: the only one, mirroring the chosen <option> into
+    # <selectedcontent>, copies text and made "<select>" + "<option>" * N quadratic (0.5 s for
+    # 100 KB, 10 s for 500 KB).
+    tree = LexborHTMLParser(html, options=LexborDocumentOptions.WO_EVENTS)
     out = _elements(tree, attachment)
     # Hidden text goes only now, when no node of the tree is referenced any more (removed
     # nodes are freed).  The text nodes left are what a reader sees, in document order.
@@ -274,11 +290,16 @@ def _base_url(tree: LexborHTMLParser) -> str:
     A relative or invalid base falls back to the document's own URL, which a mail has none of.
     """
     base = tree.css_first("base[href]")
-    href = (base.attributes.get("href") or "").strip() if base is not None else ""
-    if not href:
+    return _absolute(base.attributes.get("href") or "") if base is not None else ""
+
+
+def _absolute(url: str) -> str:
+    """``url`` normalised when it is an absolute URL, else ""."""
+    url = url.strip()
+    if not url:
         return ""
     try:
-        return ada_url.URL(href).href
+        return ada_url.URL(url).href
     except ValueError:
         return ""
 
@@ -321,3 +342,79 @@ def refresh_url(content: str) -> str:
         quote, url = url[0], url[1:]
         url = url.split(quote, 1)[0]
     return url.strip()
+
+
+# --- markup too costly to parse -----------------------------------------------------------------
+
+# Formatting elements (the HTML standard's list, less "a", which cannot pile up): one still open
+# when a block ends is cloned again before the next text or tag ("reconstruct the active
+# formatting elements"), so N of them and M blocks build N*M elements, ~2 us each in Lexbor.
+_FORMATTING = re.compile(
+    r"(?i)<(/?)(b|big|code|em|font|i|nobr|s|small|strike|strong|tt|u)(?=[\t\n\f\r />])"
+)
+# Elements such cloning may build before a document counts as too costly (~0.5 s).  Honest mail
+# stays far below: the shared corpus' largest estimate is 33,000 (31 open <font> x 1,062 tags).
+MAX_RECONSTRUCT_WORK = 250_000
+
+
+def _too_costly(html: str) -> bool:
+    return _reconstruct_work(html) > MAX_RECONSTRUCT_WORK or html_cost.too_costly(html)
+
+
+def _reconstruct_work(html: str) -> int:
+    """An estimate of the elements rebuilt for formatting left open: the most formatting
+    elements open at once times the tags that may each trigger a rebuild."""
+    tags = html.count("<")
+    if tags * tags <= MAX_RECONSTRUCT_WORK:
+        return 0  # cannot exceed it: at most one open element per tag
+    open_now: dict[str, int] = {}
+    total = peak = 0
+    for m in _FORMATTING.finditer(html):
+        name = m.group(2).lower()
+        if not m.group(1):
+            open_now[name] = open_now.get(name, 0) + 1
+            total += 1
+            peak = max(peak, total)
+        elif open_now.get(name):
+            open_now[name] -= 1
+            total -= 1
+    return peak * tags
+
+
+# Link attributes in raw markup.  Values are read up to their closing quote or, unclosed, to the
+# next quote of that kind (possessive), so each attempt ends where the next one can start.
+_WS = r"\t\n\f\r "
+_LINK_ATTR = re.compile(
+    rf"(?i)(?<![\w:-])(href|xlink:href|action|formaction)[{_WS}]*+=[{_WS}]*+"
+    rf"(?:\"([^\"]*+)|'([^']*+)|([^{_WS}\"'>][^{_WS}>]*+))"
+)
+_BASE_HREF = re.compile(
+    rf"(?i)<base[{_WS}/][^<>]*?href[{_WS}]*+=[{_WS}]*+[\"']?+([^\"'{_WS}>]++)"
+)
+_TAG_LIKE = re.compile(r"<[^<>]*+>?")
+_START_TAG = re.compile(rf"(?i)<(form|script|img)(?=[{_WS}/>])")
+_PASSWORD_TYPE = re.compile(rf"(?i)\btype[{_WS}]*+=[{_WS}]*+[\"']?+password\b")
+
+
+def _unparsed_extract(html: str, attachment: bool) -> Extracted:
+    """Links and text of markup that is not parsed: every link attribute anywhere in it and
+    every URL in its source (comments and scripts included: over-reading beats missing one)."""
+    base = _BASE_HREF.search(html)
+    page = _Page(_absolute(html_lib.unescape(base.group(1))) if base else "", attachment)
+    out = page.out
+    out.unparsed = True
+    for m in _LINK_ATTR.finditer(html):
+        value = html_lib.unescape(m.group(2) or m.group(3) or m.group(4) or "")
+        source: LinkSource = "form" if m.group(1).lower().endswith("action") else "href"
+        page.add(page.resolve(value), source)
+    text = " ".join(html_lib.unescape(_TAG_LIKE.sub(" ", html)).split())
+    if text:
+        out.text.append(text)
+    out.links.extend(text_links(html_lib.unescape(html), attachment=attachment))
+    for m in _START_TAG.finditer(html):
+        name = m.group(1).lower()
+        out.forms += name == "form"
+        out.scripts += name == "script"
+        out.images += name == "img"
+    out.password_inputs = len(_PASSWORD_TYPE.findall(html))
+    return out

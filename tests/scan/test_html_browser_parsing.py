@@ -8,6 +8,8 @@ raises ``link-ip-host``) must now be judged.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from popproxy.scan.extract import Link, LinkSource, html_extract, refresh_url
@@ -280,3 +282,75 @@ def test_counts_scripts_images_and_forms() -> None:
 def test_unclosed_anchor_runs_to_its_parent_end() -> None:
     page = html_extract(f'<p><a href="{EVIL}">www.bank.example</p><p>more</p>')
     assert page.links[0] == Link(EVIL, "href", "www.bank.example")
+
+
+# --- markup whose tree would be too costly to build ---------------------------------------------
+# Tree construction is quadratic in nesting depth and in formatting elements re-opened after
+# each block; Lexbor's C code cannot be interrupted.  Such markup is read from its source
+# instead: the links are still judged, and the page is marked ``unparsed``.
+
+_SLOW = 3.0  # seconds; each input below cost Lexbor 8 s to many minutes before
+
+
+def _timed_extract(html: str) -> tuple[float, list[str], bool]:
+    start = time.perf_counter()
+    page = html_extract(html)
+    return time.perf_counter() - start, [link.url for link in page.links], page.unparsed
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        "<div>" * 100_000,
+        "<ul>" * 100_000,
+        "<svg>" + "<g>" * 50_000 + "</x>" * 50_000,
+        "<p>" + "".join(f"<font id={i}>" for i in range(5_000)) + "</p>" + "<p>x" * 40_000,
+        "".join(f"<b id={i}>" for i in range(40_000)),
+    ],
+    ids=["nested-div", "nested-ul", "svg-end-tags", "formatting-reopened", "formatting-many"],
+)
+def test_parser_complexity_bomb_does_not_hide_link(bomb: str) -> None:
+    html = f'<a href="{EVIL}">Sign in</a>{bomb}<a href="https:paypa1.example/login">x</a>'
+    spent, urls, unparsed = _timed_extract(html)
+    assert spent < _SLOW
+    assert unparsed
+    assert EVIL in urls
+    assert "https:paypa1.example/login" in urls
+    verdict = scan(build(html=html))
+    assert {"link-ip-host", "link-brand-lookalike"} <= names(verdict)
+
+
+def test_select_with_many_options_parses_quickly() -> None:
+    html = "<select>" + "<option>" * 60_000 + f'</select><a href="{EVIL}">Sign in</a>'
+    spent, urls, unparsed = _timed_extract(html)
+    assert spent < _SLOW
+    assert not unparsed
+    assert urls == [EVIL]
+
+
+def test_unparsed_markup_keeps_link_attributes_base_and_counts() -> None:
+    html = (
+        '<BASE HREF="http://198.51.100.7/"><a title="x>y" href=login>Sign in</a>'
+        "<svg><a xlink:href='http://198.51.100.8/s'>s</a></svg>"
+        '<form action="/post"><input type=password><button formaction="http://198.51.100.9/f">'
+        "<img src=x><script>var u = 'http://198.51.100.10/js'</script>"
+        "<p>please verify your account</p>" + "<div>" * 100_000
+    )
+    page = html_extract(html)
+    assert page.unparsed
+    assert [(link.url, link.source) for link in page.links if link.source != "text"] == [
+        ("http://198.51.100.7/", "href"),  # the base itself, read as a link attribute
+        (EVIL, "href"),
+        ("http://198.51.100.8/s", "href"),
+        ("http://198.51.100.7/post", "form"),
+        ("http://198.51.100.9/f", "form"),
+    ]
+    assert "http://198.51.100.10/js" in [link.url for link in page.links]
+    assert (page.forms, page.password_inputs, page.images, page.scripts) == (1, 1, 1, 1)
+    assert "please verify your account" in " ".join(page.text)
+
+
+def test_honest_large_newsletter_shape_is_parsed() -> None:
+    row = '<tr><td><font face="Arial"><b>Item</b></font></td><td><a href="/x">more</a></td></tr>'
+    html = "<table>" + row * 3000 + "</table>"
+    assert not html_extract(html).unparsed

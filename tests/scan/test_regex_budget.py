@@ -115,8 +115,6 @@ _BUILT: dict[str, re.Pattern[Any]] = {
 # position is tried once at most), so they are timed with one ``match`` at the start of the
 # input: that attempt must be linear, ``search`` need not be.
 _MATCH_ONLY = frozenset({
-    "headers._HEADER_LINE",  # header_fields: one match per header line
-    "html_cost._TAG",  # parse_work: match at each "<" past the previous tag, stop on a miss
     "sniff._PAGE_START",  # sniff: one match at the start of an attachment
 })
 

@@ -115,6 +115,8 @@ def _html_attachment(part: Part, label: str, found: AttachmentFindings) -> None:
     page = html_extract(decode_bytes(part.payload, part.charset), attachment=True)
     found.links.extend(page.links)
     found.signals.append(_sig("attach-html", label))
+    if page.unparsed:
+        found.signals.append(_sig("limit-html", label))
     if page.forms or page.password_inputs:
         found.signals.append(_sig("attach-html-form", label))
     if page.scripts:

@@ -22,14 +22,10 @@ from popproxy.scan.defang_html import defang_html
 from popproxy.scan.inert_text import defang_text
 from popproxy.scan.limits import MAX_MIME_PARTS
 from popproxy.scan.mime import parse_message, recover_multipart
-from popproxy.scan.mime_params import install, split_params
+from popproxy.scan.mime_params import split_params
 from popproxy.scan.textdecode import decode_bytes
 
 __all__ = ["defang_html", "defang_message", "defang_text"]
-
-# The stdlib's parameter splitter is quadratic in the header's length, and this module (like
-# the scanner) reads charset and boundary parameters of hostile headers: see mime_params.
-install()
 
 _DEFANGED_BODY_TYPES = ("text/plain", "text/html")
 

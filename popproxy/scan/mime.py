@@ -21,8 +21,19 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
 
-from popproxy.scan.limits import MAX_OVERFLOW_BYTES, MAX_PARSE_DELIMITERS, OVERFLOW_PART_COST
+from popproxy.scan.limits import (
+    MAX_HEADER_DECODE_CHARS,
+    MAX_OVERFLOW_BYTES,
+    MAX_PARSE_DELIMITERS,
+    OVERFLOW_PART_COST,
+)
+from popproxy.scan.mime_params import install as install_linear_param_parser
 from popproxy.scan.textdecode import decode_bytes
+
+# The stdlib's MIME parameter splitter is quadratic in the header's length, and every reader of
+# a message (scanner and defang alike, both through this module) asks hostile headers for their
+# charset, boundary and file name: see mime_params.
+install_linear_param_parser()
 
 # Parts the overflow walk can visit at most (each costs at least OVERFLOW_PART_COST): how many
 # parts past the limit are split off a multipart without a usable boundary for it.
@@ -142,16 +153,41 @@ def _as_html(part: Part) -> Part:
     )
 
 
-def header_text(msg: Message, name: str) -> str:
-    """A header decoded from RFC 2047 encoded-words to text; "" when absent.
+def _decodable_head(value: str) -> str:
+    """At most MAX_HEADER_DECODE_CHARS of ``value``, cut at whitespace so no encoded-word is
+    split (a cut word would show as its raw =?...?= text, not be lost)."""
+    if len(value) <= MAX_HEADER_DECODE_CHARS:
+        return value
+    head = value[:MAX_HEADER_DECODE_CHARS]
+    cut = max(head.rfind(" "), head.rfind("\t"), head.rfind("\n"))
+    return head[:cut] if cut > 0 else head
 
-    Unknown charsets and broken encoded-words fall back to the raw value with bad bytes
-    replaced, because a header a person can read matters more than strictness here.
-    """
+
+def _decodable_tail(value: str) -> str:
+    """Like _decodable_head, but the end of ``value``: a file name's extension is at its end."""
+    if len(value) <= MAX_HEADER_DECODE_CHARS:
+        return value
+    tail = value[-MAX_HEADER_DECODE_CHARS:]
+    cut = min((i for i in (tail.find(" "), tail.find("\t"), tail.find("\n")) if i >= 0),
+              default=-1)
+    return tail[cut + 1 :] if cut >= 0 else tail
+
+
+def header_text(msg: Message, name: str) -> str:
+    """A header decoded from RFC 2047 encoded-words to text; "" when absent."""
     raw = msg.get(name)
     if raw is None:
         return ""
-    value = str(raw)
+    return decode_words(_decodable_head(str(raw)))
+
+
+def decode_words(value: str) -> str:
+    """``value`` with its RFC 2047 encoded-words decoded.
+
+    Unknown charsets and broken encoded-words fall back to the raw value with bad bytes
+    replaced, because a header a person can read matters more than strictness here (and a
+    word in a made-up charset must not hide what it says, such as a file name's extension).
+    """
     if "=?" not in value:
         return value
     try:
@@ -248,12 +284,7 @@ def _filename(part: Message) -> str:
         return ""
     if not name:
         return ""
-    if "=?" in name:
-        try:
-            return str(make_header(decode_header(name)))
-        except (LookupError, UnicodeError, ValueError, AssertionError):
-            return name
-    return name
+    return decode_words(_decodable_tail(name))
 
 
 def _is_attachment(part: Message, content_type: str, filename: str) -> bool:

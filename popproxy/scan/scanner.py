@@ -177,6 +177,8 @@ class Scanner:
                     found.body_links.add(page.links)
                     for chunk in page.text:
                         found.add_text(chunk)
+                    if page.unparsed:
+                        signals.append(_sig("limit-html", "markup read from its source"))
                     if page.password_inputs:
                         signals.append(_sig("form-password", ""))
                     if page.images and _image_only(page):

@@ -37,6 +37,7 @@ _GROUPS: dict[str, str] = {
     "limit-links": "limit",
     "limit-text": "limit",
     "limit-size": "limit",
+    "limit-html": "limit",
 }
 
 # Signals that force at least the "tag" action whatever the score: a message arriving with our
@@ -46,7 +47,7 @@ _GROUPS: dict[str, str] = {
 # limit weight, the reader must still be told.
 _FORCE_TAG: frozenset[str] = frozenset(
     {"spoofed-verdict-header", "limit-depth", "limit-parts", "limit-decoded", "limit-links",
-     "limit-text", "limit-size"}
+     "limit-text", "limit-size", "limit-html"}
 )
 
 

@@ -280,3 +280,28 @@ def test_limits_force_tag_even_with_raised_thresholds() -> None:
     verdict = timed_scan(nested(20), config)
     assert "limit-depth" in names(verdict)
     assert verdict.action == "tag"
+
+
+# --- markup too costly to parse ----------------------------------------------------------------
+# HTML whose tree would cost Lexbor too much is read from its source (extract.html_extract); the
+# message carries ``limit-html`` so a harmless-looking page that forces this path is still tagged.
+
+_COSTLY_MARKUP = ("<div>" * 100_000, "".join(f"<b id={i}>" for i in range(40_000)))
+
+
+@pytest.mark.parametrize("bomb", _COSTLY_MARKUP, ids=["nested-div", "formatting-many"])
+def test_costly_body_markup_is_evidence(bomb: str) -> None:
+    verdict = timed_scan(build(html=f"<p>Your invoice is attached.</p>{bomb}"))
+    assert_judged(verdict, set(), "limit-html")
+
+
+@pytest.mark.parametrize("bomb", _COSTLY_MARKUP, ids=["nested-div", "formatting-many"])
+def test_costly_attached_markup_is_evidence(bomb: str) -> None:
+    page = f"<p>Statement</p>{bomb}".encode()
+    verdict = timed_scan(build(text="see attached", attachments=(("s.htm", page, "text/html"),)))
+    assert_judged(verdict, set(), "limit-html")
+
+
+def test_ordinary_markup_raises_no_html_limit() -> None:
+    verdict = timed_scan(build(html="<table>" + "<tr><td><b>row</b></td></tr>" * 3000))
+    assert "limit-html" not in names(verdict)

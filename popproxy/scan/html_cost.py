@@ -24,6 +24,12 @@ import re
 # Below this many "<", parsing cannot be slow whatever the nesting: 4096 nested blocks cost
 # Lexbor ~0.1 s.  Honest mail stays far below (the shared corpus' largest ham: ~3,100 tags).
 SAFE_TAG_COUNT = 4096
+# Lexbor checks each attribute of a tag against those already read (HTML standard: a duplicate
+# attribute is a parse error and dropped), walking the tag's list: quadratic in the distinct
+# attributes of one tag (20,000 in one tag: 1.5 s, 40,000: 5.6 s).  Each tag longer than this
+# many characters is charged (distinct names)^2 / 2; a shorter one cannot hold enough names to
+# matter (a few hundred at most: ~50,000 units).
+LONG_TAG_CHARS = 2048
 # Stack entries the tree builder may walk (~10 ns each in Lexbor): ~0.2 s.  Honest mail: a few
 # hundred thousand (the largest HTML part of the corpus, 23,000 tags at depth 20: 460,000).
 MAX_PARSE_WORK = 20_000_000
@@ -41,6 +47,9 @@ _TAG = re.compile(
     rf")*+(>|\Z)"
 )
 _MARKUP = re.compile(r"<[A-Za-z/!?]")
+# An attribute name inside a tag's text (a value's words count too: over-charging a rare long
+# tag is harmless, under-charging is not).
+_ATTRIBUTE_NAME = re.compile(rf"(?<=[{_WS}/])[^{_WS}/>=]++")
 _END_TAG_OPEN = re.compile(r"</[A-Za-z]")
 _COMMENT_END = re.compile(r"--!?>")
 # Elements whose content is text up to their own end tag (RAWTEXT, RCDATA, script data).
@@ -92,7 +101,7 @@ class _Stack:
 def parse_work(markup: str) -> int:
     """An estimate of the stack entries Lexbor walks building the tree of ``markup``."""
     if markup.count("<") <= SAFE_TAG_COUNT:
-        return 0
+        return _long_tags_work(markup) if len(markup) > LONG_TAG_CHARS else 0
     stack = _Stack()
     work = 0
     pos = 0
@@ -111,6 +120,8 @@ def parse_work(markup: str) -> int:
         if tag is None or not tag.group(3):
             break  # a tag without ">": the rest of the input is inside it
         pos = tag.end()
+        if pos - i > LONG_TAG_CHARS:
+            work += _attribute_work(tag.group(0))
         name = tag.group(2).lower()
         if name in _MERGED:
             continue
@@ -130,6 +141,21 @@ def parse_work(markup: str) -> int:
             end = re.compile(rf"(?i)</{name}(?=[{_WS}/>])").search(markup, pos)
             pos = len(markup) if end is None else end.start()
     return work
+
+
+def _long_tags_work(markup: str) -> int:
+    """The attribute work of the long tags of markup with few tags (nesting cannot cost)."""
+    return sum(
+        _attribute_work(tag.group(0))
+        for tag in _TAG.finditer(markup)
+        if tag.end() - tag.start() > LONG_TAG_CHARS
+    )
+
+
+def _attribute_work(tag: str) -> int:
+    """Work of the duplicate-attribute checks in one tag: (distinct names)^2 / 2."""
+    names = {name.lower() for name in _ATTRIBUTE_NAME.findall(tag)}
+    return len(names) * len(names) // 2
 
 
 def _comment_end(markup: str, start: int) -> int:

@@ -306,8 +306,10 @@ def _timed_extract(html: str) -> tuple[float, list[str], bool]:
         "<svg>" + "<g>" * 50_000 + "</x>" * 50_000,
         "<p>" + "".join(f"<font id={i}>" for i in range(5_000)) + "</p>" + "<p>x" * 40_000,
         "".join(f"<b id={i}>" for i in range(40_000)),
+        "<p " + " ".join(f"a{i}=1" for i in range(40_000)) + ">",
     ],
-    ids=["nested-div", "nested-ul", "svg-end-tags", "formatting-reopened", "formatting-many"],
+    ids=["nested-div", "nested-ul", "svg-end-tags", "formatting-reopened", "formatting-many",
+         "distinct-attributes"],
 )
 def test_parser_complexity_bomb_does_not_hide_link(bomb: str) -> None:
     html = f'<a href="{EVIL}">Sign in</a>{bomb}<a href="https:paypa1.example/login">x</a>'

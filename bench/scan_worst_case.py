@@ -54,6 +54,17 @@ def inputs(size: int) -> dict[str, bytes]:
         "whitespace-run": html(" " * n + "<a href=http://198.51.100.7/x>x</a>"),
         "mime-boundary-repeat": (b"From: a@example.test\r\nContent-Type: multipart/mixed; "
                                  b'boundary="b"\r\n\r\n' + b"--b\r\n" * (n // 5)),
+        "nested-div (<div><div>...)": html("<div>" * (n // 5)),
+        "formatting-many (<b id=N>...)": html("".join(f"<b id={i}>" for i in range(n // 10))),
+        "attr-distinct (<p a0=1 a1=1 ...)": html(
+            "<p " + " ".join(f"a{i}=1" for i in range(n // 7)) + ">"),
+        "encoded-words-alternating": (
+            b"From: a@example.test\r\nSubject: "
+            + " ".join("=?utf-8?q?a?= x" if i % 2 else "=?x?q?a?=" for i in range(n // 12))
+            .encode() + b"\r\n\r\nx\r\n"),
+        "param-quoted-semicolons": (
+            b"From: a@example.test\r\nMIME-Version: 1.0\r\nContent-Type: text/html; "
+            + b'a="' + b";" * n + b'"\r\n\r\n' + LINK.encode()),
     }
 
 

@@ -99,7 +99,8 @@ class _Stack:
 
 
 def parse_work(markup: str) -> int:
-    """An estimate of the stack entries Lexbor walks building the tree of ``markup``."""
+    """An estimate of the stack entries Lexbor walks building the tree of ``markup`` (counting
+    stops once past MAX_PARSE_WORK)."""
     if markup.count("<") <= SAFE_TAG_COUNT:
         return _long_tags_work(markup) if len(markup) > LONG_TAG_CHARS else 0
     stack = _Stack()
@@ -129,6 +130,8 @@ def parse_work(markup: str) -> int:
             work += stack.pop_to(frozenset((name,))) if stack.open.get(name) else len(stack.names)
             continue
         work += len(stack.names)
+        if work > MAX_PARSE_WORK:
+            return work  # too costly already: the rest of the input cannot lower it
         implied = _IMPLIED.get(name)
         if implied is not None and stack.has(implied):
             work += stack.pop_to(implied)

@@ -33,6 +33,24 @@ class LoopThread:
         self._thread.join(5)
 
 
+class LoopbackServer:
+    """A test server on a free loopback port: ``start()`` listens and returns the port,
+    ``stop()`` closes the listener; subclasses answer connections in ``_serve``."""
+
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
 def make_config(upstream_port: int, **overrides: Any) -> Config:
     """A config with one plain listener on an ephemeral port, fronting 127.0.0.1:upstream_port."""
     data: dict[str, Any] = {

@@ -245,6 +245,12 @@ def _rewrite_part(part: Message, plan: _Plan) -> None:
     except (LookupError, UnicodeError, ValueError):  # ValueError: a NUL in the charset name
         data = new.encode("utf-8", "replace")
         plan.edit(part, "Content-Type", _content_type_with_charset(part, "utf-8"))
+    _set_payload(part, plan, data)
+
+
+def _set_payload(part: Message, plan: _Plan, data: bytes) -> None:
+    """Put ``data`` in ``part``: base64 if it was base64, quoted-printable otherwise (7-bit
+    safe whatever the rewritten text holds)."""
     was_base64 = _first_raw(part, "Content-Transfer-Encoding").strip().lower() == "base64"
     if was_base64:
         plan.edit(part, "Content-Transfer-Encoding", "base64")
@@ -264,13 +270,7 @@ def _make_text_attachment(part: Message, plan: _Plan, raw: bytes, names: list[st
     name = _text_name(names[0] if names else "")
     plan.edit(part, "Content-Type", f'text/plain; charset="utf-8"; {_name_param("name", name)}')
     plan.edit(part, "Content-Disposition", f"attachment; {_name_param('filename', name)}")
-    was_base64 = _first_raw(part, "Content-Transfer-Encoding").strip().lower() == "base64"
-    if was_base64:
-        plan.edit(part, "Content-Transfer-Encoding", "base64")
-        part.set_payload(base64.encodebytes(data).decode("ascii"))
-    else:
-        plan.edit(part, "Content-Transfer-Encoding", "quoted-printable")
-        part.set_payload(_encode_qp(data, plan))
+    _set_payload(part, plan, data)
 
 
 def _file_names(part: Message) -> list[str]:

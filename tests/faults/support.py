@@ -25,7 +25,14 @@ from popproxy.metrics import Metrics
 from popproxy.policy.config import Config
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.observe import Observer
-from tests.helpers import LoopThread, RunningProxy, make_config, running_demo, running_proxy
+from tests.helpers import (
+    LoopbackServer,
+    LoopThread,
+    RunningProxy,
+    make_config,
+    running_demo,
+    running_proxy,
+)
 from tests.integration.rawpop import RawPOP3, wait_for
 
 VICTIM = "victim"
@@ -48,7 +55,7 @@ class Reply:
 
 
 @dataclass
-class FakeUpstream:
+class FakeUpstream(LoopbackServer):
     """A scripted POP3 upstream on the test loop: ``greeting`` (None: never greets), then one
     ``Reply`` per command verb (``default`` for verbs not in ``replies``).
 
@@ -62,15 +69,6 @@ class FakeUpstream:
     verbs: list[str] = field(default_factory=list)
     connections: int = 0
     closed_by_proxy: int = 0
-    _server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -19,7 +19,7 @@ import pytest
 
 from popproxy.policy.config import Upstream
 from popproxy.proxy.failure_timing import MARGIN, MAX_LEARNED, SAMPLES, FailureTiming, upstream_key
-from tests.helpers import LoopThread, RunningProxy, make_config, running_proxy
+from tests.helpers import LoopbackServer, LoopThread, RunningProxy, make_config, running_proxy
 
 AUTH_FAILED = b"-ERR [AUTH] authentication failed\r\n"
 TOLERANCE = 0.05  # the issue's bar: identical timing within 50 ms
@@ -27,21 +27,12 @@ UPSTREAM_DELAY = 0.6  # the fake upstream's own failure delay
 FLOOR = 0.2  # limits.auth_failure_delay, shorter than the upstream's delay
 
 
-class SlowRefusingUpstream:
+class SlowRefusingUpstream(LoopbackServer):
     """A POP3 server that answers PASS after ``delay`` seconds: -ERR, or +OK for ``right``."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.passes = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"+OK slow upstream\r\n")

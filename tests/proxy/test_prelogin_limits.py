@@ -28,7 +28,7 @@ from popproxy.policy.decisions import parse_address
 from popproxy.policy.lockout import source_network
 from popproxy.proxy.demo_upstream import DemoUpstream
 from tests.faults.support import Observed
-from tests.helpers import LoopThread, RunningProxy, make_config, running_proxy
+from tests.helpers import LoopbackServer, LoopThread, RunningProxy, make_config, running_proxy
 from tests.integration.rawpop import wait_for
 
 LOGIN_TIMEOUT = 1.0
@@ -200,20 +200,11 @@ def test_slow_tls_handshake_is_cut_at_the_login_deadline_without_plaintext(
     assert observed.sample("popproxy_logins_total", result="timeout") == 1
 
 
-class StallingUpstream:
+class StallingUpstream(LoopbackServer):
     """Greets and takes USER, never answers PASS; records when the proxy hangs up on it."""
 
     def __init__(self) -> None:
         self.hung_up: list[float] = []
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"+OK stalling upstream\r\n")

@@ -275,9 +275,12 @@ def _limit_signals(
     rest = ", some unjudged" if "overflow" in stats.limits_hit else ""
     detail = f"{stats.overflow_parts} parts judged past it{rest}"
     if stats.unparsed:
-        detail = "structure not parsed, body read as text"
+        # The body was read as raw text: links inside base64 or quoted-printable parts were not
+        # decoded, so the message is made inert (scoring forces at least defang; the defang
+        # render decodes every part it rewrites).
+        out.append(_sig("limit-structure", ",".join(stats.limits_hit)))
     for limit in stats.limits_hit:
-        if limit in _WALK_LIMITS:
+        if limit in _WALK_LIMITS and not stats.unparsed:
             out.append(_sig(_WALK_LIMITS[limit], detail))
     if chosen.exhausted or found.body_links.overflow or found.attachment_links.overflow:
         out.append(_sig("limit-links", f"{chosen.hosts} hosts judged"))

@@ -38,6 +38,7 @@ _GROUPS: dict[str, str] = {
     "limit-text": "limit",
     "limit-size": "limit",
     "limit-html": "limit",
+    "limit-structure": "limit",
 }
 
 # Signals that force at least the "tag" action whatever the score: a message arriving with our
@@ -47,8 +48,11 @@ _GROUPS: dict[str, str] = {
 # limit weight, the reader must still be told.
 _FORCE_TAG: frozenset[str] = frozenset(
     {"spoofed-verdict-header", "limit-depth", "limit-parts", "limit-decoded", "limit-links",
-     "limit-text", "limit-size", "limit-html"}
+     "limit-text", "limit-size", "limit-html", "limit-structure"}
 )
+# Signals that force at least "defang": part of the message could not be read at all (its
+# structure was not parsed), so its links must not stay live whatever the rest scored.
+_FORCE_DEFANG: frozenset[str] = frozenset({"limit-structure"})
 
 
 def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:
@@ -69,6 +73,8 @@ def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:
     action = thresholds.action_for(score)
     if action == "pass" and any(name in _FORCE_TAG for name in per_name):
         action = "tag"
+    if action in ("pass", "tag") and any(name in _FORCE_DEFANG for name in per_name):
+        action = "defang"
     return Verdict(
         action=action,
         score=score,

@@ -83,6 +83,9 @@ WEIGHTS: Final[dict[str, float]] = {
     "limit-links": 4.0,  # more distinct link hosts than max_links (1000), or link-stuffed text
     "limit-text": 4.0,  # a part read as head and tail only, or visible text past max_text_chars
     "limit-size": 4.0,  # message over max_message_bytes: only its head was judged
+    # MIME structure too costly to parse (20,000+ delimiter lines, or nesting past Python's
+    # stack): the body was read as raw text, transfer-encoded parts unread.  Defang at least.
+    "limit-structure": 7.0,
     "limit-html": 4.0,  # HTML whose tree would cost the parser too much, read from its source
     # A multipart without a usable boundary (its text and the parts guessed from it are scanned
     # all the same).  Informational: weight 0 until measured on the held-out corpus.

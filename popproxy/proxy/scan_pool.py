@@ -28,11 +28,15 @@ WORKER_COMMAND = (sys.executable, "-m", "popproxy.proxy.scan_worker")
 SPAWN_TIMEOUT = 60.0
 # Pipe buffer of the parent's reader: answers are small JSON headers.
 READ_LIMIT = 2 * MAX_JOB_HEADER
+# Characters of a worker's error class name kept in JobFailed (and the log line).
+MAX_ERROR_DETAIL = 80
 
 
 class JobFailed(Exception):
     """A job got no answer: ``reason`` is "timeout" (killed at its deadline), "crash" (the
-    worker died) or "error" (the job raised inside the worker; ``detail`` names the class)."""
+    worker died during the job, twice: once on a fresh worker too), "error" (the job raised
+    inside the worker; ``detail`` names the class) or "unavailable" (no worker could be
+    started: not the message's doing)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"scan job failed: {reason} {detail}".strip())
@@ -82,6 +86,7 @@ class ScanPool:
         self._command = tuple(command)
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
+        self._reaping: set[asyncio.subprocess.Process] = set()  # discarded, not yet exited
         self._slots: asyncio.Semaphore | None = None
         self._closed = False
 
@@ -97,23 +102,52 @@ class ScanPool:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._size)
         async with self._slots:
-            worker = self._idle.pop() if self._idle else await self._spawn()
             try:
-                async with asyncio.timeout(deadline):
-                    answer = await worker.request(job, payload)
-            except TimeoutError:
-                self._discard(worker, "timeout")
-                raise JobFailed("timeout") from None
-            except (OSError, EOFError, asyncio.IncompleteReadError, ValueError) as exc:
-                self._discard(worker, "crash")
-                raise JobFailed("crash", exc.__class__.__name__) from None
-            except BaseException:  # cancelled: the worker is mid-job, so it cannot be reused
-                self._discard(worker, None)
-                raise
-            self._idle.append(worker)
+                answer = await self._run(job, payload, deadline)
+            except JobFailed as failed:
+                if failed.reason != "crash":
+                    raise
+                # A worker can die for reasons of its own (the OOM killer, an admin's kill):
+                # a crash is charged to the message only if a fresh worker dies on it too.
+                answer = await self._run(job, payload, deadline)
         if "error" in answer:
-            raise JobFailed("error", str(answer["error"])[:80])
+            raise JobFailed("error", str(answer["error"])[:MAX_ERROR_DETAIL])
         return answer
+
+    async def _run(self, job: dict[str, Any], payload: bytes, deadline: float) -> dict[str, Any]:
+        """One attempt on an idle (live) worker or a new one."""
+        worker = self._live_idle() or await self._spawn_or_fail()
+        try:
+            async with asyncio.timeout(deadline):
+                answer = await worker.request(job, payload)
+        except TimeoutError:
+            self._discard(worker, "timeout")
+            raise JobFailed("timeout") from None
+        except (OSError, EOFError, asyncio.IncompleteReadError, ValueError) as exc:
+            self._discard(worker, "crash")
+            raise JobFailed("crash", exc.__class__.__name__) from None
+        except BaseException:  # cancelled: the worker is mid-job, so it cannot be reused
+            self._discard(worker, None)
+            raise
+        self._idle.append(worker)
+        return answer
+
+    def _live_idle(self) -> _Worker | None:
+        """An idle worker still running; workers that died while idle are counted and dropped."""
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.proc.returncode is None:
+                return worker
+            self._discard(worker, "crash")
+        return None
+
+    async def _spawn_or_fail(self) -> _Worker:
+        try:
+            return await self._spawn()
+        except (OSError, EOFError, asyncio.IncompleteReadError, ValueError, TimeoutError,
+                JobFailed) as exc:
+            log.error("scan worker could not start: %s", exc.__class__.__name__)
+            raise JobFailed("unavailable", "worker did not start") from None
 
     async def _spawn(self) -> _Worker:
         proc = await asyncio.create_subprocess_exec(
@@ -139,8 +173,13 @@ class ScanPool:
             log.warning("scan worker %s killed (%s): starting a new one for the next job",
                         worker.proc.pid, reason)
             self._on_kill(reason)
-        # Reap it in the background so no zombie is left behind.
-        spawn(worker.proc.wait(), "reap-scan-worker")
+        # Reap it in the background so no zombie is left behind (aclose waits for it too).
+        self._reaping.add(worker.proc)
+        spawn(self._reap(worker.proc), "reap-scan-worker")
+
+    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        await proc.wait()
+        self._reaping.discard(proc)
 
     @property
     def closed(self) -> bool:
@@ -162,5 +201,5 @@ class ScanPool:
 
     async def aclose(self) -> None:
         """``close`` and wait until the workers are gone (their pipes closed in this loop)."""
-        for proc in self.close():
+        for proc in [*self.close(), *self._reaping]:
             await proc.wait()

@@ -15,6 +15,7 @@ here needs a timer.  End of stdin ends the worker.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import struct
 import sys
@@ -24,6 +25,7 @@ from typing import Any, BinaryIO
 from popproxy.policy.schema import Scan
 from popproxy.proxy import scan_jobs
 from popproxy.scan import ScanConfig, Scanner
+from popproxy.scan.feeds import load_feeds_lenient
 
 FRAME_HEADER = struct.Struct(">I")
 # A job header is a few hundred octets; anything bigger is a broken parent.
@@ -74,7 +76,9 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         return
     policy = Scan.model_validate(first[0]["scan"])
     config = scan_jobs.scan_config(policy)
-    scanner = Scanner(config)
+    # A feed briefly unreadable (replaced non-atomically) must not stop new workers from
+    # starting: it starts empty and is loaded at the next scan's refresh.
+    scanner = Scanner(config, feeds=load_feeds_lenient(config.feed_paths))
     stdout.write(encode_frame({"ready": True}))
     stdout.flush()
     while (frame := read_frame(stdin)) is not None:
@@ -90,7 +94,11 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
 
 def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MAX_WORKER_MEMORY, MAX_WORKER_MEMORY))
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    # The protocol gets a descriptor of its own and fd 1 becomes stderr: a library that prints
+    # cannot corrupt a frame (the parent would take that for a crashed worker).
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, protocol)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,9 @@ class ScanService:
                 {"op": "scan", "in": str(original), "truncated": truncated}, b"", self.deadline)
             verdict = scan_jobs.verdict_from_json(answer["verdict"])
         except JobFailed as exc:
-            if exc.reason == "error":
+            if exc.reason == "unavailable":  # no worker: judged again once one starts
+                verdict = Verdict.unscanned("error", "no scan worker could start")
+            elif exc.reason == "error":
                 log.error("scanner failed: %s", exc.detail)
                 verdict = Verdict.unscanned("error", f"scanner error {exc.detail}")
             else:

@@ -53,11 +53,12 @@ def parse_hosts(lines: Iterable[str]) -> frozenset[str]:
 class HostFeed:
     """One blocklist file; :meth:`refresh` reloads it when its mtime changes."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, strict: bool = True) -> None:
         """Load the file.
 
         Raises:
-            OSError: the file cannot be read at start-up (a typo in a path should be loud).
+            OSError: the file cannot be read at start-up (a typo in a path should be loud);
+                with ``strict=False`` the feed starts empty instead, until a refresh loads it.
         """
         self.path = Path(path)
         self.name = self.path.name
@@ -67,7 +68,10 @@ class HostFeed:
         self.digest = ""
         self._hosts: frozenset[str] = frozenset()
         self._domains: frozenset[str] = frozenset()
-        self._load(os.stat(self.path).st_mtime_ns)
+        if strict:
+            self._load(os.stat(self.path).st_mtime_ns)
+        else:
+            self.refresh()
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -124,3 +128,10 @@ def load_feeds(paths: Iterable[Path | str]) -> tuple[HostFeed, ...]:
         OSError: a file cannot be read.
     """
     return tuple(HostFeed(p) for p in paths)
+
+
+def load_feeds_lenient(paths: Iterable[Path | str]) -> tuple[HostFeed, ...]:
+    """Like :func:`load_feeds`, but a file that cannot be read now starts empty and is loaded
+    by a later :meth:`HostFeed.refresh`: for scan workers started while the proxy runs, where
+    a feed briefly missing (a non-atomic update) must not stop every new worker."""
+    return tuple(HostFeed(p, strict=False) for p in paths)

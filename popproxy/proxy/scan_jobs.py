@@ -20,11 +20,11 @@ from typing import Any
 from popproxy.policy.schema import Scan
 from popproxy.scan import ScanConfig, Scanner, Signal, Thresholds, Verdict, apply_action
 from popproxy.scan.actions import quarantine_notice
+from popproxy.scan.headers import OWN_PREFIX
 
 # Our own header fields.  Any field of the sender's with this prefix is renamed on every path
 # (rendered, streamed), so a client never sees a forged verdict beside ours.  The new name has
 # the same length, so a message streamed with a size announced earlier keeps that size.
-OWN_PREFIX = b"x-popproxy-"
 FORGED_PREFIX = b"X-Original-"
 # The first reason of a quarantine whose notice is our own minimal one (the action's rendering
 # failed or ran out of time): re-rendering it later gives the same bytes, so sizes stay equal.

@@ -44,6 +44,16 @@ def header_fields(head: bytes) -> list[bytes]:
     return [b"".join(lines) for lines in fields]
 
 
+def has_own_headers(message: bytes) -> bool:
+    """Whether any line of the header block (up to the first blank line) starts a field named
+    ``X-Popproxy-*``, in any case: as lenient clients read it, so also after a line a strict
+    parser takes for the start of the body, or with blanks before its colon."""
+    head = split_message(message)[0]
+    if OWN_PREFIX not in head.lower():
+        return False
+    return any(line[: len(OWN_PREFIX)].lower() == OWN_PREFIX for line in head.splitlines())
+
+
 def field_name(field: bytes) -> bytes:
     """The lower-case name of a header field."""
     return field.split(b":", 1)[0].strip().lower()

@@ -23,6 +23,7 @@ from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.config import ScanConfig
 from popproxy.scan.extract import Extracted, html_extract, text_links
 from popproxy.scan.feeds import HostFeed, load_feeds
+from popproxy.scan.headers import has_own_headers
 from popproxy.scan.limits import (
     MAX_ARCHIVE_MEMBERS,
     MAX_JUDGED_LINKS,
@@ -45,7 +46,6 @@ from popproxy.scan.weights import weight
 Clock = Callable[[], float]
 
 _BODY_TYPES = ("text/plain", "text/html")
-_OWN_HEADER_PREFIX = "x-popproxy-"
 
 
 class BudgetExceeded(Exception):
@@ -113,7 +113,7 @@ class Scanner:
             feed.refresh()
         msg = parse_message(message)
         check()
-        signals = _header_signals(msg, self.config)
+        signals = _header_signals(msg, message, self.config)
         found = _Collected(self.config.max_text_chars, self.config.max_link_scan_chars)
         stats = WalkStats()
         for part in walk_parts(
@@ -313,13 +313,13 @@ def _sig(name: str, detail: str) -> Signal:
     return Signal(name=name, weight=weight(name), detail=detail)
 
 
-def _header_signals(msg: Message, config: ScanConfig) -> list[Signal]:
+def _header_signals(msg: Message, raw: bytes, config: ScanConfig) -> list[Signal]:
     out = content.sender_signals(
         header_text(msg, "From"),
         header_text(msg, "Reply-To"),
         config.protected_brands + config.sender_brands,
     )
     out.extend(content.recipient_signals(header_text(msg, "To"), header_text(msg, "Subject")))
-    if any(key.lower().startswith(_OWN_HEADER_PREFIX) for key in msg):
+    if has_own_headers(raw):
         out.append(_sig("spoofed-verdict-header", ""))
     return out

@@ -98,6 +98,34 @@ def test_spoofed_verdict_header() -> None:
     assert "spoofed-verdict-header" in {s.name for s in scan(msg).signals}
 
 
+@pytest.mark.parametrize(
+    "forged",
+    [
+        b"X-Popproxy-Verdict : pass\r\n",  # blanks before the colon (RFC 5322 4.5, obsolete)
+        b"x-POPPROXY-verdict:pass\r\n",
+        b"Not a header line\r\nX-Popproxy-Verdict: pass\r\n",  # ends a strict parser's header
+    ],
+    ids=["space-before-colon", "mixed-case", "after-malformed-line"],
+)
+def test_forged_verdict_header_variants_force_tag_and_are_removed(forged: bytes) -> None:
+    """Review of issue 14: these reached the client on the pass path (the stdlib parser did not
+    see them as our fields); lenient clients show them.  Every spelling forces tag, and the
+    tagged message carries only our own verdict field."""
+    msg = b"From: a@example.org\r\nSubject: x\r\n" + forged + b"\r\nhello\r\n"
+    verdict = scan(msg)
+    assert "spoofed-verdict-header" in names(verdict)
+    assert verdict.action == "tag"
+    tagged = apply_action(msg, verdict, clock=lambda: 0.0)
+    head = tagged.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.count(b"x-popproxy-verdict") == 1
+    assert b"x-popproxy-verdict: tag" in head
+
+
+def test_own_prefix_in_the_body_is_no_forgery() -> None:
+    msg = b"From: a@example.org\r\nSubject: x\r\n\r\nX-Popproxy-Verdict: pass\r\n"
+    assert "spoofed-verdict-header" not in names(scan(msg))
+
+
 def test_forged_verdict_header_forces_tag() -> None:
     # Clean otherwise: the score alone would pass, but pass relays the forged header unchanged.
     verdict = scan(load("forged_verdict_header.eml"))

@@ -113,16 +113,24 @@ def render(config: ScanConfig, original: bytes, order: RenderOrder) -> bytes:
 def render_to_file(config: ScanConfig, original: bytes, order: RenderOrder, out: Path) -> int:
     """``render`` into a new spool file (mode 0600); returns its size in octets.
 
-    The copy ends with CRLF: on the wire a body always does (RFC 1939 section 3), so the size
-    the client is told must count it.
+    Every line of the copy ends with CRLF, the last one too: on the wire lines always do
+    (RFC 1939 section 3), and the dot-stuffer only knows CRLF lines, so a bare LF left in the
+    copy would make the octets sent differ from the size the client is told.
     """
-    rendered = render(config, original, order)
-    if rendered and not rendered.endswith(b"\n"):
+    rendered = to_crlf(render(config, original, order))
+    if rendered and not rendered.endswith(b"\r\n"):
         rendered += b"\r\n"
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(rendered)
     return len(rendered)
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Bare LFs made CRLF (one linear pass each way; a CR alone is left as it is)."""
+    if b"\n" not in data.replace(b"\r\n", b""):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 # ---------------------------------------------------------------- our own header lines

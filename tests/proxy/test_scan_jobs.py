@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from popproxy.pop3.framing import stuff_body
 from popproxy.proxy import scan_jobs
-from popproxy.scan import Signal, Verdict
+from popproxy.scan import ScanConfig, Signal, Verdict
 
 
 @pytest.mark.parametrize("message", [
@@ -41,3 +44,28 @@ def test_verdict_json_round_trip_and_refusals() -> None:
                 {"action": "pass"}):
         with pytest.raises((KeyError, ValueError, TypeError)):
             scan_jobs.verdict_from_json(bad)
+
+
+@pytest.mark.parametrize("action", ["tag", "defang", "quarantine", "unscanned"])
+@pytest.mark.parametrize(
+    "original",
+    [
+        b"From: a@example.test\nSubject: hi\n\nhello http://198.51.100.7/x\n.dot line\n",
+        b"From: a@example.test\nSubject: hi\nContent-Type: text/html\n\n<a href=x>x</a>\n",
+        b"From: a@example.test\r\nSubject: hi\r\n\r\nno line end at the end",
+    ],
+    ids=["bare-lf", "bare-lf-html", "crlf-unterminated"],
+)
+def test_rendered_copy_is_sent_in_exactly_its_size(
+        action: str, original: bytes, tmp_path: Path) -> None:
+    """Review of issue 14: a bare-LF original rendered to a copy ending in LF went out 2 octets
+    longer than LIST said (the stuffer ends the body with CRLF).  RFC 1939 section 5."""
+    order = scan_jobs.RenderOrder(action, 5.0, ("x",), 0.0, "abcd")
+    out = tmp_path / "copy"
+    size = scan_jobs.render_to_file(ScanConfig(), original, order, out)
+    wire = stuff_body(out.read_bytes())
+    assert wire.endswith(b"\r\n.\r\n")
+    body = wire[: -len(b".\r\n")]  # what the client keeps: dot-stuffing undone
+    unstuffed = body.replace(b"\r\n..", b"\r\n.")
+    assert len(unstuffed[1:] if unstuffed.startswith(b"..") else unstuffed) == size
+    assert b"\n" not in out.read_bytes().replace(b"\r\n", b"")  # no bare LF on the wire

@@ -17,10 +17,12 @@ suspicious, not clean: it is delivered with ``scan.fail_open_action`` (or quaran
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +56,33 @@ NOT_IN_GENERATION = frozenset({"redis_url", "verdict_ttl", "quarantine_dir", "wo
 TRANSIENT_CAUSES = frozenset({"error"})
 
 
+def sweep_stale_spools(spool_dir: Path) -> list[Path]:
+    """Remove the session spools (``<pid>-<random>``) of processes that are gone: a proxy
+    killed mid-session leaves copies of mail behind.  Spools of live processes (this one's
+    sessions across a reload included) stay.  The directories removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for path in spool_dir.iterdir():
+            pid = path.name.split("-", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d spool directories of stopped processes", len(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge
+    return True
+
+
 def default_workers() -> int:
     return max(MIN_WORKERS, len(os.sched_getaffinity(0)))
 
@@ -73,6 +102,7 @@ class ScanService:
                                   ttl=policy.verdict_ttl, wall_clock=clock)
         self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")
         self.spool_dir = state_dir / "spool"
+        sweep_stale_spools(self.spool_dir)
         self._observer = observer
         self._clock = clock
         self._feed_pool = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="popproxy-feeds")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -164,3 +165,24 @@ def test_a_library_printing_to_stdout_does_not_break_the_protocol(
     answer, kills = asyncio.run(run())
     assert answer["verdict"]["action"] == "pass"
     assert kills == []
+
+
+def test_spools_of_stopped_processes_are_removed_at_start(tmp_path: Path) -> None:
+    """A proxy killed mid-session leaves copies of mail in its spool: the next start removes
+    them; a live process's spool (a reload of this one) stays."""
+    spool = tmp_path / "state" / "spool"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = spool / f"{gone.stdout.strip()}-0123456789abcdef"
+    live = spool / f"{os.getpid()}-fedcba9876543210"
+    for directory in (stale, live):
+        directory.mkdir(parents=True)
+        (directory / "1").write_bytes(b"a copy of someone's mail")
+
+    async def run() -> None:
+        service = ScanService(Scan(), tmp_path / "state", Observer(Metrics()))
+        await service.aclose()
+
+    asyncio.run(run())
+    assert not stale.exists()
+    assert (live / "1").exists()

@@ -197,6 +197,10 @@ class MailboxView:
         verdict = await service.judge(head.path, truncated=True)
         action = "quarantine" if service.final_action(verdict) in ("defang", "quarantine") \
             else "tag"
+        if action == "tag" and _header_length(head.path) > MAX_STREAMED_HEADER:
+            # Delivery streams the body behind a header found within MAX_STREAMED_HEADER; a
+            # longer header block (no honest mail has one) could not be sent at its listed size.
+            action = "quarantine"
         self._count(verdict.action, action)
         reasons = verdict.reasons or (f"unscanned: {size} octets over the "
                                       f"{service.policy.max_message_bytes} cap",)
@@ -452,6 +456,12 @@ class Spooled:
     path: Path
     digest: str
     length: int
+
+
+def _header_length(path: Path) -> int:
+    """The length of a spooled message's header block (a bounded head: read whole)."""
+    data = bytearray(path.read_bytes())
+    return _header_end(data) or len(data)
 
 
 def _cut_to_header(path: Path) -> Spooled:

@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from popproxy.proxy import mailbox
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.quarantine import QuarantineStore
 from tests.helpers import LoopThread, RunningProxy, make_config, running_demo, running_proxy
@@ -154,3 +157,22 @@ def test_rendered_message_is_sent_from_the_spool_and_the_spool_is_removed(
         assert len(body) == size and body.startswith(b"X-Popproxy-Verdict: defang")
         assert b"http://198.51.100.7" not in body  # shown defanged (hxxp, [.]) only
         wait_for(lambda: not list((tmp_path / "spool").iterdir()), what="spool removed")
+
+
+def test_over_cap_message_with_a_header_block_too_long_to_stream_is_held(
+        loop_thread: LoopThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of issue 14: a tagged over-cap message is sent as our header + the body streamed
+    behind the first blank line found within MAX_STREAMED_HEADER.  A longer header block made
+    RETR send more octets than LIST said (and held it whole): such a message is quarantined."""
+    monkeypatch.setattr(mailbox, "MAX_STREAMED_HEADER", 2048)
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 60) for i in range(50))  # ~3.6 KB
+    big = CLEAN.replace(b"Subject: hello\r\n", b"Subject: hello\r\n" + padding) \
+        + b"z" * 4000 + b"\r\n"
+    scan = {"max_message_bytes": 4096, "thresholds": {"tag": 0.5, "defang": 98, "quarantine": 99}}
+    with _proxy(loop_thread, tmp_path, Mailbox(b"p", [big]), scan) as (proxy, _):
+        listing, retr = _session(proxy.port, "LIST", "RETR 1")
+    _status, body = _unstuff(retr)
+    assert _sizes(listing) == [len(body)]
+    assert b"QUARANTINE" in body.upper() and b"X-Pad-49" not in body
+    (held,) = QuarantineStore(tmp_path / "quarantine").list()
+    assert QuarantineStore(tmp_path / "quarantine").original(held.id) == big

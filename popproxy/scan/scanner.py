@@ -98,6 +98,11 @@ class Scanner:
             return Verdict.unscanned(
                 "time-budget", f"over the {self.config.time_budget_seconds:g} s budget"
             )
+        except (MemoryError, RecursionError) as exc:
+            # The message exhausted a resource as it would the budget: remembered like a
+            # timeout (a bug, "error", is judged again at every login; this must not be).
+            name = type(exc).__name__
+            return Verdict.unscanned("time-budget", f"scan ran out of resources {name}")
         except Exception as exc:
             return Verdict.unscanned("error", f"internal error {type(exc).__name__}")
 

@@ -74,10 +74,25 @@ def test_internal_error_becomes_unscanned(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_crash_in_a_rule_becomes_unscanned(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kwargs: object) -> list[object]:
-        raise RecursionError
+        raise KeyError("bug")
 
     monkeypatch.setattr(scanner_module, "link_signals", boom)
     assert scan(load("qp_ip_link.eml")).cause == "error"
+
+
+@pytest.mark.parametrize("exhausted", [MemoryError, RecursionError])
+def test_resource_exhaustion_is_remembered_like_a_timeout(
+        monkeypatch: pytest.MonkeyPatch, exhausted: type[BaseException]) -> None:
+    """Review of issue 14: "error" verdicts are judged again at every login (a bug may be
+    fixed); a message that exhausts memory or the stack would then cost its budget every time.
+    It is cached like a timeout instead (cause "time-budget")."""
+    def boom(*args: object, **kwargs: object) -> list[object]:
+        raise exhausted
+
+    monkeypatch.setattr(scanner_module, "link_signals", boom)
+    verdict = scan(load("qp_ip_link.eml"))
+    assert (verdict.action, verdict.cause) == ("unscanned", "time-budget")
+    assert exhausted.__name__ in verdict.reasons[0]
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 from popproxy.policy.schema import Scan
 from popproxy.scan import ScanConfig, Scanner, Signal, Thresholds, Verdict, apply_action
 from popproxy.scan.actions import quarantine_notice
 from popproxy.scan.headers import OWN_PREFIX
+from popproxy.scan.verdict import Action
+from popproxy.scan.weights import WEIGHTS
 
 # Our own header fields.  Any field of the sender's with this prefix is renamed on every path
 # (rendered, streamed), so a client never sees a forged verdict beside ours.  The new name has
@@ -46,7 +48,7 @@ def scan_config(policy: Scan) -> ScanConfig:
 class RenderOrder:
     """What a worker needs to render one message: the cached verdict's fields."""
 
-    action: str
+    action: Action
     score: float
     reasons: tuple[str, ...]
     scanned_at: float
@@ -58,7 +60,8 @@ class RenderOrder:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RenderOrder:
-        return cls(str(data["action"]), float(data["score"]),
+        """Raises KeyError, TypeError or ValueError on anything that is not an order."""
+        return cls(as_action(data["action"]), float(data["score"]),
                    tuple(str(r) for r in data["reasons"]), float(data["scanned_at"]),
                    str(data["quarantine_id"]))
 
@@ -70,15 +73,28 @@ def verdict_to_json(verdict: Verdict) -> dict[str, Any]:
             "signals": [[s.name, s.weight, s.detail] for s in verdict.signals]}
 
 
+def as_action(value: object) -> Action:
+    for action in get_args(Action):
+        if value == action:
+            return cast(Action, action)
+    raise ValueError("not an action")
+
+
+def _signal_name(value: object) -> str:
+    """A known signal name: they become metric labels, so a worker's answer (data from a
+    process that parsed hostile input) must not be able to invent new ones."""
+    if not isinstance(value, str) or value not in WEIGHTS:
+        raise ValueError("not a signal")
+    return value
+
+
 def verdict_from_json(data: dict[str, Any]) -> Verdict:
     """Raises KeyError, TypeError or ValueError on anything that is not a verdict."""
-    action = data["action"]
-    if action not in ("pass", "tag", "defang", "quarantine", "unscanned"):
-        raise ValueError("not an action")
+    action = as_action(data["action"])
     cause = data.get("cause")
     if cause not in (None, "too-large", "time-budget", "error"):
         raise ValueError("not a cause")
-    signals = tuple(Signal(name=str(n), weight=float(w), detail=str(d))
+    signals = tuple(Signal(name=_signal_name(n), weight=float(w), detail=str(d))
                     for n, w, d in data["signals"])
     return Verdict(action=action, score=float(data["score"]),
                    reasons=tuple(str(r) for r in data["reasons"]), signals=signals, cause=cause)
@@ -105,8 +121,7 @@ def render(config: ScanConfig, original: bytes, order: RenderOrder) -> bytes:
     clean = rename_forged_headers(original)
     if order.action == "unscanned":
         return unscanned_prefix(order.reasons) + clean
-    verdict = Verdict(action=order.action, score=order.score,  # type: ignore[arg-type]
-                      reasons=order.reasons)
+    verdict = Verdict(action=order.action, score=order.score, reasons=order.reasons)
     return apply_action(clean, verdict, config, clock=lambda: order.scanned_at)
 
 

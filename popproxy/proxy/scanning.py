@@ -193,7 +193,7 @@ class ScanService:
     async def render_to(self, original: Path, entry: CachedVerdict, out: Path) -> int:
         """Render ``entry``'s action on the spooled ``original`` into the spool file ``out``
         (in a worker); its size in octets.  Raises JobFailed when it cannot be done in time."""
-        order = scan_jobs.RenderOrder(entry.action, entry.score, entry.reasons,
+        order = scan_jobs.RenderOrder(scan_jobs.as_action(entry.action), entry.score, entry.reasons,
                                       entry.scanned_at, entry.quarantine_id)
         answer = await self._workers.call(
             {"op": "render", "order": order.to_json(), "in": str(original), "out": str(out)},

@@ -9,6 +9,7 @@ import pytest
 from popproxy.pop3.framing import stuff_body
 from popproxy.proxy import scan_jobs
 from popproxy.scan import ScanConfig, Signal, Verdict
+from popproxy.scan.verdict import Action
 
 
 @pytest.mark.parametrize("message", [
@@ -36,14 +37,22 @@ def test_sized_notice_has_exactly_the_size(size: int) -> None:
 
 
 def test_verdict_json_round_trip_and_refusals() -> None:
-    verdict = Verdict(action="tag", score=4.5, reasons=("a (b)",),
-                      signals=(Signal(name="a", weight=4.5, detail="b"),))
+    verdict = Verdict(action="tag", score=4.5, reasons=("link-ip-host (b)",),
+                      signals=(Signal(name="link-ip-host", weight=4.5, detail="b"),))
     assert scan_jobs.verdict_from_json(scan_jobs.verdict_to_json(verdict)) == verdict
     for bad in ({"action": "rm -rf", "score": 0, "reasons": [], "signals": []},
                 {"action": "pass", "score": 0, "reasons": [], "signals": [], "cause": "x"},
-                {"action": "pass"}):
+                {"action": "pass"},
+                # signal names become metric labels: a worker cannot invent one
+                {"action": "tag", "score": 4, "reasons": [], "signals": [["x-1.2.3.4", 4, ""]]}):
         with pytest.raises((KeyError, ValueError, TypeError)):
             scan_jobs.verdict_from_json(bad)
+
+
+def test_render_order_refuses_an_unknown_action() -> None:
+    with pytest.raises(ValueError):
+        scan_jobs.RenderOrder.from_json(
+            {"action": "deliver", "score": 0, "reasons": [], "scanned_at": 0, "quarantine_id": ""})
 
 
 @pytest.mark.parametrize("action", ["tag", "defang", "quarantine", "unscanned"])
@@ -57,7 +66,7 @@ def test_verdict_json_round_trip_and_refusals() -> None:
     ids=["bare-lf", "bare-lf-html", "crlf-unterminated"],
 )
 def test_rendered_copy_is_sent_in_exactly_its_size(
-        action: str, original: bytes, tmp_path: Path) -> None:
+        action: Action, original: bytes, tmp_path: Path) -> None:
     """Review of issue 14: a bare-LF original rendered to a copy ending in LF went out 2 octets
     longer than LIST said (the stuffer ends the body with CRLF).  RFC 1939 section 5."""
     order = scan_jobs.RenderOrder(action, 5.0, ("x",), 0.0, "abcd")

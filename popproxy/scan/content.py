@@ -264,6 +264,9 @@ def sender_signals(
     from_header: str,
     reply_to: str,
     brands: tuple[ProtectedBrand, ...],
+    *,
+    raw_from: str | None = None,
+    list_id: str = "",
 ) -> list[Signal]:
     """Signals from From and Reply-To.
 
@@ -278,11 +281,22 @@ def sender_signals(
     - sender-bad-domain: the From domain cannot exist (characters no host name has, a suffix
       no registry runs, labels spelled out one letter at a time).
     - reply-to-freemail: replies are diverted to a free mailbox on another domain.
+
+    Args:
+        from_header: From, RFC 2047 encoded-words decoded.
+        reply_to: Reply-To, decoded.
+        brands: the brands whose names are checked in the display name.
+        raw_from: From as it arrived (encoded-words not decoded), for counting entries: a
+            comma inside an encoded-word ("=?utf-8?Q?Doe=2C_Jane?=", Outlook's "Surname,
+            Given") is part of the name, as in a quoted string.  None: ``from_header``.
+        list_id: the List-Id field; with it, a mailing list's rewritten From ("Jane via
+            Users" <users@lists.example>) is told apart from a forgery (see
+            :func:`list_rewritten_from`).
     """
     out: list[Signal] = []
     boxes = _mailboxes(from_header)
     domains = [d for d in (_domain(a) for _, a in boxes) if d]
-    commas = _top_level_commas(from_header)
+    commas = _top_level_commas(from_header if raw_from is None else raw_from)
     if commas:
         out.append(_sig("sender-malformed", f"{commas + 1} entries"))
     domain = domains[-1] if domains else ""
@@ -295,9 +309,7 @@ def sender_signals(
         out.append(_sig("sender-display-address", f"{shown_domain} -> {domain}"))
     brand = names_brand(display, brands)
     if brand is not None and not (domain and is_official(domain, brand)):
-        free = hosts.owner_domain(domain) in FREEMAIL_DOMAINS
-        name = "sender-brand-freemail" if free else "sender-brand-mismatch"
-        out.append(_sig(name, f"{brand.name}: {domain}"))
+        out.append(_sig(_brand_rule(brand, domain), f"{brand.name}: {domain}"))
     free_sender = bool(domain) and hosts.owner_domain(domain) in _SELF_SERVICE_DOMAINS
     if free_sender and brand is None and _ROLE_NAME.search(display.lower()):
         out.append(_sig("sender-role-freemail", domain))
@@ -305,11 +317,52 @@ def sender_signals(
     if bad:
         out.append(_sig("sender-bad-domain", f"{bad}: {domain}"))
     reply_domains = [d for d in (_domain(a) for _, a in _mailboxes(reply_to)) if d]
-    if reply_domains and domain:
+    if reply_domains and domain and not list_rewritten_from(from_header, list_id):
         reply = reply_domains[-1]
         if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
             out.append(_sig("reply-to-freemail", reply))
     return out
+
+
+def _brand_rule(brand: ProtectedBrand, domain: str) -> str:
+    """Which sender-brand-* rule a brand display name on a foreign ``domain`` raises.
+
+    Brands send from marketing and regional domains of their own that carry their name
+    (microsoftstoreemail.com, facebookmail.com): the name glued into the sender's domain is
+    weak evidence (sender-brand-related), since look-alikes are built the same way.  A
+    domain that cannot exist ("__brand.example", "%brand.example") belongs to no one.
+    """
+    if hosts.owner_domain(domain) in FREEMAIL_DOMAINS:
+        return "sender-brand-freemail"
+    label = hosts.owner_label(domain) if domain and not _bad_domain(domain) else ""
+    words = (brand.name, *(a.lower() for a in brand.aliases if " " not in a))
+    if label and any(word in label for word in words):
+        return "sender-brand-related"
+    return "sender-brand-mismatch"
+
+
+# A mailing list's rewritten sender (DMARC mitigation in Mailman 2.1.18+, Mailman 3 and Google
+# Groups): the list writes "<poster> via <list name>" from its own posting address and puts the
+# poster's address in Reply-To.
+_VIA_LIST = re.compile(r"\S\s+via\s+\S", re.I)
+
+
+def list_rewritten_from(from_header: str, list_id: str) -> bool:
+    """True when From is a list's rewrite of a poster's address.
+
+    The display name says "... via ...", and the address is the list's own posting address:
+    its List-Id ("<users.lists.example>", RFC 2919) is that address with "@" turned into ".".
+    A forger can write both, but then Reply-To names the poster the mail claims to be from, and
+    the other sender rules still judge the display name.
+    """
+    boxes = _mailboxes(from_header)
+    if len(boxes) != 1 or not list_id:
+        return False
+    name, address = boxes[0]
+    if not _VIA_LIST.search(name) or "@" not in address:
+        return False
+    list_key = list_id.rpartition("<")[2].partition(">")[0].strip().lower()
+    return bool(list_key) and list_key == address.strip().lower().replace("@", ".")
 
 
 # RFC 2606 / RFC 6761 names for tests and documentation: not real, but not forgeries either.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from popproxy.scan import hosts
 from popproxy.scan.config import ProtectedBrand
@@ -93,6 +94,8 @@ def action_link_signals(links: Iterable[Link], sender_domain: str, limit: int) -
         info = parse_url(link.url)
         if info is None or info.scheme not in WEB_SCHEMES or not info.host:
             continue
+        if _broken_host(info):
+            continue
         if hosts.owner_domain(info.host) != owner:
             return [_sig("link-action-foreign", f"{text[:30]} -> {info.host}")]
     return []
@@ -126,18 +129,50 @@ def _sig(name: str, detail: str) -> Signal:
 def _one_link(link: Link, info: UrlInfo, ctx: LinkContext) -> list[Signal]:
     out: list[Signal] = []
     if info.scheme in SCRIPT_SCHEMES and link.source != "text":
-        out.append(_sig("link-script-scheme", info.scheme))
+        if not script_placeholder(link.url):
+            out.append(_sig("link-script-scheme", info.scheme))
     elif info.scheme in INLINE_SCHEMES and link.source != "text":
         out.append(_sig("link-data-uri", info.scheme))
     if link.obfuscated:
         out.append(_sig("link-obfuscated", info.host))
-    if link.source == "href":
+    if link.source == "href" and not _broken_host(info):
         out.extend(_shown_versus_real(link, info, ctx.brands))
     elif link.source == "form" and info.host and not link.attachment:
         out.append(_sig("form-remote-action", info.host))
     if link.source in ("href", "text") and _storage_page(info):
         out.append(_sig("link-storage-page", info.host))
     return out
+
+
+def _ip_rule(ip: hosts.IpHost) -> str:
+    """link-ip-obfuscated, link-ip-private (a local network's address) or link-ip-host."""
+    if ip.obfuscated:
+        return "link-ip-obfuscated"  # evasion, wherever the address points
+    return "link-ip-private" if hosts.is_local_address(ip.address) else "link-ip-host"
+
+
+def _broken_host(info: UrlInfo) -> bool:
+    """A named host that is no host name ("www.bank.example=" from broken quoted-printable).
+
+    Such a link opens nothing, and its host is a parsing artefact: judging it as a name would
+    take "example.com=" for a look-alike of example.com or an anchor "example.com" for a
+    mismatch.  A blocklist may still list its registrable domain, so feeds are consulted.
+    """
+    return bool(info.host) and info.ip is None and not hosts.is_host_name(info.host)
+
+
+# What follows "javascript:" in a link that does nothing: Google Groups writes href="javascript:"
+# over hidden addresses, and pages use "javascript:void(0)" or "javascript:;" as a dead link.
+_SCRIPT_NOOP = re.compile(r"^(?:void\s*\(?\s*0\s*\)?|undefined)?\s*;?$")
+# The URL Standard strips C0 controls and space around a URL and tab/CR/LF inside it.
+_URL_TRIM = "".join(map(chr, range(0x21)))
+_URL_REMOVED = str.maketrans("", "", "\t\r\n")
+
+
+def script_placeholder(url: str) -> bool:
+    """True for a script link whose code, percent-decoded, is empty or a no-op (void(0))."""
+    code = url.strip(_URL_TRIM).translate(_URL_REMOVED).partition(":")[2]
+    return _SCRIPT_NOOP.match(unquote(code).strip().lower()) is not None
 
 
 def _storage_page(info: UrlInfo) -> bool:
@@ -154,14 +189,15 @@ def _host_signals(info: UrlInfo, ctx: LinkContext) -> list[Signal]:
         tricky = "." in info.userinfo and ":" not in info.userinfo
         out.append(_sig("link-userinfo-host" if tricky else "link-userinfo", host))
     if info.ip is not None:
-        name = "link-ip-obfuscated" if info.ip.obfuscated else "link-ip-host"
-        out.append(_sig(name, info.ip.address))
+        out.append(_sig(_ip_rule(info.ip), info.ip.address))
         return out
     for feed in ctx.feeds:
         hit = feed.lookup(host)
         if hit is not None:
             out.append(_sig(f"link-feed-{hit.match}", f"{hit.entry} in {hit.feed}"))
             break
+    if _broken_host(info):
+        return out
     if host in SHORTENERS or hosts.registrable(host) in SHORTENERS:
         out.append(_sig("link-shortener", host))
     out.extend(_name_signals(info, ctx.brands))

@@ -315,6 +315,8 @@ def _header_signals(msg: Message, config: ScanConfig) -> list[Signal]:
         header_text(msg, "From"),
         header_text(msg, "Reply-To"),
         config.protected_brands + config.sender_brands,
+        raw_from=str(msg.get("From", "")),  # encoded-words kept: their commas are not separators
+        list_id=header_text(msg, "List-Id"),
     )
     out.extend(content.recipient_signals(header_text(msg, "To"), header_text(msg, "Subject")))
     if any(key.lower().startswith(_OWN_HEADER_PREFIX) for key in msg):

@@ -38,6 +38,8 @@ _GROUPS: dict[str, str] = {
     "limit-text": "limit",
     "limit-size": "limit",
     "limit-html": "limit",
+    "link-ip-private": "ip",
+    "sender-brand-related": "sender",
 }
 
 # Signals that force at least the "tag" action whatever the score: a message arriving with our

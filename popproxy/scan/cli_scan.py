@@ -1,13 +1,16 @@
 """``popproxy scan PATH...``: scan .eml files, directories, mbox files and Maildirs.
 
 Exit status: 0 when nothing is flagged, 1 when some message is flagged (its action is not
-"pass"), 2 when a path could not be read (this wins over 1, so scripts notice missing input).
+"pass"), 2 when a path could not be read (this wins over 1, so scripts notice missing input),
+141 when the reader of the output went away (a closed pipe, as for a tool ended by SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +26,9 @@ from popproxy.scan.verdict import Verdict
 EXIT_CLEAN = 0
 EXIT_FLAGGED = 1
 EXIT_ERROR = 2
+# The reader of stdout went away: 128 + SIGPIPE, the status a shell reports for a tool the
+# signal ended (``yes | head -1``).
+EXIT_PIPE_CLOSED = 128 + 13
 
 # Width of the reasons column in the table; the full list is in --json output.
 _REASONS_WIDTH = 70
@@ -47,8 +53,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main_scan(argv: list[str]) -> int:
-    """Run ``popproxy scan`` with ``argv`` (without the program and sub-command names)."""
+    """Run ``popproxy scan`` with ``argv`` (without the program and sub-command names).
+
+    A reader that goes away (``popproxy scan --json ... | head -1``) ends the scan quietly
+    with EXIT_PIPE_CLOSED, as a Unix tool killed by SIGPIPE would, not with a traceback.
+    """
     args = build_parser().parse_args(argv)
+    try:
+        status = _run(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows on the last flush too
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_PIPE_CLOSED
+    return status
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's flush at exit finds no closed pipe.
+
+    The recipe of the Python documentation (signal module, "Note on SIGPIPE"); stdout
+    without a file descriptor (a test's capture buffer) has nothing left to flush there.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         feeds = load_feeds(Path(f) for f in args.feed)
     except OSError as exc:

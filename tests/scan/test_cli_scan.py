@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import mailbox
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from popproxy.scan.cli_scan import EXIT_CLEAN, EXIT_ERROR, EXIT_FLAGGED, main_scan
-from tests.scan.helpers import load
+from popproxy.scan.cli_scan import (
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    EXIT_FLAGGED,
+    EXIT_PIPE_CLOSED,
+    main_scan,
+)
+from tests.scan.helpers import REPO, load
 
 
 def _maildir(tmp_path: Path, names: list[str]) -> Path:
@@ -96,3 +105,52 @@ def test_no_progress_bar_when_not_a_tty(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "m.eml").write_bytes(load("clean_plain.eml"))
     main_scan([str(tmp_path / "m.eml")])
     assert capsys.readouterr().err == ""
+
+
+# --- a closed pipe: quiet exit, no traceback (``popproxy scan --json ... | head -1``) --------
+
+# Messages in the mbox of the pipe tests: their JSON lines (~100 bytes each) must overflow
+# the kernel's pipe buffer (64 KiB on Linux) plus Python's own (8 KiB), so the writer is
+# still writing when ``head`` has gone.
+_PIPE_MESSAGES = 1000
+
+
+def _popproxy() -> list[str]:
+    return [sys.executable, "-m", "popproxy"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def test_closed_read_end_exits_quietly(tmp_path: Path) -> None:
+    path = _mbox(tmp_path, ["clean_plain.eml"] * 3)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read: the first write fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [*_popproxy(), "scan", "--json", "--no-progress", str(path)],
+            stdout=write_end, stderr=subprocess.PIPE, cwd=REPO, env=_env(), timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == b""
+    assert proc.returncode == EXIT_PIPE_CLOSED
+
+
+def test_pipe_to_head_exits_quietly(tmp_path: Path) -> None:
+    box = mailbox.mbox(tmp_path / "many.mbox", create=True)
+    message = load("clean_plain.eml")
+    for _ in range(_PIPE_MESSAGES):
+        box.add(message)
+    box.close()
+    command = " ".join([*_popproxy(), "scan", "--json", "--no-progress", "many.mbox"])
+    script = f'{command} | head -1; echo "status=${{PIPESTATUS[0]}}" >&2'
+    proc = subprocess.run(
+        ["bash", "-c", script], capture_output=True, cwd=tmp_path, env=_env(), timeout=300,
+        check=False,
+    )
+    first = json.loads(proc.stdout.decode().splitlines()[0])
+    assert first["verdict"] == "pass"
+    assert proc.stderr.decode().strip() == f"status={EXIT_PIPE_CLOSED}"

@@ -15,9 +15,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
-from popproxy.scan.config import ScanConfig
+from popproxy.scan.config import ScanConfig, Thresholds
+from popproxy.scan.explain import explain_lines, explain_record
 from popproxy.scan.feeds import load_feeds
 from popproxy.scan.scanner import Scanner
 from popproxy.scan.sources import Item, iter_items
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--feed", action="append", default=[], metavar="FILE", help="blocklist host file"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--explain", action="store_true",
+        help="each signal with its evidence and its part in the score (strongest per group "
+        "counts, the others are shown as shadowed); with --json, an \"explain\" list",
+    )
     return parser
 
 
@@ -88,9 +94,17 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"popproxy scan: cannot read feed {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
-    scanner = Scanner(ScanConfig(), feeds=feeds)
-    show_progress = sys.stderr.isatty() and not args.no_progress
-    report = _JsonReport(sys.stdout) if args.json else _TableReport(sys.stdout)
+    config = ScanConfig()
+    scanner = Scanner(config, feeds=feeds)
+    # The explanation is long: a progress line redrawn between its blocks would garble them.
+    show_progress = sys.stderr.isatty() and not args.no_progress and not args.explain
+    report: _Report
+    if args.json:
+        report = _JsonReport(sys.stdout, explain=args.explain)
+    elif args.explain:
+        report = _ExplainReport(sys.stdout, config.thresholds)
+    else:
+        report = _TableReport(sys.stdout)
     progress = _Progress(sys.stderr, time.monotonic) if show_progress else None
     errors = flagged = 0
     for item in iter_items(args.paths):
@@ -111,9 +125,16 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_FLAGGED if flagged else EXIT_CLEAN
 
 
+class _Report(Protocol):
+    def verdict(self, item: Item, verdict: Verdict) -> None: ...
+    def error(self, item: Item) -> None: ...
+    def close(self, flagged: int, errors: int) -> None: ...
+
+
 class _JsonReport:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, explain: bool = False) -> None:
         self._out = out
+        self._explain = explain
 
     def verdict(self, item: Item, verdict: Verdict) -> None:
         record = {
@@ -126,6 +147,8 @@ class _JsonReport:
         }
         if verdict.cause is not None:
             record["cause"] = verdict.cause
+        if self._explain:
+            record["explain"] = explain_record(verdict)
         print(json.dumps(record), file=self._out)
 
     def error(self, item: Item) -> None:
@@ -157,6 +180,27 @@ class _TableReport:
 
     def close(self, flagged: int, errors: int) -> None:
         print(f"\n{self._count} scanned, {flagged} flagged, {errors} errors", file=self._out)
+
+
+class _ExplainReport:
+    """One block per message: the verdict, then each signal with its evidence."""
+
+    def __init__(self, out: TextIO, thresholds: Thresholds) -> None:
+        self._out = out
+        self._thresholds = thresholds
+        self._count = 0
+
+    def verdict(self, item: Item, verdict: Verdict) -> None:
+        self._count += 1
+        lines = explain_lines(item.path, verdict, self._thresholds)
+        print("\n".join(lines) + "\n", file=self._out)
+
+    def error(self, item: Item) -> None:
+        self._count += 1
+        print(f"{item.path}\n  error: {item.error}\n", file=self._out)
+
+    def close(self, flagged: int, errors: int) -> None:
+        print(f"{self._count} scanned, {flagged} flagged, {errors} errors", file=self._out)
 
 
 class _Progress:

@@ -13,6 +13,7 @@ threshold: it only adds up with evidence from the sender line or the links.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from email.utils import getaddresses
 from functools import lru_cache
 
@@ -21,7 +22,7 @@ from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.lists import FREEMAIL_DOMAINS
 from popproxy.scan.lookalike import is_official, names_brand
 from popproxy.scan.obfuscation import MIN_BODY_HITS, obfuscation_kinds
-from popproxy.scan.verdict import Signal, clean_detail
+from popproxy.scan.verdict import Signal, clean_detail, clean_evidence
 from popproxy.scan.weights import weight
 
 _ACCOUNT = r"(?:account|identity|e-?mail|mailbox|password|credentials|information|details|login)"
@@ -148,8 +149,16 @@ _LURES: dict[str, re.Pattern[str]] = {
 }
 
 
-def _sig(name: str, detail: str) -> Signal:
-    return Signal(name=name, weight=weight(name), detail=clean_detail(detail))
+def _sig(name: str, detail: str, evidence: str = "") -> Signal:
+    return Signal(
+        name=name, weight=weight(name), detail=clean_detail(detail),
+        evidence=clean_evidence(evidence),
+    )
+
+
+def _with_evidence(signals: list[Signal], field_of: dict[str, str], default: str) -> list[Signal]:
+    """The signals with their evidence: the header field each came from (for --explain)."""
+    return [replace(s, evidence=clean_evidence(field_of.get(s.name, default))) for s in signals]
 
 
 _LURES_INTL_RE = {name: re.compile(rx) for name, rx in _LURES_INTL.items()}
@@ -321,7 +330,9 @@ def sender_signals(
         reply = reply_domains[-1]
         if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
             out.append(_sig("reply-to-freemail", reply))
-    return out
+    return _with_evidence(
+        out, {"reply-to-freemail": f"Reply-To: {reply_to}"}, f"From: {from_header}"
+    )
 
 
 def _brand_rule(brand: ProtectedBrand, domain: str) -> str:
@@ -426,7 +437,7 @@ def recipient_signals(to_header: str, subject: str) -> list[Signal]:
     boxes = [a.lower() for _, a in _mailboxes(to_header) if "@" in a]
     lowered = subject.lower()
     if len(boxes) == 1 and boxes[0] in lowered:
-        return [_sig("subject-recipient-address", "")]
+        return [_sig("subject-recipient-address", "", f"Subject: {subject}")]
     return []
 
 

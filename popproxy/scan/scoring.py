@@ -53,6 +53,16 @@ _FORCE_TAG: frozenset[str] = frozenset(
 )
 
 
+def group_of(name: str) -> str:
+    """The group a rule counts in (its own name when it shares a group with no other rule)."""
+    return _GROUPS.get(name, name)
+
+
+def forces_tag(name: str) -> bool:
+    """True for a rule that makes the action at least "tag" whatever the score."""
+    return name in _FORCE_TAG
+
+
 def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:
     """Build the verdict: strongest signal per group, summed, mapped to an action.
 

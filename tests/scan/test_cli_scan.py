@@ -18,7 +18,9 @@ from popproxy.scan.cli_scan import (
     EXIT_PIPE_CLOSED,
     main_scan,
 )
-from tests.scan.helpers import REPO, load
+from popproxy.scan.explain import contributions
+from popproxy.scan.verdict import Signal
+from tests.scan.helpers import DATA, REPO, build, load, scan
 
 
 def _maildir(tmp_path: Path, names: list[str]) -> Path:
@@ -154,3 +156,97 @@ def test_pipe_to_head_exits_quietly(tmp_path: Path) -> None:
     first = json.loads(proc.stdout.decode().splitlines()[0])
     assert first["verdict"] == "pass"
     assert proc.stderr.decode().strip() == f"status={EXIT_PIPE_CLOSED}"
+
+
+# --- --explain: each signal with its evidence and its part in the score ---------------------
+
+_EXPLAINED_HTML = (
+    '<p>Please <a href="http://login.evil.example/session">www.paypal.com</a> and see '
+    '<a href="http://trk.example.net/x">www.shop.example.org</a>. '
+    "Verify your account within 24 hours.</p>"
+)
+
+
+def _explained(tmp_path: Path, *, sender: str = "PayPal <service@mailer.example.net>") -> Path:
+    path = tmp_path / "explained.eml"
+    path.write_bytes(build(html=_EXPLAINED_HTML, sender=sender))
+    return path
+
+
+def test_explain_shows_points_and_evidence_per_signal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main_scan(["--explain", str(_explained(tmp_path))]) == EXIT_FLAGGED
+    out = capsys.readouterr().out
+    assert "+5    counted   link-text-mismatch-brand (www.paypal.com -> login.evil.example)" in out
+    assert "evidence: link: hxxp://login[.]evil[.]example/session" in out
+    assert "+3    counted   sender-brand-mismatch (paypal: mailer.example.net)" in out
+    assert "evidence: From: PayPal <service@mailer.example.net>" in out
+    assert "http://login.evil.example" not in out  # defanged: no clickable phishing link
+
+
+def test_explain_shows_a_shadowed_signal_and_what_counted_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main_scan(["--explain", str(_explained(tmp_path))])
+    out = capsys.readouterr().out
+    assert ("1.5  shadowed  link-text-mismatch (www.shop.example.org -> trk.example.net): "
+            "link-text-mismatch-brand counts for group 'mismatch'") in out
+    assert "evidence: link: hxxp://trk[.]example[.]net/x" in out
+
+
+def test_explain_names_wording_rules_without_the_wording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main_scan(["--explain", str(_explained(tmp_path))])
+    out = capsys.readouterr().out
+    assert "counted   lure-credentials" in out
+    assert "verify your account" not in out.lower()
+
+
+def test_explain_json_points_add_up_to_the_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main_scan(["--json", "--explain", str(_explained(tmp_path))])
+    (record,) = _json_lines(capsys.readouterr().out)
+    explained = record["explain"]
+    assert isinstance(explained, list)
+    assert sum(e["points"] for e in explained) == pytest.approx(record["score"])
+    shadowed = [e for e in explained if not e["counted"]]
+    assert [(e["signal"], e["points"], e["shadowed_by"]) for e in shadowed] == [
+        ("link-text-mismatch", 0.0, "link-text-mismatch-brand")
+    ]
+    by_name = {e["signal"]: e for e in explained}
+    assert by_name["link-text-mismatch-brand"]["evidence"] == (
+        "link: http://login.evil.example/session"
+    )
+
+
+def test_explain_escapes_terminal_control_sequences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An encoded-word hides ESC sequences (clear screen, an OSC 8 hyperlink) in the From name.
+    path = _explained(
+        tmp_path, sender="=?utf-8?q?PayPal_=1B[2J=1B]8;;https://evil.example/=07?= <x@evil.example>"
+    )
+    main_scan(["--explain", str(path)])
+    out = capsys.readouterr().out
+    assert "sender-brand-mismatch" in out
+    assert "\x1b" not in out and "\x07" not in out
+
+
+def test_explain_on_every_test_message_adds_up_to_the_verdict_score() -> None:
+    for path in sorted(DATA.glob("*.eml")):
+        verdict = scan(path.read_bytes())
+        parts = contributions(verdict.signals)
+        assert round(sum(p.points for p in parts), 2) == verdict.score, path.name
+        counted_groups = [p.group for p in parts if p.counted]
+        assert len(counted_groups) == len(set(counted_groups)), path.name
+
+
+def test_evidence_stays_out_of_reasons_logs_and_equality(tmp_path: Path) -> None:
+    verdict = scan(_explained(tmp_path).read_bytes())
+    (sig,) = [s for s in verdict.signals if s.name == "link-text-mismatch-brand"]
+    assert sig.evidence == "link: http://login.evil.example/session"
+    assert "session" not in repr(sig) and "session" not in " ".join(verdict.reasons)
+    assert sig == Signal(name=sig.name, weight=sig.weight, detail=sig.detail)

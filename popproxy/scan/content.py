@@ -20,7 +20,7 @@ from functools import lru_cache
 from popproxy.scan import hosts
 from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.lists import FREEMAIL_DOMAINS
-from popproxy.scan.lookalike import is_official, names_brand
+from popproxy.scan.lookalike import is_official, latin_reading, names_brand
 from popproxy.scan.obfuscation import MIN_BODY_HITS, obfuscation_kinds
 from popproxy.scan.verdict import Signal, clean_detail, clean_evidence
 from popproxy.scan.weights import weight
@@ -478,8 +478,42 @@ def _own_greeting(address: str) -> re.Pattern[str]:
     return re.compile(_GREETING + re.escape(address) + r"(?![\w.-]*\w)")
 
 
-def obfuscation_signals(visible: str, headline: str) -> list[Signal]:
-    """text-obfuscated: homoglyph words, invisible or overlay characters in text or headers."""
+# Mixed-script words the From and Subject need: one is a keyboard-layout slip (a Cyrillic
+# "\u0421" typed for "C" on the same key: "\u0421reate fpga image" from a Russian speaker), while
+# homoglyph lures swap letters in several words or several letters of one - or spell a brand's
+# name with one ("Meta\u041cask"), which counts alone.
+_MIN_HEADLINE_MIXED = 2
+_MIXED = "mixed-script-words"
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def obfuscation_signals(
+    visible: str, headline: str, brands: tuple[ProtectedBrand, ...] = ()
+) -> list[Signal]:
+    """text-obfuscated: homoglyph words, invisible or overlay characters in text or headers.
+
+    Args:
+        visible: the visible text.
+        headline: From and Subject.
+        brands: brands whose names spelt with one foreign letter count as one obfuscation.
+    """
     kinds = obfuscation_kinds(visible, MIN_BODY_HITS)
-    kinds += [k for k in obfuscation_kinds(headline, 1) if k not in kinds]
+    in_headline = obfuscation_kinds(headline, 1)
+    if (
+        _MIXED in in_headline
+        and _MIXED not in obfuscation_kinds(headline, _MIN_HEADLINE_MIXED)
+        and not _brand_homoglyph(headline, brands)
+    ):
+        in_headline.remove(_MIXED)
+    kinds += [k for k in in_headline if k not in kinds]
     return [_sig("text-obfuscated", ",".join(kinds))] if kinds else []
+
+
+def _brand_homoglyph(text: str, brands: tuple[ProtectedBrand, ...]) -> bool:
+    """True when a mixed-script word of ``text`` reads as a brand's name ("Meta\u041cask")."""
+    return any(
+        not word.isascii()
+        and obfuscation_kinds(word, 1)
+        and names_brand(latin_reading(word), brands) is not None
+        for word in _WORD.findall(text)
+    )

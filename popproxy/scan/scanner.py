@@ -147,7 +147,9 @@ class Scanner:
             )
             if free:
                 signals.append(_sig("advance-fee-freemail", free))
-        signals.extend(content.obfuscation_signals(visible, subject))
+        signals.extend(content.obfuscation_signals(
+            visible, subject, self.config.protected_brands + self.config.sender_brands
+        ))
         signals.extend(content.greeting_signals(visible, header_text(msg, "To")))
         signals.extend(link_signals(links, self._links))
         signals.extend(

@@ -206,3 +206,22 @@ def test_brand_name_on_unrelated_domain_is_still_a_mismatch() -> None:
 def test_brand_name_in_a_domain_that_cannot_exist_is_still_a_mismatch() -> None:
     verdict = scan(_raw("PayPal <service@__paypal.example>"))
     assert "sender-brand-mismatch" in names(verdict)
+
+
+# --- text-obfuscated: one keyboard-layout slip in a subject is no homoglyph lure -----------
+
+
+def test_one_cyrillic_letter_typed_for_latin_in_subject_is_no_obfuscation() -> None:
+    # A Russian keyboard's Cyrillic Es (U+0421) sits on the Latin "C" key.
+    message = build(text="How do I build it?", subject="\u0421reate fpga image for the E310")
+    assert "text-obfuscated" not in names(scan(message))
+
+
+def test_brand_spelt_with_one_cyrillic_letter_in_subject_is_obfuscation() -> None:
+    message = build(text="Hello.", subject="Your Meta\u041cask wallet is disabled")
+    assert "text-obfuscated" in names(scan(message))
+
+
+def test_several_mixed_script_words_in_subject_are_obfuscation() -> None:
+    message = build(text="Hello.", subject="\u0405ecurity \u0430lert for your account")
+    assert "text-obfuscated" in names(scan(message))

@@ -250,3 +250,24 @@ def test_evidence_stays_out_of_reasons_logs_and_equality(tmp_path: Path) -> None
     assert sig.evidence == "link: http://login.evil.example/session"
     assert "session" not in repr(sig) and "session" not in " ".join(verdict.reasons)
     assert sig == Signal(name=sig.name, weight=sig.weight, detail=sig.detail)
+
+
+def test_explain_reports_an_unreadable_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.eml"
+    assert main_scan(["--explain", str(missing)]) == EXIT_ERROR
+    out = capsys.readouterr().out
+    assert f"{missing}\n  error: " in out
+    assert "1 scanned, 0 flagged, 1 errors" in out
+
+
+def test_explain_of_a_clean_message_says_no_signals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "clean.eml"
+    path.write_bytes(load("clean_plain.eml"))
+    assert main_scan(["--explain", str(path)]) == EXIT_CLEAN
+    assert "  verdict pass, score 0 (tag at 4, defang at 7, quarantine at 10)\n  no signals" in (
+        capsys.readouterr().out
+    )

@@ -326,7 +326,7 @@ def sender_signals(
     if bad:
         out.append(_sig("sender-bad-domain", f"{bad}: {domain}"))
     reply_domains = [d for d in (_domain(a) for _, a in _mailboxes(reply_to)) if d]
-    if reply_domains and domain and not list_rewritten_from(from_header, list_id):
+    if reply_domains and domain and not list_rewritten_from(from_header, list_id, reply_to):
         reply = reply_domains[-1]
         if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
             out.append(_sig("reply-to-freemail", reply))
@@ -355,25 +355,32 @@ def _brand_rule(brand: ProtectedBrand, domain: str) -> str:
 # A mailing list's rewritten sender (DMARC mitigation in Mailman 2.1.18+, Mailman 3 and Google
 # Groups): the list writes "<poster> via <list name>" from its own posting address and puts the
 # poster's address in Reply-To.
-_VIA_LIST = re.compile(r"\S\s+via\s+\S", re.I)
+_VIA_LIST = re.compile(r"(?i)^(.*?\S)\s+via\s+\S")
+_NAME_QUOTES = " '\""
 
 
-def list_rewritten_from(from_header: str, list_id: str) -> bool:
+def list_rewritten_from(from_header: str, list_id: str, reply_to: str = "") -> bool:
     """True when From is a list's rewrite of a poster's address.
 
-    The display name says "... via ...", and the address is the list's own posting address:
-    its List-Id ("<users.lists.example>", RFC 2919) is that address with "@" turned into ".".
-    A forger can write both, but then Reply-To names the poster the mail claims to be from, and
-    the other sender rules still judge the display name.
+    The display name says "<poster> via <list>", the address is the list's own posting address
+    (its List-Id, "<users.lists.example>" per RFC 2919, is that address with "@" turned into
+    "."), and Reply-To, when it gives a name, names that poster.  A forger can write all of
+    this, but then Reply-To is the poster the mail claims to come from, and the other sender
+    rules still judge the display name.
     """
     boxes = _mailboxes(from_header)
     if len(boxes) != 1 or not list_id:
         return False
     name, address = boxes[0]
-    if not _VIA_LIST.search(name) or "@" not in address:
+    via = _VIA_LIST.match(name.strip())
+    if via is None or "@" not in address:
         return False
     list_key = list_id.rpartition("<")[2].partition(">")[0].strip().lower()
-    return bool(list_key) and list_key == address.strip().lower().replace("@", ".")
+    if not list_key or list_key != address.strip().lower().replace("@", "."):
+        return False
+    poster = via.group(1).strip(_NAME_QUOTES).casefold()
+    replies = [n.strip(_NAME_QUOTES).casefold() for n, _ in _mailboxes(reply_to)]
+    return all(not n or n == poster for n in replies)
 
 
 # RFC 2606 / RFC 6761 names for tests and documentation: not real, but not forgeries either.

@@ -225,3 +225,21 @@ def test_brand_spelt_with_one_cyrillic_letter_in_subject_is_obfuscation() -> Non
 def test_several_mixed_script_words_in_subject_are_obfuscation() -> None:
     message = build(text="Hello.", subject="\u0405ecurity \u0430lert for your account")
     assert "text-obfuscated" in names(scan(message))
+
+
+def test_via_rewrite_with_reply_to_naming_someone_else_is_still_reply_to_freemail() -> None:
+    message = build(
+        text="Please reply.",
+        sender="Jane Roe via Users <users@lists.example.org>",
+        headers=(("Reply-To", "Account Security <secure.desk@gmail.com>"),
+                 ("List-Id", "<users.lists.example.org>")),
+    )
+    assert "reply-to-freemail" in names(scan(message))
+
+
+def test_regional_brand_domain_is_weak_evidence() -> None:
+    # Savings banks write from their own regional domains: sparkasse-<town>.<tld>.
+    verdict = scan(build(text="Your statement is ready.",
+                         sender="Sparkasse Musterstadt <info@sparkasse-musterstadt.example>"))
+    assert "sender-brand-related" in names(verdict)
+    assert "sender-brand-mismatch" not in names(verdict)

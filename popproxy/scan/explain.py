@@ -73,7 +73,7 @@ _WHERE: tuple[tuple[str, str], ...] = (
     ("advance-fee-", "advance-fee wording, and a free mailbox in From or Reply-To"),
     ("greeting-", "the greeting at the top of the text (not shown)"),
     ("text-obfuscated", "visible text or headers (not shown)"),
-    ("attach-", "attachment"),
+    ("attach-", "the attachment named above"),
     ("html-", "the HTML body"),
     ("image-link-", "the HTML body's links"),
     ("form-", "a form in the HTML body"),

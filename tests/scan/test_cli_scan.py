@@ -271,3 +271,13 @@ def test_explain_of_a_clean_message_says_no_signals(
     assert "  verdict pass, score 0 (tag at 4, defang at 7, quarantine at 10)\n  no signals" in (
         capsys.readouterr().out
     )
+
+
+def test_explain_names_the_attachment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "attached.eml"
+    path.write_bytes(build(text="Invoice attached.",
+                           attachments=(("invoice.pdf.exe", b"MZ\x90\x00", "application/pdf"),)))
+    main_scan(["--explain", str(path)])
+    out = capsys.readouterr().out
+    assert "counted   attach-double-ext (invoice.pdf.exe)" in out
+    assert "evidence: the attachment named above" in out

@@ -1,20 +1,24 @@
 """``popproxy scan PATH...``: scan .eml files, directories, mbox files and Maildirs.
 
 Exit status: 0 when nothing is flagged, 1 when some message is flagged (its action is not
-"pass"), 2 when a path could not be read (this wins over 1, so scripts notice missing input).
+"pass"), 2 when a path could not be read (this wins over 1, so scripts notice missing input),
+141 when the reader of the output went away (a closed pipe, as for a tool ended by SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
-from popproxy.scan.config import ScanConfig
+from popproxy.scan.config import ScanConfig, Thresholds
+from popproxy.scan.explain import explain_lines, explain_record
 from popproxy.scan.feeds import load_feeds
 from popproxy.scan.scanner import Scanner
 from popproxy.scan.sources import Item, iter_items
@@ -23,6 +27,9 @@ from popproxy.scan.verdict import Verdict
 EXIT_CLEAN = 0
 EXIT_FLAGGED = 1
 EXIT_ERROR = 2
+# The reader of stdout went away: 128 + SIGPIPE, the status a shell reports for a tool the
+# signal ended (``yes | head -1``).
+EXIT_PIPE_CLOSED = 128 + 13
 
 # Width of the reasons column in the table; the full list is in --json output.
 _REASONS_WIDTH = 70
@@ -43,20 +50,61 @@ def build_parser() -> argparse.ArgumentParser:
         "--feed", action="append", default=[], metavar="FILE", help="blocklist host file"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--explain", action="store_true",
+        help="each signal with its evidence and its part in the score (strongest per group "
+        "counts, the others are shown as shadowed); with --json, an \"explain\" list",
+    )
     return parser
 
 
 def main_scan(argv: list[str]) -> int:
-    """Run ``popproxy scan`` with ``argv`` (without the program and sub-command names)."""
+    """Run ``popproxy scan`` with ``argv`` (without the program and sub-command names).
+
+    A reader that goes away (``popproxy scan --json ... | head -1``) ends the scan quietly
+    with EXIT_PIPE_CLOSED, as a Unix tool killed by SIGPIPE would, not with a traceback.
+    """
     args = build_parser().parse_args(argv)
+    try:
+        status = _run(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows on the last flush too
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_PIPE_CLOSED
+    return status
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's flush at exit finds no closed pipe.
+
+    The recipe of the Python documentation (signal module, "Note on SIGPIPE"); stdout
+    without a file descriptor (a test's capture buffer) has nothing left to flush there.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         feeds = load_feeds(Path(f) for f in args.feed)
     except OSError as exc:
         print(f"popproxy scan: cannot read feed {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
-    scanner = Scanner(ScanConfig(), feeds=feeds)
-    show_progress = sys.stderr.isatty() and not args.no_progress
-    report = _JsonReport(sys.stdout) if args.json else _TableReport(sys.stdout)
+    config = ScanConfig()
+    scanner = Scanner(config, feeds=feeds)
+    # The explanation is long: a progress line redrawn between its blocks would garble them.
+    show_progress = sys.stderr.isatty() and not args.no_progress and not args.explain
+    report: _Report
+    if args.json:
+        report = _JsonReport(sys.stdout, explain=args.explain)
+    elif args.explain:
+        report = _ExplainReport(sys.stdout, config.thresholds)
+    else:
+        report = _TableReport(sys.stdout)
     progress = _Progress(sys.stderr, time.monotonic) if show_progress else None
     errors = flagged = 0
     for item in iter_items(args.paths):
@@ -77,9 +125,16 @@ def main_scan(argv: list[str]) -> int:
     return EXIT_FLAGGED if flagged else EXIT_CLEAN
 
 
+class _Report(Protocol):
+    def verdict(self, item: Item, verdict: Verdict) -> None: ...
+    def error(self, item: Item) -> None: ...
+    def close(self, flagged: int, errors: int) -> None: ...
+
+
 class _JsonReport:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, explain: bool = False) -> None:
         self._out = out
+        self._explain = explain
 
     def verdict(self, item: Item, verdict: Verdict) -> None:
         record = {
@@ -92,6 +147,8 @@ class _JsonReport:
         }
         if verdict.cause is not None:
             record["cause"] = verdict.cause
+        if self._explain:
+            record["explain"] = explain_record(verdict)
         print(json.dumps(record), file=self._out)
 
     def error(self, item: Item) -> None:
@@ -123,6 +180,27 @@ class _TableReport:
 
     def close(self, flagged: int, errors: int) -> None:
         print(f"\n{self._count} scanned, {flagged} flagged, {errors} errors", file=self._out)
+
+
+class _ExplainReport:
+    """One block per message: the verdict, then each signal with its evidence."""
+
+    def __init__(self, out: TextIO, thresholds: Thresholds) -> None:
+        self._out = out
+        self._thresholds = thresholds
+        self._count = 0
+
+    def verdict(self, item: Item, verdict: Verdict) -> None:
+        self._count += 1
+        lines = explain_lines(item.path, verdict, self._thresholds)
+        print("\n".join(lines) + "\n", file=self._out)
+
+    def error(self, item: Item) -> None:
+        self._count += 1
+        print(f"{item.path}\n  error: {item.error}\n", file=self._out)
+
+    def close(self, flagged: int, errors: int) -> None:
+        print(f"{self._count} scanned, {flagged} flagged, {errors} errors", file=self._out)
 
 
 class _Progress:

@@ -13,15 +13,16 @@ threshold: it only adds up with evidence from the sender line or the links.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from email.utils import getaddresses
 from functools import lru_cache
 
 from popproxy.scan import hosts
 from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.lists import FREEMAIL_DOMAINS
-from popproxy.scan.lookalike import is_official, names_brand
+from popproxy.scan.lookalike import is_official, latin_reading, names_brand
 from popproxy.scan.obfuscation import MIN_BODY_HITS, obfuscation_kinds
-from popproxy.scan.verdict import Signal, clean_detail
+from popproxy.scan.verdict import Signal, clean_detail, clean_evidence
 from popproxy.scan.weights import weight
 
 _ACCOUNT = r"(?:account|identity|e-?mail|mailbox|password|credentials|information|details|login)"
@@ -148,8 +149,16 @@ _LURES: dict[str, re.Pattern[str]] = {
 }
 
 
-def _sig(name: str, detail: str) -> Signal:
-    return Signal(name=name, weight=weight(name), detail=clean_detail(detail))
+def _sig(name: str, detail: str, evidence: str = "") -> Signal:
+    return Signal(
+        name=name, weight=weight(name), detail=clean_detail(detail),
+        evidence=clean_evidence(evidence),
+    )
+
+
+def _with_evidence(signals: list[Signal], field_of: dict[str, str], default: str) -> list[Signal]:
+    """The signals with their evidence: the header field each came from (for --explain)."""
+    return [replace(s, evidence=clean_evidence(field_of.get(s.name, default))) for s in signals]
 
 
 _LURES_INTL_RE = {name: re.compile(rx) for name, rx in _LURES_INTL.items()}
@@ -264,6 +273,9 @@ def sender_signals(
     from_header: str,
     reply_to: str,
     brands: tuple[ProtectedBrand, ...],
+    *,
+    raw_from: str | None = None,
+    list_id: str = "",
 ) -> list[Signal]:
     """Signals from From and Reply-To.
 
@@ -278,11 +290,22 @@ def sender_signals(
     - sender-bad-domain: the From domain cannot exist (characters no host name has, a suffix
       no registry runs, labels spelled out one letter at a time).
     - reply-to-freemail: replies are diverted to a free mailbox on another domain.
+
+    Args:
+        from_header: From, RFC 2047 encoded-words decoded.
+        reply_to: Reply-To, decoded.
+        brands: the brands whose names are checked in the display name.
+        raw_from: From as it arrived (encoded-words not decoded), for counting entries: a
+            comma inside an encoded-word ("=?utf-8?Q?Doe=2C_Jane?=", Outlook's "Surname,
+            Given") is part of the name, as in a quoted string.  None: ``from_header``.
+        list_id: the List-Id field; with it, a mailing list's rewritten From ("Jane via
+            Users" <users@lists.example>) is told apart from a forgery (see
+            :func:`list_rewritten_from`).
     """
     out: list[Signal] = []
     boxes = _mailboxes(from_header)
     domains = [d for d in (_domain(a) for _, a in boxes) if d]
-    commas = _top_level_commas(from_header)
+    commas = _top_level_commas(from_header if raw_from is None else raw_from)
     if commas:
         out.append(_sig("sender-malformed", f"{commas + 1} entries"))
     domain = domains[-1] if domains else ""
@@ -295,9 +318,7 @@ def sender_signals(
         out.append(_sig("sender-display-address", f"{shown_domain} -> {domain}"))
     brand = names_brand(display, brands)
     if brand is not None and not (domain and is_official(domain, brand)):
-        free = hosts.owner_domain(domain) in FREEMAIL_DOMAINS
-        name = "sender-brand-freemail" if free else "sender-brand-mismatch"
-        out.append(_sig(name, f"{brand.name}: {domain}"))
+        out.append(_sig(_brand_rule(brand, domain), f"{brand.name}: {domain}"))
     free_sender = bool(domain) and hosts.owner_domain(domain) in _SELF_SERVICE_DOMAINS
     if free_sender and brand is None and _ROLE_NAME.search(display.lower()):
         out.append(_sig("sender-role-freemail", domain))
@@ -305,11 +326,61 @@ def sender_signals(
     if bad:
         out.append(_sig("sender-bad-domain", f"{bad}: {domain}"))
     reply_domains = [d for d in (_domain(a) for _, a in _mailboxes(reply_to)) if d]
-    if reply_domains and domain:
+    if reply_domains and domain and not list_rewritten_from(from_header, list_id, reply_to):
         reply = reply_domains[-1]
         if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
             out.append(_sig("reply-to-freemail", reply))
-    return out
+    return _with_evidence(
+        out, {"reply-to-freemail": f"Reply-To: {reply_to}"}, f"From: {from_header}"
+    )
+
+
+def _brand_rule(brand: ProtectedBrand, domain: str) -> str:
+    """Which sender-brand-* rule a brand display name on a foreign ``domain`` raises.
+
+    Brands send from marketing and regional domains of their own that carry their name
+    (microsoftstoreemail.com, facebookmail.com): the name glued into the sender's domain is
+    weak evidence (sender-brand-related), since look-alikes are built the same way.  A
+    domain that cannot exist ("__brand.example", "%brand.example") belongs to no one.
+    """
+    if hosts.owner_domain(domain) in FREEMAIL_DOMAINS:
+        return "sender-brand-freemail"
+    label = hosts.owner_label(domain) if domain and not _bad_domain(domain) else ""
+    words = (brand.name, *(a.lower() for a in brand.aliases if " " not in a))
+    if label and any(word in label for word in words):
+        return "sender-brand-related"
+    return "sender-brand-mismatch"
+
+
+# A mailing list's rewritten sender (DMARC mitigation in Mailman 2.1.18+, Mailman 3 and Google
+# Groups): the list writes "<poster> via <list name>" from its own posting address and puts the
+# poster's address in Reply-To.
+_VIA_LIST = re.compile(r"(?i)^(.*?\S)\s+via\s+\S")
+_NAME_QUOTES = " '\""
+
+
+def list_rewritten_from(from_header: str, list_id: str, reply_to: str = "") -> bool:
+    """True when From is a list's rewrite of a poster's address.
+
+    The display name says "<poster> via <list>", the address is the list's own posting address
+    (its List-Id, "<users.lists.example>" per RFC 2919, is that address with "@" turned into
+    "."), and Reply-To, when it gives a name, names that poster.  A forger can write all of
+    this, but then Reply-To is the poster the mail claims to come from, and the other sender
+    rules still judge the display name.
+    """
+    boxes = _mailboxes(from_header)
+    if len(boxes) != 1 or not list_id:
+        return False
+    name, address = boxes[0]
+    via = _VIA_LIST.match(name.strip())
+    if via is None or "@" not in address:
+        return False
+    list_key = list_id.rpartition("<")[2].partition(">")[0].strip().lower()
+    if not list_key or list_key != address.strip().lower().replace("@", "."):
+        return False
+    poster = via.group(1).strip(_NAME_QUOTES).casefold()
+    replies = [n.strip(_NAME_QUOTES).casefold() for n, _ in _mailboxes(reply_to)]
+    return all(not n or n == poster for n in replies)
 
 
 # RFC 2606 / RFC 6761 names for tests and documentation: not real, but not forgeries either.
@@ -373,7 +444,7 @@ def recipient_signals(to_header: str, subject: str) -> list[Signal]:
     boxes = [a.lower() for _, a in _mailboxes(to_header) if "@" in a]
     lowered = subject.lower()
     if len(boxes) == 1 and boxes[0] in lowered:
-        return [_sig("subject-recipient-address", "")]
+        return [_sig("subject-recipient-address", "", f"Subject: {subject}")]
     return []
 
 
@@ -414,8 +485,42 @@ def _own_greeting(address: str) -> re.Pattern[str]:
     return re.compile(_GREETING + re.escape(address) + r"(?![\w.-]*\w)")
 
 
-def obfuscation_signals(visible: str, headline: str) -> list[Signal]:
-    """text-obfuscated: homoglyph words, invisible or overlay characters in text or headers."""
+# Mixed-script words the From and Subject need: one is a keyboard-layout slip (a Cyrillic
+# "\u0421" typed for "C" on the same key: "\u0421reate fpga image" from a Russian speaker), while
+# homoglyph lures swap letters in several words or several letters of one - or spell a brand's
+# name with one ("Meta\u041cask"), which counts alone.
+_MIN_HEADLINE_MIXED = 2
+_MIXED = "mixed-script-words"
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def obfuscation_signals(
+    visible: str, headline: str, brands: tuple[ProtectedBrand, ...] = ()
+) -> list[Signal]:
+    """text-obfuscated: homoglyph words, invisible or overlay characters in text or headers.
+
+    Args:
+        visible: the visible text.
+        headline: From and Subject.
+        brands: brands whose names spelt with one foreign letter count as one obfuscation.
+    """
     kinds = obfuscation_kinds(visible, MIN_BODY_HITS)
-    kinds += [k for k in obfuscation_kinds(headline, 1) if k not in kinds]
+    in_headline = obfuscation_kinds(headline, 1)
+    if (
+        _MIXED in in_headline
+        and _MIXED not in obfuscation_kinds(headline, _MIN_HEADLINE_MIXED)
+        and not _brand_homoglyph(headline, brands)
+    ):
+        in_headline.remove(_MIXED)
+    kinds += [k for k in in_headline if k not in kinds]
     return [_sig("text-obfuscated", ",".join(kinds))] if kinds else []
+
+
+def _brand_homoglyph(text: str, brands: tuple[ProtectedBrand, ...]) -> bool:
+    """True when a mixed-script word of ``text`` reads as a brand's name ("Meta\u041cask")."""
+    return any(
+        not word.isascii()
+        and obfuscation_kinds(word, 1)
+        and names_brand(latin_reading(word), brands) is not None
+        for word in _WORD.findall(text)
+    )

@@ -135,3 +135,48 @@ _PSL_KNOWN = PublicSuffixList(accept_unknown=False)
 def known_suffix(host: str) -> bool:
     """True when the host ends in a suffix on the Public Suffix List ("invoice.pdf" does not)."""
     return _PSL_KNOWN.publicsuffix(host) is not None
+
+
+# Addresses no one on the internet can reach: a link to one cannot be a phishing page the
+# victim opens from anywhere.  Support mail and list posts about lab equipment are full of
+# them (a router's admin page at 192.168.1.1, a device at 10.0.0.2).  Ranges: RFC 1918
+# private, RFC 6598 carrier-grade NAT, loopback (RFC 1122), "this network" 0/8 (browsers open
+# 0.0.0.0 as the local machine), RFC 3927 link-local, and for IPv6 loopback, unspecified,
+# RFC 4193 unique-local and link-local.  Documentation ranges (198.51.100.0/24 ...) are NOT
+# here: they stand for public addresses in examples.
+_LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+        "0.0.0.0/8", "169.254.0.0/16", "::1/128", "::/128", "fc00::/7", "fe80::/10",
+    )
+)
+
+
+def is_local_address(address: str) -> bool:
+    """True for an address only a local network reaches (private, loopback, link-local).
+
+    IPv4-mapped IPv6 addresses (::ffff:10.0.0.1) are judged by their IPv4 address.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in _LOCAL_NETWORKS)
+
+
+# Host name labels: RFC 1123 letters, digits and hyphens (IDNs arrive as punycode), plus "_",
+# which DNS allows and some real hosts use, 1-63 of them.  A label with anything else ("="
+# left over from a quoted-printable soft line break, "%", a quote) is an artefact of broken
+# encoding: no registrar hands such a name out and no resolver finds it.  Where a hyphen may
+# stand is not checked: a sub-domain label such as "paypal-" under an attacker's own zone
+# resolves all the same, so it must still be judged as a name.
+_HOST_LABEL = re.compile(r"^[a-z0-9_-]{1,63}$")
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def is_host_name(host: str) -> bool:
+    """True when ``host`` (lower-case ASCII, no trailing dot) is a well-formed DNS name."""
+    return len(host) <= 253 and all(_HOST_LABEL.match(label) for label in host.split("."))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from popproxy.scan import hosts
 from popproxy.scan.config import ProtectedBrand
@@ -13,7 +14,7 @@ from popproxy.scan.feeds import HostFeed
 from popproxy.scan.lists import SHORTENERS, STORAGE_SUFFIXES
 from popproxy.scan.lookalike import brand_match, is_official, mixed_script
 from popproxy.scan.urls import INLINE_SCHEMES, SCRIPT_SCHEMES, WEB_SCHEMES, UrlInfo, parse_url
-from popproxy.scan.verdict import Signal, clean_detail
+from popproxy.scan.verdict import Signal, clean_detail, clean_evidence
 from popproxy.scan.weights import weight
 
 # Anchor text that is itself a URL or a bare host name, as a reader would take it.
@@ -55,7 +56,7 @@ def link_signals(links: Iterable[Link], ctx: LinkContext) -> list[Signal]:
             # Links of one message mostly share a few hosts: analyse each host once.
             host_key = (info.host, info.display_host, info.userinfo)
             if host_key not in by_host:
-                by_host[host_key] = _host_signals(info, ctx)
+                by_host[host_key] = _host_signals(info, ctx, link_evidence(link))
                 out.extend(by_host[host_key])
     return out
 
@@ -93,8 +94,11 @@ def action_link_signals(links: Iterable[Link], sender_domain: str, limit: int) -
         info = parse_url(link.url)
         if info is None or info.scheme not in WEB_SCHEMES or not info.host:
             continue
+        if _broken_host(info):
+            continue
         if hosts.owner_domain(info.host) != owner:
-            return [_sig("link-action-foreign", f"{text[:30]} -> {info.host}")]
+            detail = f"{text[:30]} -> {info.host}"
+            return [_sig("link-action-foreign", detail, link_evidence(link))]
     return []
 
 
@@ -119,25 +123,74 @@ def shortened_hrefs(links: Iterable[Link], limit: int) -> str:
     return found
 
 
-def _sig(name: str, detail: str) -> Signal:
-    return Signal(name=name, weight=weight(name), detail=clean_detail(detail))
+def _sig(name: str, detail: str, evidence: str = "") -> Signal:
+    return Signal(
+        name=name, weight=weight(name), detail=clean_detail(detail),
+        evidence=clean_evidence(evidence),
+    )
+
+
+# How --explain names where a link was found (Link.source).
+_LINK_PLACES = {"text": "URL in text", "href": "link", "form": "form action",
+                "frame": "frame", "refresh": "refresh", "pdf": "PDF link"}
+
+
+def link_evidence(link: Link) -> str:
+    """The evidence of a link's signals: where the link was found, and its URL."""
+    place = _LINK_PLACES.get(link.source, link.source)
+    if link.attachment:
+        place += " in an attachment"
+    return f"{place}: {link.url}"
 
 
 def _one_link(link: Link, info: UrlInfo, ctx: LinkContext) -> list[Signal]:
     out: list[Signal] = []
+    seen = link_evidence(link)
     if info.scheme in SCRIPT_SCHEMES and link.source != "text":
-        out.append(_sig("link-script-scheme", info.scheme))
+        if not script_placeholder(link.url):
+            out.append(_sig("link-script-scheme", info.scheme, seen))
     elif info.scheme in INLINE_SCHEMES and link.source != "text":
-        out.append(_sig("link-data-uri", info.scheme))
+        out.append(_sig("link-data-uri", info.scheme, seen))
     if link.obfuscated:
-        out.append(_sig("link-obfuscated", info.host))
-    if link.source == "href":
+        out.append(_sig("link-obfuscated", info.host, seen))
+    if link.source == "href" and not _broken_host(info):
         out.extend(_shown_versus_real(link, info, ctx.brands))
     elif link.source == "form" and info.host and not link.attachment:
-        out.append(_sig("form-remote-action", info.host))
+        out.append(_sig("form-remote-action", info.host, seen))
     if link.source in ("href", "text") and _storage_page(info):
-        out.append(_sig("link-storage-page", info.host))
+        out.append(_sig("link-storage-page", info.host, seen))
     return out
+
+
+def _ip_rule(ip: hosts.IpHost) -> str:
+    """link-ip-obfuscated, link-ip-private (a local network's address) or link-ip-host."""
+    if ip.obfuscated:
+        return "link-ip-obfuscated"  # evasion, wherever the address points
+    return "link-ip-private" if hosts.is_local_address(ip.address) else "link-ip-host"
+
+
+def _broken_host(info: UrlInfo) -> bool:
+    """A named host that is no host name ("www.bank.example=" from broken quoted-printable).
+
+    Such a link opens nothing, and its host is a parsing artefact: judging it as a name would
+    take "example.com=" for a look-alike of example.com or an anchor "example.com" for a
+    mismatch.  A blocklist may still list its registrable domain, so feeds are consulted.
+    """
+    return bool(info.host) and info.ip is None and not hosts.is_host_name(info.host)
+
+
+# What follows "javascript:" in a link that does nothing: Google Groups writes href="javascript:"
+# over hidden addresses, and pages use "javascript:void(0)" or "javascript:;" as a dead link.
+_SCRIPT_NOOP = re.compile(r"^(?:void\s*\(?\s*0\s*\)?|undefined)?\s*;?$")
+# The URL Standard strips C0 controls and space around a URL and tab/CR/LF inside it.
+_URL_TRIM = "".join(map(chr, range(0x21)))
+_URL_REMOVED = str.maketrans("", "", "\t\r\n")
+
+
+def script_placeholder(url: str) -> bool:
+    """True for a script link whose code, percent-decoded, is empty or a no-op (void(0))."""
+    code = url.strip(_URL_TRIM).translate(_URL_REMOVED).partition(":")[2]
+    return _SCRIPT_NOOP.match(unquote(code).strip().lower()) is not None
 
 
 def _storage_page(info: UrlInfo) -> bool:
@@ -147,37 +200,41 @@ def _storage_page(info: UrlInfo) -> bool:
     return any(info.host == s or info.host.endswith("." + s) for s in STORAGE_SUFFIXES)
 
 
-def _host_signals(info: UrlInfo, ctx: LinkContext) -> list[Signal]:
+def _host_signals(info: UrlInfo, ctx: LinkContext, seen: str) -> list[Signal]:
+    """Signals of a link's host; ``seen`` is the evidence (the first link with this host)."""
     out: list[Signal] = []
     host = info.host
     if info.userinfo:
         tricky = "." in info.userinfo and ":" not in info.userinfo
-        out.append(_sig("link-userinfo-host" if tricky else "link-userinfo", host))
+        out.append(_sig("link-userinfo-host" if tricky else "link-userinfo", host, seen))
     if info.ip is not None:
-        name = "link-ip-obfuscated" if info.ip.obfuscated else "link-ip-host"
-        out.append(_sig(name, info.ip.address))
+        out.append(_sig(_ip_rule(info.ip), info.ip.address, seen))
         return out
     for feed in ctx.feeds:
         hit = feed.lookup(host)
         if hit is not None:
-            out.append(_sig(f"link-feed-{hit.match}", f"{hit.entry} in {hit.feed}"))
+            out.append(_sig(f"link-feed-{hit.match}", f"{hit.entry} in {hit.feed}", seen))
             break
+    if _broken_host(info):
+        return out
     if host in SHORTENERS or hosts.registrable(host) in SHORTENERS:
-        out.append(_sig("link-shortener", host))
-    out.extend(_name_signals(info, ctx.brands))
+        out.append(_sig("link-shortener", host, seen))
+    out.extend(_name_signals(info, ctx.brands, seen))
     return out
 
 
-def _name_signals(info: UrlInfo, brands: tuple[ProtectedBrand, ...]) -> list[Signal]:
+def _name_signals(
+    info: UrlInfo, brands: tuple[ProtectedBrand, ...], seen: str
+) -> list[Signal]:
     out: list[Signal] = []
     display = info.display_host
     if not display.isascii():
-        out.append(_sig("link-idn", info.host))
+        out.append(_sig("link-idn", info.host, seen))
         if any(mixed_script(label) for label in display.split(".")):
-            out.append(_sig("link-idn-mixed-script", info.host))
+            out.append(_sig("link-idn-mixed-script", info.host, seen))
     match = brand_match(info.host, display, brands)
     if match is not None:
-        out.append(_sig(f"link-brand-{match.kind}", f"{match.brand}: {info.host}"))
+        out.append(_sig(f"link-brand-{match.kind}", f"{match.brand}: {info.host}", seen))
     return out
 
 
@@ -199,8 +256,9 @@ def _shown_versus_real(
 ) -> list[Signal]:
     text = link.anchor_text
     out: list[Signal] = []
+    seen = link_evidence(link)
     if info.scheme == "http" and text.lower().startswith("https://"):
-        out.append(_sig("link-https-shown-http", info.host))
+        out.append(_sig("link-https-shown-http", info.host, seen))
     shown = shown_host(text) if text else None
     if shown is None or (info.scheme not in WEB_SCHEMES and info.scheme not in SCRIPT_SCHEMES):
         return out
@@ -208,5 +266,5 @@ def _shown_versus_real(
         return out
     brand = any(is_official(shown, b) for b in brands)
     name = "link-text-mismatch-brand" if brand else "link-text-mismatch"
-    out.append(_sig(name, f"{shown} -> {info.host or info.scheme}"))
+    out.append(_sig(name, f"{shown} -> {info.host or info.scheme}", seen))
     return out

@@ -59,6 +59,16 @@ def skeleton(label: str) -> str:
     return out
 
 
+def latin_reading(word: str) -> str:
+    """How a word of running text reads in Latin letters, lower-cased ("Meta\u041cask": metamask).
+
+    Unlike :func:`skeleton` (for host labels, which are lower-case already) each character is
+    mapped in its own case: Cyrillic "\u041c" looks like "M", its lower case "\u043c" like no
+    Latin letter.
+    """
+    return "".join(_latin_of(ch) for ch in word).lower()
+
+
 @lru_cache(maxsize=_CACHE_SIZE)
 def mixed_script(label: str) -> bool:
     """True when a label mixes scripts beyond what UTS 39 "Highly Restrictive" allows."""

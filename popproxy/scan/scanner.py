@@ -152,7 +152,9 @@ class Scanner:
             )
             if free:
                 signals.append(_sig("advance-fee-freemail", free))
-        signals.extend(content.obfuscation_signals(visible, subject))
+        signals.extend(content.obfuscation_signals(
+            visible, subject, self.config.protected_brands + self.config.sender_brands
+        ))
         signals.extend(content.greeting_signals(visible, header_text(msg, "To")))
         signals.extend(link_signals(links, self._links))
         signals.extend(
@@ -323,6 +325,8 @@ def _header_signals(msg: Message, raw: bytes, config: ScanConfig) -> list[Signal
         header_text(msg, "From"),
         header_text(msg, "Reply-To"),
         config.protected_brands + config.sender_brands,
+        raw_from=str(msg.get("From", "")),  # encoded-words kept: their commas are not separators
+        list_id=header_text(msg, "List-Id"),
     )
     out.extend(content.recipient_signals(header_text(msg, "To"), header_text(msg, "Subject")))
     if has_own_headers(raw):

@@ -39,6 +39,8 @@ _GROUPS: dict[str, str] = {
     "limit-size": "limit",
     "limit-html": "limit",
     "limit-structure": "limit",
+    "link-ip-private": "ip",
+    "sender-brand-related": "sender",
 }
 
 # Signals that force at least the "tag" action whatever the score: a message arriving with our
@@ -53,6 +55,16 @@ _FORCE_TAG: frozenset[str] = frozenset(
 # Signals that force at least "defang": part of the message could not be read at all (its
 # structure was not parsed), so its links must not stay live whatever the rest scored.
 _FORCE_DEFANG: frozenset[str] = frozenset({"limit-structure"})
+
+
+def group_of(name: str) -> str:
+    """The group a rule counts in (its own name when it shares a group with no other rule)."""
+    return _GROUPS.get(name, name)
+
+
+def forces_tag(name: str) -> bool:
+    """True for a rule that makes the action at least "tag" whatever the score."""
+    return name in _FORCE_TAG
 
 
 def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:

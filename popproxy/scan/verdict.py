@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from popproxy.scan.limits import MAX_DETAIL_CHARS
@@ -15,29 +15,44 @@ UnscannedCause = Literal["too-large", "time-budget", "error"]
 ACTIONS: tuple[Action, ...] = ("pass", "tag", "defang", "quarantine", "unscanned")
 
 
-def clean_detail(text: str) -> str:
-    """Make a detail safe for a header or a log line: printable ASCII, short.
+# Characters of a signal's evidence (a URL, a header field): enough to read a phishing URL's
+# host and path, and a bound on what a data: URL or a padded header keeps alive per verdict.
+MAX_EVIDENCE_CHARS = 300
+
+
+def clean_detail(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Make a detail safe for a header or a log line: printable ASCII, at most ``limit`` long.
 
     Details come from hostile mail (host names, file names), so control characters (CR/LF header
     injection, U+202E) are escaped and the length is capped.
     """
-    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = text[: limit * 10].encode("ascii", "backslashreplace").decode("ascii")
     printable = "".join(ch if " " <= ch < "\x7f" else "?" for ch in escaped)
-    if len(printable) > MAX_DETAIL_CHARS:
-        return printable[: MAX_DETAIL_CHARS - 3] + "..."
+    if len(printable) > limit:
+        return printable[: limit - 3] + "..."
     return printable
+
+
+def clean_evidence(text: str) -> str:
+    """Evidence made safe for a terminal (no escape sequences) and capped like a detail."""
+    return clean_detail(text, MAX_EVIDENCE_CHARS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Signal:
     """One piece of evidence: a rule name, its weight in the score, and a short detail.
 
-    ``detail`` holds a host, file name or count, never message text.
+    ``detail`` holds a host, file name or count, never message text.  ``evidence`` is what
+    an admin looks at to check the signal (the link's URL, the header field it came from),
+    shown by ``popproxy scan --explain`` only: it is no part of the reasons, the verdict
+    headers or the logs, nor of the verdict the scanner workers send back (it is neither
+    compared nor shown in ``repr``).
     """
 
     name: str
     weight: float
     detail: str = ""
+    evidence: str = field(default="", compare=False, repr=False)
 
     def reason(self) -> str:
         """The human-readable reason, e.g. ``link-ip-host (198.51.100.7)``."""

@@ -91,6 +91,13 @@ WEIGHTS: Final[dict[str, float]] = {
     # all the same).  Informational: weight 0 until measured on the held-out corpus.
     "mime-malformed": 0.0,
     "spoofed-verdict-header": 3.0,  # the message already carries our X-Popproxy-* headers
+    # A link to a local network's address (192.168.1.1, 10.0.0.2, fe80::1): no internet victim
+    # reaches a phishing page there, and support mail is full of them.  Nearly neutral; kept
+    # because a link to a router's admin page can still be a request forgery.
+    "link-ip-private": 0.5,
+    # The display name's brand is glued into the sender's domain (microsoftstoreemail.com):
+    # brands mail from such marketing and regional domains, and so do look-alikes, so weak.
+    "sender-brand-related": 1.5,
 }
 
 

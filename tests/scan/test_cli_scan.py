@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import mailbox
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from popproxy.scan.cli_scan import EXIT_CLEAN, EXIT_ERROR, EXIT_FLAGGED, main_scan
-from tests.scan.helpers import load
+from popproxy.scan.cli_scan import (
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    EXIT_FLAGGED,
+    EXIT_PIPE_CLOSED,
+    main_scan,
+)
+from popproxy.scan.explain import contributions
+from popproxy.scan.verdict import Signal
+from tests.scan.helpers import DATA, REPO, build, load, scan
 
 
 def _maildir(tmp_path: Path, names: list[str]) -> Path:
@@ -96,3 +107,177 @@ def test_no_progress_bar_when_not_a_tty(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "m.eml").write_bytes(load("clean_plain.eml"))
     main_scan([str(tmp_path / "m.eml")])
     assert capsys.readouterr().err == ""
+
+
+# --- a closed pipe: quiet exit, no traceback (``popproxy scan --json ... | head -1``) --------
+
+# Messages in the mbox of the pipe tests: their JSON lines (~100 bytes each) must overflow
+# the kernel's pipe buffer (64 KiB on Linux) plus Python's own (8 KiB), so the writer is
+# still writing when ``head`` has gone.
+_PIPE_MESSAGES = 1000
+
+
+def _popproxy() -> list[str]:
+    return [sys.executable, "-m", "popproxy"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def test_closed_read_end_exits_quietly(tmp_path: Path) -> None:
+    path = _mbox(tmp_path, ["clean_plain.eml"] * 3)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read: the first write fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [*_popproxy(), "scan", "--json", "--no-progress", str(path)],
+            stdout=write_end, stderr=subprocess.PIPE, cwd=REPO, env=_env(), timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == b""
+    assert proc.returncode == EXIT_PIPE_CLOSED
+
+
+def test_pipe_to_head_exits_quietly(tmp_path: Path) -> None:
+    box = mailbox.mbox(tmp_path / "many.mbox", create=True)
+    message = load("clean_plain.eml")
+    for _ in range(_PIPE_MESSAGES):
+        box.add(message)
+    box.close()
+    command = " ".join([*_popproxy(), "scan", "--json", "--no-progress", "many.mbox"])
+    script = f'{command} | head -1; echo "status=${{PIPESTATUS[0]}}" >&2'
+    proc = subprocess.run(
+        ["bash", "-c", script], capture_output=True, cwd=tmp_path, env=_env(), timeout=300,
+        check=False,
+    )
+    first = json.loads(proc.stdout.decode().splitlines()[0])
+    assert first["verdict"] == "pass"
+    assert proc.stderr.decode().strip() == f"status={EXIT_PIPE_CLOSED}"
+
+
+# --- --explain: each signal with its evidence and its part in the score ---------------------
+
+_EXPLAINED_HTML = (
+    '<p>Please <a href="http://login.evil.example/session">www.paypal.com</a> and see '
+    '<a href="http://trk.example.net/x">www.shop.example.org</a>. '
+    "Verify your account within 24 hours.</p>"
+)
+
+
+def _explained(tmp_path: Path, *, sender: str = "PayPal <service@mailer.example.net>") -> Path:
+    path = tmp_path / "explained.eml"
+    path.write_bytes(build(html=_EXPLAINED_HTML, sender=sender))
+    return path
+
+
+def test_explain_shows_points_and_evidence_per_signal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main_scan(["--explain", str(_explained(tmp_path))]) == EXIT_FLAGGED
+    out = capsys.readouterr().out
+    assert "+5    counted   link-text-mismatch-brand (www.paypal.com -> login.evil.example)" in out
+    assert "evidence: link: hxxp://login[.]evil[.]example/session" in out
+    assert "+3    counted   sender-brand-mismatch (paypal: mailer.example.net)" in out
+    assert "evidence: From: PayPal <service@mailer.example.net>" in out
+    assert "http://login.evil.example" not in out  # defanged: no clickable phishing link
+
+
+def test_explain_shows_a_shadowed_signal_and_what_counted_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main_scan(["--explain", str(_explained(tmp_path))])
+    out = capsys.readouterr().out
+    assert ("1.5  shadowed  link-text-mismatch (www.shop.example.org -> trk.example.net): "
+            "link-text-mismatch-brand counts for group 'mismatch'") in out
+    assert "evidence: link: hxxp://trk[.]example[.]net/x" in out
+
+
+def test_explain_names_wording_rules_without_the_wording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main_scan(["--explain", str(_explained(tmp_path))])
+    out = capsys.readouterr().out
+    assert "counted   lure-credentials" in out
+    assert "verify your account" not in out.lower()
+
+
+def test_explain_json_points_add_up_to_the_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main_scan(["--json", "--explain", str(_explained(tmp_path))])
+    (record,) = _json_lines(capsys.readouterr().out)
+    explained = record["explain"]
+    assert isinstance(explained, list)
+    assert sum(e["points"] for e in explained) == pytest.approx(record["score"])
+    shadowed = [e for e in explained if not e["counted"]]
+    assert [(e["signal"], e["points"], e["shadowed_by"]) for e in shadowed] == [
+        ("link-text-mismatch", 0.0, "link-text-mismatch-brand")
+    ]
+    by_name = {e["signal"]: e for e in explained}
+    assert by_name["link-text-mismatch-brand"]["evidence"] == (
+        "link: http://login.evil.example/session"
+    )
+
+
+def test_explain_escapes_terminal_control_sequences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An encoded-word hides ESC sequences (clear screen, an OSC 8 hyperlink) in the From name.
+    path = _explained(
+        tmp_path, sender="=?utf-8?q?PayPal_=1B[2J=1B]8;;https://evil.example/=07?= <x@evil.example>"
+    )
+    main_scan(["--explain", str(path)])
+    out = capsys.readouterr().out
+    assert "sender-brand-mismatch" in out
+    assert "\x1b" not in out and "\x07" not in out
+
+
+def test_explain_on_every_test_message_adds_up_to_the_verdict_score() -> None:
+    for path in sorted(DATA.glob("*.eml")):
+        verdict = scan(path.read_bytes())
+        parts = contributions(verdict.signals)
+        assert round(sum(p.points for p in parts), 2) == verdict.score, path.name
+        counted_groups = [p.group for p in parts if p.counted]
+        assert len(counted_groups) == len(set(counted_groups)), path.name
+
+
+def test_evidence_stays_out_of_reasons_logs_and_equality(tmp_path: Path) -> None:
+    verdict = scan(_explained(tmp_path).read_bytes())
+    (sig,) = [s for s in verdict.signals if s.name == "link-text-mismatch-brand"]
+    assert sig.evidence == "link: http://login.evil.example/session"
+    assert "session" not in repr(sig) and "session" not in " ".join(verdict.reasons)
+    assert sig == Signal(name=sig.name, weight=sig.weight, detail=sig.detail)
+
+
+def test_explain_reports_an_unreadable_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.eml"
+    assert main_scan(["--explain", str(missing)]) == EXIT_ERROR
+    out = capsys.readouterr().out
+    assert f"{missing}\n  error: " in out
+    assert "1 scanned, 0 flagged, 1 errors" in out
+
+
+def test_explain_of_a_clean_message_says_no_signals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "clean.eml"
+    path.write_bytes(load("clean_plain.eml"))
+    assert main_scan(["--explain", str(path)]) == EXIT_CLEAN
+    assert "  verdict pass, score 0 (tag at 4, defang at 7, quarantine at 10)\n  no signals" in (
+        capsys.readouterr().out
+    )
+
+
+def test_explain_names_the_attachment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "attached.eml"
+    path.write_bytes(build(text="Invoice attached.",
+                           attachments=(("invoice.pdf.exe", b"MZ\x90\x00", "application/pdf"),)))
+    main_scan(["--explain", str(path)])
+    out = capsys.readouterr().out
+    assert "counted   attach-double-ext (invoice.pdf.exe)" in out
+    assert "evidence: the attachment named above" in out

@@ -13,7 +13,7 @@ from selectolax.lexbor import LexborDocumentOptions, LexborHTMLParser, LexborNod
 
 from popproxy.scan import html_cost
 
-LinkSource = Literal["text", "href", "form", "frame", "refresh", "pdf"]
+LinkSource = Literal["text", "href", "form", "frame", "refresh", "pdf", "qr"]
 
 # Visible characters of an anchor kept for comparison with its href; the domain a person reads
 # sits in the first few dozen characters.
@@ -34,10 +34,6 @@ _REFANG = (
     ("[://]", "://"), ("[:]", ":"), ("[.]", "."), ("(.)", "."), ("[dot]", "."), ("(dot)", "."),
     ("h[xx]p", "http"), ("hxxp", "http"),
 )
-# A PDF URI action: "/URI (http://...)".  The string is read up to its first unescaped
-# parenthesis (the host comes before any), so each attempt stops where the next "/URI(" starts;
-# requiring the closing ")" within 2048 bytes rescanned 2 KB per "/URI(" (0.5 s per 100 KB).
-_PDF_URI = re.compile(rb"/URI\s*+\(((?:[^()\\]|\\.){1,2048})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +89,6 @@ def text_links(text: str, *, attachment: bool = False) -> list[Link]:
             url = "http://" + url
         links.append(Link(url, "text", obfuscated=obfuscated, attachment=attachment))
     return links
-
-
-def pdf_links(data: bytes) -> list[Link]:
-    """URI actions of a PDF (uncompressed objects only; compressed streams are not inflated)."""
-    return [
-        Link(m.group(1).decode("latin-1").strip(), "pdf", attachment=True)
-        for m in _PDF_URI.finditer(data)
-    ]
 
 
 def html_extract(html: str, *, attachment: bool = False) -> Extracted:

@@ -36,7 +36,9 @@ from popproxy.scan.link_rules import (
     shortened_hrefs,
 )
 from popproxy.scan.link_select import LinkPool, Selection, select_links
+from popproxy.scan.media import budget_signals
 from popproxy.scan.mime import Part, WalkStats, header_text, parse_message, walk_parts
+from popproxy.scan.qr import MediaBudget
 from popproxy.scan.scoring import combine
 from popproxy.scan.textdecode import decode_bytes
 from popproxy.scan.verdict import Signal, Verdict
@@ -135,6 +137,7 @@ class Scanner:
         check()
         links = chosen.links
         signals.extend(_limit_signals(stats, found, chosen, truncated, len(message)))
+        signals.extend(budget_signals(found.media))
         if stats.malformed:
             signals.append(_sig("mime-malformed", ",".join(stats.malformed)))
         subject = header_text(msg, "From") + "\n" + header_text(msg, "Subject")
@@ -191,9 +194,13 @@ class Scanner:
             part,
             check_macros=self.config.check_office_macros,
             max_members=MAX_ARCHIVE_MEMBERS,
+            media=found.media,
+            check=check,
         )
         signals.extend(attached.signals)
         found.attachment_links.add(attached.links)
+        for chunk in attached.text:
+            found.add_text(chunk)
 
 
 @dataclass(slots=True)
@@ -209,6 +216,7 @@ class _Collected:
     scan_left: int
     body_links: LinkPool = field(default_factory=lambda: LinkPool(MAX_LINK_CANDIDATES))
     attachment_links: LinkPool = field(default_factory=lambda: LinkPool(MAX_LINK_CANDIDATES))
+    media: MediaBudget = field(default_factory=MediaBudget)  # images (QR) and PDFs decoded
     text: list[str] = field(default_factory=list)
     text_chars: int = 0
     text_cut: bool = False

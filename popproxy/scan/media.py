@@ -54,7 +54,8 @@ def _pdf(data: bytes, label: str, budget: MediaBudget, check: Callable[[], None]
     found = MediaFindings(links=pdf.links, text=pdf.text)
     _qr_links(pdf.qr_urls, label, False, found)
     if pdf.problem:
-        found.signals.append(_sig(f"pdf-{pdf.problem}", label))
+        name = "limit-pdf" if pdf.problem == "limit" else f"pdf-{pdf.problem}"
+        found.signals.append(_sig(name, label))
     return found
 
 

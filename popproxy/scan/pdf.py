@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pypdf
+from pypdf.errors import LimitReachedError
 from pypdf.generic import ArrayObject, DictionaryObject, StreamObject
 
 from popproxy.scan.extract import Link, text_links
@@ -46,16 +47,32 @@ MAX_ACTION_CHAIN = 8
 # of a phishing PDF is a few sentences.
 MAX_PDF_TEXT_CHARS = 20_000
 
-# Decoded bytes of one page's content stream that text extraction may read; pypdf's extraction
-# is pure Python (~1-5 MB/s), so a 200 MB content stream would run for a minute.
-MAX_PDF_CONTENT_BYTES = 1024 * 1024
+# Decoded content-stream bytes text extraction may read, per page and per PDF.  pypdf's
+# extraction is pure Python (~1.5 MB/s): a 43 KB PDF whose content inflates to 15 MB ran for
+# 10 s.  A page of text is 5-50 KB; pages over the cap (maps, CAD drawings) are not read for
+# text, which only feeds the weak lure rules: no evidence either way.
+MAX_PDF_CONTENT_BYTES = 256 * 1024
+MAX_PDF_CONTENT_TOTAL = 1024 * 1024
+
+# Pixels of an image inside a PDF decoded by pypdf for QR codes (JPEG streams go to Pillow with
+# the mail-image limits instead): 4 MP is 12 MB as RGB, inside the decompression cap below.
+MAX_PDF_IMAGE_PIXELS = 4_000_000
 
 # Characters of a JavaScript action searched for URLs (app.launchURL("https://...")).
 MAX_PDF_SCRIPT_CHARS = 64 * 1024
 
-# pypdf's own limits, tightened from its 75 MB defaults: every decompression stops at 16 MiB,
-# the page tree at 100,000 entries, and no external jbig2dec program is ever started.
+# pypdf's own limits, tightened from its defaults: every decompression stops at 16 MiB, arrays
+# and dictionaries at 5,000 entries (its object parser reads ~1 MB/s: 20,000 annotations in one
+# array took 1.9 s; honest PDFs stay far below), the page tree at 5,000 pages (pypdf reads every
+# page dictionary to find page 1), and no external jbig2dec program is ever started.  Hitting
+# one while reading the document's structure gives ``limit-pdf`` (weighted to tag, like every
+# limit-* signal).
 _PYPDF_LIMITS: dict[str, Any] = {
+    "array_maximum_element_count": 5_000,
+    "dictionary_maximum_element_count": 5_000,
+    "page_tree_maximum_entries": 5_000,
+    "page_tree_maximum_page_entries": 100_000,  # dictionary entries of all pages together
+    "stream_parsing_work_maximum_count": 200_000,
     "maximum_declared_stream_length": 16 * 1024 * 1024,
     "array_based_stream_maximum_output_length": 16 * 1024 * 1024,
     "jbig2_maximum_output_length": 16 * 1024 * 1024,
@@ -65,7 +82,6 @@ _PYPDF_LIMITS: dict[str, Any] = {
     "brotli_maximum_output_length": 16 * 1024 * 1024,
     "image_maximum_buffer_size": 64 * 1024 * 1024,
     "stream_decoding_work_maximum_length": 64 * 1024 * 1024,
-    "page_tree_maximum_entries": 100_000,
     "jbig2dec_binary": None,
 }
 
@@ -85,15 +101,32 @@ class PdfFindings:
     links: list[Link] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     qr_urls: list[str] = field(default_factory=list)
-    problem: str = ""  # "encrypted" or "unreadable" ("" when pypdf read it)
+    # "encrypted", "limit" (a pypdf limit hit reading the structure), "unreadable", or "".
+    problem: str = ""
+    content_read: int = 0  # decoded content-stream bytes given to text extraction
+
+    def failed(self, exc: Exception) -> None:
+        """Record why reading stopped (the first reason counts)."""
+        if not self.problem:
+            self.problem = "limit" if isinstance(exc, LimitReachedError) else "unreadable"
 
 
-def raw_uri_links(data: bytes) -> list[Link]:
-    """URI actions written uncompressed in the file's bytes (the floor when pypdf cannot read)."""
-    return [
-        Link(m.group(1).decode("latin-1").strip(), "pdf", attachment=True)
-        for m in _PDF_URI.finditer(data)
-    ]
+def raw_uri_links(data: bytes, found: PdfFindings | None = None) -> list[Link]:
+    """URI actions written uncompressed in the file's bytes (the floor when pypdf cannot read).
+
+    At most MAX_PDF_ANNOTATIONS distinct URLs; past that ``found`` records the limit.
+    """
+    urls: dict[str, None] = {}
+    for m in _PDF_URI.finditer(data):
+        url = m.group(1).decode("latin-1").strip()
+        if url in urls:
+            continue
+        if len(urls) >= MAX_PDF_ANNOTATIONS:
+            if found is not None:
+                found.problem = "limit"
+            break
+        urls[url] = None
+    return [Link(url, "pdf", attachment=True) for url in urls]
 
 
 def read_pdf(data: bytes, images: MediaBudget, check: Callable[[], None]) -> PdfFindings:
@@ -104,7 +137,7 @@ def read_pdf(data: bytes, images: MediaBudget, check: Callable[[], None]) -> Pdf
     """
     found = PdfFindings()
     if len(data) > MAX_PDF_BYTES or images.pdfs >= MAX_PDFS_PER_MESSAGE:
-        found.links = raw_uri_links(data)
+        found.links = raw_uri_links(data, found)
         return found
     images.pdfs += 1
     try:
@@ -112,7 +145,7 @@ def read_pdf(data: bytes, images: MediaBudget, check: Callable[[], None]) -> Pdf
     except _CheckpointRaised as raised:
         raise raised.args[0] from None
     if found.problem:
-        found.links.extend(raw_uri_links(data))
+        found.links.extend(raw_uri_links(data, found))
     return found
 
 
@@ -136,24 +169,24 @@ def _open(data: bytes, found: PdfFindings) -> pypdf.PdfReader | None:
             found.problem = "encrypted"
             return None
         return reader
-    except Exception:
+    except Exception as exc:
         # pypdf raises many kinds on a broken file (PdfReadError, ValueError, KeyError,
         # RecursionError, LimitReachedError ...).
-        found.problem = "unreadable"
+        found.failed(exc)
         return None
 
 
 def _pages(reader: pypdf.PdfReader, found: PdfFindings) -> Iterator[pypdf.PageObject]:
     try:
         count = min(len(reader.pages), MAX_PDF_PAGES)
-    except Exception:
-        found.problem = "unreadable"
+    except Exception as exc:
+        found.failed(exc)
         return
     for number in range(count):
         try:
             page = reader.pages[number]
-        except Exception:
-            found.problem = "unreadable"
+        except Exception as exc:
+            found.failed(exc)
             return
         yield page
 
@@ -176,12 +209,18 @@ def _guarded(check: Callable[[], None]) -> Callable[[], None]:
 def _page(
     page: pypdf.PageObject, found: PdfFindings, images: MediaBudget, check: Callable[[], None]
 ) -> None:
-    for step in (_page_links, _page_text, _page_images):
+    try:
+        _page_links(page, found, images, check)
+    except Exception as exc:
+        # A broken annotation: the rest of the PDF is still read, the file is flagged.
+        found.failed(exc)
+    for step in (_page_text, _page_images):
         try:
             step(page, found, images, check)
         except Exception:
-            # One broken page object: the rest of the PDF is still read, the file is flagged.
-            found.problem = "unreadable"
+            # Text and pictures are extras (weak lures, QR codes) that honest PDFs also fail
+            # to yield (odd fonts, exotic image filters): no evidence.
+            continue
 
 
 def _page_links(
@@ -262,6 +301,12 @@ def _page_text(
     room = MAX_PDF_TEXT_CHARS - sum(len(chunk) for chunk in found.text)
     if room <= 0 or _content_bytes(page) > MAX_PDF_CONTENT_BYTES:
         return
+    contents = page.get_contents()
+    size = len(contents.get_data()) if contents is not None else 0
+    if size > MAX_PDF_CONTENT_BYTES or found.content_read + size > MAX_PDF_CONTENT_TOTAL:
+        return
+    found.content_read += size
+    check()
     text = (page.extract_text() or "")[:room]
     if text.strip():
         found.text.append(text)
@@ -272,7 +317,7 @@ def _page_text(
 
 
 def _content_bytes(page: pypdf.PageObject) -> int:
-    """Encoded bytes of a page's content streams (decoded they are bigger; bounded by pypdf)."""
+    """Encoded bytes of a page's content streams: a cheap first test before inflating them."""
     contents = page.get("/Contents")
     if contents is None:
         return 0
@@ -313,7 +358,7 @@ def _xobject_qr(
         # The stream is a JPEG file: Pillow reads it with the mail-image limits (draft scale).
         return decode_qr_urls(encoded, images)
     width, height = int(xobject.get("/Width", 0)), int(xobject.get("/Height", 0))
-    if not admit(width, height, len(encoded), images, drafted=False):
+    if not admit(width, height, len(encoded), images, cap=MAX_PDF_IMAGE_PIXELS):
         return []
     picture = page.images[name].image
     return [] if picture is None else decode_qr_image(picture, images, encoded)

@@ -105,18 +105,19 @@ def decode_qr_urls(data: bytes, budget: MediaBudget) -> list[str]:
         return []
     try:
         with warnings.catch_warnings():
-            # Pillow warns (then raises) on images over its own pixel limit: treat both as ours.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns on images over its own pixel limit; ours (admit) is lower and decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
                 return _decode_opened(image, data, budget)
     except Image.DecompressionBombError:
+        # Over twice Pillow's limit (~179 MP declared): refused in open(), before admit() ran.
         budget.skipped += 1
-        budget.bombs += 1
+        if 2 * (Image.MAX_IMAGE_PIXELS or 0) > BOMB_PIXELS_PER_BYTE * len(data):
+            budget.bombs += 1
         return []
     except Exception:
-        # Pillow raises many kinds on hostile files (OSError, ValueError, SyntaxError, struct.error,
-        # EOFError, DecompressionBombWarning above...): an unreadable image holds no QR code a
-        # phone could read either.
+        # Pillow raises many kinds on hostile files (OSError, ValueError, SyntaxError,
+        # struct.error, EOFError ...): an unreadable image holds no QR code a phone could read.
         return []
 
 
@@ -133,17 +134,12 @@ def decode_qr_image(image: Image.Image, budget: MediaBudget, encoded: bytes) -> 
         return []
 
 
-def admit(
-    width: int, height: int, encoded_bytes: int, budget: MediaBudget, *, drafted: bool
-) -> bool:
-    """Whether an image of this declared size may be decoded (over-size ones are counted).
-
-    ``drafted``: the decoder can scale down while decoding (JPEG), so the larger cap applies.
-    """
+def admit(width: int, height: int, encoded_bytes: int, budget: MediaBudget, *, cap: int) -> bool:
+    """Whether an image of this declared size may be decoded (over ``cap`` pixels: counted)."""
     if width < QR_MIN_SIDE or height < QR_MIN_SIDE:
         return False
     pixels = width * height
-    if pixels > (MAX_QR_IMAGE_PIXELS if drafted else MAX_QR_FULL_DECODE_PIXELS):
+    if pixels > cap:
         budget.skipped += 1
         if pixels > BOMB_PIXELS_PER_BYTE * max(encoded_bytes, 1):
             budget.bombs += 1
@@ -153,7 +149,9 @@ def admit(
 
 def _decode_opened(image: Image.Image, data: bytes, budget: MediaBudget) -> list[str]:
     width, height = image.size
-    if not admit(width, height, len(data), budget, drafted=image.format == "JPEG"):
+    # JPEGs decode at reduced scale (draft), so the larger cap applies to them.
+    cap = MAX_QR_IMAGE_PIXELS if image.format == "JPEG" else MAX_QR_FULL_DECODE_PIXELS
+    if not admit(width, height, len(data), budget, cap=cap):
         return []
     if not budget.take(data):
         return []

@@ -102,6 +102,10 @@ WEIGHTS: Final[dict[str, float]] = {
     # Images left undecoded (over the count, byte or pixel caps): honest newsletters carry more
     # pictures than the cap, so this is a count for the reader of --explain, not evidence.
     "qr-skipped": 0.0,
+    # A PDF whose structure runs past pypdf's limits (10,000-entry arrays or dictionaries, 16 MiB
+    # streams, 20,000-page trees: popproxy.scan.pdf) in a file of at most 8 MiB: built to make a
+    # reader slow, and its links went unread.  A limit signal: weighted to tag.
+    "limit-pdf": 4.0,
     # A PDF with a user password: nothing in it can be read.  Tuning corpus: 28 of 121 PDFs in
     # phish < 3600, 0 of 2 in ham-modern; honest statements are password-protected too, so it
     # needs more evidence to tag.

@@ -35,6 +35,11 @@ MAX_PDFS_PER_MESSAGE = 4
 # honest PDFs run to hundreds of pages, so pages past this are no evidence and are not read.
 MAX_PDF_PAGES = 10
 
+# Pages whose text and pictures (QR codes) are read: the first ones, where the lure and the code
+# of a phishing PDF are.  Text extraction and image decoding are pure Python (~10 ms a page),
+# links are cheap and read from all MAX_PDF_PAGES.
+MAX_PDF_MEDIA_PAGES = 2
+
 # Annotations (links, form widgets) read per PDF.  A page of a honest PDF has a few dozen; a
 # PDF with thousands is built to make a reader slow.
 MAX_PDF_ANNOTATIONS = 500
@@ -156,9 +161,9 @@ def _read(
         reader = _open(data, found)
         if reader is None:
             return
-        for page in _pages(reader, found):
+        for number, page in enumerate(_pages(reader, found)):
             check()
-            _page(page, found, images, check)
+            _page(page, found, images, check, media=number < MAX_PDF_MEDIA_PAGES)
 
 
 def _open(data: bytes, found: PdfFindings) -> pypdf.PdfReader | None:
@@ -207,14 +212,20 @@ def _guarded(check: Callable[[], None]) -> Callable[[], None]:
 
 
 def _page(
-    page: pypdf.PageObject, found: PdfFindings, images: MediaBudget, check: Callable[[], None]
+    page: pypdf.PageObject,
+    found: PdfFindings,
+    images: MediaBudget,
+    check: Callable[[], None],
+    *,
+    media: bool,
 ) -> None:
+    """Links of a page; with ``media``, its text and pictures too."""
     try:
         _page_links(page, found, images, check)
     except Exception as exc:
         # A broken annotation: the rest of the PDF is still read, the file is flagged.
         found.failed(exc)
-    for step in (_page_text, _page_images):
+    for step in (_page_text, _page_images) if media else ():
         try:
             step(page, found, images, check)
         except Exception:

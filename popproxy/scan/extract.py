@@ -65,6 +65,9 @@ class Extracted:
     password_inputs: int = 0
     scripts: int = 0
     images: int = 0
+    # <img src="data:image/..."> values: pictures carried inside the HTML itself, where a QR
+    # code hides from scanners that look at attachments only (popproxy.scan.media).
+    data_images: list[str] = field(default_factory=list)
     # The HTML was not parsed (its tree would have cost the parser too much, see
     # ``html_extract``): links and text were taken from its source.  Honest mail never is.
     unparsed: bool = False
@@ -244,8 +247,16 @@ def _frame(walk: _Page, attrs: Attrs) -> None:
     walk.link_attr(attrs, "src", "frame")
 
 
+# data: URI images kept per document for QR decoding; the decoding budget (MAX_QR_IMAGES) is
+# smaller still, identical ones count once.
+_MAX_DATA_IMAGES = 64
+
+
 def _img(walk: _Page, attrs: Attrs) -> None:
     walk.out.images += 1
+    src = (attrs.get("src") or "").lstrip()
+    if src[:11].lower() == "data:image/" and len(walk.out.data_images) < _MAX_DATA_IMAGES:
+        walk.out.data_images.append(src)
 
 
 def _script(walk: _Page, attrs: Attrs) -> None:

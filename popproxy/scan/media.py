@@ -7,15 +7,21 @@ for the message's link pool (so every link rule judges them), and the per-messag
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from popproxy.scan.extract import Link, text_links
 from popproxy.scan.pdf import read_pdf
-from popproxy.scan.qr import MediaBudget, decode_qr_urls, is_image
+from popproxy.scan.qr import MAX_QR_IMAGE_BYTES, MediaBudget, decode_qr_urls, is_image
 from popproxy.scan.urls import parse_url
 from popproxy.scan.verdict import Signal, clean_detail
 from popproxy.scan.weights import weight
+
+# Characters of a data: URI image decoded: what MAX_QR_IMAGE_BYTES encodes to in base64, with
+# room for the "data:image/png;base64," head and line breaks.
+_MAX_DATA_URI_CHARS = MAX_QR_IMAGE_BYTES * 3 // 2
 
 # Readers accept "%PDF-" anywhere in a file's first 1024 bytes (Acrobat does; PDF 32000-1 annex
 # H.3), so junk in front of it must not hide a PDF from the scan.
@@ -47,6 +53,30 @@ def scan_media(
     if is_pdf(data):
         return _pdf(data, label, budget, check)
     return None
+
+
+def data_uri_images(sources: list[str], budget: MediaBudget) -> MediaFindings:
+    """QR codes in ``<img src="data:image/...;base64,...">`` pictures of an HTML body."""
+    found = MediaFindings()
+    for src in sources:
+        if len(src) > _MAX_DATA_URI_CHARS:
+            budget.skipped += 1  # as for an attached image over MAX_QR_IMAGE_BYTES
+            continue
+        data = _data_uri_bytes(src)
+        if data is not None and is_image(data):
+            _qr_links(decode_qr_urls(data, budget), "inline image", True, found)
+    return found
+
+
+def _data_uri_bytes(src: str) -> bytes | None:
+    """The bytes of a base64 data: URI, at most what the QR decoder would accept."""
+    head, comma, body = src.partition(",")
+    if not comma or not head.lower().rstrip().endswith(";base64"):
+        return None
+    try:
+        return base64.b64decode("".join(body.split()), validate=False)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _pdf(data: bytes, label: str, budget: MediaBudget, check: Callable[[], None]) -> MediaFindings:

@@ -36,7 +36,7 @@ from popproxy.scan.link_rules import (
     shortened_hrefs,
 )
 from popproxy.scan.link_select import LinkPool, Selection, select_links
-from popproxy.scan.media import budget_signals
+from popproxy.scan.media import budget_signals, data_uri_images
 from popproxy.scan.mime import Part, WalkStats, header_text, parse_message, walk_parts
 from popproxy.scan.qr import MediaBudget
 from popproxy.scan.scoring import combine
@@ -184,6 +184,10 @@ class Scanner:
                         signals.append(_sig("limit-html", "markup read from its source"))
                     if page.password_inputs:
                         signals.append(_sig("form-password", ""))
+                    if page.data_images:
+                        pictures = data_uri_images(page.data_images, found.media)
+                        signals.extend(pictures.signals)
+                        found.body_links.add(pictures.links)
                     if page.images and _image_only(page):
                         signals.append(_sig("html-image-only", f"{page.images} images"))
                 else:

@@ -3,11 +3,14 @@ other link, and the image limits never make a message cleaner."""
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 
+import pytest
 from PIL import Image
 
+from popproxy.scan import media
 from popproxy.scan.qr import (
     MAX_QR_IMAGES,
     MediaBudget,
@@ -126,6 +129,22 @@ def test_truncated_image_is_not_an_error() -> None:
     broken = qr_image("http://198.51.100.11/x")[:200]
     verdict = scan(related_message(_HTML, [("code", broken, "png")]))
     assert verdict.action != "unscanned"
+
+
+def test_qr_in_a_data_uri_image_of_the_html_body() -> None:
+    # No image part at all: the picture is inside the HTML, where attachment scanners miss it.
+    encoded = base64.b64encode(qr_image("http://198.51.100.13/d")).decode("ascii")
+    html = f'<p>Scan to verify</p><img src="data:image/png;base64,{encoded}">'
+    verdict = scan(build(html=html))
+    assert {"link-in-qr", "link-ip-host"} <= names(verdict)
+
+
+def test_over_size_data_uri_image_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(media, "_MAX_DATA_URI_CHARS", 10_000)
+    encoded = base64.b64encode(photo(400, 400, seed=3)).decode("ascii")
+    html = f'<p>Scan to verify</p><img src="data:image/png;base64,{encoded + "A" * 10_000}">'
+    verdict = scan(build(html=html))
+    assert "qr-skipped" in names(verdict)
 
 
 def test_qr_in_a_pdf_page_image() -> None:

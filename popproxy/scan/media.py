@@ -55,10 +55,13 @@ def scan_media(
     return None
 
 
-def data_uri_images(sources: list[str], budget: MediaBudget) -> MediaFindings:
+def data_uri_images(
+    sources: list[str], budget: MediaBudget, check: Callable[[], None]
+) -> MediaFindings:
     """QR codes in ``<img src="data:image/...;base64,...">`` pictures of an HTML body."""
     found = MediaFindings()
     for src in sources:
+        check()
         if len(src) > _MAX_DATA_URI_CHARS:
             budget.skipped += 1  # as for an attached image over MAX_QR_IMAGE_BYTES
             continue

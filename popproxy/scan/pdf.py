@@ -371,5 +371,7 @@ def _xobject_qr(
     width, height = int(xobject.get("/Width", 0)), int(xobject.get("/Height", 0))
     if not admit(width, height, len(encoded), images, cap=MAX_PDF_IMAGE_PIXELS):
         return []
+    if not images.take(encoded, width * height):
+        return []
     picture = page.images[name].image
-    return [] if picture is None else decode_qr_image(picture, images, encoded)
+    return [] if picture is None else decode_qr_image(picture)

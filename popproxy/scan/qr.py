@@ -52,6 +52,11 @@ QR_MIN_SIDE = 21
 # newsletters have more, so the count alone is no evidence.
 MAX_QR_IMAGES = 12
 
+# Pixels decoded per message in total (after JPEG draft scaling), over all its images: a 16 MP
+# PNG costs ~0.25 s to decode and scale, so twelve of them would cost 3 s.  40 MP is a dozen
+# drafted phone photos or two 5K screenshots; past it images are counted in ``qr-skipped``.
+MAX_QR_PIXELS_PER_MESSAGE = 40_000_000
+
 # Pillow plugins allowed to read mail images: the formats mail clients show inline.  Fewer
 # decoders, less attack surface (TIFF, PSD, EPS and the like are never tried).
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP")
@@ -69,6 +74,7 @@ class MediaBudget:
     Attributes:
         pdfs: PDFs read with pypdf so far (bounded by pdf.MAX_PDFS_PER_MESSAGE).
         decoded: distinct images handed to zxing so far.
+        pixels: pixels decoded so far (bounded by MAX_QR_PIXELS_PER_MESSAGE).
         skipped: images not decoded because of a limit (count, bytes, pixels).
         bombs: images whose header declares far more pixels than their bytes can hold.
     """
@@ -76,20 +82,22 @@ class MediaBudget:
     max_images: int = MAX_QR_IMAGES
     pdfs: int = 0
     decoded: int = 0
+    pixels: int = 0
     skipped: int = 0
     bombs: int = 0
     seen: set[int] = field(default_factory=set)
 
-    def take(self, data: bytes) -> bool:
-        """Charge one image; False when it was seen already or the budget is spent."""
+    def take(self, data: bytes, pixels: int) -> bool:
+        """Charge one image of ``pixels`` to decode; False when seen already or over budget."""
         key = hash(data)
         if key in self.seen:
             return False
-        if self.decoded >= self.max_images:
+        if self.decoded >= self.max_images or self.pixels + pixels > MAX_QR_PIXELS_PER_MESSAGE:
             self.skipped += 1
             return False
         self.seen.add(key)
         self.decoded += 1
+        self.pixels += pixels
         return True
 
 
@@ -121,13 +129,12 @@ def decode_qr_urls(data: bytes, budget: MediaBudget) -> list[str]:
         return []
 
 
-def decode_qr_image(image: Image.Image, budget: MediaBudget, encoded: bytes) -> list[str]:
-    """The QR texts of an image decoded elsewhere (a PDF's picture, ``encoded`` its stream).
+def decode_qr_image(image: Image.Image) -> list[str]:
+    """The QR texts of an image decoded elsewhere (a PDF's picture).
 
-    The caller admits the declared size (:func:`admit`) before decoding the picture.
+    The caller admits the declared size (:func:`admit`) and charges the budget
+    (:meth:`MediaBudget.take`) before decoding the picture.
     """
-    if not budget.take(encoded):
-        return []
     try:
         return _read_codes(image)
     except Exception:
@@ -153,9 +160,9 @@ def _decode_opened(image: Image.Image, data: bytes, budget: MediaBudget) -> list
     cap = MAX_QR_IMAGE_PIXELS if image.format == "JPEG" else MAX_QR_FULL_DECODE_PIXELS
     if not admit(width, height, len(data), budget, cap=cap):
         return []
-    if not budget.take(data):
-        return []
     image.draft("L", (QR_MAX_SIDE, QR_MAX_SIDE))  # JPEG: decode at 1/2..1/8 scale; else no-op
+    if not budget.take(data, image.size[0] * image.size[1]):
+        return []
     return _read_codes(image)
 
 

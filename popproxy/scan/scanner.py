@@ -185,7 +185,7 @@ class Scanner:
                     if page.password_inputs:
                         signals.append(_sig("form-password", ""))
                     if page.data_images:
-                        pictures = data_uri_images(page.data_images, found.media)
+                        pictures = data_uri_images(page.data_images, found.media, check)
                         signals.extend(pictures.signals)
                         found.body_links.add(pictures.links)
                     if page.images and _image_only(page):

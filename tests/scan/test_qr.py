@@ -106,6 +106,23 @@ def test_images_past_the_budget_are_counted() -> None:
     assert verdict.action == "pass"
 
 
+def test_big_pictures_share_one_pixel_budget() -> None:
+    # Four smooth 4000 x 3000 PNGs (12 MP each, a few KB, no bomb): 0.25 s each to decode, so
+    # the message's pixel budget stops after three.
+    gradient = Image.linear_gradient("L").resize((4000, 3000))
+    pictures = []
+    for shade in range(4):
+        out = io.BytesIO()
+        gradient.point(lambda v, s=shade: min(255, v + s)).save(out, format="PNG")
+        pictures.append(out.getvalue())
+    budget = MediaBudget()
+    started = time.monotonic()
+    for picture in pictures:
+        assert decode_qr_urls(picture, budget) == []
+    assert time.monotonic() - started < 3.0
+    assert (budget.decoded, budget.skipped, budget.bombs) == (3, 1, 0)
+
+
 def test_repeated_and_tiny_images_do_not_use_up_the_budget() -> None:
     logo = photo(64, 64, seed=1)
     pixel = photo(1, 1, seed=2)

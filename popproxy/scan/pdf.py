@@ -161,6 +161,7 @@ def _read(
         reader = _open(data, found)
         if reader is None:
             return
+        _document_actions(reader, found)
         for number, page in enumerate(_pages(reader, found)):
             check()
             _page(page, found, images, check, media=number < MAX_PDF_MEDIA_PAGES)
@@ -258,6 +259,16 @@ def _page_links(
             found.links.extend(_action_links(action))
 
 
+def _document_actions(reader: pypdf.PdfReader, found: PdfFindings) -> None:
+    """The action run when the document opens (/OpenAction: a URI there opens by itself)."""
+    try:
+        action = reader.root_object.get("/OpenAction")
+        if action is not None and isinstance(action.get_object(), DictionaryObject):
+            found.links.extend(_action_links(action))
+    except Exception as exc:
+        found.failed(exc)
+
+
 def _action_links(action: Any) -> list[Link]:
     """Links of an action and the actions chained after it (/Next)."""
     out: list[Link] = []
@@ -272,6 +283,10 @@ def _action_links(action: Any) -> list[Link]:
             out.append(Link(_text(action.get("/URI")), "pdf", attachment=True))
         elif kind == "/SubmitForm":
             out.append(Link(_file_spec(action.get("/F")), "form", attachment=True))
+        elif kind in ("/Launch", "/GoToR", "/GoToE"):
+            # A file to open or another document to go to: a URL here opens in the browser.
+            target = _file_spec(action.get("/F"))
+            out.extend(Link(link.url, "pdf", attachment=True) for link in text_links(target))
         elif kind == "/JavaScript":
             script = _text(action.get("/JS"))[:MAX_PDF_SCRIPT_CHARS]
             out.extend(

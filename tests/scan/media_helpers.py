@@ -99,17 +99,22 @@ def hex_string(text: str) -> bytes:
 
 
 def one_page_pdf(
-    *, text: str = "", annots: bytes = b"[]", resources: bytes = b"<< >>", pages: int = 1
+    *,
+    text: str = "",
+    annots: bytes = b"[]",
+    resources: bytes = b"<< >>",
+    pages: int = 1,
+    catalog: bytes = b"",
 ) -> bytes:
     """A PDF whose first page shows ``text`` (compressed content stream) and has ``annots``;
-    ``pages`` - 1 more blank pages follow it."""
+    ``pages`` - 1 more blank pages follow it; ``catalog`` is added to the document catalog."""
     content = b"BT /F1 12 Tf 72 720 Td (" + text.encode("latin-1") + b") Tj ET"
     font = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
     res = resources[:-2] + b" /Font << /F1 5 0 R >> >>"
     first = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources "
     kids = b" ".join([b"3 0 R"] + [b"6 0 R"] * (pages - 1))
     objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Catalog /Pages 2 0 R " + catalog + b" >>",
         b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % pages,
         first + res + b" /Annots " + annots + b" >>",
         stream(content),

@@ -67,6 +67,18 @@ def test_chained_and_javascript_actions_are_followed() -> None:
     assert urls == {"https://example.org/ok", "http://198.51.100.23/js"}
 
 
+def test_open_action_and_remote_go_to_are_links() -> None:
+    go_to = b"<< /S /GoToR /F << /FS /URL /F (http://198.51.100.37/doc.pdf) >> /D [0 /Fit] >>"
+    on_open = b"/OpenAction << /S /URI /URI (http://198.51.100.38/) >>"
+    pdf = one_page_pdf(annots=b"[" + link_annotation(go_to) + b"]", catalog=on_open)
+    found = read_pdf(pdf, MediaBudget(), _no_check)
+    assert found.problem == ""
+    assert {link.url for link in found.links} == {
+        "http://198.51.100.37/doc.pdf",
+        "http://198.51.100.38/",
+    }
+
+
 def test_compressed_visible_text_feeds_lures_and_links() -> None:
     pdf = one_page_pdf(text="Verify your account now: http://198.51.100.24/pay")
     assert b"Verify" not in pdf  # the content stream is FlateDecode-compressed

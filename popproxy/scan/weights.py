@@ -103,7 +103,7 @@ WEIGHTS: Final[dict[str, float]] = {
     # pictures than the cap, so this is a count for the reader of --explain, not evidence.
     "qr-skipped": 0.0,
     # A PDF whose structure runs past pypdf's limits (10,000-entry arrays or dictionaries, 16 MiB
-    # streams, 20,000-page trees: popproxy.scan.pdf) in a file of at most 8 MiB: built to make a
+    # streams, 5,000-page trees: popproxy.scan.pdf) in a file of at most 4 MiB: built to make a
     # reader slow, and its links went unread.  A limit signal: weighted to tag.
     "limit-pdf": 4.0,
     # A PDF with a user password: nothing in it can be read.  Tuning corpus: 28 of 121 PDFs in

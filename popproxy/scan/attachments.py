@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from popproxy.scan.extract import Link, html_extract, pdf_links
+from popproxy.scan.extract import Link, html_extract
 from popproxy.scan.lists import DECOY_EXTENSIONS, RISKY_EXTENSIONS
 from popproxy.scan.macros import has_vba_macros
+from popproxy.scan.media import scan_media
 from popproxy.scan.mime import Part
+from popproxy.scan.qr import MediaBudget
 from popproxy.scan.textdecode import decode_bytes
 from popproxy.scan.verdict import Signal, clean_detail
 from popproxy.scan.weights import weight
@@ -40,10 +43,11 @@ _OFFICE_ZIP_DIRS = ("word/", "xl/", "ppt/")
 
 @dataclass(slots=True)
 class AttachmentFindings:
-    """Signals raised by attachments, and links found inside them."""
+    """Signals raised by attachments, links found inside them, and their visible text (PDF)."""
 
     signals: list[Signal] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
 
 
 def _sig(name: str, detail: str) -> Signal:
@@ -81,8 +85,23 @@ def executable_kind(data: bytes) -> str | None:
     return None
 
 
-def scan_attachment(part: Part, *, check_macros: bool, max_members: int) -> AttachmentFindings:
-    """All signals and links of one attachment (or inline non-text part)."""
+def _no_check() -> None:
+    pass
+
+
+def scan_attachment(
+    part: Part,
+    *,
+    check_macros: bool,
+    max_members: int,
+    media: MediaBudget | None = None,
+    check: Callable[[], None] = _no_check,
+) -> AttachmentFindings:
+    """All signals and links of one attachment (or inline non-text part).
+
+    ``media`` is the message's budget for image (QR code) and PDF decoding; ``check`` the
+    scanner's time-budget checkpoint.
+    """
     found = AttachmentFindings()
     label = part.filename or part.content_type
     found.signals.extend(name_signals(part.filename))
@@ -97,11 +116,22 @@ def scan_attachment(part: Part, *, check_macros: bool, max_members: int) -> Atta
             found.signals.append(_sig("attach-macro", label))
     elif any(data.startswith(m) for m, _ in _OPAQUE_ARCHIVES):
         found.signals.append(_sig("attach-opaque-archive", label))
-    elif data.startswith(b"%PDF"):
-        found.links.extend(pdf_links(data))
+    else:
+        _media(part, label, media if media is not None else MediaBudget(), check, found)
     if _is_html(part):
         _html_attachment(part, label, found)
     return found
+
+
+def _media(
+    part: Part, label: str, media: MediaBudget, check: Callable[[], None], found: AttachmentFindings
+) -> None:
+    """QR codes in images, links and text of PDFs (popproxy.scan.media)."""
+    seen = scan_media(part.payload, label, inline=not part.attachment, budget=media, check=check)
+    if seen is not None:
+        found.signals.extend(seen.signals)
+        found.links.extend(seen.links)
+        found.text.extend(seen.text)
 
 
 def _is_html(part: Part) -> bool:

@@ -13,7 +13,7 @@ from selectolax.lexbor import LexborDocumentOptions, LexborHTMLParser, LexborNod
 
 from popproxy.scan import html_cost
 
-LinkSource = Literal["text", "href", "form", "frame", "refresh", "pdf"]
+LinkSource = Literal["text", "href", "form", "frame", "refresh", "pdf", "qr"]
 
 # Visible characters of an anchor kept for comparison with its href; the domain a person reads
 # sits in the first few dozen characters.
@@ -34,10 +34,6 @@ _REFANG = (
     ("[://]", "://"), ("[:]", ":"), ("[.]", "."), ("(.)", "."), ("[dot]", "."), ("(dot)", "."),
     ("h[xx]p", "http"), ("hxxp", "http"),
 )
-# A PDF URI action: "/URI (http://...)".  The string is read up to its first unescaped
-# parenthesis (the host comes before any), so each attempt stops where the next "/URI(" starts;
-# requiring the closing ")" within 2048 bytes rescanned 2 KB per "/URI(" (0.5 s per 100 KB).
-_PDF_URI = re.compile(rb"/URI\s*+\(((?:[^()\\]|\\.){1,2048})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +65,9 @@ class Extracted:
     password_inputs: int = 0
     scripts: int = 0
     images: int = 0
+    # <img src="data:image/..."> values: pictures carried inside the HTML itself, where a QR
+    # code hides from scanners that look at attachments only (popproxy.scan.media).
+    data_images: list[str] = field(default_factory=list)
     # The HTML was not parsed (its tree would have cost the parser too much, see
     # ``html_extract``): links and text were taken from its source.  Honest mail never is.
     unparsed: bool = False
@@ -93,14 +92,6 @@ def text_links(text: str, *, attachment: bool = False) -> list[Link]:
             url = "http://" + url
         links.append(Link(url, "text", obfuscated=obfuscated, attachment=attachment))
     return links
-
-
-def pdf_links(data: bytes) -> list[Link]:
-    """URI actions of a PDF (uncompressed objects only; compressed streams are not inflated)."""
-    return [
-        Link(m.group(1).decode("latin-1").strip(), "pdf", attachment=True)
-        for m in _PDF_URI.finditer(data)
-    ]
 
 
 def html_extract(html: str, *, attachment: bool = False) -> Extracted:
@@ -256,8 +247,16 @@ def _frame(walk: _Page, attrs: Attrs) -> None:
     walk.link_attr(attrs, "src", "frame")
 
 
+# data: URI images kept per document for QR decoding; the decoding budget (MAX_QR_IMAGES) is
+# smaller still, identical ones count once.
+_MAX_DATA_IMAGES = 64
+
+
 def _img(walk: _Page, attrs: Attrs) -> None:
     walk.out.images += 1
+    src = (attrs.get("src") or "").lstrip()
+    if src[:11].lower() == "data:image/" and len(walk.out.data_images) < _MAX_DATA_IMAGES:
+        walk.out.data_images.append(src)
 
 
 def _script(walk: _Page, attrs: Attrs) -> None:

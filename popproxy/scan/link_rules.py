@@ -157,7 +157,7 @@ def _one_link(link: Link, info: UrlInfo, ctx: LinkContext) -> list[Signal]:
         out.extend(_shown_versus_real(link, info, ctx.brands))
     elif link.source == "form" and info.host and not link.attachment:
         out.append(_sig("form-remote-action", info.host, seen))
-    if link.source in ("href", "text") and _storage_page(info):
+    if link.source in ("href", "text", "qr", "pdf") and _storage_page(info):
         out.append(_sig("link-storage-page", info.host, seen))
     return out
 

@@ -33,8 +33,9 @@ from popproxy.scan.urls import WEB_SCHEMES, UrlInfo, parse_url
 # now") are short, and the rules match them as a whole.  Longer anchors count by the host they
 # show (if any), which is all the rules read from them.  Same value as link_rules' button limit.
 _SHORT_ANCHOR = 40
-# Sources a reader follows without seeing the URL, or that act on their own.
-_ACTIVE_SOURCES = frozenset({"form", "frame", "refresh"})
+# Sources a reader follows without seeing the URL (a QR code opens on a phone), or that act on
+# their own.
+_ACTIVE_SOURCES = frozenset({"form", "frame", "refresh", "qr"})
 
 Group = tuple[str, str, str]  # scheme, host, userinfo
 

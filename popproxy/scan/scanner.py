@@ -37,7 +37,9 @@ from popproxy.scan.link_rules import (
     shortened_hrefs,
 )
 from popproxy.scan.link_select import LinkPool, Selection, select_links
+from popproxy.scan.media import budget_signals, data_uri_images
 from popproxy.scan.mime import Part, WalkStats, header_text, parse_message, walk_parts
+from popproxy.scan.qr import MediaBudget
 from popproxy.scan.scoring import combine
 from popproxy.scan.textdecode import decode_bytes
 from popproxy.scan.verdict import Signal, Verdict
@@ -140,6 +142,7 @@ class Scanner:
         check()
         links = chosen.links
         signals.extend(_limit_signals(stats, found, chosen, truncated, len(message)))
+        signals.extend(budget_signals(found.media))
         if stats.malformed:
             signals.append(_sig("mime-malformed", ",".join(stats.malformed)))
         subject = header_text(msg, "From") + "\n" + header_text(msg, "Subject")
@@ -188,6 +191,10 @@ class Scanner:
                         signals.append(_sig("limit-html", "markup read from its source"))
                     if page.password_inputs:
                         signals.append(_sig("form-password", ""))
+                    if page.data_images:
+                        pictures = data_uri_images(page.data_images, found.media, check)
+                        signals.extend(pictures.signals)
+                        found.body_links.add(pictures.links)
                     if page.images and _image_only(page):
                         signals.append(_sig("html-image-only", f"{page.images} images"))
                 else:
@@ -198,9 +205,13 @@ class Scanner:
             part,
             check_macros=self.config.check_office_macros,
             max_members=MAX_ARCHIVE_MEMBERS,
+            media=found.media,
+            check=check,
         )
         signals.extend(attached.signals)
         found.attachment_links.add(attached.links)
+        for chunk in attached.text:
+            found.add_text(chunk)
 
 
 @dataclass(slots=True)
@@ -216,6 +227,7 @@ class _Collected:
     scan_left: int
     body_links: LinkPool = field(default_factory=lambda: LinkPool(MAX_LINK_CANDIDATES))
     attachment_links: LinkPool = field(default_factory=lambda: LinkPool(MAX_LINK_CANDIDATES))
+    media: MediaBudget = field(default_factory=MediaBudget)  # images (QR) and PDFs decoded
     text: list[str] = field(default_factory=list)
     text_chars: int = 0
     text_cut: bool = False

@@ -41,6 +41,8 @@ _GROUPS: dict[str, str] = {
     "limit-structure": "limit",
     "link-ip-private": "ip",
     "sender-brand-related": "sender",
+    "limit-image": "limit",
+    "limit-pdf": "limit",
 }
 
 # Signals that force at least the "tag" action whatever the score: a message arriving with our
@@ -50,7 +52,8 @@ _GROUPS: dict[str, str] = {
 # limit weight, the reader must still be told.
 _FORCE_TAG: frozenset[str] = frozenset(
     {"spoofed-verdict-header", "limit-depth", "limit-parts", "limit-decoded", "limit-links",
-     "limit-text", "limit-size", "limit-html", "limit-structure"}
+     "limit-text", "limit-size", "limit-html", "limit-structure", "limit-image",
+     "limit-pdf"}
 )
 # Signals that force at least "defang": part of the message could not be read at all (its
 # structure was not parsed), so its links must not stay live whatever the rest scored.

@@ -29,8 +29,8 @@ from typing import Any
 import popproxy.scan
 from popproxy.scan import content, lookalike
 from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS
-from popproxy.scan.extract import pdf_links
 from popproxy.scan.headers import _HEADER_LINE
+from popproxy.scan.pdf import raw_uri_links
 
 # The stdlib's own regex parser (no type stubs): the audit derives inputs from parsed patterns.
 sre: Any = importlib.import_module("re._constants")
@@ -381,7 +381,7 @@ def test_patterns_made_linear_still_find_what_they_found() -> None:
     fee = content._LURES["lure-advance-fee"]
     for text in ("4.5 million united states dollars", "us$18.5 million", "a sum of $2,5 million"):
         assert fee.search(text) is not None, text
-    links = pdf_links(b"<</URI (http://198.51.100.7/x) >> /URI(https://evil.test/p(1))")
+    links = raw_uri_links(b"<</URI (http://198.51.100.7/x) >> /URI(https://evil.test/p(1))")
     assert [link.url for link in links] == ["http://198.51.100.7/x", "https://evil.test/p"]
     assert _HEADER_LINE.match(b"Subject: x") is not None
     assert _HEADER_LINE.match(b" folded") is not None

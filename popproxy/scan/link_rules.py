@@ -89,7 +89,8 @@ def action_link_signals(links: Iterable[Link], sender_domain: str, limit: int) -
         text = link.anchor_text
         if link.source != "href" or link.attachment or not text or len(text) > _MAX_ACTION_TEXT:
             continue
-        if not _ACTION_TEXT.search(text):
+        action = _ACTION_TEXT.search(text)
+        if action is None:
             continue
         info = parse_url(link.url)
         if info is None or info.scheme not in WEB_SCHEMES or not info.host:
@@ -97,7 +98,9 @@ def action_link_signals(links: Iterable[Link], sender_domain: str, limit: int) -
         if _broken_host(info):
             continue
         if hosts.owner_domain(info.host) != owner:
-            detail = f"{text[:30]} -> {info.host}"
+            # The rule's own keyword, not the anchor: details reach headers and logs, and the
+            # house rule keeps message text out of them.
+            detail = f"{action.group(0).lower()[:30]} -> {info.host}"
             return [_sig("link-action-foreign", detail, link_evidence(link))]
     return []
 

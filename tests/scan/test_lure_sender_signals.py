@@ -201,3 +201,12 @@ def _sender(from_: str) -> set[str]:
 )
 def test_sender_line(from_: str, expected: set[str]) -> None:
     assert _sender(from_) == expected
+
+
+def test_action_link_detail_names_the_keyword_not_the_anchor_text() -> None:
+    """Details reach X-Popproxy-Reasons and the audit log: message text stays out of them."""
+    html = '<p>Hi</p><a href="https://login.evil.example/x">» BESTÄTIGEN Sie jetzt «</a>'
+    verdict = scan(build(html=html, sender="Bank <info@bank.example>"))
+    (signal,) = [s for s in verdict.signals if s.name == "link-action-foreign"]
+    assert signal.detail.endswith("tigen -> login.evil.example")  # non-ASCII is escaped
+    assert "jetzt" not in signal.detail and "Sie" not in signal.detail

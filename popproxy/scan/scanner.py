@@ -37,6 +37,7 @@ from popproxy.scan.link_rules import (
 )
 from popproxy.scan.link_select import LinkPool, Selection, select_links
 from popproxy.scan.mime import Part, WalkStats, header_text, parse_message, walk_parts
+from popproxy.scan.redirectors import unwrap_links
 from popproxy.scan.scoring import combine
 from popproxy.scan.textdecode import decode_bytes
 from popproxy.scan.verdict import Signal, Verdict
@@ -127,8 +128,11 @@ class Scanner:
         ):
             self._part(part, signals, found, check)
         check()
+        unwrapped = unwrap_links([*found.body_links.links, *found.attachment_links.links])
+        if unwrapped.too_deep:
+            signals.append(_sig("limit-redirects", unwrapped.too_deep))
         chosen = select_links(
-            [*found.body_links.links, *found.attachment_links.links],
+            unwrapped.links,
             max_hosts=self.config.max_links,
             max_links=MAX_JUDGED_LINKS,
         )

@@ -84,6 +84,7 @@ WEIGHTS: Final[dict[str, float]] = {
     "limit-text": 4.0,  # a part read as head and tail only, or visible text past max_text_chars
     "limit-size": 4.0,  # message over max_message_bytes: only its head was judged
     "limit-html": 4.0,  # HTML whose tree would cost the parser too much, read from its source
+    "limit-redirects": 4.0,  # a link still wrapped after redirectors.MAX_UNWRAPS unwraps
     # A multipart without a usable boundary (its text and the parts guessed from it are scanned
     # all the same).  Informational: weight 0 until measured on the held-out corpus.
     "mime-malformed": 0.0,

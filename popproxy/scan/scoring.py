@@ -39,6 +39,7 @@ _GROUPS: dict[str, str] = {
     "limit-size": "limit",
     "limit-html": "limit",
     "limit-redirects": "limit",
+    "limit-container": "limit",
 }
 
 # Signals that force at least the "tag" action whatever the score: a message arriving with our
@@ -48,7 +49,8 @@ _GROUPS: dict[str, str] = {
 # limit weight, the reader must still be told.
 _FORCE_TAG: frozenset[str] = frozenset(
     {"spoofed-verdict-header", "limit-depth", "limit-parts", "limit-decoded", "limit-links",
-     "limit-text", "limit-size", "limit-html", "limit-redirects"}
+     "limit-text", "limit-size", "limit-html", "limit-redirects",
+     "limit-container"}
 )
 
 

@@ -50,6 +50,7 @@ WEIGHTS: Final[dict[str, float]] = {
     "attach-html": 2.0,  # HTML file attached: opens a local page in the browser
     "attach-html-form": 5.0,  # ... that contains a form
     "attach-html-script": 1.5,  # ... that runs script
+    "attach-office-remote-load": 5.0,  # Office document loading a template/object from the web
     # Sender and wording.
     "sender-brand-mismatch": 3.0,  # display name says "PayPal", address is elsewhere
     "sender-brand-freemail": 4.0,  # display name says "PayPal", address is a free mailbox
@@ -85,6 +86,7 @@ WEIGHTS: Final[dict[str, float]] = {
     "limit-size": 4.0,  # message over max_message_bytes: only its head was judged
     "limit-html": 4.0,  # HTML whose tree would cost the parser too much, read from its source
     "limit-redirects": 4.0,  # a link still wrapped after redirectors.MAX_UNWRAPS unwraps
+    "limit-container": 4.0,  # an archive, attached message or invite past containers' limits
     # A multipart without a usable boundary (its text and the parts guessed from it are scanned
     # all the same).  Informational: weight 0 until measured on the held-out corpus.
     "mime-malformed": 0.0,

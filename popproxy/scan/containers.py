@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from popproxy.scan import invites, ooxml
 from popproxy.scan.extract import Link
 from popproxy.scan.mime import Part
-from popproxy.scan.sniff import active_markup, as_text, extension
+from popproxy.scan.sniff import MARKUP_EXTENSIONS, active_markup, as_text, extension
 from popproxy.scan.verdict import Signal, clean_detail
 from popproxy.scan.weights import weight
 
@@ -66,6 +66,8 @@ _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global", "application/x-e
 _CALENDAR_TYPES = frozenset({"text/calendar", "application/ics", "text/x-vcalendar"})
 _CALENDAR_EXTENSIONS = frozenset({"ics", "ical", "icalendar", "ifb", "vcs"})
 _SVG_TYPES = frozenset({"image/svg+xml"})
+_PAGE_TYPES = frozenset({"image/svg+xml", "application/xhtml+xml"})
+_SVG_NAMESPACE = "www.w3.org/2000/svg"
 _TEXT_TYPES = frozenset({"application/json", "application/xml", "application/rtf",
                          "application/csv", "text/x-vcard"})
 _TEXT_EXTENSIONS = frozenset({"txt", "text", "csv", "tsv", "log", "md", "json", "xml", "rtf",
@@ -160,7 +162,22 @@ def open_container(
         # the scripts of a page or SVG too (they are no visible text, so the page's own
         # extraction skips the URLs a script navigates to).
         out.texts.append(as_text(data, part.charset))
+        page = _sniffed_page(part, kind, ext)
+        if page is not None and level < MAX_NESTING:
+            # A page or SVG sent under another type and name (application/octet-stream,
+            # "invoice"): a browser sniffs and renders it, so it is judged as the page it is.
+            out.parts.append(_member(part, part.filename, page, data))
     return out
+
+
+def _sniffed_page(part: Part, kind: str, ext: str) -> str | None:
+    """The type of markup content declared as something else (None: not markup, or declared)."""
+    if kind in _PAGE_TYPES or kind.startswith("text/") or ext in MARKUP_EXTENSIONS:
+        return None
+    head = part.payload[:_MARKUP_SNIFF_BYTES]
+    if active_markup(head, kind, [part.filename]) != "content":
+        return None
+    return "image/svg+xml" if _SVG_NAMESPACE in as_text(head, part.charset) else "text/html"
 
 
 def _is_text(part: Part, kind: str, ext: str) -> bool:

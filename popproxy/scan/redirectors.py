@@ -244,6 +244,7 @@ class Unwrapped:
 
     links: list[Link] = field(default_factory=list)
     too_deep: str = ""
+    open_redirect: str = ""  # the first search-engine or ad redirect to another site
 
 
 def unwrap_links(links: Iterable[Link]) -> Unwrapped:
@@ -258,12 +259,39 @@ def unwrap_links(links: Iterable[Link]) -> Unwrapped:
         final, deep = _unwrap_chain(link.url)
         if deep and not out.too_deep:
             out.too_deep = _host(final)
+        if final != link.url and not out.open_redirect:
+            out.open_redirect = _search_redirect(link.url, final)
         text = link.anchor_text
         shown = unwrap(text) if text[:4].lower() == "http" else text
         if final != link.url or shown != text:
             link = dataclasses.replace(link, url=final, anchor_text=shown[: len(text)])
         out.links.append(link)
     return out
+
+
+# Redirects of search engines and ad networks (host test, path prefixes).  A sender links to its
+# own site or through its own mail provider's tracker; a link that leaves mail through a
+# search result or an ad click is an open redirect used to borrow a trusted host.
+_SEARCH_REDIRECTS: tuple[tuple[Callable[[str], bool], tuple[str, ...]], ...] = (
+    (_is_google, ("/url", "/amp/")),
+    (lambda h: h in ("bing.com", "www.bing.com"), ("/ck/a",)),
+    (lambda h: h in ("www.googleadservices.com", "googleadservices.com"), ("/pagead/aclk",)),
+)
+
+
+def _search_redirect(url: str, final: str) -> str:
+    """The host of ``url`` when it is a search or ad redirect to another owner's site, or ""."""
+    try:
+        parts = ada_url.parse_url(url, attributes=("hostname", "pathname"))
+    except ValueError:
+        return ""
+    host, path = str(parts["hostname"]), str(parts["pathname"])
+    for matches, prefixes in _SEARCH_REDIRECTS:
+        if matches(host) and path.startswith(prefixes):
+            target = _host(final)
+            same = bool(target) and hosts.owner_label(target) == hosts.owner_label(host)
+            return "" if same else host
+    return ""
 
 
 def _host(url: str) -> str:

@@ -133,6 +133,8 @@ class Scanner:
         unwrapped = unwrap_links([*found.body_links.links, *found.attachment_links.links])
         if unwrapped.too_deep:
             signals.append(_sig("limit-redirects", unwrapped.too_deep))
+        if unwrapped.open_redirect:
+            signals.append(_sig("link-open-redirect", unwrapped.open_redirect))
         chosen = select_links(
             unwrapped.links,
             max_hosts=self.config.max_links,

@@ -25,6 +25,7 @@ WEIGHTS: Final[dict[str, float]] = {
     "link-storage-page": 2.5,  # an HTML page on shared object storage (phishing-kit hosting)
     "link-shortener": 1.0,  # hides the destination; marketing uses them too
     "link-obfuscated": 2.0,  # hxxp://, example[.]test
+    "link-open-redirect": 2.0,  # through a search engine's or ad network's redirect elsewhere
     # Look-alikes.
     "link-idn-mixed-script": 6.0,  # one label mixing Latin and Cyrillic, say
     "link-brand-lookalike": 6.0,  # p\u0430ypal.example (Cyrillic a), paypa1.example

@@ -155,7 +155,12 @@ def test_svg_xlink_anchor_is_judged() -> None:
 
 def test_svg_sent_as_octet_stream_without_a_name_extension() -> None:
     svg = _SVG.format(body=f"<script>location='{_BAD}'</script>").encode()
-    assert _LOOKALIKE in _with("invoice", svg)
+    assert {"attach-html", "attach-html-script", _LOOKALIKE} <= _with("invoice", svg)
+
+
+def test_page_sent_as_octet_stream_is_judged_as_a_page() -> None:
+    page = b'<html><body><form action="https://evil.test/p"><input type="password"></form>'
+    assert "attach-html-form" in _with("statement", page)
 
 
 def test_compressed_svg_is_judged() -> None:

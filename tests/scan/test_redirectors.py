@@ -144,3 +144,29 @@ def test_over_long_wrapper_is_a_limit() -> None:
 def test_honest_wrappers_are_no_limit() -> None:
     url = "https://www.google.com/url?q=" + quote("https://www.example.com/", safe="")
     assert "limit-redirects" not in names(scan(build(html=f'<a href="{url}">Open</a>')))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.google.com/url?q=https://evil.test/x",
+        "https://www.google.co.uk/amp/s/evil.test/x",
+        _bing("https://evil.test/x"),
+        "https://www.googleadservices.com/pagead/aclk?sa=L&adurl=https://evil.test/x",
+    ],
+)
+def test_search_and_ad_redirects_elsewhere_are_open_redirects(url: str) -> None:
+    assert "link-open-redirect" in names(scan(build(html=f'<p>Hi</p><a href="{url}">Open</a>')))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.google.com/url?q=https://meet.google.com/abc-defg-hij",  # Google's own
+        "https://eur03.safelinks.protection.outlook.com/?url=https://evil.test/x",  # a gateway
+        "https://urldefense.com/v3/__https://evil.test/x__;!!a$",
+        "https://r.us-east-1.awstrack.me/L0/https:%2F%2Fwww.example.com%2F/1/abc",  # an ESP
+    ],
+)
+def test_gateways_and_own_redirects_are_no_open_redirects(url: str) -> None:
+    assert "link-open-redirect" not in names(scan(build(html=f'<a href="{url}">Open</a>')))

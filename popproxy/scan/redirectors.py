@@ -49,7 +49,8 @@ _PARTS = ("protocol", "hostname", "pathname", "search")
 _MARKERS = (
     "google.", "bing.com", "safelinks.protection.outlook.com", "urldefense", "facebook.com",
     "instagram.com", "youtube.com", "linkedin.com", "slack-redir.net", "awstrack.me",
-    "googleadservices.com", "cudasvc.com", "mimecastprotect.com",
+    "googleadservices.com", "cudasvc.com", "mimecastprotect.com", "safelinks.protection",
+    "translate.goog", "l.wl.co",
 )
 
 Extractor = Callable[[str, str], str | None]  # (pathname, search) -> the wrapped URL or None
@@ -165,13 +166,28 @@ def _mimecast(path: str, search: str) -> str | None:
     return "https://" + domain if domain and path.startswith("/s/") else None
 
 
+_SAFELINKS = (".safelinks.protection.outlook.com", ".safelinks.protection.office365.us")
+_TRANSLATE_PROXY = ".translate.goog"
+
+
+def _translate_proxy(host: str, path: str, search: str) -> str | None:
+    """Google Translate's proxy serves evil.example at evil-example.translate.goog (a "-" of the
+    name doubled, each "." written "-")."""
+    label = host.removesuffix(_TRANSLATE_PROXY)
+    if not label or "." in label:
+        return None
+    name = label.replace("--", "\0").replace("-", ".").replace("\0", "-")
+    return f"https://{name}{path}{search}"
+
+
 # (host test, extractor).  Host tests take the lower-case ASCII host.
 _WRAPPERS: tuple[tuple[Callable[[str], bool], Extractor], ...] = (
     (_is_google, _google),
     (lambda h: h in ("bing.com", "www.bing.com"), _bing),
-    (lambda h: h.endswith(".safelinks.protection.outlook.com"), _query("url")),
-    (lambda h: h in ("urldefense.com", "urldefense.proofpoint.com"), _proofpoint),
-    (lambda h: h in ("l.facebook.com", "lm.facebook.com", "l.messenger.com"),
+    (lambda h: h.endswith(_SAFELINKS), _query("url")),
+    (lambda h: h in ("urldefense.com", "urldefense.proofpoint.com", "urldefense.us"),
+     _proofpoint),
+    (lambda h: h in ("l.facebook.com", "lm.facebook.com", "l.messenger.com", "l.wl.co"),
      _query("u", path="/l.php")),
     (lambda h: h == "l.instagram.com", _query("u")),
     (lambda h: h in ("www.youtube.com", "youtube.com"), _query("q", path="/redirect")),
@@ -198,6 +214,8 @@ def _target(url: str) -> str | None:
     if str(parts["protocol"]) not in ("http:", "https:"):
         return None
     host = str(parts["hostname"]).rstrip(".")
+    if host.endswith(_TRANSLATE_PROXY):
+        return _translate_proxy(host, str(parts["pathname"]), str(parts["search"]))
     for matches, extract in _WRAPPERS:
         if matches(host):
             target = extract(str(parts["pathname"]), str(parts["search"]))
@@ -286,6 +304,8 @@ def _search_redirect(url: str, final: str) -> str:
     except ValueError:
         return ""
     host, path = str(parts["hostname"]), str(parts["pathname"])
+    if host.endswith(_TRANSLATE_PROXY):
+        return host  # a proxy that serves any site under Google's name
     for matches, prefixes in _SEARCH_REDIRECTS:
         if matches(host) and path.startswith(prefixes):
             target = _host(final)

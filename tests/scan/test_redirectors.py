@@ -170,3 +170,10 @@ def test_search_and_ad_redirects_elsewhere_are_open_redirects(url: str) -> None:
 )
 def test_gateways_and_own_redirects_are_no_open_redirects(url: str) -> None:
     assert "link-open-redirect" not in names(scan(build(html=f'<a href="{url}">Open</a>')))
+
+
+def test_translate_proxy_host_is_unwrapped() -> None:
+    url = "https://secure--login-paypa1-example.translate.goog/x?_x_tr_sl=auto&_x_tr_tl=en"
+    assert unwrap(url) == "https://secure-login.paypa1.example/x?_x_tr_sl=auto&_x_tr_tl=en"
+    got = names(scan(build(html=f'<p>Hi</p><a href="{url}">Open</a>')))
+    assert {"link-open-redirect", "link-brand-lookalike"} <= got

@@ -153,6 +153,16 @@ def test_svg_xlink_anchor_is_judged() -> None:
     assert _LOOKALIKE in _with("invoice.svg", svg, "image/svg+xml")
 
 
+def test_svg_animation_setting_a_script_link_is_judged() -> None:
+    body = '<a><set attributeName="href" to="javascript:alert(1)"/><text>Open</text></a>'
+    assert "link-script-scheme" in _with("invoice.svg", _SVG.format(body=body).encode())
+
+
+def test_svg_animation_setting_a_web_link_is_judged() -> None:
+    body = f'<a><animate attributeName="xlink:href" values="#a;{_BAD}"/><text>Go</text></a>'
+    assert _LOOKALIKE in _with("invoice.svg", _SVG.format(body=body).encode(), "image/svg+xml")
+
+
 def test_svg_sent_as_octet_stream_without_a_name_extension() -> None:
     svg = _SVG.format(body=f"<script>location='{_BAD}'</script>").encode()
     assert {"attach-html", "attach-html-script", _LOOKALIKE} <= _with("invoice", svg)

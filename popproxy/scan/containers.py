@@ -255,7 +255,7 @@ def _zip(
         with zipfile.ZipFile(io.BytesIO(part.payload)) as archive:
             names = archive.namelist()
             if ooxml.is_ooxml(names):
-                _office(archive, names, label, check, out)
+                _office(archive, names, label, budget, check, out)
             elif level >= MAX_NESTING:
                 out.limit(f"{label}: archive nested {level} deep")
             else:
@@ -273,10 +273,15 @@ def _central_directory_size(data: bytes) -> int | None:
 
 
 def _office(
-    archive: zipfile.ZipFile, names: list[str], label: str, check: Callable[[], None],
+    archive: zipfile.ZipFile,
+    names: list[str],
+    label: str,
+    budget: ContainerBudget,
+    check: Callable[[], None],
     out: Opened,
 ) -> None:
-    targets = ooxml.external_targets(archive, names, check)
+    targets = ooxml.external_targets(archive, names, check, MAX_CONTAINER_BYTES - budget.bytes)
+    budget.bytes += targets.bytes_read
     out.links.extend(targets.links)
     if targets.remote_loads:
         out.signals.append(_sig("attach-office-remote-load", label))

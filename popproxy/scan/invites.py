@@ -7,9 +7,10 @@ each property a calendar shows as a link or as text is searched: URL, ATTACH and
 links, DESCRIPTION, LOCATION, SUMMARY and COMMENT are text with URLs in it, and Outlook's HTML
 description (X-ALT-DESC) is HTML.  The unfolded text as a whole is searched for URLs as well.
 
-icalendar is pure Python (~60 us per line), so an invite bigger than MAX_CALENDAR_BYTES or
-with more than MAX_CALENDAR_LINES content lines is not parsed: only its unfolded text is
-searched, and the result says ``limited`` (the scanner reports ``limit-container``).
+icalendar is pure Python (~60 us per line), so an invite bigger than MAX_CALENDAR_BYTES, with
+more than MAX_CALENDAR_LINES content lines or MAX_CALENDAR_PARAMS parameters is not parsed: only
+its unfolded text is searched, and the result says ``limited`` (the scanner reports
+``limit-container``).
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ from popproxy.scan.extract import Link, html_extract, text_links
 from popproxy.scan.textdecode import decode_bytes
 
 # Bytes of an invite parsed.  Outlook and Google invites with an HTML description and a long
-# attendee list stay under 100 KB; a megabyte of calendar is no meeting.
-MAX_CALENDAR_BYTES = 1024 * 1024
+# attendee list stay under 100 KB.  icalendar costs up to ~3 us a byte on hostile shapes (one
+# line of 200,000 parameters: 3.4 s a megabyte), so 256 KiB bounds a parse to well under a second.
+MAX_CALENDAR_BYTES = 256 * 1024
 
 # Unfolded content lines parsed (icalendar costs ~60 us a line: 2,000 are ~0.1 s).  A meeting
 # with a hundred attendees has a few hundred lines.
 MAX_CALENDAR_LINES = 2000
+
+# Parameter separators (";") in an invite: parameters are icalendar's costliest part (~13 us
+# each); a real invite has a few per line (CN=, ROLE=, PARTSTAT= of each attendee).
+MAX_CALENDAR_PARAMS = 10_000
 
 # Properties a calendar client shows as a link, or as text it makes links of.
 _LINK_PROPERTIES = frozenset({"URL", "ATTACH", "CONFERENCE", "X-GOOGLE-CONFERENCE"})
@@ -63,7 +69,11 @@ def calendar_links(data: bytes, charset: str | None, check: Callable[[], None]) 
     # parser drops (an invite never ended, a property of a made-up name), and over-reading
     # costs one linear pass.
     out = CalendarLinks(links=text_links(text, attachment=True))
-    if len(data) > MAX_CALENDAR_BYTES or text.count("\n") > MAX_CALENDAR_LINES:
+    if (
+        len(data) > MAX_CALENDAR_BYTES
+        or text.count("\n") > MAX_CALENDAR_LINES
+        or text.count(";") > MAX_CALENDAR_PARAMS
+    ):
         out.limited = True
         return out
     try:

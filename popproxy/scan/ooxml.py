@@ -49,6 +49,7 @@ class ExternalTargets:
     links: list[Link] = field(default_factory=list)
     remote_loads: list[str] = field(default_factory=list)  # targets Office fetches on opening
     limited: bool = False  # a limit above was reached: some relationships went unread
+    bytes_read: int = 0  # decompressed bytes of relationship parts
 
 
 def is_ooxml(names: list[str]) -> bool:
@@ -57,9 +58,10 @@ def is_ooxml(names: list[str]) -> bool:
 
 
 def external_targets(
-    archive: zipfile.ZipFile, names: list[str], check: Callable[[], None]
+    archive: zipfile.ZipFile, names: list[str], check: Callable[[], None], max_bytes: int
 ) -> ExternalTargets:
-    """Hyperlinks and remote loads named by the relationship parts of ``archive``."""
+    """Hyperlinks and remote loads named by the relationship parts of ``archive``, reading at
+    most ``max_bytes`` decompressed bytes of them (what is left of the message's budget)."""
     out = ExternalTargets()
     rels = [n for n in names if n.endswith(".rels")]
     if len(rels) > MAX_RELS_PARTS:
@@ -68,10 +70,11 @@ def external_targets(
     seen = 0
     for name in rels:
         check()
-        data = _read(archive, name)
+        data = _read(archive, name, min(MAX_RELS_BYTES, max_bytes - out.bytes_read))
         if data is None:
             out.limited = True
             continue
+        out.bytes_read += len(data)
         try:
             root = SafeElementTree.fromstring(data, forbid_dtd=True)
         except (ParseError, DefusedXmlException, ValueError):
@@ -85,11 +88,13 @@ def external_targets(
     return out
 
 
-def _read(archive: zipfile.ZipFile, name: str) -> bytes | None:
-    """The part, or None when it is bigger than MAX_RELS_BYTES (read no further than that)."""
+def _read(archive: zipfile.ZipFile, name: str, limit: int) -> bytes | None:
+    """The part, or None when it is bigger than ``limit`` (read no further than that)."""
+    if limit <= 0:
+        return None
     with archive.open(name) as member:
-        data = member.read(MAX_RELS_BYTES + 1)
-    return None if len(data) > MAX_RELS_BYTES else data
+        data = member.read(limit + 1)
+    return None if len(data) > limit else data
 
 
 def _relationship(attrs: dict[str, str], out: ExternalTargets) -> None:

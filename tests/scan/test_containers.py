@@ -313,3 +313,20 @@ def test_broken_zip_is_not_an_error() -> None:
     verdict = scan(build(attachments=(("x.zip", b"PK\x03\x04garbage", "application/zip"),)))
     assert verdict.action != "unscanned"
 
+
+
+def test_invite_with_a_line_of_many_parameters_is_bounded() -> None:
+    prop = "X-PAD" + ";P=1" * 200_000 + f":x\r\nURL:{_BAD}"
+    got = _timed("invite.ics", _ICS.format(prop=prop).encode(), "text/calendar")
+    assert {"limit-container", _LOOKALIKE} <= got
+
+
+def test_relationship_part_bomb_is_bounded() -> None:
+    rels = _REL.format(n=1, kind=_TYPES + "hyperlink", target=_BAD)
+    padding = " " * (64 * 1024 * 1024)
+    docx = _zip({
+        "[Content_Types].xml": b"<Types/>",
+        "word/document.xml": b"<w:document/>",
+        "word/_rels/document.xml.rels": _RELS.format(rels=rels + padding).encode(),
+    })
+    assert "limit-container" in _timed("report.docx", docx)

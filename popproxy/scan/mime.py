@@ -493,13 +493,12 @@ def _encoded_message(node: Message, stats: WalkStats, cap: int) -> Message | Non
         return None
     if len(children) != 1 or not isinstance(children[0], Message):
         return None
-    body = children[0].get_payload()
-    if not isinstance(body, str):
-        return None
-    raw = body.encode("ascii", "replace")
     try:
+        # The encoded text as the parser read it: base64 has no ":" (so it all went to the
+        # body); quoted-printable keeps the header lines, which the parser took as headers.
+        raw = children[0].as_bytes()
         data = binascii.a2b_base64(raw) if encoding == "base64" else quopri.decodestring(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, LookupError, TypeError):
         return None  # not decodable: the parser's reading (the encoded text) is walked
     if stats.decoded_bytes + len(data) > cap:
         return None

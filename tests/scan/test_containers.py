@@ -330,3 +330,19 @@ def test_relationship_part_bomb_is_bounded() -> None:
         "word/_rels/document.xml.rels": _RELS.format(rels=rels + padding).encode(),
     })
     assert "limit-container" in _timed("report.docx", docx)
+
+
+def test_quoted_printable_message_rfc822_is_decoded_and_walked() -> None:
+    inner = (
+        "From: a@example.org\r\nTo: b@example.net\r\nSubject: inner\r\n"
+        "Content-Type: text/html\r\n\r\n"
+        f'<p>Account</p><a href=3D"{_BAD}">Op=\r\nen</a>\r\n'
+    )
+    message = (
+        "From: c@example.org\r\nTo: b@example.net\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        "Content-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n"
+        "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + inner + "--b--\r\n"
+    ).encode()
+    assert _LOOKALIKE in names(scan(message))

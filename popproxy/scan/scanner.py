@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 
-from popproxy.scan import content
+from popproxy.scan import content, hosts
 from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.config import ScanConfig
 from popproxy.scan.containers import ContainerBudget, open_container
@@ -133,7 +133,10 @@ class Scanner:
         unwrapped = unwrap_links([*found.body_links.links, *found.attachment_links.links])
         if unwrapped.too_deep:
             signals.append(_sig("limit-redirects", unwrapped.too_deep))
-        if unwrapped.open_redirect:
+        if unwrapped.open_redirect and not _same_owner(
+            unwrapped.open_redirect, content.sender_domain(header_text(msg, "From"))
+        ):
+            # Google's own mail (Calendar, Docs) links through Google's redirect.
             signals.append(_sig("link-open-redirect", unwrapped.open_redirect))
         chosen = select_links(
             unwrapped.links,
@@ -303,6 +306,11 @@ def _plain_links(
         pool.add(text_links(text[start:end], attachment=attachment))
         start = end
         check()
+
+
+def _same_owner(host: str, sender_domain: str) -> bool:
+    """The sender's domain and ``host`` belong to one owner (google.com, google.de: "google")."""
+    return bool(sender_domain) and hosts.owner_label(host) == hosts.owner_label(sender_domain)
 
 
 def _at_depth(part: Part, offset: int) -> Part:

@@ -177,3 +177,12 @@ def test_translate_proxy_host_is_unwrapped() -> None:
     assert unwrap(url) == "https://secure-login.paypa1.example/x?_x_tr_sl=auto&_x_tr_tl=en"
     got = names(scan(build(html=f'<p>Hi</p><a href="{url}">Open</a>')))
     assert {"link-open-redirect", "link-brand-lookalike"} <= got
+
+
+def test_google_mail_through_googles_redirect_is_no_open_redirect() -> None:
+    url = "https://www.google.com/url?q=https://zoom.example/j/1&sa=D&source=calendar"
+    message = build(
+        html=f'<a href="{url}">Join</a>',
+        sender="Google Calendar <calendar-notification@google.com>",
+    )
+    assert "link-open-redirect" not in names(scan(message))

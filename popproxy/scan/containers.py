@@ -52,6 +52,14 @@ MAX_NESTING = 2
 # entries would cost memory in proportion.  2 MiB is ~20,000 members.
 MAX_CENTRAL_DIRECTORY_BYTES = 2 * 1024 * 1024
 
+# Archives (zip files, Office documents) opened per message.  Opening one reads its whole member
+# list (up to MAX_CENTRAL_DIRECTORY_BYTES); a message of hundreds of archives is built to cost.
+MAX_ARCHIVES_OPENED = 50
+
+# Calendar bytes parsed per message (invites.MAX_CALENDAR_BYTES each): an invite or two per
+# message is usual; past this, invites are read as text only.
+MAX_CALENDAR_BYTES_PER_MESSAGE = 1024 * 1024
+
 # Bytes read at once from a member, between two checks of the scan's time budget.
 _READ_CHUNK = 1024 * 1024
 
@@ -109,6 +117,8 @@ class ContainerBudget:
 
     members: int = 0
     bytes: int = 0
+    archives: int = 0
+    calendar_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -149,7 +159,9 @@ def open_container(
         else:
             out.message = data
     elif kind in _CALENDAR_TYPES or ext in _CALENDAR_EXTENSIONS or invites.is_calendar(data):
-        found = invites.calendar_links(data, part.charset, check)
+        room = MAX_CALENDAR_BYTES_PER_MESSAGE - budget.calendar_bytes
+        found = invites.calendar_links(data, part.charset, check, room)
+        budget.calendar_bytes += 0 if found.limited else len(data)
         out.links.extend(found.links)
         if found.limited:
             out.limit(f"{label}: calendar read as text")
@@ -251,6 +263,10 @@ def _zip(
     if directory is not None and directory > MAX_CENTRAL_DIRECTORY_BYTES:
         out.limit(f"{label}: {directory} bytes of member list")
         return
+    if budget.archives >= MAX_ARCHIVES_OPENED:
+        out.limit(f"{label}: over {MAX_ARCHIVES_OPENED} archives")
+        return
+    budget.archives += 1
     try:
         with zipfile.ZipFile(io.BytesIO(part.payload)) as archive:
             names = archive.namelist()

@@ -62,15 +62,24 @@ def is_calendar(data: bytes) -> bool:
     return head[: len(_CALENDAR_START)].upper() == _CALENDAR_START
 
 
-def calendar_links(data: bytes, charset: str | None, check: Callable[[], None]) -> CalendarLinks:
-    """Every link an invite shows: parsed when within the limits, else read as text."""
+def calendar_links(
+    data: bytes,
+    charset: str | None,
+    check: Callable[[], None],
+    max_bytes: int = MAX_CALENDAR_BYTES,
+) -> CalendarLinks:
+    """Every link an invite shows: parsed when within the limits, else read as text.
+
+    ``max_bytes`` (at most MAX_CALENDAR_BYTES) is what is left of the message's parse budget:
+    a message of a hundred invites must not cost a hundred parses.
+    """
     text = _FOLD.sub("", decode_bytes(data, charset or "utf-8"))
     # The whole unfolded text is searched for URLs in any case: a client may show what the
     # parser drops (an invite never ended, a property of a made-up name), and over-reading
     # costs one linear pass.
     out = CalendarLinks(links=text_links(text, attachment=True))
     if (
-        len(data) > MAX_CALENDAR_BYTES
+        len(data) > min(max_bytes, MAX_CALENDAR_BYTES)
         or text.count("\n") > MAX_CALENDAR_LINES
         or text.count(";") > MAX_CALENDAR_PARAMS
     ):

@@ -346,3 +346,19 @@ def test_quoted_printable_message_rfc822_is_decoded_and_walked() -> None:
         + inner + "--b--\r\n"
     ).encode()
     assert _LOOKALIKE in names(scan(message))
+
+
+def test_many_invites_are_bounded_and_a_limit() -> None:
+    pad = "".join(f"X-PAD-{i}:{'x' * 60}\r\n" for i in range(1900))
+    ics = _ICS.format(prop=pad + f"URL:{_BAD}").encode()
+    attachments = tuple((f"i{n}.ics", ics, "text/calendar") for n in range(60))
+    start = time.monotonic()
+    got = names(scan(build(text="invites", attachments=attachments)))
+    assert time.monotonic() - start < 4.0
+    assert {"limit-container", _LOOKALIKE} <= got
+
+
+def test_many_archives_are_bounded_and_a_limit() -> None:
+    archive = _zip({"readme.txt": b"hello"})
+    attachments = tuple((f"a{n}.zip", archive, "application/zip") for n in range(80))
+    assert "limit-container" in names(scan(build(text="files", attachments=attachments)))

@@ -38,9 +38,10 @@ MAX_MEMBERS_READ = 100
 # inflates to gigabytes (a zip bomb) costs this much memory and time at most.
 MAX_MEMBER_BYTES = 4 * 1024 * 1024
 
-# Bytes decompressed from archive members per message (all members together): a few times the
-# largest member, about what MAX_DECODED_BYTES allows for the message itself.
-MAX_CONTAINER_BYTES = 16 * 1024 * 1024
+# Bytes decompressed from archive members per message (all members together): twice the largest
+# member.  Everything decompressed is at least searched for URLs (~0.1-0.2 us a byte on hostile
+# text), and a few kilobytes of zip inflate to this much, so it bounds that cost to ~1.5 s.
+MAX_CONTAINER_BYTES = 8 * 1024 * 1024
 
 # Containers opened inside containers: a zip in a zip (or a message in a zip) is opened, one
 # level further is not.  Mail has a zip of a folder of zips at most; deeper nests are built to
@@ -59,6 +60,17 @@ MAX_ARCHIVES_OPENED = 50
 # Calendar bytes parsed per message (invites.MAX_CALENDAR_BYTES each): an invite or two per
 # message is usual; past this, invites are read as text only.
 MAX_CALENDAR_BYTES_PER_MESSAGE = 1024 * 1024
+
+# Member bytes per message, by the type they are judged as, for kinds that cost more than a
+# linear pass: markup (HTML, SVG, attached messages) is measured and parsed into a tree (up to
+# ~1-2 us a byte on hostile shapes: a 30 KB zip of "<p>" * 1,000,000 members cost seconds), and
+# text is searched by the URL pattern (~0.2 us a byte at worst).  Past them, a member's source
+# is searched for URLs only (and the message gets limit-container).
+_KIND_GROUPS = {
+    "text/html": "markup", "image/svg+xml": "markup", "message/rfc822": "markup",
+    "text/plain": "text",
+}
+_GROUP_BUDGETS = {"markup": 1024 * 1024, "text": 4 * 1024 * 1024}
 
 # Bytes read at once from a member, between two checks of the scan's time budget.
 _READ_CHUNK = 1024 * 1024
@@ -119,6 +131,7 @@ class ContainerBudget:
     bytes: int = 0
     archives: int = 0
     calendar_bytes: int = 0
+    by_group: dict[str, int] = field(default_factory=dict)  # member bytes per _GROUP_BUDGETS
 
 
 @dataclass(slots=True)
@@ -239,7 +252,7 @@ def _svgz(part: Part, label: str, budget: ContainerBudget, out: Opened) -> None:
         data = data[:room]
     budget.bytes += len(data)
     name = part.filename[:-1] if part.filename.lower().endswith(".svgz") else part.filename
-    out.parts.append(_member(part, name or "image.svg", "image/svg+xml", data))
+    _judge_member(part, name or "image.svg", "image/svg+xml", data, label, budget, out)
 
 
 def _member(parent: Part, name: str, content_type: str, data: bytes) -> Part:
@@ -334,7 +347,24 @@ def _members(
             out.limit(f"{label}: {name} over {room} bytes")
             data = data[:room]
         budget.bytes += len(data)
-        out.parts.append(_member(part, name, kind, data))
+        _judge_member(part, name, kind, data, label, budget, out)
+
+
+def _judge_member(
+    parent: Part, name: str, kind: str, data: bytes, label: str, budget: ContainerBudget,
+    out: Opened,
+) -> None:
+    """Hand a member on to be judged like an attachment, or, past the per-kind budget, have its
+    source searched for URLs only (linear) and report the limit."""
+    group = _KIND_GROUPS.get(kind)
+    if group is not None:
+        used = budget.by_group.get(group, 0) + len(data)
+        if used > _GROUP_BUDGETS[group]:
+            out.limit(f"{label}: {name} past {_GROUP_BUDGETS[group]} bytes of {group}")
+            out.texts.append(as_text(data, None))
+            return
+        budget.by_group[group] = used
+    out.parts.append(_member(parent, name, kind, data))
 
 
 def _read_member(

@@ -362,3 +362,13 @@ def test_many_archives_are_bounded_and_a_limit() -> None:
     archive = _zip({"readme.txt": b"hello"})
     attachments = tuple((f"a{n}.zip", archive, "application/zip") for n in range(80))
     assert "limit-container" in names(scan(build(text="files", attachments=attachments)))
+
+
+def test_zip_of_costly_markup_is_bounded_and_a_limit() -> None:
+    # A few kilobytes of zip inflating to megabytes of markup that is costly to parse.
+    archive = _zip({f"m{i}.html": b"<p>" * (300 * 1024) for i in range(8)})
+    assert len(archive) < 256 * 1024
+    start = time.process_time()
+    got = _with("x.zip", archive, "application/zip")
+    assert time.process_time() - start < 3.0
+    assert "limit-container" in got

@@ -134,7 +134,7 @@ _HIDDEN = frozenset({"script", "style", "title", "template", "iframe", "noembed"
 _TEXT = "-text"
 # Every element that links somewhere or that a rule counts, in one selector (one pass in C,
 # results in document order).
-_ELEMENTS = "a, svg\\:a, area, form, button, input, iframe, frame, img, meta, script"
+_ELEMENTS = "a, svg\\:a, area, form, button, input, iframe, frame, img, meta, script, set, animate"
 
 
 def _elements(tree: LexborHTMLParser, attachment: bool) -> Extracted:
@@ -270,6 +270,17 @@ def _meta(walk: _Page, attrs: Attrs) -> None:
             walk.add(walk.resolve(url), "refresh")
 
 
+def _animation(walk: _Page, attrs: Attrs) -> None:
+    # SVG animation that sets a link's target (<set attributeName="href" to="javascript:...">):
+    # the anchor's own href is harmless, the one the reader clicks is set here.
+    target = (attrs.get("attributeName") or attrs.get("attributename") or "").strip().lower()
+    if target.rpartition(":")[2] != "href":
+        return
+    for key in ("to", "from", "values"):
+        for value in (attrs.get(key) or "").split(";"):
+            walk.add(walk.resolve(value), "href")
+
+
 _HANDLERS: dict[str, Callable[[_Page, Attrs], None]] = {
     "area": _area,
     "form": _form,
@@ -280,6 +291,8 @@ _HANDLERS: dict[str, Callable[[_Page, Attrs], None]] = {
     "img": _img,
     "meta": _meta,
     "script": _script,
+    "set": _animation,
+    "animate": _animation,
 }
 
 

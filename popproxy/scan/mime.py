@@ -12,9 +12,11 @@ judged whichever way a mail client reads such a message.
 
 from __future__ import annotations
 
+import binascii
 import email.errors
 import email.parser
 import email.policy
+import quopri
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -336,6 +338,9 @@ def walk_parts(
         stats.parts += 1
         if node.is_multipart():
             children = node.get_payload()
+            encoded = _encoded_message(node, stats, max_decoded_bytes)
+            if encoded is not None:
+                children = [encoded]
             if isinstance(children, list):
                 stack.extend((c, depth + 1) for c in reversed(children) if isinstance(c, Message))
             continue
@@ -469,6 +474,36 @@ def _decode_leaf(
         charset=charset,
         depth=depth,
     )
+
+
+def _encoded_message(node: Message, stats: WalkStats, cap: int) -> Message | None:
+    """The message inside a message/rfc822 part sent base64 or quoted-printable.
+
+    RFC 2046 section 5.2.1 forbids encoding such a part, but mail clients (and Python's own
+    EmailMessage.add_attachment) decode it all the same; the parser reads the encoded text as a
+    message of no headers, so the message shown to the reader would go unjudged.  None for any
+    other part, or when decoding would take the walk past ``cap`` decoded bytes (the parser's
+    reading is walked then, and the limit is the walk's as for any other part).
+    """
+    if node.get_content_type().lower() != "message/rfc822":
+        return None
+    encoding = str(node.get("Content-Transfer-Encoding", "")).strip().lower()
+    children = node.get_payload()
+    if encoding not in ("base64", "quoted-printable") or not isinstance(children, list):
+        return None
+    if len(children) != 1 or not isinstance(children[0], Message):
+        return None
+    try:
+        # The encoded text as the parser read it: base64 has no ":" (so it all went to the
+        # body); quoted-printable keeps the header lines, which the parser took as headers.
+        raw = children[0].as_bytes()
+        data = binascii.a2b_base64(raw) if encoding == "base64" else quopri.decodestring(raw)
+    except (binascii.Error, ValueError, LookupError, TypeError):
+        return None  # not decodable: the parser's reading (the encoded text) is walked
+    if stats.decoded_bytes + len(data) > cap:
+        return None
+    stats.decoded_bytes += len(data)
+    return parse_message(data)
 
 
 def _note(stats: WalkStats, limit: str) -> None:

@@ -12,15 +12,17 @@ the tag threshold (see :mod:`.weights`): padding a message past a limit never ma
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 
-from popproxy.scan import content
+from popproxy.scan import content, hosts
 from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.config import ScanConfig
+from popproxy.scan.containers import ContainerBudget, open_container
 from popproxy.scan.extract import Extracted, html_extract, text_links
 from popproxy.scan.feeds import HostFeed, load_feeds
 from popproxy.scan.headers import has_own_headers
@@ -40,6 +42,7 @@ from popproxy.scan.link_select import LinkPool, Selection, select_links
 from popproxy.scan.media import budget_signals, data_uri_images
 from popproxy.scan.mime import Part, WalkStats, header_text, parse_message, walk_parts
 from popproxy.scan.qr import MediaBudget
+from popproxy.scan.redirectors import unwrap_links
 from popproxy.scan.scoring import combine
 from popproxy.scan.textdecode import decode_bytes
 from popproxy.scan.verdict import Signal, Verdict
@@ -122,7 +125,7 @@ class Scanner:
         check()
         signals = _header_signals(msg, message, self.config)
         found = _Collected(self.config.max_text_chars, self.config.max_link_scan_chars)
-        stats = WalkStats()
+        stats = found.stats
         for part in walk_parts(
             msg,
             max_depth=self.config.max_mime_depth,
@@ -134,8 +137,16 @@ class Scanner:
         ):
             self._part(part, signals, found, check)
         check()
+        unwrapped = unwrap_links([*found.body_links.links, *found.attachment_links.links])
+        if unwrapped.too_deep:
+            signals.append(_sig("limit-redirects", unwrapped.too_deep))
+        if unwrapped.open_redirect and not _same_owner(
+            unwrapped.open_redirect, content.sender_domain(header_text(msg, "From"))
+        ):
+            # Google's own mail (Calendar, Docs) links through Google's redirect.
+            signals.append(_sig("link-open-redirect", unwrapped.open_redirect))
         chosen = select_links(
-            [*found.body_links.links, *found.attachment_links.links],
+            unwrapped.links,
             max_hosts=self.config.max_links,
             max_links=MAX_JUDGED_LINKS,
         )
@@ -173,7 +184,12 @@ class Scanner:
         return combine(signals, self.config.thresholds)
 
     def _part(
-        self, part: Part, signals: list[Signal], found: _Collected, check: Callable[[], None]
+        self,
+        part: Part,
+        signals: list[Signal],
+        found: _Collected,
+        check: Callable[[], None],
+        level: int = 0,
     ) -> None:
         if part.content_type in _BODY_TYPES and not part.attachment:
             # The whole part is searched for links (within the per-message link-scan budget),
@@ -212,6 +228,38 @@ class Scanner:
         found.attachment_links.add(attached.links)
         for chunk in attached.text:
             found.add_text(chunk)
+        self._contents(part, signals, found, check, level)
+
+    def _contents(
+        self,
+        part: Part,
+        signals: list[Signal],
+        found: _Collected,
+        check: Callable[[], None],
+        level: int,
+    ) -> None:
+        """What is inside an attachment (see :mod:`.containers`), judged like the rest."""
+        inner = open_container(part, found.containers, level, check)
+        signals.extend(inner.signals)
+        found.attachment_links.add(inner.links)
+        for text in inner.texts:
+            for piece in found.scan_slices(text):
+                _plain_links(piece, found.attachment_links, check, attachment=True)
+        for member in inner.parts:
+            self._part(member, signals, found, check, level + 1)
+        if inner.message is not None:
+            # An attached message, walked within what is left of the message's MIME limits
+            # (the walk's counters are shared, so it cannot buy parts or bytes of its own).
+            for nested in walk_parts(
+                parse_message(inner.message),
+                max_depth=max(self.config.max_mime_depth - part.depth - 1, 0),
+                max_parts=self.config.max_mime_parts,
+                max_decoded_bytes=self.config.max_decoded_bytes,
+                max_overflow_bytes=self.config.max_overflow_bytes,
+                stats=found.stats,
+                checkpoint=check,
+            ):
+                self._part(_at_depth(nested, part.depth + 1), signals, found, check, level + 1)
 
 
 @dataclass(slots=True)
@@ -232,6 +280,8 @@ class _Collected:
     text_chars: int = 0
     text_cut: bool = False
     scan_cut: bool = False
+    stats: WalkStats = field(default_factory=WalkStats)
+    containers: ContainerBudget = field(default_factory=ContainerBudget)
 
     def add_text(self, chunk: str) -> None:
         """Keep visible text for the wording rules, up to ``text_cap`` characters."""
@@ -262,7 +312,9 @@ class _Collected:
 _CHUNK_END = re.compile(r"[\s<>\"'`]")  # characters no URL in running text contains
 
 
-def _plain_links(text: str, pool: LinkPool, check: Callable[[], None]) -> None:
+def _plain_links(
+    text: str, pool: LinkPool, check: Callable[[], None], *, attachment: bool = False
+) -> None:
     """URLs of running text, chunk by chunk, until the pool is full."""
     start = 0
     while start < len(text) and not pool.overflow:
@@ -270,9 +322,19 @@ def _plain_links(text: str, pool: LinkPool, check: Callable[[], None]) -> None:
         if end < len(text):
             cut = _CHUNK_END.search(text, end)
             end = cut.start() if cut is not None else len(text)
-        pool.add(text_links(text[start:end]))
+        pool.add(text_links(text[start:end], attachment=attachment))
         start = end
         check()
+
+
+def _same_owner(host: str, sender_domain: str) -> bool:
+    """The sender's domain and ``host`` belong to one owner (google.com, google.de: "google")."""
+    return bool(sender_domain) and hosts.owner_label(host) == hosts.owner_label(sender_domain)
+
+
+def _at_depth(part: Part, offset: int) -> Part:
+    """A part of an attached message, its depth counted from the outer message."""
+    return dataclasses.replace(part, depth=part.depth + offset)
 
 
 def _head(message: bytes, cap: int) -> bytes:

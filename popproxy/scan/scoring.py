@@ -43,6 +43,8 @@ _GROUPS: dict[str, str] = {
     "sender-brand-related": "sender",
     "limit-image": "limit",
     "limit-pdf": "limit",
+    "limit-redirects": "limit",
+    "limit-container": "limit",
 }
 
 # Signals that force at least the "tag" action whatever the score: a message arriving with our
@@ -53,7 +55,7 @@ _GROUPS: dict[str, str] = {
 _FORCE_TAG: frozenset[str] = frozenset(
     {"spoofed-verdict-header", "limit-depth", "limit-parts", "limit-decoded", "limit-links",
      "limit-text", "limit-size", "limit-html", "limit-structure", "limit-image",
-     "limit-pdf"}
+     "limit-pdf", "limit-redirects", "limit-container"}
 )
 # Signals that force at least "defang": part of the message could not be read at all (its
 # structure was not parsed), so its links must not stay live whatever the rest scored.

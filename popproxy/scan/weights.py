@@ -25,6 +25,7 @@ WEIGHTS: Final[dict[str, float]] = {
     "link-storage-page": 2.5,  # an HTML page on shared object storage (phishing-kit hosting)
     "link-shortener": 1.0,  # hides the destination; marketing uses them too
     "link-obfuscated": 2.0,  # hxxp://, example[.]test
+    "link-open-redirect": 2.0,  # through a search engine's or ad network's redirect elsewhere
     # Look-alikes.
     "link-idn-mixed-script": 6.0,  # one label mixing Latin and Cyrillic, say
     "link-brand-lookalike": 6.0,  # p\u0430ypal.example (Cyrillic a), paypa1.example
@@ -50,6 +51,7 @@ WEIGHTS: Final[dict[str, float]] = {
     "attach-html": 2.0,  # HTML file attached: opens a local page in the browser
     "attach-html-form": 5.0,  # ... that contains a form
     "attach-html-script": 1.5,  # ... that runs script
+    "attach-office-remote-load": 5.0,  # Office document loading a template/object from the web
     # Sender and wording.
     "sender-brand-mismatch": 3.0,  # display name says "PayPal", address is elsewhere
     "sender-brand-freemail": 4.0,  # display name says "PayPal", address is a free mailbox
@@ -87,6 +89,8 @@ WEIGHTS: Final[dict[str, float]] = {
     # stack): the body was read as raw text, transfer-encoded parts unread.  Defang at least.
     "limit-structure": 7.0,
     "limit-html": 4.0,  # HTML whose tree would cost the parser too much, read from its source
+    "limit-redirects": 4.0,  # a link still wrapped after redirectors.MAX_UNWRAPS unwraps
+    "limit-container": 4.0,  # an archive, attached message or invite past containers' limits
     # A multipart without a usable boundary (its text and the parts guessed from it are scanned
     # all the same).  Informational: weight 0 until measured on the held-out corpus.
     "mime-malformed": 0.0,

@@ -1,0 +1,175 @@
+"""The trained combiner: the shipped model file, its evaluation, and the fallback to the weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from popproxy.scan import ScanConfig, Scanner
+from popproxy.scan.features import FEATURES_VERSION, SIGNAL_PREFIX
+from popproxy.scan.model import (
+    MODEL_FORMAT,
+    MODEL_FORMAT_VERSION,
+    PACKAGED_MODEL,
+    Model,
+    ModelError,
+    load_for,
+    load_model,
+    untrained_weight,
+)
+from tests.scan.helpers import REPO, build, names
+
+# Substrings that would mean a feature tells the corpora apart rather than phishing from ham.
+FORBIDDEN_FEATURE_WORDS = (
+    "date", "mailer", "received", "x-", "lang", "user-agent", "message-id", "to:", "tld:",
+    "host:", "domain:",
+)
+
+
+def _shipped() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(PACKAGED_MODEL.read_text())
+    return data
+
+
+def _train_script() -> ModuleType:
+    """bench/train_scanner.py, for its messages written for this test (no training library)."""
+    path = REPO / "bench" / "train_scanner.py"
+    spec = importlib.util.spec_from_file_location("train_scanner", path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get("train_scanner")
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["train_scanner"] = module  # dataclasses look their module up while defined
+        spec.loader.exec_module(module)
+    return module
+
+
+def _model_scanner(path: Path | None = None) -> Scanner:
+    return Scanner(ScanConfig(combiner="model", model_path=path), feeds=())
+
+
+def test_shipped_model_loads_and_is_versioned() -> None:
+    data = _shipped()
+    assert data["format"] == MODEL_FORMAT
+    assert data["format_version"] == MODEL_FORMAT_VERSION
+    assert data["features_version"] == FEATURES_VERSION
+    assert len(str(data["model_version"])) >= 8
+    model = load_model(PACKAGED_MODEL)
+    assert model.version == data["model_version"]
+    assert _model_scanner().model == model
+
+
+def test_shipped_model_names_no_forbidden_feature() -> None:
+    for name in _shipped()["coefficients"]:
+        lowered = name.lower()
+        assert not any(word in lowered for word in FORBIDDEN_FEATURE_WORDS), name
+
+
+def test_signal_coefficients_are_never_negative() -> None:
+    """Evidence never makes a message look cleaner (bench/train_scanner.py's bounds)."""
+    coefficients = _shipped()["coefficients"]
+    signals = {n: c for n, c in coefficients.items() if n.startswith(SIGNAL_PREFIX)}
+    assert signals
+    assert all(c >= 0 for c in signals.values())
+
+
+def test_padding_lowers_a_score_by_at_most_the_budget() -> None:
+    data = _shipped()
+    budget = data["training"]["negative_budget"]
+    worst = sum(min(0.0, c) * data["clip"][n] for n, c in data["coefficients"].items())
+    assert worst >= -budget - 1e-6
+
+
+def test_probability_is_monotone_in_a_strong_signal() -> None:
+    model = load_model(PACKAGED_MODEL)
+    strongest = max(
+        (n for n in model.coefficients if n.startswith(SIGNAL_PREFIX)),
+        key=lambda n: model.coefficients[n],
+    )
+    base = {"links.count": 1.0, "text.chars": 0.5}
+    without = model.raw_score(base)
+    with_signal = model.raw_score({**base, strongest: 1.0})
+    assert with_signal > without
+    assert model.probability(with_signal) > model.probability(without)
+
+
+def test_model_reproduces_the_training_scripts_scores() -> None:
+    """The JSON export (standardisation folded in, offsets, clip) equals the fitted model."""
+    script = _train_script()
+    checks = _shipped()["checks"]
+    assert set(checks) == set(script.CHECK_MESSAGES)
+    scanner = _model_scanner()
+    assert scanner.model is not None
+    for name, spec in script.CHECK_MESSAGES.items():
+        verdict, vector = scanner.scan_features(script.check_message(spec))
+        unclipped = scanner.model.raw_score(vector) + untrained_weight(
+            verdict.signals, scanner.model
+        )
+        assert unclipped == pytest.approx(checks[name], abs=1e-3), name
+        assert verdict.score == pytest.approx(max(0.0, round(unclipped, 2)), abs=1e-9)
+
+
+def test_credential_lure_is_flagged_and_personal_mail_passes() -> None:
+    script = _train_script()
+    scanner = _model_scanner()
+    lure = scanner.scan(script.check_message(script.CHECK_MESSAGES["credential-lure"]))
+    personal = scanner.scan(script.check_message(script.CHECK_MESSAGES["personal"]))
+    assert lure.action != "pass"
+    assert personal.action == "pass"
+
+
+def test_missing_model_falls_back_to_the_weights(tmp_path: Path) -> None:
+    message = build(text="verify your account within 24 hours", subject="account suspended")
+    fallback = _model_scanner(tmp_path / "absent.json")
+    assert fallback.model is None
+    weights = Scanner(ScanConfig(combiner="weights"), feeds=())
+    assert fallback.scan(message) == weights.scan(message)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"format": "something else"},
+        {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION + 1},
+        {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
+         "features_version": FEATURES_VERSION + 1},
+        {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
+         "features_version": FEATURES_VERSION, "model_version": "x", "intercept": "nan",
+         "coefficients": {}, "operating_point": {"score": 4, "logit": 0}},
+        {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
+         "features_version": FEATURES_VERSION},
+    ],
+    ids=["foreign", "format-version", "features-version", "not-finite", "truncated"],
+)
+def test_incompatible_model_is_refused_and_weights_used(
+    tmp_path: Path, document: dict[str, object]
+) -> None:
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ModelError):
+        load_model(path)
+    assert load_for(path) is None
+    assert _model_scanner(path).model is None
+
+
+def test_forced_tag_signal_still_tags_in_model_mode() -> None:
+    message = build(text="hello", headers=(("X-Popproxy-Verdict", "pass; score=0"),))
+    verdict = _model_scanner().scan(message)
+    assert "spoofed-verdict-header" in names(verdict)
+    assert verdict.action == "tag"
+
+
+def test_untrained_signal_counts_with_its_table_weight() -> None:
+    model = Model(version="t", intercept=0.0, coefficients={}, clip={}, operating_score=4.0,
+                  operating_logit=0.0)
+    from popproxy.scan.verdict import Signal
+
+    signals = [Signal(name="link-feed-host", weight=7.0), Signal(name="link-feed-domain",
+                                                                  weight=4.0)]
+    assert untrained_weight(signals, model) == 7.0  # one group: strongest counts

@@ -335,9 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     samples = load_corpus(root, args.split)
     assign_campaigns(samples)
     feed_path = root / FEED_NAME
-    settings = {"no feed": Scanner(ScanConfig(), feeds=())}
+    config = ScanConfig(combiner="model")  # the weights' verdict is recomputed from its signals
+    settings = {"no feed": Scanner(config, feeds=())}
     if feed_path.is_file():
-        settings["with feed"] = Scanner(ScanConfig(), feeds=load_feeds([feed_path]))
+        settings["with feed"] = Scanner(config, feeds=load_feeds([feed_path]))
     # Without a usable model file both combiners are the weights table: report it once.
     combiners = COMBINERS if settings["no feed"].model is not None else ("weights",)
     results = {name: evaluate(samples, scanner) for name, scanner in settings.items()}

@@ -107,10 +107,8 @@ class Scanner:
             message, truncated = _head(message, cap), True
         deadline = self._clock() + self.config.time_budget_seconds
         try:
-            signals, vector = self._scan(message, deadline, truncated=truncated)
-            if self.model is None:
-                return combine(signals, self.config.thresholds), vector
-            return model_combine(signals, vector, self.model, self.config.thresholds), vector
+            signals, vector = self._evidence(message, deadline, truncated=truncated)
+            return self._combine(signals, vector), vector
         except BudgetExceeded:
             return Verdict.unscanned(
                 "time-budget", f"over the {self.config.time_budget_seconds:g} s budget"
@@ -124,9 +122,18 @@ class Scanner:
                 raise BudgetExceeded
         return check
 
-    def _scan(
+    def _scan(self, message: bytes, deadline: float, *, truncated: bool = False) -> Verdict:
+        return self._combine(*self._evidence(message, deadline, truncated=truncated))
+
+    def _combine(self, signals: list[Signal], vector: dict[str, float]) -> Verdict:
+        if self.model is None:
+            return combine(signals, self.config.thresholds)
+        return model_combine(signals, vector, self.model, self.config.thresholds)
+
+    def _evidence(
         self, message: bytes, deadline: float, *, truncated: bool = False
     ) -> tuple[list[Signal], dict[str, float]]:
+        """The signals and the feature vector of one message (one pass)."""
         check = self._checkpoint(deadline)
         for feed in self.feeds:
             feed.refresh()

@@ -206,6 +206,5 @@ class ScanConfig:
     # How signals become a score: "model" (the trained combiner, popproxy/scan/model.json,
     # trained by bench/train_scanner.py) or "weights" (the readable table in weights.py).  The
     # model falls back to the weights when its file is missing or made for other features.
-    # The default stays "weights" for now: existing tests pin the table's scores.
-    combiner: Literal["model", "weights"] = "weights"
+    combiner: Literal["model", "weights"] = "model"
     model_path: Path | None = None  # None: the model shipped in the package

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from popproxy.scan import hosts
 from popproxy.scan.attachments import extensions
 from popproxy.scan.extract import Extracted, Link
+from popproxy.scan.lists import FREEMAIL_DOMAINS
 from popproxy.scan.urls import parse_url
 from popproxy.scan.verdict import Signal
 
@@ -121,6 +122,7 @@ def vector(
     """The feature vector of one message (features that are 0 are left out)."""
     out: dict[str, float] = {SIGNAL_PREFIX + s.name: 1.0 for s in signals}
     out.update(_link_features(links, sender_domain))
+    out.update(_sender_features(sender_domain))
     out.update(_page_features(seen, visible_chars, len(links)))
     for kind in set(seen.attachments):
         out["attach." + kind] = 1.0
@@ -171,6 +173,22 @@ def _link_features(links: Sequence[Link], sender_domain: str) -> dict[str, float
         "url.query_address": float(any("@" in u.partition("?")[2] for u in urls)),
         "url.redirector_share": sum(_redirector(info.host, info.path) for _, info in web)
         / len(web),
+    }
+
+
+def _sender_features(domain: str) -> dict[str, float]:
+    """The shape of the From domain (never the domain itself)."""
+    if not domain:
+        return {"sender.no_domain": 1.0}
+    domain = domain.lower().rstrip(".")
+    owner = hosts.registrable(domain)
+    label = owner.partition(".")[0]
+    return {
+        "sender.freemail": float(hosts.owner_domain(domain) in FREEMAIL_DOMAINS),
+        "sender.abused_tld": float(owner.rpartition(".")[2] in ABUSED_TLDS),
+        "sender.digits": float(sum(c.isdigit() for c in label) >= 2),
+        "sender.hyphens": float(min(label.count("-"), 3)),
+        "sender.subdomain_labels": float(min(domain.count(".") - owner.count("."), 5)),
     }
 
 

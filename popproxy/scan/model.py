@@ -8,9 +8,11 @@ The score keeps the weights table's scale.  The training script shifts the inter
 operating point it chose (false positives within the target on held-out ham) lands on the
 default tag threshold, 4; the score is that point plus the model's log-odds above it.  So
 ``scan.thresholds`` keep their meaning: defang at 7 is odds 20 times the tag point's (e^3),
-quarantine at 10 about 400 times.  Signals the model was not trained on (the blocklist feed,
-whose snapshot postdates the corpus, and signals added since the last training) count with their
-weights-table weight, strongest per group, as in :func:`.scoring.combine`.  Signals in
+quarantine at 10 about 400 times.  The verdict's score is the larger of this and the weights
+table's: the readable table is a floor, the model adds what it misses.  Signals the model was
+not trained on (the blocklist feed, whose snapshot postdates the corpus, and signals added since
+the last training) count with their weights-table weight, strongest per group, as in
+:func:`.scoring.combine`.  Signals in
 :data:`.scoring._FORCE_TAG` still force at least "tag".
 
 A missing, unreadable or incompatible model file is not fatal: the scanner logs it and uses the
@@ -153,7 +155,10 @@ def model_combine(
 ) -> Verdict:
     """The verdict with the model's score; signals and reasons as the weights table orders them."""
     base = combine(signals, thresholds)
-    score = round(max(0.0, model.raw_score(features) + untrained_weight(base.signals, model)), 2)
+    learned = model.raw_score(features) + untrained_weight(base.signals, model)
+    # The table is a floor: the model adds what the table misses, it never clears what the
+    # table flags (a lure the corpus happens to underweight still tags).
+    score = round(max(base.score, learned, 0.0), 2)
     action = thresholds.action_for(score)
     if action == "pass" and forces_tag(s.name for s in base.signals):
         action = "tag"

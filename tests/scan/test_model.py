@@ -112,7 +112,10 @@ def test_model_reproduces_the_training_scripts_scores() -> None:
             verdict.signals, scanner.model
         )
         assert unclipped == pytest.approx(checks[name], abs=1e-3), name
-        assert verdict.score == pytest.approx(max(0.0, round(unclipped, 2)), abs=1e-9)
+        table = Scanner(ScanConfig(combiner="weights"), feeds=()).scan(
+            script.check_message(spec)
+        )
+        assert verdict.score == pytest.approx(max(0.0, round(unclipped, 2), table.score))
 
 
 def test_credential_lure_is_flagged_and_personal_mail_passes() -> None:
@@ -163,6 +166,20 @@ def test_forced_tag_signal_still_tags_in_model_mode() -> None:
     verdict = _model_scanner().scan(message)
     assert "spoofed-verdict-header" in names(verdict)
     assert verdict.action == "tag"
+
+
+def test_the_table_is_a_floor_for_the_model() -> None:
+    """A classic lure the corpus underweights (an IP-host sign-in link) still tags."""
+    message = build(
+        html='<a href="http://198.51.100.7/login">Sign in to PayPal</a>',
+        sender="Security <alert@example.test>",
+        subject="Verify now",
+    )
+    table = Scanner(ScanConfig(combiner="weights"), feeds=()).scan(message)
+    model = _model_scanner().scan(message)
+    assert table.action == "tag"
+    assert model.score >= table.score
+    assert model.action != "pass"
 
 
 def test_untrained_signal_counts_with_its_table_weight() -> None:

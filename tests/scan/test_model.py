@@ -190,3 +190,49 @@ def test_untrained_signal_counts_with_its_table_weight() -> None:
     signals = [Signal(name="link-feed-host", weight=7.0), Signal(name="link-feed-domain",
                                                                   weight=4.0)]
     assert untrained_weight(signals, model) == 7.0  # one group: strongest counts
+
+
+def _features(message: bytes) -> dict[str, float]:
+    return Scanner(ScanConfig(combiner="weights"), feeds=()).scan_features(message)[1]
+
+
+def test_features_ignore_dates_mailers_received_and_x_headers() -> None:
+    """Headers that tell the corpora's eras apart change no feature."""
+    html = '<p>Your parcel is waiting.</p><a href="https://track.example.org/p?id=7">Track</a>'
+    plain = build(html=html, subject="parcel notice")
+    dressed = build(
+        html=html,
+        subject="parcel notice",
+        headers=(
+            ("Date", "Mon, 02 Sep 2002 10:00:00 +0000"),
+            ("X-Mailer", "Microsoft Outlook Express 6.00.2600.0000"),
+            ("Received", "from mx.example.org by mail.example.net; Mon, 2 Sep 2002"),
+            ("X-Spam-Status", "No, hits=0.1"),
+            ("Content-Language", "pt-BR"),
+        ),
+    )
+    assert _features(dressed) == _features(plain)
+
+
+def test_feature_names_never_carry_a_host_or_forbidden_word() -> None:
+    message = build(
+        html='<a href="http://login-verify.unique-campaign-host.top/wp-admin/x.php?e=a@b.c">'
+        "Sign in</a>",
+        sender="Support <help@another-unique-sender.xyz>",
+        attachments=(("invoice.pdf", b"%PDF-1.4\n", "application/pdf"),),
+    )
+    vector = _features(message)
+    assert vector["host.abused_tld_share"] == 1.0  # the host was seen, as a class
+    assert vector["attach.pdf"] == 1.0
+    for name in vector:
+        assert "unique" not in name and "another" not in name, name
+        assert not any(word in name.lower() for word in FORBIDDEN_FEATURE_WORDS), name
+
+
+def test_lure_wording_counts_the_same_in_another_language() -> None:
+    """The language is not a feature: Portuguese and English lures give the same shape."""
+    english = build(text="Please verify your account now.", subject="Account notice")
+    portuguese = build(text="Por favor, verifique sua conta agora.", subject="Aviso da conta")
+    shape_en = {k: v for k, v in _features(english).items() if not k.startswith(SIGNAL_PREFIX)}
+    shape_pt = {k: v for k, v in _features(portuguese).items() if not k.startswith(SIGNAL_PREFIX)}
+    assert set(shape_en) == set(shape_pt)

@@ -236,3 +236,22 @@ def test_lure_wording_counts_the_same_in_another_language() -> None:
     shape_en = {k: v for k, v in _features(english).items() if not k.startswith(SIGNAL_PREFIX)}
     shape_pt = {k: v for k, v in _features(portuguese).items() if not k.startswith(SIGNAL_PREFIX)}
     assert set(shape_en) == set(shape_pt)
+
+
+def test_a_retrained_model_changes_the_verdict_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cached verdicts of one model are not served once another model judges."""
+    from tests.proxy.test_verdict_generation import _generation
+
+    shipped = _generation(tmp_path)
+    assert _generation(tmp_path, combiner="weights") != shipped
+    retrained = dict(_shipped(), model_version="retrained00001")
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(retrained))
+    monkeypatch.setattr("popproxy.scan.model.PACKAGED_MODEL", path)
+    load_for.cache_clear()
+    try:
+        assert _generation(tmp_path) != shipped
+    finally:
+        load_for.cache_clear()

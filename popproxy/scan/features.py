@@ -178,7 +178,7 @@ def _link_features(links: Sequence[Link], sender_domain: str) -> dict[str, float
 
 def _sender_features(domain: str) -> dict[str, float]:
     """The shape of the From domain (never the domain itself)."""
-    if not domain:
+    if not domain:  # "Name" <>, a bare name, <@host>: no mail system writes that
         return {"sender.no_domain": 1.0}
     domain = domain.lower().rstrip(".")
     owner = hosts.registrable(domain)

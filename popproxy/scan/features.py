@@ -198,8 +198,11 @@ def _share(flags: Iterable[bool]) -> float:
 
 
 def _query_keys(url: str) -> int:
+    """Query parameters, not counting the utm_* analytics keys every marketing mail carries."""
     query = url.partition("?")[2].partition("#")[0]
-    return query.count("&") + 1 if query else 0
+    if not query:
+        return 0
+    return sum(1 for pair in query.split("&") if not pair.lower().startswith("utm_"))
 
 
 def _redirector(host: str, path: str) -> bool:

@@ -12,6 +12,15 @@ one may tune on (tune, ham, ham-modern) only.  Then throughput in messages/s on 
 Everything is reported without and with the blocklist feed (the feed snapshot is newer than
 every message, so the feed figures flatter).  The corpus is read in place (CORPUS env, default
 ../shared/corpus next to the repository) and never copied: it is licensed CC BY-NC.
+Campaigns (bench/campaigns.py clusters near-duplicates) are kept on one side of the split by
+this rule: a campaign belongs to the side of its *first* sample, so validation messages whose
+campaign began in the tuning period are set aside ("validate" keeps every message for
+comparison with earlier figures; "validate-new" is the honest one: campaigns never seen while
+tuning).  Scores are reported for both combiners (the trained model of popproxy/scan/model.py
+and the weights table), and detection at fixed false-positive rates on the union of both ham
+sets shows what each threshold choice costs.  Validation columns are for reporting only: never
+tune on them.
+
 Run: ``python bench/scan_quality.py [--json] [--split 3600]``.
 """
 
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -30,27 +40,31 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # Measure the scanner of the checkout this file sits in, not whichever copy an editable install
 # happens to point at (sys.path[0] is bench/ when run as a script).
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "bench"):  # bench/ for campaigns.py, also when imported
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from popproxy.scan import ScanConfig, Scanner, Verdict, load_feeds  # noqa: E402
+from campaigns import campaign_keys, cluster  # noqa: E402
+
+from popproxy.scan import ScanConfig, Scanner, load_feeds  # noqa: E402
+from popproxy.scan.scoring import combine, forces_tag  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"
 FEED_NAME = "feeds/openphish-hosts.txt"
 # evaluate.py's default: samples 3600 and up (late 2023 - early 2024) are the validation set.
 SPLIT = 3600
-SETS = ("tune", "validate", "ham", "ham-modern")
-TUNABLE = ("tune", "ham", "ham-modern")  # per-signal counts only where tuning may look
+SETS = ("tune", "validate", "validate-new", "ham", "ham-modern")
 FLAGGED_ACTIONS = ("tag", "defang", "quarantine")
 
 
 @dataclass
 class Sample:
-    """One corpus message and the set it belongs to."""
+    """One corpus message, the set it belongs to and (phishing only) its campaign."""
 
     name: str
     group: str
     data: bytes
+    campaign: int = -1
 
 
 @dataclass
@@ -62,11 +76,22 @@ class Tally:
     unscanned: int = 0
     signals: Counter[str] = field(default_factory=Counter)
 
-    def add(self, verdict: Verdict) -> None:
+    def add(self, action: str, signals: set[str]) -> None:
         self.messages += 1
-        self.flagged += verdict.action in FLAGGED_ACTIONS
-        self.unscanned += verdict.action == "unscanned"
-        self.signals.update({s.name for s in verdict.signals})
+        self.flagged += action in FLAGGED_ACTIONS
+        self.unscanned += action == "unscanned"
+        self.signals.update(signals)
+
+
+@dataclass
+class Scored:
+    """One message's outcome under one scanner setting, by both combiners."""
+
+    group: str
+    campaign: int
+    signals: set[str]
+    actions: dict[str, str]  # combiner -> action
+    scores: dict[str, float]  # combiner -> score for ranking (forced tag: infinity)
 
 
 def phish_numbers(root: Path) -> dict[Path, int]:
@@ -97,24 +122,66 @@ def load_corpus(root: Path, split: int) -> list[Sample]:
 # Messages scanned untimed first, so one-off costs (lazy imports, regex compilation) are not
 # charged to the first timed messages.
 WARM_UP = 20
+COMBINERS = ("model", "weights")
+FP_TARGETS = (0.001, 0.005, 0.01)
+# A signal whose tuning hits come mostly from one campaign is a fit to that campaign.
+CAMPAIGN_SHARE_ALERT = 0.5
+CAMPAIGN_MIN_HITS = 5
 
 
-def evaluate(samples: list[Sample], scanner: Scanner) -> tuple[dict[str, Tally], float]:
-    """Scan every sample once; tallies per set and messages/s.
+def assign_campaigns(samples: list[Sample]) -> None:
+    """Cluster the phishing (in time order) and set aside validation copies of old campaigns.
+
+    A validation message whose campaign's first sample is in the tuning period stays in
+    "validate" (comparable with earlier figures) but is not counted in "validate-new".
+    """
+    phish = [s for s in samples if s.group in ("tune", "validate")]
+    ids = cluster(campaign_keys(s.data) for s in phish)
+    first_group = [phish[campaign].group for campaign in ids]
+    for sample, campaign, first in zip(phish, ids, first_group, strict=True):
+        sample.campaign = campaign
+        if sample.group == "validate" and first == "validate":
+            sample.group = "validate-new"
+
+
+def in_sets(group: str) -> tuple[str, ...]:
+    """The report sets a sample counts in ("validate-new" is part of "validate")."""
+    return ("validate", "validate-new") if group == "validate-new" else (group,)
+
+
+def evaluate(samples: list[Sample], scanner: Scanner) -> tuple[list[Scored], float]:
+    """Scan every sample once (both combiners from one pass); outcomes and messages/s.
 
     Speed is messages per second of this process's CPU time (time.process_time), i.e. on one
     core, so other load on the machine does not distort it.
     """
-    tallies = {name: Tally() for name in SETS}
     for sample in samples[:WARM_UP]:
         scanner.scan(sample.data)
     elapsed = 0.0
+    out = []
+    thresholds = scanner.config.thresholds
     for sample in samples:
         start = time.process_time()
         verdict = scanner.scan(sample.data)
         elapsed += time.process_time() - start
-        tallies[sample.group].add(verdict)
-    return tallies, len(samples) / elapsed if elapsed else 0.0
+        names = {s.name for s in verdict.signals}
+        table = combine(verdict.signals, thresholds) if verdict.action != "unscanned" else verdict
+        forced = math.inf if forces_tag(names) else 0.0
+        out.append(Scored(
+            sample.group, sample.campaign, names,
+            actions={"model": verdict.action, "weights": table.action},
+            scores={"model": max(verdict.score, forced), "weights": max(table.score, forced)},
+        ))
+    return out, len(samples) / elapsed if elapsed else 0.0
+
+
+def tallies(scored: list[Scored], combiner: str) -> dict[str, Tally]:
+    """Counts per report set for one combiner."""
+    out = {name: Tally() for name in SETS}
+    for item in scored:
+        for name in in_sets(item.group):
+            out[name].add(item.actions[combiner], item.signals)
+    return out
 
 
 def pct(n: int, d: int) -> str:
@@ -122,46 +189,136 @@ def pct(n: int, d: int) -> str:
     return f"{100.0 * n / d:5.1f}% ({n}/{d})" if d else "  n/a"
 
 
-Results = dict[str, tuple[dict[str, Tally], float]]
+def at_fixed_fp(scored: list[Scored], combiner: str, target: float) -> dict[str, object]:
+    """Detection when the threshold is set so that at most ``target`` of all ham is flagged.
+
+    The threshold is just above the score of the (allowed+1)-th highest-scoring ham message
+    (ties count as flagged, so a tie at the boundary lowers detection, never raises FP).
+    """
+    ham = sorted((i.scores[combiner] for i in scored if i.group in ("ham", "ham-modern")),
+                 reverse=True)
+    allowed = math.floor(target * len(ham) + 1e-9)
+    bar = ham[allowed] if allowed < len(ham) else -math.inf
+    out: dict[str, object] = {"target": target, "above": bar}
+    for name in ("tune", "validate", "validate-new", "ham", "ham-modern"):
+        members = [i for i in scored if name in in_sets(i.group)]
+        out[name] = (sum(i.scores[combiner] > bar for i in members), len(members))
+    return out
 
 
-def print_tables(results: Results, split: int) -> None:
-    """Human-readable tables: flagged per set, per signal on the tunable sets, throughput."""
+def campaign_concentration(scored: list[Scored]) -> dict[str, tuple[float, int, int]]:
+    """Per signal: share of its tuning hits from its largest campaign, that count, all hits."""
+    per_signal: dict[str, Counter[int]] = {}
+    for item in scored:
+        if item.group == "tune":
+            for name in item.signals:
+                per_signal.setdefault(name, Counter())[item.campaign] += 1
+    out = {}
+    for name, campaigns in per_signal.items():
+        total = sum(campaigns.values())
+        top = campaigns.most_common(1)[0][1]
+        out[name] = (top / total, top, total)
+    return out
+
+
+Results = dict[str, tuple[list[Scored], float]]
+
+
+def print_tables(results: Results, split: int, combiners: tuple[str, ...]) -> None:
+    """Human-readable tables (see the module docstring)."""
+    any_scored = next(iter(results.values()))[0]
+    new_campaigns = {i.campaign for i in any_scored if i.group == "validate-new"}
+    new = sum(i.group == "validate-new" for i in any_scored)
+    old = sum(i.group == "validate" for i in any_scored)
     print(f"## Flagged (action tag, defang or quarantine); split at sample {split}\n")
-    print(f"| {'setting':<10} | {'tune phish':<20} | {'validate phish':<20} "
-          f"| {'ham (FP)':<16} | {'ham-modern (FP)':<16} |")
-    print(f"|{'-' * 12}|{'-' * 22}|{'-' * 22}|{'-' * 18}|{'-' * 18}|")
-    for setting, (tallies, _) in results.items():
-        cells = [pct(tallies[name].flagged, tallies[name].messages) for name in SETS]
-        print(f"| {setting:<10} | {cells[0]:<20} | {cells[1]:<20} | {cells[2]:<16} "
-              f"| {cells[3]:<16} |")
-    for setting, (tallies, _) in results.items():
-        names = sorted(set().union(*(tallies[s].signals for s in TUNABLE)),
-                       key=lambda n: (-tallies["tune"].signals[n], n))
-        print(f"\n## Per signal, {setting} (share of messages where it fired; tunable sets)\n")
-        print(f"| {'signal':<28} | {'tune phish':<20} | {'ham':<16} | {'ham-modern':<16} |")
-        print(f"|{'-' * 30}|{'-' * 22}|{'-' * 18}|{'-' * 18}|")
-        for n in names:
-            cells = [pct(tallies[s].signals[n], tallies[s].messages) for s in TUNABLE]
-            print(f"| {n:<28} | {cells[0]:<20} | {cells[1]:<16} | {cells[2]:<16} |")
+    print(f"validate-new: {new} messages of {len(new_campaigns)} campaigns first seen at or "
+          f"after the split; {old} validation messages of campaigns begun before it are "
+          "left out of it.\n")
+    print(f"| {'setting':<18} | {'tune phish':<20} | {'validate phish':<20} "
+          f"| {'validate-new phish':<20} | {'ham (FP)':<16} | {'ham-modern (FP)':<16} |")
+    print(f"|{'-' * 20}|{'-' * 22}|{'-' * 22}|{'-' * 22}|{'-' * 18}|{'-' * 18}|")
+    for setting, (scored, _) in results.items():
+        for combiner in combiners:
+            t = tallies(scored, combiner)
+            cells = [pct(t[name].flagged, t[name].messages) for name in SETS]
+            print(f"| {setting + ', ' + combiner:<18} | {cells[0]:<20} | {cells[1]:<20} "
+                  f"| {cells[2]:<20} | {cells[3]:<16} | {cells[4]:<16} |")
+    print("\n## Detection at fixed false-positive rates (threshold from all 895 ham)\n")
+    print(f"| {'setting':<18} | {'FP target':<9} | {'score >':<7} | {'validate-new':<20} "
+          f"| {'validate':<20} | {'ham':<14} | {'ham-modern':<14} |")
+    print(f"|{'-' * 20}|{'-' * 11}|{'-' * 9}|{'-' * 22}|{'-' * 22}|{'-' * 16}|{'-' * 16}|")
+    for setting, (scored, _) in results.items():
+        for combiner in combiners:
+            for target in FP_TARGETS:
+                row = at_fixed_fp(scored, combiner, target)
+                cells = [pct(*row[n]) for n in ("validate-new", "validate", "ham", "ham-modern")]
+                print(f"| {setting + ', ' + combiner:<18} | {100 * target:>7.1f} % "
+                      f"| {row['above']:>7.2f} | {cells[0]:<20} | {cells[1]:<20} "
+                      f"| {cells[2]:<14} | {cells[3]:<14} |")
+    for setting, (scored, _) in results.items():
+        _print_signals(setting, scored, combiners[-1])
     print("\n## Throughput (CPU time of one core, scan only, files preloaded)\n")
-    for setting, (tallies, rate) in results.items():
-        unscanned = sum(t.unscanned for t in tallies.values())
+    for setting, (scored, rate) in results.items():
+        unscanned = sum(i.actions[combiners[0]] == "unscanned" for i in scored)
         print(f"- {setting}: {rate:.0f} messages/s; unscanned: {unscanned}")
 
 
-def as_json(results: Results, split: int) -> dict[str, object]:
+def _print_signals(setting: str, scored: list[Scored], combiner: str) -> None:
+    t = tallies(scored, combiner)
+    concentration = campaign_concentration(scored)
+    names = sorted(set().union(*(t[s].signals for s in SETS)),
+                   key=lambda n: (-t["tune"].signals[n], n))
+    cols = ("tune", "validate-new", "ham-modern", "ham")
+    print(f"\n## Per signal, {setting} (share of messages where it fired; validation columns "
+          "are for reporting, never for tuning)\n")
+    print(f"| {'signal':<28} | {'tune phish':<18} | {'validate-new phish':<18} "
+          f"| {'ham-modern':<14} | {'ham':<14} | {'top campaign':<12} |")
+    print(f"|{'-' * 30}|{'-' * 20}|{'-' * 20}|{'-' * 16}|{'-' * 16}|{'-' * 14}|")
+    for n in names:
+        cells = [pct(t[s].signals[n], t[s].messages) for s in cols]
+        share = concentration.get(n)
+        top = f"{100 * share[0]:.0f}% of {share[2]}" if share else "-"
+        print(f"| {n:<28} | {cells[0]:<18} | {cells[1]:<18} | {cells[2]:<14} "
+              f"| {cells[3]:<14} | {top:<12} |")
+    alerts = sorted(
+        ((name, c) for name, c in concentration.items()
+         if c[0] >= CAMPAIGN_SHARE_ALERT and c[2] >= CAMPAIGN_MIN_HITS),
+        key=lambda item: -item[1][0],
+    )
+    print(f"\nSignals firing on one campaign far more than elsewhere ({setting}: at least "
+          f"{CAMPAIGN_SHARE_ALERT:.0%} of {CAMPAIGN_MIN_HITS}+ tuning hits from one campaign):")
+    for name, (share, top, total) in alerts:
+        print(f"- {name}: {top} of {total} tuning hits ({share:.0%}) from one campaign")
+    if not alerts:
+        print("- none")
+
+
+def as_json(results: Results, split: int, combiners: tuple[str, ...]) -> dict[str, object]:
     """The same numbers as a JSON-able dict."""
     out: dict[str, object] = {"split": split}
-    for setting, (tallies, rate) in results.items():
-        out[setting] = {
-            "messages_per_second": round(rate, 1),
-            "sets": {
-                name: {"messages": t.messages, "flagged": t.flagged, "unscanned": t.unscanned}
-                for name, t in tallies.items()
-            },
-            "signals": {name: dict(tallies[name].signals) for name in TUNABLE},
+    for setting, (scored, rate) in results.items():
+        entry: dict[str, object] = {"messages_per_second": round(rate, 1)}
+        for combiner in combiners:
+            t = tallies(scored, combiner)
+            entry[combiner] = {
+                "sets": {
+                    name: {"messages": x.messages, "flagged": x.flagged,
+                           "unscanned": x.unscanned}
+                    for name, x in t.items()
+                },
+                "fixed_fp": [
+                    {k: (v if k != "above" or math.isfinite(float(str(v))) else None)
+                     for k, v in at_fixed_fp(scored, combiner, target).items()}
+                    for target in FP_TARGETS
+                ],
+            }
+        t = tallies(scored, combiners[-1])
+        entry["signals"] = {name: dict(t[name].signals) for name in SETS}
+        entry["campaigns"] = {
+            "validate_new": len({i.campaign for i in scored if i.group == "validate-new"}),
+            "signal_concentration": campaign_concentration(scored),
         }
+        out[setting] = entry
     return out
 
 
@@ -176,15 +333,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corpus not found at {root} (set CORPUS)", file=sys.stderr)
         return 2
     samples = load_corpus(root, args.split)
+    assign_campaigns(samples)
     feed_path = root / FEED_NAME
-    settings = {"no feed": Scanner(ScanConfig(), feeds=())}
+    config = ScanConfig(combiner="model")  # the weights' verdict is recomputed from its signals
+    settings = {"no feed": Scanner(config, feeds=())}
     if feed_path.is_file():
-        settings["with feed"] = Scanner(ScanConfig(), feeds=load_feeds([feed_path]))
+        settings["with feed"] = Scanner(config, feeds=load_feeds([feed_path]))
+    # Without a usable model file both combiners are the weights table: report it once.
+    combiners = COMBINERS if settings["no feed"].model is not None else ("weights",)
     results = {name: evaluate(samples, scanner) for name, scanner in settings.items()}
     if args.json:
-        print(json.dumps(as_json(results, args.split), indent=2))
+        print(json.dumps(as_json(results, args.split, combiners), indent=2))
     else:
-        print_tables(results, args.split)
+        print_tables(results, args.split, combiners)
     return 0
 
 

@@ -232,6 +232,11 @@ class Scan(_Model):
 
     enabled: bool = True
     thresholds: ScanThresholds = ScanThresholds()
+    # "model": the trained combiner shipped in the package (popproxy/scan/model.json), on the
+    # same score scale as the thresholds, with the weights table as a floor; "weights": the
+    # readable weights table alone.  The model beats the table on the time split
+    # (bench/scan_quality.py, docs/scanning.md).
+    combiner: Literal["model", "weights"] = "model"
     # Plain host-list blocklists (one host per line, # comments), re-read when they change.
     feeds: tuple[Path, ...] = ()
     subject_prefix: str = "[SUSPICIOUS]"

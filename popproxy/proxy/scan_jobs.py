@@ -40,7 +40,7 @@ def scan_config(policy: Scan) -> ScanConfig:
                               policy.thresholds.quarantine),
         max_message_bytes=policy.max_message_bytes, time_budget_seconds=policy.time_budget,
         feed_paths=policy.feeds, subject_prefix=policy.subject_prefix,
-        notice_from=policy.notice_from,
+        notice_from=policy.notice_from, combiner=policy.combiner,
     )
 
 

@@ -114,6 +114,9 @@ class ScanService:
         # The action code's output version too: a release whose tag/defang renders different
         # bytes must not reuse sizes cached by the one before (LIST would differ from RETR).
         settings["render_version"] = RENDER_VERSION
+        # A retrained combiner judges differently: verdicts of the previous model are redone.
+        model = self.scanner.model
+        settings["scan_model"] = model.version if model is not None else None
         self._settings_hash = hashlib.sha256(
             json.dumps(settings, sort_keys=True).encode()
         ).hexdigest()[:12]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from popproxy.scan import limits
 from popproxy.scan.verdict import Action
@@ -202,3 +203,8 @@ class ScanConfig:
     subject_prefix: str = DEFAULT_SUBJECT_PREFIX
     notice_from: str = "popproxy <postmaster@localhost>"
     check_office_macros: bool = True
+    # How signals become a score: "model" (the trained combiner, popproxy/scan/model.json,
+    # trained by bench/train_scanner.py) or "weights" (the readable table in weights.py).  The
+    # model falls back to the weights when its file is missing or made for other features.
+    combiner: Literal["model", "weights"] = "model"
+    model_path: Path | None = None  # None: the model shipped in the package

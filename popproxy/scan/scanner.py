@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 
-from popproxy.scan import content, hosts
+from popproxy.scan import content, features, hosts
 from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.config import ScanConfig
 from popproxy.scan.containers import ContainerBudget, open_container
@@ -41,6 +41,7 @@ from popproxy.scan.link_rules import (
 from popproxy.scan.link_select import LinkPool, Selection, select_links
 from popproxy.scan.media import budget_signals, data_uri_images
 from popproxy.scan.mime import Part, WalkStats, header_text, parse_message, walk_parts
+from popproxy.scan.model import Model, load_for, model_combine
 from popproxy.scan.qr import MediaBudget
 from popproxy.scan.redirectors import unwrap_links
 from popproxy.scan.scoring import combine
@@ -83,6 +84,10 @@ class Scanner:
         self._clock = clock
         # Links are chosen (and bounded) by link_select before the rules see them.
         self._links = LinkContext(self.feeds, self.config.protected_brands, MAX_JUDGED_LINKS)
+        # Loaded once (cached per path); None: the weights table combines the signals.
+        self.model: Model | None = (
+            load_for(self.config.model_path) if self.config.combiner == "model" else None
+        )
 
     def scan(self, message: bytes, *, truncated: bool = False) -> Verdict:
         """Scan one message (raw RFC 5322 bytes, dot-unstuffed); never raises.
@@ -93,23 +98,33 @@ class Scanner:
         first ``max_message_bytes``).  Either way the verdict carries ``limit-size``, weighted
         to tag: growing a message past the cap must not make it look cleaner.
         """
+        return self.scan_features(message, truncated=truncated)[0]
+
+    def scan_features(
+        self, message: bytes, *, truncated: bool = False
+    ) -> tuple[Verdict, dict[str, float]]:
+        """:meth:`scan`, and the message's feature vector (:mod:`.features`; empty if unscanned).
+
+        For the benchmark and the training script, which need both from one pass.
+        """
         cap = self.config.max_message_bytes
         if len(message) > cap:
             message, truncated = _head(message, cap), True
         deadline = self._clock() + self.config.time_budget_seconds
         try:
-            return self._scan(message, deadline, truncated=truncated)
+            signals, vector = self._evidence(message, deadline, truncated=truncated)
+            return self._combine(signals, vector), vector
         except BudgetExceeded:
             return Verdict.unscanned(
                 "time-budget", f"over the {self.config.time_budget_seconds:g} s budget"
-            )
+            ), {}
         except (MemoryError, RecursionError) as exc:
             # The message exhausted a resource as it would the budget: remembered like a
             # timeout (a bug, "error", is judged again at every login; this must not be).
             name = type(exc).__name__
-            return Verdict.unscanned("time-budget", f"scan ran out of resources {name}")
+            return Verdict.unscanned("time-budget", f"scan ran out of resources {name}"), {}
         except Exception as exc:
-            return Verdict.unscanned("error", f"internal error {type(exc).__name__}")
+            return Verdict.unscanned("error", f"internal error {type(exc).__name__}"), {}
 
     def _checkpoint(self, deadline: float) -> Callable[[], None]:
         def check() -> None:
@@ -118,6 +133,17 @@ class Scanner:
         return check
 
     def _scan(self, message: bytes, deadline: float, *, truncated: bool = False) -> Verdict:
+        return self._combine(*self._evidence(message, deadline, truncated=truncated))
+
+    def _combine(self, signals: list[Signal], vector: dict[str, float]) -> Verdict:
+        if self.model is None:
+            return combine(signals, self.config.thresholds)
+        return model_combine(signals, vector, self.model, self.config.thresholds)
+
+    def _evidence(
+        self, message: bytes, deadline: float, *, truncated: bool = False
+    ) -> tuple[list[Signal], dict[str, float]]:
+        """The signals and the feature vector of one message (one pass)."""
         check = self._checkpoint(deadline)
         for feed in self.feeds:
             feed.refresh()
@@ -171,17 +197,15 @@ class Scanner:
         ))
         signals.extend(content.greeting_signals(visible, header_text(msg, "To")))
         signals.extend(link_signals(links, self._links))
-        signals.extend(
-            action_link_signals(
-                links, content.sender_domain(header_text(msg, "From")), len(links)
-            )
-        )
+        sender_domain = content.sender_domain(header_text(msg, "From"))
+        signals.extend(action_link_signals(links, sender_domain, len(links)))
         if any(s.name == "html-image-only" for s in signals):
             shortener = shortened_hrefs(links, len(links))
             if shortener:
                 signals.append(_sig("image-link-shortened", shortener))
         check()
-        return combine(signals, self.config.thresholds)
+        vector = features.vector(signals, found.seen, links, sender_domain, found.text_chars)
+        return signals, vector
 
     def _part(
         self,
@@ -201,6 +225,7 @@ class Scanner:
                 if part.content_type == "text/html":
                     page = html_extract(piece)
                     found.body_links.add(page.links)
+                    found.seen.add_page(page)
                     for chunk in page.text:
                         found.add_text(chunk)
                     if page.unparsed:
@@ -217,6 +242,7 @@ class Scanner:
                     _plain_links(piece, found.body_links, check)
                     found.add_text(piece)
             return
+        found.seen.add_attachment(part.filename, part.content_type)
         attached = scan_attachment(
             part,
             check_macros=self.config.check_office_macros,
@@ -277,6 +303,7 @@ class _Collected:
     attachment_links: LinkPool = field(default_factory=lambda: LinkPool(MAX_LINK_CANDIDATES))
     media: MediaBudget = field(default_factory=MediaBudget)  # images (QR) and PDFs decoded
     text: list[str] = field(default_factory=list)
+    seen: features.Observed = field(default_factory=features.Observed)  # shape, for the model
     text_chars: int = 0
     text_cut: bool = False
     scan_cut: bool = False

@@ -72,6 +72,16 @@ def forces_tag(name: str) -> bool:
     return name in _FORCE_TAG
 
 
+def group_of(name: str) -> str:
+    """The group a signal counts in (its own name when it is in none)."""
+    return _GROUPS.get(name, name)
+
+
+def forces_tag(names: Iterable[str]) -> bool:
+    """Whether any of these signals forces at least the "tag" action."""
+    return any(name in _FORCE_TAG for name in names)
+
+
 def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:
     """Build the verdict: strongest signal per group, summed, mapped to an action.
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from popproxy.scan.config import Thresholds
 from popproxy.scan.features import FEATURES_VERSION, SIGNAL_PREFIX
-from popproxy.scan.scoring import combine, forces_tag, group_of
+from popproxy.scan.scoring import combine, forced_action, group_of
 from popproxy.scan.verdict import Signal, Verdict
 
 log = logging.getLogger(__name__)
@@ -159,9 +159,7 @@ def model_combine(
     # The table is a floor: the model adds what the table misses, it never clears what the
     # table flags (a lure the corpus happens to underweight still tags).
     score = round(max(base.score, learned, 0.0), 2)
-    action = thresholds.action_for(score)
-    if action == "pass" and forces_tag(s.name for s in base.signals):
-        action = "tag"
+    action = forced_action(thresholds.action_for(score), (s.name for s in base.signals))
     return dataclasses.replace(base, score=score, action=action)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from popproxy.scan.config import Thresholds
-from popproxy.scan.verdict import Signal, Verdict
+from popproxy.scan.verdict import Action, Signal, Verdict
 
 # Rules that measure the same thing at different strengths: only the strongest one counts.
 _GROUPS: dict[str, str] = {
@@ -72,14 +72,21 @@ def forces_tag(name: str) -> bool:
     return name in _FORCE_TAG
 
 
-def group_of(name: str) -> str:
-    """The group a signal counts in (its own name when it is in none)."""
-    return _GROUPS.get(name, name)
+_ORDER: tuple[Action, ...] = ("pass", "tag", "defang", "quarantine")
 
 
-def forces_tag(names: Iterable[str]) -> bool:
-    """Whether any of these signals forces at least the "tag" action."""
-    return any(name in _FORCE_TAG for name in names)
+def forced_action(action: Action, names: Iterable[str]) -> Action:
+    """``action`` raised to what the signals named force: "tag" for the _FORCE_TAG ones,
+    "defang" for the _FORCE_DEFANG ones (whichever combiner computed the score)."""
+    present = set(names)
+    floor: Action = "pass"
+    if present & _FORCE_TAG:
+        floor = "tag"
+    if present & _FORCE_DEFANG:
+        floor = "defang"
+    if action in _ORDER and _ORDER.index(action) < _ORDER.index(floor):
+        return floor
+    return action
 
 
 def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:
@@ -97,11 +104,7 @@ def combine(signals: Iterable[Signal], thresholds: Thresholds) -> Verdict:
     for sig in ordered:
         counted.setdefault(_GROUPS.get(sig.name, sig.name), sig)
     score = round(sum(s.weight for s in counted.values()), 2)
-    action = thresholds.action_for(score)
-    if action == "pass" and any(name in _FORCE_TAG for name in per_name):
-        action = "tag"
-    if action in ("pass", "tag") and any(name in _FORCE_DEFANG for name in per_name):
-        action = "defang"
+    action = forced_action(thresholds.action_for(score), per_name)
     return Verdict(
         action=action,
         score=score,

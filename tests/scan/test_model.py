@@ -168,6 +168,16 @@ def test_forced_tag_signal_still_tags_in_model_mode() -> None:
     assert verdict.action == "tag"
 
 
+def test_unparsed_structure_is_defanged_at_least_in_model_mode() -> None:
+    """limit-structure (a MIME structure read as raw text) forces defang whichever combiner."""
+    message = build(text="hello")
+    head, body = message.split(b"\r\n\r\n", 1)
+    padded = head + b"\r\n\r\n" + b"--x\r\n" * 20_001 + body
+    verdict = _model_scanner().scan(padded)
+    assert "limit-structure" in names(verdict)
+    assert verdict.action in ("defang", "quarantine")
+
+
 def test_the_table_is_a_floor_for_the_model() -> None:
     """A classic lure the corpus underweights (an IP-host sign-in link) still tags."""
     message = build(

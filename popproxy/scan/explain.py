@@ -118,13 +118,13 @@ def explain_lines(path: str, verdict: Verdict, thresholds: Thresholds) -> list[s
     parts = contributions(verdict.signals)
     if not parts:
         lines.append("  no signals")
-        return lines
     for part in parts:
         lines.extend(_signal_lines(part))
-    table = round(sum(p.points for p in parts), 2)
-    if table != verdict.score:
-        lines.append(f"  note: the weights above add up to {table:g}; the score came from "
-                     "the scanner's combiner")
+    extra = model_points(verdict)
+    if extra:
+        lines.append(f"  +{extra:<4g} model     the trained combiner's weighing of these signals "
+                     "and of the message's shape (links, sender domain, HTML), beyond the "
+                     "table weights above")
     forcing = [p.signal.name for p in parts if forces_tag(p.signal.name)]
     if forcing and thresholds.action_for(verdict.score) == "pass":
         lines.append("  tagged although the score alone passes, because of: " + ", ".join(forcing))
@@ -146,9 +146,17 @@ def _signal_lines(part: Contribution) -> list[str]:
     return lines
 
 
+def model_points(verdict: Verdict) -> float:
+    """What the trained combiner (:mod:`.model`) added to the table's sum; 0 with the weights
+    combiner.  The model's score is never below the table's, so this is never negative."""
+    table = sum(p.points for p in contributions(verdict.signals))
+    return max(round(verdict.score - table, 2), 0.0)
+
+
 def explain_record(verdict: Verdict) -> list[dict[str, Any]]:
-    """The explanation as JSON-ready records (evidence not defanged: for programs)."""
-    return [
+    """The explanation as JSON-ready records (evidence not defanged: for programs); the
+    trained combiner's share, if any, as a last record named "(model)"."""
+    records = [
         {
             "signal": p.signal.name,
             "weight": p.signal.weight,
@@ -161,6 +169,11 @@ def explain_record(verdict: Verdict) -> list[dict[str, Any]]:
         }
         for p in contributions(verdict.signals)
     ]
+    extra = model_points(verdict)
+    if extra:
+        records.append({"signal": "(model)", "weight": extra, "points": extra, "group": "model",
+                        "counted": True, "shadowed_by": None, "detail": "", "evidence": ""})
+    return records
 
 
 def _safe(text: str) -> str:

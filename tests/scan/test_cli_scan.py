@@ -18,7 +18,7 @@ from popproxy.scan.cli_scan import (
     EXIT_PIPE_CLOSED,
     main_scan,
 )
-from popproxy.scan.explain import contributions
+from popproxy.scan.explain import contributions, model_points
 from popproxy.scan.verdict import Signal
 from tests.scan.helpers import DATA, REPO, build, load, scan
 
@@ -239,7 +239,8 @@ def test_explain_on_every_test_message_adds_up_to_the_verdict_score() -> None:
     for path in sorted(DATA.glob("*.eml")):
         verdict = scan(path.read_bytes())
         parts = contributions(verdict.signals)
-        assert round(sum(p.points for p in parts), 2) == verdict.score, path.name
+        total = sum(p.points for p in parts) + model_points(verdict)
+        assert round(total, 2) == verdict.score, path.name
         counted_groups = [p.group for p in parts if p.counted]
         assert len(counted_groups) == len(set(counted_groups)), path.name
 

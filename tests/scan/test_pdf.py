@@ -242,4 +242,4 @@ def test_honest_pdf_raises_nothing() -> None:
     writer.write(out)
     verdict = scan(_attach(out.getvalue()))
     assert verdict.action == "pass"
-    assert verdict.score == 0.0
+    assert verdict.signals == ()  # (the trained combiner may still give the shape a score)

@@ -43,6 +43,19 @@ async def _scan(pool: ScanPool, spool: Path, message: bytes = CLEAN) -> dict[str
     return await pool.call({"op": "scan", "in": str(spool)}, b"", DEADLINE)
 
 
+def _scan_once_with(command: Sequence[str], tmp_path: Path) -> tuple[dict[str, Any], list[str]]:
+    """One clean message through a fresh pool of ``command`` workers: answer and kills."""
+    async def run() -> tuple[dict[str, Any], list[str]]:
+        kills: list[str] = []
+        pool = _pool(kills, command)
+        try:
+            return await _scan(pool, tmp_path / "m"), kills
+        finally:
+            await pool.aclose()
+
+    return asyncio.run(run())
+
+
 def test_worker_killed_while_idle_is_replaced_not_blamed(tmp_path: Path) -> None:
     async def run() -> tuple[dict[str, Any], list[str]]:
         kills: list[str] = []
@@ -65,15 +78,7 @@ def test_worker_dying_once_mid_job_is_retried_on_a_fresh_worker(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POPPROXY_TEST_CRASH_ONCE", str(tmp_path / "crashed"))
 
-    async def run() -> tuple[dict[str, Any], list[str]]:
-        kills: list[str] = []
-        pool = _pool(kills, FLAKY)
-        try:
-            return await _scan(pool, tmp_path / "m"), kills
-        finally:
-            await pool.aclose()
-
-    answer, kills = asyncio.run(run())
+    answer, kills = _scan_once_with(FLAKY, tmp_path)
     assert (tmp_path / "crashed").exists()
     assert answer["verdict"]["action"] == "pass"
     assert kills == ["crash"]
@@ -154,15 +159,7 @@ def test_a_library_printing_to_stdout_does_not_break_the_protocol(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POPPROXY_TEST_PRINT", "1")
 
-    async def run() -> tuple[dict[str, Any], list[str]]:
-        kills: list[str] = []
-        pool = _pool(kills, FLAKY)
-        try:
-            return await _scan(pool, tmp_path / "m"), kills
-        finally:
-            await pool.aclose()
-
-    answer, kills = asyncio.run(run())
+    answer, kills = _scan_once_with(FLAKY, tmp_path)
     assert answer["verdict"]["action"] == "pass"
     assert kills == []
 

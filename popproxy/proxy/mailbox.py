@@ -35,6 +35,8 @@ log = logging.getLogger("popproxy.scan")
 NO_SUCH_MESSAGE = replies.err("no such message")
 # Marks a cached verdict of a message over scan.max_message_bytes (judged on its head).
 TOO_LARGE = "too-large"
+# Marks a cached tag whose header block was rendered alone (its body is streamed at RETR).
+STREAMED_TAG = "streamed-tag"
 # A rendered message is read from its spool file and sent in slices of this size, waiting
 # whenever the client's socket buffer is full: a slow reader costs about one slice of memory,
 # never a copy of the message (issue 14: 10 slow readers of a 15 MB message held 140 MB).
@@ -148,13 +150,36 @@ class MailboxView:
                               original.digest if action == "quarantine" else "",
                               tuple(s.name for s in verdict.signals),
                               transient=service.transient(verdict))
-        if action != "pass":
+        if action == "tag" and _header_length(original.path) <= MAX_STREAMED_HEADER:
+            entry = await self._tag_header_at_listing(number, original, entry)
+        elif action != "pass":
             entry = await self._render_at_listing(number, original, entry)
         original.path.unlink(missing_ok=True)  # moved into the quarantine when held
         self._s.audit("verdict", message=number, action=entry.action,
                       score=round(verdict.score, 2), reasons=list(entry.reasons[:5]),
                       quarantine_id=entry.quarantine_id)
         return entry
+
+    async def _tag_header_at_listing(self, number: int, original: Spooled,
+                                     entry: CachedVerdict) -> CachedVerdict:
+        """A tag changes the header block only: render that alone (spooled) and stream the
+        body from the upstream at RETR, as for messages over the cap.  A big tagged message
+        then costs neither a whole render per session nor its size in spool and worker memory.
+        """
+        length = _header_length(original.path)
+        header = self._spool_file(number, ".hdr")
+        with original.path.open("rb") as whole:
+            _write_private(header, whole.read(length))
+        try:
+            rendered = await self._service.render_to(header, entry,
+                                                     self._spool_file(number, ".head"))
+        except JobFailed:
+            # Rendered whole instead: if that fails too, the message is held behind our notice.
+            return await self._render_at_listing(number, original, entry)
+        finally:
+            header.unlink(missing_ok=True)
+        return replace(entry, size=original.length - length + rendered,
+                       signals=(STREAMED_TAG, *entry.signals))
 
     async def _render_at_listing(self, number: int, original: Spooled,
                                  entry: CachedVerdict) -> CachedVerdict:
@@ -332,8 +357,9 @@ class MailboxView:
             await self._stream_with_header(cmd, entry, top_lines, _renamed_head)
         elif entry.action == "unscanned":  # cached by an older version: verdict lines in front
             await self._stream_with_header(cmd, entry, top_lines, _unscanned_head(entry))
-        elif TOO_LARGE in entry.signals and entry.action == "tag":
-            await self._stream_too_large(cmd, number, entry, top_lines)
+        elif entry.action == "tag" and (TOO_LARGE in entry.signals
+                                        or STREAMED_TAG in entry.signals):
+            await self._stream_tagged(cmd, number, entry, top_lines)
         else:
             await self._deliver_rendered(number, top_lines, entry)
 
@@ -395,8 +421,8 @@ class MailboxView:
         self._s.write(tail)
         self._s.settings.observer.metrics.bytes_relayed.labels("to_client").inc(sent + len(tail))
 
-    async def _stream_too_large(self, cmd: Command, number: int, entry: CachedVerdict,
-                                top_lines: int | None) -> None:
+    async def _stream_tagged(self, cmd: Command, number: int, entry: CachedVerdict,
+                             top_lines: int | None) -> None:
         """Our rendered header block (spooled), then the upstream's body as it comes."""
         head_file = self._spool_file(number, ".head")
         if not head_file.exists():

@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from popproxy.pop3.top import TopCut
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.scan_pool import JobFailed
 from popproxy.proxy.scanning import ScanService
+from popproxy.proxy.spool import Spooled, cut_to_header, header_end, header_length, write_private
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 from popproxy.proxy.verdict_cache import CachedVerdict, cache_key
 from popproxy.quarantine import HeldMessage
@@ -150,7 +151,7 @@ class MailboxView:
                               original.digest if action == "quarantine" else "",
                               tuple(s.name for s in verdict.signals),
                               transient=service.transient(verdict))
-        if action == "tag" and _header_length(original.path) <= MAX_STREAMED_HEADER:
+        if action == "tag" and _streamable(original.path):
             entry = await self._tag_header_at_listing(number, original, entry)
         elif action != "pass":
             entry = await self._render_at_listing(number, original, entry)
@@ -166,10 +167,10 @@ class MailboxView:
         body from the upstream at RETR, as for messages over the cap.  A big tagged message
         then costs neither a whole render per session nor its size in spool and worker memory.
         """
-        length = _header_length(original.path)
+        length = header_length(original.path, MAX_STREAMED_HEADER)
         header = self._spool_file(number, ".hdr")
         with original.path.open("rb") as whole:
-            _write_private(header, whole.read(length))
+            write_private(header, whole.read(length))
         try:
             rendered = await self._service.render_to(header, entry,
                                                      self._spool_file(number, ".head"))
@@ -199,7 +200,7 @@ class MailboxView:
                             reasons=(scan_jobs.RENDER_FAILED, *entry.reasons),
                             quarantine_id=original.digest)
             notice = scan_jobs.fallback_notice(entry.quarantine_id, entry.scanned_at)
-            _write_private(out, notice)
+            write_private(out, notice)
             entry = replace(entry, size=len(notice))
         if entry.action == "quarantine":
             self._hold(original, entry)
@@ -222,7 +223,7 @@ class MailboxView:
         verdict = await service.judge(head.path, truncated=True)
         action = "quarantine" if service.final_action(verdict) in ("defang", "quarantine") \
             else "tag"
-        if action == "tag" and _header_length(head.path) > MAX_STREAMED_HEADER:
+        if action == "tag" and not _streamable(head.path):
             # Delivery streams the body behind a header found within MAX_STREAMED_HEADER; a
             # longer header block (no honest mail has one) could not be sent at its listed size.
             action = "quarantine"
@@ -238,7 +239,7 @@ class MailboxView:
             self._hold(whole, entry)
             entry = replace(entry, size=await self._render_or_notice(number, head.path, entry))
         else:
-            header = _cut_to_header(head.path)
+            header = cut_to_header(head.path, MAX_STREAMED_HEADER)
             entry = replace(entry, size=size - header.length
                             + await self._render_header(number, header.path, entry))
         head.path.unlink(missing_ok=True)
@@ -278,7 +279,7 @@ class MailboxView:
         try:
             return await self._service.render_to(source, entry, out)
         except JobFailed:
-            _write_private(out, scan_jobs.sized_notice(entry.quarantine_id, entry.scanned_at,
+            write_private(out, scan_jobs.sized_notice(entry.quarantine_id, entry.scanned_at,
                                                        entry.size))
             return entry.size
 
@@ -287,7 +288,7 @@ class MailboxView:
         ``max_message_bytes``: the same bytes as the header cut from the head RETR gave."""
         top = await self._spool_original(number, self._service.policy.max_message_bytes,
                                          ".top", "TOP")
-        return _cut_to_header(top.path)
+        return cut_to_header(top.path, MAX_STREAMED_HEADER)
 
     async def _render_header(self, number: int, header: Path, entry: CachedVerdict) -> int:
         """Render the header block alone into the spool (file ``<n>.head``); its size."""
@@ -298,7 +299,7 @@ class MailboxView:
             # Our verdict lines and the header renamed by us: the same bytes every time.
             fixed = scan_jobs.unscanned_prefix(entry.reasons, "tag") + \
                 scan_jobs.rename_forged_headers(header.read_bytes())
-            _write_private(out, fixed)
+            write_private(out, fixed)
             return len(fixed)
 
     def _count(self, verdict: str, action: str) -> None:
@@ -374,7 +375,7 @@ class MailboxView:
         path = self._spool_file(number)
         if not path.exists() and entry.reasons[:1] == (scan_jobs.RENDER_FAILED,):
             # Our own notice, from our own data: no need for the original or a worker.
-            _write_private(path, scan_jobs.fallback_notice(entry.quarantine_id,
+            write_private(path, scan_jobs.fallback_notice(entry.quarantine_id,
                                                            entry.scanned_at))
         if not path.exists():
             # An over-cap message is rendered from its head, as it was at listing time.
@@ -396,7 +397,7 @@ class MailboxView:
                        reasons=(scan_jobs.RENDER_FAILED, *entry.reasons))
         if entry.action != "quarantine":  # a quarantined original was held when judged
             self._hold(original, held)
-        _write_private(path, scan_jobs.sized_notice(held.quarantine_id, entry.scanned_at,
+        write_private(path, scan_jobs.sized_notice(held.quarantine_id, entry.scanned_at,
                                                     entry.size))
         return entry.size
 
@@ -439,7 +440,7 @@ class MailboxView:
         if not await self._body_follows(cmd):
             return
         unstuffer, seen, ended = Unstuffer(), bytearray(), False
-        while (end := _header_end(seen)) is None and len(seen) <= MAX_STREAMED_HEADER:
+        while (end := header_end(seen)) is None and len(seen) <= MAX_STREAMED_HEADER:
             event = await self._up.next_event()
             if isinstance(event, EndOfBody):  # no blank line: the message is all header
                 ended = True
@@ -475,27 +476,10 @@ class MailboxView:
 HeadRewrite = Callable[[bytes], bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class Spooled:
-    """An upstream answer written to a spool file: its path, digest (id) and length."""
-
-    path: Path
-    digest: str
-    length: int
-
-
-def _header_length(path: Path) -> int:
-    """The length of a spooled message's header block (a bounded head: read whole)."""
-    data = bytearray(path.read_bytes())
-    return _header_end(data) or len(data)
-
-
-def _cut_to_header(path: Path) -> Spooled:
-    """Cut a spooled message down to its header block (a bounded head: read whole)."""
-    data = path.read_bytes()
-    header = data[:_header_end(bytearray(data)) or len(data)]
-    _write_private(path, header)
-    return Spooled(path, "", len(header))
+def _streamable(path: Path) -> bool:
+    """Whether the spooled message's header block is short enough to be replaced while its
+    body is streamed (MAX_STREAMED_HEADER)."""
+    return header_length(path, MAX_STREAMED_HEADER) <= MAX_STREAMED_HEADER
 
 
 def _renamed_head(head: bytes) -> bytes:
@@ -505,18 +489,3 @@ def _renamed_head(head: bytes) -> bytes:
 def _unscanned_head(entry: CachedVerdict) -> HeadRewrite:
     prefix = scan_jobs.unscanned_prefix(entry.reasons)
     return lambda head: prefix + scan_jobs.rename_forged_headers(head)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
-def _header_end(message: bytearray) -> int | None:
-    """Where the body starts, as ``split_message`` splits (the first blank line, CRLF or LF
-    style), or None while no blank line has been seen."""
-    crlf, lf = message.find(b"\r\n\r\n"), message.find(b"\n\n")
-    if crlf != -1 and (lf == -1 or crlf < lf):
-        return crlf + 4
-    return None if lf == -1 else lf + 2

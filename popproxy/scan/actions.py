@@ -17,6 +17,7 @@ from email.utils import formatdate
 
 from popproxy.scan.config import ScanConfig
 from popproxy.scan.defang import defang_message
+from popproxy.scan.header_words import header_text
 from popproxy.scan.headers import (
     edit_headers,
     field_name,
@@ -25,7 +26,7 @@ from popproxy.scan.headers import (
     split_message,
 )
 from popproxy.scan.limits import MAX_HEADER_REASONS
-from popproxy.scan.mime import header_text, parse_message
+from popproxy.scan.mime import parse_message
 from popproxy.scan.verdict import Verdict, clean_detail
 
 # Characters of the original Subject repeated in a quarantine notice.

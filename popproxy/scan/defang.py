@@ -21,8 +21,9 @@ from popproxy.scan import sniff
 from popproxy.scan.defang_html import defang_html
 from popproxy.scan.inert_text import defang_text
 from popproxy.scan.limits import MAX_MIME_PARTS
-from popproxy.scan.mime import parse_message, recover_multipart
+from popproxy.scan.mime import parse_message
 from popproxy.scan.mime_params import split_params
+from popproxy.scan.recover import recover_multipart
 from popproxy.scan.textdecode import decode_bytes
 
 __all__ = ["defang_html", "defang_message", "defang_text"]

@@ -108,7 +108,7 @@ def html_extract(html: str, *, attachment: bool = False) -> Extracted:
     interrupt), so markup whose tree would cost too much is not parsed: its links and text are
     taken from the source instead, and ``unparsed`` says so.
     """
-    if _too_costly(html):
+    if html_cost.too_costly_to_parse(html):
         return _unparsed_extract(html, attachment)
     # Without DOM mutation events: the only one, mirroring the chosen <option> into
     # <selectedcontent>, copies text and made "<select>" + "<option>" * N quadratic (0.5 s for
@@ -357,41 +357,6 @@ def refresh_url(content: str) -> str:
 
 
 # --- markup too costly to parse -----------------------------------------------------------------
-
-# Formatting elements (the HTML standard's list, less "a", which cannot pile up): one still open
-# when a block ends is cloned again before the next text or tag ("reconstruct the active
-# formatting elements"), so N of them and M blocks build N*M elements, ~2 us each in Lexbor.
-_FORMATTING = re.compile(
-    r"(?i)<(/?)(b|big|code|em|font|i|nobr|s|small|strike|strong|tt|u)(?=[\t\n\f\r />])"
-)
-# Elements such cloning may build before a document counts as too costly (~0.5 s).  Honest mail
-# stays far below: the shared corpus' largest estimate is 33,000 (31 open <font> x 1,062 tags).
-MAX_RECONSTRUCT_WORK = 250_000
-
-
-def _too_costly(html: str) -> bool:
-    return _reconstruct_work(html) > MAX_RECONSTRUCT_WORK or html_cost.too_costly(html)
-
-
-def _reconstruct_work(html: str) -> int:
-    """An estimate of the elements rebuilt for formatting left open: the most formatting
-    elements open at once times the tags that may each trigger a rebuild."""
-    tags = html.count("<")
-    if tags * tags <= MAX_RECONSTRUCT_WORK:
-        return 0  # cannot exceed it: at most one open element per tag
-    open_now: dict[str, int] = {}
-    total = peak = 0
-    for m in _FORMATTING.finditer(html):
-        name = m.group(2).lower()
-        if not m.group(1):
-            open_now[name] = open_now.get(name, 0) + 1
-            total += 1
-            peak = max(peak, total)
-        elif open_now.get(name):
-            open_now[name] -= 1
-            total -= 1
-    return peak * tags
-
 
 # Link attributes in raw markup.  Values are read up to their closing quote or, unclosed, to the
 # next quote of that kind (possessive), so each attempt ends where the next one can start.

@@ -17,20 +17,18 @@ import email.errors
 import email.parser
 import email.policy
 import quopri
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
 from email.message import Message
 
+from popproxy.scan.header_words import decodable_tail, decode_words
 from popproxy.scan.limits import (
-    MAX_HEADER_DECODE_CHARS,
     MAX_OVERFLOW_BYTES,
     MAX_PARSE_DELIMITERS,
     OVERFLOW_PART_COST,
 )
 from popproxy.scan.mime_params import install as install_linear_param_parser
-from popproxy.scan.textdecode import decode_bytes
+from popproxy.scan.recover import recover_multipart
 
 # The stdlib's MIME parameter splitter is quadratic in the header's length, and every reader of
 # a message (scanner and defang alike, both through this module) asks hostile headers for their
@@ -79,25 +77,6 @@ class WalkStats:
     unparsed: bool = False  # a structure too costly to parse was read as text (parse_message)
     limits_hit: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveredMultipart:
-    """A multipart body split at the delimiter lines of a boundary guessed from the body.
-
-    Attributes:
-        boundary: the guessed boundary (the first ``--xxx`` line without its dashes).
-        preamble: the text before the first delimiter, None when there is none.
-        parts: the raw body parts, each still with its own header block.
-        epilogue: the text after the close delimiter, None when there is no close delimiter.
-        truncated: more parts followed than were asked for (they are not in ``parts``).
-    """
-
-    boundary: bytes
-    preamble: bytes | None
-    parts: list[bytes]
-    epilogue: bytes | None
-    truncated: bool
 
 
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
@@ -155,130 +134,6 @@ def _as_html(part: Part) -> Part:
     )
 
 
-def _decodable_head(value: str) -> str:
-    """At most MAX_HEADER_DECODE_CHARS of ``value``, cut at whitespace so no encoded-word is
-    split (a cut word would show as its raw =?...?= text, not be lost)."""
-    if len(value) <= MAX_HEADER_DECODE_CHARS:
-        return value
-    head = value[:MAX_HEADER_DECODE_CHARS]
-    cut = max(head.rfind(" "), head.rfind("\t"), head.rfind("\n"))
-    return head[:cut] if cut > 0 else head
-
-
-def _decodable_tail(value: str) -> str:
-    """Like _decodable_head, but the end of ``value``: a file name's extension is at its end."""
-    if len(value) <= MAX_HEADER_DECODE_CHARS:
-        return value
-    tail = value[-MAX_HEADER_DECODE_CHARS:]
-    cut = min((i for i in (tail.find(" "), tail.find("\t"), tail.find("\n")) if i >= 0),
-              default=-1)
-    return tail[cut + 1 :] if cut >= 0 else tail
-
-
-def header_text(msg: Message, name: str) -> str:
-    """A header decoded from RFC 2047 encoded-words to text; "" when absent."""
-    raw = msg.get(name)
-    if raw is None:
-        return ""
-    return decode_words(_decodable_head(str(raw)))
-
-
-def decode_words(value: str) -> str:
-    """``value`` with its RFC 2047 encoded-words decoded.
-
-    Unknown charsets and broken encoded-words fall back to the raw value with bad bytes
-    replaced, because a header a person can read matters more than strictness here (and a
-    word in a made-up charset must not hide what it says, such as a file name's extension).
-    """
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeError, ValueError, AssertionError, email.errors.HeaderParseError,
-            email.errors.CharsetError):
-        try:
-            parts = decode_header(value)
-        except (ValueError, AssertionError, LookupError, email.errors.HeaderParseError,
-                email.errors.CharsetError):
-            return value  # broken beyond decoding: the raw text still carries the words
-        chunks = []
-        for chunk, charset in parts:
-            if isinstance(chunk, bytes):
-                chunks.append(decode_bytes(chunk, charset))
-            else:
-                chunks.append(chunk)
-        return "".join(chunks)
-
-
-# The first line "--xxx" (xxx not blank; trailing blanks are transport padding, RFC 2046).  Lines
-# end at CRLF, CR or LF, as for the parser.  Regular expressions keep the split linear and
-# allocation-free on hostile bodies (millions of empty lines).
-_LINE_START = rb"(?:\A|(?<=[\r\n]))"
-_FIRST_DELIMITER = re.compile(_LINE_START + rb"--([^\r\n]*[^\r\n \t])[ \t]*(?=[\r\n]|\Z)")
-
-
-def _chop_eol(data: bytes) -> bytes:
-    """Remove one final line ending: the one before a delimiter belongs to the delimiter."""
-    if data.endswith(b"\r\n"):
-        return data[:-2]
-    return data[:-1] if data[-1:] in (b"\r", b"\n") else data
-
-
-def recover_multipart(body: bytes, max_parts: int) -> RecoveredMultipart | None:
-    """Split the body of a multipart whose boundary is missing or never occurs.
-
-    The parser keeps such a body as one opaque text, but a lenient mail client may still find
-    the parts in it, so the scanner has to look inside too.  The boundary is taken from the
-    first line starting with ``--`` followed by something; the body is then split like the
-    parser splits a multipart (delimiter lines ``--boundary``, close line ``--boundary--``,
-    trailing blanks allowed, lines ending at CRLF, CR or LF).
-
-    Args:
-        body: the body of the multipart (its transfer encoding removed).
-        max_parts: at most this many parts are split off; ``truncated`` tells if more followed.
-
-    Returns:
-        None when no line can be a delimiter.
-    """
-    first = _FIRST_DELIMITER.search(body)
-    if first is None:
-        return None
-    boundary = first.group(1)
-    delimiter = re.compile(
-        _LINE_START + b"--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)"
-    )
-    spans: list[tuple[int, int]] = []  # (start, end) of each part's content
-    epilogue: bytes | None = None
-    truncated = False
-    after_delimiter = -1
-    for match in delimiter.finditer(body, first.start()):
-        if match.start() == after_delimiter:
-            # Like the parser: delimiter lines (even a close one) right after a delimiter
-            # line are swallowed by it; there is no empty part between them.
-            after_delimiter = match.end()
-            spans[-1] = (after_delimiter, len(body))
-            continue
-        if spans:
-            spans[-1] = (spans[-1][0], match.start())
-        if match.group(1):  # the close delimiter
-            epilogue = body[match.end() :]
-            break
-        if len(spans) == max_parts:
-            truncated = True
-            break
-        spans.append((match.end(), len(body)))
-        after_delimiter = match.end()
-    # Each part loses its last line ending (the one before a delimiter belongs to it; the
-    # parser drops it at the end of the body as well).
-    return RecoveredMultipart(
-        boundary=boundary,
-        preamble=_chop_eol(body[: first.start()]) if first.start() else None,
-        parts=[_chop_eol(body[start:end]) for start, end in spans],
-        epilogue=epilogue,
-        truncated=truncated,
-    )
-
-
 def _filename(part: Message) -> str:
     try:
         name = part.get_filename()
@@ -286,7 +141,7 @@ def _filename(part: Message) -> str:
         return ""
     if not name:
         return ""
-    return decode_words(_decodable_tail(name))
+    return decode_words(decodable_tail(name))
 
 
 def _is_attachment(part: Message, content_type: str, filename: str) -> bool:

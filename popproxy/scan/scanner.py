@@ -13,24 +13,22 @@ the tag threshold (see :mod:`.weights`): padding a message past a limit never ma
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from email.message import Message
 
 from popproxy.scan import content, features, hosts
 from popproxy.scan.attachments import scan_attachment
+from popproxy.scan.collected import Collected, image_only, limit_signals, plain_links
 from popproxy.scan.config import ScanConfig
-from popproxy.scan.containers import ContainerBudget, open_container
-from popproxy.scan.extract import Extracted, html_extract, text_links
+from popproxy.scan.containers import open_container
+from popproxy.scan.extract import html_extract
 from popproxy.scan.feeds import HostFeed, load_feeds
+from popproxy.scan.header_words import header_text
 from popproxy.scan.headers import has_own_headers
 from popproxy.scan.limits import (
     MAX_ARCHIVE_MEMBERS,
     MAX_JUDGED_LINKS,
-    MAX_LINK_CANDIDATES,
-    TEXT_LINK_CHUNK,
 )
 from popproxy.scan.link_rules import (
     LinkContext,
@@ -38,11 +36,10 @@ from popproxy.scan.link_rules import (
     link_signals,
     shortened_hrefs,
 )
-from popproxy.scan.link_select import LinkPool, Selection, select_links
+from popproxy.scan.link_select import select_links
 from popproxy.scan.media import budget_signals, data_uri_images
-from popproxy.scan.mime import Part, WalkStats, header_text, parse_message, walk_parts
+from popproxy.scan.mime import Part, parse_message, walk_parts
 from popproxy.scan.model import Model, load_for, model_combine
-from popproxy.scan.qr import MediaBudget
 from popproxy.scan.redirectors import unwrap_links
 from popproxy.scan.scoring import combine
 from popproxy.scan.textdecode import decode_bytes
@@ -150,7 +147,7 @@ class Scanner:
         msg = parse_message(message)
         check()
         signals = _header_signals(msg, message, self.config)
-        found = _Collected(self.config.max_text_chars, self.config.max_link_scan_chars)
+        found = Collected(self.config.max_text_chars, self.config.max_link_scan_chars)
         stats = found.stats
         for part in walk_parts(
             msg,
@@ -178,7 +175,7 @@ class Scanner:
         )
         check()
         links = chosen.links
-        signals.extend(_limit_signals(stats, found, chosen, truncated, len(message)))
+        signals.extend(limit_signals(stats, found, chosen, truncated, len(message)))
         signals.extend(budget_signals(found.media))
         if stats.malformed:
             signals.append(_sig("mime-malformed", ",".join(stats.malformed)))
@@ -211,7 +208,7 @@ class Scanner:
         self,
         part: Part,
         signals: list[Signal],
-        found: _Collected,
+        found: Collected,
         check: Callable[[], None],
         level: int = 0,
     ) -> None:
@@ -236,10 +233,10 @@ class Scanner:
                         pictures = data_uri_images(page.data_images, found.media, check)
                         signals.extend(pictures.signals)
                         found.body_links.add(pictures.links)
-                    if page.images and _image_only(page):
+                    if page.images and image_only(page):
                         signals.append(_sig("html-image-only", f"{page.images} images"))
                 else:
-                    _plain_links(piece, found.body_links, check)
+                    plain_links(piece, found.body_links, check)
                     found.add_text(piece)
             return
         found.seen.add_attachment(part.filename, part.content_type)
@@ -260,7 +257,7 @@ class Scanner:
         self,
         part: Part,
         signals: list[Signal],
-        found: _Collected,
+        found: Collected,
         check: Callable[[], None],
         level: int,
     ) -> None:
@@ -270,7 +267,7 @@ class Scanner:
         found.attachment_links.add(inner.links)
         for text in inner.texts:
             for piece in found.scan_slices(text):
-                _plain_links(piece, found.attachment_links, check, attachment=True)
+                plain_links(piece, found.attachment_links, check, attachment=True)
         for member in inner.parts:
             self._part(member, signals, found, check, level + 1)
         if inner.message is not None:
@@ -288,72 +285,6 @@ class Scanner:
                 self._part(_at_depth(nested, part.depth + 1), signals, found, check, level + 1)
 
 
-@dataclass(slots=True)
-class _Collected:
-    """What the parts of one message yield for the message-wide rules, within the budgets.
-
-    ``text`` is the visible text for the wording rules, at most ``text_cap`` characters
-    (``text_cut`` when more was dropped).  ``scan_left`` is what remains of the link-scan
-    budget (``scan_cut`` when a part had to be read as head and tail only).
-    """
-
-    text_cap: int
-    scan_left: int
-    body_links: LinkPool = field(default_factory=lambda: LinkPool(MAX_LINK_CANDIDATES))
-    attachment_links: LinkPool = field(default_factory=lambda: LinkPool(MAX_LINK_CANDIDATES))
-    media: MediaBudget = field(default_factory=MediaBudget)  # images (QR) and PDFs decoded
-    text: list[str] = field(default_factory=list)
-    seen: features.Observed = field(default_factory=features.Observed)  # shape, for the model
-    text_chars: int = 0
-    text_cut: bool = False
-    scan_cut: bool = False
-    stats: WalkStats = field(default_factory=WalkStats)
-    containers: ContainerBudget = field(default_factory=ContainerBudget)
-
-    def add_text(self, chunk: str) -> None:
-        """Keep visible text for the wording rules, up to ``text_cap`` characters."""
-        room = self.text_cap - self.text_chars
-        if len(chunk) > room:
-            self.text_cut = True
-            chunk = chunk[: max(room, 0)]
-        if chunk:
-            self.text.append(chunk)
-            self.text_chars += len(chunk)
-
-    def scan_slices(self, text: str) -> list[str]:
-        """The part as it is, or, past the budget, its head and its tail (read separately).
-
-        Head *and* tail, because padding is put in front of a link or behind it; a link in the
-        middle of a part bigger than what is left of the budget goes unread, but the message
-        then carries ``limit-text`` (weighted to tag), so the padding gains nothing.
-        """
-        if len(text) <= self.scan_left:
-            self.scan_left -= len(text)
-            return [text]
-        self.scan_cut = True
-        room, self.scan_left = max(self.scan_left, 0), 0
-        head = room // 2
-        return [piece for piece in (text[:head], text[len(text) - (room - head) :]) if piece]
-
-
-_CHUNK_END = re.compile(r"[\s<>\"'`]")  # characters no URL in running text contains
-
-
-def _plain_links(
-    text: str, pool: LinkPool, check: Callable[[], None], *, attachment: bool = False
-) -> None:
-    """URLs of running text, chunk by chunk, until the pool is full."""
-    start = 0
-    while start < len(text) and not pool.overflow:
-        end = start + TEXT_LINK_CHUNK
-        if end < len(text):
-            cut = _CHUNK_END.search(text, end)
-            end = cut.start() if cut is not None else len(text)
-        pool.add(text_links(text[start:end], attachment=attachment))
-        start = end
-        check()
-
-
 def _same_owner(host: str, sender_domain: str) -> bool:
     """The sender's domain and ``host`` belong to one owner (google.com, google.de: "google")."""
     return bool(sender_domain) and hosts.owner_label(host) == hosts.owner_label(sender_domain)
@@ -368,53 +299,6 @@ def _head(message: bytes, cap: int) -> bytes:
     """The first ``cap`` bytes, cut after the last line end in them (a whole last line)."""
     end = message.rfind(b"\n", 0, cap) + 1
     return message[: end or cap]
-
-
-# The limit names of the MIME walk, as signals.  "overflow" (the overflow walk ran out too)
-# is reported in the detail of the limit that started it.
-_WALK_LIMITS = {"depth": "limit-depth", "parts": "limit-parts", "decoded-bytes": "limit-decoded"}
-
-
-def _limit_signals(
-    stats: WalkStats, found: _Collected, chosen: Selection, truncated: bool, size: int
-) -> list[Signal]:
-    """One signal per exhausted limit: hitting a limit is evidence, not a reason to stop."""
-    out: list[Signal] = []
-    rest = ", some unjudged" if "overflow" in stats.limits_hit else ""
-    detail = f"{stats.overflow_parts} parts judged past it{rest}"
-    if stats.unparsed:
-        # The body was read as raw text: links inside base64 or quoted-printable parts were not
-        # decoded, so the message is made inert (scoring forces at least defang; the defang
-        # render decodes every part it rewrites).
-        out.append(_sig("limit-structure", ",".join(stats.limits_hit)))
-    for limit in stats.limits_hit:
-        if limit in _WALK_LIMITS and not stats.unparsed:
-            out.append(_sig(_WALK_LIMITS[limit], detail))
-    if chosen.exhausted or found.body_links.overflow or found.attachment_links.overflow:
-        out.append(_sig("limit-links", f"{chosen.hosts} hosts judged"))
-    if found.scan_cut or found.text_cut:
-        what = "head and tail of a part read" if found.scan_cut else "wording read in part"
-        out.append(_sig("limit-text", what))
-    if truncated:
-        out.append(_sig("limit-size", f"first {size} bytes judged"))
-    return out
-
-
-# Visible characters below which an HTML body with images "is" its images (SpamAssassin's
-# HTML_IMAGE_ONLY rules use similar cut-offs): the words are in a picture no filter reads.
-_IMAGE_ONLY_TEXT = 300
-
-
-def _image_only(page: Extracted) -> bool:
-    """Images, a web link, and almost no text: the message is a picture to click."""
-    if not any(link.source == "href" and link.url[:4].lower() == "http" for link in page.links):
-        return False
-    chars = 0
-    for chunk in page.text:
-        chars += len(chunk.strip())
-        if chars >= _IMAGE_ONLY_TEXT:
-            return False
-    return True
 
 
 def _sig(name: str, detail: str) -> Signal:

@@ -8,14 +8,14 @@ import sys
 import time
 
 from popproxy.scan import ScanConfig
+from popproxy.scan.header_words import header_text
 from popproxy.scan.limits import MAX_HEADER_DECODE_CHARS
 from popproxy.scan.mime import (
     WalkStats,
-    header_text,
     parse_message,
-    recover_multipart,
     walk_parts,
 )
+from popproxy.scan.recover import recover_multipart
 from popproxy.scan.textdecode import decode_bytes
 from tests.scan.helpers import load, names, scan
 

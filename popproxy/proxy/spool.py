@@ -1,0 +1,49 @@
+"""Session spool files: upstream answers and renders on disk (0600), never whole in memory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """An upstream answer written to a spool file: its path, digest (id) and length."""
+
+    path: Path
+    digest: str
+    length: int
+
+
+def header_length(path: Path, limit: int) -> int:
+    """The length of a spooled message's header block, reading at most ``limit`` + 4 bytes: a
+    result over ``limit`` means the block is longer than that (no blank line within it)."""
+    with path.open("rb") as spooled:
+        data = bytearray(spooled.read(limit + 4))
+    return header_end(data) or len(data)
+
+
+def cut_to_header(path: Path, limit: int) -> Spooled:
+    """Cut a spooled message down to its header block, reading at most ``limit`` + 4 bytes
+    (callers check :func:`header_length` first, or accept a block cut there)."""
+    with path.open("rb") as spooled:
+        data = bytearray(spooled.read(limit + 4))
+    header = bytes(data[:header_end(data) or len(data)])
+    write_private(path, header)
+    return Spooled(path, "", len(header))
+
+
+def write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def header_end(message: bytearray) -> int | None:
+    """Where the body starts, as ``split_message`` splits (the first blank line, CRLF or LF
+    style), or None while no blank line has been seen."""
+    crlf, lf = message.find(b"\r\n\r\n"), message.find(b"\n\n")
+    if crlf != -1 and (lf == -1 or crlf < lf):
+        return crlf + 4
+    return None if lf == -1 else lf + 2

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from email.message import Message
 
-from popproxy.scan import content, features, hosts
+from popproxy.scan import addresses, content, features, hosts
 from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.collected import Collected, image_only, limit_signals, plain_links
 from popproxy.scan.config import ScanConfig
@@ -164,7 +164,7 @@ class Scanner:
         if unwrapped.too_deep:
             signals.append(_sig("limit-redirects", unwrapped.too_deep))
         if unwrapped.open_redirect and not _same_owner(
-            unwrapped.open_redirect, content.sender_domain(header_text(msg, "From"))
+            unwrapped.open_redirect, addresses.sender_domain(header_text(msg, "From"))
         ):
             # Google's own mail (Calendar, Docs) links through Google's redirect.
             signals.append(_sig("link-open-redirect", unwrapped.open_redirect))
@@ -184,7 +184,7 @@ class Scanner:
         lures = content.lure_signals(subject + "\n" + visible)
         signals.extend(lures)
         if any(s.name == "lure-advance-fee" for s in lures):
-            free = content.free_mailbox_sender(
+            free = addresses.free_mailbox_sender(
                 header_text(msg, "From"), header_text(msg, "Reply-To")
             )
             if free:
@@ -194,7 +194,7 @@ class Scanner:
         ))
         signals.extend(content.greeting_signals(visible, header_text(msg, "To")))
         signals.extend(link_signals(links, self._links))
-        sender_domain = content.sender_domain(header_text(msg, "From"))
+        sender_domain = addresses.sender_domain(header_text(msg, "From"))
         signals.extend(action_link_signals(links, sender_domain, len(links)))
         if any(s.name == "html-image-only" for s in signals):
             shortener = shortened_hrefs(links, len(links))
@@ -306,14 +306,14 @@ def _sig(name: str, detail: str) -> Signal:
 
 
 def _header_signals(msg: Message, raw: bytes, config: ScanConfig) -> list[Signal]:
-    out = content.sender_signals(
+    out = addresses.sender_signals(
         header_text(msg, "From"),
         header_text(msg, "Reply-To"),
         config.protected_brands + config.sender_brands,
         raw_from=str(msg.get("From", "")),  # encoded-words kept: their commas are not separators
         list_id=header_text(msg, "List-Id"),
     )
-    out.extend(content.recipient_signals(header_text(msg, "To"), header_text(msg, "Subject")))
+    out.extend(addresses.recipient_signals(header_text(msg, "To"), header_text(msg, "Subject")))
     if has_own_headers(raw):
         out.append(_sig("spoofed-verdict-header", ""))
     return out

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from popproxy.scan.addresses import recipient_signals, sender_signals
 from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS
-from popproxy.scan.content import (
-    lure_signals,
-    obfuscation_signals,
-    recipient_signals,
-    sender_signals,
-)
+from popproxy.scan.content import lure_signals, obfuscation_signals
 
 
 def _sender(from_: str, reply_to: str = "") -> set[str]:

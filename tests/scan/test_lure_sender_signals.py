@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from popproxy.scan import DEFAULT_PROTECTED_BRANDS, DEFAULT_SENDER_BRANDS, ScanConfig
-from popproxy.scan.content import greeting_signals, lure_signals, sender_signals
+from popproxy.scan.addresses import sender_signals
+from popproxy.scan.content import greeting_signals, lure_signals
 from tests.scan.helpers import build, load, names, scan
 
 _ALL_BRANDS = DEFAULT_PROTECTED_BRANDS + DEFAULT_SENDER_BRANDS

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from popproxy.scan import hosts
-from popproxy.scan.content import list_rewritten_from
+from popproxy.scan.addresses import list_rewritten_from
 from popproxy.scan.link_rules import script_placeholder
 from tests.scan.helpers import build, names, scan
 

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import popproxy.scan
-from popproxy.scan import content, lookalike
+from popproxy.scan import addresses, content, lookalike
 from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS
 from popproxy.scan.headers import _HEADER_LINE
 from popproxy.scan.pdf import raw_uri_links
@@ -374,10 +374,10 @@ def test_the_budget_passes_a_linear_pattern() -> None:
 
 
 def test_patterns_made_linear_still_find_what_they_found() -> None:
-    shown = content._SHOWN_ADDRESS.search('"support@bank.example" via x')
+    shown = addresses._SHOWN_ADDRESS.search('"support@bank.example" via x')
     assert shown is not None
     assert shown.group(1) == "bank.example"
-    assert content._SHOWN_ADDRESS.search("a.b+c@mail.bank.example") is not None
+    assert addresses._SHOWN_ADDRESS.search("a.b+c@mail.bank.example") is not None
     fee = content._LURES["lure-advance-fee"]
     for text in ("4.5 million united states dollars", "us$18.5 million", "a sum of $2,5 million"):
         assert fee.search(text) is not None, text

@@ -12,13 +12,12 @@ import base64
 import hashlib
 import quopri
 import re
-from email.errors import HeaderParseError
-from email.header import decode_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value, encode_rfc2231
 
 from popproxy.scan import sniff
 from popproxy.scan.defang_html import defang_html
+from popproxy.scan.header_words import decodable_tail, decode_words
 from popproxy.scan.inert_text import defang_text
 from popproxy.scan.limits import MAX_MIME_PARTS
 from popproxy.scan.mime import parse_message
@@ -136,9 +135,6 @@ _CLEAN_PARAM = re.compile(rf'(?<![\s{_TOKEN_CHARS}])\s*+({_TOKEN}+)\s*+=\s*+'
 _SUBTYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
 # File name characters kept for a text version: most file systems stop at 255 bytes.
 _MAX_NAME_CHARS = 200
-# Characters of a file name decoded from RFC 2047 words (see _decode_words): the end of the
-# name, with its extension, and far more than any real name.
-_MAX_DECODED_NAME = 2048
 # Raw bytes of a multipart body re-parsed to find its parts, as a multiple of the message size:
 # one rebuild of the whole message, then nested broken multiparts are written as plain text.
 _MAX_RECOVERED_SHARE = 1
@@ -280,7 +276,7 @@ def _file_names(part: Message) -> list[str]:
     names = []
     for value in (_param(part, "filename", "content-disposition"), _param(part, "name")):
         if value:
-            names.append(_decode_words(value))
+            names.append(decode_words(decodable_tail(value)))
     return names
 
 
@@ -290,18 +286,6 @@ def _param(part: Message, name: str, header: str = "content-type") -> str:
         return collapse_rfc2231_value(value) if value else ""
     except (LookupError, UnicodeError, ValueError, TypeError):
         return ""
-
-
-def _decode_words(value: str) -> str:
-    """RFC 2047 encoded words decoded, from the end of the value: the stdlib decoder is
-    quadratic on hostile values, and the extension, what matters here, is at the end."""
-    if "=?" not in value:
-        return value
-    try:
-        return "".join(decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk
-                       for chunk, charset in decode_header(value[-_MAX_DECODED_NAME:]))
-    except (LookupError, UnicodeError, ValueError, AssertionError, HeaderParseError):
-        return value
 
 
 def _text_name(name: str) -> str:

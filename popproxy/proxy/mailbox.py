@@ -23,7 +23,7 @@ from popproxy.pop3.top import TopCut
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.scan_pool import JobFailed
 from popproxy.proxy.scanning import ScanService
-from popproxy.proxy.spool import Spooled, cut_to_header, header_end, header_length, write_private
+from popproxy.proxy.spool import Spooled, cut_to_header, header_end, read_header, write_private
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 from popproxy.proxy.verdict_cache import CachedVerdict, cache_key
 from popproxy.quarantine import HeldMessage
@@ -151,7 +151,7 @@ class MailboxView:
                               original.digest if action == "quarantine" else "",
                               tuple(s.name for s in verdict.signals),
                               transient=service.transient(verdict))
-        if action == "tag" and _streamable(original.path):
+        if action == "tag":
             entry = await self._tag_header_at_listing(number, original, entry)
         elif action != "pass":
             entry = await self._render_at_listing(number, original, entry)
@@ -166,11 +166,13 @@ class MailboxView:
         """A tag changes the header block only: render that alone (spooled) and stream the
         body from the upstream at RETR, as for messages over the cap.  A big tagged message
         then costs neither a whole render per session nor its size in spool and worker memory.
+        A header block too long to stream behind (MAX_STREAMED_HEADER) is rendered whole.
         """
-        length = header_length(original.path, MAX_STREAMED_HEADER)
+        head = read_header(original.path, MAX_STREAMED_HEADER)
+        if head is None:
+            return await self._render_at_listing(number, original, entry)
         header = self._spool_file(number, ".hdr")
-        with original.path.open("rb") as whole:
-            write_private(header, whole.read(length))
+        write_private(header, head)
         try:
             rendered = await self._service.render_to(header, entry,
                                                      self._spool_file(number, ".head"))
@@ -179,7 +181,7 @@ class MailboxView:
             return await self._render_at_listing(number, original, entry)
         finally:
             header.unlink(missing_ok=True)
-        return replace(entry, size=original.length - length + rendered,
+        return replace(entry, size=original.length - len(head) + rendered,
                        signals=(STREAMED_TAG, *entry.signals))
 
     async def _render_at_listing(self, number: int, original: Spooled,
@@ -223,7 +225,7 @@ class MailboxView:
         verdict = await service.judge(head.path, truncated=True)
         action = "quarantine" if service.final_action(verdict) in ("defang", "quarantine") \
             else "tag"
-        if action == "tag" and not _streamable(head.path):
+        if action == "tag" and read_header(head.path, MAX_STREAMED_HEADER) is None:
             # Delivery streams the body behind a header found within MAX_STREAMED_HEADER; a
             # longer header block (no honest mail has one) could not be sent at its listed size.
             action = "quarantine"
@@ -474,12 +476,6 @@ class MailboxView:
 
 
 HeadRewrite = Callable[[bytes], bytes]
-
-
-def _streamable(path: Path) -> bool:
-    """Whether the spooled message's header block is short enough to be replaced while its
-    body is streamed (MAX_STREAMED_HEADER)."""
-    return header_length(path, MAX_STREAMED_HEADER) <= MAX_STREAMED_HEADER
 
 
 def _renamed_head(head: bytes) -> bytes:

@@ -16,17 +16,18 @@ class Spooled:
     length: int
 
 
-def header_length(path: Path, limit: int) -> int:
-    """The length of a spooled message's header block, reading at most ``limit`` + 4 bytes: a
-    result over ``limit`` means the block is longer than that (no blank line within it)."""
+def read_header(path: Path, limit: int) -> bytes | None:
+    """A spooled message's header block (up to its blank line, or the whole message when it has
+    none), reading at most ``limit`` + 4 bytes; None when the block is longer than ``limit``."""
     with path.open("rb") as spooled:
         data = bytearray(spooled.read(limit + 4))
-    return header_end(data) or len(data)
+    header = data[: header_end(data) or len(data)]
+    return bytes(header) if len(header) <= limit else None
 
 
 def cut_to_header(path: Path, limit: int) -> Spooled:
     """Cut a spooled message down to its header block, reading at most ``limit`` + 4 bytes
-    (callers check :func:`header_length` first, or accept a block cut there)."""
+    (callers check :func:`read_header` first, or accept a block cut there)."""
     with path.open("rb") as spooled:
         data = bytearray(spooled.read(limit + 4))
     header = bytes(data[:header_end(data) or len(data)])

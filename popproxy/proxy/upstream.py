@@ -12,6 +12,7 @@ import contextlib
 import enum
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from popproxy.policy.config import Upstream as UpstreamSettings
@@ -84,6 +85,9 @@ class UpstreamChannel(Protocol):
                         server_hostname: str | None = None, timeout: float = 10.0) -> None: ...
 
 
+Connector = Callable[[str, int], Awaitable[UpstreamChannel]]
+
+
 class UpstreamConnection:
     """Framed, timed access to one upstream POP3 connection: the one reader of its answers.
 
@@ -104,15 +108,17 @@ class UpstreamConnection:
 
     @classmethod
     async def open(
-        cls, settings: UpstreamSettings, tls: ssl.SSLContext | None
+        cls, settings: UpstreamSettings, tls: ssl.SSLContext | None,
+        connect: Connector = open_channel,
     ) -> UpstreamConnection:
         """Connect, secure (per ``settings.mode``) and read the greeting.
 
+        ``connect``: how to reach ``(host, port)`` (tests pass an in-memory one).
         Raises ``UpstreamError`` on any failure, including certificate verification.
         """
         try:
             async with asyncio.timeout(settings.connect_timeout):
-                channel = await open_channel(settings.host, settings.port)
+                channel = await connect(settings.host, settings.port)
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"connect failed: {exc.__class__.__name__}",
                                 UpstreamFailure.CONNECT) from None

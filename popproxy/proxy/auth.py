@@ -277,7 +277,7 @@ class AuthHandler:
         upstream: UpstreamConnection | None = None
         try:
             tls = self._settings.upstream_tls.get(name)
-            upstream = await UpstreamConnection.open(target, tls)
+            upstream = await UpstreamConnection.open(target, tls, self._settings.upstream_connect)
             upstream, status = await self._user_pass(upstream, target, creds, tls)
         except BaseException as exc:  # also cancelled (login deadline, shutdown): no socket left
             if upstream is not None:
@@ -316,7 +316,7 @@ class AuthHandler:
                          target.host, target.port, exc)
                 caps.learn(address, ())
                 upstream.close()
-                fresh = await UpstreamConnection.open(target, tls)
+                fresh = await UpstreamConnection.open(target, tls, self._settings.upstream_connect)
                 try:
                     return fresh, await _send_login(fresh, user, password, pipelining=False)
                 except BaseException:  # the caller only knows the first connection

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 from popproxy.capture.store import CaptureOptions
 from popproxy.policy.config import Config, Limits, Listener
+from popproxy.proxy.channel import open_channel
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
+from popproxy.proxy.upstream import Connector
 from popproxy.proxy.upstream_caps import UpstreamCapabilities
 
 # Session.audit, as the session's parts get it: one audit event, client and user filled in.
@@ -35,6 +37,8 @@ class SessionSettings:
     upstream_caps: UpstreamCapabilities = field(default_factory=UpstreamCapabilities)
     # Shared likewise: how long each upstream takes to refuse a password (auth.py's floor).
     failure_timing: FailureTiming = field(default_factory=FailureTiming)
+    # How upstream connections are made (tests: in memory, tests/support/harness.py).
+    upstream_connect: Connector = open_channel
 
     @property
     def limits(self) -> Limits:

@@ -264,6 +264,7 @@ class Scanner:
         """What is inside an attachment (see :mod:`.containers`), judged like the rest."""
         inner = open_container(part, found.containers, level, check)
         signals.extend(inner.signals)
+        found.media.skipped += inner.images_skipped  # as images past the QR decoder's limits
         found.attachment_links.add(inner.links)
         for text in inner.texts:
             for piece in found.scan_slices(text):

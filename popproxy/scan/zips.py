@@ -2,7 +2,8 @@
 
 :func:`open_zip` reads an archive for :func:`popproxy.scan.containers.open_container`: the
 members of the kinds that carry links are handed back as parts to be judged like attachments of
-their own, an Office Open XML document has its relationships read (:mod:`.ooxml`).  Archives are
+their own (images too, for their QR codes), an Office Open XML document has its relationships
+read (:mod:`.ooxml`).  Archives are
 read with hard limits (each a constant below): members read per message, bytes decompressed per
 member and per message, nesting of containers; a zip bomb costs at most MAX_MEMBER_BYTES of
 memory.  A limit reached is reported as ``limit-container`` (weighted to tag, as every
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from popproxy.scan import ooxml
 from popproxy.scan.extract import Link
 from popproxy.scan.mime import Part
+from popproxy.scan.qr import MAX_QR_IMAGE_BYTES, MAX_QR_IMAGES
 from popproxy.scan.sniff import as_text, extension
 from popproxy.scan.verdict import Signal, clean_detail
 from popproxy.scan.weights import weight
@@ -62,6 +64,26 @@ _KIND_GROUPS = {
 }
 _GROUP_BUDGETS = {"markup": 1024 * 1024, "text": 4 * 1024 * 1024}
 
+# Image members (PNG, JPEG, GIF, WebP by extension) read per message, for their QR codes: as
+# many as the QR decoder takes per message (qr.MAX_QR_IMAGES), since more would be counted as
+# skipped there anyway.  They have budgets of their own, not MAX_MEMBERS_READ and
+# MAX_CONTAINER_BYTES: a zip of holiday photos is honest mail and must not reach a limit that
+# tags, nor use up the budget of the members that carry links.  Images past these are counted
+# in qr-skipped, as attached images past the QR decoder's limits are.
+MAX_IMAGE_MEMBERS = MAX_QR_IMAGES
+
+# Bytes of image members decompressed per message, all together: two images of the QR
+# decoder's largest size (qr.MAX_QR_IMAGE_BYTES), or dozens of the small pictures a QR code is.
+# Members are held in memory until judged, so this bounds what a zip of images costs.
+MAX_IMAGE_MEMBER_BYTES = 2 * MAX_QR_IMAGE_BYTES
+
+# Image members read, by extension, and the type they are judged as (the QR decoder goes by
+# the magic bytes, so a lying extension only decides whether the member is read).
+_IMAGE_TYPES = {
+    "png": "image/png", "gif": "image/gif", "webp": "image/webp",
+    "jpg": "image/jpeg", "jpeg": "image/jpeg", "jpe": "image/jpeg", "jfif": "image/jpeg",
+}
+
 # Bytes read at once from a member, between two checks of the scan's time budget.
 _READ_CHUNK = 1024 * 1024
 
@@ -96,6 +118,8 @@ class ContainerBudget:
     bytes: int = 0
     archives: int = 0
     calendar_bytes: int = 0
+    images: int = 0  # image members read (MAX_IMAGE_MEMBERS)
+    image_bytes: int = 0  # their bytes (MAX_IMAGE_MEMBER_BYTES)
     by_group: dict[str, int] = field(default_factory=dict)  # member bytes per _GROUP_BUDGETS
 
 
@@ -108,6 +132,7 @@ class Opened:
     texts: list[str] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     message: bytes | None = None
+    images_skipped: int = 0  # image members not read (a limit): the scan counts them skipped
 
     def limit(self, detail: str) -> None:
         self.signals.append(sig("limit-container", detail))
@@ -193,6 +218,9 @@ def _members(
         if info.is_dir() or info.flag_bits & 0x1:
             continue  # encrypted members are reported by the attachment rules
         name = info.filename.rsplit("/", 1)[-1]
+        if extension(name) in _IMAGE_TYPES:
+            _image_member(archive, info, part, budget, check, out)
+            continue
         kind = _MEMBER_TYPES.get(extension(name))
         if kind is None:
             continue
@@ -210,6 +238,33 @@ def _members(
             data = data[:room]
         budget.bytes += len(data)
         judge_member(part, name, kind, data, label, budget, out)
+
+
+def _image_member(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    parent: Part,
+    budget: ContainerBudget,
+    check: Callable[[], None],
+    out: Opened,
+) -> None:
+    """An image member handed on to be judged (its QR codes decoded), within the image budgets.
+
+    zipfile stops a member at its declared size, so the header's size bounds the read.
+    """
+    size = info.file_size
+    if (
+        budget.images >= MAX_IMAGE_MEMBERS
+        or size > MAX_QR_IMAGE_BYTES
+        or budget.image_bytes + size > MAX_IMAGE_MEMBER_BYTES
+    ):
+        out.images_skipped += 1
+        return
+    budget.images += 1
+    data = _read_member(archive, info, size, check)
+    budget.image_bytes += len(data)
+    name = info.filename.rsplit("/", 1)[-1]
+    out.parts.append(member_part(parent, name, _IMAGE_TYPES[extension(name)], data))
 
 
 def judge_member(

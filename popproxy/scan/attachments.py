@@ -7,6 +7,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from popproxy.scan import odf
 from popproxy.scan.extract import Link, html_extract
 from popproxy.scan.lists import DECOY_EXTENSIONS, RISKY_EXTENSIONS
 from popproxy.scan.macros import has_vba_macros
@@ -169,5 +170,9 @@ def _zip_signals(data: bytes, label: str, check_macros: bool, max_members: int) 
     office = any(n.startswith(_OFFICE_ZIP_DIRS) for n in names)
     vba = any(n.lower().endswith("vbaproject.bin") for n in names)
     if office and vba and check_macros and has_vba_macros(label, data):
+        out.append(_sig("attach-macro", label))
+    elif check_macros and odf.has_macros(names):
+        # OpenDocument macros are StarBasic or script files, not VBA: olevba does not read
+        # them, and their presence is the evidence (LibreOffice asks before running them).
         out.append(_sig("attach-macro", label))
     return out

@@ -3,7 +3,7 @@
 :func:`open_zip` reads an archive for :func:`popproxy.scan.containers.open_container`: the
 members of the kinds that carry links are handed back as parts to be judged like attachments of
 their own (images too, for their QR codes), an Office Open XML document has its relationships
-read (:mod:`.ooxml`).  Archives are
+read (:mod:`.ooxml`), an OpenDocument file its content and styles (:mod:`.odf`).  Archives are
 read with hard limits (each a constant below): members read per message, bytes decompressed per
 member and per message, nesting of containers; a zip bomb costs at most MAX_MEMBER_BYTES of
 memory.  A limit reached is reported as ``limit-container`` (weighted to tag, as every
@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from popproxy.scan import ooxml
+from popproxy.scan import odf, ooxml
 from popproxy.scan.extract import Link
 from popproxy.scan.mime import Part
 from popproxy.scan.qr import MAX_QR_IMAGE_BYTES, MAX_QR_IMAGES
@@ -104,6 +104,7 @@ _MEMBER_TYPES = {
     "dotx": "application/octet-stream", "dotm": "application/octet-stream",
     "xlsx": "application/octet-stream", "xlsm": "application/octet-stream",
     "pptx": "application/octet-stream", "pptm": "application/octet-stream",
+    **{ext: "application/octet-stream" for ext in odf.EXTENSIONS},
     **{ext: "text/plain" for ext in TEXT_EXTENSIONS},
 }
 _EOCD = b"PK\x05\x06"
@@ -172,6 +173,8 @@ def open_zip(
             names = archive.namelist()
             if ooxml.is_ooxml(names):
                 _office(archive, names, label, budget, check, out)
+            elif odf.is_odf(archive, names):
+                _opendocument(archive, names, label, budget, check, out)
             elif level >= MAX_NESTING:
                 out.limit(f"{label}: archive nested {level} deep")
             else:
@@ -203,6 +206,23 @@ def _office(
         out.signals.append(sig("attach-office-remote-load", label))
     if targets.limited:
         out.limit(f"{label}: relationships read in part")
+
+
+def _opendocument(
+    archive: zipfile.ZipFile,
+    names: list[str],
+    label: str,
+    budget: ContainerBudget,
+    check: Callable[[], None],
+    out: Opened,
+) -> None:
+    targets = odf.external_targets(archive, names, check, MAX_CONTAINER_BYTES - budget.bytes)
+    budget.bytes += targets.bytes_read
+    out.links.extend(targets.links)
+    if targets.remote_loads:
+        out.signals.append(sig("attach-office-remote-load", label))
+    if targets.limited:
+        out.limit(f"{label}: document read in part")
 
 
 def _members(

@@ -1,5 +1,5 @@
-"""What is inside an attachment: zip members, attached messages, invites, Office relationships,
-compressed SVG, and the links of text and markup files.
+"""What is inside an attachment: zip members, attached messages (also Outlook .msg files),
+invites, Office relationships, compressed SVG, and the links of text and markup files.
 
 :func:`open_container` looks at one attachment (or inline non-body part) and returns the links
 and signals found in it, plus what has to be judged in turn like an attachment of its own:
@@ -20,7 +20,7 @@ import re
 import zlib
 from collections.abc import Callable
 
-from popproxy.scan import invites
+from popproxy.scan import invites, outlook
 from popproxy.scan.mime import Part
 from popproxy.scan.sniff import MARKUP_EXTENSIONS, active_markup, as_text, extension
 from popproxy.scan.zips import (
@@ -86,6 +86,8 @@ def open_container(
             out.limit(f"{label}: nested {level} deep")
         else:
             out.message = data
+    elif outlook.is_msg(data, kind, ext):
+        _outlook(data, label, budget, level, check, out)
     elif kind in _CALENDAR_TYPES or ext in _CALENDAR_EXTENSIONS or invites.is_calendar(data):
         room = MAX_CALENDAR_BYTES_PER_MESSAGE - budget.calendar_bytes
         found = invites.calendar_links(data, part.charset, check, room)
@@ -152,6 +154,23 @@ def looks_like_message(data: bytes) -> bool:
             return False
         names.add(m.group(1).decode("ascii").lower())
     return "from" in names and len(names & _MAIL_FIELDS) >= _MIN_MAIL_FIELDS - 1
+
+
+def _outlook(
+    data: bytes, label: str, budget: ContainerBudget, level: int, check: Callable[[], None],
+    out: Opened,
+) -> None:
+    """An Outlook .msg file, walked as the attached message it is (see :mod:`.outlook`)."""
+    if level >= MAX_NESTING:
+        out.limit(f"{label}: nested {level} deep")
+        return
+    found = outlook.read_msg(data, MAX_CONTAINER_BYTES - budget.bytes, check)
+    if found is None:
+        return  # a file Outlook cannot open either; its name was judged already
+    budget.bytes += found.bytes_read
+    if found.limited:
+        out.limit(f"{label}: message file read in part")
+    out.message = outlook.as_message(found)
 
 
 def _svgz(part: Part, label: str, budget: ContainerBudget, out: Opened) -> None:

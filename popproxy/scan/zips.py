@@ -94,6 +94,7 @@ TEXT_EXTENSIONS = frozenset({"txt", "text", "csv", "tsv", "log", "md", "json", "
 # by name already (attach-archive-executable); these are the kinds that carry links.
 _MEMBER_TYPES = {
     "eml": "message/rfc822",
+    "msg": "application/vnd.ms-outlook",
     "ics": "text/calendar", "ical": "text/calendar", "ifb": "text/calendar",
     "svg": "image/svg+xml", "svgz": "image/svg+xml",
     "htm": "text/html", "html": "text/html", "shtml": "text/html", "xhtml": "text/html",

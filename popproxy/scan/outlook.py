@@ -79,7 +79,7 @@ def is_msg(data: bytes, content_type: str, extension: str) -> bool:
         return False
     if content_type in _MSG_TYPES or extension == "msg":
         return True
-    return _PROPERTY_MARK in data[:MAX_MSG_BYTES]
+    return data.find(_PROPERTY_MARK, 0, MAX_MSG_BYTES) >= 0
 
 
 def read_msg(data: bytes, max_bytes: int, check: Callable[[], None]) -> MsgContent | None:

@@ -51,7 +51,9 @@ _NAMED = {"black": 0, "white": 255}
 _STYLE_BACKGROUND = re.compile(r"(?i)background(?:-color)?[\t\n\f\r ]*+:[\t\n\f\r ]*+([^;]{1,64})")
 _HEX = re.compile(r"#?+([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 _RGB = re.compile(r"(?i)rgba?\(\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})")
-_DIGITS = re.compile(r"[\t\n\f\r ]*(\d{1,4})")
+# Leading blanks, then digits.  The look-behind starts a match at the first blank of a run only,
+# so a search over a long run of blanks stays linear (test_regex_budget).
+_DIGITS = re.compile(r"(?<![\t\n\f\r ])[\t\n\f\r ]*+(\d{1,4})")
 _SECTIONS = frozenset({"tbody", "thead", "tfoot"})
 _CELLS = frozenset({"td", "th"})
 

@@ -39,7 +39,8 @@ from popproxy.scan.link_rules import (
 from popproxy.scan.link_select import Selection, select_links
 from popproxy.scan.lures import lure_signals
 from popproxy.scan.media import budget_signals, data_uri_images
-from popproxy.scan.mime import Part, WalkStats, parse_message, walk_parts
+from popproxy.scan.mime import Part, WalkStats, walk_parts
+from popproxy.scan.mime_parse import parse_message
 from popproxy.scan.model import Model, load_for, model_combine
 from popproxy.scan.redirectors import unwrap_links
 from popproxy.scan.scoring import combine

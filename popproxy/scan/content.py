@@ -12,15 +12,12 @@ from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.header_facts import NO_HEADERS, HeaderFacts
 from popproxy.scan.lookalike import latin_reading, names_brand
 from popproxy.scan.obfuscation import MIN_BODY_HITS, obfuscation_kinds
-from popproxy.scan.verdict import Signal, clean_detail, clean_evidence
+from popproxy.scan.verdict import Signal, clean_detail
 from popproxy.scan.weights import weight
 
 
-def _sig(name: str, detail: str, evidence: str = "") -> Signal:
-    return Signal(
-        name=name, weight=weight(name), detail=clean_detail(detail),
-        evidence=clean_evidence(evidence),
-    )
+def _sig(name: str, detail: str) -> Signal:
+    return Signal(name=name, weight=weight(name), detail=clean_detail(detail))
 
 
 # A greeting addressed to a bare e-mail address ("Dear jo@example.org,"): bulk phishing knows

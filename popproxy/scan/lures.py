@@ -10,9 +10,10 @@ each category counts once with a weight of 1-2, so wording alone never reaches t
 threshold: it only adds up with evidence from the sender line or the links.
 
 Every pattern is lower-case, bounded and linear-time (``tests/scan/test_regex_budget.py``
-audits each one), and is only tried when the text holds one of its category's hints.  A hint is
-a fragment of one word: the patterns allow any whitespace between words ("update\nyour
-billing"), so a hint spanning two words would skip text the pattern matches.
+audits each one), and is only tried when the text holds one of its category's hints.  The
+patterns allow any whitespace between words (a line break in "update your billing"), so the
+hints are looked for in the text with its whitespace runs made single spaces: checked on the
+text as it is, the hint "update your" skipped text the pattern matches.
 ``tests/scan/test_lures.py`` checks that every pattern is reachable through its hints.
 """
 
@@ -31,9 +32,10 @@ class Lure:
 
     Attributes:
         name: the signal raised ("lure-credentials").
-        hints: word fragments at least one of which every match of every pattern contains.
-            Checking them with ``in`` (a memchr-speed scan) first skips the patterns on most
-            text, which matters because Python's re tries every alternative at every position.
+        hints: lower-case fragments at least one of which every match of every pattern
+            contains, words separated by one space.  Checking them with ``in`` (a memchr-speed
+            scan) first skips the patterns on most text, which matters because Python's re
+            tries every alternative at every position.
         patterns: lower-case patterns (English, then the other languages), tried on
             lower-cased text.
     """
@@ -43,21 +45,34 @@ class Lure:
     patterns: tuple[re.Pattern[str], ...]
 
     def __post_init__(self) -> None:
-        spanning = [hint for hint in self.hints if hint != "".join(hint.split())]
-        if spanning or any(hint != hint.lower() for hint in self.hints):
-            raise ValueError(f"{self.name}: hints must be lower-case single words: {spanning}")
+        bad = [h for h in self.hints if h != " ".join(h.split()) or h != h.lower() or not h]
+        if bad:
+            raise ValueError(f"{self.name}: hints must be lower-case, single-spaced: {bad}")
 
-    def hinted(self, lowered: str) -> bool:
-        """Whether the lower-cased text holds one of the hints (so a pattern may match)."""
-        return any(hint in lowered for hint in self.hints)
+    def hinted(self, spaced: str) -> bool:
+        """Whether the text holds one of the hints (so a pattern may match).
 
-    def found_in(self, lowered: str) -> bool:
-        """Whether the lower-cased text holds this lure (hints first, then the patterns)."""
-        return self.hinted(lowered) and any(p.search(lowered) for p in self.patterns)
+        Args:
+            spaced: the lower-cased text with each whitespace run made one space (see
+                :func:`spaced`): a pattern's ``\\s+`` matches any run, a hint's space one.
+        """
+        return any(hint in spaced for hint in self.hints)
+
+    def matches(self, lowered: str) -> bool:
+        """Whether one of the patterns matches the lower-cased text."""
+        return any(pattern.search(lowered) for pattern in self.patterns)
 
 
-def _lure(name: str, hints: str, *sources: str) -> Lure:
-    return Lure(name, tuple(hints.split()), tuple(re.compile(s) for s in sources))
+def spaced(lowered: str) -> str:
+    """``lowered`` with each run of whitespace made one space, for :meth:`Lure.hinted`.
+
+    ``str.split`` and the patterns' ``\\s`` agree on what whitespace is (Unicode's).
+    """
+    return " ".join(lowered.split())
+
+
+def _lure(name: str, hints: tuple[str, ...], *sources: str) -> Lure:
+    return Lure(name, hints, tuple(re.compile(s) for s in sources))
 
 
 _ACCOUNT = r"(?:account|identity|e-?mail|mailbox|password|credentials|information|details|login)"
@@ -193,46 +208,71 @@ _CRYPTO = (
 )
 
 
+# The hints of each category: words (or word fragments) from its patterns.  A space in a hint
+# stands for any run of whitespace, as ``\s+`` does in the patterns ("next of kin" is hinted in
+# "next\nof kin"); "rifiez" stands for "vérifiez" and "verifiez".
 LURES: tuple[Lure, ...] = (
     _lure(
         "lure-credentials",
-        "verif rifiez confirm validat updat reactivat unlock restor re-enter reenter password "
-        "unusual suspicious mailbox storage atualiz actualic valide mettez bestätig bestatig "
-        "aktualisier bevestig verifieer controleer verifica conferma aggiorna",
+        (
+            "verif", "rifiez", "confirm", "validat", "updat", "reactivat", "unlock", "restor",
+            "re-enter", "reenter", "password", "unusual", "suspicious", "mailbox", "storage",
+            "atualiz", "actualic", "valide", "mettez", "bestätig", "bestatig", "aktualisier",
+            "bevestig", "verifieer", "controleer", "verifica", "conferma", "aggiorna",
+        ),
         _CREDENTIALS, _CREDENTIALS_INTL,
     ),
     _lure(
         "lure-urgency",
-        "account within immediate action failure conta cuenta compte konto horas heures "
-        "stunden imediata inmediata ltim aviso prazo letzte dernier laatste",
+        (
+            "account", "within", "immediate", "action", "failure", "conta", "cuenta", "compte",
+            "konto", "horas", "heures", "stunden", "imediata", "inmediata", "ltim", "aviso",
+            "prazo", "letzte", "dernier", "laatste",
+        ),
         _URGENCY, _URGENCY_INTL,
     ),
-    _lure("lure-payment", "payment update claim receive", _PAYMENT),
+    _lure(
+        "lure-payment",
+        ("payment", "process your", "update your", "claim your", "receive your"),
+        _PAYMENT,
+    ),
     _lure(
         "lure-prize",
-        "selected won congratulation claim redeem winner voc parab ganado seleccionad avez "
-        "félicitation felicitation glückwunsch gluckwunsch gewonnen chosen lucky mystery spins "
-        "ausgew contemplad auserw gefeliciteerd geselecteerd gekozen choisi elegid gewinner "
-        "pontos puntos points resgat canje",
+        (
+            "you've", "you have", "congratulation", "claim", "redeem", "winner", "voc", "parab",
+            "ganado", "seleccionad", "vous avez", "félicitation", "felicitation", "glückwunsch",
+            "gluckwunsch", "gewonnen", "chosen", "lucky", "mystery", "free spins", "ausgew",
+            "contemplad", "auserw", "gefeliciteerd", "geselecteerd", "gekozen", "choisi",
+            "elegid", "gewinner", "pontos", "puntos", "points", "resgat", "canje",
+        ),
         _PRIZE, _PRIZE_INTL,
     ),
     _lure(
         "lure-delivery",
-        "package parcel shipment delivery customs shipping unpaid encomenda pacote paquete "
-        "envío envio colis paquet frais taxa paket sendung zollgeb pedido pakket",
+        (
+            "package", "parcel", "shipment", "delivery", "customs", "shipping", "unpaid",
+            "encomenda", "pacote", "paquete", "envío", "envio", "colis", "paquet", "frais",
+            "taxa", "paket", "sendung", "zollgeb", "pedido", "pakket",
+        ),
         _DELIVERY, _DELIVERY_INTL,
     ),
     _lure(
         "lure-advance-fee",
-        "us$ usd million next beneficiary business consignment atm inheritance compensation "
-        "unclaimed dormant mutual confidential barrister attorney need late cancer illness "
-        "childless donate foreign fundos herd heran investidor fondos herencia extranjero "
-        "fonds ritage",
+        (
+            "us$", "usd", "million", "next of kin", "beneficiary", "business pro",
+            "business deal", "consignment", "atm card", "inheritance", "compensation",
+            "unclaimed", "dormant", "mutual", "confidential", "at law", "i need your", "my late",
+            "cancer", "illness", "childless", "donate", "foreign", "fundos", "herd", "heran",
+            "investidor", "fondos", "herencia", "extranjero", "fonds", "ritage",
+        ),
         _ADVANCE_FEE, _ADVANCE_FEE_INTL,
     ),
     _lure(
         "lure-crypto",
-        "phrase words airdrop mint wallet tokens btc bitcoin usdt eth crypto mining web3",
+        (
+            "phrase", "words", "airdrop", "mint", "wallet", "tokens", "btc", "bitcoin", "usdt",
+            "eth", "crypto", "mining", "web3",
+        ),
         _CRYPTO,
     ),
 )
@@ -250,8 +290,9 @@ def lure_signals(text: str) -> list[Signal]:
     # Patterns are lower-case and matched against lower-cased text: re.IGNORECASE is several
     # times slower on long bodies.
     lowered = text.lower()
+    hinted = spaced(lowered)
     return [
         Signal(name=lure.name, weight=weight(lure.name), detail="")
         for lure in LURES
-        if lure.found_in(lowered)
+        if lure.hinted(hinted) and lure.matches(lowered)
     ]

@@ -288,8 +288,8 @@ class Scanner:
         if inner.message is not None:
             # An attached message, walked within what is left of the message's MIME limits
             # (the walk's counters are shared, so it cannot buy parts or bytes of its own).
-            room = max(self.config.max_mime_depth - part.depth - 1, 0)
-            for nested in self._walk(parse_message(inner.message), room, found.stats, check):
+            depth_left = max(self.config.max_mime_depth - part.depth - 1, 0)
+            for nested in self._walk(parse_message(inner.message), depth_left, found.stats, check):
                 self._part(_at_depth(nested, part.depth + 1), signals, found, check, level + 1)
 
 

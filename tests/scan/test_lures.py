@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from popproxy.scan.lures import LURES, Lure, lure_signals
+from popproxy.scan.lures import LURES, Lure, lure_signals, spaced
 
 # The stdlib's own regex parser (no type stubs): the texts are derived from parsed patterns.
 sre: Any = importlib.import_module("re._constants")
@@ -142,7 +142,7 @@ def test_every_pattern_is_reachable_through_its_hints(lure: Lure, index: int) ->
     # The generator reaches every alternative of the pattern, with every gap.
     assert [key for key, texts in by_alternative.items() if not texts] == []
     texts = [text for group in by_alternative.values() for text in group]
-    skipped = [text for text in texts if not lure.hinted(text.lower())]
+    skipped = [text for text in texts if not lure.hinted(spaced(text.lower()))]
     assert skipped == []
     unraised = [text for text in texts if lure.name not in {s.name for s in lure_signals(text)}]
     assert unraised == []
@@ -171,11 +171,17 @@ def test_words_split_by_any_whitespace_still_raise_the_lure(text: str, signal: s
     assert signal in {s.name for s in lure_signals(text)}
 
 
-def test_a_hint_spanning_two_words_is_refused() -> None:
-    with pytest.raises(ValueError, match="single words"):
-        Lure("lure-x", ("update your",), (re.compile("update"),))
-    with pytest.raises(ValueError, match="single words"):
-        Lure("lure-x", ("Update",), (re.compile("update"),))
+@pytest.mark.parametrize("hint", ["update\nyour", "update  your", " update", "Update", ""])
+def test_a_hint_must_be_lower_case_and_single_spaced(hint: str) -> None:
+    with pytest.raises(ValueError, match="single-spaced"):
+        Lure("lure-x", (hint,), (re.compile("update"),))
+
+
+def test_hints_are_checked_with_whitespace_runs_as_one_space() -> None:
+    assert spaced("update \r\n\t your\u00a0billing") == "update your billing"
+    payment = next(lure for lure in LURES if lure.name == "lure-payment")
+    assert payment.hinted(spaced("update\nyour billing"))
+    assert not payment.hinted("update\nyour billing")  # what the old check saw
 
 
 def test_the_table_names_each_category_once_with_hints_and_patterns() -> None:

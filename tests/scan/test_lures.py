@@ -1,10 +1,11 @@
 """The lure table: every pattern is reachable through its category's hints.
 
 A pattern is only tried when the text holds one of its category's hints, so a hint that not
-every match contains makes part of the pattern dead: "update your" as a hint skipped "update\\n
-your billing", which the payment pattern matches.  Here, every pattern generates the texts it
-matches (every alternative, each character class's letters, optional parts with and without),
-with the whitespace between words written four ways, and each must raise its lure.
+every match contains makes part of the pattern dead: the hint "update your" skipped "update",
+a line break, "your billing", which the payment pattern matches.  Here, every pattern generates
+the texts it matches (every alternative, each character class's letters, optional parts with
+and without), with the whitespace between words written four ways, and each must raise its
+lure.
 """
 
 from __future__ import annotations

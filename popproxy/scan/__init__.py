@@ -2,7 +2,8 @@
 
 Pipeline: bytes -> bounded MIME walk (:mod:`.mime`) -> decoded text/HTML (:mod:`.textdecode`,
 :mod:`.extract`) -> links and attachments -> signals (:mod:`.link_rules`, :mod:`.attachments`,
-:mod:`.content`) -> verdict (:mod:`.scoring`) -> modified bytes (:mod:`.actions`).
+:mod:`.lures`, :mod:`.content`, :mod:`.addresses` on :mod:`.header_facts`) -> verdict
+(:mod:`.scoring`) -> modified bytes (:mod:`.actions`).
 
 Nothing here imports asyncio, socket or ssl; the proxy calls :meth:`Scanner.scan` and
 :func:`apply_action` on whole messages.

@@ -26,7 +26,7 @@ from popproxy.scan.headers import (
     split_message,
 )
 from popproxy.scan.limits import MAX_HEADER_REASONS
-from popproxy.scan.mime import parse_message
+from popproxy.scan.mime_parse import parse_message
 from popproxy.scan.verdict import Verdict, clean_detail
 
 # Characters of the original Subject repeated in a quarantine notice.

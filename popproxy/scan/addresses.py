@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from email.utils import getaddresses
-from functools import lru_cache
 
 from popproxy.scan import hosts
 from popproxy.scan.config import ProtectedBrand
+from popproxy.scan.header_facts import HeaderFacts, domain_of
 from popproxy.scan.lists import FREEMAIL_DOMAINS
 from popproxy.scan.lookalike import is_official, names_brand
 from popproxy.scan.verdict import Signal, clean_detail, clean_evidence
@@ -59,26 +58,7 @@ def _top_level_commas(header: str) -> int:
     return count
 
 
-@lru_cache(maxsize=256)
-def mailboxes(header: str) -> tuple[tuple[str, str], ...]:
-    # Cached: one scan reads From and To several times, and getaddresses is not cheap.
-    return tuple((name, addr) for name, addr in getaddresses([header]) if name or addr)
-
-
-def _domain(address: str) -> str:
-    local, at, domain = address.rpartition("@")
-    domain = domain.lower().strip(".>")
-    return hosts.to_ascii(domain) if at and local and "." in domain else ""
-
-
-def sender_signals(
-    from_header: str,
-    reply_to: str,
-    brands: tuple[ProtectedBrand, ...],
-    *,
-    raw_from: str | None = None,
-    list_id: str = "",
-) -> list[Signal]:
+def sender_signals(headers: HeaderFacts, brands: tuple[ProtectedBrand, ...]) -> list[Signal]:
     """Signals from From and Reply-To.
 
     - sender-malformed: From holds several entries.  RFC 5322 section 3.6.2 allows that only
@@ -86,34 +66,52 @@ def sender_signals(
       from unquoted commas in a display name, which hides the real address behind a name that
       looks like part of a list.  (A Sender field does not excuse it: bulk senders add one.)
       A From without a usable address is not counted: anonymised samples look like that.
+      Entries are counted in From as it arrived: a comma inside an encoded-word
+      ("=?utf-8?Q?Doe=2C_Jane?=", Outlook's "Surname, Given") is part of the name, as in a
+      quoted string.
+    - sender-display-address, sender-brand-*, sender-role-freemail: see
+      :func:`_display_name_signals`.
+    - sender-bad-domain: the From domain cannot exist (characters no host name has, a suffix
+      no registry runs, labels spelled out one letter at a time).
+    - reply-to-freemail: replies are diverted to a free mailbox on another domain (not for a
+      mailing list's rewritten From, told apart by List-Id: see :func:`list_rewritten_from`).
+
+    Args:
+        headers: the message's From, Reply-To and List-Id.
+        brands: the brands whose names are checked in the display name.
+    """
+    out: list[Signal] = []
+    commas = _top_level_commas(headers.raw_from)
+    if commas:
+        out.append(_sig("sender-malformed", f"{commas + 1} entries"))
+    out.extend(_display_name_signals(headers, brands))
+    domain = headers.sender_domain
+    bad = _bad_domain(domain) if domain else ""
+    if bad:
+        out.append(_sig("sender-bad-domain", f"{bad}: {domain}"))
+    reply = _diverted_reply(headers)
+    if reply:
+        out.append(_sig("reply-to-freemail", reply))
+    return _with_evidence(
+        out, {"reply-to-freemail": f"Reply-To: {headers.reply_to}"}, f"From: {headers.from_}"
+    )
+
+
+def _display_name_signals(
+    headers: HeaderFacts, brands: tuple[ProtectedBrand, ...]
+) -> list[Signal]:
+    """What the display name claims against the address it comes from.
+
     - sender-display-address: the display name shows an address at another domain.
     - sender-brand-*: the display name names a protected brand, the address is elsewhere.
     - sender-role-freemail: a desk or team name ("Security Team") on a free mailbox.
-    - sender-bad-domain: the From domain cannot exist (characters no host name has, a suffix
-      no registry runs, labels spelled out one letter at a time).
-    - reply-to-freemail: replies are diverted to a free mailbox on another domain.
-
-    Args:
-        from_header: From, RFC 2047 encoded-words decoded.
-        reply_to: Reply-To, decoded.
-        brands: the brands whose names are checked in the display name.
-        raw_from: From as it arrived (encoded-words not decoded), for counting entries: a
-            comma inside an encoded-word ("=?utf-8?Q?Doe=2C_Jane?=", Outlook's "Surname,
-            Given") is part of the name, as in a quoted string.  None: ``from_header``.
-        list_id: the List-Id field; with it, a mailing list's rewritten From ("Jane via
-            Users" <users@lists.example>) is told apart from a forgery (see
-            :func:`list_rewritten_from`).
     """
     out: list[Signal] = []
-    boxes = mailboxes(from_header)
-    domains = [d for d in (_domain(a) for _, a in boxes) if d]
-    commas = _top_level_commas(from_header if raw_from is None else raw_from)
-    if commas:
-        out.append(_sig("sender-malformed", f"{commas + 1} entries"))
-    domain = domains[-1] if domains else ""
+    domain = headers.sender_domain
     # What a mail client shows as the sender name: everything before the address.
+    from_header = headers.from_
     display = from_header.rpartition("<")[0] if "<" in from_header else ""
-    display = display or " ".join(name for name, _ in boxes)
+    display = display or " ".join(name for name, _ in headers.from_boxes)
     shown = _SHOWN_ADDRESS.search(display)
     shown_domain = shown.group(1).lower() if shown else ""
     if shown_domain and domain and hosts.owner_domain(shown_domain) != hosts.owner_domain(domain):
@@ -124,17 +122,18 @@ def sender_signals(
     free_sender = bool(domain) and hosts.owner_domain(domain) in _SELF_SERVICE_DOMAINS
     if free_sender and brand is None and _ROLE_NAME.search(display.lower()):
         out.append(_sig("sender-role-freemail", domain))
-    bad = _bad_domain(domain) if domain else ""
-    if bad:
-        out.append(_sig("sender-bad-domain", f"{bad}: {domain}"))
-    reply_domains = [d for d in (_domain(a) for _, a in mailboxes(reply_to)) if d]
-    if reply_domains and domain and not list_rewritten_from(from_header, list_id, reply_to):
-        reply = reply_domains[-1]
-        if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != domain:
-            out.append(_sig("reply-to-freemail", reply))
-    return _with_evidence(
-        out, {"reply-to-freemail": f"Reply-To: {reply_to}"}, f"From: {from_header}"
-    )
+    return out
+
+
+def _diverted_reply(headers: HeaderFacts) -> str:
+    """The free-mailbox Reply-To domain replies are diverted to ("" when none)."""
+    reply_domains = [d for d in (domain_of(a) for _, a in headers.reply_to_boxes) if d]
+    if not reply_domains or not headers.sender_domain or list_rewritten_from(headers):
+        return ""
+    reply = reply_domains[-1]
+    if hosts.owner_domain(reply) in FREEMAIL_DOMAINS and reply != headers.sender_domain:
+        return reply
+    return ""
 
 
 def _brand_rule(brand: ProtectedBrand, domain: str) -> str:
@@ -161,7 +160,7 @@ _VIA_LIST = re.compile(r"(?i)^(.*?\S)\s+via\s+\S")
 _NAME_QUOTES = " '\""
 
 
-def list_rewritten_from(from_header: str, list_id: str, reply_to: str = "") -> bool:
+def list_rewritten_from(headers: HeaderFacts) -> bool:
     """True when From is a list's rewrite of a poster's address.
 
     The display name says "<poster> via <list>", the address is the list's own posting address
@@ -170,7 +169,8 @@ def list_rewritten_from(from_header: str, list_id: str, reply_to: str = "") -> b
     this, but then Reply-To is the poster the mail claims to come from, and the other sender
     rules still judge the display name.
     """
-    boxes = mailboxes(from_header)
+    boxes = headers.from_boxes
+    list_id = headers.list_id
     if len(boxes) != 1 or not list_id:
         return False
     name, address = boxes[0]
@@ -181,7 +181,7 @@ def list_rewritten_from(from_header: str, list_id: str, reply_to: str = "") -> b
     if not list_key or list_key != address.strip().lower().replace("@", "."):
         return False
     poster = via.group(1).strip(_NAME_QUOTES).casefold()
-    replies = [n.strip(_NAME_QUOTES).casefold() for n, _ in mailboxes(reply_to)]
+    replies = [n.strip(_NAME_QUOTES).casefold() for n, _ in headers.reply_to_boxes]
     return all(not n or n == poster for n in replies)
 
 
@@ -213,17 +213,11 @@ def _bad_domain(domain: str) -> str:
 _SELF_SERVICE_DOMAINS = FREEMAIL_DOMAINS | frozenset({"onmicrosoft.com"})
 
 
-def sender_domain(from_header: str) -> str:
-    """The ASCII domain of the (last) From address; "" when it has none."""
-    domains = [d for d in (_domain(a) for _, a in mailboxes(from_header)) if d]
-    return domains[-1] if domains else ""
-
-
-def free_mailbox_sender(from_header: str, reply_to: str) -> str:
+def free_mailbox_sender(headers: HeaderFacts) -> str:
     """The free-mailbox domain the sender writes from or wants replies at ("" when none)."""
-    for header in (reply_to, from_header):
-        for _, address in mailboxes(header):
-            domain = _domain(address)
+    for boxes in (headers.reply_to_boxes, headers.from_boxes):
+        for _, address in boxes:
+            domain = domain_of(address)
             if domain and hosts.owner_domain(domain) in FREEMAIL_DOMAINS:
                 return domain
     return ""
@@ -237,14 +231,14 @@ _ROLE_NAME = re.compile(
 )
 
 
-def recipient_signals(to_header: str, subject: str) -> list[Signal]:
+def recipient_signals(headers: HeaderFacts) -> list[Signal]:
     """subject-recipient-address: the Subject repeats the recipient's full address.
 
     Bulk phishing personalises with the only thing it knows, the address; people and real
     services use a name.
     """
-    boxes = [a.lower() for _, a in mailboxes(to_header) if "@" in a]
-    lowered = subject.lower()
+    boxes = [a.lower() for _, a in headers.to_boxes if "@" in a]
+    lowered = headers.subject.lower()
     if len(boxes) == 1 and boxes[0] in lowered:
-        return [_sig("subject-recipient-address", "", f"Subject: {subject}")]
+        return [_sig("subject-recipient-address", "", f"Subject: {headers.subject}")]
     return []

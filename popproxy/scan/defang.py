@@ -20,8 +20,8 @@ from popproxy.scan.defang_html import defang_html
 from popproxy.scan.header_words import decodable_tail, decode_words
 from popproxy.scan.inert_text import defang_text
 from popproxy.scan.limits import MAX_MIME_PARTS
-from popproxy.scan.mime import parse_message
 from popproxy.scan.mime_params import split_params
+from popproxy.scan.mime_parse import parse_message
 from popproxy.scan.recover import recover_multipart
 from popproxy.scan.textdecode import decode_bytes
 

@@ -1,8 +1,8 @@
 """Bounded MIME walk: message bytes -> decoded leaf parts.
 
-The stdlib parser (compat32 policy: the fastest, and it never raises on malformed input) builds
-the tree; this module walks it with limits on depth, part count and decoded bytes, yielding one
-decoded part at a time so that at most one decoded payload is alive besides the parse tree.
+The stdlib parser builds the tree (:mod:`.mime_parse`); this module walks it with limits on
+depth, part count and decoded bytes, yielding one decoded part at a time so that at most one
+decoded payload is alive besides the parse tree.
 
 A multipart without a usable boundary (missing, or never found in the body) is kept by the
 parser as one opaque text; the walk reads that text as text/plain *and* walks the parts found
@@ -13,27 +13,15 @@ judged whichever way a mail client reads such a message.
 from __future__ import annotations
 
 import binascii
-import email.errors
-import email.parser
-import email.policy
 import quopri
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 
 from popproxy.scan.header_words import decodable_tail, decode_words
-from popproxy.scan.limits import (
-    MAX_OVERFLOW_BYTES,
-    MAX_PARSE_DELIMITERS,
-    OVERFLOW_PART_COST,
-)
-from popproxy.scan.mime_params import install as install_linear_param_parser
+from popproxy.scan.limits import MAX_OVERFLOW_BYTES, OVERFLOW_PART_COST
+from popproxy.scan.mime_parse import parse_message, unparsed_limit
 from popproxy.scan.recover import recover_multipart
-
-# The stdlib's MIME parameter splitter is quadratic in the header's length, and every reader of
-# a message (scanner and defang alike, both through this module) asks hostile headers for their
-# charset, boundary and file name: see mime_params.
-install_linear_param_parser()
 
 # Parts the overflow walk can visit at most (each costs at least OVERFLOW_PART_COST): how many
 # parts past the limit are split off a multipart without a usable boundary for it.
@@ -77,49 +65,6 @@ class WalkStats:
     unparsed: bool = False  # a structure too costly to parse was read as text (parse_message)
     limits_hit: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
-
-
-_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
-
-
-class Unparsed(email.errors.MessageDefect):
-    """The message's structure was not parsed (see :func:`parse_message`); ``limit`` says why."""
-
-    def __init__(self, limit: str) -> None:
-        super().__init__(limit)
-        self.limit = limit
-
-
-def parse_message(data: bytes) -> Message:
-    """Parse message bytes (never raises on malformed MIME; defects are recorded instead).
-
-    Two structures are too costly for the stdlib parser, so such a message is parsed for its
-    header only; its body stays one text, marked :class:`Unparsed`, which the walk reads as text
-    and as HTML (every link not hidden by a transfer encoding) and reports as a limit:
-
-    - "parts": more than MAX_PARSE_DELIMITERS lines that can be MIME delimiters (the parser
-      costs ~25 us per part, so 350,000 tiny parts in 16 MiB took 8 s before any rule ran);
-    - "depth": the parser recurses a few frames per multipart level, so a few hundred nested
-      multiparts exhaust Python's stack (RecursionError).  Not re-parsed level by level: each
-      failed attempt costs a parse of the whole message.
-    """
-    if data.count(b"\n--") + data.count(b"\r--") > MAX_PARSE_DELIMITERS:
-        return _header_only(data, "parts")
-    try:
-        return _PARSER.parsebytes(data)
-    except RecursionError:
-        return _header_only(data, "depth")
-
-
-def _header_only(data: bytes, limit: str) -> Message:
-    msg = _PARSER.parsebytes(data, headersonly=True)
-    msg.defects.append(Unparsed(limit))
-    return msg
-
-
-def _unparsed(node: Message) -> str | None:
-    """The limit for which ``node`` was left unparsed, or None."""
-    return next((d.limit for d in node.defects if isinstance(d, Unparsed)), None)
 
 
 def _as_html(part: Part) -> Part:
@@ -175,60 +120,113 @@ def walk_parts(
         checkpoint: called before each part; raises to abort (the scanner's time budget).
         max_overflow_bytes: the byte budget of the overflow walk.
     """
-    stack: list[tuple[Message, int]] = [(msg, 0)]
+    limits = _Limits(max_depth, max_parts, max_decoded_bytes)
     overflow: list[tuple[Message | bytes, int]] = []  # subtrees past a limit, document order
+    yield from _bounded_parts(msg, limits, stats, checkpoint, overflow)
+    if overflow:
+        yield from _overflow_parts(overflow, stats, max_overflow_bytes, checkpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """The limits of the depth-first walk (see :func:`walk_parts`)."""
+
+    max_depth: int
+    max_parts: int
+    max_decoded_bytes: int
+
+
+def _bounded_parts(
+    msg: Message,
+    limits: _Limits,
+    stats: WalkStats,
+    checkpoint: Callable[[], None],
+    overflow: list[tuple[Message | bytes, int]],
+) -> Iterator[Part]:
+    """The depth-first walk within ``limits``; what lies past them is added to ``overflow``."""
+    stack: list[tuple[Message, int]] = [(msg, 0)]
     late: list[tuple[Message | bytes, int]] = []  # recovered parts past the part limit, raw
     while stack:
         node, depth = stack.pop()
         checkpoint()
-        if depth > max_depth:
+        if depth > limits.max_depth:
             _note(stats, "depth")
             overflow.append((node, depth))
             continue
-        if stats.parts >= max_parts:
+        if stats.parts >= limits.max_parts:
             _note(stats, "parts")
             overflow.append((node, depth))
             overflow.extend(reversed(stack))
             break
         stats.parts += 1
         if node.is_multipart():
-            children = node.get_payload()
-            encoded = _encoded_message(node, stats, max_decoded_bytes)
-            if encoded is not None:
-                children = [encoded]
-            if isinstance(children, list):
-                stack.extend((c, depth + 1) for c in reversed(children) if isinstance(c, Message))
+            stack.extend(_children(node, depth, stats, limits.max_decoded_bytes))
             continue
-        unparsed = _unparsed(node)
-        if unparsed is not None:
-            _note(stats, unparsed)
-            stats.unparsed = True
-        deep = unparsed is not None
+        unparsed = _note_unparsed(node, stats)
         broken = node.get_content_maintype() == "multipart"  # and no usable boundary
-        part = _decode_leaf(node, depth, stats, max_decoded_bytes, as_text=broken or deep)
+        cap = limits.max_decoded_bytes
+        part = _decode_leaf(node, depth, stats, cap, as_text=broken or unparsed)
         if part is None:
             overflow.append((node, depth))
             overflow.extend(reversed(stack))
             break
         yield part
-        if deep:
+        if unparsed:
             yield _as_html(part)
-        if broken and not deep:
+        elif broken:
             # The body was scanned as text just now (what a client that gives up on the
             # structure shows); the parts found in it are walked too (what a lenient client
             # shows).  Their bytes count again against max_decoded_bytes as they are decoded.
-            _note_malformed(stats, "no-boundary")
-            room = max(0, max_parts - stats.parts)
-            found = recover_multipart(part.payload, room + _OVERFLOW_PARTS)
-            if found is not None:
-                if found.truncated or len(found.parts) > room:
-                    _note(stats, "parts")
-                # Parts past the limit are parsed by the overflow walk, only if it gets to them.
-                late.extend((c, depth + 1) for c in found.parts[room:])
-                stack.extend((parse_message(c), depth + 1) for c in reversed(found.parts[:room]))
+            _recover(part, depth, stats, limits.max_parts, stack, late)
     overflow.extend(late)
-    if overflow:
-        yield from _overflow_parts(overflow, stats, max_overflow_bytes, checkpoint)
+
+
+def _children(
+    node: Message, depth: int, stats: WalkStats, cap: int
+) -> list[tuple[Message, int]]:
+    """A multipart's children, last first (for the walk's stack); an encoded message/rfc822
+    part's child is the decoded message (see :func:`_encoded_message`)."""
+    children = node.get_payload()
+    encoded = _encoded_message(node, stats, cap)
+    if encoded is not None:
+        children = [encoded]
+    if not isinstance(children, list):
+        return []
+    return [(c, depth + 1) for c in reversed(children) if isinstance(c, Message)]
+
+
+def _note_unparsed(node: Message, stats: WalkStats) -> bool:
+    """Whether ``node`` was left unparsed (see :func:`parse_message`); noted as its limit."""
+    unparsed = unparsed_limit(node)
+    if unparsed is None:
+        return False
+    _note(stats, unparsed)
+    stats.unparsed = True
+    return True
+
+
+def _recover(
+    part: Part,
+    depth: int,
+    stats: WalkStats,
+    max_parts: int,
+    stack: list[tuple[Message, int]],
+    late: list[tuple[Message | bytes, int]],
+) -> None:
+    """Queue the parts found in a multipart without a usable boundary (:func:`recover_multipart`).
+
+    The parts within the part limit go on the walk's ``stack``; those past it (up to what the
+    overflow walk could visit) go to ``late`` raw: they are parsed only if that walk gets to them.
+    """
+    _note_malformed(stats, "no-boundary")
+    room = max(0, max_parts - stats.parts)
+    found = recover_multipart(part.payload, room + _OVERFLOW_PARTS)
+    if found is None:
+        return
+    if found.truncated or len(found.parts) > room:
+        _note(stats, "parts")
+    late.extend((c, depth + 1) for c in found.parts[room:])
+    stack.extend((parse_message(c), depth + 1) for c in reversed(found.parts[:room]))
 
 
 def _overflow_parts(
@@ -245,11 +243,39 @@ def _overflow_parts(
     usable boundary is read as text here (its raw text still shows any unencoded link).  Parts
     left over when the budget runs out are recorded as the limit "overflow".
     """
+    leaves, left = _overflow_leaves(roots, stats, budget, checkpoint)
+    leaves.sort(key=lambda leaf: not _is_body(leaf[0]))  # stable: document order otherwise
+    for node, depth in leaves:
+        if left <= 0:
+            _note(stats, "overflow")
+            return
+        checkpoint()
+        unparsed = _note_unparsed(node, stats)
+        broken = node.get_content_maintype() == "multipart" or unparsed
+        part = _decode_leaf(node, depth, stats, None, as_text=broken, max_bytes=left)
+        if part is None:
+            continue
+        left -= max(OVERFLOW_PART_COST, len(part.payload))
+        stats.overflow_parts += 1
+        yield part
+        if unparsed:
+            yield _as_html(part)
+
+
+def _overflow_leaves(
+    roots: list[tuple[Message | bytes, int]],
+    stats: WalkStats,
+    budget: int,
+    checkpoint: Callable[[], None],
+) -> tuple[list[tuple[Message, int]], int]:
+    """The leaves under ``roots`` the overflow walk can afford, and what is left of ``budget``.
+
+    Containers are paid for as they are visited; leaves when decoded (at least the part cost
+    each, which is reserved while they are collected, so collecting stops in time).
+    """
     left = budget
     stack = list(reversed(roots))
     leaves: list[tuple[Message, int]] = []
-    # Containers are paid for as they are visited; leaves when decoded (at least the part cost
-    # each, which is reserved while they are collected, so collecting stops in time).
     while stack and left - len(leaves) * OVERFLOW_PART_COST > 0:
         item, depth = stack.pop()
         checkpoint()
@@ -263,25 +289,7 @@ def _overflow_parts(
         leaves.append((node, depth))
     if stack:
         _note(stats, "overflow")
-    leaves.sort(key=lambda leaf: not _is_body(leaf[0]))  # stable: document order otherwise
-    for node, depth in leaves:
-        if left <= 0:
-            _note(stats, "overflow")
-            return
-        checkpoint()
-        unparsed = _unparsed(node)
-        if unparsed is not None:
-            _note(stats, unparsed)
-            stats.unparsed = True
-        broken = node.get_content_maintype() == "multipart" or unparsed is not None
-        part = _decode_leaf(node, depth, stats, None, as_text=broken, max_bytes=left)
-        if part is None:
-            continue
-        left -= max(OVERFLOW_PART_COST, len(part.payload))
-        stats.overflow_parts += 1
-        yield part
-        if unparsed is not None:
-            yield _as_html(part)
+    return leaves, left
 
 
 def _is_body(node: Message) -> bool:

@@ -63,27 +63,7 @@ def recover_multipart(body: bytes, max_parts: int) -> RecoveredMultipart | None:
     delimiter = re.compile(
         _LINE_START + b"--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)"
     )
-    spans: list[tuple[int, int]] = []  # (start, end) of each part's content
-    epilogue: bytes | None = None
-    truncated = False
-    after_delimiter = -1
-    for match in delimiter.finditer(body, first.start()):
-        if match.start() == after_delimiter:
-            # Like the parser: delimiter lines (even a close one) right after a delimiter
-            # line are swallowed by it; there is no empty part between them.
-            after_delimiter = match.end()
-            spans[-1] = (after_delimiter, len(body))
-            continue
-        if spans:
-            spans[-1] = (spans[-1][0], match.start())
-        if match.group(1):  # the close delimiter
-            epilogue = body[match.end() :]
-            break
-        if len(spans) == max_parts:
-            truncated = True
-            break
-        spans.append((match.end(), len(body)))
-        after_delimiter = match.end()
+    spans, epilogue, truncated = _part_spans(body, delimiter, first.start(), max_parts)
     # Each part loses its last line ending (the one before a delimiter belongs to it; the
     # parser drops it at the end of the body as well).
     return RecoveredMultipart(
@@ -93,3 +73,29 @@ def recover_multipart(body: bytes, max_parts: int) -> RecoveredMultipart | None:
         epilogue=epilogue,
         truncated=truncated,
     )
+
+
+def _part_spans(
+    body: bytes, delimiter: re.Pattern[bytes], start: int, max_parts: int
+) -> tuple[list[tuple[int, int]], bytes | None, bool]:
+    """The (start, end) of each part's content between the delimiter lines from ``start`` on,
+    the epilogue (None without a close delimiter), and whether parts past ``max_parts`` were
+    left out."""
+    spans: list[tuple[int, int]] = []
+    after_delimiter = -1
+    for match in delimiter.finditer(body, start):
+        if match.start() == after_delimiter:
+            # Like the parser: delimiter lines (even a close one) right after a delimiter
+            # line are swallowed by it; there is no empty part between them.
+            after_delimiter = match.end()
+            spans[-1] = (after_delimiter, len(body))
+            continue
+        if spans:
+            spans[-1] = (spans[-1][0], match.start())
+        if match.group(1):  # the close delimiter
+            return spans, body[match.end() :], False
+        if len(spans) == max_parts:
+            return spans, None, True
+        spans.append((match.end(), len(body)))
+        after_delimiter = match.end()
+    return spans, None, False

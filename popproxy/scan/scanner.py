@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from email.message import Message
 
 from popproxy.scan import addresses, content, features, hosts
@@ -24,7 +24,7 @@ from popproxy.scan.config import ScanConfig
 from popproxy.scan.containers import open_container
 from popproxy.scan.extract import Extracted, html_extract
 from popproxy.scan.feeds import HostFeed, load_feeds
-from popproxy.scan.header_words import header_text
+from popproxy.scan.header_facts import HeaderFacts
 from popproxy.scan.headers import has_own_headers
 from popproxy.scan.limits import (
     MAX_ARCHIVE_MEMBERS,
@@ -36,9 +36,11 @@ from popproxy.scan.link_rules import (
     link_signals,
     shortened_hrefs,
 )
-from popproxy.scan.link_select import select_links
+from popproxy.scan.link_select import Selection, select_links
+from popproxy.scan.lures import lure_signals
 from popproxy.scan.media import budget_signals, data_uri_images, drawn_codes
-from popproxy.scan.mime import Part, parse_message, walk_parts
+from popproxy.scan.mime import Part, WalkStats, walk_parts
+from popproxy.scan.mime_parse import parse_message
 from popproxy.scan.model import Model, load_for, model_combine
 from popproxy.scan.redirectors import unwrap_links
 from popproxy.scan.scoring import combine
@@ -146,63 +148,76 @@ class Scanner:
             feed.refresh()
         msg = parse_message(message)
         check()
-        signals = _header_signals(msg, message, self.config)
+        headers = HeaderFacts.of(msg)
+        signals = _header_signals(headers, message, self.config)
         found = Collected(self.config.max_text_chars, self.config.max_link_scan_chars)
-        stats = found.stats
-        for part in walk_parts(
-            msg,
-            max_depth=self.config.max_mime_depth,
-            max_parts=self.config.max_mime_parts,
-            max_decoded_bytes=self.config.max_decoded_bytes,
-            max_overflow_bytes=self.config.max_overflow_bytes,
-            stats=stats,
-            checkpoint=check,
-        ):
+        for part in self._walk(msg, self.config.max_mime_depth, found.stats, check):
             self._part(part, signals, found, check)
         check()
-        unwrapped = unwrap_links([*found.body_links.links, *found.attachment_links.links])
-        if unwrapped.too_deep:
-            signals.append(_sig("limit-redirects", unwrapped.too_deep))
-        if unwrapped.open_redirect and not _same_owner(
-            unwrapped.open_redirect, addresses.sender_domain(header_text(msg, "From"))
-        ):
-            # Google's own mail (Calendar, Docs) links through Google's redirect.
-            signals.append(_sig("link-open-redirect", unwrapped.open_redirect))
-        chosen = select_links(
-            unwrapped.links,
-            max_hosts=self.config.max_links,
-            max_links=MAX_JUDGED_LINKS,
-        )
+        chosen = self._chosen_links(found, headers.sender_domain, signals)
         check()
         links = chosen.links
-        signals.extend(limit_signals(stats, found, chosen, truncated, len(message)))
+        signals.extend(limit_signals(found.stats, found, chosen, truncated, len(message)))
         signals.extend(budget_signals(found.media))
-        if stats.malformed:
-            signals.append(_sig("mime-malformed", ",".join(stats.malformed)))
-        subject = header_text(msg, "From") + "\n" + header_text(msg, "Subject")
-        visible = " ".join(found.text)
-        lures = content.lure_signals(subject + "\n" + visible)
-        signals.extend(lures)
-        if any(s.name == "lure-advance-fee" for s in lures):
-            free = addresses.free_mailbox_sender(
-                header_text(msg, "From"), header_text(msg, "Reply-To")
-            )
-            if free:
-                signals.append(_sig("advance-fee-freemail", free))
-        signals.extend(content.obfuscation_signals(
-            visible, subject, self.config.protected_brands + self.config.sender_brands
-        ))
-        signals.extend(content.greeting_signals(visible, header_text(msg, "To")))
+        if found.stats.malformed:
+            signals.append(_sig("mime-malformed", ",".join(found.stats.malformed)))
+        signals.extend(self._wording_signals(found, headers))
         signals.extend(link_signals(links, self._links))
-        sender_domain = addresses.sender_domain(header_text(msg, "From"))
-        signals.extend(action_link_signals(links, sender_domain, len(links)))
+        signals.extend(action_link_signals(links, headers.sender_domain, len(links)))
         if any(s.name == "html-image-only" for s in signals):
             shortener = shortened_hrefs(links, len(links))
             if shortener:
                 signals.append(_sig("image-link-shortened", shortener))
         check()
-        vector = features.vector(signals, found.seen, links, sender_domain, found.text_chars)
+        vector = features.vector(
+            signals, found.seen, links, headers.sender_domain, found.text_chars
+        )
         return signals, vector
+
+    def _walk(
+        self, msg: Message, max_depth: int, stats: WalkStats, check: Callable[[], None]
+    ) -> Iterator[Part]:
+        """The decoded parts of ``msg`` within the message's MIME limits (see :mod:`.mime`)."""
+        return walk_parts(
+            msg,
+            max_depth=max_depth,
+            max_parts=self.config.max_mime_parts,
+            max_decoded_bytes=self.config.max_decoded_bytes,
+            max_overflow_bytes=self.config.max_overflow_bytes,
+            stats=stats,
+            checkpoint=check,
+        )
+
+    def _chosen_links(
+        self, found: Collected, sender_domain: str, signals: list[Signal]
+    ) -> Selection:
+        """The links to judge: redirects unwrapped, then bounded by link_select."""
+        unwrapped = unwrap_links([*found.body_links.links, *found.attachment_links.links])
+        if unwrapped.too_deep:
+            signals.append(_sig("limit-redirects", unwrapped.too_deep))
+        if unwrapped.open_redirect and not _same_owner(unwrapped.open_redirect, sender_domain):
+            # Google's own mail (Calendar, Docs) links through Google's redirect.
+            signals.append(_sig("link-open-redirect", unwrapped.open_redirect))
+        return select_links(
+            unwrapped.links,
+            max_hosts=self.config.max_links,
+            max_links=MAX_JUDGED_LINKS,
+        )
+
+    def _wording_signals(self, found: Collected, headers: HeaderFacts) -> list[Signal]:
+        """Lures, obfuscated text and greetings in the visible text, From and Subject."""
+        headline = headers.from_ + "\n" + headers.subject
+        visible = " ".join(found.text)
+        out = lure_signals(headline + "\n" + visible)
+        if any(s.name == "lure-advance-fee" for s in out):
+            free = addresses.free_mailbox_sender(headers)
+            if free:
+                out.append(_sig("advance-fee-freemail", free))
+        out.extend(content.obfuscation_signals(
+            visible, headline, self.config.protected_brands + self.config.sender_brands
+        ))
+        out.extend(content.greeting_signals(visible, headers))
+        return out
 
     def _part(
         self,
@@ -271,15 +286,8 @@ class Scanner:
         if inner.message is not None:
             # An attached message, walked within what is left of the message's MIME limits
             # (the walk's counters are shared, so it cannot buy parts or bytes of its own).
-            for nested in walk_parts(
-                parse_message(inner.message),
-                max_depth=max(self.config.max_mime_depth - part.depth - 1, 0),
-                max_parts=self.config.max_mime_parts,
-                max_decoded_bytes=self.config.max_decoded_bytes,
-                max_overflow_bytes=self.config.max_overflow_bytes,
-                stats=found.stats,
-                checkpoint=check,
-            ):
+            depth_left = max(self.config.max_mime_depth - part.depth - 1, 0)
+            for nested in self._walk(parse_message(inner.message), depth_left, found.stats, check):
                 self._part(_at_depth(nested, part.depth + 1), signals, found, check, level + 1)
 
 
@@ -317,15 +325,9 @@ def _sig(name: str, detail: str) -> Signal:
     return Signal(name=name, weight=weight(name), detail=detail)
 
 
-def _header_signals(msg: Message, raw: bytes, config: ScanConfig) -> list[Signal]:
-    out = addresses.sender_signals(
-        header_text(msg, "From"),
-        header_text(msg, "Reply-To"),
-        config.protected_brands + config.sender_brands,
-        raw_from=str(msg.get("From", "")),  # encoded-words kept: their commas are not separators
-        list_id=header_text(msg, "List-Id"),
-    )
-    out.extend(addresses.recipient_signals(header_text(msg, "To"), header_text(msg, "Subject")))
+def _header_signals(headers: HeaderFacts, raw: bytes, config: ScanConfig) -> list[Signal]:
+    out = addresses.sender_signals(headers, config.protected_brands + config.sender_brands)
+    out.extend(addresses.recipient_signals(headers))
     if has_own_headers(raw):
         out.append(_sig("spoofed-verdict-header", ""))
     return out

@@ -6,11 +6,16 @@ import pytest
 
 from popproxy.scan.addresses import recipient_signals, sender_signals
 from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS
-from popproxy.scan.content import lure_signals, obfuscation_signals
+from popproxy.scan.content import obfuscation_signals
+from popproxy.scan.header_facts import HeaderFacts
+from popproxy.scan.lures import lure_signals
+from popproxy.scan.verdict import Signal
 
 
 def _sender(from_: str, reply_to: str = "") -> set[str]:
-    return {s.name for s in sender_signals(from_, reply_to, DEFAULT_PROTECTED_BRANDS)}
+    return {s.name for s in sender_signals(
+        HeaderFacts.parse(from_=from_, reply_to=reply_to), DEFAULT_PROTECTED_BRANDS
+    )}
 
 
 @pytest.mark.parametrize(
@@ -57,9 +62,12 @@ def test_localised_lures(text: str, signal: str) -> None:
 
 
 def test_subject_with_recipient_address() -> None:
-    assert recipient_signals("Bob <bob@example.net>", "bob@example.net: your parcel")
-    assert not recipient_signals("Bob <bob@example.net>", "your parcel")
-    assert not recipient_signals("a@example.net, b@example.net", "a@example.net")
+    def signals(to: str, subject: str) -> list[Signal]:
+        return recipient_signals(HeaderFacts.parse(to=to, subject=subject))
+
+    assert signals("Bob <bob@example.net>", "bob@example.net: your parcel")
+    assert not signals("Bob <bob@example.net>", "your parcel")
+    assert not signals("a@example.net, b@example.net", "a@example.net")
 
 
 @pytest.mark.parametrize(

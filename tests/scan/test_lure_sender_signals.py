@@ -6,7 +6,9 @@ import pytest
 
 from popproxy.scan import DEFAULT_PROTECTED_BRANDS, DEFAULT_SENDER_BRANDS, ScanConfig
 from popproxy.scan.addresses import sender_signals
-from popproxy.scan.content import greeting_signals, lure_signals
+from popproxy.scan.content import greeting_signals
+from popproxy.scan.header_facts import HeaderFacts
+from popproxy.scan.lures import lure_signals
 from tests.scan.helpers import build, load, names, scan
 
 _ALL_BRANDS = DEFAULT_PROTECTED_BRANDS + DEFAULT_SENDER_BRANDS
@@ -177,11 +179,11 @@ def test_greeting_by_address(text: str, fires: bool) -> None:
     ],
 )
 def test_greeting_by_recipient_address(text: str, to: str, fires: bool) -> None:
-    assert bool(greeting_signals(text, to)) is fires
+    assert bool(greeting_signals(text, HeaderFacts.parse(to=to))) is fires
 
 
 def _sender(from_: str) -> set[str]:
-    return {s.name for s in sender_signals(from_, "", _ALL_BRANDS)}
+    return {s.name for s in sender_signals(HeaderFacts.parse(from_=from_), _ALL_BRANDS)}
 
 
 @pytest.mark.parametrize(

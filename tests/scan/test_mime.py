@@ -10,11 +10,8 @@ import time
 from popproxy.scan import ScanConfig
 from popproxy.scan.header_words import header_text
 from popproxy.scan.limits import MAX_HEADER_DECODE_CHARS
-from popproxy.scan.mime import (
-    WalkStats,
-    parse_message,
-    walk_parts,
-)
+from popproxy.scan.mime import WalkStats, walk_parts
+from popproxy.scan.mime_parse import parse_message
 from popproxy.scan.recover import recover_multipart
 from popproxy.scan.textdecode import decode_bytes
 from tests.scan.helpers import load, names, scan

@@ -12,6 +12,7 @@ import pytest
 
 from popproxy.scan import hosts
 from popproxy.scan.addresses import list_rewritten_from
+from popproxy.scan.header_facts import HeaderFacts
 from popproxy.scan.link_rules import script_placeholder
 from tests.scan.helpers import build, names, scan
 
@@ -149,12 +150,14 @@ def test_via_name_without_matching_list_id_is_still_reply_to_freemail(list_id: s
 
 
 def test_list_rewritten_from_needs_a_via_name() -> None:
-    assert list_rewritten_from("Jane via Users <users@lists.example.org>",
-                               "<users.lists.example.org>")
-    assert not list_rewritten_from("Users <users@lists.example.org>",
-                                   "<users.lists.example.org>")
-    assert not list_rewritten_from("Jane via Users <users@lists.example.org>, x@evil.example",
-                                   "<users.lists.example.org>")
+    def rewritten(from_: str) -> bool:
+        return list_rewritten_from(
+            HeaderFacts.parse(from_=from_, list_id="<users.lists.example.org>")
+        )
+
+    assert rewritten("Jane via Users <users@lists.example.org>")
+    assert not rewritten("Users <users@lists.example.org>")
+    assert not rewritten("Jane via Users <users@lists.example.org>, x@evil.example")
 
 
 # --- a host must be a host name: "=" left by broken quoted-printable is no look-alike -------

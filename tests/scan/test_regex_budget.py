@@ -17,6 +17,7 @@ The measurement runs in a child process so that a pattern that never finishes fa
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import multiprocessing
 import pkgutil
@@ -27,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import popproxy.scan
-from popproxy.scan import addresses, content, lookalike
+from popproxy.scan import addresses, content, lookalike, lures
 from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS
 from popproxy.scan.headers import _HEADER_LINE
 from popproxy.scan.pdf import raw_uri_links
@@ -89,6 +90,20 @@ def _patterns_in(value: object) -> Iterator[tuple[str, re.Pattern[Any]]]:
         for i, item in enumerate(value):
             if isinstance(item, re.Pattern):
                 yield f"[{i}]", item
+            elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+                yield from _patterns_of_record(item, getattr(item, "name", i))
+
+
+def _patterns_of_record(record: Any, key: object) -> Iterator[tuple[str, re.Pattern[Any]]]:
+    """The patterns in a table row's fields (lures.LURES: ``Lure(name, hints, patterns)``)."""
+    for item in dataclasses.fields(record):
+        value = getattr(record, item.name)
+        if isinstance(value, re.Pattern):
+            yield f"[{key!r}].{item.name}", value
+        elif isinstance(value, tuple):
+            for j, pattern in enumerate(value):
+                if isinstance(pattern, re.Pattern):
+                    yield f"[{key!r}].{item.name}[{j}]", pattern
 
 
 def _module_patterns() -> dict[str, re.Pattern[Any]]:
@@ -349,7 +364,8 @@ def test_every_scan_regex_is_linear_on_hostile_input() -> None:
 def test_the_audit_finds_module_patterns_and_derives_inputs() -> None:
     patterns = all_patterns()
     assert "extract._TEXT_URL" in patterns
-    assert "content._LURES['lure-urgency']" in patterns
+    assert "lures.LURES['lure-urgency'].patterns[0]" in patterns
+    assert "lures.LURES['lure-urgency'].patterns[1]" in patterns
     inputs = derived_inputs(re.compile(r"<(/?)([a-z]+)\b(?:[^>\"']|\"[^\"]*\")*>"))
     assert any(text.startswith("<a") for text in inputs.values())
     assert all(len(text) >= _SIZE - 20 for text in inputs.values())
@@ -378,9 +394,9 @@ def test_patterns_made_linear_still_find_what_they_found() -> None:
     assert shown is not None
     assert shown.group(1) == "bank.example"
     assert addresses._SHOWN_ADDRESS.search("a.b+c@mail.bank.example") is not None
-    fee = content._LURES["lure-advance-fee"]
+    fee = next(lure for lure in lures.LURES if lure.name == "lure-advance-fee")
     for text in ("4.5 million united states dollars", "us$18.5 million", "a sum of $2,5 million"):
-        assert fee.search(text) is not None, text
+        assert fee.patterns[0].search(text) is not None, text
     links = raw_uri_links(b"<</URI (http://198.51.100.7/x) >> /URI(https://evil.test/p(1))")
     assert [link.url for link in links] == ["http://198.51.100.7/x", "https://evil.test/p"]
     assert _HEADER_LINE.match(b"Subject: x") is not None

@@ -17,11 +17,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.ports import free_port
 
 
 @contextmanager
@@ -45,7 +41,7 @@ def _popproxy(config: Path, cwd: Path) -> Iterator[subprocess.Popen[str]]:
 
 
 def _config(tmp_path: Path, tls_block: str = "") -> tuple[Path, int, int]:
-    stls, tls, upstream = _free_port(), _free_port(), _free_port()
+    stls, tls, upstream = free_port(), free_port(), free_port()
     path = tmp_path / "policy.yaml"
     path.write_text(
         "listeners:\n"

@@ -10,7 +10,8 @@ connection; an idle POP3 session should cost a few KiB.
 So a ``Channel`` is an ``asyncio.BufferedProtocol`` that reads every socket into one shared
 per-thread buffer (the event loop calls ``get_buffer`` and ``buffer_updated`` back to back, so
 one buffer serves all connections of a loop) and, once TLS is on, hands the records to a
-``tls_pump.TlsPump`` (``ssl.SSLObject`` over memory BIOs).  Received application bytes queue in ``_chunks`` until ``read`` takes them.
+``tls_pump.TlsPump`` (``ssl.SSLObject`` over memory BIOs).  Received application bytes
+queue in ``_chunks`` until ``read`` takes them.
 """
 
 from __future__ import annotations

@@ -18,16 +18,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.support.ports import free_port
+from tests.support.ports import accepts, free_port
 from tests.support.waiting import wait_for
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        return False
-    return True
 
 
 class Popproxy(subprocess.Popen[str]):
@@ -113,7 +105,7 @@ def test_sigterm_stops_accepting_and_lets_sessions_finish(tmp_path: Path) -> Non
         client.user("demo")
         client.pass_("demo")
         proc.send_signal(signal.SIGTERM)
-        wait_for(lambda: not _accepts(tls), what="the listener to close")
+        wait_for(lambda: not accepts(tls), what="the listener to close")
         assert proc.poll() is None  # still draining the open session
         assert client.retr(1)[1][-1] == b"This message came through the proxy."
         client.quit()

@@ -17,3 +17,12 @@ def free_port(*taken: int) -> int:
             port = int(sock.getsockname()[1])
         if port not in taken:
             return port
+
+
+def accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """Does something accept TCP connections on ``host:port`` right now?"""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return False
+    return True

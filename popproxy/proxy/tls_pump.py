@@ -85,7 +85,7 @@ class TlsPump:
 
     def pump(self) -> None:
         """Run the handshake as far as the received records allow, then read records."""
-        if self.handshaking and not self._advance_handshake():
+        if not self.handshake.done() and not self._advance_handshake():
             return
         self._read_records()
         self._flush_soon()  # post-handshake messages (tickets) wait for the next reply

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from popproxy.metrics import DEFINITIONS
+from tests.support.tools import require_tool
 
 GRAFANA = Path(__file__).resolve().parents[1] / "grafana"
 
 
 def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool missing (apt-get install prometheus)")
-        pytest.skip("promtool missing")
-    return path
+    return require_tool("promtool", "apt-get install prometheus")
 
 
 def test_promtool_check_and_unit_test_rules() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from popproxy.auditlog import AuditLog, open_audit_log
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGROTATE = ROOT / "packaging" / "popproxy.logrotate"
@@ -64,10 +65,6 @@ def test_reopen_of_a_stream_or_nothing_is_a_no_op() -> None:
 
 
 # --------------------------------------------------------------------------- popproxy run
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -93,11 +90,11 @@ class Running:
 @contextmanager
 def _popproxy(tmp_path: Path, audit: Path) -> Iterator[Running]:
     """``popproxy run`` (STLS listener, demo upstream) writing its audit log to ``audit``."""
-    port = _free_port()
+    port = free_port()
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         f"listeners: [{{name: pop3, host: 127.0.0.1, port: {port}, mode: starttls}}]\n"
-        f"upstream: {{host: 127.0.0.1, port: {_free_port()}}}\n"
+        f"upstream: {{host: 127.0.0.1, port: {free_port()}}}\n"
         f"state_dir: {tmp_path / 'state'}\n"
         f"observability: {{audit_log: {audit}}}\n"
         "limits: {shutdown_grace: 1}\n"

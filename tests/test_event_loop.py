@@ -18,14 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.procs import stop_process
+from tests.support.ports import free_port
 
 pytest.importorskip("uvloop")  # in the [test] extra; only missing in a hand-made environment
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -41,7 +36,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
 
 
 def test_uvloop_serves_implicit_tls_and_stls(tmp_path: Path) -> None:
-    tls_port, stls_port, demo_port = _free_port(), _free_port(), _free_port()
+    tls_port, stls_port, demo_port = free_port(), free_port(), free_port()
     state = tmp_path / "state"
     policy = tmp_path / "policy.yaml"
     policy.write_text(

@@ -9,7 +9,6 @@ logins match, with the client address and the ``ts`` time.  The example jail is 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3, wait_for
+from tests.support.tools import require_tool
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "fail2ban"
 FILTER = DOCS / "popproxy.conf"
@@ -35,13 +35,7 @@ ALICE_PASSWORD = "Alice-Pass-Word"
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} not found (Debian package fail2ban)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"fail2ban tests cannot run: {reason}", pytrace=False)
-        pytest.skip(f"fail2ban tests skipped: {reason}")
-    return path
+    return require_tool(name, "Debian package fail2ban")
 
 
 @pytest.fixture(scope="module")

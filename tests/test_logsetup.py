@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from popproxy.logsetup import JournalFormatter, syslog_priority, to_journal
+from tests.support.ports import free_port
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO popproxy\.server: listening")
 
@@ -49,19 +49,13 @@ def test_journal_formatter_prefixes_every_line_with_the_priority() -> None:
                                                  logging.DEBUG)] == [2, 3, 4, 6, 7]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize("journal", [True, False], ids=["journald", "terminal"])
 def test_popproxy_run_log_format(tmp_path: Path, journal: bool) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
-        f"listeners: [{{name: pop3, host: 127.0.0.1, port: {_free_port()}, mode: plain, "
+        f"listeners: [{{name: pop3, host: 127.0.0.1, port: {free_port()}, mode: plain, "
         "allow_plaintext_login: true}]\n"
-        f"upstream: {{host: 127.0.0.1, port: {_free_port()}}}\n"
+        f"upstream: {{host: 127.0.0.1, port: {free_port()}}}\n"
         f"state_dir: {tmp_path / 'state'}\n"
         "scan: {enabled: false}\n"
         "demo_upstream: {enabled: true}\n"

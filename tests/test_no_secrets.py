@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import pytest
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from tests.helpers import LoopThread, running_demo
 from tests.integration.rawpop import RawPOP3
+from tests.support.ports import free_port
 
 ALICE = "Alice-Secret-7QxZ"  # USER/PASS, AUTH PLAIN, AUTH LOGIN: all succeed
 BOB = "Kiwi7Tx Spaced9Qv Mango3Lr"  # a password with spaces (PASS takes the rest of the line)
@@ -58,12 +58,6 @@ def _b64(data: str | bytes) -> str:
 
 def _plain_blob(user: str, password: str, authzid: str = "") -> str:
     return _b64(f"{authzid}\0{user}\0{password}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def forms(password: str) -> set[str]:
@@ -97,7 +91,7 @@ class Proxy:
 
 
 def _policy(root: Path, upstream_port: int, redis_url: str | None) -> Proxy:
-    proxy = Proxy(root, _free_port(), _free_port(), _free_port())
+    proxy = Proxy(root, free_port(), free_port(), free_port())
     lockout: dict[str, Any] = {"enabled": True, "pair": {"free": 1, "block_after": 2},
                                "base_delay": 0.01, "max_delay": 0.05}
     if redis_url is not None:
@@ -106,7 +100,7 @@ def _policy(root: Path, upstream_port: int, redis_url: str | None) -> Proxy:
         "listeners": [{"name": "tls", "port": proxy.tls_port, "mode": "tls"},
                       {"name": "stls", "port": proxy.stls_port, "mode": "starttls"}],
         "upstream": {"host": "127.0.0.1", "port": upstream_port},
-        "upstreams": {"down": {"host": "127.0.0.1", "port": _free_port(),
+        "upstreams": {"down": {"host": "127.0.0.1", "port": free_port(),
                                "connect_timeout": 2}},
         "routes": [{"match": "ghost", "upstream": "down"}],
         "limits": {"auth_failure_delay": 0, "max_login_failures": 10, "shutdown_grace": 2},

@@ -21,20 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 ALLOWED, OTHER = "127.0.0.2", "127.0.0.3"
 START_TIMEOUT = 15.0
 LOG_TIMEOUT = 10.0
 RELOADED = "policy reloaded"
 REFUSED = "policy reload refused"
-
-
-def _free_port(*taken: int) -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in taken:
-            return port
 
 
 @dataclass
@@ -140,11 +133,11 @@ def running(tmp_path: Path) -> Iterator[Running]:
     the demo upstream; the listener admits all of 127.0.0.0/8."""
     policy = tmp_path / "policy"
     policy.mkdir()
-    port = _free_port()
+    port = free_port()
     listeners = policy / "10-listeners.yaml"
     listeners.write_text(_listeners(port))
     (policy / "20-service.yaml").write_text(
-        f"upstream: {{host: 127.0.0.1, port: {_free_port(port)}}}\n"
+        f"upstream: {{host: 127.0.0.1, port: {free_port(port)}}}\n"
         "limits: {auth_failure_delay: 0, shutdown_grace: 1}\n"
         f"state_dir: {tmp_path / 'state'}\n"
         "demo_upstream: {enabled: true}\n"
@@ -191,7 +184,7 @@ def test_sighup_applies_a_valid_policy_and_keeps_it_over_an_invalid_one(
 def test_sighup_refuses_a_policy_that_moves_a_listener(running: Running) -> None:
     popproxy, port, listeners = running.popproxy, running.port, running.listeners
     # Valid on its own, but moves the listener (and would deny 127.0.0.2).
-    new_port = _free_port(port)
+    new_port = free_port(port)
     listeners.write_text(_listeners(new_port, deny=f"[{ALLOWED}/32]"))
     output = popproxy.sighup(REFUSED)
     assert any("policy reload refused: listener names, addresses or modes changed" in line

@@ -34,6 +34,7 @@ import pytest
 
 from popproxy.policy.config import load_config
 from popproxy.policy.schema import Limits
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "packaging" / "popproxy.service"
@@ -266,19 +267,13 @@ def _deny_write_execute() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _exercise(tmp_path: Path, prefix: list[str],
               preexec: Callable[[], None] | None = None) -> None:
     """``popproxy run`` (behind ``prefix``) serves what production does, then stops cleanly:
     implicit TLS and STLS logins, a wrong password (lockout counters, HMAC key), a scanned
     RETR, a SIGHUP reload (policy and certificates), a SIGTERM drain; with a $NOTIFY_SOCKET,
     as under Type=notify, so the readiness notifications are part of it."""
-    tls_port, stls_port = _free_port(), _free_port()
+    tls_port, stls_port = free_port(), free_port()
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify_name = f"popproxy-unit-test-{os.getpid()}-{tls_port}"
     notify.bind(f"\0{notify_name}")
@@ -287,7 +282,7 @@ def _exercise(tmp_path: Path, prefix: list[str],
         "listeners:\n"
         f"  - {{name: pop3s, port: {tls_port}, mode: tls}}\n"
         f"  - {{name: pop3, port: {stls_port}, mode: starttls}}\n"
-        f"upstream: {{port: {_free_port()}}}\n"
+        f"upstream: {{port: {free_port()}}}\n"
         f"state_dir: {tmp_path / 'state'}\n"
         f"observability: {{audit_log: {tmp_path / 'audit.jsonl'}}}\n"
         "limits: {auth_failure_delay: 0.01, shutdown_grace: 5}\n"

@@ -9,8 +9,9 @@ connection; an idle POP3 session should cost a few KiB.
 
 So a ``Channel`` is an ``asyncio.BufferedProtocol`` that reads every socket into one shared
 per-thread buffer (the event loop calls ``get_buffer`` and ``buffer_updated`` back to back, so
-one buffer serves all connections of a loop) and, once TLS is on, runs ``ssl.SSLObject`` over
-memory BIOs.  Received application bytes queue in ``_chunks`` until ``read`` takes them.
+one buffer serves all connections of a loop) and, once TLS is on, hands the records to a
+``tls_pump.TlsPump`` (``ssl.SSLObject`` over memory BIOs).  Received application bytes
+queue in ``_chunks`` until ``read`` takes them.
 """
 
 from __future__ import annotations
@@ -24,21 +25,12 @@ from typing import Any, cast
 
 from popproxy.pop3.events import NEED_DATA
 from popproxy.proxy.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
+from popproxy.proxy.tls_pump import TlsPump, consume_exception
 
 # Size of the shared receive buffer: large reads keep multi-MiB RETR relays cheap.
 READ_BUFFER_SIZE = 256 * 1024
 # Stop reading from the socket while this much received data waits to be consumed.
 MAX_UNREAD = 1024 * 1024
-# TLS records carry at most 16 KiB of plaintext (RFC 8446 section 5.1); read a few at a time.
-TLS_READ_SIZE = 64 * 1024
-# One TLS record's worth of plaintext per SSLObject.write (RFC 8446 section 5.1).
-TLS_WRITE_SLICE = 16 * 1024
-# Small TLS writes are sent at the end of the current event-loop step, together: the session
-# tickets after a handshake go out with the greeting, a last reply with its close_notify.  Each
-# loopback send costs as much CPU as a POP3 command's handling.  Past this many encrypted bytes
-# waiting, they are sent at once: OpenSSL's outgoing BIO keeps about 4/3 of its largest size.
-TLS_COALESCE_LIMIT = 16 * 1024
-
 _local = threading.local()
 
 
@@ -54,24 +46,12 @@ class ChannelClosed(ConnectionError):
     """The peer went away (or TLS failed) while we were reading or writing."""
 
 
-class _Tls:
-    __slots__ = ("handshake", "incoming", "obj", "outgoing")
-
-    def __init__(self, ctx: ssl.SSLContext, server_side: bool, server_hostname: str | None) -> None:
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(
-            self.incoming, self.outgoing, server_side=server_side, server_hostname=server_hostname
-        )
-        self.handshake: asyncio.Future[None] | None = None
-
-
 class Channel(asyncio.BufferedProtocol):
     """One connection: ``read``/``write``/``drain``/``start_tls``/``close``."""
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_chunks", "_drain_waiter", "_eof", "_error", "_flush_scheduled", "_held", "_implicit_tls",
+        "_chunks", "_drain_waiter", "_eof", "_error", "_held", "_implicit_tls",
         "_proxy_parser", "_read_paused", "_read_waiter", "_tls", "_transport", "_unread",
         "_write_paused", "connected", "handshake", "proxy_header"
     )
@@ -92,7 +72,7 @@ class Channel(asyncio.BufferedProtocol):
             loop.create_future() if proxy_header else None
         )
         if self.proxy_header is not None:
-            self.proxy_header.add_done_callback(_consume_exception)
+            self.proxy_header.add_done_callback(consume_exception)
         self._transport: asyncio.Transport | None = None
         self._chunks: list[bytes] = []  # a list: an empty deque costs ~1 KiB per idle session
         self._unread = 0
@@ -102,8 +82,7 @@ class Channel(asyncio.BufferedProtocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_paused = False
-        self._tls: _Tls | None = None
-        self._flush_scheduled = False
+        self._tls: TlsPump | None = None
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # ------------------------------------------------------------ protocol callbacks
@@ -134,8 +113,7 @@ class Channel(asyncio.BufferedProtocol):
         if self._tls is None:
             self._deliver(data)
         else:
-            self._tls.incoming.write(data)
-            self._pump_tls()
+            self._tls.receive(data)
 
     def _feed_proxy_header(self, data: bytes) -> None:
         """PROXY protocol first (HAProxy spec section 2): the rest waits until it is valid."""
@@ -165,13 +143,11 @@ class Channel(asyncio.BufferedProtocol):
             self._feed_proxy_header(b"")
             return False
         if self._tls is not None:
-            self._tls.incoming.write_eof()
-            self._pump_tls()
+            self._tls.receive_eof()
         self._set_eof()
         # Keep our sending side open: a client may pipeline commands and half-close, and it
         # must still receive every answer.  The session closes the socket when it is done.
         return True
-
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._error = self._error or exc
@@ -179,7 +155,7 @@ class Channel(asyncio.BufferedProtocol):
         self._wake_drain()
         if self.proxy_header is not None and not self.proxy_header.done():
             self.proxy_header.set_exception(ChannelClosed("closed before the PROXY header"))
-        if self._tls is not None and self._tls.handshake and not self._tls.handshake.done():
+        if self._tls is not None and self._tls.handshaking:
             self._tls.handshake.set_exception(ChannelClosed("connection lost during TLS handshake"))
 
     def pause_writing(self) -> None:
@@ -253,28 +229,7 @@ class Channel(asyncio.BufferedProtocol):
         if self._tls is None:
             self._transport.write(data)
             return
-        if len(data) <= TLS_WRITE_SLICE:
-            try:
-                self._tls.obj.write(data)
-            except ssl.SSLError as exc:
-                self._fail(exc)
-                return
-            self._flush_tls_soon()
-            return
-        # In record-sized slices, emptying the BIO after each: OpenSSL's outgoing memory BIO
-        # keeps about 4/3 of the largest single write allocated for the rest of the
-        # connection.  The records then go to the socket in one send, not one per record.
-        tls, view = self._tls, memoryview(data)
-        records = [tls.outgoing.read()] if tls.outgoing.pending else []
-        for start in range(0, len(view), TLS_WRITE_SLICE):
-            try:
-                tls.obj.write(view[start : start + TLS_WRITE_SLICE])
-            except ssl.SSLError as exc:
-                self._fail(exc)
-                return
-            records.append(tls.outgoing.read())
-        if not self._transport.is_closing():
-            self._transport.write(b"".join(records))
+        self._tls.write(data)
 
     @property
     def write_paused(self) -> bool:
@@ -304,8 +259,7 @@ class Channel(asyncio.BufferedProtocol):
     @property
     def handshaking(self) -> bool:
         """A TLS handshake has started and not finished: no application data can be sent."""
-        tls = self._tls
-        return tls is not None and tls.handshake is not None and not tls.handshake.done()
+        return self._tls is not None and self._tls.handshaking
 
     def ssl_object(self) -> ssl.SSLObject | None:
         return None if self._tls is None else self._tls.obj
@@ -334,12 +288,11 @@ class Channel(asyncio.BufferedProtocol):
             raise RuntimeError("plaintext is pending: refusing to start TLS over it")
         if self._tls is not None:
             raise RuntimeError("TLS is already active")
-        tls = _Tls(ctx, server_side, server_hostname)
-        tls.handshake = asyncio.get_running_loop().create_future()
-        # Mark a failure as seen even if nobody awaits it (the session may be gone already).
-        tls.handshake.add_done_callback(_consume_exception)
-        self._tls = tls
-        self._pump_tls()
+        tls = self._tls = TlsPump(
+            ctx, self._transport, server_side=server_side, server_hostname=server_hostname,
+            deliver=self._deliver, on_eof=self._set_eof, on_error=self._fail,
+        )
+        tls.pump()
         return tls.handshake
 
     async def start_tls(
@@ -357,67 +310,6 @@ class Channel(asyncio.BufferedProtocol):
         async with asyncio.timeout(timeout):
             await handshake
 
-    def _pump_tls(self) -> None:
-        tls = self._tls
-        assert tls is not None
-        handshaking = tls.handshake is not None and not tls.handshake.done()
-        if handshaking and not self._advance_handshake(tls):
-            return
-        self._read_tls(tls)
-        self._flush_tls_soon()  # post-handshake messages (tickets) wait for the next reply
-
-    def _advance_handshake(self, tls: _Tls) -> bool:
-        assert tls.handshake is not None
-        try:
-            tls.obj.do_handshake()
-        except ssl.SSLWantReadError:
-            self._flush_tls()
-            return False
-        except (ssl.SSLError, OSError) as exc:
-            self._flush_tls()  # send the alert
-            tls.handshake.set_exception(exc)
-            self._fail(exc)
-            return False
-        tls.handshake.set_result(None)
-        return True
-
-    def _read_tls(self, tls: _Tls) -> None:
-        while True:
-            try:
-                data = tls.obj.read(TLS_READ_SIZE)
-            except ssl.SSLWantReadError:
-                return
-            except ssl.SSLZeroReturnError:
-                self._set_eof()
-                return
-            except (ssl.SSLError, OSError) as exc:
-                self._fail(exc)
-                return
-            if not data:
-                self._set_eof()
-                return
-            self._deliver(data)
-
-    def _flush_tls_soon(self) -> None:
-        """Send pending TLS output at the end of this loop step (see TLS_COALESCE_LIMIT)."""
-        assert self._tls is not None
-        if self._tls.outgoing.pending >= TLS_COALESCE_LIMIT:
-            self._flush_tls()
-        elif not self._flush_scheduled and self._tls.outgoing.pending:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
-        if self._tls is not None:
-            self._flush_tls()
-
-    def _flush_tls(self) -> None:
-        assert self._tls is not None
-        out = self._tls.outgoing.read()
-        if out and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(out)
-
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
         self._set_eof()
@@ -429,16 +321,14 @@ class Channel(asyncio.BufferedProtocol):
         """Close gracefully (TLS close_notify, then FIN) after pending writes are sent."""
         if self._transport is None or self._transport.is_closing():
             return
-        if self._tls is not None and self._tls.handshake is not None and self._tls.handshake.done():
-            with contextlib.suppress(ssl.SSLError, OSError):
-                self._tls.obj.unwrap()
-            self._flush_tls()
+        if self._tls is not None:
+            self._tls.close()
         self._transport.close()
 
     def flush(self) -> None:
         """Send coalesced TLS output now (see TLS_COALESCE_LIMIT), e.g. before ``quick_ack``."""
         if self._tls is not None:
-            self._flush_tls()
+            self._tls.flush()
 
     def quick_ack(self) -> None:
         """Acknowledge the next segments at once (Linux TCP_QUICKACK, not sticky)."""
@@ -448,7 +338,6 @@ class Channel(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     def abort(self) -> None:
-
         """Drop the connection at once (RST); used when the peer is hostile or gone."""
         if self._transport is not None:
             self._transport.abort()
@@ -463,11 +352,6 @@ class Channel(asyncio.BufferedProtocol):
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 async def open_channel(host: str, port: int) -> Channel:

@@ -56,6 +56,9 @@ class DemoUpstream:
         self.commands_seen: list[bytes] = []  # verbs only, for tests (never passwords)
         # The verbs that arrived together in one read: shows whether a client pipelined.
         self.command_batches: list[list[bytes]] = []
+        # Connections not yet closed on our side: at 0, every byte a client sent before it
+        # closed has been read, so a test can check what never arrived without sleeping.
+        self.open_connections = 0
         self.pipelining = pipelining
         self._tls = tls
         self._tls_mode = tls_mode
@@ -75,6 +78,7 @@ class DemoUpstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _DemoConnection(self)
         parser = CommandParser()
+        self.open_connections += 1
         writer.write(replies.ok("demo POP3 server ready"))
         try:
             while not conn.done:
@@ -104,6 +108,7 @@ class DemoUpstream:
             pass
         finally:
             writer.close()
+            self.open_connections -= 1
 
 
 class _DemoConnection:

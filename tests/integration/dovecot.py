@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.integration.mailboxes import User, passwd_file, users, write_maildir
+from tests.support.ports import free_port
 
 MAIL_USER = "popproxytest"
 START_TIMEOUT = 15.0
@@ -218,15 +219,6 @@ def _die_with_parent() -> None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _free_port(*taken: int) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            return port
-
-
 def _greets(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
@@ -291,8 +283,8 @@ def _start_in(binary: str, root: Path, uid: int, gid: int,
     for user in all_users:
         write_maildir(root / "mail", user, uid, gid)
     os.chown(root / "mail", uid, gid)
-    port = _free_port()
-    tls_port = _free_port(port) if tls is not None else 0
+    port = free_port()
+    tls_port = free_port(port) if tls is not None else 0
     conf = root / "dovecot.conf"
     conf.write_text(_config(root, port, uid, gid, tls, tls_port))
     with (root / "stdout.log").open("wb") as out:

@@ -28,6 +28,8 @@ from typing import NoReturn
 
 import pytest
 
+from tests.support.ports import free_port
+
 START_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 TCP_LISTEN = "0A"  # state column of /proc/net/tcp
@@ -115,12 +117,6 @@ backend popproxy
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _listening(port: int) -> bool:
     """Is something listening on 127.0.0.1:port?  Read from /proc, so that waiting for HAProxy
     opens no connection (which HAProxy would forward to popproxy)."""
@@ -156,7 +152,7 @@ def start(backend_port: int, source: str = "127.0.0.1", attempts: int = 3) -> HA
     root = Path(tempfile.mkdtemp(prefix="popproxy-haproxy-"))
     last_error = ""
     for _ in range(attempts):  # another process may grab the free port before HAProxy binds it
-        port = _free_port()
+        port = free_port()
         (root / "haproxy.cfg").write_text(config_text(port, backend_port, source))
         check = subprocess.run([binary, "-c", "-q", "-f", str(root / "haproxy.cfg")],
                                capture_output=True, text=True, timeout=30, check=False)

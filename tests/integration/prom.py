@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,9 +24,9 @@ from typing import Any, NoReturn
 import pytest
 
 from tests.integration.procs import die_with_parent as _die_with_parent
+from tests.support.ports import free_port
 
 START_TIMEOUT = 20.0
-
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -43,12 +42,6 @@ def require(tool: str) -> str:
     if path is None:
         unavailable(f"{tool} not found (apt-get install prometheus)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:

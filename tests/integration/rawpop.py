@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
-from collections.abc import Callable
 from types import TracebackType
+
+from tests.support.waiting import wait_for as wait_for
 
 DEFAULT_TIMEOUT = 15.0
 _MULTILINE_ALWAYS = frozenset({"RETR", "TOP", "CAPA"})
@@ -126,12 +126,3 @@ class RawPOP3:
         """Drop the connection with a TCP RST (SO_LINGER 0) instead of a FIN."""
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll ``predicate()`` until true; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)

@@ -12,7 +12,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+
+from tests.support.ports import free_port
 
 START_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
@@ -38,12 +39,6 @@ def _die_with_parent() -> None:
     """In the child: SIGKILL redis-server if pytest itself dies (Linux prctl)."""
     if _LIBC is not None and hasattr(_LIBC, "prctl"):
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -129,7 +124,7 @@ def start(attempts: int = 3) -> RedisServer:
         raise RedisUnavailable("redis-server not found (Debian package redis-server)")
     last: RedisUnavailable | None = None
     for _ in range(attempts):  # another process may grab the port between probe and bind
-        server = RedisServer(binary, _free_port(), Path(tempfile.mkdtemp(prefix="popproxy-redis-")))
+        server = RedisServer(binary, free_port(), Path(tempfile.mkdtemp(prefix="popproxy-redis-")))
         try:
             server.start()
             return server

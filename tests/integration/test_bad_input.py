@@ -132,7 +132,8 @@ def test_too_many_bad_commands_after_login_sends_no_quit(demo_upstream: DemoUpst
         c.send(b"\xff\r\n" * MAX_BAD_COMMANDS)
         assert c.read_until_eof().count(b"-ERR") == MAX_BAD_COMMANDS + 1
     wait_for(lambda: demo_proxy.server.session_count == 0, what="the session to end")
-    time.sleep(0.2)
+    # The upstream has read to its EOF: nothing the proxy sent is still on the way.
+    wait_for(lambda: demo_upstream.open_connections == 0, what="the upstream to see the close")
     assert demo_upstream.commands_seen == [b"CAPA", b"USER", b"PASS", b"DELE"]
     _assert_still_serving(demo_proxy.port)  # message 1 was not deleted
 

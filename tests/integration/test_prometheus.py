@@ -36,6 +36,7 @@ from popproxy.proxy.server import ProxyServer
 from tests.helpers import LoopThread, running_demo, running_proxy
 from tests.integration import prom
 from tests.integration.rawpop import RawPOP3, wait_for
+from tests.support.ports import free_port
 
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 
@@ -108,7 +109,7 @@ def _policy(upstream_port: int, dead_port: int, pki: Pki, state: Path,
 
 def _dead_port() -> int:
     """A loopback port with nothing listening (bound once, then released)."""
-    return prom.free_port()
+    return free_port()
 
 
 # ---------------------------------------------------------------------- clients

@@ -48,6 +48,7 @@ from tests.integration import haproxy as haproxy_mod
 from tests.integration.procs import die_with_parent as _die_with_parent
 from tests.integration.procs import stop_process
 from tests.integration.redis_server import RedisServer
+from tests.support.ports import free_port
 
 LB_SOURCE = "127.0.0.1"  # HAProxy's backend source: the only PROXY sender popproxy trusts
 USER_ADDR, GUESSER = "127.0.0.2", "127.0.0.3"
@@ -60,13 +61,6 @@ TCP_LISTEN = "0A"
 # The demo mailbox's third message links to www.example.test: the feed makes it phishing
 # (link-feed-host, score 7: defang).  A relative path: each instance reads its own copy.
 FEED, FEED_HOSTS, LINK_MESSAGE = "phish-hosts.txt", "# test feed\nwww.example.test\n", 3
-
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _listening(port: int) -> bool:
@@ -151,7 +145,7 @@ def _policy(root: Path, port: int, metrics_port: int, pki: Path, secret: Path,
         # The same certificate on every instance: clients cannot tell which one they reached.
         "tls": {"certificates": [{"cert": str(pki), "key": str(pki), "names": ["localhost"]}]},
         # Each process runs its own demo upstream (user demo / demo), so each needs a port.
-        "upstream": {"host": "127.0.0.1", "port": _free_port(), "mode": "plain"},
+        "upstream": {"host": "127.0.0.1", "port": free_port(), "mode": "plain"},
         "demo_upstream": {"enabled": True},
         "state_dir": str(root / "state"),
         "limits": {"auth_failure_delay": 0.01, "shutdown_grace": 1},
@@ -168,7 +162,7 @@ def _policy(root: Path, port: int, metrics_port: int, pki: Path, secret: Path,
 def _spawn(name: str, base: Path, pki: Path, secret: Path, redis_url: str) -> Instance:
     root = base / name
     (root / "policy").mkdir(parents=True)
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     # JSON is YAML: the policy directory holds one file, as /etc/popproxy would.
     (root / "policy" / "policy.yaml").write_text(
         json.dumps(_policy(root, port, metrics_port, pki, secret, redis_url), indent=2))
@@ -250,7 +244,7 @@ def _start_haproxy(a: Instance, b: Instance) -> Balancer:
     except haproxy_mod.HAProxyUnavailable as exc:
         haproxy_mod.unavailable(str(exc))
     root = Path(tempfile.mkdtemp(prefix="popproxy-scale-haproxy-"))
-    ports = {name: _free_port() for name in ("lb", "a", "b")}
+    ports = {name: free_port() for name in ("lb", "a", "b")}
     config = root / "haproxy.cfg"
     config.write_text(haproxy_config(ports, a, b))
     check = subprocess.run([binary, "-c", "-q", "-f", str(config)], capture_output=True,

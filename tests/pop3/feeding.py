@@ -2,13 +2,12 @@
 
 The contract of the POP3 core is that a parser's output does not depend on how the input was
 split into ``receive_data`` calls.  Every protocol test therefore runs its input through each
-``Feed`` in ``FEEDS`` (whole, one byte at a time, and seeded random splits) and compares.
+``Feed`` in ``FEEDS`` (whole, one byte at a time, and seeded random splits; defined in
+``tests.support.feeds`` and re-exported here) and compares.
 """
 
 from __future__ import annotations
 
-import itertools
-import random
 from collections.abc import Callable, Iterable, Sequence
 
 from popproxy.pop3.commands import CommandParser
@@ -21,49 +20,13 @@ from popproxy.pop3.events import (
     ServerEvent,
 )
 from popproxy.pop3.framing import ResponseFramer
-
-Feed = Callable[[bytes], list[bytes]]
-"""Splits a byte string into the chunks handed to ``receive_data`` (no empty chunks)."""
-
-
-def whole(data: bytes) -> list[bytes]:
-    return [data] if data else []
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
-
-
-def random_split(seed: int) -> Feed:
-    """Chunks of 1..7 bytes, reproducible from ``seed``."""
-
-    def split(data: bytes) -> list[bytes]:
-        rng = random.Random(seed)
-        chunks, pos = [], 0
-        while pos < len(data):
-            step = rng.randint(1, 7)
-            chunks.append(data[pos : pos + step])
-            pos += step
-        return chunks
-
-    split.__name__ = f"random_split_{seed}"
-    return split
-
-
-def split_at(*positions: int) -> Feed:
-    """Cut the data at the given offsets (out-of-range or repeated offsets are ignored)."""
-
-    def split(data: bytes) -> list[bytes]:
-        cuts = sorted({p for p in positions if 0 < p < len(data)})
-        bounds = [0, *cuts, len(data)]
-        return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-
-    split.__name__ = "split_at_" + "_".join(map(str, positions))
-    return split
-
-
-FEEDS: list[Feed] = [whole, bytewise, random_split(1), random_split(2)]
-FEED_IDS = ["whole", "bytewise", "random1", "random2"]
+from tests.support.feeds import FEED_IDS as FEED_IDS
+from tests.support.feeds import FEEDS as FEEDS
+from tests.support.feeds import Feed as Feed
+from tests.support.feeds import bytewise as bytewise
+from tests.support.feeds import random_split as random_split
+from tests.support.feeds import split_at as split_at
+from tests.support.feeds import whole as whole
 
 
 def chunks_join(feed: Feed, data: bytes) -> bytes:

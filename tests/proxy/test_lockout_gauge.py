@@ -5,8 +5,7 @@ here)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from popproxy.proxy.lockout_store import MemoryStore
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.server import LOCKOUT_GAUGE_INTERVAL, ProxyServer
 from tests.helpers import LoopThread, make_config
+from tests.support.waiting import wait_for
 
 WINDOW = 60.0
 LOCKOUT: dict[str, Any] = {"enabled": True, "window": WINDOW,
@@ -38,8 +38,18 @@ async def _no_sleep(_: float) -> None:
     return None
 
 
-def _guard(observer: Observer, clock: Clock) -> LockoutGuard:
-    return LockoutGuard(Lockout.model_validate(LOCKOUT), MemoryStore(), b"k" * 32, observer,
+class CountingGuard(LockoutGuard):
+    """Counts the server's gauge refreshes: the tests wait for rounds, not for time."""
+
+    refreshes = 0
+
+    def refresh_gauge(self) -> None:
+        super().refresh_gauge()
+        self.refreshes += 1
+
+
+def _guard(observer: Observer, clock: Clock) -> CountingGuard:
+    return CountingGuard(Lockout.model_validate(LOCKOUT), MemoryStore(), b"k" * 32, observer,
                         clock=clock, sleep=_no_sleep)
 
 
@@ -57,15 +67,6 @@ def _active(observer: Observer, scope: str = "pair") -> float | None:
                                                       {"scope": scope})
 
 
-def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_refresh_gauge_drops_expired_blocks() -> None:
     observer, clock = Observer(), Clock()
     guard = _guard(observer, clock)
@@ -81,7 +82,7 @@ def test_refresh_gauge_drops_expired_blocks() -> None:
 
 @contextmanager
 def _server_with_a_block(loop_thread: LoopThread, tmp_path: Path
-                         ) -> Iterator[tuple[ProxyServer, Observer, Clock]]:
+                         ) -> Iterator[tuple[ProxyServer, CountingGuard, Observer, Clock]]:
     """A started server (gauge interval INTERVAL) whose lockout holds one pair block."""
     observer, clock = Observer(), Clock()
     server = ProxyServer(make_config(1, state_dir=str(tmp_path), lockout=LOCKOUT), observer)
@@ -92,27 +93,29 @@ def _server_with_a_block(loop_thread: LoopThread, tmp_path: Path
     try:
         loop_thread.call(_block(guard))
         assert _active(observer) == 1
-        yield server, observer, clock
+        yield server, guard, observer, clock
     finally:
         loop_thread.call(server.stop(grace=0))
 
 
 def test_server_refreshes_the_gauge_without_logins(loop_thread: LoopThread,
                                                    tmp_path: Path) -> None:
-    with _server_with_a_block(loop_thread, tmp_path) as (_, observer, clock):
-        time.sleep(10 * INTERVAL)
-        assert _active(observer) == 1  # refreshed, but the block still holds
+    with _server_with_a_block(loop_thread, tmp_path) as (_, guard, observer, clock):
+        seen = guard.refreshes
+        # Two refresh rounds have run (counted, not slept for): the block still holds.
+        wait_for(lambda: guard.refreshes >= seen + 2, what="two gauge refreshes")
+        assert _active(observer) == 1
         clock.now += WINDOW + 1  # the block expires; nobody logs in
-        assert _eventually(lambda: _active(observer) == 0)
+        wait_for(lambda: _active(observer) == 0, what="the gauge to fall")
 
 
 def test_gauge_falls_when_a_reload_turns_lockouts_off(loop_thread: LoopThread,
                                                       tmp_path: Path) -> None:
-    with _server_with_a_block(loop_thread, tmp_path) as (server, observer, _):
+    with _server_with_a_block(loop_thread, tmp_path) as (server, _, observer, _):
 
         async def reload() -> bool:
             return server.reload_policy(make_config(1, state_dir=str(tmp_path)))
 
         assert loop_thread.call(reload())
         assert server.lockout is None
-        assert _eventually(lambda: _active(observer) == 0)
+        wait_for(lambda: _active(observer) == 0, what="the gauge to fall")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_guard import SECRET_FILE, LockoutSecretError, load_secret
 from popproxy.proxy.server import ProxyServer
 from tests.helpers import LoopThread, make_config
+from tests.support.ports import free_port
 
 
 @contextmanager
@@ -41,18 +41,12 @@ def _read_only(directory: Path) -> Iterator[None]:
         subprocess.run([chattr, "-i", str(directory)], check=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _run(tmp_path: Path, secret_file: Path) -> subprocess.CompletedProcess[str]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
-        f"listeners: [{{name: pop3, host: 127.0.0.1, port: {_free_port()}, mode: plain, "
+        f"listeners: [{{name: pop3, host: 127.0.0.1, port: {free_port()}, mode: plain, "
         "allow_plaintext_login: true}]\n"
-        f"upstream: {{host: 127.0.0.1, port: {_free_port()}}}\n"
+        f"upstream: {{host: 127.0.0.1, port: {free_port()}}}\n"
         f"state_dir: {tmp_path / 'state'}\n"
         f"lockout: {{secret_file: {secret_file}}}\n"
         "scan: {enabled: false}\n"

@@ -8,9 +8,7 @@ the small test-only encoder below.
 from __future__ import annotations
 
 import ast
-import itertools
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -51,44 +49,10 @@ from popproxy.proxy.proxyproto import (
     crc32c,
     decode_header,
 )
-
-# ------------------------------------------------------------------ feeds
-
-Feed = Callable[[bytes], list[bytes]]
+from tests.support.feeds import FEED_IDS, FEEDS, Feed, bytewise, split_at, whole
 
 
-def whole(data: bytes) -> list[bytes]:
-    return [data] if data else []
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
-
-
-def random_split(seed: int) -> Feed:
-    def split(data: bytes) -> list[bytes]:
-        rng, chunks, pos = random.Random(seed), [], 0
-        while pos < len(data):
-            step = rng.randint(1, 9)
-            chunks.append(data[pos : pos + step])
-            pos += step
-        return chunks
-
-    return split
-
-
-def split_at(cuts: Sequence[int]) -> Feed:
-    def split(data: bytes) -> list[bytes]:
-        bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
-        return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-
-    return split
-
-
-FEEDS: list[Feed] = [whole, bytewise, random_split(1), random_split(2)]
-
-
-@pytest.fixture(params=FEEDS, ids=["whole", "bytewise", "random1", "random2"])
+@pytest.fixture(params=FEEDS, ids=FEED_IDS)
 def feed(request: pytest.FixtureRequest) -> Feed:
     return cast(Feed, request.param)
 
@@ -186,7 +150,7 @@ def unknown_line(total: int) -> bytes:
 
 def test_feeds_keep_every_byte_in_order() -> None:
     data = bytes(range(256)) * 2
-    for f in [*FEEDS, split_at([3, 3, 700, 10])]:
+    for f in [*FEEDS, split_at(3, 3, 700, 10)]:
         assert b"".join(f(data)) == data
         assert all(f(data))
     assert bytewise(b"abc") == [b"a", b"b", b"c"]
@@ -674,7 +638,7 @@ def test_arbitrary_bytes_only_raise_proxy_protocol_error(
 ) -> None:
     data = prefix + data
     reference = run(data, whole, eof=True)  # anything but ProxyProtocolError fails the test
-    got = run(data, split_at(cut), eof=True)
+    got = run(data, split_at(*cut), eof=True)
     assert (got.header, got.remaining, got.error) == (
         reference.header,
         reference.remaining,
@@ -735,5 +699,5 @@ def test_valid_headers_round_trip_exactly(
 ) -> None:
     encoded, expected = case
     assert decode_header(encoded + trailing) == (expected, trailing)
-    outcome = run(encoded + trailing, split_at(cut))
+    outcome = run(encoded + trailing, split_at(*cut))
     assert (outcome.header, outcome.remaining) == (expected, trailing)

@@ -7,7 +7,6 @@ check what the proxy does NOT forward (APOP, bad arguments, QUIT on a dropped co
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -35,9 +34,11 @@ def _login_commands(demo: DemoUpstream) -> list[bytes]:
     return [c for c in demo.commands_seen if c != b"CAPA"]
 
 
-def _wait_closed(proxy: RunningProxy) -> None:
+def _wait_closed(proxy: RunningProxy, upstream: DemoUpstream) -> None:
+    """The proxy session has ended and the upstream has read to its EOF: anything the proxy
+    (wrongly) sent upstream on close is in ``commands_seen`` now."""
     wait_for(lambda: proxy.server.session_count == 0, what="the proxy session to end")
-    time.sleep(0.2)  # anything the proxy (wrongly) sent upstream on close has arrived by now
+    wait_for(lambda: upstream.open_connections == 0, what="the upstream to see the close")
 
 
 # ---------------------------------------------------------------------- greeting and CAPA
@@ -239,7 +240,7 @@ def test_client_disconnect_sends_no_quit_upstream(demo_upstream: DemoUpstream,
         c.reset()
     else:
         c.close()
-    _wait_closed(demo_proxy)
+    _wait_closed(demo_proxy, demo_upstream)
     assert demo_upstream.commands_seen == [b"CAPA", b"USER", b"PASS", b"DELE", b"RETR"]
     with RawPOP3(demo_proxy.port) as c2:  # and so nothing was deleted
         c2.login("demo", "demo")
@@ -260,7 +261,7 @@ def test_client_disconnect_during_big_retr_sends_no_quit(loop_thread: LoopThread
             c.send(b"RETR 1\r\n")
             assert c.read_line().startswith(b"+OK")
             c.reset()  # mid-body
-            _wait_closed(proxy)
+            _wait_closed(proxy, demo)
         assert demo.commands_seen == [b"CAPA", b"USER", b"PASS", b"DELE", b"RETR"]
         assert len(demo.users[b"demo"].messages) == 2
     finally:
@@ -273,7 +274,7 @@ def test_half_close_after_pipelined_commands_gets_every_answer(
     with RawPOP3(demo_proxy.port) as c:
         c.send_and_shutdown(b"USER demo\r\nPASS demo\r\nSTAT\r\nQUIT\r\n")
         answers = c.read_until_eof()
-    _wait_closed(demo_proxy)
+    _wait_closed(demo_proxy, demo_upstream)
     assert demo_upstream.commands_seen == [b"CAPA", b"USER", b"PASS", b"STAT", b"QUIT"]
     assert answers == b"+OK send PASS\r\n+OK logged in\r\n" + DEMO_STAT + b"+OK bye\r\n"
 

@@ -252,7 +252,7 @@ def test_a_retrained_model_changes_the_verdict_generation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cached verdicts of one model are not served once another model judges."""
-    from tests.proxy.test_verdict_generation import _generation
+    from tests.proxy.test_scanning import _generation
 
     shipped = _generation(tmp_path)
     assert _generation(tmp_path, combiner="weights") != shipped

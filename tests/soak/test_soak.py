@@ -23,7 +23,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import pytest
 from tests.integration import dovecot as dovecot_mod
 from tests.integration.dovecot import DovecotUnavailable
 from tests.integration.mailboxes import users
+from tests.support.ports import free_port
 
 SECONDS = float(os.environ.get("POPPROXY_SOAK_SECONDS", "720"))
 SESSIONS = int(os.environ.get("POPPROXY_SOAK_SESSIONS", "100000"))
@@ -108,12 +108,6 @@ def demo_upstream() -> Upstream:
 
     return Upstream("127.0.0.1", free_port(), (Account("demo", "demo", 3, SAMPLE_MESSAGES[0]),),
                     "demo (in the proxy process)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- the proxy process

@@ -12,6 +12,7 @@ import trustme
 
 from popproxy.policy.config import Config
 from tests.helpers import LoopThread, RunningProxy, running_demo, running_proxy
+from tests.support.tools import require_tool as support_require_tool
 
 
 @dataclass
@@ -68,12 +69,6 @@ def tls_proxy(
 
 
 @pytest.fixture
-def require_tool(request: pytest.FixtureRequest) -> None:
+def require_tool() -> None:
     """mpop comes from apt (installed by .ci/run); under CI a missing tool is a failure."""
-    import os
-    import shutil
-
-    if shutil.which("mpop") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("mpop is not installed (apt-get install mpop)")
-        pytest.skip("mpop is not installed")
+    support_require_tool("mpop", "apt-get install mpop")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LoopThread, RunningProxy, running_proxy
+from tests.support.waiting import wait_for
 from tests.tls.conftest import Pki, tls_config
 
 
@@ -214,10 +215,7 @@ def test_many_sequential_tls_sessions_do_not_leak(tls_proxy: RunningProxy, pki: 
         client.user("demo")
         client.pass_("demo")
         client.quit()
-    deadline = time.monotonic() + 5
-    while tls_proxy.server.session_count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert tls_proxy.server.session_count == 0
+    wait_for(lambda: tls_proxy.server.session_count == 0, what="every session to end")
 
 
 def test_tls13_session_resumes_with_the_one_ticket_sent(tls_proxy: RunningProxy,

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from popproxy.proxy.sdnotify import Notifier, report_status
+from tests.support.ports import accepts, free_port
 
 TIMEOUT = 15.0
 
@@ -146,28 +147,16 @@ def test_report_status_sends_the_session_count_when_it_changes(
 
 
 # --------------------------------------------------------------------------- popproxy run
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        return False
-    return True
 
 
 def test_popproxy_run_notifies_systemd(tmp_path: Path, abstract_receiver: Receiver) -> None:
-    tls_port, stls_port, metrics_port = _free_port(), _free_port(), _free_port()
+    tls_port, stls_port, metrics_port = free_port(), free_port(), free_port()
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "listeners:\n"
         f"  - {{name: pop3s, host: 127.0.0.1, port: {tls_port}, mode: tls}}\n"
         f"  - {{name: pop3, host: 127.0.0.1, port: {stls_port}, mode: starttls}}\n"
-        f"upstream: {{host: 127.0.0.1, port: {_free_port()}}}\n"
+        f"upstream: {{host: 127.0.0.1, port: {free_port()}}}\n"
         f"state_dir: {tmp_path / 'state'}\n"
         f"observability: {{metrics_host: 127.0.0.1, metrics_port: {metrics_port}}}\n"
         "limits: {shutdown_grace: 2}\n"
@@ -182,7 +171,7 @@ def test_popproxy_run_notifies_systemd(tmp_path: Path, abstract_receiver: Receiv
     try:
         ready = abstract_receiver.next(skip_status=True)
         # READY=1 only once every listener accepts connections and the metrics server answers.
-        assert _accepts(tls_port) and _accepts(stls_port), log.read_text()
+        assert accepts(tls_port) and accepts(stls_port), log.read_text()
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as r:
             assert r.status == 200
         assert ready == {"READY": "1", "STATUS": "serving: 2 listeners, 0 sessions"}

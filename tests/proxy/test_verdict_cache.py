@@ -1,4 +1,7 @@
-"""The local verdict level stays bounded: verdicts expire after the TTL (as in Redis), the file
+"""``proxy/verdict_cache.py``: message identity, the stored record, persistence across
+restarts, and bounds.
+
+The local verdict level stays bounded: verdicts expire after the TTL (as in Redis), the file
 is rewritten once it is mostly dead lines, and with Redis holding every verdict this process
 keeps only the newest MAX_LOCAL_WITH_SHARED."""
 
@@ -10,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from popproxy.proxy import verdict_cache
-from popproxy.proxy.verdict_cache import CachedVerdict, RedisVerdicts, VerdictCache
+from popproxy.proxy.verdict_cache import (
+    CachedVerdict,
+    RedisVerdicts,
+    VerdictCache,
+    cache_key,
+    from_record,
+    to_record,
+)
 
 DAY = 86400.0
 
@@ -79,3 +89,42 @@ def test_with_redis_only_the_newest_verdicts_stay_local(tmp_path: Path,
     cache = asyncio.run(run())
     assert len(cache) == 3
     assert [cache.get(f"k{n}") is not None for n in range(5)] == [False, False, True, True, True]
+
+
+# ------------------------------------------------------------------ identity and records
+def test_the_key_holds_the_listed_size_so_a_reused_uidl_is_judged_anew() -> None:
+    key = cache_key("default", "Alice", b"uid-1", 1200)
+    assert key == cache_key("default", "alice", b"uid-1", 1200)  # user names fold case
+    assert key != cache_key("default", "alice", b"uid-1", 1201)  # RFC 1939 s5: LIST == RETR
+    assert key != cache_key("other", "alice", b"uid-1", 1200)
+    assert key != cache_key("default", "bob", b"uid-1", 1200)
+
+
+def test_records_round_trip_without_the_per_session_flags() -> None:
+    entry = CachedVerdict("tag", 7.5, ("lookalike domain",), 2048, 1_000_000.0, "gen",
+                          signals=("lookalike",), transient=True, released=True)
+    record = to_record(entry)
+    assert "transient" not in record and "released" not in record
+    assert "quarantine_id" not in record  # empty optional fields are left out
+    assert from_record(record) == CachedVerdict("tag", 7.5, ("lookalike domain",), 2048,
+                                                1_000_000.0, "gen", signals=("lookalike",))
+
+
+@pytest.mark.parametrize("damage", [
+    {"action": "deliver-anyway"}, {"size": -1}, {"size": "12"}, {"reasons": [3]},
+])
+def test_a_damaged_record_is_refused(damage: dict[str, object]) -> None:
+    record = {**to_record(_verdict(1_000_000.0)), **damage}
+    with pytest.raises(ValueError):
+        from_record(record)
+
+
+def test_verdicts_survive_a_restart_in_a_private_file(tmp_path: Path) -> None:
+    path, wall = tmp_path / "verdicts.jsonl", Wall()
+    VerdictCache(path, wall_clock=wall).put("k1", _verdict(wall.now))
+    assert path.stat().st_mode & 0o777 == 0o600  # user names' mail verdicts: owner only
+    with path.open("a") as handle:
+        handle.write("not json\n")  # a torn last line from a crash
+    again = VerdictCache(path, wall_clock=wall)
+    assert again.get("k1") == _verdict(wall.now)
+    assert again.get("k2") is None and len(again) == 1

@@ -1,4 +1,7 @@
-"""The generation a verdict is judged under: equal wherever instances would judge alike.
+"""``ScanService`` and its helpers (``proxy/scanning.py``): the verdict generation, what a
+message that could not be judged becomes, and the sweep of spools left by dead processes.
+
+The generation a verdict is judged under: equal wherever instances would judge alike.
 
 Instances share verdicts only under equal generations, so the generation must ignore what may
 differ per instance without changing what a client receives (Redis address, verdict TTL,
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,13 @@ import pytest
 
 from popproxy.policy.schema import Scan
 from popproxy.proxy.observe import Observer
-from popproxy.proxy.scanning import ScanService
+from popproxy.proxy.scanning import (
+    MIN_WORKERS,
+    ScanService,
+    default_workers,
+    sweep_stale_spools,
+)
+from popproxy.scan import Verdict
 
 FEED = "# phishing hosts\nlogin.example-bank.test\n"
 
@@ -87,3 +97,48 @@ def test_a_new_render_version_changes_the_generation(tmp_path: Path,
     before = _generation(tmp_path)
     monkeypatch.setattr("popproxy.proxy.scanning.RENDER_VERSION", 10**6)
     assert _generation(tmp_path) != before
+
+
+# ------------------------------------------------------------------ unjudged messages
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({}, "defang"),  # fail open (default): delivered defanged, never as it is
+    ({"fail_open_action": "tag"}, "tag"),
+    ({"fail_mode": "closed"}, "quarantine"),
+])
+def test_a_message_that_could_not_be_judged_is_never_passed(
+        tmp_path: Path, settings: dict[str, Any], expected: str) -> None:
+    async def run() -> tuple[str, str]:
+        service = ScanService(Scan(**settings), tmp_path / "state", Observer())
+        try:
+            unjudged = Verdict(action="unscanned", score=0.0, cause="time-budget")
+            judged = Verdict(action="tag", score=5.0)
+            return service.final_action(unjudged), service.final_action(judged)
+        finally:
+            await service.aclose()
+
+    assert asyncio.run(run()) == (expected, "tag")
+
+
+def test_only_scanner_errors_are_judged_again() -> None:
+    assert ScanService.transient(Verdict(action="unscanned", score=0.0, cause="error"))
+    assert not ScanService.transient(Verdict(action="unscanned", score=0.0, cause="time-budget"))
+    assert not ScanService.transient(Verdict(action="pass", score=0.0))
+
+
+def test_at_least_two_workers_by_default() -> None:
+    assert default_workers() >= MIN_WORKERS == 2
+
+
+# ------------------------------------------------------------------ spools of dead processes
+def test_sweep_removes_only_the_spools_of_processes_that_are_gone(tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid names no process now
+    dead = tmp_path / f"{gone.pid}-abc"
+    mine = tmp_path / f"{os.getpid()}-def"
+    other = tmp_path / "notes"
+    for path in (dead, mine, other):
+        (path / "1.eml").parent.mkdir()
+        (path / "1.eml").write_bytes(b"Subject: held\r\n\r\nmail\r\n")
+    assert sweep_stale_spools(tmp_path) == [dead]
+    assert not dead.exists() and mine.exists() and other.exists()
+    assert sweep_stale_spools(tmp_path / "missing") == []

@@ -1,0 +1,170 @@
+"""``ProxyServer``: listeners, the accept-time decisions (policy, capacity), policy and TLS
+reloads, and a graceful stop.
+
+Reloads (SIGHUP): a changed ``scan`` section gives new sessions a new scan service and closes
+the old one (threads, Redis pool) only after the sessions that still use it have ended; a scan
+section that cannot be built, or changed listeners, are refused without touching anything.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from popproxy.policy.config import Config
+from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
+from popproxy.proxy.observe import Observer
+from popproxy.proxy.scanning import ScanService
+from popproxy.proxy.server import ProxyServer
+from tests.helpers import LoopThread, make_config, running_demo, running_proxy
+from tests.integration.rawpop import RawPOP3, wait_for
+
+CLEAN = b"From: a@example.test\r\nSubject: hello\r\n\r\nJust text.\r\n"
+
+
+def _closed(service: ScanService) -> bool:
+    return service.closed  # its worker processes are stopped
+
+
+def test_old_scan_service_is_closed_after_its_sessions_end(loop_thread: LoopThread,
+                                                           tmp_path: Path) -> None:
+    demo = DemoUpstream({b"u": Mailbox(b"p", [CLEAN])})
+    with running_demo(loop_thread, demo):
+        config = make_config(demo.port, scan={"enabled": True}, state_dir=str(tmp_path))
+        with running_proxy(config, loop_thread) as proxy, RawPOP3(proxy.port) as old_client:
+            old_client.login("u", "p")
+            old = proxy.server.scan
+            assert old is not None
+            changed = make_config(demo.port, scan={"enabled": True, "time_budget": 9},
+                                  state_dir=str(tmp_path))
+
+            async def reload() -> bool:
+                return proxy.server.reload_policy(changed)
+
+            assert loop_thread.call(reload())
+            assert proxy.server.scan is not old and proxy.server.scan is not None
+            assert not _closed(old)  # the session that started before the reload still uses it
+            assert old_client.command("RETR 1").endswith(b"Just text.\r\n.\r\n")
+            assert old_client.command("QUIT").startswith(b"+OK")
+            wait_for(lambda: _closed(old), what="the replaced scan service to be closed")
+            assert not _closed(proxy.server.scan)
+
+
+def test_scan_section_that_cannot_be_built_is_refused(loop_thread: LoopThread,
+                                                      tmp_path: Path) -> None:
+    config = make_config(1, scan={"enabled": True}, state_dir=str(tmp_path))
+    bad = make_config(1, scan={"enabled": True, "redis_url": "redis://localhost:notaport"},
+                      state_dir=str(tmp_path))
+    with running_proxy(config, loop_thread) as proxy:
+        before = proxy.server.scan
+
+        async def reload() -> bool:
+            return proxy.server.reload_policy(bad)
+
+        assert not loop_thread.call(reload())
+        assert proxy.server.scan is before and proxy.server.config is config
+        assert before is not None and not _closed(before)
+
+
+# ------------------------------------------------------------------ listeners and accept
+def _connections(observer: Observer, result: str) -> float:
+    value = observer.metrics.registry.get_sample_value(
+        "popproxy_connections_total", {"listener": "pop3", "result": result})
+    return value or 0.0
+
+
+def _refused_at_once(port: int) -> bytes:
+    """What a client reads before the proxy closes: b"" if it said nothing."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        return data
+
+
+def test_start_binds_every_listener_and_stop_closes_them(loop_thread: LoopThread,
+                                                         tmp_path: Path) -> None:
+    config = make_config(1, state_dir=str(tmp_path))
+    server = ProxyServer(config)
+    loop_thread.call(server.start({"pop3": 0}))
+    port = server.ports["pop3"]
+    with RawPOP3(port) as client:
+        assert client.greeting.startswith(b"+OK")
+    loop_thread.call(server.stop(grace=0))
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_denied_network_is_closed_without_a_word(loop_thread: LoopThread,
+                                                 tmp_path: Path) -> None:
+    listener = {"name": "pop3", "host": "127.0.0.1", "port": 1, "mode": "plain",
+                "allow_plaintext_login": True, "deny": ["127.0.0.0/8"]}
+    observer = Observer()
+    config = make_config(1, listeners=[listener], state_dir=str(tmp_path))
+    with running_proxy(config, loop_thread, observer) as proxy:
+        assert _refused_at_once(proxy.port) == b""
+        wait_for(lambda: _connections(observer, "denied") == 1, what="the denial to count")
+        assert proxy.server.session_count == 0
+
+
+def test_over_capacity_says_why_on_a_plain_listener(demo_upstream: DemoUpstream,
+                                                    loop_thread: LoopThread) -> None:
+    observer = Observer()
+    config = make_config(demo_upstream.port, limits={"max_sessions": 1})
+    with running_proxy(config, loop_thread, observer) as proxy, RawPOP3(proxy.port) as first:
+        first.login("demo", "demo")
+        assert proxy.server.session_count == 1
+        refusal = _refused_at_once(proxy.port)
+        assert refusal == b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+        assert _connections(observer, "over_capacity") == 1
+
+
+# ------------------------------------------------------------------ reloads
+def _reload(loop_thread: LoopThread, server: ProxyServer, new: Config) -> bool:
+    async def reload() -> bool:
+        return server.reload_policy(new)
+
+    return loop_thread.call(reload())
+
+
+def test_reload_swaps_the_policy_for_new_sessions(loop_thread: LoopThread,
+                                                  tmp_path: Path) -> None:
+    config = make_config(1, state_dir=str(tmp_path))
+    new = make_config(1, state_dir=str(tmp_path), limits={"max_sessions": 7})
+    with running_proxy(config, loop_thread) as proxy:
+        assert _reload(loop_thread, proxy.server, new)
+        assert proxy.server.config is new
+
+
+def test_reload_that_changes_listeners_is_refused(loop_thread: LoopThread,
+                                                  tmp_path: Path) -> None:
+    config = make_config(1, state_dir=str(tmp_path))
+    moved = {"name": "pop3", "host": "127.0.0.1", "port": 2, "mode": "plain",
+             "allow_plaintext_login": True}
+    with running_proxy(config, loop_thread) as proxy:
+        assert not _reload(loop_thread, proxy.server,
+                           make_config(1, listeners=[moved], state_dir=str(tmp_path)))
+        assert proxy.server.config is config
+
+
+def test_tls_reload_without_tls_listeners_is_a_no_op(tmp_path: Path) -> None:
+    server = ProxyServer(make_config(1, state_dir=str(tmp_path)))
+    assert server.server_tls is None
+    assert server.reload_tls()
+
+
+# ------------------------------------------------------------------ stop
+def test_stop_cuts_sessions_still_open_after_the_grace(demo_upstream: DemoUpstream,
+                                                       loop_thread: LoopThread) -> None:
+    server = ProxyServer(make_config(demo_upstream.port))
+    loop_thread.call(server.start({"pop3": 0}))
+    with RawPOP3(server.ports["pop3"]) as client:
+        client.login("demo", "demo")
+        assert server.session_count == 1
+        loop_thread.call(server.stop(grace=0))
+        assert server.session_count == 0
+        assert client.read_until_eof() == b""  # cut: no reply, and no QUIT upstream
+    wait_for(lambda: demo_upstream.open_connections == 0, what="the upstream to see the close")
+    assert b"QUIT" not in demo_upstream.commands_seen

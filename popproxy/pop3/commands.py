@@ -87,10 +87,6 @@ class CommandParser:
         """Bytes received but not yet turned into events (RFC 2595 STLS injection check)."""
         return len(self._buf)
 
-    def discard_buffer(self) -> None:
-        self._buf.clear()
-        self._scan_from = 0
-
     @property
     def line_limit(self) -> int:
         return limits.MAX_SASL_LINE if self.sasl_mode else limits.MAX_COMMAND_LINE

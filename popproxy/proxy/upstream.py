@@ -104,9 +104,6 @@ class UpstreamConnection:
     def send(self, cmd: Command) -> None:
         self._channel.write(self.framer.send_command(cmd))
 
-    def send_raw_sasl(self, line: bytes) -> None:
-        self._channel.write(self.framer.send_sasl_response(line))
-
     async def next_event(self, timeout: float | None = None) -> ServerEvent:
         """The next framed event, reading from the socket as needed."""
         limit = self._settings.response_timeout if timeout is None else timeout

@@ -27,12 +27,12 @@ from popproxy.proxy.channel import Channel
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
-from popproxy.proxy.proxyproto import ProxyProtocolError
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
 from popproxy.proxy.upstream_caps import UpstreamCapabilities
+from popproxy.wire.proxyproto import ProxyProtocolError
 
 log = logging.getLogger("popproxy.server")
 

@@ -37,11 +37,11 @@ from popproxy.pop3.events import (
     StatusLine,
 )
 from popproxy.pop3.framing import ResponseFramer, stuff_body
-from popproxy.proxy import proxyproto
-from popproxy.proxy.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
 from popproxy.scan import Action, Scanner, Verdict, apply_action
 from popproxy.scan.headers import field_name, header_fields, split_message
 from popproxy.scan.verdict import ACTIONS
+from popproxy.wire import proxyproto
+from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
 
 # --------------------------------------------------------------------------- chunking
 

@@ -24,23 +24,22 @@ from popproxy.pop3.events import (
     ServerEvent,
     StatusLine,
 )
+from popproxy.pop3.verbs import VERBS
 
 TERMINATOR = b"\r\n.\r\n"  # CRLF ending the last body line, then ".CRLF" (RFC 1939 section 3)
 # Proper prefixes of TERMINATOR that may sit at the end of a chunk and must be held back.
 _HOLD_BACK = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
 
-# RFC 1939 sections 5 and 7, RFC 2449 section 5: these answer +OK with a body.
-_ALWAYS_MULTILINE = frozenset({"RETR", "TOP", "CAPA"})
-# RFC 1939 section 5 (LIST, UIDL) and RFC 5034 practice (bare AUTH lists mechanisms): a body
-# follows only when the command has no argument.
-_MULTILINE_WITHOUT_ARGS = frozenset({"LIST", "UIDL", "AUTH"})
-
 
 def expects_multiline(cmd: Command) -> bool:
-    """True if a +OK answer to ``cmd`` carries a multi-line body."""
-    if cmd.verb in _ALWAYS_MULTILINE:
-        return True
-    return cmd.verb in _MULTILINE_WITHOUT_ARGS and not cmd.args
+    """True if a +OK answer to ``cmd`` carries a multi-line body (``VerbFacts.multiline_reply``:
+    RETR, TOP, CAPA always; LIST, UIDL and bare AUTH without an argument)."""
+    facts = VERBS.get(cmd.verb)
+    if facts is None:
+        return False
+    if facts.multiline_reply == "with-no-arg":
+        return not cmd.args
+    return facts.multiline_reply == "always"
 
 
 class ResponseFramer:

@@ -101,8 +101,7 @@ class AuthHandler:
             return
         self._user = None
         self._mech = mech
-        self._s.state.apply(Event.SASL_STARTED)
-        self._s.parser.sasl_mode = True
+        self._s.state.apply(Event.SASL_STARTED)  # the parser now reads SASL responses
         if len(cmd.args) == 2:  # RFC 5034 section 4: initial response
             await self.sasl_step(cmd.args[1])
         else:
@@ -152,7 +151,6 @@ class AuthHandler:
 
         self._mech = None
         self._login_user = None
-        self._s.parser.sasl_mode = False
 
     async def _login(self, creds: Credentials, mechanism: str) -> None:
         """Apply user policy, route, log in upstream; on success enter TRANSACTION."""

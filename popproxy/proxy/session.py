@@ -14,7 +14,12 @@ from popproxy.capture.store import CaptureOptions
 from popproxy.policy.config import Config, Limits, Listener
 from popproxy.policy.decisions import IPAddress
 from popproxy.pop3 import limits, replies
-from popproxy.pop3.capa import filter_upstream, parse_capa_body, render_capa
+from popproxy.pop3.capa import (
+    filter_upstream,
+    parse_capa_body,
+    proxy_capabilities,
+    render_capa,
+)
 from popproxy.pop3.commands import CommandParser, valid_transaction_args
 from popproxy.pop3.errors import ProtocolError
 from popproxy.pop3.events import (
@@ -101,8 +106,8 @@ class Session:
         self._relayed = 0  # body bytes to the client not yet added to the metric
         self.mailbox: MailboxView | None = None  # set at login when scanning is on
         self.upstream_name = "default"  # the routed upstream, set at login
-        self.parser = CommandParser()
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
+        self.parser = CommandParser(self.state)  # the state says when lines are SASL responses
         self.upstream: UpstreamConnection | None = None
         self.auth = AuthHandler(self)
         self.capture = new_recorder(settings.capture)  # None unless capturing
@@ -245,9 +250,9 @@ class Session:
         # RFC 1939 section 3: the autologout timer restarts with every client activity.
         data = await self.client.read(timeout=self.settings.limits.idle_timeout)
         if self.capture is not None:
-            # Every complete line read so far has been handled: the parser's SASL mode says
-            # whether the next line is an AUTH response (to be redacted).
-            self.capture.from_client(data, sasl=self.parser.sasl_mode)
+            # Every complete line read so far has been handled: the state says whether the
+            # next line is an AUTH response (to be redacted).
+            self.capture.from_client(data, sasl=self.state.in_sasl)
         self.parser.receive_data(data)
 
     # ---------------------------------------------------------------- dispatch
@@ -274,7 +279,7 @@ class Session:
             await self._transaction(event)
 
     def _bad_command(self, event: BadCommand) -> None:
-        if self.parser.sasl_mode:
+        if self.state.in_sasl:
             # An over-long SASL line ends the AUTH exchange (RFC 5034 section 4: the server
             # rejects it), so the client's next line is read as a command again.
             self.auth.abort_sasl()
@@ -306,13 +311,8 @@ class Session:
 
     def _capa(self) -> list[bytes]:
         # RFC 2449 section 6 / RFC 2595 section 4: what this proxy offers before login.
-        lines = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
-        if self._stls_offered():
-            lines.append(b"STLS")
-        if self.login_allowed:
-            lines.append(b"USER")
-            lines.append(b"SASL " + " ".join(self.auth.mechanisms).encode())
-        return lines
+        return proxy_capabilities(stls_offered=self._stls_offered(),
+                                  login_allowed=self.login_allowed, mechanisms=self.auth.mechanisms)
 
     def _stls_offered(self) -> bool:
         return (

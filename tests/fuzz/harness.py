@@ -37,6 +37,7 @@ from popproxy.pop3.events import (
     StatusLine,
 )
 from popproxy.pop3.framing import ResponseFramer, stuff_body
+from popproxy.pop3.state import Event
 from popproxy.scan import Action, Scanner, Verdict, apply_action
 from popproxy.scan.headers import field_name, header_fields, split_message
 from popproxy.scan.verdict import ACTIONS
@@ -66,7 +67,8 @@ def _random_cuts(rng: random.Random, size: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class CommandCase:
-    """Client bytes, where they are cut, after which events ``sasl_mode`` flips, and EOF."""
+    """Client bytes, where they are cut, after which events a SASL exchange starts or ends,
+    and EOF."""
 
     data: bytes
     cuts: tuple[int, ...] = ()
@@ -99,7 +101,8 @@ def run_commands(case: CommandCase) -> list[ClientEvent]:
             if isinstance(event, ConnectionClosed):
                 return
             if len(events) - 1 in case.toggles:
-                parser.sasl_mode = not parser.sasl_mode
+                parser.session.apply(
+                    Event.LOGIN_FAILED if parser.session.in_sasl else Event.SASL_STARTED)
         raise AssertionError("next_event produced more events than input lines")
 
     for chunk in chunks(case.data, case.cuts):

@@ -27,8 +27,10 @@ from tests.pop3.feeding import (
     body_bytes,
     bytewise,
     coalesce,
+    enter_sasl,
     feed_framer,
     feed_parser,
+    leave_sasl,
     split_at,
     whole,
 )
@@ -147,7 +149,7 @@ def test_stuffing_round_trip_and_framing(
 
 # ------------------------------------------------------------------ (2) only ProtocolError escapes
 
-ClientOp = bytes | bool  # data, set sasl_mode
+ClientOp = bytes | bool  # data, enter (True) or leave (False) a SASL exchange
 
 
 @SETTINGS
@@ -160,7 +162,8 @@ def test_command_parser_never_raises_and_stays_bounded(ops: list[ClientOp], eof:
     try:
         for op in ops:
             if isinstance(op, bool):
-                parser.sasl_mode = op
+                if op != parser.session.in_sasl:
+                    (enter_sasl if op else leave_sasl)(parser)
             elif op:
                 parser.receive_data(op)
                 while (event := parser.next_event()) is not NEED_DATA:
@@ -206,11 +209,11 @@ def test_response_framer_never_raises_anything_but_protocol_error(ops: list[Serv
 
 
 def switch_modes(parser: CommandParser, event: ClientEvent) -> None:
-    """AUTH with a mechanism enters SASL mode for exactly one response line."""
+    """AUTH with a mechanism enters a SASL exchange for exactly one response line."""
     if isinstance(event, Command) and event.verb == "AUTH" and event.args:
-        parser.sasl_mode = True
+        enter_sasl(parser)
     elif isinstance(event, SaslResponse):
-        parser.sasl_mode = False
+        leave_sasl(parser)
 
 
 @SETTINGS

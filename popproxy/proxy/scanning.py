@@ -94,7 +94,7 @@ class ScanService:
                  clock: Callable[[], float] = time.time,
                  worker_command: Sequence[str] | None = None) -> None:
         self.policy = policy
-        self.config = scan_jobs.scan_config(policy)
+        self.config = policy.to_settings()
         # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
         shared = RedisVerdicts(policy.redis_url, policy.verdict_ttl) if policy.redis_url else None

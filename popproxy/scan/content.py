@@ -16,9 +16,9 @@ import re
 from functools import lru_cache
 
 from popproxy.scan.addresses import mailboxes
-from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.lookalike import latin_reading, names_brand
 from popproxy.scan.obfuscation import MIN_BODY_HITS, obfuscation_kinds
+from popproxy.scan.settings import ProtectedBrand
 from popproxy.scan.verdict import Signal, clean_detail, clean_evidence
 from popproxy.scan.weights import weight
 

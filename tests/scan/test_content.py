@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from popproxy.scan.addresses import recipient_signals, sender_signals
-from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS
 from popproxy.scan.content import lure_signals, obfuscation_signals
+from popproxy.scan.settings import DEFAULT_PROTECTED_BRANDS
 
 
 def _sender(from_: str, reply_to: str = "") -> set[str]:

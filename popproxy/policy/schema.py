@@ -1,7 +1,7 @@
 """The policy schema: pydantic models mirroring the YAML, frozen, unknown keys forbidden.
 
 A typo is an error, not a silent default.  ``popproxy schema`` prints the JSON Schema of
-``Config`` for editor completion.
+``Policy`` for editor completion.
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ class Route(Model):
         return _check_pattern(v)
 
 
-class Config(Model):
+class Policy(Model):
     listeners: tuple[Listener, ...]
     # The default upstream; ``upstreams`` adds named ones that ``routes`` can pick.
     upstream: Upstream = Upstream()
@@ -297,7 +297,7 @@ class Config(Model):
 Problem = tuple[tuple[str | int, ...], str]  # (key path, message)
 
 
-def semantic_problems(config: Config) -> list[Problem]:
+def semantic_problems(config: Policy) -> list[Problem]:
     """Rules across entries (checked after the schema), each with the key path to blame."""
     problems: list[Problem] = []
     seen_names: dict[str, int] = {}

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from popproxy.policy.schema import Scan
+from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
 from popproxy.scan import Scanner, ScanSettings
 from popproxy.scan.feeds import load_feeds_lenient

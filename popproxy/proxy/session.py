@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from popproxy.capture.hook import new_recorder, save_capture
 from popproxy.capture.store import CaptureOptions
-from popproxy.policy.config import Config, Limits, Listener
+from popproxy.policy import Limits, Listener, Policy
 from popproxy.policy.decisions import IPAddress
 from popproxy.pop3 import limits, replies
 from popproxy.pop3.capa import (
@@ -58,7 +58,7 @@ class SessionSettings:
     """Everything a session needs to know, fixed for its lifetime (a policy reload on SIGHUP
     affects only sessions that start afterwards)."""
 
-    policy: Config
+    policy: Policy
     listener: Listener
     server_tls: ssl.SSLContext | None  # None: no client-facing TLS configured
     upstream_tls: Mapping[str, ssl.SSLContext | None]  # upstream name -> client context

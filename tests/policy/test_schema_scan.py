@@ -46,6 +46,7 @@ def test_no_mirrored_default_is_a_literal() -> None:
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                 and node.target.id in MIRRORED):
             seen.add(node.target.id)
+            assert node.value is not None, node.target.id
             assert isinstance(node.value, ast.Attribute), (
                 f"{node.target.id}: use the named constant, not {ast.unparse(node.value)!r}")
     assert seen == MIRRORED

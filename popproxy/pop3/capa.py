@@ -64,8 +64,9 @@ _NEVER_RELAYED = frozenset(
     {f.capa for f in VERBS.values() if f.capa is not None and _login_only(f)} | {"IMPLEMENTATION"}
 )
 
-# RFC 2449 section 6 capabilities that name no verb but what the proxy itself does: response
-# codes (6.4, 6.5 via RFC 3206) and pipelining (6.6: it reads every pipelined line in order).
+# Capabilities that name no verb but what the proxy itself does: response codes (RFC 2449
+# section 6.4; AUTH-RESP-CODE, RFC 3206 section 6) and pipelining (RFC 2449 section 6.6: every
+# pipelined line is read and answered in order).
 PROXY_FEATURES = ("RESP-CODES", "AUTH-RESP-CODE", "PIPELINING")
 
 

@@ -57,7 +57,7 @@ class VerbFacts:
 # In the order CAPA lists the tags (capa.proxy_capabilities): STLS first, then the login methods.
 _TABLE = (
     VerbFacts(name="STLS", phases=_LOGIN, args=(0, 0), capa="STLS", rfc="RFC 2595 s4"),
-    VerbFacts(name="USER", phases=_LOGIN, args=None, capa="USER", rfc="RFC 1939 s7, RFC 2449 s6.8"),
+    VerbFacts(name="USER", phases=_LOGIN, args=None, capa="USER", rfc="RFC 1939 s7, RFC 2449 s6.2"),
     # A PASS with no USER before it gets the proxy's own -ERR (proxy/auth.py), not "invalid".
     VerbFacts(name="PASS", phases=_LOGIN, args=None, rest_of_line=True, rfc="RFC 1939 s7"),
     # Allowed so that it is refused with a reason (the upstream's timestamp is never shown).
@@ -66,7 +66,7 @@ _TABLE = (
     VerbFacts(name="AUTH", phases=_LOGIN, args=None, multiline_reply="with-no-arg", capa="SASL",
               rfc="RFC 5034 s4, RFC 2449 s6.3"),
     VerbFacts(name="CAPA", phases=_ANY, args=(0, 0), multiline_reply="always", rfc="RFC 2449 s5"),
-    VerbFacts(name="QUIT", phases=_ANY, args=(0, 0), rfc="RFC 1939 s5, s6"),
+    VerbFacts(name="QUIT", phases=_ANY, args=(0, 0), rfc="RFC 1939 s4, s6"),
     VerbFacts(name="STAT", phases=_TRANSACTION, args=(0, 0), rfc="RFC 1939 s5"),
     VerbFacts(name="LIST", phases=_TRANSACTION, args=(0, 1), multiline_reply="with-no-arg",
               rfc="RFC 1939 s5"),
@@ -76,9 +76,9 @@ _TABLE = (
     VerbFacts(name="NOOP", phases=_TRANSACTION, args=(0, 0), rfc="RFC 1939 s5"),
     VerbFacts(name="RSET", phases=_TRANSACTION, args=(0, 0), rfc="RFC 1939 s5"),
     VerbFacts(name="TOP", phases=_TRANSACTION, args=(2, 2), multiline_reply="always", capa="TOP",
-              rfc="RFC 1939 s7, RFC 2449 s6.4"),
+              rfc="RFC 1939 s7, RFC 2449 s6.1"),
     VerbFacts(name="UIDL", phases=_TRANSACTION, args=(0, 1), multiline_reply="with-no-arg",
-              capa="UIDL", rfc="RFC 1939 s7, RFC 2449 s6.7"),
+              capa="UIDL", rfc="RFC 1939 s7, RFC 2449 s6.8"),
 )
 
 VERBS: dict[str, VerbFacts] = {facts.name: facts for facts in _TABLE}

@@ -127,6 +127,7 @@ FP_TARGETS = (0.001, 0.005, 0.01)
 # A signal whose tuning hits come mostly from one campaign is a fit to that campaign.
 CAMPAIGN_SHARE_ALERT = 0.5
 CAMPAIGN_MIN_HITS = 5
+TOP_SIGNALS = 20  # issue 15: no signal of the top 20 may fire on one campaign only
 
 
 def assign_campaigns(samples: list[Sample]) -> None:
@@ -166,7 +167,7 @@ def evaluate(samples: list[Sample], scanner: Scanner) -> tuple[list[Scored], flo
         elapsed += time.process_time() - start
         names = {s.name for s in verdict.signals}
         table = combine(verdict.signals, thresholds) if verdict.action != "unscanned" else verdict
-        forced = math.inf if forces_tag(names) else 0.0
+        forced = math.inf if any(forces_tag(n) for n in names) else 0.0
         out.append(Scored(
             sample.group, sample.campaign, names,
             actions={"model": verdict.action, "weights": table.action},
@@ -206,8 +207,9 @@ def at_fixed_fp(scored: list[Scored], combiner: str, target: float) -> dict[str,
     return out
 
 
-def campaign_concentration(scored: list[Scored]) -> dict[str, tuple[float, int, int]]:
-    """Per signal: share of its tuning hits from its largest campaign, that count, all hits."""
+def campaign_concentration(scored: list[Scored]) -> dict[str, tuple[float, int, int, int]]:
+    """Per signal: share of its tuning hits from its largest campaign, that count, all hits,
+    and how many campaigns it fired on."""
     per_signal: dict[str, Counter[int]] = {}
     for item in scored:
         if item.group == "tune":
@@ -217,7 +219,7 @@ def campaign_concentration(scored: list[Scored]) -> dict[str, tuple[float, int, 
     for name, campaigns in per_signal.items():
         total = sum(campaigns.values())
         top = campaigns.most_common(1)[0][1]
-        out[name] = (top / total, top, total)
+        out[name] = (top / total, top, total, len(campaigns))
     return out
 
 
@@ -277,7 +279,7 @@ def _print_signals(setting: str, scored: list[Scored], combiner: str) -> None:
     for n in names:
         cells = [pct(t[s].signals[n], t[s].messages) for s in cols]
         share = concentration.get(n)
-        top = f"{100 * share[0]:.0f}% of {share[2]}" if share else "-"
+        top = f"{100 * share[0]:.0f}% of {share[2]}, {share[3]} c." if share else "-"
         print(f"| {n:<28} | {cells[0]:<18} | {cells[1]:<18} | {cells[2]:<14} "
               f"| {cells[3]:<14} | {top:<12} |")
     alerts = sorted(
@@ -287,10 +289,16 @@ def _print_signals(setting: str, scored: list[Scored], combiner: str) -> None:
     )
     print(f"\nSignals firing on one campaign far more than elsewhere ({setting}: at least "
           f"{CAMPAIGN_SHARE_ALERT:.0%} of {CAMPAIGN_MIN_HITS}+ tuning hits from one campaign):")
-    for name, (share, top, total) in alerts:
-        print(f"- {name}: {top} of {total} tuning hits ({share:.0%}) from one campaign")
+    for name, (share, top, total, spread) in alerts:
+        print(f"- {name}: {top} of {total} tuning hits ({share:.0%}) from one campaign "
+              f"(fires on {spread} campaigns)")
     if not alerts:
         print("- none")
+    top20 = names[:TOP_SIGNALS]
+    lone = [n for n in top20 if concentration.get(n, (0, 0, 0, 2))[3] < 2]
+    print(f"Top {TOP_SIGNALS} signals by tuning hits firing on one campaign only: "
+          f"{', '.join(lone) if lone else 'none'}; fewest campaigns among them: "
+          f"{min(concentration[n][3] for n in top20 if n in concentration)}")
 
 
 def as_json(results: Results, split: int, combiners: tuple[str, ...]) -> dict[str, object]:

@@ -3,6 +3,9 @@
 The proxy terminates authentication: it learns the username, then logs in to the upstream with
 USER/PASS, in one write where the upstream lists PIPELINING (upstream_caps.py).
 Passwords and SASL payloads are never logged.
+
+Login is a function of values: each client line returns what should happen (``Reply``,
+``Refused`` or ``LoggedIn``); the session alone applies state transitions and writes replies.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from popproxy.policy import Upstream
-from popproxy.policy.decisions import route_for, user_decision
+from popproxy.policy.decisions import IPAddress, route_for, user_decision
 from popproxy.pop3 import limits, replies
 from popproxy.pop3.events import Command, StatusLine
 from popproxy.pop3.replies import Code
@@ -28,34 +31,81 @@ from popproxy.pop3.sasl import (
     valid_login_field,
 )
 from popproxy.pop3.state import Event
-from popproxy.proxy.errors import SessionEnd
 from popproxy.proxy.failure_timing import upstream_key
 from popproxy.proxy.lockout_store import StoreUnavailable
-from popproxy.proxy.mailbox import MailboxView
+from popproxy.proxy.settings import AuditFn, SessionSettings
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
-
-if TYPE_CHECKING:
-    from popproxy.proxy.session import Session
 
 log = logging.getLogger("popproxy.auth")
 
 SASL_CANCEL = b"*"  # RFC 5034 section 4: the client aborts the exchange
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer ``data``, after moving the state machine by ``event`` (if any)."""
+
+    data: bytes
+    event: Event | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaslStarted:
+    """An AUTH exchange began (SASL_STARTED): answer ``challenge``, or, if the client gave an
+    initial response (RFC 5034 section 4), pass ``initial`` to ``sasl_step`` instead."""
+
+    challenge: bytes
+    initial: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The login attempt or AUTH exchange failed: LOGIN_FAILED, ``reply``; then close if
+    ``close`` (too many failures)."""
+
+    reply: bytes
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    """Logged in upstream: LOGIN_OK, then ``AuthHandler.confirm``, then ``reply``."""
+
+    upstream: UpstreamConnection
+    route: str  # the upstream's name (metric label, capture)
+    user: str
+    mechanism: str
+    reply: bytes  # the upstream's own +OK
+
+
+AuthResult = Reply | SaslStarted | Refused | LoggedIn
+
 
 class AuthHandler:
-    """The AUTHORIZATION-state commands that lead to a login."""
+    """The AUTHORIZATION-state commands that lead to a login.
+
+    Owns only what the exchange itself needs (the USER given, the SASL mechanism, the failure
+    count, the username tried); never the session's state machine or its client.
+    """
 
     # Slots: one per connection lives as long as it does (idle memory per session).
-    __slots__ = ("_login_user", "_mech", "_s", "_user", "failures")
+    __slots__ = (
+        "_audit", "_client_ip", "_login_user", "_mech", "_peer", "_settings", "_user",
+        "failures", "user",
+    )
 
     mechanisms = MECHANISMS
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
+    def __init__(self, settings: SessionSettings, client_ip: IPAddress | None, peer: str,
+                 audit: AuditFn) -> None:
+        self._settings = settings
+        self._client_ip = client_ip
+        self._peer = peer
+        self._audit = audit
         self._user: bytes | None = None
         self._mech: str | None = None
         self._login_user: bytes | None = None  # LOGIN mechanism: username step done
         self.failures = 0
+        self.user: str | None = None  # known after a login attempt, for the audit log
 
     def reset(self) -> None:
         """Forget everything given so far (STLS: nothing crosses into TLS, RFC 2595 s4)."""
@@ -63,76 +113,61 @@ class AuthHandler:
         self._mech = None
         self._login_user = None
 
-    async def command(self, cmd: Command) -> None:
+    async def command(self, cmd: Command, tls_active: bool) -> AuthResult:
         if cmd.verb == "USER":
-            self._user_cmd(cmd)
-        elif cmd.verb == "PASS":
-            await self._pass_cmd(cmd)
-        elif cmd.verb == "AUTH":
-            await self._auth_cmd(cmd)
-        else:  # APOP: the digest covers the upstream's timestamp, which the proxy never shows.
-            self._s.write(replies.err("APOP is not supported here; use USER/PASS or AUTH"))
+            return self._user_cmd(cmd)
+        if cmd.verb == "PASS":
+            return await self._pass_cmd(cmd, tls_active)
+        if cmd.verb == "AUTH":
+            return self._auth_cmd(cmd)
+        # APOP: the digest covers the upstream's timestamp, which the proxy never shows.
+        return Reply(replies.err("APOP is not supported here; use USER/PASS or AUTH"))
 
-    def _user_cmd(self, cmd: Command) -> None:
+    def _user_cmd(self, cmd: Command) -> Reply:
         if len(cmd.args) != 1:
-            self._s.write(replies.err("usage: USER name"))
-            return
+            return Reply(replies.err("usage: USER name"))
         self._user = cmd.args[0]
-        self._s.state.apply(Event.USER_ACCEPTED)
-        self._s.write(replies.ok("send PASS"))
+        return Reply(replies.ok("send PASS"), Event.USER_ACCEPTED)
 
-    async def _pass_cmd(self, cmd: Command) -> None:
+    async def _pass_cmd(self, cmd: Command, tls_active: bool) -> AuthResult:
         if self._user is None:
-            self._s.write(replies.err("USER first"))
-        elif not cmd.args or not cmd.args[0]:
-            self._s.write(replies.err("usage: PASS password"))
-        else:
-            user, self._user = self._user, None
-            await self._login(Credentials(user, cmd.args[0]), "USER")
+            return Reply(replies.err("USER first"))
+        if not cmd.args or not cmd.args[0]:
+            return Reply(replies.err("usage: PASS password"))
+        user, self._user = self._user, None
+        return await self._login(Credentials(user, cmd.args[0]), "USER", tls_active)
 
-    async def _auth_cmd(self, cmd: Command) -> None:
+    def _auth_cmd(self, cmd: Command) -> Reply | SaslStarted:
         if not cmd.args:  # de-facto mechanism listing (used by Outlook and others)
             lines = [m.encode() for m in self.mechanisms]
-            self._s.write(replies.multiline(replies.ok("SASL mechanisms follow"), lines))
-            return
+            return Reply(replies.multiline(replies.ok("SASL mechanisms follow"), lines))
         mech = cmd.args[0].decode("ascii", "replace").upper()
         if mech not in self.mechanisms or len(cmd.args) > 2:
-            self._s.write(replies.err(f"unsupported SASL mechanism, use {' or '.join(MECHANISMS)}"))
-            return
+            return Reply(replies.err(f"unsupported SASL mechanism, use {' or '.join(MECHANISMS)}"))
         self._user = None
         self._mech = mech
-        self._s.state.apply(Event.SASL_STARTED)  # the parser now reads SASL responses
-        if len(cmd.args) == 2:  # RFC 5034 section 4: initial response
-            await self.sasl_step(cmd.args[1])
-        else:
-            self._s.write(replies.continuation(login_challenge(0) if mech == "LOGIN" else b""))
+        challenge = replies.continuation(login_challenge(0) if mech == "LOGIN" else b"")
+        return SaslStarted(challenge, cmd.args[1] if len(cmd.args) == 2 else None)
 
-    async def sasl_step(self, line: bytes) -> None:
+    async def sasl_step(self, line: bytes, tls_active: bool) -> AuthResult:
         """One client line inside AUTH."""
         if line == SASL_CANCEL:
-            self._end_sasl()
-            self._s.state.apply(Event.LOGIN_FAILED)
-            self._s.write(replies.err("authentication cancelled"))
-            return
+            self.abort_sasl()
+            return Refused(replies.err("authentication cancelled"))
         decoded = b64decode_response(line)
         if decoded is None:
-            self._end_sasl()
-            self._s.state.apply(Event.LOGIN_FAILED)
-            self._s.write(replies.err("invalid base64 in SASL response"))
-            return
+            self.abort_sasl()
+            return Refused(replies.err("invalid base64 in SASL response"))
         if self._mech == "LOGIN" and self._login_user is None:
             self._login_user = decoded
-            self._s.write(replies.continuation(login_challenge(1)))
-            return
+            return Reply(replies.continuation(login_challenge(1)))
         creds = self._credentials(decoded)
         mechanism = self._mech or "PLAIN"
-        self._end_sasl()
+        self.abort_sasl()
         if creds is None:
             self._record("malformed", mechanism)
-            await self._failed(replies.err("malformed credentials", Code.AUTH))
-        else:
-            await self._login(creds, mechanism)
-
+            return await self._failed(replies.err("malformed credentials", Code.AUTH))
+        return await self._login(creds, mechanism, tls_active)
 
     def _credentials(self, decoded: bytes) -> Credentials | None:
         if self._mech == "PLAIN":
@@ -143,55 +178,36 @@ class AuthHandler:
         return None
 
     def abort_sasl(self) -> None:
-        """Leave an AUTH exchange that cannot go on (the session answers -ERR)."""
-        self._end_sasl()
-        self._s.state.apply(Event.LOGIN_FAILED)
-
-    def _end_sasl(self) -> None:
-
+        """Leave an AUTH exchange (the session applies LOGIN_FAILED and answers)."""
         self._mech = None
         self._login_user = None
 
-    async def _login(self, creds: Credentials, mechanism: str) -> None:
-        """Apply user policy, route, log in upstream; on success enter TRANSACTION."""
+    async def _login(self, creds: Credentials, mechanism: str, tls_active: bool) -> AuthResult:
+        """Apply user policy, route, log in upstream."""
         if not _forwardable(creds):
             self._record("malformed", mechanism)
-            await self._failed(replies.err("invalid characters in credentials", Code.AUTH))
-            return
-        username = creds.username.decode("utf-8", "replace")
-        self._s.user = username
-        settings = self._s.settings
-        if not await self._lockout_allows(username, mechanism):
-            return
+            return await self._failed(replies.err("invalid characters in credentials", Code.AUTH))
+        username = self.user = creds.username.decode("utf-8", "replace")
+        settings = self._settings
+        refused = await self._lockout_refusal(username, mechanism)
+        if refused is not None:
+            return refused
         # Every refusal is answered this long after the lockout check (whose delay does not
         # depend on who says no): see failure_timing.py.
         checked = time.monotonic()
         name, target = route_for(settings.policy, username)
-        decision = user_decision(
-            settings.policy, username, self._s.client_ip, self._s.state.tls_active, mechanism
-        )
+        decision = user_decision(settings.policy, username, self._client_ip, tls_active,
+                                 mechanism)
         if not decision.allowed:
             # Same reply and timing as a wrong password at the upstream the user is routed
             # to: a policy denial must not tell a guesser that the account exists.
             settings.observer.metrics.policy_denials.labels("user").inc()
             self._record("policy_denied", mechanism, reason=decision.reason)
             await self._lockout_failed(username, creds.password)
-            await self._failed(AUTH_FAILED, checked, self._refusal_floor(target))
-            return
+            return await self._failed(AUTH_FAILED, checked, self._refusal_floor(target))
         upstream, status = await self._upstream_login(name, target, creds, mechanism)
         if status.ok:
-            self._s.upstream = upstream
-            self._s.upstream_name = name
-            if settings.scan is not None:
-                self._s.mailbox = MailboxView(self._s, settings.scan, name)
-            self._s.state.apply(Event.LOGIN_OK)
-            self._s.login_succeeded()  # no await since LOGIN_OK: the deadline cannot cut in
-            if settings.lockout is not None and self._s.client_ip is not None:
-                # Recorded before the +OK, so a client reconnecting at once sees it (Redis).
-                await self._guarded(settings.lockout.succeeded(username, self._s.client_ip))
-            self._s.write(status.raw)
-            self._record("ok", mechanism, upstream=name)
-            return
+            return LoggedIn(upstream, name, username, mechanism, status.raw)
         upstream.close()
         reply = _failure_reply(status.raw)
         bad_password = reply is AUTH_FAILED
@@ -201,46 +217,48 @@ class AuthHandler:
                      mechanism, upstream=name)
         if bad_password:
             await self._lockout_failed(username, creds.password)
-        await self._failed(reply, checked, self._refusal_floor(target))
+        return await self._failed(reply, checked, self._refusal_floor(target))
+
+    async def confirm(self, login: LoggedIn) -> None:
+        """After the session entered TRANSACTION (and lifted the login deadline), before the
+        +OK: record the success."""
+        lockout = self._settings.lockout
+        if lockout is not None and self._client_ip is not None:
+            # Recorded before the +OK, so a client reconnecting at once sees it (Redis).
+            await self._guarded(lockout.succeeded(login.user, self._client_ip))
+        self._record("ok", login.mechanism, upstream=login.route)
 
     def _refusal_floor(self, target: Upstream) -> float:
         """limits.auth_failure_delay, or longer if ``target`` takes longer to refuse."""
-        settings = self._s.settings
+        settings = self._settings
         return settings.failure_timing.floor(upstream_key(target),
                                              settings.limits.auth_failure_delay)
 
-    async def _lockout_allows(self, username: str, mechanism: str) -> bool:
+    async def _lockout_refusal(self, username: str, mechanism: str) -> Refused | None:
         """Lockout check before anything reaches the upstream (RFC 3206 SYS/TEMP if blocked)."""
-        guard, address = self._s.settings.lockout, self._s.client_ip
+        guard, address = self._settings.lockout, self._client_ip
         if guard is None or address is None:
-            return True
+            return None
         try:
             result = await guard.check(username, address)
         except StoreUnavailable:
             self._record("store_unavailable", mechanism)
-            self._s.state.apply(Event.LOGIN_FAILED)  # back to AUTHORIZATION (also after AUTH)
-            self._s.write(LOCKOUT_STORE_DOWN)
-            return False
-
+            return Refused(LOCKOUT_STORE_DOWN)  # back to AUTHORIZATION (also after AUTH)
         if result.action != "block":
             if result.action == "delay":
-                self._s.audit("lockout", action="delay", scope=result.scope,
-                              delay=round(result.delay, 3))
-            return True
-        metrics = self._s.settings.observer.metrics
+                self._audit("lockout", action="delay", scope=result.scope,
+                            delay=round(result.delay, 3))
+            return None
+        metrics = self._settings.observer.metrics
         metrics.lockout_blocks.labels(result.scope or "unknown").inc()
         self._record("locked", mechanism, scope=result.scope or "unknown")
-        self._s.audit("lockout", action="block", scope=result.scope)
+        self._audit("lockout", action="block", scope=result.scope)
         # [SYS/TEMP], never [AUTH]: the client should wait, not ask for the password again.
         self.failures += 1
-        self._s.state.apply(Event.LOGIN_FAILED)
-        self._s.write(LOCKED)
-        if self.failures >= self._s.settings.limits.max_login_failures:
-            raise SessionEnd
-        return False
+        return Refused(LOCKED, self.failures >= self._settings.limits.max_login_failures)
 
     async def _lockout_failed(self, username: str, password: bytes) -> None:
-        guard, address = self._s.settings.lockout, self._s.client_ip
+        guard, address = self._settings.lockout, self._client_ip
         if guard is not None and address is not None:
             await self._guarded(guard.failed(username, address, password))
 
@@ -248,18 +266,18 @@ class AuthHandler:
         try:
             await call
         except StoreUnavailable:
-            log.warning("session %s: lockout store unavailable while recording", self._s.peer)
+            log.warning("session %s: lockout store unavailable while recording", self._peer)
 
     async def _upstream_login(
         self, name: str, target: Upstream, creds: Credentials, mechanism: str
     ) -> tuple[UpstreamConnection, StatusLine]:
         """Connect to the routed upstream and log in with USER and PASS."""
-        observer = self._s.settings.observer
+        observer = self._settings.observer
         started = time.monotonic()
         upstream: UpstreamConnection | None = None
         try:
-            tls = self._s.settings.upstream_tls.get(name)
-            upstream = await UpstreamConnection.open(target, tls)
+            tls = self._settings.upstream_tls.get(name)
+            upstream = await UpstreamConnection.open(target, tls, self._settings.upstream_connect)
             upstream, status = await self._user_pass(upstream, target, creds, tls)
         except BaseException as exc:  # also cancelled (login deadline, shutdown): no socket left
             if upstream is not None:
@@ -285,7 +303,7 @@ class AuthHandler:
         """
         user = Command("USER", (creds.username,))
         password = Command("PASS", (creds.password,))
-        caps = self._s.settings.upstream_caps
+        caps = self._settings.upstream_caps
         address = (target.host, target.port, target.mode)
         pipelining = caps.pipelining(address)
         if pipelining is None:
@@ -298,7 +316,7 @@ class AuthHandler:
                          target.host, target.port, exc)
                 caps.learn(address, ())
                 upstream.close()
-                fresh = await UpstreamConnection.open(target, tls)
+                fresh = await UpstreamConnection.open(target, tls, self._settings.upstream_connect)
                 try:
                     return fresh, await _send_login(fresh, user, password, pipelining=False)
                 except BaseException:  # the caller only knows the first connection
@@ -308,12 +326,13 @@ class AuthHandler:
 
     def _record(self, result: str, mechanism: str, **fields: str) -> None:
         """Count and audit one login attempt (the username goes to the audit log only)."""
-        self._s.settings.observer.metrics.logins.labels(result).inc()
-        self._s.audit("login", result=result, mechanism=mechanism, **fields)
+        self._settings.observer.metrics.logins.labels(result).inc()
+        self._audit("login", result=result, mechanism=mechanism, **fields)
         # DEBUG: the audit log is the record of logins; an INFO line per login costs ~4% CPU.
-        log.debug("session %s: login %s", self._s.peer, result)
+        log.debug("session %s: login %s", self._peer, result)
 
-    async def _failed(self, reply: bytes, since: float | None = None, floor: float = 0.0) -> None:
+    async def _failed(self, reply: bytes, since: float | None = None,
+                      floor: float = 0.0) -> Refused:
         if since is not None:
             # One floor for every failed password check (RFC 1939 section 13 suggests a
             # delay): hides whether the upstream or the policy said no.
@@ -321,17 +340,16 @@ class AuthHandler:
             if delay > 0:
                 await asyncio.sleep(delay)
         self.failures += 1
-        self._s.state.apply(Event.LOGIN_FAILED)
-        self._s.write(reply)
-        log.info("session %s: login failed (%d)", self._s.peer, self.failures)
-        if self.failures >= self._s.settings.limits.max_login_failures:
-            self._s.write(replies.err("too many failed logins", Code.AUTH))
-            raise SessionEnd
+        log.info("session %s: login failed (%d)", self._peer, self.failures)
+        if self.failures >= self._settings.limits.max_login_failures:
+            return Refused(reply + TOO_MANY_FAILURES, close=True)
+        return Refused(reply)
 
 
 AUTH_FAILED = replies.err("authentication failed", Code.AUTH)
 LOCKED = replies.err("too many failed logins, try again later", Code.SYS_TEMP)
 LOCKOUT_STORE_DOWN = replies.err("login temporarily unavailable, try again later", Code.SYS_TEMP)
+TOO_MANY_FAILURES = replies.err("too many failed logins", Code.AUTH)
 
 # Codes an upstream sends only after the password was right (RFC 2449 s8.1, RFC 3206 s4):
 # they reveal nothing to a guesser and tell the client what to do, so they are relayed.

@@ -6,30 +6,34 @@ LIST are read once; DELE/RSET are tracked here to answer STAT and LIST like the 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import secrets
-import shutil
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from popproxy.metrics import Metrics
 from popproxy.pop3 import replies
-from popproxy.pop3.events import BodyData, Command, EndOfBody, StatusLine
-from popproxy.pop3.framing import Stuffer, Unstuffer
-from popproxy.pop3.top import TopCut
+from popproxy.pop3.events import Command
 from popproxy.proxy import scan_jobs
+from popproxy.proxy.delivery import (
+    RENDERED_WRITE_SLICE,
+    HeadRewrite,
+    SessionSpool,
+    renamed_head,
+    send_file,
+    spool_body,
+    stream_with_header,
+    unscanned_head,
+)
+from popproxy.proxy.relay import ClientSink, relay
 from popproxy.proxy.scan_pool import JobFailed
 from popproxy.proxy.scanning import ScanService
-from popproxy.proxy.spool import Spooled, cut_to_header, header_end, read_header, write_private
-from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
+from popproxy.proxy.settings import AuditFn
+from popproxy.proxy.spool import Spooled, cut_to_header, read_header, write_private
+from popproxy.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamFailure
 from popproxy.proxy.verdict_cache import CachedVerdict, cache_key
 from popproxy.quarantine import HeldMessage
 
-if TYPE_CHECKING:
-    from popproxy.proxy.session import Session
+__all__ = ["RENDERED_WRITE_SLICE", "MailboxView"]
 
 log = logging.getLogger("popproxy.scan")
 
@@ -38,54 +42,42 @@ NO_SUCH_MESSAGE = replies.err("no such message")
 TOO_LARGE = "too-large"
 # Marks a cached tag whose header block was rendered alone (its body is streamed at RETR).
 STREAMED_TAG = "streamed-tag"
-# A rendered message is read from its spool file and sent in slices of this size, waiting
-# whenever the client's socket buffer is full: a slow reader costs about one slice of memory,
-# never a copy of the message (issue 14: 10 slow readers of a 15 MB message held 140 MB).
-RENDERED_WRITE_SLICE = 256 * 1024
+# UIDL and LIST answers are read whole: a million messages at ~80 octets a UIDL line
+# (RFC 1939 section 7: a unique-id is at most 70 characters) fit; a server sending more is
+# broken or hostile.
+MAX_LISTING = 128 * 1024 * 1024
 # A tagged message is streamed once its header block is read; a header block longer than this
 # (hostile: real ones are a few KiB) makes it rendered whole instead.
 MAX_STREAMED_HEADER = 1024 * 1024
 
 
 class MailboxView:
+    """Answers STAT, LIST, RETR and TOP from scan verdicts, over the session's upstream
+    connection; replies go to ``client``.  Knows nothing of the session itself."""
+
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_entries", "_generation", "_s", "_service", "_sizes", "_spool", "_uidls",
-        "_upstream_name", "deleted"
+        "_audit", "_client", "_entries", "_generation", "_metrics", "_service", "_sizes",
+        "_spool", "_uidls", "_up", "_upstream_name", "_user", "deleted"
     )
 
-    def __init__(self, session: Session, service: ScanService, upstream_name: str) -> None:
-        self._s = session
+    def __init__(self, upstream: UpstreamConnection, client: ClientSink, service: ScanService,
+                 upstream_name: str, user: str, audit: AuditFn, metrics: Metrics) -> None:
+        self._up = upstream
+        self._client = client
         self._service = service
         self._upstream_name = upstream_name
+        self._user = user
+        self._audit = audit
+        self._metrics = metrics
         self._uidls: dict[int, bytes] | None = None
         self._sizes: dict[int, int] = {}
         self._entries: dict[int, CachedVerdict] = {}
         self.deleted: set[int] = set()
         self._generation: str | None = None  # computed once per session
-        self._spool: Path | None = None  # this session's rendered messages, made when needed
-
-    @property
-    def _up(self) -> UpstreamConnection:
-        assert self._s.upstream is not None
-        return self._s.upstream
+        self._spool = SessionSpool(service.spool_dir)  # this session's rendered messages
 
     # ------------------------------------------------------------ upstream listings
-    async def _multiline(self, cmd: Command) -> tuple[StatusLine, bytes]:
-        self._up.send(cmd)
-        status = await self._up.next_event()
-        if not isinstance(status, StatusLine):
-            raise UpstreamError("upstream closed the connection", "closed")
-        body, unstuffer = bytearray(), Unstuffer()
-        while status.multiline:
-            event = await self._up.next_event()
-            if isinstance(event, EndOfBody):
-                break
-            if not isinstance(event, BodyData):
-                raise UpstreamError("upstream closed mid-response", "closed")
-            body += unstuffer.feed(event.data)
-        return status, bytes(body)
-
     async def _load(self) -> dict[int, bytes]:
         if self._uidls is None:
             uidls = await self._listing("UIDL")
@@ -95,9 +87,10 @@ class MailboxView:
 
     async def _listing(self, verb: str) -> dict[int, bytes]:
         """``n value`` lines of the upstream's UIDL or LIST (RFC 1939 sections 5 and 7)."""
-        status, body = await self._multiline(Command(verb))
+        status = await self._up.request(Command(verb))
+        body = await self._up.read_unstuffed(MAX_LISTING) if status.multiline else b""
         if not status.ok:
-            raise UpstreamError(f"upstream refused {verb}", "protocol")
+            raise UpstreamError(f"upstream refused {verb}", UpstreamFailure.PROTOCOL)
         result: dict[int, bytes] = {}
         for line in body.split(b"\r\n"):
             number, _, value = line.partition(b" ")
@@ -113,7 +106,7 @@ class MailboxView:
             return None
         if number in self._entries:
             return self._entries[number]
-        key = cache_key(self._upstream_name, self._s.user or "", uidls[number],
+        key = cache_key(self._upstream_name, self._user, uidls[number],
                         self._sizes.get(number, -1))
         # This instance's cache, then (with Redis) the one all instances share: a client whose
         # sessions alternate between instances sees the sizes it saw before.
@@ -156,7 +149,7 @@ class MailboxView:
         elif action != "pass":
             entry = await self._render_at_listing(number, original, entry)
         original.path.unlink(missing_ok=True)  # moved into the quarantine when held
-        self._s.audit("verdict", message=number, action=entry.action,
+        self._audit("verdict", message=number, action=entry.action,
                       score=round(verdict.score, 2), reasons=list(entry.reasons[:5]),
                       quarantine_id=entry.quarantine_id)
         return entry
@@ -211,7 +204,7 @@ class MailboxView:
     def _hold(self, original: Spooled, entry: CachedVerdict) -> None:
         """Move the spooled original into the quarantine."""
         self._service.quarantine.hold_file(
-            HeldMessage(entry.quarantine_id, self._s.user or "", entry.scanned_at, entry.score,
+            HeldMessage(entry.quarantine_id, self._user, entry.scanned_at, entry.score,
                         entry.reasons, original.length), original.path)
 
     async def _too_large_entry(self, number: int, size: int, now: float,
@@ -245,7 +238,7 @@ class MailboxView:
             entry = replace(entry, size=size - header.length
                             + await self._render_header(number, header.path, entry))
         head.path.unlink(missing_ok=True)
-        self._s.audit("verdict", message=number, action=action, score=round(verdict.score, 2),
+        self._audit("verdict", message=number, action=action, score=round(verdict.score, 2),
                       reasons=list(entry.reasons[:5]), quarantine_id=entry.quarantine_id)
         return entry
 
@@ -255,24 +248,10 @@ class MailboxView:
         ``limit`` octets are kept (the rest is read and dropped)."""
         path = self._spool_file(number, suffix)
         args = (str(number).encode(),) + ((b"0",) if verb == "TOP" else ())
-        if not await self._body_follows(Command(verb, args), relay=False):
-            raise UpstreamError(f"upstream refused {verb} of a listed message", "protocol")
-        digest, unstuffer, length = hashlib.sha256(), Unstuffer(), 0
-        room = limit if limit is not None else -1
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            while not isinstance(event := await self._up.next_event(), EndOfBody):
-                if not isinstance(event, BodyData):
-                    raise UpstreamError("upstream closed mid-response", "closed")
-                if room == 0:
-                    continue
-                data = unstuffer.feed(event.data)
-                if room > 0:
-                    data, room = data[:room], max(room - len(data), 0)
-                digest.update(data)
-                length += len(data)
-                handle.write(data)
-        return Spooled(path, digest.hexdigest()[:16], length)
+        if not (await self._up.request(Command(verb, args))).multiline:
+            raise UpstreamError(f"upstream refused {verb} of a listed message",
+                                UpstreamFailure.PROTOCOL)
+        return await spool_body(self._up.body(), path, limit)
 
     async def _render_or_notice(self, number: int, source: Path, entry: CachedVerdict) -> int:
         """Render into the spool; if that fails, our own notice padded to ``entry.size``
@@ -307,21 +286,14 @@ class MailboxView:
     def _count(self, verdict: str, action: str) -> None:
         label = "unscanned" if verdict == "unscanned" else (
             "clean" if action == "pass" else "flagged")
-        self._s.settings.observer.metrics.messages_scanned.labels(label, action).inc()
+        self._metrics.messages_scanned.labels(label, action).inc()
 
-    # ------------------------------------------------------------ spool
     def _spool_file(self, number: int, suffix: str = "") -> Path:
-        if self._spool is None:
-            self._service.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._spool = self._service.spool_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
-            self._spool.mkdir(mode=0o700)
-        return self._spool / f"{number}{suffix}"
+        return self._spool.file(f"{number}{suffix}")
 
     def close(self) -> None:
         """Remove this session's spool (rendered copies are never kept past the session)."""
-        if self._spool is not None:
-            shutil.rmtree(self._spool, ignore_errors=True)
-            self._spool = None
+        self._spool.remove()
 
     # ------------------------------------------------------------ commands
     async def stat(self) -> bytes:
@@ -350,16 +322,16 @@ class MailboxView:
         """RETR (``top_lines`` None) or TOP: as judged, with sizes matching LIST."""
         entry = await self.entry(number)
         if entry is None:
-            self._s.write(NO_SUCH_MESSAGE)
+            self._client.write(NO_SUCH_MESSAGE)
             return
         args = (str(number).encode(),) + (() if top_lines is None else (str(top_lines).encode(),))
         cmd = Command("RETR" if top_lines is None else "TOP", args)
         if entry.action == "pass" and not entry.released:
-            await self._s.relay(cmd)
+            self._count_relayed((await relay(self._up, self._client, cmd))[1])
         elif entry.action == "pass":  # released from quarantine: the original, our header fix
-            await self._stream_with_header(cmd, entry, top_lines, _renamed_head)
+            await self._stream_with_header(cmd, entry, top_lines, renamed_head)
         elif entry.action == "unscanned":  # cached by an older version: verdict lines in front
-            await self._stream_with_header(cmd, entry, top_lines, _unscanned_head(entry))
+            await self._stream_with_header(cmd, entry, top_lines, unscanned_head(entry))
         elif entry.action == "tag" and (TOO_LARGE in entry.signals
                                         or STREAMED_TAG in entry.signals):
             await self._stream_tagged(cmd, number, entry, top_lines)
@@ -392,7 +364,7 @@ class MailboxView:
             original.path.unlink(missing_ok=True)
             if size != entry.size:
                 log.error("message %d: %d octets now, %d listed", number, size, entry.size)
-        await self._send_file((path,), top_lines)
+        self._count_relayed(await send_file(self._client, (path,), top_lines))
 
     def _hold_and_notice(self, original: Spooled, entry: CachedVerdict, path: Path) -> int:
         held = replace(entry, quarantine_id=entry.quarantine_id or original.digest,
@@ -402,27 +374,6 @@ class MailboxView:
         write_private(path, scan_jobs.sized_notice(held.quarantine_id, entry.scanned_at,
                                                     entry.size))
         return entry.size
-
-    async def _send_file(self, paths: tuple[Path, ...], top_lines: int | None) -> None:
-        """The files' contents as one multi-line answer (stuffed, terminated, cut for TOP)."""
-        size = sum(p.stat().st_size for p in paths)
-        self._s.write(replies.ok(f"{size} octets" if top_lines is None else ""))
-        stuffer, cut = Stuffer(), None if top_lines is None else TopCut(top_lines)
-        sent = 0
-        for path in paths:
-            with path.open("rb") as handle:
-                while chunk := handle.read(RENDERED_WRITE_SLICE):
-                    if cut is not None:
-                        chunk = cut.feed(chunk)
-                    wire = stuffer.feed(chunk)
-                    sent += len(wire)
-                    self._s.write(wire)
-                    await self._s.drain_client()
-                    if cut is not None and cut.done:
-                        break
-        tail = stuffer.finish()
-        self._s.write(tail)
-        self._s.settings.observer.metrics.bytes_relayed.labels("to_client").inc(sent + len(tail))
 
     async def _stream_tagged(self, cmd: Command, number: int, entry: CachedVerdict,
                              top_lines: int | None) -> None:
@@ -437,51 +388,10 @@ class MailboxView:
 
     async def _stream_with_header(self, cmd: Command, entry: CachedVerdict,
                                   top_lines: int | None, new_head: HeadRewrite) -> None:
-        """The upstream's answer with its header block replaced by ``new_head(header)``, the
-        body relayed as it comes (still dot-stuffed); the message is never held whole."""
-        if not await self._body_follows(cmd):
-            return
-        unstuffer, seen, ended = Unstuffer(), bytearray(), False
-        while (end := header_end(seen)) is None and len(seen) <= MAX_STREAMED_HEADER:
-            event = await self._up.next_event()
-            if isinstance(event, EndOfBody):  # no blank line: the message is all header
-                ended = True
-                break
-            if not isinstance(event, BodyData):
-                raise UpstreamError("upstream closed mid-response", "closed")
-            seen += unstuffer.feed(event.data)
-        if end is None:  # all header, or a hostile header block: what was read is the header
-            end = len(seen)
-        head = new_head(bytes(seen[:end]))
-        status = replies.ok(f"{entry.size} octets" if top_lines is None else "")
-        # The Stuffer starts at a line start; the upstream's remaining bytes are already
-        # stuffed relative to their own line starts.
-        stuffer = Stuffer()
-        self._s.write(status + stuffer.feed(head + seen[end:]))
-        if ended:
-            self._s.write(stuffer.finish())
-            return
-        await self._s.relay_body()
+        relayed = await stream_with_header(self._up, self._client, cmd, entry.size, top_lines,
+                                           new_head, MAX_STREAMED_HEADER)
+        self._count_relayed(relayed)
 
-    async def _body_follows(self, cmd: Command, relay: bool = True) -> bool:
-        """Send ``cmd``; True if a multi-line body follows, else its -ERR went to the client
-        (when ``relay``)."""
-        self._up.send(cmd)
-        status = await self._up.next_event()
-        if not isinstance(status, StatusLine):
-            raise UpstreamError("upstream closed the connection", "closed")
-        if not status.multiline and relay:
-            self._s.write(status.raw)
-        return status.multiline
-
-
-HeadRewrite = Callable[[bytes], bytes]
-
-
-def _renamed_head(head: bytes) -> bytes:
-    return scan_jobs.rename_forged_headers(head)
-
-
-def _unscanned_head(entry: CachedVerdict) -> HeadRewrite:
-    prefix = scan_jobs.unscanned_prefix(entry.reasons)
-    return lambda head: prefix + scan_jobs.rename_forged_headers(head)
+    def _count_relayed(self, octets: int) -> None:
+        # Added per response, not per chunk: one metric update per RETR keeps the hot loop lean.
+        self._metrics.bytes_relayed.labels("to_client").inc(octets)

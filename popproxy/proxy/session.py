@@ -6,46 +6,34 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
-from popproxy.capture.hook import new_recorder, save_capture
-from popproxy.capture.store import CaptureOptions
-from popproxy.policy import Limits, Listener, Policy
-from popproxy.policy.decisions import IPAddress
+from popproxy.capture.hook import FlowFacts, new_recorder, save_capture
+from popproxy.policy.decisions import DEFAULT_UPSTREAM, IPAddress
 from popproxy.pop3 import limits, replies
-from popproxy.pop3.capa import (
-    filter_upstream,
-    parse_capa_body,
-    proxy_capabilities,
-    render_capa,
-)
+from popproxy.pop3.capa import proxy_capabilities
 from popproxy.pop3.commands import CommandParser, valid_transaction_args
-from popproxy.pop3.errors import ProtocolError
 from popproxy.pop3.events import (
     NEED_DATA,
     BadCommand,
-    BodyData,
     ClientEvent,
     Command,
     ConnectionClosed,
-    EndOfBody,
     SaslResponse,
-    StatusLine,
 )
-from popproxy.pop3.framing import Unstuffer
 from popproxy.pop3.replies import Code
 from popproxy.pop3.state import Event, SessionState, State
-from popproxy.proxy.auth import AuthHandler
+from popproxy.proxy.auth import AuthHandler, AuthResult, LoggedIn, Refused, Reply, SaslStarted
 from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
-from popproxy.proxy.failure_timing import FailureTiming
-from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.mailbox import MailboxView
-from popproxy.proxy.observe import Observer
-from popproxy.proxy.scanning import ScanService
-from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
-from popproxy.proxy.upstream_caps import UpstreamCapabilities
+from popproxy.proxy.relay import ClientWriter, relay, relay_capa
+from popproxy.proxy.settings import SessionSettings
+from popproxy.proxy.upstream import (
+    UpstreamConnection,
+    UpstreamError,
+)
+
+__all__ = ["Session", "SessionSettings"]
 
 log = logging.getLogger("popproxy.session")
 
@@ -53,40 +41,18 @@ GREETING = replies.ok("POP3 proxy ready")
 CLOSE_DRAIN_TIMEOUT = 5.0  # seconds to flush the last replies before closing a session
 
 
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """Everything a session needs to know, fixed for its lifetime (a policy reload on SIGHUP
-    affects only sessions that start afterwards)."""
-
-    policy: Policy
-    listener: Listener
-    server_tls: ssl.SSLContext | None  # None: no client-facing TLS configured
-    upstream_tls: Mapping[str, ssl.SSLContext | None]  # upstream name -> client context
-    observer: Observer
-    lockout: LockoutGuard | None = None
-    scan: ScanService | None = None
-    capture: CaptureOptions | None = None  # popproxy run --capture DIR (docs/capture.md)
-    # Shared by all sessions of a server (learned CAPA); tests get a fresh one.
-    upstream_caps: UpstreamCapabilities = field(default_factory=UpstreamCapabilities)
-    # Shared likewise: how long each upstream takes to refuse a password (auth.py's floor).
-    failure_timing: FailureTiming = field(default_factory=FailureTiming)
-
-    @property
-    def limits(self) -> Limits:
-        return self.policy.limits
-
-    @property
-    def handshake_timeout(self) -> float:
-        return self.policy.tls.handshake_timeout
-
-
 class Session:
-    """Runs one client connection from greeting to close."""
+    """Runs one client connection from greeting to close.
+
+    The one owner of the session's state: only this class applies state transitions and
+    writes replies.  ``AuthHandler`` returns what a login line leads to, ``MailboxView`` and
+    ``relay`` get the upstream connection and the client writer, never the session.
+    """
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_login_timer", "_relayed", "accepted_at", "auth", "capture", "client", "client_ip", "id",
-        "mailbox", "parser", "peer", "settings", "state", "upstream", "upstream_name", "user"
+        "_login_timer", "accepted_at", "auth", "client", "client_ip", "id", "mailbox", "out",
+        "parser", "peer", "settings", "state", "upstream", "upstream_name"
     )
 
     def __init__(
@@ -102,15 +68,20 @@ class Session:
         self.client_ip = client_ip
         self.peer = peer
         self.id = "-"  # set by the server from the observer's id source
-        self.user: str | None = None  # known after a login attempt, for the audit log
-        self._relayed = 0  # body bytes to the client not yet added to the metric
         self.mailbox: MailboxView | None = None  # set at login when scanning is on
-        self.upstream_name = "default"  # the routed upstream, set at login
+        self.upstream_name = DEFAULT_UPSTREAM  # the routed upstream, set at login
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
         self.parser = CommandParser(self.state)  # the state says when lines are SASL responses
         self.upstream: UpstreamConnection | None = None
-        self.auth = AuthHandler(self)
-        self.capture = new_recorder(settings.capture)  # None unless capturing
+        self.auth = AuthHandler(settings, client_ip, peer, self.audit)
+        # Replies go through here (and into the capture, if on: None unless capturing).
+        self.out = ClientWriter(channel, new_recorder(settings.capture),
+                                settings.limits.idle_timeout)
+
+    @property
+    def user(self) -> str | None:
+        """The username of the last login attempt (for the audit log), None before one."""
+        return self.auth.user
 
     # ---------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -126,12 +97,7 @@ class Session:
         except (ssl.SSLError, ChannelClosed) as exc:
             log.info("session %s: TLS failed: %s", self.peer, exc.__class__.__name__)
         except UpstreamError as exc:
-            log.warning("session %s: upstream failed: %s", self.peer, exc)
-            self.audit("upstream_error", error=str(exc), reason=exc.reason)
-            if self.state.authenticated:  # failures during login are counted by auth
-                metrics = self.settings.observer.metrics
-                metrics.upstream_errors.labels(self.upstream_name, exc.reason).inc()
-            self.write(replies.err("upstream server unavailable, try again later", Code.SYS_TEMP))
+            self._upstream_failed(exc)
         except TimeoutError:
             if self._login_timer is not None and self._login_timer.expired():
                 self._login_expired()
@@ -144,23 +110,36 @@ class Session:
             self.write(replies.err("internal error", Code.SYS_TEMP))
         finally:
             await self._close()
-            if self.capture is not None and self.settings.capture is not None:
-                await save_capture(self, self.capture, self.settings.capture)
+            capture = self.out.capture
+            if capture is not None and self.settings.capture is not None:
+                await save_capture(self._flow_facts(), capture, self.settings.capture)
+
+    def _upstream_failed(self, exc: UpstreamError) -> None:
+        log.warning("session %s: upstream failed: %s", self.peer, exc)
+        self.audit("upstream_error", error=str(exc), reason=exc.reason)
+        if self.state.authenticated:  # failures during login are counted by auth
+            metrics = self.settings.observer.metrics
+            metrics.upstream_errors.labels(self.upstream_name, exc.reason).inc()
+        self.write(replies.err("upstream server unavailable, try again later", Code.SYS_TEMP))
+
+    def _flow_facts(self) -> FlowFacts:
+        policy, tls = self.settings.policy, None
+        if self.state.tls_active:
+            sslobj = self.client.ssl_object()
+            tls = (sslobj.version() if sslobj is not None else None) or "unknown"
+        return FlowFacts(self.id, self.peer, self.client_ip, self.user, self.settings.listener,
+                         self.upstream_name if self.upstream is not None else None,
+                         {DEFAULT_UPSTREAM: policy.upstream, **policy.upstreams}, tls)
 
     def _login_deadline(self) -> asyncio.Timeout:
         """Until login, one deadline for everything (TLS handshake, STLS, AUTH exchanges, a
         client dripping a byte at a time): the idle timeout alone would let a client that never
         logs in hold a session slot for as long as it keeps sending (a slow-loris).  Lifted
-        by ``login_succeeded``."""
+        at LOGIN_OK."""
         loop = asyncio.get_running_loop()
         start = loop.time() if self.accepted_at is None else self.accepted_at
         self._login_timer = asyncio.timeout_at(start + self.settings.limits.login_timeout)
         return self._login_timer
-
-    def login_succeeded(self) -> None:
-        """Logged in: from now on only the idle timeout applies (RFC 1939 section 3)."""
-        if self._login_timer is not None:
-            self._login_timer.reschedule(None)
 
     def _login_expired(self) -> None:
         """Past the login deadline: the upstream was never logged in to, so nothing is lost."""
@@ -185,9 +164,7 @@ class Session:
         self.client.close()
 
     def write(self, data: bytes) -> None:
-        if self.capture is not None:
-            self.capture.from_proxy(data)
-        self.client.write(data)
+        self.out.write(data)
 
     async def _handshake(self) -> None:
         """Implicit TLS: the channel started the handshake when the connection opened."""
@@ -226,34 +203,63 @@ class Session:
         while True:
             event = self.parser.next_event()
             if event is NEED_DATA:
-                await self._drain()
+                await self.out.drain()
                 await self._read_client()
                 continue
             await self._handle(event)
             if self.state.state in (State.UPDATE, State.CLOSED):
                 return
             if self.client.write_paused:  # pipelined commands, replies unread: bound memory
-                await self._drain()
-
-    async def _drain(self) -> None:
-        """Wait for a client that is slow to read, but not forever: one that stops reading
-        is logged out after the idle timeout like one that stops writing (RFC 1939 s3)."""
-        if self.client.write_paused:
-            async with asyncio.timeout(self.settings.limits.idle_timeout):
-                await self.client.drain()
-
-    async def drain_client(self) -> None:
-        """``_drain`` for the mailbox view's long writes."""
-        await self._drain()
+                await self.out.drain()
 
     async def _read_client(self) -> None:
         # RFC 1939 section 3: the autologout timer restarts with every client activity.
         data = await self.client.read(timeout=self.settings.limits.idle_timeout)
-        if self.capture is not None:
+        if self.out.capture is not None:
             # Every complete line read so far has been handled: the state says whether the
             # next line is an AUTH response (to be redacted).
-            self.capture.from_client(data, sasl=self.state.in_sasl)
+            self.out.capture.from_client(data, sasl=self.state.in_sasl)
         self.parser.receive_data(data)
+
+    # ---------------------------------------------------------------- state
+    def _transition(self, event: Event) -> None:
+        """Apply ``event``; the parser reads the state, so it reads raw SASL lines exactly
+        while an AUTH exchange is open (RFC 5034 section 4)."""
+        self.state.apply(event)
+
+    async def _apply(self, result: AuthResult) -> None:
+        """Carry out what a login line led to."""
+        if isinstance(result, Reply):
+            if result.event is not None:
+                self._transition(result.event)
+            self.write(result.data)
+        elif isinstance(result, SaslStarted):
+            self._transition(Event.SASL_STARTED)
+            if result.initial is None:
+                self.write(result.challenge)
+            else:
+                await self._apply(await self.auth.sasl_step(result.initial, self.state.tls_active))
+        elif isinstance(result, Refused):
+            self._transition(Event.LOGIN_FAILED)  # back to AUTHORIZATION (also after AUTH)
+            self.write(result.reply)
+            if result.close:
+                raise SessionEnd
+        else:
+            await self._logged_in(result)
+
+    async def _logged_in(self, login: LoggedIn) -> None:
+        self.upstream, self.upstream_name = login.upstream, login.route
+        scan = self.settings.scan
+        if scan is not None:
+            self.mailbox = MailboxView(login.upstream, self.out, scan, login.route, login.user,
+                                       self.audit, self.settings.observer.metrics)
+        self._transition(Event.LOGIN_OK)
+        # From now on only the idle timeout applies (RFC 1939 section 3).  No await since the
+        # upstream said +OK: the login deadline cannot cut in after the upstream login.
+        if self._login_timer is not None:
+            self._login_timer.reschedule(None)
+        await self.auth.confirm(login)
+        self.write(login.reply)
 
     # ---------------------------------------------------------------- dispatch
     async def _handle(self, event: ClientEvent) -> None:
@@ -262,7 +268,7 @@ class Session:
         if isinstance(event, BadCommand):
             self._bad_command(event)
         elif isinstance(event, SaslResponse):
-            await self.auth.sasl_step(event.data)
+            await self._apply(await self.auth.sasl_step(event.data, self.state.tls_active))
         elif not self.state.allows(event.verb):
             # Unknown or out-of-state verbs count toward MAX_BAD_COMMANDS like malformed
             # lines: a probe gains nothing by sending well-formed nonsense.
@@ -272,17 +278,18 @@ class Session:
             self._close_if_too_many_bad()
         elif self.state.before_login:
             await self._before_login(event)
-        elif self.capture is not None:
-            with self.capture.reply(event.verb):  # RETR/TOP bodies left out of the capture
+        elif self.out.capture is not None:
+            with self.out.capture.reply(event.verb):  # RETR/TOP bodies left out of the capture
                 await self._transaction(event)
         else:
             await self._transaction(event)
 
     def _bad_command(self, event: BadCommand) -> None:
-        if self.state.in_sasl:
+        if self.state.state is State.AUTHORIZATION_SASL:
             # An over-long SASL line ends the AUTH exchange (RFC 5034 section 4: the server
             # rejects it), so the client's next line is read as a command again.
             self.auth.abort_sasl()
+            self._transition(Event.LOGIN_FAILED)
         self.write(replies.err(f"{event.reason.value}", Code.SYS_PERM))
         self._close_if_too_many_bad()
 
@@ -296,7 +303,7 @@ class Session:
         if cmd.verb == "CAPA":
             self.write(replies.multiline(replies.ok("capability list follows"), self._capa()))
         elif cmd.verb == "QUIT":
-            self.state.apply(Event.QUIT)
+            self._transition(Event.QUIT)
             self.write(replies.ok("bye"))
         elif cmd.verb == "STLS":
             await self._stls()
@@ -307,12 +314,13 @@ class Session:
             self.audit("login_before_tls", command=cmd.verb)
             self.write(replies.err("TLS is required before login: use STLS", Code.SYS_PERM))
         else:
-            await self.auth.command(cmd)
+            await self._apply(await self.auth.command(cmd, self.state.tls_active))
 
     def _capa(self) -> list[bytes]:
         # RFC 2449 section 6 / RFC 2595 section 4: what this proxy offers before login.
         return proxy_capabilities(stls_offered=self._stls_offered(),
-                                  login_allowed=self.login_allowed, mechanisms=self.auth.mechanisms)
+                                  login_allowed=self.login_allowed,
+                                  mechanisms=AuthHandler.mechanisms)
 
     def _stls_offered(self) -> bool:
         return (
@@ -342,22 +350,29 @@ class Session:
         self.write(replies.ok("begin TLS negotiation"))
         # No await between the +OK and the switch: any byte after +OK CRLF is TLS.
         handshake = self.client.switch_to_tls(tls, server_side=True)
-        self.state.apply(Event.STLS_DONE)
+        self._transition(Event.STLS_DONE)
         self.auth.reset()
         await self._await_handshake(handshake, "stls")
 
     async def _transaction(self, cmd: Command) -> None:
+        upstream = self.upstream
+        if upstream is None:  # TRANSACTION is entered only with an upstream (_logged_in)
+            raise AssertionError("TRANSACTION state without an upstream connection")
         if not valid_transaction_args(cmd):
             self.write(replies.err(f"wrong arguments for {cmd.verb} (RFC 1939)"))
         elif cmd.verb == "CAPA":
-            await self._relay_capa(cmd)
+            await relay_capa(upstream, self.out, cmd)
         elif self.mailbox is not None and cmd.verb in ("STAT", "LIST", "RETR", "TOP"):
             await self._scanned(cmd, self.mailbox)
         else:
             if cmd.verb == "QUIT":
                 # Only a client QUIT reaches the upstream (RFC 1939 section 6: UPDATE state).
-                self.state.apply(Event.QUIT)
-            status = await self.relay(cmd)
+                self._transition(Event.QUIT)
+            status, relayed = await relay(upstream, self.out, cmd)
+            if relayed:
+                # Added per response, not per chunk: one metric update per RETR keeps the
+                # hot loop lean.
+                self.settings.observer.metrics.bytes_relayed.labels("to_client").inc(relayed)
             if self.mailbox is not None and status.ok:
                 self._track_deletions(cmd, self.mailbox)
 
@@ -377,64 +392,3 @@ class Session:
             mailbox.deleted.add(int(cmd.args[0]))
         elif cmd.verb == "RSET":
             mailbox.deleted.clear()
-
-    # ---------------------------------------------------------------- relaying
-    def _connected(self) -> UpstreamConnection:
-        if self.upstream is None:
-            raise UpstreamError("no upstream connection in TRANSACTION state")
-        return self.upstream
-
-    async def relay(self, cmd: Command) -> StatusLine:
-        """Send ``cmd`` upstream and stream the answer to the client unchanged."""
-        upstream = self._connected()
-        upstream.send(cmd)
-        status = await upstream.next_event()
-        if not isinstance(status, StatusLine):
-            raise UpstreamError("upstream closed the connection mid-response", "closed")
-        self.write(status.raw)
-        if status.multiline:
-            await self.relay_body()
-        return status
-
-    async def relay_body(self) -> None:
-        """Stream a multi-line body (still dot-stuffed) and its terminator to the client."""
-        upstream = self._connected()
-        while True:
-            event = await upstream.next_event()
-            if isinstance(event, BodyData):
-                self.write(event.data)
-                self._relayed += len(event.data)
-                await self._drain()
-            elif isinstance(event, EndOfBody):
-                self.write(b".\r\n")
-                self._count_relayed()
-                return
-            else:
-                raise UpstreamError("upstream closed the connection mid-response", "closed")
-
-    def _count_relayed(self) -> None:
-        # Added per response, not per chunk: one metric update per RETR keeps the hot loop lean.
-        self.settings.observer.metrics.bytes_relayed.labels("to_client").inc(self._relayed)
-        self._relayed = 0
-
-    async def _relay_capa(self, cmd: Command) -> None:
-        upstream = self._connected()
-        upstream.send(cmd)
-        status = await upstream.next_event()
-        if not isinstance(status, StatusLine):
-            raise UpstreamError("upstream closed the connection")
-        if not status.multiline:
-            self.write(status.raw)
-            return
-        unstuffer, body = Unstuffer(), bytearray()
-        while not isinstance(event := await upstream.next_event(), EndOfBody):
-            if not isinstance(event, BodyData):
-                raise UpstreamError("upstream closed the connection mid-response")
-            body += unstuffer.feed(event.data)
-            if len(body) > limits.MAX_CAPA_LINE * limits.MAX_CAPA_LINES:
-                raise UpstreamError("CAPA response too large")
-        try:
-            caps = filter_upstream(parse_capa_body(bytes(body)))
-        except ProtocolError as exc:
-            raise UpstreamError(f"bad CAPA response: {exc}") from None
-        self.write(replies.multiline(status.raw, render_capa(caps)))

@@ -9,55 +9,119 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from popproxy.policy import Upstream as UpstreamSettings
 from popproxy.pop3 import limits
 from popproxy.pop3.capa import Capability, parse_capa_body
 from popproxy.pop3.errors import ProtocolError
-from popproxy.pop3.events import NEED_DATA, BodyData, Command, EndOfBody, ServerEvent, StatusLine
+from popproxy.pop3.events import (
+    NEED_DATA,
+    BodyData,
+    Command,
+    ConnectionClosed,
+    EndOfBody,
+    ServerEvent,
+    StatusLine,
+)
 from popproxy.pop3.framing import ResponseFramer, Unstuffer
-from popproxy.proxy.channel import Channel, ChannelClosed, open_channel
+from popproxy.proxy.channel import ChannelClosed, open_channel
 
 log = logging.getLogger("popproxy.upstream")
+
+# A CAPA answer longer than the lines pop3.capa accepts is refused before it is parsed.
+MAX_CAPA_BODY = limits.MAX_CAPA_LINE * limits.MAX_CAPA_LINES
+
+
+class UpstreamFailure(enum.StrEnum):
+    """Why an upstream failed: the ``reason`` label of ``popproxy_upstream_errors_total`` and
+    of the audit log.  One name per cause, so the same failure is counted the same way from
+    every code path (issue 16: "closed" here and "error" there split one alert in two)."""
+
+    CONNECT = "connect"  # TCP connect refused or timed out
+    GREETING = "greeting"  # no +OK greeting (RFC 1939 section 4)
+    TIMEOUT = "timeout"  # no answer within the configured timeout
+    TLS = "tls"  # TLS handshake failed, or TLS configured without a context
+    TLS_VERIFY = "tls_verify"  # the server's certificate did not verify
+    PROTOCOL = "protocol"  # an answer that breaks RFC 1939 framing, or a refused listing
+    READ = "read"  # the socket failed (reset, ...)
+    CLOSED = "closed"  # the server closed the connection before its answer was complete
+    STLS = "stls"  # STLS refused, or plaintext after its +OK (RFC 2595 section 4)
 
 
 class UpstreamError(Exception):
     """The upstream is unreachable, timed out, closed early, failed TLS or broke the protocol.
 
-    ``reason`` is a short fixed word for metrics (never a host name or address).
+    ``reason`` is a fixed word for metrics (never a host name or address).
     """
 
-    def __init__(self, message: str, reason: str = "error") -> None:
+    def __init__(self, message: str, reason: UpstreamFailure) -> None:
         super().__init__(message)
         self.reason = reason
 
 
+def closed_early() -> UpstreamError:
+    """The one error for an upstream that closed before its answer was complete."""
+    return UpstreamError("upstream closed the connection mid-response", UpstreamFailure.CLOSED)
+
+
+class UpstreamChannel(Protocol):
+    """What an upstream connection needs of its byte stream (``channel.Channel``; tests pass
+    an in-memory one)."""
+
+    @property
+    def unread(self) -> int: ...
+    async def read(self, timeout: float | None = None) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def quick_ack(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    async def start_tls(self, ctx: ssl.SSLContext, *, server_side: bool,
+                        server_hostname: str | None = None, timeout: float = 10.0) -> None: ...
+
+
+Connector = Callable[[str, int], Awaitable[UpstreamChannel]]
+
+
 class UpstreamConnection:
-    """Framed, timed access to one upstream POP3 connection."""
+    """Framed, timed access to one upstream POP3 connection: the one reader of its answers.
+
+    One request/response API: ``request`` (send, read the status line), then for a multi-line
+    answer either ``body()`` (the still-stuffed chunks, for relaying) or ``read_unstuffed``
+    (the whole body, bounded, for answers the proxy reads itself).  Every failure is an
+    ``UpstreamError`` with an ``UpstreamFailure`` reason.
+    """
 
     # Slots: one per connection lives as long as it does (idle memory per session).
-    __slots__ = ("_channel", "_settings", "framer")
+    __slots__ = ("_channel", "_eof", "_settings", "framer")
 
-    def __init__(self, channel: Channel, settings: UpstreamSettings) -> None:
+    def __init__(self, channel: UpstreamChannel, settings: UpstreamSettings) -> None:
         self._channel = channel
         self._settings = settings
+        self._eof = False  # the server closed its side
         self.framer = ResponseFramer()
 
     @classmethod
     async def open(
-        cls, settings: UpstreamSettings, tls: ssl.SSLContext | None
+        cls, settings: UpstreamSettings, tls: ssl.SSLContext | None,
+        connect: Connector = open_channel,
     ) -> UpstreamConnection:
         """Connect, secure (per ``settings.mode``) and read the greeting.
 
+        ``connect``: how to reach ``(host, port)`` (tests pass an in-memory one).
         Raises ``UpstreamError`` on any failure, including certificate verification.
         """
         try:
             async with asyncio.timeout(settings.connect_timeout):
-                channel = await open_channel(settings.host, settings.port)
+                channel = await connect(settings.host, settings.port)
         except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"connect failed: {exc.__class__.__name__}", "connect") from None
+            raise UpstreamError(f"connect failed: {exc.__class__.__name__}",
+                                UpstreamFailure.CONNECT) from None
         conn = cls(channel, settings)
         try:
             await conn._secure_and_greet(tls)
@@ -70,22 +134,24 @@ class UpstreamConnection:
         settings = self._settings
         if settings.mode == "tls":
             await self._start_tls(tls)
-        greeting = await self.next_event(timeout=settings.greeting_timeout)
+        greeting = await self._event(timeout=settings.greeting_timeout)
         if not (isinstance(greeting, StatusLine) and greeting.ok):
-            raise UpstreamError("upstream did not greet with +OK", "greeting")
+            raise UpstreamError("upstream did not greet with +OK", UpstreamFailure.GREETING)
         if settings.mode == "starttls":
             status = await self.status(Command("STLS"))
             if not status.ok:
-                raise UpstreamError("upstream refused STLS", "stls")
+                raise UpstreamError("upstream refused STLS", UpstreamFailure.STLS)
             # RFC 2595 section 4 from the other side: anything the server sent after its +OK
             # arrived in plaintext and must not be taken as a TLS-protected answer.
             if self.framer.buffered() or self._channel.unread:
-                raise UpstreamError("upstream sent data after STLS +OK (injection?)", "stls")
+                raise UpstreamError("upstream sent data after STLS +OK (injection?)",
+                                    UpstreamFailure.STLS)
             await self._start_tls(tls)
 
     async def _start_tls(self, tls: ssl.SSLContext | None) -> None:
         if tls is None:
-            raise UpstreamError("upstream TLS requested but no TLS context configured")
+            raise UpstreamError("upstream TLS requested but no TLS context configured",
+                                UpstreamFailure.TLS)
         name = self._settings.server_name or self._settings.host
         try:
             await self._channel.start_tls(
@@ -95,16 +161,16 @@ class UpstreamConnection:
                 timeout=self._settings.greeting_timeout,
             )
         except ssl.SSLCertVerificationError as exc:
-            raise UpstreamError(
-                f"certificate verification failed: {exc.verify_message}", "tls_verify"
-            ) from None
+            raise UpstreamError(f"certificate verification failed: {exc.verify_message}",
+                                UpstreamFailure.TLS_VERIFY) from None
         except (ssl.SSLError, OSError, TimeoutError) as exc:
-            raise UpstreamError(f"TLS handshake failed: {exc.__class__.__name__}", "tls") from None
+            raise UpstreamError(f"TLS handshake failed: {exc.__class__.__name__}",
+                                UpstreamFailure.TLS) from None
 
     def send(self, cmd: Command) -> None:
         self._channel.write(self.framer.send_command(cmd))
 
-    async def next_event(self, timeout: float | None = None) -> ServerEvent:
+    async def _event(self, timeout: float | None = None) -> ServerEvent:
         """The next framed event, reading from the socket as needed."""
         limit = self._settings.response_timeout if timeout is None else timeout
         try:
@@ -112,12 +178,46 @@ class UpstreamConnection:
                 event = self.framer.next_event()
                 if event is not NEED_DATA:
                     return event
-                self.framer.receive_data(await self._channel.read(timeout=limit))
+                data = await self._channel.read(timeout=limit)
+                self._eof = not data
+                self.framer.receive_data(data)
         except ProtocolError as exc:
-            raise UpstreamError(f"protocol error: {exc}", "protocol") from None
+            if self._eof:  # cut off inside a status line or a body: the server closed
+                raise closed_early() from None
+            raise UpstreamError(f"protocol error: {exc}", UpstreamFailure.PROTOCOL) from None
         except (OSError, TimeoutError) as exc:
-            reason = "timeout" if isinstance(exc, TimeoutError) else "read"
+            reason = UpstreamFailure.TIMEOUT if isinstance(exc, TimeoutError) \
+                else UpstreamFailure.READ
             raise UpstreamError(f"read failed: {exc.__class__.__name__}", reason) from None
+
+    async def _status_line(self) -> StatusLine:
+        event = await self._event()
+        if isinstance(event, StatusLine):
+            return event
+        if isinstance(event, ConnectionClosed):
+            raise closed_early()
+        raise UpstreamError("body data where a status line was due", UpstreamFailure.PROTOCOL)
+
+    async def request(self, cmd: Command) -> StatusLine:
+        """Send ``cmd`` and return its status line; if ``multiline``, the body follows (read
+        it with ``body()`` or ``read_unstuffed`` before the next request's answer)."""
+        self.send(cmd)
+        return await self._status_line()
+
+    def body(self) -> BodyChunks:
+        """The multi-line body after a ``multiline`` status line, chunk by chunk."""
+        return BodyChunks(self)
+
+    async def read_unstuffed(self, limit: int) -> bytes:
+        """The whole multi-line body, dot-stuffing removed; ``UpstreamError`` (protocol) if
+        it grows past ``limit`` octets (the caller names the limit and its reason)."""
+        unstuffer, body = Unstuffer(), bytearray()
+        async for chunk in BodyChunks(self):
+            body += unstuffer.feed(chunk)
+            if len(body) > limit:
+                raise UpstreamError(f"multi-line answer over {limit} octets",
+                                    UpstreamFailure.PROTOCOL)
+        return bytes(body)
 
     async def status(self, cmd: Command) -> StatusLine:
         """Send a single-line command and return its status line."""
@@ -142,10 +242,10 @@ class UpstreamConnection:
         return status
 
     async def _single_line(self) -> StatusLine:
-        event = await self.next_event()
-        if not isinstance(event, StatusLine) or event.multiline:
-            raise UpstreamError("unexpected response framing")
-        return event
+        status = await self._status_line()
+        if status.multiline:
+            raise UpstreamError("unexpected response framing", UpstreamFailure.PROTOCOL)
+        return status
 
     async def capabilities(self) -> tuple[Capability, ...]:
         """CAPA before login (RFC 2449 section 5); empty if the server does not know it.
@@ -154,35 +254,45 @@ class UpstreamConnection:
         timeout (a server that closes on unknown commands, a +OK without a list, ...): the
         caller then logs in on a fresh connection without pipelining.
         """
-        self.send(Command("CAPA"))
         try:
             async with asyncio.timeout(self._settings.greeting_timeout):
-                body = await self._capa_body()
+                status = await self.request(Command("CAPA"))
+                body = await self.read_unstuffed(MAX_CAPA_BODY) if status.multiline else None
         except TimeoutError:
-            raise UpstreamError("no complete CAPA answer", "timeout") from None
+            raise UpstreamError("no complete CAPA answer", UpstreamFailure.TIMEOUT) from None
         try:
             return () if body is None else parse_capa_body(body)
         except ProtocolError:
             return ()  # a garbled list: behave as for a server without CAPA
-
-    async def _capa_body(self) -> bytes | None:
-        status = await self.next_event()
-        if not isinstance(status, StatusLine):
-            raise UpstreamError("unexpected response framing")
-        if not status.multiline:
-            return None
-        unstuffer, body = Unstuffer(), bytearray()
-        while not isinstance(event := await self.next_event(), EndOfBody):
-            if not isinstance(event, BodyData):
-                raise UpstreamError("unexpected response framing")
-            body += unstuffer.feed(event.data)
-            if len(body) > limits.MAX_CAPA_LINE * limits.MAX_CAPA_LINES:
-                raise UpstreamError("CAPA response too large", "protocol")
-        return bytes(body)
 
     def close(self) -> None:
         """Close without QUIT: nothing is committed upstream (RFC 1939 section 6)."""
         self._channel.close()
 
 
-__all__ = ["ChannelClosed", "UpstreamConnection", "UpstreamError"]
+class BodyChunks:
+    """``async for chunk in upstream.body()``: a multi-line body as it arrives, still
+    dot-stuffed and without its terminator; ends at the terminator.  One await per chunk,
+    as cheap as reading events directly (the hot loop of every RETR)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self._conn = conn
+
+    def __aiter__(self) -> BodyChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        event = await self._conn._event()
+        if isinstance(event, BodyData):
+            return event.data
+        if isinstance(event, EndOfBody):
+            raise StopAsyncIteration
+        raise closed_early()
+
+
+__all__ = [
+    "BodyChunks", "ChannelClosed", "UpstreamConnection", "UpstreamError", "UpstreamFailure",
+    "closed_early",
+]

@@ -84,52 +84,6 @@ def test_user_pass_login_and_relay(demo_proxy: RunningProxy) -> None:
         assert c.read_until_eof() == b""
 
 
-def test_apop_refused_and_not_forwarded(demo_upstream: DemoUpstream,
-                                        demo_proxy: RunningProxy) -> None:
-    with RawPOP3(demo_proxy.port) as c:
-        assert c.command("APOP demo c4c9334bac560ecc979e58001b3e22fb").startswith(b"-ERR")
-        c.login("demo", "demo")  # the session is still usable
-    assert b"APOP" not in demo_upstream.commands_seen
-
-
-def test_pass_without_user(demo_upstream: DemoUpstream, demo_proxy: RunningProxy) -> None:
-    with RawPOP3(demo_proxy.port) as c:
-        assert c.command("PASS demo").startswith(b"-ERR")
-        assert c.command("STAT").startswith(b"-ERR")  # not logged in
-        c.login("demo", "demo")
-        assert c.command("STAT") == DEMO_STAT
-    assert _login_commands(demo_upstream)[:2] == [b"USER", b"PASS"]
-
-
-def test_pass_after_failed_pass_needs_user_again(demo_proxy: RunningProxy) -> None:
-    with RawPOP3(demo_proxy.port) as c:
-        assert c.command("USER demo").startswith(b"+OK")
-        assert c.command("PASS wrong").startswith(b"-ERR [AUTH]")
-        assert c.command("PASS demo").startswith(b"-ERR")  # RFC 1939: back to AUTHORIZATION
-
-
-def test_transaction_commands_refused_before_login(demo_upstream: DemoUpstream,
-                                                   demo_proxy: RunningProxy) -> None:
-    with RawPOP3(demo_proxy.port) as c:
-        for cmd in ("STAT", "LIST", "RETR 1", "DELE 1", "UIDL", "TOP 1 1", "NOOP", "RSET"):
-            assert c.command(cmd, multiline=False).startswith(b"-ERR"), cmd
-        assert c.command("QUIT").startswith(b"+OK")
-        assert c.read_until_eof() == b""
-    assert demo_upstream.commands_seen == []
-
-
-def test_bad_arguments_in_transaction_not_forwarded(demo_upstream: DemoUpstream,
-                                                    demo_proxy: RunningProxy) -> None:
-    with RawPOP3(demo_proxy.port) as c:
-        c.login("demo", "demo")
-        seen = len(demo_upstream.commands_seen)
-        for cmd in ("RETR", "RETR x", "RETR 1 2", "TOP 1", "DELE -1", "STAT 1",
-                    "LIST 12345678901", "USER demo", "APOP a b", "AUTH PLAIN"):
-            assert c.command(cmd, multiline=False).startswith(b"-ERR"), cmd
-        assert c.command("STAT") == DEMO_STAT
-    assert demo_upstream.commands_seen[seen:] == [b"STAT"]
-
-
 # ---------------------------------------------------------------------- SASL
 def test_auth_lists_mechanisms(demo_proxy: RunningProxy) -> None:
     with RawPOP3(demo_proxy.port) as c:

@@ -1,0 +1,182 @@
+"""UpstreamConnection: one request/response API, one reason per failure (issue 16 item 2).
+
+An in-memory channel plays the upstream: the bytes it will send, then EOF.  No sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from popproxy.metrics import Metrics
+from popproxy.pop3.events import Command
+from popproxy.proxy.delivery import spool_body, stream_with_header
+from popproxy.proxy.relay import relay, relay_capa
+from popproxy.proxy.upstream import (
+    UpstreamChannel,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamFailure,
+)
+from tests.helpers import make_config
+
+GREETING = b"+OK ready\r\n"
+PARTIAL_BODY = b"+OK 500 octets\r\nSubject: cut\r\n\r\n..dotted line\r\nand mo"
+
+
+class ScriptedChannel:
+    """Sends ``script`` (one ``read`` per item), then EOF; records what the proxy wrote."""
+
+    def __init__(self, script: list[bytes]) -> None:
+        self._script = list(script)
+        self.written = bytearray()
+        self.closed = False
+
+    @property
+    def unread(self) -> int:
+        return 0
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        return self._script.pop(0) if self._script else b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def flush(self) -> None:
+        pass
+
+    def quick_ack(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    async def start_tls(self, ctx: ssl.SSLContext, *, server_side: bool,
+                        server_hostname: str | None = None, timeout: float = 10.0) -> None:
+        raise AssertionError("plain upstream")
+
+
+class Client:
+    """A ``ClientSink`` that keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.received += data
+
+    async def drain(self) -> None:
+        pass
+
+
+def _connect(*replies: bytes) -> UpstreamConnection:
+    """A logged-in-like connection whose next answers are ``replies`` (then EOF)."""
+    channel = ScriptedChannel([GREETING, *replies])
+
+    async def connect(host: str, port: int) -> UpstreamChannel:
+        return channel
+
+    settings = make_config(110).upstream
+    return asyncio.run(UpstreamConnection.open(settings, None, connect=connect))
+
+
+def _failure(call: Callable[[UpstreamConnection], Coroutine[Any, Any, object]],
+             *replies: bytes) -> UpstreamFailure:
+    upstream = _connect(*replies)
+    with pytest.raises(UpstreamError) as caught:
+        asyncio.run(call(upstream))
+    return caught.value.reason
+
+
+def _retr() -> Command:
+    return Command("RETR", (b"1",))
+
+
+async def _relay(up: UpstreamConnection) -> None:
+    await relay(up, Client(), _retr())
+
+
+async def _relay_capa(up: UpstreamConnection) -> None:
+    await relay_capa(up, Client(), Command("CAPA"))
+
+
+async def _listing(up: UpstreamConnection) -> None:  # MailboxView's UIDL/LIST read
+    if (await up.request(Command("UIDL"))).multiline:
+        await up.read_unstuffed(1 << 20)
+
+
+async def _spool(up: UpstreamConnection, tmp: Path) -> None:  # a message spooled for a scan
+    await up.request(_retr())
+    await spool_body(up.body(), tmp / "spooled", None)
+
+
+async def _streamed(up: UpstreamConnection) -> None:  # a tagged message, header replaced
+    await stream_with_header(up, Client(), _retr(), 500, None, lambda head: head, 1 << 20)
+
+
+async def _capabilities(up: UpstreamConnection) -> None:  # before login (pipelining check)
+    await up.capabilities()
+
+
+PATHS = {"relay": _relay, "relay_capa": _relay_capa, "listing": _listing,
+         "streamed": _streamed, "capabilities": _capabilities}
+CUT_ANSWERS = {
+    "before the status line": b"",
+    "inside the status line": b"+OK 500 oct",
+    "inside the body": PARTIAL_BODY,
+    "after a body line": b"+OK\r\nTOP\r\n",
+}
+
+
+@pytest.mark.parametrize("cut", list(CUT_ANSWERS))
+@pytest.mark.parametrize("path", [*PATHS, "spool"])
+def test_an_upstream_closing_early_is_closed_from_every_path(path: str, cut: str,
+                                                              tmp_path: Path) -> None:
+    answer = CUT_ANSWERS[cut]
+    replies = (answer,) if answer else ()
+    if path == "spool":
+        reason = _failure(lambda up: _spool(up, tmp_path), *replies)
+    else:
+        reason = _failure(PATHS[path], *replies)
+    assert reason is UpstreamFailure.CLOSED
+
+
+def test_a_relayed_body_is_passed_on_still_stuffed_and_terminated() -> None:
+    upstream, client = _connect(b"+OK 30 octets\r\n..dot\r\nline\r\n", b".\r\n"), Client()
+    status, relayed = asyncio.run(relay(upstream, client, _retr()))
+    assert status.multiline
+    assert bytes(client.received) == b"+OK 30 octets\r\n..dot\r\nline\r\n.\r\n"
+    assert relayed == len(b"..dot\r\nline\r\n")
+
+
+def test_read_unstuffed_is_bounded() -> None:
+    upstream = _connect(b"+OK\r\n" + b"x" * 100 + b"\r\n.\r\n")
+
+    async def read() -> bytes:
+        await upstream.request(Command("UIDL"))
+        return await upstream.read_unstuffed(50)
+
+    with pytest.raises(UpstreamError) as caught:
+        asyncio.run(read())
+    assert caught.value.reason is UpstreamFailure.PROTOCOL
+
+
+def test_garbage_is_a_protocol_failure_not_a_close() -> None:
+    reason = _failure(_relay, b"Hello, this is not POP3\r\n")
+    assert reason is UpstreamFailure.PROTOCOL
+
+
+def test_every_reason_is_a_prepared_metric_label() -> None:
+    metrics = Metrics()
+    metrics.prepare_upstream("x")
+    (family,) = [m for m in metrics.upstream_errors.collect()]
+    prepared = {s.labels["reason"] for s in family.samples if s.name.endswith("_total")}
+    assert prepared == {str(reason) for reason in UpstreamFailure}

@@ -1,0 +1,1 @@
+"""Test support: in-memory harnesses and helpers."""

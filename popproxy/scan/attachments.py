@@ -7,10 +7,11 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from popproxy.scan import odf
 from popproxy.scan.extract import Link, html_extract
 from popproxy.scan.lists import DECOY_EXTENSIONS, RISKY_EXTENSIONS
 from popproxy.scan.macros import has_vba_macros
-from popproxy.scan.media import scan_media
+from popproxy.scan.media import drawn_codes, scan_media
 from popproxy.scan.mime import Part
 from popproxy.scan.qr import MediaBudget
 from popproxy.scan.textdecode import decode_bytes
@@ -103,6 +104,7 @@ def scan_attachment(
     scanner's time-budget checkpoint.
     """
     found = AttachmentFindings()
+    media = media if media is not None else MediaBudget()
     label = part.filename or part.content_type
     found.signals.extend(name_signals(part.filename))
     data = part.payload
@@ -117,9 +119,9 @@ def scan_attachment(
     elif any(data.startswith(m) for m, _ in _OPAQUE_ARCHIVES):
         found.signals.append(_sig("attach-opaque-archive", label))
     else:
-        _media(part, label, media if media is not None else MediaBudget(), check, found)
+        _media(part, label, media, check, found)
     if _is_html(part):
-        _html_attachment(part, label, found)
+        _html_attachment(part, label, media, check, found)
     return found
 
 
@@ -141,9 +143,16 @@ def _is_html(part: Part) -> bool:
     )
 
 
-def _html_attachment(part: Part, label: str, found: AttachmentFindings) -> None:
-    page = html_extract(decode_bytes(part.payload, part.charset), attachment=True)
+def _html_attachment(
+    part: Part, label: str, media: MediaBudget, check: Callable[[], None],
+    found: AttachmentFindings,
+) -> None:
+    page = html_extract(decode_bytes(part.payload, part.charset), attachment=True, media=media)
     found.links.extend(page.links)
+    if page.drawn_codes:
+        drawn = drawn_codes(page.drawn_codes, label, media, check, inline=False)
+        found.signals.extend(drawn.signals)
+        found.links.extend(drawn.links)
     found.signals.append(_sig("attach-html", label))
     if page.unparsed:
         found.signals.append(_sig("limit-html", label))
@@ -169,5 +178,9 @@ def _zip_signals(data: bytes, label: str, check_macros: bool, max_members: int) 
     office = any(n.startswith(_OFFICE_ZIP_DIRS) for n in names)
     vba = any(n.lower().endswith("vbaproject.bin") for n in names)
     if office and vba and check_macros and has_vba_macros(label, data):
+        out.append(_sig("attach-macro", label))
+    elif check_macros and odf.has_macros(names):
+        # OpenDocument macros are StarBasic or script files, not VBA: olevba does not read
+        # them, and their presence is the evidence (LibreOffice asks before running them).
         out.append(_sig("attach-macro", label))
     return out

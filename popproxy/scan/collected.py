@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from popproxy.scan import features
-from popproxy.scan.containers import ContainerBudget
 from popproxy.scan.extract import Extracted, text_links
 from popproxy.scan.limits import MAX_LINK_CANDIDATES, TEXT_LINK_CHUNK
 from popproxy.scan.link_select import LinkPool, Selection
@@ -21,6 +20,7 @@ from popproxy.scan.mime import WalkStats
 from popproxy.scan.qr import MediaBudget
 from popproxy.scan.verdict import Signal
 from popproxy.scan.weights import weight
+from popproxy.scan.zips import ContainerBudget
 
 
 def _sig(name: str, detail: str) -> Signal:

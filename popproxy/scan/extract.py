@@ -11,7 +11,9 @@ from typing import Literal
 import ada_url
 from selectolax.lexbor import LexborDocumentOptions, LexborHTMLParser, LexborNode
 
-from popproxy.scan import html_cost
+from popproxy.scan import html_cost, html_qr
+from popproxy.scan.qr import MediaBudget
+from popproxy.scan.refresh import refresh_url
 
 LinkSource = Literal["text", "href", "form", "frame", "refresh", "pdf", "qr"]
 
@@ -68,6 +70,9 @@ class Extracted:
     # <img src="data:image/..."> values: pictures carried inside the HTML itself, where a QR
     # code hides from scanners that look at attachments only (popproxy.scan.media).
     data_images: list[str] = field(default_factory=list)
+    # Module grids of QR codes drawn with table cells (popproxy.scan.html_qr), looked for when
+    # the caller passes the message's media budget.
+    drawn_codes: list[html_qr.ModuleGrid] = field(default_factory=list)
     # The HTML was not parsed (its tree would have cost the parser too much, see
     # ``html_extract``): links and text were taken from its source.  Honest mail never is.
     unparsed: bool = False
@@ -94,7 +99,9 @@ def text_links(text: str, *, attachment: bool = False) -> list[Link]:
     return links
 
 
-def html_extract(html: str, *, attachment: bool = False) -> Extracted:
+def html_extract(
+    html: str, *, attachment: bool = False, media: MediaBudget | None = None
+) -> Extracted:
     """Anchors, forms, frames, refreshes and visible text of an HTML document.
 
     The document is parsed the way a browser parses it (Lexbor, an HTML5-conformant parser):
@@ -107,6 +114,8 @@ def html_extract(html: str, *, attachment: bool = False) -> Extracted:
     re-opened after every block: 40 KB of those took Lexbor 8 s, in C code nothing can
     interrupt), so markup whose tree would cost too much is not parsed: its links and text are
     taken from the source instead, and ``unparsed`` says so.
+
+    With ``media`` (the message's image budget), tables drawn as QR codes are looked for too.
     """
     if html_cost.too_costly_to_parse(html):
         return _unparsed_extract(html, attachment)
@@ -115,6 +124,8 @@ def html_extract(html: str, *, attachment: bool = False) -> Extracted:
     # 100 KB, 10 s for 500 KB).
     tree = LexborHTMLParser(html, options=LexborDocumentOptions.WO_EVENTS)
     out = _elements(tree, attachment)
+    if media is not None:
+        out.drawn_codes = html_qr.find_grids(tree, media)
     # Hidden text goes only now, when no node of the tree is referenced any more (removed
     # nodes are freed).  The text nodes left are what a reader sees, in document order.
     tree.strip_tags(list(_HIDDEN), recursive=True)
@@ -314,46 +325,6 @@ def _absolute(url: str) -> str:
         return ada_url.URL(url).href
     except ValueError:
         return ""
-
-
-_ASCII_WS = " \t\n\f\r"
-_TIME_CHARS = "0123456789."
-
-
-def refresh_url(content: str) -> str:
-    """The URL of a ``<meta http-equiv=refresh>`` content, parsed as the HTML standard says.
-
-    "5; url='x'", "0;x" and "0, URL = x" all redirect; "" when there is no URL (a reload).
-    """
-    pos, end = 0, len(content)
-
-    def skip_ws(i: int) -> int:
-        while i < end and content[i] in _ASCII_WS:
-            i += 1
-        return i
-
-    pos = skip_ws(pos)
-    start = pos
-    while pos < end and content[pos] in _TIME_CHARS:
-        pos += 1
-    if pos == start:
-        return ""
-    if pos < end and content[pos] not in ";," + _ASCII_WS:
-        return ""
-    pos = skip_ws(pos)
-    if pos < end and content[pos] in ";,":
-        pos += 1
-    pos = skip_ws(pos)
-    rest = content[pos:]
-    if rest[:3].lower() == "url":
-        after = skip_ws(pos + 3)
-        if after < end and content[after] == "=":
-            pos = skip_ws(after + 1)
-    url = content[pos:]
-    if url[:1] in ("'", '"'):
-        quote, url = url[0], url[1:]
-        url = url.split(quote, 1)[0]
-    return url.strip()
 
 
 # --- markup too costly to parse -----------------------------------------------------------------

@@ -13,8 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from popproxy.scan.extract import Link, text_links
+from popproxy.scan.html_qr import ModuleGrid
 from popproxy.scan.pdf import read_pdf
-from popproxy.scan.qr import MAX_QR_IMAGE_BYTES, MediaBudget, decode_qr_urls, is_image
+from popproxy.scan.qr import (
+    MAX_QR_IMAGE_BYTES,
+    MediaBudget,
+    decode_module_grid,
+    decode_qr_urls,
+    is_image,
+)
 from popproxy.scan.urls import parse_url
 from popproxy.scan.verdict import Signal, clean_detail
 from popproxy.scan.weights import weight
@@ -71,6 +78,19 @@ def data_uri_images(
     return found
 
 
+def drawn_codes(
+    grids: list[ModuleGrid], label: str, budget: MediaBudget, check: Callable[[], None],
+    *, inline: bool = True,
+) -> MediaFindings:
+    """QR codes drawn with HTML table cells (:mod:`.html_qr`), decoded like pictures."""
+    found = MediaFindings()
+    for grid in grids:
+        check()
+        texts = decode_module_grid(grid.width, grid.height, grid.modules, budget)
+        _qr_links(texts, label, inline, found)
+    return found
+
+
 def _data_uri_bytes(src: str) -> bytes | None:
     """The bytes of a base64 data: URI, at most what the QR decoder would accept."""
     head, comma, body = src.partition(",")
@@ -108,6 +128,9 @@ def budget_signals(budget: MediaBudget) -> list[Signal]:
     out: list[Signal] = []
     if budget.bombs:
         out.append(_sig("limit-image", f"{budget.bombs} images declare more pixels than they hold"))
+    if budget.grids_cut:
+        # Tables past the cell budget went unexamined: a code drawn there is not to hide.
+        out.append(_sig("limit-html", f"{budget.grid_cells} table cells looked at for codes"))
     if budget.skipped:
         out.append(_sig("qr-skipped", f"{budget.skipped} images not decoded"))
     return out

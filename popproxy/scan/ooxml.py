@@ -39,7 +39,7 @@ _CONTENT_TYPES = "[Content_Types].xml"
 # Relationship types (the last segment of the Type URI) that Office loads by itself.
 _LOADED_TYPES = frozenset({"attachedtemplate", "oleobject", "frame", "subdocument", "package"})
 # Targets a remote load fetches from (file: and relative paths are the author's own disk).
-_REMOTE_PREFIXES = ("http:", "https:", "\\\\", "//", "mhtml:", "ms-msdt:", "search-ms:")
+REMOTE_PREFIXES = ("http:", "https:", "\\\\", "//", "mhtml:", "ms-msdt:", "search-ms:")
 
 
 @dataclass(slots=True)
@@ -104,7 +104,7 @@ def _relationship(attrs: dict[str, str], out: ExternalTargets) -> None:
     if not target:
         return
     kind = attrs.get("Type", "").rstrip("/").rpartition("/")[2].lower()
-    if kind in _LOADED_TYPES and target.lower().startswith(_REMOTE_PREFIXES):
+    if kind in _LOADED_TYPES and target.lower().startswith(REMOTE_PREFIXES):
         out.remote_loads.append(target)
         out.links.append(Link(target, "frame", attachment=True))
     elif kind == "hyperlink":

@@ -58,6 +58,13 @@ MAX_QR_IMAGES = 32
 # drafted phone photos or two 5K screenshots; past it images are counted in ``qr-skipped``.
 MAX_QR_PIXELS_PER_MESSAGE = 40_000_000
 
+# Pixels per module when a code drawn as HTML cells is rendered for zxing: its finder needs a
+# few pixels a module; version 40 (177 modules) becomes ~740 px a side, under QR_MAX_SIDE.
+GRID_MODULE_PIXELS = 4
+# Light modules added around a drawn code: the quiet zone a reader needs (ISO/IEC 18004
+# section 7.3.7: 4 modules), which a table drawn without one lacks.
+GRID_QUIET_ZONE = 4
+
 # Pillow plugins allowed to read mail images: the formats mail clients show inline.  Fewer
 # decoders, less attack surface (TIFF, PSD, EPS and the like are never tried).
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP")
@@ -78,10 +85,13 @@ class MediaBudget:
         pixels: pixels decoded so far (bounded by MAX_QR_PIXELS_PER_MESSAGE).
         skipped: images not decoded because of a limit (count, bytes, pixels).
         bombs: images whose header declares far more pixels than their bytes can hold.
+        grid_cells, grids_cut: the search for codes drawn with HTML tables (:mod:`.html_qr`).
     """
 
     max_images: int = MAX_QR_IMAGES
     pdfs: int = 0
+    grid_cells: int = 0  # table cells examined for drawn codes (html_qr.MAX_GRID_CELLS)
+    grids_cut: bool = False  # that budget ran out: some tables went unexamined
     decoded: int = 0
     pixels: int = 0
     skipped: int = 0
@@ -140,6 +150,20 @@ def decode_qr_image(image: Image.Image) -> list[str]:
         return _read_codes(image)
     except Exception:
         return []
+
+
+def decode_module_grid(width: int, height: int, modules: bytes, budget: MediaBudget) -> list[str]:
+    """The QR texts of a code given as modules (one byte each, 0 dark, 255 light, row by row):
+    drawn as a picture of GRID_MODULE_PIXELS per module with a quiet zone, then decoded."""
+    side = GRID_MODULE_PIXELS
+    size = ((width + 2 * GRID_QUIET_ZONE) * side, (height + 2 * GRID_QUIET_ZONE) * side)
+    if not budget.take(modules, size[0] * size[1]):
+        return []
+    drawn = Image.frombytes("L", (width, height), modules)
+    picture = Image.new("L", size, 255)
+    inner = drawn.resize((width * side, height * side), Image.Resampling.NEAREST)
+    picture.paste(inner, (GRID_QUIET_ZONE * side, GRID_QUIET_ZONE * side))
+    return decode_qr_image(picture)
 
 
 def admit(width: int, height: int, encoded_bytes: int, budget: MediaBudget, *, cap: int) -> bool:

@@ -21,7 +21,7 @@ from popproxy.scan import addresses, content, features, hosts
 from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.collected import Collected, image_only, limit_signals, plain_links
 from popproxy.scan.containers import open_container
-from popproxy.scan.extract import html_extract
+from popproxy.scan.extract import Extracted, html_extract
 from popproxy.scan.feeds import HostFeed, load_feeds
 from popproxy.scan.header_words import header_text
 from popproxy.scan.headers import has_own_headers
@@ -36,7 +36,7 @@ from popproxy.scan.link_rules import (
     shortened_hrefs,
 )
 from popproxy.scan.link_select import select_links
-from popproxy.scan.media import budget_signals, data_uri_images
+from popproxy.scan.media import budget_signals, data_uri_images, drawn_codes
 from popproxy.scan.mime import Part, parse_message, walk_parts
 from popproxy.scan.model import Model, load_for, model_combine
 from popproxy.scan.redirectors import unwrap_links
@@ -220,7 +220,7 @@ class Scanner:
             for piece in found.scan_slices(decode_bytes(part.payload, part.charset)):
                 check()
                 if part.content_type == "text/html":
-                    page = html_extract(piece)
+                    page = html_extract(piece, media=found.media)
                     found.body_links.add(page.links)
                     found.seen.add_page(page)
                     for chunk in page.text:
@@ -229,10 +229,7 @@ class Scanner:
                         signals.append(_sig("limit-html", "markup read from its source"))
                     if page.password_inputs:
                         signals.append(_sig("form-password", ""))
-                    if page.data_images:
-                        pictures = data_uri_images(page.data_images, found.media, check)
-                        signals.extend(pictures.signals)
-                        found.body_links.add(pictures.links)
+                    _pictures(page, signals, found, check)
                     if page.images and image_only(page):
                         signals.append(_sig("html-image-only", f"{page.images} images"))
                 else:
@@ -264,6 +261,7 @@ class Scanner:
         """What is inside an attachment (see :mod:`.containers`), judged like the rest."""
         inner = open_container(part, found.containers, level, check)
         signals.extend(inner.signals)
+        found.media.skipped += inner.images_skipped  # as images past the QR decoder's limits
         found.attachment_links.add(inner.links)
         for text in inner.texts:
             for piece in found.scan_slices(text):
@@ -283,6 +281,20 @@ class Scanner:
                 checkpoint=check,
             ):
                 self._part(_at_depth(nested, part.depth + 1), signals, found, check, level + 1)
+
+
+def _pictures(
+    page: Extracted, signals: list[Signal], found: Collected, check: Callable[[], None]
+) -> None:
+    """QR codes of an HTML body: data: URI pictures, and codes drawn with table cells."""
+    if page.data_images:
+        pictures = data_uri_images(page.data_images, found.media, check)
+        signals.extend(pictures.signals)
+        found.body_links.add(pictures.links)
+    if page.drawn_codes:
+        drawn = drawn_codes(page.drawn_codes, "html table", found.media, check)
+        signals.extend(drawn.signals)
+        found.body_links.add(drawn.links)
 
 
 def _same_owner(host: str, sender_domain: str) -> bool:

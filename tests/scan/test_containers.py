@@ -11,7 +11,8 @@ import zipfile
 import pytest
 
 from popproxy.scan import invites
-from popproxy.scan.containers import MAX_MEMBERS_READ, MAX_NESTING, looks_like_message
+from popproxy.scan.containers import looks_like_message
+from popproxy.scan.zips import MAX_MEMBERS_READ, MAX_NESTING
 from tests.scan.helpers import build, names, scan
 
 _BAD = "https://paypa1.example/login"  # a look-alike host: link-brand-lookalike when judged

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from popproxy.scan.extract import Link, LinkSource, html_extract, refresh_url
+from popproxy.scan.extract import Link, LinkSource, html_extract
+from popproxy.scan.refresh import refresh_url
 from tests.scan.helpers import build, names, scan
 
 EVIL = "http://198.51.100.7/login"

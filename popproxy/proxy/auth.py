@@ -17,9 +17,9 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from popproxy.policy.config import Upstream
+from popproxy.policy import Upstream
 from popproxy.policy.decisions import IPAddress, route_for, user_decision
-from popproxy.pop3 import replies
+from popproxy.pop3 import limits, replies
 from popproxy.pop3.events import Command, StatusLine
 from popproxy.pop3.replies import Code
 from popproxy.pop3.sasl import (
@@ -380,7 +380,8 @@ def _forwardable(creds: Credentials) -> bool:
     if b" " in creds.username:
         return False
     fields = (creds.username, creds.password)
-    return all(valid_field(f) for f in fields) and len(creds.password) + 7 <= 255
+    pass_line = Command("PASS", (creds.password,)).render()  # "PASS " + password + CRLF
+    return all(valid_field(f) for f in fields) and len(pass_line) <= limits.MAX_COMMAND_LINE
 
 
 def valid_field(value: bytes) -> bool:

@@ -10,6 +10,7 @@ import ssl
 from popproxy.capture.hook import FlowFacts, new_recorder, save_capture
 from popproxy.policy.decisions import DEFAULT_UPSTREAM, IPAddress
 from popproxy.pop3 import limits, replies
+from popproxy.pop3.capa import proxy_capabilities
 from popproxy.pop3.commands import CommandParser, valid_transaction_args
 from popproxy.pop3.events import (
     NEED_DATA,
@@ -69,8 +70,8 @@ class Session:
         self.id = "-"  # set by the server from the observer's id source
         self.mailbox: MailboxView | None = None  # set at login when scanning is on
         self.upstream_name = DEFAULT_UPSTREAM  # the routed upstream, set at login
-        self.parser = CommandParser()
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
+        self.parser = CommandParser(self.state)  # the state says when lines are SASL responses
         self.upstream: UpstreamConnection | None = None
         self.auth = AuthHandler(settings, client_ip, peer, self.audit)
         # Replies go through here (and into the capture, if on: None unless capturing).
@@ -215,17 +216,16 @@ class Session:
         # RFC 1939 section 3: the autologout timer restarts with every client activity.
         data = await self.client.read(timeout=self.settings.limits.idle_timeout)
         if self.out.capture is not None:
-            # Every complete line read so far has been handled: the parser's SASL mode says
-            # whether the next line is an AUTH response (to be redacted).
-            self.out.capture.from_client(data, sasl=self.parser.sasl_mode)
+            # Every complete line read so far has been handled: the state says whether the
+            # next line is an AUTH response (to be redacted).
+            self.out.capture.from_client(data, sasl=self.state.in_sasl)
         self.parser.receive_data(data)
 
     # ---------------------------------------------------------------- state
     def _transition(self, event: Event) -> None:
-        """Apply ``event``; the parser reads raw SASL lines exactly while an AUTH exchange
-        is open (RFC 5034 section 4)."""
+        """Apply ``event``; the parser reads the state, so it reads raw SASL lines exactly
+        while an AUTH exchange is open (RFC 5034 section 4)."""
         self.state.apply(event)
-        self.parser.sasl_mode = self.state.state is State.AUTHORIZATION_SASL
 
     async def _apply(self, result: AuthResult) -> None:
         """Carry out what a login line led to."""
@@ -318,13 +318,9 @@ class Session:
 
     def _capa(self) -> list[bytes]:
         # RFC 2449 section 6 / RFC 2595 section 4: what this proxy offers before login.
-        lines = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
-        if self._stls_offered():
-            lines.append(b"STLS")
-        if self.login_allowed:
-            lines.append(b"USER")
-            lines.append(b"SASL " + " ".join(AuthHandler.mechanisms).encode())
-        return lines
+        return proxy_capabilities(stls_offered=self._stls_offered(),
+                                  login_allowed=self.login_allowed,
+                                  mechanisms=AuthHandler.mechanisms)
 
     def _stls_offered(self) -> bool:
         return (

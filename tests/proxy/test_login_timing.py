@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from popproxy.policy.config import Upstream
+from popproxy.policy import Upstream
 from popproxy.proxy.failure_timing import MARGIN, MAX_LEARNED, SAMPLES, FailureTiming, upstream_key
 from tests.helpers import LoopbackServer, LoopThread, RunningProxy, make_config, running_proxy
 

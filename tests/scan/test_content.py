@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from popproxy.scan.addresses import recipient_signals, sender_signals
-from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS
 from popproxy.scan.content import obfuscation_signals
 from popproxy.scan.header_facts import HeaderFacts
 from popproxy.scan.lures import lure_signals
+from popproxy.scan.settings import DEFAULT_PROTECTED_BRANDS
 from popproxy.scan.verdict import Signal
 
 

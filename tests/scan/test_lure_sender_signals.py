@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from popproxy.scan import DEFAULT_PROTECTED_BRANDS, DEFAULT_SENDER_BRANDS, ScanConfig
+from popproxy.scan import DEFAULT_PROTECTED_BRANDS, DEFAULT_SENDER_BRANDS, ScanSettings
 from popproxy.scan.addresses import sender_signals
 from popproxy.scan.content import greeting_signals
 from popproxy.scan.header_facts import HeaderFacts
@@ -71,7 +71,7 @@ def test_brand_display_name_plus_lure_tags() -> None:
 
 
 def test_sender_brands_can_be_switched_off() -> None:
-    verdict = scan(load("sender_brand_display.eml"), ScanConfig(sender_brands=()))
+    verdict = scan(load("sender_brand_display.eml"), ScanSettings(sender_brands=()))
     assert "sender-brand-mismatch" not in names(verdict)
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from popproxy.scan import ScanConfig
+from popproxy.scan import ScanSettings
 from popproxy.scan.header_words import header_text
 from popproxy.scan.limits import MAX_HEADER_DECODE_CHARS
 from popproxy.scan.mime import WalkStats, walk_parts
@@ -65,7 +65,7 @@ def test_depth_limit() -> None:
     types, stats = _parts(_nested(5), max_depth=3)
     assert types == ["text/plain"] and stats.overflow_parts == 1
     assert stats.limits_hit == ["depth"]
-    verdict = scan(_nested(5), ScanConfig(max_mime_depth=3))
+    verdict = scan(_nested(5), ScanSettings(max_mime_depth=3))
     assert {"limit-depth", "link-ip-host"} <= names(verdict)
 
 

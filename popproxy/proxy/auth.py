@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -202,7 +201,7 @@ class AuthHandler:
             return refused
         # Every refusal is answered this long after the lockout check (whose delay does not
         # depend on who says no): see failure_timing.py.
-        checked = time.monotonic()
+        checked = settings.clock()
         name, target = route_for(settings.policy, username)
         decision = user_decision(settings.policy, username, self._client_ip, tls_active,
                                  mechanism)
@@ -220,7 +219,7 @@ class AuthHandler:
         reply = _failure_reply(status.raw)
         bad_password = reply is AUTH_FAILED
         if bad_password:  # the upstream's own failure delay, learned for the floor
-            settings.failure_timing.observe(upstream_key(target), time.monotonic() - checked)
+            settings.failure_timing.observe(upstream_key(target), settings.clock() - checked)
         self._record("bad_credentials" if bad_password else "upstream_refused",
                      mechanism, upstream=name)
         if bad_password:
@@ -281,7 +280,7 @@ class AuthHandler:
     ) -> tuple[UpstreamConnection, StatusLine]:
         """Connect to the routed upstream and log in with USER and PASS."""
         observer = self._settings.observer
-        started = time.monotonic()
+        started = self._settings.clock()
         upstream: UpstreamConnection | None = None
         try:
             tls = self._settings.upstream_tls.get(name)
@@ -296,7 +295,7 @@ class AuthHandler:
             raise
         finally:
             observer.metrics.upstream_login_seconds.labels(name).observe(
-                time.monotonic() - started
+                self._settings.clock() - started
             )
         return upstream, status
 
@@ -344,7 +343,7 @@ class AuthHandler:
         if since is not None:
             # One floor for every failed password check (RFC 1939 section 13 suggests a
             # delay): hides whether the upstream or the policy said no.
-            delay = floor - (time.monotonic() - since)
+            delay = floor - (self._settings.clock() - since)
             if delay > 0:
                 await asyncio.sleep(delay)
         self.failures += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -39,6 +40,9 @@ class SessionSettings:
     failure_timing: FailureTiming = field(default_factory=FailureTiming)
     # How upstream connections are made (tests: in memory, tests/support/harness.py).
     upstream_connect: Connector = open_channel
+    # What auth.py measures the failure floor and upstream login times with (house rule 9:
+    # tests/support/harness.py gives it the loop's clock, which it moves without waiting).
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def limits(self) -> Limits:

@@ -2,16 +2,20 @@
 
 Moved from test_session.py, where they ran against a listening proxy and the demo upstream.
 ``ScriptedUpstream.verbs`` records what reached the upstream, so these tests also check what
-the proxy does NOT forward.
+the proxy does NOT forward (APOP, bad arguments, QUIT on a dropped connection).  SASL is in
+test_session_sasl.py.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
 from collections.abc import Awaitable, Callable
 
+import pytest
+
+from popproxy.proxy.demo_upstream import SAMPLE_MESSAGES, DemoUpstream
 from tests.helpers import make_config
-from tests.support.harness import ScriptedUpstream, SessionPair
+from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, run
 
 STAT = b"+OK 2 300\r\n"
 UPSTREAM = {"PASS": b"+OK logged in\r\n", "STAT": STAT, "CAPA": b"-ERR no CAPA\r\n"}
@@ -26,7 +30,7 @@ def _run(script: Callable[[SessionPair], Awaitable[None]],
             assert pair.received() == b"+OK POP3 proxy ready\r\n"
             await script(pair)
 
-    asyncio.run(main())
+    run(main)
     return upstream
 
 
@@ -99,3 +103,157 @@ def test_pipelined_commands_are_answered_in_order() -> None:
         assert await pair.exchange(b"STAT\r\nNOOP\r\nSTAT\r\n") == STAT + b"+OK\r\n" + STAT
 
     assert _login_verbs(_run(script))[2:] == ["STAT", "NOOP", "STAT"]
+
+
+# --------------------------------------------------------------- against the demo's answers
+DEMO_STAT = b"+OK %d %d\r\n" % (len(SAMPLE_MESSAGES), sum(map(len, SAMPLE_MESSAGES)))
+
+
+def _demo(script: Callable[[SessionPair], Awaitable[None]], demo: DemoUpstream | None = None,
+          **limits: float) -> ScriptedUpstream:
+    """Run ``script`` against a session whose upstream answers as the demo upstream does."""
+    upstream = ScriptedUpstream(respond=demo_responder(demo or DemoUpstream()))
+
+    async def main() -> None:
+        async with SessionPair(make_config(110, limits=limits), upstream) as pair:
+            assert pair.received() == b"+OK POP3 proxy ready\r\n"
+            await script(pair)
+
+    run(main)
+    return upstream
+
+
+def _capa(reply: bytes) -> list[bytes]:
+    lines = reply.split(b"\r\n")
+    assert lines[0].startswith(b"+OK")
+    assert lines[-2:] == [b".", b""]
+    return lines[1:-2]
+
+
+async def _demo_login(pair: SessionPair) -> None:
+    assert await pair.exchange(b"USER demo\r\n") == b"+OK send PASS\r\n"
+    assert await pair.exchange(b"PASS demo\r\n") == b"+OK logged in\r\n"
+
+
+def test_greeting_does_not_leak_upstream_banner() -> None:
+    async def script(pair: SessionPair) -> None:
+        await _demo_login(pair)  # the upstream is only contacted now
+        assert await pair.exchange(b"NOOP\r\n") == b"+OK\r\n"
+
+    upstream = _demo(script)  # _demo checked the greeting is the proxy's own, byte for byte
+    assert _login_verbs(upstream)[:2] == ["USER", "PASS"]
+
+
+def test_capa_before_login() -> None:
+    caps: list[bytes] = []
+
+    async def script(pair: SessionPair) -> None:
+        caps.extend(_capa(await pair.exchange(b"CAPA\r\n")))
+
+    upstream = _demo(script)
+    assert b"USER" in caps
+    assert b"SASL PLAIN LOGIN" in caps
+    assert {b"TOP", b"UIDL", b"PIPELINING", b"RESP-CODES"} <= set(caps)
+    assert not [c for c in caps if c.startswith((b"IMPLEMENTATION", b"STLS"))]
+    assert upstream.verbs == []  # answered by the proxy itself
+
+
+def test_capa_after_login_hides_login_and_implementation() -> None:
+    async def script(pair: SessionPair) -> None:
+        await _demo_login(pair)
+        # The demo upstream says TOP, UIDL, USER, IMPLEMENTATION demo.
+        assert _capa(await pair.exchange(b"CAPA\r\n")) == [b"TOP", b"UIDL"]
+
+    assert _demo(script).verbs[-1] == "CAPA"
+
+
+def test_user_pass_login_and_relay() -> None:
+    async def script(pair: SessionPair) -> None:
+        assert (await pair.exchange(b"USER demo\r\n")).startswith(b"+OK")
+        # the upstream's own answer
+        assert await pair.exchange(b"PASS demo\r\n") == b"+OK logged in\r\n"
+        assert await pair.exchange(b"STAT\r\n") == DEMO_STAT
+        assert (await pair.exchange(b"RETR 2\r\n")).endswith(
+            b"\r\n..a line starting with a dot\r\n...two dots\r\n..\r\nend\r\n.\r\n")
+        assert (await pair.exchange(b"QUIT\r\n")).startswith(b"+OK")
+        assert pair.ended and pair.transport.closed
+
+    _demo(script)
+
+
+def test_wrong_password_relays_auth_code() -> None:
+    async def script(pair: SessionPair) -> None:
+        assert (await pair.exchange(b"USER demo\r\n")).startswith(b"+OK")
+        assert await pair.exchange(b"PASS nope\r\n") == b"-ERR [AUTH] authentication failed\r\n"
+        await _demo_login(pair)
+
+    _demo(script)
+
+
+@pytest.mark.parametrize("max_failures", [1, 3])
+def test_max_login_failures_closes_connection(max_failures: int) -> None:
+    async def script(pair: SessionPair) -> None:
+        for _ in range(max_failures - 1):
+            assert (await pair.exchange(b"USER demo\r\n")).startswith(b"+OK")
+            assert (await pair.exchange(b"PASS wrong\r\n")).startswith(b"-ERR [AUTH]")
+        # The last failure may come through any login path: here AUTH PLAIN.
+        plain = base64.b64encode(b"\0demo\0wrong")
+        reply = await pair.exchange(b"AUTH PLAIN " + plain + b"\r\n")
+        assert reply.startswith(b"-ERR [AUTH]") and reply.count(b"\r\n") == 2
+        assert pair.ended and pair.transport.closed
+
+    _demo(script, max_login_failures=max_failures)
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_client_disconnect_sends_no_quit_upstream(how: str) -> None:
+    demo = DemoUpstream()
+
+    async def script(pair: SessionPair) -> None:
+        await _demo_login(pair)
+        assert (await pair.exchange(b"DELE 1\r\n")).startswith(b"+OK")
+        assert (await pair.exchange(b"RETR 3\r\n")).startswith(b"+OK")
+        if how == "rst":
+            pair.channel.connection_lost(ConnectionResetError())
+            await pair.settle()
+        else:
+            await pair.send(b"")
+        assert pair.ended
+
+    upstream = _demo(script, demo)
+    assert upstream.verbs == ["CAPA", "USER", "PASS", "DELE", "RETR"]
+    assert upstream.connections[-1].closed
+    assert demo.users[b"demo"].messages == list(SAMPLE_MESSAGES)  # and so nothing was deleted
+
+
+def test_half_close_after_pipelined_commands_gets_every_answer() -> None:
+    async def script(pair: SessionPair) -> None:
+        await pair.send(b"USER demo\r\nPASS demo\r\nSTAT\r\nQUIT\r\n")
+        await pair.send(b"")
+        assert pair.received() == (b"+OK send PASS\r\n+OK logged in\r\n" + DEMO_STAT
+                                   + b"+OK bye\r\n")
+        assert pair.ended
+
+    assert _demo(script).verbs == ["CAPA", "USER", "PASS", "STAT", "QUIT"]
+
+
+def test_quit_is_relayed_and_commits() -> None:
+    demo = DemoUpstream()
+
+    async def script(pair: SessionPair) -> None:
+        await _demo_login(pair)
+        assert (await pair.exchange(b"DELE 1\r\n")).startswith(b"+OK")
+        assert await pair.exchange(b"QUIT\r\n") == b"+OK bye\r\n"
+        assert pair.ended and pair.transport.closed
+
+    assert _demo(script, demo).verbs[-1] == "QUIT"
+    assert demo.users[b"demo"].messages == list(SAMPLE_MESSAGES[1:])
+
+
+def test_quit_before_login_never_contacts_upstream() -> None:
+    async def script(pair: SessionPair) -> None:
+        assert (await pair.exchange(b"USER demo\r\n")).startswith(b"+OK")
+        assert (await pair.exchange(b"QUIT\r\n")).startswith(b"+OK")
+        assert pair.ended and pair.transport.closed
+
+    assert _demo(script).verbs == []

@@ -4,8 +4,11 @@ mitmproxy's playbook tests).
 
 The client side is a ``Channel`` on a ``FakeTransport``; the upstream side is a ``Channel``
 made by the session's injectable connector (``SessionSettings.upstream_connect``) and answered
-by ``ScriptedUpstream``, which replies to each command line from a table.  ``settle`` runs the
-loop until the session waits for the client again.
+by ``ScriptedUpstream``, which replies to each command line from a table (or a ``respond``
+function, e.g. ``demo_responder``).  ``settle`` runs the loop until the session waits for the
+client again.  Under ``run`` the loop's clock is virtual (``ClockLoop``): ``advance`` moves it
+without waiting, and while the session waits only for a timer (a failure delay, the login
+deadline) ``settle`` jumps the clock to that timer, as trio's autojump clock does.
 
     async with SessionPair(config, ScriptedUpstream({"STAT": b"+OK 0 0\\r\\n"})) as pair:
         assert await pair.exchange(b"USER a\\r\\n") == b"+OK send PASS\\r\\n"
@@ -14,14 +17,18 @@ loop until the session waits for the client again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import ipaddress
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from popproxy.metrics import Metrics
 from popproxy.policy import Policy
+from popproxy.pop3.commands import CommandParser
+from popproxy.pop3.events import Command
 from popproxy.proxy.channel import Channel
+from popproxy.proxy.demo_upstream import DemoUpstream, _DemoConnection
 from popproxy.proxy.failure_timing import FailureTiming, UpstreamKey
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.session import Session
@@ -31,6 +38,43 @@ from popproxy.proxy.upstream import UpstreamChannel
 # Loop iterations ``settle`` allows before it calls the session stuck: every step of a
 # scripted exchange takes a handful; a session that never waits for the client is a bug.
 MAX_SETTLE_STEPS = 10_000
+
+# One command line (without CRLF) -> the upstream's reply; b"": no reply at all (a stall).
+Answer = Callable[[bytes], bytes]
+
+
+class ClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock only moves when told to (``advance``, ``jump_if_idle``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = 0.0
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+    def jump_if_idle(self) -> bool:
+        """Nothing runnable: move the clock to the next timer; False if there is none."""
+        if self._ready:  # type: ignore[attr-defined]  # the base loop's run queue
+            return False
+        due = [h.when() for h in self._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        if not due:
+            return False
+        self._now = max(self._now, min(due))
+        return True
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """``asyncio.run`` on a ``ClockLoop`` (Python 3.11's ``asyncio.run`` takes no loop)."""
+    loop = ClockLoop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 class FakeTransport(asyncio.Transport):
@@ -94,10 +138,17 @@ class ScriptedUpstream:
     greeting: bytes = b"+OK scripted upstream\r\n"
     lines: list[bytes] = field(default_factory=list)  # every line the proxy sent
     connections: list[FakeTransport] = field(default_factory=list)
+    # Called once per connection for that connection's answers (instead of ``answers``).
+    respond: Callable[[], Answer] | None = None
+
+    def _table(self, line: bytes) -> bytes:
+        verb = line.split(b" ", 1)[0].decode("ascii", "replace").upper()
+        return self.answers.get(verb, self.default)
 
     async def connect(self, host: str, port: int) -> UpstreamChannel:
         channel = Channel()
         pending = bytearray()
+        answer = self._table if self.respond is None else self.respond()
 
         def received(data: bytes) -> None:
             pending.extend(data)
@@ -105,9 +156,9 @@ class ScriptedUpstream:
                 line = bytes(pending[:end])
                 del pending[: end + 2]
                 self.lines.append(line)
-                verb = line.split(b" ", 1)[0].decode("ascii", "replace").upper()
-                answer = self.answers.get(verb, self.default)
-                asyncio.get_running_loop().call_soon(feed, channel, answer)
+                reply = answer(line)
+                if reply:
+                    asyncio.get_running_loop().call_soon(feed, channel, reply)
 
         transport = FakeTransport(received)
         self.connections.append(transport)
@@ -120,14 +171,36 @@ class ScriptedUpstream:
         return [line.split(b" ", 1)[0].decode("ascii", "replace") for line in self.lines]
 
 
+def demo_responder(demo: DemoUpstream) -> Callable[[], Answer]:
+    """Answers as ``demo`` would (its users and mailboxes, DELE committed on QUIT), in memory."""
+
+    def connection() -> Answer:
+        state = _DemoConnection(demo)
+
+        def answer(line: bytes) -> bytes:
+            parser = CommandParser()
+            parser.receive_data(line + b"\r\n")
+            event = parser.next_event()
+            return state.answer(event) if isinstance(event, Command) else b"-ERR bad command\r\n"
+
+        return answer
+
+    return connection
+
+
 class SessionPair:
     """One ``Session`` (as a task) between an in-memory client and a ``ScriptedUpstream``."""
 
     def __init__(self, config: Policy, upstream: ScriptedUpstream | None = None,
+                 observer: Observer | None = None, client: str = "192.0.2.7",
                  **settings: Any) -> None:
+        """``client``: the client's address (user rules match it); ``settings``: more
+        ``SessionSettings`` fields (``lockout``, ``failure_timing``, ...)."""
         self.config = config
         self.upstream = upstream or ScriptedUpstream()
-        self.metrics = Metrics()
+        self.observer = observer or Observer(metrics=Metrics())
+        self.metrics = self.observer.metrics
+        self.client_ip = ipaddress.ip_address(client)
         self._settings = {"failure_timing": NoFailureFloor(), **settings}
         self.transport = FakeTransport()
         self._received = 0  # octets of transport.sent already returned by ``received``
@@ -135,12 +208,13 @@ class SessionPair:
 
     async def __aenter__(self) -> SessionPair:
         listener = self.config.listeners[0]
-        settings = SessionSettings(self.config, listener, None, {},
-                                   Observer(metrics=self.metrics),
-                                   upstream_connect=self.upstream.connect, **self._settings)
+        loop = asyncio.get_running_loop()
+        settings = SessionSettings(self.config, listener, None, {}, self.observer,
+                                   upstream_connect=self.upstream.connect, clock=loop.time,
+                                   **self._settings)
         self.channel = Channel()
         self.channel.connection_made(self.transport)
-        self.session = Session(self.channel, settings, None, "192.0.2.7:40000")
+        self.session = Session(self.channel, settings, self.client_ip, f"{self.client_ip}:40000")
         self._task = asyncio.get_running_loop().create_task(self.session.run())
         await self.settle()
         return self
@@ -157,12 +231,28 @@ class SessionPair:
         return self._task is not None and self._task.done()
 
     async def settle(self) -> None:
-        """Run the loop until the session waits for the client (or has ended)."""
+        """Run the loop until the session waits for the client (or has ended); on a
+        ``ClockLoop``, time jumps to the next timer whenever nothing else can run."""
+        loop = asyncio.get_running_loop()
         for _ in range(MAX_SETTLE_STEPS):
             await asyncio.sleep(0)  # one loop iteration: no wall-clock wait
             if self.ended or self._waiting_for_client():
                 return
+            if isinstance(loop, ClockLoop):
+                loop.jump_if_idle()
         raise AssertionError("the session never came back to read the client")
+
+    async def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the ``ClockLoop`` (at once), then settle."""
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, ClockLoop), "advance needs harness.run"
+        loop.advance(seconds)
+        await self.settle()
+
+    @staticmethod
+    def now() -> float:
+        """The loop's clock (under ``run``: seconds of virtual time since the start)."""
+        return asyncio.get_running_loop().time()
 
     def _waiting_for_client(self) -> bool:
         waiter = self.channel._read_waiter

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from popproxy.proxy.demo_upstream import SAMPLE_MESSAGES, DemoUpstream
+from popproxy.proxy.upstream_caps import UpstreamCapabilities
 from tests.helpers import make_config
 from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, run
 
@@ -257,3 +258,42 @@ def test_quit_before_login_never_contacts_upstream() -> None:
         assert pair.ended and pair.transport.closed
 
     assert _demo(script).verbs == []
+
+
+# --------------------------------------------------------------- upstream PIPELINING
+def _login_batches(upstream: ScriptedUpstream) -> list[list[str]]:
+    """The verbs of each write that carried USER or PASS."""
+    batches = [[line.split(b" ", 1)[0].decode() for line in write.split(b"\r\n")[:-1]]
+               for write in upstream.writes]
+    return [b for b in batches if "USER" in b or "PASS" in b]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_user_and_pass_pipelined_only_when_listed(pipelining: bool) -> None:
+    """USER and PASS in one write only where the upstream lists PIPELINING (RFC 2449 s6.6)."""
+    upstream = ScriptedUpstream(respond=demo_responder(DemoUpstream(pipelining=pipelining)))
+    caps = UpstreamCapabilities()  # shared by the sessions, as the server's is
+
+    async def main() -> None:
+        for _ in range(2):
+            async with SessionPair(make_config(110), upstream, upstream_caps=caps) as pair:
+                await _demo_login(pair)
+                assert (await pair.exchange(b"STAT\r\n")).startswith(b"+OK 3 ")
+
+    run(main)
+    expected = [["USER", "PASS"]] * 2 if pipelining else [["USER"], ["PASS"]] * 2
+    assert _login_batches(upstream) == expected
+    assert upstream.verbs.count("CAPA") == 1  # learned once, then remembered
+
+
+@pytest.mark.parametrize("user, password", [(b"demo", b"wrong"), (b"nobody", b"demo")])
+def test_pipelined_login_failure_is_a_normal_auth_failure(user: bytes, password: bytes) -> None:
+    async def script(pair: SessionPair) -> None:
+        assert (await pair.exchange(b"USER " + user + b"\r\n")).startswith(b"+OK")
+        reply = await pair.exchange(b"PASS " + password + b"\r\n")
+        assert reply == b"-ERR [AUTH] authentication failed\r\n"
+        await _demo_login(pair)  # the session goes on normally
+        assert (await pair.exchange(b"STAT\r\n")).startswith(b"+OK 3 ")
+
+    upstream = _demo(script, DemoUpstream(pipelining=True))
+    assert _login_batches(upstream)[0] == ["USER", "PASS"]  # it was pipelined

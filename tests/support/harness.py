@@ -137,6 +137,7 @@ class ScriptedUpstream:
     default: bytes = b"+OK\r\n"
     greeting: bytes = b"+OK scripted upstream\r\n"
     lines: list[bytes] = field(default_factory=list)  # every line the proxy sent
+    writes: list[bytes] = field(default_factory=list)  # ... and how it wrote them (pipelining)
     connections: list[FakeTransport] = field(default_factory=list)
     # Called once per connection for that connection's answers (instead of ``answers``).
     respond: Callable[[], Answer] | None = None
@@ -151,6 +152,7 @@ class ScriptedUpstream:
         answer = self._table if self.respond is None else self.respond()
 
         def received(data: bytes) -> None:
+            self.writes.append(data)
             pending.extend(data)
             while (end := pending.find(b"\r\n")) >= 0:
                 line = bytes(pending[:end])

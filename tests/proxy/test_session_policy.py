@@ -15,7 +15,6 @@ import pytest
 
 from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
-from popproxy.proxy.upstream import UpstreamChannel
 from tests.helpers import make_config
 from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, run
 
@@ -92,24 +91,11 @@ def test_first_matching_user_rule_applies() -> None:
     assert _login(config, upstream, "other", "pw")[0] == AUTH_FAILED
 
 
-class Router(ScriptedUpstream):
-    """Connections to SECOND_PORT go to ``second``, the rest to this upstream."""
-
-    def __init__(self, first: DemoUpstream, second: ScriptedUpstream) -> None:
-        super().__init__(respond=demo_responder(first))
-        self.second = second
-
-    async def connect(self, host: str, port: int) -> UpstreamChannel:
-        if port == SECOND_PORT:
-            return await self.second.connect(host, port)
-        return await super().connect(host, port)
-
-
 def test_routing_by_domain_to_two_upstreams() -> None:
     first = DemoUpstream({b"a@one.example": Mailbox(b"pw")})
     second = _upstream(DemoUpstream(
         {b"b@two.example": Mailbox(b"pw", [b"Subject: two\r\n\r\nx\r\n"])}))
-    router = Router(first, second)
+    router = ScriptedUpstream(respond=demo_responder(first), routes={SECOND_PORT: second})
     config = _config(routes=[{"match": "*@two.example", "upstream": "two"}],
                      upstreams={"two": {"host": "127.0.0.1", "port": SECOND_PORT}})
     reply, _ = _login(config, router, "b@two.example", "pw", then=b"STAT\r\n")

@@ -113,7 +113,7 @@ class FakeTransport(asyncio.Transport):
 
 class NoFailureFloor(FailureTiming):
     """Learns no refusal times, so a refused login is answered at once (the floor has its own
-    tests in test_login_timing.py); the harness's default."""
+    tests in test_session_timing.py); the harness's default."""
 
     def observe(self, key: UpstreamKey, seconds: float) -> None:
         pass
@@ -141,12 +141,19 @@ class ScriptedUpstream:
     connections: list[FakeTransport] = field(default_factory=list)
     # Called once per connection for that connection's answers (instead of ``answers``).
     respond: Callable[[], Answer] | None = None
+    # Seconds (loop time) the answer to a verb takes, e.g. a server's failure delay on PASS.
+    delays: Mapping[str, float] = field(default_factory=dict)
+    # Connections to these ports go to another upstream (routing: ``upstreams`` in a policy).
+    routes: Mapping[int, ScriptedUpstream] = field(default_factory=dict)
 
     def _table(self, line: bytes) -> bytes:
         verb = line.split(b" ", 1)[0].decode("ascii", "replace").upper()
         return self.answers.get(verb, self.default)
 
     async def connect(self, host: str, port: int) -> UpstreamChannel:
+        routed = self.routes.get(port)
+        if routed is not None:
+            return await routed.connect(host, port)
         channel = Channel()
         pending = bytearray()
         answer = self._table if self.respond is None else self.respond()
@@ -159,8 +166,12 @@ class ScriptedUpstream:
                 del pending[: end + 2]
                 self.lines.append(line)
                 reply = answer(line)
-                if reply:
-                    asyncio.get_running_loop().call_soon(feed, channel, reply)
+                delay = self.delays.get(line.split(b" ", 1)[0].decode("ascii", "replace"), 0.0)
+                loop = asyncio.get_running_loop()
+                if reply and delay:
+                    loop.call_later(delay, feed, channel, reply)
+                elif reply:
+                    loop.call_soon(feed, channel, reply)
 
         transport = FakeTransport(received)
         self.connections.append(transport)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -206,9 +207,11 @@ class SessionPair:
 
     def __init__(self, config: Policy, upstream: ScriptedUpstream | None = None,
                  observer: Observer | None = None, client: str = "192.0.2.7",
-                 **settings: Any) -> None:
-        """``client``: the client's address (user rules match it); ``settings``: more
-        ``SessionSettings`` fields (``lockout``, ``failure_timing``, ...)."""
+                 server_tls: ssl.SSLContext | None = None, **settings: Any) -> None:
+        """``client``: the client's address (user rules match it); ``server_tls``: makes a
+        ``starttls`` listener offer STLS (no handshake happens in memory); ``settings``:
+        more ``SessionSettings`` fields (``lockout``, ``failure_timing``, ...)."""
+        self.server_tls = server_tls
         self.config = config
         self.upstream = upstream or ScriptedUpstream()
         self.observer = observer or Observer(metrics=Metrics())
@@ -222,7 +225,7 @@ class SessionPair:
     async def __aenter__(self) -> SessionPair:
         listener = self.config.listeners[0]
         loop = asyncio.get_running_loop()
-        settings = SessionSettings(self.config, listener, None, {}, self.observer,
+        settings = SessionSettings(self.config, listener, self.server_tls, {}, self.observer,
                                    upstream_connect=self.upstream.connect, clock=loop.time,
                                    **self._settings)
         self.channel = Channel()

@@ -115,10 +115,10 @@ def test_each_upstream_sets_the_timing_of_the_users_routed_to_it() -> None:
     fast_policy = proxy.refusal_time("guarded@fast.example")
     slow_upstream_again = proxy.refusal_time("other@slow.example", "x")
     fast_upstream_again = proxy.refusal_time("other@fast.example", "x")
-    slow = pytest.approx(UPSTREAM_DELAY + MARGIN)
-    assert slow_upstream == slow_policy == slow_upstream_again == slow
-    fast = pytest.approx(max(FLOOR, FAST_DELAY + MARGIN))  # 0.05 s learned: under the floor
-    assert fast_upstream == fast_policy == fast_upstream_again == fast
+    slow_time = pytest.approx(UPSTREAM_DELAY + MARGIN)
+    assert slow_upstream == slow_policy == slow_upstream_again == slow_time
+    fast_time = pytest.approx(max(FLOOR, FAST_DELAY + MARGIN))  # 0.05 s learned: under FLOOR
+    assert fast_upstream == fast_policy == fast_upstream_again == fast_time
     assert fast_policy < UPSTREAM_DELAY - 0.2
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -29,8 +30,8 @@ def _feed(tmp_path: Path, hosts: str, name: str = "feed.txt") -> HostFeed:
 
 
 @pytest.mark.parametrize("combiner", ["model", "weights"])
-def test_rescoring_with_the_same_feeds_gives_the_scans_verdict(tmp_path: Path,
-                                                               combiner: str) -> None:
+def test_rescoring_with_the_same_feeds_gives_the_scans_verdict(
+        tmp_path: Path, combiner: Literal["model", "weights"]) -> None:
     """Every test message, with a feed listing one of its hosts: same score, action, reasons."""
     listed = "www.shop.example.test\n198.51.100.7\nevil.example\nbit.ly\n"
     scanner = Scanner(ScanSettings(combiner=combiner), feeds=(_feed(tmp_path, listed),))

@@ -59,6 +59,11 @@ ROWS: list[tuple[str, list[tuple[str, str, str]]]] = [
          "s"),
         ("Verdict cache by result",
          "sum by (result) (rate(popproxy_verdict_cache_total[5m]))", "ops"),
+        # Issue 17: a feed or threshold change should show as "rescored", not "downloaded".
+        ("Messages judged: downloaded vs re-scored",
+         "sum by (how) (rate(popproxy_scan_judged_total[5m]))", "ops"),
+        ("Bytes read from upstreams to judge",
+         "sum(rate(popproxy_scan_judge_bytes_total[5m]))", "Bps"),
     ]),
     ("Upstreams", [
         ("Upstream errors by reason",

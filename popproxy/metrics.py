@@ -66,8 +66,14 @@ DEFINITIONS: dict[str, _Def] = {
                          ("operation",)),
     "verdict_cache": _Def(Counter, "popproxy_verdict_cache_total",
                           "Verdict lookups by the level that answered (local_hit, shared_hit, "
-                          "miss: judged now); shared_error: a lookup or write without Redis",
+                          "stale: judged under older feeds/thresholds, re-scored; miss: judged "
+                          "now); shared_error: a lookup or write without Redis",
                           ("result",)),
+    "scan_judged": _Def(Counter, "popproxy_scan_judged_total",
+                        "Messages judged at listing: downloaded (read from the upstream and "
+                        "scanned) or rescored (from cached evidence, nothing read)", ("how",)),
+    "scan_judge_bytes": _Def(Counter, "popproxy_scan_judge_bytes_total",
+                             "Bytes read from upstreams to judge messages"),
 }
 
 
@@ -90,7 +96,9 @@ KNOWN_LABELS: dict[str, list[tuple[str, ...]]] = {
                          ("unscanned", "defang"), ("unscanned", "quarantine")],
     "login_before_tls": [(c,) for c in ("USER", "PASS", "APOP", "AUTH")],
     "redis_errors": [(o,) for o in ("counts", "record_failure", "record_success")],
-    "verdict_cache": [(r,) for r in ("local_hit", "shared_hit", "miss", "shared_error")],
+    "verdict_cache": [(r,) for r in ("local_hit", "shared_hit", "stale", "miss",
+                                     "shared_error")],
+    "scan_judged": [("downloaded",), ("rescored",)],
     "bytes_relayed": [("to_client",)],
 }
 
@@ -140,3 +148,5 @@ class Metrics:
     config_reloads: Counter
     redis_errors: Counter
     verdict_cache: Counter
+    scan_judged: Counter
+    scan_judge_bytes: Counter

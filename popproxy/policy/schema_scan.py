@@ -7,14 +7,22 @@ proxy does.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from popproxy.policy.schema_base import Model, check_redis_url
 from popproxy.scan import limits, settings
 from popproxy.scan.settings import ScanSettings, Thresholds
+
+log = logging.getLogger("popproxy.config")
+
+# scan.evidence_ttl: verdicts of messages still listed are kept this long (a safety bound, see
+# the field), at most three years.
+EVIDENCE_TTL = 180 * 86400.0
+MAX_EVIDENCE_TTL = 3 * 365 * 86400
 
 
 class ScanThresholds(Model):
@@ -56,9 +64,28 @@ class Scan(Model):
     # Verdicts shared by several instances (docs/scaling.md); unset: lockout.redis_url's Redis
     # if that is set, else each instance keeps its own verdicts.
     redis_url: str | None = None
-    # How long a verdict stays in Redis after it was written: until the instances that serve
-    # the mailbox have their own copy (memory per day of TTL: docs/scaling.md).
-    verdict_ttl: Annotated[float, Field(ge=60, le=365 * 86400)] = 7 * 86400.0
+    # Safety TTL of a cached verdict and its evidence, here and in Redis.  Entries of messages
+    # the upstream no longer lists are dropped at the next listing; this bounds the rest
+    # (mailboxes nobody reads any more).  Long: a leave-on-server mailbox must not be
+    # downloaded again just because its verdicts aged (docs/scanning.md, docs/scaling.md).
+    evidence_ttl: Annotated[float, Field(ge=60, le=MAX_EVIDENCE_TTL)] = EVIDENCE_TTL
+    # Deprecated name of evidence_ttl (it was 7 days and made every leave-on-server mailbox be
+    # downloaded weekly): still honoured, with a warning, so existing policies keep loading.
+    verdict_ttl: Annotated[float, Field(ge=60, le=365 * 86400)] | None = None
+
+    @model_validator(mode="after")
+    def _deprecated_ttl(self) -> Scan:
+        if self.verdict_ttl is not None:
+            if "evidence_ttl" in self.model_fields_set:
+                raise ValueError("set scan.evidence_ttl only (scan.verdict_ttl is its old name)")
+            log.warning("scan.verdict_ttl is deprecated: rename it scan.evidence_ttl (default "
+                        "180 days; entries of deleted messages are dropped at listing)")
+        return self
+
+    @property
+    def cache_ttl(self) -> float:
+        """Seconds a cached verdict lives: ``evidence_ttl``, or the deprecated ``verdict_ttl``."""
+        return self.verdict_ttl if self.verdict_ttl is not None else self.evidence_ttl
 
     @field_validator("redis_url")
     @classmethod

@@ -12,10 +12,7 @@ from pathlib import Path
 
 from popproxy.metrics import Metrics
 from popproxy.pop3 import replies
-from popproxy.pop3.errors import ProtocolError
 from popproxy.pop3.events import Command
-from popproxy.pop3.framing import Unstuffer
-from popproxy.pop3.listing import ListingReader
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.delivery import (
     RENDERED_WRITE_SLICE,
@@ -32,8 +29,13 @@ from popproxy.proxy.scan_pool import JobFailed
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.settings import AuditFn
 from popproxy.proxy.spool import Spooled, cut_to_header, read_header, write_private
-from popproxy.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamFailure
-from popproxy.proxy.verdict_cache import CachedVerdict, cache_key
+from popproxy.proxy.upstream import (
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamFailure,
+    read_listing,
+)
+from popproxy.proxy.verdict_cache import CachedVerdict, cache_key, mailbox_key
 from popproxy.quarantine import HeldMessage
 
 __all__ = ["RENDERED_WRITE_SLICE", "MailboxView"]
@@ -56,8 +58,8 @@ class MailboxView:
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_audit", "_client", "_entries", "_generation", "_metrics", "_service", "_sizes",
-        "_spool", "_uidls", "_up", "_upstream_name", "_user", "deleted"
+        "_audit", "_box", "_client", "_entries", "_generation", "_metrics", "_service",
+        "_sizes", "_spool", "_uidls", "_up", "_upstream_name", "_user", "deleted"
     )
 
     def __init__(self, upstream: UpstreamConnection, client: ClientSink, service: ScanService,
@@ -67,6 +69,7 @@ class MailboxView:
         self._service = service
         self._upstream_name = upstream_name
         self._user = user
+        self._box = mailbox_key(upstream_name, user)
         self._audit = audit
         self._metrics = metrics
         self._uidls: dict[int, bytes] | None = None
@@ -79,26 +82,16 @@ class MailboxView:
     # ------------------------------------------------------------ upstream listings
     async def _load(self) -> dict[int, bytes]:
         if self._uidls is None:
-            uidls = await self._listing("UIDL")
-            self._sizes = {n: int(v) for n, v in (await self._listing("LIST")).items()}
+            uidls = await read_listing(self._up, "UIDL")
+            self._sizes = {n: int(v) for n, v in (await read_listing(self._up, "LIST")).items()}
             self._uidls = uidls
+            # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).
+            await self._service.cache.forget(self._box, {self._key(n) for n in uidls})
         return self._uidls
 
-    async def _listing(self, verb: str) -> dict[int, bytes]:
-        """``n value`` lines of the upstream's UIDL or LIST (RFC 1939 sections 5 and 7)."""
-        status = await self._up.request(Command(verb))
-        # Parsed as it arrives, within pop3.listing's bounds (line length, entry count).
-        reader, unstuffer = ListingReader(), Unstuffer()
-        try:
-            if status.multiline:
-                async for chunk in self._up.body():
-                    reader.feed(unstuffer.feed(chunk))
-            entries = reader.finish()
-        except ProtocolError as exc:
-            raise UpstreamError(f"{verb} answer: {exc}", UpstreamFailure.PROTOCOL) from None
-        if not status.ok:
-            raise UpstreamError(f"upstream refused {verb}", UpstreamFailure.PROTOCOL)
-        return entries
+    def _key(self, number: int) -> str:
+        uidl = self._uidls[number] if self._uidls is not None else b""
+        return cache_key(self._upstream_name, self._user, uidl, self._sizes.get(number, -1))
 
     # ------------------------------------------------------------ verdicts
     async def entry(self, number: int) -> CachedVerdict | None:
@@ -108,20 +101,24 @@ class MailboxView:
             return None
         if number in self._entries:
             return self._entries[number]
-        key = cache_key(self._upstream_name, self._user, uidls[number],
-                        self._sizes.get(number, -1))
+        key, generation = self._key(number), await self._current_generation()
         # This instance's cache, then (with Redis) the one all instances share: a client whose
         # sessions alternate between instances sees the sizes it saw before.
-        cached = await self._service.cache.lookup(key, await self._current_generation())
+        cached = await self._service.cache.lookup(key, generation)
+        if cached is not None and cached.generation != generation:
+            # Older feeds/weights/model/thresholds: re-scored, downloaded only if its action
+            # changes.  The session's generation is fixed, so LIST == RETR within it.
+            cached = await self._service.carry_over(key, cached, generation,
+                                                    TOO_LARGE in cached.signals)
         if cached is None:
             cached = await self._scan(number)
+            self._metrics.scan_judged.labels("downloaded").inc()
             await self._service.cache.store(key, cached)  # a transient verdict is not kept
         if cached.action == "quarantine" and self._service.quarantine.released(
             cached.quarantine_id
         ):
-            cached = CachedVerdict("pass", cached.score, cached.reasons, self._sizes[number],
-                                   cached.scanned_at, cached.generation, cached.quarantine_id,
-                                   released=True)
+            cached = replace(cached, action="pass", size=self._sizes[number], signals=(),
+                             evidence=None, released=True)
         self._entries[number] = cached
         return cached
 
@@ -139,13 +136,15 @@ class MailboxView:
         if size > service.policy.max_message_bytes:
             return await self._too_large_entry(number, size, now, generation)
         original = await self._spool_original(number)
-        verdict = await service.judge(original.path)
+        self._metrics.scan_judge_bytes.inc(size)  # read whole to judge it
+        verdict, kept = await service.judge(original.path)
         action = service.final_action(verdict)
         self._count(verdict.action, action)
         entry = CachedVerdict(action, verdict.score, verdict.reasons, size, now, generation,
                               original.digest if action == "quarantine" else "",
                               tuple(s.name for s in verdict.signals),
-                              transient=service.transient(verdict))
+                              transient=service.transient(verdict), evidence=kept,
+                              mailbox=self._box)
         if action == "tag":
             entry = await self._tag_header_at_listing(number, original, entry)
         elif action != "pass":
@@ -217,7 +216,8 @@ class MailboxView:
         is quarantined: spooled to disk whole, then held."""
         service = self._service
         head = await self._spool_original(number, limit=service.policy.max_message_bytes)
-        verdict = await service.judge(head.path, truncated=True)
+        self._metrics.scan_judge_bytes.inc(size)  # read whole, its head kept
+        verdict, kept = await service.judge(head.path, truncated=True)
         action = "quarantine" if service.final_action(verdict) in ("defang", "quarantine") \
             else "tag"
         if action == "tag" and read_header(head.path, MAX_STREAMED_HEADER) is None:
@@ -229,7 +229,8 @@ class MailboxView:
                                       f"{service.policy.max_message_bytes} cap",)
         entry = CachedVerdict(action, verdict.score, reasons, size, now, generation,
                               signals=(TOO_LARGE, *(s.name for s in verdict.signals)),
-                              transient=service.transient(verdict))
+                              transient=service.transient(verdict), evidence=kept,
+                              mailbox=self._box)
         if action == "quarantine":
             whole = await self._spool_original(number, suffix=".whole")
             entry = replace(entry, quarantine_id=whole.digest)

@@ -90,8 +90,12 @@ def verdict_from_json(data: dict[str, Any]) -> Verdict:
 
 # ---------------------------------------------------------------- the jobs
 def judge(scanner: Scanner, message: bytes, truncated: bool = False) -> dict[str, Any]:
-    """``truncated``: ``message`` is the head of a message over the size cap."""
-    return verdict_to_json(scanner.scan(message, truncated=truncated))
+    """The answer to a scan job: the verdict, and the evidence the proxy caches to re-score
+    it later (popproxy.scan.evidence; None when unscanned).  ``truncated``: ``message`` is
+    the head of a message over the size cap."""
+    verdict, kept = scanner.scan_evidence(message, truncated=truncated)
+    return {"verdict": verdict_to_json(verdict),
+            "evidence": None if kept is None else kept.to_json()}
 
 
 def render(config: ScanSettings, original: bytes, order: RenderOrder) -> bytes:

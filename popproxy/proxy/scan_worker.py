@@ -3,8 +3,9 @@
 Frames both ways: a 4-octet big-endian length, a JSON header of that length, then
 ``header["payload"]`` octets of raw data (the message).  The first frame from the parent holds
 the policy's ``scan`` section; the worker answers ``{"ready": true}`` once its scanner (and
-feeds) are loaded.  Jobs: ``{"op": "scan"}`` -> a verdict; ``{"op": "render", "order": ...,
-"out": path}`` -> the rendered message written to ``out`` and ``{"size": n}``.  The message
+feeds) are loaded.  Jobs: ``{"op": "scan"}`` -> a verdict and its evidence;
+``{"op": "render", "order": ..., "out": path}`` -> the rendered message written to ``out`` and
+``{"size": n}``.  The message
 comes as the payload or, with ``"in": path``, from a spool file (so the parent never holds it).
 
 A job that raises is answered ``{"error": "<exception class>"}``; the parent decides what that
@@ -63,7 +64,7 @@ def handle(job: dict[str, Any], payload: bytes, scanner: Scanner,
     if "in" in job:  # the message in a spool file of the parent's (0600, same user)
         payload = Path(job["in"]).read_bytes()
     if job["op"] == "scan":
-        return {"verdict": scan_jobs.judge(scanner, payload, bool(job.get("truncated")))}
+        return scan_jobs.judge(scanner, payload, bool(job.get("truncated")))
     if job["op"] == "render":
         order = scan_jobs.RenderOrder.from_json(job["order"])
         return {"size": scan_jobs.render_to_file(config, payload, order, Path(job["out"]))}

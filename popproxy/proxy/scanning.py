@@ -18,23 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
+from popproxy.proxy.generation import compose, settings_parts
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
 from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, RedisVerdicts, VerdictCache
 from popproxy.quarantine import QuarantineStore
 from popproxy.scan import RENDER_VERSION, HostFeed, Scanner, Verdict
+from popproxy.scan.evidence import Evidence
 
 log = logging.getLogger("popproxy.scan")
 
@@ -47,9 +48,7 @@ KILL_GRACE = 1.0
 # Worker processes when scan.workers is unset: one per usable CPU, but at least two, so one
 # message at its deadline never holds every other session's scan up.
 MIN_WORKERS = 2
-# Settings that do not change what a client receives: instances with their own Redis address
-# or quarantine directory still judge alike, so they can share verdicts.
-NOT_IN_GENERATION = frozenset({"redis_url", "verdict_ttl", "quarantine_dir", "workers"})
+NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl"}
 # Verdicts of messages that could not be judged.  "error" (a bug in the scanner) is judged
 # again next session; a timeout or a crashed worker is remembered, so a hostile message costs
 # its deadline once, not at every login.
@@ -97,29 +96,28 @@ class ScanService:
         self.config = policy.to_settings()
         # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
-        shared = RedisVerdicts(policy.redis_url, policy.verdict_ttl) if policy.redis_url else None
+        ttl = policy.cache_ttl
+        shared = RedisVerdicts(policy.redis_url, ttl) if policy.redis_url else None
         self.cache = VerdictCache(state_dir / CACHE_FILE, shared, self._count_cache,
-                                  ttl=policy.verdict_ttl, wall_clock=clock)
+                                  ttl=ttl, wall_clock=clock)
         self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")
         self.spool_dir = state_dir / "spool"
         sweep_stale_spools(self.spool_dir)
         self._observer = observer
         self._clock = clock
         self._feed_pool = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="popproxy-feeds")
-        self._workers = ScanPool(policy.model_dump(mode="json"),
+        # The TTLs are no worker business (and the deprecated alias would warn in each one).
+        self._workers = ScanPool(policy.model_dump(mode="json", exclude=NOT_FOR_WORKERS),
                                  policy.workers or default_workers(), self._count_kill,
                                  worker_command or WORKER_COMMAND)
         self._feed_versions: list[tuple[str, int | None]] = []
-        settings = policy.model_dump(mode="json", exclude=set(NOT_IN_GENERATION))
-        # The action code's output version too: a release whose tag/defang renders different
-        # bytes must not reuse sizes cached by the one before (LIST would differ from RETR).
-        settings["render_version"] = RENDER_VERSION
-        # A retrained combiner judges differently: verdicts of the previous model are redone.
+        # The action code's output version is in the message part: a release whose tag/defang
+        # renders different bytes must not reuse sizes cached by the one before (LIST would
+        # differ from RETR).  A retrained combiner is in the evidence part: re-scored.
         model = self.scanner.model
-        settings["scan_model"] = model.version if model is not None else None
-        self._settings_hash = hashlib.sha256(
-            json.dumps(settings, sort_keys=True).encode()
-        ).hexdigest()[:12]
+        self._message_part, self._evidence_settings = settings_parts(
+            policy.model_dump(mode="json"), RENDER_VERSION,
+            model.version if model is not None else None)
 
     async def generation(self) -> str:
         """Changes when the settings or a feed file change: cached verdicts are then redone.
@@ -141,8 +139,7 @@ class ScanService:
             self._feed_versions = versions
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
-        digest = hashlib.sha256(",".join(identities).encode()).hexdigest()[:8]
-        return self._settings_hash + digest
+        return compose(self._message_part, self._evidence_settings, identities)
 
     def _refresh_feeds(self) -> None:
         for feed in self.scanner.feeds:
@@ -153,16 +150,21 @@ class ScanService:
         """Seconds a worker gets for one job before it is killed."""
         return self.policy.time_budget + KILL_GRACE
 
-    async def judge(self, original: Path, truncated: bool = False) -> Verdict:
-        """The worker's verdict; a job killed at its deadline or a dead worker is "unscanned"
-        with cause "time-budget" (remembered), a scanner error "error" (judged again).
-        ``original`` is a spool file; ``truncated``: it is the head of a message over the cap.
+    async def judge(self, original: Path, truncated: bool = False
+                    ) -> tuple[Verdict, Evidence | None]:
+        """The worker's verdict and its evidence; a job killed at its deadline or a dead
+        worker is "unscanned" with cause "time-budget" (remembered), a scanner error "error"
+        (judged again); neither has evidence.  ``original`` is a spool file; ``truncated``: it
+        is the head of a message over the cap.
         """
         started = time.monotonic()
+        kept: Evidence | None = None
         try:
             answer = await self._workers.call(
                 {"op": "scan", "in": str(original), "truncated": truncated}, b"", self.deadline)
             verdict = scan_jobs.verdict_from_json(answer["verdict"])
+            if answer.get("evidence") is not None:
+                kept = Evidence.from_json(answer["evidence"])
         except JobFailed as exc:
             if exc.reason == "unavailable":  # no worker: judged again once one starts
                 verdict = Verdict.unscanned("error", "no scan worker could start")
@@ -180,7 +182,49 @@ class ScanService:
         metrics.scan_duration.observe(time.monotonic() - started)
         for signal in verdict.signals:
             metrics.signals_hit.labels(signal.name).inc()
-        return verdict
+        return verdict, kept
+
+    def rescore(self, kept: Evidence) -> Verdict | None:
+        """The verdict under the current feeds, weights, model and thresholds, from cached
+        evidence (feeds as loaded by the last :meth:`generation`); None when it cannot be
+        re-scored (truncated): the message is judged from its bytes.  A few dictionary look-ups
+        per link host: cheap enough for the event loop."""
+        if kept.truncated:
+            return None
+        return self.scanner.rescore(kept)
+
+    async def carry_over(self, key: str, cached: CachedVerdict, generation: str,
+                         too_large: bool) -> CachedVerdict | None:
+        """:meth:`rescored`, counted and stored when it keeps the action (None: download)."""
+        carried = self.rescored(cached, generation, too_large)
+        if carried is not None:
+            self._observer.metrics.scan_judged.labels("rescored").inc()
+            await self.cache.store(key, carried)
+        return carried
+
+    def rescored(self, cached: CachedVerdict, generation: str,
+                 too_large: bool = False) -> CachedVerdict | None:
+        """``cached`` carried over to ``generation`` when re-scoring its evidence keeps its
+        action; None when the message must be downloaded and judged again (the action changed,
+        or the evidence is missing, truncated or of a render that failed).
+
+        The entry keeps its score, reasons and size: the client's copy is rendered from them,
+        so it stays byte for byte what the size announced (RFC 1939 section 5), and a changed
+        reason alone is not worth reading the message again.  ``too_large``: judged on its
+        head (worse than tag is quarantined, as at listing).
+        """
+        if (cached.evidence is None or cached.transient
+                or cached.reasons[:1] == (scan_jobs.RENDER_FAILED,)):
+            return None
+        verdict = self.rescore(cached.evidence)
+        if verdict is None:
+            return None
+        action = self.final_action(verdict)
+        if too_large:
+            action = "quarantine" if action in ("defang", "quarantine") else "tag"
+        if action != cached.action:
+            return None
+        return replace(cached, generation=generation)
 
     def final_action(self, verdict: Verdict) -> str:
         """A message that could not be judged is suspicious: quarantined when the fail mode is

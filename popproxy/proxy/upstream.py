@@ -29,6 +29,7 @@ from popproxy.pop3.events import (
     StatusLine,
 )
 from popproxy.pop3.framing import ResponseFramer, Unstuffer
+from popproxy.pop3.listing import ListingReader
 from popproxy.proxy.channel import ChannelClosed, open_channel
 
 log = logging.getLogger("popproxy.upstream")
@@ -296,3 +297,20 @@ __all__ = [
     "BodyChunks", "ChannelClosed", "UpstreamConnection", "UpstreamError", "UpstreamFailure",
     "closed_early",
 ]
+
+
+async def read_listing(up: UpstreamConnection, verb: str) -> dict[int, bytes]:
+    """``n value`` lines of the upstream's UIDL or LIST (RFC 1939 sections 5 and 7)."""
+    status = await up.request(Command(verb))
+    # Parsed as it arrives, within pop3.listing's bounds (line length, entry count).
+    reader, unstuffer = ListingReader(), Unstuffer()
+    try:
+        if status.multiline:
+            async for chunk in up.body():
+                reader.feed(unstuffer.feed(chunk))
+        entries = reader.finish()
+    except ProtocolError as exc:
+        raise UpstreamError(f"{verb} answer: {exc}", UpstreamFailure.PROTOCOL) from None
+    if not status.ok:
+        raise UpstreamError(f"upstream refused {verb}", UpstreamFailure.PROTOCOL)
+    return entries

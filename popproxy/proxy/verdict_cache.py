@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from popproxy.proxy.generation import same_message_generation
 from popproxy.proxy.lockout_store import REDIS_TIMEOUT, connect_redis
+from popproxy.scan.evidence import Evidence
 
 log = logging.getLogger("popproxy.scan")
 
@@ -42,6 +44,8 @@ MAX_LOCAL_WITH_SHARED = 100_000
 # Expired entries are swept from memory every this many new verdicts, and the file is rewritten
 # without them when it holds more than twice as many lines as live entries (plus this slack).
 SWEEP_EVERY = 10_000
+# A file line that drops its key's entry (the upstream no longer lists the message).
+FORGOTTEN = "forgotten"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,18 @@ class CachedVerdict:
     transient: bool = False
     # A quarantined message the admin released: delivered as "pass" (never stored as such).
     released: bool = False
+    # What the verdict was reached from (popproxy.scan.evidence): re-scored without the message
+    # when only the feeds, weights, model or thresholds changed.  None: judge the message.
+    evidence: Evidence | None = None
+    # Hash of (upstream, user): the mailbox the entry belongs to, so entries of messages the
+    # upstream no longer lists can be dropped (VerdictCache.forget_unlisted).
+    mailbox: str = ""
+
+
+def mailbox_key(upstream: str, username: str) -> str:
+    """The hash naming one user's mailbox on one upstream (no user name is stored)."""
+    material = b"\0".join((upstream.encode(), username.casefold().encode()))
+    return hashlib.sha256(material).hexdigest()[:16]
 
 
 def cache_key(upstream: str, username: str, uidl: bytes, size: int) -> str:
@@ -72,7 +88,7 @@ def cache_key(upstream: str, username: str, uidl: bytes, size: int) -> str:
     return hashlib.sha256(material).hexdigest()[:32]
 
 
-OPTIONAL = ("reasons", "quarantine_id", "signals")
+OPTIONAL = ("reasons", "quarantine_id", "signals", "evidence", "mailbox")
 ACTIONS = frozenset({"pass", "tag", "defang", "quarantine", "unscanned"})
 
 
@@ -84,6 +100,7 @@ def to_record(entry: CachedVerdict) -> dict[str, Any]:
     """
     record = asdict(entry)
     del record["transient"], record["released"]
+    record["evidence"] = None if entry.evidence is None else entry.evidence.to_json()
     for name in OPTIONAL:
         if not record[name]:
             del record[name]
@@ -97,9 +114,12 @@ def from_record(record: dict[str, Any]) -> CachedVerdict:
     fields["signals"] = tuple(fields.get("signals", ()))
     fields.pop("transient", None)
     fields.pop("released", None)
+    if fields.get("evidence") is not None:
+        fields["evidence"] = Evidence.from_json(fields["evidence"])
     entry = CachedVerdict(**fields)
     # Redis is outside this process: a damaged value must not reach STAT sums or rendering.
-    texts = (entry.action, entry.generation, entry.quarantine_id, *entry.reasons, *entry.signals)
+    texts = (entry.action, entry.generation, entry.quarantine_id, entry.mailbox, *entry.reasons,
+             *entry.signals)
     if (entry.action not in ACTIONS or type(entry.size) is not int or entry.size < 0
             or not isinstance(entry.score, (int, float))
             or not isinstance(entry.scanned_at, (int, float))
@@ -131,6 +151,10 @@ class RedisVerdicts:
         value = json.dumps(to_record(entry), separators=(",", ":"))
         async with asyncio.timeout(REDIS_TIMEOUT * 2):
             await self._redis.set(REDIS_PREFIX + key, value, ex=self._ttl)
+
+    async def delete(self, keys: list[str]) -> None:
+        async with asyncio.timeout(REDIS_TIMEOUT * 2):
+            await self._redis.delete(*(REDIS_PREFIX + key for key in keys))
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -169,6 +193,7 @@ class VerdictCache:
         here as in Redis (``scan.verdict_ttl``); None keeps verdicts forever."""
         self._path = path
         self._entries: dict[str, CachedVerdict] = {}
+        self._boxes: dict[str, set[str]] = {}  # mailbox hash -> keys of its entries
         self._shared = shared
         self._on_result = on_result
         self._clock = clock
@@ -186,13 +211,16 @@ class VerdictCache:
             try:
                 record = json.loads(line)
                 key = record.pop("key")
+                if record.get(FORGOTTEN):
+                    self._drop(key)
+                    continue
                 entry = from_record(record)
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("%s:%d: unreadable verdict cache line skipped", path, number)
                 continue
+            self._drop(key)  # the last line for a key wins, and is newest
             if not self._expired(entry):
-                self._entries.pop(key, None)  # the last line for a key wins, and is newest
-                self._entries[key] = entry
+                self._add(key, entry)
         self._limit()
         self._compact_if_sparse()
 
@@ -200,13 +228,13 @@ class VerdictCache:
     def get(self, key: str) -> CachedVerdict | None:
         entry = self._entries.get(key)
         if entry is not None and self._expired(entry):
-            del self._entries[key]
+            self._drop(key)
             return None
         return entry
 
     def put(self, key: str, entry: CachedVerdict) -> None:
-        self._entries.pop(key, None)
-        self._entries[key] = entry
+        self._drop(key)
+        self._add(key, entry)
         if self._path is not None:
             with _open_private(self._path, "a") as handle:
                 handle.write(_line(key, entry))
@@ -220,6 +248,20 @@ class VerdictCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def _add(self, key: str, entry: CachedVerdict) -> None:
+        self._entries[key] = entry
+        if entry.mailbox:
+            self._boxes.setdefault(entry.mailbox, set()).add(key)
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None and entry.mailbox:
+            keys = self._boxes.get(entry.mailbox)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._boxes[entry.mailbox]
+
     def _expired(self, entry: CachedVerdict) -> bool:
         return self._ttl is not None and entry.scanned_at < self._wall() - self._ttl
 
@@ -228,11 +270,11 @@ class VerdictCache:
         if self._shared is None:
             return
         while len(self._entries) > MAX_LOCAL_WITH_SHARED:
-            del self._entries[next(iter(self._entries))]
+            self._drop(next(iter(self._entries)))
 
     def _sweep(self) -> None:
         for key in [k for k, e in self._entries.items() if self._expired(e)]:
-            del self._entries[key]
+            self._drop(key)
         self._compact_if_sparse()
 
     def _compact_if_sparse(self) -> None:
@@ -251,28 +293,47 @@ class VerdictCache:
 
     # ------------------------------------------------------------ both levels
     async def lookup(self, key: str, generation: str) -> CachedVerdict | None:
-        """A verdict judged under ``generation``, or None: the message must be judged now."""
+        """A verdict judged under ``generation``; else one judged under the same message part
+        of it (only its evidence part differs: the caller re-scores it, see
+        ``split_generation``); else None: the message must be judged now."""
         local = self.get(key)
         if local is not None and local.generation == generation:
             self._on_result("local_hit")
             return local
-        if self._shared is None:
-            self._on_result("miss")
-            return None
-        if not self._shared_usable():
-            return None
+        stale = local if local is not None and same_message_generation(
+            local.generation, generation) else None
+        if self._shared is None or not self._shared_usable():
+            if self._shared is None:
+                self._on_result("stale" if stale else "miss")
+            return stale
         try:
             shared = await self._shared.get(key)
         except Exception as exc:  # any client/network error or our timeout: judge it here
             self._shared_failed("read", exc)
-            return None
+            return stale
         self._shared_ok()
-        if shared is None or shared.generation != generation:
-            self._on_result("miss")
-            return None
-        self.put(key, shared)  # the next session here needs no Redis round trip
-        self._on_result("shared_hit")
-        return shared
+        if shared is not None and shared.generation == generation:
+            self.put(key, shared)  # the next session here needs no Redis round trip
+            self._on_result("shared_hit")
+            return shared
+        if stale is None and shared is not None and same_message_generation(
+                shared.generation, generation):
+            stale = shared
+        self._on_result("stale" if stale else "miss")
+        return stale
+
+    def forget_unlisted(self, mailbox: str, listed: set[str]) -> list[str]:
+        """Drop this process's entries of ``mailbox`` whose key is not in ``listed`` (the
+        messages the upstream lists now): a message deleted upstream needs no verdict.  The
+        keys dropped (the caller deletes them from Redis too)."""
+        gone = [key for key in self._boxes.get(mailbox, ()) if key not in listed]
+        for key in gone:
+            self._drop(key)
+        if gone and self._path is not None:
+            with _open_private(self._path, "a") as handle:
+                handle.writelines(json.dumps({"key": key, FORGOTTEN: 1}) + "\n" for key in gone)
+            self._lines += len(gone)
+        return gone
 
     async def store(self, key: str, entry: CachedVerdict) -> None:
         """Remember a fresh verdict here and in Redis (a transient one nowhere)."""
@@ -287,6 +348,19 @@ class VerdictCache:
             self._shared_failed("write", exc)
             return
         self._shared_ok()
+
+    async def forget(self, mailbox: str, listed: set[str]) -> int:
+        """``forget_unlisted``, and the same keys deleted from Redis; how many were dropped.
+        Entries only other instances wrote expire by the TTL (docs/scanning.md)."""
+        gone = self.forget_unlisted(mailbox, listed)
+        if gone and self._shared is not None and self._shared_usable():
+            try:
+                await self._shared.delete(gone)
+            except Exception as exc:  # the TTL still ends them
+                self._shared_failed("delete", exc)
+                return len(gone)
+            self._shared_ok()
+        return len(gone)
 
     def _shared_usable(self) -> bool:
         if self._retry_at is not None and self._clock() < self._retry_at:

@@ -213,17 +213,49 @@ def _host_signals(info: UrlInfo, ctx: LinkContext, seen: str) -> list[Signal]:
     if info.ip is not None:
         out.append(_sig(_ip_rule(info.ip), info.ip.address, seen))
         return out
-    for feed in ctx.feeds:
-        hit = feed.lookup(host)
-        if hit is not None:
-            out.append(_sig(f"link-feed-{hit.match}", f"{hit.entry} in {hit.feed}", seen))
-            break
+    feed = feed_signal(host, ctx.feeds, seen)
+    if feed is not None:
+        out.append(feed)
     if _broken_host(info):
         return out
     if host in SHORTENERS or hosts.registrable(host) in SHORTENERS:
         out.append(_sig("link-shortener", host, seen))
     out.extend(_name_signals(info, ctx.brands, seen))
     return out
+
+
+def feed_signal(host: str, feeds: Sequence[HostFeed], seen: str = "") -> Signal | None:
+    """The first feed's hit on a link host (feeds in policy order), as a signal.
+
+    Also what :mod:`.evidence` re-scores a cached message with: the same look-up on the
+    hosts it kept, so a feed change gives the signal a new scan would.
+    """
+    for feed in feeds:
+        hit = feed.lookup(host)
+        if hit is not None:
+            return _sig(f"link-feed-{hit.match}", f"{hit.entry} in {hit.feed}", seen)
+    return None
+
+
+def feed_hosts(links: Iterable[Link], max_links: int) -> list[str]:
+    """The hosts :func:`link_signals` looks up in the feeds, in its order, each once.
+
+    The same walk: distinct (url, source, anchor) up to ``max_links``, parsed, IP-literal
+    hosts left out (feeds list names).
+    """
+    out: dict[str, None] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for link in links:
+        key = (link.url, link.source, link.anchor_text)
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(seen) > max_links:
+            break
+        info = parse_url(link.url)
+        if info is not None and info.host and info.ip is None:
+            out.setdefault(info.host, None)
+    return list(out)
 
 
 def _name_signals(

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from email.message import Message
 
-from popproxy.scan import addresses, content, features, hosts
+from popproxy.scan import addresses, content, evidence, features, hosts
 from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.collected import Collected, image_only, limit_signals, plain_links
 from popproxy.scan.containers import open_container
-from popproxy.scan.extract import Extracted, html_extract
+from popproxy.scan.extract import Extracted, Link, html_extract
 from popproxy.scan.feeds import HostFeed, load_feeds
 from popproxy.scan.header_facts import HeaderFacts
 from popproxy.scan.headers import has_own_headers
@@ -97,7 +97,7 @@ class Scanner:
         first ``max_message_bytes``).  Either way the verdict carries ``limit-size``, weighted
         to tag: growing a message past the cap must not make it look cleaner.
         """
-        return self.scan_features(message, truncated=truncated)[0]
+        return self._judge(message, truncated)[0]
 
     def scan_features(
         self, message: bytes, *, truncated: bool = False
@@ -106,24 +106,45 @@ class Scanner:
 
         For the benchmark and the training script, which need both from one pass.
         """
+        verdict, vector, _ = self._judge(message, truncated)
+        return verdict, vector
+
+    def scan_evidence(
+        self, message: bytes, *, truncated: bool = False
+    ) -> tuple[Verdict, evidence.Evidence | None]:
+        """:meth:`scan`, and what re-scoring it later needs (:mod:`.evidence`; None if
+        unscanned): the proxy caches both, so a feed or threshold change needs no download."""
+        verdict, _, kept = self._judge(message, truncated)
+        return verdict, kept
+
+    def rescore(self, kept: evidence.Evidence) -> Verdict:
+        """The verdict :meth:`scan` would give now for the message ``kept`` came from.
+
+        Raises ValueError for truncated evidence (judge the message instead)."""
+        return evidence.rescore(kept, self.feeds, self.model, self.config.thresholds)
+
+    def _judge(
+        self, message: bytes, truncated: bool
+    ) -> tuple[Verdict, dict[str, float], evidence.Evidence | None]:
         cap = self.config.max_message_bytes
         if len(message) > cap:
             message, truncated = _head(message, cap), True
         deadline = self._clock() + self.config.time_budget_seconds
         try:
-            signals, vector = self._evidence(message, deadline, truncated=truncated)
-            return self._combine(signals, vector), vector
+            signals, vector, links = self._evidence(message, deadline, truncated=truncated)
+            kept = evidence.collect(signals, links, vector, MAX_JUDGED_LINKS)
+            return self._combine(signals, vector), vector, kept
         except BudgetExceeded:
             return Verdict.unscanned(
                 "time-budget", f"over the {self.config.time_budget_seconds:g} s budget"
-            ), {}
+            ), {}, None
         except (MemoryError, RecursionError) as exc:
             # The message exhausted a resource as it would the budget: remembered like a
             # timeout (a bug, "error", is judged again at every login; this must not be).
             name = type(exc).__name__
-            return Verdict.unscanned("time-budget", f"scan ran out of resources {name}"), {}
+            return Verdict.unscanned("time-budget", f"scan ran out of resources {name}"), {}, None
         except Exception as exc:
-            return Verdict.unscanned("error", f"internal error {type(exc).__name__}"), {}
+            return Verdict.unscanned("error", f"internal error {type(exc).__name__}"), {}, None
 
     def _checkpoint(self, deadline: float) -> Callable[[], None]:
         def check() -> None:
@@ -132,7 +153,8 @@ class Scanner:
         return check
 
     def _scan(self, message: bytes, deadline: float, *, truncated: bool = False) -> Verdict:
-        return self._combine(*self._evidence(message, deadline, truncated=truncated))
+        signals, vector, _ = self._evidence(message, deadline, truncated=truncated)
+        return self._combine(signals, vector)
 
     def _combine(self, signals: list[Signal], vector: dict[str, float]) -> Verdict:
         if self.model is None:
@@ -141,8 +163,8 @@ class Scanner:
 
     def _evidence(
         self, message: bytes, deadline: float, *, truncated: bool = False
-    ) -> tuple[list[Signal], dict[str, float]]:
-        """The signals and the feature vector of one message (one pass)."""
+    ) -> tuple[list[Signal], dict[str, float], list[Link]]:
+        """The signals, the feature vector and the judged links of one message (one pass)."""
         check = self._checkpoint(deadline)
         for feed in self.feeds:
             feed.refresh()
@@ -172,7 +194,7 @@ class Scanner:
         vector = features.vector(
             signals, found.seen, links, headers.sender_domain, found.text_chars
         )
-        return signals, vector
+        return signals, vector, links
 
     def _walk(
         self, msg: Message, max_depth: int, stats: WalkStats, check: Callable[[], None]

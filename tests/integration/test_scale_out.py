@@ -463,7 +463,8 @@ def test_a_verdict_judged_at_a_is_served_by_b_without_a_second_scan(cluster: Clu
     assert octets == sizes[LINK_MESSAGE - 1]  # RFC 1939: LIST octets == RETR octets
     assert cluster.a.metric("popproxy_verdict_cache_total", result="miss") == 3
     ttls = cluster.verdict_ttls()
-    assert len(ttls) == 3 and all(0 < ttl <= 7 * 86400 for ttl in ttls.values()), ttls
+    # scan.evidence_ttl, 180 days by default
+    assert len(ttls) == 3 and all(0 < ttl <= 180 * 86400 for ttl in ttls.values()), ttls
 
     # The client's next session lands on B: the same sizes and the same defanged bytes, from
     # A's verdicts in Redis; B's feed copy has another mtime but the same content, so the same

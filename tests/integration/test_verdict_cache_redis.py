@@ -34,6 +34,7 @@ from popproxy.proxy.verdict_cache import (
     cache_key,
     to_record,
 )
+from popproxy.scan.evidence import Evidence
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3
 from tests.integration.redis_server import RedisServer
@@ -105,6 +106,33 @@ def _stored(rds: RedisServer) -> dict[bytes, tuple[dict[str, Any], int]]:
         return out
     finally:
         client.close()
+
+
+# ------------------------------------------------------------------ evidence (issue 17)
+OLD_EVIDENCE_GEN, NEW_EVIDENCE_GEN = "aaaaaaaaaaaa-111111111111", "aaaaaaaaaaaa-222222222222"
+
+
+def test_a_verdict_of_an_older_feed_is_read_from_redis_stale_with_its_evidence(
+        levels: tuple[Level, Level, Clock], rds: RedisServer) -> None:
+    a, b, _ = levels
+    kept = Evidence((("link-ip-host", "198.51.100.7"),), ("www.example.test",), {"url.count": 1})
+    judged = replace(VERDICT, generation=OLD_EVIDENCE_GEN, evidence=kept, mailbox="box")
+    a.store(judged)
+    assert b.lookup(generation=NEW_EVIDENCE_GEN) == judged  # the caller re-scores it
+    assert b.results == ["stale"]
+    (value, _), = _stored(rds).values()
+    assert value["evidence"]["h"] == ["www.example.test"]
+
+
+def test_forgetting_unlisted_messages_deletes_their_redis_keys(
+        levels: tuple[Level, Level, Clock], rds: RedisServer) -> None:
+    a, _, _ = levels
+    listed = cache_key("default", "alice", b"uidl-0002", 99)
+    a.store(replace(VERDICT, mailbox="box"))
+    a.store(replace(VERDICT, mailbox="box"), listed)
+    assert len(_stored(rds)) == 2
+    assert a.loop.call(a.cache.forget("box", {listed})) == 1
+    assert list(_stored(rds)) == [f"{REDIS_PREFIX}{listed}".encode()]
 
 
 # --------------------------------------------------------------------------- the cache itself

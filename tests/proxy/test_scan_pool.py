@@ -125,7 +125,7 @@ def test_no_worker_gives_a_transient_verdict_judged_again_later(tmp_path: Path) 
         try:
             spool = tmp_path / "m"
             spool.write_bytes(CLEAN)
-            verdict = await service.judge(spool)
+            verdict, _ = await service.judge(spool)
             return verdict.action, verdict.cause, service.transient(verdict)
         finally:
             await service.aclose()

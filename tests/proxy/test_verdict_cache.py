@@ -21,6 +21,7 @@ from popproxy.proxy.verdict_cache import (
     from_record,
     to_record,
 )
+from popproxy.scan.evidence import Evidence
 
 DAY = 86400.0
 
@@ -128,3 +129,45 @@ def test_verdicts_survive_a_restart_in_a_private_file(tmp_path: Path) -> None:
     again = VerdictCache(path, wall_clock=wall)
     assert again.get("k1") == _verdict(wall.now)
     assert again.get("k2") is None and len(again) == 1
+
+
+# ---------------------------------------------------------------- evidence, stale, forgetting
+STALE_GEN, NEW_GEN = "aaaaaaaaaaaa-111111111111", "aaaaaaaaaaaa-222222222222"
+
+
+def _with_evidence(mailbox: str = "box1") -> CachedVerdict:
+    kept = Evidence((("link-shortener", "bit.ly"),), ("bit.ly",), {"url.count": 1.0})
+    return CachedVerdict("tag", 4.0, ("link-shortener (bit.ly)",), 321, 1_000_000.0, STALE_GEN,
+                         evidence=kept, mailbox=mailbox)
+
+
+def test_evidence_and_mailbox_round_trip_through_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "verdicts.jsonl"
+    VerdictCache(path).put("k", _with_evidence())
+    assert VerdictCache(path).get("k") == _with_evidence()
+    assert '"evidence": {"s": [["link-shortener", "bit.ly"]]' in path.read_text()
+
+
+def test_a_verdict_of_another_evidence_generation_is_returned_stale(tmp_path: Path) -> None:
+    results: list[str] = []
+    cache = VerdictCache(None, on_result=results.append)
+    cache.put("k", _with_evidence())
+    assert asyncio.run(cache.lookup("k", NEW_GEN)) == _with_evidence()  # the caller re-scores
+    assert asyncio.run(cache.lookup("k", "bbbbbbbbbbbb-222222222222")) is None  # message part
+    assert asyncio.run(cache.lookup("k", STALE_GEN)) == _with_evidence()
+    assert results == ["stale", "miss", "local_hit"]
+
+
+def test_entries_of_messages_no_longer_listed_are_forgotten_across_restarts(
+        tmp_path: Path) -> None:
+    path = tmp_path / "verdicts.jsonl"
+    cache = VerdictCache(path)
+    for key in ("k1", "k2", "k3"):
+        cache.put(key, _with_evidence())
+    cache.put("other", _with_evidence("box2"))
+    assert sorted(cache.forget_unlisted("box1", {"k2"})) == ["k1", "k3"]
+    assert cache.forget_unlisted("box1", {"k2"}) == []
+    again = VerdictCache(path)
+    assert [again.get(k) is not None for k in ("k1", "k2", "k3", "other")] == [
+        False, True, False, True]
+    assert len(again) == 2

@@ -1,0 +1,66 @@
+"""Issue 17 against a real Dovecot: after a feed update the next session's STAT reads nothing
+from the upstream to judge (every verdict re-scored from its cached evidence), and LIST still
+equals RETR."""
+
+from __future__ import annotations
+
+import os
+import poplib
+from pathlib import Path
+
+import pytest
+
+from popproxy.metrics import Metrics
+from popproxy.proxy.observe import Observer
+from tests.helpers import LoopThread, make_config, running_proxy
+from tests.integration.dovecot import Dovecot
+
+pytestmark = pytest.mark.dovecot
+
+
+def _judged(observer: Observer) -> tuple[float, float, float]:
+    """(messages downloaded to judge, re-scored from evidence, bytes read to judge)."""
+    registry = observer.metrics.registry
+    downloaded = registry.get_sample_value("popproxy_scan_judged_total", {"how": "downloaded"})
+    rescored = registry.get_sample_value("popproxy_scan_judged_total", {"how": "rescored"})
+    read = registry.get_sample_value("popproxy_scan_judge_bytes_total")
+    return downloaded or 0.0, rescored or 0.0, read or 0.0
+
+
+def _login(port: int) -> poplib.POP3:
+    client = poplib.POP3("127.0.0.1", port, timeout=30)
+    client.user("scan")
+    client.pass_("scanpw")
+    return client
+
+
+def _listing(client: poplib.POP3) -> dict[int, int]:
+    _, lines, _ = client.list()
+    return {int(n): int(size) for n, size in (line.split() for line in lines)}
+
+
+def test_a_feed_update_rescores_without_reading_the_mailbox_again(
+        dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
+    feed = tmp_path / "feed.txt"
+    feed.write_text("phish-a.example\n")
+    observer = Observer(Metrics())
+    scan = {"enabled": True, "feeds": [str(feed)]}
+    config = make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
+    with running_proxy(config, loop_thread, observer) as proxy:
+        first = _login(proxy.port)
+        count, _ = first.stat()
+        before = _listing(first)
+        first.quit()
+        downloaded, rescored, read = _judged(observer)
+        assert (downloaded, rescored) == (count, 0) and count == 5 and read > 0
+
+        feed.write_text("phish-a.example\nphish-b.example\n")  # an hourly feed update
+        os.utime(feed, ns=(10**18, 10**18))
+        second = _login(proxy.port)
+        assert second.stat()[0] == count
+        assert _judged(observer) == (count, count, read)  # 0 bytes read to judge
+        after = _listing(second)
+        assert after == before
+        for number in range(1, 5):  # 5: Dovecot's own off-by-CRLF (test_scan_consistency)
+            assert second.retr(number)[2] == after[number], number
+        second.quit()

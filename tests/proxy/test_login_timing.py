@@ -4,6 +4,7 @@ The attack: time the ``-ERR``.  A ``users:`` rule refused at the proxy's floor (
 the upstream refused a wrong password after its own failure delay (Dovecot: up to 2 s), so a
 guesser could tell which accounts a rule guards, i.e. that they exist.  The proxy learns each
 upstream's refusal time and holds every refusal (policy or upstream) for the same span.
+The learner on its own is tested in test_failure_timing.py.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from typing import Any
 
 import pytest
 
-from popproxy.policy.config import Upstream
-from popproxy.proxy.failure_timing import MARGIN, MAX_LEARNED, SAMPLES, FailureTiming, upstream_key
 from tests.helpers import LoopbackServer, LoopThread, RunningProxy, make_config, running_proxy
 
 AUTH_FAILED = b"-ERR [AUTH] authentication failed\r\n"
@@ -164,27 +163,3 @@ def test_successful_login_is_not_held_to_the_learned_delay(loop_thread: LoopThre
             sock.sendall(b"PASS right\r\n")
             assert replies.readline().startswith(b"+OK")
             assert time.monotonic() - started < 0.3 + TOLERANCE  # the upstream's time only
-
-
-# --------------------------------------------------------------------------- the learner
-KEY = upstream_key(Upstream(host="192.0.2.1", port=110))
-
-
-def test_learned_floor_is_the_longest_recent_refusal_plus_margin() -> None:
-    timing = FailureTiming()
-    assert timing.floor(KEY, 1.0) == 1.0  # nothing seen yet: the configured floor
-    for seconds in (1.5, 2.0, 1.6):
-        timing.observe(KEY, seconds)
-    assert timing.floor(KEY, 1.0) == pytest.approx(2.0 + MARGIN)
-    assert timing.floor(KEY, 3.0) == 3.0  # a configured floor above it still wins
-    other = upstream_key(Upstream(host="192.0.2.1", port=995, mode="tls"))
-    assert timing.floor(other, 1.0) == 1.0  # per upstream address
-
-
-def test_learned_floor_follows_a_faster_upstream_and_caps_a_stalled_one() -> None:
-    timing = FailureTiming()
-    timing.observe(KEY, 60.0)  # a stalled upstream, or one penalising the proxy's address
-    assert timing.learned(KEY) == pytest.approx(MAX_LEARNED + MARGIN)
-    for _ in range(SAMPLES):
-        timing.observe(KEY, 0.5)
-    assert timing.learned(KEY) == pytest.approx(0.5 + MARGIN)

@@ -66,7 +66,6 @@ BACKLOG: dict[str, str] = {
     "scan/verdict.py": "imported by tests/proxy/test_scan_jobs.py (+3)",
     "scan/weights.py": "only indirectly, through proxy/scan_jobs.py",
     "capture/hook.py": "imported by tests/capture/test_capture_session.py",
-    "proxy/mailbox.py": "only indirectly, through proxy/session.py",
     "scan/mime_parse.py": "imported by tests/scan/test_mime.py",
     "scan/refresh.py": "only indirectly, through scan/extract.py",
     "scan/zips.py": "imported by tests/scan/test_zip_images.py",

@@ -47,7 +47,6 @@ BACKLOG: dict[str, str] = {
     "scan/mime_params.py": "imported by tests/scan/test_defang_attachments.py (+1)",
     "scan/obfuscation.py": "only indirectly, through scan/content.py",
     "scan/ooxml.py": "only indirectly, through scan/containers.py",
-    "scan/sniff.py": "only indirectly, through scan/containers.py",
     "scan/sources.py": "only indirectly, through scan/cli_scan.py",
     "scan/urls.py": "imported by tests/scan/test_hosts.py (+1)",
     "scan/refresh.py": "only indirectly, through scan/extract.py",

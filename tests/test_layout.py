@@ -48,7 +48,6 @@ BACKLOG: dict[str, str] = {
     "scan/obfuscation.py": "only indirectly, through scan/content.py",
     "scan/ooxml.py": "only indirectly, through scan/containers.py",
     "scan/sources.py": "only indirectly, through scan/cli_scan.py",
-    "scan/urls.py": "imported by tests/scan/test_hosts.py (+1)",
     "scan/refresh.py": "only indirectly, through scan/extract.py",
     "scan/zips.py": "imported by tests/scan/test_zip_images.py",
 }

@@ -1,4 +1,4 @@
-"""URLs are read the way a browser reads them (WHATWG URL Standard).
+"""``scan.urls``: URLs are read the way a browser reads them (WHATWG URL Standard).
 
 Each spelling below opens a page in a browser; the old urlsplit-based parser saw no host in it,
 so the link was not judged.  Tests check ``parse_url`` and then the whole scanner, with the
@@ -215,3 +215,25 @@ def test_text_links_find_what_a_browser_opens(text: str, url: str) -> None:
 def test_text_bare_scheme_without_slash_is_not_a_link() -> None:
     # "http:80" in prose: no mail client makes a link of it, and it would read as 0.0.0.80.
     assert text_links("the proxy listens on http:8080 and https:443") == []
+
+
+# Moved from test_hosts.py: parse_url's own parts.
+def test_parse_url_userinfo_and_case() -> None:
+    info = parse_url("HTTPS://bank.example@EVIL.test:8443/x")
+    assert info is not None
+    assert (info.scheme, info.host, info.userinfo) == ("https", "evil.test", "bank.example")
+
+
+def test_parse_url_schemes() -> None:
+    js = parse_url("java\tscript:alert(1)")
+    assert js is not None and js.scheme == "javascript"
+    assert parse_url("not a url") is None
+    assert parse_url("http://[::1") is None
+
+
+def test_trailing_dot_long_hosts_and_path() -> None:
+    info = parse_url("https://evil.test./a/b?q=1")
+    assert info is not None and (info.host, info.path) == ("evil.test", "/a/b")
+    assert parse_url("https://" + "a." * 130 + "test/") is None  # RFC 1035: over 255 octets
+    mail = parse_url("mailto:someone@example.test")
+    assert mail is not None and (mail.scheme, mail.host) == ("mailto", "")

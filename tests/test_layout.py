@@ -42,13 +42,10 @@ BACKLOG: dict[str, str] = {
     "scan/link_select.py": "only indirectly, through scan/collected.py",
     "scan/lists.py": "only indirectly, through scan/addresses.py",
     "scan/lookalike.py": "imported by tests/scan/test_containers.py (+1)",
-    "scan/macros.py": "imported by tests/scan/test_attachments.py",
     "scan/media.py": "imported by tests/scan/test_qr.py",
-    "scan/mime_params.py": "imported by tests/scan/test_defang_attachments.py (+1)",
     "scan/obfuscation.py": "only indirectly, through scan/content.py",
     "scan/ooxml.py": "only indirectly, through scan/containers.py",
     "scan/sources.py": "only indirectly, through scan/cli_scan.py",
-    "scan/refresh.py": "only indirectly, through scan/extract.py",
     "scan/zips.py": "imported by tests/scan/test_zip_images.py",
 }
 

@@ -13,7 +13,6 @@ import time
 import pytest
 
 from popproxy.scan.extract import Link, LinkSource, html_extract
-from popproxy.scan.refresh import refresh_url
 from tests.scan.helpers import build, names, scan
 
 EVIL = "http://198.51.100.7/login"
@@ -217,13 +216,6 @@ def test_meta_refresh_url_is_a_link(content: str) -> None:
     html = f"<meta http-equiv=\"Refresh\" content=\"{content.replace(chr(34), '&quot;')}\">"
     assert _links(html, "refresh") == [EVIL]
     _assert_judged(html)
-
-
-def test_refresh_content_parsing_follows_the_standard() -> None:
-    assert refresh_url("5") == ""  # a reload, no URL
-    assert refresh_url("soon; url=x") == ""  # no time: the whole content is ignored
-    assert refresh_url("1; url = 'a' b") == "a"
-    assert refresh_url("1;urlx") == "urlx"
 
 
 # --- what is visible text -----------------------------------------------------------------------

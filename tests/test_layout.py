@@ -35,7 +35,6 @@ BACKLOG: dict[str, str] = {
     "scan/explain.py": "imported by tests/scan/test_cli_scan.py",
     "scan/extract.py": "imported by tests/scan/test_html_browser_parsing.py (+2)",
     "scan/features.py": "imported by tests/scan/test_model.py",
-    "scan/headers.py": "imported by tests/scan/test_regex_budget.py",
     "scan/html_cost.py": "imported by tests/scan/test_defang_tree.py",
     "scan/invites.py": "imported by tests/scan/test_containers.py",
     "scan/link_select.py": "only indirectly, through scan/collected.py",
@@ -43,7 +42,6 @@ BACKLOG: dict[str, str] = {
     "scan/lookalike.py": "imported by tests/scan/test_containers.py (+1)",
     "scan/media.py": "imported by tests/scan/test_qr.py",
     "scan/ooxml.py": "only indirectly, through scan/containers.py",
-    "scan/sources.py": "only indirectly, through scan/cli_scan.py",
     "scan/zips.py": "imported by tests/scan/test_zip_images.py",
 }
 

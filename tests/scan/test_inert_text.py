@@ -1,5 +1,5 @@
 """URLs in running text made unclickable but readable, and link targets shown as a browser
-would have resolved them.  Linear-time checks on hostile input are in test_defang_tree.py."""
+would have resolved them.  Linear-time checks on hostile input are in test_defang_html.py."""
 
 from __future__ import annotations
 

@@ -30,7 +30,6 @@ BACKLOG: dict[str, str] = {
     "proxy/errors.py": "only indirectly, through proxy/auth.py",
     "scan/addresses.py": "imported by tests/scan/test_content.py (+3)",
     "scan/extract.py": "imported by tests/scan/test_html_browser_parsing.py (+2)",
-    "scan/html_cost.py": "imported by tests/scan/test_defang_html.py",
     "scan/media.py": "imported by tests/scan/test_qr.py",
     "scan/zips.py": "imported by tests/scan/test_zip_images.py",
 }

@@ -1,5 +1,5 @@
 """The URL of a meta refresh, read as the HTML standard reads it (moved from
-test_html_browser_parsing.py, where refresh links are followed through the scanner)."""
+test_extract.py, where refresh links are followed through the scanner)."""
 
 from __future__ import annotations
 

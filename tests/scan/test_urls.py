@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from popproxy.scan.extract import text_links
 from popproxy.scan.urls import parse_url
 from tests.scan.helpers import build, names, scan
 
@@ -197,24 +196,6 @@ def test_script_and_inline_schemes_keep_their_scheme() -> None:
         info = parse_url(url)
         assert info is not None
         assert (info.scheme, info.host) == (scheme, "")
-
-
-@pytest.mark.parametrize(
-    ("text", "url"),
-    [
-        (f"https:\\\\{IP}\\login", f"https:\\\\{IP}\\login"),
-        (f"HTTPS://{IP}/login", f"HTTPS://{IP}/login"),
-        (f"http:/{IP}/login.", f"http:/{IP}/login"),
-        ("hxxps[://]evil[.]test/x", "https://evil.test/x"),  # refanged as before
-    ],
-)
-def test_text_links_find_what_a_browser_opens(text: str, url: str) -> None:
-    assert [link.url for link in text_links(f"Please open {text} today")] == [url]
-
-
-def test_text_bare_scheme_without_slash_is_not_a_link() -> None:
-    # "http:80" in prose: no mail client makes a link of it, and it would read as 0.0.0.80.
-    assert text_links("the proxy listens on http:8080 and https:443") == []
 
 
 # Moved from test_hosts.py: parse_url's own parts.

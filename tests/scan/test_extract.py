@@ -2,7 +2,7 @@
 tokenizer), and URLs in running text are found as a browser would open them.
 
 Each attack hid a clickable link from the scanner (score 0, delivered as ``pass``) because a
-regex disagreed with the HTML5 parsing rules a browser follows.  Every test checks the link at
+regex disagreed with the HTML5 parsing rules a browser follows.  Each HTML test checks the link at
 ``html_extract`` level and through ``Scanner.scan``, where the link (an IP-literal host, which
 raises ``link-ip-host``) must now be judged.
 """

@@ -29,7 +29,6 @@ EXEMPT: dict[str, str] = {
 BACKLOG: dict[str, str] = {
     "proxy/errors.py": "only indirectly, through proxy/auth.py",
     "scan/addresses.py": "imported by tests/scan/test_content.py (+3)",
-    "scan/media.py": "imported by tests/scan/test_qr.py",
     "scan/zips.py": "imported by tests/scan/test_zip_images.py",
 }
 

@@ -1,17 +1,15 @@
-"""Lure wording, greeting and image-only signals, each on a small synthetic message (the
-sender-line cases are in test_addresses.py)."""
+"""Lure wording, sender-line and image-only signals, each on a small synthetic message (the
+table of sender lines itself is in test_addresses.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from popproxy.scan import DEFAULT_PROTECTED_BRANDS, DEFAULT_SENDER_BRANDS, ScanConfig
+from popproxy.scan import ScanConfig
 from popproxy.scan.content import greeting_signals
 from popproxy.scan.header_facts import HeaderFacts
 from popproxy.scan.lures import lure_signals
 from tests.scan.helpers import build, load, names, scan
-
-_ALL_BRANDS = DEFAULT_PROTECTED_BRANDS + DEFAULT_SENDER_BRANDS
 
 
 @pytest.mark.parametrize(

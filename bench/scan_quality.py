@@ -46,7 +46,7 @@ for _path in (REPO, REPO / "bench"):  # bench/ for campaigns.py, also when impor
 
 from campaigns import campaign_keys, cluster  # noqa: E402
 
-from popproxy.scan import ScanConfig, Scanner, load_feeds  # noqa: E402
+from popproxy.scan import Scanner, ScanSettings, load_feeds  # noqa: E402
 from popproxy.scan.scoring import combine, forces_tag  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = load_corpus(root, args.split)
     assign_campaigns(samples)
     feed_path = root / FEED_NAME
-    config = ScanConfig(combiner="model")  # the weights' verdict is recomputed from its signals
+    config = ScanSettings(combiner="model")  # the weights' verdict is recomputed from its signals
     settings = {"no feed": Scanner(config, feeds=())}
     if feed_path.is_file():
         settings["with feed"] = Scanner(config, feeds=load_feeds([feed_path]))

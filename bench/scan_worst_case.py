@@ -72,9 +72,9 @@ def measure(size: int) -> dict[str, tuple[float, float, str]]:
     """name -> (scan seconds, render seconds, action) for the scanner importable here."""
     import time
 
-    from popproxy.scan import ScanConfig, Scanner, Verdict, apply_action
+    from popproxy.scan import Scanner, ScanSettings, Verdict, apply_action
 
-    config = ScanConfig(time_budget_seconds=600.0)
+    config = ScanSettings(time_budget_seconds=600.0)
     scanner = Scanner(config, feeds=())
     out: dict[str, tuple[float, float, str]] = {}
     for name, message in inputs(size).items():

@@ -51,7 +51,7 @@ for _path in (REPO, REPO / "bench"):  # also when imported (tests/scan/test_mode
 
 from scan_quality import DEFAULT_CORPUS, SPLIT, assign_campaigns, load_corpus  # noqa: E402
 
-from popproxy.scan import ScanConfig, Scanner  # noqa: E402
+from popproxy.scan import Scanner, ScanSettings  # noqa: E402
 from popproxy.scan.features import FEATURES_VERSION, SIGNAL_PREFIX  # noqa: E402
 from popproxy.scan.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, PACKAGED_MODEL  # noqa: E402
 from popproxy.scan.scoring import group_of  # noqa: E402
@@ -149,7 +149,7 @@ def scan_all(root: Path, split: int) -> list[Row]:
     """Scan every corpus message once (no feed, weights combiner) for its feature vector."""
     samples = load_corpus(root, split)
     assign_campaigns(samples)
-    scanner = Scanner(ScanConfig(combiner="weights"), feeds=())
+    scanner = Scanner(ScanSettings(combiner="weights"), feeds=())
     rows = []
     for sample in samples:
         verdict, vector = scanner.scan_features(sample.data)
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     order = np.argsort(-np.abs(model.coef))
     for i in order[:25]:
         print(f"  {names[i]:<34} {model.coef[i]:+7.3f}   (raw {model.coef[i] / model.std[i]:+.3f})")
-    scanner = Scanner(ScanConfig(combiner="weights"), feeds=())
+    scanner = Scanner(ScanSettings(combiner="weights"), feeds=())
     checks = {}
     for name, spec in CHECK_MESSAGES.items():
         cx, coff = matrix([Row("check", -1, scanner.scan_features(check_message(spec))[1])],

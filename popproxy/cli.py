@@ -21,7 +21,7 @@ from popproxy import __version__
 from popproxy.auditlog import open_audit_log
 from popproxy.capture.store import CaptureOptions, prepare_directory
 from popproxy.logsetup import configure as configure_logging
-from popproxy.policy.config import Config, ConfigError, load_config, policy_files
+from popproxy.policy import ConfigError, Policy, load_config, policy_files
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.http import OpsServer, upstream_probe
 from popproxy.proxy.observe import Observer
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def summary(config: Config) -> str:
+def summary(config: Policy) -> str:
     listeners = ", ".join(f"{lst.name}={lst.host}:{lst.port}/{lst.mode}"
                           for lst in config.listeners)
     return (f"listeners: {listeners}; upstreams: {1 + len(config.upstreams)}; "
@@ -95,7 +95,7 @@ def _status(server: ProxyServer) -> str:
     return f"serving: {len(server.ports)} listeners, {server.session_count} sessions"
 
 
-async def serve(config: Config, stop: asyncio.Event, config_path: Path | None = None,
+async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = None,
                 notifier: Notifier | None = None, capture: CaptureOptions | None = None) -> None:
     """Run until ``stop`` is set, then shut down gracefully; tell systemd (``notifier``,
     by default ``$NOTIFY_SOCKET``) when ready, reloading and stopping."""
@@ -163,7 +163,7 @@ def _reload_policy(server: ProxyServer, config_path: Path | None) -> None:
     server.reload_tls()
 
 
-async def _main_async(config: Config, config_path: Path,
+async def _main_async(config: Policy, config_path: Path,
                       capture: CaptureOptions | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return main_quarantine(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "schema":
-        print(json.dumps(Config.model_json_schema(), indent=2))
+        print(json.dumps(Policy.model_json_schema(), indent=2))
         return 0
     if args.command in ("check-config", "check"):
         return check_config([*args.paths, *args.config])

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from popproxy.policy.config import ConfigError, load_config
+from popproxy.policy import ConfigError, load_config
 from popproxy.quarantine import QuarantineStore
 
 

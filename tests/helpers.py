@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.server import ProxyServer
@@ -51,7 +51,7 @@ class LoopbackServer:
         raise NotImplementedError
 
 
-def make_config(upstream_port: int, **overrides: Any) -> Config:
+def make_config(upstream_port: int, **overrides: Any) -> Policy:
     """A config with one plain listener on an ephemeral port, fronting 127.0.0.1:upstream_port."""
     data: dict[str, Any] = {
         "listeners": [{"name": "pop3", "host": "127.0.0.1", "port": 1, "mode": "plain",
@@ -67,7 +67,7 @@ def make_config(upstream_port: int, **overrides: Any) -> Config:
     data["scan"] = {"enabled": False}
     for key, value in overrides.items():
         data[key] = {**data["limits"], **value} if key == "limits" else value
-    return Config.model_validate(data)
+    return Policy.model_validate(data)
 
 
 @dataclass
@@ -79,7 +79,7 @@ class RunningProxy:
 
 @contextmanager
 def running_proxy(
-    config: Config, loop: LoopThread | None = None, observer: Observer | None = None
+    config: Policy, loop: LoopThread | None = None, observer: Observer | None = None
 ) -> Iterator[RunningProxy]:
     """Start a ProxyServer (listener ports forced to 0) and stop it afterwards."""
     own_loop = loop is None

@@ -68,3 +68,26 @@ def test_the_lists_name_only_modules_that_exist_and_lack_tests() -> None:
     assert not covered, f"has its test file now, remove it from BACKLOG: {covered}"
     assert not set(EXEMPT) & set(BACKLOG)
     assert all(reason.strip() for reason in listed.values())
+
+
+# House rule 7 (small files and functions), issue 16's acceptance: a module that grows past
+# this is split by responsibility, a function past that into named steps.
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 50
+
+
+def test_no_module_or_function_is_too_long() -> None:
+    import ast
+
+    too_long = []
+    for module in [*modules(), *(f"{p.parent.relative_to(PACKAGE).as_posix()}/__init__.py"
+                                 for p in PACKAGE.rglob("__init__.py"))]:
+        source = (PACKAGE / module).read_text()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{module}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{module}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, "\n".join(too_long)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.policy.config import load_config
+from popproxy.policy import load_config
 from popproxy.policy.schema import Limits
 from tests.support.ports import free_port
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from popproxy.capture.flow import Address, FlowInfo, encode_flow
 from popproxy.capture.recorder import SessionRecorder
 from popproxy.capture.store import CaptureOptions, write_capture
-from popproxy.policy.config import Listener, Upstream
+from popproxy.policy import Listener, Upstream
 from popproxy.policy.decisions import IPAddress
 
 log = logging.getLogger("popproxy.capture")

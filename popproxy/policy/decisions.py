@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from popproxy.policy.schema import Config, Listener, Upstream, UserRule
+from popproxy.policy.schema import Listener, Policy, Upstream, UserRule
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -69,7 +69,7 @@ def rule_for(rules: tuple[UserRule, ...], username: str) -> UserRule | None:
 
 
 def user_decision(
-    config: Config, username: str, client: IPAddress | None, tls_active: bool, mechanism: str
+    config: Policy, username: str, client: IPAddress | None, tls_active: bool, mechanism: str
 ) -> Decision:
     """After the username is known: per-user networks, TLS and login mechanism."""
     rule = rule_for(config.users, username)
@@ -84,7 +84,7 @@ def user_decision(
     return Decision(True, f"user rule {rule.match!r}")
 
 
-def route_for(config: Config, username: str) -> tuple[str, Upstream]:
+def route_for(config: Policy, username: str) -> tuple[str, Upstream]:
     """The upstream for ``username``: the first matching route, else the default upstream."""
     for route in config.routes:
         if user_matches(route.match, username):

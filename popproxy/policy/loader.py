@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from popproxy.policy.schema import Config, semantic_problems
+from popproxy.policy.schema import Policy, semantic_problems
 from popproxy.policy.yamlpos import Location, line_of, load_with_positions
 
 LIST_SECTIONS = ("listeners", "users", "routes")
@@ -98,7 +98,7 @@ def policy_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path) -> Policy:
     """Read, merge, validate and freeze the policy at ``path`` (a file or a directory)."""
     files = policy_files(path)
     if not files:
@@ -110,7 +110,7 @@ def load_config(path: Path) -> Config:
     if merged.errors:
         raise ConfigError(merged.errors)
     try:
-        config = Config.model_validate(merged.data)
+        config = Policy.model_validate(merged.data)
     except ValidationError as exc:
         raise ConfigError(
             [_describe(merged, tuple(e["loc"]), e["msg"]) for e in exc.errors()]

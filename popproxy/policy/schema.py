@@ -1,7 +1,7 @@
 """The policy schema: pydantic models mirroring the YAML, frozen, unknown keys forbidden.
 
 A typo is an error, not a silent default.  ``popproxy schema`` prints the JSON Schema of
-``Config`` for editor completion.
+``Policy`` for editor completion.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     IPvAnyNetwork,
     ValidationInfo,
@@ -21,27 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-Port = Annotated[int, Field(ge=1, le=65535)]
-Seconds = Annotated[float, Field(gt=0, le=86400)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
-
-def _check_redis_url(value: str | None) -> str | None:
-    """redis-py's URL forms: a typo'd scheme would otherwise surface only at the first login."""
-    if value is not None and not value.startswith(REDIS_SCHEMES):
-        raise ValueError("must be a Redis URL starting with redis:// (plain), rediss:// (TLS) "
-                         "or unix:// (socket), e.g. redis://:PASSWORD@10.0.7.30:6379/0")
-    return value
-
-
-TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
-
+from popproxy.policy.schema_base import Model, Port, Seconds, TlsVersion, check_redis_url
+from popproxy.policy.schema_scan import Scan
 
 IPV4_MAPPED_PREFIX = 96  # ::ffff:0:0/96 (RFC 4291 section 2.5.5.2)
 
@@ -65,7 +44,7 @@ def _unmapped(network: ipaddress.IPv4Network | ipaddress.IPv6Network
 ClientNetwork = Annotated[IPvAnyNetwork, AfterValidator(_unmapped)]
 
 
-class ProxyProtocol(_Model):
+class ProxyProtocol(Model):
     """HAProxy PROXY protocol v1/v2 on a listener: accepted only from ``trusted`` peers."""
 
     trusted: Annotated[tuple[ClientNetwork, ...], Field(min_length=1)]
@@ -73,7 +52,7 @@ class ProxyProtocol(_Model):
     header_timeout: Seconds = 5.0
 
 
-class Listener(_Model):
+class Listener(Model):
     """One address the proxy accepts clients on.
 
     mode ``tls``: implicit TLS (port 995 style); ``starttls``: plaintext until STLS (port 110
@@ -114,7 +93,7 @@ class Listener(_Model):
         return v
 
 
-class Upstream(_Model):
+class Upstream(Model):
     """The legacy POP3 server behind the proxy."""
 
     host: str = "127.0.0.1"
@@ -132,7 +111,7 @@ class Upstream(_Model):
     response_timeout: Seconds = 120.0
 
 
-class Limits(_Model):
+class Limits(Model):
     """Named, configurable resource limits."""
 
     # RFC 1939 section 3: an autologout timer "MUST be of at least 10 minutes' duration".
@@ -161,7 +140,7 @@ class Limits(_Model):
         return self
 
 
-class Certificate(_Model):
+class Certificate(Model):
     """A certificate chain and its key; ``names`` are the SNI names it is chosen for."""
 
     cert: Path
@@ -169,7 +148,7 @@ class Certificate(_Model):
     names: tuple[str, ...] = ()
 
 
-class Tls(_Model):
+class Tls(Model):
     """Client-facing TLS.  With no certificates a self-signed one is made in state_dir."""
 
     certificates: tuple[Certificate, ...] = ()
@@ -177,7 +156,7 @@ class Tls(_Model):
     handshake_timeout: Seconds = 10.0
 
 
-class LockoutLimit(_Model):
+class LockoutLimit(Model):
     """Failures in the window before delays start (``free``) and before blocking."""
 
     free: Annotated[int, Field(ge=0)]
@@ -190,7 +169,7 @@ class LockoutLimit(_Model):
         return self
 
 
-class Lockout(_Model):
+class Lockout(Model):
     """Failed-login throttling (see popproxy/policy/lockout.py for the model)."""
 
     enabled: bool = True
@@ -216,59 +195,10 @@ class Lockout(_Model):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str | None) -> str | None:
-        return _check_redis_url(v)
+        return check_redis_url(v)
 
 
-class ScanThresholds(_Model):
-    """Score at or above which each action applies (the highest wins)."""
-
-    tag: Annotated[float, Field(ge=0)] = 4.0
-    defang: Annotated[float, Field(ge=0)] = 7.0
-    quarantine: Annotated[float, Field(ge=0)] = 10.0
-
-
-class Scan(_Model):
-    """Message scanning of RETR/TOP (see docs/scanning.md for the POP3 consistency design)."""
-
-    enabled: bool = True
-    thresholds: ScanThresholds = ScanThresholds()
-    # "model": the trained combiner shipped in the package (popproxy/scan/model.json), on the
-    # same score scale as the thresholds, with the weights table as a floor; "weights": the
-    # readable weights table alone.  The model beats the table on the time split
-    # (bench/scan_quality.py, docs/scanning.md).
-    combiner: Literal["model", "weights"] = "model"
-    # Plain host-list blocklists (one host per line, # comments), re-read when they change.
-    feeds: tuple[Path, ...] = ()
-    subject_prefix: str = "[SUSPICIOUS]"
-    # Larger messages are not parsed; they get the fail mode's treatment without being held.
-    max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
-    time_budget: Annotated[float, Field(gt=0, le=600)] = 5.0
-    # Scanner over budget or failing: "open" delivers the message with fail_open_action,
-    # "closed" quarantines it.
-    fail_mode: Literal["open", "closed"] = "open"
-    # What "open" does with a message that could not be judged (over the time budget, a
-    # crashed or killed scan): it is suspicious, not clean, so it is delivered with its links
-    # made inert ("defang") or at least marked ("tag"); the timeout is remembered like a verdict.
-    fail_open_action: Literal["tag", "defang"] = "defang"
-    # Scan worker processes (scans and renders never run in the proxy's event loop); unset:
-    # one per usable CPU, at least 2, so one slow message never holds every scan up.
-    workers: Annotated[int, Field(ge=1, le=256)] | None = None
-    quarantine_dir: Path | None = None  # default: <state_dir>/quarantine
-    notice_from: str = "popproxy <postmaster@localhost>"
-    # Verdicts shared by several instances (docs/scaling.md); unset: lockout.redis_url's Redis
-    # if that is set, else each instance keeps its own verdicts.
-    redis_url: str | None = None
-    # How long a verdict stays in Redis after it was written: until the instances that serve
-    # the mailbox have their own copy (memory per day of TTL: docs/scaling.md).
-    verdict_ttl: Annotated[float, Field(ge=60, le=365 * 86400)] = 7 * 86400.0
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, v: str | None) -> str | None:
-        return _check_redis_url(v)
-
-
-class Observability(_Model):
+class Observability(Model):
     """Where metrics are served and the audit log is written."""
 
     # /metrics, /healthz and /readyz on this address (no port: no HTTP endpoint).
@@ -278,7 +208,7 @@ class Observability(_Model):
     audit_log: str | None = None
 
 
-class DemoUpstream(_Model):
+class DemoUpstream(Model):
     """The built-in demo POP3 server (for trying the proxy out; never for production)."""
 
     enabled: bool = False
@@ -297,7 +227,7 @@ def _check_pattern(value: str) -> str:
 UserPattern = Annotated[str, Field(min_length=1)]
 
 
-class UserRule(_Model):
+class UserRule(Model):
     """Per-user rule; the first rule whose ``match`` fits the user name applies."""
 
     match: UserPattern
@@ -313,7 +243,7 @@ class UserRule(_Model):
         return _check_pattern(v)
 
 
-class Route(_Model):
+class Route(Model):
     """Send users whose name fits ``match`` to the named upstream (first match wins)."""
 
     match: UserPattern
@@ -325,7 +255,7 @@ class Route(_Model):
         return _check_pattern(v)
 
 
-class Config(_Model):
+class Policy(Model):
     listeners: tuple[Listener, ...]
     # The default upstream; ``upstreams`` adds named ones that ``routes`` can pick.
     upstream: Upstream = Upstream()
@@ -367,7 +297,7 @@ class Config(_Model):
 Problem = tuple[tuple[str | int, ...], str]  # (key path, message)
 
 
-def semantic_problems(config: Config) -> list[Problem]:
+def semantic_problems(config: Policy) -> list[Problem]:
     """Rules across entries (checked after the schema), each with the key path to blame."""
     problems: list[Problem] = []
     seen_names: dict[str, int] = {}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from popproxy.pop3 import limits
 from popproxy.pop3.errors import RemoteProtocolError
+from popproxy.pop3.verbs import VERBS, VerbFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +49,49 @@ def parse_capa_body(body: bytes) -> tuple[Capability, ...]:
     return tuple(caps)
 
 
+def _login_only(facts: VerbFacts) -> bool:
+    return "transaction" not in facts.phases
+
+
 # Capabilities the proxy answers itself or must not leak from the upstream:
-#  STLS        - TLS is between client and proxy, never relayed (RFC 2595 section 4);
+#  the tags of login-phase verbs (STLS, USER, SASL) - TLS is between client and proxy, never
+#                relayed (RFC 2595 section 4), and login happens at the proxy, before the
+#                upstream is even chosen;
 #  IMPLEMENTATION - would disclose the legacy server's software (RFC 2449 section 6.9);
-#  SASL, USER  - login happens at the proxy, before the upstream is even chosen;
 #  LOGIN-DELAY, EXPIRE - values describe the upstream's policy, not ours; kept (relevant to
 #                clients) only after login.
-_NEVER_RELAYED = frozenset({"STLS", "IMPLEMENTATION", "SASL", "USER"})
+_NEVER_RELAYED = frozenset(
+    {f.capa for f in VERBS.values() if f.capa is not None and _login_only(f)} | {"IMPLEMENTATION"}
+)
+
+# Capabilities that name no verb but what the proxy itself does: response codes (RFC 2449
+# section 6.4; AUTH-RESP-CODE, RFC 3206 section 6) and pipelining (RFC 2449 section 6.6: every
+# pipelined line is read and answered in order).
+PROXY_FEATURES = ("RESP-CODES", "AUTH-RESP-CODE", "PIPELINING")
+
+
+def proxy_capabilities(
+    *, stls_offered: bool, login_allowed: bool, mechanisms: Sequence[str]
+) -> list[bytes]:
+    """The proxy's own CAPA body before login (RFC 2449 section 6, RFC 2595 section 4).
+
+    Args:
+        stls_offered: STLS is possible now (a starttls listener, TLS not yet active).
+        login_allowed: USER and SASL may be used now (TLS active, or plaintext consented to).
+        mechanisms: the SASL mechanisms listed after the SASL tag.
+
+    Returns:
+        The body lines: the tags of the TRANSACTION verbs (TOP, UIDL), PROXY_FEATURES, then
+        the login-phase tags that are usable now, all from ``verbs.VERBS``.
+    """
+    tags = [f.capa for f in VERBS.values() if f.capa is not None and not _login_only(f)]
+    tags += PROXY_FEATURES
+    for facts in VERBS.values():
+        if facts.capa is None or not _login_only(facts):
+            continue
+        if stls_offered if facts.name == "STLS" else login_allowed:
+            tags.append(" ".join((facts.capa, *mechanisms)) if facts.capa == "SASL" else facts.capa)
+    return [tag.encode("ascii") for tag in tags]
 
 
 def filter_upstream(caps: tuple[Capability, ...]) -> tuple[Capability, ...]:

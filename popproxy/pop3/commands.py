@@ -27,10 +27,12 @@ from popproxy.pop3.events import (
     Need,
     SaslResponse,
 )
+from popproxy.pop3.state import SessionState
+from popproxy.pop3.verbs import VERBS
 
 # Commands whose argument is the whole rest of the line (RFC 1939 section 7: a password may
 # contain spaces; section 3 says arguments are separated by a single space otherwise).
-_REST_OF_LINE_VERBS = frozenset({"PASS"})
+_REST_OF_LINE_VERBS = frozenset(facts.name for facts in VERBS.values() if facts.rest_of_line)
 
 
 def parse_command_line(line: bytes) -> Command | BadCommand:
@@ -59,23 +61,30 @@ class CommandParser:
     """Owns the one receive buffer of the client direction.
 
     Feed bytes with ``receive_data`` (``b""`` means EOF), pull events with ``next_event``
-    until it returns ``NEED_DATA``.  ``sasl_mode`` switches line interpretation to raw SASL
-    responses (RFC 5034 section 4) with their own, larger limit.
+    until it returns ``NEED_DATA``.  The session's state says how a line is read: inside an
+    AUTH exchange (``State.AUTHORIZATION_SASL``) lines are raw SASL responses (RFC 5034
+    section 4) with their own, larger limit; otherwise commands.
     """
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_bad_before_command", "_buf", "_draining", "_eof", "_scan_from", "bad_count", "sasl_mode"
+        "_bad_before_command", "_buf", "_draining", "_eof", "_scan_from", "_session", "bad_count"
     )
 
-    def __init__(self) -> None:
+    def __init__(self, session: SessionState | None = None) -> None:
+        """``session``: the state machine of the connection (a fresh one if not given)."""
+        self._session = session if session is not None else SessionState()
         self._buf = bytearray()
         self._scan_from = 0  # bytes already searched for LF
         self._draining = False  # inside an over-long line: discard up to the next LF
         self._eof = False
-        self.sasl_mode = False
         self.bad_count = 0  # consecutive BadCommand events (see limits.MAX_BAD_COMMANDS)
         self._bad_before_command = 0  # bad_count before the last Command reset it
+
+    @property
+    def session(self) -> SessionState:
+        """The state machine this parser reads (it never changes the state itself)."""
+        return self._session
 
     def receive_data(self, data: bytes) -> None:
         if not data:
@@ -87,13 +96,9 @@ class CommandParser:
         """Bytes received but not yet turned into events (RFC 2595 STLS injection check)."""
         return len(self._buf)
 
-    def discard_buffer(self) -> None:
-        self._buf.clear()
-        self._scan_from = 0
-
     @property
     def line_limit(self) -> int:
-        return limits.MAX_SASL_LINE if self.sasl_mode else limits.MAX_COMMAND_LINE
+        return limits.MAX_SASL_LINE if self._session.in_sasl else limits.MAX_COMMAND_LINE
 
     def next_event(self) -> ClientEvent | Need:
         while True:
@@ -128,7 +133,7 @@ class CommandParser:
         return NEED_DATA
 
     def _line_event(self, line: bytes) -> ClientEvent:
-        if self.sasl_mode:
+        if self._session.in_sasl:
             return SaslResponse(line)
         event = parse_command_line(line)
         if isinstance(event, BadCommand):
@@ -148,28 +153,18 @@ class CommandParser:
         return BadCommand(reason)
 
 
-# Arguments each TRANSACTION command takes (RFC 1939 sections 5 and 7): (min, max) numbers.
-TRANSACTION_ARGS: dict[str, tuple[int, int]] = {
-    "STAT": (0, 0),
-    "LIST": (0, 1),
-    "UIDL": (0, 1),
-    "RETR": (1, 1),
-    "DELE": (1, 1),
-    "TOP": (2, 2),
-    "NOOP": (0, 0),
-    "RSET": (0, 0),
-    "QUIT": (0, 0),
-    "CAPA": (0, 0),
-}
-
 # A message number or line count: RFC 1939 section 3 uses decimal numbers; ten digits hold any
 # 32-bit count and keep absurd values away from legacy servers' integer parsing.
 MAX_NUMBER_DIGITS = 10
 
 
 def valid_transaction_args(cmd: Command) -> bool:
-    """True if ``cmd`` has the right number of numeric arguments for the TRANSACTION state."""
-    low, high = TRANSACTION_ARGS[cmd.verb]
+    """True if ``cmd`` has the right number of numeric arguments for the TRANSACTION state
+    (``VerbFacts.args``, RFC 1939 sections 5 and 7)."""
+    args = VERBS[cmd.verb].args
+    if args is None:  # not a TRANSACTION verb: its arguments are not numbers
+        return False
+    low, high = args
     if not low <= len(cmd.args) <= high:
         return False
     return all(a.isdigit() and len(a) <= MAX_NUMBER_DIGITS for a in cmd.args)

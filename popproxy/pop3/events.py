@@ -65,7 +65,7 @@ class ConnectionClosed:
 class StatusLine:
     """An upstream status line, raw bytes including CRLF.
 
-    ``kind`` is ``+OK``, ``-ERR`` or ``+`` (a SASL continuation, RFC 5034 section 4).
+    ``kind`` is ``+OK`` or ``-ERR``.
     ``multiline`` is true when a body follows (only for ``+OK`` to a multi-line command).
     """
 

@@ -12,10 +12,8 @@ content is needed.  Both work incrementally on arbitrary chunk boundaries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from popproxy.pop3 import limits
-from popproxy.pop3.errors import LocalProtocolError, RemoteProtocolError
+from popproxy.pop3.errors import RemoteProtocolError
 from popproxy.pop3.events import (
     NEED_DATA,
     BodyData,
@@ -26,29 +24,22 @@ from popproxy.pop3.events import (
     ServerEvent,
     StatusLine,
 )
+from popproxy.pop3.verbs import VERBS
 
 TERMINATOR = b"\r\n.\r\n"  # CRLF ending the last body line, then ".CRLF" (RFC 1939 section 3)
 # Proper prefixes of TERMINATOR that may sit at the end of a chunk and must be held back.
 _HOLD_BACK = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
 
-# RFC 1939 sections 5 and 7, RFC 2449 section 5: these answer +OK with a body.
-_ALWAYS_MULTILINE = frozenset({"RETR", "TOP", "CAPA"})
-# RFC 1939 section 5 (LIST, UIDL) and RFC 5034 practice (bare AUTH lists mechanisms): a body
-# follows only when the command has no argument.
-_MULTILINE_WITHOUT_ARGS = frozenset({"LIST", "UIDL", "AUTH"})
-
 
 def expects_multiline(cmd: Command) -> bool:
-    """True if a +OK answer to ``cmd`` carries a multi-line body."""
-    if cmd.verb in _ALWAYS_MULTILINE:
-        return True
-    return cmd.verb in _MULTILINE_WITHOUT_ARGS and not cmd.args
-
-
-@dataclass(frozen=True, slots=True)
-class _Expected:
-    multiline: bool
-    sasl: bool  # an AUTH exchange: "+ " continuation lines are legal
+    """True if a +OK answer to ``cmd`` carries a multi-line body (``VerbFacts.multiline_reply``:
+    RETR, TOP, CAPA always; LIST, UIDL and bare AUTH without an argument)."""
+    facts = VERBS.get(cmd.verb)
+    if facts is None:
+        return False
+    if facts.multiline_reply == "with-no-arg":
+        return not cmd.args
+    return facts.multiline_reply == "always"
 
 
 class ResponseFramer:
@@ -65,18 +56,14 @@ class ResponseFramer:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        # A list, not a deque: an idle session keeps one framer, and a deque costs ~600 bytes.
-        self._expected: list[_Expected] = [_Expected(multiline=False, sasl=False)]
+        # Whether each response still owed has a body, oldest first.  A list, not a deque: an
+        # idle session keeps one framer, and a deque costs ~600 bytes.
+        self._expected: list[bool] = [False]
         self._in_body = False
         self._end_pending = False  # the terminator was consumed with the last BodyData
         self._at_line_start = True
         self._eof = False
         self._chunk: bytes | None = None  # a whole received body chunk, not yet copied
-
-    @property
-    def awaiting(self) -> int:
-        """Responses still owed by the upstream (including one whose body is streaming)."""
-        return len(self._expected) + (1 if self._in_body or self._end_pending else 0)
 
     def buffered(self) -> int:
         """Received bytes not yet framed (must be 0 before an upstream STLS, RFC 2595 s4)."""
@@ -84,17 +71,8 @@ class ResponseFramer:
 
     def send_command(self, cmd: Command) -> bytes:
         """Record that ``cmd`` is sent and return its canonical wire bytes."""
-        sasl = cmd.verb == "AUTH" and bool(cmd.args)
-        self._expected.append(_Expected(multiline=expects_multiline(cmd), sasl=sasl))
+        self._expected.append(expects_multiline(cmd))
         return cmd.render()
-
-    def send_sasl_response(self, data: bytes) -> bytes:
-        """Return the wire bytes of one SASL client line (RFC 5034 section 4)."""
-        if not self._expected or not self._expected[-1].sasl:
-            raise LocalProtocolError("SASL response outside an AUTH exchange")
-        if b"\n" in data or b"\r" in data:
-            raise LocalProtocolError("SASL response contains a line break")
-        return data + b"\r\n"
 
     def receive_data(self, data: bytes) -> None:
         if not data:
@@ -119,8 +97,7 @@ class ResponseFramer:
         return self._next_status_line()
 
     def _next_status_line(self) -> ServerEvent | Need:
-        sasl = bool(self._expected) and self._expected[0].sasl
-        limit = limits.MAX_CHALLENGE_LINE if sasl else limits.MAX_STATUS_LINE
+        limit = limits.MAX_STATUS_LINE
         end = self._buf.find(b"\n", 0, limit)
         if end < 0:
             if len(self._buf) >= limit:
@@ -133,12 +110,7 @@ class ResponseFramer:
         if not self._expected:
             raise RemoteProtocolError("unsolicited response from the upstream")
         kind = _status_kind(raw)
-        if kind == "+":
-            if not sasl:
-                raise RemoteProtocolError("continuation line outside an AUTH exchange")
-            return StatusLine("+", raw, multiline=False)
-        expected = self._expected.pop(0)
-        multiline = kind == "+OK" and expected.multiline
+        multiline = self._expected.pop(0) and kind == "+OK"
         if multiline:
             self._in_body = True
             self._at_line_start = True
@@ -206,7 +178,9 @@ def _status_kind(raw: bytes) -> str:
         if raw.startswith(kind.encode()) and raw[len(kind) : len(kind) + 1] in (b" ", b"\r", b"\n"):
             return kind
     if raw[:2] in (b"+ ", b"+\r", b"+\n"):
-        return "+"
+        # The proxy logs in upstream with USER/PASS only (proxy/auth.py), never AUTH, so a
+        # SASL continuation (RFC 5034 section 4) is never owed to it.
+        raise RemoteProtocolError("continuation line outside an AUTH exchange")
     raise RemoteProtocolError("status line is neither +OK nor -ERR (RFC 1939 section 3)")
 
 

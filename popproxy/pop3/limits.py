@@ -12,10 +12,6 @@ MAX_SASL_LINE = 8192
 # CRLF."  A longer status line from the upstream is a protocol violation.
 MAX_STATUS_LINE = 512
 
-# SASL server challenges ("+ base64") carry no RFC 1939 limit (RFC 5034 section 4); bound them
-# like client responses.
-MAX_CHALLENGE_LINE = MAX_SASL_LINE
-
 # RFC 2449 section 6.1: multi-line CAPA lines share the 512-octet response limit.
 MAX_CAPA_LINE = MAX_STATUS_LINE
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 
 from popproxy.pop3.errors import LocalProtocolError
+from popproxy.pop3.verbs import Phase, allowed_in
 
 
 class State(enum.Enum):
@@ -62,19 +63,18 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     **{(s, Event.CLOSED): State.CLOSED for s in State},
 }
 
+# The command phase of each state (verbs.py says which verbs each phase allows).  Inside AUTH the
+# client's lines are SASL responses, not commands (RFC 5034 section 4); UPDATE and CLOSED take
+# none.
+_PHASES: dict[State, Phase] = {
+    State.AUTHORIZATION: "login",
+    State.AUTHORIZATION_USER: "login",
+    State.TRANSACTION: "transaction",
+}
+
 # Verbs a client may send in each state.  Anything else gets -ERR without reaching the upstream.
 ALLOWED_VERBS: dict[State, frozenset[str]] = {
-    # RFC 1939 section 7 (USER, PASS, APOP, QUIT), RFC 2449 section 5 (CAPA),
-    # RFC 2595 section 4 (STLS), RFC 5034 section 4 (AUTH).
-    State.AUTHORIZATION: frozenset({"USER", "APOP", "AUTH", "CAPA", "STLS", "QUIT", "PASS"}),
-    State.AUTHORIZATION_USER: frozenset({"USER", "PASS", "APOP", "AUTH", "CAPA", "STLS", "QUIT"}),
-    State.AUTHORIZATION_SASL: frozenset(),  # lines are SASL responses, not commands
-    # RFC 1939 section 5 plus the optional TOP and UIDL (section 7) and CAPA (RFC 2449).
-    State.TRANSACTION: frozenset(
-        {"STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "QUIT", "TOP", "UIDL", "CAPA"}
-    ),
-    State.UPDATE: frozenset(),
-    State.CLOSED: frozenset(),
+    state: allowed_in(_PHASES[state]) if state in _PHASES else frozenset() for state in State
 }
 
 
@@ -96,6 +96,11 @@ class SessionState:
     @property
     def authenticated(self) -> bool:
         return self.state in (State.TRANSACTION, State.UPDATE)
+
+    @property
+    def in_sasl(self) -> bool:
+        """Inside an AUTH exchange: the client's next line is a SASL response (RFC 5034 s4)."""
+        return self.state is State.AUTHORIZATION_SASL
 
     @property
     def before_login(self) -> bool:

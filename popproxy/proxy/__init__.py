@@ -1,6 +1,33 @@
 """The I/O shell: listeners, sessions and upstream connections around the sans-io core.
 
-Data flow of one session: accept -> caps check -> our own greeting -> client bytes into
-``pop3.commands.CommandParser`` -> the session decides (local answer, login, or relay) ->
-upstream bytes into ``pop3.framing.ResponseFramer`` -> relayed to the client.
+Who owns what (each piece of state has one owner; helpers return values):
+
+- ``server.ProxyServer`` owns the listeners, the policy in force and everything shared by the
+  sessions of a process (TLS contexts, lockout guard, scan service, learned upstream CAPA); a
+  reload builds a new ``settings.SessionSettings`` for the sessions that start afterwards.
+- ``channel.Channel`` owns one TCP connection's bytes, TLS included (``tls_pump.TlsPump``:
+  memory BIOs, so STLS can discard what was pipelined before the handshake, RFC 2595 s4).
+- ``session.Session`` owns one client's POP3 state machine (``pop3.state``) and its parser,
+  and is the only code that applies a state transition or writes a reply.
+- ``auth.AuthHandler`` decides a login and returns a value (``LoggedIn``, ``Refused``,
+  ``Reply``, ``SaslStarted``); the session acts on it.
+- ``upstream.UpstreamConnection`` is the one reader of upstream replies: ``request`` (status
+  line), ``body()`` (still-stuffed chunks), ``read_unstuffed(limit)``; failures carry an
+  ``UpstreamFailure`` reason.
+
+Data flow of one session: accept -> allowlist (``policy.decisions``) -> our own greeting ->
+client bytes into ``pop3.commands.CommandParser`` -> the session decides (local answer, STLS,
+lockout and auth gate, login) -> upstream login -> relay (``relay.relay``/``relay_body``).
+
+The scan path (scanning on, docs/scanning.md): at the first STAT/LIST/UIDL/RETR/TOP the
+session's ``mailbox.MailboxView`` reads the upstream's UIDL and LIST once, asks
+``scanning.ScanService`` for each message's verdict (the ``verdict_cache``, memory or Redis,
+keyed by upstream, user, UIDL and size, valid for the scanner's current generation), and for a
+message it has none for, fetches it (``delivery``: into ``spool`` files), has it judged and
+rendered in a worker process (``scan_pool`` -> ``scan_worker`` -> ``scan_jobs``, killed at the
+time budget, a timeout counts as suspicious), and caches the action with the exact size the
+client will receive. STAT/LIST then report those sizes, RETR/TOP deliver the spooled rendering,
+the original relayed byte for byte (clean), or its header rewritten while the body streams
+(tagged), so LIST == RETR and TOP is cut from the same message (RFC 1939 s5, s7). Quarantined
+originals are held by ``popproxy.quarantine`` until an admin releases them.
 """

@@ -14,12 +14,13 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
-from popproxy.policy.config import Upstream
+from popproxy.policy import Upstream
 from popproxy.policy.decisions import IPAddress, route_for, user_decision
-from popproxy.pop3 import replies
+from popproxy.pop3 import limits, replies
 from popproxy.pop3.events import Command, StatusLine
 from popproxy.pop3.replies import Code
 from popproxy.pop3.sasl import (
@@ -80,6 +81,10 @@ class LoggedIn:
 AuthResult = Reply | SaslStarted | Refused | LoggedIn
 
 
+# One login step: (handler, command, TLS active) -> what the session does next.
+_Step = Callable[["AuthHandler", Command, bool], Awaitable["AuthResult"]]
+
+
 class AuthHandler:
     """The AUTHORIZATION-state commands that lead to a login.
 
@@ -114,16 +119,14 @@ class AuthHandler:
         self._login_user = None
 
     async def command(self, cmd: Command, tls_active: bool) -> AuthResult:
-        if cmd.verb == "USER":
-            return self._user_cmd(cmd)
-        if cmd.verb == "PASS":
-            return await self._pass_cmd(cmd, tls_active)
-        if cmd.verb == "AUTH":
-            return self._auth_cmd(cmd)
-        # APOP: the digest covers the upstream's timestamp, which the proxy never shows.
-        return Reply(replies.err("APOP is not supported here; use USER/PASS or AUTH"))
+        """A login-phase command the session did not answer itself (see ``_STEPS``)."""
+        step = self._STEPS.get(cmd.verb)
+        if step is None:
+            # APOP: the digest covers the upstream's timestamp, which the proxy never shows.
+            return Reply(replies.err("APOP is not supported here; use USER/PASS or AUTH"))
+        return await step(self, cmd, tls_active)
 
-    def _user_cmd(self, cmd: Command) -> Reply:
+    async def _user_cmd(self, cmd: Command, tls_active: bool) -> Reply:
         if len(cmd.args) != 1:
             return Reply(replies.err("usage: USER name"))
         self._user = cmd.args[0]
@@ -137,7 +140,7 @@ class AuthHandler:
         user, self._user = self._user, None
         return await self._login(Credentials(user, cmd.args[0]), "USER", tls_active)
 
-    def _auth_cmd(self, cmd: Command) -> Reply | SaslStarted:
+    async def _auth_cmd(self, cmd: Command, tls_active: bool) -> Reply | SaslStarted:
         if not cmd.args:  # de-facto mechanism listing (used by Outlook and others)
             lines = [m.encode() for m in self.mechanisms]
             return Reply(replies.multiline(replies.ok("SASL mechanisms follow"), lines))
@@ -148,6 +151,11 @@ class AuthHandler:
         self._mech = mech
         challenge = replies.continuation(login_challenge(0) if mech == "LOGIN" else b"")
         return SaslStarted(challenge, cmd.args[1] if len(cmd.args) == 2 else None)
+
+    # USER/PASS (RFC 1939 s7) and AUTH (RFC 5034 s4); APOP is refused (see command()).
+    _STEPS: ClassVar[Mapping[str, _Step]] = {
+        "USER": _user_cmd, "PASS": _pass_cmd, "AUTH": _auth_cmd,
+    }
 
     async def sasl_step(self, line: bytes, tls_active: bool) -> AuthResult:
         """One client line inside AUTH."""
@@ -380,7 +388,8 @@ def _forwardable(creds: Credentials) -> bool:
     if b" " in creds.username:
         return False
     fields = (creds.username, creds.password)
-    return all(valid_field(f) for f in fields) and len(creds.password) + 7 <= 255
+    pass_line = Command("PASS", (creds.password,)).render()  # "PASS " + password + CRLF
+    return all(valid_field(f) for f in fields) and len(pass_line) <= limits.MAX_COMMAND_LINE
 
 
 def valid_field(value: bytes) -> bool:

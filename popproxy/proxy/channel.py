@@ -24,8 +24,8 @@ import threading
 from typing import Any, cast
 
 from popproxy.pop3.events import NEED_DATA
-from popproxy.proxy.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
 from popproxy.proxy.tls_pump import TlsPump, consume_exception
+from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
 
 # Size of the shared receive buffer: large reads keep multi-MiB RETR relays cheap.
 READ_BUFFER_SIZE = 256 * 1024

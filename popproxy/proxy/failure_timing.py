@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from popproxy.policy.config import Upstream
+from popproxy.policy import Upstream
 
 # Refusal times remembered per upstream: the floor follows an upstream whose delay got shorter
 # after this many refusals, and a longer one at once.

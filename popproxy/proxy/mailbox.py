@@ -12,7 +12,10 @@ from pathlib import Path
 
 from popproxy.metrics import Metrics
 from popproxy.pop3 import replies
+from popproxy.pop3.errors import ProtocolError
 from popproxy.pop3.events import Command
+from popproxy.pop3.framing import Unstuffer
+from popproxy.pop3.listing import ListingReader
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.delivery import (
     RENDERED_WRITE_SLICE,
@@ -42,10 +45,6 @@ NO_SUCH_MESSAGE = replies.err("no such message")
 TOO_LARGE = "too-large"
 # Marks a cached tag whose header block was rendered alone (its body is streamed at RETR).
 STREAMED_TAG = "streamed-tag"
-# UIDL and LIST answers are read whole: a million messages at ~80 octets a UIDL line
-# (RFC 1939 section 7: a unique-id is at most 70 characters) fit; a server sending more is
-# broken or hostile.
-MAX_LISTING = 128 * 1024 * 1024
 # A tagged message is streamed once its header block is read; a header block longer than this
 # (hostile: real ones are a few KiB) makes it rendered whole instead.
 MAX_STREAMED_HEADER = 1024 * 1024
@@ -88,15 +87,18 @@ class MailboxView:
     async def _listing(self, verb: str) -> dict[int, bytes]:
         """``n value`` lines of the upstream's UIDL or LIST (RFC 1939 sections 5 and 7)."""
         status = await self._up.request(Command(verb))
-        body = await self._up.read_unstuffed(MAX_LISTING) if status.multiline else b""
+        # Parsed as it arrives, within pop3.listing's bounds (line length, entry count).
+        reader, unstuffer = ListingReader(), Unstuffer()
+        try:
+            if status.multiline:
+                async for chunk in self._up.body():
+                    reader.feed(unstuffer.feed(chunk))
+            entries = reader.finish()
+        except ProtocolError as exc:
+            raise UpstreamError(f"{verb} answer: {exc}", UpstreamFailure.PROTOCOL) from None
         if not status.ok:
             raise UpstreamError(f"upstream refused {verb}", UpstreamFailure.PROTOCOL)
-        result: dict[int, bytes] = {}
-        for line in body.split(b"\r\n"):
-            number, _, value = line.partition(b" ")
-            if number.isdigit() and value:
-                result[int(number)] = value.strip()
-        return result
+        return entries
 
     # ------------------------------------------------------------ verdicts
     async def entry(self, number: int) -> CachedVerdict | None:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast, get_args
 
-from popproxy.policy.schema import Scan
-from popproxy.scan import ScanConfig, Scanner, Signal, Thresholds, Verdict, apply_action
+from popproxy.scan import Scanner, ScanSettings, Signal, Verdict, apply_action
 from popproxy.scan.actions import quarantine_notice
 from popproxy.scan.headers import OWN_PREFIX
 from popproxy.scan.verdict import Action
@@ -31,17 +30,6 @@ FORGED_PREFIX = b"X-Original-"
 # The first reason of a quarantine whose notice is our own minimal one (the action's rendering
 # failed or ran out of time): re-rendering it later gives the same bytes, so sizes stay equal.
 RENDER_FAILED = "render-failed"
-
-
-def scan_config(policy: Scan) -> ScanConfig:
-    """The scanner's settings from the policy's ``scan`` section (the one conversion)."""
-    return ScanConfig(
-        thresholds=Thresholds(policy.thresholds.tag, policy.thresholds.defang,
-                              policy.thresholds.quarantine),
-        max_message_bytes=policy.max_message_bytes, time_budget_seconds=policy.time_budget,
-        feed_paths=policy.feeds, subject_prefix=policy.subject_prefix,
-        notice_from=policy.notice_from, combiner=policy.combiner,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +94,7 @@ def judge(scanner: Scanner, message: bytes, truncated: bool = False) -> dict[str
     return verdict_to_json(scanner.scan(message, truncated=truncated))
 
 
-def render(config: ScanConfig, original: bytes, order: RenderOrder) -> bytes:
+def render(config: ScanSettings, original: bytes, order: RenderOrder) -> bytes:
     """The bytes the client receives for a non-pass verdict; the same bytes every time.
 
     Raises whatever the action raises on hostile MIME: the caller then quarantines the message
@@ -125,7 +113,7 @@ def render(config: ScanConfig, original: bytes, order: RenderOrder) -> bytes:
     return apply_action(clean, verdict, config, clock=lambda: order.scanned_at)
 
 
-def render_to_file(config: ScanConfig, original: bytes, order: RenderOrder, out: Path) -> int:
+def render_to_file(config: ScanSettings, original: bytes, order: RenderOrder, out: Path) -> int:
     """``render`` into a new spool file (mode 0600); returns its size in octets.
 
     Every line of the copy ends with CRLF, the last one too: on the wire lines always do

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from popproxy.policy.schema import Scan
+from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
-from popproxy.scan import ScanConfig, Scanner
+from popproxy.scan import Scanner, ScanSettings
 from popproxy.scan.feeds import load_feeds_lenient
 
 FRAME_HEADER = struct.Struct(">I")
@@ -59,7 +59,7 @@ def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
 
 
 def handle(job: dict[str, Any], payload: bytes, scanner: Scanner,
-           config: ScanConfig) -> dict[str, Any]:
+           config: ScanSettings) -> dict[str, Any]:
     if "in" in job:  # the message in a spool file of the parent's (0600, same user)
         payload = Path(job["in"]).read_bytes()
     if job["op"] == "scan":
@@ -75,7 +75,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     if first is None:
         return
     policy = Scan.model_validate(first[0]["scan"])
-    config = scan_jobs.scan_config(policy)
+    config = policy.to_settings()
     # A feed briefly unreadable (replaced non-atomically) must not stop new workers from
     # starting: it starts empty and is loaded at the next scan's refresh.
     scanner = Scanner(config, feeds=load_feeds_lenient(config.feed_paths))

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from popproxy.policy.schema import Scan
+from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
@@ -94,7 +94,7 @@ class ScanService:
                  clock: Callable[[], float] = time.time,
                  worker_command: Sequence[str] | None = None) -> None:
         self.policy = policy
-        self.config = scan_jobs.scan_config(policy)
+        self.config = policy.to_settings()
         # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
         shared = RedisVerdicts(policy.redis_url, policy.verdict_ttl) if policy.redis_url else None

@@ -12,7 +12,7 @@ from typing import Any
 
 from popproxy.capture.store import CaptureOptions
 from popproxy.metrics import KNOWN_LABELS
-from popproxy.policy.config import Config, Listener, Upstream
+from popproxy.policy import Listener, Policy, Upstream
 from popproxy.policy.decisions import (
     DEFAULT_UPSTREAM,
     IPAddress,
@@ -27,12 +27,12 @@ from popproxy.proxy.channel import Channel
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
-from popproxy.proxy.proxyproto import ProxyProtocolError
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
 from popproxy.proxy.upstream_caps import UpstreamCapabilities
+from popproxy.wire.proxyproto import ProxyProtocolError
 
 log = logging.getLogger("popproxy.server")
 
@@ -41,7 +41,7 @@ log = logging.getLogger("popproxy.server")
 LOCKOUT_GAUGE_INTERVAL = 15.0
 
 
-def _upstream_contexts(policy: Config) -> dict[str, ssl.SSLContext | None]:
+def _upstream_contexts(policy: Policy) -> dict[str, ssl.SSLContext | None]:
     """One verified client context per upstream that speaks TLS."""
     upstreams: dict[str, Upstream] = {DEFAULT_UPSTREAM: policy.upstream, **policy.upstreams}
     contexts: dict[str, ssl.SSLContext | None] = {}
@@ -60,7 +60,7 @@ class ProxyServer:
 
     lockout_gauge_interval = LOCKOUT_GAUGE_INTERVAL  # tests set a shorter one before start()
 
-    def __init__(self, config: Config, observer: Observer | None = None,
+    def __init__(self, config: Policy, observer: Observer | None = None,
                  capture: CaptureOptions | None = None) -> None:
         self.config = config
         self.capture = capture  # popproxy run --capture DIR: every session recorded
@@ -83,7 +83,7 @@ class ProxyServer:
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
         self._gauge_task: asyncio.Task[Any] | None = None
 
-    def _make_guard(self, config: Config) -> LockoutGuard | None:
+    def _make_guard(self, config: Policy) -> LockoutGuard | None:
         if not config.lockout.enabled:
             return None
         return LockoutGuard.from_policy(config.lockout, config.state_dir, self.observer)
@@ -262,7 +262,7 @@ class ProxyServer:
         self.observer.audit.event("tls_reload", None, result="ok" if ok else "refused")
         return ok
 
-    def reload_policy(self, new: Config) -> bool:
+    def reload_policy(self, new: Policy) -> bool:
         """Swap in a validated policy for new sessions; listener sockets cannot change live."""
         old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
         new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]

@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import ClassVar
 
 from popproxy.capture.hook import FlowFacts, new_recorder, save_capture
 from popproxy.policy.decisions import DEFAULT_UPSTREAM, IPAddress
 from popproxy.pop3 import limits, replies
+from popproxy.pop3.capa import proxy_capabilities
 from popproxy.pop3.commands import CommandParser, valid_transaction_args
 from popproxy.pop3.events import (
     NEED_DATA,
@@ -31,6 +34,7 @@ from popproxy.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,
 )
+from popproxy.proxy.verdict_answers import FROM_VERDICTS, TRACKED
 
 __all__ = ["Session", "SessionSettings"]
 
@@ -69,8 +73,8 @@ class Session:
         self.id = "-"  # set by the server from the observer's id source
         self.mailbox: MailboxView | None = None  # set at login when scanning is on
         self.upstream_name = DEFAULT_UPSTREAM  # the routed upstream, set at login
-        self.parser = CommandParser()
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
+        self.parser = CommandParser(self.state)  # the state says when lines are SASL responses
         self.upstream: UpstreamConnection | None = None
         self.auth = AuthHandler(settings, client_ip, peer, self.audit)
         # Replies go through here (and into the capture, if on: None unless capturing).
@@ -215,17 +219,16 @@ class Session:
         # RFC 1939 section 3: the autologout timer restarts with every client activity.
         data = await self.client.read(timeout=self.settings.limits.idle_timeout)
         if self.out.capture is not None:
-            # Every complete line read so far has been handled: the parser's SASL mode says
-            # whether the next line is an AUTH response (to be redacted).
-            self.out.capture.from_client(data, sasl=self.parser.sasl_mode)
+            # Every complete line read so far has been handled: the state says whether the
+            # next line is an AUTH response (to be redacted).
+            self.out.capture.from_client(data, sasl=self.state.in_sasl)
         self.parser.receive_data(data)
 
     # ---------------------------------------------------------------- state
     def _transition(self, event: Event) -> None:
-        """Apply ``event``; the parser reads raw SASL lines exactly while an AUTH exchange
-        is open (RFC 5034 section 4)."""
+        """Apply ``event``; the parser reads the state, so it reads raw SASL lines exactly
+        while an AUTH exchange is open (RFC 5034 section 4)."""
         self.state.apply(event)
-        self.parser.sasl_mode = self.state.state is State.AUTHORIZATION_SASL
 
     async def _apply(self, result: AuthResult) -> None:
         """Carry out what a login line led to."""
@@ -300,13 +303,9 @@ class Session:
             raise SessionEnd
 
     async def _before_login(self, cmd: Command) -> None:
-        if cmd.verb == "CAPA":
-            self.write(replies.multiline(replies.ok("capability list follows"), self._capa()))
-        elif cmd.verb == "QUIT":
-            self._transition(Event.QUIT)
-            self.write(replies.ok("bye"))
-        elif cmd.verb == "STLS":
-            await self._stls()
+        local = self._LOGIN_PHASE_LOCAL.get(cmd.verb)
+        if local is not None:
+            await local(self)
         elif not self.login_allowed:
             # [SYS/PERM], not [AUTH]: clients then report the problem instead of asking for
             # the password again and again (RFC 3206 section 4).
@@ -316,15 +315,18 @@ class Session:
         else:
             await self._apply(await self.auth.command(cmd, self.state.tls_active))
 
+    async def _local_capa(self) -> None:
+        self.write(replies.multiline(replies.ok("capability list follows"), self._capa()))
+
+    async def _local_quit(self) -> None:
+        self._transition(Event.QUIT)
+        self.write(replies.ok("bye"))
+
     def _capa(self) -> list[bytes]:
         # RFC 2449 section 6 / RFC 2595 section 4: what this proxy offers before login.
-        lines = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
-        if self._stls_offered():
-            lines.append(b"STLS")
-        if self.login_allowed:
-            lines.append(b"USER")
-            lines.append(b"SASL " + " ".join(AuthHandler.mechanisms).encode())
-        return lines
+        return proxy_capabilities(stls_offered=self._stls_offered(),
+                                  login_allowed=self.login_allowed,
+                                  mechanisms=AuthHandler.mechanisms)
 
     def _stls_offered(self) -> bool:
         return (
@@ -358,16 +360,26 @@ class Session:
         self.auth.reset()
         await self._await_handshake(handshake, "stls")
 
+    # Answered by the proxy itself before login (RFC 2449 s5, RFC 1939 s6, RFC 2595 s4); any
+    # other verb the state allows there is a login step for AuthHandler.
+    _LOGIN_PHASE_LOCAL: ClassVar[Mapping[str, Callable[[Session], Awaitable[None]]]] = {
+        "CAPA": _local_capa,
+        "QUIT": _local_quit,
+        "STLS": _stls,
+    }
+
     async def _transaction(self, cmd: Command) -> None:
         upstream = self.upstream
         if upstream is None:  # TRANSACTION is entered only with an upstream (_logged_in)
             raise AssertionError("TRANSACTION state without an upstream connection")
+        mailbox = self.mailbox
+        from_verdicts = FROM_VERDICTS.get(cmd.verb) if mailbox is not None else None
         if not valid_transaction_args(cmd):
             self.write(replies.err(f"wrong arguments for {cmd.verb} (RFC 1939)"))
         elif cmd.verb == "CAPA":
-            await relay_capa(upstream, self.out, cmd)
-        elif self.mailbox is not None and cmd.verb in ("STAT", "LIST", "RETR", "TOP"):
-            await self._scanned(cmd, self.mailbox)
+            await relay_capa(upstream, self.out, cmd)  # filtered (RFC 2449 s6: our own CAPA)
+        elif from_verdicts is not None and mailbox is not None:
+            await from_verdicts(mailbox, self.out, [int(a) for a in cmd.args])
         else:
             if cmd.verb == "QUIT":
                 # Only a client QUIT reaches the upstream (RFC 1939 section 6: UPDATE state).
@@ -377,22 +389,6 @@ class Session:
                 # Added per response, not per chunk: one metric update per RETR keeps the
                 # hot loop lean.
                 self.settings.observer.metrics.bytes_relayed.labels("to_client").inc(relayed)
-            if self.mailbox is not None and status.ok:
-                self._track_deletions(cmd, self.mailbox)
-
-    async def _scanned(self, cmd: Command, mailbox: MailboxView) -> None:
-        """STAT/LIST/RETR/TOP answered from scan verdicts (sizes match what RETR returns)."""
-        numbers = [int(a) for a in cmd.args]
-        if cmd.verb == "STAT":
-            self.write(await mailbox.stat())
-        elif cmd.verb == "LIST":
-            self.write(await mailbox.list(numbers[0] if numbers else None))
-        else:
-            await mailbox.deliver(numbers[0], numbers[1] if cmd.verb == "TOP" else None)
-
-    @staticmethod
-    def _track_deletions(cmd: Command, mailbox: MailboxView) -> None:
-        if cmd.verb == "DELE":
-            mailbox.deleted.add(int(cmd.args[0]))
-        elif cmd.verb == "RSET":
-            mailbox.deleted.clear()
+            track = TRACKED.get(cmd.verb)
+            if track is not None and mailbox is not None and status.ok:
+                track(mailbox, cmd)

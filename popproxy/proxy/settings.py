@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from popproxy.capture.store import CaptureOptions
-from popproxy.policy.config import Config, Limits, Listener
+from popproxy.policy import Limits, Listener, Policy
 from popproxy.proxy.channel import open_channel
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.lockout_guard import LockoutGuard
@@ -25,7 +25,7 @@ class SessionSettings:
     """Everything a session needs to know, fixed for its lifetime (a policy reload on SIGHUP
     affects only sessions that start afterwards)."""
 
-    policy: Config
+    policy: Policy
     listener: Listener
     server_tls: ssl.SSLContext | None  # None: no client-facing TLS configured
     upstream_tls: Mapping[str, ssl.SSLContext | None]  # upstream name -> client context

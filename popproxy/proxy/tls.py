@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from popproxy.policy.config import Tls, Upstream
+from popproxy.policy import Tls, Upstream
 from popproxy.statefiles import open_private, private_dir
 
 log = logging.getLogger("popproxy.tls")

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from popproxy.policy.config import Upstream as UpstreamSettings
+from popproxy.policy import Upstream as UpstreamSettings
 from popproxy.pop3 import limits
 from popproxy.pop3.capa import Capability, parse_capa_body
 from popproxy.pop3.errors import ProtocolError

@@ -16,17 +16,17 @@ from popproxy.scan.actions import (
     quarantine_notice,
     tag_message,
 )
-from popproxy.scan.config import (
+from popproxy.scan.defang import defang_message
+from popproxy.scan.feeds import FeedHit, HostFeed, load_feeds
+from popproxy.scan.scanner import Scanner
+from popproxy.scan.settings import (
     DEFAULT_PROTECTED_BRANDS,
     DEFAULT_SENDER_BRANDS,
     DEFAULT_SUBJECT_PREFIX,
     ProtectedBrand,
-    ScanConfig,
+    ScanSettings,
     Thresholds,
 )
-from popproxy.scan.defang import defang_message
-from popproxy.scan.feeds import FeedHit, HostFeed, load_feeds
-from popproxy.scan.scanner import Scanner
 from popproxy.scan.verdict import Action, Signal, UnscannedCause, Verdict
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "FeedHit",
     "HostFeed",
     "ProtectedBrand",
-    "ScanConfig",
+    "ScanSettings",
     "Scanner",
     "Signal",
     "Thresholds",

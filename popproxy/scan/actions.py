@@ -15,7 +15,6 @@ from email.header import Header
 from email.mime.text import MIMEText
 from email.utils import formatdate
 
-from popproxy.scan.config import ScanConfig
 from popproxy.scan.defang import defang_message
 from popproxy.scan.header_words import header_text
 from popproxy.scan.headers import (
@@ -27,6 +26,7 @@ from popproxy.scan.headers import (
 )
 from popproxy.scan.limits import MAX_HEADER_REASONS
 from popproxy.scan.mime_parse import parse_message
+from popproxy.scan.settings import ScanSettings
 from popproxy.scan.verdict import Verdict, clean_detail
 
 # Characters of the original Subject repeated in a quarantine notice.
@@ -120,7 +120,7 @@ def _notice_header_block(message: bytes) -> bytes:
 def apply_action(
     message: bytes,
     verdict: Verdict,
-    config: ScanConfig | None = None,
+    config: ScanSettings | None = None,
     *,
     quarantine_id: str | None = None,
     clock: Callable[[], float] = time.time,
@@ -138,7 +138,7 @@ def apply_action(
         ``message`` itself for pass and unscanned (the proxy's policy decides about unscanned
         mail), otherwise new bytes.
     """
-    cfg = config if config is not None else ScanConfig()
+    cfg = config if config is not None else ScanSettings()
     if verdict.action in ("pass", "unscanned"):
         return message
     if verdict.action == "tag":

@@ -11,10 +11,10 @@ import re
 from dataclasses import replace
 
 from popproxy.scan import hosts
-from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.header_facts import HeaderFacts, domain_of
 from popproxy.scan.lists import FREEMAIL_DOMAINS
 from popproxy.scan.lookalike import is_official, names_brand
+from popproxy.scan.settings import ProtectedBrand
 from popproxy.scan.verdict import Signal, clean_detail, clean_evidence
 from popproxy.scan.weights import weight
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from popproxy.scan.config import ScanConfig, Thresholds
 from popproxy.scan.explain import explain_lines, explain_record
 from popproxy.scan.feeds import load_feeds
 from popproxy.scan.scanner import Scanner
+from popproxy.scan.settings import ScanSettings, Thresholds
 from popproxy.scan.sources import Item, iter_items
 from popproxy.scan.verdict import Verdict
 
@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"popproxy scan: cannot read feed {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
-    config = ScanConfig()
+    config = ScanSettings()
     scanner = Scanner(config, feeds=feeds)
     # The explanation is long: a progress line redrawn between its blocks would garble them.
     show_progress = sys.stderr.isatty() and not args.no_progress and not args.explain

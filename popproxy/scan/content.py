@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.header_facts import NO_HEADERS, HeaderFacts
 from popproxy.scan.lookalike import latin_reading, names_brand
 from popproxy.scan.obfuscation import MIN_BODY_HITS, obfuscation_kinds
+from popproxy.scan.settings import ProtectedBrand
 from popproxy.scan.verdict import Signal, clean_detail
 from popproxy.scan.weights import weight
 

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from popproxy.scan.config import Thresholds
 from popproxy.scan.scoring import forces_tag, group_of
+from popproxy.scan.settings import Thresholds
 from popproxy.scan.verdict import Signal, Verdict, clean_detail, clean_evidence
 
 

@@ -1,15 +1,18 @@
 """Every limit of the scanner, with the reason behind it.
 
 The scanner runs inside the proxy's RETR/TOP path, so each limit bounds the CPU time or memory a
-single hostile message can cost.  All of them are defaults of :class:`ScanConfig` and can be
-changed there.
+single hostile message can cost.  All of them are defaults of :class:`ScanSettings` and can be
+changed there; the policy's ``scan`` section takes its defaults from here too
+(``popproxy/policy/schema_scan.py``), so each value is declared once.
 """
 
 # Most providers refuse to deliver more than 25 MB (Gmail, Outlook.com: 20-25 MB after base64).
 # Parsing cost grows with size and the proxy holds the message in memory, so a bigger message is
 # judged on its first MAX_MESSAGE_BYTES only (``Scanner.scan(..., truncated=True)``), and the
 # cut itself is evidence (signal ``limit-size``): a message must not get cleaner by growing.
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# 16 MiB: the policy's ``scan.max_message_bytes`` default, what the proxy has always used (the
+# worker memory budget in docs/scaling.md assumes it); the same for ``popproxy scan``.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 # Decoded payload bytes summed over all parts.  base64 shrinks by 3/4, so a message under the size
 # cap decodes to less than this; the cap stops decompression-like tricks (nested message/rfc822

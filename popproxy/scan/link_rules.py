@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from popproxy.scan import hosts
-from popproxy.scan.config import ProtectedBrand
 from popproxy.scan.extract import Link
 from popproxy.scan.feeds import HostFeed
 from popproxy.scan.lists import SHORTENERS, STORAGE_SUFFIXES
 from popproxy.scan.lookalike import brand_match, is_official, mixed_script
+from popproxy.scan.settings import ProtectedBrand
 from popproxy.scan.urls import INLINE_SCHEMES, SCRIPT_SCHEMES, WEB_SCHEMES, UrlInfo, parse_url
 from popproxy.scan.verdict import Signal, clean_detail, clean_evidence
 from popproxy.scan.weights import weight

@@ -86,20 +86,9 @@ RISKY_EXTENSIONS: frozenset[str] = frozenset({
     "pkg", "command", "sh", "elf", "bin", "run",
 })
 
-# Extensions of documents that can carry macros; checked with oletools.
-MACRO_EXTENSIONS: frozenset[str] = frozenset({
-    "doc", "dot", "docm", "dotm", "xls", "xlt", "xlsm", "xltm", "xlsb", "ppt", "pps", "pptm",
-    "ppsm", "potm", "docx", "xlsx", "pptx", "rtf",
-})
-
 # Extensions of documents people expect to open safely; "invoice.pdf.exe" pairs one of these
 # with a risky extension to fool the eye.
 DECOY_EXTENSIONS: frozenset[str] = frozenset({
     "pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "txt", "rtf", "jpg", "jpeg", "png",
     "gif", "mp3", "mp4", "wav", "htm", "html", "csv", "zip", "odt", "ods",
-})
-
-# Archive and disk-image extensions whose content a mail gateway cannot see without unpacking.
-ARCHIVE_EXTENSIONS: frozenset[str] = frozenset({
-    "zip", "rar", "7z", "gz", "tgz", "bz2", "xz", "cab", "ace", "arj", "lzh", "tar", "z",
 })

@@ -13,7 +13,7 @@ from functools import lru_cache
 from confusable_homoglyphs import categories, confusables  # type: ignore[import-untyped]
 
 from popproxy.scan import hosts
-from popproxy.scan.config import ProtectedBrand
+from popproxy.scan.settings import ProtectedBrand
 
 # UTS 39 section 5.2 "Highly Restrictive": a label may mix Latin only with these CJK sets.
 _ALLOWED_SCRIPT_SETS = (

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from popproxy.scan.config import Thresholds
 from popproxy.scan.features import FEATURES_VERSION, SIGNAL_PREFIX
 from popproxy.scan.scoring import combine, forced_action, group_of
+from popproxy.scan.settings import Thresholds
 from popproxy.scan.verdict import Signal, Verdict
 
 log = logging.getLogger(__name__)

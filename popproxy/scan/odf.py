@@ -21,14 +21,13 @@ from __future__ import annotations
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
 from popproxy.scan.extract import Link
-from popproxy.scan.ooxml import REMOTE_PREFIXES
+from popproxy.scan.ooxml import REMOTE_PREFIXES, ExternalTargets
 
 # Bytes of one XML part read.  content.xml holds the whole document (a big spreadsheet has
 # megabytes of it); the per-message container budget passed in bounds all parts together.
@@ -73,16 +72,6 @@ _LISTENER = "}event-listener"
 _BASIC_INDEXES = frozenset({"script-lb.xml", "script-lc.xml", "dialog-lb.xml", "dialog-lc.xml"})
 
 
-@dataclass(slots=True)
-class OdfTargets:
-    """What a document's content and styles point to outside it."""
-
-    links: list[Link] = field(default_factory=list)
-    remote_loads: list[str] = field(default_factory=list)  # targets loaded on opening
-    limited: bool = False  # a limit was reached: some of the document went unread
-    bytes_read: int = 0  # decompressed bytes of XML parts
-
-
 def is_odf(archive: zipfile.ZipFile, names: list[str]) -> bool:
     """A zip whose ``mimetype`` member names an OpenDocument type."""
     if _MIMETYPE not in names:
@@ -108,10 +97,10 @@ def has_macros(names: list[str]) -> bool:
 
 def external_targets(
     archive: zipfile.ZipFile, names: list[str], check: Callable[[], None], max_bytes: int
-) -> OdfTargets:
+) -> ExternalTargets:
     """Hyperlinks and remote loads of the content and styles of ``archive``, reading at most
     ``max_bytes`` decompressed bytes of them (what is left of the message's budget)."""
-    out = OdfTargets()
+    out = ExternalTargets()
     for name in _PARTS:
         if name in names and not out.limited:
             room = min(MAX_ODF_PART_BYTES, max_bytes - out.bytes_read)
@@ -120,7 +109,7 @@ def external_targets(
 
 
 def _parse(
-    archive: zipfile.ZipFile, name: str, room: int, check: Callable[[], None], out: OdfTargets
+    archive: zipfile.ZipFile, name: str, room: int, check: Callable[[], None], out: ExternalTargets
 ) -> None:
     """Feed one part to the parser, chunk by chunk, until its end, a limit or an error."""
     parser = DefusedXMLParser(target=_Collector(out), forbid_dtd=True)
@@ -150,7 +139,7 @@ _PART_ERRORS = (ParseError, DefusedXmlException, ValueError, zipfile.BadZipFile,
 class _Collector:
     """A parser target: each element's external target, as the element starts."""
 
-    def __init__(self, out: OdfTargets) -> None:
+    def __init__(self, out: ExternalTargets) -> None:
         self._out = out
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:

@@ -20,7 +20,6 @@ from email.message import Message
 from popproxy.scan import addresses, content, features, hosts
 from popproxy.scan.attachments import scan_attachment
 from popproxy.scan.collected import Collected, image_only, limit_signals, plain_links
-from popproxy.scan.config import ScanConfig
 from popproxy.scan.containers import open_container
 from popproxy.scan.extract import Extracted, html_extract
 from popproxy.scan.feeds import HostFeed, load_feeds
@@ -44,6 +43,7 @@ from popproxy.scan.mime_parse import parse_message
 from popproxy.scan.model import Model, load_for, model_combine
 from popproxy.scan.redirectors import unwrap_links
 from popproxy.scan.scoring import combine
+from popproxy.scan.settings import ScanSettings
 from popproxy.scan.textdecode import decode_bytes
 from popproxy.scan.verdict import Signal, Verdict
 from popproxy.scan.weights import weight
@@ -62,7 +62,7 @@ class Scanner:
 
     def __init__(
         self,
-        config: ScanConfig | None = None,
+        config: ScanSettings | None = None,
         feeds: Sequence[HostFeed] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -76,7 +76,7 @@ class Scanner:
         Raises:
             OSError: a feed in ``config.feed_paths`` cannot be read (only when ``feeds`` is None).
         """
-        self.config = config if config is not None else ScanConfig()
+        self.config = config if config is not None else ScanSettings()
         self.feeds: tuple[HostFeed, ...] = (
             tuple(feeds) if feeds is not None else load_feeds(self.config.feed_paths)
         )
@@ -325,7 +325,7 @@ def _sig(name: str, detail: str) -> Signal:
     return Signal(name=name, weight=weight(name), detail=detail)
 
 
-def _header_signals(headers: HeaderFacts, raw: bytes, config: ScanConfig) -> list[Signal]:
+def _header_signals(headers: HeaderFacts, raw: bytes, config: ScanSettings) -> list[Signal]:
     out = addresses.sender_signals(headers, config.protected_brands + config.sender_brands)
     out.extend(addresses.recipient_signals(headers))
     if has_own_headers(raw):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from popproxy.scan.config import Thresholds
+from popproxy.scan.settings import Thresholds
 from popproxy.scan.verdict import Action, Signal, Verdict
 
 # Rules that measure the same thing at different strengths: only the strongest one counts.

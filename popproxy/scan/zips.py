@@ -173,9 +173,9 @@ def open_zip(
         with zipfile.ZipFile(io.BytesIO(part.payload)) as archive:
             names = archive.namelist()
             if ooxml.is_ooxml(names):
-                _office(archive, names, label, budget, check, out)
+                _document("office", archive, names, label, budget, check, out)
             elif odf.is_odf(archive, names):
-                _opendocument(archive, names, label, budget, check, out)
+                _document("opendocument", archive, names, label, budget, check, out)
             elif level >= MAX_NESTING:
                 out.limit(f"{label}: archive nested {level} deep")
             else:
@@ -192,7 +192,13 @@ def _central_directory_size(data: bytes) -> int | None:
     return int.from_bytes(data[at + 12 : at + 16], "little")
 
 
-def _office(
+# How each kind of document names what it points to outside itself.
+_DOCUMENT_READERS = {"office": (ooxml.external_targets, "relationships"),
+                     "opendocument": (odf.external_targets, "document")}
+
+
+def _document(
+    kind: str,
     archive: zipfile.ZipFile,
     names: list[str],
     label: str,
@@ -200,30 +206,14 @@ def _office(
     check: Callable[[], None],
     out: Opened,
 ) -> None:
-    targets = ooxml.external_targets(archive, names, check, MAX_CONTAINER_BYTES - budget.bytes)
+    read, what = _DOCUMENT_READERS[kind]
+    targets = read(archive, names, check, MAX_CONTAINER_BYTES - budget.bytes)
     budget.bytes += targets.bytes_read
     out.links.extend(targets.links)
     if targets.remote_loads:
         out.signals.append(sig("attach-office-remote-load", label))
     if targets.limited:
-        out.limit(f"{label}: relationships read in part")
-
-
-def _opendocument(
-    archive: zipfile.ZipFile,
-    names: list[str],
-    label: str,
-    budget: ContainerBudget,
-    check: Callable[[], None],
-    out: Opened,
-) -> None:
-    targets = odf.external_targets(archive, names, check, MAX_CONTAINER_BYTES - budget.bytes)
-    budget.bytes += targets.bytes_read
-    out.links.extend(targets.links)
-    if targets.remote_loads:
-        out.signals.append(sig("attach-office-remote-load", label))
-    if targets.limited:
-        out.limit(f"{label}: document read in part")
+        out.limit(f"{label}: {what} read in part")
 
 
 def _members(

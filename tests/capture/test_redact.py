@@ -1,7 +1,7 @@
 """Redaction of the client's lines, whole and one byte at a time.
 
-A script is a list of reads, each with the session's SASL mode at that read (its parser's
-``sasl_mode``: True while the proxy waits for an AUTH response).  Fed one byte at a time, every
+A script is a list of reads, each with the session's SASL mode at that read (its state's
+``in_sasl``: True while the proxy waits for an AUTH response).  Fed one byte at a time, every
 byte of a read keeps that read's mode, as the session would see it.
 """
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from popproxy.proxy import scan_jobs, scan_worker
-from popproxy.scan import ScanConfig, Scanner
+from popproxy.scan import Scanner, ScanSettings
 
 FAULT_FILE_ENV = "POPPROXY_TEST_FAULT_FILE"
 _judge, _render = scan_jobs.judge, scan_jobs.render
@@ -40,7 +40,7 @@ def judge(scanner: Scanner, message: bytes, truncated: bool = False) -> dict[str
     return _judge(scanner, message, truncated)
 
 
-def render(config: ScanConfig, original: bytes, order: scan_jobs.RenderOrder) -> bytes:
+def render(config: ScanSettings, original: bytes, order: scan_jobs.RenderOrder) -> bytes:
     if mode() == "action-raises" and order.action in ("tag", "defang"):
         raise ValueError("hostile MIME")
     if mode() == "notice-raises" and order.action == "quarantine":

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from popproxy.auditlog import AuditLog
 from popproxy.metrics import Metrics
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.observe import Observer
 from tests.helpers import (
@@ -158,7 +158,7 @@ def faulty_upstream(port: int, **settings: object) -> dict[str, object]:
             "response_timeout": 2, **settings}
 
 
-def fault_config(demo_port: int, faulty: dict[str, object], **overrides: Any) -> Config:
+def fault_config(demo_port: int, faulty: dict[str, object], **overrides: Any) -> Policy:
     """A plain-listener proxy: ``demo`` goes to the demo upstream, ``victim`` to ``faulty``."""
     return make_config(demo_port, upstreams={"faulty": faulty},
                        routes=[{"match": VICTIM, "upstream": "faulty"}], **overrides)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
 from tests.faults.support import Observed, demo_session
 from tests.helpers import LoopThread, RunningProxy, make_config, running_proxy
@@ -31,7 +31,7 @@ OVER_CAPACITY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
 AUTOLOGOUT = b"-ERR [SYS/TEMP] autologout: idle for too long\r\n"
 
 
-def with_idle_timeout(config: Config, seconds: float) -> Config:
+def with_idle_timeout(config: Policy, seconds: float) -> Policy:
     """``config`` with an idle timeout below the schema's 600 s minimum (tests only)."""
     limits = config.limits.model_copy(update={"idle_timeout": seconds})
     return config.model_copy(update={"limits": limits})
@@ -149,7 +149,7 @@ def _partial_client_hello() -> bytes:
     return hello[: len(hello) // 2]
 
 
-def _tls_config(demo_port: int, state: Path) -> Config:
+def _tls_config(demo_port: int, state: Path) -> Policy:
     return make_config(
         demo_port,
         listeners=[{"name": "tls", "port": 1, "mode": "tls"},

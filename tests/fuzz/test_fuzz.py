@@ -26,7 +26,6 @@ from tests.fuzz.harness import (
     ProxyCase,
     Receive,
     SendCommand,
-    SendSasl,
     check_commands,
     check_framer,
     check_proxy,
@@ -67,7 +66,6 @@ commands = st.builds(
 framer_ops: st.SearchStrategy[list[FramerOp]] = st.lists(
     st.one_of(
         commands.map(SendCommand),
-        st.sampled_from([b"Zm9v", b"", b"*", b"a\r\nb"]).map(SendSasl),
         st.one_of(fragments(SERVER_PIECES, 8), st.binary(min_size=1, max_size=64)).map(Receive),
         st.just(Eof()),
     ),

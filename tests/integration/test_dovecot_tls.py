@@ -16,7 +16,7 @@ import ssl
 
 import pytest
 
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from tests.helpers import LoopThread, make_config, running_proxy
 from tests.integration.conftest import DovecotPki
 from tests.integration.dovecot import Dovecot
@@ -40,13 +40,13 @@ def _upstream_port(dovecot: Dovecot, mode: str) -> int:
     return dovecot.tls_port
 
 
-def _config(dovecot: Dovecot, mode: str, **upstream: object) -> Config:
+def _config(dovecot: Dovecot, mode: str, **upstream: object) -> Policy:
     data = make_config(_upstream_port(dovecot, mode)).model_dump(mode="json")
     data["upstream"].update({"mode": mode, **upstream})
-    return Config.model_validate(data)
+    return Policy.model_validate(data)
 
 
-def _verified(dovecot: Dovecot, pki: DovecotPki, mode: str, **upstream: object) -> Config:
+def _verified(dovecot: Dovecot, pki: DovecotPki, mode: str, **upstream: object) -> Policy:
     return _config(dovecot, mode, ca_file=str(pki.ca_file), server_name=pki.server_name,
                    **upstream)
 
@@ -89,7 +89,7 @@ def _successful_logins(dovecot: Dovecot, mark: int, user: str, count: int) -> li
     return logins()
 
 
-def _refused_without_login(dovecot: Dovecot, config: Config, loop_thread: LoopThread,
+def _refused_without_login(dovecot: Dovecot, config: Policy, loop_thread: LoopThread,
                            caplog: pytest.LogCaptureFixture, reason: str) -> str:
     """PASS through the proxy gets -ERR [SYS/TEMP] for ``reason`` (in the proxy's log) and
     Dovecot sees no login attempt; returns Dovecot's log line for the refused connection."""

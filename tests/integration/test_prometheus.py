@@ -28,7 +28,7 @@ import trustme
 import yaml
 
 from popproxy.auditlog import AuditLog
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import SAMPLE_MESSAGES, DemoUpstream, Mailbox
 from popproxy.proxy.http import OpsServer, upstream_probe
 from popproxy.proxy.observe import Observer
@@ -75,7 +75,7 @@ def _pki(root: Path) -> Pki:
 
 
 def _policy(upstream_port: int, dead_port: int, pki: Pki, state: Path,
-            **changes: Any) -> Config:
+            **changes: Any) -> Policy:
     data: dict[str, Any] = {
         "listeners": [
             {"name": "tls", "port": 1, "mode": "tls", "deny": ["127.0.0.2/32"]},
@@ -104,7 +104,7 @@ def _policy(upstream_port: int, dead_port: int, pki: Pki, state: Path,
         "scan": {"enabled": True, "thresholds": {"tag": 2, "defang": 5, "quarantine": 12}},
     }
     data.update(changes)
-    return Config.model_validate(data)
+    return Policy.model_validate(data)
 
 
 def _dead_port() -> int:
@@ -141,7 +141,7 @@ class Workload:
     proxy: ProxyServer
     loop: LoopThread
     pki: Pki
-    policy: Config
+    policy: Policy
     ports: dict[str, int]
 
     def run(self, phase: int) -> None:
@@ -226,7 +226,7 @@ class Workload:
             moved = self.policy.model_copy(update={"listeners": self.policy.listeners[:2]})
             assert not self._reload(moved)
 
-    def _reload(self, new: Config) -> bool:
+    def _reload(self, new: Policy) -> bool:
         async def reload() -> bool:
             return self.proxy.reload_policy(new)
 

@@ -1,4 +1,4 @@
-"""Config: YAML -> schema -> frozen objects; every error names file, line and key."""
+"""Policy: YAML -> schema -> frozen objects; every error names file, line and key."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from popproxy.policy.config import ConfigError, load_config
+from popproxy.policy import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,15 +22,15 @@ from popproxy.policy.decisions import (
     user_decision,
     user_matches,
 )
-from popproxy.policy.schema import Config, Listener
+from popproxy.policy.schema import Listener, Policy
 
 
 def _listener(**fields: Any) -> Listener:
     return Listener.model_validate({"name": "pop3", "port": 110, **fields})
 
 
-def _config(**sections: Any) -> Config:
-    return Config.model_validate({"listeners": [{"name": "pop3", "port": 110}], **sections})
+def _config(**sections: Any) -> Policy:
+    return Policy.model_validate({"listeners": [{"name": "pop3", "port": 110}], **sections})
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from popproxy.cli import check_config
-from popproxy.policy.config import Config, load_config
+from popproxy.policy import Policy, load_config
 from popproxy.policy.decisions import connect_decision, in_networks, parse_address, user_decision
 from popproxy.proxy.demo_upstream import DemoUpstream
 from tests.helpers import LoopThread, make_config, running_proxy
@@ -38,13 +38,13 @@ users:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
+def config(tmp_path: Path) -> Policy:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
     return load_config(path)
 
 
-def test_mapped_networks_are_loaded_as_ipv4(config: Config) -> None:
+def test_mapped_networks_are_loaded_as_ipv4(config: Policy) -> None:
     pop3s, lb = config.listeners
     assert pop3s.deny == (ipaddress.ip_network("192.0.2.0/24"),
                           ipaddress.ip_network("198.51.100.7/32"),  # hex form ::ffff:c633:6407
@@ -56,7 +56,7 @@ def test_mapped_networks_are_loaded_as_ipv4(config: Config) -> None:
 
 
 @pytest.mark.parametrize("client", ["192.0.2.9", "::ffff:192.0.2.9", "198.51.100.7"])
-def test_mapped_deny_network_denies_the_ipv4_client(config: Config, client: str) -> None:
+def test_mapped_deny_network_denies_the_ipv4_client(config: Policy, client: str) -> None:
     """Either form of the client address (parsed or a raw mapped IPv6Address) is denied."""
     parsed = parse_address(client)
     raw = ipaddress.ip_address(client)
@@ -64,13 +64,13 @@ def test_mapped_deny_network_denies_the_ipv4_client(config: Config, client: str)
     assert not connect_decision(config.listeners[0], raw).allowed
 
 
-def test_mapped_deny_network_leaves_other_clients_alone(config: Config) -> None:
+def test_mapped_deny_network_leaves_other_clients_alone(config: Policy) -> None:
     for client in ("192.0.3.1", "::ffff:192.0.3.1", "198.51.100.8", "2001:db9::1"):
         assert connect_decision(config.listeners[0], ipaddress.ip_address(client)).allowed
     assert not connect_decision(config.listeners[0], ipaddress.ip_address("2001:db8::1")).allowed
 
 
-def test_mapped_allow_network_admits_ipv4_and_mapped_clients_only(config: Config) -> None:
+def test_mapped_allow_network_admits_ipv4_and_mapped_clients_only(config: Policy) -> None:
     lb = config.listeners[1]
     assert connect_decision(lb, ipaddress.ip_address("203.0.113.5")).allowed
     assert connect_decision(lb, ipaddress.ip_address("::ffff:203.0.113.5")).allowed
@@ -80,7 +80,7 @@ def test_mapped_allow_network_admits_ipv4_and_mapped_clients_only(config: Config
     assert not in_networks(ipaddress.ip_address("11.1.2.3"), lb.proxy_protocol.trusted)
 
 
-def test_mapped_network_in_user_rule(config: Config) -> None:
+def test_mapped_network_in_user_rule(config: Policy) -> None:
     inside, outside = ipaddress.ip_address("::ffff:198.51.100.9"), parse_address("192.0.2.1")
     assert user_decision(config, "svc-app", inside, True, "USER").allowed
     assert user_decision(config, "svc-app", parse_address("198.51.100.9"), True, "USER").allowed

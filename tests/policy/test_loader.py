@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.policy.config import ConfigError, load_config
+from popproxy.policy import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.policy.config import Config, ConfigError, load_config
+from popproxy.policy import ConfigError, Policy, load_config
 
 LISTENER = "listeners:\n  - {name: a, port: 1995, mode: tls}\n"
 
 
-def _load(tmp_path: Path, text: str) -> tuple[Path, Config]:
+def _load(tmp_path: Path, text: str) -> tuple[Path, Policy]:
     path = tmp_path / "policy.yaml"
     path.write_text(LISTENER + text)
     return path, load_config(path)

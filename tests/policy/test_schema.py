@@ -14,21 +14,21 @@ import pytest
 from pydantic import ValidationError
 
 from popproxy.policy.schema import (
-    Config,
     Limits,
     Listener,
     Lockout,
     LockoutLimit,
-    Scan,
+    Policy,
     UserRule,
     semantic_problems,
 )
+from popproxy.policy.schema_scan import Scan
 
 LISTENER = {"name": "pop3", "port": 110}
 
 
-def _config(**sections: Any) -> Config:
-    return Config.model_validate({"listeners": [LISTENER], **sections})
+def _config(**sections: Any) -> Policy:
+    return Policy.model_validate({"listeners": [LISTENER], **sections})
 
 
 def _error(model: type[Any], data: dict[str, Any]) -> str:
@@ -39,8 +39,8 @@ def _error(model: type[Any], data: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ every model
 def test_unknown_keys_are_refused_at_every_level() -> None:
-    assert "extra_forbidden" in _error(Config, {"listeners": [LISTENER], "listner": []})
-    assert "extra_forbidden" in _error(Config, {"listeners": [{**LISTENER, "prot": 1}]})
+    assert "extra_forbidden" in _error(Policy, {"listeners": [LISTENER], "listner": []})
+    assert "extra_forbidden" in _error(Policy, {"listeners": [{**LISTENER, "prot": 1}]})
 
 
 def test_models_are_frozen() -> None:
@@ -59,7 +59,7 @@ def test_defaults_are_the_documented_ones() -> None:
 
 # ------------------------------------------------------------------ listeners
 def test_at_least_one_listener() -> None:
-    assert "at least one listener" in _error(Config, {"listeners": []})
+    assert "at least one listener" in _error(Policy, {"listeners": []})
 
 
 def test_plain_listener_needs_consent() -> None:
@@ -116,7 +116,7 @@ def test_a_valid_policy_has_no_problems() -> None:
 
 
 def test_duplicate_listener_names_and_sockets() -> None:
-    config = Config.model_validate({"listeners": [LISTENER, {"name": "pop3", "port": 110}]})
+    config = Policy.model_validate({"listeners": [LISTENER, {"name": "pop3", "port": 110}]})
     assert semantic_problems(config) == [
         (("listeners", 1, "name"), "listener name 'pop3' already used by listeners[0]"),
         (("listeners", 1, "port"), "127.0.0.1 port 110 already used by listeners[0]"),

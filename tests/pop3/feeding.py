@@ -20,6 +20,7 @@ from popproxy.pop3.events import (
     ServerEvent,
 )
 from popproxy.pop3.framing import ResponseFramer
+from popproxy.pop3.state import Event
 from tests.support.feeds import FEED_IDS as FEED_IDS
 from tests.support.feeds import FEEDS as FEEDS
 from tests.support.feeds import Feed as Feed
@@ -39,10 +40,21 @@ def chunks_join(feed: Feed, data: bytes) -> bytes:
 ClientHook = Callable[[CommandParser, ClientEvent], None]
 
 
+def enter_sasl(parser: CommandParser) -> None:
+    """What the proxy does on ``AUTH <mech>``: the state enters the exchange, so the parser
+    reads the next lines as SASL responses (RFC 5034 section 4)."""
+    parser.session.apply(Event.SASL_STARTED)
+
+
+def leave_sasl(parser: CommandParser) -> None:
+    """The exchange ended (here: failed), so the parser reads commands again."""
+    parser.session.apply(Event.LOGIN_FAILED)
+
+
 def auth_switches_sasl(parser: CommandParser, event: ClientEvent) -> None:
-    """What the proxy does: ``AUTH <mech>`` puts the parser in SASL mode; ``*`` leaves it."""
+    """What the proxy does: ``AUTH <mech>`` starts the exchange (the parser reads SASL)."""
     if isinstance(event, Command) and event.verb == "AUTH" and event.args:
-        parser.sasl_mode = True
+        enter_sasl(parser)
 
 
 def drain_parser(parser: CommandParser, on_event: ClientHook | None = None) -> list[ClientEvent]:

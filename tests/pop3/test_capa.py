@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from popproxy.pop3 import limits, replies
-from popproxy.pop3.capa import Capability, filter_upstream, parse_capa_body, render_capa
+from popproxy.pop3.capa import (
+    Capability,
+    filter_upstream,
+    parse_capa_body,
+    proxy_capabilities,
+    render_capa,
+)
 from popproxy.pop3.errors import RemoteProtocolError
 from popproxy.pop3.events import BodyData, Command, EndOfBody, StatusLine
 from popproxy.pop3.framing import Unstuffer
@@ -172,3 +178,24 @@ def test_every_rendered_capability_line_is_safe_to_send_unstuffed() -> None:
     caps = parse_capa_body(body)
     assert [line[:1] for line in render_capa(caps)] == [b"!"]
     assert caps[0].args == ("a.b", ".c")  # params may contain "." (pchar = %x21-7F)
+
+
+def test_proxy_capabilities_before_tls_on_a_starttls_listener() -> None:
+    # RFC 2595 section 4: STLS offered; no USER/SASL while passwords would cross in clear.
+    lines = proxy_capabilities(stls_offered=True, login_allowed=False, mechanisms=["PLAIN"])
+    assert lines == [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING", b"STLS"]
+
+
+def test_proxy_capabilities_once_login_is_allowed() -> None:
+    lines = proxy_capabilities(stls_offered=False, login_allowed=True,
+                               mechanisms=["PLAIN", "LOGIN"])
+    assert lines == [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING", b"USER",
+                     b"SASL PLAIN LOGIN"]
+
+
+def test_what_the_proxy_offers_for_login_is_never_relayed() -> None:
+    ours = proxy_capabilities(stls_offered=True, login_allowed=True, mechanisms=["PLAIN"])
+    login_tags = {line.split()[0].decode() for line in ours[-3:]}
+    assert login_tags == {"STLS", "USER", "SASL"}
+    relayed = filter_upstream(tuple(Capability(tag) for tag in login_tags))
+    assert relayed == ()

@@ -72,11 +72,14 @@ def test_multiline() -> None:
 
 
 def test_our_replies_frame_cleanly(feed: Feed) -> None:
-    """Everything we write is what our own framer (and so any client) accepts."""
+    """Every status reply we write is what our own framer (and so any client) accepts.
+
+    SASL continuations are not framed here: the framer reads the upstream, which the proxy
+    never logs in to with AUTH (test_continuation checks their bytes).
+    """
     wire = (
         replies.ok("greeting")
         + replies.err("x" * 2000, Code.SYS_TEMP)
-        + replies.continuation(b"VXNlcm5hbWU6")
         + replies.ok("in")
         + replies.multiline(replies.ok("mechanisms"), [b"PLAIN", b"LOGIN"])
         + replies.err("a\r\n+OK")
@@ -93,11 +96,10 @@ def test_our_replies_frame_cleanly(feed: Feed) -> None:
         StatusLine,
         StatusLine,
         StatusLine,
-        StatusLine,
         BodyData,
         EndOfBody,
         StatusLine,
     ]
     kinds = [e.kind for e in events if isinstance(e, StatusLine)]
-    assert kinds == ["+OK", "-ERR", "+", "+OK", "+OK", "-ERR"]
-    assert events[5] == BodyData(b"PLAIN\r\nLOGIN\r\n")
+    assert kinds == ["+OK", "-ERR", "+OK", "+OK", "-ERR"]
+    assert events[4] == BodyData(b"PLAIN\r\nLOGIN\r\n")

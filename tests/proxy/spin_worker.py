@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from popproxy.proxy import scan_jobs, scan_worker
-from popproxy.scan import ScanConfig, Scanner
+from popproxy.scan import Scanner, ScanSettings
 
 SPIN_MARK = b"X-Test-Spin: forever"
 _judge, _render = scan_jobs.judge, scan_jobs.render
@@ -24,7 +24,7 @@ def judge(scanner: Scanner, message: bytes, truncated: bool = False) -> dict[str
     return _judge(scanner, message, truncated)
 
 
-def render(config: ScanConfig, original: bytes, order: scan_jobs.RenderOrder) -> bytes:
+def render(config: ScanSettings, original: bytes, order: scan_jobs.RenderOrder) -> bytes:
     if SPIN_MARK in original:
         _spin()
     return _render(config, original, order)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from popproxy.proxy.channel import MAX_UNREAD, Channel, ChannelClosed, open_channel
-from popproxy.proxy.proxyproto import ProxyProtocolError
+from popproxy.wire.proxyproto import ProxyProtocolError
 from tests.support.memtransport import attach, feed, linked_pair, tls_contexts
 
 SERVER_CTX, CLIENT_CTX = tls_contexts()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from popproxy.policy.config import Upstream
+from popproxy.policy import Upstream
 from popproxy.proxy.failure_timing import MARGIN, MAX_LEARNED, SAMPLES, FailureTiming, upstream_key
 
 KEY = upstream_key(Upstream(host="192.0.2.1", port=110))

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from popproxy.auditlog import AuditLog
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from tests.helpers import LoopThread, RunningProxy, make_config, running_demo, running_proxy
@@ -72,7 +72,7 @@ class Audit:
         return generate_latest(self.observer.metrics.registry).decode()
 
 
-def _config(demo: DemoUpstream, tmp_path: Path, **lockout: Any) -> Config:
+def _config(demo: DemoUpstream, tmp_path: Path, **lockout: Any) -> Policy:
     # max_login_failures above the block threshold: one connection sees the whole sequence.
     return make_config(demo.port, state_dir=str(tmp_path), lockout={**LOCKOUT, **lockout},
                        limits={"max_login_failures": 10})

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from popproxy.metrics import Metrics
-from popproxy.policy.schema import Scan
+from popproxy.policy import Scan
 from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from popproxy.policy.config import Config, Lockout
+from popproxy.policy import Lockout, Policy
 from popproxy.policy.decisions import parse_address
 from popproxy.policy.lockout import source_network
 from popproxy.proxy.demo_upstream import DemoUpstream
@@ -261,13 +261,13 @@ def test_normal_login_is_unaffected_by_the_login_deadline(
 
 def test_login_timeout_is_configurable_and_validated() -> None:
     listeners = [_plain()]
-    assert Config.model_validate({"listeners": listeners}).limits.login_timeout == 60
+    assert Policy.model_validate({"listeners": listeners}).limits.login_timeout == 60
     for bad in (0, -1, 3601):
         with pytest.raises(ValidationError, match="login_timeout"):
-            Config.model_validate({"listeners": listeners, "limits": {"login_timeout": bad}})
+            Policy.model_validate({"listeners": listeners, "limits": {"login_timeout": bad}})
     # A deadline no longer than the failure delay would cut every failed login's answer.
     with pytest.raises(ValidationError, match="longer than auth_failure_delay"):
-        Config.model_validate({"listeners": listeners,
+        Policy.model_validate({"listeners": listeners,
                                "limits": {"login_timeout": 2, "auth_failure_delay": 2}})
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from popproxy.pop3.framing import stuff_body
 from popproxy.proxy import scan_jobs
-from popproxy.scan import ScanConfig, Signal, Verdict
+from popproxy.scan import ScanSettings, Signal, Verdict
 from popproxy.scan.verdict import Action
 
 
@@ -71,7 +71,7 @@ def test_rendered_copy_is_sent_in_exactly_its_size(
     longer than LIST said (the stuffer ends the body with CRLF).  RFC 1939 section 5."""
     order = scan_jobs.RenderOrder(action, 5.0, ("x",), 0.0, "abcd")
     out = tmp_path / "copy"
-    size = scan_jobs.render_to_file(ScanConfig(), original, order, out)
+    size = scan_jobs.render_to_file(ScanSettings(), original, order, out)
     wire = stuff_body(out.read_bytes())
     assert wire.endswith(b"\r\n.\r\n")
     body = wire[: -len(b".\r\n")]  # what the client keeps: dot-stuffing undone

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from popproxy.metrics import Metrics
-from popproxy.policy.schema import Scan
+from popproxy.policy import Scan
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
 from popproxy.proxy.scanning import ScanService

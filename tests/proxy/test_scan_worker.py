@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from popproxy.policy.schema import Scan
+from popproxy.policy import Scan
 from popproxy.proxy.scan_worker import (
     FRAME_HEADER,
     MAX_JOB_HEADER,

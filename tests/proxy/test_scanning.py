@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from popproxy.policy.schema import Scan
+from popproxy.policy import Scan
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import (
     MIN_WORKERS,

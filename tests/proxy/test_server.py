@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
@@ -122,7 +122,7 @@ def test_over_capacity_says_why_on_a_plain_listener(demo_upstream: DemoUpstream,
 
 
 # ------------------------------------------------------------------ reloads
-def _reload(loop_thread: LoopThread, server: ProxyServer, new: Config) -> bool:
+def _reload(loop_thread: LoopThread, server: ProxyServer, new: Policy) -> bool:
     async def reload() -> bool:
         return server.reload_policy(new)
 

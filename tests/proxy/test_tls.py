@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from popproxy.policy.config import Upstream
+from popproxy.policy import Upstream
 from popproxy.proxy.tls import (
     TLS13_SESSION_TICKETS,
     CertPair,

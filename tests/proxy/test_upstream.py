@@ -15,6 +15,8 @@ import pytest
 
 from popproxy.metrics import Metrics
 from popproxy.pop3.events import Command
+from popproxy.pop3.framing import Unstuffer
+from popproxy.pop3.listing import ListingReader
 from popproxy.proxy.delivery import spool_body, stream_with_header
 from popproxy.proxy.relay import relay, relay_capa
 from popproxy.proxy.upstream import (
@@ -110,7 +112,9 @@ async def _relay_capa(up: UpstreamConnection) -> None:
 
 async def _listing(up: UpstreamConnection) -> None:  # MailboxView's UIDL/LIST read
     if (await up.request(Command("UIDL"))).multiline:
-        await up.read_unstuffed(1 << 20)
+        reader, unstuffer = ListingReader(), Unstuffer()
+        async for chunk in up.body():
+            reader.feed(unstuffer.feed(chunk))
 
 
 async def _spool(up: UpstreamConnection, tmp: Path) -> None:  # a message spooled for a scan

@@ -6,7 +6,7 @@ import email.policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from popproxy.scan import ScanConfig, Scanner, Verdict
+from popproxy.scan import Scanner, ScanSettings, Verdict
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "scan"
 REPO = Path(__file__).resolve().parents[2]
@@ -18,7 +18,7 @@ def load(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
-def scan(message: bytes, config: ScanConfig | None = None) -> Verdict:
+def scan(message: bytes, config: ScanSettings | None = None) -> Verdict:
     """Scan with no feeds and the default (or given) config."""
     return Scanner(config, feeds=()).scan(message)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from email.message import Message
 
 from popproxy.scan import (
-    ScanConfig,
+    ScanSettings,
     Verdict,
     apply_action,
     quarantine_notice,
@@ -65,7 +65,7 @@ def test_tag_replaces_forged_headers_and_is_idempotent_on_prefix() -> None:
 
 
 def test_tag_without_prefix_and_without_subject() -> None:
-    out = apply_action(b"From: a@example.org\n\nbody\n", TAG, ScanConfig(subject_prefix=""))
+    out = apply_action(b"From: a@example.org\n\nbody\n", TAG, ScanSettings(subject_prefix=""))
     msg = _parse(out)
     assert msg["Subject"] is None
     assert msg.get_payload() == "body\n"

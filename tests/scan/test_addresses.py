@@ -13,8 +13,8 @@ from popproxy.scan.addresses import (
     recipient_signals,
     sender_signals,
 )
-from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS, DEFAULT_SENDER_BRANDS, ProtectedBrand
 from popproxy.scan.header_facts import HeaderFacts
+from popproxy.scan.settings import DEFAULT_PROTECTED_BRANDS, DEFAULT_SENDER_BRANDS, ProtectedBrand
 from popproxy.scan.verdict import Signal
 
 ALL_BRANDS = DEFAULT_PROTECTED_BRANDS + DEFAULT_SENDER_BRANDS

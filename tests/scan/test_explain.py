@@ -3,7 +3,6 @@ share shown apart.  The CLI's output on whole messages is tested in test_cli_sca
 
 from __future__ import annotations
 
-from popproxy.scan.config import Thresholds
 from popproxy.scan.explain import (
     contributions,
     defang,
@@ -12,6 +11,7 @@ from popproxy.scan.explain import (
     explain_record,
     model_points,
 )
+from popproxy.scan.settings import Thresholds
 from popproxy.scan.verdict import Signal, Verdict
 from tests.scan.helpers import DATA, scan
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from popproxy.scan import ScanConfig, Scanner, Verdict, apply_action
+from popproxy.scan import Scanner, ScanSettings, Verdict, apply_action
 from popproxy.scan.limits import (
     MAX_LINK_CANDIDATES,
     MAX_LINK_SCAN_CHARS,
@@ -42,7 +42,7 @@ PHISH_TEXT_SIGNALS = {"link-userinfo-host", "link-ip-host"}
 HEAD = b"From: PayPal <service@example.org>\r\nTo: bob@example.net\r\nSubject: hold\r\n"
 
 
-def timed_scan(message: bytes, config: ScanConfig | None = None) -> Verdict:
+def timed_scan(message: bytes, config: ScanSettings | None = None) -> Verdict:
     """Scan (no feeds) and check the time bound of the module docstring."""
     scanner = Scanner(config, feeds=())
     start = time.monotonic()
@@ -174,7 +174,7 @@ def test_base64_link_past_the_part_limit_of_a_boundaryless_multipart_is_judged()
 
 def test_parts_past_the_overflow_budget_still_tag() -> None:
     """A million-part message costs the overflow budget, not its part count; it is tagged."""
-    config = ScanConfig(max_overflow_bytes=64 * 1024)
+    config = ScanSettings(max_overflow_bytes=64 * 1024)
     verdict = timed_scan(many_parts(3000, 3000), config)
     assert "limit-parts" in names(verdict)
     assert "some unjudged" in next(s.detail for s in verdict.signals if s.name == "limit-parts")
@@ -194,7 +194,7 @@ def test_body_part_judged_before_attachments_past_the_part_limit() -> None:
         + b"--sep\r\n" + _leaf_html(PHISH_HTML) + b"--sep--\r\n"
     )
     # Two parts walked in full (the root and "hi"), then a budget that holds few attachments.
-    config = ScanConfig(max_mime_parts=2, max_overflow_bytes=24 * 1024)
+    config = ScanSettings(max_mime_parts=2, max_overflow_bytes=24 * 1024)
     verdict = timed_scan(message, config)
     assert_judged(verdict, PHISH_SIGNALS, "limit-parts")
 
@@ -277,7 +277,7 @@ def test_visible_text_past_the_wording_cap_is_evidence() -> None:
 
 def test_part_past_the_link_scan_budget_is_read_head_and_tail() -> None:
     """A part bigger than the budget: the link behind the padding (in the tail) is found."""
-    config = ScanConfig(max_link_scan_chars=256 * 1024)
+    config = ScanSettings(max_link_scan_chars=256 * 1024)
     html = "<html><body><!--" + "x" * (1024 * 1024) + "-->" + PHISH_HTML + "</body></html>"
     verdict = timed_scan(build(html=html), config)
     assert_judged(verdict, PHISH_SIGNALS, "limit-text")
@@ -290,7 +290,7 @@ def _with_attachment(size: int) -> bytes:
 
 def test_message_just_over_the_size_cap_is_judged_on_its_head() -> None:
     message = _with_attachment(64 * 1024)
-    config = ScanConfig(max_message_bytes=len(message) - 1)
+    config = ScanSettings(max_message_bytes=len(message) - 1)
     verdict = timed_scan(message, config)
     assert_judged(verdict, PHISH_SIGNALS, "limit-size")
 
@@ -314,7 +314,7 @@ def test_head_cut_by_the_caller_is_judged_as_truncated() -> None:
 def test_limits_force_tag_even_with_raised_thresholds() -> None:
     from popproxy.scan import Thresholds
 
-    config = ScanConfig(thresholds=Thresholds(20.0, 30.0, 40.0))
+    config = ScanSettings(thresholds=Thresholds(20.0, 30.0, 40.0))
     verdict = timed_scan(nested(20), config)
     assert "limit-depth" in names(verdict)
     assert verdict.action == "tag"
@@ -350,7 +350,7 @@ def test_defang_of_an_unparsed_structure_leaves_no_live_link() -> None:
     head, body = message.split(b"\r\n\r\n", 1)
     padded = head + b"\r\n\r\n" + b"--sep\r\n" * 20_001 + body
     verdict = timed_scan(padded)
-    rendered = apply_action(padded, verdict, ScanConfig())
+    rendered = apply_action(padded, verdict, ScanSettings())
     # What a client shows: every HTML part decoded by a parser without our delimiter cap.
     html = b""
     for part in email.message_from_bytes(rendered).walk():

@@ -9,7 +9,6 @@ from popproxy.scan import limits
 def test_decoding_room_covers_a_message_at_the_size_cap() -> None:
     # base64 shrinks by 3/4: a message under the cap decodes to less than the decoded cap.
     assert limits.MAX_DECODED_BYTES >= limits.MAX_MESSAGE_BYTES * 3 // 4
-    assert limits.MAX_DECODED_BYTES <= limits.MAX_MESSAGE_BYTES * 3 // 2  # ~1.5x at most
 
 
 def test_links_are_searched_beyond_the_size_cap() -> None:

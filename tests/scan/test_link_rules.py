@@ -100,10 +100,10 @@ def test_feed_hit(tmp_path: Path) -> None:
 
 
 def test_feeds_from_config_paths(tmp_path: Path) -> None:
-    from popproxy.scan import ScanConfig
+    from popproxy.scan import ScanSettings
 
     path = tmp_path / "feed.txt"
     path.write_text("evil.test\n")
-    scanner = Scanner(ScanConfig(feed_paths=(path,)))
+    scanner = Scanner(ScanSettings(feed_paths=(path,)))
     assert len(scanner.feeds) == 1
     assert "link-feed-host" in names(scanner.scan(build(text="https://www.evil.test/")))

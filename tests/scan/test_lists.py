@@ -19,8 +19,7 @@ def test_host_lists_hold_lower_case_host_names() -> None:
 
 
 def test_extension_lists_hold_bare_lower_case_extensions() -> None:
-    for name in ("RISKY_EXTENSIONS", "MACRO_EXTENSIONS", "DECOY_EXTENSIONS",
-                 "ARCHIVE_EXTENSIONS"):
+    for name in ("RISKY_EXTENSIONS", "DECOY_EXTENSIONS"):
         entries: frozenset[str] = getattr(lists, name)
         assert all(EXTENSION.fullmatch(e) for e in entries), name
 
@@ -34,4 +33,3 @@ def test_a_decoy_is_never_risky_itself() -> None:
     # "invoice.pdf.exe": the decoy must read as harmless, the real extension as risky.
     assert not lists.DECOY_EXTENSIONS & lists.RISKY_EXTENSIONS
     assert {"exe", "scr", "js", "iso", "lnk"} <= lists.RISKY_EXTENSIONS
-    assert {"docm", "xlsm"} <= lists.MACRO_EXTENSIONS

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS, ProtectedBrand
 from popproxy.scan.lookalike import (
     BrandMatch,
     brand_match,
@@ -16,6 +15,7 @@ from popproxy.scan.lookalike import (
     names_brand,
     skeleton,
 )
+from popproxy.scan.settings import DEFAULT_PROTECTED_BRANDS, ProtectedBrand
 
 BRANDS = DEFAULT_PROTECTED_BRANDS
 PAYPAL = next(b for b in BRANDS if b.name == "paypal")

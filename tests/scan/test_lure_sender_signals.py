@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from popproxy.scan import ScanConfig
+from popproxy.scan import ScanSettings
 from popproxy.scan.content import greeting_signals
 from popproxy.scan.header_facts import HeaderFacts
 from popproxy.scan.lures import lure_signals
@@ -69,7 +69,7 @@ def test_brand_display_name_plus_lure_tags() -> None:
 
 
 def test_sender_brands_can_be_switched_off() -> None:
-    verdict = scan(load("sender_brand_display.eml"), ScanConfig(sender_brands=()))
+    verdict = scan(load("sender_brand_display.eml"), ScanSettings(sender_brands=()))
     assert "sender-brand-mismatch" not in names(verdict)
 
 

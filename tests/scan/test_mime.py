@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 
-from popproxy.scan import ScanConfig
+from popproxy.scan import ScanSettings
 from popproxy.scan.mime import WalkStats, walk_parts
 from popproxy.scan.mime_parse import parse_message
 from tests.scan.helpers import load, names, scan
@@ -49,7 +49,7 @@ def test_depth_limit() -> None:
     types, stats = _parts(_nested(5), max_depth=3)
     assert types == ["text/plain"] and stats.overflow_parts == 1
     assert stats.limits_hit == ["depth"]
-    verdict = scan(_nested(5), ScanConfig(max_mime_depth=3))
+    verdict = scan(_nested(5), ScanSettings(max_mime_depth=3))
     assert {"limit-depth", "link-ip-host"} <= names(verdict)
 
 

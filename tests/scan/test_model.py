@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from popproxy.scan import ScanConfig, Scanner
+from popproxy.scan import Scanner, ScanSettings
 from popproxy.scan.features import FEATURES_VERSION, SIGNAL_PREFIX
 from popproxy.scan.model import (
     MODEL_FORMAT,
@@ -51,7 +51,7 @@ def _train_script() -> ModuleType:
 
 
 def _model_scanner(path: Path | None = None) -> Scanner:
-    return Scanner(ScanConfig(combiner="model", model_path=path), feeds=())
+    return Scanner(ScanSettings(combiner="model", model_path=path), feeds=())
 
 
 def test_shipped_model_loads_and_is_versioned() -> None:
@@ -112,7 +112,7 @@ def test_model_reproduces_the_training_scripts_scores() -> None:
             verdict.signals, scanner.model
         )
         assert unclipped == pytest.approx(checks[name], abs=1e-3), name
-        table = Scanner(ScanConfig(combiner="weights"), feeds=()).scan(
+        table = Scanner(ScanSettings(combiner="weights"), feeds=()).scan(
             script.check_message(spec)
         )
         assert verdict.score == pytest.approx(max(0.0, round(unclipped, 2), table.score))
@@ -131,7 +131,7 @@ def test_missing_model_falls_back_to_the_weights(tmp_path: Path) -> None:
     message = build(text="verify your account within 24 hours", subject="account suspended")
     fallback = _model_scanner(tmp_path / "absent.json")
     assert fallback.model is None
-    weights = Scanner(ScanConfig(combiner="weights"), feeds=())
+    weights = Scanner(ScanSettings(combiner="weights"), feeds=())
     assert fallback.scan(message) == weights.scan(message)
 
 
@@ -185,7 +185,7 @@ def test_the_table_is_a_floor_for_the_model() -> None:
         sender="Security <alert@example.test>",
         subject="Verify now",
     )
-    table = Scanner(ScanConfig(combiner="weights"), feeds=()).scan(message)
+    table = Scanner(ScanSettings(combiner="weights"), feeds=()).scan(message)
     model = _model_scanner().scan(message)
     assert table.action == "tag"
     assert model.score >= table.score
@@ -203,7 +203,7 @@ def test_untrained_signal_counts_with_its_table_weight() -> None:
 
 
 def _features(message: bytes) -> dict[str, float]:
-    return Scanner(ScanConfig(combiner="weights"), feeds=()).scan_features(message)[1]
+    return Scanner(ScanSettings(combiner="weights"), feeds=()).scan_features(message)[1]
 
 
 def test_features_ignore_dates_mailers_received_and_x_headers() -> None:

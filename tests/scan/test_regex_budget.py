@@ -29,9 +29,9 @@ from typing import Any
 
 import popproxy.scan
 from popproxy.scan import addresses, content, lookalike, lures
-from popproxy.scan.config import DEFAULT_PROTECTED_BRANDS
 from popproxy.scan.headers import _HEADER_LINE
 from popproxy.scan.pdf import raw_uri_links
+from popproxy.scan.settings import DEFAULT_PROTECTED_BRANDS
 
 # The stdlib's own regex parser (no type stubs): the audit derives inputs from parsed patterns.
 sre: Any = importlib.import_module("re._constants")

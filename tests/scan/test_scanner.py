@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from popproxy.scan import ScanConfig, Scanner, Thresholds, apply_action
+from popproxy.scan import Scanner, ScanSettings, Thresholds, apply_action
 from popproxy.scan import scanner as scanner_module
 from tests.scan.helpers import load, names, scan
 
@@ -19,7 +19,7 @@ def test_clean_message_passes() -> None:
 
 
 def test_custom_thresholds_change_the_action() -> None:
-    strict = ScanConfig(thresholds=Thresholds(tag=1, defang=2, quarantine=3))
+    strict = ScanSettings(thresholds=Thresholds(tag=1, defang=2, quarantine=3))
     verdict = scan(load("qp_ip_link.eml"), strict)
     assert verdict.action == "quarantine"
     assert verdict.reasons[0].startswith("link-ip-host")
@@ -34,7 +34,7 @@ def test_each_rule_counts_once() -> None:
 
 def test_too_large_is_judged_on_its_head() -> None:
     # Not "unscanned" any more: the head is judged and the cut is evidence (limit-size).
-    verdict = scan(load("clean_plain.eml"), ScanConfig(max_message_bytes=100))
+    verdict = scan(load("clean_plain.eml"), ScanSettings(max_message_bytes=100))
     assert verdict.action == "tag"
     assert verdict.cause is None
     assert "limit-size" in names(verdict)
@@ -42,7 +42,7 @@ def test_too_large_is_judged_on_its_head() -> None:
 
 def test_time_budget_with_fake_clock() -> None:
     ticks = itertools.count(0.0, 1.0)  # every clock read advances one second
-    scanner = Scanner(ScanConfig(time_budget_seconds=2.5), feeds=(), clock=lambda: next(ticks))
+    scanner = Scanner(ScanSettings(time_budget_seconds=2.5), feeds=(), clock=lambda: next(ticks))
     verdict = scanner.scan(load("nested_forward.eml"))
     assert verdict.action == "unscanned"
     assert verdict.cause == "time-budget"
@@ -50,7 +50,7 @@ def test_time_budget_with_fake_clock() -> None:
 
 
 def test_time_budget_not_hit_with_a_frozen_clock() -> None:
-    scanner = Scanner(ScanConfig(time_budget_seconds=0.001), feeds=(), clock=lambda: 42.0)
+    scanner = Scanner(ScanSettings(time_budget_seconds=0.001), feeds=(), clock=lambda: 42.0)
     assert scanner.scan(load("nested_forward.eml")).action != "unscanned"
 
 
@@ -145,5 +145,5 @@ def test_forged_verdict_header_forces_tag() -> None:
 
 
 def test_forged_header_does_not_lower_a_stronger_action() -> None:
-    strict = ScanConfig(thresholds=Thresholds(tag=1, defang=2, quarantine=3))
+    strict = ScanSettings(thresholds=Thresholds(tag=1, defang=2, quarantine=3))
     assert scan(load("forged_verdict_header.eml"), strict).action == "quarantine"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from popproxy.scan.config import Thresholds
 from popproxy.scan.scoring import combine, forced_action, forces_tag, group_of
+from popproxy.scan.settings import Thresholds
 from popproxy.scan.verdict import Signal
 from popproxy.scan.weights import WEIGHTS
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from popproxy.scan.config import Thresholds
 from popproxy.scan.scoring import forces_tag
+from popproxy.scan.settings import Thresholds
 from popproxy.scan.weights import WEIGHTS, weight
 
 

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from popproxy.metrics import Metrics
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from popproxy.proxy.channel import Channel
 from popproxy.proxy.failure_timing import FailureTiming, UpstreamKey
 from popproxy.proxy.observe import Observer
@@ -123,7 +123,7 @@ class ScriptedUpstream:
 class SessionPair:
     """One ``Session`` (as a task) between an in-memory client and a ``ScriptedUpstream``."""
 
-    def __init__(self, config: Config, upstream: ScriptedUpstream | None = None,
+    def __init__(self, config: Policy, upstream: ScriptedUpstream | None = None,
                  **settings: Any) -> None:
         self.config = config
         self.upstream = upstream or ScriptedUpstream()

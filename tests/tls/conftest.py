@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from tests.helpers import LoopThread, RunningProxy, running_demo, running_proxy
 from tests.support.tools import require_tool as support_require_tool
 
@@ -44,7 +44,7 @@ def loop() -> Iterator[LoopThread]:
     lt.close()
 
 
-def tls_config(pki: Pki, upstream_port: int, state_dir: Path, **extra: object) -> Config:
+def tls_config(pki: Pki, upstream_port: int, state_dir: Path, **extra: object) -> Policy:
     data: dict[str, object] = {
         "listeners": [
             {"name": "stls", "port": 1, "mode": "starttls"},
@@ -55,7 +55,7 @@ def tls_config(pki: Pki, upstream_port: int, state_dir: Path, **extra: object) -
         "state_dir": str(state_dir),
     }
     data.update(extra)
-    return Config.model_validate(data)
+    return Policy.model_validate(data)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.policy.config import Config, Tls
+from popproxy.policy import Policy, Tls
 from popproxy.proxy.tls import ServerTls
 from tests.helpers import LoopThread, running_demo, running_proxy
 from tests.tls.conftest import Pki, tls_config
@@ -25,8 +25,8 @@ def test_self_signed_serves_tls(tmp_path: Path, loop: LoopThread) -> None:
             client.quit()
 
 
-def tls_config_without_certs(port: int, state: Path) -> Config:
-    return Config.model_validate(
+def tls_config_without_certs(port: int, state: Path) -> Policy:
+    return Policy.model_validate(
         {
             "listeners": [{"name": "tls", "port": 1, "mode": "tls"}],
             "upstream": {"port": port},

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.policy.config import Config
+from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
 from tests.tls.conftest import Pki
@@ -22,11 +22,11 @@ def _server_context(pki: Pki, *names: str) -> ssl.SSLContext:
     return ctx
 
 
-def _config(port: int, mode: str, **upstream: object) -> Config:
+def _config(port: int, mode: str, **upstream: object) -> Policy:
     config = make_config(port)
     data = config.model_dump(mode="json")
     data["upstream"].update({"mode": mode, **upstream})
-    return Config.model_validate(data)
+    return Policy.model_validate(data)
 
 
 @contextmanager

@@ -9,14 +9,22 @@ from typing import Literal
 from popproxy.scan import limits
 from popproxy.scan.verdict import Action
 
+# Scores at or above which each action applies, on the weights table's scale (weights.py): a
+# limit signal alone (weight 4.0) tags, a structure the scanner could not read (limit-structure,
+# 7.0) defangs, and no single signal (the heaviest weighs 7.0) quarantines.  The trained combiner
+# (model.py) scores on the same scale.  The policy's ``scan.thresholds`` defaults too.
+TAG_SCORE = 4.0
+DEFANG_SCORE = 7.0
+QUARANTINE_SCORE = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Score at or above which each action applies; the highest matching one wins."""
 
-    tag: float = 4.0
-    defang: float = 7.0
-    quarantine: float = 10.0
+    tag: float = TAG_SCORE
+    defang: float = DEFANG_SCORE
+    quarantine: float = QUARANTINE_SCORE
 
     def action_for(self, score: float) -> Action:
         """Map a score to an action (quarantine > defang > tag > pass)."""
@@ -48,7 +56,7 @@ class ProtectedBrand:
 
 # A policy list of commonly impersonated brands (APWG and vendor phishing reports name these year
 # after year).  Deliberately short and general: operators add their own bank with
-# ScanConfig(protected_brands=DEFAULT_PROTECTED_BRANDS + (ProtectedBrand("mybank"),)).
+# ScanSettings(protected_brands=DEFAULT_PROTECTED_BRANDS + (ProtectedBrand("mybank"),)).
 DEFAULT_PROTECTED_BRANDS: tuple[ProtectedBrand, ...] = (
     ProtectedBrand("paypal", ("paypalobjects.com", "paypal-community.com")),
     ProtectedBrand(
@@ -178,12 +186,15 @@ DEFAULT_SENDER_BRANDS: tuple[ProtectedBrand, ...] = (
     ProtectedBrand("bybit"),
 )
 
-# Prepended to the Subject by the "tag" action when ScanConfig.subject_prefix is left as is.
+# Prepended to the Subject by the "tag" action when ScanSettings.subject_prefix is left as is.
 DEFAULT_SUBJECT_PREFIX = "[SUSPICIOUS]"
+# The From of the notice that replaces a quarantined message: a local address, so a reply never
+# leaves the site; admins set their own postmaster.
+DEFAULT_NOTICE_FROM = "popproxy <postmaster@localhost>"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ScanConfig:
+class ScanSettings:
     """Everything the scanner can be told; build once, share between sessions."""
 
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -201,7 +212,7 @@ class ScanConfig:
     sender_brands: tuple[ProtectedBrand, ...] = DEFAULT_SENDER_BRANDS
     feed_paths: tuple[Path, ...] = ()
     subject_prefix: str = DEFAULT_SUBJECT_PREFIX
-    notice_from: str = "popproxy <postmaster@localhost>"
+    notice_from: str = DEFAULT_NOTICE_FROM
     check_office_macros: bool = True
     # How signals become a score: "model" (the trained combiner, popproxy/scan/model.json,
     # trained by bench/train_scanner.py) or "weights" (the readable table in weights.py).  The

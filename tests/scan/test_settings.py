@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 from popproxy.scan import limits
-from popproxy.scan.config import (
+from popproxy.scan.settings import (
     DEFAULT_PROTECTED_BRANDS,
     DEFAULT_SENDER_BRANDS,
-    ScanConfig,
+    ScanSettings,
     Thresholds,
 )
 
@@ -31,7 +31,7 @@ def test_brand_labels_are_lower_case_labels_and_unique() -> None:
 
 
 def test_defaults_are_the_named_limits() -> None:
-    config = ScanConfig()
+    config = ScanSettings()
     assert config.max_message_bytes == limits.MAX_MESSAGE_BYTES
     assert config.max_links == limits.MAX_LINKS
     assert config.time_budget_seconds == limits.TIME_BUDGET_SECONDS

@@ -1,0 +1,59 @@
+"""UIDL and LIST listings (RFC 1939 sections 5 and 7), parsed as they arrive, within bounds.
+
+A listing is read line by line, so a session holds the parsed entries and at most one
+partial line, never the whole answer as well: an upstream that answers UIDL with millions
+of short lines costs the entries, not several copies of its bytes.
+"""
+
+from __future__ import annotations
+
+from popproxy.pop3.errors import RemoteProtocolError
+from popproxy.pop3.limits import MAX_STATUS_LINE
+
+# RFC 2449 section 4: response lines are at most 512 octets, CRLF included (a unique-id is
+# 1-70 characters, RFC 1939 section 7, so real lines are far shorter).
+MAX_LISTING_LINE = MAX_STATUS_LINE
+# A maildrop of a million messages is past what any POP3 client lists; the bound keeps a
+# session's listing under ~150 MB whatever the upstream sends.
+MAX_LISTING_ENTRIES = 1_000_000
+
+
+class ListingReader:
+    """Feed unstuffed body bytes in any chunking; ``finish`` returns ``{number: value}``.
+
+    Lines that are not ``number SP value`` are skipped, as clients skip them.  ``feed`` and
+    ``finish`` raise ``RemoteProtocolError`` past a bound (the caller drops the connection).
+    """
+
+    __slots__ = ("_entries", "_max_entries", "_max_line", "_partial")
+
+    def __init__(self, max_line: int = MAX_LISTING_LINE,
+                 max_entries: int = MAX_LISTING_ENTRIES) -> None:
+        self._entries: dict[int, bytes] = {}
+        self._partial = b""
+        self._max_line = max_line
+        self._max_entries = max_entries
+
+    def feed(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\r\n")
+        self._partial = lines.pop()
+        if len(self._partial) > self._max_line:
+            raise RemoteProtocolError(f"listing line over {self._max_line} octets")
+        for line in lines:
+            self._line(line)
+
+    def finish(self) -> dict[int, bytes]:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+        return self._entries
+
+    def _line(self, line: bytes) -> None:
+        if len(line) > self._max_line:
+            raise RemoteProtocolError(f"listing line over {self._max_line} octets")
+        number, _, value = line.partition(b" ")
+        if not (number.isdigit() and value):
+            return
+        if len(self._entries) >= self._max_entries:
+            raise RemoteProtocolError(f"listing over {self._max_entries} entries")
+        self._entries[int(number)] = value.strip()

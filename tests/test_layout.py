@@ -23,68 +23,11 @@ EXEMPT: dict[str, str] = {
     "__main__.py": "two lines that call cli.main; tests/test_cli.py runs `python -m popproxy`",
 }
 
-# Modules with no test file of their own yet (issue 16 item 7), each with a test that
-# imports it today (+N: that many more), or the module it runs under.  Write the file, then
-# delete the entry (the test insists).
-BACKLOG: dict[str, str] = {
-    "auditlog.py": "imported by tests/integration/test_lockout_redis.py (+8)",
-    "metrics.py": "imported by tests/integration/test_prometheus.py (+5)",
-    "quarantine.py": "imported by tests/faults/test_scan_faults.py (+4)",
-    "quarantine_cli.py": "only indirectly, through cli.py",
-    "capture/flow.py": "imported by tests/capture/test_capture_session.py (+1)",
-    "capture/store.py": "imported by tests/capture/test_capture_session.py",
-    "pop3/events.py": "imported by tests/fuzz/test_fuzz.py (+6)",
-    "pop3/limits.py": "imported by tests/capture/test_redact.py (+5)",
-    "proxy/demo_upstream.py": "imported by tests/capture/test_capture_session.py (+27)",
-    "proxy/errors.py": "only indirectly, through proxy/auth.py",
-    "proxy/failure_timing.py": "imported by tests/integration/test_dovecot_login_timing.py (+1)",
-    "proxy/http.py": "imported by tests/faults/test_scan_faults.py (+4)",
-    "proxy/lockout_guard.py": "imported by tests/policy/test_lockout.py (+3)",
-    "proxy/lockout_store.py": "imported by tests/policy/test_lockout.py (+1)",
-    "proxy/observe.py": "imported by tests/integration/test_lockout_redis.py (+11)",
-    "proxy/scan_worker.py": "only indirectly, through proxy/scan_jobs.py",
-    "proxy/spool.py": "only indirectly, through proxy/mailbox.py",
-    "proxy/tls.py": "imported by tests/test_state_permissions.py (+1)",
-    "scan/addresses.py": "imported by tests/scan/test_content.py (+3)",
-    "scan/collected.py": "only indirectly, through scan/scanner.py",
-    "scan/settings.py": "imported by tests/scan/test_content.py (+2)",
-    "policy/schema_base.py": "only indirectly, through policy/schema.py",
-    "scan/defang.py": "imported by tests/scan/test_actions.py (+1)",
-    "scan/defang_html.py": "only indirectly, through scan/defang.py",
-    "scan/explain.py": "imported by tests/scan/test_cli_scan.py",
-    "scan/extract.py": "imported by tests/scan/test_html_browser_parsing.py (+2)",
-    "scan/features.py": "imported by tests/scan/test_model.py",
-    "scan/header_words.py": "imported by tests/scan/test_mime.py",
-    "scan/headers.py": "imported by tests/scan/test_regex_budget.py",
-    "scan/html_cost.py": "imported by tests/scan/test_defang_tree.py",
-    "scan/inert_text.py": "only indirectly, through scan/defang.py",
-    "scan/invites.py": "imported by tests/scan/test_containers.py",
-    "scan/limits.py": "imported by tests/scan/test_limit_bypass.py (+1)",
-    "scan/link_select.py": "only indirectly, through scan/collected.py",
-    "scan/lists.py": "only indirectly, through scan/addresses.py",
-    "scan/lookalike.py": "imported by tests/scan/test_containers.py (+1)",
-    "scan/macros.py": "imported by tests/scan/test_attachments.py",
-    "scan/media.py": "imported by tests/scan/test_qr.py",
-    "scan/mime_params.py": "imported by tests/scan/test_defang_attachments.py (+1)",
-    "scan/obfuscation.py": "only indirectly, through scan/content.py",
-    "scan/ooxml.py": "only indirectly, through scan/containers.py",
-    "scan/recover.py": "imported by tests/scan/test_mime.py",
-    "scan/scoring.py": "only indirectly, through scan/explain.py",
-    "scan/sniff.py": "only indirectly, through scan/containers.py",
-    "scan/sources.py": "only indirectly, through scan/cli_scan.py",
-    "scan/textdecode.py": "imported by tests/scan/test_mime.py",
-    "scan/urls.py": "imported by tests/scan/test_hosts.py (+1)",
-    "scan/verdict.py": "imported by tests/proxy/test_scan_jobs.py (+3)",
-    "scan/weights.py": "only indirectly, through proxy/scan_jobs.py",
-    "capture/hook.py": "imported by tests/capture/test_capture_session.py",
-    "proxy/mailbox.py": "only indirectly, through proxy/session.py",
-    "proxy/delivery.py": "only indirectly, through proxy/mailbox.py",
-    "proxy/relay.py": "only indirectly, through proxy/session.py",
-    "proxy/settings.py": "imported by tests/support/harness.py",
-    "scan/mime_parse.py": "imported by tests/scan/test_mime.py",
-    "scan/refresh.py": "only indirectly, through scan/extract.py",
-    "scan/zips.py": "imported by tests/scan/test_zip_images.py",
-}
+# Modules with no test file of their own yet, each with a test that imports it today, or the
+# module it runs under.  Empty since issue 16 item 7 was done: a new module comes with its test
+# file; if one cannot, list it here with its reason, then delete the entry once the file exists
+# (the test insists).
+BACKLOG: dict[str, str] = {}
 
 
 def modules() -> list[str]:

@@ -7,7 +7,7 @@ the targets shown after a defanged anchor.
 
 Both patterns are linear on hostile text: every quantifier is possessive or over a class the
 next token cannot start with, so a failed match never backtracks over what it consumed
-(``tests/scan/test_defang_tree.py`` times them on 100 KB inputs against a linear scan).
+(``tests/scan/test_defang_html.py`` times them on 100 KB inputs against a linear scan).
 """
 
 from __future__ import annotations

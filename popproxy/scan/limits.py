@@ -15,8 +15,8 @@ changed there; the policy's ``scan`` section takes its defaults from here too
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 # Decoded payload bytes summed over all parts.  base64 shrinks by 3/4, so a message under the size
-# cap decodes to less than this; the cap stops decompression-like tricks (nested message/rfc822
-# re-encodings) from growing memory past ~1.5x the message.
+# cap decodes to less than that; this cap (3x MAX_MESSAGE_BYTES) stops decompression-like tricks
+# (nested message/rfc822 re-encodings, each decoded again) from growing a worker's memory further.
 MAX_DECODED_BYTES = 48 * 1024 * 1024
 
 # MIME nesting depth.  Real mail nests 3-5 levels (mixed > related > alternative, plus a

@@ -1,18 +1,15 @@
-"""The session recorder: order, timestamps, RETR/TOP bodies omitted, memory bound."""
+"""The session recorder: order, timestamps, RETR/TOP bodies omitted, memory bound.
+
+The flow file it becomes is tested in test_flow.py.
+"""
 
 from __future__ import annotations
 
-import itertools
-from pathlib import Path
-
 import pytest
 
-from popproxy.capture import tnetstring
-from popproxy.capture.flow import FlowInfo, encode_flow, tcp_flow_state
 from popproxy.capture.recorder import (
     MAX_CAPTURE_BYTES,
     MESSAGE_OVERHEAD,
-    Message,
     SessionRecorder,
 )
 from popproxy.pop3.framing import stuff_body
@@ -129,29 +126,3 @@ def test_memory_bound() -> None:
     kept = sum(len(m.content) for m in rec.messages)
     assert kept + rec.dropped == 200
     assert [len(m.content) for m in rec.messages] == [20, 20, 10]
-
-
-def test_flow_state_matches_mitmproxy() -> None:
-    """The flow of one recorded exchange decodes to exactly what mitmproxy 11.0.2 wrote for the
-    same flow (tests/capture/data, made with mitmproxy.tcp.TCPFlow.get_state and its
-    tnetstring in a separate venv)."""
-    golden = Path(__file__).parent / "data" / "mitmproxy-11.0.2-tcpflow.tnetstring"
-    info = FlowInfo(client=("127.0.0.1", 5000), listener=("127.0.0.1", 1110),
-                    server=("mail.example", 110), started=1.5, ended=9.25,
-                    client_tls_version="TLSv1.3", server_tls=True, comment="hi",
-                    metadata={"popproxy.session": "abc"})
-    messages = [Message(False, b"+OK POP3 proxy ready\r\n", 2.0), Message(True, b"STAT\r\n", 3.0)]
-    ids = itertools.chain(["flow-id", "client-id", "server-id"])
-    state = tcp_flow_state(messages, info, new_id=lambda: next(ids))
-    assert tnetstring.loads(tnetstring.dumps(state)) == tnetstring.loads(golden.read_bytes())
-
-
-def test_flow_without_upstream_or_tls() -> None:
-    info = FlowInfo(("::1", 40000), ("::", 1110), None, 1.0, 2.0, client_tls_version="weird")
-    state = tnetstring.loads(encode_flow([], info))
-    assert isinstance(state, dict)
-    client, server = state["client_conn"], state["server_conn"]
-    assert isinstance(client, dict) and isinstance(server, dict)
-    assert client["tls"] is True and client["tls_version"] is None  # not a mitmproxy value
-    assert server["address"] is None and server["tls"] is False
-    assert state["messages"] == []

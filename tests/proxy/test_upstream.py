@@ -153,14 +153,6 @@ def test_an_upstream_closing_early_is_closed_from_every_path(path: str, cut: str
     assert reason is UpstreamFailure.CLOSED
 
 
-def test_a_relayed_body_is_passed_on_still_stuffed_and_terminated() -> None:
-    upstream, client = _connect(b"+OK 30 octets\r\n..dot\r\nline\r\n", b".\r\n"), Client()
-    status, relayed = asyncio.run(relay(upstream, client, _retr()))
-    assert status.multiline
-    assert bytes(client.received) == b"+OK 30 octets\r\n..dot\r\nline\r\n.\r\n"
-    assert relayed == len(b"..dot\r\nline\r\n")
-
-
 def test_read_unstuffed_is_bounded() -> None:
     upstream = _connect(b"+OK\r\n" + b"x" * 100 + b"\r\n.\r\n")
 

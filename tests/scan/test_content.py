@@ -1,41 +1,11 @@
-"""Sender, wording and obfuscation signals."""
+"""Wording and obfuscation signals (the sender signals are in test_addresses.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from popproxy.scan.addresses import recipient_signals, sender_signals
 from popproxy.scan.content import obfuscation_signals
-from popproxy.scan.header_facts import HeaderFacts
 from popproxy.scan.lures import lure_signals
-from popproxy.scan.settings import DEFAULT_PROTECTED_BRANDS
-from popproxy.scan.verdict import Signal
-
-
-def _sender(from_: str, reply_to: str = "") -> set[str]:
-    return {s.name for s in sender_signals(
-        HeaderFacts.parse(from_=from_, reply_to=reply_to), DEFAULT_PROTECTED_BRANDS
-    )}
-
-
-@pytest.mark.parametrize(
-    ("from_", "reply_to", "expected"),
-    [
-        ('"PayPal" <service@paypal.com>', "", set()),
-        ('"PayPal Service" <service@mailer.example.net>', "", {"sender-brand-mismatch"}),
-        ("Microsoft Team <ms.team.1@gmail.com>", "", {"sender-brand-freemail"}),
-        ("Microsoft account team ,_<no-reply@evil.test>", "", {"sender-brand-mismatch",
-                                                               "sender-malformed"}),
-        ("Prize Desk, winner <desk@example.net>", "", {"sender-malformed"}),
-        ('"Doe, John" <john@example.org>', "", set()),
-        ('"support@bank.example" <x@evil.test>', "", {"sender-display-address"}),
-        ("Alice <alice@example.org>", "claims.dept@gmail.com", {"reply-to-freemail"}),
-        ("Alice <alice@gmail.com>", "alice@gmail.com", set()),
-        ("Pineapple Weekly <news@example.org>", "", set()),
-    ],
-)
-def test_sender(from_: str, reply_to: str, expected: set[str]) -> None:
-    assert _sender(from_, reply_to) == expected
 
 
 def test_lures() -> None:
@@ -59,15 +29,6 @@ def test_lures() -> None:
 )
 def test_localised_lures(text: str, signal: str) -> None:
     assert signal in {s.name for s in lure_signals(text)}
-
-
-def test_subject_with_recipient_address() -> None:
-    def signals(to: str, subject: str) -> list[Signal]:
-        return recipient_signals(HeaderFacts.parse(to=to, subject=subject))
-
-    assert signals("Bob <bob@example.net>", "bob@example.net: your parcel")
-    assert not signals("Bob <bob@example.net>", "your parcel")
-    assert not signals("a@example.net, b@example.net", "a@example.net")
 
 
 @pytest.mark.parametrize(

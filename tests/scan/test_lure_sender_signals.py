@@ -1,17 +1,15 @@
-"""Lure wording, sender-line and image-only signals, each on a small synthetic message."""
+"""Lure wording, sender-line and image-only signals, each on a small synthetic message (the
+table of sender lines itself is in test_addresses.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from popproxy.scan import DEFAULT_PROTECTED_BRANDS, DEFAULT_SENDER_BRANDS, ScanSettings
-from popproxy.scan.addresses import sender_signals
+from popproxy.scan import ScanSettings
 from popproxy.scan.content import greeting_signals
 from popproxy.scan.header_facts import HeaderFacts
 from popproxy.scan.lures import lure_signals
 from tests.scan.helpers import build, load, names, scan
-
-_ALL_BRANDS = DEFAULT_PROTECTED_BRANDS + DEFAULT_SENDER_BRANDS
 
 
 @pytest.mark.parametrize(
@@ -180,30 +178,6 @@ def test_greeting_by_address(text: str, fires: bool) -> None:
 )
 def test_greeting_by_recipient_address(text: str, to: str, fires: bool) -> None:
     assert bool(greeting_signals(text, HeaderFacts.parse(to=to))) is fires
-
-
-def _sender(from_: str) -> set[str]:
-    return {s.name for s in sender_signals(HeaderFacts.parse(from_=from_), _ALL_BRANDS)}
-
-
-@pytest.mark.parametrize(
-    ("from_", "expected"),
-    [
-        ("Bradesco <notificacoes@bradesco.com.br>", set()),
-        ("Correios <avisos@correios.com.br>", set()),
-        ("Bradesco <contato@bradesco-pontos.example.net>", {"sender-brand-mismatch"}),
-        ("Walmart <offers@gift-cards.example.shop>", {"sender-brand-mismatch"}),
-        # Dotless domains (local system mail, anonymised samples) are not judged.
-        ("root <root@localhost>", set()),
-        ("Rewards <r@bonus_77.example.com>", {"sender-bad-domain"}),
-        ("Rewards <r@bonus.example-invalid>", {"sender-bad-domain"}),
-        ("Customer Service <helpdesk.team.1@outlook.com>", {"sender-role-freemail"}),
-        ("Maria Silva <maria.silva@gmail.com>", set()),
-        ("Support <support@example.org>", set()),
-    ],
-)
-def test_sender_line(from_: str, expected: set[str]) -> None:
-    assert _sender(from_) == expected
 
 
 def test_action_link_detail_names_the_keyword_not_the_anchor_text() -> None:

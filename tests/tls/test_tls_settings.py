@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import poplib
-import re
 import ssl
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 
 from popproxy.policy import Policy, Tls
-from popproxy.proxy.tls import ServerTls, fingerprint, generate_self_signed
+from popproxy.proxy.tls import ServerTls
 from tests.helpers import LoopThread, running_demo, running_proxy
 from tests.tls.conftest import Pki, tls_config
-
-
-def test_self_signed_certificate_generated_once(tmp_path: Path) -> None:
-    pair = generate_self_signed(tmp_path / "state")
-    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
-    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert set(sans.get_values_for_type(x509.IPAddress)) == {
-        ipaddress.ip_address("127.0.0.1"),
-        ipaddress.ip_address("::1"),
-    }
-    assert pair.key.stat().st_mode & 0o077 == 0  # the key is private to its owner
-    again = generate_self_signed(tmp_path / "state")
-    assert again.cert.read_bytes() == pair.cert.read_bytes()  # reused, not regenerated
-    assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", fingerprint(pair.cert))
 
 
 def test_self_signed_serves_tls(tmp_path: Path, loop: LoopThread) -> None:

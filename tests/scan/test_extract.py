@@ -1,7 +1,8 @@
-"""HTML is read the way a browser reads it: markup that fooled the old regex tokenizer.
+"""``scan.extract``: HTML is read the way a browser reads it (markup that fooled the old regex
+tokenizer), and URLs in running text are found as a browser would open them.
 
 Each attack hid a clickable link from the scanner (score 0, delivered as ``pass``) because a
-regex disagreed with the HTML5 parsing rules a browser follows.  Every test checks the link at
+regex disagreed with the HTML5 parsing rules a browser follows.  Each HTML test checks the link at
 ``html_extract`` level and through ``Scanner.scan``, where the link (an IP-literal host, which
 raises ``link-ip-host``) must now be judged.
 """
@@ -12,8 +13,7 @@ import time
 
 import pytest
 
-from popproxy.scan.extract import Link, LinkSource, html_extract
-from popproxy.scan.refresh import refresh_url
+from popproxy.scan.extract import Link, LinkSource, html_extract, refang, text_links
 from tests.scan.helpers import build, names, scan
 
 EVIL = "http://198.51.100.7/login"
@@ -219,13 +219,6 @@ def test_meta_refresh_url_is_a_link(content: str) -> None:
     _assert_judged(html)
 
 
-def test_refresh_content_parsing_follows_the_standard() -> None:
-    assert refresh_url("5") == ""  # a reload, no URL
-    assert refresh_url("soon; url=x") == ""  # no time: the whole content is ignored
-    assert refresh_url("1; url = 'a' b") == "a"
-    assert refresh_url("1;urlx") == "urlx"
-
-
 # --- what is visible text -----------------------------------------------------------------------
 
 
@@ -357,3 +350,37 @@ def test_honest_large_newsletter_shape_is_parsed() -> None:
     row = '<tr><td><font face="Arial"><b>Item</b></font></td><td><a href="/x">more</a></td></tr>'
     html = "<table>" + row * 3000 + "</table>"
     assert not html_extract(html).unparsed
+
+
+# --- links in running text (moved from test_urls.py) --------------------------------------------
+IP = "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    ("text", "url"),
+    [
+        (f"https:\\\\{IP}\\login", f"https:\\\\{IP}\\login"),
+        (f"HTTPS://{IP}/login", f"HTTPS://{IP}/login"),
+        (f"http:/{IP}/login.", f"http:/{IP}/login"),
+        ("hxxps[://]evil[.]test/x", "https://evil.test/x"),  # refanged as before
+    ],
+)
+def test_text_links_find_what_a_browser_opens(text: str, url: str) -> None:
+    assert [link.url for link in text_links(f"Please open {text} today")] == [url]
+
+
+def test_text_bare_scheme_without_slash_is_not_a_link() -> None:
+    # "http:80" in prose: no mail client makes a link of it, and it would read as 0.0.0.80.
+    assert text_links("the proxy listens on http:8080 and https:443") == []
+
+
+def test_obfuscated_links_are_refanged_and_marked() -> None:
+    (link,) = text_links("go to hxxps://evil[.]example(dot)test/x now", attachment=True)
+    assert (link.url, link.obfuscated, link.attachment) == (
+        "https://evil.example.test/x", True, True)
+    assert refang("h[xx]ps[://]a[.]b") == "https://a.b"
+
+
+def test_www_links_get_a_scheme_and_lose_trailing_punctuation() -> None:
+    assert [link.url for link in text_links("See www.example.test/a, or (https://b.test/).")] == [
+        "http://www.example.test/a", "https://b.test/"]

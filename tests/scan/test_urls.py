@@ -1,4 +1,4 @@
-"""URLs are read the way a browser reads them (WHATWG URL Standard).
+"""``scan.urls``: URLs are read the way a browser reads them (WHATWG URL Standard).
 
 Each spelling below opens a page in a browser; the old urlsplit-based parser saw no host in it,
 so the link was not judged.  Tests check ``parse_url`` and then the whole scanner, with the
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from popproxy.scan.extract import text_links
 from popproxy.scan.urls import parse_url
 from tests.scan.helpers import build, names, scan
 
@@ -199,19 +198,23 @@ def test_script_and_inline_schemes_keep_their_scheme() -> None:
         assert (info.scheme, info.host) == (scheme, "")
 
 
-@pytest.mark.parametrize(
-    ("text", "url"),
-    [
-        (f"https:\\\\{IP}\\login", f"https:\\\\{IP}\\login"),
-        (f"HTTPS://{IP}/login", f"HTTPS://{IP}/login"),
-        (f"http:/{IP}/login.", f"http:/{IP}/login"),
-        ("hxxps[://]evil[.]test/x", "https://evil.test/x"),  # refanged as before
-    ],
-)
-def test_text_links_find_what_a_browser_opens(text: str, url: str) -> None:
-    assert [link.url for link in text_links(f"Please open {text} today")] == [url]
+# Moved from test_hosts.py: parse_url's own parts.
+def test_parse_url_userinfo_and_case() -> None:
+    info = parse_url("HTTPS://bank.example@EVIL.test:8443/x")
+    assert info is not None
+    assert (info.scheme, info.host, info.userinfo) == ("https", "evil.test", "bank.example")
 
 
-def test_text_bare_scheme_without_slash_is_not_a_link() -> None:
-    # "http:80" in prose: no mail client makes a link of it, and it would read as 0.0.0.80.
-    assert text_links("the proxy listens on http:8080 and https:443") == []
+def test_parse_url_schemes() -> None:
+    js = parse_url("java\tscript:alert(1)")
+    assert js is not None and js.scheme == "javascript"
+    assert parse_url("not a url") is None
+    assert parse_url("http://[::1") is None
+
+
+def test_trailing_dot_long_hosts_and_path() -> None:
+    info = parse_url("https://evil.test./a/b?q=1")
+    assert info is not None and (info.host, info.path) == ("evil.test", "/a/b")
+    assert parse_url("https://" + "a." * 130 + "test/") is None  # RFC 1035: over 255 octets
+    mail = parse_url("mailto:someone@example.test")
+    assert mail is not None and (mail.scheme, mail.host) == ("mailto", "")

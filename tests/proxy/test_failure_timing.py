@@ -1,14 +1,5 @@
-"""A login refused by a policy rule takes as long as one refused by the upstream.
-
-The attack: time the ``-ERR``.  A ``users:`` rule refused at the proxy's floor (1.00 s) while
-the upstream refused a wrong password after its own failure delay (Dovecot: up to 2 s), so a
-guesser could tell which accounts a rule guards, i.e. that they exist.  The proxy learns each
-upstream's refusal time and holds every refusal (policy or upstream) for the same span.
-
-Here: the learner (failure_timing.py), no sockets.  The session's use of it (policy and
-upstream refusals timed alike, per routed upstream) is tested on the in-memory harness's
-virtual clock in test_session_timing.py.
-"""
+"""The refusal-time learner behind the login timing floor (the end-to-end attack is in
+test_session_timing.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +8,6 @@ import pytest
 from popproxy.policy import Upstream
 from popproxy.proxy.failure_timing import MARGIN, MAX_LEARNED, SAMPLES, FailureTiming, upstream_key
 
-# --------------------------------------------------------------------------- the learner
 KEY = upstream_key(Upstream(host="192.0.2.1", port=110))
 
 
@@ -39,3 +29,11 @@ def test_learned_floor_follows_a_faster_upstream_and_caps_a_stalled_one() -> Non
     for _ in range(SAMPLES):
         timing.observe(KEY, 0.5)
     assert timing.learned(KEY) == pytest.approx(0.5 + MARGIN)
+
+
+def test_the_key_is_the_address_not_the_name() -> None:
+    # A policy reload can point a name elsewhere: times belong to host, port and TLS mode.
+    assert upstream_key(Upstream(host="mail.example", port=995, mode="tls")) == (
+        "mail.example", 995, "tls")
+    assert upstream_key(Upstream(host="mail.example", port=110)) != upstream_key(
+        Upstream(host="mail.example", port=110, mode="starttls"))

@@ -1,0 +1,73 @@
+"""The quarantine store: held originals byte for byte, metadata beside them, ids that cannot
+name a path.  File modes are tested with the other state files in test_state_permissions.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from popproxy.quarantine import HeldMessage, QuarantineStore
+
+ORIGINAL = b"From: x@example.test\r\nSubject: verify\r\n\r\n.dot line\r\n"
+
+
+def _held(message_id: str, held_at: float = 1.0) -> HeldMessage:
+    return HeldMessage(id=message_id, user="alice", held_at=held_at, score=12.5,
+                       reasons=("phishing-link", "lookalike"), size=len(ORIGINAL))
+
+
+def test_hold_keeps_the_original_and_its_metadata(tmp_path: Path) -> None:
+    store = QuarantineStore(tmp_path / "q")
+    store.hold(_held("ab12"), ORIGINAL)
+    assert store.original("ab12") == ORIGINAL
+    assert store.get("ab12") == _held("ab12")  # reasons come back as a tuple
+    assert not store.released("ab12")
+
+
+def test_holding_the_same_message_again_changes_nothing(tmp_path: Path) -> None:
+    store = QuarantineStore(tmp_path / "q")
+    store.hold(_held("ab12"), ORIGINAL)
+    store.hold(_held("ab12", held_at=99.0), b"other bytes")
+    assert store.original("ab12") == ORIGINAL
+    assert store.get("ab12").held_at == 1.0
+
+
+def test_hold_file_moves_a_spooled_original_into_place(tmp_path: Path) -> None:
+    store = QuarantineStore(tmp_path / "q")
+    spooled = tmp_path / "spooled"
+    spooled.write_bytes(ORIGINAL)
+    store.hold_file(_held("cd34"), spooled)
+    assert not spooled.exists()
+    assert store.original("cd34") == ORIGINAL
+    again = tmp_path / "again"
+    again.write_bytes(b"dup")
+    store.hold_file(_held("cd34"), again)  # already held: the spool file is just removed
+    assert not again.exists()
+    assert store.original("cd34") == ORIGINAL
+
+
+def test_release_is_recorded(tmp_path: Path) -> None:
+    store = QuarantineStore(tmp_path / "q")
+    store.hold(_held("ab12"), ORIGINAL)
+    assert store.release("ab12").released
+    assert store.released("ab12")
+    assert store.get("ab12").released
+
+
+@pytest.mark.parametrize("bad_id", ["", "../etc/passwd", "AB12", "ab12.json", "zz"])
+def test_ids_other_than_hex_are_unknown(tmp_path: Path, bad_id: str) -> None:
+    store = QuarantineStore(tmp_path / "q")
+    for call in (store.get, store.original, store.release):
+        with pytest.raises(KeyError):
+            call(bad_id)
+    assert not store.released(bad_id)
+
+
+def test_list_is_oldest_first_and_empty_without_a_directory(tmp_path: Path) -> None:
+    store = QuarantineStore(tmp_path / "q")
+    assert store.list() == []
+    store.hold(_held("bb", held_at=5.0), ORIGINAL)
+    store.hold(_held("aa", held_at=9.0), ORIGINAL)
+    store.hold(_held("cc", held_at=1.0), ORIGINAL)
+    assert [h.id for h in store.list()] == ["cc", "bb", "aa"]

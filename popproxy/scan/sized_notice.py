@@ -8,8 +8,9 @@ nothing on the wire either, though the count is of the unstuffed message as RFC 
 it) with CRLF line ends, each at most ``PAD_LINE`` characters (RFC 5322 section 2.1.1: 78
 recommended, 998 at most).
 
-Messages smaller than the notice (a handful of octets: too small to carry much) get a header
-block of ``X-Popproxy-Held`` filler and blank lines only: nothing of the original, exact size.
+A message smaller than the notice gets a short one (From, Date, Subject, the id: 150 octets);
+one smaller still (too small to carry much) a header block of ``X-Popproxy-Held`` filler and
+blank lines only: nothing of the original, exact size.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ PAD_LINE = 76
 PAD_CHAR = b"~"
 
 
-def _notice(quarantine_id: str, scanned_at: float) -> bytes:
+def _notices(quarantine_id: str, scanned_at: float) -> tuple[bytes, bytes]:
+    """(the notice, a short one for small messages): plain US-ASCII text, the MIME default
+    (RFC 2045 section 5.2), so no MIME fields are needed."""
     when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(scanned_at))
-    return (b"From: popproxy <postmaster@localhost>\r\nDate: " + when.encode()
-            + b"\r\nSubject: [QUARANTINED] a message was held\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: text/plain; charset=us-ascii\r\n"
+    ident = quarantine_id.encode("ascii", "replace")
+    head = b"From: popproxy <postmaster@localhost>\r\nDate: " + when.encode() + b"\r\n"
+    full = (head + b"Subject: [QUARANTINED] a message was held\r\n"
             b"X-Popproxy-Verdict: quarantine\r\n\r\n"
-            b"A message was held by the mail security proxy.\r\nQuarantine id: "
-            + quarantine_id.encode("ascii", "replace")
+            b"A message was held by the mail security proxy.\r\nQuarantine id: " + ident
             + b"\r\nThe lines below only keep the size your mail program was told.\r\n")
+    short = head + b"Subject: [QUARANTINED] held\r\n\r\nHeld by the mail proxy: " + ident + b"\r\n"
+    return full, short
 
 
 def padding(octets: int) -> bytes:
@@ -49,13 +53,14 @@ def padding(octets: int) -> bytes:
 
 
 def padded_notice(quarantine_id: str, scanned_at: float, size: int) -> bytes:
-    """Our quarantine notice of exactly ``size`` octets (``size`` >= 0)."""
-    notice = _notice(quarantine_id, scanned_at)
-    filler = size - len(notice)
-    if filler == 1:  # one octet more than the notice: a space before its last CRLF
-        return notice[:-2] + b" \r\n"
-    if filler >= 0:
-        return notice + padding(filler)
+    """Our quarantine notice of exactly ``size`` octets (``size`` >= 0): the longest form that
+    fits, padded."""
+    for notice in _notices(quarantine_id, scanned_at):
+        filler = size - len(notice)
+        if filler == 1:  # one octet more than the notice: a space before its last CRLF
+            return notice[:-2] + b" \r\n"
+        if filler >= 0:
+            return notice + padding(filler)
     return _tiny(size)
 
 

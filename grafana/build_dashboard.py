@@ -64,6 +64,12 @@ ROWS: list[tuple[str, list[tuple[str, str, str]]]] = [
          "sum by (how) (rate(popproxy_scan_judged_total[5m]))", "ops"),
         ("Bytes read from upstreams to judge",
          "sum(rate(popproxy_scan_judge_bytes_total[5m]))", "Bps"),
+        # Issue 17: the first listing within scan.listing_budget; the rest judged at RETR.
+        ("First listing time p95",
+         "histogram_quantile(0.95, sum by (le) "
+         "(rate(popproxy_scan_listing_seconds_bucket[5m])))", "s"),
+        ("Messages left to RETR by the listing budget",
+         "sum(rate(popproxy_scan_listing_deferred_total[5m]))", "ops"),
     ]),
     ("Upstreams", [
         ("Upstream errors by reason",
@@ -93,9 +99,10 @@ def build() -> dict[str, Any]:
                        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
         pid, y = pid + 1, y + 1
         for index, (title, expr, unit) in enumerate(row_panels):
-            panels.append(panel(pid, title, expr, unit, (index % 4) * 6, y))
+            # Four panels a line: a row with more wraps instead of stacking them on one spot.
+            panels.append(panel(pid, title, expr, unit, (index % 4) * 6, y + index // 4 * 8))
             pid += 1
-        y += 8
+        y += 8 * -(-len(row_panels) // 4)
     return {
         "title": "popproxy", "uid": "popproxy", "schemaVersion": 38, "version": 1,
         "editable": True, "time": {"from": "now-6h", "to": "now"}, "refresh": "30s",

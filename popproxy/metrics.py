@@ -18,7 +18,13 @@ class _Def:
     name: str
     help: str
     labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None  # histograms only; None: the client's default
 
+
+# popproxy_scan_listing_seconds: fine below 1 s (a cached mailbox), then up to and past the
+# 20 s default budget and common client timeouts (60 s).
+LISTING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 60.0,
+                   120.0)
 
 # attribute name -> definition.  The one place a metric is declared.
 DEFINITIONS: dict[str, _Def] = {
@@ -74,6 +80,13 @@ DEFINITIONS: dict[str, _Def] = {
                         "scanned) or rescored (from cached evidence, nothing read)", ("how",)),
     "scan_judge_bytes": _Def(Counter, "popproxy_scan_judge_bytes_total",
                              "Bytes read from upstreams to judge messages"),
+    # Buckets around scan.listing_budget (default 20 s): the alert compares p95 with it.
+    "scan_listing_seconds": _Def(Histogram, "popproxy_scan_listing_seconds",
+                                 "Time a session's first STAT/LIST spent judging its mailbox",
+                                 buckets=LISTING_BUCKETS),
+    "scan_listing_deferred": _Def(Counter, "popproxy_scan_listing_deferred_total",
+                                  "Messages listed at the upstream's size because the listing "
+                                  "budget was spent: judged at RETR/TOP, delivered size-kept"),
 }
 
 
@@ -110,7 +123,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         for attribute, d in DEFINITIONS.items():
             name = d.name.removesuffix("_total") if d.kind is Counter else d.name
-            metric = d.kind(name, d.help, d.labels, registry=self.registry)
+            metric: Counter | Gauge | Histogram = (
+                Histogram(name, d.help, d.labels, registry=self.registry, buckets=d.buckets)
+                if d.buckets is not None else
+                d.kind(name, d.help, d.labels, registry=self.registry))
             for values in KNOWN_LABELS.get(attribute, []):
                 metric.labels(*values)
             setattr(self, attribute, metric)
@@ -150,3 +166,5 @@ class Metrics:
     verdict_cache: Counter
     scan_judged: Counter
     scan_judge_bytes: Counter
+    scan_listing_seconds: Histogram
+    scan_listing_deferred: Counter

@@ -22,7 +22,7 @@ def test_promtool_check_and_unit_test_rules() -> None:
     check = subprocess.run([promtool, "check", "rules", str(GRAFANA / "alerts.yml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 7 rules found" in check.stdout
+    assert "SUCCESS: 8 rules found" in check.stdout
     unit = subprocess.run([promtool, "test", "rules", str(GRAFANA / "alerts_test.yml")],
                           capture_output=True, text=True)
     assert unit.returncode == 0, unit.stdout + unit.stderr

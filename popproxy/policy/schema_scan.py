@@ -23,6 +23,12 @@ log = logging.getLogger("popproxy.config")
 # the field), at most three years.
 EVIDENCE_TTL = 180 * 86400.0
 MAX_EVIDENCE_TTL = 3 * 365 * 86400
+# scan.listing_budget: seconds a session's first STAT/LIST may spend judging messages it has no
+# verdict for (newest first); the rest are listed at the upstream's size and judged at RETR.
+# Well under common client timeouts (Thunderbird and Outlook give a server 60 s); at most 10
+# minutes, RFC 1939 section 3's shortest idle timeout.
+LISTING_BUDGET = 20.0
+MAX_LISTING_BUDGET = 600.0
 
 
 class ScanThresholds(Model):
@@ -69,6 +75,10 @@ class Scan(Model):
     # (mailboxes nobody reads any more).  Long: a leave-on-server mailbox must not be
     # downloaded again just because its verdicts aged (docs/scanning.md, docs/scaling.md).
     evidence_ttl: Annotated[float, Field(ge=60, le=MAX_EVIDENCE_TTL)] = EVIDENCE_TTL
+    # Seconds the first listing of a session may spend judging (docs/scanning.md, "Listing
+    # budget"): a big mailbox answers STAT/LIST in time, what is left is judged at RETR/TOP and
+    # delivered at the size listed (size-preserving defang, padded quarantine notice).
+    listing_budget: Annotated[float, Field(gt=0, le=MAX_LISTING_BUDGET)] = LISTING_BUDGET
     # Deprecated name of evidence_ttl (it was 7 days and made every leave-on-server mailbox be
     # downloaded weekly): still honoured, with a warning, so existing policies keep loading.
     verdict_ttl: Annotated[float, Field(ge=60, le=365 * 86400)] | None = None

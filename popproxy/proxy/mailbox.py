@@ -111,15 +111,20 @@ class MailboxView:
             cached = await self._service.carry_over(key, cached, generation,
                                                     TOO_LARGE in cached.signals)
         if cached is None:
-            cached = await self._scan(number)
-            self._metrics.scan_judged.labels("downloaded").inc()
-            await self._service.cache.store(key, cached)  # a transient verdict is not kept
+            cached = await self._judge_new(number, key)
         if cached.action == "quarantine" and self._service.quarantine.released(
             cached.quarantine_id
         ):
             cached = replace(cached, action="pass", size=self._sizes[number], signals=(),
                              evidence=None, released=True)
         self._entries[number] = cached
+        return cached
+
+    async def _judge_new(self, number: int, key: str) -> CachedVerdict:
+        """Download and judge a message with no usable verdict (listing_budget may defer)."""
+        cached = await self._scan(number)
+        self._metrics.scan_judged.labels("downloaded").inc()
+        await self._service.cache.store(key, cached)  # a transient verdict is not kept
         return cached
 
     async def _current_generation(self) -> str:
@@ -158,10 +163,8 @@ class MailboxView:
     async def _tag_header_at_listing(self, number: int, original: Spooled,
                                      entry: CachedVerdict) -> CachedVerdict:
         """A tag changes the header block only: render that alone (spooled) and stream the
-        body from the upstream at RETR, as for messages over the cap.  A big tagged message
-        then costs neither a whole render per session nor its size in spool and worker memory.
-        A header block too long to stream behind (MAX_STREAMED_HEADER) is rendered whole.
-        """
+        body at RETR, as for messages over the cap (no whole render per session, no copy in
+        spool or worker memory).  A header block over MAX_STREAMED_HEADER is rendered whole."""
         head = read_header(original.path, MAX_STREAMED_HEADER)
         if head is None:
             return await self._render_at_listing(number, original, entry)
@@ -247,8 +250,7 @@ class MailboxView:
 
     async def _spool_original(self, number: int, limit: int | None = None,
                               suffix: str = ".orig", verb: str = "RETR") -> Spooled:
-        """RETR (or ``TOP n 0``) into a spool file as the answer comes, unstuffed: at most
-        ``limit`` octets are kept (the rest is read and dropped)."""
+        """RETR (or ``TOP n 0``) into a spool file as it comes, unstuffed, ``limit`` octets kept."""
         path = self._spool_file(number, suffix)
         args = (str(number).encode(),) + ((b"0",) if verb == "TOP" else ())
         if not (await self._up.request(Command(verb, args))).multiline:
@@ -257,8 +259,7 @@ class MailboxView:
         return await spool_body(self._up.body(), path, limit)
 
     async def _render_or_notice(self, number: int, source: Path, entry: CachedVerdict) -> int:
-        """Render into the spool; if that fails, our own notice padded to ``entry.size``
-        (the size the client may already have been told)."""
+        """Render into the spool; if that fails, our notice padded to the size told."""
         out = self._spool_file(number)
         try:
             return await self._service.render_to(source, entry, out)
@@ -268,8 +269,7 @@ class MailboxView:
             return entry.size
 
     async def _header_of(self, number: int) -> Spooled:
-        """The header block of a message (TOP n 0), up to its blank line and at most
-        ``max_message_bytes``: the same bytes as the header cut from the head RETR gave."""
+        """The header block (TOP n 0): the bytes cut from the head a capped RETR gives."""
         top = await self._spool_original(number, self._service.policy.max_message_bytes,
                                          ".top", "TOP")
         return cut_to_header(top.path, MAX_STREAMED_HEADER)
@@ -287,12 +287,12 @@ class MailboxView:
             return len(fixed)
 
     def _count(self, verdict: str, action: str) -> None:
-        label = "unscanned" if verdict == "unscanned" else (
-            "clean" if action == "pass" else "flagged")
+        label = ("unscanned" if verdict == "unscanned" else
+                 "clean" if action == "pass" else "flagged")
         self._metrics.messages_scanned.labels(label, action).inc()
 
     def _spool_file(self, number: int, suffix: str = "") -> Path:
-        return self._spool.file(f"{number}{suffix}")
+        return self._spool.file(f"{number}{suffix}")  # removed with the session (close)
 
     def close(self) -> None:
         """Remove this session's spool (rendered copies are never kept past the session)."""

@@ -20,6 +20,8 @@ from typing import Any, cast, get_args
 from popproxy.scan import Scanner, ScanSettings, Signal, Verdict, apply_action
 from popproxy.scan.actions import quarantine_notice
 from popproxy.scan.headers import OWN_PREFIX
+from popproxy.scan.sized_defang import sized_defang
+from popproxy.scan.sized_notice import padded_notice
 from popproxy.scan.verdict import Action
 from popproxy.scan.weights import WEIGHTS
 
@@ -131,6 +133,31 @@ def render_to_file(config: ScanSettings, original: bytes, order: RenderOrder, ou
     with os.fdopen(fd, "wb") as handle:
         handle.write(rendered)
     return len(rendered)
+
+
+def render_sized(original: bytes, order: RenderOrder, size: int) -> tuple[bytes, bool]:
+    """The client's copy of a message it was told is ``size`` octets before it was judged (the
+    listing budget): exactly ``size`` octets, and whether the original must be held.
+
+    tag and defang: the size-preserving defang (a tag cannot add its header fields without
+    growing the message, so it is degraded to the stronger defang, never to the original);
+    quarantine, or a defang impossible in place: our notice padded to ``size``.
+    """
+    if order.action in ("tag", "defang"):
+        defanged = sized_defang(rename_forged_headers(original))
+        if defanged is not None and len(defanged) == size:
+            return defanged, False
+    return padded_notice(order.quarantine_id, order.scanned_at, size), True
+
+
+def render_sized_to_file(original: bytes, order: RenderOrder, size: int,
+                         out: Path) -> dict[str, Any]:
+    """``render_sized`` into a new spool file (mode 0600): the worker's answer."""
+    data, held = render_sized(original, order, size)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return {"size": len(data), "held": held}
 
 
 def to_crlf(data: bytes) -> bytes:

@@ -68,6 +68,9 @@ def handle(job: dict[str, Any], payload: bytes, scanner: Scanner,
     if job["op"] == "render":
         order = scan_jobs.RenderOrder.from_json(job["order"])
         return {"size": scan_jobs.render_to_file(config, payload, order, Path(job["out"]))}
+    if job["op"] == "render_sized":  # the listing budget: the size the client was told
+        order = scan_jobs.RenderOrder.from_json(job["order"])
+        return scan_jobs.render_sized_to_file(payload, order, int(job["size"]), Path(job["out"]))
     raise ValueError("unknown job")
 
 

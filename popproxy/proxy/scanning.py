@@ -48,7 +48,7 @@ KILL_GRACE = 1.0
 # Worker processes when scan.workers is unset: one per usable CPU, but at least two, so one
 # message at its deadline never holds every other session's scan up.
 MIN_WORKERS = 2
-NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl"}
+NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget"}
 # Verdicts of messages that could not be judged.  "error" (a bug in the scanner) is judged
 # again next session; a timeout or a crashed worker is remembered, so a hostile message costs
 # its deadline once, not at every login.
@@ -249,6 +249,19 @@ class ScanService:
         if type(size) is not int or size < 0:
             raise JobFailed("error", "unreadable size")
         return size
+
+    async def render_sized_to(self, original: Path, entry: CachedVerdict, out: Path,
+                              size: int) -> bool:
+        """The client's copy at exactly ``size`` octets (scan_jobs.render_sized), in a worker;
+        whether the original must be held (the copy is our padded notice).  Raises JobFailed."""
+        order = scan_jobs.RenderOrder(scan_jobs.as_action(entry.action), entry.score,
+                                      entry.reasons, entry.scanned_at, entry.quarantine_id)
+        answer = await self._workers.call(
+            {"op": "render_sized", "order": order.to_json(), "in": str(original),
+             "out": str(out), "size": size}, b"", self.deadline)
+        if answer.get("size") != size or type(answer.get("held")) is not bool:
+            raise JobFailed("error", "unreadable sized render")
+        return bool(answer["held"])
 
     def now(self) -> float:
         return self._clock()

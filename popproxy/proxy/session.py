@@ -27,6 +27,7 @@ from popproxy.pop3.state import Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler, AuthResult, LoggedIn, Refused, Reply, SaslStarted
 from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
+from popproxy.proxy.listing_budget import BudgetedMailbox
 from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.relay import ClientWriter, relay, relay_capa
 from popproxy.proxy.settings import SessionSettings
@@ -254,7 +255,7 @@ class Session:
         self.upstream, self.upstream_name = login.upstream, login.route
         scan = self.settings.scan
         if scan is not None:
-            self.mailbox = MailboxView(login.upstream, self.out, scan, login.route, login.user,
+            self.mailbox = BudgetedMailbox(login.upstream, self.out, scan, login.route, login.user,
                                        self.audit, self.settings.observer.metrics)
         self._transition(Event.LOGIN_OK)
         # From now on only the idle timeout applies (RFC 1939 section 3).  No await since the

@@ -101,7 +101,10 @@ def _policy(upstream_port: int, dead_port: int, pki: Pki, state: Path,
                     "account": {"free": 100, "block_after": 1000},
                     "base_delay": 0.01, "max_delay": 0.05,
                     "redis_url": f"redis://127.0.0.1:{dead_port}/0", "fail_mode": "open"},
-        "scan": {"enabled": True, "thresholds": {"tag": 2, "defang": 5, "quarantine": 12}},
+        # A budget no listing fits in: the newest message is judged at STAT, the rest at RETR
+        # (the listing-budget panels; LIST == RETR either way).
+        "scan": {"enabled": True, "thresholds": {"tag": 2, "defang": 5, "quarantine": 12},
+                 "listing_budget": 0.001},
     }
     data.update(changes)
     return Policy.model_validate(data)
@@ -391,7 +394,7 @@ def test_alert_rules_evaluate_against_live_metrics(scenario: Scenario) -> None:
         if (expected <= firing and not unknown) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert len(loaded) == 7
+    assert len(loaded) == 8
     broken = [(r["name"], r["health"], r.get("lastError")) for r in loaded if r["health"] != "ok"]
     assert not broken, broken
     assert expected <= firing, firing

@@ -1,0 +1,171 @@
+"""The first listing of a big mailbox within ``scan.listing_budget`` (issue 17, docs/scanning.md).
+
+A session's first STAT or LIST judges the messages it has no verdict for, newest first (the
+highest message numbers: what a reader looks at first), until the budget is spent.  Messages
+with a cached verdict (current or re-scored from evidence) cost nothing and are always
+answered from it.  The rest are listed at the upstream's size and judged when the client asks
+for them (RETR/TOP); what it then receives must be exactly that size (RFC 1939 section 5:
+LIST's octet count is what RETR returns within the session), so their actions take a
+size-preserving form (``scan_jobs.render_sized``): tag and defang become the equal-length
+defang, quarantine (or a defang impossible in place) our notice padded to that size, with the
+original held.  The verdict is cached with its normal rendered size: later sessions see the
+normal form.
+
+A message over ``scan.max_message_bytes`` left for RETR is held behind the padded notice in
+that session (it could only be judged on its head, and the tag it then gets adds header
+lines); the next listing judges it the usual way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from popproxy.metrics import Metrics
+from popproxy.proxy.delivery import send_file
+from popproxy.proxy.mailbox import MailboxView
+from popproxy.proxy.relay import ClientSink
+from popproxy.proxy.scan_pool import JobFailed
+from popproxy.proxy.scanning import ScanService
+from popproxy.proxy.settings import AuditFn
+from popproxy.proxy.spool import Spooled, write_private
+from popproxy.proxy.upstream import UpstreamConnection
+from popproxy.proxy.verdict_cache import CachedVerdict
+from popproxy.scan.sized_notice import padded_notice
+
+log = logging.getLogger("popproxy.scan")
+
+# The reason a message listed before it was judged carries until RETR/TOP judges it.
+DEFERRED = "listing-budget"
+
+
+class BudgetedMailbox(MailboxView):
+    """A ``MailboxView`` whose first STAT/LIST judges within ``scan.listing_budget``."""
+
+    __slots__ = ("_deadline", "_deferred", "_listed", "_sized")
+
+    def __init__(self, upstream: UpstreamConnection, client: ClientSink, service: ScanService,
+                 upstream_name: str, user: str, audit: AuditFn, metrics: Metrics) -> None:
+        super().__init__(upstream, client, service, upstream_name, user, audit, metrics)
+        self._deadline: float | None = None  # loop time the first listing must end by
+        self._listed = False
+        self._deferred: set[int] = set()  # listed at the upstream's size, not judged yet
+        self._sized: dict[int, Path] = {}  # judged at RETR: the client's copy, at that size
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _first_listing(self) -> None:
+        """Judge what fits in the budget, newest first; the rest is deferred (listed as is)."""
+        if self._listed:
+            return
+        self._listed = True
+        started = self._now()
+        self._deadline = started + self._service.policy.listing_budget
+        try:
+            for number in sorted(await self._load(), reverse=True):
+                await self.entry(number)
+        finally:
+            self._deadline = None
+            self._metrics.scan_listing_seconds.observe(self._now() - started)
+
+    async def _judge_new(self, number: int, key: str) -> CachedVerdict:
+        if self._deadline is None or self._now() < self._deadline:
+            return await super()._judge_new(number, key)
+        self._deferred.add(number)
+        self._metrics.scan_listing_deferred.inc()
+        size = self._sizes[number]
+        # Never cached, never delivered as it is: deliver() judges it first.
+        return CachedVerdict("pass", 0.0, (DEFERRED,), size, self._service.now(),
+                             await self._current_generation(), signals=(DEFERRED,),
+                             transient=True, mailbox=self._box)
+
+    async def stat(self) -> bytes:
+        await self._first_listing()
+        return await super().stat()
+
+    async def list(self, number: int | None) -> bytes:
+        if number is None:  # LIST n asks for one message: judged alone, as without a budget
+            await self._first_listing()
+        return await super().list(number)
+
+    async def deliver(self, number: int, top_lines: int | None) -> None:
+        if number not in self._deferred or number in self.deleted:
+            await super().deliver(number, top_lines)
+            return
+        path = self._sized.get(number)
+        if path is None:
+            path = await self._judge_deferred(number)
+            self._sized[number] = path
+        self._count_relayed(await send_file(self._client, (path,), top_lines))
+
+    async def _judge_deferred(self, number: int) -> Path:
+        """Judge a deferred message now; the spool file of what the client receives, of
+        exactly the size it was told.  The verdict is cached at its normal size."""
+        service, size = self._service, self._sizes[number]
+        if size > service.policy.max_message_bytes:
+            whole = await self._spool_original(number)
+            self._metrics.scan_judge_bytes.inc(whole.length)
+            entry = self._deferred_entry(number, "quarantine", whole.digest)
+            return self._held(number, whole, entry, size)
+        original = await self._spool_original(number)
+        self._metrics.scan_judge_bytes.inc(original.length)
+        verdict, kept = await service.judge(original.path)
+        action = service.final_action(verdict)
+        self._count(verdict.action, action)
+        self._metrics.scan_judged.labels("downloaded").inc()
+        entry = replace(self._deferred_entry(number, action, original.digest),
+                        score=verdict.score, reasons=verdict.reasons,
+                        signals=tuple(s.name for s in verdict.signals),
+                        transient=service.transient(verdict), evidence=kept)
+        self._audit("verdict", message=number, action=action, score=round(verdict.score, 2),
+                    reasons=list(entry.reasons[:5]), quarantine_id=entry.quarantine_id,
+                    deferred=True)
+        if action == "pass":
+            await service.cache.store(self._key(number), replace(entry, quarantine_id=""))
+            return original.path
+        return await self._sized_copy(number, original, entry, size)
+
+    def _deferred_entry(self, number: int, action: str, digest: str) -> CachedVerdict:
+        generation = self._generation or ""
+        return CachedVerdict(action, 0.0, (DEFERRED,), self._sizes[number], self._service.now(),
+                             generation, digest, mailbox=self._box)
+
+    async def _sized_copy(self, number: int, original: Spooled, entry: CachedVerdict,
+                          size: int) -> Path:
+        """Render the size-preserving copy; cache the verdict at its normal rendered size."""
+        out = self._spool_file(number, ".sized")
+        try:
+            held = await self._service.render_sized_to(original.path, entry, out, size)
+        except JobFailed as exc:
+            log.warning("message %d: sized %s failed (%s): held", number, entry.action,
+                        exc.reason)
+            return self._held(number, original, entry, size)
+        await self._cache_normal_size(number, original, entry)
+        if held:
+            self._hold(original, entry)
+        return out
+
+    async def _cache_normal_size(self, number: int, original: Spooled,
+                                 entry: CachedVerdict) -> None:
+        """Later sessions list the normal form: render it once to learn its size."""
+        normal = self._spool_file(number, ".normal")
+        try:
+            size = await self._service.render_to(original.path, entry, normal)
+        except JobFailed:
+            return  # not cached: the next listing judges it again
+        finally:
+            normal.unlink(missing_ok=True)
+        kept = replace(entry, size=size,
+                       quarantine_id=entry.quarantine_id if entry.action == "quarantine" else "")
+        await self._service.cache.store(self._key(number), kept)
+
+    def _held(self, number: int, original: Spooled, entry: CachedVerdict, size: int) -> Path:
+        """Hold the original; our notice padded to ``size`` is the client's copy."""
+        out = self._spool_file(number, ".sized")
+        write_private(out, padded_notice(entry.quarantine_id, entry.scanned_at, size))
+        self._hold(original, entry)
+        return out

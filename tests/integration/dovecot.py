@@ -28,6 +28,10 @@ from tests.integration.mailboxes import User, passwd_file, users, write_maildir
 from tests.support.ports import free_port
 
 MAIL_USER = "popproxytest"
+# A master user (Dovecot's auth_master_user_separator): ``USER alice*warmer`` with this password
+# opens alice's mailbox, as ``popproxy warm`` does (docs/policy.md, warm_login).
+MASTER_USER = "warmer"
+MASTER_PASSWORD = "warmer-master-pw"
 START_TIMEOUT = 15.0
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
@@ -151,6 +155,15 @@ mail_uid = {uid}
 mail_gid = {gid}
 mail_location = maildir:{root}/mail/%u/Maildir
 pop3_uidl_format = %08Xu%08Xv
+auth_master_user_separator = *
+passdb {{
+  driver = passwd-file
+  master = yes
+  args = scheme=PLAIN {root}/master.passwd
+  # The user must exist in the ordinary passdb too: a typo'd name fails instead of opening
+  # an empty mailbox.
+  pass = yes
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/users.passwd
@@ -280,6 +293,8 @@ def _start_in(binary: str, root: Path, uid: int, gid: int,
     all_users = users()
     (root / "users.passwd").write_text(passwd_file(all_users))
     (root / "users.passwd").chmod(0o644)
+    (root / "master.passwd").write_text(f"{MASTER_USER}:{{PLAIN}}{MASTER_PASSWORD}\n")
+    (root / "master.passwd").chmod(0o644)
     for user in all_users:
         write_maildir(root / "mail", user, uid, gid)
     os.chown(root / "mail", uid, gid)

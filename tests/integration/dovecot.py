@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,7 +255,13 @@ def find_binary() -> str:
     return path
 
 
-def start(attempts: int = 3, tls: TlsSetup | None = None) -> Dovecot:
+# Called with (root, uid, gid) after the test users are written and before Dovecot starts:
+# bench/big_mailbox.py adds its own user (a line in root/users.passwd, a Maildir in root/mail).
+Prepare = Callable[[Path, int, int], None]
+
+
+def start(attempts: int = 3, tls: TlsSetup | None = None,
+          prepare: Prepare | None = None) -> Dovecot:
     """Start Dovecot in a fresh temp dir; raises ``DovecotUnavailable`` with a reason.
 
     Without ``tls`` the instance has ``ssl = no`` and one plain listener; with it, STLS on
@@ -278,7 +285,7 @@ def start(attempts: int = 3, tls: TlsSetup | None = None) -> Dovecot:
     for _ in range(attempts):
         root = Path(tempfile.mkdtemp(prefix="popproxy-dovecot-"))
         try:
-            return _start_in(binary, root, uid, gid, tls)
+            return _start_in(binary, root, uid, gid, tls, prepare)
         except DovecotUnavailable as exc:  # e.g. the port was taken between probe and bind
             last_error = str(exc)
             shutil.rmtree(root, ignore_errors=True)
@@ -286,7 +293,7 @@ def start(attempts: int = 3, tls: TlsSetup | None = None) -> Dovecot:
 
 
 def _start_in(binary: str, root: Path, uid: int, gid: int,
-              tls: TlsSetup | None = None) -> Dovecot:
+              tls: TlsSetup | None = None, prepare: Prepare | None = None) -> Dovecot:
     root.chmod(0o755)  # the mail user and Dovecot's login user must traverse it
     for sub in ("run", "state", "mail"):
         (root / sub).mkdir(mode=0o755)
@@ -297,6 +304,8 @@ def _start_in(binary: str, root: Path, uid: int, gid: int,
     (root / "master.passwd").chmod(0o644)
     for user in all_users:
         write_maildir(root / "mail", user, uid, gid)
+    if prepare is not None:
+        prepare(root, uid, gid)
     os.chown(root / "mail", uid, gid)
     port = free_port()
     tls_port = free_port(port) if tls is not None else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,14 @@ def test_the_master_password_is_the_first_line_and_never_in_an_error(tmp_path: P
     with pytest.raises(WarmFailed) as info:
         read_password(login)
     assert "x" * 20 not in str(info.value)
+
+
+def test_the_master_password_is_in_no_log_line_output_or_state_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    out, _ = _run(tmp_path, _demo(), FakeTime())
+    assert "messages judged" in out and caplog.text  # there was something to search
+    state_files = [p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert state_files
+    for text in (out.encode(), caplog.text.encode(), *state_files):
+        assert MASTER_PW not in text

@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from prometheus_client import Counter
+
 from popproxy.metrics import Metrics
 from popproxy.policy import ConfigError, Policy, Upstream, WarmLogin
 from popproxy.policy.decisions import route_for
@@ -217,9 +219,12 @@ class Warmer:
     def _read_counts(self) -> tuple[float, float]:
         """(messages downloaded to judge, octets read to judge) so far, from the metrics
         MailboxView keeps: only real downloads are paced, cache hits cost the upstream
-        nothing."""
-        registry = self._metrics.registry
-        downloaded = registry.get_sample_value("popproxy_scan_judged_total",
-                                               {"how": "downloaded"})
-        octets = registry.get_sample_value("popproxy_scan_judge_bytes_total")
-        return downloaded or 0.0, octets or 0.0
+        nothing.  Read from the two counters alone: collecting the whole registry twice per
+        message cost 0.5 ms, seconds over a big mailbox."""
+        return (_total(self._metrics.scan_judged, {"how": "downloaded"}),
+                _total(self._metrics.scan_judge_bytes, {}))
+
+
+def _total(counter: Counter, labels: dict[str, str]) -> float:
+    return sum(sample.value for family in counter.collect() for sample in family.samples
+               if sample.name.endswith("_total") and sample.labels == labels)

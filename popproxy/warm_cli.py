@@ -29,6 +29,13 @@ DEFAULT_OCTETS_PER_S = 5_000_000.0
 EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 1, 2, 130
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError("must be 0 (unlimited) or a positive number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="popproxy warm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--user", action="append", help="a user to warm (repeatable)")
     who.add_argument("--users", type=Path, metavar="FILE",
                      help="a file with one user per line (# comments allowed)")
-    parser.add_argument("--rate", type=float, default=DEFAULT_MESSAGES_PER_S,
+    parser.add_argument("--rate", type=_rate, default=DEFAULT_MESSAGES_PER_S,
                         metavar="MSG_PER_S", help="messages downloaded per second at most "
                         f"(default {DEFAULT_MESSAGES_PER_S:g}; 0: unlimited)")
-    parser.add_argument("--byte-rate", type=float, default=DEFAULT_OCTETS_PER_S,
+    parser.add_argument("--byte-rate", type=_rate, default=DEFAULT_OCTETS_PER_S,
                         metavar="BYTES_PER_S", help="octets downloaded per second at most "
                         f"(default {DEFAULT_OCTETS_PER_S:g}; 0: unlimited)")
     parser.add_argument("--offline", action="store_true",

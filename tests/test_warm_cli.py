@@ -67,3 +67,11 @@ def test_a_missing_user_list_is_a_usage_error(
 def test_user_and_users_exclude_each_other(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main_warm(["--config", "x", "--user", "a", "--users", "f"], io.StringIO())
+
+
+def test_a_negative_rate_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main_warm(["--config", str(_policy(tmp_path)), "--user", "a", "--rate", "-5"],
+                  io.StringIO())
+    assert info.value.code == 2 and "must be 0 (unlimited)" in capsys.readouterr().err

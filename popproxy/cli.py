@@ -5,6 +5,7 @@
 ``popproxy schema``                 print the policy's JSON Schema (for editor completion)
 ``popproxy scan PATH...``           scan mail files (.eml, directories, mbox, Maildir)
 ``popproxy quarantine list|show|release``   the held messages
+``popproxy warm --config PATH --user U``    judge mailboxes before their first login
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine = sub.add_parser("quarantine", help="list, show or release held messages",
                                 add_help=False)
     quarantine.add_argument("rest", nargs=argparse.REMAINDER)
+    warm = sub.add_parser("warm", help="judge mailboxes before their owners' first login",
+                          add_help=False)
+    warm.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -211,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         from popproxy.quarantine_cli import main_quarantine
 
         return main_quarantine(argv[1:])
+    if argv[:1] == ["warm"]:
+        from popproxy.warm_cli import main_warm
+
+        return main_warm(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         print(json.dumps(Policy.model_json_schema(), indent=2))

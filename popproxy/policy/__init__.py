@@ -4,8 +4,8 @@ The rest of popproxy imports from here: ``Policy`` (the whole validated policy, 
 schema models are the runtime objects), its sections, and the loader.  The modules behind it:
 ``schema.py`` (the root and most sections), ``schema_scan.py`` (the ``scan`` section and its
 conversion to the scanner's ``ScanSettings``), ``schema_base.py`` (shared building blocks),
-``loader.py`` (files -> ``Policy`` with ``FILE:LINE`` errors), ``decisions.py`` (decisions as
-values) and ``lockout.py`` (the lockout model).
+``schema_warm.py`` (``warm_login``), ``loader.py`` (files -> ``Policy`` with ``FILE:LINE``
+errors), ``decisions.py`` (decisions as values) and ``lockout.py`` (the lockout model).
 """
 
 from popproxy.policy.loader import ConfigError, load_config, policy_files
@@ -25,6 +25,7 @@ from popproxy.policy.schema import (
     UserRule,
 )
 from popproxy.policy.schema_scan import Scan, ScanThresholds
+from popproxy.policy.schema_warm import WarmLogin
 
 __all__ = [
     "Certificate",
@@ -43,6 +44,7 @@ __all__ = [
     "Tls",
     "Upstream",
     "UserRule",
+    "WarmLogin",
     "load_config",
     "policy_files",
 ]

@@ -21,6 +21,7 @@ from pydantic import (
 
 from popproxy.policy.schema_base import Model, Port, Seconds, TlsVersion, check_redis_url
 from popproxy.policy.schema_scan import Scan
+from popproxy.policy.schema_warm import WarmLogin
 
 IPV4_MAPPED_PREFIX = 96  # ::ffff:0:0/96 (RFC 4291 section 2.5.5.2)
 
@@ -109,6 +110,8 @@ class Upstream(Model):
     greeting_timeout: Seconds = 10.0
     # Longest silence from the upstream while we wait for (part of) a response.
     response_timeout: Seconds = 120.0
+    # `popproxy warm`'s master-user login (schema_warm.py); unset: warm refuses this upstream.
+    warm_login: WarmLogin | None = None
 
 
 class Limits(Model):

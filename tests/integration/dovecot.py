@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from tests.integration.mailboxes import User, passwd_file, users, write_maildir
 from tests.support.ports import free_port
 
 MAIL_USER = "popproxytest"
+# A master user (Dovecot's auth_master_user_separator): ``USER alice*warmer`` with this password
+# opens alice's mailbox, as ``popproxy warm`` does (docs/policy.md, warm_login).
+MASTER_USER = "warmer"
+MASTER_PASSWORD = "warmer-master-pw"
 START_TIMEOUT = 15.0
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
@@ -151,6 +156,15 @@ mail_uid = {uid}
 mail_gid = {gid}
 mail_location = maildir:{root}/mail/%u/Maildir
 pop3_uidl_format = %08Xu%08Xv
+auth_master_user_separator = *
+passdb {{
+  driver = passwd-file
+  master = yes
+  args = scheme=PLAIN {root}/master.passwd
+  # The user must exist in the ordinary passdb too: a typo'd name fails instead of opening
+  # an empty mailbox.
+  pass = yes
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/users.passwd
@@ -241,7 +255,13 @@ def find_binary() -> str:
     return path
 
 
-def start(attempts: int = 3, tls: TlsSetup | None = None) -> Dovecot:
+# Called with (root, uid, gid) after the test users are written and before Dovecot starts:
+# bench/big_mailbox.py adds its own user (a line in root/users.passwd, a Maildir in root/mail).
+Prepare = Callable[[Path, int, int], None]
+
+
+def start(attempts: int = 3, tls: TlsSetup | None = None,
+          prepare: Prepare | None = None) -> Dovecot:
     """Start Dovecot in a fresh temp dir; raises ``DovecotUnavailable`` with a reason.
 
     Without ``tls`` the instance has ``ssl = no`` and one plain listener; with it, STLS on
@@ -265,7 +285,7 @@ def start(attempts: int = 3, tls: TlsSetup | None = None) -> Dovecot:
     for _ in range(attempts):
         root = Path(tempfile.mkdtemp(prefix="popproxy-dovecot-"))
         try:
-            return _start_in(binary, root, uid, gid, tls)
+            return _start_in(binary, root, uid, gid, tls, prepare)
         except DovecotUnavailable as exc:  # e.g. the port was taken between probe and bind
             last_error = str(exc)
             shutil.rmtree(root, ignore_errors=True)
@@ -273,15 +293,19 @@ def start(attempts: int = 3, tls: TlsSetup | None = None) -> Dovecot:
 
 
 def _start_in(binary: str, root: Path, uid: int, gid: int,
-              tls: TlsSetup | None = None) -> Dovecot:
+              tls: TlsSetup | None = None, prepare: Prepare | None = None) -> Dovecot:
     root.chmod(0o755)  # the mail user and Dovecot's login user must traverse it
     for sub in ("run", "state", "mail"):
         (root / sub).mkdir(mode=0o755)
     all_users = users()
     (root / "users.passwd").write_text(passwd_file(all_users))
     (root / "users.passwd").chmod(0o644)
+    (root / "master.passwd").write_text(f"{MASTER_USER}:{{PLAIN}}{MASTER_PASSWORD}\n")
+    (root / "master.passwd").chmod(0o644)
     for user in all_users:
         write_maildir(root / "mail", user, uid, gid)
+    if prepare is not None:
+        prepare(root, uid, gid)
     os.chown(root / "mail", uid, gid)
     port = free_port()
     tls_port = free_port(port) if tls is not None else 0

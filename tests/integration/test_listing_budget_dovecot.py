@@ -55,7 +55,10 @@ def test_list_during_the_budget_fallback_equals_retr_for_every_message(
         first = _login(proxy.port)
         first.stat()
         registry = observer.metrics.registry
-        assert registry.get_sample_value("popproxy_scan_listing_deferred_total") == 4
+        # 1-4 are always deferred (newest first: 5 is tried first); 5 as well when the
+        # upstream's UIDL/LIST alone took longer than the 1 ms budget (a loaded machine).
+        deferred = registry.get_sample_value("popproxy_scan_listing_deferred_total")
+        assert deferred in (4, 5)
         listed = _listing(first)
         assert {n: listed[n] for n in COMPARED} == {n: upstream_sizes[n] for n in COMPARED}
         texts = {}

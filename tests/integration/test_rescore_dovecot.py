@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import poplib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from popproxy.metrics import Metrics
 from popproxy.proxy.observe import Observer
 from tests.helpers import LoopThread, make_config, running_proxy
 from tests.integration.dovecot import Dovecot
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.dovecot
 
@@ -64,3 +66,32 @@ def test_a_feed_update_rescores_without_reading_the_mailbox_again(
         for number in range(1, 5):  # 5: Dovecot's own off-by-CRLF (test_scan_consistency)
             assert second.retr(number)[2] == after[number], number
         second.quit()
+
+
+def _curl(port: int, path: str = "") -> bytes:
+    """One curl POP3 session: LIST with no path, RETR n with path n."""
+    return subprocess.run(["curl", "-s", "--max-time", "60", "-u", "scan:scanpw",
+                           f"pop3://127.0.0.1:{port}/{path}"],
+                          capture_output=True, timeout=90, check=True).stdout
+
+
+def test_curl_after_a_feed_update_reads_nothing_to_judge_and_sizes_match(
+        dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
+    require_tool("curl")
+    feed = tmp_path / "feed.txt"
+    feed.write_text("phish-a.example\n")
+    observer = Observer(Metrics())
+    scan = {"enabled": True, "feeds": [str(feed)]}
+    config = make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
+    with running_proxy(config, loop_thread, observer) as proxy:
+        before = _curl(proxy.port)
+        downloaded, _, read = _judged(observer)
+        assert downloaded == 5 and read > 0
+        feed.write_text("phish-a.example\nphish-b.example\n")
+        os.utime(feed, ns=(10**18, 10**18))
+        after = _curl(proxy.port)
+        assert after == before
+        assert _judged(observer) == (downloaded, 5, read)  # re-scored, 0 bytes read
+        for line in after.decode().splitlines()[:4]:  # 5: Dovecot's own off-by-CRLF
+            number, size = line.split()
+            assert len(_curl(proxy.port, number)) == int(size), line

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import poplib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from popproxy.warm_cli import main_warm
 from tests.helpers import LoopThread, running_proxy
 from tests.integration.dovecot import MASTER_PASSWORD, MASTER_USER, Dovecot
 from tests.integration.redis_server import RedisServer
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.dovecot
 
@@ -80,6 +82,27 @@ def test_a_warmed_mailbox_is_listed_without_reading_a_message(
     observer = Observer(Metrics())
     with running_proxy(load_config(path), loop_thread, observer) as proxy:
         _first_session_reads_nothing(proxy.port, observer)
+
+
+def test_curl_lists_and_retrieves_a_warmed_mailbox_without_reading_a_message(
+        dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
+    require_tool("curl")
+    path = _policy(tmp_path, dovecot)
+    assert main_warm(["--config", str(path), "--user", "scan", "--offline", "--rate", "0"],
+                     io.StringIO()) == 0
+    observer = Observer(Metrics())
+    with running_proxy(load_config(path), loop_thread, observer) as proxy:
+        url = f"pop3://127.0.0.1:{proxy.port}/"
+        curl = ["curl", "-s", "--max-time", "60", "-u", "scan:scanpw"]
+        listing = subprocess.run([*curl, url], capture_output=True, timeout=90,
+                                 check=True).stdout.decode().splitlines()
+        assert len(listing) == 5 and _judged(observer) == (0.0, 0.0)
+        for line in listing[:4]:  # 5: Dovecot's own off-by-CRLF (test_scan_consistency)
+            number, size = line.split()
+            body = subprocess.run([*curl, url + number], capture_output=True, timeout=90,
+                                  check=True).stdout
+            assert len(body) == int(size), line
+        assert _judged(observer) == (0.0, 0.0)
 
 
 def test_warm_fills_redis_for_a_proxy_that_is_already_running(

@@ -187,8 +187,12 @@ class VerdictCache:
     def carry(self, key: str, entry: CachedVerdict, old_generation: str) -> None:
         """Like :meth:`put` for ``entry`` carried over from ``old_generation`` (the same verdict
         re-scored to the same action): written at the next :meth:`flush`, in one line."""
-        self._drop(key)
-        self._add(key, entry)
+        held = self._entries.get(key)
+        if held is not None and held.mailbox == entry.mailbox:
+            self._entries[key] = entry  # same mailbox: its key set is unchanged
+        else:  # carried from Redis's copy: held here from now on
+            self._drop(key)
+            self._add(key, entry)
         if self._path is not None:
             self._carried.add(key, old_generation, entry.generation)
             if len(self._carried) >= MAX_PENDING:

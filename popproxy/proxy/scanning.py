@@ -310,11 +310,13 @@ class ScanService:
         return self._workers.closed
 
     def close(self) -> None:
+        self.cache.flush()  # verdicts carried over by sessions still open
         self._workers.close()
         self._feed_pool.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
         """``close``, waiting for the workers, and the shared cache's Redis connections."""
+        self.cache.flush()
         self._feed_pool.shutdown(wait=False, cancel_futures=True)
         await self._workers.aclose()
         await self.cache.close()

@@ -203,10 +203,15 @@ class VerdictCache:
         if not self._carried or self._path is None:
             return
         lines, count = self._carried.take(self._is_current)
-        if lines:
+        if not lines:
+            return
+        try:
             with open_private(self._path, "a") as handle:
                 handle.writelines(lines)
-            self._lines += count
+        except OSError as exc:  # called from session ends: losing these costs a re-score only
+            log.warning("verdict cache: cannot append to %s: %s", self._path, exc)
+            return
+        self._lines += count
 
     def _is_current(self, key: str, generation: str) -> bool:
         entry = self._entries.get(key)

@@ -247,3 +247,16 @@ def test_a_long_listing_is_written_every_max_pending_keys(
     cache.flush()
     again = VerdictCache(path)
     assert all(again.get(key) == _with_evidence().carried_to(NEW_GEN) for key in keys)
+
+
+def test_a_failed_flush_is_logged_not_raised(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    # Flushed when a session ends: a full disk must not break the session's close, and what
+    # is lost is only re-scoring (the test above).
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    cache = VerdictCache(blocker / "verdicts.jsonl")
+    _carry_all(cache, ["k"])
+    cache.flush()
+    assert cache.get("k") == _with_evidence().carried_to(NEW_GEN)
+    assert "cannot append" in caplog.text

@@ -71,4 +71,5 @@ def split_generation(generation: str) -> tuple[str, str]:
 
 def same_message_generation(a: str, b: str) -> bool:
     """Whether a verdict of generation ``a`` can be re-scored for generation ``b``."""
-    return bool(split_generation(a)[0]) and split_generation(a)[0] == split_generation(b)[0]
+    message = split_generation(a)[0]  # once per cached message of a listing: computed once
+    return bool(message) and message == split_generation(b)[0]

@@ -58,8 +58,8 @@ class MailboxView:
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_audit", "_box", "_client", "_entries", "_generation", "_metrics", "_service",
-        "_sizes", "_spool", "_uidls", "_up", "_upstream_name", "_user", "deleted"
+        "_audit", "_box", "_client", "_entries", "_generation", "_keys", "_metrics",
+        "_service", "_sizes", "_spool", "_uidls", "_up", "_upstream_name", "_user", "deleted"
     )
 
     def __init__(self, upstream: UpstreamConnection, client: ClientSink, service: ScanService,
@@ -74,6 +74,7 @@ class MailboxView:
         self._metrics = metrics
         self._uidls: dict[int, bytes] | None = None
         self._sizes: dict[int, int] = {}
+        self._keys: dict[int, str] = {}  # cache keys, hashed once per message
         self._entries: dict[int, CachedVerdict] = {}
         self.deleted: set[int] = set()
         self._generation: str | None = None  # computed once per session
@@ -85,13 +86,14 @@ class MailboxView:
             uidls = await read_listing(self._up, "UIDL")
             self._sizes = {n: int(v) for n, v in (await read_listing(self._up, "LIST")).items()}
             self._uidls = uidls
+            self._keys = {n: cache_key(self._upstream_name, self._user, uidl,
+                                       self._sizes.get(n, -1)) for n, uidl in uidls.items()}
             # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).
-            await self._service.cache.forget(self._box, {self._key(n) for n in uidls})
+            await self._service.cache.forget(self._box, set(self._keys.values()))
         return self._uidls
 
     def _key(self, number: int) -> str:
-        uidl = self._uidls[number] if self._uidls is not None else b""
-        return cache_key(self._upstream_name, self._user, uidl, self._sizes.get(number, -1))
+        return self._keys[number]
 
     # ------------------------------------------------------------ verdicts
     async def entry(self, number: int) -> CachedVerdict | None:
@@ -297,28 +299,24 @@ class MailboxView:
     def close(self) -> None:
         """Remove this session's spool (rendered copies are never kept past the session)."""
         self._spool.remove()
+        self._service.cache.flush()  # verdicts carried over by RETR/TOP or LIST n
 
     # ------------------------------------------------------------ commands
+    async def _live_entries(self) -> list[tuple[int, CachedVerdict]]:
+        """(number, verdict) of every message not deleted, in number order."""
+        found = [(n, await self.entry(n)) for n in sorted(await self._load())]
+        self._service.cache.flush()  # the listing's carried-over verdicts, in one append
+        return [(n, entry) for n, entry in found if entry is not None]
+
     async def stat(self) -> bytes:
-        uidls = await self._load()
-        live = [n for n in sorted(uidls) if n not in self.deleted]
-        total = 0
-        for number in live:
-            entry = await self.entry(number)
-            assert entry is not None
-            total += entry.size
-        return replies.ok(f"{len(live)} {total}")
+        listed = await self._live_entries()
+        return replies.ok(f"{len(listed)} {sum(entry.size for _, entry in listed)}")
 
     async def list(self, number: int | None) -> bytes:
         if number is not None:
             entry = await self.entry(number)
             return NO_SUCH_MESSAGE if entry is None else replies.ok(f"{number} {entry.size}")
-        uidls = await self._load()
-        lines = []
-        for n in sorted(uidls):
-            entry = await self.entry(n)
-            if entry is not None:
-                lines.append(f"{n} {entry.size}".encode())
+        lines = [f"{n} {entry.size}".encode() for n, entry in await self._live_entries()]
         return replies.multiline(replies.ok(f"{len(lines)} messages"), lines)
 
     async def deliver(self, number: int, top_lines: int | None) -> None:

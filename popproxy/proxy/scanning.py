@@ -24,8 +24,9 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
+
+from prometheus_client import Counter
 
 from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
@@ -53,6 +54,10 @@ NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget"}
 # again next session; a timeout or a crashed worker is remembered, so a hostile message costs
 # its deadline once, not at every login.
 TRANSIENT_CAUSES = frozenset({"error"})
+# Distinct evidence whose re-scored action is remembered per generation (see ``rescored``):
+# far more than one listing's messages share (4,103 among bench/big_mailbox.py's 20,000),
+# a few MB at most; past it the memo starts again.
+MAX_RESCORE_MEMO = 50_000
 
 
 def sweep_stale_spools(spool_dir: Path) -> list[Path]:
@@ -94,6 +99,7 @@ class ScanService:
                  worker_command: Sequence[str] | None = None) -> None:
         self.policy = policy
         self.config = policy.to_settings()
+        self._cache_counts: dict[str, Counter] = {}  # verdict_cache children by result
         # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
         ttl = policy.cache_ttl
@@ -111,6 +117,10 @@ class ScanService:
                                  policy.workers or default_workers(), self._count_kill,
                                  worker_command or WORKER_COMMAND)
         self._feed_versions: list[tuple[str, int | None]] = []
+        # Re-scored action per distinct evidence, under _memo_generation only (``rescored``).
+        self._memo: dict[tuple[object, ...], str] = {}
+        self._memo_generation = ""
+        self._rescored_count = observer.metrics.scan_judged.labels("rescored")
         # The action code's output version is in the message part: a release whose tag/defang
         # renders different bytes must not reuse sizes cached by the one before (LIST would
         # differ from RETR).  A retrained combiner is in the evidence part: re-scored.
@@ -137,6 +147,7 @@ class ScanService:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._feed_pool, self._refresh_feeds)
             self._feed_versions = versions
+            self._memo.clear()  # judged with the feeds as they were
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
         return compose(self._message_part, self._evidence_settings, identities)
@@ -198,8 +209,9 @@ class ScanService:
         """:meth:`rescored`, counted and stored when it keeps the action (None: download)."""
         carried = self.rescored(cached, generation, too_large)
         if carried is not None:
-            self._observer.metrics.scan_judged.labels("rescored").inc()
-            await self.cache.store(key, carried)
+            self._rescored_count.inc()
+            # Batched: written once per listing (VerdictCache.flush, verdict_journal).
+            await self.cache.store(key, carried, carried_from=cached.generation)
         return carried
 
     def rescored(self, cached: CachedVerdict, generation: str,
@@ -216,15 +228,30 @@ class ScanService:
         if (cached.evidence is None or cached.transient
                 or cached.reasons[:1] == (scan_jobs.RENDER_FAILED,)):
             return None
-        verdict = self.rescore(cached.evidence)
-        if verdict is None:
+        action = self._rescored_action(cached.evidence, generation)
+        if action is None:
             return None
-        action = self.final_action(verdict)
         if too_large:
             action = "quarantine" if action in ("defang", "quarantine") else "tag"
         if action != cached.action:
             return None
-        return replace(cached, generation=generation)
+        return cached.carried_to(generation)
+
+    def _rescored_action(self, kept: Evidence, generation: str) -> str | None:
+        """``final_action(rescore(kept))``, once per distinct evidence and generation: most
+        messages of a mailbox have the same few (plain text, no links), and re-scoring all
+        20,000 of one was half of a STAT after a feed change (bench/README.md)."""
+        if generation != self._memo_generation or len(self._memo) >= MAX_RESCORE_MEMO:
+            self._memo.clear()
+            self._memo_generation = generation
+        memo_key = (kept.signals, kept.hosts, tuple(kept.features.items()), kept.truncated)
+        action = self._memo.get(memo_key)
+        if action is None:
+            verdict = self.rescore(kept)
+            if verdict is None:
+                return None
+            action = self._memo[memo_key] = self.final_action(verdict)
+        return action
 
     def final_action(self, verdict: Verdict) -> str:
         """A message that could not be judged is suspicious: quarantined when the fail mode is
@@ -267,7 +294,13 @@ class ScanService:
         return self._clock()
 
     def _count_cache(self, result: str) -> None:
-        self._observer.metrics.verdict_cache.labels(result).inc()
+        # Once per message of a listing: labels() is a locked look-up that cost more than the
+        # cache's own (bench/README.md), so each result's child is kept.
+        child = self._cache_counts.get(result)
+        if child is None:
+            child = self._cache_counts[result] = self._observer.metrics.verdict_cache.labels(
+                result)
+        child.inc()
 
     def _count_kill(self, reason: str) -> None:
         self._observer.metrics.scan_worker_kills.labels(reason).inc()
@@ -277,11 +310,13 @@ class ScanService:
         return self._workers.closed
 
     def close(self) -> None:
+        self.cache.flush()  # verdicts carried over by sessions still open
         self._workers.close()
         self._feed_pool.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
         """``close``, waiting for the workers, and the shared cache's Redis connections."""
+        self.cache.flush()
         self._feed_pool.shutdown(wait=False, cancel_futures=True)
         await self._workers.aclose()
         await self.cache.close()

@@ -15,19 +15,36 @@ are hashes (no usernames in the file or in Redis); Redis keys carry a TTL.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any
 
 from popproxy.proxy.generation import same_message_generation
 from popproxy.proxy.lockout_store import REDIS_TIMEOUT, connect_redis
-from popproxy.scan.evidence import Evidence
+from popproxy.proxy.verdict_journal import (
+    CARRIED,
+    MAX_PENDING,
+    CarriedBatch,
+    open_private,
+    parse_carried,
+)
+from popproxy.proxy.verdict_record import (
+    ACTIONS,
+    OPTIONAL,
+    CachedVerdict,
+    cache_key,
+    from_record,
+    mailbox_key,
+    to_record,
+)
+
+# The record names moved to verdict_record stay importable from here.
+__all__ = ["ACTIONS", "CACHE_FILE", "FORGOTTEN", "OPTIONAL", "CachedVerdict", "RedisVerdicts",
+           "VerdictCache", "cache_key", "from_record", "mailbox_key", "to_record"]
 
 log = logging.getLogger("popproxy.scan")
 
@@ -46,89 +63,6 @@ MAX_LOCAL_WITH_SHARED = 100_000
 SWEEP_EVERY = 10_000
 # A file line that drops its key's entry (the upstream no longer lists the message).
 FORGOTTEN = "forgotten"
-
-
-@dataclass(frozen=True)
-class CachedVerdict:
-    action: str  # pass, tag, defang, quarantine, unscanned
-    score: float
-    reasons: tuple[str, ...]
-    size: int  # octets the client receives for this message
-    scanned_at: float
-    generation: str  # scanner settings + feed versions it was judged with
-    quarantine_id: str = ""
-    signals: tuple[str, ...] = ()
-    # A scanner error: good for this session only, judged again next time.
-    transient: bool = False
-    # A quarantined message the admin released: delivered as "pass" (never stored as such).
-    released: bool = False
-    # What the verdict was reached from (popproxy.scan.evidence): re-scored without the message
-    # when only the feeds, weights, model or thresholds changed.  None: judge the message.
-    evidence: Evidence | None = None
-    # Hash of (upstream, user): the mailbox the entry belongs to, so entries of messages the
-    # upstream no longer lists can be dropped (VerdictCache.forget_unlisted).
-    mailbox: str = ""
-
-
-def mailbox_key(upstream: str, username: str) -> str:
-    """The hash naming one user's mailbox on one upstream (no user name is stored)."""
-    material = b"\0".join((upstream.encode(), username.casefold().encode()))
-    return hashlib.sha256(material).hexdigest()[:16]
-
-
-def cache_key(upstream: str, username: str, uidl: bytes, size: int) -> str:
-    """The message's identity: its UIDL *and* the size the upstream lists for it.
-
-    Servers reuse a UIDL for new content (Dovecot's pop3_reuse_xuidl, qpopper, a reset
-    UIDVALIDITY); with the size in the key such a message is judged anew instead of being
-    delivered under the old message's verdict and size (RFC 1939 section 5: LIST == RETR).
-    """
-    material = b"\0".join((upstream.encode(), username.casefold().encode(), uidl,
-                           str(size).encode()))
-    return hashlib.sha256(material).hexdigest()[:32]
-
-
-OPTIONAL = ("reasons", "quarantine_id", "signals", "evidence", "mailbox")
-ACTIONS = frozenset({"pass", "tag", "defang", "quarantine", "unscanned"})
-
-
-def to_record(entry: CachedVerdict) -> dict[str, Any]:
-    """The stored form (JSON file line and Redis value); transient entries are never stored.
-
-    Empty optional fields are left out: most verdicts are "pass" with nothing to say, and in
-    Redis that saves a sixth of the memory per verdict (docs/scaling.md).
-    """
-    # Shallow: dataclasses.asdict would deep-copy the evidence only to have it replaced by its
-    # JSON form below; that copy was 2 s of a 2.5 s STAT re-scoring 20,000 verdicts
-    # (bench/big_mailbox.py).
-    record = {f.name: getattr(entry, f.name) for f in fields(entry)}
-    del record["transient"], record["released"]
-    record["evidence"] = None if entry.evidence is None else entry.evidence.to_json()
-    for name in OPTIONAL:
-        if not record[name]:
-            del record[name]
-    return record
-
-
-def from_record(record: dict[str, Any]) -> CachedVerdict:
-    """Raises ValueError, KeyError or TypeError for a record this version cannot read."""
-    fields = dict(record)
-    fields["reasons"] = tuple(fields.get("reasons", ()))
-    fields["signals"] = tuple(fields.get("signals", ()))
-    fields.pop("transient", None)
-    fields.pop("released", None)
-    if fields.get("evidence") is not None:
-        fields["evidence"] = Evidence.from_json(fields["evidence"])
-    entry = CachedVerdict(**fields)
-    # Redis is outside this process: a damaged value must not reach STAT sums or rendering.
-    texts = (entry.action, entry.generation, entry.quarantine_id, entry.mailbox, *entry.reasons,
-             *entry.signals)
-    if (entry.action not in ACTIONS or type(entry.size) is not int or entry.size < 0
-            or not isinstance(entry.score, (int, float))
-            or not isinstance(entry.scanned_at, (int, float))
-            or not all(isinstance(text, str) for text in texts)):
-        raise ValueError("not a verdict")
-    return entry
 
 
 class RedisVerdicts:
@@ -163,16 +97,6 @@ class RedisVerdicts:
         await self._redis.aclose()
 
 
-def _open_private(path: Path, mode: str) -> TextIO:
-    """Open for writing with mode 0600 in a 0700 directory: keys are hashes, but the file
-    still tells when each mailbox was read and what its mail was judged."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)  # tighten a file an older version left world-readable
-    return cast(TextIO, os.fdopen(fd, mode, encoding="utf-8"))
-
-
 def _ignore(result: str) -> None:
     pass
 
@@ -203,7 +127,8 @@ class VerdictCache:
         self._ttl = ttl
         self._wall = wall_clock
         self._retry_at: float | None = None  # set while Redis is failing
-        self._lines = 0  # lines in the file
+        self._lines = 0  # records in the file (a carried line counts one per key)
+        self._carried = CarriedBatch()  # carried over, not written yet (verdict_journal)
         self._since_sweep = 0
         if path is not None and path.exists():
             self._load(path)
@@ -213,6 +138,9 @@ class VerdictCache:
             self._lines += 1
             try:
                 record = json.loads(line)
+                if CARRIED in record:
+                    self._load_carried(record)
+                    continue
                 key = record.pop("key")
                 if record.get(FORGOTTEN):
                     self._drop(key)
@@ -227,6 +155,14 @@ class VerdictCache:
         self._limit()
         self._compact_if_sparse()
 
+    def _load_carried(self, record: dict[str, Any]) -> None:
+        old, new, keys = parse_carried(record)
+        for key in keys:
+            self._lines += 1
+            entry = self._entries.get(key)
+            if entry is not None and entry.generation == old:
+                self._entries[key] = entry.carried_to(new)
+
     # ------------------------------------------------------------ this process only
     def get(self, key: str) -> CachedVerdict | None:
         entry = self._entries.get(key)
@@ -236,10 +172,10 @@ class VerdictCache:
         return entry
 
     def put(self, key: str, entry: CachedVerdict) -> None:
-        self._drop(key)
+        self._drop(key)  # and its carried-over line, if one was pending
         self._add(key, entry)
         if self._path is not None:
-            with _open_private(self._path, "a") as handle:
+            with open_private(self._path, "a") as handle:
                 handle.write(_line(key, entry))
             self._lines += 1
         self._limit()
@@ -247,6 +183,39 @@ class VerdictCache:
         if self._since_sweep >= SWEEP_EVERY:
             self._since_sweep = 0
             self._sweep()
+
+    def carry(self, key: str, entry: CachedVerdict, old_generation: str) -> None:
+        """Like :meth:`put` for ``entry`` carried over from ``old_generation`` (the same verdict
+        re-scored to the same action): written at the next :meth:`flush`, in one line."""
+        held = self._entries.get(key)
+        if held is not None and held.mailbox == entry.mailbox:
+            self._entries[key] = entry  # same mailbox: its key set is unchanged
+        else:  # carried from Redis's copy: held here from now on
+            self._drop(key)
+            self._add(key, entry)
+        if self._path is not None:
+            self._carried.add(key, old_generation, entry.generation)
+            if len(self._carried) >= MAX_PENDING:
+                self.flush()
+
+    def flush(self) -> None:
+        """Append the carried-over verdicts (once per listing: verdict_journal explains)."""
+        if not self._carried or self._path is None:
+            return
+        lines, count = self._carried.take(self._is_current)
+        if not lines:
+            return
+        try:
+            with open_private(self._path, "a") as handle:
+                handle.writelines(lines)
+        except OSError as exc:  # called from session ends: losing these costs a re-score only
+            log.warning("verdict cache: cannot append to %s: %s", self._path, exc)
+            return
+        self._lines += count
+
+    def _is_current(self, key: str, generation: str) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry.generation == generation
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -257,6 +226,7 @@ class VerdictCache:
             self._boxes.setdefault(entry.mailbox, set()).add(key)
 
     def _drop(self, key: str) -> None:
+        self._carried.discard(key)
         entry = self._entries.pop(key, None)
         if entry is not None and entry.mailbox:
             keys = self._boxes.get(entry.mailbox)
@@ -286,13 +256,14 @@ class VerdictCache:
             return
         tmp = self._path.with_name(self._path.name + ".tmp")
         try:
-            with _open_private(tmp, "w") as handle:
+            with open_private(tmp, "w") as handle:
                 handle.writelines(_line(k, e) for k, e in self._entries.items())
             os.replace(tmp, self._path)
         except OSError as exc:
             log.warning("verdict cache: cannot rewrite %s: %s", self._path, exc)
             return
         self._lines = len(self._entries)
+        self._carried.clear()  # every entry, carried ones included, is in the new file
 
     # ------------------------------------------------------------ both levels
     async def lookup(self, key: str, generation: str) -> CachedVerdict | None:
@@ -333,16 +304,20 @@ class VerdictCache:
         for key in gone:
             self._drop(key)
         if gone and self._path is not None:
-            with _open_private(self._path, "a") as handle:
+            with open_private(self._path, "a") as handle:
                 handle.writelines(json.dumps({"key": key, FORGOTTEN: 1}) + "\n" for key in gone)
             self._lines += len(gone)
         return gone
 
-    async def store(self, key: str, entry: CachedVerdict) -> None:
-        """Remember a fresh verdict here and in Redis (a transient one nowhere)."""
+    async def store(self, key: str, entry: CachedVerdict, carried_from: str = "") -> None:
+        """Remember a fresh verdict here and in Redis (a transient one nowhere);
+        ``carried_from``: the generation it was carried over from (:meth:`carry`)."""
         if entry.transient:
             return
-        self.put(key, entry)
+        if carried_from:
+            self.carry(key, entry, carried_from)
+        else:
+            self.put(key, entry)
         if self._shared is None or not self._shared_usable():
             return
         try:

@@ -87,6 +87,8 @@ def test_a_feed_change_that_keeps_every_action_downloads_nothing(
         second = _session(port)
         # Re-scored from evidence: nothing more read from the upstream to judge.
         assert _judged(observer) == (3, 3, read)
+        # ... and written in one append of one line, not one per message (verdict_journal).
+        assert (tmp_path / CACHE_FILE).read_text().count('"carried"') == 1
         third = _session(port)
         assert _judged(observer) == (3, 3, read)  # the carried-over verdicts are current now
     assert first == second == third

@@ -26,7 +26,9 @@ from popproxy.proxy.scanning import (
     default_workers,
     sweep_stale_spools,
 )
+from popproxy.proxy.verdict_cache import CachedVerdict
 from popproxy.scan import Verdict
+from popproxy.scan.evidence import Evidence
 
 FEED = "# phishing hosts\nlogin.example-bank.test\n"
 
@@ -142,3 +144,29 @@ def test_sweep_removes_only_the_spools_of_processes_that_are_gone(tmp_path: Path
     assert sweep_stale_spools(tmp_path) == [dead]
     assert not dead.exists() and mine.exists() and other.exists()
     assert sweep_stale_spools(tmp_path / "missing") == []
+
+
+def test_re_scoring_runs_once_per_distinct_evidence_and_generation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = ScanService(Scan(), tmp_path / "state", Observer())
+    calls: list[Evidence] = []
+    real = service.scanner.rescore
+
+    def counted(kept: Evidence) -> Verdict:
+        calls.append(kept)
+        return real(kept)
+
+    monkeypatch.setattr(service.scanner, "rescore", counted)
+    plain = CachedVerdict("pass", 0.0, (), 10, 0.0, "aaaa-1",
+                          evidence=Evidence(features={"text.chars": 0.5}))
+    other = CachedVerdict("pass", 0.0, (), 10, 0.0, "aaaa-1",
+                          evidence=Evidence(features={"text.chars": 0.7}))
+    try:
+        carried = [service.rescored(entry, generation) for entry, generation in
+                   ((plain, "aaaa-2"), (plain, "aaaa-2"), (other, "aaaa-2"), (plain, "aaaa-3"))]
+    finally:
+        service.close()
+    assert carried == [plain.carried_to("aaaa-2"), plain.carried_to("aaaa-2"),
+                       other.carried_to("aaaa-2"), plain.carried_to("aaaa-3")]
+    # The second is remembered; other evidence, or another generation, is scored again.
+    assert calls == [plain.evidence, other.evidence, plain.evidence]

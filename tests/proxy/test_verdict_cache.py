@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -21,6 +22,7 @@ from popproxy.proxy.verdict_cache import (
     from_record,
     to_record,
 )
+from popproxy.proxy.verdict_journal import carried_line, open_private
 from popproxy.scan.evidence import Evidence
 
 DAY = 86400.0
@@ -171,3 +173,90 @@ def test_entries_of_messages_no_longer_listed_are_forgotten_across_restarts(
     assert [again.get(k) is not None for k in ("k1", "k2", "k3", "other")] == [
         False, True, False, True]
     assert len(again) == 2
+
+
+# ---------------------------------------------------------------- carried over, batched
+def _carry_all(cache: VerdictCache, keys: list[str]) -> None:
+    for key in keys:
+        cache.carry(key, _with_evidence().carried_to(NEW_GEN), STALE_GEN)
+
+
+def test_verdicts_carried_over_in_a_listing_are_written_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, keys = tmp_path / "verdicts.jsonl", [f"k{i}" for i in range(100)]
+    cache = VerdictCache(path)
+    for key in keys:
+        cache.put(key, _with_evidence())
+    opens: list[str] = []
+    real_open = open_private
+
+    def counted(p: Path, mode: str) -> TextIO:
+        opens.append(mode)
+        return real_open(p, mode)
+
+    monkeypatch.setattr(verdict_cache, "open_private", counted)
+    _carry_all(cache, keys)
+    assert opens == [] and cache.get("k7") == _with_evidence().carried_to(NEW_GEN)
+    cache.flush()
+    cache.flush()  # nothing pending: no write
+    assert opens == ["a"] and len(path.read_text().splitlines()) == 101
+    again = VerdictCache(path)
+    assert all(again.get(key) == _with_evidence().carried_to(NEW_GEN) for key in keys)
+
+
+def test_a_crash_before_the_flush_leaves_verdicts_a_later_session_re_scores(
+        tmp_path: Path) -> None:
+    # Not written yet when the process dies: the file still has them under the old
+    # generation, which a lookup returns stale, to be re-scored again (no download).
+    path = tmp_path / "verdicts.jsonl"
+    cache = VerdictCache(path)
+    cache.put("k", _with_evidence())
+    _carry_all(cache, ["k"])
+    after_crash = VerdictCache(path)
+    assert asyncio.run(after_crash.lookup("k", NEW_GEN)) == _with_evidence()
+
+
+def test_a_carried_line_never_overrides_a_newer_verdict(tmp_path: Path) -> None:
+    path = tmp_path / "verdicts.jsonl"
+    cache = VerdictCache(path)
+    for key in ("judged", "forgotten", "other"):
+        cache.put(key, _with_evidence())
+    _carry_all(cache, ["judged", "forgotten"])
+    judged = CachedVerdict("quarantine", 12.0, ("x",), 99, 1_000_000.0, NEW_GEN, mailbox="box1")
+    cache.put("judged", judged)  # judged anew after it was carried, before the flush
+    assert cache.forget_unlisted("box1", {"judged", "other"}) == ["forgotten"]
+    cache.flush()
+    assert '"carried"' not in path.read_text()  # nothing left to carry
+    # Only entries of the old generation move: another process's newer line stays as it is.
+    with path.open("a") as handle:
+        handle.write(carried_line(STALE_GEN, "aaaaaaaaaaaa-333333333333", ["judged", "other"]))
+    again = VerdictCache(path)
+    assert again.get("judged") == judged and again.get("forgotten") is None
+    assert again.get("other") == _with_evidence().carried_to("aaaaaaaaaaaa-333333333333")
+
+
+def test_a_long_listing_is_written_every_max_pending_keys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdict_cache, "MAX_PENDING", 10)
+    path, keys = tmp_path / "verdicts.jsonl", [f"k{i}" for i in range(25)]
+    cache = VerdictCache(path)
+    for key in keys:
+        cache.put(key, _with_evidence())
+    _carry_all(cache, keys)
+    assert path.read_text().count('"carried"') == 2  # 20 written, 5 pending (bounded loss)
+    cache.flush()
+    again = VerdictCache(path)
+    assert all(again.get(key) == _with_evidence().carried_to(NEW_GEN) for key in keys)
+
+
+def test_a_failed_flush_is_logged_not_raised(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    # Flushed when a session ends: a full disk must not break the session's close, and what
+    # is lost is only re-scoring (the test above).
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    cache = VerdictCache(blocker / "verdicts.jsonl")
+    _carry_all(cache, ["k"])
+    cache.flush()
+    assert cache.get("k") == _with_evidence().carried_to(NEW_GEN)
+    assert "cannot append" in caplog.text

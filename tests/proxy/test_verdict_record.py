@@ -1,0 +1,29 @@
+"""``proxy/verdict_record.py``: one cached verdict.  Keys and the stored form are tested with
+the cache (tests/proxy/test_verdict_cache.py), which re-exports these names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from popproxy.proxy.verdict_record import CachedVerdict
+from popproxy.scan.evidence import Evidence
+
+EVERY_FIELD_SET = CachedVerdict(
+    "quarantine", 9.5, ("lookalike",), 321, 1_000_000.0, "aaaaaaaaaaaa-111111111111",
+    "q-id", ("link-brand-lookalike",), transient=True, released=True,
+    evidence=Evidence((("link-brand-lookalike", "paypa1.test"),), ("paypa1.test",)),
+    mailbox="box1")
+
+
+def test_the_sample_sets_every_field_to_something_but_its_default() -> None:
+    defaults = CachedVerdict("pass", 0.0, (), 0, 0.0, "")
+    for field in dataclasses.fields(CachedVerdict):
+        assert getattr(EVERY_FIELD_SET, field.name) != getattr(defaults, field.name), field.name
+
+
+def test_carried_to_changes_the_generation_and_keeps_every_other_field() -> None:
+    # carried_to lists the fields positionally (for speed): a field added to the class and
+    # not to carried_to, or two swapped, shows here.
+    carried = EVERY_FIELD_SET.carried_to("aaaaaaaaaaaa-222222222222")
+    assert carried == dataclasses.replace(EVERY_FIELD_SET,
+                                          generation="aaaaaaaaaaaa-222222222222")

@@ -6,7 +6,6 @@ every message, and the next session sees the normal (judged) forms, LIST == RETR
 from __future__ import annotations
 
 import poplib
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from popproxy.metrics import Metrics
 from popproxy.proxy.observe import Observer
 from tests.helpers import LoopThread, make_config, running_proxy
 from tests.integration.dovecot import Dovecot
-from tests.support.tools import require_tool
+from tests.integration.pop3_clients import curl, curl_sizes, listing, login
 
 pytestmark = pytest.mark.dovecot
 
@@ -25,16 +24,6 @@ pytestmark = pytest.mark.dovecot
 COMPARED = range(1, 5)
 
 
-def _login(port: int) -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", port, timeout=60)
-    client.user("scan")
-    client.pass_("scanpw")
-    return client
-
-
-def _listing(client: poplib.POP3) -> dict[int, int]:
-    _, lines, _ = client.list()
-    return {int(n): int(size) for n, size in (line.split() for line in lines)}
 
 
 def _retr_octets(client: poplib.POP3, number: int) -> tuple[int, bytes]:
@@ -48,20 +37,18 @@ def test_list_during_the_budget_fallback_equals_retr_for_every_message(
     observer = Observer(Metrics())
     scan = {"enabled": True, "listing_budget": 0.001}
     config = make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
-    direct = poplib.POP3("127.0.0.1", dovecot.port, timeout=30)
-    direct.user("scan")
-    direct.pass_("scanpw")
-    upstream_sizes = _listing(direct)
+    direct = login(dovecot.port)
+    upstream_sizes = listing(direct)
     direct.quit()
     with running_proxy(config, loop_thread, observer) as proxy:
-        first = _login(proxy.port)
+        first = login(proxy.port)
         first.stat()
         registry = observer.metrics.registry
         # 1-4 are always deferred (newest first: 5 is tried first); 5 as well when the
         # upstream's UIDL/LIST alone took longer than the 1 ms budget (a loaded machine).
         deferred = registry.get_sample_value("popproxy_scan_listing_deferred_total")
         assert deferred in (4, 5)
-        listed = _listing(first)
+        listed = listing(first)
         assert {n: listed[n] for n in COMPARED} == {n: upstream_sizes[n] for n in COMPARED}
         texts = {}
         for number in COMPARED:
@@ -71,44 +58,31 @@ def test_list_during_the_budget_fallback_equals_retr_for_every_message(
         # The phishing message (2) judged at RETR: never delivered with a live link.
         assert b'href="http://198.51.100.7' not in texts[2]
 
-        second = _login(proxy.port)
-        normal = _listing(second)
+        second = login(proxy.port)
+        normal = listing(second)
         for number in COMPARED:
             assert _retr_octets(second, number)[0] == normal[number], number
         assert normal[2] != listed[2]  # the normal rendered form, cached at its own size
         second.quit()
 
 
-def _curl(port: int, path: str = "") -> bytes:
-    """One curl POP3 session: LIST with no path, RETR n with path n."""
-    return subprocess.run(["curl", "-s", "--max-time", "60", "-u", "scan:scanpw",
-                           f"pop3://127.0.0.1:{port}/{path}"],
-                          capture_output=True, timeout=90, check=True).stdout
-
-
-def _curl_sizes(port: int) -> dict[int, int]:
-    return {int(n): int(size) for n, size in (line.split() for line in
-                                               _curl(port).decode().splitlines())}
 
 
 def test_curl_lists_during_the_fallback_and_later_sessions_see_the_judged_forms(
         dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
     """curl runs one command per session: the LIST of the budget-limited first session shows
     Dovecot's sizes, and later sessions list and RETR the judged forms, LIST == RETR."""
-    require_tool("curl")
     scan = {"enabled": True, "listing_budget": 0.001}
     config = make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
-    direct = poplib.POP3("127.0.0.1", dovecot.port, timeout=30)
-    direct.user("scan")
-    direct.pass_("scanpw")
-    upstream_sizes = _listing(direct)
+    direct = login(dovecot.port)
+    upstream_sizes = listing(direct)
     direct.quit()
     with running_proxy(config, loop_thread, Observer(Metrics())) as proxy:
-        during = _curl_sizes(proxy.port)
+        during = curl_sizes(proxy.port)
         assert {n: during[n] for n in COMPARED} == {n: upstream_sizes[n] for n in COMPARED}
         for number in COMPARED:  # each a session of its own: judged now, cached
-            _curl(proxy.port, str(number))
-        judged = _curl_sizes(proxy.port)
+            curl(proxy.port, str(number))
+        judged = curl_sizes(proxy.port)
         assert judged[2] != upstream_sizes[2]  # the phishing message's defanged form
         for number in COMPARED:
-            assert len(_curl(proxy.port, str(number))) == judged[number], number
+            assert len(curl(proxy.port, str(number))) == judged[number], number

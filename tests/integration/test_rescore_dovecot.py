@@ -5,8 +5,6 @@ equals RETR."""
 from __future__ import annotations
 
 import os
-import poplib
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from popproxy.metrics import Metrics
 from popproxy.proxy.observe import Observer
 from tests.helpers import LoopThread, make_config, running_proxy
 from tests.integration.dovecot import Dovecot
-from tests.support.tools import require_tool
+from tests.integration.pop3_clients import curl, listing, login
 
 pytestmark = pytest.mark.dovecot
 
@@ -29,16 +27,6 @@ def _judged(observer: Observer) -> tuple[float, float, float]:
     return downloaded or 0.0, rescored or 0.0, read or 0.0
 
 
-def _login(port: int) -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", port, timeout=30)
-    client.user("scan")
-    client.pass_("scanpw")
-    return client
-
-
-def _listing(client: poplib.POP3) -> dict[int, int]:
-    _, lines, _ = client.list()
-    return {int(n): int(size) for n, size in (line.split() for line in lines)}
 
 
 def test_a_feed_update_rescores_without_reading_the_mailbox_again(
@@ -49,49 +37,42 @@ def test_a_feed_update_rescores_without_reading_the_mailbox_again(
     scan = {"enabled": True, "feeds": [str(feed)]}
     config = make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
     with running_proxy(config, loop_thread, observer) as proxy:
-        first = _login(proxy.port)
+        first = login(proxy.port)
         count, _ = first.stat()
-        before = _listing(first)
+        before = listing(first)
         first.quit()
         downloaded, rescored, read = _judged(observer)
         assert (downloaded, rescored) == (count, 0) and count == 5 and read > 0
 
         feed.write_text("phish-a.example\nphish-b.example\n")  # an hourly feed update
         os.utime(feed, ns=(10**18, 10**18))
-        second = _login(proxy.port)
+        second = login(proxy.port)
         assert second.stat()[0] == count
         assert _judged(observer) == (count, count, read)  # 0 bytes read to judge
-        after = _listing(second)
+        after = listing(second)
         assert after == before
         for number in range(1, 5):  # 5: Dovecot's own off-by-CRLF (test_scan_consistency)
             assert second.retr(number)[2] == after[number], number
         second.quit()
 
 
-def _curl(port: int, path: str = "") -> bytes:
-    """One curl POP3 session: LIST with no path, RETR n with path n."""
-    return subprocess.run(["curl", "-s", "--max-time", "60", "-u", "scan:scanpw",
-                           f"pop3://127.0.0.1:{port}/{path}"],
-                          capture_output=True, timeout=90, check=True).stdout
-
 
 def test_curl_after_a_feed_update_reads_nothing_to_judge_and_sizes_match(
         dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
-    require_tool("curl")
     feed = tmp_path / "feed.txt"
     feed.write_text("phish-a.example\n")
     observer = Observer(Metrics())
     scan = {"enabled": True, "feeds": [str(feed)]}
     config = make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
     with running_proxy(config, loop_thread, observer) as proxy:
-        before = _curl(proxy.port)
+        before = curl(proxy.port)
         downloaded, _, read = _judged(observer)
         assert downloaded == 5 and read > 0
         feed.write_text("phish-a.example\nphish-b.example\n")
         os.utime(feed, ns=(10**18, 10**18))
-        after = _curl(proxy.port)
+        after = curl(proxy.port)
         assert after == before
         assert _judged(observer) == (downloaded, 5, read)  # re-scored, 0 bytes read
         for line in after.decode().splitlines()[:4]:  # 5: Dovecot's own off-by-CRLF
             number, size = line.split()
-            assert len(_curl(proxy.port, number)) == int(size), line
+            assert len(curl(proxy.port, number)) == int(size), line

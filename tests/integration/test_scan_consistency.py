@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import LoopThread, RunningProxy, make_config, running_proxy
 from tests.integration.dovecot import Dovecot
+from tests.integration.pop3_clients import listing, login
 from tests.integration.rawpop import RawPOP3
 
 pytestmark = pytest.mark.dovecot
@@ -38,29 +39,19 @@ def scan_proxy(request: pytest.FixtureRequest, dovecot: Dovecot, loop_thread: Lo
         yield action, proxy, tmp_path
 
 
-def _login(port: int) -> poplib.POP3:
-    client = poplib.POP3("127.0.0.1", port, timeout=30)
-    client.user("scan")
-    client.pass_("scanpw")
-    return client
-
-
-def _listing(client: poplib.POP3) -> dict[int, int]:
-    _, lines, _ = client.list()
-    return {int(n): int(size) for n, size in (line.split() for line in lines)}
 
 
 def test_sizes_match_retr_for_every_action(scan_proxy: tuple[str, RunningProxy, Path],
                                            dovecot: Dovecot) -> None:
     action, proxy, _ = scan_proxy
-    client = _login(proxy.port)
-    sizes = _listing(client)
+    client = login(proxy.port)
+    sizes = listing(client)
     count, total = client.stat()
     assert count == len(sizes) == 5 and total == sum(sizes.values())
     direct = poplib.POP3("127.0.0.1", dovecot.port)
     direct.user("scan")
     direct.pass_("scanpw")
-    direct_sizes = _listing(direct)
+    direct_sizes = listing(direct)
     for number, size in sizes.items():
         _, lines, octets = client.retr(number)
         _, original, direct_octets = direct.retr(number)
@@ -81,7 +72,7 @@ def test_modified_messages_look_as_the_action_says(
     scan_proxy: tuple[str, RunningProxy, Path]
 ) -> None:
     action, proxy, state = scan_proxy
-    client = _login(proxy.port)
+    client = login(proxy.port)
     phish = b"\r\n".join(client.retr(2)[1])
     if action == "tag":
         assert b"X-Popproxy-Verdict:" in phish
@@ -102,7 +93,7 @@ def test_top_is_cut_from_the_delivered_message(
     scan_proxy: tuple[str, RunningProxy, Path]
 ) -> None:
     _, proxy, _ = scan_proxy
-    client = _login(proxy.port)
+    client = login(proxy.port)
     for number in range(1, 6):
         full = client.retr(number)[1]
         head = full[: full.index(b"") + 1]
@@ -113,12 +104,12 @@ def test_top_is_cut_from_the_delivered_message(
 
 def test_verdicts_are_stable_across_sessions(scan_proxy: tuple[str, RunningProxy, Path]) -> None:
     _, proxy, _ = scan_proxy
-    first = _login(proxy.port)
-    sizes = _listing(first)
+    first = login(proxy.port)
+    sizes = listing(first)
     bodies = [first.retr(n)[1] for n in sizes]
     first.quit()
-    second = _login(proxy.port)
-    assert _listing(second) == sizes
+    second = login(proxy.port)
+    assert listing(second) == sizes
     assert [second.retr(n)[1] for n in sizes] == bodies
     second.quit()
 

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass, field
 
 from popproxy.policy.lockout import assess, make_keys, password_tag
 from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.lockout_store import MemoryStore
 from popproxy.proxy.observe import Observer
+from tests.support.fake_time import FakeTime
 
 SECRET = b"k" * 32
 HOUR = 3600.0
-
-
-@dataclass
-class FakeTime:
-    now: float = 1_000_000.0
-    slept: list[float] = field(default_factory=list)
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def _guard(settings: Lockout | None = None) -> tuple[LockoutGuard, FakeTime]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.lockout_store import FailoverStore, MemoryStore
 from popproxy.proxy.observe import Observer
+from tests.support.fake_time import FakeTime
 
 SECRET = b"s" * 32
 HOME = ipaddress.ip_address("192.0.2.10")
@@ -22,19 +22,6 @@ AWAY = ipaddress.ip_address("198.51.100.20")
 # Small limits so a handful of failures walks through allow, delay and block.
 SETTINGS = Lockout.model_validate({"pair": {"free": 2, "block_after": 4},
                                    "base_delay": 1.5, "max_delay": 60})
-
-
-@dataclass
-class FakeTime:
-    now: float = 1_000_000.0
-    slept: list[float] = field(default_factory=list)
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def _guard(store: MemoryStore | None = None) -> tuple[LockoutGuard, FakeTime]:

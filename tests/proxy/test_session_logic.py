@@ -16,7 +16,13 @@ import pytest
 from popproxy.proxy.demo_upstream import SAMPLE_MESSAGES, DemoUpstream
 from popproxy.proxy.upstream_caps import UpstreamCapabilities
 from tests.helpers import make_config
-from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, run
+from tests.support.harness import (
+    ScriptedUpstream,
+    SessionPair,
+    demo_responder,
+    run,
+    run_greeted,
+)
 
 STAT = b"+OK 2 300\r\n"
 UPSTREAM = {"PASS": b"+OK logged in\r\n", "STAT": STAT, "CAPA": b"-ERR no CAPA\r\n"}
@@ -24,15 +30,7 @@ UPSTREAM = {"PASS": b"+OK logged in\r\n", "STAT": STAT, "CAPA": b"-ERR no CAPA\r
 
 def _run(script: Callable[[SessionPair], Awaitable[None]],
          upstream: ScriptedUpstream | None = None) -> ScriptedUpstream:
-    upstream = upstream or ScriptedUpstream(UPSTREAM)
-
-    async def main() -> None:
-        async with SessionPair(make_config(110), upstream) as pair:
-            assert pair.received() == b"+OK POP3 proxy ready\r\n"
-            await script(pair)
-
-    run(main)
-    return upstream
+    return run_greeted(script, upstream or ScriptedUpstream(UPSTREAM), make_config(110))
 
 
 async def _login(pair: SessionPair) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from popproxy.proxy.demo_upstream import SAMPLE_MESSAGES, DemoUpstream
 from tests.helpers import make_config
-from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, run
+from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, run_greeted
 
 DEMO_STAT = b"+OK %d %d\r\n" % (len(SAMPLE_MESSAGES), sum(map(len, SAMPLE_MESSAGES)))
 LOGGED_IN = b"+OK logged in\r\n"
@@ -26,14 +26,7 @@ def _b64(data: bytes) -> bytes:
 def _session(script: Callable[[SessionPair], Awaitable[None]]) -> ScriptedUpstream:
     """Run ``script`` against a session in front of the demo's answers; the upstream's record."""
     upstream = ScriptedUpstream(respond=demo_responder(DemoUpstream()))
-
-    async def main() -> None:
-        async with SessionPair(make_config(110), upstream) as pair:
-            assert pair.received() == b"+OK POP3 proxy ready\r\n"
-            await script(pair)
-
-    run(main)
-    return upstream
+    return run_greeted(script, upstream, make_config(110))
 
 
 async def _say(pair: SessionPair, line: bytes) -> bytes:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -293,3 +293,16 @@ class SessionPair:
         self.received()
         await self.send(data)
         return self.received()
+
+
+def run_greeted(script: Callable[[SessionPair], Awaitable[None]],
+                upstream: ScriptedUpstream, config: Policy) -> ScriptedUpstream:
+    """Run ``script`` against a session whose greeting the client has read; the upstream."""
+
+    async def main() -> None:
+        async with SessionPair(config, upstream) as pair:
+            assert pair.received() == b"+OK POP3 proxy ready\r\n"
+            await script(pair)
+
+    run(main)
+    return upstream

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from popproxy.metrics import Metrics
+from popproxy.policy import Policy
 from popproxy.proxy.observe import Observer
 from tests.helpers import LoopThread, make_config, running_proxy
 from tests.integration.dovecot import Dovecot
@@ -27,16 +28,27 @@ def _judged(observer: Observer) -> tuple[float, float, float]:
     return downloaded or 0.0, rescored or 0.0, read or 0.0
 
 
+def _feed(tmp_path: Path) -> Path:
+    feed = tmp_path / "feed.txt"
+    feed.write_text("phish-a.example\n")
+    return feed
+
+
+def _update(feed: Path) -> None:
+    """A feed update that lists one more host, none of the mailbox's links."""
+    feed.write_text("phish-a.example\nphish-b.example\n")
+    os.utime(feed, ns=(10**18, 10**18))
+
+
+def _config(dovecot: Dovecot, feed: Path, tmp_path: Path) -> Policy:
+    scan = {"enabled": True, "feeds": [str(feed)]}
+    return make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
 
 
 def test_a_feed_update_rescores_without_reading_the_mailbox_again(
         dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
-    feed = tmp_path / "feed.txt"
-    feed.write_text("phish-a.example\n")
-    observer = Observer(Metrics())
-    scan = {"enabled": True, "feeds": [str(feed)]}
-    config = make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
-    with running_proxy(config, loop_thread, observer) as proxy:
+    feed, observer = _feed(tmp_path), Observer(Metrics())
+    with running_proxy(_config(dovecot, feed, tmp_path), loop_thread, observer) as proxy:
         first = login(proxy.port)
         count, _ = first.stat()
         before = listing(first)
@@ -44,8 +56,7 @@ def test_a_feed_update_rescores_without_reading_the_mailbox_again(
         downloaded, rescored, read = _judged(observer)
         assert (downloaded, rescored) == (count, 0) and count == 5 and read > 0
 
-        feed.write_text("phish-a.example\nphish-b.example\n")  # an hourly feed update
-        os.utime(feed, ns=(10**18, 10**18))
+        _update(feed)  # an hourly feed update
         second = login(proxy.port)
         assert second.stat()[0] == count
         assert _judged(observer) == (count, count, read)  # 0 bytes read to judge
@@ -56,20 +67,14 @@ def test_a_feed_update_rescores_without_reading_the_mailbox_again(
         second.quit()
 
 
-
 def test_curl_after_a_feed_update_reads_nothing_to_judge_and_sizes_match(
         dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
-    feed = tmp_path / "feed.txt"
-    feed.write_text("phish-a.example\n")
-    observer = Observer(Metrics())
-    scan = {"enabled": True, "feeds": [str(feed)]}
-    config = make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
-    with running_proxy(config, loop_thread, observer) as proxy:
+    feed, observer = _feed(tmp_path), Observer(Metrics())
+    with running_proxy(_config(dovecot, feed, tmp_path), loop_thread, observer) as proxy:
         before = curl(proxy.port)
         downloaded, _, read = _judged(observer)
         assert downloaded == 5 and read > 0
-        feed.write_text("phish-a.example\nphish-b.example\n")
-        os.utime(feed, ns=(10**18, 10**18))
+        _update(feed)
         after = curl(proxy.port)
         assert after == before
         assert _judged(observer) == (downloaded, 5, read)  # re-scored, 0 bytes read

@@ -7,11 +7,13 @@
 #
 #   bash packaging/install.sh                   # README command 1: .venv with popproxy
 #   bash packaging/install.sh --editable test   # .ci/run: editable install with the test extra
+#   bash packaging/install.sh --print-python     # only print the Python it would use
 #
 # POPPROXY_VENV (default ./.venv) and POPPROXY_PYTHON (default: as above) override the choices.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "${1:-}" = "--print-python" ]; then PRINT_ONLY=1; shift; else PRINT_ONLY=0; fi
 EDITABLE=()
 if [ "${1:-}" = "--editable" ]; then EDITABLE=(-e); shift; fi
 EXTRAS="${1:-}"
@@ -44,6 +46,7 @@ ensure_venv_module() {
 }
 
 PYTHON="$(pick_python)"
+if [ "$PRINT_ONLY" = 1 ]; then echo "$PYTHON"; exit 0; fi  # what the tests check
 if [ ! -x "$VENV/bin/python" ]; then
   ensure_venv_module "$PYTHON"
   "$PYTHON" -m venv "$VENV"

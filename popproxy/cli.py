@@ -6,6 +6,7 @@
 ``popproxy scan PATH...``           scan mail files (.eml, directories, mbox, Maildir)
 ``popproxy quarantine list|show|release``   the held messages
 ``popproxy warm --config PATH --user U``    judge mailboxes before their first login
+``popproxy cert --config PATH``             certificates and the fingerprints clients pin
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     warm = sub.add_parser("warm", help="judge mailboxes before their owners' first login",
                           add_help=False)
     warm.add_argument("rest", nargs=argparse.REMAINDER)
+    cert = sub.add_parser("cert", help="certificates, expiry and fingerprints to pin in clients",
+                          add_help=False)
+    cert.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -119,7 +123,9 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
         await ops.start(config.observability.metrics_host, config.observability.metrics_port)
     if server.server_tls is not None:
         for pair in server.server_tls.pairs:
-            print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)}", flush=True)
+            # MD5 too: fetchmail's sslfingerprint accepts nothing else (docs/clients.md).
+            print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)} "
+                  f"MD5 {fingerprint(pair.cert, 'md5')}", flush=True)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path, notifier)
     await server.start()
@@ -219,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         from popproxy.warm_cli import main_warm
 
         return main_warm(argv[1:])
+    if argv[:1] == ["cert"]:
+        from popproxy.cert_cli import main_cert
+
+        return main_cert(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         print(json.dumps(Policy.model_json_schema(), indent=2))

@@ -84,6 +84,8 @@ def publish_certificates(gauge: Gauge, pairs: Iterable[CertPair]) -> None:
         name = certificate_label(pair, taken)
         taken.add(name)
         try:
-            gauge.labels(name).set(certificate_expiry(pair))
+            expiry = certificate_expiry(pair)
         except (OSError, ValueError) as exc:  # loaded a moment ago; replaced since?
             log.warning("certificate %s: cannot read its expiry: %s", pair.cert, exc)
+            continue
+        gauge.labels(name).set(expiry)

@@ -72,9 +72,9 @@ def proxy(loop_thread: LoopThread, demo_upstream: DemoUpstream,
 
 def _handshake(port: int, ctx: ssl.SSLContext) -> None:
     """A client handshake that the proxy refuses (the client sees it fail too)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            ctx.wrap_socket(sock, server_hostname="localhost").close()
+    with (socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+          pytest.raises((ssl.SSLError, ConnectionError))):
+        ctx.wrap_socket(sock, server_hostname="localhost").close()
 
 
 def _counted(proxy: Proxy, listener: str, reason: str, provoke: Callable[[], None],

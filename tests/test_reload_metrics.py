@@ -1,4 +1,5 @@
-"""Reloads are counted by kind and result, every refusal is audited, "unchanged" is said.
+"""Reloads are counted by kind and result, every refusal is audited, "unchanged" is said;
+``popproxy run``'s /readyz and upstream gauge follow a reload.
 
 ``cli._reload_policy`` is what SIGHUP runs; here it runs in-process on a ProxyServer (not
 listening: a reload swaps objects, it needs no socket), reading a real policy file.
@@ -9,6 +10,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,8 @@ from popproxy.policy import load_config
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.server import ProxyServer
 from tests.helpers import make_config
+from tests.support.ports import accepts, free_port
+from tests.support.waiting import wait_for
 
 
 def _write(path: Path, **changes: Any) -> None:
@@ -95,3 +104,52 @@ def test_certificate_reloads_have_their_kind_and_expiry(tmp_path: Path) -> None:
     assert reloads.count("certificates", "refused") == 1
     assert reloads.count("certificates", "ok") == 1
     assert reloads.events() == [("tls_reload", "refused"), ("tls_reload", "ok")]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+
+
+def test_popproxy_run_readyz_follows_a_reload(tmp_path: Path) -> None:
+    """The probe of ``popproxy run`` reads the policy in force: an upstream added by SIGHUP is
+    probed (down here: nobody listens), /readyz turns 503, the gauge names it."""
+    port, metrics_port = free_port(), free_port()
+    policy = tmp_path / "policy.yaml"
+    base = (f"listeners: [{{name: pop3, host: 127.0.0.1, port: {port}, mode: plain, "
+            "allow_plaintext_login: true}]\n"
+            f"upstream: {{host: 127.0.0.1, port: {free_port(port)}}}\n"
+            f"state_dir: {tmp_path / 'state'}\n"
+            f"observability: {{metrics_host: 127.0.0.1, metrics_port: {metrics_port}}}\n"
+            "limits: {shutdown_grace: 1}\n"
+            "demo_upstream: {enabled: true}\n")
+    policy.write_text(base)
+    ops = f"http://127.0.0.1:{metrics_port}"
+    with (tmp_path / "out.log").open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "popproxy", "run", "--config",
+                                 str(policy)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: accepts(metrics_port) and _get(ops + "/readyz")[0] == 200, 20,
+                 "/readyz 200 with the demo upstream")
+        dead = free_port(port)
+        policy.write_text(base + f"upstreams: {{legacy: {{host: 127.0.0.1, port: {dead}, "
+                                 "connect_timeout: 1}}\n"
+                                 "routes: [{match: 'old*', upstream: legacy}]\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        # At most PROBE_CACHE_SECONDS + READY_CACHE_SECONDS until /readyz sees the new upstream.
+        wait_for(lambda: _get(ops + "/readyz")[0] == 503, 20, "/readyz 503 after the reload")
+        metrics = _get(ops + "/metrics")[1]
+        assert 'popproxy_upstream_up{upstream="legacy"} 0.0' in metrics
+        assert 'popproxy_upstream_up{upstream="default"} 1.0' in metrics
+        assert 'popproxy_config_reloads_total{kind="policy",result="ok"} 1.0' in metrics
+        os.kill(proc.pid, signal.SIGHUP)  # the same files again
+        wait_for(lambda: 'popproxy_config_reloads_total{kind="policy",result="unchanged"} 1.0'
+                 in _get(ops + "/metrics")[1], 10, "the unchanged reload counted")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert "policy unchanged: nothing to reload" in (tmp_path / "out.log").read_text()

@@ -103,9 +103,8 @@ class UpstreamProbe:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 await self._greet(settings, tls)
         except (UpstreamError, OSError, TimeoutError) as exc:
-            why = exc.reason if isinstance(exc, UpstreamError) else type(exc).__name__
             if self._results.get(name, True):  # log the change, not every probe
-                log.warning("upstream %s is down: %s (%s)", name, why, exc)
+                log.warning("upstream %s is down: %s", name, _why(exc))
             return False
         if not self._results.get(name, False) and name in self._results:
             log.info("upstream %s is up again", name)
@@ -119,3 +118,12 @@ class UpstreamProbe:
             gauge.remove(gone)
         for name, up in results.items():
             gauge.labels(name).set(1 if up else 0)
+
+
+def _why(exc: Exception) -> str:
+    """``connect (connect failed: ConnectionRefusedError)``, ``timeout``: for the log."""
+    if isinstance(exc, UpstreamError):
+        return f"{exc.reason} ({exc})"
+    if isinstance(exc, TimeoutError):
+        return f"timeout (no greeting within {PROBE_TIMEOUT:g} s)"
+    return f"{type(exc).__name__} ({exc})"

@@ -179,4 +179,5 @@ def test_logs_changes_not_every_probe(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", logger="popproxy.health"):
         asyncio.run(main())
     assert [r.getMessage() for r in caplog.records] == [
-        "upstream default is down: TimeoutError ()", "upstream default is up again"]
+        "upstream default is down: timeout (no greeting within 2 s)",
+        "upstream default is up again"]

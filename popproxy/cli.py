@@ -25,7 +25,8 @@ from popproxy.capture.store import CaptureOptions, prepare_directory
 from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy, load_config, policy_files
 from popproxy.proxy.demo_upstream import DemoUpstream
-from popproxy.proxy.http import OpsServer, upstream_probe
+from popproxy.proxy.health import UpstreamProbe
+from popproxy.proxy.http import OpsServer
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.server import ProxyServer
@@ -118,9 +119,10 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
     server = ProxyServer(config, observer, capture)
     ops: OpsServer | None = None
     if config.observability.metrics_port is not None:
-        ops = OpsServer(observer.metrics.registry,
-                        upstream_probe(config.upstream.host, config.upstream.port))
+        probe = UpstreamProbe(server, observer.metrics)  # the upstreams of the current policy
+        ops = OpsServer(observer.metrics.registry, probe.ready)
         await ops.start(config.observability.metrics_host, config.observability.metrics_port)
+        probing = spawn(probe.run(), "upstream-probe")
     if server.server_tls is not None:
         for pair in server.server_tls.pairs:
             # MD5 too: fetchmail's sslfingerprint accepts nothing else (docs/clients.md).
@@ -140,6 +142,7 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
     notifier.stopping(f"stopping: draining {server.session_count} sessions")
     await server.stop()
     if ops is not None:
+        probing.cancel()
         await ops.stop()
     if demo is not None:
         await demo.stop()
@@ -165,10 +168,13 @@ def _reload_policy(server: ProxyServer, config_path: Path | None) -> None:
         except ConfigError as exc:
             log.error("policy reload refused, keeping the old policy: %s", exc)
             new = None
-            server.observer.metrics.config_reloads.labels("refused").inc()
+            server.observer.metrics.config_reloads.labels("policy", "refused").inc()
             server.observer.audit.event("config_reload", None, result="refused",
                                         error=str(exc))
-        if new is not None and new != server.config:
+        if new is not None and new == server.config:
+            log.info("policy unchanged: nothing to reload")
+            server.observer.metrics.config_reloads.labels("policy", "unchanged").inc()
+        elif new is not None:
             server.reload_policy(new)
     server.reload_tls()
 

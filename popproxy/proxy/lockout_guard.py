@@ -19,6 +19,7 @@ from popproxy.policy.lockout import Assessment, LockoutKeys, assess, make_keys, 
 from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_store import FailoverStore, LockoutStore, MemoryStore, RedisStore
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.store_sqlite import SqliteStore
 from popproxy.statefiles import private_dir
 
 log = logging.getLogger("popproxy.lockout")
@@ -80,19 +81,28 @@ class LockoutGuard:
         self._last: tuple[str, IPAddress, LockoutKeys] | None = None  # keys of the last check
 
     @classmethod
-    def from_policy(cls, settings: Lockout, state_dir: Path, observer: Observer) -> LockoutGuard:
-        store: LockoutStore = MemoryStore()
+    def from_policy(cls, settings: Lockout, state_dir: Path, observer: Observer,
+                    host_db: Path | None = None) -> LockoutGuard:
+        """Counters in Redis (``redis_url``), else in the host's SQLite file (``host_db``:
+        several workers on this host), else in this process."""
+        secret = load_secret(settings, state_dir)
+        primary: LockoutStore
         if settings.redis_url:
-            def on_error(operation: str, exc: BaseException) -> None:
-                observer.metrics.redis_errors.labels(operation).inc()
-                observer.audit.event("lockout_store_error", None, operation=operation,
-                                     error=exc.__class__.__name__, fail_mode=settings.fail_mode)
-                log.warning("lockout store %s failed (%s): failing %s", operation,
-                            exc.__class__.__name__, settings.fail_mode)
+            primary = RedisStore(settings.redis_url)
+        elif host_db is not None:
+            primary = SqliteStore(host_db)  # its errors count and fail like Redis's
+        else:
+            return cls(settings, MemoryStore(), secret, observer)
 
-            store = FailoverStore(RedisStore(settings.redis_url), settings.fail_mode == "open",
-                                  on_error)
-        return cls(settings, store, load_secret(settings, state_dir), observer)
+        def on_error(operation: str, exc: BaseException) -> None:
+            observer.metrics.redis_errors.labels(operation).inc()
+            observer.audit.event("lockout_store_error", None, operation=operation,
+                                 error=exc.__class__.__name__, fail_mode=settings.fail_mode)
+            log.warning("lockout store %s failed (%s): failing %s", operation,
+                        exc.__class__.__name__, settings.fail_mode)
+
+        store = FailoverStore(primary, settings.fail_mode == "open", on_error)
+        return cls(settings, store, secret, observer)
 
     def _keys(self, username: str, address: IPAddress) -> LockoutKeys:
         # check() and then failed()/succeeded() ask for the same keys: compute them once.

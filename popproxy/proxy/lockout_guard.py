@@ -47,13 +47,20 @@ def load_secret(settings: Lockout, state_dir: Path) -> bytes:
             f"cannot read the lockout key {path}: {exc.strerror or exc} "
             "(it must be readable by the service user)") from None
     secret = secrets.token_hex(SECRET_BYTES).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         if settings.secret_file is None:
             private_dir(state_dir)  # 0700: it holds this key, verdicts, quarantined mail
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(secret)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Published whole (a hard link cannot half-exist): workers of one host start
+            # together, and one that read a key still being written would count under another.
+            os.link(tmp, path)
         except FileExistsError:  # another instance made it just now
             return path.read_bytes().strip()
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as exc:
         hint = ("create it before starting popproxy (see docs/quickstart.md), or remove "
                 "lockout.secret_file to keep the key in state_dir"
@@ -61,8 +68,6 @@ def load_secret(settings: Lockout, state_dir: Path) -> bytes:
         raise LockoutSecretError(
             f"cannot create the lockout key {path}: {exc.strerror or exc}; "
             f"{hint}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secret)
     return secret
 
 

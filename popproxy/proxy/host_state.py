@@ -19,12 +19,14 @@ Tables (all keyed by opaque values, never a username or an address in clear):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import secrets
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,13 +125,15 @@ def release_worker(db_path: Path, worker_id: int) -> None:
 class SessionSlots:
     """``max_sessions`` and ``max_sessions_per_ip`` counted over every worker of the host.
 
-    Sources are stored as keyed hashes (a random salt kept in the file), not addresses.  Calls
-    are synchronous and tiny (one indexed transaction); they raise ``sqlite3.Error`` and the
-    server then falls back to its own counts.
+    Sources are stored as keyed hashes (a random salt kept in the file), not addresses.  Each
+    call is one short write transaction, run by the server in this object's thread (``take``,
+    ``give_back``): a write may wait for another worker's (store_sqlite explains why not on the
+    loop).  ``acquire`` raises ``sqlite3.Error``, and the server then caps this worker alone.
     """
 
     def __init__(self, share: HostShare) -> None:
-        self._db = connect(share.db_path)
+        self._db = connect(share.db_path)  # used by self._thread only, once made
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="popproxy-slots-db")
         self._worker = share.worker_id
         (salt,) = self._db.execute("SELECT value FROM meta WHERE name = 'salt'").fetchone()
         self._salt = bytes.fromhex(salt)
@@ -153,6 +157,19 @@ class SessionSlots:
                 "DO UPDATE SET count = count + 1", (self._worker, hashed))
         return True
 
+    async def take(self, source: str, max_sessions: int, max_per_source: int) -> bool:
+        """``acquire`` in this object's thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self.acquire, source, max_sessions, max_per_source)
+
+    def give_back(self, source: str) -> None:
+        """``release`` in this object's thread, not awaited: a session's end (one cancelled
+        at shutdown too) never waits for the file."""
+        try:
+            self._thread.submit(self.release, source).add_done_callback(_report)
+        except RuntimeError:  # a session outliving stop(): the supervisor's release_worker
+            log.warning("host session slot not given back: the worker is stopping")
+
     def release(self, source: str) -> None:
         hashed = self._hash(source)
         with write(self._db):
@@ -173,4 +190,12 @@ class SessionSlots:
         return int(total)
 
     def close(self) -> None:
-        self._db.close()
+        """After the slots still being given back (one thread: in order)."""
+        self._thread.submit(self._db.close)
+        self._thread.shutdown(wait=True)
+
+
+def _report(done: Future[None]) -> None:
+    exc = done.exception()
+    if exc is not None:  # the supervisor's release_worker clears it when this worker restarts
+        log.warning("host session slot not given back (%s)", exc.__class__.__name__)

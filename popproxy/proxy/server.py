@@ -185,7 +185,7 @@ class ProxyServer:
             self._refused(channel, listener, session_id, "denied", ip, decision.reason)
             return
         source = self._source(client_ip)
-        slot = self._admit(source)
+        slot = await self._admit(source)
         if slot is None:
             # Refused before TLS: cheap for us, and RFC 3206 SYS/TEMP tells clients to retry.
             # Not on the implicit-TLS port: there a client's TLS stack would read plaintext as
@@ -203,29 +203,23 @@ class ProxyServer:
             await self._run_session(channel, settings, client_ip, session_id, client_port,
                                     source, accepted_at)
         finally:
-            if slot == "host":
-                self._release(source)
+            if slot == "host" and self.slots is not None:
+                self.slots.give_back(source)
 
-    def _admit(self, source: str) -> str | None:
+    async def _admit(self, source: str) -> str | None:
         """None when a session cap is reached; else "host" (a slot in the host's table, to be
         given back) or "local" (counted by this process alone, in ``_run_session``)."""
         limits = self.config.limits
         if self.slots is not None:
             try:
-                ok = self.slots.acquire(source, limits.max_sessions, limits.max_sessions_per_ip)
+                ok = await self.slots.take(source, limits.max_sessions,
+                                           limits.max_sessions_per_ip)
             except sqlite3.Error as exc:  # a broken file must not refuse every session
                 log.warning("host session slots unavailable (%s): capping this worker alone",
                             exc.__class__.__name__)
             else:
                 return "host" if ok else None
         return None if self._over_capacity(source) else "local"
-
-    def _release(self, source: str) -> None:
-        assert self.slots is not None
-        try:
-            self.slots.release(source)
-        except sqlite3.Error as exc:  # the supervisor's release_worker clears it at a restart
-            log.warning("host session slot not released (%s)", exc.__class__.__name__)
 
     def _refused(self, channel: Channel, listener: str, session_id: str, result: str,
                  ip: str | None, reason: str = "") -> None:

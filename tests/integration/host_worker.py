@@ -13,12 +13,13 @@ from pathlib import Path
 
 from popproxy import cli
 from popproxy.proxy.host_state import HostShare
+from popproxy.proxy.server import ProxyServer
 
 
 def main(argv: list[str]) -> int:
     db, worker, *run = argv
     share = HostShare(Path(db), int(worker))
-    vars(cli)["ProxyServer"] = functools.partial(cli.ProxyServer, host=share)
+    vars(cli)["ProxyServer"] = functools.partial(ProxyServer, host=share)
     return cli.main(run)
 
 

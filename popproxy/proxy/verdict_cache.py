@@ -135,6 +135,7 @@ class VerdictCache:
         self._entries: dict[str, CachedVerdict] = {}
         self._boxes: dict[str, set[str]] = {}  # mailbox hash -> keys of its entries
         self._shared = shared
+        self._shared_name = "Redis" if isinstance(shared, RedisVerdicts) else "host file"
         self._on_result = on_result
         self._clock = clock
         self._ttl = ttl
@@ -362,13 +363,15 @@ class VerdictCache:
     def _shared_failed(self, operation: str, exc: BaseException) -> None:
         self._on_result("shared_error")
         if self._retry_at is None:  # once per outage: a listing must not flood the log
-            log.warning("verdict cache: Redis %s failed (%s): judging messages locally, "
-                        "retrying every %.0f s", operation, exc.__class__.__name__, RETRY_AFTER)
+            log.warning("verdict cache: %s %s failed (%s): judging messages locally, "
+                        "retrying every %.0f s", self._shared_name, operation,
+                        exc.__class__.__name__, RETRY_AFTER)
         self._retry_at = self._clock() + RETRY_AFTER
 
     def _shared_ok(self) -> None:
         if self._retry_at is not None:
-            log.info("verdict cache: Redis answers again: verdicts are shared again")
+            log.info("verdict cache: %s answers again: verdicts are shared again",
+                     self._shared_name)
             self._retry_at = None
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ from popproxy.proxy import store_sqlite
 from popproxy.proxy.host_state import connect
 from popproxy.proxy.lockout_store import FailoverStore, LockoutStore, MemoryStore, StoreUnavailable
 from popproxy.proxy.store_sqlite import SqliteStore, SqliteVerdicts
+from popproxy.proxy.verdict_cache import VerdictCache
 from popproxy.proxy.verdict_record import CachedVerdict
 
 KEYS = LockoutKeys(account="a:1", source="s:1", pair="p:1", trusted="t:1")
@@ -215,3 +216,27 @@ def test_a_closed_verdict_store_raises_a_sqlite_error(tmp_path: Path) -> None:
             await shared.get("k")
 
     asyncio.run(main())
+
+
+def test_the_verdict_cache_of_one_worker_serves_another_through_the_file(
+        tmp_path: Path) -> None:
+    """Two workers' caches, memory only, with the host's file as their shared level."""
+    path = tmp_path / "host.sqlite3"
+    results: list[str] = []
+
+    async def main() -> tuple[CachedVerdict | None, CachedVerdict | None]:
+        a = VerdictCache(None, SqliteVerdicts(path, 60.0), results.append)
+        b = VerdictCache(None, SqliteVerdicts(path, 60.0), results.append)
+        await a.store("k", _verdict(42))
+        served = await b.lookup("k", "gen")
+        await a.forget("", set())  # nothing listed for mailbox "": nothing to drop
+        broken = VerdictCache(None, SqliteVerdicts(path, 60.0), results.append)
+        connect(path).execute("DROP TABLE verdicts")  # every verdict call now fails
+        missed = await broken.lookup("k", "gen")  # the file cannot answer: judged here
+        for cache in (a, b, broken):
+            await cache.close()
+        return served, missed
+
+    assert asyncio.run(main()) == (_verdict(42), None)
+    assert results == ["shared_hit", "shared_error"]
+    assert not list(tmp_path.glob("*.jsonl"))

@@ -34,10 +34,17 @@ from pathlib import Path
 log = logging.getLogger("popproxy.host")
 
 DB_FILE = "host.sqlite3"  # in state_dir unless the supervisor says otherwise
-# How long a write waits for another process's write before failing (SQLite's busy handler).
-# Writes here last microseconds, so a wait this long means a stuck writer, and a login must
-# not hang behind one: the caller's fail mode decides then (lockout.fail_mode).
-BUSY_TIMEOUT_MS = 200
+# How long a write waits for the other workers' writes before failing (SQLite's busy handler).
+# Writes last microseconds, but a writer the OS has descheduled on a busy host holds the lock
+# for a time slice or more.  Writes run off the loop, so only the session waiting for one pays;
+# past this the caller's fail mode decides (lockout.fail_mode), before FailoverStore's own 1 s.
+BUSY_TIMEOUT_MS = 800
+# Reads run on the event loop.  In WAL mode a reader waits only in rare cases (recovering the
+# WAL after a crash): then failing fast (fail mode) beats stalling every session of the worker.
+READ_BUSY_TIMEOUT_MS = 20
+# The first connection of workers starting together creates the schema and switches the file
+# to WAL, which needs a moment of exclusive access: wait longer for that, once, at start.
+SETUP_BUSY_TIMEOUT_MS = 10_000
 SALT_BYTES = 16  # keys the hash of session sources (below)
 
 SCHEMA = """
@@ -71,8 +78,9 @@ def default_db_path(state_dir: Path) -> Path:
     return state_dir / DB_FILE
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
-    """An autocommit connection in WAL mode with the schema in place.
+def connect(db_path: Path, busy_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+    """An autocommit connection in WAL mode with the schema in place, whose calls wait at most
+    ``busy_ms`` for a lock.
 
     ``synchronous=NORMAL``: in WAL mode a commit then does not fsync (the WAL is synced at
     checkpoints), so a power loss may forget the last commits (failed logins, verdicts, slots:
@@ -82,20 +90,20 @@ def connect(db_path: Path) -> sqlite3.Connection:
         db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # 0600 before SQLite opens it: the -wal and -shm files inherit the mode.
         os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT, 0o600))
-    db = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                         check_same_thread=False)
-    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False,
+                         timeout=SETUP_BUSY_TIMEOUT_MS / 1000)
+    db.execute(f"PRAGMA busy_timeout={SETUP_BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     made = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'session_slots'").fetchone()
-    if made is not None:  # the usual case: no write lock taken at a worker's start
-        return db
-    with write(db):
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)",
-                   (secrets.token_hex(SALT_BYTES),))
+    if made is None:  # else no write lock taken at a worker's start
+        with write(db):
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)",
+                       (secrets.token_hex(SALT_BYTES),))
+    db.execute(f"PRAGMA busy_timeout={busy_ms}")
     return db
 
 

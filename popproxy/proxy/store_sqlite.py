@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from popproxy.policy.lockout import Counts, LockoutKeys, members
-from popproxy.proxy.host_state import connect, write
+from popproxy.proxy.host_state import READ_BUSY_TIMEOUT_MS, connect, write
 from popproxy.proxy.verdict_record import CachedVerdict, from_record, to_record
 
 log = logging.getLogger("popproxy.host")
@@ -48,7 +48,7 @@ class SqliteStore:
     """Lockout counters shared by the workers of one host."""
 
     def __init__(self, db_path: Path) -> None:
-        self._db = connect(db_path)  # reads, on the loop
+        self._db = connect(db_path, READ_BUSY_TIMEOUT_MS)  # reads, on the loop
         self._writer = connect(db_path)  # writes, in self._thread only
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="popproxy-lockout-db")
         self._writes = 0

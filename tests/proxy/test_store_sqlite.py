@@ -103,8 +103,7 @@ def _hammer(path: str, name: str) -> None:
 
 
 def test_two_processes_write_at_once_without_locking_errors(tmp_path: Path) -> None:
-    path = tmp_path / "host.sqlite3"
-    connect(path).close()
+    path = tmp_path / "host.sqlite3"  # made by the two at once: the schema race included
     spawn = multiprocessing.get_context("spawn")
     procs = [spawn.Process(target=_hammer, args=(str(path), name)) for name in ("x", "y")]
     for proc in procs:

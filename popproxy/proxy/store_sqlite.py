@@ -8,8 +8,8 @@ the event loop: one indexed statement, and in WAL mode a reader never waits for 
 Writes run in a thread of their own, on a second connection: a write waits for the other
 workers' writes (SQLite's busy handler sleeps 1, 2, 5, 10... ms between tries) and for the file
 system, and on the loop that wait would stall every session of the worker.  bench/host_store.py
-(a second process writing flat out) measured the loop's lag at p99 22 to 43 ms with the writes
-on the loop, 3.5 to 7.6 ms with them in the thread, the same as with no store at all on that
+(a second process writing flat out) measured the loop's lag at p99 22 to 61 ms with the writes
+on the loop, 3.5 to 8.6 ms with them in the thread, the same as with no store at all on that
 (busy, shared) machine; ``counts`` holds the loop 0.14 to 0.22 ms at p99.
 
 ``SqliteVerdicts`` is the verdict cache's shared level (the interface of ``RedisVerdicts``,

@@ -141,7 +141,9 @@ def test_a_locked_file_follows_the_fail_mode_like_redis(tmp_path: Path, fail_ope
                 asyncio.run(main())
     finally:
         holder.execute("ROLLBACK")
-    assert errors == [("record_failure", "OperationalError")]
+    # SQLite's busy timeout (800 ms), or FailoverStore's own (1 s) on a loaded machine.
+    assert [op for op, _ in errors] == ["record_failure"]
+    assert errors[0][1] in {"OperationalError", "TimeoutError"}
 
 
 # --------------------------------------------------------------------------- verdicts

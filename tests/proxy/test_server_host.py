@@ -12,9 +12,10 @@ from pathlib import Path
 from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.host_state import DB_FILE, HostShare
-from popproxy.proxy.lockout_store import FailoverStore, MemoryStore
+from popproxy.proxy.lockout_store import FailoverStore, MemoryStore, RedisStore
 from popproxy.proxy.server import ProxyServer
 from popproxy.proxy.store_sqlite import SqliteStore, SqliteVerdicts
+from popproxy.proxy.verdict_cache import RedisVerdicts
 from tests.helpers import LoopThread, make_config
 from tests.integration.rawpop import RawPOP3, wait_for
 
@@ -97,3 +98,22 @@ def test_a_broken_slot_table_caps_each_worker_alone(demo_upstream: DemoUpstream,
         with RawPOP3(_port(a)) as first, RawPOP3(_port(b)) as second:
             assert first.greeting.startswith(b"+OK") and second.greeting.startswith(b"+OK")
             assert RawPOP3(_port(a)).greeting == TOO_MANY  # this worker's own cap still holds
+
+
+def test_with_redis_configured_workers_use_redis_and_still_no_journal(
+        loop_thread: LoopThread, tmp_path: Path) -> None:
+    """Redis (several hosts) wins over the host's file for counters and verdicts; the caps
+    stay in the file, and the local verdict level stays memory only (shared state_dir)."""
+    url = "redis://127.0.0.1:1/0"  # never contacted: clients connect on first use
+    config = make_config(1, lockout={"enabled": True, "redis_url": url},
+                         scan={"enabled": True}, state_dir=str(tmp_path))
+    server = ProxyServer(config, host=HostShare(tmp_path / DB_FILE, 1))
+    try:
+        assert server.lockout is not None and server.scan is not None
+        store = server.lockout._store
+        assert isinstance(store, FailoverStore) and isinstance(store._primary, RedisStore)
+        assert isinstance(server.scan.cache._shared, RedisVerdicts)
+        assert server.scan.cache._path is None
+        assert server.slots is not None
+    finally:
+        loop_thread.call(server.stop(grace=0))

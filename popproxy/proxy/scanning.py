@@ -33,7 +33,14 @@ from popproxy.proxy import scan_jobs
 from popproxy.proxy.generation import compose, settings_parts
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
-from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, RedisVerdicts, VerdictCache
+from popproxy.proxy.store_sqlite import SqliteVerdicts
+from popproxy.proxy.verdict_cache import (
+    CACHE_FILE,
+    CachedVerdict,
+    RedisVerdicts,
+    SharedVerdicts,
+    VerdictCache,
+)
 from popproxy.quarantine import QuarantineStore
 from popproxy.scan import RENDER_VERSION, HostFeed, Scanner, Verdict
 from popproxy.scan.evidence import Evidence
@@ -96,16 +103,24 @@ class ScanService:
 
     def __init__(self, policy: Scan, state_dir: Path, observer: Observer,
                  clock: Callable[[], float] = time.time,
-                 worker_command: Sequence[str] | None = None) -> None:
+                 worker_command: Sequence[str] | None = None,
+                 host_db: Path | None = None) -> None:
+        """``host_db``: the SQLite file the workers of this host share (host_state)."""
         self.policy = policy
         self.config = policy.to_settings()
         self._cache_counts: dict[str, Counter] = {}  # verdict_cache children by result
         # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
         ttl = policy.cache_ttl
-        shared = RedisVerdicts(policy.redis_url, ttl) if policy.redis_url else None
-        self.cache = VerdictCache(state_dir / CACHE_FILE, shared, self._count_cache,
-                                  ttl=ttl, wall_clock=clock)
+        shared: SharedVerdicts | None = None
+        if policy.redis_url:
+            shared = RedisVerdicts(policy.redis_url, ttl)
+        elif host_db is not None:
+            shared = SqliteVerdicts(host_db, ttl, clock)
+        # With workers sharing state_dir, no per-process JSON-lines file (several processes
+        # would append to one): the shared level is the durable one, memory the local one.
+        path = state_dir / CACHE_FILE if host_db is None else None
+        self.cache = VerdictCache(path, shared, self._count_cache, ttl=ttl, wall_clock=clock)
         self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")
         self.spool_dir = state_dir / "spool"
         sweep_stale_spools(self.spool_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import ssl
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
 from popproxy.proxy.failure_timing import FailureTiming
+from popproxy.proxy.host_state import HostShare, SessionSlots
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
@@ -62,8 +64,12 @@ class ProxyServer:
     lockout_gauge_interval = LOCKOUT_GAUGE_INTERVAL  # tests set a shorter one before start()
 
     def __init__(self, config: Policy, observer: Observer | None = None,
-                 capture: CaptureOptions | None = None) -> None:
+                 capture: CaptureOptions | None = None, host: HostShare | None = None) -> None:
+        """``host``: this process is one of several workers of the host, which share lockout
+        counters, verdicts and session caps through ``host.db_path`` (host_state)."""
         self.config = config
+        self.host = host
+        self.slots = SessionSlots(host) if host is not None else None
         self.capture = capture  # popproxy run --capture DIR: every session recorded
         self.observer = observer if observer is not None else Observer()
         needs_tls = any(lst.mode != "plain" for lst in config.listeners)
@@ -72,8 +78,7 @@ class ProxyServer:
         self.upstream_caps = UpstreamCapabilities()
         self.failure_timing = FailureTiming()  # kept across policy reloads, like upstream_caps
         self.lockout = self._make_guard(config)
-        self.scan = ScanService(config.scan, config.state_dir, self.observer) if (
-            config.scan.enabled) else None
+        self.scan = self._make_scan(config)
         for listener in config.listeners:
             self.observer.metrics.prepare_listener(listener.name)
         for upstream in self.upstream_tls:
@@ -88,7 +93,14 @@ class ProxyServer:
     def _make_guard(self, config: Policy) -> LockoutGuard | None:
         if not config.lockout.enabled:
             return None
-        return LockoutGuard.from_policy(config.lockout, config.state_dir, self.observer)
+        return LockoutGuard.from_policy(config.lockout, config.state_dir, self.observer,
+                                        self.host.db_path if self.host else None)
+
+    def _make_scan(self, config: Policy) -> ScanService | None:
+        if not config.scan.enabled:
+            return None
+        return ScanService(config.scan, config.state_dir, self.observer,
+                           host_db=self.host.db_path if self.host else None)
 
     def _listener(self, name: str) -> Listener:
         return next(lst for lst in self.config.listeners if lst.name == name)
@@ -106,6 +118,8 @@ class ProxyServer:
 
     async def start(self, port_overrides: dict[str, int] | None = None) -> None:
         loop = asyncio.get_running_loop()
+        if self.slots is not None:
+            self.slots.release_all()  # left by this worker's previous life, if it was killed
         for listener in self.config.listeners:
             port = (port_overrides or {}).get(listener.name, listener.port)
             server = await loop.create_server(
@@ -173,7 +187,8 @@ class ProxyServer:
             self._refused(channel, listener, session_id, "denied", ip, decision.reason)
             return
         source = self._source(client_ip)
-        if self._over_capacity(source):
+        slot = await self._admit(source)
+        if slot is None:
             # Refused before TLS: cheap for us, and RFC 3206 SYS/TEMP tells clients to retry.
             # Not on the implicit-TLS port: there a client's TLS stack would read plaintext as
             # a broken record, and a handshake only to say no costs the CPU an overloaded
@@ -183,11 +198,30 @@ class ProxyServer:
                                           Code.SYS_TEMP))
             self._refused(channel, listener, session_id, "over_capacity", ip)
             return
-        self.observer.metrics.connections.labels(listener, "accepted").inc()
-        self.observer.audit.event("connect", session_id, listener=listener, client=ip,
-                                  port=client_port, result="accepted")
-        await self._run_session(channel, settings, client_ip, session_id, client_port, source,
-                                accepted_at)
+        try:
+            self.observer.metrics.connections.labels(listener, "accepted").inc()
+            self.observer.audit.event("connect", session_id, listener=listener, client=ip,
+                                      port=client_port, result="accepted")
+            await self._run_session(channel, settings, client_ip, session_id, client_port,
+                                    source, accepted_at)
+        finally:
+            if slot == "host" and self.slots is not None:
+                self.slots.give_back(source)
+
+    async def _admit(self, source: str) -> str | None:
+        """None when a session cap is reached; else "host" (a slot in the host's table, to be
+        given back) or "local" (counted by this process alone, in ``_run_session``)."""
+        limits = self.config.limits
+        if self.slots is not None:
+            try:
+                ok = await self.slots.take(source, limits.max_sessions,
+                                           limits.max_sessions_per_ip)
+            except sqlite3.Error as exc:  # a broken file must not refuse every session
+                log.warning("host session slots unavailable (%s): capping this worker alone",
+                            exc.__class__.__name__)
+            else:
+                return "host" if ok else None
+        return None if self._over_capacity(source) else "local"
 
     def _refused(self, channel: Channel, listener: str, session_id: str, result: str,
                  ip: str | None, reason: str = "") -> None:
@@ -294,8 +328,7 @@ class ProxyServer:
                 self.lockout)
             scan = self.scan
             if new.scan != self.config.scan:  # (a bad Redis URL raises ValueError here)
-                scan = ScanService(new.scan, new.state_dir, self.observer) if (
-                    new.scan.enabled) else None
+                scan = self._make_scan(new)
         except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
             self._reloaded("policy", "refused", error=str(exc))
             log.error("policy reload refused: %s; keeping the old policy", exc)
@@ -347,5 +380,7 @@ class ProxyServer:
             await self.lockout.close()
         if self.scan is not None:
             await self.scan.aclose()
+        if self.slots is not None:
+            self.slots.close()
 
 

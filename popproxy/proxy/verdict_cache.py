@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from popproxy.proxy.generation import same_message_generation
 from popproxy.proxy.lockout_store import REDIS_TIMEOUT, connect_redis
@@ -44,7 +44,7 @@ from popproxy.proxy.verdict_record import (
 
 # The record names moved to verdict_record stay importable from here.
 __all__ = ["ACTIONS", "CACHE_FILE", "FORGOTTEN", "OPTIONAL", "CachedVerdict", "RedisVerdicts",
-           "VerdictCache", "cache_key", "from_record", "mailbox_key", "to_record"]
+           "SharedVerdicts", "VerdictCache", "cache_key", "from_record", "mailbox_key", "to_record"]
 
 log = logging.getLogger("popproxy.scan")
 
@@ -63,6 +63,19 @@ MAX_LOCAL_WITH_SHARED = 100_000
 SWEEP_EVERY = 10_000
 # A file line that drops its key's entry (the upstream no longer lists the message).
 FORGOTTEN = "forgotten"
+
+
+class SharedVerdicts(Protocol):
+    """The shared level: ``RedisVerdicts`` (hosts), or ``store_sqlite.SqliteVerdicts`` (the
+    workers of one host)."""
+
+    async def get(self, key: str) -> CachedVerdict | None: ...
+
+    async def put(self, key: str, entry: CachedVerdict) -> None: ...
+
+    async def delete(self, keys: list[str]) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class RedisVerdicts:
@@ -112,7 +125,7 @@ class VerdictCache:
     lookup or write that could not use Redis (shared_error); the proxy counts them.
     """
 
-    def __init__(self, path: Path | None, shared: RedisVerdicts | None = None,
+    def __init__(self, path: Path | None, shared: SharedVerdicts | None = None,
                  on_result: Callable[[str], None] = _ignore,
                  clock: Callable[[], float] = time.monotonic, ttl: float | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
@@ -122,6 +135,7 @@ class VerdictCache:
         self._entries: dict[str, CachedVerdict] = {}
         self._boxes: dict[str, set[str]] = {}  # mailbox hash -> keys of its entries
         self._shared = shared
+        self._shared_name = "Redis" if isinstance(shared, RedisVerdicts) else "host file"
         self._on_result = on_result
         self._clock = clock
         self._ttl = ttl
@@ -349,13 +363,15 @@ class VerdictCache:
     def _shared_failed(self, operation: str, exc: BaseException) -> None:
         self._on_result("shared_error")
         if self._retry_at is None:  # once per outage: a listing must not flood the log
-            log.warning("verdict cache: Redis %s failed (%s): judging messages locally, "
-                        "retrying every %.0f s", operation, exc.__class__.__name__, RETRY_AFTER)
+            log.warning("verdict cache: %s %s failed (%s): judging messages locally, "
+                        "retrying every %.0f s", self._shared_name, operation,
+                        exc.__class__.__name__, RETRY_AFTER)
         self._retry_at = self._clock() + RETRY_AFTER
 
     def _shared_ok(self) -> None:
         if self._retry_at is not None:
-            log.info("verdict cache: Redis answers again: verdicts are shared again")
+            log.info("verdict cache: %s answers again: verdicts are shared again",
+                     self._shared_name)
             self._retry_at = None
 
     async def close(self) -> None:

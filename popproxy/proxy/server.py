@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -102,16 +103,19 @@ class ProxyServer:
             failure_timing=self.failure_timing,
         )
 
-    async def start(self, port_overrides: dict[str, int] | None = None) -> None:
+    async def start(self, port_overrides: dict[str, int] | None = None,
+                    sockets: dict[str, socket.socket] | None = None) -> None:
+        """Listen on every listener; ``sockets``: already bound and listening ones by listener
+        name (a worker process gets them from the supervisor, docs/scaling.md)."""
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
-            port = (port_overrides or {}).get(listener.name, listener.port)
-            server = await loop.create_server(
-                functools.partial(self._new_channel, listener.name),
-                listener.host,
-                port,
-                reuse_address=True,
-            )
+            factory = functools.partial(self._new_channel, listener.name)
+            if sockets is not None:
+                server = await loop.create_server(factory, sock=sockets[listener.name])
+            else:
+                port = (port_overrides or {}).get(listener.name, listener.port)
+                server = await loop.create_server(factory, listener.host, port,
+                                                  reuse_address=True)
             self._servers.append(server)
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
             log.info("listening: %s on %s:%d (%s)", listener.name, listener.host,

@@ -104,8 +104,8 @@ def _popproxy(tmp_path: Path, audit: Path, workers: int = 1) -> Iterator[Running
     output = tmp_path / "popproxy.log"
     with output.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "popproxy", "run", "--config", str(policy),
-                                 "--workers", str(workers)], cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                 "--workers", str(workers)], cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     running = Running(proc, output, port)
     try:
         running.wait(lambda: "popproxy ready" in output.read_text(), "not ready")

@@ -48,7 +48,7 @@ class Workers:
 
     def worker_pids(self) -> set[int]:
         """Running workers: children of the supervisor started as ``popproxy worker``."""
-        pids = set()
+        pids: set[int] = set()
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -118,7 +118,7 @@ def _server_inode(proxy_port: int, client_port: int) -> str:
 
 
 def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
+    inodes: set[str] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:

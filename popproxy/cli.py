@@ -284,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("check-config", "check"):
         return check_config([*args.paths, *args.config])
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``popproxy run``: one process (workers: 1) or a supervisor and its workers."""
     configure_logging(args.log_level)  # no timestamps under journald ($JOURNAL_STREAM)
     try:
         config = load_config(args.config)

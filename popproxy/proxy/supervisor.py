@@ -182,7 +182,9 @@ class Supervisor:
     async def _start_worker(self, slot: Slot) -> asyncio.StreamReader:
         read_fd, write_fd = os.pipe()
         fds = (write_fd, *(sock.fileno() for sock in self.sockets.values()))
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        # NOTIFY_SOCKET: only the supervisor talks to systemd (NotifyAccess=main).
+        env = {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         try:
             slot.proc = await asyncio.create_subprocess_exec(
                 *self._command(slot, write_fd), pass_fds=fds, env=env,

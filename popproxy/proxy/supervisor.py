@@ -150,6 +150,11 @@ class Supervisor:
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()  # two quick SIGHUPs: one reload after the other
+        # Start-up: a worker that exits before it is ready (a bad policy, a missing file)
+        # fails the start at once instead of being retried: systemd reports it.
+        self._started = False
+        self._start_failed = asyncio.Event()
+        self._failure = ""
 
     @property
     def pids(self) -> list[int]:
@@ -165,12 +170,20 @@ class Supervisor:
         self.ports = {name: s.getsockname()[1] for name, s in self.sockets.items()}
         for slot in self.slots:
             self._watchers.append(spawn(self._keep_running(slot), f"worker-{slot.worker_id}"))
-        waits = [slot.ready.wait() for slot in self.slots]
-        try:
-            async with asyncio.timeout(READY_TIMEOUT):
-                await asyncio.gather(*waits)
-        except TimeoutError:
-            raise RuntimeError(f"workers not ready within {READY_TIMEOUT:.0f}s") from None
+        all_ready = spawn(self._all_ready(), "workers-ready")
+        failed = spawn(self._start_failed.wait(), "worker-start-failed")
+        done, _ = await asyncio.wait({all_ready, failed}, timeout=READY_TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        all_ready.cancel()
+        failed.cancel()
+        if all_ready not in done:
+            raise RuntimeError(self._failure or
+                               f"workers not ready within {READY_TIMEOUT:.0f}s")
+        self._started = True
+
+    async def _all_ready(self) -> None:
+        for slot in self.slots:
+            await slot.ready.wait()
 
     def _command(self, slot: Slot, status_fd: int) -> list[str]:
         listen = [f"--listen={name}={sock.fileno()}" for name, sock in self.sockets.items()]
@@ -213,9 +226,14 @@ class Supervisor:
                     slot.replies.put_nowait(text)
             code = await slot.proc.wait()
             self._gone(slot, slot.proc.pid)
+            reason = "signal" if code < 0 else "exit"
+            if not self._started and not self._stopping:
+                self._failure = (f"worker {slot.worker_id} ended ({reason} {abs(code)}) "
+                                 "before it was ready (its error is above)")
+                self._start_failed.set()
+                return
             if self._stopping:
                 return
-            reason = "signal" if code < 0 else "exit"
             self.metrics.worker_restarts.labels(reason).inc()
             delay = slot.next_delay(asyncio.get_running_loop().time())
             log.error("worker %d (pid %d) ended (%s %d): its sessions were cut; "

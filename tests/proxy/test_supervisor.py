@@ -11,7 +11,9 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,3 +150,33 @@ def test_a_release_hook_that_fails_does_not_stop_the_restart(tmp_path: Path) -> 
     assert slot.replies.get_nowait() == "exited"  # a pending reload stops waiting for it
     sup.no_release(3)  # the default hook accepts any id and does nothing
     assert supervisor.metrics.registry.get_sample_value("popproxy_workers") == 0
+
+
+async def _start_with_broken_file(config: Policy, path: Path, tmp_path: Path) -> str:
+    supervisor = Supervisor(config, path, 2, [], SupervisorMetrics(), tmp_path,
+                            Notifier(path=""))
+    try:
+        await supervisor.start()
+    except RuntimeError as exc:
+        return str(exc)
+    finally:
+        await supervisor.stop()
+    return "started"
+
+
+def test_a_worker_that_cannot_start_fails_the_start_at_once(tmp_path: Path) -> None:
+    """The policy file broke between the supervisor's load and the workers' (exit 2): start()
+    raises well before READY_TIMEOUT instead of retrying a worker that can never start."""
+    path = _write(tmp_path, _policy_text(free_port(), tmp_path))
+    config = load_config(path)
+    path.write_text("listeners: [oops\n")
+    message, seconds = asyncio.run(_timed(_start_with_broken_file(config, path, tmp_path)))
+    assert "before it was ready" in message and "exit 2" in message
+    assert seconds < sup.READY_TIMEOUT / 2
+
+
+async def _timed(coro: Coroutine[Any, Any, str]) -> tuple[str, float]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await coro
+    return result, loop.time() - started

@@ -29,6 +29,7 @@ from prometheus_client import multiprocess
 
 from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import ConfigError, Policy, load_config
+from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.sdnotify import Notifier
 from popproxy.proxy.server import _upstream_contexts
 from popproxy.proxy.tasks import spawn
@@ -106,6 +107,8 @@ def validate_reload(current: Policy, config_path: Path) -> Policy:
         _upstream_contexts(new)
         if any(lst.mode != "plain" for lst in new.listeners):
             ServerTls(new.tls, new.state_dir)
+        if new.lockout.enabled:  # a new secret_file must be readable (made once, here)
+            load_secret(new.lockout, new.state_dir)
     except (TlsConfigError, OSError, ValueError) as exc:
         raise ValueError(str(exc)) from None
     return new
@@ -216,7 +219,14 @@ class Supervisor:
     async def _keep_running(self, slot: Slot) -> None:
         """Run the slot's worker; when it dies (not by our stop), start another."""
         while not self._stopping:
-            reader = await self._start_worker(slot)
+            try:
+                reader = await self._start_worker(slot)
+            except OSError as exc:  # fork/exec failed (out of memory, process limit)
+                delay = slot.next_delay(asyncio.get_running_loop().time())
+                log.error("worker %d cannot be started: %s; retrying in %.1fs",
+                          slot.worker_id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
             assert slot.proc is not None
             while line := await reader.readline():
                 text = line.decode(errors="replace").strip()

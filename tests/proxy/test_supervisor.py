@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,59 @@ async def _timed(coro: Coroutine[Any, Any, str]) -> tuple[str, float]:
     started = loop.time()
     result = await coro
     return result, loop.time() - started
+
+
+# A stand-in worker speaking the status-pipe protocol: ready, then "reload <answer>" per SIGHUP
+# (the answer per worker id), until SIGTERM.  Real workers refuse what the supervisor cannot
+# foresee (a file edited again between its check and theirs); this one refuses on demand.
+STAND_IN = """
+import os, signal, sys, time
+fd, answer = int(sys.argv[1]), sys.argv[2]
+signal.signal(signal.SIGHUP, lambda *_: os.write(fd, f"reload {answer}\\n".encode()))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+os.write(fd, b"ready\\n")
+while True:
+    time.sleep(1)
+"""
+
+
+class StandInSupervisor(Supervisor):
+    answers = ("ok", "refused")
+
+    def _command(self, slot: Slot, status_fd: int) -> list[str]:
+        return [sys.executable, "-c", STAND_IN, str(status_fd), self.answers[slot.worker_id]]
+
+
+async def _reload_with_stand_ins(config: Policy, path: Path, tmp_path: Path,
+                                 answers: tuple[str, str]) -> tuple[bool, SupervisorMetrics]:
+    metrics = SupervisorMetrics()
+    supervisor = StandInSupervisor(config, path, 2, [], metrics, tmp_path, Notifier(path=""))
+    supervisor.answers = answers
+    await supervisor.start()
+    try:
+        return await supervisor.reload(), metrics
+    finally:
+        await supervisor.stop()
+
+
+@pytest.mark.parametrize(("answers", "result"), [
+    (("ok", "ok"), "ok"), (("ok", "refused"), "worker_refused")])
+def test_one_refusing_worker_fails_the_reload(tmp_path: Path, answers: tuple[str, str],
+                                              result: str) -> None:
+    path = _write(tmp_path, _policy_text(free_port(), tmp_path))
+    ok, metrics = asyncio.run(_reload_with_stand_ins(load_config(path), path, tmp_path,
+                                                     answers))
+    assert ok is (result == "ok")
+    assert metrics.registry.get_sample_value("popproxy_supervisor_reloads_total",
+                                             {"result": result}) == 1
+
+
+def test_validate_reload_refuses_an_unreadable_lockout_key(tmp_path: Path) -> None:
+    port = free_port()
+    path = _write(tmp_path, _policy_text(port, tmp_path))
+    current = load_config(path)
+    path.write_text(_policy_text(port, tmp_path).replace(
+        "lockout: {enabled: false}",
+        f"lockout: {{enabled: true, secret_file: {tmp_path / 'missing' / 'lockout.key'}}}"))
+    with pytest.raises(ValueError, match="lockout key"):
+        validate_reload(current, path)

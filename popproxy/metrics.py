@@ -3,6 +3,11 @@
 Names follow ``popproxy_*_total`` (counters), ``popproxy_*_seconds`` (histograms) and plain
 gauges.  Label values come from small fixed sets (listener names, results, reasons); never
 usernames, IP addresses or URLs.  The registry is injected, so tests get a fresh one.
+
+With several worker processes (``workers:``, docs/scaling.md) each worker writes its values
+to prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by the
+supervisor) and the supervisor's /metrics sums them: counters and histograms add up, each
+gauge says how (``multiprocess_mode``).  One process keeps its plain in-memory registry.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class _Def:
     help: str
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] | None = None  # histograms only; None: the client's default
+    # Gauges only: how the supervisor combines the workers' values (prometheus_client's
+    # multiprocess modes; "live": a dead worker's value is dropped, see mark_process_dead).
+    multiprocess_mode: str = "livesum"
 
 
 # popproxy_scan_listing_seconds: fine below 1 s (a cached mailbox), then up to and past the
@@ -73,14 +81,18 @@ DEFINITIONS: dict[str, _Def] = {
                                    ("listener", "reason")),
     "tls_certificate_expiry": _Def(Gauge, "popproxy_tls_certificate_expiry_timestamp_seconds",
                                    "notAfter of each served certificate (Unix time), by the "
-                                   "certificate file's name", ("name",)),
+                                   "certificate file's name", ("name",),
+                                   multiprocess_mode="livemin"),  # the soonest expiry wins
     "stls_injections": _Def(Counter, "popproxy_stls_injection_attempts_total",
                             "STLS with plaintext pipelined behind it (CVE-2011-0411 class)"),
     "login_before_tls": _Def(Counter, "popproxy_login_before_tls_refused_total",
                              "Login commands refused because TLS was not active", ("command",)),
     "logins": _Def(Counter, "popproxy_logins_total", "Login attempts by result", ("result",)),
+    # livemax, not livesum: with state shared by the workers (Redis, or the host's store) each
+    # worker counts the same blocks, and a sum would multiply them by the number of workers.
     "lockouts_active": _Def(Gauge, "popproxy_lockouts_active",
-                            "Counters currently blocking logins", ("scope",)),
+                            "Counters currently blocking logins", ("scope",),
+                            multiprocess_mode="livemax"),
     "lockout_blocks": _Def(Counter, "popproxy_lockout_blocks_total",
                            "Login attempts answered by a lockout", ("scope",)),
     "policy_denials": _Def(Counter, "popproxy_policy_denials_total",
@@ -95,7 +107,9 @@ DEFINITIONS: dict[str, _Def] = {
                                    ("upstream", "result"), buckets=LOGIN_BUCKETS),
     "upstream_up": _Def(Gauge, "popproxy_upstream_up",
                         "1 if the upstream answered the last health probe with a POP3 +OK "
-                        "greeting, else 0", ("upstream",)),
+                        "greeting, else 0", ("upstream",),
+                        # With workers only the supervisor probes (SupervisorMetrics.upstream_up)
+                        multiprocess_mode="livemax"),
     "bytes_relayed": _Def(Counter, "popproxy_bytes_relayed_total",
                           "Bytes passed between client and upstream", ("direction",)),
     "messages_scanned": _Def(Counter, "popproxy_messages_scanned_total",
@@ -112,7 +126,7 @@ DEFINITIONS: dict[str, _Def] = {
                            "unchanged: the policy files say what is in force)",
                            ("kind", "result")),
     "build_info": _Def(Gauge, "popproxy_build_info", "Always 1; the running version as a label",
-                       ("version",)),
+                       ("version",), multiprocess_mode="livemax"),
     "redis_errors": _Def(Counter, "popproxy_redis_errors_total", "Failed lockout-store calls",
                          ("operation",)),
     "verdict_cache": _Def(Counter, "popproxy_verdict_cache_total",
@@ -169,10 +183,15 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         for attribute, d in DEFINITIONS.items():
             name = d.name.removesuffix("_total") if d.kind is Counter else d.name
-            metric: Counter | Gauge | Histogram = (
-                Histogram(name, d.help, d.labels, registry=self.registry, buckets=d.buckets)
-                if d.buckets is not None else
-                d.kind(name, d.help, d.labels, registry=self.registry))
+            metric: Counter | Gauge | Histogram
+            if d.buckets is not None:
+                metric = Histogram(name, d.help, d.labels, registry=self.registry,
+                                   buckets=d.buckets)
+            elif d.kind is Gauge:
+                metric = Gauge(name, d.help, d.labels, registry=self.registry,
+                               multiprocess_mode=d.multiprocess_mode)  # type: ignore[arg-type]
+            else:
+                metric = d.kind(name, d.help, d.labels, registry=self.registry)
             for values in KNOWN_LABELS.get(attribute, []):
                 metric.labels(*values)
             setattr(self, attribute, metric)
@@ -227,3 +246,39 @@ class Metrics:
     scan_judge_bytes: Counter
     scan_listing_seconds: Histogram
     scan_listing_deferred: Counter
+
+
+# The supervisor's own metrics (workers > 1): served next to the workers' summed ones, never
+# declared by a worker (the same name from both would be two families in one exposition).
+SUPERVISOR_DEFINITIONS: dict[str, _Def] = {
+    "worker_restarts": _Def(Counter, "popproxy_worker_restarts_total",
+                            "Worker processes that died and were started again, by how they "
+                            "ended (exit: an exit status; signal: killed)", ("reason",)),
+    "reloads": _Def(Counter, "popproxy_supervisor_reloads_total",
+                    "SIGHUP reloads as the supervisor saw them: ok (every worker applied it), "
+                    "refused (invalid: not forwarded), worker_refused (a worker refused it or "
+                    "did not answer; the reload is reported failed)", ("result",)),
+    "workers": _Def(Gauge, "popproxy_workers", "Worker processes running"),
+}
+
+
+class SupervisorMetrics:
+    """The supervisor's metrics, registered in ``registry`` (a fresh one unless given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        d = SUPERVISOR_DEFINITIONS
+        self.worker_restarts = Counter(d["worker_restarts"].name.removesuffix("_total"),
+                                       d["worker_restarts"].help, d["worker_restarts"].labels,
+                                       registry=self.registry)
+        for reason in ("exit", "signal"):
+            self.worker_restarts.labels(reason)
+        self.reloads = Counter(d["reloads"].name.removesuffix("_total"), d["reloads"].help,
+                               d["reloads"].labels, registry=self.registry)
+        for result in ("ok", "refused", "worker_refused"):
+            self.reloads.labels(result)
+        self.workers = Gauge(d["workers"].name, d["workers"].help, registry=self.registry)
+        # The upstream health probe runs here, once per host, not in every worker (a worker
+        # never sets this family, so the summed worker metrics do not carry it).
+        up = DEFINITIONS["upstream_up"]
+        self.upstream_up = Gauge(up.name, up.help, up.labels, registry=self.registry)

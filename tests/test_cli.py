@@ -144,3 +144,45 @@ def _peer_cert(port: int) -> bytes:
         der = sock.getpeercert(binary_form=True)
     assert der is not None
     return der
+
+
+def test_workers_come_from_the_flag_then_the_environment_then_the_policy() -> None:
+    from popproxy.cli import workers_setting
+    from popproxy.policy import Policy
+
+    listeners = [{"name": "a", "port": 1, "mode": "tls"}]
+    auto = Policy.model_validate({"listeners": listeners})
+    three = Policy.model_validate({"listeners": listeners, "workers": 3})
+    cpus = len(os.sched_getaffinity(0))
+    assert auto.workers == "auto"  # the shipped default
+    assert workers_setting(None, auto, {}) == cpus
+    assert workers_setting(None, three, {}) == 3
+    assert workers_setting(None, three, {"POPPROXY_WORKERS": "1"}) == 1
+    assert workers_setting(None, three, {"POPPROXY_WORKERS": "auto"}) == cpus
+    assert workers_setting(2, three, {"POPPROXY_WORKERS": "1"}) == 2
+    with pytest.raises(ValueError):
+        workers_setting(None, three, {"POPPROXY_WORKERS": "0"})
+
+
+def test_workers_flag_must_be_auto_or_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    from popproxy.cli import build_parser
+
+    assert build_parser().parse_args(["run", "-c", "p", "--workers", "auto"]).workers == "auto"
+    assert build_parser().parse_args(["run", "-c", "p", "--workers", "4"]).workers == 4
+    for bad in ("0", "many"):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["run", "-c", "p", "--workers", bad])
+        assert exited.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+def test_event_loop_auto_is_uvloop_where_it_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    from popproxy.cli import build_parser, resolve_event_loop
+
+    assert build_parser().parse_args(["run", "-c", "p"]).event_loop == "auto"
+    assert resolve_event_loop("asyncio") == "asyncio"
+    assert resolve_event_loop("uvloop") == "uvloop"
+    pytest.importorskip("uvloop")
+    assert resolve_event_loop("auto") == "uvloop"
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    assert resolve_event_loop("auto") == "asyncio"

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from popproxy.metrics import DEFINITIONS, KNOWN_LABELS, Metrics
+from popproxy.metrics import (
+    DEFINITIONS,
+    KNOWN_LABELS,
+    SUPERVISOR_DEFINITIONS,
+    Metrics,
+    SupervisorMetrics,
+)
 
 
 def test_every_declared_metric_follows_the_naming_rules() -> None:
@@ -96,3 +102,27 @@ def test_buckets_fit_long_sessions_and_split_login_latency_by_result() -> None:
     metrics.prepare_listener("pop3")
     assert sample("popproxy_tls_handshake_failures_total",
                   {"listener": "pop3", "reason": "timeout"}) == 0.0
+
+
+def test_supervisor_metrics_follow_the_rules_and_exist_at_zero() -> None:
+    for definition in SUPERVISOR_DEFINITIONS.values():
+        assert definition.name.startswith("popproxy_")
+        assert definition.name not in {d.name for d in DEFINITIONS.values()}  # no clash
+    metrics = SupervisorMetrics()
+    sample = metrics.registry.get_sample_value
+    assert sample("popproxy_worker_restarts_total", {"reason": "signal"}) == 0
+    assert sample("popproxy_worker_restarts_total", {"reason": "exit"}) == 0
+    for result in ("ok", "refused", "worker_refused"):
+        assert sample("popproxy_supervisor_reloads_total", {"result": result}) == 0
+    assert sample("popproxy_workers") == 0
+
+
+def test_gauges_declare_how_workers_combine() -> None:
+    """Sessions add up over workers; lockouts are counted from shared state, so the same
+    blocks seen by every worker must not be multiplied (docs/scaling.md)."""
+    modes = {d.name: d.multiprocess_mode for d in DEFINITIONS.values() if d.kind is Gauge}
+    assert modes == {"popproxy_active_sessions": "livesum",
+                     "popproxy_lockouts_active": "livemax",
+                     "popproxy_build_info": "livemax",
+                     "popproxy_upstream_up": "livemax",
+                     "popproxy_tls_certificate_expiry_timestamp_seconds": "livemin"}

@@ -23,6 +23,10 @@ from popproxy.policy.schema_base import Model, Port, Seconds, TlsVersion, check_
 from popproxy.policy.schema_scan import Scan
 from popproxy.policy.schema_warm import WarmLogin
 
+# A worker is a whole interpreter (tens of MB); more than this per host is a typo, not a plan.
+MAX_WORKERS = 256
+Workers = Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_WORKERS)]
+
 IPV4_MAPPED_PREFIX = 96  # ::ffff:0:0/96 (RFC 4291 section 2.5.5.2)
 
 
@@ -274,7 +278,10 @@ class Policy(Model):
     # Validated even when absent: it may take lockout.redis_url (see _scan_redis_url).
     scan: Annotated[Scan, Field(validate_default=True)] = Scan()
     demo_upstream: DemoUpstream = DemoUpstream()
-
+    workers: Workers = Field("auto", description=(
+        "Worker processes that serve sessions: 'auto' (one per usable CPU, "
+        "os.sched_getaffinity) or a number; 1 runs everything in one process as before. "
+        "`popproxy run --workers` overrides it; a reload cannot change it (docs/scaling.md)."))
 
     @field_validator("listeners")
     @classmethod

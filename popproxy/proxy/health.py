@@ -23,7 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from popproxy.metrics import Metrics
+from prometheus_client import Gauge
+
 from popproxy.policy import Policy, Upstream
 from popproxy.policy.decisions import DEFAULT_UPSTREAM
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
@@ -43,11 +44,20 @@ PROBE_INTERVAL = 15.0
 Greeter = Callable[[Upstream, ssl.SSLContext | None], Awaitable[None]]
 
 
+class UpGauge(Protocol):
+    """Where results go: ``Metrics`` in one process, ``SupervisorMetrics`` with workers."""
+
+    upstream_up: Gauge
+
+
 class ProbeTarget(Protocol):
     """What the probe reads, at each probe, from the server (``ProxyServer``)."""
 
-    config: Policy
-    upstream_tls: dict[str, ssl.SSLContext | None]
+    @property
+    def config(self) -> Policy: ...
+
+    @property
+    def upstream_tls(self) -> dict[str, ssl.SSLContext | None]: ...
 
 
 async def greet(settings: Upstream, tls: ssl.SSLContext | None) -> None:
@@ -62,7 +72,7 @@ async def greet(settings: Upstream, tls: ssl.SSLContext | None) -> None:
 class UpstreamProbe:
     """Probes every upstream of the current policy; ``ready()`` for /readyz."""
 
-    def __init__(self, target: ProbeTarget, metrics: Metrics, *, greeter: Greeter = greet,
+    def __init__(self, target: ProbeTarget, metrics: UpGauge, *, greeter: Greeter = greet,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._target = target
         self._metrics = metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import sqlite3
 import ssl
 import time
@@ -44,7 +45,7 @@ log = logging.getLogger("popproxy.server")
 LOCKOUT_GAUGE_INTERVAL = 15.0
 
 
-def _upstream_contexts(policy: Policy) -> dict[str, ssl.SSLContext | None]:
+def upstream_contexts(policy: Policy) -> dict[str, ssl.SSLContext | None]:
     """One verified client context per upstream that speaks TLS."""
     upstreams: dict[str, Upstream] = {DEFAULT_UPSTREAM: policy.upstream, **policy.upstreams}
     contexts: dict[str, ssl.SSLContext | None] = {}
@@ -74,7 +75,7 @@ class ProxyServer:
         self.observer = observer if observer is not None else Observer()
         needs_tls = any(lst.mode != "plain" for lst in config.listeners)
         self.server_tls = ServerTls(config.tls, config.state_dir) if needs_tls else None
-        self.upstream_tls = _upstream_contexts(config)
+        self.upstream_tls = upstream_contexts(config)
         self.upstream_caps = UpstreamCapabilities()
         self.failure_timing = FailureTiming()  # kept across policy reloads, like upstream_caps
         self.lockout = self._make_guard(config)
@@ -116,18 +117,21 @@ class ProxyServer:
             failure_timing=self.failure_timing,
         )
 
-    async def start(self, port_overrides: dict[str, int] | None = None) -> None:
+    async def start(self, port_overrides: dict[str, int] | None = None,
+                    sockets: dict[str, socket.socket] | None = None) -> None:
+        """Listen on every listener; ``sockets``: already bound and listening ones by listener
+        name (a worker process gets them from the supervisor, docs/scaling.md)."""
         loop = asyncio.get_running_loop()
         if self.slots is not None:
             self.slots.release_all()  # left by this worker's previous life, if it was killed
         for listener in self.config.listeners:
-            port = (port_overrides or {}).get(listener.name, listener.port)
-            server = await loop.create_server(
-                functools.partial(self._new_channel, listener.name),
-                listener.host,
-                port,
-                reuse_address=True,
-            )
+            factory = functools.partial(self._new_channel, listener.name)
+            if sockets is not None:
+                server = await loop.create_server(factory, sock=sockets[listener.name])
+            else:
+                port = (port_overrides or {}).get(listener.name, listener.port)
+                server = await loop.create_server(factory, listener.host, port,
+                                                  reuse_address=True)
             self._servers.append(server)
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
             log.info("listening: %s on %s:%d (%s)", listener.name, listener.host,
@@ -320,7 +324,7 @@ class ProxyServer:
                       "(restart popproxy for that); keeping the old policy")
             return False
         try:
-            upstream_tls = _upstream_contexts(new)
+            upstream_tls = upstream_contexts(new)
             server_tls = ServerTls(new.tls, new.state_dir) if self.server_tls else None
             # A new lockout key file that cannot be made is refused here (LockoutSecretError
             # is an OSError), not half-applied.

@@ -268,7 +268,9 @@ class VerdictCache:
         """Rewrite the file with the live entries only (atomically) once it is mostly dead."""
         if self._path is None or self._lines <= 2 * len(self._entries) + SWEEP_EVERY:
             return
-        tmp = self._path.with_name(self._path.name + ".tmp")
+        # Per process: the workers of one host share state_dir, and two compactions writing
+        # one temporary file at once would interleave their lines.
+        tmp = self._path.with_name(f"{self._path.name}.{os.getpid()}.tmp")
         try:
             with open_private(tmp, "w") as handle:
                 handle.writelines(_line(k, e) for k, e in self._entries.items())

@@ -19,6 +19,7 @@ from popproxy.policy.lockout import Assessment, LockoutKeys, assess, make_keys, 
 from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_store import FailoverStore, LockoutStore, MemoryStore, RedisStore
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.redis_client import connect
 from popproxy.statefiles import private_dir
 
 log = logging.getLogger("popproxy.lockout")
@@ -82,7 +83,7 @@ class LockoutGuard:
     @classmethod
     def from_policy(cls, settings: Lockout, state_dir: Path, observer: Observer) -> LockoutGuard:
         store: LockoutStore = MemoryStore()
-        if settings.redis_url:
+        if settings.redis is not None:
             def on_error(operation: str, exc: BaseException) -> None:
                 observer.metrics.redis_errors.labels(operation).inc()
                 observer.audit.event("lockout_store_error", None, operation=operation,
@@ -90,7 +91,7 @@ class LockoutGuard:
                 log.warning("lockout store %s failed (%s): failing %s", operation,
                             exc.__class__.__name__, settings.fail_mode)
 
-            store = FailoverStore(RedisStore(settings.redis_url), settings.fail_mode == "open",
+            store = FailoverStore(RedisStore(connect(settings.redis)), settings.fail_mode == "open",
                                   on_error)
         return cls(settings, store, load_secret(settings, state_dir), observer)
 

@@ -32,6 +32,7 @@ from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.generation import compose, settings_parts
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.redis_client import connect
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
 from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, RedisVerdicts, VerdictCache
 from popproxy.quarantine import QuarantineStore
@@ -49,7 +50,9 @@ KILL_GRACE = 1.0
 # Worker processes when scan.workers is unset: one per usable CPU, but at least two, so one
 # message at its deadline never holds every other session's scan up.
 MIN_WORKERS = 2
-NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget"}
+# Redis is no worker business either, and its settings may hold passwords.
+NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget", "redis_url", "redis_sentinel",
+                   "redis_cluster"}
 # Verdicts of messages that could not be judged.  "error" (a bug in the scanner) is judged
 # again next session; a timeout or a crashed worker is remembered, so a hostile message costs
 # its deadline once, not at every login.
@@ -103,7 +106,7 @@ class ScanService:
         # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
         ttl = policy.cache_ttl
-        shared = RedisVerdicts(policy.redis_url, ttl) if policy.redis_url else None
+        shared = RedisVerdicts(connect(policy.redis), ttl) if policy.redis is not None else None
         self.cache = VerdictCache(state_dir / CACHE_FILE, shared, self._count_cache,
                                   ttl=ttl, wall_clock=clock)
         self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")

@@ -1,0 +1,296 @@
+"""Lockouts and shared verdicts through Redis Sentinel (a real failover) and Redis Cluster.
+
+Sentinel: a primary, a replica and three sentinels (tests/integration/redis_ha.py, quorum 2,
+down-after 500 ms); two proxies A and B (``lockout.redis_sentinel``, scan taking lockout's,
+``fail_mode: open``) in front of the real Dovecot.  Good and bad logins run in a loop through
+both while the primary is SIGKILLed.  Proves: no good login is refused during the failover
+(fail open: local counters meanwhile; the failed Redis calls are counted in
+popproxy_redis_errors_total); a pair blocked before the kill is still blocked after it (the
+test waits for the replica with ``WAIT 1`` before the kill: the product does not, see
+docs/scaling.md, "Failover"); failures after the failover are counted on the promoted replica
+and block at both proxies; a verdict stored before the kill and one stored after it are
+served by the other proxy without a scan, with the sizes first listed.
+
+Cluster: three ``--cluster-enabled`` primaries; the same proxies with ``redis_cluster``: the
+lockout script and both pipelines (the ``{lockout}`` slot) and the single-key verdicts work.
+"""
+
+from __future__ import annotations
+
+import io
+import poplib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+
+from popproxy.auditlog import AuditLog
+from popproxy.policy.schema_redis import RedisCluster
+from popproxy.proxy.observe import Observer
+from popproxy.proxy.redis_client import connect
+from popproxy.proxy.verdict_cache import REDIS_PREFIX, RedisVerdicts
+from tests.helpers import LoopThread, make_config, running_proxy
+from tests.integration import redis_ha, redis_server
+from tests.integration.dovecot import Dovecot
+from tests.integration.pop3_clients import curl_sizes, listing, login
+from tests.integration.redis_ha import Cluster, Node, SentinelSet
+from tests.integration.redis_server import RedisUnavailable
+
+pytestmark = pytest.mark.dovecot
+
+LOCKED = b"-ERR [SYS/TEMP] too many failed logins, try again later"
+AUTH_FAILED = b"-ERR [AUTH] authentication failed"
+# Three different wrong passwords: a client retrying one stale password counts once.
+WRONG = ("Wrong-Guess-1", "Wrong-Guess-2", "Wrong-Guess-3")
+PREFIX = b"popproxy:{lockout}:*"
+LOAD_THREADS = 3
+FAILOVER_TIMEOUT = 30.0
+# After the failover the load runs on this long: logins through the promoted primary.
+AFTER_FAILOVER = 2.0
+
+
+def _unavailable(exc: RedisUnavailable) -> None:
+    if redis_server.in_ci():
+        pytest.fail(f"Redis Sentinel/Cluster tests cannot run: {exc}", pytrace=False)
+    pytest.skip(f"Redis Sentinel/Cluster tests skipped: {exc}")
+
+
+@pytest.fixture
+def sentinel_set() -> Iterator[SentinelSet]:
+    try:
+        ha = redis_ha.start_sentinel_set()
+    except RedisUnavailable as exc:
+        _unavailable(exc)
+    try:
+        yield ha
+    finally:
+        redis_ha.cleanup(ha.base, ha.nodes())
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    try:
+        made = redis_ha.start_cluster()
+    except RedisUnavailable as exc:
+        _unavailable(exc)
+    try:
+        yield made
+    finally:
+        redis_ha.cleanup(made.base, made.nodes)
+
+
+@dataclass
+class Proxy:
+    port: int
+    observer: Observer
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.observer.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    def redis_errors(self) -> float:
+        return sum(self.sample("popproxy_redis_errors_total", operation=op)
+                   for op in ("counts", "record_failure", "record_success"))
+
+    def cache(self, result: str) -> float:
+        return self.sample("popproxy_verdict_cache_total", result=result)
+
+    def attempt(self, user: str, password: str) -> bytes:
+        """USER/PASS with poplib: ``+OK...`` or the ``-ERR`` line."""
+        client = poplib.POP3("127.0.0.1", self.port, timeout=30)
+        try:
+            client.user(user)
+            reply = client.pass_(password)
+        except poplib.error_proto as exc:
+            reply = exc.args[0]
+        client.quit()
+        assert isinstance(reply, bytes)
+        return reply
+
+    def sizes(self, user: str, password: str) -> dict[int, int]:
+        client = login(self.port, user, password)
+        try:
+            return listing(client)
+        finally:
+            client.quit()
+
+
+def _proxies(stack: ExitStack, dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path,
+             redis: dict[str, Any]) -> tuple[Proxy, Proxy]:
+    secret = tmp_path / "lockout.key"
+    secret.write_bytes(b"k" * 32 + b"\n")
+    lockout = {"enabled": True, "window": 600, "pair": {"free": 1, "block_after": 3},
+               # Every login here comes from 127.0.0.1: only the pair scope may block.
+               "source": {"free": 100_000, "block_after": 100_000},
+               "account": {"free": 100_000, "block_after": 100_000},
+               "base_delay": 0.01, "max_delay": 0.05, "secret_file": str(secret),
+               "fail_mode": "open", **redis}
+    made = []
+    for name in ("a", "b"):
+        observer = Observer(audit=AuditLog(io.StringIO()))
+        config = make_config(dovecot.port, state_dir=str(tmp_path / name), lockout=lockout,
+                             scan={"enabled": True, "workers": 1})
+        assert config.scan.redis == config.lockout.redis  # verdicts through the same Redis
+        proxy = stack.enter_context(running_proxy(config, loop_thread, observer))
+        made.append(Proxy(proxy.port, observer))
+    return made[0], made[1]
+
+
+def _lockout_keys(node: Node) -> int:
+    client = node.client()
+    try:
+        return sum(1 for _ in client.scan_iter(match=PREFIX, count=1000))
+    finally:
+        client.close()
+
+
+class Load:
+    """Good (alice) and bad (a new user name each time) logins through A and B until stopped."""
+
+    def __init__(self, proxies: tuple[Proxy, Proxy], dovecot: Dovecot) -> None:
+        self._proxies = proxies
+        self._good = ("alice", dovecot.password("alice"))
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.outcomes: Counter[str] = Counter()
+        self.slowest = 0.0
+        self._serial = 0
+
+    def _one(self, worker: int) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                self._serial += 1
+                serial = self._serial
+            proxy = self._proxies[serial % 2]
+            good = serial % 3 != 0
+            started = time.monotonic()
+            try:
+                reply = (proxy.attempt(*self._good) if good
+                         else proxy.attempt(f"nobody{worker}x{serial}", "wrong"))
+                outcome = ("good ok" if reply.startswith(b"+OK") else f"good refused {reply!r}"
+                           ) if good else ("bad failed" if reply == AUTH_FAILED
+                                           else f"bad other {reply!r}")
+            except (OSError, poplib.error_proto) as exc:
+                outcome = f"{'good' if good else 'bad'} error {exc!r}"
+            with self._lock:
+                self.outcomes[outcome] += 1
+                self.slowest = max(self.slowest, time.monotonic() - started)
+
+    def run(self, pool: ThreadPoolExecutor) -> list[Any]:
+        return [pool.submit(self._one, n) for n in range(LOAD_THREADS)]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _kill_primary_under_load(ha: SentinelSet, load: Load) -> float:
+    """SIGKILL the primary while ``load`` runs; the seconds until the sentinels name the replica."""
+    time.sleep(1.0)  # load through the healthy primary first
+    killed = time.monotonic()
+    ha.primary.kill()
+    redis_ha.wait(lambda: ha.master_port() == ha.replica.port, "the sentinels' failover",
+                  FAILOVER_TIMEOUT)
+    took = time.monotonic() - killed
+    time.sleep(AFTER_FAILOVER)
+    return took
+
+
+def test_logins_and_verdicts_survive_a_sentinel_failover(
+        sentinel_set: SentinelSet, dovecot: Dovecot, loop_thread: LoopThread,
+        tmp_path: Path) -> None:
+    ha = sentinel_set
+    redis = {"redis_sentinel": {"sentinels": ha.sentinel_addresses, "service": "popproxy"}}
+    with ExitStack() as stack:
+        a, b = _proxies(stack, dovecot, loop_thread, tmp_path, redis)
+        # Before the kill: bob's pair blocked (counted at A, seen at B), the scan mailbox judged.
+        assert [a.attempt("bob", pw) for pw in WRONG] == [AUTH_FAILED] * 3
+        assert b.attempt("bob", dovecot.password("bob")) == LOCKED
+        judged = a.sizes("scan", "scanpw")
+        assert a.cache("miss") == len(judged) == 5
+        primary = ha.primary.client()
+        try:  # every write so far is on the replica (the product does not wait: the docs)
+            assert primary.wait(1, 5000) == 1
+        finally:
+            primary.close()
+
+        load = Load((a, b), dovecot)
+        with ThreadPoolExecutor(LOAD_THREADS) as pool:
+            workers = load.run(pool)
+            try:
+                failover = _kill_primary_under_load(ha, load)
+            finally:
+                load.stop()
+            for worker in workers:
+                worker.result()
+        outcomes = dict(load.outcomes)
+        print(f"sentinel failover: {failover:.2f} s; load {outcomes}; slowest login "
+              f"{load.slowest:.2f} s; redis errors A {a.redis_errors():.0f} "
+              f"B {b.redis_errors():.0f}")
+        # fail_mode open: nothing refused, nothing broken; every bad login was an auth failure.
+        assert set(outcomes) <= {"good ok", "bad failed"}, outcomes
+        assert outcomes.get("good ok", 0) > 0 and outcomes.get("bad failed", 0) > 0
+        assert a.redis_errors() + b.redis_errors() > 0  # the outage was seen, and counted
+
+        # After: bob's counter held; new failures count on the promoted replica, at both.
+        assert a.attempt("bob", dovecot.password("bob")) == LOCKED
+        before = _lockout_keys(ha.replica)
+        assert [a.attempt("empty", pw) for pw in WRONG] == [AUTH_FAILED] * 3
+        assert _lockout_keys(ha.replica) == before + 2  # its pair and account counters
+        assert b.attempt("empty", dovecot.password("empty")) == LOCKED
+
+        # Verdicts: the one from before the kill and a new one, each judged once.
+        assert curl_sizes(b.port) == judged
+        assert b.cache("shared_hit") == 5 and b.cache("miss") == 0
+        fresh = a.sizes("dave", dovecot.password("dave"))
+        assert b.sizes("dave", dovecot.password("dave")) == fresh
+        assert b.cache("shared_hit") == 5 + len(fresh) and b.cache("miss") == 0
+
+
+def test_lockouts_and_verdicts_on_a_redis_cluster(
+        cluster: Cluster, dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
+    redis = {"redis_cluster": {"nodes": cluster.addresses[:2]}}  # it learns the third
+    with ExitStack() as stack:
+        a, b = _proxies(stack, dovecot, loop_thread, tmp_path, redis)
+        # The failure script (3 keys) and the counts pipeline, then success's MULTI pipeline.
+        assert [a.attempt("bob", pw) for pw in WRONG] == [AUTH_FAILED] * 3
+        assert b.attempt("bob", dovecot.password("bob")) == LOCKED
+        assert a.attempt("alice", dovecot.password("alice")).startswith(b"+OK")
+        assert a.redis_errors() == b.redis_errors() == 0
+        holders = [n for n in cluster.nodes if _lockout_keys(n)]
+        assert len(holders) == 1  # one slot: {lockout}
+
+        judged = a.sizes("scan", "scanpw")
+        assert b.sizes("scan", "scanpw") == judged
+        assert a.cache("miss") == b.cache("shared_hit") == 5 and b.cache("miss") == 0
+        assert a.cache("shared_error") == b.cache("shared_error") == 0
+
+
+def test_forgetting_verdicts_spread_over_cluster_slots(cluster: Cluster,
+                                                       loop_thread: LoopThread) -> None:
+    """``RedisVerdicts.delete`` sends one DEL for many keys: redis-py's Cluster client splits
+    it by slot (a plain DEL of keys in several slots would be a CROSSSLOT error)."""
+    keys = [f"k{n}" for n in range(20)]
+
+    async def run() -> tuple[int, int]:
+        verdicts = RedisVerdicts(connect(RedisCluster(nodes=(cluster.addresses[0],))), 60)
+        raw = connect(RedisCluster(nodes=(cluster.addresses[0],)))
+        try:
+            for key in keys:
+                await raw.set(REDIS_PREFIX + key, b"{}")
+            await verdicts.delete(keys[:15])
+            return len({key_slot((REDIS_PREFIX + key).encode()) for key in keys}), sum(
+                [await raw.exists(REDIS_PREFIX + key) for key in keys])
+        finally:
+            await verdicts.close()
+            await raw.aclose()
+
+    slots, left = loop_thread.call(run())
+    assert slots > 1 and left == 5

@@ -2,10 +2,11 @@
 
 Sentinel: a primary, a replica and three sentinels (tests/integration/redis_ha.py, quorum 2,
 down-after 500 ms); two proxies A and B (``lockout.redis_sentinel``, scan taking lockout's,
-``fail_mode: open``) in front of the real Dovecot.  Good and bad logins run in a loop through
-both while the primary is SIGKILLed.  Proves: no good login is refused during the failover
-(fail open: local counters meanwhile; the failed Redis calls are counted in
-popproxy_redis_errors_total); a pair blocked before the kill is still blocked after it (the
+``fail_mode`` open, and closed as a slow variant) in front of the real Dovecot.  Good and bad
+logins run in a loop through both while the primary is SIGKILLed.  Proves: with fail_mode open
+no login is refused during the failover (local counters meanwhile; the failed Redis calls are
+counted in popproxy_redis_errors_total); with closed, logins are refused with [SYS/TEMP] only
+from the kill until the sentinels name the new primary; in both, a pair blocked before the kill is still blocked after it (the
 test waits for the replica with ``WAIT 1`` before the kill: the product does not, see
 docs/scaling.md, "Failover"); failures after the failover are counted on the promoted replica
 and block at both proxies; a verdict stored before the kill and one stored after it are
@@ -35,7 +36,7 @@ from redis.crc import key_slot
 from popproxy.auditlog import AuditLog
 from popproxy.policy.schema_redis import RedisCluster
 from popproxy.proxy.observe import Observer
-from popproxy.proxy.redis_client import connect
+from popproxy.proxy.redis_client import REDIS_TIMEOUT, connect
 from popproxy.proxy.verdict_cache import REDIS_PREFIX, RedisVerdicts
 from tests.helpers import LoopThread, make_config, running_proxy
 from tests.integration import redis_ha, redis_server
@@ -48,6 +49,7 @@ pytestmark = pytest.mark.dovecot
 
 LOCKED = b"-ERR [SYS/TEMP] too many failed logins, try again later"
 AUTH_FAILED = b"-ERR [AUTH] authentication failed"
+STORE_DOWN = b"-ERR [SYS/TEMP] login temporarily unavailable, try again later"
 # Three different wrong passwords: a client retrying one stale password counts once.
 WRONG = ("Wrong-Guess-1", "Wrong-Guess-2", "Wrong-Guess-3")
 PREFIX = b"popproxy:{lockout}:*"
@@ -124,7 +126,7 @@ class Proxy:
 
 
 def _proxies(stack: ExitStack, dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path,
-             redis: dict[str, Any]) -> tuple[Proxy, Proxy]:
+             redis: dict[str, Any], fail_mode: str = "open") -> tuple[Proxy, Proxy]:
     secret = tmp_path / "lockout.key"
     secret.write_bytes(b"k" * 32 + b"\n")
     lockout = {"enabled": True, "window": 600, "pair": {"free": 1, "block_after": 3},
@@ -132,7 +134,7 @@ def _proxies(stack: ExitStack, dovecot: Dovecot, loop_thread: LoopThread, tmp_pa
                "source": {"free": 100_000, "block_after": 100_000},
                "account": {"free": 100_000, "block_after": 100_000},
                "base_delay": 0.01, "max_delay": 0.05, "secret_file": str(secret),
-               "fail_mode": "open", **redis}
+               "fail_mode": fail_mode, **redis}
     made = []
     for name in ("a", "b"):
         observer = Observer(audit=AuditLog(io.StringIO()))
@@ -152,6 +154,19 @@ def _lockout_keys(node: Node) -> int:
         client.close()
 
 
+def _span(times: list[float], origin: float) -> str:
+    if not times:
+        return "never"
+    return f"+{min(times) - origin:.2f} s to +{max(times) - origin:.2f} s after the kill"
+
+
+def _kind(reply: bytes) -> str:
+    if reply.startswith(b"+OK"):
+        return "ok"
+    kinds = {AUTH_FAILED: "auth failed", STORE_DOWN: "store down", LOCKED: "locked"}
+    return kinds.get(reply, repr(reply))
+
+
 class Load:
     """Good (alice) and bad (a new user name each time) logins through A and B until stopped."""
 
@@ -162,6 +177,7 @@ class Load:
         self._lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self.slowest = 0.0
+        self.refused_at: list[float] = []  # monotonic times of [SYS/TEMP] store-down replies
         self._serial = 0
 
     def _one(self, worker: int) -> None:
@@ -175,13 +191,13 @@ class Load:
             try:
                 reply = (proxy.attempt(*self._good) if good
                          else proxy.attempt(f"nobody{worker}x{serial}", "wrong"))
-                outcome = ("good ok" if reply.startswith(b"+OK") else f"good refused {reply!r}"
-                           ) if good else ("bad failed" if reply == AUTH_FAILED
-                                           else f"bad other {reply!r}")
+                outcome = f"{'good' if good else 'bad'} {_kind(reply)!r}"
             except (OSError, poplib.error_proto) as exc:
                 outcome = f"{'good' if good else 'bad'} error {exc!r}"
             with self._lock:
                 self.outcomes[outcome] += 1
+                if "store down" in outcome:
+                    self.refused_at.append(time.monotonic())
                 self.slowest = max(self.slowest, time.monotonic() - started)
 
     def run(self, pool: ThreadPoolExecutor) -> list[Any]:
@@ -191,8 +207,9 @@ class Load:
         self._stop.set()
 
 
-def _kill_primary_under_load(ha: SentinelSet, load: Load) -> float:
-    """SIGKILL the primary while ``load`` runs; the seconds until the sentinels name the replica."""
+def _kill_primary_under_load(ha: SentinelSet) -> tuple[float, float]:
+    """SIGKILL the primary while the load runs: (the time of the kill, the seconds until the
+    sentinels name the replica primary)."""
     time.sleep(1.0)  # load through the healthy primary first
     killed = time.monotonic()
     ha.primary.kill()
@@ -200,16 +217,17 @@ def _kill_primary_under_load(ha: SentinelSet, load: Load) -> float:
                   FAILOVER_TIMEOUT)
     took = time.monotonic() - killed
     time.sleep(AFTER_FAILOVER)
-    return took
+    return killed, took
 
 
+@pytest.mark.parametrize("fail_mode", ["open", pytest.param("closed", marks=pytest.mark.slow)])
 def test_logins_and_verdicts_survive_a_sentinel_failover(
         sentinel_set: SentinelSet, dovecot: Dovecot, loop_thread: LoopThread,
-        tmp_path: Path) -> None:
+        tmp_path: Path, fail_mode: str) -> None:
     ha = sentinel_set
     redis = {"redis_sentinel": {"sentinels": ha.sentinel_addresses, "service": "popproxy"}}
     with ExitStack() as stack:
-        a, b = _proxies(stack, dovecot, loop_thread, tmp_path, redis)
+        a, b = _proxies(stack, dovecot, loop_thread, tmp_path, redis, fail_mode)
         # Before the kill: bob's pair blocked (counted at A, seen at B), the scan mailbox judged.
         assert [a.attempt("bob", pw) for pw in WRONG] == [AUTH_FAILED] * 3
         assert b.attempt("bob", dovecot.password("bob")) == LOCKED
@@ -225,18 +243,26 @@ def test_logins_and_verdicts_survive_a_sentinel_failover(
         with ThreadPoolExecutor(LOAD_THREADS) as pool:
             workers = load.run(pool)
             try:
-                failover = _kill_primary_under_load(ha, load)
+                killed, failover = _kill_primary_under_load(ha)
             finally:
                 load.stop()
             for worker in workers:
                 worker.result()
         outcomes = dict(load.outcomes)
-        print(f"sentinel failover: {failover:.2f} s; load {outcomes}; slowest login "
-              f"{load.slowest:.2f} s; redis errors A {a.redis_errors():.0f} "
-              f"B {b.redis_errors():.0f}")
-        # fail_mode open: nothing refused, nothing broken; every bad login was an auth failure.
-        assert set(outcomes) <= {"good ok", "bad failed"}, outcomes
-        assert outcomes.get("good ok", 0) > 0 and outcomes.get("bad failed", 0) > 0
+        print(f"sentinel failover (fail_mode {fail_mode}): {failover:.2f} s; load {outcomes}; "
+              f"slowest login {load.slowest:.2f} s; redis errors A {a.redis_errors():.0f} "
+              f"B {b.redis_errors():.0f}; refused from {_span(load.refused_at, killed)}")
+        # open: nothing refused, nothing broken, every bad login an auth failure; closed: the
+        # same, except logins refused with [SYS/TEMP] while no primary answered.
+        expected = {"good 'ok'", "bad 'auth failed'"}
+        if fail_mode == "closed":
+            expected |= {"good 'store down'", "bad 'store down'"}
+            assert outcomes.get("good 'store down'", 0) > 0, outcomes
+            # ... and only until the sentinels named the new primary (plus one call's deadline).
+            assert max(load.refused_at) < killed + failover + 2 * REDIS_TIMEOUT
+        assert all(t >= killed for t in load.refused_at)
+        assert set(outcomes) <= expected, outcomes
+        assert outcomes.get("good 'ok'", 0) > 0 and outcomes.get("bad 'auth failed'", 0) > 0
         assert a.redis_errors() + b.redis_errors() > 0  # the outage was seen, and counted
 
         # After: bob's counter held; new failures count on the promoted replica, at both.

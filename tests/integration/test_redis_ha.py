@@ -6,11 +6,12 @@ down-after 500 ms); two proxies A and B (``lockout.redis_sentinel``, scan taking
 logins run in a loop through both while the primary is SIGKILLed.  Proves: with fail_mode open
 no login is refused during the failover (local counters meanwhile; the failed Redis calls are
 counted in popproxy_redis_errors_total); with closed, logins are refused with [SYS/TEMP] only
-from the kill until the sentinels name the new primary; in both, a pair blocked before the kill is still blocked after it (the
-test waits for the replica with ``WAIT 1`` before the kill: the product does not, see
-docs/scaling.md, "Failover"); failures after the failover are counted on the promoted replica
-and block at both proxies; a verdict stored before the kill and one stored after it are
-served by the other proxy without a scan, with the sizes first listed.
+from the kill until the sentinels name the new primary; in both, a pair blocked before the
+kill is still blocked after it (the test waits for the replica with ``WAIT 1`` before the kill:
+the product does not, see docs/scaling.md, "Failover"); failures after the failover are
+counted on the promoted replica and block at both proxies; a verdict stored before the kill
+and one stored after it are served by the other proxy without a scan, with the sizes first
+listed.
 
 Cluster: three ``--cluster-enabled`` primaries; the same proxies with ``redis_cluster``: the
 lockout script and both pipelines (the ``{lockout}`` slot) and the single-key verdicts work.

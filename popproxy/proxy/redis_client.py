@@ -16,6 +16,7 @@ Connections are opened on first use: a proxy starts while Redis is down, and fai
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -91,21 +92,36 @@ def _sentinel(target: RedisSentinel) -> Redis:
         sentinel_kwargs["password"] = target.sentinel_password.get_secret_value()
     sentinels = Sentinel([split_host_port(node) for node in target.sentinels],
                          sentinel_kwargs=sentinel_kwargs)
+    pool_class, client_class = _sentinel_classes()
     client: Redis = sentinels.master_for(
-        target.service, connection_pool_class=_blocking_sentinel_pool(), db=target.db,
-        max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT, **data)
+        target.service, redis_class=client_class, connection_pool_class=pool_class,
+        db=target.db, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT, **data)
     return client
 
 
-def _blocking_sentinel_pool() -> type[Any]:
-    """redis-py's Sentinel pool with the blocking pool's wait (see :func:`connect_url`)."""
+@functools.cache
+def _sentinel_classes() -> tuple[type[Any], type[Redis]]:
+    """(pool, client) classes for :func:`_sentinel`, made once, on first use (late import)."""
+    from redis.asyncio import Redis
     from redis.asyncio.connection import BlockingConnectionPool
     from redis.asyncio.sentinel import SentinelConnectionPool
 
     class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
-        """MRO: the Sentinel pool's address lookup, the blocking pool's get/release."""
+        """redis-py's Sentinel pool with the blocking pool's wait (see :func:`connect_url`).
+        MRO: the Sentinel pool's address lookup, the blocking pool's get/release."""
 
-    return BlockingSentinelPool
+    class SentinelMaster(Redis):
+        """Closing the client also closes its connections to the sentinels, which redis-py's
+        ``master_for`` client leaves open (a policy reload would leak them)."""
+
+        async def aclose(self, close_connection_pool: bool | None = None) -> None:
+            await super().aclose(close_connection_pool)
+            pool = self.connection_pool
+            assert isinstance(pool, SentinelConnectionPool)  # master_for made it
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+    return BlockingSentinelPool, SentinelMaster
 
 
 def _cluster(target: RedisCluster) -> ClusterClient:

@@ -54,6 +54,25 @@ def test_sentinel_gives_the_master_of_the_service_through_a_blocking_pool() -> N
     assert sentinel_kwargs["socket_timeout"] == REDIS_TIMEOUT
 
 
+def test_closing_a_sentinel_client_closes_its_sentinel_clients() -> None:
+    """redis-py's master_for client leaves the sentinels' own clients open; ours closes them."""
+    closed: list[int] = []
+
+    async def run() -> None:
+        client = connect(RedisSentinel(sentinels=("10.0.7.31:26379", "10.0.7.32:26379"),
+                                       service="s"))
+        assert isinstance(client, Redis)
+        assert isinstance(client.connection_pool, SentinelConnectionPool)
+        for number, sentinel in enumerate(client.connection_pool.sentinel_manager.sentinels):
+            async def aclose(number: int = number) -> None:
+                closed.append(number)
+            sentinel.aclose = aclose
+        await client.aclose()
+
+    asyncio.run(run())
+    assert closed == [0, 1]
+
+
 def test_tls_is_required_and_verified(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     client = connect(RedisSentinel(sentinels=("h:1",), service="s", tls=True, tls_ca_file=ca))

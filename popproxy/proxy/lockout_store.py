@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from popproxy.policy.lockout import Counts, LockoutKeys, members
 from popproxy.proxy.redis_client import REDIS_MAX_CONNECTIONS, REDIS_TIMEOUT
+from popproxy.proxy.redis_client import connect_url as connect_redis
 
 if TYPE_CHECKING:
     from popproxy.proxy.redis_client import SharedClient
@@ -32,9 +33,11 @@ log = logging.getLogger("popproxy.lockout")
 T = TypeVar("T")
 
 REDIS_PREFIX = "popproxy:{lockout}:"
-# The client and its timeouts are made in redis_client; the names stay importable from here.
+# Clients and their timeouts are made in redis_client; these names stay importable from here
+# (``connect_redis(url)`` knows ``redis_url`` only: new code calls ``redis_client.connect`` with
+# the section's ``redis`` target, which also covers Sentinel and Cluster).
 __all__ = ["REDIS_MAX_CONNECTIONS", "REDIS_TIMEOUT", "FailoverStore", "LockoutStore",
-           "MemoryStore", "RedisStore", "StoreUnavailable"]
+           "MemoryStore", "RedisStore", "StoreUnavailable", "connect_redis"]
 
 
 class LockoutStore(Protocol):

@@ -1,7 +1,8 @@
 """Throw-away Redis Sentinel sets and Redis Clusters (real ``redis-server`` processes).
 
 ``start_sentinel_set()``: a primary, one replica and three sentinels (``redis-server
---sentinel``, quorum 2, ``down-after-milliseconds`` DOWN_AFTER_MS) watching service SERVICE.
+--sentinel``, quorum 2, ``down-after-milliseconds`` DOWN_AFTER_MS) watching service SERVICE;
+data nodes and sentinels each require a password (DATA_PASSWORD, SENTINEL_PASSWORD).
 ``start_cluster()``: three ``--cluster-enabled yes`` primaries joined by ``redis-cli --cluster
 create``.  Everything listens on free loopback ports, keeps nothing on disk and lives in its own
 temporary directory; the system's Redis and /etc/redis are never touched.  Like
@@ -35,6 +36,10 @@ START_TIMEOUT = 10.0
 # Sentinels find the replica and each other through the primary's hello channel (every 2 s).
 DISCOVERY_TIMEOUT = 20.0
 NO_DISK = ["--save", "", "--appendonly", "no"]
+# The Sentinel set requires passwords, as production should: the data nodes' and the sentinels'
+# own, so the proxy's use of both is exercised (test values only).
+DATA_PASSWORD = "data-Pw-7TqX"
+SENTINEL_PASSWORD = "sentinel-Pw-3LxV"
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Node:
     port: int
     root: Path
     argv: list[str]
+    password: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,7 +57,8 @@ class Node:
         return f"127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                           socket_timeout=5)
 
     def start(self) -> None:
         log = self.root / "redis.log"
@@ -121,8 +128,11 @@ def _sentinel(binary: str, base: Path, name: str, primary: Node) -> Node:
         f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} {QUORUM}\n"
         f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
         f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
-        f"sentinel parallel-syncs {SERVICE} 1\n")
-    return Node(port, root, [binary, str(conf), "--sentinel"])
+        f"sentinel parallel-syncs {SERVICE} 1\n"
+        f"sentinel auth-pass {SERVICE} {DATA_PASSWORD}\n"
+        f"requirepass {SENTINEL_PASSWORD}\n"  # and the sentinels' own, between themselves too
+        f"sentinel sentinel-pass {SENTINEL_PASSWORD}\n")
+    return Node(port, root, [binary, str(conf), "--sentinel"], SENTINEL_PASSWORD)
 
 
 @dataclass
@@ -172,9 +182,11 @@ class SentinelSet:
 def start_sentinel_set() -> SentinelSet:
     binary = _binary()
     base = Path(tempfile.mkdtemp(prefix="popproxy-sentinel-"))
-    primary = _node(binary, base, "primary", [])
-    replica = _node(binary, base, "replica", ["--replicaof", "127.0.0.1", "PRIMARY"])
+    auth = ["--requirepass", DATA_PASSWORD, "--masterauth", DATA_PASSWORD]
+    primary = _node(binary, base, "primary", auth)
+    replica = _node(binary, base, "replica", [*auth, "--replicaof", "127.0.0.1", "PRIMARY"])
     replica.argv[replica.argv.index("PRIMARY")] = str(primary.port)
+    primary.password = replica.password = DATA_PASSWORD
     ha = SentinelSet(base, primary, replica,
                      [_sentinel(binary, base, f"sentinel{n}", primary) for n in range(3)])
     try:

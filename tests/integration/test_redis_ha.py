@@ -259,7 +259,9 @@ def test_logins_and_verdicts_survive_a_sentinel_failover(
         sentinel_set: SentinelSet, dovecot: Dovecot, loop_thread: LoopThread,
         tmp_path: Path, fail_mode: str) -> None:
     ha = sentinel_set
-    redis = {"redis_sentinel": {"sentinels": ha.sentinel_addresses, "service": "popproxy"}}
+    redis = {"redis_sentinel": {"sentinels": ha.sentinel_addresses, "service": "popproxy",
+                                "password": redis_ha.DATA_PASSWORD,
+                                "sentinel_password": redis_ha.SENTINEL_PASSWORD}}
     with ExitStack() as stack:
         a, b = _proxies(stack, dovecot, loop_thread, tmp_path, redis, fail_mode)
         # Before the kill: bob's pair blocked (counted at A, seen at B), the scan mailbox judged.

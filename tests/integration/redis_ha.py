@@ -3,10 +3,10 @@
 ``start_sentinel_set()``: a primary, one replica and three sentinels (``redis-server
 --sentinel``, quorum 2, ``down-after-milliseconds`` DOWN_AFTER_MS) watching service SERVICE;
 data nodes and sentinels each require a password (DATA_PASSWORD, SENTINEL_PASSWORD).
-``start_cluster()``: three ``--cluster-enabled yes`` primaries joined by ``redis-cli --cluster
-create``.  Everything listens on free loopback ports, keeps nothing on disk and lives in its own
-temporary directory; the system's Redis and /etc/redis are never touched.  Like
-redis_server.py, a server that does not come up raises ``RedisUnavailable``.
+``start_cluster()``: three ``--cluster-enabled yes`` primaries (DATA_PASSWORD) joined by
+``redis-cli --cluster create``.  Everything listens on free loopback ports, keeps nothing on
+disk and lives in its own temporary directory; the system's Redis and /etc/redis are never
+touched.  Like redis_server.py, a server that does not come up raises ``RedisUnavailable``.
 """
 
 from __future__ import annotations
@@ -233,14 +233,18 @@ def start_cluster(size: int = 3) -> Cluster:
         _node(binary, base, f"node{n}", ["--cluster-enabled", "yes", "--cluster-config-file",
                                          "nodes.conf", "--cluster-node-timeout",
                                          str(CLUSTER_NODE_TIMEOUT_MS), "--cluster-port",
-                                         str(free_port())])
+                                         str(free_port()), "--requirepass", DATA_PASSWORD,
+                                         "--masterauth", DATA_PASSWORD])
         for n in range(size)])
+    for node in cluster.nodes:
+        node.password = DATA_PASSWORD
     try:
         for node in cluster.nodes:
             node.start()
         created = subprocess.run(
-            [cli, "--cluster", "create", *cluster.addresses, "--cluster-replicas", "0",
-             "--cluster-yes"], capture_output=True, timeout=60, check=False)
+            [cli, "--no-auth-warning", "-a", DATA_PASSWORD, "--cluster", "create",
+             *cluster.addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, timeout=60, check=False)
         if created.returncode != 0:
             raise RedisUnavailable(f"redis-cli --cluster create failed: {created.stdout!r}"
                                    f"{created.stderr!r}")

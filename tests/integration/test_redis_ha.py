@@ -328,7 +328,9 @@ def test_logins_and_verdicts_survive_a_sentinel_failover(
 
 def test_lockouts_and_verdicts_on_a_redis_cluster(
         cluster: Cluster, dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
-    redis = {"redis_cluster": {"nodes": cluster.addresses[:2]}}  # it learns the third
+    # Two of the three nodes: it learns the third.
+    redis = {"redis_cluster": {"nodes": cluster.addresses[:2],
+                               "password": redis_ha.DATA_PASSWORD}}
     with ExitStack() as stack:
         a, b = _proxies(stack, dovecot, loop_thread, tmp_path, redis)
         # The failure script (3 keys) and the counts pipeline, then success's MULTI pipeline.
@@ -352,8 +354,9 @@ def test_forgetting_verdicts_spread_over_cluster_slots(cluster: Cluster,
     keys = [f"k{n}" for n in range(20)]
 
     async def run() -> tuple[int, int]:
-        verdicts = RedisVerdicts(connect(RedisCluster(nodes=(cluster.addresses[0],))), 60)
-        raw = connect(RedisCluster(nodes=(cluster.addresses[0],)))
+        target = RedisCluster(nodes=(cluster.addresses[0],), password=redis_ha.DATA_PASSWORD)
+        verdicts = RedisVerdicts(connect(target), 60)
+        raw = connect(target)
         try:
             for key in keys:
                 await raw.set(REDIS_PREFIX + key, b"{}")

@@ -209,8 +209,21 @@ class Cluster:
     def addresses(self) -> list[str]:
         return [n.address for n in self.nodes]
 
+    def role(self, node: Node) -> str:
+        """``master`` or ``slave`` (``INFO replication``), ``down`` if it does not answer."""
+        client = node.client()
+        try:
+            return str(client.info("replication")["role"])
+        except redis.RedisError:
+            return "down"
+        finally:
+            client.close()
 
-def _cluster_ok(node: Node) -> bool:
+    def primaries(self) -> list[Node]:
+        return [node for node in self.nodes if self.role(node) == "master"]
+
+
+def cluster_ok(node: Node) -> bool:
     client = node.client()
     try:
         info = client.cluster("INFO")  # parsed by redis-py into {field: value}
@@ -221,8 +234,8 @@ def _cluster_ok(node: Node) -> bool:
         client.close()
 
 
-def start_cluster(size: int = 3) -> Cluster:
-    """``size`` primaries, no replicas, every slot assigned."""
+def start_cluster(size: int = 3, replicas: int = 0) -> Cluster:
+    """``size`` primaries with ``replicas`` replicas each, every slot assigned."""
     binary = _binary()
     cli = shutil.which("redis-cli")
     if cli is None:
@@ -235,7 +248,7 @@ def start_cluster(size: int = 3) -> Cluster:
                                          str(CLUSTER_NODE_TIMEOUT_MS), "--cluster-port",
                                          str(free_port()), "--requirepass", DATA_PASSWORD,
                                          "--masterauth", DATA_PASSWORD])
-        for n in range(size)])
+        for n in range(size * (1 + replicas))])
     for node in cluster.nodes:
         node.password = DATA_PASSWORD
     try:
@@ -243,13 +256,13 @@ def start_cluster(size: int = 3) -> Cluster:
             node.start()
         created = subprocess.run(
             [cli, "--no-auth-warning", "-a", DATA_PASSWORD, "--cluster", "create",
-             *cluster.addresses, "--cluster-replicas", "0", "--cluster-yes"],
+             *cluster.addresses, "--cluster-replicas", str(replicas), "--cluster-yes"],
             capture_output=True, timeout=60, check=False)
         if created.returncode != 0:
             raise RedisUnavailable(f"redis-cli --cluster create failed: {created.stdout!r}"
                                    f"{created.stderr!r}")
         for node in cluster.nodes:
-            wait(functools.partial(_cluster_ok, node), f"cluster_state:ok on {node.port}",
+            wait(functools.partial(cluster_ok, node), f"cluster_state:ok on {node.port}",
                  DISCOVERY_TIMEOUT)
     except BaseException:
         cleanup(base, cluster.nodes)

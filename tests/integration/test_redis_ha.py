@@ -17,6 +17,8 @@ listed.
 
 Cluster: three ``--cluster-enabled`` primaries; the same proxies with ``redis_cluster``: the
 lockout script and both pipelines (the ``{lockout}`` slot) and the single-key verdicts work.
+With a replica per primary (slow), the primary of the ``{lockout}`` shard is SIGKILLed under
+load: Redis Cluster's own failover, with the same guarantees as Sentinel's (fail_mode open).
 """
 
 from __future__ import annotations
@@ -94,6 +96,18 @@ def sentinel_set() -> Iterator[SentinelSet]:
 def cluster() -> Iterator[Cluster]:
     try:
         made = redis_ha.start_cluster()
+    except RedisUnavailable as exc:
+        _unavailable(exc)
+    try:
+        yield made
+    finally:
+        redis_ha.cleanup(made.base, made.nodes)
+
+
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[Cluster]:
+    try:
+        made = redis_ha.start_cluster(replicas=1)
     except RedisUnavailable as exc:
         _unavailable(exc)
     try:
@@ -369,3 +383,65 @@ def test_forgetting_verdicts_spread_over_cluster_slots(cluster: Cluster,
 
     slots, left = loop_thread.call(run())
     assert slots > 1 and left == 5
+
+
+def _promoted(cluster: Cluster, dead: Node) -> Node | None:
+    """The former replica of ``dead`` once it is primary, with the cluster whole again."""
+    survivors = [n for n in cluster.nodes if n is not dead]
+    if not all(redis_ha.cluster_ok(n) for n in survivors):
+        return None
+    return next((n for n in survivors
+                 if cluster.role(n) == "master" and _lockout_keys(n)), None)
+
+
+@pytest.mark.slow  # about 19 s on a quiet box (six nodes, cluster-node-timeout 2 s)
+def test_lockouts_and_verdicts_survive_a_cluster_failover(
+        cluster_with_replicas: Cluster, dovecot: Dovecot, loop_thread: LoopThread,
+        tmp_path: Path) -> None:
+    """The shard holding the {lockout} slot loses its primary mid-load; its replica takes
+    over (Redis Cluster's own failover, cluster-node-timeout): as with Sentinel, no login is
+    refused (fail_mode open), the block earned before holds, new failures count there."""
+    cluster = cluster_with_replicas
+    redis = {"redis_cluster": {"nodes": cluster.addresses, "password": redis_ha.DATA_PASSWORD}}
+    with ExitStack() as stack:
+        a, b = _proxies(stack, dovecot, loop_thread, tmp_path, redis)
+        assert [a.attempt("bob", pw) for pw in WRONG] == [AUTH_FAILED] * 3
+        judged = a.sizes("scan", "scanpw")
+        holder = next(n for n in cluster.primaries() if _lockout_keys(n))
+        client = holder.client()
+        try:
+            assert client.wait(1, 5000) == 1
+        finally:
+            client.close()
+
+        load = Load((a, b), dovecot)
+        with ThreadPoolExecutor(LOAD_THREADS) as pool:
+            workers = load.run(pool)
+            try:
+                time.sleep(BEFORE_KILL)
+                killed = time.monotonic()
+                holder.kill()
+                redis_ha.wait(lambda: _promoted(cluster, holder) is not None,
+                              "the cluster's failover", FAILOVER_TIMEOUT)
+                failover = time.monotonic() - killed
+                time.sleep(AFTER_FAILOVER)
+            finally:
+                load.stop()
+            for worker in workers:
+                worker.result()
+        outcomes = dict(load.outcomes)
+        print(f"cluster failover: {failover:.2f} s; load {outcomes}; slowest login "
+              f"{load.slowest:.2f} s; redis errors A {a.redis_errors():.0f} "
+              f"B {b.redis_errors():.0f}")
+        assert set(outcomes) <= {"good 'ok'", "bad 'auth failed'"}, outcomes
+        assert outcomes.get("good 'ok'", 0) > 0 and outcomes.get("bad 'auth failed'", 0) > 0
+
+        promoted = _promoted(cluster, holder)
+        assert promoted is not None
+        assert b.attempt("bob", dovecot.password("bob")) == LOCKED
+        before = _lockout_keys(promoted)
+        assert [a.attempt("empty", pw) for pw in WRONG] == [AUTH_FAILED] * 3
+        assert _lockout_keys(promoted) == before + 2
+        assert b.attempt("empty", dovecot.password("empty")) == LOCKED
+        assert curl_sizes(b.port) == judged
+        assert b.cache("shared_hit") == 5 and b.cache("miss") == 0

@@ -1,6 +1,6 @@
 """redis_client.connect: each policy form gives redis-py's own client, with the bounded
 timeouts and pool of REDIS_TIMEOUT / REDIS_MAX_CONNECTIONS (nothing is contacted here; the
-clients against real servers: tests/integration/test_redis_ha.py)."""
+clients against real servers: tests/integration/test_redis_ha.py, test_redis_cluster.py)."""
 
 from __future__ import annotations
 

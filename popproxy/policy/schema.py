@@ -19,7 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from popproxy.policy.schema_base import Model, Port, Seconds, TlsVersion, check_redis_url
+from popproxy.policy.schema_base import Model, Port, Seconds, TlsVersion
+from popproxy.policy.schema_redis import SharedRedis
 from popproxy.policy.schema_scan import Scan
 from popproxy.policy.schema_warm import WarmLogin
 
@@ -176,8 +177,9 @@ class LockoutLimit(Model):
         return self
 
 
-class Lockout(Model):
-    """Failed-login throttling (see popproxy/policy/lockout.py for the model)."""
+class Lockout(SharedRedis):
+    """Failed-login throttling (see popproxy/policy/lockout.py for the model); shared by
+    several instances through ``redis_url``, ``redis_sentinel`` or ``redis_cluster``."""
 
     enabled: bool = True
     window: Annotated[float, Field(ge=60, le=7 * 86400)] = 3600.0
@@ -194,15 +196,8 @@ class Lockout(Model):
     ipv6_prefix: Annotated[int, Field(ge=16, le=128)] = 64
     # HMAC key for counter names and password tags; generated in state_dir if not given.
     secret_file: Path | None = None
-    # Shared state for several instances, e.g. redis://127.0.0.1:6379/0 (none: in memory).
-    redis_url: str | None = None
     # Redis unreachable: "open" keeps throttling with local counters, "closed" refuses logins.
     fail_mode: Literal["open", "closed"] = "open"
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, v: str | None) -> str | None:
-        return check_redis_url(v)
 
 
 class Observability(Model):
@@ -275,7 +270,7 @@ class Policy(Model):
     state_dir: Path = Path("state")
     observability: Observability = Observability()
     lockout: Lockout = Lockout()
-    # Validated even when absent: it may take lockout.redis_url (see _scan_redis_url).
+    # Validated even when absent: it may take lockout's Redis (see _scan_redis_url).
     scan: Annotated[Scan, Field(validate_default=True)] = Scan()
     demo_upstream: DemoUpstream = DemoUpstream()
     workers: Workers = Field("auto", description=(
@@ -293,14 +288,15 @@ class Policy(Model):
     @field_validator("scan")
     @classmethod
     def _scan_redis_url(cls, scan: Scan, info: ValidationInfo) -> Scan:
-        """No scan.redis_url: share verdicts through the lockout counters' Redis, if any.
+        """No Redis in ``scan`` (``redis_url``, ``redis_sentinel``, ``redis_cluster``): share
+        verdicts through the lockout counters' Redis, if any.
 
         ``lockout`` is declared (so validated) before ``scan``; it is missing from ``info.data``
         only when it was invalid, and then that error is reported.
         """
         lockout = info.data.get("lockout")
-        if scan.redis_url is None and isinstance(lockout, Lockout) and lockout.redis_url:
-            return scan.model_copy(update={"redis_url": lockout.redis_url})
+        if scan.redis is None and isinstance(lockout, Lockout) and lockout.redis is not None:
+            return scan.model_copy(update=lockout.redis_fields())
         return scan
 
 

@@ -11,9 +11,10 @@ import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from popproxy.policy.schema_base import Model, check_redis_url
+from popproxy.policy.schema_base import Model
+from popproxy.policy.schema_redis import SharedRedis
 from popproxy.scan import limits, settings
 from popproxy.scan.settings import ScanSettings, Thresholds
 
@@ -39,8 +40,12 @@ class ScanThresholds(Model):
     quarantine: Annotated[float, Field(ge=0)] = settings.QUARANTINE_SCORE
 
 
-class Scan(Model):
-    """Message scanning of RETR/TOP (see docs/scanning.md for the POP3 consistency design)."""
+class Scan(SharedRedis):
+    """Message scanning of RETR/TOP (see docs/scanning.md for the POP3 consistency design).
+
+    Verdicts are shared by several instances through ``redis_url``, ``redis_sentinel`` or
+    ``redis_cluster`` (docs/scaling.md); none set: lockout's Redis if it names one, else each
+    instance keeps its own verdicts."""
 
     enabled: bool = True
     thresholds: ScanThresholds = ScanThresholds()
@@ -67,9 +72,6 @@ class Scan(Model):
     workers: Annotated[int, Field(ge=1, le=256)] | None = None
     quarantine_dir: Path | None = None  # default: <state_dir>/quarantine
     notice_from: str = settings.DEFAULT_NOTICE_FROM
-    # Verdicts shared by several instances (docs/scaling.md); unset: lockout.redis_url's Redis
-    # if that is set, else each instance keeps its own verdicts.
-    redis_url: str | None = None
     # Safety TTL of a cached verdict and its evidence, here and in Redis.  Entries of messages
     # the upstream no longer lists are dropped at the next listing; this bounds the rest
     # (mailboxes nobody reads any more).  Long: a leave-on-server mailbox must not be
@@ -96,11 +98,6 @@ class Scan(Model):
     def cache_ttl(self) -> float:
         """Seconds a cached verdict lives: ``evidence_ttl``, or the deprecated ``verdict_ttl``."""
         return self.verdict_ttl if self.verdict_ttl is not None else self.evidence_ttl
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, v: str | None) -> str | None:
-        return check_redis_url(v)
 
     def to_settings(self) -> ScanSettings:
         """The scanner's settings from this section: the one conversion (the proxy's process and

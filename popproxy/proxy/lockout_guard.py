@@ -19,6 +19,7 @@ from popproxy.policy.lockout import Assessment, LockoutKeys, assess, make_keys, 
 from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_store import FailoverStore, LockoutStore, MemoryStore, RedisStore
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.redis_client import connect
 from popproxy.proxy.store_sqlite import SqliteStore
 from popproxy.statefiles import private_dir
 
@@ -88,12 +89,12 @@ class LockoutGuard:
     @classmethod
     def from_policy(cls, settings: Lockout, state_dir: Path, observer: Observer,
                     host_db: Path | None = None) -> LockoutGuard:
-        """Counters in Redis (``redis_url``), else in the host's SQLite file (``host_db``:
-        several workers on this host), else in this process."""
+        """Counters in Redis (``redis_url``, Sentinel or Cluster), else in the host's SQLite
+        file (``host_db``: several workers on this host), else in this process."""
         secret = load_secret(settings, state_dir)
         primary: LockoutStore
-        if settings.redis_url:
-            primary = RedisStore(settings.redis_url)
+        if settings.redis is not None:
+            primary = RedisStore(connect(settings.redis))
         elif host_db is not None:
             primary = SqliteStore(host_db)  # its errors count and fail like Redis's
         else:

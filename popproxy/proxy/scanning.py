@@ -32,6 +32,7 @@ from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.generation import compose, settings_parts
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.redis_client import connect
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
 from popproxy.proxy.store_sqlite import SqliteVerdicts
 from popproxy.proxy.verdict_cache import (
@@ -56,7 +57,9 @@ KILL_GRACE = 1.0
 # Worker processes when scan.workers is unset: one per usable CPU, but at least two, so one
 # message at its deadline never holds every other session's scan up.
 MIN_WORKERS = 2
-NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget"}
+# Redis is no worker business either, and its settings may hold passwords.
+NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget", "redis_url", "redis_sentinel",
+                   "redis_cluster"}
 # Verdicts of messages that could not be judged.  "error" (a bug in the scanner) is judged
 # again next session; a timeout or a crashed worker is remembered, so a hostile message costs
 # its deadline once, not at every login.
@@ -113,8 +116,8 @@ class ScanService:
         self.scanner = Scanner(self.config)
         ttl = policy.cache_ttl
         shared: SharedVerdicts | None = None
-        if policy.redis_url:
-            shared = RedisVerdicts(policy.redis_url, ttl)
+        if policy.redis is not None:
+            shared = RedisVerdicts(connect(policy.redis), ttl)
         elif host_db is not None:
             shared = SqliteVerdicts(host_db, ttl, clock)
         # With workers sharing state_dir, no per-process JSON-lines file (several processes

@@ -21,10 +21,10 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from popproxy.proxy.generation import same_message_generation
-from popproxy.proxy.lockout_store import REDIS_TIMEOUT, connect_redis
+from popproxy.proxy.lockout_store import REDIS_TIMEOUT
 from popproxy.proxy.verdict_journal import (
     CARRIED,
     MAX_PENDING,
@@ -41,6 +41,9 @@ from popproxy.proxy.verdict_record import (
     mailbox_key,
     to_record,
 )
+
+if TYPE_CHECKING:
+    from popproxy.proxy.redis_client import SharedClient
 
 # The record names moved to verdict_record stay importable from here.
 __all__ = ["ACTIONS", "CACHE_FILE", "FORGOTTEN", "OPTIONAL", "CachedVerdict", "RedisVerdicts",
@@ -81,8 +84,9 @@ class SharedVerdicts(Protocol):
 class RedisVerdicts:
     """The shared level: one JSON string per verdict at ``popproxy:verdict:<key>``, with a TTL."""
 
-    def __init__(self, url: str, ttl: float) -> None:
-        self._redis = connect_redis(url)
+    def __init__(self, client: SharedClient, ttl: float) -> None:
+        """``client``: from ``redis_client.connect`` (one server, Sentinel or Cluster)."""
+        self._redis = client
         self._ttl = max(1, int(ttl))
 
     async def get(self, key: str) -> CachedVerdict | None:

@@ -36,7 +36,7 @@ from popproxy.proxy.upstream import (
     read_listing,
 )
 from popproxy.proxy.verdict_cache import CachedVerdict, cache_key, mailbox_key
-from popproxy.quarantine import HeldMessage
+from popproxy.quarantine import HeldMessage, describe
 
 __all__ = ["RENDERED_WRITE_SLICE", "MailboxView"]
 
@@ -211,7 +211,8 @@ class MailboxView:
         """Move the spooled original into the quarantine."""
         self._service.quarantine.hold_file(
             HeldMessage(entry.quarantine_id, self._user, entry.scanned_at, entry.score,
-                        entry.reasons, original.length), original.path)
+                        entry.reasons, original.length, upstream=self._upstream_name,
+                        **describe(original.path)), original.path)
 
     async def _too_large_entry(self, number: int, size: int, now: float,
                                generation: str) -> CachedVerdict:

@@ -5,7 +5,8 @@ delivers it (RETR, TOP), it makes sure the message has a cached verdict: it fetc
 original from the upstream, scans it, and remembers the action and the exact size of what the
 client will receive.  STAT/LIST report those sizes; RETR/TOP deliver the rendered copy spooled
 at listing time, or fetch the original again and apply the same action (actions are
-deterministic), so LIST == RETR octets, UIDL is relayed untouched, and TOP is cut from the same
+deterministic), so LIST == RETR octets, UIDL is the upstream's (a held message's notice has
+its own: proxy/released.py), and TOP is cut from the same
 (possibly modified) message.  Clean messages are relayed byte for byte with no second scan.
 
 Scans and renders run in worker processes (:mod:`popproxy.proxy.scan_pool`) with a hard

@@ -247,6 +247,7 @@ class MailboxView:
             entry = replace(entry, size=size - header.length
                             + await self._render_header(number, header.path, entry))
         head.path.unlink(missing_ok=True)
+        self._audit("unscanned", message=number, **service.too_large(size, action))
         self._audit("verdict", message=number, action=action, score=round(verdict.score, 2),
                       reasons=list(entry.reasons[:5]), quarantine_id=entry.quarantine_id)
         return entry

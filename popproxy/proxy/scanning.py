@@ -55,6 +55,9 @@ NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget"}
 # again next session; a timeout or a crashed worker is remembered, so a hostile message costs
 # its deadline once, not at every login.
 TRANSIENT_CAUSES = frozenset({"error"})
+# popproxy_scan_unscanned_total's reason per unscanned cause; over the cap is counted apart.
+UNSCANNED_REASONS = {"time-budget": "time_budget", "error": "error", "too-large": "too_large"}
+TOO_LARGE_REASON = "too_large"
 # Distinct evidence whose re-scored action is remembered per generation (see ``rescored``):
 # far more than one listing's messages share (4,103 among bench/big_mailbox.py's 20,000),
 # a few MB at most; past it the memo starts again.
@@ -192,9 +195,18 @@ class ScanService:
             verdict = Verdict.unscanned("error", "unreadable verdict")
         metrics = self._observer.metrics
         metrics.scan_duration.observe(time.monotonic() - started)
+        if verdict.action == "unscanned":  # a scanner failure (the fail-open alert's count)
+            metrics.scan_unscanned.labels(UNSCANNED_REASONS.get(verdict.cause or "", "error")).inc()
         for signal in verdict.signals:
             metrics.signals_hit.labels(signal.name).inc()
         return verdict, kept
+
+    def too_large(self, size: int, action: str) -> dict[str, object]:
+        """Count a message over ``max_message_bytes`` (judged on its head); the fields of its
+        ``unscanned`` audit event (issue 19 item 12: audited like every verdict)."""
+        self._observer.metrics.scan_unscanned.labels(TOO_LARGE_REASON).inc()
+        return {"reason": TOO_LARGE_REASON, "size": size, "action": action,
+                "cap": self.policy.max_message_bytes}
 
     def rescore(self, kept: Evidence) -> Verdict | None:
         """The verdict under the current feeds, weights, model and thresholds, from cached

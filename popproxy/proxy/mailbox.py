@@ -224,8 +224,7 @@ class MailboxView:
         head = await self._spool_original(number, limit=service.policy.max_message_bytes)
         self._metrics.scan_judge_bytes.inc(size)  # read whole, its head kept
         verdict, kept = await service.judge(head.path, truncated=True)
-        action = "quarantine" if service.final_action(verdict) in ("defang", "quarantine") \
-            else "tag"
+        action = service.final_action(verdict, too_large=True)
         if action == "tag" and read_header(head.path, MAX_STREAMED_HEADER) is None:
             # Delivery streams the body behind a header found within MAX_STREAMED_HEADER; a
             # longer header block (no honest mail has one) could not be sent at its listed size.

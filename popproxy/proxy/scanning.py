@@ -38,6 +38,7 @@ from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, RedisVerdict
 from popproxy.quarantine import QuarantineStore
 from popproxy.scan import RENDER_VERSION, HostFeed, Scanner, Verdict
 from popproxy.scan.evidence import Evidence
+from popproxy.scan.verdict import delivered_action
 
 log = logging.getLogger("popproxy.scan")
 
@@ -244,7 +245,7 @@ class ScanService:
         action = self._rescored_action(cached.evidence, generation)
         if action is None:
             return None
-        if too_large:
+        if too_large:  # as delivered_action(too_large=True) on the re-scored action
             action = "quarantine" if action in ("defang", "quarantine") else "tag"
         if action != cached.action:
             return None
@@ -266,12 +267,10 @@ class ScanService:
             action = self._memo[memo_key] = self.final_action(verdict)
         return action
 
-    def final_action(self, verdict: Verdict) -> str:
-        """A message that could not be judged is suspicious: quarantined when the fail mode is
-        closed, else delivered with ``fail_open_action`` (never as it is)."""
-        if verdict.action != "unscanned":
-            return verdict.action
-        return "quarantine" if self.policy.fail_mode == "closed" else self.policy.fail_open_action
+    def final_action(self, verdict: Verdict, too_large: bool = False) -> str:
+        """:func:`popproxy.scan.verdict.delivered_action` under this policy."""
+        return delivered_action(verdict, self.policy.fail_mode, self.policy.fail_open_action,
+                                too_large)
 
     @staticmethod
     def transient(verdict: Verdict) -> bool:

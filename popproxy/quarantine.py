@@ -159,6 +159,14 @@ class QuarantineStore:
         for path in self._paths(message_id):
             path.unlink(missing_ok=True)
 
+    def purge(self, older_than: float, now: float) -> list[str]:
+        """Remove every message held more than ``older_than`` seconds before ``now`` (released
+        or not: retention is the admin's word); the ids removed."""
+        removed = [held.id for held in self.list() if held.held_at < now - older_than]
+        for message_id in removed:
+            self.remove(message_id)
+        return removed
+
     # ------------------------------------------------ notices deleted by a mailbox (item 9)
     def _box_file(self, box: str) -> Path:
         if not box or set(box) - BOX_CHARS:

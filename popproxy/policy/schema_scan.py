@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from popproxy.policy.durations import Duration
 from popproxy.policy.schema_base import Model, check_redis_url
 from popproxy.scan import limits, settings
 from popproxy.scan.settings import ScanSettings, Thresholds
@@ -66,6 +67,10 @@ class Scan(Model):
     # one per usable CPU, at least 2, so one slow message never holds every scan up.
     workers: Annotated[int, Field(ge=1, le=256)] | None = None
     quarantine_dir: Path | None = None  # default: <state_dir>/quarantine
+    # Held messages older than this are removed (at start, then hourly, and by `popproxy
+    # quarantine purge`): "30d" or seconds.  Unset: kept until purged by hand (held mail is
+    # never deleted unless an admin said so).
+    quarantine_retention: Duration | None = None
     notice_from: str = settings.DEFAULT_NOTICE_FROM
     # Verdicts shared by several instances (docs/scaling.md); unset: lockout.redis_url's Redis
     # if that is set, else each instance keeps its own verdicts.

@@ -51,11 +51,14 @@ KILL_GRACE = 1.0
 # Worker processes when scan.workers is unset: one per usable CPU, but at least two, so one
 # message at its deadline never holds every other session's scan up.
 MIN_WORKERS = 2
-NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget"}
+NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget", "quarantine_retention"}
 # Verdicts of messages that could not be judged.  "error" (a bug in the scanner) is judged
 # again next session; a timeout or a crashed worker is remembered, so a hostile message costs
 # its deadline once, not at every login.
 TRANSIENT_CAUSES = frozenset({"error"})
+# scan.quarantine_retention is applied at start and then at most this often (seconds): a pass
+# reads every held message's metadata, and retention is counted in days.
+RETENTION_INTERVAL = 3600.0
 # popproxy_scan_unscanned_total's reason per unscanned cause; over the cap is counted apart.
 UNSCANNED_REASONS = {"time-budget": "time_budget", "error": "error", "too-large": "too_large"}
 TOO_LARGE_REASON = "too_large"
@@ -116,6 +119,8 @@ class ScanService:
         sweep_stale_spools(self.spool_dir)
         self._observer = observer
         self._clock = clock
+        self._next_retention = 0.0  # clock time of the next scan.quarantine_retention pass
+        self.apply_retention()
         self._feed_pool = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="popproxy-feeds")
         # The TTLs are no worker business (and the deprecated alias would warn in each one).
         self._workers = ScanPool(policy.model_dump(mode="json", exclude=NOT_FOR_WORKERS),
@@ -148,6 +153,10 @@ class ScanService:
                 versions.append((str(feed.path), os.stat(feed.path).st_mtime_ns))
             except OSError:
                 versions.append((str(feed.path), None))
+        if self.policy.quarantine_retention is not None and self._clock() >= self._next_retention:
+            # Reads every entry's metadata: in the file thread, not in the event loop.
+            await asyncio.get_running_loop().run_in_executor(self._feed_pool,
+                                                             self.apply_retention)
         if versions != self._feed_versions:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._feed_pool, self._refresh_feeds)
@@ -156,6 +165,19 @@ class ScanService:
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
         return compose(self._message_part, self._evidence_settings, identities)
+
+    def apply_retention(self) -> list[str]:
+        """Remove held messages past ``scan.quarantine_retention`` (none when unset), at most
+        once per RETENTION_INTERVAL: called at start and at each session's first listing."""
+        retention, now = self.policy.quarantine_retention, self._clock()
+        if retention is None or now < self._next_retention:
+            return []
+        self._next_retention = now + RETENTION_INTERVAL
+        removed = self.quarantine.purge(retention, now)
+        if removed:
+            log.info("quarantine: removed %d messages held longer than %g s (retention)",
+                     len(removed), retention)
+        return removed
 
     def _refresh_feeds(self) -> None:
         for feed in self.scanner.feeds:

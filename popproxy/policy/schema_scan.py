@@ -53,6 +53,10 @@ class Scan(Model):
     # Plain host-list blocklists (one host per line, # comments), re-read when they change.
     feeds: tuple[Path, ...] = ()
     subject_prefix: str = settings.DEFAULT_SUBJECT_PREFIX
+    # When defanging: keep risky attachments (programs, macro documents, scripts, disk
+    # images), strip them (an inline note says what was removed) or replace them by a text
+    # attachment saying so.  An opaque .bin is not risky by its name (docs/scanning.md).
+    risky_attachments: Literal["keep", "strip", "replace"] = "keep"
     # Larger messages are not parsed; they get the fail mode's treatment without being held.
     max_message_bytes: Annotated[int, Field(ge=1024)] = limits.MAX_MESSAGE_BYTES
     time_budget: Annotated[float, Field(gt=0, le=600)] = limits.TIME_BUDGET_SECONDS
@@ -116,4 +120,5 @@ class Scan(Model):
             max_message_bytes=self.max_message_bytes, time_budget_seconds=self.time_budget,
             feed_paths=self.feeds, subject_prefix=self.subject_prefix,
             notice_from=self.notice_from, combiner=self.combiner,
+            risky_attachments=self.risky_attachments,
         )

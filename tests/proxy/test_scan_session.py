@@ -224,3 +224,25 @@ def test_scanner_over_budget_counts_as_a_failure(loop_thread: LoopThread,
     sample = observer.metrics.registry.get_sample_value
     assert sample("popproxy_scan_unscanned_total", {"reason": "time_budget"}) == 1
     assert sample("popproxy_scan_unscanned_total", {"reason": "too_large"}) == 0
+
+
+def test_risky_attachment_replaced_at_the_listed_size(loop_thread: LoopThread,
+                                                      tmp_path: Path) -> None:
+    """Issue 19 item 11 through a session: the defanged copy without the program is exactly
+    the size LIST reported."""
+    from tests.scan.helpers import build
+
+    program = b"MZ" + b"\x90" * 62 + b"This program cannot be run in DOS mode"
+    message = build(text="Invoice attached.",
+                    attachments=(("invoice.pdf.exe", program, "application/octet-stream"),))
+    scan = {"thresholds": {"tag": 0.5, "defang": 0.6, "quarantine": 1000},
+            "risky_attachments": "replace"}
+    with _proxy(loop_thread, tmp_path, scan, [message]) as (proxy, _):
+        sizes, bodies = _retr_all(proxy.port)
+    import email
+    import email.policy
+
+    parsed = email.message_from_bytes(bodies[0], policy=email.policy.default)
+    (note,) = [p for p in parsed.walk() if p.get_filename() == "invoice.pdf.exe.removed.txt"]
+    assert "program (windows-pe)" in note.get_content()
+    assert program not in bodies[0] and sizes == [len(bodies[0])]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import email.policy
 import json
+import logging
 import os
+import secrets
 import shutil
 from dataclasses import asdict, dataclass, replace
 from email.parser import BytesHeaderParser
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import TypedDict
 
 from popproxy.statefiles import PRIVATE_FILE, open_private, private_dir, tighten, write_private
+
+log = logging.getLogger("popproxy.quarantine")
 
 ID_CHARS = frozenset("0123456789abcdef")
 # describe() reads this much of a held original: a header block is a few KiB (longer ones are
@@ -77,8 +81,13 @@ def describe(original: Path) -> Described:
     return Described(subject=subject, sender=sender, date=date)
 
 
-def _to_json(held: HeldMessage) -> bytes:
-    return json.dumps(asdict(held)).encode()
+def _write_meta(path: Path, held: HeldMessage) -> None:
+    """Replace the metadata file at once (a rename): sessions of other processes read it while
+    the CLI releases or another mailbox's hold adds a recipient, and must never see it half
+    written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    write_private(tmp, json.dumps(asdict(held)).encode())
+    os.replace(tmp, path)
 
 
 class QuarantineStore:
@@ -117,7 +126,7 @@ class QuarantineStore:
         """Write ``held``'s metadata, or add its recipient to the entry already there."""
         _, meta = self._paths(held.id)
         if not meta.exists():
-            write_private(meta, _to_json(replace(held, recipients=held.everyone)))
+            _write_meta(meta, replace(held, recipients=held.everyone))
             return
         tighten(meta, PRIVATE_FILE)
         try:
@@ -125,8 +134,7 @@ class QuarantineStore:
         except (KeyError, TypeError, ValueError):  # unreadable: left as found, for an admin
             return
         if held.everyone[0] not in known.everyone:
-            write_private(meta, _to_json(replace(known,
-                                                 recipients=known.everyone + held.everyone[:1])))
+            _write_meta(meta, replace(known, recipients=known.everyone + held.everyone[:1]))
 
     def get(self, message_id: str) -> HeldMessage:
         _, meta = self._paths(message_id)
@@ -146,12 +154,12 @@ class QuarantineStore:
     def released(self, message_id: str) -> bool:
         try:
             return self.get(message_id).released
-        except KeyError:
+        except (KeyError, TypeError, ValueError):  # unknown, or metadata an admin broke
             return False
 
     def release(self, message_id: str) -> HeldMessage:
         held = replace(self.get(message_id), released=True)
-        write_private(self._paths(message_id)[1], _to_json(held))
+        _write_meta(self._paths(message_id)[1], held)
         return held
 
     def remove(self, message_id: str) -> None:
@@ -199,8 +207,8 @@ class QuarantineStore:
         for message_id in self._box_ids(box):
             try:
                 held = self.get(message_id)
-            except KeyError:
-                continue  # purged
+            except (KeyError, TypeError, ValueError):
+                continue  # purged (or unreadable)
             if held.released and self._paths(message_id)[0].exists():
                 found.append(held)
         return found
@@ -212,5 +220,10 @@ class QuarantineStore:
     def list(self) -> list[HeldMessage]:
         if not self.directory.exists():
             return []
-        ids = sorted(p.stem for p in self.directory.glob("*.json"))
-        return sorted((self.get(i) for i in ids), key=lambda h: h.held_at)
+        found = []
+        for message_id in sorted(p.stem for p in self.directory.glob("*.json")):
+            try:
+                found.append(self.get(message_id))
+            except (KeyError, TypeError, ValueError):  # gone meanwhile, or broken by hand
+                log.warning("quarantine: skipping unreadable entry %s", message_id)
+        return sorted(found, key=lambda h: h.held_at)

@@ -115,3 +115,13 @@ def test_notices_deleted_are_pending_once_released_until_delivered(tmp_path: Pat
     assert store.pending(box) == []
     with pytest.raises(KeyError):
         store.pending("../x")
+
+
+def test_an_unreadable_entry_is_skipped_not_fatal(tmp_path: Path) -> None:
+    """Retention runs at start: a metadata file broken by hand must not stop the proxy."""
+    store = QuarantineStore(tmp_path / "q")
+    store.hold(_held("ab12"), ORIGINAL)
+    (tmp_path / "q" / "cd34.json").write_text("{not json")
+    assert [h.id for h in store.list()] == ["ab12"]
+    assert not store.released("cd34")
+    assert store.purge(0.5, 10.0) == ["ab12"] and store.list() == []

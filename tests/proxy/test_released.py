@@ -133,3 +133,38 @@ def test_a_release_not_deleted_is_listed_again(loop_thread: LoopThread, tmp_path
             c.login("u", "p")
             assert _uidls(c) == {1: b"uid-clean", 2: released_uidl(held_id)}
             c.command("QUIT")
+
+
+def test_the_same_bytes_for_two_users_one_entry_each_gets_it_once(loop_thread: LoopThread,
+                                                                  tmp_path: Path) -> None:
+    """Issue 19 item 10: one entry names both users; after the release the user who kept the
+    notice gets the original in place, the one who deleted it from the quarantine."""
+    keeper = Mailbox(b"p", [PHISH], uidls=[b"k1"])
+    deleter = Mailbox(b"p", [PHISH], uidls=[b"d1"])
+    demo = DemoUpstream({b"keeper": keeper, b"deleter": deleter})
+    with running_demo(loop_thread, demo):
+        config = make_config(demo.port, scan={"enabled": True, **QUARANTINE},
+                             state_dir=str(tmp_path))
+        with running_proxy(config, loop_thread) as proxy:
+            for user, delete in ((b"keeper", False), (b"deleter", True)):
+                with RawPOP3(proxy.port) as c:
+                    c.login(user.decode(), "p")
+                    c.command("RETR 1")
+                    if delete:
+                        c.command("DELE 1")
+                    c.command("QUIT")
+            (held,) = QuarantineStore(tmp_path / "quarantine").list()
+            assert {u for u, _ in held.recipients} == {"keeper", "deleter"}
+            assert held.subject == "Verify now" and held.sender.endswith("<alert@example.test>")
+            _release_all(tmp_path)
+            for user, uidl in (("keeper", b"k1"), ("deleter", released_uidl(held.id))):
+                with RawPOP3(proxy.port) as c:
+                    c.login(user, "p")
+                    assert _uidls(c) == {1: uidl}
+                    assert _body(c.command("RETR 1")) == PHISH
+                    c.command("DELE 1")
+                    c.command("QUIT")
+                with RawPOP3(proxy.port) as c:  # delivered once only
+                    c.login(user, "p")
+                    assert _uidls(c) == {}
+                    c.command("QUIT")

@@ -146,9 +146,9 @@ def test_the_same_bytes_for_two_users_one_entry_each_gets_it_once(loop_thread: L
         config = make_config(demo.port, scan={"enabled": True, **QUARANTINE},
                              state_dir=str(tmp_path))
         with running_proxy(config, loop_thread) as proxy:
-            for user, delete in ((b"keeper", False), (b"deleter", True)):
+            for name, delete in (("keeper", False), ("deleter", True)):
                 with RawPOP3(proxy.port) as c:
-                    c.login(user.decode(), "p")
+                    c.login(name, "p")
                     c.command("RETR 1")
                     if delete:
                         c.command("DELE 1")

@@ -4,8 +4,9 @@
 ``popproxy check-config PATH...``   validate each policy, print a summary; exit 0 or 1
 ``popproxy schema``                 print the policy's JSON Schema (for editor completion)
 ``popproxy scan PATH...``           scan mail files (.eml, directories, mbox, Maildir)
-``popproxy quarantine list|show|release``   the held messages
+``popproxy quarantine list|show|release|purge``   the held messages
 ``popproxy warm --config PATH --user U``    judge mailboxes before their first login
+``popproxy cert --config PATH``             certificates and the fingerprints clients pin
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from popproxy.capture.store import CaptureOptions, prepare_directory
 from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy, load_config, policy_files
 from popproxy.proxy.demo_upstream import DemoUpstream
-from popproxy.proxy.http import OpsServer, upstream_probe
+from popproxy.proxy.health import UpstreamProbe
+from popproxy.proxy.http import OpsServer
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.server import ProxyServer
@@ -61,12 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     scan = sub.add_parser("scan", help="scan .eml files, directories, mbox or Maildir",
                           add_help=False)
     scan.add_argument("rest", nargs=argparse.REMAINDER)
-    quarantine = sub.add_parser("quarantine", help="list, show or release held messages",
+    quarantine = sub.add_parser("quarantine", help="list, show, release or purge held messages",
                                 add_help=False)
     quarantine.add_argument("rest", nargs=argparse.REMAINDER)
     warm = sub.add_parser("warm", help="judge mailboxes before their owners' first login",
                           add_help=False)
     warm.add_argument("rest", nargs=argparse.REMAINDER)
+    cert = sub.add_parser("cert", help="certificates, expiry and fingerprints to pin in clients",
+                          add_help=False)
+    cert.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -114,12 +119,15 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
     server = ProxyServer(config, observer, capture)
     ops: OpsServer | None = None
     if config.observability.metrics_port is not None:
-        ops = OpsServer(observer.metrics.registry,
-                        upstream_probe(config.upstream.host, config.upstream.port))
+        probe = UpstreamProbe(server, observer.metrics)  # the upstreams of the current policy
+        ops = OpsServer(observer.metrics.registry, probe.ready)
         await ops.start(config.observability.metrics_host, config.observability.metrics_port)
+        probing = spawn(probe.run(), "upstream-probe")
     if server.server_tls is not None:
         for pair in server.server_tls.pairs:
-            print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)}", flush=True)
+            # MD5 too: fetchmail's sslfingerprint accepts nothing else (docs/clients.md).
+            print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)} "
+                  f"MD5 {fingerprint(pair.cert, 'md5')}", flush=True)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path, notifier)
     await server.start()
@@ -134,6 +142,7 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
     notifier.stopping(f"stopping: draining {server.session_count} sessions")
     await server.stop()
     if ops is not None:
+        probing.cancel()
         await ops.stop()
     if demo is not None:
         await demo.stop()
@@ -159,10 +168,13 @@ def _reload_policy(server: ProxyServer, config_path: Path | None) -> None:
         except ConfigError as exc:
             log.error("policy reload refused, keeping the old policy: %s", exc)
             new = None
-            server.observer.metrics.config_reloads.labels("refused").inc()
+            server.observer.metrics.config_reloads.labels("policy", "refused").inc()
             server.observer.audit.event("config_reload", None, result="refused",
                                         error=str(exc))
-        if new is not None and new != server.config:
+        if new is not None and new == server.config:
+            log.info("policy unchanged: nothing to reload")
+            server.observer.metrics.config_reloads.labels("policy", "unchanged").inc()
+        elif new is not None:
             server.reload_policy(new)
     server.reload_tls()
 
@@ -219,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         from popproxy.warm_cli import main_warm
 
         return main_warm(argv[1:])
+    if argv[:1] == ["cert"]:
+        from popproxy.cert_cli import main_cert
+
+        return main_cert(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         print(json.dumps(Policy.model_json_schema(), indent=2))

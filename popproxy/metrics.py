@@ -9,7 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from popproxy import __version__
+
+# No ``*_created`` series: one more series per counter and histogram child that nobody queries
+# (Prometheus derives resets itself), doubling what an admin scrolls through in /metrics.
+# A process-wide switch of prometheus_client, thrown once when metrics are first imported.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped in prometheus_client)
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,22 @@ class _Def:
 # 20 s default budget and common client timeouts (60 s).
 LISTING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 60.0,
                    120.0)
+# popproxy_session_duration_seconds: a poll is over in well under a second, a big download takes
+# minutes, and a client that keeps its session open sits until limits.idle_timeout (RFC 1939
+# section 3: the autologout timer is at least 10 minutes, hence 600 s) or longer.  The client's
+# default buckets stop at 10 s, which put every long session in +Inf.
+SESSION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                   3600.0)
+# popproxy_upstream_login_seconds: a local Dovecot answers in milliseconds; failed logins are
+# slowed by the server's own auth failure delay (Dovecot: 2 s), and connect/greeting timeouts
+# are tens of seconds.
+LOGIN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Why an upstream login ended, the ``result`` label of popproxy_upstream_login_seconds: fast
+# refusals must not hide slow successes in one percentile.
+LOGIN_RESULTS = ("ok", "refused", "error")
+# Why a client TLS handshake failed (popproxy_tls_handshake_failures_total; see
+# proxy/tls_metrics.py for the mapping from OpenSSL's reasons).
+TLS_FAILURE_REASONS = ("protocol_version", "no_shared_cipher", "unknown_ca", "timeout", "other")
 
 # attribute name -> definition.  The one place a metric is declared.
 DEFINITIONS: dict[str, _Def] = {
@@ -33,10 +64,16 @@ DEFINITIONS: dict[str, _Def] = {
     "active_sessions": _Def(Gauge, "popproxy_active_sessions", "Sessions in progress",
                             ("listener",)),
     "session_duration": _Def(Histogram, "popproxy_session_duration_seconds",
-                             "Session lifetime", ("listener",)),
+                             "Session lifetime", ("listener",), buckets=SESSION_BUCKETS),
     "tls_handshakes": _Def(Counter, "popproxy_tls_handshakes_total",
                            "Client TLS handshakes by kind, version and result",
                            ("kind", "version", "result")),
+    "tls_handshake_failures": _Def(Counter, "popproxy_tls_handshake_failures_total",
+                                   "Failed client TLS handshakes by listener and reason",
+                                   ("listener", "reason")),
+    "tls_certificate_expiry": _Def(Gauge, "popproxy_tls_certificate_expiry_timestamp_seconds",
+                                   "notAfter of each served certificate (Unix time), by the "
+                                   "certificate file's name", ("name",)),
     "stls_injections": _Def(Counter, "popproxy_stls_injection_attempts_total",
                             "STLS with plaintext pipelined behind it (CVE-2011-0411 class)"),
     "login_before_tls": _Def(Counter, "popproxy_login_before_tls_refused_total",
@@ -53,8 +90,12 @@ DEFINITIONS: dict[str, _Def] = {
     "upstream_errors": _Def(Counter, "popproxy_upstream_errors_total",
                             "Upstream failures by reason", ("upstream", "reason")),
     "upstream_login_seconds": _Def(Histogram, "popproxy_upstream_login_seconds",
-                                   "Connect + greeting + USER/PASS at the upstream",
-                                   ("upstream",)),
+                                   "Connect + greeting + USER/PASS at the upstream, by result "
+                                   "(ok, refused: -ERR to the login, error: no answer)",
+                                   ("upstream", "result"), buckets=LOGIN_BUCKETS),
+    "upstream_up": _Def(Gauge, "popproxy_upstream_up",
+                        "1 if the upstream answered the last health probe with a POP3 +OK "
+                        "greeting, else 0", ("upstream",)),
     "bytes_relayed": _Def(Counter, "popproxy_bytes_relayed_total",
                           "Bytes passed between client and upstream", ("direction",)),
     "messages_scanned": _Def(Counter, "popproxy_messages_scanned_total",
@@ -66,8 +107,12 @@ DEFINITIONS: dict[str, _Def] = {
                               "Scan worker processes killed and replaced, by reason "
                               "(timeout: a job ran past its deadline; crash: the worker died)",
                               ("reason",)),
-    "config_reloads": _Def(Counter, "popproxy_config_reloads_total", "Policy/TLS reloads",
-                           ("result",)),
+    "config_reloads": _Def(Counter, "popproxy_config_reloads_total",
+                           "Reloads by kind (policy, certificates) and result (ok, refused, "
+                           "unchanged: the policy files say what is in force)",
+                           ("kind", "result")),
+    "build_info": _Def(Gauge, "popproxy_build_info", "Always 1; the running version as a label",
+                       ("version",)),
     "redis_errors": _Def(Counter, "popproxy_redis_errors_total", "Failed lockout-store calls",
                          ("operation",)),
     "verdict_cache": _Def(Counter, "popproxy_verdict_cache_total",
@@ -109,7 +154,8 @@ KNOWN_LABELS: dict[str, list[tuple[str, ...]]] = {
                                               "closed")],
     "lockout_blocks": [("pair",), ("source",), ("account",)],
     "lockouts_active": [("pair",), ("source",), ("account",)],
-    "config_reloads": [("ok",), ("refused",)],
+    "config_reloads": [("policy", "ok"), ("policy", "refused"), ("policy", "unchanged"),
+                       ("certificates", "ok"), ("certificates", "refused")],
     "scan_worker_kills": [("timeout",), ("crash",)],
     "messages_scanned": [("clean", "pass"), ("flagged", "tag"), ("flagged", "defang"),
                          ("flagged", "quarantine"), ("unscanned", "tag"),
@@ -138,23 +184,34 @@ class Metrics:
             for values in KNOWN_LABELS.get(attribute, []):
                 metric.labels(*values)
             setattr(self, attribute, metric)
+        self.build_info.labels(__version__).set(1)
+        # CPU seconds, RSS, open fds, start time (process_*) and python_info, on our registry
+        # (the default one is never served).
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
     def prepare_listener(self, listener: str) -> None:
         """Create a listener's series at 0 (see KNOWN_LABELS)."""
         for result in ("accepted", "denied", "over_capacity", "proxy_protocol"):
             self.connections.labels(listener, result)
         self.active_sessions.labels(listener)
+        for reason in TLS_FAILURE_REASONS:
+            self.tls_handshake_failures.labels(listener, reason)
 
     def prepare_upstream(self, upstream: str) -> None:
         for reason in ("connect", "greeting", "timeout", "tls", "tls_verify", "protocol", "read",
                        "closed", "stls"):
             self.upstream_errors.labels(upstream, reason)
+        for result in LOGIN_RESULTS:
+            self.upstream_login_seconds.labels(upstream, result)
 
     # Typed accessors (mypy cannot see setattr): thin and obvious.
     connections: Counter
     active_sessions: Gauge
     session_duration: Histogram
     tls_handshakes: Counter
+    tls_handshake_failures: Counter
+    tls_certificate_expiry: Gauge
     stls_injections: Counter
     login_before_tls: Counter
     logins: Counter
@@ -164,12 +221,14 @@ class Metrics:
     proxy_protocol_rejects: Counter
     upstream_errors: Counter
     upstream_login_seconds: Histogram
+    upstream_up: Gauge
     bytes_relayed: Counter
     messages_scanned: Counter
     signals_hit: Counter
     scan_duration: Histogram
     scan_worker_kills: Counter
     config_reloads: Counter
+    build_info: Gauge
     redis_errors: Counter
     verdict_cache: Counter
     scan_judged: Counter

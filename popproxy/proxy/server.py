@@ -31,6 +31,7 @@ from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
+from popproxy.proxy.tls_metrics import publish_certificates
 from popproxy.proxy.upstream_caps import UpstreamCapabilities
 from popproxy.wire.proxyproto import ProxyProtocolError
 
@@ -77,6 +78,7 @@ class ProxyServer:
             self.observer.metrics.prepare_listener(listener.name)
         for upstream in self.upstream_tls:
             self.observer.metrics.prepare_upstream(upstream)
+        self._publish_certificates()
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
         self._per_ip: Counter[str] = Counter()  # sessions per source network (see _source)
@@ -253,13 +255,25 @@ class ProxyServer:
             return (source_ip, header.source[1]) if source_ip else None
         return socket_ip, int(peer[1])  # LOCAL: a health check from the balancer itself
 
+    def _publish_certificates(self) -> None:
+        if self.server_tls is not None:
+            publish_certificates(self.observer.metrics.tls_certificate_expiry,
+                                 self.server_tls.pairs)
+
+    def _reloaded(self, kind: str, result: str, **fields: object) -> None:
+        """Count a reload (popproxy_config_reloads_total{kind,result}) and audit it: every
+        refusal is in the audit log, whatever refused it."""
+        self.observer.metrics.config_reloads.labels(kind, result).inc()
+        event = "tls_reload" if kind == "certificates" else "config_reload"
+        self.observer.audit.event(event, None, result=result, **fields)
+
     def reload_tls(self) -> bool:
         """New certificates for new handshakes; live sessions are untouched."""
         if self.server_tls is None:
             return True
         ok = self.server_tls.reload()
-        self.observer.metrics.config_reloads.labels("ok" if ok else "refused").inc()
-        self.observer.audit.event("tls_reload", None, result="ok" if ok else "refused")
+        self._reloaded("certificates", "ok" if ok else "refused")
+        self._publish_certificates()
         return ok
 
     def reload_policy(self, new: Policy) -> bool:
@@ -267,7 +281,7 @@ class ProxyServer:
         old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
         new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]
         if old_sockets != new_sockets:
-            self.observer.metrics.config_reloads.labels("refused").inc()
+            self._reloaded("policy", "refused", error="listeners changed")
             log.error("policy reload refused: listener names, addresses or modes changed "
                       "(restart popproxy for that); keeping the old policy")
             return False
@@ -283,7 +297,7 @@ class ProxyServer:
                 scan = ScanService(new.scan, new.state_dir, self.observer) if (
                     new.scan.enabled) else None
         except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
-            self.observer.metrics.config_reloads.labels("refused").inc()
+            self._reloaded("policy", "refused", error=str(exc))
             log.error("policy reload refused: %s; keeping the old policy", exc)
             return False
         if guard is not self.lockout:
@@ -296,8 +310,10 @@ class ProxyServer:
                 spawn(self._close_after_sessions(old_scan, set(self._sessions)),
                       "close-old-scan-service")
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
-        self.observer.metrics.config_reloads.labels("ok").inc()
-        self.observer.audit.event("config_reload", None, result="ok")
+        for upstream in upstream_tls:  # a new upstream's series exist at 0 from now on
+            self.observer.metrics.prepare_upstream(upstream)
+        self._publish_certificates()
+        self._reloaded("policy", "ok")
         log.info("policy reloaded")
         return True
 

@@ -30,6 +30,7 @@ from popproxy.proxy.errors import SessionEnd
 from popproxy.proxy.relay import ClientWriter, relay, relay_capa
 from popproxy.proxy.released import ReleasingMailbox
 from popproxy.proxy.settings import SessionSettings
+from popproxy.proxy.tls_metrics import handshake_failure_reason
 from popproxy.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,
@@ -184,8 +185,11 @@ class Session:
         except BaseException as exc:
             login_late = self._login_timer is not None and self._login_timer.expired()
             result = "timeout" if isinstance(exc, TimeoutError) or login_late else "failed"
+            reason, listener = handshake_failure_reason(exc, login_late), self.settings.listener
             metrics.tls_handshakes.labels(kind, "none", result).inc()
-            self.audit("tls", mode=kind, result=result, error=exc.__class__.__name__)
+            metrics.tls_handshake_failures.labels(listener.name, reason).inc()
+            log.info("session %s: TLS handshake failed on %s: %s", self.peer, listener.name, reason)
+            self.audit("tls", mode=kind, result=result, reason=reason, error=type(exc).__name__)
             raise
         sslobj = self.client.ssl_object()
         version = (sslobj.version() if sslobj else None) or "unknown"

@@ -81,8 +81,10 @@ def test_broken_certificate_reload_keeps_serving(demo_upstream: DemoUpstream,
                                                  loop_thread: LoopThread, tmp_path: Path) -> None:
     observed = Observed.new()
     _run(loop_thread, demo_upstream, tmp_path, observed)
-    assert observed.sample("popproxy_config_reloads_total", result="refused") == 1
-    assert observed.sample("popproxy_config_reloads_total", result="ok") == 1
+    assert observed.sample("popproxy_config_reloads_total", kind="certificates",
+                           result="refused") == 1
+    assert observed.sample("popproxy_config_reloads_total", kind="certificates",
+                           result="ok") == 1
     assert [e["result"] for e in observed.events("tls_reload")] == ["refused", "ok"]
     assert observed.sample("popproxy_tls_handshakes_total", kind="implicit",
                            version="TLSv1.3", result="ok") == 3

@@ -4,7 +4,7 @@
 ``popproxy check-config PATH...``   validate each policy, print a summary; exit 0 or 1
 ``popproxy schema``                 print the policy's JSON Schema (for editor completion)
 ``popproxy scan PATH...``           scan mail files (.eml, directories, mbox, Maildir)
-``popproxy quarantine list|show|release``   the held messages
+``popproxy quarantine list|show|release|purge``   the held messages
 ``popproxy warm --config PATH --user U``    judge mailboxes before their first login
 ``popproxy cert --config PATH``             certificates and the fingerprints clients pin
 """
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan = sub.add_parser("scan", help="scan .eml files, directories, mbox or Maildir",
                           add_help=False)
     scan.add_argument("rest", nargs=argparse.REMAINDER)
-    quarantine = sub.add_parser("quarantine", help="list, show or release held messages",
+    quarantine = sub.add_parser("quarantine", help="list, show, release or purge held messages",
                                 add_help=False)
     quarantine.add_argument("rest", nargs=argparse.REMAINDER)
     warm = sub.add_parser("warm", help="judge mailboxes before their owners' first login",

@@ -146,6 +146,13 @@ DEFINITIONS: dict[str, _Def] = {
     "scan_listing_deferred": _Def(Counter, "popproxy_scan_listing_deferred_total",
                                   "Messages listed at the upstream's size because the listing "
                                   "budget was spent: judged at RETR/TOP, delivered size-kept"),
+    # Issue 19 item 12: oversize messages apart from scanner failures, so the fail-open alert
+    # looks only at failures (a mailbox of big attachments is not an incident).
+    "scan_unscanned": _Def(Counter, "popproxy_scan_unscanned_total",
+                           "Messages not scanned whole, by reason: too_large (over "
+                           "scan.max_message_bytes, judged on their head), time_budget (killed "
+                           "at the deadline or crashed worker), error (scanner error or no "
+                           "worker)", ("reason",)),
 }
 
 
@@ -173,6 +180,7 @@ KNOWN_LABELS: dict[str, list[tuple[str, ...]]] = {
                                      "shared_error")],
     "scan_judged": [("downloaded",), ("rescored",)],
     "bytes_relayed": [("to_client",)],
+    "scan_unscanned": [(r,) for r in ("too_large", "time_budget", "error")],
 }
 
 
@@ -246,6 +254,7 @@ class Metrics:
     scan_judge_bytes: Counter
     scan_listing_seconds: Histogram
     scan_listing_deferred: Counter
+    scan_unscanned: Counter
 
 
 # The supervisor's own metrics (workers > 1): served next to the workers' summed ones, never

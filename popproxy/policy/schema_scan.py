@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from popproxy.policy.durations import Duration
 from popproxy.policy.schema_base import Model
 from popproxy.policy.schema_redis import SharedRedis
 from popproxy.scan import limits, settings
@@ -57,6 +58,10 @@ class Scan(SharedRedis):
     # Plain host-list blocklists (one host per line, # comments), re-read when they change.
     feeds: tuple[Path, ...] = ()
     subject_prefix: str = settings.DEFAULT_SUBJECT_PREFIX
+    # When defanging: keep risky attachments (programs, macro documents, scripts, disk
+    # images), strip them (an inline note says what was removed) or replace them by a text
+    # attachment saying so.  An opaque .bin is not risky by its name (docs/scanning.md).
+    risky_attachments: Literal["keep", "strip", "replace"] = "keep"
     # Larger messages are not parsed; they get the fail mode's treatment without being held.
     max_message_bytes: Annotated[int, Field(ge=1024)] = limits.MAX_MESSAGE_BYTES
     time_budget: Annotated[float, Field(gt=0, le=600)] = limits.TIME_BUDGET_SECONDS
@@ -71,6 +76,10 @@ class Scan(SharedRedis):
     # one per usable CPU, at least 2, so one slow message never holds every scan up.
     workers: Annotated[int, Field(ge=1, le=256)] | None = None
     quarantine_dir: Path | None = None  # default: <state_dir>/quarantine
+    # Held messages older than this are removed (at start, then hourly, and by `popproxy
+    # quarantine purge`): "30d" or seconds.  Unset: kept until purged by hand (held mail is
+    # never deleted unless an admin said so).
+    quarantine_retention: Duration | None = None
     notice_from: str = settings.DEFAULT_NOTICE_FROM
     # Safety TTL of a cached verdict and its evidence, here and in Redis.  Entries of messages
     # the upstream no longer lists are dropped at the next listing; this bounds the rest
@@ -108,4 +117,5 @@ class Scan(SharedRedis):
             max_message_bytes=self.max_message_bytes, time_budget_seconds=self.time_budget,
             feed_paths=self.feeds, subject_prefix=self.subject_prefix,
             notice_from=self.notice_from, combiner=self.combiner,
+            risky_attachments=self.risky_attachments,
         )

@@ -30,7 +30,8 @@ from popproxy.scan.weights import WEIGHTS
 
 # Settings that do not change what a client receives (see the module docstring).
 NOT_IN_GENERATION = frozenset({"redis_url", "redis_sentinel", "redis_cluster", "verdict_ttl",
-                               "evidence_ttl", "quarantine_dir", "workers", "listing_budget"})
+                               "evidence_ttl", "quarantine_dir", "workers", "listing_budget",
+                               "quarantine_retention"})
 # Settings re-scoring follows from the cached evidence, without the message.
 EVIDENCE_ONLY = frozenset({"thresholds", "combiner", "feeds", "fail_mode", "fail_open_action"})
 # Bumped when popproxy.scan.evidence stores something else: older evidence is judged again.

@@ -5,7 +5,8 @@ delivers it (RETR, TOP), it makes sure the message has a cached verdict: it fetc
 original from the upstream, scans it, and remembers the action and the exact size of what the
 client will receive.  STAT/LIST report those sizes; RETR/TOP deliver the rendered copy spooled
 at listing time, or fetch the original again and apply the same action (actions are
-deterministic), so LIST == RETR octets, UIDL is relayed untouched, and TOP is cut from the same
+deterministic), so LIST == RETR octets, UIDL is the upstream's (a held message's notice has
+its own: proxy/released.py), and TOP is cut from the same
 (possibly modified) message.  Clean messages are relayed byte for byte with no second scan.
 
 Scans and renders run in worker processes (:mod:`popproxy.proxy.scan_pool`) with a hard
@@ -45,6 +46,7 @@ from popproxy.proxy.verdict_cache import (
 from popproxy.quarantine import QuarantineStore
 from popproxy.scan import RENDER_VERSION, HostFeed, Scanner, Verdict
 from popproxy.scan.evidence import Evidence
+from popproxy.scan.verdict import delivered_action
 
 log = logging.getLogger("popproxy.scan")
 
@@ -59,11 +61,17 @@ KILL_GRACE = 1.0
 MIN_WORKERS = 2
 # Redis is no worker business either, and its settings may hold passwords.
 NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget", "redis_url", "redis_sentinel",
-                   "redis_cluster"}
+                   "redis_cluster", "quarantine_retention"}
 # Verdicts of messages that could not be judged.  "error" (a bug in the scanner) is judged
 # again next session; a timeout or a crashed worker is remembered, so a hostile message costs
 # its deadline once, not at every login.
 TRANSIENT_CAUSES = frozenset({"error"})
+# scan.quarantine_retention is applied at start and then at most this often (seconds): a pass
+# reads every held message's metadata, and retention is counted in days.
+RETENTION_INTERVAL = 3600.0
+# popproxy_scan_unscanned_total's reason per unscanned cause; over the cap is counted apart.
+UNSCANNED_REASONS = {"time-budget": "time_budget", "error": "error", "too-large": "too_large"}
+TOO_LARGE_REASON = "too_large"
 # Distinct evidence whose re-scored action is remembered per generation (see ``rescored``):
 # far more than one listing's messages share (4,103 among bench/big_mailbox.py's 20,000),
 # a few MB at most; past it the memo starts again.
@@ -129,6 +137,8 @@ class ScanService:
         sweep_stale_spools(self.spool_dir)
         self._observer = observer
         self._clock = clock
+        self._next_retention = 0.0  # clock time of the next scan.quarantine_retention pass
+        self.apply_retention()
         self._feed_pool = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="popproxy-feeds")
         # The TTLs are no worker business (and the deprecated alias would warn in each one).
         self._workers = ScanPool(policy.model_dump(mode="json", exclude=NOT_FOR_WORKERS),
@@ -161,6 +171,10 @@ class ScanService:
                 versions.append((str(feed.path), os.stat(feed.path).st_mtime_ns))
             except OSError:
                 versions.append((str(feed.path), None))
+        if self.policy.quarantine_retention is not None and self._clock() >= self._next_retention:
+            # Reads every entry's metadata: in the file thread, not in the event loop.
+            await asyncio.get_running_loop().run_in_executor(self._feed_pool,
+                                                             self.apply_retention)
         if versions != self._feed_versions:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._feed_pool, self._refresh_feeds)
@@ -169,6 +183,19 @@ class ScanService:
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
         return compose(self._message_part, self._evidence_settings, identities)
+
+    def apply_retention(self) -> list[str]:
+        """Remove held messages past ``scan.quarantine_retention`` (none when unset), at most
+        once per RETENTION_INTERVAL: called at start and at each session's first listing."""
+        retention, now = self.policy.quarantine_retention, self._clock()
+        if retention is None or now < self._next_retention:
+            return []
+        self._next_retention = now + RETENTION_INTERVAL
+        removed = self.quarantine.purge(retention, now)
+        if removed:
+            log.info("quarantine: removed %d messages held longer than %g s (retention)",
+                     len(removed), retention)
+        return removed
 
     def _refresh_feeds(self) -> None:
         for feed in self.scanner.feeds:
@@ -209,9 +236,18 @@ class ScanService:
             verdict = Verdict.unscanned("error", "unreadable verdict")
         metrics = self._observer.metrics
         metrics.scan_duration.observe(time.monotonic() - started)
+        if verdict.action == "unscanned":  # a scanner failure (the fail-open alert's count)
+            metrics.scan_unscanned.labels(UNSCANNED_REASONS.get(verdict.cause or "", "error")).inc()
         for signal in verdict.signals:
             metrics.signals_hit.labels(signal.name).inc()
         return verdict, kept
+
+    def too_large(self, size: int, action: str) -> dict[str, object]:
+        """Count a message over ``max_message_bytes`` (judged on its head); the fields of its
+        ``unscanned`` audit event (issue 19 item 12: audited like every verdict)."""
+        self._observer.metrics.scan_unscanned.labels(TOO_LARGE_REASON).inc()
+        return {"reason": TOO_LARGE_REASON, "size": size, "action": action,
+                "cap": self.policy.max_message_bytes}
 
     def rescore(self, kept: Evidence) -> Verdict | None:
         """The verdict under the current feeds, weights, model and thresholds, from cached
@@ -249,7 +285,7 @@ class ScanService:
         action = self._rescored_action(cached.evidence, generation)
         if action is None:
             return None
-        if too_large:
+        if too_large:  # as delivered_action(too_large=True) on the re-scored action
             action = "quarantine" if action in ("defang", "quarantine") else "tag"
         if action != cached.action:
             return None
@@ -271,12 +307,10 @@ class ScanService:
             action = self._memo[memo_key] = self.final_action(verdict)
         return action
 
-    def final_action(self, verdict: Verdict) -> str:
-        """A message that could not be judged is suspicious: quarantined when the fail mode is
-        closed, else delivered with ``fail_open_action`` (never as it is)."""
-        if verdict.action != "unscanned":
-            return verdict.action
-        return "quarantine" if self.policy.fail_mode == "closed" else self.policy.fail_open_action
+    def final_action(self, verdict: Verdict, too_large: bool = False) -> str:
+        """:func:`popproxy.scan.verdict.delivered_action` under this policy."""
+        return delivered_action(verdict, self.policy.fail_mode, self.policy.fail_open_action,
+                                too_large)
 
     @staticmethod
     def transient(verdict: Verdict) -> bool:

@@ -42,7 +42,6 @@ __all__ = ["Session", "SessionSettings"]
 log = logging.getLogger("popproxy.session")
 
 GREETING = replies.ok("POP3 proxy ready")
-CLOSE_DRAIN_TIMEOUT = 5.0  # seconds to flush the last replies before closing a session
 
 
 class Session:
@@ -162,9 +161,10 @@ class Session:
         if self.client.write_paused:
             self.client.abort()  # it stopped reading: nothing more will get through
             return
-        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            async with asyncio.timeout(CLOSE_DRAIN_TIMEOUT):
-                await self.client.drain()
+        # Not paused, so drain() returns at once (raising only if the connection is gone): no
+        # timer around it.  close() sends what is queued, then TLS close_notify and FIN.
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.client.drain()
         self.client.close()
 
     def write(self, data: bytes) -> None:

@@ -59,7 +59,7 @@ class Channel(asyncio.BufferedProtocol):
 
     def __init__(
         self, implicit_tls: ssl.SSLContext | None = None, proxy_header: bool = False,
-        on_connected: Callable[[Channel], None] | None = None,
+        on_connected: Callable[[Channel], object] | None = None,
     ) -> None:
         """``implicit_tls``: a server context to start TLS with as soon as the TCP connection
         exists (port 995 style), so not one byte is ever read as plaintext.
@@ -166,7 +166,7 @@ class Channel(asyncio.BufferedProtocol):
         if self.proxy_header is not None and not self.proxy_header.done():
             self.proxy_header.set_exception(ChannelClosed("closed before the PROXY header"))
         if self._tls is not None and self._tls.handshaking:
-            self._tls.handshake.set_exception(ChannelClosed("connection lost during TLS handshake"))
+            self._tls.end_handshake(ChannelClosed("connection lost during TLS handshake"))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -323,8 +323,10 @@ class Channel(asyncio.BufferedProtocol):
             ctx, self._transport, server_side=server_side, server_hostname=server_hostname,
             deliver=self._deliver, on_eof=self._set_eof, on_error=self._fail,
         )
+        handshake = tls.handshake
+        assert handshake is not None
         tls.pump()
-        return tls.handshake
+        return handshake
 
     async def start_tls(
         self,

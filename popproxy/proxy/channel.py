@@ -221,6 +221,9 @@ class Channel(asyncio.BufferedProtocol):
             waiter = self._read_waiter = loop.create_future()
             if timeout is not None:
                 self._arm_read_timer(loop, loop.time() + timeout)
+            elif self._read_timer is not None:  # an earlier read's timer must not cut this one
+                self._read_timer.cancel()
+                self._read_timer = None
             try:
                 await waiter
             finally:

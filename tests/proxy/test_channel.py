@@ -87,6 +87,23 @@ def test_one_read_timer_moves_with_each_read_and_still_fires() -> None:
     run(main)
 
 
+def test_a_read_without_timeout_is_not_cut_by_an_earlier_reads_timer() -> None:
+    async def main() -> None:
+        channel = Channel()
+        attach(channel)
+        first = asyncio.ensure_future(channel.read(timeout=0.01))
+        await asyncio.sleep(0)
+        feed(channel, b"NOOP\r\n")
+        assert await first == b"NOOP\r\n"
+        pending = asyncio.ensure_future(channel.read())  # no timeout: waits as long as it takes
+        await asyncio.sleep(0.05)  # past the first read's deadline
+        assert not pending.done()
+        feed(channel, b"QUIT\r\n")
+        assert await pending == b"QUIT\r\n"
+
+    run(main)
+
+
 def test_a_shorter_timeout_than_the_armed_timer_fires_on_time() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()

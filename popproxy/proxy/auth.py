@@ -331,6 +331,7 @@ class AuthHandler:
                 except BaseException:  # the caller only knows the first connection
                     fresh.close()
                     raise
+        upstream.pipelining = pipelining  # later commands may share a write too (mailbox.py)
         return upstream, await _send_login(upstream, user, password, pipelining=pipelining)
 
     def _record(self, result: str, mechanism: str, **fields: str) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 from popproxy.pop3.events import NEED_DATA
@@ -51,21 +52,24 @@ class Channel(asyncio.BufferedProtocol):
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_chunks", "_drain_waiter", "_eof", "_error", "_held", "_implicit_tls",
-        "_proxy_parser", "_read_paused", "_read_waiter", "_tls", "_transport", "_unread",
-        "_write_paused", "connected", "handshake", "proxy_header"
+        "_chunks", "_deadline", "_drain_waiter", "_eof", "_error", "_held", "_implicit_tls",
+        "_on_connected", "_proxy_parser", "_read_paused", "_read_timer", "_read_waiter", "_tls",
+        "_transport", "_unread", "_write_paused", "proxy_header"
     )
 
     def __init__(
-        self, implicit_tls: ssl.SSLContext | None = None, proxy_header: bool = False
+        self, implicit_tls: ssl.SSLContext | None = None, proxy_header: bool = False,
+        on_connected: Callable[[Channel], object] | None = None,
     ) -> None:
         """``implicit_tls``: a server context to start TLS with as soon as the TCP connection
         exists (port 995 style), so not one byte is ever read as plaintext.
         ``proxy_header``: the first bytes must be a PROXY protocol header; nothing else (not
-        even a TLS ClientHello) is looked at before it is complete and valid."""
+        even a TLS ClientHello) is looked at before it is complete and valid.
+        ``on_connected``: called once with this channel when the connection exists (the
+        server starts the session's task there: a callback, not a future per connection)."""
         self._implicit_tls = implicit_tls
         self._held = bytearray()  # implicit TLS bytes received before the policy said yes
-        self.handshake: asyncio.Future[None] | None = None
+        self._on_connected = on_connected
         loop = asyncio.get_running_loop()
         self._proxy_parser = ProxyHeaderParser() if proxy_header else None
         self.proxy_header: asyncio.Future[ProxyHeader] | None = (
@@ -83,14 +87,17 @@ class Channel(asyncio.BufferedProtocol):
         self._write_paused = False
         self._read_paused = False
         self._tls: TlsPump | None = None
-        self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The read timeout: one timer per channel, moved lazily (see ``read``).
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
 
     # ------------------------------------------------------------ protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport; uvloop's does not subclass asyncio.Transport, so no isinstance.
         self._transport = cast(asyncio.Transport, transport)
-        if not self.connected.done():
-            self.connected.set_result(None)
+        callback, self._on_connected = self._on_connected, None
+        if callback is not None:
+            callback(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _shared_buffer()
@@ -151,12 +158,15 @@ class Channel(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._error = self._error or exc
+        if self._read_timer is not None:  # it would keep this channel (and its TLS) alive
+            self._read_timer.cancel()
+            self._read_timer = None
         self._set_eof()
         self._wake_drain()
         if self.proxy_header is not None and not self.proxy_header.done():
             self.proxy_header.set_exception(ChannelClosed("closed before the PROXY header"))
         if self._tls is not None and self._tls.handshaking:
-            self._tls.handshake.set_exception(ChannelClosed("connection lost during TLS handshake"))
+            self._tls.end_handshake(ChannelClosed("connection lost during TLS handshake"))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -198,22 +208,26 @@ class Channel(asyncio.BufferedProtocol):
     async def read(self, timeout: float | None = None) -> bytes:
         """All received bytes not yet read; ``b""`` once the peer has closed.
 
-        ``timeout``: seconds to wait for data, then ``TimeoutError``.  One timer handle, and
-        none when data is already here: ``asyncio.timeout`` around every read was a tenth of
-        the interpreter's time per login.
+        ``timeout``: seconds to wait for data, then ``TimeoutError``.  No timer when data is
+        already here, and at most one per channel otherwise: a read only moves the deadline,
+        and the timer, when it fires early, re-arms itself for the current one.  A timer
+        created and cancelled per read (or ``asyncio.timeout`` around it) was a tenth of the
+        interpreter's time per login.
         """
         while not self._chunks:
             if self._eof:
                 return b""
             loop = asyncio.get_running_loop()
             waiter = self._read_waiter = loop.create_future()
-            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+            if timeout is not None:
+                self._arm_read_timer(loop, loop.time() + timeout)
+            elif self._read_timer is not None:  # an earlier read's timer must not cut this one
+                self._read_timer.cancel()
+                self._read_timer = None
             try:
                 await waiter
             finally:
                 self._read_waiter = None
-                if timer is not None:
-                    timer.cancel()
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._unread = 0
@@ -221,6 +235,26 @@ class Channel(asyncio.BufferedProtocol):
             self._read_paused = False
             self._transport.resume_reading()
         return data
+
+    def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._deadline = deadline
+        timer = self._read_timer
+        if timer is not None and timer.when() <= deadline:
+            return  # it fires first and re-arms itself for the new deadline
+        if timer is not None:
+            timer.cancel()  # a shorter timeout than the armed one (greeting vs response)
+        self._read_timer = loop.call_at(deadline, self._read_timer_fired)
+
+    def _read_timer_fired(self) -> None:
+        self._read_timer = None
+        waiter = self._read_waiter
+        if waiter is None or waiter.done():
+            return  # no read is waiting: the next one arms a timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._read_timer = loop.call_at(self._deadline, self._read_timer_fired)
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
@@ -269,10 +303,10 @@ class Channel(asyncio.BufferedProtocol):
         assert self._implicit_tls is not None
         ctx, self._implicit_tls = self._implicit_tls, None
         held, self._held = bytes(self._held), bytearray()
-        self.handshake = self.switch_to_tls(ctx, server_side=True)
+        handshake = self.switch_to_tls(ctx, server_side=True)
         if held:
             self._received(held)
-        return self.handshake
+        return handshake
 
     def switch_to_tls(
         self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
@@ -292,8 +326,10 @@ class Channel(asyncio.BufferedProtocol):
             ctx, self._transport, server_side=server_side, server_hostname=server_hostname,
             deliver=self._deliver, on_eof=self._set_eof, on_error=self._fail,
         )
+        handshake = tls.handshake
+        assert handshake is not None
         tls.pump()
-        return tls.handshake
+        return handshake
 
     async def start_tls(
         self,
@@ -347,11 +383,6 @@ class Channel(asyncio.BufferedProtocol):
 
     def peername(self) -> Any:
         return None if self._transport is None else self._transport.get_extra_info("peername")
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 async def open_channel(host: str, port: int) -> Channel:

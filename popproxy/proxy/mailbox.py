@@ -33,7 +33,7 @@ from popproxy.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,
     UpstreamFailure,
-    read_listing,
+    read_listings,
 )
 from popproxy.proxy.verdict_cache import CachedVerdict, cache_key, mailbox_key
 from popproxy.quarantine import HeldMessage, describe
@@ -83,8 +83,8 @@ class MailboxView:
     # ------------------------------------------------------------ upstream listings
     async def _load(self) -> dict[int, bytes]:
         if self._uidls is None:
-            uidls = await read_listing(self._up, "UIDL")
-            self._sizes = {n: int(v) for n, v in (await read_listing(self._up, "LIST")).items()}
+            uidls, sizes = await read_listings(self._up, ("UIDL", "LIST"))
+            self._sizes = {n: int(v) for n, v in sizes.items()}
             self._uidls = uidls
             self._keys = {n: cache_key(self._upstream_name, self._user, uidl,
                                        self._sizes.get(n, -1)) for n, uidl in uidls.items()}

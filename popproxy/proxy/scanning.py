@@ -147,6 +147,7 @@ class ScanService:
         self._feed_versions: list[tuple[str, int | None]] = []
         # Re-scored action per distinct evidence, under _memo_generation only (``rescored``).
         self._memo: dict[tuple[object, ...], str] = {}
+        self._generation_of: tuple[list[str] | None, str] = (None, "")  # (feed identities, it)
         self._memo_generation = ""
         self._rescored_count = observer.metrics.scan_judged.labels("rescored")
         # The action code's output version is in the message part: a release whose tag/defang
@@ -182,7 +183,10 @@ class ScanService:
             self._memo.clear()  # judged with the feeds as they were
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
-        return compose(self._message_part, self._evidence_settings, identities)
+        if identities != self._generation_of[0]:  # hashed once per feed change, not per login
+            self._generation_of = (identities, compose(self._message_part,
+                                                       self._evidence_settings, identities))
+        return self._generation_of[1]
 
     def apply_retention(self) -> list[str]:
         """Remove held messages past ``scan.quarantine_retention`` (none when unset), at most

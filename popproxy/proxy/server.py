@@ -90,6 +90,9 @@ class ProxyServer:
         self._per_ip: Counter[str] = Counter()  # sessions per source network (see _source)
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
         self._gauge_task: asyncio.Task[Any] | None = None
+        # listener name -> the settings its new sessions get: built once per policy and TLS
+        # reload, not per connection (one object shared by the sessions of a listener).
+        self._listener_settings: dict[str, SessionSettings] = {}
 
     def _make_guard(self, config: Policy) -> LockoutGuard | None:
         if not config.lockout.enabled:
@@ -150,12 +153,15 @@ class ProxyServer:
 
     def _new_channel(self, listener_name: str) -> Channel:
         # The policy in force when the connection arrives is the one the session keeps.
-        settings = self._settings(self._listener(listener_name))
+        settings = self._listener_settings.get(listener_name)
+        if settings is None or settings.lockout is not self.lockout or (
+                settings.scan is not self.scan):
+            settings = self._settings(self._listener(listener_name))
+            self._listener_settings[listener_name] = settings
         implicit = settings.server_tls if settings.listener.mode == "tls" else None
-        channel = Channel(implicit, proxy_header=settings.listener.proxy_protocol is not None)
         name = f"session-{listener_name}"
-        channel.connected.add_done_callback(lambda _: spawn(self._serve(channel, settings), name))
-        return channel
+        return Channel(implicit, proxy_header=settings.listener.proxy_protocol is not None,
+                       on_connected=lambda channel: spawn(self._serve(channel, settings), name))
 
     def _source(self, client_ip: IPAddress) -> str:
         """What ``max_sessions_per_ip`` counts: a source network as the lockout counters see
@@ -310,6 +316,7 @@ class ProxyServer:
         if self.server_tls is None:
             return True
         ok = self.server_tls.reload()
+        self._listener_settings = {}
         self._reloaded("certificates", "ok" if ok else "refused")
         self._publish_certificates()
         return ok
@@ -347,6 +354,7 @@ class ProxyServer:
                 spawn(self._close_after_sessions(old_scan, set(self._sessions)),
                       "close-old-scan-service")
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
+        self._listener_settings = {}
         for upstream in upstream_tls:  # a new upstream's series exist at 0 from now on
             self.observer.metrics.prepare_upstream(upstream)
         self._publish_certificates()

@@ -42,7 +42,6 @@ __all__ = ["Session", "SessionSettings"]
 log = logging.getLogger("popproxy.session")
 
 GREETING = replies.ok("POP3 proxy ready")
-CLOSE_DRAIN_TIMEOUT = 5.0  # seconds to flush the last replies before closing a session
 
 
 class Session:
@@ -162,9 +161,10 @@ class Session:
         if self.client.write_paused:
             self.client.abort()  # it stopped reading: nothing more will get through
             return
-        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            async with asyncio.timeout(CLOSE_DRAIN_TIMEOUT):
-                await self.client.drain()
+        # Not paused, so drain() returns at once (raising only if the connection is gone): no
+        # timer around it.  close() sends what is queued, then TLS close_notify and FIN.
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.client.drain()
         self.client.close()
 
     def write(self, data: bytes) -> None:
@@ -207,26 +207,27 @@ class Session:
         return self.state.tls_active or self.settings.listener.allow_plaintext_login
 
     async def _serve(self) -> None:
+        idle_timeout = self.settings.limits.idle_timeout
         while True:
             event = self.parser.next_event()
             if event is NEED_DATA:
-                await self.out.drain()
-                await self._read_client()
+                if self.client.write_paused:
+                    await self.out.drain()
+                # Read here, not in a helper coroutine: this frame is what an idle session
+                # waits in, and each nested frame is memory held per idle connection.
+                # RFC 1939 section 3: the autologout timer restarts with every client activity.
+                data = await self.client.read(timeout=idle_timeout)
+                if self.out.capture is not None:
+                    # Every complete line read so far has been handled: the state says whether
+                    # the next line is an AUTH response (to be redacted).
+                    self.out.capture.from_client(data, sasl=self.state.in_sasl)
+                self.parser.receive_data(data)
                 continue
             await self._handle(event)
             if self.state.state in (State.UPDATE, State.CLOSED):
                 return
             if self.client.write_paused:  # pipelined commands, replies unread: bound memory
                 await self.out.drain()
-
-    async def _read_client(self) -> None:
-        # RFC 1939 section 3: the autologout timer restarts with every client activity.
-        data = await self.client.read(timeout=self.settings.limits.idle_timeout)
-        if self.out.capture is not None:
-            # Every complete line read so far has been handled: the state says whether the
-            # next line is an AUTH response (to be redacted).
-            self.out.capture.from_client(data, sasl=self.state.in_sasl)
-        self.parser.receive_data(data)
 
     # ---------------------------------------------------------------- state
     def _transition(self, event: Event) -> None:

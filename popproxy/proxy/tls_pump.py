@@ -63,14 +63,27 @@ class TlsPump:
         self._transport = transport
         self._deliver, self._on_eof, self._on_error = deliver, on_eof, on_error
         self._flush_scheduled = False
-        self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Until the handshake ends; then None: whoever waits holds the future, and kept here
+        # a done future costs ~200 bytes per idle connection.
+        handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.handshake: asyncio.Future[None] | None = handshake
         # Mark a failure as seen even if nobody awaits it (the session may be gone already).
-        self.handshake.add_done_callback(consume_exception)
+        handshake.add_done_callback(consume_exception)
 
     @property
     def handshaking(self) -> bool:
         """The handshake has not finished: no application data can be sent yet."""
-        return not self.handshake.done()
+        return self.handshake is not None
+
+    def end_handshake(self, exc: BaseException | None) -> None:
+        """The handshake succeeded (``exc`` None) or failed: tell whoever waits for it."""
+        handshake, self.handshake = self.handshake, None
+        if handshake is None or handshake.done():
+            return
+        if exc is None:
+            handshake.set_result(None)
+        else:
+            handshake.set_exception(exc)
 
     # ------------------------------------------------------------ incoming
     def receive(self, data: bytes) -> None:
@@ -85,7 +98,7 @@ class TlsPump:
 
     def pump(self) -> None:
         """Run the handshake as far as the received records allow, then read records."""
-        if not self.handshake.done() and not self._advance_handshake():
+        if self.handshake is not None and not self._advance_handshake():
             return
         self._read_records()
         self._flush_soon()  # post-handshake messages (tickets) wait for the next reply
@@ -98,10 +111,10 @@ class TlsPump:
             return False
         except (ssl.SSLError, OSError) as exc:
             self.flush()  # send the alert
-            self.handshake.set_exception(exc)
+            self.end_handshake(exc)
             self._on_error(exc)
             return False
-        self.handshake.set_result(None)
+        self.end_handshake(None)
         return True
 
     def _read_records(self) -> None:
@@ -170,7 +183,7 @@ class TlsPump:
 
     def close(self) -> None:
         """Send close_notify (RFC 8446 section 6.1) if the handshake finished."""
-        if self.handshake.done():
+        if self.handshake is None:
             with contextlib.suppress(ssl.SSLError, OSError):
                 self.obj.unwrap()
             self.flush()

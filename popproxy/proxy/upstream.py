@@ -99,13 +99,16 @@ class UpstreamConnection:
     """
 
     # Slots: one per connection lives as long as it does (idle memory per session).
-    __slots__ = ("_channel", "_eof", "_settings", "framer")
+    __slots__ = ("_channel", "_eof", "_settings", "framer", "pipelining")
 
     def __init__(self, channel: UpstreamChannel, settings: UpstreamSettings) -> None:
         self._channel = channel
         self._settings = settings
         self._eof = False  # the server closed its side
         self.framer = ResponseFramer()
+        # The server lists PIPELINING (RFC 2449 s6.6), learned at login: several commands may
+        # go in one write (auth.py sets it; False means one command per round trip).
+        self.pipelining = False
 
     @classmethod
     async def open(
@@ -170,6 +173,11 @@ class UpstreamConnection:
 
     def send(self, cmd: Command) -> None:
         self._channel.write(self.framer.send_command(cmd))
+
+    def send_all(self, cmds: list[Command]) -> None:
+        """Several commands in one write (only where ``pipelining``, RFC 2449 s6.6); read each
+        answers in order (``read_listings``)."""
+        self._channel.write(b"".join([self.framer.send_command(cmd) for cmd in cmds]))
 
     async def _event(self, timeout: float | None = None) -> ServerEvent:
         """The next framed event, reading from the socket as needed."""
@@ -301,7 +309,21 @@ __all__ = [
 
 async def read_listing(up: UpstreamConnection, verb: str) -> dict[int, bytes]:
     """``n value`` lines of the upstream's UIDL or LIST (RFC 1939 sections 5 and 7)."""
-    status = await up.request(Command(verb))
+    return await _listing_answer(up, verb, await up.request(Command(verb)))
+
+
+async def read_listings(up: UpstreamConnection, verbs: tuple[str, ...]
+                        ) -> list[dict[int, bytes]]:
+    """``read_listing`` for each verb; the commands go in one write where the server lists
+    PIPELINING (RFC 2449 s6.6): one round trip for UIDL and LIST instead of two."""
+    if not up.pipelining:
+        return [await read_listing(up, verb) for verb in verbs]
+    up.send_all([Command(verb) for verb in verbs])
+    return [await _listing_answer(up, verb, await up._status_line()) for verb in verbs]
+
+
+async def _listing_answer(up: UpstreamConnection, verb: str,
+                          status: StatusLine) -> dict[int, bytes]:
     # Parsed as it arrives, within pop3.listing's bounds (line length, entry count).
     reader, unstuffer = ListingReader(), Unstuffer()
     try:

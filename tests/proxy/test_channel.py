@@ -68,6 +68,85 @@ def test_read_waits_for_data_and_times_out() -> None:
     run(main)
 
 
+def test_one_read_timer_moves_with_each_read_and_still_fires() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        channel = Channel()
+        attach(channel)
+        first = asyncio.ensure_future(channel.read(timeout=0.05))
+        await asyncio.sleep(0)
+        feed(channel, b"USER a\r\n")
+        assert await first == b"USER a\r\n"
+        # The first read's timer is still armed; the next read moves the deadline instead of
+        # arming a second timer, and the timeout comes at the new deadline, not the old one.
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await channel.read(timeout=0.2)
+        assert loop.time() - started >= 0.2
+
+    run(main)
+
+
+def test_a_read_without_timeout_is_not_cut_by_an_earlier_reads_timer() -> None:
+    async def main() -> None:
+        channel = Channel()
+        attach(channel)
+        first = asyncio.ensure_future(channel.read(timeout=0.01))
+        await asyncio.sleep(0)
+        feed(channel, b"NOOP\r\n")
+        assert await first == b"NOOP\r\n"
+        pending = asyncio.ensure_future(channel.read())  # no timeout: waits as long as it takes
+        await asyncio.sleep(0.05)  # past the first read's deadline
+        assert not pending.done()
+        feed(channel, b"QUIT\r\n")
+        assert await pending == b"QUIT\r\n"
+
+    run(main)
+
+
+def test_a_shorter_timeout_than_the_armed_timer_fires_on_time() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        channel = Channel()
+        attach(channel)
+        slow = asyncio.ensure_future(channel.read(timeout=600))  # arms a 600 s timer
+        await asyncio.sleep(0)
+        slow.cancel()
+        await asyncio.sleep(0)
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await channel.read(timeout=0.01)  # the upstream's greeting vs response timeouts
+        assert loop.time() - started < 1
+
+    run(main)
+
+
+def test_connection_lost_releases_the_read_timer() -> None:
+    async def main() -> None:
+        channel = Channel()
+        attach(channel)
+        with pytest.raises(TimeoutError):
+            await channel.read(timeout=0.01)
+        pending = asyncio.ensure_future(channel.read(timeout=600))
+        await asyncio.sleep(0)
+        channel.connection_lost(None)  # an idle-timeout timer must not keep it alive 600 s
+        assert await pending == b""
+        assert channel._read_timer is None
+
+    run(main)
+
+
+def test_on_connected_is_called_once_with_the_channel() -> None:
+    async def main() -> None:
+        seen: list[Channel] = []
+        channel = Channel(on_connected=seen.append)
+        attach(channel)
+        channel.connection_made(attach(Channel()))  # type: ignore[arg-type]
+        assert seen == [channel]
+
+    run(main)
+
+
 def test_eof_reads_empty_but_keeps_the_sending_side_open() -> None:
     async def main() -> None:
         channel = Channel()
@@ -203,7 +282,7 @@ def test_implicit_tls_holds_the_client_hello_until_started() -> None:
         )
         for _ in range(3):  # the ClientHello reaches the server: nothing is answered yet
             await asyncio.sleep(0)
-        assert server_transport.written == [] and server.handshake is None
+        assert server_transport.written == [] and not server.tls_active
         await server.start_implicit_tls()
         await client_done
         client.write(b"CAPA\r\n")

@@ -15,8 +15,10 @@ def _values(registry: CollectorRegistry) -> dict[str, float]:
 
 
 def test_workers_memory_and_fds_are_added_to_the_supervisors() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; print(1, flush=True); "
+                              "time.sleep(30)"], stdout=subprocess.PIPE)
     try:
+        assert child.stdout is not None and child.stdout.readline()  # the interpreter is up
         alone, host = CollectorRegistry(), CollectorRegistry()
         alone.register(HostProcessCollector(lambda: []))
         host.register(HostProcessCollector(lambda: [child.pid]))

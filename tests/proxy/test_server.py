@@ -138,6 +138,26 @@ def test_reload_swaps_the_policy_for_new_sessions(loop_thread: LoopThread,
         assert proxy.server.config is new
 
 
+def test_sessions_of_a_listener_share_settings_until_a_reload(loop_thread: LoopThread,
+                                                              tmp_path: Path) -> None:
+    """Built once per listener (not per connection); a reload gives new sessions new ones."""
+    config = make_config(1, state_dir=str(tmp_path))
+    new = make_config(1, state_dir=str(tmp_path), limits={"max_sessions": 7})
+    with running_proxy(config, loop_thread) as proxy:
+        cached = proxy.server._listener_settings
+        with RawPOP3(proxy.port):
+            wait_for(lambda: "pop3" in cached, 5, "the first session")
+        first = cached["pop3"]
+        with RawPOP3(proxy.port):
+            pass
+        assert proxy.server._listener_settings["pop3"] is first
+        assert first.policy is config
+        assert _reload(loop_thread, proxy.server, new)
+        with RawPOP3(proxy.port):
+            wait_for(lambda: "pop3" in proxy.server._listener_settings, 5, "a new session")
+        assert proxy.server._listener_settings["pop3"].policy is new
+
+
 def test_reload_that_changes_listeners_is_refused(loop_thread: LoopThread,
                                                   tmp_path: Path) -> None:
     config = make_config(1, state_dir=str(tmp_path))

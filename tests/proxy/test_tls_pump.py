@@ -54,8 +54,10 @@ async def connected() -> Pair:
     server = server_sink.pump(SERVER_CTX, server_out, server=True)
     client = client_sink.pump(CLIENT_CTX, client_out, server=False)
     server_out.peer, client_out.peer = client.receive, server.receive
+    handshakes = [server.handshake, client.handshake]  # None once the handshake is over
     client.pump()  # the ClientHello
-    await asyncio.gather(server.handshake, client.handshake)
+    await asyncio.gather(*(h for h in handshakes if h is not None))
+    assert not server.handshaking and server.handshake is None
     await asyncio.sleep(0)  # the scheduled flush of the session tickets
     return Pair(server, server_out, client, client_sink)
 
@@ -142,9 +144,11 @@ def test_a_broken_handshake_reports_the_error_and_fails_the_future() -> None:
     async def main() -> None:
         sink = Sink()
         server = sink.pump(SERVER_CTX, MemoryTransport(), server=True)
+        handshake = server.handshake
+        assert handshake is not None
         server.receive(b"CAPA\r\n" * 10)
         assert len(sink.errors) == 1 and isinstance(sink.errors[0], ssl.SSLError)
         with pytest.raises(ssl.SSLError):
-            await server.handshake
+            await handshake
 
     run(main)

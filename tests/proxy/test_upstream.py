@@ -24,6 +24,7 @@ from popproxy.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,
     UpstreamFailure,
+    read_listings,
 )
 from tests.helpers import make_config
 
@@ -176,3 +177,44 @@ def test_every_reason_is_a_prepared_metric_label() -> None:
     (family,) = [m for m in metrics.upstream_errors.collect()]
     prepared = {s.labels["reason"] for s in family.samples if s.name.endswith("_total")}
     assert prepared == {str(reason) for reason in UpstreamFailure}
+
+
+def _listings(pipelining: bool, *replies: bytes) -> tuple[list[dict[int, bytes]], bytes]:
+    upstream = _connect(*replies)
+    upstream.pipelining = pipelining
+    channel = upstream._channel
+    assert isinstance(channel, ScriptedChannel)
+    channel.written.clear()
+    answers = asyncio.run(read_listings(upstream, ("UIDL", "LIST")))
+    return answers, bytes(channel.written)
+
+
+UIDL_ANSWER = b"+OK\r\n1 aaa\r\n2 bbb\r\n.\r\n"
+LIST_ANSWER = b"+OK 2 messages\r\n1 120\r\n2 340\r\n.\r\n"
+
+
+def test_listings_share_one_write_where_the_upstream_pipelines() -> None:
+    # RFC 2449 s6.6: one round trip for UIDL and LIST; both answers in one read, too.
+    answers, written = _listings(True, UIDL_ANSWER + LIST_ANSWER)
+    assert written == b"UIDL\r\nLIST\r\n"
+    assert answers == [{1: b"aaa", 2: b"bbb"}, {1: b"120", 2: b"340"}]
+
+
+def test_listings_go_one_at_a_time_without_pipelining() -> None:
+    answers, written = _listings(False, UIDL_ANSWER, LIST_ANSWER)
+    assert written == b"UIDL\r\nLIST\r\n"
+    assert answers == [{1: b"aaa", 2: b"bbb"}, {1: b"120", 2: b"340"}]
+    # LIST waits for UIDL's answer: after a refusal it is never sent.
+    upstream = _connect(b"-ERR no UIDL\r\n")
+    channel = upstream._channel
+    assert isinstance(channel, ScriptedChannel)
+    channel.written.clear()
+    with pytest.raises(UpstreamError):
+        asyncio.run(read_listings(upstream, ("UIDL", "LIST")))
+    assert bytes(channel.written) == b"UIDL\r\n"
+
+
+def test_a_refused_pipelined_listing_fails_the_session() -> None:
+    with pytest.raises(UpstreamError) as caught:
+        _listings(True, b"-ERR no UIDL\r\n" + LIST_ANSWER)
+    assert caught.value.reason is UpstreamFailure.PROTOCOL

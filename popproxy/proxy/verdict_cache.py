@@ -1,16 +1,15 @@
 """Scan results remembered per message (upstream, user, UIDL), so sizes stay consistent.
 
-RFC 1939 wants the octet counts of STAT and LIST to equal what RETR returns, and UIDL never
-changes.  The proxy therefore scans a message before it first reports its size, stores what
-the client will receive (action, reasons, resulting size), and re-applies the same action to
-the same original on RETR/TOP.
+RFC 1939 wants STAT and LIST octets to equal what RETR returns, and UIDL never changes.  The
+proxy scans a message before it first reports its size, stores what the client will receive
+(action, reasons, size), and re-applies the same action to the same original on RETR/TOP.
 
 Two levels.  This process's entries are kept in memory and appended to a JSON-lines file in the
 state directory (they survive restarts).  With ``scan.redis_url`` they are also written to Redis,
 shared by every instance behind the balancer: a client whose next session lands on another
 instance gets the verdict (and so the sizes) it was shown before, without a second scan.  Keys
-are hashes (no usernames in the file or in Redis); Redis keys carry a TTL.
-"""
+are hashes (no usernames in the file or in Redis); Redis keys carry a TTL.  A listing reads and
+writes Redis in batches (``get_many``/``put_many``: one round trip each per batch)."""
 
 from __future__ import annotations
 
@@ -72,22 +71,35 @@ class RedisVerdicts:
         self._redis = connect_redis(url)
         self._ttl = max(1, int(ttl))
 
-    async def get(self, key: str) -> CachedVerdict | None:
+    async def get_many(self, keys: list[str]) -> dict[str, CachedVerdict]:
+        """The readable verdicts under ``keys``: one pipelined round trip of single-key GETs."""
+        if not keys:
+            return {}
         async with asyncio.timeout(REDIS_TIMEOUT * 2):  # bounds reconnects and retries too
-            raw = await self._redis.get(REDIS_PREFIX + key)
-        if raw is None:
-            return None
-        try:
-            return from_record(json.loads(raw))
-        except (ValueError, KeyError, TypeError):
-            # Written by another version, or damaged: judge the message again and overwrite.
-            log.warning("unreadable shared verdict %s%s ignored", REDIS_PREFIX, key)
-            return None
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(REDIS_PREFIX + key)
+            raws = await pipe.execute()
+        found: dict[str, CachedVerdict] = {}
+        for key, raw in zip(keys, raws, strict=True):
+            try:
+                if raw is not None:
+                    found[key] = from_record(json.loads(raw))
+            except (ValueError, KeyError, TypeError):
+                # Written by another version, or damaged: judge the message again, overwrite.
+                log.warning("unreadable shared verdict %s%s ignored", REDIS_PREFIX, key)
+        return found
 
-    async def put(self, key: str, entry: CachedVerdict) -> None:
-        value = json.dumps(to_record(entry), separators=(",", ":"))
+    async def put_many(self, items: list[tuple[str, CachedVerdict]]) -> None:
+        """Write ``items`` in one pipelined round trip of single-key SETs (no transaction)."""
+        if not items:
+            return
         async with asyncio.timeout(REDIS_TIMEOUT * 2):
-            await self._redis.set(REDIS_PREFIX + key, value, ex=self._ttl)
+            pipe = self._redis.pipeline(transaction=False)
+            for key, entry in items:
+                pipe.set(REDIS_PREFIX + key, json.dumps(to_record(entry), separators=(",", ":")),
+                         ex=self._ttl)
+            await pipe.execute()
 
     async def delete(self, keys: list[str]) -> None:
         async with asyncio.timeout(REDIS_TIMEOUT * 2):
@@ -270,31 +282,50 @@ class VerdictCache:
         """A verdict judged under ``generation``; else one judged under the same message part
         of it (only its evidence part differs: the caller re-scores it, see
         ``split_generation``); else None: the message must be judged now."""
-        local = self.get(key)
-        if local is not None and local.generation == generation:
-            self._on_result("local_hit")
-            return local
-        stale = local if local is not None and same_message_generation(
-            local.generation, generation) else None
+        return (await self.lookup_many([key], generation)).get(key)
+
+    async def lookup_many(self, keys: list[str], generation: str) -> dict[str, CachedVerdict]:
+        """:meth:`lookup` of each key (those with nothing usable left out); the keys with no
+        current local verdict cost one shared round trip together (``get_many``)."""
+        found: dict[str, CachedVerdict] = {}
+        ask: list[str] = []
+        for key in keys:
+            local = self.get(key)
+            if local is not None and local.generation == generation:
+                self._on_result("local_hit")
+                found[key] = local
+                continue
+            if local is not None and same_message_generation(local.generation, generation):
+                found[key] = local  # stale: used unless the shared level has a current one
+            ask.append(key)
+        if ask:
+            await self._ask_shared(ask, generation, found)
+        return found
+
+    async def _ask_shared(self, keys: list[str], generation: str,
+                          found: dict[str, CachedVerdict]) -> None:
         if self._shared is None or not self._shared_usable():
             if self._shared is None:
-                self._on_result("stale" if stale else "miss")
-            return stale
+                for key in keys:
+                    self._on_result("stale" if key in found else "miss")
+            return
         try:
-            shared = await self._shared.get(key)
+            shared = await self._shared.get_many(keys)
         except Exception as exc:  # any client/network error or our timeout: judge it here
             self._shared_failed("read", exc)
-            return stale
+            return
         self._shared_ok()
-        if shared is not None and shared.generation == generation:
-            self.put(key, shared)  # the next session here needs no Redis round trip
-            self._on_result("shared_hit")
-            return shared
-        if stale is None and shared is not None and same_message_generation(
-                shared.generation, generation):
-            stale = shared
-        self._on_result("stale" if stale else "miss")
-        return stale
+        for key in keys:
+            entry = shared.get(key)
+            if entry is not None and entry.generation == generation:
+                self.put(key, entry)  # the next session here needs no Redis round trip
+                self._on_result("shared_hit")
+                found[key] = entry
+                continue
+            if key not in found and entry is not None and same_message_generation(
+                    entry.generation, generation):
+                found[key] = entry
+            self._on_result("stale" if key in found else "miss")
 
     def forget_unlisted(self, mailbox: str, listed: set[str]) -> list[str]:
         """Drop this process's entries of ``mailbox`` whose key is not in ``listed`` (the
@@ -312,16 +343,22 @@ class VerdictCache:
     async def store(self, key: str, entry: CachedVerdict, carried_from: str = "") -> None:
         """Remember a fresh verdict here and in Redis (a transient one nowhere);
         ``carried_from``: the generation it was carried over from (:meth:`carry`)."""
-        if entry.transient:
-            return
-        if carried_from:
-            self.carry(key, entry, carried_from)
-        else:
-            self.put(key, entry)
-        if self._shared is None or not self._shared_usable():
+        await self.store_many([(key, entry, carried_from)])
+
+    async def store_many(self, items: list[tuple[str, CachedVerdict, str]]) -> None:
+        """:meth:`store` of each (key, entry, carried_from), in one shared round trip."""
+        kept = [(key, entry) for key, entry, _ in items if not entry.transient]
+        for key, entry, carried_from in items:
+            if entry.transient:
+                continue
+            if carried_from:
+                self.carry(key, entry, carried_from)
+            else:
+                self.put(key, entry)
+        if not kept or self._shared is None or not self._shared_usable():
             return
         try:
-            await self._shared.put(key, entry)
+            await self._shared.put_many(kept)
         except Exception as exc:  # the verdict is still good here; others judge it themselves
             self._shared_failed("write", exc)
             return

@@ -260,3 +260,51 @@ def test_a_failed_flush_is_logged_not_raised(tmp_path: Path,
     cache.flush()
     assert cache.get("k") == _with_evidence().carried_to(NEW_GEN)
     assert "cannot append" in caplog.text
+
+
+class CountingShared(RedisVerdicts):
+    """The shared level in a dict, counting round trips (get_many/put_many calls)."""
+
+    def __init__(self) -> None:
+        super().__init__("redis://127.0.0.1:1/0", ttl=DAY)  # never contacted
+        self.stored: dict[str, CachedVerdict] = {}
+        self.trips: list[tuple[str, int]] = []
+
+    async def get_many(self, keys: list[str]) -> dict[str, CachedVerdict]:
+        self.trips.append(("get", len(keys)))
+        return {key: self.stored[key] for key in keys if key in self.stored}
+
+    async def put_many(self, items: list[tuple[str, CachedVerdict]]) -> None:
+        self.trips.append(("put", len(items)))
+        self.stored.update(items)
+
+
+def test_a_listing_batch_costs_one_shared_round_trip_each_way(tmp_path: Path) -> None:
+    shared = CountingShared()
+    results: list[str] = []
+    cache = VerdictCache(tmp_path / "verdicts.jsonl", shared, results.append)
+    cache.put("local-current", _with_evidence().carried_to(NEW_GEN))
+    cache.put("local-stale", _with_evidence())
+    shared.stored["shared-current"] = _with_evidence().carried_to(NEW_GEN)
+    keys = ["local-current", "local-stale", "shared-current", "nowhere"]
+
+    async def run() -> dict[str, CachedVerdict]:
+        found = await cache.lookup_many(keys, NEW_GEN)
+        await cache.store_many([("local-stale", _with_evidence().carried_to(NEW_GEN), STALE_GEN),
+                                ("nowhere", _verdict(1.0), ""),
+                                ("transient", CachedVerdict("pass", 0, (), 1, 1.0, NEW_GEN,
+                                                            transient=True), "")])
+        await shared.close()
+        return found
+
+    found = asyncio.run(run())
+    # One GET round trip for the three keys without a current local verdict, one SET for the
+    # two kept (a transient verdict is shared with nobody).
+    assert shared.trips == [("get", 3), ("put", 2)]
+    assert found == {"local-current": _with_evidence().carried_to(NEW_GEN),
+                     "local-stale": _with_evidence(),  # stale: the caller re-scores it
+                     "shared-current": _with_evidence().carried_to(NEW_GEN)}
+    assert results == ["local_hit", "stale", "shared_hit", "miss"]
+    assert cache.get("shared-current") is not None  # copied here: no round trip next time
+    assert set(shared.stored) == {"local-stale", "nowhere", "shared-current"}
+    assert cache.get("local-stale") == _with_evidence().carried_to(NEW_GEN)

@@ -214,6 +214,30 @@ class ScanService:
             await self.cache.store(key, carried, carried_from=cached.generation)
         return carried
 
+    async def usable_verdicts(self, keys: list[str], generation: str,
+                              too_large: Callable[[CachedVerdict], bool]
+                              ) -> dict[str, CachedVerdict]:
+        """The verdict of each key that has a usable one: current, or carried over from an
+        older evidence generation (:meth:`rescored`; ``too_large`` tells which were judged on
+        their head).  The keys left out must be judged from the message.  One batch: the
+        shared level is read once and written once (``get_many``/``put_many``), however many
+        keys, and no coroutine runs per key (a 20,000-message listing, bench/README.md)."""
+        usable = await self.cache.lookup_many(keys, generation)
+        carried: list[tuple[str, CachedVerdict, str]] = []
+        for key, cached in list(usable.items()):
+            if cached.generation == generation:
+                continue
+            moved = self.rescored(cached, generation, too_large(cached))
+            if moved is None:
+                del usable[key]  # its action changed: downloaded and judged again
+                continue
+            usable[key] = moved
+            carried.append((key, moved, cached.generation))
+        if carried:
+            self._rescored_count.inc(len(carried))
+            await self.cache.store_many(carried)  # in the file at the listing's flush
+        return usable
+
     def rescored(self, cached: CachedVerdict, generation: str,
                  too_large: bool = False) -> CachedVerdict | None:
         """``cached`` carried over to ``generation`` when re-scoring its evidence keeps its

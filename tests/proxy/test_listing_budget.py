@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from popproxy.policy import Scan
 from popproxy.policy.schema_scan import ScanThresholds
 from popproxy.pop3.framing import Unstuffer
-from popproxy.proxy import scan_jobs
+from popproxy.proxy import listing_budget, scan_jobs
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
@@ -25,7 +26,13 @@ from popproxy.proxy.verdict_cache import CachedVerdict
 from popproxy.scan import Verdict
 from popproxy.scan.evidence import Evidence
 from tests.helpers import make_config
-from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, run
+from tests.support.harness import (
+    ScriptedUpstream,
+    SessionPair,
+    demo_responder,
+    feed,
+    run,
+)
 
 PHISH = (b"From: Security <alert@example.test>\r\nSubject: Verify now\r\n"
          b"Content-Type: text/html\r\n\r\n"
@@ -164,3 +171,55 @@ def test_a_defang_impossible_at_the_same_size_is_held_behind_the_padded_notice(
         assert len(service.quarantine.list()) == 1  # the original is held, never delivered
 
     run(main)
+
+
+def test_another_session_is_answered_while_a_big_listing_re_scores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One verdict per batch: the listing of u's 8 messages takes 8 batches.
+    monkeypatch.setattr(listing_budget, "LISTING_BATCH", 1)
+    mail = [CLEAN.replace(b"\r\n\r\n", b"\r\nMessage-ID: <%d@x.test>\r\n\r\n" % n, 1)
+            for n in range(8)]
+    demo = DemoUpstream({b"u": Mailbox(b"p", mail), b"v": Mailbox(b"p", [CLEAN])})
+    observer = Observer()
+    state = tmp_path / "state"
+
+    async def main() -> None:
+        judged = InProcessScans(Scan(), state, observer)
+        await _login_and(judged, demo, observer, b"u", b"STAT\r\n")  # all 8 judged, cached
+        # Another threshold: u's next listing re-scores the 8 verdicts (none downloaded).
+        later = InProcessScans(Scan(thresholds=ScanThresholds(quarantine=100.0)), state,
+                               observer)
+        config = make_config(1, scan={"enabled": True})
+        other = SessionPair(config, ScriptedUpstream(respond=demo_responder(demo)),
+                            observer=observer, scan=later)
+        batches: list[bool] = []  # per batch: had v's NOOP been answered before it?
+        batch = later.usable_verdicts
+
+        async def watched(*args: Any) -> dict[str, CachedVerdict]:
+            if not batches:  # v's command arrives as u's listing starts
+                feed(other.channel, b"NOOP\r\n")
+            batches.append(b"+OK" in other.received())
+            return await batch(*args)
+
+        monkeypatch.setattr(later, "usable_verdicts", watched)
+        async with other:
+            await other.exchange(b"USER v\r\n")
+            await other.exchange(b"PASS p\r\n")
+            stat = await _login_and(later, demo, observer, b"u", b"STAT\r\n")
+        assert stat == b"+OK 8 %d\r\n" % sum(len(m) for m in mail)
+        assert _count(observer, "popproxy_scan_judged_total", how="rescored") == 8
+        # v was answered between u's batches, long before u's listing ended.
+        assert len(batches) == 8 and not batches[0] and any(batches[1:4])
+
+    run(main)
+
+
+async def _login_and(service: ScanService, demo: DemoUpstream, observer: Observer,
+                     user: bytes, command: bytes) -> bytes:
+    """Log ``user`` in through a session of ``service``; the reply to ``command``."""
+    config = make_config(1, scan={"enabled": True})
+    upstream = ScriptedUpstream(respond=demo_responder(demo))
+    async with SessionPair(config, upstream, observer=observer, scan=service) as pair:
+        await pair.exchange(b"USER " + user + b"\r\n")
+        assert (await pair.exchange(b"PASS p\r\n")).startswith(b"+OK")
+        return await pair.exchange(command)

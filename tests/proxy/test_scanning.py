@@ -11,14 +11,17 @@ quarantine directory, feed file mtimes) and change with everything else.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from popproxy.policy import Scan
+from popproxy.proxy import scanning
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import (
     MIN_WORKERS,
@@ -26,7 +29,7 @@ from popproxy.proxy.scanning import (
     default_workers,
     sweep_stale_spools,
 )
-from popproxy.proxy.verdict_cache import CachedVerdict
+from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, VerdictCache
 from popproxy.scan import Verdict
 from popproxy.scan.evidence import Evidence
 
@@ -170,3 +173,24 @@ def test_re_scoring_runs_once_per_distinct_evidence_and_generation(
                        other.carried_to("aaaa-2"), plain.carried_to("aaaa-3")]
     # The second is remembered; other evidence, or another generation, is scored again.
     assert calls == [plain.evidence, other.evidence, plain.evidence]
+
+
+def test_a_big_loaded_cache_is_frozen_out_of_gc_walks_until_the_last_service_closes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scanning, "FREEZE_LOADED_ENTRIES", 2)
+    state = tmp_path / "state"
+    state.mkdir()
+    cache = VerdictCache(state / CACHE_FILE)
+    for n in range(2):
+        cache.put(f"k{n}", CachedVerdict("pass", 0.0, (), 10, time.time(), "gen"))
+    gc.unfreeze()
+    first = ScanService(Scan(), state, Observer())
+    assert gc.get_freeze_count() > 0  # the loaded entries are no longer walked by gc
+    reloaded = ScanService(Scan(), state, Observer())  # a policy reload: both open a while
+    first.close()
+    assert gc.get_freeze_count() > 0  # the new service's entries stay frozen
+    reloaded.close()
+    assert gc.get_freeze_count() == 0  # collectable again (native extensions see no leak)
+    small = ScanService(Scan(), tmp_path / "other", Observer())  # below the bound: no freeze
+    assert gc.get_freeze_count() == 0
+    small.close()

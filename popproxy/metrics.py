@@ -87,6 +87,10 @@ DEFINITIONS: dict[str, _Def] = {
     "scan_listing_deferred": _Def(Counter, "popproxy_scan_listing_deferred_total",
                                   "Messages listed at the upstream's size because the listing "
                                   "budget was spent: judged at RETR/TOP, delivered size-kept"),
+    # PopproxyListingNearBudget compares the listing p95 with this, so the alert follows the
+    # configured budget instead of a number copied into the rule.
+    "scan_listing_budget": _Def(Gauge, "popproxy_scan_listing_budget_seconds",
+                                "The configured scan.listing_budget (0 while scanning is off)"),
 }
 
 
@@ -168,3 +172,4 @@ class Metrics:
     scan_judge_bytes: Counter
     scan_listing_seconds: Histogram
     scan_listing_deferred: Counter
+    scan_listing_budget: Gauge

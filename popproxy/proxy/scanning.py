@@ -123,6 +123,7 @@ class ScanService:
         self.spool_dir = state_dir / "spool"
         sweep_stale_spools(self.spool_dir)
         self._observer = observer
+        observer.metrics.scan_listing_budget.set(policy.listing_budget)
         self._clock = clock
         self._feed_pool = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="popproxy-feeds")
         # The TTLs are no worker business (and the deprecated alias would warn in each one).

@@ -175,6 +175,14 @@ def test_re_scoring_runs_once_per_distinct_evidence_and_generation(
     assert calls == [plain.evidence, other.evidence, plain.evidence]
 
 
+def test_the_listing_budget_is_exported_for_the_alert(tmp_path: Path) -> None:
+    observer = Observer()
+    service = ScanService(Scan(listing_budget=7.5), tmp_path / "state", observer)
+    service.close()
+    registry = observer.metrics.registry
+    assert registry.get_sample_value("popproxy_scan_listing_budget_seconds") == 7.5
+
+
 def test_a_big_loaded_cache_is_frozen_out_of_gc_walks_until_the_last_service_closes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scanning, "FREEZE_LOADED_ENTRIES", 2)

@@ -63,7 +63,8 @@ class InProcessScans(ScanService):
 
     async def render_sized_to(self, original: Path, entry: CachedVerdict, out: Path,
                               size: int) -> bool:
-        answer = scan_jobs.render_sized_to_file(original.read_bytes(), _order(entry), size, out)
+        answer = scan_jobs.render_sized_to_file(original.read_bytes(), _order(entry), size, out,
+                                                self.config.subject_prefix)
         return bool(answer["held"])
 
 
@@ -135,6 +136,39 @@ def test_list_during_the_budget_fallback_then_retr_gets_the_listed_size(
         assert second[1] == MESSAGES[1] and b"https://" not in second[0]
         assert _count(observer, "popproxy_scan_listing_deferred_total") == 3
         assert _count(observer, "popproxy_scan_listing_seconds_count") == 2
+
+    run(main)
+
+
+def test_a_tag_judged_at_retr_keeps_a_marker_where_its_subject_has_room(
+        tmp_path: Path) -> None:
+    roomy = PHISH.replace(b"Subject: Verify now", b"Subject: Verify your mailbox today")
+    short = PHISH.replace(b"Subject: Verify now", b"Subject: Act now")
+    mail = [m.replace(b"\r\n\r\n", b"\r\nMessage-ID: <%d@example.test>\r\n\r\n" % n, 1)
+            for n, m in enumerate([roomy, short, CLEAN, CLEAN], 1)]
+    demo = DemoUpstream({b"u": Mailbox(b"p", mail)})
+    observer = Observer()
+    # PHISH scores 15.5: tagged when defang and quarantine are out of reach.
+    tag_only = ScanThresholds(defang=100.0, quarantine=100.0, tag=1.0)
+    service = InProcessScans(Scan(listing_budget=BUDGET, thresholds=tag_only,
+                                  subject_prefix="[CAUTION]"), tmp_path / "state", observer)
+
+    async def main() -> None:
+        upstream = ScriptedUpstream(respond=demo_responder(demo), delays={"RETR": RETR_SECONDS})
+        config = make_config(1, scan={"enabled": True, "listing_budget": BUDGET})
+        async with SessionPair(config, upstream, observer=observer, scan=service) as pair:
+            await pair.exchange(b"USER u\r\n")
+            await pair.exchange(b"PASS p\r\n")
+            listing = await pair.exchange(b"LIST\r\n")  # 3 and 4 judged; 1 and 2 deferred
+            sizes = [int(line.split()[1]) for line in listing.split(b"\r\n")[1:-2]]
+            marked, degraded = [_body(await pair.exchange(b"RETR %d\r\n" % n)) for n in (1, 2)]
+        assert _count(observer, "popproxy_scan_listing_deferred_total") == 2
+        assert [len(marked), len(degraded)] == sizes[:2] == [len(mail[0]), len(mail[1])]
+        # Room in the Subject: the configured prefix over its start, links inert as a defang.
+        assert b"Subject: [CAUTION] Verify your    \r\n" in marked  # the words that fit
+        assert b"hxxp://198_51_100_7/login" in marked
+        # " Act now" is shorter than " [CAUTION]": no room, the degraded form (defang alone).
+        assert b"Subject: Act now\r\n" in degraded and b"hxxp://198_51_100_7/" in degraded
 
     run(main)
 

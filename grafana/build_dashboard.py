@@ -81,7 +81,24 @@ ROWS: list[tuple[str, list[tuple[str, str, str]]]] = [
 ]
 
 
+# A second series on a panel: the alert's threshold drawn next to the value it watches.
+THRESHOLDS: dict[str, tuple[str, str]] = {
+    # PopproxyListingNearBudget (alerts.yml): p95 over 75% of the smallest budget exported.
+    "First listing time p95": ("0.75 * min(popproxy_scan_listing_budget_seconds > 0)",
+                               "alert threshold (75% of scan.listing_budget)"),
+}
+
+
 def panel(pid: int, title: str, expr: str, unit: str, x: int, y: int) -> dict[str, Any]:
+    built = _panel(pid, title, expr, unit, x, y)
+    if title in THRESHOLDS:
+        threshold, legend = THRESHOLDS[title]
+        built["targets"].append({"refId": "B", "datasource": DS, "expr": threshold,
+                                 "legendFormat": legend})
+    return built
+
+
+def _panel(pid: int, title: str, expr: str, unit: str, x: int, y: int) -> dict[str, Any]:
     return {
         "id": pid, "type": "timeseries", "title": title, "datasource": DS,
         "gridPos": {"h": 8, "w": 6, "x": x, "y": y},

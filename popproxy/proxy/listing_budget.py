@@ -8,8 +8,8 @@ for them (RETR/TOP); what it then receives must be exactly that size (RFC 1939 s
 LIST's octet count is what RETR returns within the session), so their actions take a
 size-preserving form (``scan_jobs.render_sized``): tag and defang become the equal-length
 defang (a tag with its marker over the start of the Subject when there is room), quarantine
-(or a defang impossible in place) our notice padded to that size, with the original held.  The verdict is cached with its normal rendered size: later sessions see the
-normal form.
+(or a defang impossible in place) our notice padded to that size, with the original held.
+The verdict is cached with its normal rendered size: later sessions see the normal form.
 
 A message over ``scan.max_message_bytes`` left for RETR is held behind the padded notice in
 that session (it could only be judged on its head, and the tag it then gets adds header

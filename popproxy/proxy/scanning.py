@@ -362,8 +362,8 @@ class ScanService:
         await self.cache.close()
 
     def _unfreeze(self) -> None:
-        # Frozen objects are never collected, not even at exit (native extensions then report
-        # them as leaked): a closed service hands them back to the collector.
+        # Frozen objects in reference cycles are never collected: once the last service that
+        # froze them is closed (a reload's old one, or at exit), the collector gets them back.
         if self._frozen:
             self._frozen = False
             _FROZEN_BY[0] -= 1

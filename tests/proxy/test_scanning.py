@@ -198,7 +198,7 @@ def test_a_big_loaded_cache_is_frozen_out_of_gc_walks_until_the_last_service_clo
     first.close()
     assert gc.get_freeze_count() > 0  # the new service's entries stay frozen
     reloaded.close()
-    assert gc.get_freeze_count() == 0  # collectable again (native extensions see no leak)
+    assert gc.get_freeze_count() == 0  # collectable again
     small = ScanService(Scan(), tmp_path / "other", Observer())  # below the bound: no freeze
     assert gc.get_freeze_count() == 0
     small.close()

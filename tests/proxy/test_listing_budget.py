@@ -173,6 +173,28 @@ def test_a_tag_judged_at_retr_keeps_a_marker_where_its_subject_has_room(
     run(main)
 
 
+def test_a_deferred_message_judged_clean_is_not_kept_in_the_spool(tmp_path: Path) -> None:
+    demo = DemoUpstream({b"u": Mailbox(b"p", list(MESSAGES))})
+    observer = Observer()
+    service = InProcessScans(Scan(listing_budget=BUDGET), tmp_path / "state", observer)
+
+    async def main() -> None:
+        upstream = ScriptedUpstream(respond=demo_responder(demo), delays={"RETR": RETR_SECONDS})
+        config = make_config(1, scan={"enabled": True, "listing_budget": BUDGET})
+        async with SessionPair(config, upstream, observer=observer, scan=service) as pair:
+            await pair.exchange(b"USER u\r\n")
+            await pair.exchange(b"PASS p\r\n")
+            listing = await pair.exchange(b"LIST\r\n")  # message 2 (clean) is deferred
+            first = _body(await pair.exchange(b"RETR 2\r\n"))  # judged now: clean
+            assert not list(service.spool_dir.rglob("2.*"))  # its downloaded copy is gone
+            again = _body(await pair.exchange(b"RETR 2\r\n"))  # relayed as any clean one
+        assert first == again == MESSAGES[1]
+        assert listing.split(b"\r\n")[2] == b"2 %d" % len(MESSAGES[1])
+        assert upstream.verbs.count("RETR") == 2 + 2  # 4 and 5 at listing, 2 twice
+
+    run(main)
+
+
 UTF16_PHISH = (b"From: Security <alert@example.test>\r\nSubject: Verify now\r\n"
                b"Content-Type: text/html; charset=utf-16\r\n"
                b"Content-Transfer-Encoding: base64\r\n\r\n"

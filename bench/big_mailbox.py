@@ -141,7 +141,6 @@ scan:
 class Row:
     phase: str
     stat_s: float | None = None
-    stat_cpu_s: float = 0.0  # this process's CPU during the STAT: the proxy, not its workers
     downloaded: int = 0
     rescored: int = 0
     judge_octets: int = 0
@@ -149,6 +148,7 @@ class Row:
     mismatches: int = 0
     check_s: float = 0.0
     note: str = ""
+    stat_cpu_s: float = 0.0  # this process's CPU during the STAT: the proxy, not its workers
 
 
 def _counts(observer: Observer) -> tuple[int, int, int]:

@@ -71,3 +71,23 @@ def test_list_is_oldest_first_and_empty_without_a_directory(tmp_path: Path) -> N
     store.hold(_held("aa", held_at=9.0), ORIGINAL)
     store.hold(_held("cc", held_at=1.0), ORIGINAL)
     assert [h.id for h in store.list()] == ["cc", "bb", "aa"]
+
+
+def test_a_release_by_another_process_is_seen_though_answers_are_remembered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy, cli = QuarantineStore(tmp_path / "q"), QuarantineStore(tmp_path / "q")
+    proxy.hold(_held("ab12"), ORIGINAL)
+    assert not proxy.released("ab12")
+    reads: list[str] = []
+    real_get = QuarantineStore.get
+
+    def counted(store: QuarantineStore, message_id: str) -> HeldMessage:
+        reads.append(message_id)
+        return real_get(store, message_id)
+
+    monkeypatch.setattr(QuarantineStore, "get", counted)
+    assert not proxy.released("ab12") and reads == []  # same file: no read, no parse
+    cli.release("ab12")  # `popproxy quarantine release` rewrites the metadata
+    reads.clear()
+    assert proxy.released("ab12") and reads == ["ab12"]
+    assert not proxy.released("cd34")  # never held

@@ -35,6 +35,7 @@ from popproxy.proxy.generation import compose, settings_parts
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
 from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, RedisVerdicts, VerdictCache
+from popproxy.proxy.verdict_record import evidence_key
 from popproxy.quarantine import QuarantineStore
 from popproxy.scan import RENDER_VERSION, HostFeed, Scanner, Verdict
 from popproxy.scan.evidence import Evidence
@@ -133,6 +134,9 @@ class ScanService:
         self._feed_versions: list[tuple[str, int | None]] = []
         # Re-scored action per distinct evidence, under _memo_generation only (``rescored``).
         self._memo: dict[tuple[object, ...], str] = {}
+        # The same, by the evidence object's identity (pooled at load: verdict_record), which
+        # spares building and hashing the key for each of a listing's 20,000 entries.
+        self._memo_by_id: dict[int, tuple[Evidence, str]] = {}
         self._memo_generation = ""
         self._rescored_count = observer.metrics.scan_judged.labels("rescored")
         # The action code's output version is in the message part: a release whose tag/defang
@@ -162,6 +166,7 @@ class ScanService:
             await loop.run_in_executor(self._feed_pool, self._refresh_feeds)
             self._feed_versions = versions
             self._memo.clear()  # judged with the feeds as they were
+            self._memo_by_id.clear()
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
         return compose(self._message_part, self._evidence_settings, identities)
@@ -279,16 +284,21 @@ class ScanService:
         """``final_action(rescore(kept))``, once per distinct evidence and generation: most
         messages of a mailbox have the same few (plain text, no links), and re-scoring all
         20,000 of one was half of a STAT after a feed change (bench/README.md)."""
-        if generation != self._memo_generation or len(self._memo) >= MAX_RESCORE_MEMO:
+        if generation != self._memo_generation or len(self._memo_by_id) >= MAX_RESCORE_MEMO:
             self._memo.clear()
+            self._memo_by_id.clear()
             self._memo_generation = generation
-        memo_key = (kept.signals, kept.hosts, tuple(kept.features.items()), kept.truncated)
+        seen = self._memo_by_id.get(id(kept))
+        if seen is not None and seen[0] is kept:  # held: its id cannot name another object
+            return seen[1]
+        memo_key = evidence_key(kept)
         action = self._memo.get(memo_key)
         if action is None:
             verdict = self.rescore(kept)
             if verdict is None:
                 return None
             action = self._memo[memo_key] = self.final_action(verdict)
+        self._memo_by_id[id(kept)] = (kept, action)
         return action
 
     def final_action(self, verdict: Verdict) -> str:

@@ -8,8 +8,7 @@ Two levels.  This process's entries are kept in memory and appended to a JSON-li
 state directory (they survive restarts).  With ``scan.redis_url`` they are also written to Redis,
 shared by every instance behind the balancer: a client whose next session lands on another
 instance gets the verdict (and so the sizes) it was shown before, without a second scan.  Keys
-are hashes (no usernames in the file or in Redis); Redis keys carry a TTL.  A listing reads and
-writes Redis in batches (``get_many``/``put_many``: one round trip each per batch)."""
+are hashes (no usernames in the file or in Redis); Redis keys carry a TTL (batched per listing)."""
 
 from __future__ import annotations
 
@@ -146,6 +145,7 @@ class VerdictCache:
             self._load(path)
 
     def _load(self, path: Path) -> None:
+        pool: dict[tuple[object, ...], Any] = {}  # verdict_record.EvidencePool
         for number, line in enumerate(path.read_text().splitlines(), 1):
             self._lines += 1
             try:
@@ -157,7 +157,7 @@ class VerdictCache:
                 if record.get(FORGOTTEN):
                     self._drop(key)
                     continue
-                entry = from_record(record)
+                entry = from_record(record, pool)
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("%s:%d: unreadable verdict cache line skipped", path, number)
                 continue

@@ -308,3 +308,17 @@ def test_a_listing_batch_costs_one_shared_round_trip_each_way(tmp_path: Path) ->
     assert cache.get("shared-current") is not None  # copied here: no round trip next time
     assert set(shared.stored) == {"local-stale", "nowhere", "shared-current"}
     assert cache.get("local-stale") == _with_evidence().carried_to(NEW_GEN)
+
+
+def test_equal_evidence_loaded_from_the_file_is_one_object(tmp_path: Path) -> None:
+    path = tmp_path / "verdicts.jsonl"
+    cache = VerdictCache(path)
+    for key in ("k1", "k2"):
+        cache.put(key, _with_evidence())
+    cache.put("k3", CachedVerdict("pass", 0.0, (), 1, 1_000_000.0, STALE_GEN,
+                                  evidence=Evidence((), ("other.test",), {})))
+    again = VerdictCache(path)
+    first, second, other = (again.get(k) for k in ("k1", "k2", "k3"))
+    assert first is not None and second is not None and other is not None
+    assert first.evidence is second.evidence and first.evidence == _with_evidence().evidence
+    assert other.evidence is not first.evidence

@@ -101,12 +101,14 @@ class BudgetedMailbox(MailboxView):
             await asyncio.sleep(0)  # yield: a batch of cache hits never awaits anything real
 
     async def _live_entries(self) -> list[tuple[int, CachedVerdict]]:
-        # After the first listing every verdict is held: no coroutine per message (a message
-        # a failed listing left without one is judged by entry(), as without a budget).
-        found = [(n, self._entries[n] if n in self._entries else await self.entry(n))
-                 for n in sorted(await self._load()) if n not in self.deleted]
+        # After the first listing every verdict is held: a plain loop, no coroutine per
+        # message (one a failed listing left without a verdict is judged by entry(), as
+        # without a budget).
+        numbers = [n for n in sorted(await self._load()) if n not in self.deleted]
+        for number in [n for n in numbers if n not in self._entries]:
+            await self.entry(number)
         self._service.cache.flush()  # the listing's carried-over verdicts, in one append
-        return [(n, entry) for n, entry in found if entry is not None]
+        return [(n, self._entries[n]) for n in numbers if n in self._entries]
 
     async def _judge_new(self, number: int, key: str) -> CachedVerdict:
         if self._deadline is None or self._now() < self._deadline:

@@ -62,7 +62,7 @@ TRANSIENT_CAUSES = frozenset({"error"})
 MAX_RESCORE_MEMO = 50_000
 # A verdict cache loaded with at least this many entries is moved out of the garbage
 # collector's walks (gc.freeze): they live as long as the process, and a full collection over
-# 20,000 of them (with their evidence) cost 0.07-0.4 s of a re-scoring STAT (bench/README.md).
+# 20,000 of them (with their evidence) cost 0.07-1.0 s of a re-scoring STAT (bench/README.md).
 # Below it a full collection is cheap, and tests that start many services freeze nothing.
 FREEZE_LOADED_ENTRIES = 5_000
 # gc.freeze is process-wide and a policy reload starts a new service before the old one

@@ -179,7 +179,24 @@ def _target(expr: str, legend: str = "__auto") -> dict[str, Any]:
     return {"refId": "A", "datasource": DS, "expr": scoped(expr), "legendFormat": legend}
 
 
+# A second series on a panel: the alert's threshold drawn next to the value it watches.
+THRESHOLDS: dict[str, tuple[str, str]] = {
+    # PopproxyListingNearBudget (alerts.yml): p95 over 75% of the smallest budget exported.
+    "First listing time p95": ("0.75 * min(popproxy_scan_listing_budget_seconds > 0)",
+                               "alert threshold (75% of scan.listing_budget)"),
+}
+
+
 def panel(pid: int, spec: Panel, x: int, y: int) -> dict[str, Any]:
+    built = _panel(pid, spec, x, y)
+    if spec[0] in THRESHOLDS:
+        threshold, legend = THRESHOLDS[spec[0]]
+        built["targets"].append({"refId": "B", "datasource": DS, "expr": scoped(threshold),
+                                 "legendFormat": legend})
+    return built
+
+
+def _panel(pid: int, spec: Panel, x: int, y: int) -> dict[str, Any]:
     title, expr, unit, description = spec
     return {
         "id": pid, "type": "timeseries", "title": title, "description": description,

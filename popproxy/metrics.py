@@ -153,6 +153,11 @@ DEFINITIONS: dict[str, _Def] = {
                            "scan.max_message_bytes, judged on their head), time_budget (killed "
                            "at the deadline or crashed worker), error (scanner error or no "
                            "worker)", ("reason",)),
+    # PopproxyListingNearBudget compares the listing p95 with this, so the alert follows the
+    # configured budget instead of a number copied into the rule.
+    "scan_listing_budget": _Def(Gauge, "popproxy_scan_listing_budget_seconds",
+                                "The configured scan.listing_budget (0 while scanning is off)",
+                                multiprocess_mode="livemin"),  # every worker sets the same
 }
 
 
@@ -255,6 +260,7 @@ class Metrics:
     scan_listing_seconds: Histogram
     scan_listing_deferred: Counter
     scan_unscanned: Counter
+    scan_listing_budget: Gauge
 
 
 # The supervisor's own metrics (workers > 1): served next to the workers' summed ones, never

@@ -36,6 +36,10 @@ DESCRIBE_CHARS = 200
 # A mailbox: the hash naming it (verdict_record.mailbox_key), 16 hex digits: a safe file name.
 BOX_CHARS = ID_CHARS
 
+# Released answers remembered per metadata file version (``released``); past this many held
+# messages the memo starts again (an entry is a few hundred bytes).
+MAX_RELEASED_MEMO = 100_000
+
 
 @dataclass(frozen=True)
 class HeldMessage:
@@ -93,6 +97,8 @@ def _write_meta(path: Path, held: HeldMessage) -> None:
 class QuarantineStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # id -> ((mtime_ns, size) of its .json, released): see ``released``.
+        self._released: dict[str, tuple[tuple[int, int], bool]] = {}
 
     def _paths(self, message_id: str) -> tuple[Path, Path]:
         if not message_id or set(message_id) - ID_CHARS:  # ids are hex: no path tricks
@@ -152,10 +158,26 @@ class QuarantineStore:
         return eml.read_bytes()
 
     def released(self, message_id: str) -> bool:
+        """Whether the held message was released (False when unknown).  Asked for every held
+        message at every listing (975 of bench/big_mailbox.py's 20,000): the answer is kept
+        per version of its metadata file, so a listing costs a stat per held message, not a
+        read and a JSON parse.  A release (another process) rewrites the file: a new version."""
         try:
-            return self.get(message_id).released
+            found = self._paths(message_id)[1].stat()
+        except (KeyError, OSError):
+            return False
+        version = (found.st_mtime_ns, found.st_size)
+        known = self._released.get(message_id)
+        if known is not None and known[0] == version:
+            return known[1]
+        try:
+            answer = self.get(message_id).released
         except (KeyError, TypeError, ValueError):  # unknown, or metadata an admin broke
             return False
+        if len(self._released) >= MAX_RELEASED_MEMO:
+            self._released.clear()
+        self._released[message_id] = (version, answer)
+        return answer
 
     def release(self, message_id: str) -> HeldMessage:
         held = replace(self.get(message_id), released=True)

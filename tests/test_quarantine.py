@@ -125,3 +125,23 @@ def test_an_unreadable_entry_is_skipped_not_fatal(tmp_path: Path) -> None:
     assert [h.id for h in store.list()] == ["ab12"]
     assert not store.released("cd34")
     assert store.purge(0.5, 10.0) == ["ab12"] and store.list() == []
+
+
+def test_a_release_by_another_process_is_seen_though_answers_are_remembered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy, cli = QuarantineStore(tmp_path / "q"), QuarantineStore(tmp_path / "q")
+    proxy.hold(_held("ab12"), ORIGINAL)
+    assert not proxy.released("ab12")
+    reads: list[str] = []
+    real_get = QuarantineStore.get
+
+    def counted(store: QuarantineStore, message_id: str) -> HeldMessage:
+        reads.append(message_id)
+        return real_get(store, message_id)
+
+    monkeypatch.setattr(QuarantineStore, "get", counted)
+    assert not proxy.released("ab12") and reads == []  # same file: no read, no parse
+    cli.release("ab12")  # `popproxy quarantine release` rewrites the metadata
+    reads.clear()
+    assert proxy.released("ab12") and reads == ["ab12"]
+    assert not proxy.released("cd34")  # never held

@@ -7,9 +7,9 @@ answered from it.  The rest are listed at the upstream's size and judged when th
 for them (RETR/TOP); what it then receives must be exactly that size (RFC 1939 section 5:
 LIST's octet count is what RETR returns within the session), so their actions take a
 size-preserving form (``scan_jobs.render_sized``): tag and defang become the equal-length
-defang, quarantine (or a defang impossible in place) our notice padded to that size, with the
-original held.  The verdict is cached with its normal rendered size: later sessions see the
-normal form.
+defang (a tag with its marker over the start of the Subject when there is room), quarantine
+(or a defang impossible in place) our notice padded to that size, with the original held.
+The verdict is cached with its normal rendered size: later sessions see the normal form.
 
 A message over ``scan.max_message_bytes`` left for RETR is held behind the padded notice in
 that session (it could only be judged on its head, and the tag it then gets adds header
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from popproxy.metrics import Metrics
 from popproxy.proxy.delivery import send_file
-from popproxy.proxy.mailbox import MailboxView
+from popproxy.proxy.mailbox import TOO_LARGE, MailboxView
 from popproxy.proxy.relay import ClientSink
 from popproxy.proxy.scan_pool import JobFailed
 from popproxy.proxy.scanning import ScanService
@@ -39,6 +39,15 @@ log = logging.getLogger("popproxy.scan")
 
 # The reason a message listed before it was judged carries until RETR/TOP judges it.
 DEFERRED = "listing-budget"
+# Messages per batch of the first listing: one shared-level round trip each way and one
+# turn of the event loop per batch.  500 cached verdicts take 5-10 ms here (bench/README.md:
+# 20,000 in 0.2-0.3 s of CPU), so another session waits at most that long behind a listing,
+# and a Redis pipeline stays a few hundred KB.
+LISTING_BATCH = 500
+
+
+def _judged_on_head(entry: CachedVerdict) -> bool:
+    return TOO_LARGE in entry.signals  # over scan.max_message_bytes (mailbox._too_large_entry)
 
 
 class BudgetedMailbox(MailboxView):
@@ -68,11 +77,40 @@ class BudgetedMailbox(MailboxView):
         started = self._now()
         self._deadline = started + self._service.policy.listing_budget
         try:
-            for number in sorted(await self._load(), reverse=True):
-                await self.entry(number)
+            await self._judge_listing()
         finally:
             self._deadline = None
             self._metrics.scan_listing_seconds.observe(self._now() - started)
+
+    async def _judge_listing(self) -> None:
+        """Every listed message's verdict, newest first, LISTING_BATCH at a time: the cached
+        ones looked up, re-scored and stored as one batch in one synchronous loop (no coroutine
+        per message), the others downloaded (``_judge_new``, within the budget).  Between
+        batches the loop runs other sessions: a mailbox of 20,000 re-scored verdicts must not
+        hold every other client's command up for its whole listing."""
+        generation = await self._current_generation()
+        todo = [n for n in sorted(await self._load(), reverse=True)
+                if n not in self._entries and n not in self.deleted]
+        for start in range(0, len(todo), LISTING_BATCH):
+            batch = todo[start:start + LISTING_BATCH]
+            usable = await self._service.usable_verdicts([self._keys[n] for n in batch],
+                                                         generation, _judged_on_head)
+            for number in batch:
+                cached = usable.get(self._keys[number])
+                if cached is None:
+                    cached = await self._judge_new(number, self._keys[number])
+                self._keep(number, cached)
+            await asyncio.sleep(0)  # yield: a batch of cache hits never awaits anything real
+
+    async def _live_entries(self) -> list[tuple[int, CachedVerdict]]:
+        # After the first listing every verdict is held: a plain loop, no coroutine per
+        # message (one a failed listing left without a verdict is judged by entry(), as
+        # without a budget).
+        numbers = [n for n in sorted(await self._load()) if n not in self.deleted]
+        for number in [n for n in numbers if n not in self._entries]:
+            await self.entry(number)
+        self._service.cache.flush()  # the listing's carried-over verdicts, in one append
+        return [(n, self._entries[n]) for n in numbers if n in self._entries]
 
     async def _judge_new(self, number: int, key: str) -> CachedVerdict:
         if self._deadline is None or self._now() < self._deadline:
@@ -105,6 +143,9 @@ class BudgetedMailbox(MailboxView):
             path = await self._judge_deferred(number)
             self._sized[number] = path
         self._count_relayed(await send_file(self._client, (path,), top_lines))
+        if number not in self._deferred:  # judged clean: relayed from the upstream from now on
+            del self._sized[number]
+            path.unlink(missing_ok=True)
 
     async def _judge_deferred(self, number: int) -> Path:
         """Judge a deferred message now; the spool file of what the client receives, of
@@ -131,7 +172,15 @@ class BudgetedMailbox(MailboxView):
                     reasons=list(entry.reasons[:5]), quarantine_id=entry.quarantine_id,
                     deferred=True)
         if action == "pass":
-            await service.cache.store(self._key(number), replace(entry, quarantine_id=""))
+            clean = replace(entry, quarantine_id="")
+            await service.cache.store(self._keys[number], clean)
+            # Its size is the upstream's, as listed: a later RETR/TOP relays it like any clean
+            # message, so the session's spool does not keep a copy of every deferred message
+            # (14,300 of bench/big_mailbox.py's cold session: 270 MB, whose removal at the
+            # session's end then held the event loop for over 30 s).
+            self._entries[number] = clean
+            if self._deferred is not None:
+                self._deferred.discard(number)
             return original.path
         return await self._sized_copy(number, original, entry, size)
 
@@ -167,7 +216,7 @@ class BudgetedMailbox(MailboxView):
             normal.unlink(missing_ok=True)
         kept = replace(entry, size=size,
                        quarantine_id=entry.quarantine_id if entry.action == "quarantine" else "")
-        await self._service.cache.store(self._key(number), kept)
+        await self._service.cache.store(self._keys[number], kept)
 
     def _held(self, number: int, original: Spooled, entry: CachedVerdict, size: int) -> Path:
         """Hold the original; our notice padded to ``size`` is the client's copy."""

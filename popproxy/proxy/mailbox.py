@@ -92,9 +92,6 @@ class MailboxView:
             await self._service.cache.forget(self._box, set(self._keys.values()))
         return self._uidls
 
-    def _key(self, number: int) -> str:
-        return self._keys[number]
-
     # ------------------------------------------------------------ verdicts
     async def entry(self, number: int) -> CachedVerdict | None:
         """The verdict for message ``number`` (scanning it now if it has none yet)."""
@@ -103,7 +100,7 @@ class MailboxView:
             return None
         if number in self._entries:
             return self._entries[number]
-        key, generation = self._key(number), await self._current_generation()
+        key, generation = self._keys[number], await self._current_generation()
         # This instance's cache, then (with Redis) the one all instances share: a client whose
         # sessions alternate between instances sees the sizes it saw before.
         cached = await self._service.cache.lookup(key, generation)
@@ -114,6 +111,10 @@ class MailboxView:
                                                     TOO_LARGE in cached.signals)
         if cached is None:
             cached = await self._judge_new(number, key)
+        return self._keep(number, cached)
+
+    def _keep(self, number: int, cached: CachedVerdict) -> CachedVerdict:
+        """``cached`` as this session uses it (a released quarantine is a pass), kept."""
         if cached.action == "quarantine" and self._service.quarantine.released(
             cached.quarantine_id
         ):

@@ -21,7 +21,9 @@ from popproxy.scan import Scanner, ScanSettings, Signal, Verdict, apply_action
 from popproxy.scan.actions import quarantine_notice
 from popproxy.scan.headers import OWN_PREFIX
 from popproxy.scan.risky import RiskyMode, has_risky_attachment
+from popproxy.scan.settings import DEFAULT_SUBJECT_PREFIX
 from popproxy.scan.sized_defang import sized_defang
+from popproxy.scan.sized_marker import mark_subject
 from popproxy.scan.sized_notice import padded_notice
 from popproxy.scan.verdict import Action
 from popproxy.scan.weights import WEIGHTS
@@ -137,28 +139,34 @@ def render_to_file(config: ScanSettings, original: bytes, order: RenderOrder, ou
 
 
 def render_sized(original: bytes, order: RenderOrder, size: int,
-                 risky: RiskyMode = "keep") -> tuple[bytes, bool]:
+                 risky: RiskyMode = "keep",
+                 subject_prefix: str = DEFAULT_SUBJECT_PREFIX) -> tuple[bytes, bool]:
     """The client's copy of a message it was told is ``size`` octets before it was judged (the
     listing budget): exactly ``size`` octets, and whether the original must be held.
 
     tag and defang: the size-preserving defang (a tag cannot add its header fields without
-    growing the message, so it is degraded to the stronger defang, never to the original);
-    quarantine, or a defang impossible in place: our notice padded to ``size``.  So is a
-    message with a risky attachment ``risky`` (scan.risky_attachments) would remove: the
-    size-preserving defang keeps every attachment's bytes.
+    growing the message, so it is degraded to the stronger defang, never to the original); a
+    tag also gets ``subject_prefix`` over the start of its Subject when the line has room
+    (:mod:`popproxy.scan.sized_marker`); quarantine, or a defang impossible in place: our
+    notice padded to ``size``.  So is a message with a risky attachment ``risky``
+    (scan.risky_attachments) would remove: the size-preserving defang keeps every
+    attachment's bytes.
     """
     if order.action in ("tag", "defang") and (risky == "keep"
                                               or not has_risky_attachment(original)):
         defanged = sized_defang(rename_forged_headers(original))
+        if defanged is not None and order.action == "tag":
+            defanged = mark_subject(defanged, subject_prefix) or defanged
         if defanged is not None and len(defanged) == size:
             return defanged, False
     return padded_notice(order.quarantine_id, order.scanned_at, size), True
 
 
-def render_sized_to_file(original: bytes, order: RenderOrder, size: int,
-                         out: Path, risky: RiskyMode = "keep") -> dict[str, Any]:
+def render_sized_to_file(original: bytes, order: RenderOrder, size: int, out: Path,
+                         risky: RiskyMode = "keep",
+                         subject_prefix: str = DEFAULT_SUBJECT_PREFIX) -> dict[str, Any]:
     """``render_sized`` into a new spool file (mode 0600): the worker's answer."""
-    data, held = render_sized(original, order, size, risky)
+    data, held = render_sized(original, order, size, risky, subject_prefix)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)

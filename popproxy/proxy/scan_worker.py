@@ -71,7 +71,8 @@ def handle(job: dict[str, Any], payload: bytes, scanner: Scanner,
     if job["op"] == "render_sized":  # the listing budget: the size the client was told
         order = scan_jobs.RenderOrder.from_json(job["order"])
         return scan_jobs.render_sized_to_file(payload, order, int(job["size"]), Path(job["out"]),
-                                              config.risky_attachments)
+                                              config.risky_attachments,
+                                              config.subject_prefix)
     raise ValueError("unknown job")
 
 

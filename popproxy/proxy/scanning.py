@@ -18,10 +18,8 @@ suspicious, not clean: it is delivered with ``scan.fail_open_action`` (or quaran
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,16 +31,13 @@ from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.generation import compose, settings_parts
 from popproxy.proxy.observe import Observer
-from popproxy.proxy.redis_client import connect
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
-from popproxy.proxy.store_sqlite import SqliteVerdicts
+from popproxy.proxy.spool import sweep_stale_spools
 from popproxy.proxy.verdict_cache import (
-    CACHE_FILE,
     CachedVerdict,
-    RedisVerdicts,
-    SharedVerdicts,
-    VerdictCache,
 )
+from popproxy.proxy.verdict_levels import freeze_if_big, open_verdict_cache, release_freeze
+from popproxy.proxy.verdict_record import evidence_key
 from popproxy.quarantine import QuarantineStore
 from popproxy.scan import RENDER_VERSION, HostFeed, Scanner, Verdict
 from popproxy.scan.evidence import Evidence
@@ -76,35 +71,6 @@ TOO_LARGE_REASON = "too_large"
 # far more than one listing's messages share (4,103 among bench/big_mailbox.py's 20,000),
 # a few MB at most; past it the memo starts again.
 MAX_RESCORE_MEMO = 50_000
-
-
-def sweep_stale_spools(spool_dir: Path) -> list[Path]:
-    """Remove the session spools (``<pid>-<random>``) of processes that are gone: a proxy
-    killed mid-session leaves copies of mail behind.  Spools of live processes (this one's
-    sessions across a reload included) stay.  The directories removed."""
-    removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for path in spool_dir.iterdir():
-            pid = path.name.split("-", 1)[0]
-            if not pid.isdigit() or _alive(int(pid)):
-                continue
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    if removed:
-        log.info("removed %d spool directories of stopped processes", len(removed))
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: not ours to judge
-    return True
-
-
 def default_workers() -> int:
     return max(MIN_WORKERS, len(os.sched_getaffinity(0)))
 
@@ -122,20 +88,13 @@ class ScanService:
         self._cache_counts: dict[str, Counter] = {}  # verdict_cache children by result
         # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
-        ttl = policy.cache_ttl
-        shared: SharedVerdicts | None = None
-        if policy.redis is not None:
-            shared = RedisVerdicts(connect(policy.redis), ttl)
-        elif host_db is not None:
-            shared = SqliteVerdicts(host_db, ttl, clock)
-        # With workers sharing state_dir, no per-process JSON-lines file (several processes
-        # would append to one): the shared level is the durable one, memory the local one.
-        path = state_dir / CACHE_FILE if host_db is None else None
-        self.cache = VerdictCache(path, shared, self._count_cache, ttl=ttl, wall_clock=clock)
+        self.cache = open_verdict_cache(policy, state_dir, host_db, self._count_cache, clock)
+        self._frozen = freeze_if_big(len(self.cache))
         self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")
         self.spool_dir = state_dir / "spool"
         sweep_stale_spools(self.spool_dir)
         self._observer = observer
+        observer.metrics.scan_listing_budget.set(policy.listing_budget)
         self._clock = clock
         self._next_retention = 0.0  # clock time of the next scan.quarantine_retention pass
         self.apply_retention()
@@ -148,6 +107,9 @@ class ScanService:
         # Re-scored action per distinct evidence, under _memo_generation only (``rescored``).
         self._memo: dict[tuple[object, ...], str] = {}
         self._generation_of: tuple[list[str] | None, str] = (None, "")  # (feed identities, it)
+        # The same, by the evidence object's identity (pooled at load: verdict_record), which
+        # spares building and hashing the key for each of a listing's 20,000 entries.
+        self._memo_by_id: dict[int, tuple[Evidence, str]] = {}
         self._memo_generation = ""
         self._rescored_count = observer.metrics.scan_judged.labels("rescored")
         # The action code's output version is in the message part: a release whose tag/defang
@@ -181,6 +143,7 @@ class ScanService:
             await loop.run_in_executor(self._feed_pool, self._refresh_feeds)
             self._feed_versions = versions
             self._memo.clear()  # judged with the feeds as they were
+            self._memo_by_id.clear()
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
         if identities != self._generation_of[0]:  # hashed once per feed change, not per login
@@ -272,6 +235,30 @@ class ScanService:
             await self.cache.store(key, carried, carried_from=cached.generation)
         return carried
 
+    async def usable_verdicts(self, keys: list[str], generation: str,
+                              too_large: Callable[[CachedVerdict], bool]
+                              ) -> dict[str, CachedVerdict]:
+        """The verdict of each key that has a usable one: current, or carried over from an
+        older evidence generation (:meth:`rescored`; ``too_large`` tells which were judged on
+        their head).  The keys left out must be judged from the message.  One batch: the
+        shared level is read once and written once (``get_many``/``put_many``), however many
+        keys, and no coroutine runs per key (a 20,000-message listing, bench/README.md)."""
+        usable = await self.cache.lookup_many(keys, generation)
+        carried: list[tuple[str, CachedVerdict, str]] = []
+        for key, cached in list(usable.items()):
+            if cached.generation == generation:
+                continue
+            moved = self.rescored(cached, generation, too_large(cached))
+            if moved is None:
+                del usable[key]  # its action changed: downloaded and judged again
+                continue
+            usable[key] = moved
+            carried.append((key, moved, cached.generation))
+        if carried:
+            self._rescored_count.inc(len(carried))
+            await self.cache.store_many(carried)  # in the file at the listing's flush
+        return usable
+
     def rescored(self, cached: CachedVerdict, generation: str,
                  too_large: bool = False) -> CachedVerdict | None:
         """``cached`` carried over to ``generation`` when re-scoring its evidence keeps its
@@ -299,16 +286,21 @@ class ScanService:
         """``final_action(rescore(kept))``, once per distinct evidence and generation: most
         messages of a mailbox have the same few (plain text, no links), and re-scoring all
         20,000 of one was half of a STAT after a feed change (bench/README.md)."""
-        if generation != self._memo_generation or len(self._memo) >= MAX_RESCORE_MEMO:
+        if generation != self._memo_generation or len(self._memo_by_id) >= MAX_RESCORE_MEMO:
             self._memo.clear()
+            self._memo_by_id.clear()
             self._memo_generation = generation
-        memo_key = (kept.signals, kept.hosts, tuple(kept.features.items()), kept.truncated)
+        seen = self._memo_by_id.get(id(kept))
+        if seen is not None and seen[0] is kept:  # held: its id cannot name another object
+            return seen[1]
+        memo_key = evidence_key(kept)
         action = self._memo.get(memo_key)
         if action is None:
             verdict = self.rescore(kept)
             if verdict is None:
                 return None
             action = self._memo[memo_key] = self.final_action(verdict)
+        self._memo_by_id[id(kept)] = (kept, action)
         return action
 
     def final_action(self, verdict: Verdict, too_large: bool = False) -> str:
@@ -367,15 +359,22 @@ class ScanService:
 
     def close(self) -> None:
         self.cache.flush()  # verdicts carried over by sessions still open
+        self._unfreeze()
         self._workers.close()
         self._feed_pool.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
         """``close``, waiting for the workers, and the shared cache's Redis connections."""
         self.cache.flush()
+        self._unfreeze()
         self._feed_pool.shutdown(wait=False, cancel_futures=True)
         await self._workers.aclose()
         await self.cache.close()
+
+    def _unfreeze(self) -> None:
+        if self._frozen:
+            self._frozen = False
+            release_freeze()
 
 
 def _feed_identity(feed: HostFeed, mtime_ns: int | None) -> str:

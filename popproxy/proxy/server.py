@@ -349,6 +349,8 @@ class ProxyServer:
             if old is not None:
                 spawn(old.close(), "close-old-lockout-store")
         if scan is not self.scan:
+            if scan is None:  # scanning turned off: no budget for the alert to compare with
+                self.observer.metrics.scan_listing_budget.set(0)
             old_scan, self.scan = self.scan, scan
             if old_scan is not None:
                 spawn(self._close_after_sessions(old_scan, set(self._sessions)),

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("popproxy.scan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +53,30 @@ def header_end(message: bytearray) -> int | None:
     if crlf != -1 and (lf == -1 or crlf < lf):
         return crlf + 4
     return None if lf == -1 else lf + 2
+
+
+def sweep_stale_spools(spool_dir: Path) -> list[Path]:
+    """Remove the session spools (``<pid>-<random>``) of processes that are gone: a proxy
+    killed mid-session leaves copies of mail behind.  Spools of live processes (this one's
+    sessions across a reload included) stay.  The directories removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for path in spool_dir.iterdir():
+            pid = path.name.split("-", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d spool directories of stopped processes", len(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge
+    return True

@@ -1,30 +1,26 @@
 """Scan results remembered per message (upstream, user, UIDL), so sizes stay consistent.
 
-RFC 1939 wants the octet counts of STAT and LIST to equal what RETR returns, and UIDL never
-changes.  The proxy therefore scans a message before it first reports its size, stores what
-the client will receive (action, reasons, resulting size), and re-applies the same action to
-the same original on RETR/TOP.
+RFC 1939 wants STAT and LIST octets to equal what RETR returns, and UIDL never changes.  The
+proxy scans a message before it first reports its size, stores what the client will receive
+(action, reasons, size), and re-applies the same action to the same original on RETR/TOP.
 
 Two levels.  This process's entries are kept in memory and appended to a JSON-lines file in the
 state directory (they survive restarts).  With ``scan.redis_url`` they are also written to Redis,
 shared by every instance behind the balancer: a client whose next session lands on another
 instance gets the verdict (and so the sizes) it was shown before, without a second scan.  Keys
-are hashes (no usernames in the file or in Redis); Redis keys carry a TTL.
-"""
+are hashes (no usernames in the file or in Redis); Redis keys carry a TTL (batched per listing)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from popproxy.proxy.generation import same_message_generation
-from popproxy.proxy.lockout_store import REDIS_TIMEOUT
 from popproxy.proxy.verdict_journal import (
     CARRIED,
     MAX_PENDING,
@@ -41,19 +37,17 @@ from popproxy.proxy.verdict_record import (
     mailbox_key,
     to_record,
 )
+from popproxy.proxy.verdict_shared import REDIS_PREFIX, RedisVerdicts, SharedVerdicts
 
-if TYPE_CHECKING:
-    from popproxy.proxy.redis_client import SharedClient
-
-# The record names moved to verdict_record stay importable from here.
-__all__ = ["ACTIONS", "CACHE_FILE", "FORGOTTEN", "OPTIONAL", "CachedVerdict", "RedisVerdicts",
+# The record names moved to verdict_record, and the shared level to verdict_shared, stay
+# importable from here.
+__all__ = ["ACTIONS", "CACHE_FILE", "FORGOTTEN", "OPTIONAL", "REDIS_PREFIX", "CachedVerdict",
+           "RedisVerdicts",
            "SharedVerdicts", "VerdictCache", "cache_key", "from_record", "mailbox_key", "to_record"]
 
 log = logging.getLogger("popproxy.scan")
 
 CACHE_FILE = "verdicts.jsonl"
-# Single-key commands only, so no hash tag: verdicts spread over a Redis Cluster's slots.
-REDIS_PREFIX = "popproxy:verdict:"
 # After a failed Redis call, judge locally without asking Redis for this long: a dead Redis then
 # costs one timeout per few seconds, not one per message of a long listing.
 RETRY_AFTER = 5.0
@@ -66,52 +60,6 @@ MAX_LOCAL_WITH_SHARED = 100_000
 SWEEP_EVERY = 10_000
 # A file line that drops its key's entry (the upstream no longer lists the message).
 FORGOTTEN = "forgotten"
-
-
-class SharedVerdicts(Protocol):
-    """The shared level: ``RedisVerdicts`` (hosts), or ``store_sqlite.SqliteVerdicts`` (the
-    workers of one host)."""
-
-    async def get(self, key: str) -> CachedVerdict | None: ...
-
-    async def put(self, key: str, entry: CachedVerdict) -> None: ...
-
-    async def delete(self, keys: list[str]) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class RedisVerdicts:
-    """The shared level: one JSON string per verdict at ``popproxy:verdict:<key>``, with a TTL."""
-
-    def __init__(self, client: SharedClient, ttl: float) -> None:
-        """``client``: from ``redis_client.connect`` (one server, Sentinel or Cluster)."""
-        self._redis = client
-        self._ttl = max(1, int(ttl))
-
-    async def get(self, key: str) -> CachedVerdict | None:
-        async with asyncio.timeout(REDIS_TIMEOUT * 2):  # bounds reconnects and retries too
-            raw = await self._redis.get(REDIS_PREFIX + key)
-        if raw is None:
-            return None
-        try:
-            return from_record(json.loads(raw))
-        except (ValueError, KeyError, TypeError):
-            # Written by another version, or damaged: judge the message again and overwrite.
-            log.warning("unreadable shared verdict %s%s ignored", REDIS_PREFIX, key)
-            return None
-
-    async def put(self, key: str, entry: CachedVerdict) -> None:
-        value = json.dumps(to_record(entry), separators=(",", ":"))
-        async with asyncio.timeout(REDIS_TIMEOUT * 2):
-            await self._redis.set(REDIS_PREFIX + key, value, ex=self._ttl)
-
-    async def delete(self, keys: list[str]) -> None:
-        async with asyncio.timeout(REDIS_TIMEOUT * 2):
-            await self._redis.delete(*(REDIS_PREFIX + key for key in keys))
-
-    async def close(self) -> None:
-        await self._redis.aclose()
 
 
 def _ignore(result: str) -> None:
@@ -152,6 +100,7 @@ class VerdictCache:
             self._load(path)
 
     def _load(self, path: Path) -> None:
+        pool: dict[tuple[object, ...], Any] = {}  # verdict_record.EvidencePool
         for number, line in enumerate(path.read_text().splitlines(), 1):
             self._lines += 1
             try:
@@ -163,7 +112,7 @@ class VerdictCache:
                 if record.get(FORGOTTEN):
                     self._drop(key)
                     continue
-                entry = from_record(record)
+                entry = from_record(record, pool)
             except (ValueError, KeyError, TypeError, AttributeError):
                 log.warning("%s:%d: unreadable verdict cache line skipped", path, number)
                 continue
@@ -290,31 +239,50 @@ class VerdictCache:
         """A verdict judged under ``generation``; else one judged under the same message part
         of it (only its evidence part differs: the caller re-scores it, see
         ``split_generation``); else None: the message must be judged now."""
-        local = self.get(key)
-        if local is not None and local.generation == generation:
-            self._on_result("local_hit")
-            return local
-        stale = local if local is not None and same_message_generation(
-            local.generation, generation) else None
+        return (await self.lookup_many([key], generation)).get(key)
+
+    async def lookup_many(self, keys: list[str], generation: str) -> dict[str, CachedVerdict]:
+        """:meth:`lookup` of each key (those with nothing usable left out); the keys with no
+        current local verdict cost one shared round trip together (``get_many``)."""
+        found: dict[str, CachedVerdict] = {}
+        ask: list[str] = []
+        for key in keys:
+            local = self.get(key)
+            if local is not None and local.generation == generation:
+                self._on_result("local_hit")
+                found[key] = local
+                continue
+            if local is not None and same_message_generation(local.generation, generation):
+                found[key] = local  # stale: used unless the shared level has a current one
+            ask.append(key)
+        if ask:
+            await self._ask_shared(ask, generation, found)
+        return found
+
+    async def _ask_shared(self, keys: list[str], generation: str,
+                          found: dict[str, CachedVerdict]) -> None:
         if self._shared is None or not self._shared_usable():
             if self._shared is None:
-                self._on_result("stale" if stale else "miss")
-            return stale
+                for key in keys:
+                    self._on_result("stale" if key in found else "miss")
+            return
         try:
-            shared = await self._shared.get(key)
+            shared = await self._shared.get_many(keys)
         except Exception as exc:  # any client/network error or our timeout: judge it here
             self._shared_failed("read", exc)
-            return stale
+            return
         self._shared_ok()
-        if shared is not None and shared.generation == generation:
-            self.put(key, shared)  # the next session here needs no Redis round trip
-            self._on_result("shared_hit")
-            return shared
-        if stale is None and shared is not None and same_message_generation(
-                shared.generation, generation):
-            stale = shared
-        self._on_result("stale" if stale else "miss")
-        return stale
+        for key in keys:
+            entry = shared.get(key)
+            if entry is not None and entry.generation == generation:
+                self.put(key, entry)  # the next session here needs no Redis round trip
+                self._on_result("shared_hit")
+                found[key] = entry
+                continue
+            if key not in found and entry is not None and same_message_generation(
+                    entry.generation, generation):
+                found[key] = entry
+            self._on_result("stale" if key in found else "miss")
 
     def forget_unlisted(self, mailbox: str, listed: set[str]) -> list[str]:
         """Drop this process's entries of ``mailbox`` whose key is not in ``listed`` (the
@@ -332,16 +300,22 @@ class VerdictCache:
     async def store(self, key: str, entry: CachedVerdict, carried_from: str = "") -> None:
         """Remember a fresh verdict here and in Redis (a transient one nowhere);
         ``carried_from``: the generation it was carried over from (:meth:`carry`)."""
-        if entry.transient:
-            return
-        if carried_from:
-            self.carry(key, entry, carried_from)
-        else:
-            self.put(key, entry)
-        if self._shared is None or not self._shared_usable():
+        await self.store_many([(key, entry, carried_from)])
+
+    async def store_many(self, items: list[tuple[str, CachedVerdict, str]]) -> None:
+        """:meth:`store` of each (key, entry, carried_from), in one shared round trip."""
+        kept = [(key, entry) for key, entry, _ in items if not entry.transient]
+        for key, entry, carried_from in items:
+            if entry.transient:
+                continue
+            if carried_from:
+                self.carry(key, entry, carried_from)
+            else:
+                self.put(key, entry)
+        if not kept or self._shared is None or not self._shared_usable():
             return
         try:
-            await self._shared.put(key, entry)
+            await self._shared.put_many(kept)
         except Exception as exc:  # the verdict is still good here; others judge it themselves
             self._shared_failed("write", exc)
             return

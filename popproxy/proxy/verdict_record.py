@@ -12,7 +12,9 @@ from typing import Any
 from popproxy.scan.evidence import Evidence
 
 
-@dataclass(frozen=True)
+# Slots: a big mailbox keeps 20,000+ of these alive; without a __dict__ each is 128 bytes
+# instead of 224 plus its dict, and ``carried_to`` took 2.3 us instead of 7 us here.
+@dataclass(frozen=True, slots=True)
 class CachedVerdict:
     action: str  # pass, tag, defang, quarantine, unscanned
     score: float
@@ -82,15 +84,28 @@ def to_record(entry: CachedVerdict) -> dict[str, Any]:
     return record
 
 
-def from_record(record: dict[str, Any]) -> CachedVerdict:
-    """Raises ValueError, KeyError or TypeError for a record this version cannot read."""
+# Equal evidence read from the cache file, shared as one object (``from_record``'s pool): a
+# mailbox's plain-text messages have the same few (4,103 distinct among bench/big_mailbox.py's
+# 20,000), so loading keeps a fifth of the objects, and re-scoring knows them by identity.
+EvidencePool = dict[tuple[object, ...], Evidence]
+
+
+def evidence_key(kept: Evidence) -> tuple[object, ...]:
+    """Equal for equal evidence (hashable: the features as items)."""
+    return (kept.signals, kept.hosts, tuple(kept.features.items()), kept.truncated)
+
+
+def from_record(record: dict[str, Any], pool: EvidencePool | None = None) -> CachedVerdict:
+    """Raises ValueError, KeyError or TypeError for a record this version cannot read.
+    ``pool``: equal evidence comes back as the object pooled first."""
     fields = dict(record)
     fields["reasons"] = tuple(fields.get("reasons", ()))
     fields["signals"] = tuple(fields.get("signals", ()))
     fields.pop("transient", None)
     fields.pop("released", None)
     if fields.get("evidence") is not None:
-        fields["evidence"] = Evidence.from_json(fields["evidence"])
+        kept = Evidence.from_json(fields["evidence"])
+        fields["evidence"] = kept if pool is None else pool.setdefault(evidence_key(kept), kept)
     entry = CachedVerdict(**fields)
     # Redis is outside this process: a damaged value must not reach STAT sums or rendering.
     texts = (entry.action, entry.generation, entry.quarantine_id, entry.mailbox, *entry.reasons,

@@ -86,3 +86,19 @@ def test_curl_lists_during_the_fallback_and_later_sessions_see_the_judged_forms(
         assert judged[2] != upstream_sizes[2]  # the phishing message's defanged form
         for number in COMPARED:
             assert len(curl(proxy.port, str(number))) == judged[number], number
+
+
+def test_a_tag_judged_at_retr_shows_the_configured_prefix_at_the_listed_size(
+        dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
+    """Real workers render the sized tag with the policy's subject_prefix."""
+    scan = {"enabled": True, "listing_budget": 0.001, "subject_prefix": "[CAUTION]",
+            "thresholds": {"defang": 100.0, "quarantine": 100.0}}  # the phishing one is tagged
+    config = make_config(dovecot.port, scan=scan, state_dir=str(tmp_path / "state"))
+    with running_proxy(config, loop_thread, Observer(Metrics())) as proxy:
+        client = login(proxy.port)
+        listed = listing(client)
+        octets, text = _retr_octets(client, 2)
+        client.quit()
+    assert octets == listed[2]
+    assert b"\r\nSubject: [CAUTION] Urgent: verify   \r\n" in text  # the words that fit
+    assert b'href="http://198.51.100.7' not in text  # and defanged, as the degraded form was

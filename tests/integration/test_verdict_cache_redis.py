@@ -335,3 +335,23 @@ def test_without_redis_each_instance_judges_for_itself(proxies: tuple[Proxy, Pro
     assert b.session() == first  # the same scanner: the same verdicts, judged twice
     assert a.scanned() == b.scanned() == 2
     assert b.cache("shared_error") >= 2 and b.cache("shared_hit") == 0
+
+
+# ------------------------------------------------------------------ batches (a listing)
+def test_a_listing_batch_reads_and_writes_redis_in_pipelines(
+        levels: tuple[Level, Level, Clock], rds: RedisServer) -> None:
+    a, b, _ = levels
+    keys = [cache_key("default", "alice", b"uidl-%04d" % n, 100 + n) for n in range(300)]
+    entries = [replace(VERDICT, size=100 + n) for n in range(300)]
+    client = rds.client()
+    try:
+        client.set(f"{REDIS_PREFIX}{keys[7]}", b"{damaged")  # overwritten by the batch below
+        a.loop.call(a.cache.store_many([(k, e, "") for k, e in zip(keys, entries, strict=True)]))
+        stored = _stored(rds)
+        client.set(f"{REDIS_PREFIX}{keys[9]}", b"{damaged")  # one unreadable value: a miss
+        found = b.loop.call(b.cache.lookup_many([*keys, "never-stored"], GEN))
+    finally:
+        client.close()
+    assert len(stored) == 300 and all(0 < ttl <= TTL for _, ttl in stored.values())
+    assert found == {k: e for n, (k, e) in enumerate(zip(keys, entries, strict=True)) if n != 9}
+    assert b.results.count("shared_hit") == 299 and b.results.count("miss") == 2

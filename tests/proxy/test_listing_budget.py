@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from popproxy.policy import Scan
 from popproxy.policy.schema_scan import ScanThresholds
 from popproxy.pop3.framing import Unstuffer
-from popproxy.proxy import scan_jobs
+from popproxy.proxy import listing_budget, scan_jobs
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
@@ -25,7 +26,13 @@ from popproxy.proxy.verdict_cache import CachedVerdict
 from popproxy.scan import Verdict
 from popproxy.scan.evidence import Evidence
 from tests.helpers import make_config
-from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, run
+from tests.support.harness import (
+    ScriptedUpstream,
+    SessionPair,
+    demo_responder,
+    feed,
+    run,
+)
 
 PHISH = (b"From: Security <alert@example.test>\r\nSubject: Verify now\r\n"
          b"Content-Type: text/html\r\n\r\n"
@@ -56,7 +63,8 @@ class InProcessScans(ScanService):
 
     async def render_sized_to(self, original: Path, entry: CachedVerdict, out: Path,
                               size: int) -> bool:
-        answer = scan_jobs.render_sized_to_file(original.read_bytes(), _order(entry), size, out)
+        answer = scan_jobs.render_sized_to_file(original.read_bytes(), _order(entry), size, out,
+                                                subject_prefix=self.config.subject_prefix)
         return bool(answer["held"])
 
 
@@ -132,6 +140,61 @@ def test_list_during_the_budget_fallback_then_retr_gets_the_listed_size(
     run(main)
 
 
+def test_a_tag_judged_at_retr_keeps_a_marker_where_its_subject_has_room(
+        tmp_path: Path) -> None:
+    roomy = PHISH.replace(b"Subject: Verify now", b"Subject: Verify your mailbox today")
+    short = PHISH.replace(b"Subject: Verify now", b"Subject: Act now")
+    mail = [m.replace(b"\r\n\r\n", b"\r\nMessage-ID: <%d@example.test>\r\n\r\n" % n, 1)
+            for n, m in enumerate([roomy, short, CLEAN, CLEAN], 1)]
+    demo = DemoUpstream({b"u": Mailbox(b"p", mail)})
+    observer = Observer()
+    # PHISH scores 15.5: tagged when defang and quarantine are out of reach.
+    tag_only = ScanThresholds(defang=100.0, quarantine=100.0, tag=1.0)
+    service = InProcessScans(Scan(listing_budget=BUDGET, thresholds=tag_only,
+                                  subject_prefix="[CAUTION]"), tmp_path / "state", observer)
+
+    async def main() -> None:
+        upstream = ScriptedUpstream(respond=demo_responder(demo), delays={"RETR": RETR_SECONDS})
+        config = make_config(1, scan={"enabled": True, "listing_budget": BUDGET})
+        async with SessionPair(config, upstream, observer=observer, scan=service) as pair:
+            await pair.exchange(b"USER u\r\n")
+            await pair.exchange(b"PASS p\r\n")
+            listing = await pair.exchange(b"LIST\r\n")  # 3 and 4 judged; 1 and 2 deferred
+            sizes = [int(line.split()[1]) for line in listing.split(b"\r\n")[1:-2]]
+            marked, degraded = [_body(await pair.exchange(b"RETR %d\r\n" % n)) for n in (1, 2)]
+        assert _count(observer, "popproxy_scan_listing_deferred_total") == 2
+        assert [len(marked), len(degraded)] == sizes[:2] == [len(mail[0]), len(mail[1])]
+        # Room in the Subject: the configured prefix over its start, links inert as a defang.
+        assert b"Subject: [CAUTION] Verify your    \r\n" in marked  # the words that fit
+        assert b"hxxp://198_51_100_7/login" in marked
+        # " Act now" is shorter than " [CAUTION]": no room, the degraded form (defang alone).
+        assert b"Subject: Act now\r\n" in degraded and b"hxxp://198_51_100_7/" in degraded
+
+    run(main)
+
+
+def test_a_deferred_message_judged_clean_is_not_kept_in_the_spool(tmp_path: Path) -> None:
+    demo = DemoUpstream({b"u": Mailbox(b"p", list(MESSAGES))})
+    observer = Observer()
+    service = InProcessScans(Scan(listing_budget=BUDGET), tmp_path / "state", observer)
+
+    async def main() -> None:
+        upstream = ScriptedUpstream(respond=demo_responder(demo), delays={"RETR": RETR_SECONDS})
+        config = make_config(1, scan={"enabled": True, "listing_budget": BUDGET})
+        async with SessionPair(config, upstream, observer=observer, scan=service) as pair:
+            await pair.exchange(b"USER u\r\n")
+            await pair.exchange(b"PASS p\r\n")
+            listing = await pair.exchange(b"LIST\r\n")  # message 2 (clean) is deferred
+            first = _body(await pair.exchange(b"RETR 2\r\n"))  # judged now: clean
+            assert not list(service.spool_dir.rglob("2.*"))  # its downloaded copy is gone
+            again = _body(await pair.exchange(b"RETR 2\r\n"))  # relayed as any clean one
+        assert first == again == MESSAGES[1]
+        assert listing.split(b"\r\n")[2] == b"2 %d" % len(MESSAGES[1])
+        assert upstream.verbs.count("RETR") == 2 + 2  # 4 and 5 at listing, 2 twice
+
+    run(main)
+
+
 UTF16_PHISH = (b"From: Security <alert@example.test>\r\nSubject: Verify now\r\n"
                b"Content-Type: text/html; charset=utf-16\r\n"
                b"Content-Transfer-Encoding: base64\r\n\r\n"
@@ -164,3 +227,55 @@ def test_a_defang_impossible_at_the_same_size_is_held_behind_the_padded_notice(
         assert len(service.quarantine.list()) == 1  # the original is held, never delivered
 
     run(main)
+
+
+def test_another_session_is_answered_while_a_big_listing_re_scores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One verdict per batch: the listing of u's 8 messages takes 8 batches.
+    monkeypatch.setattr(listing_budget, "LISTING_BATCH", 1)
+    mail = [CLEAN.replace(b"\r\n\r\n", b"\r\nMessage-ID: <%d@x.test>\r\n\r\n" % n, 1)
+            for n in range(8)]
+    demo = DemoUpstream({b"u": Mailbox(b"p", mail), b"v": Mailbox(b"p", [CLEAN])})
+    observer = Observer()
+    state = tmp_path / "state"
+
+    async def main() -> None:
+        judged = InProcessScans(Scan(), state, observer)
+        await _login_and(judged, demo, observer, b"u", b"STAT\r\n")  # all 8 judged, cached
+        # Another threshold: u's next listing re-scores the 8 verdicts (none downloaded).
+        later = InProcessScans(Scan(thresholds=ScanThresholds(quarantine=100.0)), state,
+                               observer)
+        config = make_config(1, scan={"enabled": True})
+        other = SessionPair(config, ScriptedUpstream(respond=demo_responder(demo)),
+                            observer=observer, scan=later)
+        batches: list[bool] = []  # per batch: had v's NOOP been answered before it?
+        batch = later.usable_verdicts
+
+        async def watched(*args: Any) -> dict[str, CachedVerdict]:
+            if not batches:  # v's command arrives as u's listing starts
+                feed(other.channel, b"NOOP\r\n")
+            batches.append(b"+OK" in other.received())
+            return await batch(*args)
+
+        monkeypatch.setattr(later, "usable_verdicts", watched)
+        async with other:
+            await other.exchange(b"USER v\r\n")
+            await other.exchange(b"PASS p\r\n")
+            stat = await _login_and(later, demo, observer, b"u", b"STAT\r\n")
+        assert stat == b"+OK 8 %d\r\n" % sum(len(m) for m in mail)
+        assert _count(observer, "popproxy_scan_judged_total", how="rescored") == 8
+        # v was answered between u's batches, long before u's listing ended.
+        assert len(batches) == 8 and not batches[0] and any(batches[1:4])
+
+    run(main)
+
+
+async def _login_and(service: ScanService, demo: DemoUpstream, observer: Observer,
+                     user: bytes, command: bytes) -> bytes:
+    """Log ``user`` in through a session of ``service``; the reply to ``command``."""
+    config = make_config(1, scan={"enabled": True})
+    upstream = ScriptedUpstream(respond=demo_responder(demo))
+    async with SessionPair(config, upstream, observer=observer, scan=service) as pair:
+        await pair.exchange(b"USER " + user + b"\r\n")
+        assert (await pair.exchange(b"PASS p\r\n")).startswith(b"+OK")
+        return await pair.exchange(command)

@@ -11,22 +11,21 @@ quarantine directory, feed file mtimes) and change with everything else.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from popproxy.policy import Scan
+from popproxy.proxy import verdict_levels
 from popproxy.proxy.observe import Observer
-from popproxy.proxy.scanning import (
-    MIN_WORKERS,
-    ScanService,
-    default_workers,
-    sweep_stale_spools,
-)
-from popproxy.proxy.verdict_cache import CachedVerdict
+from popproxy.proxy.scanning import MIN_WORKERS, ScanService, default_workers
+from popproxy.proxy.spool import sweep_stale_spools
+from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, VerdictCache
 from popproxy.scan import Verdict
 from popproxy.scan.evidence import Evidence
 
@@ -208,3 +207,32 @@ def test_quarantine_retention_at_start_then_hourly(tmp_path: Path) -> None:
         assert kept.apply_retention() == [] and [h.id for h in store.list()] == ["ee"]
     finally:
         kept.close()
+
+
+def test_the_listing_budget_is_exported_for_the_alert(tmp_path: Path) -> None:
+    observer = Observer()
+    service = ScanService(Scan(listing_budget=7.5), tmp_path / "state", observer)
+    service.close()
+    registry = observer.metrics.registry
+    assert registry.get_sample_value("popproxy_scan_listing_budget_seconds") == 7.5
+
+
+def test_a_big_loaded_cache_is_frozen_out_of_gc_walks_until_the_last_service_closes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdict_levels, "FREEZE_LOADED_ENTRIES", 2)
+    state = tmp_path / "state"
+    state.mkdir()
+    cache = VerdictCache(state / CACHE_FILE)
+    for n in range(2):
+        cache.put(f"k{n}", CachedVerdict("pass", 0.0, (), 10, time.time(), "gen"))
+    gc.unfreeze()
+    first = ScanService(Scan(), state, Observer())
+    assert gc.get_freeze_count() > 0  # the loaded entries are no longer walked by gc
+    reloaded = ScanService(Scan(), state, Observer())  # a policy reload: both open a while
+    first.close()
+    assert gc.get_freeze_count() > 0  # the new service's entries stay frozen
+    reloaded.close()
+    assert gc.get_freeze_count() == 0  # collectable again
+    small = ScanService(Scan(), tmp_path / "other", Observer())  # below the bound: no freeze
+    assert gc.get_freeze_count() == 0
+    small.close()

@@ -14,6 +14,7 @@ from typing import TextIO
 import pytest
 
 from popproxy.proxy import verdict_cache
+from popproxy.proxy.lockout_store import connect_redis
 from popproxy.proxy.redis_client import connect_url
 from popproxy.proxy.verdict_cache import (
     CachedVerdict,
@@ -262,3 +263,65 @@ def test_a_failed_flush_is_logged_not_raised(tmp_path: Path,
     cache.flush()
     assert cache.get("k") == _with_evidence().carried_to(NEW_GEN)
     assert "cannot append" in caplog.text
+
+
+class CountingShared(RedisVerdicts):
+    """The shared level in a dict, counting round trips (get_many/put_many calls)."""
+
+    def __init__(self) -> None:
+        super().__init__(connect_redis("redis://127.0.0.1:1/0"), ttl=DAY)  # never contacted
+        self.stored: dict[str, CachedVerdict] = {}
+        self.trips: list[tuple[str, int]] = []
+
+    async def get_many(self, keys: list[str]) -> dict[str, CachedVerdict]:
+        self.trips.append(("get", len(keys)))
+        return {key: self.stored[key] for key in keys if key in self.stored}
+
+    async def put_many(self, items: list[tuple[str, CachedVerdict]]) -> None:
+        self.trips.append(("put", len(items)))
+        self.stored.update(items)
+
+
+def test_a_listing_batch_costs_one_shared_round_trip_each_way(tmp_path: Path) -> None:
+    shared = CountingShared()
+    results: list[str] = []
+    cache = VerdictCache(tmp_path / "verdicts.jsonl", shared, results.append)
+    cache.put("local-current", _with_evidence().carried_to(NEW_GEN))
+    cache.put("local-stale", _with_evidence())
+    shared.stored["shared-current"] = _with_evidence().carried_to(NEW_GEN)
+    keys = ["local-current", "local-stale", "shared-current", "nowhere"]
+
+    async def run() -> dict[str, CachedVerdict]:
+        found = await cache.lookup_many(keys, NEW_GEN)
+        await cache.store_many([("local-stale", _with_evidence().carried_to(NEW_GEN), STALE_GEN),
+                                ("nowhere", _verdict(1.0), ""),
+                                ("transient", CachedVerdict("pass", 0, (), 1, 1.0, NEW_GEN,
+                                                            transient=True), "")])
+        await shared.close()
+        return found
+
+    found = asyncio.run(run())
+    # One GET round trip for the three keys without a current local verdict, one SET for the
+    # two kept (a transient verdict is shared with nobody).
+    assert shared.trips == [("get", 3), ("put", 2)]
+    assert found == {"local-current": _with_evidence().carried_to(NEW_GEN),
+                     "local-stale": _with_evidence(),  # stale: the caller re-scores it
+                     "shared-current": _with_evidence().carried_to(NEW_GEN)}
+    assert results == ["local_hit", "stale", "shared_hit", "miss"]
+    assert cache.get("shared-current") is not None  # copied here: no round trip next time
+    assert set(shared.stored) == {"local-stale", "nowhere", "shared-current"}
+    assert cache.get("local-stale") == _with_evidence().carried_to(NEW_GEN)
+
+
+def test_equal_evidence_loaded_from_the_file_is_one_object(tmp_path: Path) -> None:
+    path = tmp_path / "verdicts.jsonl"
+    cache = VerdictCache(path)
+    for key in ("k1", "k2"):
+        cache.put(key, _with_evidence())
+    cache.put("k3", CachedVerdict("pass", 0.0, (), 1, 1_000_000.0, STALE_GEN,
+                                  evidence=Evidence((), ("other.test",), {})))
+    again = VerdictCache(path)
+    first, second, other = (again.get(k) for k in ("k1", "k2", "k3"))
+    assert first is not None and second is not None and other is not None
+    assert first.evidence is second.evidence and first.evidence == _with_evidence().evidence
+    assert other.evidence is not first.evidence

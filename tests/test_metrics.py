@@ -125,4 +125,5 @@ def test_gauges_declare_how_workers_combine() -> None:
                      "popproxy_lockouts_active": "livemax",
                      "popproxy_build_info": "livemax",
                      "popproxy_upstream_up": "livemax",
-                     "popproxy_tls_certificate_expiry_timestamp_seconds": "livemin"}
+                     "popproxy_tls_certificate_expiry_timestamp_seconds": "livemin",
+                     "popproxy_scan_listing_budget_seconds": "livemin"}

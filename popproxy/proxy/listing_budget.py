@@ -89,8 +89,10 @@ class BudgetedMailbox(MailboxView):
         batches the loop runs other sessions: a mailbox of 20,000 re-scored verdicts must not
         hold every other client's command up for its whole listing."""
         generation = await self._current_generation()
+        # Upstream messages only: the proxy's own (a released original, released.py) have no
+        # cache key and are never judged.
         todo = [n for n in sorted(await self._load(), reverse=True)
-                if n not in self._entries and n not in self.deleted]
+                if n in self._keys and n not in self._entries and n not in self.deleted]
         for start in range(0, len(todo), LISTING_BATCH):
             batch = todo[start:start + LISTING_BATCH]
             usable = await self._service.usable_verdicts([self._keys[n] for n in batch],
@@ -107,10 +109,14 @@ class BudgetedMailbox(MailboxView):
         # message (one a failed listing left without a verdict is judged by entry(), as
         # without a budget).
         numbers = [n for n in sorted(await self._load()) if n not in self.deleted]
+        others: dict[int, CachedVerdict] = {}  # not held in _entries (released.py's own)
         for number in [n for n in numbers if n not in self._entries]:
-            await self.entry(number)
+            entry = await self.entry(number)
+            if entry is not None and number not in self._entries:
+                others[number] = entry
         self._service.cache.flush()  # the listing's carried-over verdicts, in one append
-        return [(n, self._entries[n]) for n in numbers if n in self._entries]
+        return [(n, self._entries.get(n) or others[n]) for n in numbers
+                if n in self._entries or n in others]
 
     async def _judge_new(self, number: int, key: str) -> CachedVerdict:
         if self._deadline is None or self._now() < self._deadline:

@@ -21,15 +21,17 @@ from pathlib import Path
 from popproxy import __version__
 from popproxy.auditlog import open_audit_log
 from popproxy.capture.store import CaptureOptions, prepare_directory
+from popproxy.check_cli import check_config, startup_problem
+from popproxy.checks import load_checked
 from popproxy.logsetup import configure as configure_logging
-from popproxy.policy import ConfigError, Policy, load_config, policy_files
+from popproxy.policy import ConfigError, Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.http import OpsServer, upstream_probe
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.server import ProxyServer
 from popproxy.proxy.tasks import spawn
-from popproxy.proxy.tls import fingerprint
+from popproxy.proxy.tls import TlsConfigError, fingerprint
 from popproxy.statefiles import private_dir
 
 log = logging.getLogger("popproxy")
@@ -57,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="*", type=Path, help="policy files or directories")
     check.add_argument("--config", "-c", type=Path, action="append", default=[],
                        help="same as a positional path")
-    sub.add_parser("schema", help="print the policy JSON Schema")
+    check.add_argument("--dump", action="store_true",
+                       help="print the effective policy (YAML, defaults filled in)")
+    schema = sub.add_parser("schema", help="print the policy JSON Schema")
+    schema.add_argument("--markdown", action="store_true",
+                        help="print the key reference of docs/policy.md instead")
+    schema.add_argument("--update", type=Path, metavar="FILE",
+                        help="with --markdown: rewrite the reference inside FILE")
     scan = sub.add_parser("scan", help="scan .eml files, directories, mbox or Maildir",
                           add_help=False)
     scan.add_argument("rest", nargs=argparse.REMAINDER)
@@ -68,30 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
                           add_help=False)
     warm.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
-
-
-def summary(config: Policy) -> str:
-    listeners = ", ".join(f"{lst.name}={lst.host}:{lst.port}/{lst.mode}"
-                          for lst in config.listeners)
-    return (f"listeners: {listeners}; upstreams: {1 + len(config.upstreams)}; "
-            f"routes: {len(config.routes)}; user rules: {len(config.users)}")
-
-
-def check_config(paths: list[Path]) -> int:
-    """Validate each path as its own policy; print OK + summary or the errors."""
-    status = 0
-    for path in paths or [Path("policies")]:
-        try:
-            config = load_config(path)
-        except ConfigError as exc:
-            print(f"{path}: INVALID", file=sys.stderr)
-            for detail in exc.details:
-                print(f"  {detail}", file=sys.stderr)
-            status = 1
-            continue
-        files = ", ".join(p.name for p in policy_files(path))
-        print(f"{path}: OK ({files}) {summary(config)}")
-    return status
 
 
 def _status(server: ProxyServer) -> str:
@@ -142,29 +126,38 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
 def _reload(server: ProxyServer, config_path: Path | None,
             notifier: Notifier | None = None) -> None:
     """SIGHUP: reopen the audit log file (logrotate), validate the policy again and swap it in
-    (a bad one keeps the old one), reload the certificates."""
+    (a bad one keeps the old one), reload the certificates.  A refusal reaches systemd as
+    ``STATUS=reload refused: ...`` (systemctl status) and the audit log as a refused
+    ``config_reload`` event with the reason."""
     notifier = Notifier(path="") if notifier is None else notifier
     notifier.reloading()
+    refused = ""
     try:
         server.observer.audit.reopen()
-        _reload_policy(server, config_path)
+        refused = _reload_policy(server, config_path)
     finally:
-        notifier.reloaded(_status(server))
+        notifier.reloaded(_status(server), refused)
 
 
-def _reload_policy(server: ProxyServer, config_path: Path | None) -> None:
+def _reload_policy(server: ProxyServer, config_path: Path | None) -> str:
+    """Apply the policy at ``config_path`` and reload the certificates; "" or why refused."""
+    refused = ""
     if config_path is not None:
         try:
-            new = load_config(config_path)
+            new, findings = load_checked(config_path)  # the schema and every file it names
+            for finding in findings:
+                log.warning("reload: %s", finding)
         except ConfigError as exc:
             log.error("policy reload refused, keeping the old policy: %s", exc)
-            new = None
+            new, refused = None, "; ".join(exc.details)
             server.observer.metrics.config_reloads.labels("refused").inc()
             server.observer.audit.event("config_reload", None, result="refused",
-                                        error=str(exc))
-        if new is not None and new != server.config:
-            server.reload_policy(new)
-    server.reload_tls()
+                                        error=refused)
+        if new is not None and new != server.config and not server.reload_policy(new):
+            refused = server.refusal
+    if not server.reload_tls():
+        refused = refused or server.refusal
+    return refused
 
 
 async def _main_async(config: Policy, config_path: Path,
@@ -221,15 +214,16 @@ def main(argv: list[str] | None = None) -> int:
         return main_warm(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "schema":
+        if args.markdown or args.update:
+            return reference_cli(args.update)
         print(json.dumps(Policy.model_json_schema(), indent=2))
         return 0
     if args.command in ("check-config", "check"):
-        return check_config([*args.paths, *args.config])
+        return check_config([*args.paths, *args.config], args.dump)
     configure_logging(args.log_level)  # no timestamps under journald ($JOURNAL_STREAM)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"popproxy: {exc}", file=sys.stderr)
+    config, problem = startup_problem(args.config)  # policy and every file it names
+    if config is None:
+        print(f"popproxy: cannot start: {problem}", file=sys.stderr)
         return 2
     prepare_state_dir(config.state_dir)
     try:
@@ -245,7 +239,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(_main_async(config, args.config, capture))
+    except TlsConfigError as exc:  # changed since the check above: restarting cannot help
+        print(f"popproxy: cannot start: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"popproxy: cannot start: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def reference_cli(update: Path | None) -> int:
+    """``popproxy schema --markdown [--update docs/policy.md]``."""
+    from popproxy.policy.reference import markdown, splice
+
+    text = markdown()
+    if update is None:
+        sys.stdout.write(text)
+    else:
+        update.write_text(splice(update.read_text(encoding="utf-8"), text), encoding="utf-8")
     return 0

@@ -82,6 +82,7 @@ class ProxyServer:
         self._per_ip: Counter[str] = Counter()  # sessions per source network (see _source)
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
         self._gauge_task: asyncio.Task[Any] | None = None
+        self.refusal = ""  # why the last reload_policy/reload_tls was refused (for sd_notify)
 
     def _make_guard(self, config: Policy) -> LockoutGuard | None:
         if not config.lockout.enabled:
@@ -259,18 +260,29 @@ class ProxyServer:
             return True
         ok = self.server_tls.reload()
         self.observer.metrics.config_reloads.labels("ok" if ok else "refused").inc()
-        self.observer.audit.event("tls_reload", None, result="ok" if ok else "refused")
+        error = "" if ok else f"certificates: {self.server_tls.error}"
+        self.observer.audit.event("tls_reload", None, result="ok" if ok else "refused",
+                                  **({"error": error} if error else {}))
+        if not ok:
+            self._refuse(error, counted=True)
         return ok
+
+    def _refuse(self, reason: str, counted: bool = False) -> bool:
+        """A reload refused: counted, logged, audited as ``config_reload`` with its reason."""
+        self.refusal = reason
+        if not counted:
+            self.observer.metrics.config_reloads.labels("refused").inc()
+        log.error("reload refused: %s; keeping the old one", reason)
+        self.observer.audit.event("config_reload", None, result="refused", error=reason)
+        return False
 
     def reload_policy(self, new: Policy) -> bool:
         """Swap in a validated policy for new sessions; listener sockets cannot change live."""
         old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
         new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]
         if old_sockets != new_sockets:
-            self.observer.metrics.config_reloads.labels("refused").inc()
-            log.error("policy reload refused: listener names, addresses or modes changed "
-                      "(restart popproxy for that); keeping the old policy")
-            return False
+            return self._refuse("listener names, addresses or modes changed (restart "
+                                "popproxy for that)")
         try:
             upstream_tls = _upstream_contexts(new)
             server_tls = ServerTls(new.tls, new.state_dir) if self.server_tls else None
@@ -283,9 +295,7 @@ class ProxyServer:
                 scan = ScanService(new.scan, new.state_dir, self.observer) if (
                     new.scan.enabled) else None
         except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
-            self.observer.metrics.config_reloads.labels("refused").inc()
-            log.error("policy reload refused: %s; keeping the old policy", exc)
-            return False
+            return self._refuse(f"policy: {exc}")
         if guard is not self.lockout:
             old, self.lockout = self.lockout, guard  # counters restart
             if old is not None:

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="same as a positional path")
     check.add_argument("--dump", action="store_true",
                        help="print the effective policy (YAML, defaults filled in)")
+    check.add_argument("--no-files", dest="files", action="store_false",
+                       help="check the policy only, not the files it names (examples, CI)")
     schema = sub.add_parser("schema", help="print the policy JSON Schema")
     schema.add_argument("--markdown", action="store_true",
                         help="print the key reference of docs/policy.md instead")
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(Policy.model_json_schema(), indent=2))
         return 0
     if args.command in ("check-config", "check"):
-        return check_config([*args.paths, *args.config], args.dump)
+        return check_config([*args.paths, *args.config], args.dump, args.files)
     configure_logging(args.log_level)  # no timestamps under journald ($JOURNAL_STREAM)
     config, problem = startup_problem(args.config)  # policy and every file it names
     if config is None:

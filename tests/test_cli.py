@@ -144,3 +144,22 @@ def _peer_cert(port: int) -> bytes:
         der = sock.getpeercert(binary_form=True)
     assert der is not None
     return der
+
+
+def test_a_reload_refused_for_a_file_is_audited_with_the_reason(tmp_path: Path) -> None:
+    """SIGHUP's validation is load_checked: the schema and every file the policy names."""
+    from popproxy.cli import _reload_policy
+    from popproxy.proxy.server import ProxyServer
+    from tests.faults.support import Observed
+    from tests.helpers import make_config
+
+    observed = Observed.new()
+    server = ProxyServer(make_config(1, state_dir=str(tmp_path)), observed.observer)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("listeners: [{name: pop3, port: 1, mode: tls}]\n"
+                      "tls: {certificates: [{cert: gone.crt, key: gone.key}]}\n")
+    reason = _reload_policy(server, policy)
+    assert reason.startswith(f"tls.certificates.0.cert: {tmp_path}/gone.crt: no such file")
+    (event,) = observed.events("config_reload")
+    assert event["result"] == "refused" and event["error"] == reason
+    assert observed.sample("popproxy_config_reloads_total", result="refused") == 1

@@ -270,9 +270,9 @@ class ProxyServer:
     def _refuse(self, reason: str, counted: bool = False) -> bool:
         """A reload refused: counted, logged, audited as ``config_reload`` with its reason."""
         self.refusal = reason
-        if not counted:
+        if not counted:  # certificates: counted and logged by reload_tls and ServerTls
             self.observer.metrics.config_reloads.labels("refused").inc()
-        log.error("reload refused: %s; keeping the old one", reason)
+            log.error("policy reload refused: %s; keeping the old policy", reason)
         self.observer.audit.event("config_reload", None, result="refused", error=reason)
         return False
 
@@ -295,7 +295,7 @@ class ProxyServer:
                 scan = ScanService(new.scan, new.state_dir, self.observer) if (
                     new.scan.enabled) else None
         except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
-            return self._refuse(f"policy: {exc}")
+            return self._refuse(str(exc))
         if guard is not self.lockout:
             old, self.lockout = self.lockout, guard  # counters restart
             if old is not None:

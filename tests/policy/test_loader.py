@@ -134,11 +134,16 @@ def test_empty_directory(tmp_path: Path) -> None:
 
 
 def test_shipped_policies_pass_check_config() -> None:
-    paths = [REPO / "policies", *sorted((REPO / "policies" / "examples").glob("*.yaml"))]
-    result = subprocess.run([sys.executable, "-m", "popproxy", "check-config", *map(str, paths)],
-                            capture_output=True, text=True)
+    """The default passes the file checks too; the examples name certificates in /etc that
+    exist only where they are deployed, so they are checked with --no-files."""
+    result = subprocess.run([sys.executable, "-m", "popproxy", "check-config",
+                             str(REPO / "policies")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count(": OK (") == len(paths)
+    examples = sorted((REPO / "policies" / "examples").glob("*.yaml"))
+    result = subprocess.run([sys.executable, "-m", "popproxy", "check-config", "--no-files",
+                             *map(str, examples)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": OK (") == len(examples)
 
 
 def test_check_config_exits_1_on_any_bad_policy(tmp_path: Path) -> None:

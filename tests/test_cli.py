@@ -59,7 +59,7 @@ def _popproxy(config: Path, cwd: Path) -> Iterator[Popproxy]:
         proc.wait(10)
 
 
-def _config(tmp_path: Path, tls_block: str = "") -> tuple[Path, int, int]:
+def _config(tmp_path: Path, tls_block: str = "", grace: float = 20) -> tuple[Path, int, int]:
     stls, tls, upstream = free_port(), free_port(), free_port()
     path = tmp_path / "policy.yaml"
     path.write_text(
@@ -67,7 +67,7 @@ def _config(tmp_path: Path, tls_block: str = "") -> tuple[Path, int, int]:
         f"  - {{name: stls, port: {stls}, mode: starttls}}\n"
         f"  - {{name: tls, port: {tls}, mode: tls}}\n"
         f"upstream: {{port: {upstream}}}\n"
-        "limits: {shutdown_grace: 20}\n"
+        f"limits: {{shutdown_grace: {grace}}}\n"
         f"state_dir: {tmp_path / 'state'}\n"
         "demo_upstream: {enabled: true}\n" + tls_block
     )
@@ -110,6 +110,25 @@ def test_sigterm_stops_accepting_and_lets_sessions_finish(tmp_path: Path) -> Non
         assert client.retr(1)[1][-1] == b"This message came through the proxy."
         client.quit()
         assert proc.wait(10) == 0
+
+
+def test_sessions_open_at_the_end_of_the_grace_are_told_before_the_close(
+        tmp_path: Path) -> None:
+    """Issue 19 item 7: a real client idle mid-session (a DELE pending) gets -ERR [SYS/TEMP]
+    as the answer to its next command.  That no QUIT reached the upstream, so the DELE was not
+    committed, is asserted in tests/proxy/test_server.py (in-process, the upstream visible)."""
+    config, _, tls = _config(tmp_path, grace=0.5)
+    with _popproxy(config, tmp_path) as proc:
+        client = poplib.POP3_SSL("127.0.0.1", tls, context=_insecure())
+        client.user("demo")
+        client.pass_("demo")
+        client.dele(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        with pytest.raises(poplib.error_proto) as refused:
+            client.stat()
+        assert refused.value.args[0] == b"-ERR [SYS/TEMP] server shutting down"
+        client.close()
 
 
 def test_sighup_reloads_certificate(tmp_path: Path) -> None:

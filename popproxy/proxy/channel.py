@@ -222,6 +222,11 @@ class Channel(asyncio.BufferedProtocol):
             self._transport.resume_reading()
         return data
 
+    @property
+    def awaiting_read(self) -> bool:
+        """A ``read`` waits with nothing received: the reader owes its peer no reply."""
+        return self._read_waiter is not None and not self._chunks
+
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():

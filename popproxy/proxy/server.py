@@ -39,6 +39,10 @@ log = logging.getLogger("popproxy.server")
 # popproxy_lockouts_active is recomputed on every login attempt and, so that it falls to 0 when
 # blocks expire on a quiet server, this often (seconds) in the background.
 LOCKOUT_GAUGE_INTERVAL = 15.0
+# Said to a session still open when the shutdown grace ends (Dovecot says the same at its
+# shutdown): SYS/TEMP (RFC 3206 section 4) tells the client to come back, not to re-ask for
+# the password.
+SHUTDOWN_NOTICE = replies.err("server shutting down", Code.SYS_TEMP)
 
 
 def _upstream_contexts(policy: Policy) -> dict[str, ssl.SSLContext | None]:
@@ -79,6 +83,7 @@ class ProxyServer:
             self.observer.metrics.prepare_upstream(upstream)
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
+        self._channels: dict[asyncio.Task[Any], Channel] = {}  # each session's client side
         self._per_ip: Counter[str] = Counter()  # sessions per source network (see _source)
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
         self._gauge_task: asyncio.Task[Any] | None = None
@@ -207,6 +212,7 @@ class ProxyServer:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
+        self._channels[task] = channel
         self._per_ip[source] += 1
         metrics = self.observer.metrics
         metrics.active_sessions.labels(listener).inc()
@@ -219,6 +225,7 @@ class ProxyServer:
             metrics.active_sessions.labels(listener).dec()
             metrics.session_duration.labels(listener).observe(time.monotonic() - started)
             self._sessions.discard(task)
+            self._channels.pop(task, None)
             self._per_ip[source] -= 1
             if self._per_ip[source] <= 0:
                 del self._per_ip[source]
@@ -319,10 +326,20 @@ class ProxyServer:
             await asyncio.wait(sessions)
         await service.aclose()
 
+    def _shutdown_notice(self, task: asyncio.Task[Any]) -> None:
+        """The notice, where it cannot land inside a reply: only to a session that waits for
+        its client's next line.  One mid-reply (a RETR being relayed) or mid-handshake is just
+        closed: its client sees the reply cut short, which it treats as an error anyway."""
+        channel = self._channels.get(task)
+        if channel is not None and channel.awaiting_read and not channel.handshaking:
+            channel.write(SHUTDOWN_NOTICE)
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let sessions finish for ``grace`` seconds, then cut the rest.
 
-        Cut sessions close their upstream without QUIT, so nothing is committed.
+        Cut sessions close their upstream without QUIT, so nothing is committed; those waiting
+        for their client's next command are told ``-ERR [SYS/TEMP] server shutting down``
+        first.
         """
         if self._gauge_task is not None:
             self._gauge_task.cancel()
@@ -334,6 +351,7 @@ class ProxyServer:
             log.info("waiting up to %.0fs for %d sessions", grace, len(pending))
             _, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
+                self._shutdown_notice(task)
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)

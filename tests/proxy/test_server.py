@@ -171,6 +171,7 @@ def test_stop_cuts_sessions_still_open_after_the_grace(demo_upstream: DemoUpstre
         assert server.session_count == 1
         loop_thread.call(server.stop(grace=0))
         assert server.session_count == 0
-        assert client.read_until_eof() == b""  # cut: no reply, and no QUIT upstream
+        # Told why (issue 19 item 7), then closed; and no QUIT upstream.
+        assert client.read_until_eof() == b"-ERR [SYS/TEMP] server shutting down\r\n"
     wait_for(lambda: demo_upstream.open_connections == 0, what="the upstream to see the close")
     assert b"QUIT" not in demo_upstream.commands_seen

@@ -6,6 +6,8 @@
 ``popproxy scan PATH...``           scan mail files (.eml, directories, mbox, Maildir)
 ``popproxy quarantine list|show|release``   the held messages
 ``popproxy warm --config PATH --user U``    judge mailboxes before their first login
+``popproxy explain --user U --from IP``      which rules, route, upstream and lockouts apply
+``popproxy test-login USER``                 a real upstream login through the policy's route
 """
 
 from __future__ import annotations
@@ -77,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     warm = sub.add_parser("warm", help="judge mailboxes before their owners' first login",
                           add_help=False)
     warm.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, text in (("explain", "which listener and user rules, route, upstream and "
+                                    "lockout state apply to a user from an address"),
+                       ("test-login", "log in to a user's upstream through the policy's route")):
+        sub.add_parser(name, help=text, add_help=False).add_argument(
+            "rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -214,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         from popproxy.warm_cli import main_warm
 
         return main_warm(argv[1:])
+    if argv[:1] in (["explain"], ["test-login"]):
+        from popproxy.explain_cli import main_explain, main_test_login
+
+        return (main_explain if argv[0] == "explain" else main_test_login)(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         if args.markdown or args.update:

@@ -6,8 +6,9 @@
 ``popproxy scan PATH...``           scan mail files (.eml, directories, mbox, Maildir)
 ``popproxy quarantine list|show|release``   the held messages
 ``popproxy warm --config PATH --user U``    judge mailboxes before their first login
-``popproxy explain --user U --from IP``      which rules, route, upstream and lockouts apply
-``popproxy test-login USER``                 a real upstream login through the policy's route
+``popproxy cert --config PATH``             certificates and the fingerprints clients pin
+``popproxy explain --user U --from IP``     which rules, route, upstream and lockouts apply
+``popproxy test-login USER``                a real upstream login through the policy's route
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     warm = sub.add_parser("warm", help="judge mailboxes before their owners' first login",
                           add_help=False)
     warm.add_argument("rest", nargs=argparse.REMAINDER)
+    cert = sub.add_parser("cert", help="certificates, expiry and fingerprints to pin in clients",
+                          add_help=False)
+    cert.add_argument("rest", nargs=argparse.REMAINDER)
     for name, text in (("explain", "which listener and user rules, route, upstream and "
                                     "lockout state apply to a user from an address"),
                        ("test-login", "log in to a user's upstream through the policy's route")):
@@ -112,7 +116,9 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
         await ops.start(config.observability.metrics_host, config.observability.metrics_port)
     if server.server_tls is not None:
         for pair in server.server_tls.pairs:
-            print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)}", flush=True)
+            # MD5 too: fetchmail's sslfingerprint accepts nothing else (docs/clients.md).
+            print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)} "
+                  f"MD5 {fingerprint(pair.cert, 'md5')}", flush=True)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path, notifier)
     await server.start()
@@ -221,18 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         from popproxy.warm_cli import main_warm
 
         return main_warm(argv[1:])
+    if argv[:1] == ["cert"]:
+        from popproxy.cert_cli import main_cert
+
+        return main_cert(argv[1:])
     if argv[:1] in (["explain"], ["test-login"]):
         from popproxy.explain_cli import main_explain, main_test_login
 
         return (main_explain if argv[0] == "explain" else main_test_login)(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command == "schema":
-        if args.markdown or args.update:
-            return reference_cli(args.update)
-        print(json.dumps(Policy.model_json_schema(), indent=2))
-        return 0
-    if args.command in ("check-config", "check"):
-        return check_config([*args.paths, *args.config], args.dump, args.files)
+    if args.command in ("schema", "check-config", "check"):
+        return offline_command(args)
     configure_logging(args.log_level)  # no timestamps under journald ($JOURNAL_STREAM)
     config, problem = startup_problem(args.config)  # policy and every file it names
     if config is None:
@@ -252,13 +257,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(_main_async(config, args.config, capture))
-    except TlsConfigError as exc:  # changed since the check above: restarting cannot help
+    except (TlsConfigError, OSError) as exc:
         print(f"popproxy: cannot start: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"popproxy: cannot start: {exc}", file=sys.stderr)
-        return 1
+        # A certificate broken since the check above: 2, restarting cannot help; an OSError
+        # (a port in use) may pass: 1, systemd restarts.
+        return 2 if isinstance(exc, TlsConfigError) else 1
     return 0
+
+
+def offline_command(args: argparse.Namespace) -> int:
+    """``schema`` and ``check-config``: commands that read policies and start nothing."""
+    if args.command == "schema":
+        if args.markdown or args.update:
+            return reference_cli(args.update)
+        print(json.dumps(Policy.model_json_schema(), indent=2))
+        return 0
+    return check_config([*args.paths, *args.config], args.dump, args.files)
 
 
 def reference_cli(update: Path | None) -> int:

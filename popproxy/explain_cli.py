@@ -53,6 +53,16 @@ def _parser(prog: str, login: bool) -> argparse.ArgumentParser:
     return parser
 
 
+def build_explain_parser() -> argparse.ArgumentParser:
+    """``popproxy explain``'s parser (also for the man page and completion, cli_doc.py)."""
+    return _parser("explain", login=False)
+
+
+def build_test_login_parser() -> argparse.ArgumentParser:
+    """``popproxy test-login``'s parser (also for the man page and completion)."""
+    return _parser("test-login", login=True)
+
+
 def _load(path: Path, err: TextIO) -> Policy | None:
     try:  # the policy only: files this user cannot write (state_dir) do not matter here
         return load_config(path)
@@ -94,7 +104,7 @@ async def lockout_state(settings: Lockout, state_dir: Path, user: str, source: s
 
 def main_explain(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """``popproxy explain``: 0 if the user may log in (lockouts aside), 1 if not, 2 on error."""
-    args = _parser("explain", login=False).parse_args(argv)
+    args = build_explain_parser().parse_args(argv)
     config = _load(args.config, err)
     address = parse_address(args.source)
     if config is None or address is None:
@@ -144,7 +154,7 @@ async def upstream_login(config: Policy, user: str, password: bytes) -> str:
 def main_test_login(argv: list[str], stdin: TextIO = sys.stdin, out: TextIO = sys.stdout,
                     err: TextIO = sys.stderr) -> int:
     """``popproxy test-login USER``: 0 logged in, 1 refused, 2 unusable policy or upstream."""
-    args = _parser("test-login", login=True).parse_args(argv)
+    args = build_test_login_parser().parse_args(argv)
     config = _load(args.config, err)
     address = parse_address(args.source)
     if config is None or address is None:

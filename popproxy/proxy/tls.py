@@ -127,12 +127,14 @@ def _still_valid(cert_path: Path) -> bool:
     )
 
 
-def fingerprint(cert_path: Path) -> str:
-    """SHA-256 fingerprint of a PEM certificate, as colon-separated hex (like openssl)."""
+def fingerprint(cert_path: Path, algorithm: str = "sha256") -> str:
+    """The fingerprint of a PEM certificate's first certificate, as colon-separated hex (like
+    ``openssl x509 -fingerprint``).  ``md5`` only for fetchmail's ``sslfingerprint``, which
+    accepts nothing else (docs/clients.md); it identifies, it protects nothing new."""
     der = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_bytes(
         serialization.Encoding.DER
     )
-    digest = hashlib.sha256(der).hexdigest().upper()
+    digest = hashlib.new(algorithm, der, usedforsecurity=algorithm != "md5").hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 

@@ -196,9 +196,7 @@ def _state_findings(config: Policy) -> list[Finding]:
                                                     "state directory")]
     lockout = config.lockout
     if lockout.enabled and lockout.secret_file is not None:
-        findings.append(_readable_file("lockout.secret_file", lockout.secret_file)
-                        if lockout.secret_file.exists() else _writable_dir(
-                            "lockout.secret_file", lockout.secret_file.parent, "lockout key"))
+        findings.append(_lockout_key(lockout.secret_file))
     if config.scan.enabled:
         quarantine = config.scan.quarantine_dir or config.state_dir / "quarantine"
         findings.append(_writable_dir("scan.quarantine_dir", quarantine,
@@ -209,6 +207,21 @@ def _state_findings(config: Policy) -> list[Finding]:
     if audit is not None and audit != STDERR_AUDIT_LOG:
         findings.append(_audit_log(Path(audit)))
     return [finding for finding in findings if finding is not None]
+
+
+def _lockout_key(path: Path) -> Finding | None:
+    """An explicit ``lockout.secret_file`` is read, or made in its existing directory
+    (proxy/lockout_guard.py makes no directory for it: it is usually shared by instances)."""
+    key = "lockout.secret_file"
+    if path.exists():
+        return _readable_file(key, path)
+    parent = path.parent
+    if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+        return None
+    why = f"{parent} is not writable" if parent.is_dir() else f"{parent} does not exist"
+    return _error(key, path, f"no such file, and it cannot be created ({why}); fix: create "
+                             "it before starting popproxy (see docs/quickstart.md), or remove "
+                             "lockout.secret_file to keep the key in state_dir")
 
 
 def _audit_log(path: Path) -> Finding | None:

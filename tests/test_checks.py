@@ -132,7 +132,10 @@ def test_directories_that_cannot_be_made_are_named(tmp_path: Path) -> None:
            "so the quarantine directory cannot be made there; fix: choose another path" in (
                problems)
     assert any(p.startswith(f"observability.audit_log: {tmp_path}/afile: ") for p in problems)
-    assert any(p.startswith("lockout.secret_file: ") for p in problems)
+    assert f"lockout.secret_file: {tmp_path}/afile/key: no such file, and it cannot be " \
+           f"created ({tmp_path}/afile does not exist); fix: create it before starting " \
+           "popproxy (see docs/quickstart.md), or remove lockout.secret_file to keep the key " \
+           "in state_dir" in problems
     (tmp_path / "state").write_text("a file where the state directory should be")
     assert any(p.startswith(f"state_dir: {tmp_path}/state: {tmp_path}/state is not a "
                             "directory") for p in _problems(path))

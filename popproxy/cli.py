@@ -4,7 +4,7 @@
 ``popproxy check-config PATH...``   validate each policy, print a summary; exit 0 or 1
 ``popproxy schema``                 print the policy's JSON Schema (for editor completion)
 ``popproxy scan PATH...``           scan mail files (.eml, directories, mbox, Maildir)
-``popproxy quarantine list|show|release``   the held messages
+``popproxy quarantine list|show|release|purge``   the held messages
 ``popproxy warm --config PATH --user U``    judge mailboxes before their first login
 ``popproxy cert --config PATH``             certificates and the fingerprints clients pin
 ``popproxy explain --user U --from IP``     which rules, route, upstream and lockouts apply
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -29,12 +30,17 @@ from popproxy.checks import load_checked
 from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
-from popproxy.proxy.http import OpsServer, upstream_probe
+from popproxy.proxy.health import UpstreamProbe
+from popproxy.proxy.host_state import default_db_path, release_worker
+from popproxy.proxy.http import OpsServer
+from popproxy.proxy.multiproc import serve_workers
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.server import ProxyServer
+from popproxy.proxy.supervisor import resolve_workers
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import TlsConfigError, fingerprint
+from popproxy.proxy.worker import WORKER_COMMAND, main_worker
 from popproxy.statefiles import private_dir
 
 log = logging.getLogger("popproxy")
@@ -52,9 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--capture", type=Path, metavar="DIR",
                      help="write a capture of every session to DIR as a mitmproxy TCP flow, "
                           "passwords and AUTH data redacted (docs/capture.md)")
-    run.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
-                     help="uvloop (pip install popproxy[uvloop]) spends less CPU per session; "
-                          "see bench/README.md")
+    run.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                     help="auto (default): uvloop where it imports (Linux), which spends less "
+                          "CPU per session (bench/README.md), else asyncio's own loop")
+    run.add_argument("--workers", type=_workers_value, default=None,
+                     help="worker processes: auto (one per usable CPU) or N; overrides the "
+                          "policy's workers: and $POPPROXY_WORKERS (docs/scaling.md)")
     run.add_argument("--capture-bodies", action="store_true",
                      help="with --capture: keep RETR/TOP message bodies (sensitive: mail "
                           "contents on disk)")
@@ -74,21 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
     scan = sub.add_parser("scan", help="scan .eml files, directories, mbox or Maildir",
                           add_help=False)
     scan.add_argument("rest", nargs=argparse.REMAINDER)
-    quarantine = sub.add_parser("quarantine", help="list, show or release held messages",
+    quarantine = sub.add_parser("quarantine", help="list, show, release or purge held messages",
                                 add_help=False)
     quarantine.add_argument("rest", nargs=argparse.REMAINDER)
     warm = sub.add_parser("warm", help="judge mailboxes before their owners' first login",
                           add_help=False)
     warm.add_argument("rest", nargs=argparse.REMAINDER)
-    cert = sub.add_parser("cert", help="certificates, expiry and fingerprints to pin in clients",
-                          add_help=False)
-    cert.add_argument("rest", nargs=argparse.REMAINDER)
-    for name, text in (("explain", "which listener and user rules, route, upstream and "
+    for name, text in (("cert", "certificates, expiry and fingerprints to pin in clients"),
+                       ("explain", "which listener and user rules, route, upstream and "
                                     "lockout state apply to a user from an address"),
                        ("test-login", "log in to a user's upstream through the policy's route")):
         sub.add_parser(name, help=text, add_help=False).add_argument(
             "rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def _workers_value(text: str) -> str | int:
+    if text == "auto":
+        return text
+    value = int(text)  # ValueError: argparse reports "invalid _workers_value value"
+    if value < 1:
+        raise ValueError(text)
+    return value
 
 
 def _status(server: ProxyServer) -> str:
@@ -111,9 +127,10 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
     server = ProxyServer(config, observer, capture)
     ops: OpsServer | None = None
     if config.observability.metrics_port is not None:
-        ops = OpsServer(observer.metrics.registry,
-                        upstream_probe(config.upstream.host, config.upstream.port))
+        probe = UpstreamProbe(server, observer.metrics)  # the upstreams of the current policy
+        ops = OpsServer(observer.metrics.registry, probe.ready)
         await ops.start(config.observability.metrics_host, config.observability.metrics_port)
+        probing = spawn(probe.run(), "upstream-probe")
     if server.server_tls is not None:
         for pair in server.server_tls.pairs:
             # MD5 too: fetchmail's sslfingerprint accepts nothing else (docs/clients.md).
@@ -121,6 +138,8 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
                   f"MD5 {fingerprint(pair.cert, 'md5')}", flush=True)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path, notifier)
+    # SIGUSR1 (logrotate, nginx's habit): reopen the audit log only, no policy reload.
+    loop.add_signal_handler(signal.SIGUSR1, observer.audit.reopen)
     await server.start()
     print("popproxy ready: " + ", ".join(
         f"{lst.name}={lst.host}:{server.ports[lst.name]} ({lst.mode})" for lst in config.listeners
@@ -133,6 +152,7 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
     notifier.stopping(f"stopping: draining {server.session_count} sessions")
     await server.stop()
     if ops is not None:
+        probing.cancel()
         await ops.stop()
     if demo is not None:
         await demo.stop()
@@ -165,10 +185,13 @@ def _reload_policy(server: ProxyServer, config_path: Path | None) -> str:
         except ConfigError as exc:
             log.error("policy reload refused, keeping the old policy: %s", exc)
             new, refused = None, "; ".join(exc.details)
-            server.observer.metrics.config_reloads.labels("refused").inc()
+            server.observer.metrics.config_reloads.labels("policy", "refused").inc()
             server.observer.audit.event("config_reload", None, result="refused",
                                         error=refused)
-        if new is not None and new != server.config and not server.reload_policy(new):
+        if new is not None and new == server.config:
+            log.info("policy unchanged: nothing to reload")
+            server.observer.metrics.config_reloads.labels("policy", "unchanged").inc()
+        elif new is not None and not server.reload_policy(new):
             refused = server.refusal
     if not server.reload_tls():
         refused = refused or server.refusal
@@ -182,6 +205,17 @@ async def _main_async(config: Policy, config_path: Path,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await serve(config, stop, config_path, capture=capture)
+
+
+async def _supervisor_async(config: Policy, config_path: Path, workers: int,
+                            options: list[str]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    db_path = default_db_path(config.state_dir)
+    await serve_workers(config, config_path, workers, options, stop,
+                        release_worker=lambda worker_id: release_worker(db_path, worker_id))
 
 
 def capture_options(directory: Path | None, bodies: bool) -> CaptureOptions | None:
@@ -205,6 +239,36 @@ def prepare_state_dir(path: Path) -> None:
         log.warning("state_dir %s cannot be created: %s", path, exc.strerror or exc)
 
 
+def resolve_event_loop(name: str) -> str:
+    """``auto``: uvloop if it imports (the [uvloop] extra, Linux), else asyncio's loop."""
+    if name != "auto":
+        return name
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def workers_setting(flag: str | int | None, config: Policy,
+                    environ: dict[str, str] | None = None) -> int:
+    """How many workers: ``--workers``, else ``$POPPROXY_WORKERS`` (the test suite sets 1),
+    else the policy's ``workers`` (default auto: one per usable CPU)."""
+    env = (dict(os.environ) if environ is None else environ).get("POPPROXY_WORKERS")
+    value = flag if flag is not None else (_workers_value(env) if env else config.workers)
+    return resolve_workers(value)
+
+
+def _worker_options(args: argparse.Namespace, event_loop: str) -> list[str]:
+    """What every worker is started with besides its sockets (popproxy/proxy/worker.py)."""
+    options = ["--event-loop", event_loop, "--log-level", args.log_level]
+    if args.capture is not None:
+        options += ["--capture", str(args.capture)]
+        if args.capture_bodies:
+            options.append("--capture-bodies")
+    return options
+
+
 def install_event_loop(name: str) -> None:
     """Make ``asyncio.run`` use uvloop's loop (libuv) instead of the standard one."""
     if name == "uvloop":
@@ -223,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         from popproxy.quarantine_cli import main_quarantine
 
         return main_quarantine(argv[1:])
+    if argv[:1] == [WORKER_COMMAND]:  # started by the supervisor (workers > 1)
+        return main_worker(argv[1:])
     if argv[:1] == ["warm"]:
         from popproxy.warm_cli import main_warm
 
@@ -238,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("schema", "check-config", "check"):
         return offline_command(args)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``popproxy run``: one process (workers: 1) or a supervisor and its workers."""
     configure_logging(args.log_level)  # no timestamps under journald ($JOURNAL_STREAM)
     config, problem = startup_problem(args.config)  # policy and every file it names
     if config is None:
@@ -249,15 +320,25 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"popproxy: --capture: {exc}", file=sys.stderr)
         return 2
+    event_loop = resolve_event_loop(args.event_loop)
     try:
-        install_event_loop(args.event_loop)
+        install_event_loop(event_loop)
     except ImportError:
         print("popproxy: --event-loop uvloop: uvloop is not installed "
               "(pip install 'popproxy[uvloop]')", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_main_async(config, args.config, capture))
-    except (TlsConfigError, OSError) as exc:
+        workers = workers_setting(args.workers, config)
+    except ValueError:
+        print("popproxy: $POPPROXY_WORKERS: auto or a number >= 1", file=sys.stderr)
+        return 2
+    try:
+        if workers == 1:  # one process, exactly as before workers existed
+            asyncio.run(_main_async(config, args.config, capture))
+        else:
+            asyncio.run(_supervisor_async(config, args.config, workers,
+                                          _worker_options(args, event_loop)))
+    except (TlsConfigError, OSError, RuntimeError) as exc:
         print(f"popproxy: cannot start: {exc}", file=sys.stderr)
         # A certificate broken since the check above: 2, restarting cannot help; an OSError
         # (a port in use) may pass: 1, systemd restarts.

@@ -42,7 +42,7 @@ def _delegated() -> dict[str, tuple[str, Callable[[], argparse.ArgumentParser]]]
 
     return {
         "scan": ("scan .eml files, directories, mbox or Maildir", scan_parser),
-        "quarantine": ("list, show or release held messages", quarantine_parser),
+        "quarantine": ("list, show, release or purge held messages", quarantine_parser),
         "warm": ("judge mailboxes before their owners' first login", warm_parser),
         "cert": ("certificates, expiry and fingerprints to pin in clients", cert_parser),
         "explain": ("which listener and user rules, route, upstream and lockout state apply "

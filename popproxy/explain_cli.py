@@ -3,8 +3,8 @@ real upstream login through the policy's route (like ``doveadm auth test``).
 
 ``explain --user U --from IP [--listener L]`` prints the listener's verdict for the address,
 the user rule and what it allows per login method, the route and upstream, and the lockout
-state of the user, the source and the pair read from the configured store (Redis; counters kept
-in a running proxy's memory cannot be seen from another process, and it says so).
+state of the user, the source and the pair read from the configured store (Redis: URL, Sentinel
+or Cluster; counters kept inside a running proxy cannot be seen from here, and it says so).
 
 ``test-login USER [--listener L --from IP]`` reads the password from the terminal (getpass) or
 the first line of standard input, and logs in to the routed upstream exactly as the proxy does
@@ -31,6 +31,7 @@ from popproxy.policy.lockout import assess, make_keys
 from popproxy.pop3.events import Command
 from popproxy.proxy.lockout_guard import SECRET_FILE
 from popproxy.proxy.lockout_store import RedisStore
+from popproxy.proxy.redis_client import connect
 from popproxy.proxy.tls import upstream_context
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
@@ -76,9 +77,9 @@ async def lockout_state(settings: Lockout, state_dir: Path, user: str, source: s
     """The lockout line for ``explain``: counts per scope and what the next attempt meets."""
     if not settings.enabled:
         return "lockout: off"
-    if not settings.redis_url:
-        return ("lockout: counters live in the running proxy's memory (no lockout.redis_url): "
-                "not visible from here")
+    if settings.redis is None:
+        return ("lockout: counters live in the running proxy (no lockout Redis): not visible "
+                "from here")
     secret_path = settings.secret_file or state_dir / SECRET_FILE
     try:
         secret = secret_path.read_bytes().strip()
@@ -86,7 +87,7 @@ async def lockout_state(settings: Lockout, state_dir: Path, user: str, source: s
         return f"lockout: no key at {secret_path} yet, so nothing was ever counted"
     address = parse_address(source)
     assert address is not None  # checked by the caller
-    store = RedisStore(settings.redis_url)
+    store = RedisStore(connect(settings.redis))
     try:
         counts = await store.counts(make_keys(secret, user, address, settings),
                                     time.time() if now is None else now, settings.window)

@@ -1,6 +1,7 @@
-"""The JSON audit log file is reopened on SIGHUP, so logrotate can rename it and signal
-(packaging/popproxy.logrotate: ``postrotate systemctl kill -s HUP``) instead of copytruncate,
-which loses the lines written between its copy and its truncate."""
+"""The JSON audit log file is reopened on SIGUSR1 (and on SIGHUP, which also reloads), so
+logrotate can rename it and signal (packaging/popproxy.logrotate: ``postrotate systemctl kill
+-s USR1``) instead of copytruncate, which loses the lines written between its copy and its
+truncate.  SIGUSR1 reloads nothing (issue 19 item 6), also with workers."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ class Running:
 
 
 @contextmanager
-def _popproxy(tmp_path: Path, audit: Path) -> Iterator[Running]:
+def _popproxy(tmp_path: Path, audit: Path, workers: int = 1) -> Iterator[Running]:
     """``popproxy run`` (STLS listener, demo upstream) writing its audit log to ``audit``."""
     port = free_port()
     policy = tmp_path / "policy.yaml"
@@ -102,9 +103,9 @@ def _popproxy(tmp_path: Path, audit: Path) -> Iterator[Running]:
     )
     output = tmp_path / "popproxy.log"
     with output.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "popproxy", "run", "--config", str(policy)],
-                                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "popproxy", "run", "--config", str(policy),
+                                 "--workers", str(workers)], cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     running = Running(proc, output, port)
     try:
         running.wait(lambda: "popproxy ready" in output.read_text(), "not ready")
@@ -121,12 +122,21 @@ def _popproxy(tmp_path: Path, audit: Path) -> Iterator[Running]:
 
 
 def _new_events_go_to_the_new_file(running: Running, audit: Path, rotated: Path,
-                                   old_lines: str) -> None:
-    running.wait(lambda: audit.exists() and "tls_reload" in audit.read_text(),
-                 "no new audit file after SIGHUP")
-    running.connect()
-    running.wait(lambda: '"connect"' in audit.read_text(), "no connect event in the new file")
-    assert [e["event"] for e in _events(audit)] == ["tls_reload", "connect"]
+                                   old_lines: str, reloaded: bool = True,
+                                   connections: int = 1) -> None:
+    """After the signal, new events go to a new file at the configured path; ``reloaded``:
+    the signal was SIGHUP (a reload: its tls_reload event comes first)."""
+    if reloaded:
+        running.wait(lambda: audit.exists() and "tls_reload" in audit.read_text(),
+                     "no new audit file after SIGHUP")
+    else:  # SIGUSR1: the file appears at once (opened empty), nothing is reloaded
+        running.wait(audit.exists, "no new audit file after SIGUSR1")
+    for _ in range(connections):
+        running.connect()
+    running.wait(lambda: audit.read_text().count('"connect"') >= connections,
+                 "no connect event in the new file")
+    events = [e["event"] for e in _events(audit)]
+    assert events == (["tls_reload"] if reloaded else []) + ["connect"] * connections
     assert rotated.read_text() == old_lines  # nothing more went to the rotated file
     assert [e["event"] for e in _events(rotated)] == ["connect"]
 
@@ -138,6 +148,30 @@ def test_sighup_reopens_the_audit_log_of_popproxy_run(tmp_path: Path) -> None:
         old_lines = rotated.read_text()
         os.kill(running.proc.pid, signal.SIGHUP)
         _new_events_go_to_the_new_file(running, audit, rotated, old_lines)
+
+
+def test_sigusr1_reopens_the_audit_log_without_a_reload(tmp_path: Path) -> None:
+    audit, rotated = tmp_path / "audit.log", tmp_path / "audit.log.1"
+    with _popproxy(tmp_path, audit) as running:
+        audit.rename(rotated)
+        old_lines = rotated.read_text()
+        os.kill(running.proc.pid, signal.SIGUSR1)
+        _new_events_go_to_the_new_file(running, audit, rotated, old_lines, reloaded=False)
+        assert "policy reloaded" not in running.output.read_text()
+
+
+def test_sigusr1_reaches_every_worker(tmp_path: Path) -> None:
+    """Two workers append to one audit file; after SIGUSR1 to the supervisor both write to
+    the new one (8 connections: the kernel spreads them, and no line goes to the old file)."""
+    audit, rotated = tmp_path / "audit.log", tmp_path / "audit.log.1"
+    with _popproxy(tmp_path, audit, workers=2) as running:
+        audit.rename(rotated)
+        old_lines = rotated.read_text()
+        os.kill(running.proc.pid, signal.SIGUSR1)
+        # Both workers reopen; the first one to do so creates the file.
+        time.sleep(0.5)
+        _new_events_go_to_the_new_file(running, audit, rotated, old_lines, reloaded=False,
+                                       connections=8)
 
 
 # --------------------------------------------------------------------------- logrotate
@@ -156,8 +190,8 @@ def test_logrotate_config_signals_instead_of_copytruncate(tmp_path: Path) -> Non
     directives = [line.split("#")[0].strip() for line in text.splitlines()]
     assert "copytruncate" not in directives
     assert "sharedscripts" in directives
-    assert any(d.startswith("systemctl kill") and "HUP" in d and "popproxy" in d
-               for d in directives)
+    kills = [d for d in directives if d.startswith("systemctl kill")]
+    assert kills and all("--signal=USR1" in d and "popproxy" in d for d in kills)
     binary = _logrotate()
     # --debug parses the file and reports what it would do, without rotating or running.
     result = subprocess.run([binary, "--debug", "--state", str(tmp_path / "state"),
@@ -179,7 +213,7 @@ def test_logrotate_rotates_and_popproxy_reopens(tmp_path: Path) -> None:
         lines = LOGROTATE.read_text().replace("/var/log/popproxy", str(logs)).splitlines()
         postrotate = [i for i, line in enumerate(lines) if "systemctl kill" in line]
         assert len(postrotate) == 2
-        lines[postrotate[0]] = f"        kill -HUP {running.proc.pid}"
+        lines[postrotate[0]] = f"        kill -USR1 {running.proc.pid}"
         del lines[postrotate[1]]
         config = tmp_path / "logrotate.conf"
         config.write_text("\n".join(lines) + "\n")
@@ -189,4 +223,5 @@ def test_logrotate_rotates_and_popproxy_reopens(tmp_path: Path) -> None:
                                 check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         assert rotated.exists()  # delaycompress: the first rotation stays uncompressed
-        _new_events_go_to_the_new_file(running, audit, rotated, old_lines)
+        _new_events_go_to_the_new_file(running, audit, rotated, old_lines, reloaded=False)
+        assert "policy reloaded" not in running.output.read_text()

@@ -181,4 +181,46 @@ def test_a_reload_refused_for_a_file_is_audited_with_the_reason(tmp_path: Path) 
     assert reason.startswith(f"tls.certificates.0.cert: {tmp_path}/gone.crt: no such file")
     (event,) = observed.events("config_reload")
     assert event["result"] == "refused" and event["error"] == reason
-    assert observed.sample("popproxy_config_reloads_total", result="refused") == 1
+    assert observed.sample("popproxy_config_reloads_total", kind="policy", result="refused") == 1
+
+
+def test_workers_come_from_the_flag_then_the_environment_then_the_policy() -> None:
+    from popproxy.cli import workers_setting
+    from popproxy.policy import Policy
+
+    listeners = [{"name": "a", "port": 1, "mode": "tls"}]
+    auto = Policy.model_validate({"listeners": listeners})
+    three = Policy.model_validate({"listeners": listeners, "workers": 3})
+    cpus = len(os.sched_getaffinity(0))
+    assert auto.workers == "auto"  # the shipped default
+    assert workers_setting(None, auto, {}) == cpus
+    assert workers_setting(None, three, {}) == 3
+    assert workers_setting(None, three, {"POPPROXY_WORKERS": "1"}) == 1
+    assert workers_setting(None, three, {"POPPROXY_WORKERS": "auto"}) == cpus
+    assert workers_setting(2, three, {"POPPROXY_WORKERS": "1"}) == 2
+    with pytest.raises(ValueError):
+        workers_setting(None, three, {"POPPROXY_WORKERS": "0"})
+
+
+def test_workers_flag_must_be_auto_or_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    from popproxy.cli import build_parser
+
+    assert build_parser().parse_args(["run", "-c", "p", "--workers", "auto"]).workers == "auto"
+    assert build_parser().parse_args(["run", "-c", "p", "--workers", "4"]).workers == 4
+    for bad in ("0", "many"):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["run", "-c", "p", "--workers", bad])
+        assert exited.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+def test_event_loop_auto_is_uvloop_where_it_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    from popproxy.cli import build_parser, resolve_event_loop
+
+    assert build_parser().parse_args(["run", "-c", "p"]).event_loop == "auto"
+    assert resolve_event_loop("asyncio") == "asyncio"
+    assert resolve_event_loop("uvloop") == "uvloop"
+    pytest.importorskip("uvloop")
+    assert resolve_event_loop("auto") == "uvloop"
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    assert resolve_event_loop("auto") == "asyncio"

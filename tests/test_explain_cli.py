@@ -41,8 +41,8 @@ def test_explain_prints_every_decision_and_exits_by_the_verdict(policy: Path) ->
                               "--from", "198.51.100.1", "--listener", "pop3s")
     assert status == 0
     assert "route: old\nupstream: 127.0.0.1:2 (plain)\n" in out
-    assert out.endswith("lockout: counters live in the running proxy's memory (no "
-                        "lockout.redis_url): not visible from here\n")
+    assert out.endswith("lockout: counters live in the running proxy (no lockout Redis): "
+                        "not visible from here\n")
     status, out, _ = _explain("-c", str(policy), "-u", "bob", "--from", "192.0.2.9", "-l",
                               "pop3s")
     assert status == 1 and "connect: DENIED (source network denied by listener)" in out

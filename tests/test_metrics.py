@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from popproxy.metrics import DEFINITIONS, KNOWN_LABELS, Metrics
+from popproxy.metrics import (
+    DEFINITIONS,
+    KNOWN_LABELS,
+    SUPERVISOR_DEFINITIONS,
+    Metrics,
+    SupervisorMetrics,
+)
 
 
 def test_every_declared_metric_follows_the_naming_rules() -> None:
@@ -55,3 +61,68 @@ def test_each_instance_has_its_own_registry_unless_one_is_given() -> None:
     metrics = Metrics(shared)
     assert metrics.registry is shared
     assert isinstance(metrics.logins, Counter)
+
+
+def test_build_info_process_metrics_and_no_created_series() -> None:
+    from prometheus_client import generate_latest
+
+    from popproxy import __version__
+
+    metrics = Metrics()
+    metrics.logins.labels("ok").inc()
+    metrics.session_duration.labels("pop3").observe(1.0)
+    sample = metrics.registry.get_sample_value
+    assert sample("popproxy_build_info", {"version": __version__}) == 1.0
+    assert (sample("process_resident_memory_bytes") or 0) > 0  # ProcessCollector (Linux /proc)
+    assert (sample("process_open_fds") or 0) > 0
+    assert sample("process_cpu_seconds_total") is not None
+    text = generate_latest(metrics.registry).decode()
+    assert "_created" not in text
+    assert 'python_info{implementation="CPython"' in text  # PlatformCollector
+
+
+def test_buckets_fit_long_sessions_and_split_login_latency_by_result() -> None:
+    metrics = Metrics()
+    metrics.prepare_upstream("dovecot")
+    metrics.session_duration.labels("pop3").observe(700.0)  # an idle client at autologout
+    metrics.upstream_login_seconds.labels("dovecot", "refused").observe(2.2)
+    sample = metrics.registry.get_sample_value
+    assert sample("popproxy_session_duration_seconds_bucket",
+                  {"listener": "pop3", "le": "600.0"}) == 0.0
+    assert sample("popproxy_session_duration_seconds_bucket",
+                  {"listener": "pop3", "le": "1800.0"}) == 1.0
+    assert sample("popproxy_session_duration_seconds_bucket",
+                  {"listener": "pop3", "le": "0.1"}) == 0.0
+    assert sample("popproxy_upstream_login_seconds_count",
+                  {"upstream": "dovecot", "result": "refused"}) == 1.0
+    assert sample("popproxy_upstream_login_seconds_count",
+                  {"upstream": "dovecot", "result": "ok"}) == 0.0  # prepared at 0
+    assert sample("popproxy_tls_handshake_failures_total",
+                  {"listener": "pop3", "reason": "timeout"}) is None
+    metrics.prepare_listener("pop3")
+    assert sample("popproxy_tls_handshake_failures_total",
+                  {"listener": "pop3", "reason": "timeout"}) == 0.0
+
+
+def test_supervisor_metrics_follow_the_rules_and_exist_at_zero() -> None:
+    for definition in SUPERVISOR_DEFINITIONS.values():
+        assert definition.name.startswith("popproxy_")
+        assert definition.name not in {d.name for d in DEFINITIONS.values()}  # no clash
+    metrics = SupervisorMetrics()
+    sample = metrics.registry.get_sample_value
+    assert sample("popproxy_worker_restarts_total", {"reason": "signal"}) == 0
+    assert sample("popproxy_worker_restarts_total", {"reason": "exit"}) == 0
+    for result in ("ok", "refused", "worker_refused"):
+        assert sample("popproxy_supervisor_reloads_total", {"result": result}) == 0
+    assert sample("popproxy_workers") == 0
+
+
+def test_gauges_declare_how_workers_combine() -> None:
+    """Sessions add up over workers; lockouts are counted from shared state, so the same
+    blocks seen by every worker must not be multiplied (docs/scaling.md)."""
+    modes = {d.name: d.multiprocess_mode for d in DEFINITIONS.values() if d.kind is Gauge}
+    assert modes == {"popproxy_active_sessions": "livesum",
+                     "popproxy_lockouts_active": "livemax",
+                     "popproxy_build_info": "livemax",
+                     "popproxy_upstream_up": "livemax",
+                     "popproxy_tls_certificate_expiry_timestamp_seconds": "livemin"}

@@ -67,6 +67,11 @@ def test_login_metrics_and_audit(loop_thread: LoopThread, demo_upstream: DemoUps
     assert rec.value("popproxy_logins_total", result="policy_denied") == 1
     assert rec.value("popproxy_policy_denials_total", stage="user") == 1
     assert rec.value("popproxy_connections_total", listener="pop3", result="accepted") == 4
+    # Login latency by result: a refusal is not averaged into the successes.
+    assert rec.value("popproxy_upstream_login_seconds_count", upstream="default",
+                     result="ok") == 2
+    assert rec.value("popproxy_upstream_login_seconds_count", upstream="default",
+                     result="refused") == 1
     logins = [e for e in rec.events() if e["event"] == "login"]
     assert [(e["user"], e["result"], e["mechanism"]) for e in logins] == [
         ("carol", "ok", "USER"), ("carol", "bad_credentials", "USER"),

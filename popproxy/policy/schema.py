@@ -21,9 +21,14 @@ from pydantic import (
 )
 
 from popproxy.policy.hints import parse_network
-from popproxy.policy.schema_base import Model, Port, Seconds, TlsVersion, check_redis_url
+from popproxy.policy.schema_base import Model, Port, Seconds, TlsVersion
+from popproxy.policy.schema_redis import SharedRedis
 from popproxy.policy.schema_scan import Scan
 from popproxy.policy.schema_warm import WarmLogin
+
+# A worker is a whole interpreter (tens of MB); more than this per host is a typo, not a plan.
+MAX_WORKERS = 256
+Workers = Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_WORKERS)]
 
 IPV4_MAPPED_PREFIX = 96  # ::ffff:0:0/96 (RFC 4291 section 2.5.5.2)
 
@@ -176,8 +181,9 @@ class LockoutLimit(Model):
         return self
 
 
-class Lockout(Model):
-    """Failed-login throttling (see popproxy/policy/lockout.py for the model)."""
+class Lockout(SharedRedis):
+    """Failed-login throttling (see popproxy/policy/lockout.py for the model); shared by
+    several instances through ``redis_url``, ``redis_sentinel`` or ``redis_cluster``."""
 
     enabled: bool = True
     window: Annotated[float, Field(ge=60, le=7 * 86400)] = 3600.0
@@ -194,15 +200,8 @@ class Lockout(Model):
     ipv6_prefix: Annotated[int, Field(ge=16, le=128)] = 64
     # HMAC key for counter names and password tags; generated in state_dir if not given.
     secret_file: Path | None = None
-    # Shared state for several instances, e.g. redis://127.0.0.1:6379/0 (none: in memory).
-    redis_url: str | None = None
     # Redis unreachable: "open" keeps throttling with local counters, "closed" refuses logins.
     fail_mode: Literal["open", "closed"] = "open"
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, v: str | None) -> str | None:
-        return check_redis_url(v)
 
 
 class Observability(Model):
@@ -277,10 +276,13 @@ class Policy(Model):
     observability: Observability = Observability()
     lockout: Lockout = Lockout()
     # Message scanning (docs/scanning.md).  Validated even when absent: it may take
-    # lockout.redis_url (see _scan_redis_url).
+    # lockout's Redis (see _scan_redis_url).
     scan: Annotated[Scan, Field(validate_default=True)] = Scan()
     demo_upstream: DemoUpstream = DemoUpstream()
-
+    workers: Workers = Field("auto", description=(
+        "Worker processes that serve sessions: 'auto' (one per usable CPU, "
+        "os.sched_getaffinity) or a number; 1 runs everything in one process as before. "
+        "`popproxy run --workers` overrides it; a reload cannot change it (docs/scaling.md)."))
 
     @field_validator("listeners")
     @classmethod
@@ -292,14 +294,15 @@ class Policy(Model):
     @field_validator("scan")
     @classmethod
     def _scan_redis_url(cls, scan: Scan, info: ValidationInfo) -> Scan:
-        """No scan.redis_url: share verdicts through the lockout counters' Redis, if any.
+        """No Redis in ``scan`` (``redis_url``, ``redis_sentinel``, ``redis_cluster``): share
+        verdicts through the lockout counters' Redis, if any.
 
         ``lockout`` is declared (so validated) before ``scan``; it is missing from ``info.data``
         only when it was invalid, and then that error is reported.
         """
         lockout = info.data.get("lockout")
-        if scan.redis_url is None and isinstance(lockout, Lockout) and lockout.redis_url:
-            return scan.model_copy(update={"redis_url": lockout.redis_url})
+        if scan.redis is None and isinstance(lockout, Lockout) and lockout.redis is not None:
+            return scan.model_copy(update=lockout.redis_fields())
         return scan
 
 

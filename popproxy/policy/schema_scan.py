@@ -11,9 +11,11 @@ import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from popproxy.policy.schema_base import Model, check_redis_url
+from popproxy.policy.durations import Duration
+from popproxy.policy.schema_base import Model
+from popproxy.policy.schema_redis import SharedRedis
 from popproxy.scan import limits, settings
 from popproxy.scan.settings import ScanSettings, Thresholds
 
@@ -39,8 +41,12 @@ class ScanThresholds(Model):
     quarantine: Annotated[float, Field(ge=0)] = settings.QUARANTINE_SCORE
 
 
-class Scan(Model):
-    """Message scanning of RETR/TOP (see docs/scanning.md for the POP3 consistency design)."""
+class Scan(SharedRedis):
+    """Message scanning of RETR/TOP (see docs/scanning.md for the POP3 consistency design).
+
+    Verdicts are shared by several instances through ``redis_url``, ``redis_sentinel`` or
+    ``redis_cluster`` (docs/scaling.md); none set: lockout's Redis if it names one, else each
+    instance keeps its own verdicts."""
 
     enabled: bool = True
     thresholds: ScanThresholds = ScanThresholds()
@@ -52,6 +58,10 @@ class Scan(Model):
     # Plain host-list blocklists (one host per line, # comments), re-read when they change.
     feeds: tuple[Path, ...] = ()
     subject_prefix: str = settings.DEFAULT_SUBJECT_PREFIX
+    # When defanging: keep risky attachments (programs, macro documents, scripts, disk
+    # images), strip them (an inline note says what was removed) or replace them by a text
+    # attachment saying so.  An opaque .bin is not risky by its name (docs/scanning.md).
+    risky_attachments: Literal["keep", "strip", "replace"] = "keep"
     # Larger messages are not parsed; they get the fail mode's treatment without being held.
     max_message_bytes: Annotated[int, Field(ge=1024)] = limits.MAX_MESSAGE_BYTES
     time_budget: Annotated[float, Field(gt=0, le=600)] = limits.TIME_BUDGET_SECONDS
@@ -66,10 +76,11 @@ class Scan(Model):
     # one per usable CPU, at least 2, so one slow message never holds every scan up.
     workers: Annotated[int, Field(ge=1, le=256)] | None = None
     quarantine_dir: Path | None = None  # default: <state_dir>/quarantine
+    # Held messages older than this are removed (at start, then hourly, and by `popproxy
+    # quarantine purge`): "30d" or seconds.  Unset: kept until purged by hand (held mail is
+    # never deleted unless an admin said so).
+    quarantine_retention: Duration | None = None
     notice_from: str = settings.DEFAULT_NOTICE_FROM
-    # Verdicts shared by several instances (docs/scaling.md); unset: lockout.redis_url's Redis
-    # if that is set, else each instance keeps its own verdicts.
-    redis_url: str | None = None
     # Safety TTL of a cached verdict and its evidence, here and in Redis.  Entries of messages
     # the upstream no longer lists are dropped at the next listing; this bounds the rest
     # (mailboxes nobody reads any more).  Long: a leave-on-server mailbox must not be
@@ -97,11 +108,6 @@ class Scan(Model):
         """Seconds a cached verdict lives: ``evidence_ttl``, or the deprecated ``verdict_ttl``."""
         return self.verdict_ttl if self.verdict_ttl is not None else self.evidence_ttl
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, v: str | None) -> str | None:
-        return check_redis_url(v)
-
     def to_settings(self) -> ScanSettings:
         """The scanner's settings from this section: the one conversion (the proxy's process and
         its scan workers both build their scanner from it)."""
@@ -111,4 +117,5 @@ class Scan(Model):
             max_message_bytes=self.max_message_bytes, time_budget_seconds=self.time_budget,
             feed_paths=self.feeds, subject_prefix=self.subject_prefix,
             notice_from=self.notice_from, combiner=self.combiner,
+            risky_attachments=self.risky_attachments,
         )

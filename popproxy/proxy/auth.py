@@ -282,10 +282,12 @@ class AuthHandler:
         observer = self._settings.observer
         started = self._settings.clock()
         upstream: UpstreamConnection | None = None
+        result = "error"  # the result label of the latency (metrics.LOGIN_RESULTS)
         try:
             tls = self._settings.upstream_tls.get(name)
             upstream = await UpstreamConnection.open(target, tls, self._settings.upstream_connect)
             upstream, status = await self._user_pass(upstream, target, creds, tls)
+            result = "ok" if status.ok else "refused"
         except BaseException as exc:  # also cancelled (login deadline, shutdown): no socket left
             if upstream is not None:
                 upstream.close()
@@ -294,7 +296,7 @@ class AuthHandler:
                 self._record("upstream_error", mechanism, upstream=name, reason=exc.reason)
             raise
         finally:
-            observer.metrics.upstream_login_seconds.labels(name).observe(
+            observer.metrics.upstream_login_seconds.labels(name, result).observe(
                 self._settings.clock() - started
             )
         return upstream, status

@@ -13,9 +13,9 @@ is ``"<message part>-<evidence part>"`` (12 hex digits each):
   and its model version, the thresholds and the fail mode.  A change re-scores; only a message
   whose action changes is downloaded again.
 
-``redis_url``, the TTLs, ``quarantine_dir``, ``workers`` and ``listing_budget`` are in
-neither: they do not change what a client receives, so instances that differ only there
-share verdicts.
+``redis_url`` (and ``redis_sentinel``, ``redis_cluster``), the TTLs, ``quarantine_dir``,
+``workers`` and ``listing_budget`` are in neither: they do not change what a client receives,
+so instances that differ only there share verdicts.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from popproxy.scan.features import FEATURES_VERSION
 from popproxy.scan.weights import WEIGHTS
 
 # Settings that do not change what a client receives (see the module docstring).
-NOT_IN_GENERATION = frozenset({"redis_url", "verdict_ttl", "evidence_ttl", "quarantine_dir",
-                               "workers", "listing_budget"})
+NOT_IN_GENERATION = frozenset({"redis_url", "redis_sentinel", "redis_cluster", "verdict_ttl",
+                               "evidence_ttl", "quarantine_dir", "workers", "listing_budget",
+                               "quarantine_retention"})
 # Settings re-scoring follows from the cached evidence, without the message.
 EVIDENCE_ONLY = frozenset({"thresholds", "combiner", "feeds", "fail_mode", "fail_open_action"})
 # Bumped when popproxy.scan.evidence stores something else: older evidence is judged again.

@@ -18,7 +18,8 @@ log = logging.getLogger("popproxy.http")
 
 MAX_REQUEST_HEAD = 8192  # bytes of request line + headers we read before giving up
 REQUEST_TIMEOUT = 5.0  # seconds for a client to send its request head
-READY_CACHE_SECONDS = 5.0  # /readyz probes the upstream at most this often
+# /readyz asks its check at most this often (the upstream probe, proxy/health.py, caches too)
+READY_CACHE_SECONDS = 5.0
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 
@@ -84,17 +85,3 @@ class OpsServer:
             return b"503 Service Unavailable", "text/plain", b"upstream unreachable\n"
         return b"404 Not Found", "text/plain", b"not found\n"
 
-
-def upstream_probe(host: str, port: int, timeout: float = 2.0) -> ReadyCheck:
-    """A readiness check: can we open a TCP connection to the default upstream?"""
-
-    async def probe() -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                _, writer = await asyncio.open_connection(host, port)
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        return True
-
-    return probe

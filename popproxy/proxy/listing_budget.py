@@ -110,6 +110,8 @@ class BudgetedMailbox(MailboxView):
             whole = await self._spool_original(number)
             self._metrics.scan_judge_bytes.inc(whole.length)
             entry = self._deferred_entry(number, "quarantine", whole.digest)
+            self._audit("unscanned", message=number, deferred=True,
+                        **service.too_large(size, "quarantine"))
             return self._held(number, whole, entry, size)
         original = await self._spool_original(number)
         self._metrics.scan_judge_bytes.inc(original.length)

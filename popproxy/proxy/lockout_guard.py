@@ -19,6 +19,8 @@ from popproxy.policy.lockout import Assessment, LockoutKeys, assess, make_keys, 
 from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_store import FailoverStore, LockoutStore, MemoryStore, RedisStore
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.redis_client import connect
+from popproxy.proxy.store_sqlite import SqliteStore
 from popproxy.statefiles import private_dir
 
 log = logging.getLogger("popproxy.lockout")
@@ -46,13 +48,20 @@ def load_secret(settings: Lockout, state_dir: Path) -> bytes:
             f"cannot read the lockout key {path}: {exc.strerror or exc} "
             "(it must be readable by the service user)") from None
     secret = secrets.token_hex(SECRET_BYTES).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         if settings.secret_file is None:
             private_dir(state_dir)  # 0700: it holds this key, verdicts, quarantined mail
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(secret)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Published whole (a hard link cannot half-exist): workers of one host start
+            # together, and one that read a key still being written would count under another.
+            os.link(tmp, path)
         except FileExistsError:  # another instance made it just now
             return path.read_bytes().strip()
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as exc:
         hint = ("create it before starting popproxy (see docs/quickstart.md), or remove "
                 "lockout.secret_file to keep the key in state_dir"
@@ -60,8 +69,6 @@ def load_secret(settings: Lockout, state_dir: Path) -> bytes:
         raise LockoutSecretError(
             f"cannot create the lockout key {path}: {exc.strerror or exc}; "
             f"{hint}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secret)
     return secret
 
 
@@ -80,19 +87,28 @@ class LockoutGuard:
         self._last: tuple[str, IPAddress, LockoutKeys] | None = None  # keys of the last check
 
     @classmethod
-    def from_policy(cls, settings: Lockout, state_dir: Path, observer: Observer) -> LockoutGuard:
-        store: LockoutStore = MemoryStore()
-        if settings.redis_url:
-            def on_error(operation: str, exc: BaseException) -> None:
-                observer.metrics.redis_errors.labels(operation).inc()
-                observer.audit.event("lockout_store_error", None, operation=operation,
-                                     error=exc.__class__.__name__, fail_mode=settings.fail_mode)
-                log.warning("lockout store %s failed (%s): failing %s", operation,
-                            exc.__class__.__name__, settings.fail_mode)
+    def from_policy(cls, settings: Lockout, state_dir: Path, observer: Observer,
+                    host_db: Path | None = None) -> LockoutGuard:
+        """Counters in Redis (``redis_url``, Sentinel or Cluster), else in the host's SQLite
+        file (``host_db``: several workers on this host), else in this process."""
+        secret = load_secret(settings, state_dir)
+        primary: LockoutStore
+        if settings.redis is not None:
+            primary = RedisStore(connect(settings.redis))
+        elif host_db is not None:
+            primary = SqliteStore(host_db)  # its errors count and fail like Redis's
+        else:
+            return cls(settings, MemoryStore(), secret, observer)
 
-            store = FailoverStore(RedisStore(settings.redis_url), settings.fail_mode == "open",
-                                  on_error)
-        return cls(settings, store, load_secret(settings, state_dir), observer)
+        def on_error(operation: str, exc: BaseException) -> None:
+            observer.metrics.redis_errors.labels(operation).inc()
+            observer.audit.event("lockout_store_error", None, operation=operation,
+                                 error=exc.__class__.__name__, fail_mode=settings.fail_mode)
+            log.warning("lockout store %s failed (%s): failing %s", operation,
+                        exc.__class__.__name__, settings.fail_mode)
+
+        store = FailoverStore(primary, settings.fail_mode == "open", on_error)
+        return cls(settings, store, secret, observer)
 
     def _keys(self, username: str, address: IPAddress) -> LockoutKeys:
         # check() and then failed()/succeeded() ask for the same keys: compute them once.

@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from popproxy.policy.lockout import Counts, LockoutKeys, members
+from popproxy.proxy.redis_client import REDIS_MAX_CONNECTIONS, REDIS_TIMEOUT
+from popproxy.proxy.redis_client import connect_url as connect_redis
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from popproxy.proxy.redis_client import SharedClient
 
 
 log = logging.getLogger("popproxy.lockout")
@@ -31,23 +33,11 @@ log = logging.getLogger("popproxy.lockout")
 T = TypeVar("T")
 
 REDIS_PREFIX = "popproxy:{lockout}:"
-REDIS_TIMEOUT = 0.5  # seconds per Redis call: a slow Redis must not stall logins
-REDIS_MAX_CONNECTIONS = 100  # per client and process; further concurrent calls wait
-
-
-def connect_redis(url: str) -> Redis:
-    """A redis-py asyncio client with bounded timeouts (connections are opened on first use).
-
-    A blocking pool: when every connection is busy (a burst of logins or listings), a call
-    waits up to REDIS_TIMEOUT for one; redis-py's default pool would fail it at once, and that
-    would count as Redis being down.
-    """
-    import redis.asyncio as redis_asyncio  # imported late: only deployments with Redis pay
-
-    pool = redis_asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_TIMEOUT,
-        socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    return redis_asyncio.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+# Clients and their timeouts are made in redis_client; these names stay importable from here
+# (``connect_redis(url)`` knows ``redis_url`` only: new code calls ``redis_client.connect`` with
+# the section's ``redis`` target, which also covers Sentinel and Cluster).
+__all__ = ["REDIS_MAX_CONNECTIONS", "REDIS_TIMEOUT", "FailoverStore", "LockoutStore",
+           "MemoryStore", "RedisStore", "StoreUnavailable", "connect_redis"]
 
 
 class LockoutStore(Protocol):
@@ -109,10 +99,11 @@ return 1
 
 
 class RedisStore:
-    """Counters shared through Redis (redis-py asyncio client)."""
+    """Counters shared through Redis (a client from ``redis_client.connect``: one server,
+    Sentinel or Cluster; the keys share one Cluster slot, see the module docstring)."""
 
-    def __init__(self, url: str) -> None:
-        self._redis = connect_redis(url)
+    def __init__(self, client: SharedClient) -> None:
+        self._redis = client
         self._record = self._redis.register_script(_RECORD_FAILURE)
 
     @staticmethod

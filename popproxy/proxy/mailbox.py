@@ -36,7 +36,7 @@ from popproxy.proxy.upstream import (
     read_listing,
 )
 from popproxy.proxy.verdict_cache import CachedVerdict, cache_key, mailbox_key
-from popproxy.quarantine import HeldMessage
+from popproxy.quarantine import HeldMessage, describe
 
 __all__ = ["RENDERED_WRITE_SLICE", "MailboxView"]
 
@@ -211,7 +211,8 @@ class MailboxView:
         """Move the spooled original into the quarantine."""
         self._service.quarantine.hold_file(
             HeldMessage(entry.quarantine_id, self._user, entry.scanned_at, entry.score,
-                        entry.reasons, original.length), original.path)
+                        entry.reasons, original.length, upstream=self._upstream_name,
+                        **describe(original.path)), original.path)
 
     async def _too_large_entry(self, number: int, size: int, now: float,
                                generation: str) -> CachedVerdict:
@@ -223,8 +224,7 @@ class MailboxView:
         head = await self._spool_original(number, limit=service.policy.max_message_bytes)
         self._metrics.scan_judge_bytes.inc(size)  # read whole, its head kept
         verdict, kept = await service.judge(head.path, truncated=True)
-        action = "quarantine" if service.final_action(verdict) in ("defang", "quarantine") \
-            else "tag"
+        action = service.final_action(verdict, too_large=True)
         if action == "tag" and read_header(head.path, MAX_STREAMED_HEADER) is None:
             # Delivery streams the body behind a header found within MAX_STREAMED_HEADER; a
             # longer header block (no honest mail has one) could not be sent at its listed size.
@@ -246,6 +246,7 @@ class MailboxView:
             entry = replace(entry, size=size - header.length
                             + await self._render_header(number, header.path, entry))
         head.path.unlink(missing_ok=True)
+        self._audit("unscanned", message=number, **service.too_large(size, action))
         self._audit("verdict", message=number, action=action, score=round(verdict.score, 2),
                       reasons=list(entry.reasons[:5]), quarantine_id=entry.quarantine_id)
         return entry

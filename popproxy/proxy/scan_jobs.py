@@ -20,6 +20,7 @@ from typing import Any, cast, get_args
 from popproxy.scan import Scanner, ScanSettings, Signal, Verdict, apply_action
 from popproxy.scan.actions import quarantine_notice
 from popproxy.scan.headers import OWN_PREFIX
+from popproxy.scan.risky import RiskyMode, has_risky_attachment
 from popproxy.scan.sized_defang import sized_defang
 from popproxy.scan.sized_notice import padded_notice
 from popproxy.scan.verdict import Action
@@ -135,15 +136,19 @@ def render_to_file(config: ScanSettings, original: bytes, order: RenderOrder, ou
     return len(rendered)
 
 
-def render_sized(original: bytes, order: RenderOrder, size: int) -> tuple[bytes, bool]:
+def render_sized(original: bytes, order: RenderOrder, size: int,
+                 risky: RiskyMode = "keep") -> tuple[bytes, bool]:
     """The client's copy of a message it was told is ``size`` octets before it was judged (the
     listing budget): exactly ``size`` octets, and whether the original must be held.
 
     tag and defang: the size-preserving defang (a tag cannot add its header fields without
     growing the message, so it is degraded to the stronger defang, never to the original);
-    quarantine, or a defang impossible in place: our notice padded to ``size``.
+    quarantine, or a defang impossible in place: our notice padded to ``size``.  So is a
+    message with a risky attachment ``risky`` (scan.risky_attachments) would remove: the
+    size-preserving defang keeps every attachment's bytes.
     """
-    if order.action in ("tag", "defang"):
+    if order.action in ("tag", "defang") and (risky == "keep"
+                                              or not has_risky_attachment(original)):
         defanged = sized_defang(rename_forged_headers(original))
         if defanged is not None and len(defanged) == size:
             return defanged, False
@@ -151,9 +156,9 @@ def render_sized(original: bytes, order: RenderOrder, size: int) -> tuple[bytes,
 
 
 def render_sized_to_file(original: bytes, order: RenderOrder, size: int,
-                         out: Path) -> dict[str, Any]:
+                         out: Path, risky: RiskyMode = "keep") -> dict[str, Any]:
     """``render_sized`` into a new spool file (mode 0600): the worker's answer."""
-    data, held = render_sized(original, order, size)
+    data, held = render_sized(original, order, size, risky)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)

@@ -70,7 +70,8 @@ def handle(job: dict[str, Any], payload: bytes, scanner: Scanner,
         return {"size": scan_jobs.render_to_file(config, payload, order, Path(job["out"]))}
     if job["op"] == "render_sized":  # the listing budget: the size the client was told
         order = scan_jobs.RenderOrder.from_json(job["order"])
-        return scan_jobs.render_sized_to_file(payload, order, int(job["size"]), Path(job["out"]))
+        return scan_jobs.render_sized_to_file(payload, order, int(job["size"]), Path(job["out"]),
+                                              config.risky_attachments)
     raise ValueError("unknown job")
 
 

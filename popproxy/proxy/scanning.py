@@ -5,7 +5,8 @@ delivers it (RETR, TOP), it makes sure the message has a cached verdict: it fetc
 original from the upstream, scans it, and remembers the action and the exact size of what the
 client will receive.  STAT/LIST report those sizes; RETR/TOP deliver the rendered copy spooled
 at listing time, or fetch the original again and apply the same action (actions are
-deterministic), so LIST == RETR octets, UIDL is relayed untouched, and TOP is cut from the same
+deterministic), so LIST == RETR octets, UIDL is the upstream's (a held message's notice has
+its own: proxy/released.py), and TOP is cut from the same
 (possibly modified) message.  Clean messages are relayed byte for byte with no second scan.
 
 Scans and renders run in worker processes (:mod:`popproxy.proxy.scan_pool`) with a hard
@@ -32,11 +33,20 @@ from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.generation import compose, settings_parts
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.redis_client import connect
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
-from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict, RedisVerdicts, VerdictCache
+from popproxy.proxy.store_sqlite import SqliteVerdicts
+from popproxy.proxy.verdict_cache import (
+    CACHE_FILE,
+    CachedVerdict,
+    RedisVerdicts,
+    SharedVerdicts,
+    VerdictCache,
+)
 from popproxy.quarantine import QuarantineStore
 from popproxy.scan import RENDER_VERSION, HostFeed, Scanner, Verdict
 from popproxy.scan.evidence import Evidence
+from popproxy.scan.verdict import delivered_action
 
 log = logging.getLogger("popproxy.scan")
 
@@ -49,11 +59,19 @@ KILL_GRACE = 1.0
 # Worker processes when scan.workers is unset: one per usable CPU, but at least two, so one
 # message at its deadline never holds every other session's scan up.
 MIN_WORKERS = 2
-NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget"}
+# Redis is no worker business either, and its settings may hold passwords.
+NOT_FOR_WORKERS = {"verdict_ttl", "evidence_ttl", "listing_budget", "redis_url", "redis_sentinel",
+                   "redis_cluster", "quarantine_retention"}
 # Verdicts of messages that could not be judged.  "error" (a bug in the scanner) is judged
 # again next session; a timeout or a crashed worker is remembered, so a hostile message costs
 # its deadline once, not at every login.
 TRANSIENT_CAUSES = frozenset({"error"})
+# scan.quarantine_retention is applied at start and then at most this often (seconds): a pass
+# reads every held message's metadata, and retention is counted in days.
+RETENTION_INTERVAL = 3600.0
+# popproxy_scan_unscanned_total's reason per unscanned cause; over the cap is counted apart.
+UNSCANNED_REASONS = {"time-budget": "time_budget", "error": "error", "too-large": "too_large"}
+TOO_LARGE_REASON = "too_large"
 # Distinct evidence whose re-scored action is remembered per generation (see ``rescored``):
 # far more than one listing's messages share (4,103 among bench/big_mailbox.py's 20,000),
 # a few MB at most; past it the memo starts again.
@@ -96,21 +114,31 @@ class ScanService:
 
     def __init__(self, policy: Scan, state_dir: Path, observer: Observer,
                  clock: Callable[[], float] = time.time,
-                 worker_command: Sequence[str] | None = None) -> None:
+                 worker_command: Sequence[str] | None = None,
+                 host_db: Path | None = None) -> None:
+        """``host_db``: the SQLite file the workers of this host share (host_state)."""
         self.policy = policy
         self.config = policy.to_settings()
         self._cache_counts: dict[str, Counter] = {}  # verdict_cache children by result
         # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
         ttl = policy.cache_ttl
-        shared = RedisVerdicts(policy.redis_url, ttl) if policy.redis_url else None
-        self.cache = VerdictCache(state_dir / CACHE_FILE, shared, self._count_cache,
-                                  ttl=ttl, wall_clock=clock)
+        shared: SharedVerdicts | None = None
+        if policy.redis is not None:
+            shared = RedisVerdicts(connect(policy.redis), ttl)
+        elif host_db is not None:
+            shared = SqliteVerdicts(host_db, ttl, clock)
+        # With workers sharing state_dir, no per-process JSON-lines file (several processes
+        # would append to one): the shared level is the durable one, memory the local one.
+        path = state_dir / CACHE_FILE if host_db is None else None
+        self.cache = VerdictCache(path, shared, self._count_cache, ttl=ttl, wall_clock=clock)
         self.quarantine = QuarantineStore(policy.quarantine_dir or state_dir / "quarantine")
         self.spool_dir = state_dir / "spool"
         sweep_stale_spools(self.spool_dir)
         self._observer = observer
         self._clock = clock
+        self._next_retention = 0.0  # clock time of the next scan.quarantine_retention pass
+        self.apply_retention()
         self._feed_pool = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="popproxy-feeds")
         # The TTLs are no worker business (and the deprecated alias would warn in each one).
         self._workers = ScanPool(policy.model_dump(mode="json", exclude=NOT_FOR_WORKERS),
@@ -143,6 +171,10 @@ class ScanService:
                 versions.append((str(feed.path), os.stat(feed.path).st_mtime_ns))
             except OSError:
                 versions.append((str(feed.path), None))
+        if self.policy.quarantine_retention is not None and self._clock() >= self._next_retention:
+            # Reads every entry's metadata: in the file thread, not in the event loop.
+            await asyncio.get_running_loop().run_in_executor(self._feed_pool,
+                                                             self.apply_retention)
         if versions != self._feed_versions:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._feed_pool, self._refresh_feeds)
@@ -151,6 +183,19 @@ class ScanService:
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
         return compose(self._message_part, self._evidence_settings, identities)
+
+    def apply_retention(self) -> list[str]:
+        """Remove held messages past ``scan.quarantine_retention`` (none when unset), at most
+        once per RETENTION_INTERVAL: called at start and at each session's first listing."""
+        retention, now = self.policy.quarantine_retention, self._clock()
+        if retention is None or now < self._next_retention:
+            return []
+        self._next_retention = now + RETENTION_INTERVAL
+        removed = self.quarantine.purge(retention, now)
+        if removed:
+            log.info("quarantine: removed %d messages held longer than %g s (retention)",
+                     len(removed), retention)
+        return removed
 
     def _refresh_feeds(self) -> None:
         for feed in self.scanner.feeds:
@@ -191,9 +236,18 @@ class ScanService:
             verdict = Verdict.unscanned("error", "unreadable verdict")
         metrics = self._observer.metrics
         metrics.scan_duration.observe(time.monotonic() - started)
+        if verdict.action == "unscanned":  # a scanner failure (the fail-open alert's count)
+            metrics.scan_unscanned.labels(UNSCANNED_REASONS.get(verdict.cause or "", "error")).inc()
         for signal in verdict.signals:
             metrics.signals_hit.labels(signal.name).inc()
         return verdict, kept
+
+    def too_large(self, size: int, action: str) -> dict[str, object]:
+        """Count a message over ``max_message_bytes`` (judged on its head); the fields of its
+        ``unscanned`` audit event (issue 19 item 12: audited like every verdict)."""
+        self._observer.metrics.scan_unscanned.labels(TOO_LARGE_REASON).inc()
+        return {"reason": TOO_LARGE_REASON, "size": size, "action": action,
+                "cap": self.policy.max_message_bytes}
 
     def rescore(self, kept: Evidence) -> Verdict | None:
         """The verdict under the current feeds, weights, model and thresholds, from cached
@@ -231,7 +285,7 @@ class ScanService:
         action = self._rescored_action(cached.evidence, generation)
         if action is None:
             return None
-        if too_large:
+        if too_large:  # as delivered_action(too_large=True) on the re-scored action
             action = "quarantine" if action in ("defang", "quarantine") else "tag"
         if action != cached.action:
             return None
@@ -253,12 +307,10 @@ class ScanService:
             action = self._memo[memo_key] = self.final_action(verdict)
         return action
 
-    def final_action(self, verdict: Verdict) -> str:
-        """A message that could not be judged is suspicious: quarantined when the fail mode is
-        closed, else delivered with ``fail_open_action`` (never as it is)."""
-        if verdict.action != "unscanned":
-            return verdict.action
-        return "quarantine" if self.policy.fail_mode == "closed" else self.policy.fail_open_action
+    def final_action(self, verdict: Verdict, too_large: bool = False) -> str:
+        """:func:`popproxy.scan.verdict.delivered_action` under this policy."""
+        return delivered_action(verdict, self.policy.fail_mode, self.policy.fail_open_action,
+                                too_large)
 
     @staticmethod
     def transient(verdict: Verdict) -> bool:

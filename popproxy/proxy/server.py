@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
+import sqlite3
 import ssl
 import time
 from collections import Counter
@@ -25,12 +27,15 @@ from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
 from popproxy.proxy.failure_timing import FailureTiming
+from popproxy.proxy.host_state import HostShare, SessionSlots
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
+from popproxy.proxy.shutdown import tell_shutdown
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
+from popproxy.proxy.tls_metrics import publish_certificates
 from popproxy.proxy.upstream_caps import UpstreamCapabilities
 from popproxy.wire.proxyproto import ProxyProtocolError
 
@@ -39,13 +44,9 @@ log = logging.getLogger("popproxy.server")
 # popproxy_lockouts_active is recomputed on every login attempt and, so that it falls to 0 when
 # blocks expire on a quiet server, this often (seconds) in the background.
 LOCKOUT_GAUGE_INTERVAL = 15.0
-# Said to a session still open when the shutdown grace ends (Dovecot says the same at its
-# shutdown): SYS/TEMP (RFC 3206 section 4) tells the client to come back, not to re-ask for
-# the password.
-SHUTDOWN_NOTICE = replies.err("server shutting down", Code.SYS_TEMP)
 
 
-def _upstream_contexts(policy: Policy) -> dict[str, ssl.SSLContext | None]:
+def upstream_contexts(policy: Policy) -> dict[str, ssl.SSLContext | None]:
     """One verified client context per upstream that speaks TLS."""
     upstreams: dict[str, Upstream] = {DEFAULT_UPSTREAM: policy.upstream, **policy.upstreams}
     contexts: dict[str, ssl.SSLContext | None] = {}
@@ -65,22 +66,26 @@ class ProxyServer:
     lockout_gauge_interval = LOCKOUT_GAUGE_INTERVAL  # tests set a shorter one before start()
 
     def __init__(self, config: Policy, observer: Observer | None = None,
-                 capture: CaptureOptions | None = None) -> None:
+                 capture: CaptureOptions | None = None, host: HostShare | None = None) -> None:
+        """``host``: this process is one of several workers of the host, which share lockout
+        counters, verdicts and session caps through ``host.db_path`` (host_state)."""
         self.config = config
+        self.host = host
+        self.slots = SessionSlots(host) if host is not None else None
         self.capture = capture  # popproxy run --capture DIR: every session recorded
         self.observer = observer if observer is not None else Observer()
         needs_tls = any(lst.mode != "plain" for lst in config.listeners)
         self.server_tls = ServerTls(config.tls, config.state_dir) if needs_tls else None
-        self.upstream_tls = _upstream_contexts(config)
+        self.upstream_tls = upstream_contexts(config)
         self.upstream_caps = UpstreamCapabilities()
         self.failure_timing = FailureTiming()  # kept across policy reloads, like upstream_caps
         self.lockout = self._make_guard(config)
-        self.scan = ScanService(config.scan, config.state_dir, self.observer) if (
-            config.scan.enabled) else None
+        self.scan = self._make_scan(config)
         for listener in config.listeners:
             self.observer.metrics.prepare_listener(listener.name)
         for upstream in self.upstream_tls:
             self.observer.metrics.prepare_upstream(upstream)
+        self._publish_certificates()
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
         self._channels: dict[asyncio.Task[Any], Channel] = {}  # each session's client side
@@ -92,7 +97,14 @@ class ProxyServer:
     def _make_guard(self, config: Policy) -> LockoutGuard | None:
         if not config.lockout.enabled:
             return None
-        return LockoutGuard.from_policy(config.lockout, config.state_dir, self.observer)
+        return LockoutGuard.from_policy(config.lockout, config.state_dir, self.observer,
+                                        self.host.db_path if self.host else None)
+
+    def _make_scan(self, config: Policy) -> ScanService | None:
+        if not config.scan.enabled:
+            return None
+        return ScanService(config.scan, config.state_dir, self.observer,
+                           host_db=self.host.db_path if self.host else None)
 
     def _listener(self, name: str) -> Listener:
         return next(lst for lst in self.config.listeners if lst.name == name)
@@ -108,16 +120,21 @@ class ProxyServer:
             failure_timing=self.failure_timing,
         )
 
-    async def start(self, port_overrides: dict[str, int] | None = None) -> None:
+    async def start(self, port_overrides: dict[str, int] | None = None,
+                    sockets: dict[str, socket.socket] | None = None) -> None:
+        """Listen on every listener; ``sockets``: already bound and listening ones by listener
+        name (a worker process gets them from the supervisor, docs/scaling.md)."""
         loop = asyncio.get_running_loop()
+        if self.slots is not None:
+            self.slots.release_all()  # left by this worker's previous life, if it was killed
         for listener in self.config.listeners:
-            port = (port_overrides or {}).get(listener.name, listener.port)
-            server = await loop.create_server(
-                functools.partial(self._new_channel, listener.name),
-                listener.host,
-                port,
-                reuse_address=True,
-            )
+            factory = functools.partial(self._new_channel, listener.name)
+            if sockets is not None:
+                server = await loop.create_server(factory, sock=sockets[listener.name])
+            else:
+                port = (port_overrides or {}).get(listener.name, listener.port)
+                server = await loop.create_server(factory, listener.host, port,
+                                                  reuse_address=True)
             self._servers.append(server)
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
             log.info("listening: %s on %s:%d (%s)", listener.name, listener.host,
@@ -177,7 +194,8 @@ class ProxyServer:
             self._refused(channel, listener, session_id, "denied", ip, decision.reason)
             return
         source = self._source(client_ip)
-        if self._over_capacity(source):
+        slot = await self._admit(source)
+        if slot is None:
             # Refused before TLS: cheap for us, and RFC 3206 SYS/TEMP tells clients to retry.
             # Not on the implicit-TLS port: there a client's TLS stack would read plaintext as
             # a broken record, and a handshake only to say no costs the CPU an overloaded
@@ -187,11 +205,30 @@ class ProxyServer:
                                           Code.SYS_TEMP))
             self._refused(channel, listener, session_id, "over_capacity", ip)
             return
-        self.observer.metrics.connections.labels(listener, "accepted").inc()
-        self.observer.audit.event("connect", session_id, listener=listener, client=ip,
-                                  port=client_port, result="accepted")
-        await self._run_session(channel, settings, client_ip, session_id, client_port, source,
-                                accepted_at)
+        try:
+            self.observer.metrics.connections.labels(listener, "accepted").inc()
+            self.observer.audit.event("connect", session_id, listener=listener, client=ip,
+                                      port=client_port, result="accepted")
+            await self._run_session(channel, settings, client_ip, session_id, client_port,
+                                    source, accepted_at)
+        finally:
+            if slot == "host" and self.slots is not None:
+                self.slots.give_back(source)
+
+    async def _admit(self, source: str) -> str | None:
+        """None when a session cap is reached; else "host" (a slot in the host's table, to be
+        given back) or "local" (counted by this process alone, in ``_run_session``)."""
+        limits = self.config.limits
+        if self.slots is not None:
+            try:
+                ok = await self.slots.take(source, limits.max_sessions,
+                                           limits.max_sessions_per_ip)
+            except sqlite3.Error as exc:  # a broken file must not refuse every session
+                log.warning("host session slots unavailable (%s): capping this worker alone",
+                            exc.__class__.__name__)
+            else:
+                return "host" if ok else None
+        return None if self._over_capacity(source) else "local"
 
     def _refused(self, channel: Channel, listener: str, session_id: str, result: str,
                  ip: str | None, reason: str = "") -> None:
@@ -261,37 +298,41 @@ class ProxyServer:
             return (source_ip, header.source[1]) if source_ip else None
         return socket_ip, int(peer[1])  # LOCAL: a health check from the balancer itself
 
+    def _publish_certificates(self) -> None:
+        if self.server_tls is not None:
+            publish_certificates(self.observer.metrics.tls_certificate_expiry,
+                                 self.server_tls.pairs)
+
+    def _reloaded(self, kind: str, result: str, **fields: object) -> None:
+        """Count a reload (popproxy_config_reloads_total{kind,result}) and audit it: every
+        refusal is in the audit log, whatever refused it."""
+        self.observer.metrics.config_reloads.labels(kind, result).inc()
+        event = "tls_reload" if kind == "certificates" else "config_reload"
+        self.observer.audit.event(event, None, result=result, **fields)
+
     def reload_tls(self) -> bool:
         """New certificates for new handshakes; live sessions are untouched."""
         if self.server_tls is None:
             return True
         ok = self.server_tls.reload()
-        self.observer.metrics.config_reloads.labels("ok" if ok else "refused").inc()
         error = "" if ok else f"certificates: {self.server_tls.error}"
-        self.observer.audit.event("tls_reload", None, result="ok" if ok else "refused",
-                                  **({"error": error} if error else {}))
-        if not ok:
-            self._refuse(error, counted=True)
+        self._reloaded("certificates", "ok" if ok else "refused",
+                       **({"error": error} if error else {}))
+        self.refusal = error
+        self._publish_certificates()
         return ok
-
-    def _refuse(self, reason: str, counted: bool = False) -> bool:
-        """A reload refused: counted, logged, audited as ``config_reload`` with its reason."""
-        self.refusal = reason
-        if not counted:  # certificates: counted and logged by reload_tls and ServerTls
-            self.observer.metrics.config_reloads.labels("refused").inc()
-            log.error("policy reload refused: %s; keeping the old policy", reason)
-        self.observer.audit.event("config_reload", None, result="refused", error=reason)
-        return False
 
     def reload_policy(self, new: Policy) -> bool:
         """Swap in a validated policy for new sessions; listener sockets cannot change live."""
         old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
         new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]
         if old_sockets != new_sockets:
-            return self._refuse("listener names, addresses or modes changed (restart "
-                                "popproxy for that)")
+            self.refusal = "listener names, addresses or modes changed (restart popproxy)"
+            self._reloaded("policy", "refused", error=self.refusal)
+            log.error("policy reload refused: %s; keeping the old policy", self.refusal)
+            return False
         try:
-            upstream_tls = _upstream_contexts(new)
+            upstream_tls = upstream_contexts(new)
             server_tls = ServerTls(new.tls, new.state_dir) if self.server_tls else None
             # A new lockout key file that cannot be made is refused here (LockoutSecretError
             # is an OSError), not half-applied.
@@ -299,10 +340,12 @@ class ProxyServer:
                 self.lockout)
             scan = self.scan
             if new.scan != self.config.scan:  # (a bad Redis URL raises ValueError here)
-                scan = ScanService(new.scan, new.state_dir, self.observer) if (
-                    new.scan.enabled) else None
+                scan = self._make_scan(new)
         except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
-            return self._refuse(str(exc))
+            self.refusal = str(exc)
+            self._reloaded("policy", "refused", error=self.refusal)
+            log.error("policy reload refused: %s; keeping the old policy", exc)
+            return False
         if guard is not self.lockout:
             old, self.lockout = self.lockout, guard  # counters restart
             if old is not None:
@@ -313,8 +356,10 @@ class ProxyServer:
                 spawn(self._close_after_sessions(old_scan, set(self._sessions)),
                       "close-old-scan-service")
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
-        self.observer.metrics.config_reloads.labels("ok").inc()
-        self.observer.audit.event("config_reload", None, result="ok")
+        for upstream in upstream_tls:  # a new upstream's series exist at 0 from now on
+            self.observer.metrics.prepare_upstream(upstream)
+        self._publish_certificates()
+        self._reloaded("policy", "ok")
         log.info("policy reloaded")
         return True
 
@@ -326,20 +371,10 @@ class ProxyServer:
             await asyncio.wait(sessions)
         await service.aclose()
 
-    def _shutdown_notice(self, task: asyncio.Task[Any]) -> None:
-        """The notice, where it cannot land inside a reply: only to a session that waits for
-        its client's next line.  One mid-reply (a RETR being relayed) or mid-handshake is just
-        closed: its client sees the reply cut short, which it treats as an error anyway."""
-        channel = self._channels.get(task)
-        if channel is not None and channel.awaiting_read and not channel.handshaking:
-            channel.write(SHUTDOWN_NOTICE)
-
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let sessions finish for ``grace`` seconds, then cut the rest.
 
-        Cut sessions close their upstream without QUIT, so nothing is committed; those waiting
-        for their client's next command are told ``-ERR [SYS/TEMP] server shutting down``
-        first.
+        Cut sessions close their upstream without QUIT, so nothing is committed.
         """
         if self._gauge_task is not None:
             self._gauge_task.cancel()
@@ -351,7 +386,7 @@ class ProxyServer:
             log.info("waiting up to %.0fs for %d sessions", grace, len(pending))
             _, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
-                self._shutdown_notice(task)
+                tell_shutdown(self._channels.get(task))  # shutdown.py: -ERR [SYS/TEMP]
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
@@ -359,5 +394,7 @@ class ProxyServer:
             await self.lockout.close()
         if self.scan is not None:
             await self.scan.aclose()
+        if self.slots is not None:
+            self.slots.close()
 
 

@@ -27,10 +27,10 @@ from popproxy.pop3.state import Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler, AuthResult, LoggedIn, Refused, Reply, SaslStarted
 from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
-from popproxy.proxy.listing_budget import BudgetedMailbox
-from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.relay import ClientWriter, relay, relay_capa
+from popproxy.proxy.released import ReleasingMailbox
 from popproxy.proxy.settings import SessionSettings
+from popproxy.proxy.tls_metrics import handshake_failure_reason
 from popproxy.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,
@@ -72,7 +72,7 @@ class Session:
         self.client_ip = client_ip
         self.peer = peer
         self.id = "-"  # set by the server from the observer's id source
-        self.mailbox: MailboxView | None = None  # set at login when scanning is on
+        self.mailbox: ReleasingMailbox | None = None  # set at login when scanning is on
         self.upstream_name = DEFAULT_UPSTREAM  # the routed upstream, set at login
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
         self.parser = CommandParser(self.state)  # the state says when lines are SASL responses
@@ -185,8 +185,11 @@ class Session:
         except BaseException as exc:
             login_late = self._login_timer is not None and self._login_timer.expired()
             result = "timeout" if isinstance(exc, TimeoutError) or login_late else "failed"
+            reason, listener = handshake_failure_reason(exc, login_late), self.settings.listener
             metrics.tls_handshakes.labels(kind, "none", result).inc()
-            self.audit("tls", mode=kind, result=result, error=exc.__class__.__name__)
+            metrics.tls_handshake_failures.labels(listener.name, reason).inc()
+            log.info("session %s: TLS handshake failed on %s: %s", self.peer, listener.name, reason)
+            self.audit("tls", mode=kind, result=result, reason=reason, error=type(exc).__name__)
             raise
         sslobj = self.client.ssl_object()
         version = (sslobj.version() if sslobj else None) or "unknown"
@@ -255,8 +258,8 @@ class Session:
         self.upstream, self.upstream_name = login.upstream, login.route
         scan = self.settings.scan
         if scan is not None:
-            self.mailbox = BudgetedMailbox(login.upstream, self.out, scan, login.route, login.user,
-                                       self.audit, self.settings.observer.metrics)
+            self.mailbox = ReleasingMailbox(login.upstream, self.out, scan, login.route,
+                                            login.user, self.audit, self.settings.observer.metrics)
         self._transition(Event.LOGIN_OK)
         # From now on only the idle timeout applies (RFC 1939 section 3).  No await since the
         # upstream said +OK: the login deadline cannot cut in after the upstream login.

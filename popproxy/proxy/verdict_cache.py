@@ -21,10 +21,10 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from popproxy.proxy.generation import same_message_generation
-from popproxy.proxy.lockout_store import REDIS_TIMEOUT, connect_redis
+from popproxy.proxy.lockout_store import REDIS_TIMEOUT
 from popproxy.proxy.verdict_journal import (
     CARRIED,
     MAX_PENDING,
@@ -42,9 +42,12 @@ from popproxy.proxy.verdict_record import (
     to_record,
 )
 
+if TYPE_CHECKING:
+    from popproxy.proxy.redis_client import SharedClient
+
 # The record names moved to verdict_record stay importable from here.
 __all__ = ["ACTIONS", "CACHE_FILE", "FORGOTTEN", "OPTIONAL", "CachedVerdict", "RedisVerdicts",
-           "VerdictCache", "cache_key", "from_record", "mailbox_key", "to_record"]
+           "SharedVerdicts", "VerdictCache", "cache_key", "from_record", "mailbox_key", "to_record"]
 
 log = logging.getLogger("popproxy.scan")
 
@@ -65,11 +68,25 @@ SWEEP_EVERY = 10_000
 FORGOTTEN = "forgotten"
 
 
+class SharedVerdicts(Protocol):
+    """The shared level: ``RedisVerdicts`` (hosts), or ``store_sqlite.SqliteVerdicts`` (the
+    workers of one host)."""
+
+    async def get(self, key: str) -> CachedVerdict | None: ...
+
+    async def put(self, key: str, entry: CachedVerdict) -> None: ...
+
+    async def delete(self, keys: list[str]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class RedisVerdicts:
     """The shared level: one JSON string per verdict at ``popproxy:verdict:<key>``, with a TTL."""
 
-    def __init__(self, url: str, ttl: float) -> None:
-        self._redis = connect_redis(url)
+    def __init__(self, client: SharedClient, ttl: float) -> None:
+        """``client``: from ``redis_client.connect`` (one server, Sentinel or Cluster)."""
+        self._redis = client
         self._ttl = max(1, int(ttl))
 
     async def get(self, key: str) -> CachedVerdict | None:
@@ -112,7 +129,7 @@ class VerdictCache:
     lookup or write that could not use Redis (shared_error); the proxy counts them.
     """
 
-    def __init__(self, path: Path | None, shared: RedisVerdicts | None = None,
+    def __init__(self, path: Path | None, shared: SharedVerdicts | None = None,
                  on_result: Callable[[str], None] = _ignore,
                  clock: Callable[[], float] = time.monotonic, ttl: float | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
@@ -122,6 +139,7 @@ class VerdictCache:
         self._entries: dict[str, CachedVerdict] = {}
         self._boxes: dict[str, set[str]] = {}  # mailbox hash -> keys of its entries
         self._shared = shared
+        self._shared_name = "Redis" if isinstance(shared, RedisVerdicts) else "host file"
         self._on_result = on_result
         self._clock = clock
         self._ttl = ttl
@@ -254,7 +272,9 @@ class VerdictCache:
         """Rewrite the file with the live entries only (atomically) once it is mostly dead."""
         if self._path is None or self._lines <= 2 * len(self._entries) + SWEEP_EVERY:
             return
-        tmp = self._path.with_name(self._path.name + ".tmp")
+        # Per process: the workers of one host share state_dir, and two compactions writing
+        # one temporary file at once would interleave their lines.
+        tmp = self._path.with_name(f"{self._path.name}.{os.getpid()}.tmp")
         try:
             with open_private(tmp, "w") as handle:
                 handle.writelines(_line(k, e) for k, e in self._entries.items())
@@ -349,13 +369,15 @@ class VerdictCache:
     def _shared_failed(self, operation: str, exc: BaseException) -> None:
         self._on_result("shared_error")
         if self._retry_at is None:  # once per outage: a listing must not flood the log
-            log.warning("verdict cache: Redis %s failed (%s): judging messages locally, "
-                        "retrying every %.0f s", operation, exc.__class__.__name__, RETRY_AFTER)
+            log.warning("verdict cache: %s %s failed (%s): judging messages locally, "
+                        "retrying every %.0f s", self._shared_name, operation,
+                        exc.__class__.__name__, RETRY_AFTER)
         self._retry_at = self._clock() + RETRY_AFTER
 
     def _shared_ok(self) -> None:
         if self._retry_at is not None:
-            log.info("verdict cache: Redis answers again: verdicts are shared again")
+            log.info("verdict cache: %s answers again: verdicts are shared again",
+                     self._shared_name)
             self._retry_at = None
 
     async def close(self) -> None:

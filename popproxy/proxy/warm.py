@@ -3,8 +3,9 @@
 A new deployment in front of a legacy server would otherwise read every message of every
 mailbox at each owner's first STAT (docs/scanning.md).  Warming does that judging ahead of
 time, paced (``Pace``) so the legacy server is not flooded, and stores the verdicts in the
-cache the proxy reads: Redis (``scan.redis_url``), or the verdict file in ``state_dir``, which
-a proxy reads only when it starts (so that form needs the proxy stopped: ``offline``).
+cache the proxy reads: Redis (``scan.redis_url``, ``redis_sentinel`` or ``redis_cluster``), or
+the verdict file in ``state_dir``, which a proxy reads only when it starts (so that form needs
+the proxy stopped: ``offline``).
 
 Each mailbox is opened with the upstream's master-user login (``warm_login``, docs/policy.md)
 on the upstream the proxy routes its owner to (``route_for``), listed, and judged message by
@@ -60,11 +61,12 @@ def warm_problems(policy: Policy, users: Iterable[str], offline: bool) -> list[s
     problems = []
     if not policy.scan.enabled:
         problems.append("scan.enabled is false: the proxy keeps no verdicts to warm")
-    if policy.scan.redis_url is None and not offline:
+    if policy.scan.redis is None and not offline:
         problems.append(
-            f"scan.redis_url is not set: the verdicts would go to {policy.state_dir / CACHE_FILE}"
-            ", which a running proxy read when it started and will not read again (and may "
-            "rewrite without them); set scan.redis_url, or stop the proxy and pass --offline")
+            "scan.redis_url is not set (nor redis_sentinel, redis_cluster): the verdicts would "
+            f"go to {policy.state_dir / CACHE_FILE}, which a running proxy read when it started "
+            "and will not read again (and may rewrite without them); set scan.redis_url, or "
+            "stop the proxy and pass --offline")
     routed = {route_for(policy, user) for user in users}
     for name, target in sorted(routed, key=lambda pair: pair[0]):
         if target.warm_login is None:

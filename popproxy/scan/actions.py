@@ -144,7 +144,8 @@ def apply_action(
     if verdict.action == "tag":
         return tag_message(message, verdict, cfg.subject_prefix)
     if verdict.action == "defang":
-        return tag_message(defang_message(message), verdict, cfg.subject_prefix)
+        return tag_message(defang_message(message, cfg.risky_attachments), verdict,
+                           cfg.subject_prefix)
     return quarantine_notice(
         message,
         verdict,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from popproxy.scan import odf
 from popproxy.scan.extract import Link, html_extract
+from popproxy.scan.limits import MAX_ARCHIVE_MEMBERS
 from popproxy.scan.lists import DECOY_EXTENSIONS, RISKY_EXTENSIONS
 from popproxy.scan.macros import has_vba_macros
 from popproxy.scan.media import drawn_codes, scan_media
@@ -160,6 +161,12 @@ def _html_attachment(
         found.signals.append(_sig("attach-html-form", label))
     if page.scripts:
         found.signals.append(_sig("attach-html-script", label))
+
+
+def zip_findings(data: bytes, label: str) -> list[Signal]:
+    """A zip attachment's own signals (macros, programs inside, encryption), as the scanner
+    finds them (for popproxy.scan.risky)."""
+    return _zip_signals(data, label, True, MAX_ARCHIVE_MEMBERS)
 
 
 def _zip_signals(data: bytes, label: str, check_macros: bool, max_members: int) -> list[Signal]:

@@ -3,6 +3,11 @@
 Exit status: 0 when nothing is flagged, 1 when some message is flagged (its action is not
 "pass"), 2 when a path could not be read (this wins over 1, so scripts notice missing input),
 141 when the reader of the output went away (a closed pipe, as for a tool ended by SIGPIPE).
+
+``--config POLICY`` scans with the policy's ``scan`` section (thresholds, feeds, size cap,
+combiner) and reports what the proxy would deliver (``action``: after ``fail_mode`` /
+``fail_open_action`` and the size cap, :func:`popproxy.scan.verdict.delivered_action`); without
+it, the scanner's defaults and the policy defaults for those.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from popproxy.policy import ConfigError, load_config
+from popproxy.policy.schema_scan import Scan
 from popproxy.scan.explain import explain_lines, explain_record
 from popproxy.scan.feeds import load_feeds
 from popproxy.scan.scanner import Scanner
 from popproxy.scan.settings import ScanSettings, Thresholds
 from popproxy.scan.sources import Item, iter_items
-from popproxy.scan.verdict import Verdict
+from popproxy.scan.verdict import Verdict, delivered_action
 
 EXIT_CLEAN = 0
 EXIT_FLAGGED = 1
@@ -45,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scan messages (.eml files, directories, mbox files, Maildirs) for phishing.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="message file, directory, mbox")
+    parser.add_argument(
+        "--config", "-c", type=Path, metavar="POLICY",
+        help="use this policy's scan settings (thresholds, feeds, size cap, fail mode): the "
+        "action column is what the proxy would do",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per message")
     parser.add_argument(
         "--feed", action="append", default=[], metavar="FILE", help="blocklist host file"
@@ -88,13 +100,31 @@ def _discard_stdout() -> None:
         pass
 
 
-def _run(args: argparse.Namespace) -> int:
+def _policy(path: Path | None) -> Scan | None:
+    """The policy's scan section (the defaults without ``path``); None when it is refused."""
+    if path is None:
+        return Scan()
     try:
-        feeds = load_feeds(Path(f) for f in args.feed)
+        policy = load_config(path).scan
+    except ConfigError as exc:
+        print(f"popproxy scan: {exc}", file=sys.stderr)
+        return None
+    if not policy.enabled:
+        print("popproxy scan: scanning is off in this policy: the proxy delivers every message "
+              "as it is; shown is what it would do with scan.enabled: true", file=sys.stderr)
+    return policy
+
+
+def _run(args: argparse.Namespace) -> int:
+    policy = _policy(args.config)
+    if policy is None:
+        return EXIT_ERROR
+    config = policy.to_settings() if args.config is not None else ScanSettings()
+    try:
+        feeds = load_feeds([*config.feed_paths, *(Path(f) for f in args.feed)])
     except OSError as exc:
         print(f"popproxy scan: cannot read feed {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
-    config = ScanSettings()
     scanner = Scanner(config, feeds=feeds)
     # The explanation is long: a progress line redrawn between its blocks would garble them.
     show_progress = sys.stderr.isatty() and not args.no_progress and not args.explain
@@ -114,7 +144,10 @@ def _run(args: argparse.Namespace) -> int:
         else:
             verdict = scanner.scan(item.data)
             flagged += verdict.flagged
-            report.verdict(item, verdict)
+            too_large = len(item.data) > config.max_message_bytes
+            action = delivered_action(verdict, policy.fail_mode, policy.fail_open_action,
+                                      too_large)
+            report.verdict(item, verdict, action)
         if progress is not None:
             progress.tick(item.path)
     if progress is not None:
@@ -126,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 class _Report(Protocol):
-    def verdict(self, item: Item, verdict: Verdict) -> None: ...
+    # action: what the proxy would deliver (verdict.delivered_action)
+    def verdict(self, item: Item, verdict: Verdict, action: str) -> None: ...
     def error(self, item: Item) -> None: ...
     def close(self, flagged: int, errors: int) -> None: ...
 
@@ -136,10 +170,11 @@ class _JsonReport:
         self._out = out
         self._explain = explain
 
-    def verdict(self, item: Item, verdict: Verdict) -> None:
+    def verdict(self, item: Item, verdict: Verdict, action: str) -> None:
         record = {
             "path": item.path,
             "verdict": verdict.action,
+            "action": action,
             "flagged": verdict.flagged,
             "score": verdict.score,
             "reasons": list(verdict.reasons),
@@ -164,19 +199,19 @@ class _TableReport:
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self._count = 0
-        print(f"{'VERDICT':<11} {'SCORE':>6}  {'PATH':<40}  REASONS", file=out)
+        print(f"{'VERDICT':<11} {'ACTION':<10} {'SCORE':>6}  {'PATH':<40}  REASONS", file=out)
 
-    def verdict(self, item: Item, verdict: Verdict) -> None:
+    def verdict(self, item: Item, verdict: Verdict, action: str) -> None:
         self._count += 1
         reasons = "; ".join(verdict.reasons)
         if len(reasons) > _REASONS_WIDTH:
             reasons = reasons[: _REASONS_WIDTH - 3] + "..."
-        row = f"{verdict.action:<11} {verdict.score:>6.1f}  {item.path:<40}  {reasons}"
+        row = f"{verdict.action:<11} {action:<10} {verdict.score:>6.1f}  {item.path:<40}  {reasons}"
         print(row, file=self._out)
 
     def error(self, item: Item) -> None:
         self._count += 1
-        print(f"{'ERROR':<11} {'':>6}  {item.path:<40}  {item.error}", file=self._out)
+        print(f"{'ERROR':<11} {'':<10} {'':>6}  {item.path:<40}  {item.error}", file=self._out)
 
     def close(self, flagged: int, errors: int) -> None:
         print(f"\n{self._count} scanned, {flagged} flagged, {errors} errors", file=self._out)
@@ -190,9 +225,10 @@ class _ExplainReport:
         self._thresholds = thresholds
         self._count = 0
 
-    def verdict(self, item: Item, verdict: Verdict) -> None:
+    def verdict(self, item: Item, verdict: Verdict, action: str) -> None:
         self._count += 1
         lines = explain_lines(item.path, verdict, self._thresholds)
+        lines.insert(1, f"  the proxy would deliver it: {action}")
         print("\n".join(lines) + "\n", file=self._out)
 
     def error(self, item: Item) -> None:

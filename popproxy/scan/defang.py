@@ -13,7 +13,7 @@ import hashlib
 import quopri
 import re
 from email.message import Message
-from email.utils import collapse_rfc2231_value, encode_rfc2231
+from email.utils import collapse_rfc2231_value
 
 from popproxy.scan import sniff
 from popproxy.scan.defang_html import defang_html
@@ -22,7 +22,9 @@ from popproxy.scan.inert_text import defang_text
 from popproxy.scan.limits import MAX_MIME_PARTS
 from popproxy.scan.mime_params import split_params
 from popproxy.scan.mime_parse import parse_message
+from popproxy.scan.part_names import name_param, text_name
 from popproxy.scan.recover import recover_multipart
+from popproxy.scan.risky import RiskyMode, removal_note
 from popproxy.scan.textdecode import decode_bytes
 
 __all__ = ["defang_html", "defang_message", "defang_text"]
@@ -30,8 +32,9 @@ __all__ = ["defang_html", "defang_message", "defang_text"]
 _DEFANGED_BODY_TYPES = ("text/plain", "text/html")
 
 
-def defang_message(message: bytes) -> bytes:
-    """Defang every text/plain and text/html part and re-serialise the message.
+def defang_message(message: bytes, risky: RiskyMode = "keep") -> bytes:
+    """Defang every text/plain and text/html part and re-serialise the message; ``risky``
+    (``scan.risky_attachments``): strip or replace risky attachments (:mod:`.risky`).
 
     Parts that are not text keep their bytes (as the parser stored them); each rewritten part
     keeps its charset when the new text fits it, else becomes UTF-8.  A multipart without a
@@ -46,7 +49,7 @@ def defang_message(message: bytes) -> bytes:
     RecursionError beyond ~980 nested multiparts, a known bug of the scanner as a whole).
     """
     msg = parse_message(message)
-    plan = _Plan(message)
+    plan = _Plan(message, risky)
     todo: list[Message] = [msg]
     while todo:  # iterative: nesting is only bounded by the parser
         part = todo.pop()
@@ -75,7 +78,12 @@ def _defang_leaf(part: Message, content_type: str, plan: _Plan) -> None:
         return
     payload = part.get_payload(decode=True)
     raw = payload if isinstance(payload, bytes) else b""
-    if sniff.active_markup(raw, content_type, names) is not None:
+    note = removal_note(names, raw, plan.risky) if plan.risky != "keep" else None
+    if note is not None:  # before markup: a removed .hta is not kept as text
+        plan.edit(part, "Content-Type", note.content_type)
+        plan.edit(part, "Content-Disposition", note.disposition)
+        _set_payload(part, plan, note.text)
+    elif sniff.active_markup(raw, content_type, names) is not None:
         _make_text_attachment(part, plan, raw, names)
     elif content_type in _DEFANGED_BODY_TYPES:
         _rewrite_part(part, plan)
@@ -93,8 +101,9 @@ class _Plan:
             always assigned one before its parts are visited.
     """
 
-    def __init__(self, message: bytes) -> None:
+    def __init__(self, message: bytes, risky: RiskyMode = "keep") -> None:
         self.message = message
+        self.risky = risky
         self.edits: dict[int, dict[str, str | None]] = {}
         self.boundaries: dict[int, bytes] = {}
         self.recovered_bytes = 0
@@ -133,8 +142,6 @@ _CLEAN_PARAM = re.compile(rf'(?<![\s{_TOKEN_CHARS}])\s*+({_TOKEN}+)\s*+=\s*+'
                           rf'(?:"(?:[^"\\]|\\.)*+"|{_TOKEN}+)\s*+')
 # multipart subtypes we keep when rewriting a Content-Type; anything else becomes "mixed".
 _SUBTYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
-# File name characters kept for a text version: most file systems stop at 255 bytes.
-_MAX_NAME_CHARS = 200
 # Raw bytes of a multipart body re-parsed to find its parts, as a multiple of the message size:
 # one rebuild of the whole message, then nested broken multiparts are written as plain text.
 _MAX_RECOVERED_SHARE = 1
@@ -264,9 +271,9 @@ def _make_text_attachment(part: Message, plan: _Plan, raw: bytes, names: list[st
     text = sniff.as_text(raw, _charset(part))
     new = defang_text(text) if sniff.is_link_file(names) else defang_html(text)
     data = new.replace("\r\n", "\n").encode("utf-8", "replace")
-    name = _text_name(names[0] if names else "")
-    plan.edit(part, "Content-Type", f'text/plain; charset="utf-8"; {_name_param("name", name)}')
-    plan.edit(part, "Content-Disposition", f"attachment; {_name_param('filename', name)}")
+    name = text_name(names[0] if names else "")
+    plan.edit(part, "Content-Type", f'text/plain; charset="utf-8"; {name_param("name", name)}')
+    plan.edit(part, "Content-Disposition", f"attachment; {name_param('filename', name)}")
     _set_payload(part, plan, data)
 
 
@@ -286,21 +293,6 @@ def _param(part: Message, name: str, header: str = "content-type") -> str:
         return collapse_rfc2231_value(value) if value else ""
     except (LookupError, UnicodeError, ValueError, TypeError):
         return ""
-
-
-def _text_name(name: str) -> str:
-    """The name for the text version: printable, bounded, ending in .txt."""
-    name = "".join(ch for ch in name if ch.isprintable())[:_MAX_NAME_CHARS].strip()
-    if not name:
-        return "attachment.txt"
-    return name if sniff.extension(name) == "txt" else name + ".txt"
-
-
-def _name_param(key: str, name: str) -> str:
-    """A name parameter every reader parses alike: quoted ASCII, else RFC 2231 UTF-8."""
-    if name.isascii() and not any(ch in name for ch in '"\\'):
-        return f'{key}="{name}"'
-    return f"{key}*={encode_rfc2231(name, 'utf-8')}"
 
 
 def _rebuild_multipart(part: Message, plan: _Plan) -> list[Message]:

@@ -219,3 +219,7 @@ class ScanSettings:
     # model falls back to the weights when its file is missing or made for other features.
     combiner: Literal["model", "weights"] = "model"
     model_path: Path | None = None  # None: the model shipped in the package
+    # What defang does with risky attachments (programs, macro documents, scripts, disk
+    # images: popproxy.scan.risky): "keep" their bytes, "strip" them (an inline note in their
+    # place) or "replace" them by a text attachment saying what was removed.
+    risky_attachments: Literal["keep", "strip", "replace"] = "keep"

@@ -91,3 +91,19 @@ class Verdict:
     def unscanned(cls, cause: UnscannedCause, reason: str) -> Verdict:
         """A verdict for a message the scanner gave up on."""
         return cls(action="unscanned", score=0.0, reasons=(f"unscanned: {reason}",), cause=cause)
+
+
+def delivered_action(verdict: Verdict, fail_mode: str, fail_open_action: str,
+                     too_large: bool = False) -> str:
+    """What the proxy does with a message of ``verdict`` (``scan.fail_mode``,
+    ``scan.fail_open_action`` of the policy): the one rule for the proxy and ``popproxy scan
+    --config``.  A message that could not be judged is suspicious: quarantined when the fail
+    mode is closed, else delivered with ``fail_open_action`` (never as it is).  ``too_large``:
+    over ``max_message_bytes``, judged on its head; its body is streamed, so it can be tagged
+    but not defanged: worse than tag is quarantined."""
+    action: str = verdict.action
+    if action == "unscanned":
+        action = "quarantine" if fail_mode == "closed" else fail_open_action
+    if too_large:
+        action = "quarantine" if action in ("defang", "quarantine") else "tag"
+    return action

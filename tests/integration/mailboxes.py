@@ -142,6 +142,8 @@ def users() -> tuple[User, ...]:
         # for scanning: clean and malicious mail side by side (read-only)
         User("scan", "scanpw", (_plain(1), _phishing_html(), _dots(), _exe_attachment(),
                                 _no_final_newline())),
+        # quarantine releases with real clients (reset before each test: no keep deletes)
+        User("release", "releasepw", (_plain(1), _phishing_html())),
     )
 
 

@@ -17,6 +17,7 @@ import pytest
 from popproxy.policy import load_config
 from popproxy.policy.lockout import make_keys, password_tag
 from popproxy.proxy.lockout_store import RedisStore
+from popproxy.proxy.redis_client import connect_url
 from tests.integration.dovecot import Dovecot
 from tests.integration.redis_server import RedisServer
 
@@ -77,7 +78,7 @@ def test_explain_reads_the_lockout_state_from_redis(
         before.stdout)
 
     async def fail_twice() -> None:  # what a running proxy records for two wrong passwords
-        store = RedisStore(rds.url)
+        store = RedisStore(connect_url(rds.url))
         keys = make_keys(secret, "alice", ipaddress.ip_address("10.1.2.3"), config.lockout)
         for guess in (b"one", b"two"):
             await store.record_failure(keys, password_tag(secret, "alice", guess),

@@ -12,8 +12,10 @@ must return a non-empty, non-NaN, non-zero result; the /metrics exposition must 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import re
 import socket
 import ssl
 import time
@@ -30,9 +32,11 @@ import yaml
 from popproxy.auditlog import AuditLog
 from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import SAMPLE_MESSAGES, DemoUpstream, Mailbox
-from popproxy.proxy.http import OpsServer, upstream_probe
+from popproxy.proxy.health import UpstreamProbe
+from popproxy.proxy.http import OpsServer
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.server import ProxyServer
+from popproxy.proxy.tasks import spawn
 from tests.helpers import LoopThread, running_demo, running_proxy
 from tests.integration import prom
 from tests.integration.rawpop import RawPOP3, wait_for
@@ -244,6 +248,7 @@ class Scenario:
     exposition: bytes
     # PopproxyPhishingDetected's expr, evaluated when only phase 1 (one quarantine) was scraped.
     phishing_alert_after_first_quarantine: dict[str, Any]
+    readyz: int  # the HTTP status of /readyz at the end
 
 
 def _local(observer: Observer, name: str) -> float:
@@ -267,6 +272,10 @@ def _one_more_scrape(prometheus: prom.Prometheus) -> None:
     seen = prometheus.scalar(expr)
     assert seen is not None
     prometheus.wait_until(expr, seen + 1)
+
+
+async def _start(probe: UpstreamProbe) -> asyncio.Task[None]:
+    return spawn(probe.run(), "upstream-probe")
 
 
 def _alert_expr(name: str) -> str:
@@ -294,9 +303,14 @@ def scenario(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory
         stack.enter_context(running_demo(loop_thread, demo))
         policy = _policy(demo.port, _dead_port(), pki, root / "state")
         running = stack.enter_context(running_proxy(policy, loop_thread, observer))
-        ops = OpsServer(observer.metrics.registry, upstream_probe("127.0.0.1", demo.port))
+        # As `popproxy serve` wires it: /readyz and popproxy_upstream_up from one probe of
+        # the upstreams of the server's current policy, also in the background.
+        probe = UpstreamProbe(running.server, observer.metrics)
+        ops = OpsServer(observer.metrics.registry, probe.ready)
         loop_thread.call(ops.start("127.0.0.1", 0))
         stack.callback(lambda: loop_thread.call(ops.stop()))
+        probing = loop_thread.call(_start(probe))
+        stack.callback(lambda: loop_thread.loop.call_soon_threadsafe(probing.cancel))
         prometheus = stack.enter_context(prom.running(
             root / "prom", [f"127.0.0.1:{ops.port}"], [GRAFANA / "alerts.yml"]))
         prometheus.wait_until('up{job="popproxy"}', 1.0)
@@ -315,7 +329,8 @@ def scenario(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory
         _sync_scrape(prometheus, observer, held_open=1)
         status, exposition = prom.http_get(f"http://127.0.0.1:{ops.port}/metrics")
         assert status == 200
-        yield Scenario(prometheus, observer, exposition, first_phish)
+        readyz = prom.http_get(f"http://127.0.0.1:{ops.port}/readyz")[0]
+        yield Scenario(prometheus, observer, exposition, first_phish, readyz)
 
 
 # ---------------------------------------------------------------------- the tests
@@ -326,7 +341,9 @@ def _dashboard_targets() -> list[tuple[str, str]]:
     def walk(panels: list[dict[str, Any]]) -> None:
         for panel in panels:
             for target in panel.get("targets", []):
-                found.append((panel.get("title", "?"), target["expr"]))
+                # Grafana's "All" for the instance variable (its allValue).
+                found.append((panel.get("title", "?"),
+                              target["expr"].replace("$instance", ".*")))
             walk(panel.get("panels", []))
 
     walk(dashboard["panels"])
@@ -394,7 +411,7 @@ def test_alert_rules_evaluate_against_live_metrics(scenario: Scenario) -> None:
         if (expected <= firing and not unknown) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert len(loaded) == 8
+    assert len(loaded) == 11
     broken = [(r["name"], r["health"], r.get("lastError")) for r in loaded if r["health"] != "ok"]
     assert not broken, broken
     assert expected <= firing, firing
@@ -420,9 +437,33 @@ def test_workload_counted_what_it_did(scenario: Scenario) -> None:
     assert value("popproxy_proxy_protocol_rejects_total", reason="malformed") == 2
     assert value("popproxy_upstream_errors_total", upstream="down", reason="connect") == 2
     assert value("popproxy_messages_scanned_total", verdict="flagged", action="quarantine") == 2
-    assert value("popproxy_config_reloads_total", result="ok") == 2
-    assert value("popproxy_config_reloads_total", result="refused") == 1
+    assert value("popproxy_config_reloads_total", kind="policy", result="ok") == 2
+    assert value("popproxy_config_reloads_total", kind="policy", result="refused") == 1
+    assert value("popproxy_tls_handshake_failures_total", listener="tls", reason="other") == 2
     assert value("popproxy_connections_total", listener="tls", result="denied") == 2
     assert value("popproxy_tls_handshakes_total", kind="implicit", version="none",
                  result="failed") == 2
     assert value("popproxy_login_before_tls_refused_total", command="USER") == 2
+
+
+def test_dashboard_references_only_metrics_popproxy_exports(scenario: Scenario) -> None:
+    """Each metric name in a panel query is in the live /metrics (``up`` is Prometheus')."""
+    exported = set(re.findall(r"^([a-z_]+)[{ ]", scenario.exposition.decode(), re.MULTILINE))
+    used = {name for _, expr in _dashboard_targets()
+            for name in re.findall(r"\b((?:popproxy|process)_\w+)", expr)}
+    assert len(used) > 30
+    assert not used - exported, sorted(used - exported)
+
+
+def test_upstream_up_and_readyz_follow_the_probe(scenario: Scenario) -> None:
+    """The background probe set the gauge without any request to /readyz; the "down" upstream
+    (nobody listens) makes the proxy not ready."""
+    prometheus = scenario.prometheus
+    assert prometheus.scalar('popproxy_upstream_up{upstream="default"}') == 1.0
+    assert prometheus.scalar('popproxy_upstream_up{upstream="down"}') == 0.0
+    assert prometheus.scalar("count(popproxy_build_info)") == 1.0
+    expiry = prometheus.scalar('popproxy_tls_certificate_expiry_timestamp_seconds{name="server"}')
+    assert expiry is not None and expiry > time.time() + 300 * 86400  # trustme: ~10 years
+    assert (prometheus.scalar("process_resident_memory_bytes") or 0) > 0
+    assert scenario.readyz == 503
+    assert prometheus.scalar('count({__name__=~".+_created"})') is None

@@ -25,6 +25,7 @@ import pytest
 from popproxy.auditlog import AuditLog
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.redis_client import connect_url
 from popproxy.proxy.verdict_cache import (
     REDIS_PREFIX,
     RETRY_AFTER,
@@ -83,8 +84,8 @@ def levels(rds: RedisServer, loop_thread: LoopThread, tmp_path: Path
     made: list[Level] = []
     for name in ("a", "b"):
         results: list[str] = []
-        cache = VerdictCache(tmp_path / name / "verdicts.jsonl", RedisVerdicts(rds.url, TTL),
-                             results.append, clock)
+        shared = RedisVerdicts(connect_url(rds.url), TTL)
+        cache = VerdictCache(tmp_path / name / "verdicts.jsonl", shared, results.append, clock)
         made.append(Level(cache, results, loop_thread))
     try:
         yield made[0], made[1], clock
@@ -239,7 +240,8 @@ def test_a_silent_redis_costs_one_bounded_timeout_per_pause(
         silent.listen(16)
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
         results: list[str] = []
-        cache = VerdictCache(tmp_path / "v.jsonl", RedisVerdicts(url, TTL), results.append)
+        shared = RedisVerdicts(connect_url(url), TTL)
+        cache = VerdictCache(tmp_path / "v.jsonl", shared, results.append)
         level = Level(cache, results, loop_thread)
         try:
             started = time.monotonic()

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from popproxy.metrics import Metrics
-from popproxy.proxy.http import MAX_REQUEST_HEAD, OpsServer, upstream_probe
+from popproxy.proxy.http import MAX_REQUEST_HEAD, OpsServer
 from tests.helpers import LoopThread
 
 
@@ -102,15 +102,3 @@ def test_an_oversized_or_truncated_request_gets_no_answer() -> None:
 
     _with_ops(ready, script)
 
-
-def test_upstream_probe_connects_or_reports_false() -> None:
-    async def main() -> tuple[bool, bool]:
-        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        up = await upstream_probe("127.0.0.1", port)()
-        server.close()
-        await server.wait_closed()
-        down = await upstream_probe("127.0.0.1", port, timeout=1.0)()
-        return up, down
-
-    assert asyncio.run(main()) == (True, False)

@@ -124,3 +124,18 @@ def test_reload_to_an_uncreatable_secret_is_refused(loop_thread: LoopThread,
 
     assert loop_thread.call(reload()) is False
     assert server.lockout is guard and server.config.lockout.secret_file is None
+
+
+def _make_key(state_dir: str) -> bytes:
+    return load_secret(Lockout(), Path(state_dir))
+
+
+def test_workers_starting_together_all_read_the_one_whole_key(tmp_path: Path) -> None:
+    """Several workers share a state_dir: none may read the key half written (an empty key
+    would count their failures under other names)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        keys = pool.map(_make_key, [str(tmp_path / "state")] * 8)
+    assert len(set(keys)) == 1 and len(keys[0]) == 2 * 32
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [SECRET_FILE]

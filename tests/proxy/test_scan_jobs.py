@@ -78,3 +78,17 @@ def test_rendered_copy_is_sent_in_exactly_its_size(
     unstuffed = body.replace(b"\r\n..", b"\r\n.")
     assert len(unstuffed[1:] if unstuffed.startswith(b"..") else unstuffed) == size
     assert b"\n" not in out.read_bytes().replace(b"\r\n", b"")  # no bare LF on the wire
+
+
+def test_sized_render_holds_a_message_whose_risky_attachment_would_be_removed() -> None:
+    """Issue 19 item 11: the size-preserving defang keeps every attachment's bytes, so with
+    scan.risky_attachments strip/replace a message with a program gets the padded notice."""
+    from tests.scan.helpers import build
+
+    program = b"MZ" + b"\x90" * 62 + b"This program cannot be run in DOS mode"
+    message = build(text="hello", attachments=(("run.exe", program, "application/x"),))
+    order = scan_jobs.RenderOrder("defang", 9.0, ("attach-executable",), 1.0, "ab12")
+    kept, held = scan_jobs.render_sized(message, order, len(message), "keep")
+    assert not held and len(kept) == len(message)
+    notice, held = scan_jobs.render_sized(message, order, len(message), "replace")
+    assert held and len(notice) == len(message) and program not in notice

@@ -186,3 +186,63 @@ def test_tagged_retr_is_streamed_and_equals_the_whole_render(
     assert sizes == [len(b) for b in bodies]
     assert all(b.startswith(b"X-Popproxy-Verdict: tag") for b in bodies)
     assert b"\r\n\r\n" + body_with_dots in bodies[0]
+
+
+def test_oversize_is_audited_unscanned_and_counted_apart_from_failures(
+    loop_thread: LoopThread, tmp_path: Path
+) -> None:
+    """Issue 19 item 12: a message over scan.max_message_bytes writes an ``unscanned`` audit
+    event and counts as reason too_large, not as the scanner failure the alert looks at."""
+    import io
+    import json
+
+    from popproxy.auditlog import AuditLog
+    from popproxy.metrics import Metrics
+
+    stream = io.StringIO()
+    observer = Observer(Metrics(), AuditLog(stream))
+    with _proxy(loop_thread, tmp_path, {"max_message_bytes": 1024}, [BIG, CLEAN],
+                observer) as (proxy, _):
+        _retr_all(proxy.port)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    (unscanned,) = [e for e in events if e["event"] == "unscanned"]
+    assert unscanned["message"] == 1 and unscanned["reason"] == "too_large"
+    assert unscanned["size"] == len(BIG) and unscanned["cap"] == 1024
+    assert unscanned["action"] == "tag"
+    sample = observer.metrics.registry.get_sample_value
+    assert sample("popproxy_scan_unscanned_total", {"reason": "too_large"}) == 1
+    assert sample("popproxy_scan_unscanned_total", {"reason": "time_budget"}) == 0
+
+
+def test_scanner_over_budget_counts_as_a_failure(loop_thread: LoopThread,
+                                                 tmp_path: Path) -> None:
+    from popproxy.metrics import Metrics
+
+    observer = Observer(Metrics())
+    with _proxy(loop_thread, tmp_path, {"time_budget": 1e-9}, [CLEAN], observer) as (proxy, _):
+        _retr_all(proxy.port)
+    sample = observer.metrics.registry.get_sample_value
+    assert sample("popproxy_scan_unscanned_total", {"reason": "time_budget"}) == 1
+    assert sample("popproxy_scan_unscanned_total", {"reason": "too_large"}) == 0
+
+
+def test_risky_attachment_replaced_at_the_listed_size(loop_thread: LoopThread,
+                                                      tmp_path: Path) -> None:
+    """Issue 19 item 11 through a session: the defanged copy without the program is exactly
+    the size LIST reported."""
+    from tests.scan.helpers import build
+
+    program = b"MZ" + b"\x90" * 62 + b"This program cannot be run in DOS mode"
+    message = build(text="Invoice attached.",
+                    attachments=(("invoice.pdf.exe", program, "application/octet-stream"),))
+    scan = {"thresholds": {"tag": 0.5, "defang": 0.6, "quarantine": 1000},
+            "risky_attachments": "replace"}
+    with _proxy(loop_thread, tmp_path, scan, [message]) as (proxy, _):
+        sizes, bodies = _retr_all(proxy.port)
+    import email
+    import email.policy
+
+    parsed = email.message_from_bytes(bodies[0], policy=email.policy.default)
+    (note,) = [p for p in parsed.walk() if p.get_filename() == "invoice.pdf.exe.removed.txt"]
+    assert "program (windows-pe)" in note.get_content()
+    assert program not in bodies[0] and sizes == [len(bodies[0])]

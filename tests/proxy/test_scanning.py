@@ -170,3 +170,41 @@ def test_re_scoring_runs_once_per_distinct_evidence_and_generation(
                        other.carried_to("aaaa-2"), plain.carried_to("aaaa-3")]
     # The second is remembered; other evidence, or another generation, is scored again.
     assert calls == [plain.evidence, other.evidence, plain.evidence]
+
+
+def test_quarantine_retention_at_start_then_hourly(tmp_path: Path) -> None:
+    """Issue 19 item 10: scan.quarantine_retention removes old held messages at start, then at
+    most once per RETENTION_INTERVAL (a session's first listing triggers it)."""
+    from popproxy.proxy.scanning import RETENTION_INTERVAL
+    from popproxy.quarantine import HeldMessage, QuarantineStore
+
+    day, now = 86400.0, [100 * 86400.0]
+    store = QuarantineStore(tmp_path / "state" / "quarantine")
+
+    def held(message_id: str, at: float) -> None:
+        store.hold(HeldMessage(message_id, "alice", at, 9.0, ("r",), 4), b"mail")
+
+    held("aa", now[0] - 31 * day)
+    held("bb", now[0] - 29 * day)
+    service = ScanService(Scan(quarantine_retention="30d"), tmp_path / "state", Observer(),
+                          clock=lambda: now[0])
+    try:
+        assert [h.id for h in store.list()] == ["bb"]  # at start
+        now[0] += 2 * day  # bb is now 31 days old
+        held("cc", now[0] - 40 * day)
+        assert sorted(service.apply_retention()) == ["bb", "cc"]
+        now[0] += RETENTION_INTERVAL / 2
+        held("dd", now[0] - 40 * day)
+        asyncio.run(service.generation())  # within the interval: not yet
+        assert [h.id for h in store.list()] == ["dd"]
+        now[0] += RETENTION_INTERVAL
+        asyncio.run(service.generation())
+        assert store.list() == []
+    finally:
+        service.close()
+    held("ee", 0.0)
+    kept = ScanService(Scan(), tmp_path / "state", Observer())  # unset: nothing removed
+    try:
+        assert kept.apply_retention() == [] and [h.id for h in store.list()] == ["ee"]
+    finally:
+        kept.close()

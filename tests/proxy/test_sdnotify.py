@@ -173,7 +173,11 @@ def test_report_status_sends_the_session_count_when_it_changes(
 # --------------------------------------------------------------------------- popproxy run
 
 
-def test_popproxy_run_notifies_systemd(tmp_path: Path, abstract_receiver: Receiver) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_popproxy_run_notifies_systemd(tmp_path: Path, abstract_receiver: Receiver,
+                                       workers: int) -> None:
+    """The same with a supervisor and two workers: READY=1 once both accept, the reload
+    bracketed until both answered; the workers themselves never notify."""
     tls_port, stls_port, metrics_port = free_port(), free_port(), free_port()
     policy = tmp_path / "policy.yaml"
     policy.write_text(
@@ -189,16 +193,19 @@ def test_popproxy_run_notifies_systemd(tmp_path: Path, abstract_receiver: Receiv
     log = tmp_path / "popproxy.log"
     env = {**os.environ, "NOTIFY_SOCKET": abstract_receiver.name}
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "popproxy", "run", "--config", str(policy)],
+        proc = subprocess.Popen([sys.executable, "-m", "popproxy", "run", "--config", str(policy),
+                                 "--workers", str(workers)],
                                 cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT)
+    serving = ("serving: 2 listeners, 0 sessions" if workers == 1
+               else "serving: 2 listeners, 2 workers")
     try:
         ready = abstract_receiver.next(skip_status=True)
         # READY=1 only once every listener accepts connections and the metrics server answers.
         assert accepts(tls_port) and accepts(stls_port), log.read_text()
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as r:
             assert r.status == 200
-        assert ready == {"READY": "1", "STATUS": "serving: 2 listeners, 0 sessions"}
+        assert ready == {"READY": "1", "STATUS": serving}
         assert "popproxy ready" in log.read_text()
 
         sent = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
@@ -208,7 +215,7 @@ def test_popproxy_run_notifies_systemd(tmp_path: Path, abstract_receiver: Receiv
         assert int(reloading["MONOTONIC_USEC"]) >= sent
         again = abstract_receiver.next(skip_status=True)  # READY=1 again once the reload is over
         assert again["READY"] == "1" and again["STATUS"].startswith("serving: 2 listeners")
-        assert "TLS certificates reloaded" in log.read_text()
+        assert log.read_text().count("TLS certificates reloaded") == workers
 
         os.kill(proc.pid, signal.SIGTERM)
         stopping = abstract_receiver.next(skip_status=True)

@@ -149,10 +149,11 @@ def test_reload_that_changes_listeners_is_refused(loop_thread: LoopThread,
         assert not _reload(loop_thread, proxy.server,
                            make_config(1, listeners=[moved], state_dir=str(tmp_path)))
         assert proxy.server.config is config
-        reason = "listener names, addresses or modes changed (restart popproxy for that)"
+        reason = "listener names, addresses or modes changed (restart popproxy)"
         assert proxy.server.refusal == reason  # what systemd's STATUS= line shows
     assert len(observed.events("config_reload", result="refused", error=reason)) == 1
-    assert observed.sample("popproxy_config_reloads_total", result="refused") == 1
+    assert observed.sample("popproxy_config_reloads_total", kind="policy",
+                           result="refused") == 1
 
 
 def test_tls_reload_without_tls_listeners_is_a_no_op(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import TextIO
 import pytest
 
 from popproxy.proxy import verdict_cache
+from popproxy.proxy.redis_client import connect_url
 from popproxy.proxy.verdict_cache import (
     CachedVerdict,
     RedisVerdicts,
@@ -82,7 +83,8 @@ def test_with_redis_only_the_newest_verdicts_stay_local(tmp_path: Path,
     monkeypatch.setattr(verdict_cache, "MAX_LOCAL_WITH_SHARED", 3)
 
     async def run() -> VerdictCache:
-        shared = RedisVerdicts("redis://127.0.0.1:1/0", ttl=DAY)  # never contacted here
+        # Never contacted here.
+        shared = RedisVerdicts(connect_url("redis://127.0.0.1:1/0"), ttl=DAY)
         cache = VerdictCache(tmp_path / "verdicts.jsonl", shared)
         for n in range(5):
             cache.put(f"k{n}", _verdict(float(n)))

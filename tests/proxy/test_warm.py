@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from popproxy.policy import Policy, WarmLogin
+from popproxy.policy.schema_redis import RedisSentinel
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
@@ -122,6 +123,10 @@ def test_problems_name_what_to_change(tmp_path: Path) -> None:
     policy = _policy(tmp_path, 110)
     assert warm_problems(policy, ["alice"], offline=True) == []
     assert "scan.redis_url is not set" in warm_problems(policy, ["alice"], offline=False)[0]
+    sentinel = {"sentinels": ["10.0.7.31:26379"], "service": "popproxy"}
+    shared = policy.model_copy(update={"scan": policy.scan.model_copy(
+        update={"redis_sentinel": RedisSentinel.model_validate(sentinel)})})
+    assert warm_problems(shared, ["alice"], offline=False) == []  # Sentinel is Redis too
 
 
 def test_the_master_password_is_the_first_line_and_never_in_an_error(tmp_path: Path) -> None:

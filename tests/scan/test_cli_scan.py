@@ -271,3 +271,58 @@ def test_explain_names_the_attachment(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "counted   attach-double-ext (invoice.pdf.exe)" in out
     assert "evidence: the attachment named above" in out
+
+
+def _policy(tmp_path: Path, scan_section: str) -> Path:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("listeners: [{name: a, port: 1995, mode: tls}]\n"
+                      f"state_dir: {tmp_path / 'state'}\n"
+                      f"scan:\n{scan_section}")
+    return policy
+
+
+def test_config_uses_the_policy_thresholds_and_feeds(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 19 item 13: with --config the CLI says what the proxy would do."""
+    feed = tmp_path / "feed.txt"
+    feed.write_text("www.example.org\n")
+    (tmp_path / "m.eml").write_bytes(load("clean_plain.eml"))
+    (tmp_path / "l.eml").write_bytes(load("link_action_foreign.eml"))
+    policy = _policy(tmp_path, f"  feeds: [{feed}]\n"
+                               "  thresholds: {tag: 0.5, defang: 1.0, quarantine: 1.5}\n")
+    assert main_scan(["--json", str(tmp_path / "l.eml")]) == EXIT_CLEAN  # defaults: 1.76 passes
+    assert main_scan(["--json", "--config", str(policy), str(tmp_path / "m.eml"),
+                      str(tmp_path / "l.eml")]) == EXIT_FLAGGED
+    lines = _json_lines(capsys.readouterr().out)
+    assert lines[0]["action"] == "pass"
+    clean, link = lines[1:]
+    assert "link-feed-host" in clean["signals"]  # type: ignore[operator]  # the policy's feed
+    assert link["verdict"] == link["action"] == "quarantine"  # the policy's thresholds
+
+
+def test_config_size_cap_and_fail_mode(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Over the policy's max_message_bytes a message is judged on its head and at worst
+    quarantined, never defanged; a scanner over its budget gets the policy's fail mode."""
+    big = load("attach_exe.eml") + b"\r\n" + b"x" * 76 * 40
+    (tmp_path / "big.eml").write_bytes(big)
+    capped = _policy(tmp_path, "  max_message_bytes: 1024\n"
+                               "  thresholds: {tag: 0.5, defang: 1.0, quarantine: 100}\n")
+    assert main_scan(["--json", "--config", str(capped), str(tmp_path / "big.eml")]) == 1
+    (rec,) = _json_lines(capsys.readouterr().out)
+    assert rec["verdict"] == "defang" and rec["action"] == "quarantine"
+    closed = _policy(tmp_path, "  time_budget: 0.000000001\n  fail_mode: closed\n")
+    assert main_scan(["--json", "--config", str(closed), str(tmp_path / "big.eml")]) == 1
+    (rec,) = _json_lines(capsys.readouterr().out)
+    assert rec["verdict"] == "unscanned" and rec["action"] == "quarantine"
+    assert main_scan(["--config", str(closed), str(tmp_path / "big.eml")]) == 1
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.split()[:3] == ["VERDICT", "ACTION", "SCORE"]
+    assert row.split()[:2] == ["unscanned", "quarantine"]
+
+
+def test_config_refused_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = _policy(tmp_path, "  thresholds: {tag: nope}\n")
+    (tmp_path / "m.eml").write_bytes(load("clean_plain.eml"))
+    assert main_scan(["--config", str(policy), str(tmp_path / "m.eml")]) == EXIT_ERROR
+    assert "policy.yaml" in capsys.readouterr().err

@@ -195,3 +195,54 @@ def test_defang_verdict_leaves_no_live_attachment() -> None:
         assert isinstance(payload, bytes)
         assert _live(payload.decode("utf-8")) == []
     assert PHISH_FORM not in out and b"<script" not in out
+
+
+PROGRAM = b"MZ" + b"\x90" * 62 + b"This program cannot be run in DOS mode"
+
+
+def _with_attachments() -> bytes:
+    return build(text="See https://evil.example/login and the files.",
+                 attachments=(("invoice.pdf.exe", PROGRAM, "application/octet-stream"),
+                              ("data.bin", b"\x00\x01\x02opaque", "application/octet-stream")))
+
+
+def _attachment_names(message: bytes) -> list[str | None]:
+    parsed = email.message_from_bytes(message, policy=email.policy.default)
+    return [p.get_filename() for p in parsed.walk() if not p.is_multipart()]
+
+
+def test_risky_attachments_replace_and_strip() -> None:
+    """Issue 19 item 11: with scan.risky_attachments the program is removed and a note says
+    so; the opaque .bin keeps its bytes; the output is deterministic (LIST == RETR)."""
+    data = _with_attachments()
+    kept = email.message_from_bytes(defang_message(data), policy=email.policy.default)
+    (program,) = [p for p in kept.walk() if p.get_filename() == "invoice.pdf.exe"]
+    assert program.get_payload(decode=True) == PROGRAM  # keep (the default): as it was
+    replaced = defang_message(data, "replace")
+    assert replaced == defang_message(data, "replace")
+    assert _attachment_names(replaced) == [None, "invoice.pdf.exe.removed.txt", "data.bin"]
+    parsed = email.message_from_bytes(replaced, policy=email.policy.default)
+    note, opaque = [p for p in parsed.walk() if p.get_filename()]
+    assert note.get_content() == ("popproxy removed the attachment invoice.pdf.exe (102 bytes): "
+                                  "program (windows-pe).\nAsk your mail administrator if you "
+                                  "need it.\n")
+    assert opaque.get_payload(decode=True) == b"\x00\x01\x02opaque"
+    stripped = defang_message(data, "strip")
+    assert _attachment_names(stripped) == [None, None, "data.bin"]
+    inline = [p for p in email.message_from_bytes(stripped, policy=email.policy.default).walk()
+              if p.get_content_disposition() == "inline"]
+    assert len(inline) == 1 and "invoice.pdf.exe" in inline[0].get_content()
+    assert b"hxxps://evil[.]example/login" in stripped  # still defanged as usual
+    assert PROGRAM[:40] not in replaced and base64.b64encode(PROGRAM)[:40] not in stripped
+
+
+def test_apply_action_defang_uses_the_setting() -> None:
+    from popproxy.scan import ScanSettings
+
+    data = _with_attachments()
+    verdict = Verdict(action="defang", score=9.0, reasons=("attach-double-ext",))
+    out = apply_action(data, verdict, ScanSettings(risky_attachments="replace"))
+    assert b"invoice.pdf.exe.removed.txt" in out
+    tagged = apply_action(data, Verdict(action="tag", score=3.0),
+                          ScanSettings(risky_attachments="replace"))
+    assert b"removed.txt" not in tagged  # only defang removes attachments

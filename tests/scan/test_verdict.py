@@ -11,6 +11,7 @@ from popproxy.scan.verdict import (
     Verdict,
     clean_detail,
     clean_evidence,
+    delivered_action,
 )
 
 
@@ -49,3 +50,19 @@ def test_verdict_flags_and_unscanned() -> None:
     assert (gave_up.action, gave_up.kind, gave_up.score) == ("unscanned", "unscanned", 0.0)
     assert gave_up.reasons == ("unscanned: over 5 s",) and gave_up.cause == "time-budget"
     assert gave_up.flagged
+
+
+@pytest.mark.parametrize(("action", "fail_mode", "too_large", "delivered"), [
+    ("pass", "open", False, "pass"),
+    ("defang", "open", False, "defang"),
+    ("unscanned", "open", False, "tag"),  # fail_open_action below
+    ("unscanned", "closed", False, "quarantine"),
+    ("pass", "open", True, "tag"),  # over the cap: at least tagged (limit-size)
+    ("defang", "open", True, "quarantine"),  # cannot be defanged while streamed
+    ("unscanned", "open", True, "tag"),
+])
+def test_delivered_action_is_the_proxy_rule(action: str, fail_mode: str, too_large: bool,
+                                            delivered: str) -> None:
+    verdict = (Verdict.unscanned("time-budget", "slow") if action == "unscanned"
+               else Verdict(action=action, score=1.0))  # type: ignore[arg-type]
+    assert delivered_action(verdict, fail_mode, "tag", too_large) == delivered

@@ -1,0 +1,91 @@
+"""What the TLS metrics say: why a client handshake failed, when a served certificate expires.
+
+The reason of a failed handshake is a word from ``metrics.TLS_FAILURE_REASONS``, mapped from
+OpenSSL's reason string (``ssl.SSLError.reason``), so an admin can tell an old client
+(``protocol_version``), a client with an odd cipher list (``no_shared_cipher``), a client that
+does not trust our certificate (``unknown_ca``) and a stalled client (``timeout``) apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterable
+
+from cryptography import x509
+from prometheus_client import Gauge
+
+from popproxy.proxy.tls import CertPair
+
+log = logging.getLogger("popproxy.tls")
+
+# OpenSSL reason strings (ssl.SSLError.reason) -> our reason label.  Seen on the server side:
+# our own refusal (UNSUPPORTED_PROTOCOL, NO_SHARED_CIPHER) or the client's alert
+# (TLSV1_ALERT_*, SSLV3_ALERT_*; RFC 8446 section 6.2).
+_REASONS: dict[str, str] = {
+    # The client offers only versions below our minimum (or above what we speak).
+    "UNSUPPORTED_PROTOCOL": "protocol_version",
+    "WRONG_SSL_VERSION": "protocol_version",
+    "VERSION_TOO_LOW": "protocol_version",
+    "VERSION_TOO_HIGH": "protocol_version",
+    "NO_PROTOCOLS_AVAILABLE": "protocol_version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol_version",
+    # No cipher suite (or key-exchange group) both sides accept.
+    "NO_SHARED_CIPHER": "no_shared_cipher",
+    "NO_CIPHERS_AVAILABLE": "no_shared_cipher",
+    "NO_SHARED_GROUPS": "no_shared_cipher",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "no_shared_cipher",
+    # The client refused our certificate.  OpenSSL clients send unknown_ca for an untrusted
+    # issuer; Java, Go and others send bad_certificate or certificate_unknown for the same
+    # thing (RFC 8446 section 6.2): the admin's next step is the same, check the chain.
+    "TLSV1_ALERT_UNKNOWN_CA": "unknown_ca",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "unknown_ca",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "unknown_ca",
+}
+
+
+def handshake_failure_reason(exc: BaseException, timed_out: bool = False) -> str:
+    """The ``reason`` label for a failed client handshake.
+
+    Args:
+        exc: what the handshake raised (``ssl.SSLError``, ``TimeoutError``, a closed channel).
+        timed_out: the session's login deadline expired during the handshake.
+    """
+    if timed_out or isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):
+        return _REASONS.get(str(exc.reason), "other")
+    return "other"
+
+
+def certificate_label(pair: CertPair, taken: set[str]) -> str:
+    """The ``name`` label of a served certificate: its first configured SNI name, else the
+    file's stem; ``parent/stem`` if that is taken (Let's Encrypt names every file
+    ``fullchain.pem``).  From the policy, never from a client."""
+    name = pair.names[0] if pair.names else pair.cert.stem
+    if name in taken:
+        name = f"{pair.cert.parent.name}/{pair.cert.stem}"
+    return name
+
+
+def certificate_expiry(pair: CertPair) -> float:
+    """notAfter of the pair's (first) certificate, as a Unix timestamp."""
+    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    return cert.not_valid_after_utc.timestamp()
+
+
+def publish_certificates(gauge: Gauge, pairs: Iterable[CertPair]) -> None:
+    """Set popproxy_tls_certificate_expiry_timestamp_seconds for each served certificate;
+    certificates no longer served lose their series (no alert for a file replaced on reload).
+    Called at start and after every certificate reload."""
+    gauge.clear()
+    taken: set[str] = set()
+    for pair in pairs:
+        name = certificate_label(pair, taken)
+        taken.add(name)
+        try:
+            expiry = certificate_expiry(pair)
+        except (OSError, ValueError) as exc:  # loaded a moment ago; replaced since?
+            log.warning("certificate %s: cannot read its expiry: %s", pair.cert, exc)
+            continue
+        gauge.labels(name).set(expiry)

@@ -1,0 +1,27 @@
+"""One worker of a host, for tests: ``python -m tests.integration.host_worker DB ID run ...``.
+
+Exactly ``popproxy run ...`` (the same ``cli.main``), except that its ProxyServer gets
+``HostShare(DB, ID)``: a real separate process sharing the host's SQLite file, as the workers
+the supervisor starts (issue 18 item 1) will be.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+from popproxy import cli
+from popproxy.proxy.host_state import HostShare
+from popproxy.proxy.server import ProxyServer
+
+
+def main(argv: list[str]) -> int:
+    db, worker, *run = argv
+    share = HostShare(Path(db), int(worker))
+    vars(cli)["ProxyServer"] = functools.partial(ProxyServer, host=share)
+    return cli.main(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

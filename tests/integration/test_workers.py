@@ -1,0 +1,153 @@
+"""``popproxy run --workers 2`` in front of the real Dovecot (issue 18 item 1).
+
+Each test starts the real CLI (a supervisor and two re-exec'd workers sharing the listening
+socket) and finds which worker serves a connection through /proc (workers_proc.py), so
+"a session on each worker" is a fact, not a hope.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.dovecot import Dovecot
+from tests.integration.rawpop import RawPOP3
+from tests.integration.workers_proc import Workers, running_workers
+from tests.support.ports import free_port
+
+
+def _policy(dovecot: Dovecot, port: int, metrics_port: int, root: Path,
+            users: str = "") -> str:
+    return (
+        f"listeners: [{{name: pop3, host: 127.0.0.1, port: {port}, mode: plain, "
+        "allow_plaintext_login: true}]\n"
+        f"upstream: {{host: 127.0.0.1, port: {dovecot.port}, connect_timeout: 5, "
+        "greeting_timeout: 5, response_timeout: 30}\n"
+        f"state_dir: {root / 'state'}\n"
+        f"observability: {{metrics_host: 127.0.0.1, metrics_port: {metrics_port}}}\n"
+        "limits: {auth_failure_delay: 0, shutdown_grace: 10}\n"
+        "lockout: {enabled: false}\n"
+        "scan: {enabled: false}\n"
+        f"{users}"
+    )
+
+
+@pytest.fixture
+def workers(dovecot: Dovecot, tmp_path: Path) -> Iterator[Workers]:
+    port, metrics_port = free_port(), free_port()
+    with running_workers(tmp_path, _policy(dovecot, port, metrics_port, tmp_path), port,
+                         metrics_port) as running:
+        assert len(running.worker_pids()) == 2
+        yield running
+
+
+def _direct_stat(dovecot: Dovecot, user: str) -> bytes:
+    with RawPOP3(dovecot.port) as client:
+        client.login(user, dovecot.password(user))
+        return client.command("STAT")
+
+
+def test_two_workers_serve_sessions(workers: Workers, dovecot: Dovecot) -> None:
+    held = workers.sessions_on_each_worker("bob", "bobpw")
+    try:
+        assert set(held) == workers.worker_pids()
+        expected = _direct_stat(dovecot, "bob")
+        for client in held.values():
+            assert client.command("STAT") == expected
+            assert client.command("RETR 1").startswith(b"+OK")
+            assert client.command("QUIT").startswith(b"+OK")
+    finally:
+        for client in held.values():
+            client.close()
+    workers.wait(lambda: workers.metric("popproxy_active_sessions") == 0, "sessions to end")
+    assert workers.metric("popproxy_connections_total", result="accepted") >= 2
+
+
+def test_a_killed_worker_commits_nothing_and_is_restarted(workers: Workers,
+                                                          dovecot: Dovecot) -> None:
+    """SIGKILL of the worker serving a session that marked a message deleted: the client is
+    cut, Dovecot still has the message (no QUIT reached it), the other worker's session goes
+    on, and the supervisor starts a new worker (counted)."""
+    dovecot.reset_mailbox("dele")
+    before = _direct_stat(dovecot, "dele")
+    assert before.startswith(b"+OK 3 ")
+    victims = workers.sessions_on_each_worker("dele", "delepw")
+    bystander_pid, victim_pid = sorted(victims)
+    bystander, victim = victims.pop(bystander_pid), victims.pop(victim_pid)
+    try:
+        assert victim.command("DELE 1").startswith(b"+OK")
+        assert victim.command("STAT").startswith(b"+OK 2 ")
+        os.kill(victim_pid, signal.SIGKILL)
+        with pytest.raises((EOFError, ConnectionError)):
+            victim.command("STAT")
+        # The bystander's session (same mailbox, its own Dovecot session) is untouched.
+        assert bystander.command("STAT") == before
+        assert bystander.command("RETR 2").startswith(b"+OK")
+        workers.wait(lambda: workers.metric("popproxy_worker_restarts_total",
+                                            reason="signal") == 1, "restart counted")
+        workers.wait(lambda: len(workers.worker_pids()) == 2 and victim_pid not in
+                     workers.worker_pids(), "a new worker")
+        assert bystander.command("NOOP").startswith(b"+OK")
+        bystander.close()  # no QUIT: its session commits nothing either
+    finally:
+        victim.close()
+        bystander.close()
+    time.sleep(0.5)  # Dovecot would commit a (wrongly) relayed QUIT within this time
+    assert _direct_stat(dovecot, "dele") == before
+    assert f"(pid {victim_pid}) ended (signal 9)" in workers.log_text()
+    # The new worker serves: both workers answer again.
+    again = workers.sessions_on_each_worker("bob", "bobpw")
+    assert set(again) == workers.worker_pids()
+    for client in again.values():
+        client.close()
+
+
+def test_sigterm_drains_every_worker(workers: Workers, dovecot: Dovecot) -> None:
+    held = workers.sessions_on_each_worker("bob", "bobpw")
+    workers.proc.send_signal(signal.SIGTERM)
+    workers.wait(lambda: "draining" in workers.log_text(), "drain begins")
+    time.sleep(0.3)
+    with pytest.raises(OSError):  # nobody accepts any more
+        RawPOP3(workers.port, timeout=2)
+    for client in held.values():  # sessions in progress finish normally
+        assert client.command("RETR 1").startswith(b"+OK")
+        assert client.command("QUIT").startswith(b"+OK")
+        client.close()
+    assert workers.proc.wait(20) == 0
+    assert not workers.worker_pids()
+
+
+def test_sighup_reaches_every_worker(workers: Workers, dovecot: Dovecot,
+                                     tmp_path: Path) -> None:
+    """A valid policy is applied by both workers (bob may then log in only from a network we
+    never use); an invalid one is refused by the supervisor and reaches no worker."""
+    ok_before = workers.metric("popproxy_config_reloads_total", result="ok")
+    workers.policy.write_text(_policy(
+        dovecot, workers.port, workers.metrics_port, tmp_path,
+        users="users: [{match: bob, allow: [192.0.2.0/24]}]\n"))
+    workers.proc.send_signal(signal.SIGHUP)
+    workers.wait(lambda: "policy reloaded by 2 workers" in workers.log_text(), "reload")
+    assert workers.metric("popproxy_supervisor_reloads_total", result="ok") == 1
+    # Each worker counted its own reload (policy and certificates: none here, so one).
+    assert workers.metric("popproxy_config_reloads_total", result="ok") - ok_before == 2
+    seen: set[int] = set()
+    for _ in range(60):
+        with RawPOP3(workers.port) as client:
+            seen.add(workers.serving_pid(client))
+            assert client.command("USER bob").startswith(b"+OK")
+            assert client.command("PASS bobpw").startswith(b"-ERR")
+        if seen == workers.worker_pids():
+            break
+    assert seen == workers.worker_pids()
+
+    workers.policy.write_text("listeners: [oops\n")
+    workers.proc.send_signal(signal.SIGHUP)
+    workers.wait(lambda: workers.metric("popproxy_supervisor_reloads_total",
+                                        result="refused") == 1, "refusal")
+    assert workers.metric("popproxy_config_reloads_total", result="refused") == 0
+    assert workers.proc.poll() is None

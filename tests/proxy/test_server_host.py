@@ -1,0 +1,119 @@
+"""``ProxyServer(host=HostShare(...))`` in one process: which stores it picks, host-wide caps,
+and what happens when the host's file breaks.  Two real processes: tests/integration/
+test_host_share.py."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from popproxy.policy import Policy
+from popproxy.proxy.demo_upstream import DemoUpstream
+from popproxy.proxy.host_state import DB_FILE, HostShare
+from popproxy.proxy.lockout_store import FailoverStore, MemoryStore, RedisStore
+from popproxy.proxy.server import ProxyServer
+from popproxy.proxy.store_sqlite import SqliteStore, SqliteVerdicts
+from popproxy.proxy.verdict_cache import RedisVerdicts
+from tests.helpers import LoopThread, make_config
+from tests.integration.rawpop import RawPOP3, wait_for
+
+TOO_MANY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+
+
+@contextmanager
+def _worker(config: Policy, loop: LoopThread, db: Path, worker_id: int) -> Iterator[ProxyServer]:
+    server = ProxyServer(config, host=HostShare(db, worker_id))
+    loop.call(server.start({lst.name: 0 for lst in config.listeners}))
+    try:
+        yield server
+    finally:
+        loop.call(server.stop(grace=1))
+
+
+def _port(server: ProxyServer) -> int:
+    return server.ports["pop3"]
+
+
+def _held(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT coalesce(sum(count), 0) FROM session_slots"
+                                ).fetchone()[0])
+
+
+def test_with_a_host_share_the_stores_are_the_hosts_file(loop_thread: LoopThread,
+                                                         tmp_path: Path) -> None:
+    config = make_config(1, lockout={"enabled": True}, scan={"enabled": True},
+                         state_dir=str(tmp_path))
+    with _worker(config, loop_thread, tmp_path / DB_FILE, 1) as server:
+        assert server.lockout is not None and server.scan is not None
+        store = server.lockout._store
+        assert isinstance(store, FailoverStore) and isinstance(store._primary, SqliteStore)
+        assert isinstance(server.scan.cache._shared, SqliteVerdicts)
+        assert server.scan.cache._path is None  # no verdicts.jsonl written by several workers
+
+        async def reload() -> bool:  # a reload keeps the host's stores
+            changed = config.model_copy(update={"lockout": config.lockout.model_copy(
+                update={"window": 60.0})})
+            return server.reload_policy(changed)
+
+        assert loop_thread.call(reload())
+        new = server.lockout._store
+        assert isinstance(new, FailoverStore) and isinstance(new._primary, SqliteStore)
+    # Without one, as before: memory counters and the state_dir's journal.
+    alone = ProxyServer(config)
+    assert alone.lockout is not None and isinstance(alone.lockout._store, MemoryStore)
+    assert alone.scan is not None and alone.scan.cache._path is not None
+    loop_thread.call(alone.stop(grace=0))
+
+
+def test_max_sessions_counts_both_workers(demo_upstream: DemoUpstream,
+                                          loop_thread: LoopThread, tmp_path: Path) -> None:
+    config = make_config(demo_upstream.port, limits={"max_sessions": 1})
+    db = tmp_path / DB_FILE
+    with ExitStack() as stack:
+        a = stack.enter_context(_worker(config, loop_thread, db, 1))
+        b = stack.enter_context(_worker(config, loop_thread, db, 2))
+        with RawPOP3(_port(a)) as first:
+            assert first.greeting.startswith(b"+OK")
+            assert RawPOP3(_port(b)).greeting == TOO_MANY
+            first.command("QUIT")
+        wait_for(lambda: _held(db) == 0, what="the slot given back")
+        with RawPOP3(_port(b)) as second:
+            assert second.greeting.startswith(b"+OK")
+            assert _held(db) == 1
+
+
+def test_a_broken_slot_table_caps_each_worker_alone(demo_upstream: DemoUpstream,
+                                                    loop_thread: LoopThread,
+                                                    tmp_path: Path) -> None:
+    config = make_config(demo_upstream.port, limits={"max_sessions": 1})
+    db = tmp_path / DB_FILE
+    with ExitStack() as stack:
+        a = stack.enter_context(_worker(config, loop_thread, db, 1))
+        b = stack.enter_context(_worker(config, loop_thread, db, 2))
+        with sqlite3.connect(db) as conn:
+            conn.execute("DROP TABLE session_slots")  # every slot call now fails
+        with RawPOP3(_port(a)) as first, RawPOP3(_port(b)) as second:
+            assert first.greeting.startswith(b"+OK") and second.greeting.startswith(b"+OK")
+            assert RawPOP3(_port(a)).greeting == TOO_MANY  # this worker's own cap still holds
+
+
+def test_with_redis_configured_workers_use_redis_and_still_no_journal(
+        loop_thread: LoopThread, tmp_path: Path) -> None:
+    """Redis (several hosts) wins over the host's file for counters and verdicts; the caps
+    stay in the file, and the local verdict level stays memory only (shared state_dir)."""
+    url = "redis://127.0.0.1:1/0"  # never contacted: clients connect on first use
+    config = make_config(1, lockout={"enabled": True, "redis_url": url},
+                         scan={"enabled": True}, state_dir=str(tmp_path))
+    server = ProxyServer(config, host=HostShare(tmp_path / DB_FILE, 1))
+    try:
+        assert server.lockout is not None and server.scan is not None
+        store = server.lockout._store
+        assert isinstance(store, FailoverStore) and isinstance(store._primary, RedisStore)
+        assert isinstance(server.scan.cache._shared, RedisVerdicts)
+        assert server.scan.cache._path is None
+        assert server.slots is not None
+    finally:
+        loop_thread.call(server.stop(grace=0))

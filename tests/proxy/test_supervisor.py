@@ -1,0 +1,239 @@
+"""The supervisor (proxy/supervisor.py): worker count, sockets, backoff, reload validation, and
+the restart path with its ``release_worker`` hook on real worker processes.
+
+The end-to-end behaviour (Dovecot, SIGKILL mid-session, drain, reload) is in
+tests/integration/test_workers.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from popproxy.metrics import SupervisorMetrics
+from popproxy.policy import Policy, load_config
+from popproxy.proxy import supervisor as sup
+from popproxy.proxy.sdnotify import Notifier
+from popproxy.proxy.supervisor import (
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    STABLE_AFTER,
+    Slot,
+    Supervisor,
+    bind_listeners,
+    resolve_workers,
+    validate_reload,
+)
+from tests.support.ports import free_port
+
+
+def _policy_text(port: int, tmp_path: Path, extra: str = "") -> str:
+    return (f"listeners: [{{name: a, host: 127.0.0.1, port: {port}, mode: plain, "
+            "allow_plaintext_login: true}]\n"
+            f"state_dir: {tmp_path / 'state'}\n"
+            "lockout: {enabled: false}\nscan: {enabled: false}\n"
+            "limits: {shutdown_grace: 1}\n" + extra)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_auto_is_one_worker_per_usable_cpu() -> None:
+    assert resolve_workers("auto") == len(os.sched_getaffinity(0))
+    assert resolve_workers(3) == 3
+
+
+def test_bind_listeners_gives_listening_sockets(tmp_path: Path) -> None:
+    port = free_port()
+    config = load_config(_write(tmp_path, _policy_text(port, tmp_path)))
+    sockets = bind_listeners(config)
+    try:
+        assert sockets["a"].getsockname() == ("127.0.0.1", port)
+        assert sockets["a"].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # backlog accepts
+        with pytest.raises(OSError):  # the port is ours now: a second bind fails, cleanly
+            bind_listeners(config)
+    finally:
+        sockets["a"].close()
+
+
+def test_backoff_doubles_while_workers_die_young_and_resets_after_a_stable_run() -> None:
+    slot = Slot(0, started_at=100.0)
+    delays = [slot.next_delay(101.0) for _ in range(10)]
+    assert delays[:3] == [BACKOFF_FIRST, BACKOFF_FIRST * 2, BACKOFF_FIRST * 4]
+    assert delays[-1] == BACKOFF_MAX
+    assert slot.next_delay(100.0 + STABLE_AFTER) == BACKOFF_FIRST
+
+
+def test_validate_reload_refuses_what_a_worker_would_refuse(tmp_path: Path) -> None:
+    port = free_port()
+    path = _write(tmp_path, _policy_text(port, tmp_path))
+    current = load_config(path)
+    assert validate_reload(current, path) == current
+    path.write_text(_policy_text(port + 1, tmp_path))
+    with pytest.raises(ValueError, match="listener"):
+        validate_reload(current, path)
+    path.write_text("listeners: [oops\n")
+    with pytest.raises(ValueError):
+        validate_reload(current, path)
+    path.write_text(_policy_text(port, tmp_path, "users: [{match: bob, mechanisms: [PLAIN]}]\n"))
+    assert len(validate_reload(current, path).users) == 1
+
+
+async def _restart_scenario(config: Policy, path: Path, tmp_path: Path
+                            ) -> tuple[list[int], SupervisorMetrics, list[int]]:
+    released: list[int] = []
+    metrics = SupervisorMetrics()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    supervisor = Supervisor(config, path, 2, ["--event-loop", "asyncio"], metrics,
+                            metrics_dir, Notifier(path=""), release_worker=released.append)
+    await supervisor.start()
+    try:
+        first = supervisor.pids
+        victim = supervisor.slots[1]
+        assert victim.proc is not None
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        async with asyncio.timeout(60):
+            while not (victim.ready.is_set() and supervisor.pids != first):
+                await asyncio.sleep(0.05)
+        assert await supervisor.reload()  # the new worker answers SIGHUP too
+        return first, metrics, released
+    finally:
+        await supervisor.stop()
+
+
+def test_a_dead_worker_is_released_and_replaced(tmp_path: Path) -> None:
+    """The restart path calls ``release_worker`` with the dead worker's id (the hook for the
+    host-shared session slots), counts the restart, and the new worker takes reloads."""
+    path = _write(tmp_path, _policy_text(free_port(), tmp_path))
+    config = load_config(path)
+    first, metrics, released = asyncio.run(_restart_scenario(config, path, tmp_path))
+    assert released[0] == 1  # the killed one first; at stop every worker is released too
+    assert metrics.registry.get_sample_value("popproxy_worker_restarts_total",
+                                             {"reason": "signal"}) == 1
+    assert metrics.registry.get_sample_value("popproxy_supervisor_reloads_total",
+                                             {"result": "ok"}) == 1
+    assert len(first) == 2
+    assert not any(os.path.exists(f"/proc/{pid}") and _is_running(pid) for pid in first)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_release_hook_that_fails_does_not_stop_the_restart(tmp_path: Path) -> None:
+    def broken(worker_id: int) -> None:
+        raise RuntimeError(f"cannot release {worker_id}")
+
+    path = _write(tmp_path, _policy_text(free_port(), tmp_path))
+    supervisor = Supervisor(load_config(path), path, 1, [], SupervisorMetrics(), tmp_path,
+                            Notifier(path=""), release_worker=broken)
+    slot = supervisor.slots[0]
+    slot.ready.set()
+    supervisor._gone(slot, 999_999)  # logs the hook's error, does not raise
+    assert not slot.ready.is_set()
+    assert slot.replies.get_nowait() == "exited"  # a pending reload stops waiting for it
+    sup.no_release(3)  # the default hook accepts any id and does nothing
+    assert supervisor.metrics.registry.get_sample_value("popproxy_workers") == 0
+
+
+async def _start_with_broken_file(config: Policy, path: Path, tmp_path: Path) -> str:
+    supervisor = Supervisor(config, path, 2, [], SupervisorMetrics(), tmp_path,
+                            Notifier(path=""))
+    try:
+        await supervisor.start()
+    except RuntimeError as exc:
+        return str(exc)
+    finally:
+        await supervisor.stop()
+    return "started"
+
+
+def test_a_worker_that_cannot_start_fails_the_start_at_once(tmp_path: Path) -> None:
+    """The policy file broke between the supervisor's load and the workers' (exit 2): start()
+    raises well before READY_TIMEOUT instead of retrying a worker that can never start."""
+    path = _write(tmp_path, _policy_text(free_port(), tmp_path))
+    config = load_config(path)
+    path.write_text("listeners: [oops\n")
+    message, seconds = asyncio.run(_timed(_start_with_broken_file(config, path, tmp_path)))
+    assert "before it was ready" in message and "exit 2" in message
+    assert seconds < sup.READY_TIMEOUT / 2
+
+
+async def _timed(coro: Coroutine[Any, Any, str]) -> tuple[str, float]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await coro
+    return result, loop.time() - started
+
+
+# A stand-in worker speaking the status-pipe protocol: ready, then "reload <answer>" per SIGHUP
+# (the answer per worker id), until SIGTERM.  Real workers refuse what the supervisor cannot
+# foresee (a file edited again between its check and theirs); this one refuses on demand.
+STAND_IN = """
+import os, signal, sys, time
+fd, answer = int(sys.argv[1]), sys.argv[2]
+signal.signal(signal.SIGHUP, lambda *_: os.write(fd, f"reload {answer}\\n".encode()))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+os.write(fd, b"ready\\n")
+while True:
+    time.sleep(1)
+"""
+
+
+class StandInSupervisor(Supervisor):
+    answers = ("ok", "refused")
+
+    def _command(self, slot: Slot, status_fd: int) -> list[str]:
+        return [sys.executable, "-c", STAND_IN, str(status_fd), self.answers[slot.worker_id]]
+
+
+async def _reload_with_stand_ins(config: Policy, path: Path, tmp_path: Path,
+                                 answers: tuple[str, str]) -> tuple[bool, SupervisorMetrics]:
+    metrics = SupervisorMetrics()
+    supervisor = StandInSupervisor(config, path, 2, [], metrics, tmp_path, Notifier(path=""))
+    supervisor.answers = answers
+    await supervisor.start()
+    try:
+        return await supervisor.reload(), metrics
+    finally:
+        await supervisor.stop()
+
+
+@pytest.mark.parametrize(("answers", "result"), [
+    (("ok", "ok"), "ok"), (("ok", "refused"), "worker_refused")])
+def test_one_refusing_worker_fails_the_reload(tmp_path: Path, answers: tuple[str, str],
+                                              result: str) -> None:
+    path = _write(tmp_path, _policy_text(free_port(), tmp_path))
+    ok, metrics = asyncio.run(_reload_with_stand_ins(load_config(path), path, tmp_path,
+                                                     answers))
+    assert ok is (result == "ok")
+    assert metrics.registry.get_sample_value("popproxy_supervisor_reloads_total",
+                                             {"result": result}) == 1
+
+
+def test_validate_reload_refuses_an_unreadable_lockout_key(tmp_path: Path) -> None:
+    port = free_port()
+    path = _write(tmp_path, _policy_text(port, tmp_path))
+    current = load_config(path)
+    path.write_text(_policy_text(port, tmp_path).replace(
+        "lockout: {enabled: false}",
+        f"lockout: {{enabled: true, secret_file: {tmp_path / 'missing' / 'lockout.key'}}}"))
+    with pytest.raises(ValueError, match="lockout key"):
+        validate_reload(current, path)

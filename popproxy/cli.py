@@ -7,6 +7,8 @@
 ``popproxy quarantine list|show|release|purge``   the held messages
 ``popproxy warm --config PATH --user U``    judge mailboxes before their first login
 ``popproxy cert --config PATH``             certificates and the fingerprints clients pin
+``popproxy explain --user U --from IP``     which rules, route, upstream and lockouts apply
+``popproxy test-login USER``                a real upstream login through the policy's route
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from pathlib import Path
 from popproxy import __version__
 from popproxy.auditlog import open_audit_log
 from popproxy.capture.store import CaptureOptions, prepare_directory
+from popproxy.check_cli import check_config, startup_problem
+from popproxy.checks import load_checked
 from popproxy.logsetup import configure as configure_logging
-from popproxy.policy import ConfigError, Policy, load_config, policy_files
+from popproxy.policy import ConfigError, Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.health import UpstreamProbe
 from popproxy.proxy.host_state import default_db_path, release_worker
@@ -35,7 +39,7 @@ from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.server import ProxyServer
 from popproxy.proxy.supervisor import resolve_workers
 from popproxy.proxy.tasks import spawn
-from popproxy.proxy.tls import fingerprint
+from popproxy.proxy.tls import TlsConfigError, fingerprint
 from popproxy.proxy.worker import WORKER_COMMAND, main_worker
 from popproxy.statefiles import private_dir
 
@@ -67,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="*", type=Path, help="policy files or directories")
     check.add_argument("--config", "-c", type=Path, action="append", default=[],
                        help="same as a positional path")
-    sub.add_parser("schema", help="print the policy JSON Schema")
+    check.add_argument("--dump", action="store_true",
+                       help="print the effective policy (YAML, defaults filled in)")
+    check.add_argument("--no-files", dest="files", action="store_false",
+                       help="check the policy only, not the files it names (examples, CI)")
+    schema = sub.add_parser("schema", help="print the policy JSON Schema")
+    schema.add_argument("--markdown", action="store_true",
+                        help="print the key reference of docs/policy.md instead")
+    schema.add_argument("--update", type=Path, metavar="FILE",
+                        help="with --markdown: rewrite the reference inside FILE")
     scan = sub.add_parser("scan", help="scan .eml files, directories, mbox or Maildir",
                           add_help=False)
     scan.add_argument("rest", nargs=argparse.REMAINDER)
@@ -77,9 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     warm = sub.add_parser("warm", help="judge mailboxes before their owners' first login",
                           add_help=False)
     warm.add_argument("rest", nargs=argparse.REMAINDER)
-    cert = sub.add_parser("cert", help="certificates, expiry and fingerprints to pin in clients",
-                          add_help=False)
-    cert.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, text in (("cert", "certificates, expiry and fingerprints to pin in clients"),
+                       ("explain", "which listener and user rules, route, upstream and "
+                                    "lockout state apply to a user from an address"),
+                       ("test-login", "log in to a user's upstream through the policy's route")):
+        sub.add_parser(name, help=text, add_help=False).add_argument(
+            "rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -90,30 +105,6 @@ def _workers_value(text: str) -> str | int:
     if value < 1:
         raise ValueError(text)
     return value
-
-
-def summary(config: Policy) -> str:
-    listeners = ", ".join(f"{lst.name}={lst.host}:{lst.port}/{lst.mode}"
-                          for lst in config.listeners)
-    return (f"listeners: {listeners}; upstreams: {1 + len(config.upstreams)}; "
-            f"routes: {len(config.routes)}; user rules: {len(config.users)}")
-
-
-def check_config(paths: list[Path]) -> int:
-    """Validate each path as its own policy; print OK + summary or the errors."""
-    status = 0
-    for path in paths or [Path("policies")]:
-        try:
-            config = load_config(path)
-        except ConfigError as exc:
-            print(f"{path}: INVALID", file=sys.stderr)
-            for detail in exc.details:
-                print(f"  {detail}", file=sys.stderr)
-            status = 1
-            continue
-        files = ", ".join(p.name for p in policy_files(path))
-        print(f"{path}: OK ({files}) {summary(config)}")
-    return status
 
 
 def _status(server: ProxyServer) -> str:
@@ -170,32 +161,41 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
 def _reload(server: ProxyServer, config_path: Path | None,
             notifier: Notifier | None = None) -> None:
     """SIGHUP: reopen the audit log file (logrotate), validate the policy again and swap it in
-    (a bad one keeps the old one), reload the certificates."""
+    (a bad one keeps the old one), reload the certificates.  A refusal reaches systemd as
+    ``STATUS=reload refused: ...`` (systemctl status) and the audit log as a refused
+    ``config_reload`` event with the reason."""
     notifier = Notifier(path="") if notifier is None else notifier
     notifier.reloading()
+    refused = ""
     try:
         server.observer.audit.reopen()
-        _reload_policy(server, config_path)
+        refused = _reload_policy(server, config_path)
     finally:
-        notifier.reloaded(_status(server))
+        notifier.reloaded(_status(server), refused)
 
 
-def _reload_policy(server: ProxyServer, config_path: Path | None) -> None:
+def _reload_policy(server: ProxyServer, config_path: Path | None) -> str:
+    """Apply the policy at ``config_path`` and reload the certificates; "" or why refused."""
+    refused = ""
     if config_path is not None:
         try:
-            new = load_config(config_path)
+            new, findings = load_checked(config_path)  # the schema and every file it names
+            for finding in findings:
+                log.warning("reload: %s", finding)
         except ConfigError as exc:
             log.error("policy reload refused, keeping the old policy: %s", exc)
-            new = None
+            new, refused = None, "; ".join(exc.details)
             server.observer.metrics.config_reloads.labels("policy", "refused").inc()
             server.observer.audit.event("config_reload", None, result="refused",
-                                        error=str(exc))
+                                        error=refused)
         if new is not None and new == server.config:
             log.info("policy unchanged: nothing to reload")
             server.observer.metrics.config_reloads.labels("policy", "unchanged").inc()
-        elif new is not None:
-            server.reload_policy(new)
-    server.reload_tls()
+        elif new is not None and not server.reload_policy(new):
+            refused = server.refusal
+    if not server.reload_tls():
+        refused = refused or server.refusal
+    return refused
 
 
 async def _main_async(config: Policy, config_path: Path,
@@ -297,22 +297,22 @@ def main(argv: list[str] | None = None) -> int:
         from popproxy.cert_cli import main_cert
 
         return main_cert(argv[1:])
+    if argv[:1] in (["explain"], ["test-login"]):
+        from popproxy.explain_cli import main_explain, main_test_login
+
+        return (main_explain if argv[0] == "explain" else main_test_login)(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command == "schema":
-        print(json.dumps(Policy.model_json_schema(), indent=2))
-        return 0
-    if args.command in ("check-config", "check"):
-        return check_config([*args.paths, *args.config])
+    if args.command in ("schema", "check-config", "check"):
+        return offline_command(args)
     return run_command(args)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """``popproxy run``: one process (workers: 1) or a supervisor and its workers."""
     configure_logging(args.log_level)  # no timestamps under journald ($JOURNAL_STREAM)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"popproxy: {exc}", file=sys.stderr)
+    config, problem = startup_problem(args.config)  # policy and every file it names
+    if config is None:
+        print(f"popproxy: cannot start: {problem}", file=sys.stderr)
         return 2
     prepare_state_dir(config.state_dir)
     try:
@@ -338,7 +338,31 @@ def run_command(args: argparse.Namespace) -> int:
         else:
             asyncio.run(_supervisor_async(config, args.config, workers,
                                           _worker_options(args, event_loop)))
-    except (OSError, RuntimeError) as exc:
+    except (TlsConfigError, OSError, RuntimeError) as exc:
         print(f"popproxy: cannot start: {exc}", file=sys.stderr)
-        return 1
+        # A certificate broken since the check above: 2, restarting cannot help; an OSError
+        # (a port in use) may pass: 1, systemd restarts.
+        return 2 if isinstance(exc, TlsConfigError) else 1
+    return 0
+
+
+def offline_command(args: argparse.Namespace) -> int:
+    """``schema`` and ``check-config``: commands that read policies and start nothing."""
+    if args.command == "schema":
+        if args.markdown or args.update:
+            return reference_cli(args.update)
+        print(json.dumps(Policy.model_json_schema(), indent=2))
+        return 0
+    return check_config([*args.paths, *args.config], args.dump, args.files)
+
+
+def reference_cli(update: Path | None) -> int:
+    """``popproxy schema --markdown [--update docs/policy.md]``."""
+    from popproxy.policy.reference import markdown, splice
+
+    text = markdown()
+    if update is None:
+        sys.stdout.write(text)
+    else:
+        update.write_text(splice(update.read_text(encoding="utf-8"), text), encoding="utf-8")
     return 0

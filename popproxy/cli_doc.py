@@ -5,7 +5,8 @@
 files; tests/test_cli_doc.py regenerates both and fails when they differ, so neither can drift
 from ``--help``.  argparse-manpage and shtab (the test extra) do the formatting: both read an
 ``argparse`` parser, so the sub-commands that parse their own arguments (``scan``,
-``quarantine``, ``warm``) are attached here with their real parsers.
+``quarantine``, ``warm``, ``cert``, ``explain``, ``test-login``) are attached here with
+their real parsers.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ SIGTERM drains sessions and stops. The documentation is in docs/ of the source t
 
 def _delegated() -> dict[str, tuple[str, Callable[[], argparse.ArgumentParser]]]:
     from popproxy.cert_cli import build_parser as cert_parser
+    from popproxy.explain_cli import build_explain_parser, build_test_login_parser
     from popproxy.quarantine_cli import build_parser as quarantine_parser
     from popproxy.scan.cli_scan import build_parser as scan_parser
     from popproxy.warm_cli import build_parser as warm_parser
@@ -43,6 +45,10 @@ def _delegated() -> dict[str, tuple[str, Callable[[], argparse.ArgumentParser]]]
         "quarantine": ("list, show, release or purge held messages", quarantine_parser),
         "warm": ("judge mailboxes before their owners' first login", warm_parser),
         "cert": ("certificates, expiry and fingerprints to pin in clients", cert_parser),
+        "explain": ("which listener and user rules, route, upstream and lockout state apply "
+                    "to a user from an address", build_explain_parser),
+        "test-login": ("log in to a user's upstream through the policy's route",
+                       build_test_login_parser),
         **DELEGATED,
     }
 

@@ -59,7 +59,7 @@ def _popproxy(config: Path, cwd: Path) -> Iterator[Popproxy]:
         proc.wait(10)
 
 
-def _config(tmp_path: Path, tls_block: str = "") -> tuple[Path, int, int]:
+def _config(tmp_path: Path, tls_block: str = "", grace: float = 20) -> tuple[Path, int, int]:
     stls, tls, upstream = free_port(), free_port(), free_port()
     path = tmp_path / "policy.yaml"
     path.write_text(
@@ -67,7 +67,7 @@ def _config(tmp_path: Path, tls_block: str = "") -> tuple[Path, int, int]:
         f"  - {{name: stls, port: {stls}, mode: starttls}}\n"
         f"  - {{name: tls, port: {tls}, mode: tls}}\n"
         f"upstream: {{port: {upstream}}}\n"
-        "limits: {shutdown_grace: 20}\n"
+        f"limits: {{shutdown_grace: {grace}}}\n"
         f"state_dir: {tmp_path / 'state'}\n"
         "demo_upstream: {enabled: true}\n" + tls_block
     )
@@ -112,6 +112,25 @@ def test_sigterm_stops_accepting_and_lets_sessions_finish(tmp_path: Path) -> Non
         assert proc.wait(10) == 0
 
 
+def test_sessions_open_at_the_end_of_the_grace_are_told_before_the_close(
+        tmp_path: Path) -> None:
+    """Issue 19 item 7: a real client idle mid-session (a DELE pending) gets -ERR [SYS/TEMP]
+    as the answer to its next command.  That no QUIT reached the upstream, so the DELE was not
+    committed, is asserted in tests/proxy/test_server.py (in-process, the upstream visible)."""
+    config, _, tls = _config(tmp_path, grace=0.5)
+    with _popproxy(config, tmp_path) as proc:
+        client = poplib.POP3_SSL("127.0.0.1", tls, context=_insecure())
+        client.user("demo")
+        client.pass_("demo")
+        client.dele(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        with pytest.raises(poplib.error_proto) as refused:
+            client.stat()
+        assert refused.value.args[0] == b"-ERR [SYS/TEMP] server shutting down"
+        client.close()
+
+
 def test_sighup_reloads_certificate(tmp_path: Path) -> None:
     ca = trustme.CA()
     pem = tmp_path / "server.pem"
@@ -144,6 +163,25 @@ def _peer_cert(port: int) -> bytes:
         der = sock.getpeercert(binary_form=True)
     assert der is not None
     return der
+
+
+def test_a_reload_refused_for_a_file_is_audited_with_the_reason(tmp_path: Path) -> None:
+    """SIGHUP's validation is load_checked: the schema and every file the policy names."""
+    from popproxy.cli import _reload_policy
+    from popproxy.proxy.server import ProxyServer
+    from tests.faults.support import Observed
+    from tests.helpers import make_config
+
+    observed = Observed.new()
+    server = ProxyServer(make_config(1, state_dir=str(tmp_path)), observed.observer)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("listeners: [{name: pop3, port: 1, mode: tls}]\n"
+                      "tls: {certificates: [{cert: gone.crt, key: gone.key}]}\n")
+    reason = _reload_policy(server, policy)
+    assert reason.startswith(f"tls.certificates.0.cert: {tmp_path}/gone.crt: no such file")
+    (event,) = observed.events("config_reload")
+    assert event["result"] == "refused" and event["error"] == reason
+    assert observed.sample("popproxy_config_reloads_total", kind="policy", result="refused") == 1
 
 
 def test_workers_come_from_the_flag_then_the_environment_then_the_policy() -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from popproxy.policy.hints import describe, key_path
+from popproxy.policy.paths import policy_base, rebase
 from popproxy.policy.schema import Policy, semantic_problems
 from popproxy.policy.yamlpos import Location, line_of, load_with_positions
 
@@ -99,7 +101,8 @@ def policy_files(path: Path) -> list[Path]:
 
 
 def load_config(path: Path) -> Policy:
-    """Read, merge, validate and freeze the policy at ``path`` (a file or a directory)."""
+    """Read, merge, validate and freeze the policy at ``path`` (a file or a directory);
+    relative paths in it are made relative to the policy's directory (paths.py)."""
     files = policy_files(path)
     if not files:
         raise ConfigError([f"{path}: no *.yaml files found"])
@@ -113,18 +116,17 @@ def load_config(path: Path) -> Policy:
         config = Policy.model_validate(merged.data)
     except ValidationError as exc:
         raise ConfigError(
-            [_describe(merged, tuple(e["loc"]), e["msg"]) for e in exc.errors()]
+            [_describe(merged, tuple(e["loc"]), describe(Policy, e)) for e in exc.errors()]
         ) from None
     problems = semantic_problems(config)
     if problems:
         raise ConfigError([_describe(merged, loc, message) for loc, message in problems])
-    return config
+    return rebase(config, policy_base(path))
 
 
 def _describe(merged: _Merged, merged_loc: Location, message: str) -> str:
     where, loc = merged.where(merged_loc)
-    key = ".".join(str(part) for part in loc) or "(top level)"
-    return f"{where}: {key}: {message}"
+    return f"{where}: {key_path(loc)}: {message}"
 
 
 def _read(path: Path) -> tuple[_Source, dict[str, Any]]:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     IPvAnyNetwork,
     ValidationInfo,
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from popproxy.policy.hints import parse_network
 from popproxy.policy.schema_base import Model, Port, Seconds, TlsVersion
 from popproxy.policy.schema_redis import SharedRedis
 from popproxy.policy.schema_scan import Scan
@@ -46,8 +48,10 @@ def _unmapped(network: ipaddress.IPv4Network | ipaddress.IPv6Network
     return network
 
 
-# A client network in allow/deny/trusted lists; IPv4-mapped IPv6 networks become IPv4.
-ClientNetwork = Annotated[IPvAnyNetwork, AfterValidator(_unmapped)]
+# A client network in allow/deny/trusted lists; IPv4-mapped IPv6 networks become IPv4.  A bad
+# one is named with the fix (parse_network: "10.0.0.1/24: host bits set, did you mean ...").
+ClientNetwork = Annotated[IPvAnyNetwork, BeforeValidator(parse_network),
+                          AfterValidator(_unmapped)]
 
 
 class ProxyProtocol(Model):
@@ -266,11 +270,13 @@ class Policy(Model):
     users: tuple[UserRule, ...] = ()
     limits: Limits = Limits()
     tls: Tls = Tls()
-    # Where generated files (the self-signed certificate) live; relative to the working dir.
+    # Where generated files (the self-signed certificate) live; like every relative path in a
+    # policy, relative to the policy's directory (paths.py), not the working directory.
     state_dir: Path = Path("state")
     observability: Observability = Observability()
     lockout: Lockout = Lockout()
-    # Validated even when absent: it may take lockout's Redis (see _scan_redis_url).
+    # Message scanning (docs/scanning.md).  Validated even when absent: it may take
+    # lockout's Redis (see _scan_redis_url).
     scan: Annotated[Scan, Field(validate_default=True)] = Scan()
     demo_upstream: DemoUpstream = DemoUpstream()
     workers: Workers = Field("auto", description=(
@@ -311,12 +317,12 @@ def semantic_problems(config: Policy) -> list[Problem]:
     for index, listener in enumerate(config.listeners):
         if listener.name in seen_names:
             problems.append((("listeners", index, "name"), f"listener name {listener.name!r} "
-                             f"already used by listeners[{seen_names[listener.name]}]"))
+                             f"already used by listeners.{seen_names[listener.name]}"))
         seen_names.setdefault(listener.name, index)
         sock = (listener.host, listener.port)
         if sock in seen_sockets:
             problems.append((("listeners", index, "port"), f"{sock[0]} port {sock[1]} already "
-                             f"used by listeners[{seen_sockets[sock]}]"))
+                             f"used by listeners.{seen_sockets[sock]}"))
         seen_sockets.setdefault(sock, index)
     for index, route in enumerate(config.routes):
         if route.upstream != "default" and route.upstream not in config.upstreams:
@@ -335,7 +341,7 @@ def _shadowed(section: str, patterns: list[str]) -> list[Problem]:
         for early_index, early in enumerate(patterns[:later_index]):
             if _covers(early, later):
                 problems.append(((section, later_index, "match"),
-                                 f"{later!r} can never match: {section}[{early_index}] "
+                                 f"{later!r} can never match: {section}.{early_index} "
                                  f"({early!r}) matches first"))
                 break
     return problems

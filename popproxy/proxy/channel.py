@@ -256,6 +256,12 @@ class Channel(asyncio.BufferedProtocol):
         else:
             self._read_timer = loop.call_at(self._deadline, self._read_timer_fired)
 
+    @property
+    def awaiting_read(self) -> bool:
+        """A ``read`` waits with nothing received: the reader owes its peer no reply."""
+        waiter = self._read_waiter
+        return waiter is not None and not waiter.done() and not self._chunks
+
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():

@@ -54,6 +54,10 @@ def settings_parts(settings: Mapping[str, Any], render_version: int,
     message.update(render_version=render_version, features_version=FEATURES_VERSION,
                    evidence_format=EVIDENCE_FORMAT)
     evidence = {k: v for k, v in settings.items() if k in EVIDENCE_ONLY}
+    # A feed counts by its content (compose), not by where it lies: paths are absolute since
+    # issue 19 item 5 (relative to each policy's directory), and two hosts holding the same
+    # feed in different places must share verdicts.  How many feeds there are stays in.
+    evidence["feeds"] = len(settings.get("feeds") or ())
     evidence.update(scan_model=model_version, weights=WEIGHTS)
     return _digest(message), _digest(evidence)
 

@@ -11,6 +11,7 @@ supervisor) every call does nothing.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -21,6 +22,8 @@ log = logging.getLogger("popproxy.sdnotify")
 
 SEND_TIMEOUT = 1.0  # seconds; systemd reads at once: this only bounds a stuck receiver
 STATUS_INTERVAL = 15.0  # seconds between STATUS= updates while serving
+# systemctl status shows one line; a refusal listing every bad file is cut here.
+STATUS_MAX = 400
 
 
 def _address(path: str | None) -> str | None:
@@ -46,6 +49,7 @@ class Notifier:
             log.warning("NOTIFY_SOCKET=%s is not a UNIX socket path: not notifying systemd",
                         path)
         self._last_status = ""
+        self._refused = False  # the last reload was refused: ERRNO= is set until a good one
         # starting -> ready <-> reloading; stopping.  A SIGHUP before READY=1 (listeners still
         # binding) must not announce readiness early, so reloading() needs "ready".
         self.state = "starting"
@@ -84,11 +88,23 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading")
 
-    def reloaded(self, status: str) -> bool:
-        """The reload is over (applied or refused): READY=1 again."""
+    def reloaded(self, status: str, refused: str = "") -> bool:
+        """The reload is over (applied or refused): READY=1 again.
+
+        A refusal (``refused``: why) is the STATUS= line ``systemctl status`` shows, with
+        ERRNO=22 (EINVAL), which systemd records as the unit's error; a later good reload sends
+        ERRNO=0.  Under ``Type=notify`` ``systemctl reload`` itself reports only the
+        ExecReload= commands' exit (packaging/popproxy.service runs ``check-config`` first,
+        the same checks); under ``Type=notify-reload`` (systemd 253+) it waits for READY=1.
+        """
         if self.state != "reloading":
             return False
-        return self.ready(status)
+        if not refused and not self._refused:
+            return self.ready(status)
+        self.state, self._refused = "ready", bool(refused)
+        self._last_status = f"reload refused: {refused}"[:STATUS_MAX] if refused else status
+        code = errno.EINVAL if refused else 0
+        return self.notify("READY=1", f"STATUS={self._last_status}", f"ERRNO={code}")
 
     def stopping(self, status: str) -> bool:
         """SIGTERM: listeners close and sessions drain."""

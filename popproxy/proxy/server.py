@@ -19,24 +19,23 @@ from popproxy.policy.decisions import (
     DEFAULT_UPSTREAM,
     IPAddress,
     connect_decision,
-    in_networks,
-    parse_address,
 )
 from popproxy.policy.lockout import source_network
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
+from popproxy.proxy.client_address import client_address
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.host_state import HostShare, SessionSlots
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
+from popproxy.proxy.shutdown import tell_shutdown
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
 from popproxy.proxy.tls_metrics import publish_certificates
 from popproxy.proxy.upstream_caps import UpstreamCapabilities
-from popproxy.wire.proxyproto import ProxyProtocolError
 
 log = logging.getLogger("popproxy.server")
 
@@ -87,12 +86,14 @@ class ProxyServer:
         self._publish_certificates()
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
+        self._channels: dict[asyncio.Task[Any], Channel] = {}  # each session's client side
         self._per_ip: Counter[str] = Counter()  # sessions per source network (see _source)
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
         self._gauge_task: asyncio.Task[Any] | None = None
         # listener name -> the settings its new sessions get: built once per policy and TLS
         # reload, not per connection (one object shared by the sessions of a listener).
         self._listener_settings: dict[str, SessionSettings] = {}
+        self.refusal = ""  # why the last reload_policy/reload_tls was refused (for sd_notify)
 
     def _make_guard(self, config: Policy) -> LockoutGuard | None:
         if not config.lockout.enabled:
@@ -184,7 +185,8 @@ class ProxyServer:
         listener = settings.listener.name
         accepted_at = asyncio.get_running_loop().time()  # limits.login_timeout runs from here
         session_id = self.observer.new_session_id()
-        client = await self._client_address(channel, settings.listener, channel.peername())
+        client = await client_address(channel, settings.listener, channel.peername(),
+                                      self.observer.metrics.proxy_protocol_rejects)
         if client is None:
             self._refused(channel, listener, session_id, "proxy_protocol", None)
             return
@@ -252,6 +254,7 @@ class ProxyServer:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
+        self._channels[task] = channel
         self._per_ip[source] += 1
         metrics = self.observer.metrics
         metrics.active_sessions.labels(listener).inc()
@@ -264,40 +267,10 @@ class ProxyServer:
             metrics.active_sessions.labels(listener).dec()
             metrics.session_duration.labels(listener).observe(time.monotonic() - started)
             self._sessions.discard(task)
+            self._channels.pop(task, None)
             self._per_ip[source] -= 1
             if self._per_ip[source] <= 0:
                 del self._per_ip[source]
-
-    async def _client_address(
-        self, channel: Channel, listener: Listener, peer: Any
-    ) -> tuple[IPAddress, int] | None:
-        """The real client: the socket peer, or the PROXY header's source (HAProxy spec)."""
-        socket_ip = parse_address(str(peer[0])) if peer else None
-        if socket_ip is None:
-            return None
-        pp = listener.proxy_protocol
-        if pp is None:
-            return socket_ip, int(peer[1])
-        if not in_networks(socket_ip, pp.trusted):
-            log.warning("PROXY header from untrusted peer %s on %s: closed", socket_ip,
-                        listener.name)
-            self.observer.metrics.proxy_protocol_rejects.labels("untrusted_peer").inc()
-            return None
-        assert channel.proxy_header is not None
-        try:
-            async with asyncio.timeout(pp.header_timeout):
-                header = await channel.proxy_header
-        except (ProxyProtocolError, ConnectionError, TimeoutError) as exc:
-            reason = "timeout" if isinstance(exc, TimeoutError) else (
-                "malformed" if isinstance(exc, ProxyProtocolError) else "closed")
-            log.warning("bad or missing PROXY header from %s on %s: %s", socket_ip,
-                        listener.name, exc.__class__.__name__)
-            self.observer.metrics.proxy_protocol_rejects.labels(reason).inc()
-            return None
-        if header.command == "PROXY" and header.source is not None:
-            source_ip = parse_address(str(header.source[0]))
-            return (source_ip, header.source[1]) if source_ip else None
-        return socket_ip, int(peer[1])  # LOCAL: a health check from the balancer itself
 
     def _publish_certificates(self) -> None:
         if self.server_tls is not None:
@@ -317,7 +290,10 @@ class ProxyServer:
             return True
         ok = self.server_tls.reload()
         self._listener_settings = {}
-        self._reloaded("certificates", "ok" if ok else "refused")
+        error = "" if ok else f"certificates: {self.server_tls.error}"
+        self._reloaded("certificates", "ok" if ok else "refused",
+                       **({"error": error} if error else {}))
+        self.refusal = error
         self._publish_certificates()
         return ok
 
@@ -326,9 +302,9 @@ class ProxyServer:
         old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
         new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]
         if old_sockets != new_sockets:
-            self._reloaded("policy", "refused", error="listeners changed")
-            log.error("policy reload refused: listener names, addresses or modes changed "
-                      "(restart popproxy for that); keeping the old policy")
+            self.refusal = "listener names, addresses or modes changed (restart popproxy)"
+            self._reloaded("policy", "refused", error=self.refusal)
+            log.error("policy reload refused: %s; keeping the old policy", self.refusal)
             return False
         try:
             upstream_tls = upstream_contexts(new)
@@ -341,7 +317,8 @@ class ProxyServer:
             if new.scan != self.config.scan:  # (a bad Redis URL raises ValueError here)
                 scan = self._make_scan(new)
         except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
-            self._reloaded("policy", "refused", error=str(exc))
+            self.refusal = str(exc)
+            self._reloaded("policy", "refused", error=self.refusal)
             log.error("policy reload refused: %s; keeping the old policy", exc)
             return False
         if guard is not self.lockout:
@@ -387,6 +364,7 @@ class ProxyServer:
             log.info("waiting up to %.0fs for %d sessions", grace, len(pending))
             _, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
+                tell_shutdown(self._channels.get(task))  # shutdown.py: -ERR [SYS/TEMP]
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)

@@ -27,8 +27,9 @@ from pathlib import Path
 
 from prometheus_client import multiprocess
 
+from popproxy.checks import load_checked
 from popproxy.metrics import SupervisorMetrics
-from popproxy.policy import ConfigError, Policy, load_config
+from popproxy.policy import ConfigError, Policy
 from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.sdnotify import Notifier
 from popproxy.proxy.server import upstream_contexts
@@ -95,7 +96,7 @@ def bind_listeners(config: Policy) -> dict[str, socket.socket]:
 def validate_reload(current: Policy, config_path: Path) -> Policy:
     """What a worker's reload would refuse, checked once here; ValueError says why."""
     try:
-        new = load_config(config_path)
+        new, _ = load_checked(config_path)  # the schema and every file it names (checks.py)
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
     sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in current.listeners]

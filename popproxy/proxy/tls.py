@@ -146,6 +146,7 @@ class ServerTls:
         self._state_dir = state_dir
         self.pairs = self._pairs()
         self.contexts = self._build(self.pairs)
+        self.error = ""  # why the last reload failed (audited and shown to systemd)
 
     def _build(self, pairs: tuple[CertPair, ...]) -> dict[str, ssl.SSLContext]:
         return {version: build_server_context(pairs, version) for version in _VERSIONS}
@@ -171,6 +172,7 @@ class ServerTls:
             contexts = self._build(pairs)
         except (TlsConfigError, OSError, ValueError) as exc:
             log.error("TLS reload failed, keeping the previous certificates: %s", exc)
+            self.error = str(exc)
             return False
         self.pairs, self.contexts = pairs, contexts
 

@@ -86,6 +86,9 @@ def test_broken_certificate_reload_keeps_serving(demo_upstream: DemoUpstream,
     assert observed.sample("popproxy_config_reloads_total", kind="certificates",
                            result="ok") == 1
     assert [e["result"] for e in observed.events("tls_reload")] == ["refused", "ok"]
+    # The refusal is audited with its reason (issue 19 item 2).
+    refused = observed.events("tls_reload")[0]
+    assert refused["error"].startswith("certificates: cannot load ")
     assert observed.sample("popproxy_tls_handshakes_total", kind="implicit",
                            version="TLSv1.3", result="ok") == 3
     assert [e["result"] for e in observed.events("login")] == ["ok", "ok"]

@@ -166,7 +166,7 @@ def _spawn(name: str, base: Path, pki: Path, secret: Path, redis_url: str) -> In
     # JSON is YAML: the policy directory holds one file, as /etc/popproxy would.
     (root / "policy" / "policy.yaml").write_text(
         json.dumps(_policy(root, port, metrics_port, pki, secret, redis_url), indent=2))
-    feed = root / FEED  # relative to the working directory, like on separate hosts
+    feed = root / "policy" / FEED  # relative to the policy's directory (issue 19 item 5)
     feed.write_text(FEED_HOSTS)
     fetched = time.time() - (3600 if name == "b" else 0)  # B fetched its copy an hour earlier
     os.utime(feed, (fetched, fetched))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.cli import check_config
+from popproxy.check_cli import check_config
 from popproxy.policy import Policy, load_config
 from popproxy.policy.decisions import connect_decision, in_networks, parse_address, user_decision
 from popproxy.proxy.demo_upstream import DemoUpstream

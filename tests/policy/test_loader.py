@@ -86,7 +86,7 @@ def test_duplicate_listener_port(tmp_path: Path) -> None:
                               "  - {name: b, port: 1995, mode: starttls}\n")
     (detail,) = _error(path)
     assert detail == (f"{tmp_path / 'a.yaml'}:3: listeners.1.port: 127.0.0.1 port 1995 "
-                      "already used by listeners[0]")
+                      "already used by listeners.0")
 
 
 def test_wrong_type(tmp_path: Path) -> None:
@@ -100,9 +100,9 @@ def test_wrong_type(tmp_path: Path) -> None:
     ("rules", "message"),
     [
         ("  - {match: '*'}\n  - {match: alice}\n",
-         ":4: users.1.match: 'alice' can never match: users[0] ('*') matches first"),
+         ":4: users.1.match: 'alice' can never match: users.0 ('*') matches first"),
         ("  - {match: alice}\n  - {match: alice, require_tls: true}\n",
-         ":4: users.1.match: 'alice' can never match: users[0] ('alice')"),
+         ":4: users.1.match: 'alice' can never match: users.0 ('alice')"),
         ("  - {match: '*@corp.example'}\n  - {match: bob@Corp.Example}\n",
          ":4: users.1.match: 'bob@Corp.Example' can never match"),
     ],
@@ -134,11 +134,16 @@ def test_empty_directory(tmp_path: Path) -> None:
 
 
 def test_shipped_policies_pass_check_config() -> None:
-    paths = [REPO / "policies", *sorted((REPO / "policies" / "examples").glob("*.yaml"))]
-    result = subprocess.run([sys.executable, "-m", "popproxy", "check-config", *map(str, paths)],
-                            capture_output=True, text=True)
+    """The default passes the file checks too; the examples name certificates in /etc that
+    exist only where they are deployed, so they are checked with --no-files."""
+    result = subprocess.run([sys.executable, "-m", "popproxy", "check-config",
+                             str(REPO / "policies")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count(": OK (") == len(paths)
+    examples = sorted((REPO / "policies" / "examples").glob("*.yaml"))
+    result = subprocess.run([sys.executable, "-m", "popproxy", "check-config", "--no-files",
+                             *map(str, examples)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": OK (") == len(examples)
 
 
 def test_check_config_exits_1_on_any_bad_policy(tmp_path: Path) -> None:
@@ -147,7 +152,7 @@ def test_check_config_exits_1_on_any_bad_policy(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "popproxy", "check-config", str(good),
                              str(bad)], capture_output=True, text=True)
     assert result.returncode == 1
-    assert f"{bad / 'bad.yaml'}:1: listeners.0.extra: Extra inputs are not permitted" in (
+    assert f"{bad / 'bad.yaml'}:1: listeners.0.extra: unknown key; valid keys here: name, host" in (
         result.stderr
     )
 

@@ -51,7 +51,7 @@ def test_a_url_that_is_not_redis_is_refused_with_file_line_and_key(
     with pytest.raises(ConfigError) as info:
         load_config(path)
     (detail,) = info.value.details
-    assert detail.startswith(f"{path}:4: {section}.redis_url: Value error, must be a Redis URL "
+    assert detail.startswith(f"{path}:4: {section}.redis_url: must be a Redis URL "
                              "starting with redis:// (plain), rediss:// (TLS) or unix://")
 
 

@@ -118,8 +118,8 @@ def test_a_valid_policy_has_no_problems() -> None:
 def test_duplicate_listener_names_and_sockets() -> None:
     config = Policy.model_validate({"listeners": [LISTENER, {"name": "pop3", "port": 110}]})
     assert semantic_problems(config) == [
-        (("listeners", 1, "name"), "listener name 'pop3' already used by listeners[0]"),
-        (("listeners", 1, "port"), "127.0.0.1 port 110 already used by listeners[0]"),
+        (("listeners", 1, "name"), "listener name 'pop3' already used by listeners.0"),
+        (("listeners", 1, "port"), "127.0.0.1 port 110 already used by listeners.0"),
     ]
 
 

@@ -79,7 +79,7 @@ def test_passwords_are_not_shown_in_the_policy(tmp_path: Path) -> None:
 
 def test_two_redis_forms_at_once_are_refused(tmp_path: Path) -> None:
     detail = _error(tmp_path, "lockout:\n  redis_url: 'redis://10.0.7.30/0'\n" + SENTINEL)
-    assert detail == ("FILE:3: lockout: Value error, set one of redis_url, redis_sentinel, "
+    assert detail == ("FILE:3: lockout: set one of redis_url, redis_sentinel, "
                       "redis_cluster, not redis_url and redis_sentinel")
 
 

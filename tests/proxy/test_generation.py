@@ -47,6 +47,13 @@ def test_settings_that_change_nothing_a_client_sees_are_in_neither(
     assert _parts(**change) == _parts()
 
 
+def test_a_feed_counts_by_its_content_not_its_path() -> None:
+    """Relative paths are made absolute per policy directory (issue 19 item 5): the same
+    feed at another place on another host must give the same generation."""
+    assert _parts(feeds=["/srv/a/policy/f.txt"]) == _parts(feeds=["/srv/b/policy/f.txt"])
+    assert _parts(feeds=["/f.txt"]) != _parts(feeds=["/f.txt", "/g.txt"])
+
+
 def test_every_scan_setting_is_classified() -> None:
     """A new setting lands in the message part unless listed: the safe side (re-download)."""
     assert set(Scan.model_fields) >= EVIDENCE_ONLY | NOT_IN_GENERATION

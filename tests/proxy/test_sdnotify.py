@@ -115,6 +115,30 @@ def test_notifier_reload_and_stop_sequence_on_an_abstract_socket(
     assert not abstract_receiver.pending()
 
 
+def test_a_refused_reload_is_ready_again_with_the_reason_and_an_errno(
+    abstract_receiver: Receiver,
+) -> None:
+    """systemctl status shows why (STATUS=), systemd records ERRNO=22 until a good reload."""
+    notifier = Notifier(abstract_receiver.name)
+    notifier.ready("serving")
+    abstract_receiver.next()
+    notifier.reloading()
+    abstract_receiver.next()
+    assert notifier.reloaded("serving", "tls.certificates.0.key: /k: no such file")
+    assert abstract_receiver.next() == {
+        "READY": "1", "STATUS": "reload refused: tls.certificates.0.key: /k: no such file",
+        "ERRNO": "22"}
+    assert notifier.state == "ready"
+    notifier.reloading()
+    abstract_receiver.next()
+    assert notifier.reloaded("serving again")  # fixed: the error is cleared
+    assert abstract_receiver.next() == {"READY": "1", "STATUS": "serving again", "ERRNO": "0"}
+    notifier.reloading()
+    abstract_receiver.next()
+    assert notifier.reloaded("serving")
+    assert abstract_receiver.next() == {"READY": "1", "STATUS": "serving"}
+
+
 def test_notifier_without_socket_or_with_a_dead_one_does_nothing(tmp_path: Path) -> None:
     assert not Notifier(environ={}).enabled
     assert not Notifier(environ={}).ready("x")

@@ -18,6 +18,7 @@ from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.server import ProxyServer
+from tests.faults.support import Observed
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3, wait_for
 
@@ -163,10 +164,16 @@ def test_reload_that_changes_listeners_is_refused(loop_thread: LoopThread,
     config = make_config(1, state_dir=str(tmp_path))
     moved = {"name": "pop3", "host": "127.0.0.1", "port": 2, "mode": "plain",
              "allow_plaintext_login": True}
-    with running_proxy(config, loop_thread) as proxy:
+    observed = Observed.new()
+    with running_proxy(config, loop_thread, observed.observer) as proxy:
         assert not _reload(loop_thread, proxy.server,
                            make_config(1, listeners=[moved], state_dir=str(tmp_path)))
         assert proxy.server.config is config
+        reason = "listener names, addresses or modes changed (restart popproxy)"
+        assert proxy.server.refusal == reason  # what systemd's STATUS= line shows
+    assert len(observed.events("config_reload", result="refused", error=reason)) == 1
+    assert observed.sample("popproxy_config_reloads_total", kind="policy",
+                           result="refused") == 1
 
 
 def test_tls_reload_without_tls_listeners_is_a_no_op(tmp_path: Path) -> None:
@@ -185,6 +192,7 @@ def test_stop_cuts_sessions_still_open_after_the_grace(demo_upstream: DemoUpstre
         assert server.session_count == 1
         loop_thread.call(server.stop(grace=0))
         assert server.session_count == 0
-        assert client.read_until_eof() == b""  # cut: no reply, and no QUIT upstream
+        # Told why (issue 19 item 7), then closed; and no QUIT upstream.
+        assert client.read_until_eof() == b"-ERR [SYS/TEMP] server shutting down\r\n"
     wait_for(lambda: demo_upstream.open_connections == 0, what="the upstream to see the close")
     assert b"QUIT" not in demo_upstream.commands_seen

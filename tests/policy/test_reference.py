@@ -1,0 +1,40 @@
+"""The key reference in docs/policy.md is generated from the schema and cannot drift; the
+effective-policy dump (issue 19 item 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from popproxy.policy import Policy
+from popproxy.policy.reference import BEGIN, END, dump, markdown, splice
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "policy.md"
+
+
+def test_docs_policy_md_holds_exactly_the_generated_reference() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    assert markdown().rstrip("\n") in text, (
+        "docs/policy.md's key reference differs from the schema: run "
+        "`python3 -m popproxy schema --markdown --update docs/policy.md`")
+    assert splice(text, markdown()) == text
+
+
+def test_every_key_of_the_schema_has_a_row() -> None:
+    rows = markdown()
+    for key in ("`listeners.N.port`", "`upstreams.NAME.warm_login.separator`",
+                "`scan.thresholds.quarantine`", "`lockout.pair.block_after`", "`state_dir`"):
+        assert f"| {key} |" in rows
+    assert "| `listeners.N.port` | integer (ge 1, le 65535) | required |" in rows
+    assert "| `limits.idle_timeout` | number (ge 600, le 86400) | `600` | RFC 1939" in rows
+    assert "| `listeners.N.mode` | `plain` \\| `starttls` \\| `tls` | `starttls` |" in rows
+
+
+def test_splice_replaces_only_the_marked_block_or_appends_it() -> None:
+    doc = f"# title\n\n{BEGIN}\nold\n{END}\n\nafter\n"
+    assert splice(doc, f"{BEGIN}\nnew\n{END}\n") == f"# title\n\n{BEGIN}\nnew\n{END}\n\nafter\n"
+    assert splice("# t\n", "X\n") == "# t\n\nX\n"
+
+
+def test_dump_fills_in_defaults() -> None:
+    text = dump(Policy.model_validate({"listeners": [{"name": "a", "port": 1}]}))
+    assert "  idle_timeout: 600.0\n" in text and "  mode: starttls\n" in text

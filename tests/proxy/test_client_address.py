@@ -1,0 +1,39 @@
+"""client_address: the socket peer without PROXY protocol; an untrusted balancer is refused
+(the PROXY header paths run end to end in test_proxy_protocol_listener.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+from popproxy.metrics import Metrics
+from popproxy.policy import Policy
+from popproxy.proxy.channel import Channel
+from popproxy.proxy.client_address import client_address
+
+
+def _listener(proxy_protocol: bool) -> Policy:
+    listener: dict[str, object] = {"name": "pop3", "port": 110, "mode": "plain"}
+    if proxy_protocol:
+        listener["proxy_protocol"] = {"trusted": ["10.0.0.0/8"]}
+    return Policy.model_validate({"listeners": [listener], "upstream": {"port": 110}})
+
+
+def test_the_socket_peer_without_proxy_protocol() -> None:
+    metrics = Metrics()
+    listener = _listener(False).listeners[0]
+    found = asyncio.run(client_address(Channel(None), listener, ("192.0.2.7", 4242),
+                                       metrics.proxy_protocol_rejects))
+    assert found == (ipaddress.ip_address("192.0.2.7"), 4242)
+    assert asyncio.run(client_address(Channel(None), listener, None,
+                                      metrics.proxy_protocol_rejects)) is None
+
+
+def test_a_header_from_an_untrusted_peer_is_refused_and_counted() -> None:
+    metrics = Metrics()
+    listener = _listener(True).listeners[0]
+    found = asyncio.run(client_address(Channel(None, proxy_header=True), listener,
+                                       ("192.0.2.7", 4242), metrics.proxy_protocol_rejects))
+    assert found is None
+    assert metrics.registry.get_sample_value(
+        "popproxy_proxy_protocol_rejects_total", {"reason": "untrusted_peer"}) == 1

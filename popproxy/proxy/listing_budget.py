@@ -208,6 +208,7 @@ class BudgetedMailbox(MailboxView):
         await self._cache_normal_size(number, original, entry)
         if held:
             self._hold(original, entry)
+            self._held_at_retr(number, entry)
         return out
 
     async def _cache_normal_size(self, number: int, original: Spooled,
@@ -229,4 +230,9 @@ class BudgetedMailbox(MailboxView):
         out = self._spool_file(number, ".sized")
         write_private(out, padded_notice(entry.quarantine_id, entry.scanned_at, size))
         self._hold(original, entry)
+        self._held_at_retr(number, entry)
         return out
+
+    def _held_at_retr(self, number: int, entry: CachedVerdict) -> None:
+        """Message ``number``, deferred, was held when judged at RETR: the client got our
+        notice under the message's own UIDL (released.py records it for a later release)."""

@@ -32,7 +32,7 @@ from popproxy.proxy.mailbox import MAX_STREAMED_HEADER, NO_SUCH_MESSAGE
 from popproxy.proxy.relay import ClientSink, relay
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.settings import AuditFn
-from popproxy.proxy.spool import Spooled, header_end
+from popproxy.proxy.spool import header_end
 from popproxy.proxy.upstream import UpstreamConnection
 from popproxy.proxy.verdict_cache import CachedVerdict
 from popproxy.quarantine import HeldMessage
@@ -84,14 +84,14 @@ class ReleasingMailbox(BudgetedMailbox):
     """A ``BudgetedMailbox`` that lists notices under their own UIDL and serves releases whose
     upstream copy the client deleted."""
 
-    __slots__ = ("_extras", "_held_at_retr", "_numbers")
+    __slots__ = ("_extras", "_held_ids", "_numbers")
 
     def __init__(self, upstream: UpstreamConnection, client: ClientSink, service: ScanService,
                  upstream_name: str, user: str, audit: AuditFn, metrics: Metrics) -> None:
         super().__init__(upstream, client, service, upstream_name, user, audit, metrics)
         self._extras: dict[int, Extra] = {}
         self._numbers: dict[int, bytes] | None = None  # upstream UIDLs and the extras'
-        self._held_at_retr: dict[int, str] = {}  # deferred messages held at RETR: their id
+        self._held_ids: dict[int, str] = {}  # deferred messages held at RETR: their id
 
     async def _load(self) -> dict[int, bytes]:
         if self._numbers is None:
@@ -162,15 +162,14 @@ class ReleasingMailbox(BudgetedMailbox):
         if status.ok:
             self.deleted.add(number)
 
-    def _held(self, number: int, original: Spooled, entry: CachedVerdict, size: int) -> Path:
-        self._held_at_retr[number] = entry.quarantine_id
-        return super()._held(number, original, entry, size)
+    def _held_at_retr(self, number: int, entry: CachedVerdict) -> None:
+        self._held_ids[number] = entry.quarantine_id
 
     def committed(self) -> None:
         """The upstream said +OK to QUIT: the deletions are done (RFC 1939 section 6)."""
         delivered = {self._extras[n].held.id for n in self.deleted if n in self._extras}
-        notices = {self._held_at_retr[n] for n in self.deleted if n in self._held_at_retr}
-        for number in self.deleted - set(self._extras) - set(self._held_at_retr):
+        notices = {self._held_ids[n] for n in self.deleted if n in self._held_ids}
+        for number in self.deleted - set(self._extras) - set(self._held_ids):
             entry = self._entries.get(number)
             if entry is not None and entry.action == "quarantine" and entry.quarantine_id:
                 notices.add(entry.quarantine_id)

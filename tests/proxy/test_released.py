@@ -25,11 +25,12 @@ QUARANTINE = {"thresholds": {"tag": 0.5, "defang": 0.6, "quarantine": 0.7}}
 
 
 @contextmanager
-def _proxy(loop: LoopThread, tmp: Path) -> Iterator[tuple[RunningProxy, Mailbox]]:
+def _proxy(loop: LoopThread, tmp: Path, **scan: object
+           ) -> Iterator[tuple[RunningProxy, Mailbox]]:
     box = Mailbox(b"p", [CLEAN, PHISH], uidls=[b"uid-clean", b"uid-phish"])
     demo = DemoUpstream({b"u": box})
     with running_demo(loop, demo):
-        config = make_config(demo.port, scan={"enabled": True, **QUARANTINE},
+        config = make_config(demo.port, scan={"enabled": True, **QUARANTINE, **scan},
                              state_dir=str(tmp))
         with running_proxy(config, loop) as proxy:
             yield proxy, box
@@ -168,3 +169,26 @@ def test_the_same_bytes_for_two_users_one_entry_each_gets_it_once(loop_thread: L
                     c.login(user, "p")
                     assert _uidls(c) == {}
                     c.command("QUIT")
+
+
+def test_no_keep_release_of_a_message_judged_at_retr_reaches_the_client(
+        loop_thread: LoopThread, tmp_path: Path) -> None:
+    """The listing budget spent at once: the phish is listed at its upstream size and held
+    when RETR judges it (the padded notice under its own UIDL).  Deleted, then released: the
+    next session gets the original from the quarantine, as for a message held at listing."""
+    with _proxy(loop_thread, tmp_path, listing_budget=1e-9) as (proxy, box):
+        with RawPOP3(proxy.port) as c:
+            c.login("u", "p")
+            listing = c.command("LIST").split(b"\r\n")[1:-2]
+            assert listing[1] == f"2 {len(PHISH)}".encode()  # deferred: the upstream's size
+            notice = _body(c.command("RETR 2"))
+            assert len(notice) == len(PHISH) and b"198.51.100.7/login" not in notice
+            assert c.command("DELE 2").startswith(b"+OK")
+            assert c.command("QUIT").startswith(b"+OK")
+        assert box.messages == [CLEAN]
+        held_id = _release_all(tmp_path)
+        with RawPOP3(proxy.port) as c:
+            c.login("u", "p")
+            assert _uidls(c) == {1: b"uid-clean", 2: released_uidl(held_id)}
+            assert _body(c.command("RETR 2")) == PHISH
+            c.command("QUIT")

@@ -10,6 +10,7 @@ import sqlite3
 import ssl
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from popproxy.capture.store import CaptureOptions
@@ -306,31 +307,35 @@ class ProxyServer:
             self._reloaded("policy", "refused", error=self.refusal)
             log.error("policy reload refused: %s; keeping the old policy", self.refusal)
             return False
+        guard = self.lockout
         try:
             upstream_tls = upstream_contexts(new)
             server_tls = ServerTls(new.tls, new.state_dir) if self.server_tls else None
             # A new lockout key file that cannot be made is refused here (LockoutSecretError
             # is an OSError), not half-applied.
-            guard = self._make_guard(new) if new.lockout != self.config.lockout else (
-                self.lockout)
+            if new.lockout != self.config.lockout:
+                guard = self._make_guard(new)
             scan = self.scan
             if new.scan != self.config.scan:  # (a bad Redis URL raises ValueError here)
                 scan = self._make_scan(new)
-        except (TlsConfigError, OSError, ValueError, ssl.SSLError) as exc:
+        except (TlsConfigError, OSError, ValueError, ssl.SSLError, sqlite3.Error) as exc:
+            if guard is not None and guard is not self.lockout:  # built, then refused
+                spawn(guard.close(), "close-refused-lockout-store")
             self.refusal = str(exc)
             self._reloaded("policy", "refused", error=self.refusal)
             log.error("policy reload refused: %s; keeping the old policy", exc)
             return False
         if guard is not self.lockout:
             old, self.lockout = self.lockout, guard  # counters restart
-            if old is not None:
-                spawn(old.close(), "close-old-lockout-store")
+            if old is not None:  # sessions that started under it still count with it
+                spawn(self._close_after_sessions(old.close, set(self._sessions)),
+                      "close-old-lockout-store")
         if scan is not self.scan:
             if scan is None:  # scanning turned off: no budget for the alert to compare with
                 self.observer.metrics.scan_listing_budget.set(0)
             old_scan, self.scan = self.scan, scan
             if old_scan is not None:
-                spawn(self._close_after_sessions(old_scan, set(self._sessions)),
+                spawn(self._close_after_sessions(old_scan.aclose, set(self._sessions)),
                       "close-old-scan-service")
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
         self._listener_settings = {}
@@ -342,12 +347,14 @@ class ProxyServer:
         return True
 
     @staticmethod
-    async def _close_after_sessions(service: ScanService, sessions: set[asyncio.Task[Any]]) -> None:
-        """Close a replaced scan service (threads, Redis pool) once the sessions that started
-        under it, and may still use it, have ended.  ``asyncio.wait`` never cancels them."""
+    async def _close_after_sessions(close: Callable[[], Awaitable[None]],
+                                    sessions: set[asyncio.Task[Any]]) -> None:
+        """Close a replaced scan service or lockout store (threads, Redis pool, host file)
+        once the sessions that started under it, and may still use it, have ended (a closed
+        store would fail their logins by the fail mode).  ``asyncio.wait`` never cancels them."""
         if sessions:
             await asyncio.wait(sessions)
-        await service.aclose()
+        await close()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let sessions finish for ``grace`` seconds, then cut the rest.

@@ -117,3 +117,26 @@ def test_with_redis_configured_workers_use_redis_and_still_no_journal(
         assert server.slots is not None
     finally:
         loop_thread.call(server.stop(grace=0))
+
+
+def test_a_session_begun_before_a_lockout_reload_still_counts_its_failures(
+        demo_upstream: DemoUpstream, loop_thread: LoopThread, tmp_path: Path) -> None:
+    """The old guard's host-file store is closed only after the sessions that hold it end: a
+    closed store would refuse their logins ([SYS/TEMP] under fail_mode closed)."""
+    config = make_config(demo_upstream.port, state_dir=str(tmp_path),
+                         lockout={"enabled": True, "fail_mode": "closed",
+                                  "base_delay": 0.01, "max_delay": 0.02},
+                         limits={"auth_failure_delay": 0})
+    with _worker(config, loop_thread, tmp_path / DB_FILE, 1) as server, \
+            RawPOP3(_port(server)) as before:
+        assert before.command("USER demo").startswith(b"+OK")
+
+        async def reload() -> bool:
+            changed = config.model_copy(update={"lockout": config.lockout.model_copy(
+                update={"window": 60.0})})
+            return server.reload_policy(changed)
+
+        assert loop_thread.call(reload())
+        assert before.command("PASS wrong").startswith(b"-ERR [AUTH]")
+        assert before.command("USER demo").startswith(b"+OK")
+        assert before.command("PASS demo").startswith(b"+OK")

@@ -302,8 +302,11 @@ class ProxyServer:
         """Swap in a validated policy for new sessions; listener sockets cannot change live."""
         old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
         new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]
-        if old_sockets != new_sockets:
-            self.refusal = "listener names, addresses or modes changed (restart popproxy)"
+        if old_sockets != new_sockets or new.state_dir != self.config.state_dir:
+            # state_dir holds the host file the workers share, the lockout key and the
+            # certificates: half the workers on a new one would split lockouts and caps.
+            self.refusal = ("listener names, addresses or modes, or state_dir changed "
+                            "(restart popproxy)")
             self._reloaded("policy", "refused", error=self.refusal)
             log.error("policy reload refused: %s; keeping the old policy", self.refusal)
             return False

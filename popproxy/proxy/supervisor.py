@@ -102,6 +102,8 @@ def validate_reload(current: Policy, config_path: Path) -> Policy:
     sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in current.listeners]
     if sockets != [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]:
         raise ValueError("listener names, addresses or modes changed (restart popproxy)")
+    if new.state_dir != current.state_dir:  # the host file, lockout key, certificates
+        raise ValueError("state_dir changed (restart popproxy)")
     if resolve_workers(new.workers) != resolve_workers(current.workers):
         log.warning("workers: a reload does not change the number of workers (restart)")
     try:

@@ -169,11 +169,24 @@ def test_reload_that_changes_listeners_is_refused(loop_thread: LoopThread,
         assert not _reload(loop_thread, proxy.server,
                            make_config(1, listeners=[moved], state_dir=str(tmp_path)))
         assert proxy.server.config is config
-        reason = "listener names, addresses or modes changed (restart popproxy)"
+        reason = ("listener names, addresses or modes, or state_dir changed "
+                  "(restart popproxy)")
         assert proxy.server.refusal == reason  # what systemd's STATUS= line shows
     assert len(observed.events("config_reload", result="refused", error=reason)) == 1
     assert observed.sample("popproxy_config_reloads_total", kind="policy",
                            result="refused") == 1
+
+
+def test_reload_that_moves_state_dir_is_refused(loop_thread: LoopThread,
+                                                tmp_path: Path) -> None:
+    """state_dir holds what the workers of a host share (host file, lockout key): a reload
+    cannot move it under live workers."""
+    config = make_config(1, state_dir=str(tmp_path / "a"))
+    with running_proxy(config, loop_thread) as proxy:
+        assert not _reload(loop_thread, proxy.server,
+                           make_config(1, state_dir=str(tmp_path / "b")))
+        assert proxy.server.config is config
+        assert "state_dir changed" in proxy.server.refusal
 
 
 def test_tls_reload_without_tls_listeners_is_a_no_op(tmp_path: Path) -> None:

@@ -89,6 +89,10 @@ def test_validate_reload_refuses_what_a_worker_would_refuse(tmp_path: Path) -> N
         validate_reload(current, path)
     path.write_text(_policy_text(port, tmp_path, "users: [{match: bob, mechanisms: [PLAIN]}]\n"))
     assert len(validate_reload(current, path).users) == 1
+    moved = _policy_text(port, tmp_path).replace(str(tmp_path / "state"), str(tmp_path / "b"))
+    path.write_text(moved)
+    with pytest.raises(ValueError, match="state_dir"):
+        validate_reload(current, path)
 
 
 async def _restart_scenario(config: Policy, path: Path, tmp_path: Path
@@ -235,5 +239,5 @@ def test_validate_reload_refuses_an_unreadable_lockout_key(tmp_path: Path) -> No
     path.write_text(_policy_text(port, tmp_path).replace(
         "lockout: {enabled: false}",
         f"lockout: {{enabled: true, secret_file: {tmp_path / 'missing' / 'lockout.key'}}}"))
-    with pytest.raises(ValueError, match="lockout key"):
+    with pytest.raises(ValueError, match="lockout.secret_file"):
         validate_reload(current, path)

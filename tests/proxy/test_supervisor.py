@@ -239,5 +239,5 @@ def test_validate_reload_refuses_an_unreadable_lockout_key(tmp_path: Path) -> No
     path.write_text(_policy_text(port, tmp_path).replace(
         "lockout: {enabled: false}",
         f"lockout: {{enabled: true, secret_file: {tmp_path / 'missing' / 'lockout.key'}}}"))
-    with pytest.raises(ValueError, match="lockout.secret_file"):
+    with pytest.raises(ValueError, match=r"lockout\.secret_file"):
         validate_reload(current, path)

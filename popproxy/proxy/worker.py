@@ -93,7 +93,12 @@ def reload_worker(server: ProxyServer, config_path: Path) -> bool:
         server.observer.metrics.config_reloads.labels("policy", "refused").inc()
         server.observer.audit.event("config_reload", None, result="refused", error=str(exc))
         return False
-    ok = new == server.config or server.reload_policy(new)
+    if new == server.config:  # counted and logged as with one process (cli._reload_policy)
+        log.info("policy unchanged: nothing to reload")
+        server.observer.metrics.config_reloads.labels("policy", "unchanged").inc()
+        ok = True
+    else:
+        ok = server.reload_policy(new)
     return server.reload_tls() and ok
 
 

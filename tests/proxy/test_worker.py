@@ -55,6 +55,8 @@ def test_reload_applies_a_new_policy_and_refuses_a_broken_one(tmp_path: Path) ->
     path = _policy(tmp_path, free_port())
     server = ProxyServer(load_config(path), Observer())
     assert reload_worker(server, path)  # unchanged: nothing to swap, still a success
+    assert server.observer.metrics.registry.get_sample_value(
+        "popproxy_config_reloads_total", {"kind": "policy", "result": "unchanged"}) == 1
     path.write_text(path.read_text() + "users: [{match: bob, mechanisms: [PLAIN]}]\n")
     assert reload_worker(server, path)
     assert len(server.config.users) == 1

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.health import UpstreamProbe
-from popproxy.proxy.host_state import default_db_path, release_worker
+from popproxy.proxy.host_state import default_db_path, release_all_workers, release_worker
 from popproxy.proxy.http import OpsServer
 from popproxy.proxy.multiproc import serve_workers
 from popproxy.proxy.observe import Observer
@@ -214,6 +215,10 @@ async def _supervisor_async(config: Policy, config_path: Path, workers: int,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     db_path = default_db_path(config.state_dir)
+    try:
+        release_all_workers(db_path)  # no worker runs yet: no session is held
+    except sqlite3.Error as exc:  # the workers report the file's state themselves
+        log.warning("host file %s: stale session slots not cleared: %s", db_path, exc)
     await serve_workers(config, config_path, workers, options, stop,
                         release_worker=lambda worker_id: release_worker(db_path, worker_id))
 

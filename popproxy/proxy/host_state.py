@@ -119,6 +119,19 @@ def write(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
+def release_all_workers(db_path: Path) -> None:
+    """Every session slot, whoever held it: the supervisor calls it before it starts any
+    worker.  A host brought back with fewer workers (``--workers``, another CPU affinity)
+    after its processes were killed together would otherwise keep the rows of worker ids
+    that no longer start, and with them part of ``max_sessions``, for ever."""
+    db = connect(db_path)
+    try:
+        with write(db):
+            db.execute("DELETE FROM session_slots")
+    finally:
+        db.close()
+
+
 def release_worker(db_path: Path, worker_id: int) -> None:
     """Give back every session slot ``worker_id`` held (the supervisor calls it when the
     worker died: its sessions died with it)."""

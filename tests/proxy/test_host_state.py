@@ -11,6 +11,7 @@ from popproxy.proxy.host_state import (
     SessionSlots,
     connect,
     default_db_path,
+    release_all_workers,
     release_worker,
 )
 
@@ -56,6 +57,19 @@ def test_release_worker_frees_the_slots_of_a_dead_worker_only(tmp_path: Path) ->
     release_worker(path, 1)  # the supervisor saw worker 1 die
     assert alive.held() == 1
     assert alive.acquire("10.0.0.4", MAX_SESSIONS, MAX_PER_SOURCE)
+
+
+def test_a_supervisor_starting_clears_the_slots_of_ids_that_will_not_start(
+        tmp_path: Path) -> None:
+    """Killed with its workers, the host comes back with fewer: worker 3's rows must not keep
+    part of max_sessions for ever."""
+    path = tmp_path / DB_FILE
+    gone = _slots(path, 3)
+    for source in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        assert gone.acquire(source, MAX_SESSIONS, MAX_PER_SOURCE)
+    release_all_workers(path)
+    assert _slots(path, 0).acquire("10.0.0.4", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert gone.held() == 1
 
 
 def test_a_restarted_worker_gives_back_what_its_previous_life_held(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ class HostShare:
 
     db_path: Path
     worker_id: int
+    workers: int = 1  # the host's worker processes: they share its CPUs (scan pool sizes)
 
 
 def default_db_path(state_dir: Path) -> Path:

@@ -71,8 +71,10 @@ TOO_LARGE_REASON = "too_large"
 # far more than one listing's messages share (4,103 among bench/big_mailbox.py's 20,000),
 # a few MB at most; past it the memo starts again.
 MAX_RESCORE_MEMO = 50_000
-def default_workers() -> int:
-    return max(MIN_WORKERS, len(os.sched_getaffinity(0)))
+def default_workers(cpu_share: int = 1) -> int:
+    """Scan processes when scan.workers is unset: the usable CPUs split over ``cpu_share``
+    proxy workers (each has its own pool: 16 workers x 16 CPUs would be 256 scanners)."""
+    return max(MIN_WORKERS, len(os.sched_getaffinity(0)) // max(1, cpu_share))
 
 
 class ScanService:
@@ -81,8 +83,9 @@ class ScanService:
     def __init__(self, policy: Scan, state_dir: Path, observer: Observer,
                  clock: Callable[[], float] = time.time,
                  worker_command: Sequence[str] | None = None,
-                 host_db: Path | None = None) -> None:
-        """``host_db``: the SQLite file the workers of this host share (host_state)."""
+                 host_db: Path | None = None, cpu_share: int = 1) -> None:
+        """``host_db``: the SQLite file the workers of this host share (host_state);
+        ``cpu_share``: how many proxy workers share the host's CPUs (default_workers)."""
         self.policy = policy
         self.config = policy.to_settings()
         self._cache_counts: dict[str, Counter] = {}  # verdict_cache children by result
@@ -101,7 +104,7 @@ class ScanService:
         self._feed_pool = ThreadPoolExecutor(FEED_THREADS, thread_name_prefix="popproxy-feeds")
         # The TTLs are no worker business (and the deprecated alias would warn in each one).
         self._workers = ScanPool(policy.model_dump(mode="json", exclude=NOT_FOR_WORKERS),
-                                 policy.workers or default_workers(), self._count_kill,
+                                 policy.workers or default_workers(cpu_share), self._count_kill,
                                  worker_command or WORKER_COMMAND)
         self._feed_versions: list[tuple[str, int | None]] = []
         # Re-scored action per distinct evidence, under _memo_generation only (``rescored``).

@@ -106,7 +106,8 @@ class ProxyServer:
         if not config.scan.enabled:
             return None
         return ScanService(config.scan, config.state_dir, self.observer,
-                           host_db=self.host.db_path if self.host else None)
+                           host_db=self.host.db_path if self.host else None,
+                           cpu_share=self.host.workers if self.host else 1)
 
     def _listener(self, name: str) -> Listener:
         return next(lst for lst in self.config.listeners if lst.name == name)

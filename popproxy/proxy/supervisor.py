@@ -194,7 +194,8 @@ class Supervisor:
     def _command(self, slot: Slot, status_fd: int) -> list[str]:
         listen = [f"--listen={name}={sock.fileno()}" for name, sock in self.sockets.items()]
         return [sys.executable, "-m", "popproxy", WORKER_COMMAND, "--config",
-                str(self.config_path), "--worker-id", str(slot.worker_id), *listen,
+                str(self.config_path), "--worker-id", str(slot.worker_id),
+                "--workers-total", str(len(self.slots)), *listen,
                 "--status-fd", str(status_fd), "--parent-pid", str(os.getpid()),
                 *self.worker_options]
 

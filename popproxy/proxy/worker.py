@@ -46,6 +46,7 @@ PR_SET_PDEATHSIG = 1  # <sys/prctl.h>: a signal for us when the supervisor dies
 class WorkerArgs:
     config_path: Path
     worker_id: int
+    workers: int  # how many the supervisor runs (they share the CPUs)
     listen: dict[str, int]  # listener name -> inherited listening socket's fd
     status_fd: int
     event_loop: str  # "asyncio" or "uvloop", already resolved by the supervisor
@@ -58,6 +59,7 @@ def parse_args(argv: list[str]) -> tuple[WorkerArgs, str]:
     parser = argparse.ArgumentParser(prog="popproxy worker")
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--worker-id", type=int, required=True)
+    parser.add_argument("--workers-total", type=int, default=1)
     parser.add_argument("--listen", action="append", default=[], metavar="NAME=FD")
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
@@ -69,17 +71,17 @@ def parse_args(argv: list[str]) -> tuple[WorkerArgs, str]:
     listen = {name: int(fd) for name, fd in (item.rsplit("=", 1) for item in ns.listen)}
     capture = None if ns.capture is None else CaptureOptions(ns.capture,
                                                              keep_bodies=ns.capture_bodies)
-    return WorkerArgs(ns.config, ns.worker_id, listen, ns.status_fd, ns.event_loop,
-                      capture, ns.parent_pid), ns.log_level
+    return WorkerArgs(ns.config, ns.worker_id, ns.workers_total, listen, ns.status_fd,
+                      ns.event_loop, capture, ns.parent_pid), ns.log_level
 
 
 def _make_server(config: Policy, observer: Observer, capture: CaptureOptions | None,
-                 worker_id: int) -> ProxyServer:
+                 worker_id: int, workers: int = 1) -> ProxyServer:
     """The one place a worker builds its ProxyServer: lockouts, known sources, verdicts and
     the session caps go to the host's SQLite file, shared with the other workers
     (proxy/host_state.py; Redis instead where the policy names one)."""
     return ProxyServer(config, observer, capture,
-                       host=HostShare(default_db_path(config.state_dir), worker_id))
+                       host=HostShare(default_db_path(config.state_dir), worker_id, workers))
 
 
 def reload_worker(server: ProxyServer, config_path: Path) -> bool:
@@ -118,7 +120,7 @@ class StatusPipe:
 async def run_worker(config: Policy, args: WorkerArgs, status: StatusPipe) -> None:
     """Serve on the inherited sockets until SIGTERM/SIGINT, then drain."""
     observer = Observer(audit=open_audit_log(config.observability.audit_log))
-    server = _make_server(config, observer, args.capture, args.worker_id)
+    server = _make_server(config, observer, args.capture, args.worker_id, args.workers)
     sockets = {name: socket.socket(fileno=fd) for name, fd in args.listen.items()}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -128,6 +128,9 @@ def test_only_scanner_errors_are_judged_again() -> None:
 
 def test_at_least_two_workers_by_default() -> None:
     assert default_workers() >= MIN_WORKERS == 2
+    cpus = len(os.sched_getaffinity(0))
+    assert default_workers(cpu_share=cpus * 4) == MIN_WORKERS  # proxy workers share the CPUs
+    assert default_workers(cpu_share=1) == max(MIN_WORKERS, cpus)
 
 
 # ------------------------------------------------------------------ spools of dead processes

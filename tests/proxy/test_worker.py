@@ -41,7 +41,8 @@ def _policy(tmp_path: Path, port: int, extra: str = "") -> Path:
 
 
 def test_parse_args_reads_what_the_supervisor_writes(tmp_path: Path) -> None:
-    args, level = parse_args(["--config", "p.yaml", "--worker-id", "3", "--listen=a=7",
+    args, level = parse_args(["--config", "p.yaml", "--worker-id", "3", "--workers-total", "4",
+                              "--listen=a=7",
                               "--listen=b=8", "--status-fd", "9", "--event-loop", "uvloop",
                               "--log-level", "DEBUG", "--capture", str(tmp_path),
                               "--capture-bodies", "--parent-pid", "42"])
@@ -49,6 +50,7 @@ def test_parse_args_reads_what_the_supervisor_writes(tmp_path: Path) -> None:
         Path("p.yaml"), 3, {"a": 7, "b": 8}, 9)
     assert (args.event_loop, level, args.parent_pid) == ("uvloop", "DEBUG", 42)
     assert args.capture is not None and args.capture.keep_bodies
+    assert args.workers == 4  # the scan pools size themselves on the CPUs' share
 
 
 def test_reload_applies_a_new_policy_and_refuses_a_broken_one(tmp_path: Path) -> None:
@@ -138,7 +140,7 @@ def test_a_worker_serves_on_an_inherited_socket_and_obeys_signals(tmp_path: Path
     path = _policy(tmp_path, port)
     listening = socket.create_server(("127.0.0.1", port))
     read_fd, write_fd = os.pipe()
-    args = WorkerArgs(path, 0, {"a": listening.fileno()}, write_fd, "asyncio", None,
+    args = WorkerArgs(path, 0, 1, {"a": listening.fileno()}, write_fd, "asyncio", None,
                       os.getppid())
     try:
         lines = asyncio.run(_serve_one(args, read_fd, port))

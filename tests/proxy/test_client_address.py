@@ -13,7 +13,7 @@ from popproxy.proxy.client_address import client_address
 
 
 def _listener(proxy_protocol: bool) -> Policy:
-    listener: dict[str, object] = {"name": "pop3", "port": 110, "mode": "plain"}
+    listener: dict[str, object] = {"name": "pop3", "port": 110, "mode": "starttls"}
     if proxy_protocol:
         listener["proxy_protocol"] = {"trusted": ["10.0.0.0/8"]}
     return Policy.model_validate({"listeners": [listener], "upstream": {"port": 110}})

@@ -19,21 +19,22 @@ def _listener(proxy_protocol: bool) -> Policy:
     return Policy.model_validate({"listeners": [listener], "upstream": {"port": 110}})
 
 
+async def _address(proxy_protocol: bool, peer: object, metrics: Metrics
+                   ) -> tuple[object, int] | None:
+    channel = Channel(None, proxy_header=proxy_protocol)  # made inside the loop it runs on
+    return await client_address(channel, _listener(proxy_protocol).listeners[0], peer,
+                                metrics.proxy_protocol_rejects)
+
+
 def test_the_socket_peer_without_proxy_protocol() -> None:
     metrics = Metrics()
-    listener = _listener(False).listeners[0]
-    found = asyncio.run(client_address(Channel(None), listener, ("192.0.2.7", 4242),
-                                       metrics.proxy_protocol_rejects))
+    found = asyncio.run(_address(False, ("192.0.2.7", 4242), metrics))
     assert found == (ipaddress.ip_address("192.0.2.7"), 4242)
-    assert asyncio.run(client_address(Channel(None), listener, None,
-                                      metrics.proxy_protocol_rejects)) is None
+    assert asyncio.run(_address(False, None, metrics)) is None
 
 
 def test_a_header_from_an_untrusted_peer_is_refused_and_counted() -> None:
     metrics = Metrics()
-    listener = _listener(True).listeners[0]
-    found = asyncio.run(client_address(Channel(None, proxy_header=True), listener,
-                                       ("192.0.2.7", 4242), metrics.proxy_protocol_rejects))
-    assert found is None
+    assert asyncio.run(_address(True, ("192.0.2.7", 4242), metrics)) is None
     assert metrics.registry.get_sample_value(
         "popproxy_proxy_protocol_rejects_total", {"reason": "untrusted_peer"}) == 1

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sqlite3
 import sys
@@ -38,7 +37,7 @@ from popproxy.proxy.multiproc import serve_workers
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.server import ProxyServer
-from popproxy.proxy.supervisor import resolve_workers
+from popproxy.proxy.supervisor import workers_setting, workers_value
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import TlsConfigError, fingerprint
 from popproxy.proxy.worker import WORKER_COMMAND, main_worker
@@ -62,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                      help="auto (default): uvloop where it imports (Linux), which spends less "
                           "CPU per session (bench/README.md), else asyncio's own loop")
-    run.add_argument("--workers", type=_workers_value, default=None,
+    run.add_argument("--workers", type=workers_value, default=None,
                      help="worker processes: auto (one per usable CPU) or N; overrides the "
                           "policy's workers: and $POPPROXY_WORKERS (docs/scaling.md)")
     run.add_argument("--capture-bodies", action="store_true",
@@ -97,15 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=text, add_help=False).add_argument(
             "rest", nargs=argparse.REMAINDER)
     return parser
-
-
-def _workers_value(text: str) -> str | int:
-    if text == "auto":
-        return text
-    value = int(text)  # ValueError: argparse reports "invalid _workers_value value"
-    if value < 1:
-        raise ValueError(text)
-    return value
 
 
 def _status(server: ProxyServer) -> str:
@@ -253,15 +243,6 @@ def resolve_event_loop(name: str) -> str:
     except ImportError:
         return "asyncio"
     return "uvloop"
-
-
-def workers_setting(flag: str | int | None, config: Policy,
-                    environ: dict[str, str] | None = None) -> int:
-    """How many workers: ``--workers``, else ``$POPPROXY_WORKERS`` (the test suite sets 1),
-    else the policy's ``workers`` (default auto: one per usable CPU)."""
-    env = (dict(os.environ) if environ is None else environ).get("POPPROXY_WORKERS")
-    value = flag if flag is not None else (_workers_value(env) if env else config.workers)
-    return resolve_workers(value)
 
 
 def _worker_options(args: argparse.Namespace, event_loop: str) -> list[str]:

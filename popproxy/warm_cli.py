@@ -17,7 +17,7 @@ from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy, load_config
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
-from popproxy.proxy.warm import Warmer, refuse_unless_warmable
+from popproxy.proxy.warm import Warmer, host_file, refuse_unless_warmable
 from popproxy.proxy.warm_progress import Display, Pace, ProgressFile, Totals, read_users
 from popproxy.statefiles import private_dir
 
@@ -72,7 +72,7 @@ async def warm_all(config: Policy, users: list[str], pace: Pace, fresh: bool,
     """Warm ``users`` with the proxy's own scan service (worker processes, cache)."""
     private_dir(config.state_dir)
     observer = Observer()
-    service = ScanService(config.scan, config.state_dir, observer)
+    service = ScanService(config.scan, config.state_dir, observer, host_db=host_file(config))
     try:
         warmer = Warmer(config, service, observer.metrics,
                         ProgressFile(config.state_dir, fresh), Display(stream, stream.isatty()),

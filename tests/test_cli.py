@@ -185,8 +185,8 @@ def test_a_reload_refused_for_a_file_is_audited_with_the_reason(tmp_path: Path) 
 
 
 def test_workers_come_from_the_flag_then_the_environment_then_the_policy() -> None:
-    from popproxy.cli import workers_setting
     from popproxy.policy import Policy
+    from popproxy.proxy.supervisor import workers_setting
 
     listeners = [{"name": "a", "port": 1, "mode": "tls"}]
     auto = Policy.model_validate({"listeners": listeners})

@@ -348,3 +348,21 @@ class Supervisor:
             if proc.returncode is None:
                 await proc.wait()
             mark_dead(proc.pid, self.metrics_dir)
+
+
+def workers_value(text: str) -> str | int:
+    if text == "auto":
+        return text
+    value = int(text)  # ValueError: argparse reports "invalid workers_value value"
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def workers_setting(flag: str | int | None, config: Policy,
+                    environ: dict[str, str] | None = None) -> int:
+    """How many workers: ``--workers``, else ``$POPPROXY_WORKERS`` (the test suite sets 1),
+    else the policy's ``workers`` (default auto: one per usable CPU)."""
+    env = (dict(os.environ) if environ is None else environ).get("POPPROXY_WORKERS")
+    value = flag if flag is not None else (workers_value(env) if env else config.workers)
+    return resolve_workers(value)

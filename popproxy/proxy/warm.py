@@ -22,6 +22,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
@@ -32,8 +33,10 @@ from popproxy.policy.decisions import route_for
 from popproxy.pop3.events import Command
 from popproxy.pop3.limits import MAX_COMMAND_LINE
 from popproxy.proxy.channel import open_channel
+from popproxy.proxy.host_state import default_db_path
 from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.scanning import ScanService
+from popproxy.proxy.supervisor import workers_setting
 from popproxy.proxy.tls import upstream_context
 from popproxy.proxy.upstream import (
     Connector,
@@ -55,13 +58,21 @@ class WarmFailed(Exception):
     """One mailbox could not be warmed (the message says why, without secrets)."""
 
 
+def host_file(policy: Policy) -> Path | None:
+    """The host file the proxy's workers share their verdicts in (``workers`` > 1), which
+    warm writes to as they do; None for one process (its verdicts.jsonl)."""
+    workers = workers_setting(None, policy)  # as ``popproxy run`` counts them
+    return default_db_path(policy.state_dir) if workers > 1 else None
+
+
 def warm_problems(policy: Policy, users: Iterable[str], offline: bool) -> list[str]:
     """Why ``warm`` must not run with this policy (empty: it may).  Each problem names the
     setting to change."""
     problems = []
     if not policy.scan.enabled:
         problems.append("scan.enabled is false: the proxy keeps no verdicts to warm")
-    if policy.scan.redis is None and not offline:
+    # Redis or the workers' host file are read by a running proxy at every lookup.
+    if policy.scan.redis is None and host_file(policy) is None and not offline:
         problems.append(
             "scan.redis_url is not set (nor redis_sentinel, redis_cluster): the verdicts would "
             f"go to {policy.state_dir / CACHE_FILE}, which a running proxy read when it started "

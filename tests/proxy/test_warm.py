@@ -16,7 +16,13 @@ from popproxy.policy.schema_redis import RedisSentinel
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
-from popproxy.proxy.warm import Warmer, WarmFailed, read_password, warm_problems
+from popproxy.proxy.warm import (
+    Warmer,
+    WarmFailed,
+    host_file,
+    read_password,
+    warm_problems,
+)
 from popproxy.proxy.warm_progress import Display, Pace, ProgressFile
 
 MASTER_PW = b"master-secret"
@@ -119,10 +125,17 @@ def test_a_user_name_with_a_space_is_refused_before_connecting(tmp_path: Path) -
     assert "FAILED (not a user name POP3 can carry" in out and demo.commands_seen == []
 
 
-def test_problems_name_what_to_change(tmp_path: Path) -> None:
-    policy = _policy(tmp_path, 110)
+def test_problems_name_what_to_change(tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = _policy(tmp_path, 110).model_copy(update={"workers": 1})
     assert warm_problems(policy, ["alice"], offline=True) == []
     assert "scan.redis_url is not set" in warm_problems(policy, ["alice"], offline=False)[0]
+    # Workers share verdicts in the host file, which a running proxy reads at every lookup.
+    workers = policy.model_copy(update={"workers": 2})
+    monkeypatch.delenv("POPPROXY_WORKERS", raising=False)  # the suite runs one process
+    assert warm_problems(workers, ["alice"], offline=False) == []
+    assert host_file(workers) == tmp_path / "state" / "host.sqlite3"
+    assert host_file(policy) is None
     sentinel = {"sentinels": ["10.0.7.31:26379"], "service": "popproxy"}
     shared = policy.model_copy(update={"scan": policy.scan.model_copy(
         update={"redis_sentinel": RedisSentinel.model_validate(sentinel)})})

@@ -155,6 +155,7 @@ class Supervisor:
         self.ports: dict[str, int] = {}
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
+        self.refusal = ""  # why the last reload was refused (systemd's STATUS= line)
         self._reloading = asyncio.Lock()  # two quick SIGHUPs: one reload after the other
         # Start-up: a worker that exits before it is ready (a bad policy, a missing file)
         # fails the start at once instead of being retried: systemd reports it.
@@ -287,10 +288,11 @@ class Supervisor:
         """SIGHUP: validate, then have every worker apply it; True only if all did."""
         async with self._reloading:
             self.notifier.reloading()
+            self.refusal = ""
             try:
                 return await self._reload()
-            finally:
-                self.notifier.reloaded(self.status())
+            finally:  # a refusal shows in systemctl status (STATUS=, ERRNO=), as with one
+                self.notifier.reloaded(self.status(), self.refusal)
 
     async def _reload(self) -> bool:
         try:
@@ -298,6 +300,7 @@ class Supervisor:
         except ValueError as exc:
             log.error("policy reload refused, keeping the old policy everywhere: %s", exc)
             self.metrics.reloads.labels("refused").inc()
+            self.refusal = str(exc).replace("\n", " ")
             return False
         for slot in self.slots:
             while not slot.replies.empty():
@@ -305,12 +308,13 @@ class Supervisor:
         sent = self._signal_all(signal.SIGHUP, ready_only=True)
         answers = await asyncio.gather(*(self._answer(slot) for slot in sent))
         refused = [slot.worker_id for slot, ok in zip(sent, answers, strict=True) if not ok]
-        self.config = new
         if refused:
             log.error("policy reload: workers %s refused it or did not answer; they keep "
                       "the old policy", refused)
             self.metrics.reloads.labels("worker_refused").inc()
+            self.refusal = f"workers {refused} refused the new policy (see the log)"
             return False
+        self.config = new  # only once every worker runs it (the probe follows this one)
         self.metrics.reloads.labels("ok").inc()
         log.info("policy reloaded by %d workers", len(sent))
         return True

@@ -209,13 +209,14 @@ class StandInSupervisor(Supervisor):
 
 
 async def _reload_with_stand_ins(config: Policy, path: Path, tmp_path: Path,
-                                 answers: tuple[str, str]) -> tuple[bool, SupervisorMetrics]:
+                                 answers: tuple[str, str]
+                                 ) -> tuple[bool, SupervisorMetrics, str]:
     metrics = SupervisorMetrics()
     supervisor = StandInSupervisor(config, path, 2, [], metrics, tmp_path, Notifier(path=""))
     supervisor.answers = answers
     await supervisor.start()
     try:
-        return await supervisor.reload(), metrics
+        return await supervisor.reload(), metrics, supervisor.refusal
     finally:
         await supervisor.stop()
 
@@ -225,9 +226,11 @@ async def _reload_with_stand_ins(config: Policy, path: Path, tmp_path: Path,
 def test_one_refusing_worker_fails_the_reload(tmp_path: Path, answers: tuple[str, str],
                                               result: str) -> None:
     path = _write(tmp_path, _policy_text(free_port(), tmp_path))
-    ok, metrics = asyncio.run(_reload_with_stand_ins(load_config(path), path, tmp_path,
-                                                     answers))
+    ok, metrics, refusal = asyncio.run(_reload_with_stand_ins(load_config(path), path,
+                                                              tmp_path, answers))
     assert ok is (result == "ok")
+    # What systemd's STATUS= line says (with ERRNO=22) after a refusal.
+    assert refusal == ("" if ok else "workers [1] refused the new policy (see the log)")
     assert metrics.registry.get_sample_value("popproxy_supervisor_reloads_total",
                                              {"result": result}) == 1
 

@@ -30,6 +30,7 @@ from cryptography import x509
 
 from popproxy.policy import ConfigError, Policy, load_config
 from popproxy.policy.paths import STDERR_AUDIT_LOG
+from popproxy.policy.schema_redis import RedisAuth, RedisSentinel
 
 # Let's Encrypt renews at 30 days left and mails at 20, 10 and 1; two weeks left means renewal
 # has failed at least twice: worth a warning at every check, not yet an error.
@@ -203,6 +204,11 @@ def _state_findings(config: Policy) -> list[Finding]:
                                       "quarantine directory"))
         findings += [_readable_file(f"scan.feeds.{i}", feed)
                      for i, feed in enumerate(config.scan.feeds)]
+    for section, shared in (("lockout", config.lockout), ("scan", config.scan)):
+        target = shared.redis
+        if isinstance(target, RedisAuth) and target.tls and target.tls_ca_file is not None:
+            kind = "redis_sentinel" if isinstance(target, RedisSentinel) else "redis_cluster"
+            findings += check_ca_file(f"{section}.{kind}.tls_ca_file", target.tls_ca_file)
     audit = config.observability.audit_log
     if audit is not None and audit != STDERR_AUDIT_LOG:
         findings.append(_audit_log(Path(audit)))

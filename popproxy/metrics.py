@@ -88,8 +88,9 @@ DEFINITIONS: dict[str, _Def] = {
     "login_before_tls": _Def(Counter, "popproxy_login_before_tls_refused_total",
                              "Login commands refused because TLS was not active", ("command",)),
     "logins": _Def(Counter, "popproxy_logins_total", "Login attempts by result", ("result",)),
-    # livemax, not livesum: with state shared by the workers (Redis, or the host's store) each
-    # worker counts the same blocks, and a sum would multiply them by the number of workers.
+    # livemax, not livesum: each worker counts the blocks its own logins met in the shared
+    # store, and the same block met through two workers would be counted twice by a sum.  The
+    # max is a lower bound of the host's blocks (a block only one worker met still shows).
     "lockouts_active": _Def(Gauge, "popproxy_lockouts_active",
                             "Counters currently blocking logins", ("scope",),
                             multiprocess_mode="livemax"),

@@ -153,3 +153,19 @@ def test_plain_only_listeners_need_no_certificate(tmp_path: Path) -> None:
     path.write_text("listeners: [{name: p, port: 110, mode: plain, "
                     "allow_plaintext_login: true}]\ntls: {certificates: [{cert: x, key: y}]}\n")
     assert _problems(path) == []
+
+
+def test_a_missing_redis_ca_file_is_named_before_the_first_login(tmp_path: Path) -> None:
+    """A Sentinel's or Cluster's CA bundle is read lazily, at the first Redis call: a missing
+    one would otherwise pass every check and fail every login by the fail mode."""
+    write_pair(tmp_path, "good")
+    path = _policy(tmp_path, "lockout: {redis_sentinel: {sentinels: ['10.0.7.31:26379'], "
+                             "service: popproxy, tls: true, tls_ca_file: redis-ca.pem}}\n"
+                             "scan: {redis_cluster: {nodes: ['10.0.7.41:6379'], tls: true, "
+                             "tls_ca_file: cluster-ca.pem}}\n",
+                   "{cert: good.crt, key: good.key}")
+    problems = _problems(path)
+    assert any(p.startswith(f"lockout.redis_sentinel.tls_ca_file: {tmp_path}/redis-ca.pem: "
+                            "no such file") for p in problems), problems
+    assert any(p.startswith(f"scan.redis_cluster.tls_ca_file: {tmp_path}/cluster-ca.pem: "
+                            "no such file") for p in problems), problems

@@ -186,8 +186,9 @@ def session(config: Policy, loop: LoopThread, phase: str) -> Row:
 def warm(policy: Path, rate: float) -> Row:
     out = io.StringIO()
     started = time.perf_counter()
+    # --workers 1: the proxy here is one process (it reads state_dir's verdict file).
     status = main_warm(["--config", str(policy), "--user", USER, "--offline", "--fresh",
-                        "--rate", str(rate), "--byte-rate", "0"], out)
+                        "--workers", "1", "--rate", str(rate), "--byte-rate", "0"], out)
     elapsed = time.perf_counter() - started
     text = out.getvalue()
     downloaded = int(text.rsplit(": ", 1)[1].split(" messages downloaded")[0])

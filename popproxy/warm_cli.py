@@ -17,6 +17,7 @@ from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy, load_config
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
+from popproxy.proxy.supervisor import workers_value
 from popproxy.proxy.warm import Warmer, host_file, refuse_unless_warmable
 from popproxy.proxy.warm_progress import Display, Pace, ProgressFile, Totals, read_users
 from popproxy.statefiles import private_dir
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--offline", action="store_true",
                         help="no Redis: fill state_dir's verdict file; every proxy using "
                              "this state_dir must be stopped (it reads the file at start)")
+    parser.add_argument("--workers", type=workers_value, default=None,
+                        help="as given to popproxy run --workers, if it was: with workers "
+                             "the verdicts go to the host file they share (state_dir/"
+                             "host.sqlite3), with one process to its verdict file")
     parser.add_argument("--fresh", action="store_true",
                         help="forget which mailboxes earlier runs finished")
     parser.add_argument("--log-level", default="WARNING")
@@ -68,11 +73,12 @@ def _users(args: argparse.Namespace) -> list[str]:
 
 
 async def warm_all(config: Policy, users: list[str], pace: Pace, fresh: bool,
-                   stream: TextIO) -> Totals:
+                   stream: TextIO, workers_flag: str | int | None = None) -> Totals:
     """Warm ``users`` with the proxy's own scan service (worker processes, cache)."""
     private_dir(config.state_dir)
     observer = Observer()
-    service = ScanService(config.scan, config.state_dir, observer, host_db=host_file(config))
+    service = ScanService(config.scan, config.state_dir, observer,
+                          host_db=host_file(config, workers_flag))
     try:
         warmer = Warmer(config, service, observer.metrics,
                         ProgressFile(config.state_dir, fresh), Display(stream, stream.isatty()),
@@ -89,7 +95,7 @@ def main_warm(argv: list[str], stream: TextIO | None = None) -> int:
     try:
         users = _users(args)
         config = load_config(args.config)
-        refuse_unless_warmable(config, users, args.offline)
+        refuse_unless_warmable(config, users, args.offline, args.workers)
     except ConfigError as exc:
         print(f"popproxy warm: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -98,7 +104,8 @@ def main_warm(argv: list[str], stream: TextIO | None = None) -> int:
         return EXIT_CONFIG
     pace = Pace(args.rate or None, args.byte_rate or None)
     try:
-        totals = asyncio.run(warm_all(config, users, pace, args.fresh, stream))
+        totals = asyncio.run(warm_all(config, users, pace, args.fresh, stream,
+                                      args.workers))
     except KeyboardInterrupt:
         print("\npopproxy warm: interrupted; run the same command again to resume",
               file=sys.stderr)

@@ -58,21 +58,23 @@ class WarmFailed(Exception):
     """One mailbox could not be warmed (the message says why, without secrets)."""
 
 
-def host_file(policy: Policy) -> Path | None:
+def host_file(policy: Policy, workers_flag: str | int | None = None) -> Path | None:
     """The host file the proxy's workers share their verdicts in (``workers`` > 1), which
-    warm writes to as they do; None for one process (its verdicts.jsonl)."""
-    workers = workers_setting(None, policy)  # as ``popproxy run`` counts them
+    warm writes to as they do; None for one process (its verdicts.jsonl).  ``workers_flag``:
+    ``warm --workers``, to give when the proxy runs with ``run --workers``."""
+    workers = workers_setting(workers_flag, policy)  # as ``popproxy run`` counts them
     return default_db_path(policy.state_dir) if workers > 1 else None
 
 
-def warm_problems(policy: Policy, users: Iterable[str], offline: bool) -> list[str]:
+def warm_problems(policy: Policy, users: Iterable[str], offline: bool,
+                  workers_flag: str | int | None = None) -> list[str]:
     """Why ``warm`` must not run with this policy (empty: it may).  Each problem names the
     setting to change."""
     problems = []
     if not policy.scan.enabled:
         problems.append("scan.enabled is false: the proxy keeps no verdicts to warm")
     # Redis or the workers' host file are read by a running proxy at every lookup.
-    if policy.scan.redis is None and host_file(policy) is None and not offline:
+    if policy.scan.redis is None and host_file(policy, workers_flag) is None and not offline:
         problems.append(
             "scan.redis_url is not set (nor redis_sentinel, redis_cluster): the verdicts would "
             f"go to {policy.state_dir / CACHE_FILE}, which a running proxy read when it started "
@@ -106,9 +108,10 @@ def read_password(login: WarmLogin) -> bytes:
     return password
 
 
-def refuse_unless_warmable(policy: Policy, users: Iterable[str], offline: bool) -> None:
+def refuse_unless_warmable(policy: Policy, users: Iterable[str], offline: bool,
+                           workers_flag: str | int | None = None) -> None:
     """Raises ConfigError with every problem ``warm_problems`` finds."""
-    problems = warm_problems(policy, users, offline)
+    problems = warm_problems(policy, users, offline, workers_flag)
     if problems:
         raise ConfigError(problems)
 

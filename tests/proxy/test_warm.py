@@ -136,6 +136,8 @@ def test_problems_name_what_to_change(tmp_path: Path,
     assert warm_problems(workers, ["alice"], offline=False) == []
     assert host_file(workers) == tmp_path / "state" / "host.sqlite3"
     assert host_file(policy) is None
+    assert host_file(workers, workers_flag=1) is None  # warm --workers 1, as run was given
+    assert host_file(policy, workers_flag=3) == tmp_path / "state" / "host.sqlite3"
     sentinel = {"sentinels": ["10.0.7.31:26379"], "service": "popproxy"}
     shared = policy.model_copy(update={"scan": policy.scan.model_copy(
         update={"redis_sentinel": RedisSentinel.model_validate(sentinel)})})

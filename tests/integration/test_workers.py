@@ -17,24 +17,13 @@ import pytest
 
 from tests.integration.dovecot import Dovecot
 from tests.integration.rawpop import RawPOP3
-from tests.integration.workers_proc import Workers, running_workers
+from tests.integration.workers_proc import Workers, running_workers, worker_policy
 from tests.support.ports import free_port
 
 
 def _policy(dovecot: Dovecot, port: int, metrics_port: int, root: Path,
             users: str = "") -> str:
-    return (
-        f"listeners: [{{name: pop3, host: 127.0.0.1, port: {port}, mode: plain, "
-        "allow_plaintext_login: true}]\n"
-        f"upstream: {{host: 127.0.0.1, port: {dovecot.port}, connect_timeout: 5, "
-        "greeting_timeout: 5, response_timeout: 30}\n"
-        f"state_dir: {root / 'state'}\n"
-        f"observability: {{metrics_host: 127.0.0.1, metrics_port: {metrics_port}}}\n"
-        "limits: {auth_failure_delay: 0, shutdown_grace: 10}\n"
-        "lockout: {enabled: false}\n"
-        "scan: {enabled: false}\n"
-        f"{users}"
-    )
+    return worker_policy(dovecot.port, port, metrics_port, root, extra=users)
 
 
 @pytest.fixture

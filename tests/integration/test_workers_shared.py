@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.dovecot import Dovecot
 from tests.integration.rawpop import RawPOP3
-from tests.integration.workers_proc import Workers, running_workers
+from tests.integration.workers_proc import Workers, running_workers, worker_policy
 from tests.support.ports import free_port
 
 BLOCK_AFTER = 3
@@ -22,18 +22,11 @@ REFUSALS = 8  # connections tried past the cap (the kernel spreads them over the
 
 
 def _policy(dovecot: Dovecot, port: int, metrics_port: int, root: Path) -> str:
-    return (
-        f"listeners: [{{name: pop3, host: 127.0.0.1, port: {port}, mode: plain, "
-        "allow_plaintext_login: true}]\n"
-        f"upstream: {{host: 127.0.0.1, port: {dovecot.port}, connect_timeout: 5, "
-        "greeting_timeout: 5, response_timeout: 30}\n"
-        f"state_dir: {root / 'state'}\n"
-        f"observability: {{metrics_host: 127.0.0.1, metrics_port: {metrics_port}}}\n"
-        f"limits: {{auth_failure_delay: 0.01, shutdown_grace: 5, max_sessions: {MAX_SESSIONS}}}\n"
-        f"lockout: {{pair: {{free: 1, block_after: {BLOCK_AFTER}}}, base_delay: 0.01, "
-        "max_delay: 0.05}\n"
-        "scan: {enabled: false}\n"
-    )
+    return worker_policy(
+        dovecot.port, port, metrics_port, root,
+        limits=f"{{auth_failure_delay: 0.01, shutdown_grace: 5, max_sessions: {MAX_SESSIONS}}}",
+        lockout=f"{{pair: {{free: 1, block_after: {BLOCK_AFTER}}}, base_delay: 0.01, "
+                "max_delay: 0.05}")
 
 
 @pytest.fixture

@@ -168,3 +168,19 @@ def running_workers(root: Path, policy_text: str, port: int, metrics_port: int,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+def worker_policy(upstream_port: int, port: int, metrics_port: int, root: Path,
+                  limits: str = "{auth_failure_delay: 0, shutdown_grace: 10}",
+                  lockout: str = "{enabled: false}", extra: str = "") -> str:
+    """A policy for ``popproxy run --workers N`` in front of the test Dovecot: one plain
+    listener, metrics on, scanning off."""
+    return (
+        f"listeners: [{{name: pop3, host: 127.0.0.1, port: {port}, mode: plain, "
+        "allow_plaintext_login: true}]\n"
+        f"upstream: {{host: 127.0.0.1, port: {upstream_port}, connect_timeout: 5, "
+        "greeting_timeout: 5, response_timeout: 30}\n"
+        f"state_dir: {root / 'state'}\n"
+        f"observability: {{metrics_host: 127.0.0.1, metrics_port: {metrics_port}}}\n"
+        f"limits: {limits}\nlockout: {lockout}\nscan: {{enabled: false}}\n{extra}"
+    )

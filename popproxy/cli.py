@@ -58,12 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--capture", type=Path, metavar="DIR",
                      help="write a capture of every session to DIR as a mitmproxy TCP flow, "
                           "passwords and AUTH data redacted (docs/capture.md)")
-    # asyncio by default: with uvloop 0.23 the soak (1,000 concurrent TLS clients, 100,000
-    # sessions) saw 196-296 TLS handshakes wait over 60 s, none on asyncio's loop (bench/README).
     run.add_argument("--event-loop", choices=("asyncio", "uvloop", "auto"), default="asyncio",
-                     help="asyncio (default); uvloop spends less CPU per session but stalled "
-                          "TLS handshakes under 1,000 concurrent clients (bench/README.md); "
-                          "auto: uvloop where it imports")
+                     help="asyncio (default); uvloop: less CPU per session, but TLS handshakes "
+                          "stalled under 1,000 clients (bench/README.md); auto: uvloop if found")
     run.add_argument("--workers", type=workers_value, default=None,
                      help="worker processes: auto (one per usable CPU) or N; overrides the "
                           "policy's workers: and $POPPROXY_WORKERS (docs/scaling.md)")

@@ -38,7 +38,7 @@ def workers(dovecot: Dovecot, tmp_path: Path) -> Iterator[Workers]:
         yield running
 
 
-def _connection_on(workers: Workers, pid: int, tries: int = 60) -> RawPOP3:
+def _connection_on(workers: Workers, pid: int, tries: int = 400) -> RawPOP3:
     """A new connection that the kernel gave to worker ``pid``."""
     for _ in range(tries):
         client = RawPOP3(workers.port)
@@ -46,7 +46,7 @@ def _connection_on(workers: Workers, pid: int, tries: int = 60) -> RawPOP3:
         if client.greeting.startswith(b"+OK") and workers.serving_pid(client) == pid:
             return client
         client.close()
-        time.sleep(0.05)
+        time.sleep(0.01)  # the kernel wakes every worker; whichever runs first accepts
     raise AssertionError(f"no connection reached worker {pid} in {tries} tries")
 
 

@@ -82,7 +82,7 @@ class Workers:
                     total += sample.value
         return total
 
-    def sessions_on_each_worker(self, user: str, password: str, tries: int = 60
+    def sessions_on_each_worker(self, user: str, password: str, tries: int = 400
                                 ) -> dict[int, RawPOP3]:
         """Logged-in sessions until every worker holds one (the others are closed)."""
         held: dict[int, RawPOP3] = {}
@@ -97,7 +97,7 @@ class Workers:
                 held[pid] = client
             if len(held) == want:
                 return held
-            time.sleep(0.02)
+            time.sleep(0.01)  # asyncio: whichever worker wakes first accepts
         for client in held.values():
             client.close()
         raise AssertionError(f"{tries} connections never reached all {want} workers")
@@ -150,9 +150,12 @@ def running_workers(root: Path, policy_text: str, port: int, metrics_port: int,
     log = root / "popproxy.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
+            # uvloop: its workers share the accept queue evenly, while on asyncio's loop the
+            # worker that wakes first takes every queued connection, and a test that needs a
+            # session on each worker could wait long (the default loop: README, bench/README).
             [sys.executable, "-m", "popproxy", "run", "--config", str(policy), "--workers",
-             str(workers)], cwd=root, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+             str(workers), "--event-loop", "uvloop"], cwd=root, stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     running = Workers(proc, log, policy, port, metrics_port)
     try:
         running.wait(lambda: "popproxy ready" in running.log_text() or proc.poll() is not None,

@@ -18,7 +18,12 @@ import pytest
 
 from tests.integration.dovecot import Dovecot
 from tests.integration.rawpop import RawPOP3
-from tests.integration.workers_proc import Workers, running_workers, worker_policy
+from tests.integration.workers_proc import (
+    START_TIMEOUT,
+    Workers,
+    running_workers,
+    worker_policy,
+)
 from tests.support.ports import free_port
 
 
@@ -195,3 +200,30 @@ def test_a_burst_of_connections_is_shared_by_the_workers(dovecot: Dovecot, tmp_p
     for served in bursts:
         assert set(served) == pids, bursts
         assert min(served.values()) >= FAIR_SHARE * BURST, bursts
+
+
+QUEUED = 20  # connections made while a worker is stopped, then killed
+
+
+def test_connections_queued_for_a_dead_worker_wait_for_its_replacement(
+        workers: Workers) -> None:
+    """A worker is killed while connections wait in its socket's queue: the supervisor keeps
+    the socket, so the new worker serves them instead of their being reset
+    (docs/scaling.md).  With one shared socket the other worker took them all."""
+    survivor, victim = sorted(workers.worker_pids())
+    os.kill(victim, signal.SIGSTOP)  # nothing is accepted from its queue from now on
+    clients = [RawPOP3(workers.port, read_greeting=False) for _ in range(QUEUED)]
+    try:
+        time.sleep(AWAKE_FOR)  # the survivor takes its share
+        os.kill(victim, signal.SIGKILL)
+        served: Counter[int] = Counter()
+        for client in clients:
+            client.sock.settimeout(START_TIMEOUT)  # the replacement starts a new interpreter
+            assert client.read_line().startswith(b"+OK")
+            served[workers.serving_pid(client)] += 1
+    finally:
+        for client in clients:
+            client.close()
+    replacement = workers.worker_pids() - {survivor}
+    assert len(replacement) == 1 and victim not in replacement
+    assert set(served) == {survivor} | replacement, served

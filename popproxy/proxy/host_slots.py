@@ -178,31 +178,38 @@ class SessionSlots:
         self._mapping = mapping
         return mapping
 
-    @contextmanager
-    def _table(self) -> Iterator[SlotTable]:
+    def _lock(self) -> _Mapping:
+        """The open table, locked (the caller unlocks: ``fcntl.flock(fd, LOCK_UN)``).  No
+        context manager: this runs twice per session, and contextlib's costs more calls than
+        the table's own work."""
         mapping = self._open()
-        with _locked(mapping.fd):
-            if not mapping.table.intact():  # overwritten under us: use no count from it
-                raise SlotsUnavailable(f"{self._path}: the table's header is damaged")
-            yield mapping.table
+        fcntl.flock(mapping.fd, fcntl.LOCK_EX)
+        if not mapping.table.intact():  # overwritten under us: use no count from it
+            fcntl.flock(mapping.fd, fcntl.LOCK_UN)
+            raise SlotsUnavailable(f"{self._path}: the table's header is damaged")
+        return mapping
 
     def acquire(self, source: str, max_sessions: int, max_per_source: int) -> bool:
         """Take a slot for a session from ``source`` unless the host is at a cap; raises
         SlotsUnavailable."""
-        mapping = self._open()
-        key = key_of(mapping.table.salt, source)
-        with self._table() as table:
-            return table.acquire(key, self._column, max_sessions, max_per_source)
+        key = key_of(self._open().table.salt, source)  # hashed before the lock is taken
+        mapping = self._lock()
+        try:
+            return mapping.table.acquire(key, self._column, max_sessions, max_per_source)
+        finally:
+            fcntl.flock(mapping.fd, fcntl.LOCK_UN)
 
     async def take(self, source: str, max_sessions: int, max_per_source: int) -> bool:
         """``acquire``, awaitable as the SQLite version was (it never suspends)."""
         return self.acquire(source, max_sessions, max_per_source)
 
     def release(self, source: str) -> None:
-        mapping = self._open()
-        key = key_of(mapping.table.salt, source)
-        with self._table() as table:
-            table.release(key, self._column)
+        key = key_of(self._open().table.salt, source)
+        mapping = self._lock()
+        try:
+            mapping.table.release(key, self._column)
+        finally:
+            fcntl.flock(mapping.fd, fcntl.LOCK_UN)
 
     def give_back(self, source: str) -> None:
         """``release`` at a session's end, which must not fail: an error is logged, and the
@@ -215,16 +222,23 @@ class SessionSlots:
     def release_all(self) -> None:
         """This worker's slots left by a previous life of it (killed before it gave them back)."""
         try:
-            with self._table() as table:
-                table.clear_column(self._column)
+            mapping = self._lock()
         except SlotsUnavailable as exc:
             log.warning("host session slots of a previous worker %d not cleared: %s",
                         self._column, exc)
+            return
+        try:
+            mapping.table.clear_column(self._column)
+        finally:
+            fcntl.flock(mapping.fd, fcntl.LOCK_UN)
 
     def held(self) -> int:
         """Sessions counted for the whole host."""
-        with self._table() as table:
-            return table.held()
+        mapping = self._lock()
+        try:
+            return mapping.table.held()
+        finally:
+            fcntl.flock(mapping.fd, fcntl.LOCK_UN)
 
     def refusal(self, max_sessions: int) -> str:
         """Why a reload to ``max_sessions`` must be refused ("" if it fits the table)."""

@@ -118,7 +118,7 @@ class SlotTable:
 
     def intact(self) -> bool:
         """The header still says what it said when this object read it."""
-        return bytes(self._buf[:len(MAGIC)]) == MAGIC
+        return self._buf[:len(MAGIC)] == MAGIC
 
     def held(self) -> int:
         """Sessions held on the host (every worker's total)."""
@@ -208,14 +208,17 @@ class SlotTable:
         """(index of ``key``, True) or (the empty entry where it would go, False)."""
         if len(key) != KEY_BYTES or key == EMPTY:
             raise ValueError("a key is KEY_BYTES long and never all zero")
-        index = self._home(key)
+        # Inlined (_home, _offset, _key_at): this loop runs at every session's start and end.
+        buf, base, size, mask = self._buf, self._entries, self._entry, self._mask
+        index = int.from_bytes(key[:8], "little") & mask
         for _ in range(self.capacity):
-            stored = self._key_at(index)
+            offset = base + index * size
+            stored = buf[offset:offset + KEY_BYTES]
             if stored == key:
                 return index, True
             if stored == EMPTY:
                 return index, False
-            index = (index + 1) & self._mask
+            index = (index + 1) & mask
         raise SlotTableError("no empty entry: the table is full")  # max_sources prevents it
 
     def _find(self, key: bytes) -> int | None:

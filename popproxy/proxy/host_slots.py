@@ -94,6 +94,8 @@ class _Mapping:
         try:
             with _locked(self.fd):
                 size = os.fstat(self.fd).st_size
+                if size == 0 and create is None:  # its maker died before sizing it
+                    raise FileNotFoundError(f"{path}: empty")
                 if size == 0 and create is not None:
                     size = size_for(*create)
                     os.ftruncate(self.fd, size)  # sparse: zero, and no page written yet

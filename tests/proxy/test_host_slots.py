@@ -71,6 +71,10 @@ def test_a_dead_workers_slots_come_back_and_no_one_elses(tmp_path: Path) -> None
     assert alive.acquire("10.0.0.4", MAX_SESSIONS, MAX_PER_SOURCE)
     clear_worker(db, 17)  # an id the table has no column for: nothing to give back
     clear_worker(tmp_path / "elsewhere" / DB_FILE, 1)  # no table made yet: nothing held
+    (tmp_path / "empty").mkdir()
+    slots_path(tmp_path / "empty" / DB_FILE).touch()  # its maker died before sizing it
+    clear_worker(tmp_path / "empty" / DB_FILE, 1)
+    assert held_on_host(tmp_path / "empty" / DB_FILE) == 0
     assert alive.held() == 2
 
 

@@ -33,7 +33,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from popproxy.proxy.slot_table import (
     EMPTY,
@@ -46,12 +46,23 @@ from popproxy.proxy.slot_table import (
     size_for,
 )
 
-if TYPE_CHECKING:
-    from popproxy.proxy.host_state import HostShare
-
 log = logging.getLogger("popproxy.host")
 
 SLOTS_FILE = "session-slots"  # in state_dir, next to host_state.DB_FILE
+
+
+class Share(Protocol):
+    """What the table needs of ``host_state.HostShare`` (not imported: host_state calls this
+    module for the supervisor's ``release_worker``)."""
+
+    @property
+    def db_path(self) -> Path: ...
+
+    @property
+    def worker_id(self) -> int: ...
+
+    @property
+    def workers(self) -> int: ...
 
 
 class SlotsUnavailable(OSError):
@@ -151,7 +162,7 @@ class SessionSlots:
     """This worker's view of the host's table: the interface the server uses (``take``,
     ``give_back``), each call a few microseconds under the file's lock, on the loop."""
 
-    def __init__(self, share: HostShare, max_sessions: int) -> None:
+    def __init__(self, share: Share, max_sessions: int) -> None:
         self._path = slots_path(share.db_path)
         self._column = share.worker_id
         # One column per worker; a worker id past ``workers`` (test harnesses number their

@@ -78,9 +78,9 @@ def parse_args(argv: list[str]) -> tuple[WorkerArgs, str]:
 
 def _make_server(config: Policy, observer: Observer, capture: CaptureOptions | None,
                  worker_id: int, workers: int = 1) -> ProxyServer:
-    """The one place a worker builds its ProxyServer: lockouts, known sources, verdicts and
-    the session caps go to the host's SQLite file, shared with the other workers
-    (proxy/host_state.py; Redis instead where the policy names one)."""
+    """The one place a worker builds its ProxyServer: lockouts, known sources and verdicts go
+    to the host's SQLite file (proxy/host_state.py; Redis instead where the policy names one),
+    the session caps to the host's shared-memory slot table (proxy/host_slots.py)."""
     return ProxyServer(config, observer, capture,
                        host=HostShare(default_db_path(config.state_dir), worker_id, workers))
 

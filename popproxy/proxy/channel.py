@@ -35,11 +35,10 @@ MAX_UNREAD = 1024 * 1024
 _local = threading.local()
 
 
-def _shared_buffer() -> memoryview:
-    view: memoryview | None = getattr(_local, "view", None)
-    if view is None:
-        view = memoryview(bytearray(READ_BUFFER_SIZE))
-        _local.view = view
+def _new_shared_buffer() -> memoryview:
+    """This thread's receive buffer, made on its first read (``get_buffer`` reads
+    ``_local.view`` itself: a call and a getattr less per socket read)."""
+    view = _local.view = memoryview(bytearray(READ_BUFFER_SIZE))
     return view
 
 
@@ -100,10 +99,14 @@ class Channel(asyncio.BufferedProtocol):
             callback(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _shared_buffer()
+        try:
+            return cast(memoryview, _local.view)
+        except AttributeError:
+            return _new_shared_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = bytes(_shared_buffer()[:nbytes])
+        # The loop calls get_buffer just before, on this thread: the view exists.
+        data = bytes(_local.view[:nbytes])
         if self._proxy_parser is not None:
             self._feed_proxy_header(data)
         else:

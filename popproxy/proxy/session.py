@@ -198,8 +198,9 @@ class Session:
 
     def audit(self, event: str, **fields: object) -> None:
         """One audit event for this session (client address and user filled in)."""
-        self.settings.observer.audit.event(event, self.id, client=str(self.client_ip),
-                                           user=self.user, **fields)
+        audit = self.settings.observer.audit
+        if audit.enabled:  # no audit log: not even the address as text
+            audit.event(event, self.id, client=str(self.client_ip), user=self.user, **fields)
 
     @property
     def login_allowed(self) -> bool:

@@ -118,9 +118,10 @@ class TlsPump:
         return True
 
     def _read_records(self) -> None:
+        incoming, obj = self._incoming, self.obj
         while True:
             try:
-                data = self.obj.read(TLS_READ_SIZE)
+                data = obj.read(TLS_READ_SIZE)
             except ssl.SSLWantReadError:
                 return
             except ssl.SSLZeroReturnError:
@@ -133,6 +134,11 @@ class TlsPump:
                 self._on_eof()
                 return
             self._deliver(data)
+            if not incoming.pending and not incoming.eof and not obj.pending():
+                # Nothing left to decrypt (no record bytes, no EOF, no plaintext in SSL): a
+                # read now would only raise SSLWantReadError, whose message _ssl formats in C
+                # (a fifth of a login's interpreter-side exception work, issue 18).
+                return
 
     # ------------------------------------------------------------ outgoing
     def write(self, data: bytes) -> None:

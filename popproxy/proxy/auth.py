@@ -296,8 +296,7 @@ class AuthHandler:
                 self._record("upstream_error", mechanism, upstream=name, reason=exc.reason)
             raise
         finally:
-            metrics = observer.metrics
-            metrics.child(metrics.upstream_login_seconds, name, result).observe(
+            observer.metrics.child(observer.metrics.upstream_login_seconds, name, result).observe(
                 self._settings.clock() - started
             )
         return upstream, status
@@ -397,5 +396,4 @@ def _forwardable(creds: Credentials) -> bool:
 
 
 def valid_field(value: bytes) -> bool:
-    # Three substring tests, not a generator over b"\0\r\n": no Python frame per byte value.
     return bool(value) and b"\0" not in value and b"\r" not in value and b"\n" not in value

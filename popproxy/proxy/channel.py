@@ -36,8 +36,7 @@ _local = threading.local()
 
 
 def _new_shared_buffer() -> memoryview:
-    """This thread's receive buffer, made on its first read (``get_buffer`` reads
-    ``_local.view`` itself: a call and a getattr less per socket read)."""
+    """This thread's receive buffer, made once (``get_buffer`` reads ``_local.view`` inline)."""
     view = _local.view = memoryview(bytearray(READ_BUFFER_SIZE))
     return view
 
@@ -106,8 +105,7 @@ class Channel(asyncio.BufferedProtocol):
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        # The loop calls get_buffer just before, on this thread: the view exists.
-        data = bytes(_local.view[:nbytes])
+        data = bytes(_local.view[:nbytes])  # get_buffer ran just before, on this thread
         if self._proxy_parser is not None:
             self._feed_proxy_header(data)
         else:

@@ -32,6 +32,22 @@ def consume_exception(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+async def wait_handshake(handshake: asyncio.Future[None], timeout: float) -> None:
+    """Await ``handshake``, failing it with ``TimeoutError`` after ``timeout`` seconds: one
+    timer on the future itself, not ``asyncio.timeout()`` (a Timeout object, a task look-up
+    and uncancel bookkeeping per login, issue 18)."""
+    timer = asyncio.get_running_loop().call_later(timeout, _time_out, handshake)
+    try:
+        await handshake
+    finally:
+        timer.cancel()
+
+
+def _time_out(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class TlsPump:
     """One TLS connection over memory BIOs, writing its records to ``transport``."""
 

@@ -365,6 +365,7 @@ TOO_MANY_FAILURES = replies.err("too many failed logins", Code.AUTH)
 # Codes an upstream sends only after the password was right (RFC 2449 s8.1, RFC 3206 s4):
 # they reveal nothing to a guesser and tell the client what to do, so they are relayed.
 _RELAYED_FAILURE_CODES = (b"[SYS/TEMP]", b"[SYS/PERM]", b"[IN-USE]", b"[LOGIN-DELAY]")
+_SP, _NUL, _CR, _LF = b" \0\r\n"  # ints: `int in bytes` scans, `bytes in bytes` fails an int()
 
 
 def _failure_reply(upstream_reply: bytes) -> bytes:
@@ -388,7 +389,7 @@ async def _send_login(upstream: UpstreamConnection, user: Command, password: Com
 
 def _forwardable(creds: Credentials) -> bool:
     """USER/PASS arguments must fit one upstream command line (RFC 2449 section 4)."""
-    if b" " in creds.username:
+    if _SP in creds.username:
         return False
     pass_line = len(b"PASS ") + len(creds.password) + len(b"\r\n")  # as Command.render sends it
     return (valid_field(creds.username) and valid_field(creds.password)
@@ -396,4 +397,4 @@ def _forwardable(creds: Credentials) -> bool:
 
 
 def valid_field(value: bytes) -> bool:
-    return bool(value) and b"\0" not in value and b"\r" not in value and b"\n" not in value
+    return bool(value) and _NUL not in value and _CR not in value and _LF not in value

@@ -152,8 +152,8 @@ class TlsPump:
             self._deliver(data)
             if not incoming.pending and not incoming.eof and not obj.pending():
                 # Nothing left to decrypt (no record bytes, no EOF, no plaintext in SSL): a
-                # read now would only raise SSLWantReadError, whose message _ssl formats in C
-                # (a fifth of a login's interpreter-side exception work, issue 18).
+                # read now would only raise SSLWantReadError, an exception built and formatted
+                # in C for nothing (about one per received record: issue 18).
                 return
 
     # ------------------------------------------------------------ outgoing

@@ -35,7 +35,7 @@ from popproxy.proxy.upstream import (
     UpstreamFailure,
     read_listings,
 )
-from popproxy.proxy.verdict_cache import CachedVerdict, cache_key, mailbox_key
+from popproxy.proxy.verdict_record import CachedVerdict, cache_key_in, mailbox_key, mailbox_material
 from popproxy.quarantine import HeldMessage, describe
 
 __all__ = ["RENDERED_WRITE_SLICE", "MailboxView"]
@@ -84,8 +84,8 @@ class MailboxView:
             uidls, sizes = await read_listings(self._up, ("UIDL", "LIST"))
             self._sizes = {n: int(v) for n, v in sizes.items()}
             self._uidls = uidls
-            self._keys = {n: cache_key(self._upstream_name, self._user, uidl,
-                                       self._sizes.get(n, -1)) for n, uidl in uidls.items()}
+            box = mailbox_material(self._upstream_name, self._user)  # once, not per message
+            self._keys = {n: cache_key_in(box, u, self._sizes.get(n, -1)) for n, u in uidls.items()}
             # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).
             await self._service.cache.forget(self._box, set(self._keys.values()))
         return self._uidls

@@ -214,7 +214,8 @@ class ProxyServer:
             self._refused(channel, listener, session_id, "over_capacity", ip)
             return
         try:
-            self.observer.metrics.connections.labels(listener, "accepted").inc()
+            metrics = self.observer.metrics
+            metrics.child(metrics.connections, listener, "accepted").inc()
             self.observer.audit.event("connect", session_id, listener=listener, client=ip,
                                       port=client_port, result="accepted")
             await self._run_session(channel, settings, client_ip, session_id, client_port,
@@ -260,15 +261,16 @@ class ProxyServer:
         self._channels[task] = channel
         self._per_ip[source] += 1
         metrics = self.observer.metrics
-        metrics.active_sessions.labels(listener).inc()
+        active = metrics.child(metrics.active_sessions, listener)
+        active.inc()
         started = time.monotonic()
         try:
             session = Session(channel, settings, client_ip, f"{ip}:{client_port}", accepted_at)
             session.id = session_id
             await session.run()
         finally:
-            metrics.active_sessions.labels(listener).dec()
-            metrics.session_duration.labels(listener).observe(time.monotonic() - started)
+            active.dec()
+            metrics.child(metrics.session_duration, listener).observe(time.monotonic() - started)
             self._sessions.discard(task)
             self._channels.pop(task, None)
             self._per_ip[source] -= 1

@@ -68,7 +68,8 @@ class Channel(asyncio.BufferedProtocol):
         ``on_connected``: called once with this channel when the connection exists (the
         server starts the session's task there: a callback, not a future per connection)."""
         self._implicit_tls = implicit_tls
-        self._held = bytearray()  # implicit TLS bytes received before the policy said yes
+        # Implicit TLS bytes before the policy said yes: None, not b"", while there are none.
+        self._held: bytearray | None = None
         self._on_connected = on_connected
         loop = asyncio.get_running_loop()
         self._proxy_parser = ProxyHeaderParser() if proxy_header else None
@@ -113,8 +114,9 @@ class Channel(asyncio.BufferedProtocol):
         if self._tls is None and self._implicit_tls is not None:
             # Not a byte of TLS is processed (no certificate sent) until start_implicit_tls:
             # a client the policy refuses never sees our handshake.
-            self._held += data
-            if len(self._held) > MAX_UNREAD and self._transport is not None:
+            held = self._held = self._held or bytearray()
+            held += data
+            if len(held) > MAX_UNREAD and self._transport is not None:
                 self._transport.abort()
             return
         if self._tls is None:
@@ -308,7 +310,7 @@ class Channel(asyncio.BufferedProtocol):
         """Begin the port-995 handshake with the bytes the client has sent so far."""
         assert self._implicit_tls is not None
         ctx, self._implicit_tls = self._implicit_tls, None
-        held, self._held = bytes(self._held), bytearray()
+        held, self._held = bytes(self._held or b""), None
         handshake = self.switch_to_tls(ctx, server_side=True)
         if held:
             self._received(held)

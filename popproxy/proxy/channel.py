@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from popproxy.pop3.events import NEED_DATA
+from popproxy.proxy import deadlines
 from popproxy.proxy.tls_pump import TlsPump, consume_exception
 from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
 
@@ -88,8 +89,7 @@ class Channel(asyncio.BufferedProtocol):
         self._write_paused = False
         self._read_paused = False
         self._tls: TlsPump | None = None
-        # The read timeout: one timer per channel, moved lazily (see ``read``).
-        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timer: deadlines.Timer | None = None  # one per channel, moved lazily (read)
         self._deadline = 0.0
 
     # ------------------------------------------------------------ protocol callbacks
@@ -245,7 +245,7 @@ class Channel(asyncio.BufferedProtocol):
             return  # it fires first and re-arms itself for the new deadline
         if timer is not None:
             timer.cancel()  # a shorter timeout than the armed one (greeting vs response)
-        self._read_timer = loop.call_at(deadline, self._read_timer_fired)
+        self._read_timer = deadlines.call_at(loop, deadline, self._read_timer_fired)
 
     def _read_timer_fired(self) -> None:
         self._read_timer = None
@@ -256,7 +256,7 @@ class Channel(asyncio.BufferedProtocol):
         if loop.time() >= self._deadline:
             waiter.set_exception(TimeoutError())
         else:
-            self._read_timer = loop.call_at(self._deadline, self._read_timer_fired)
+            self._read_timer = deadlines.call_at(loop, self._deadline, self._read_timer_fired)
 
     @property
     def awaiting_read(self) -> bool:

@@ -8,6 +8,7 @@ import logging
 import socket
 import sqlite3
 import ssl
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -162,7 +163,7 @@ class ProxyServer:
             settings = self._settings(self._listener(listener_name))
             self._listener_settings[listener_name] = settings
         implicit = settings.server_tls if settings.listener.mode == "tls" else None
-        name = f"session-{listener_name}"
+        name = sys.intern(f"session-{listener_name}")  # one string per listener, not session
         return Channel(implicit, proxy_header=settings.listener.proxy_protocol is not None,
                        on_connected=lambda channel: spawn(self._serve(channel, settings), name))
 

@@ -217,15 +217,23 @@ class ProxyServer:
             self.observer.metrics.connections.labels(listener, "accepted").inc()
             self.observer.audit.event("connect", session_id, listener=listener, client=ip,
                                       port=client_port, result="accepted")
-            await self._run_session(channel, settings, client_ip, session_id, client_port,
-                                    source, accepted_at)
+            # Not a coroutine of its own around the session: each coroutine frame in the chain
+            # an idle session waits in is ~0.3 KiB for as long as it is idle.
+            started = self._session_started(channel, listener, source)
+            try:
+                session = Session(channel, settings, client_ip, f"{ip}:{client_port}",
+                                  accepted_at)
+                session.id = session_id
+                await session.run()
+            finally:
+                self._session_ended(listener, source, started)
         finally:
             if slot == "host" and self.slots is not None:
                 self.slots.give_back(source)
 
     async def _admit(self, source: str) -> str | None:
         """None when a session cap is reached; else "host" (a slot in the host's table, to be
-        given back) or "local" (counted by this process alone, in ``_run_session``)."""
+        given back) or "local" (counted by this process alone, ``_session_started``)."""
         limits = self.config.limits
         if self.slots is not None:
             try:
@@ -250,30 +258,27 @@ class ProxyServer:
         else:
             channel.abort()
 
-    async def _run_session(self, channel: Channel, settings: SessionSettings,
-                           client_ip: IPAddress, session_id: str, client_port: int,
-                           source: str, accepted_at: float) -> None:
-        ip, listener = str(client_ip), settings.listener.name
+    def _session_started(self, channel: Channel, listener: str, source: str) -> float:
+        """Count the session that starts in the current task; its start time."""
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
         self._channels[task] = channel
         self._per_ip[source] += 1
+        self.observer.metrics.active_sessions.labels(listener).inc()
+        return time.monotonic()
+
+    def _session_ended(self, listener: str, source: str, started: float) -> None:
         metrics = self.observer.metrics
-        metrics.active_sessions.labels(listener).inc()
-        started = time.monotonic()
-        try:
-            session = Session(channel, settings, client_ip, f"{ip}:{client_port}", accepted_at)
-            session.id = session_id
-            await session.run()
-        finally:
-            metrics.active_sessions.labels(listener).dec()
-            metrics.session_duration.labels(listener).observe(time.monotonic() - started)
-            self._sessions.discard(task)
-            self._channels.pop(task, None)
-            self._per_ip[source] -= 1
-            if self._per_ip[source] <= 0:
-                del self._per_ip[source]
+        metrics.active_sessions.labels(listener).dec()
+        metrics.session_duration.labels(listener).observe(time.monotonic() - started)
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.discard(task)
+        self._channels.pop(task, None)
+        self._per_ip[source] -= 1
+        if self._per_ip[source] <= 0:
+            del self._per_ip[source]
 
     def _publish_certificates(self) -> None:
         if self.server_tls is not None:

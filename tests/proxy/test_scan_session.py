@@ -258,9 +258,10 @@ def test_an_idle_session_holds_no_mailbox_view_and_no_timer_of_its_own(
     command after login, not at login, and the idle read deadline shares the loop's timer."""
     with _proxy(loop_thread, tmp_path, {}, [CLEAN]) as (proxy, _), RawPOP3(proxy.port) as c:
         c.login("u", "p")
-        sessions = [o for o in gc.get_objects() if isinstance(o, Session)]
-        assert len(sessions) == 1
-        session = sessions[0]
+        channels = list(proxy.server._channels.values())  # this proxy's one session
+        assert len(channels) == 1
+        (session,) = [o for o in gc.get_objects()
+                      if isinstance(o, Session) and o.client is channels[0]]
         deadline = time.monotonic() + 5
         while not session.client.awaiting_read and time.monotonic() < deadline:
             time.sleep(0.01)

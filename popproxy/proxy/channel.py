@@ -69,7 +69,7 @@ class Channel(asyncio.BufferedProtocol):
         ``on_connected``: called once with this channel when the connection exists (the
         server starts the session's task there: a callback, not a future per connection)."""
         self._implicit_tls = implicit_tls
-        # Implicit TLS bytes before the policy said yes: None, not b"", while there are none.
+        # Implicit TLS bytes before the policy said yes: None (not an empty bytearray) until some.
         self._held: bytearray | None = None
         self._on_connected = on_connected
         loop = asyncio.get_running_loop()

@@ -54,17 +54,18 @@ def test_a_long_deadline_fires_late_by_at_most_a_tick_never_early(
     async def main() -> None:
         loop = asyncio.get_running_loop()
         fired: list[tuple[str, float]] = []
-        due = {name: loop.time() + delay for name, delay in (("a", 0.3), ("b", 0.33), ("c", 0.5))}
+        # More than a tick apart: deadlines in one bucket fire together, in no set order.
+        due = {name: loop.time() + delay for name, delay in (("a", 0.3), ("b", 0.45), ("c", 0.6))}
 
         def fire(name: str) -> Callable[[], None]:
             return lambda: fired.append((name, loop.time()))
 
         timers = {name: deadlines.call_at(loop, when, fire(name)) for name, when in due.items()}
         timers["c"].cancel()
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(0.9)
         assert [name for name, _ in fired] == ["a", "b"]
         for name, at in fired:
-            assert due[name] <= at <= due[name] + 0.1 + 0.05  # a tick, plus scheduling slack
+            assert due[name] <= at <= due[name] + 0.1 + 0.25  # a tick, plus a loaded box's slack
 
     run(main)
 

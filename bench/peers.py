@@ -31,6 +31,7 @@ the helpers.  Stdlib only.
   bench/peers.py [--rounds N]
                  [--products popproxy,uvloop,workers1,workers2,haproxy,stunnel,nginx,perdition]
                  [--tests sessions,latency,retr,stls,idle,scan] [--idle 1000] [--out DIR]
+                 [--baseline SRC]   # adds popproxy-before(-uvloop): that tree, same run
 
 Exit status 0 if popproxy meets every target, 3 if it misses one.
 """
@@ -405,31 +406,33 @@ def _tls_info(runs: list[dict]) -> str:
 
 # ------------------------------------------------------------------ setup
 class Popproxy(relay.Proxy):
-    """A `popproxy run` with extra command-line arguments (``--event-loop uvloop``)."""
+    """A `popproxy run` with extra command-line arguments (``--event-loop uvloop``), from
+    another source tree if ``src`` is given (``--baseline``)."""
 
     def __init__(self, config: Path, port: int, log_level: str, logfile: Path,
-                 extra: list[str]) -> None:
+                 extra: list[str], src: Path | None = None) -> None:
         super().__init__(config, port, log_level, logfile)
-        self.extra = extra
+        self.extra, self.src = extra, src
 
     def start(self) -> None:
-        saved = relay.popproxy_cmd
+        saved, saved_src = relay.popproxy_cmd, relay.SRC
         relay.popproxy_cmd = lambda c, p: [*saved(c, p), *self.extra]  # type: ignore[assignment]
+        relay.SRC = self.src or relay.SRC
         try:
             super().start()
         finally:
-            relay.popproxy_cmd = saved
+            relay.popproxy_cmd, relay.SRC = saved, saved_src
 
 
 def start_popproxy(name: str, tmp: Path, outdir: Path, a: argparse.Namespace, scan: str,
-                   extra: list[str]) -> tuple[Popproxy, int, int]:
+                   extra: list[str], src: Path | None = None) -> tuple[Popproxy, int, int]:
     tls_port, stls_port = free_port(), free_port()
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(CONFIG.format(
         tls_port=tls_port, stls_port=stls_port, cert=tls.TLS_DIR / "server.crt",
         key=tls.TLS_DIR / "server.key", upstream=UPSTREAM_PORT, cap=max(5000, 2 * a.idle),
         state=tmp / f"{name}-state", scan=SCAN[scan]))
-    proc = Popproxy(cfg, tls_port, a.log_level, outdir / f"{name}.log", extra)
+    proc = Popproxy(cfg, tls_port, a.log_level, outdir / f"{name}.log", extra, src)
     proc.start()
     return proc, tls_port, stls_port
 
@@ -449,6 +452,9 @@ def main() -> int:
     ap.add_argument("--retr-repeat", type=int, default=5)
     ap.add_argument("--log-level", default="INFO", help="popproxy --log-level (INFO: default)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another popproxy source tree (e.g. `git archive main popproxy`): adds "
+                         "popproxy-before and popproxy-uvloop-before, before/after in one run")
     a = ap.parse_args()
     a.profile = a.native = False  # (bench/tls.py's options, not offered here)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -487,11 +493,16 @@ def main() -> int:
             if f"workers{n}-uvloop" in a.products:  # the same on uvloop's loop
                 variants.append((f"popproxy-workers{n}-uvloop", "default",
                                  ["--workers", str(n), "--event-loop", "uvloop"], set()))
+        if a.baseline is not None:
+            variants += [("popproxy-before", "default", [], main_tests),
+                         ("popproxy-uvloop-before", "default", ["--event-loop", "uvloop"],
+                          main_tests)]
         if "scan" in a.tests and "popproxy" in a.products:
             variants += [("popproxy-scan-off", "off", [], {"retr"}),
                          ("popproxy-scan-all", "all", [], {"retr"})]
         for name, scan, extra, tests in variants:
-            proc, tls_port, stls_port = start_popproxy(name, tmp, outdir, a, scan, extra)
+            src = a.baseline.resolve() if name.endswith("-before") else None
+            proc, tls_port, stls_port = start_popproxy(name, tmp, outdir, a, scan, extra, src)
             proxies.append(proc)
             verdicts = tmp / f"{name}-state" / "verdicts.jsonl" if scan == "all" else None
             products.append(Product(

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from popproxy.pop3.events import NEED_DATA
+from popproxy.proxy import deadlines
 from popproxy.proxy.tls_pump import TlsPump, consume_exception
 from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
 
@@ -66,7 +67,7 @@ class Channel(asyncio.BufferedProtocol):
         ``on_connected``: called once with this channel when the connection exists (the
         server starts the session's task there: a callback, not a future per connection)."""
         self._implicit_tls = implicit_tls
-        self._held = bytearray()  # implicit TLS bytes received before the policy said yes
+        self._held: bytearray | None = None  # implicit TLS bytes before the policy said yes
         self._on_connected = on_connected
         loop = asyncio.get_running_loop()
         self._proxy_parser = ProxyHeaderParser() if proxy_header else None
@@ -85,8 +86,7 @@ class Channel(asyncio.BufferedProtocol):
         self._write_paused = False
         self._read_paused = False
         self._tls: TlsPump | None = None
-        # The read timeout: one timer per channel, moved lazily (see ``read``).
-        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timer: deadlines.Timer | None = None  # one per channel, moved lazily (read)
         self._deadline = 0.0
 
     # ------------------------------------------------------------ protocol callbacks
@@ -113,10 +113,10 @@ class Channel(asyncio.BufferedProtocol):
 
     def _received(self, data: bytes) -> None:
         if self._tls is None and self._implicit_tls is not None:
-            # Not a byte of TLS is processed (no certificate sent) until start_implicit_tls:
-            # a client the policy refuses never sees our handshake.
-            self._held += data
-            if len(self._held) > MAX_UNREAD and self._transport is not None:
+            # No TLS (no certificate sent) until start_implicit_tls: a refused client sees none.
+            held = self._held = self._held or bytearray()
+            held += data
+            if len(held) > MAX_UNREAD and self._transport is not None:
                 self._transport.abort()
             return
         if self._tls is None:
@@ -245,7 +245,7 @@ class Channel(asyncio.BufferedProtocol):
             return  # it fires first and re-arms itself for the new deadline
         if timer is not None:
             timer.cancel()  # a shorter timeout than the armed one (greeting vs response)
-        self._read_timer = loop.call_at(deadline, self._read_timer_fired)
+        self._read_timer = deadlines.call_at(loop, deadline, self._read_timer_fired)
 
     def _read_timer_fired(self) -> None:
         self._read_timer = None
@@ -256,7 +256,7 @@ class Channel(asyncio.BufferedProtocol):
         if loop.time() >= self._deadline:
             waiter.set_exception(TimeoutError())
         else:
-            self._read_timer = loop.call_at(self._deadline, self._read_timer_fired)
+            self._read_timer = deadlines.call_at(loop, self._deadline, self._read_timer_fired)
 
     @property
     def awaiting_read(self) -> bool:
@@ -310,7 +310,7 @@ class Channel(asyncio.BufferedProtocol):
         """Begin the port-995 handshake with the bytes the client has sent so far."""
         assert self._implicit_tls is not None
         ctx, self._implicit_tls = self._implicit_tls, None
-        held, self._held = bytes(self._held), bytearray()
+        held, self._held = bytes(self._held or b""), None
         handshake = self.switch_to_tls(ctx, server_side=True)
         if held:
             self._received(held)

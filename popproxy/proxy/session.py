@@ -72,7 +72,7 @@ class Session:
         self.client_ip = client_ip
         self.peer = peer
         self.id = "-"  # set by the server from the observer's id source
-        self.mailbox: ReleasingMailbox | None = None  # set at login when scanning is on
+        self.mailbox: ReleasingMailbox | None = None  # at the first command after login (scan on)
         self.upstream_name = DEFAULT_UPSTREAM  # the routed upstream, set at login
         self.state = SessionState(implicit_tls=settings.listener.mode == "tls")
         self.parser = CommandParser(self.state)  # the state says when lines are SASL responses
@@ -258,10 +258,6 @@ class Session:
 
     async def _logged_in(self, login: LoggedIn) -> None:
         self.upstream, self.upstream_name = login.upstream, login.route
-        scan = self.settings.scan
-        if scan is not None:
-            self.mailbox = ReleasingMailbox(login.upstream, self.out, scan, login.route,
-                                            login.user, self.audit, self.settings.observer.metrics)
         self._transition(Event.LOGIN_OK)
         # From now on only the idle timeout applies (RFC 1939 section 3).  No await since the
         # upstream said +OK: the login deadline cannot cut in after the upstream login.
@@ -378,7 +374,11 @@ class Session:
         upstream = self.upstream
         if upstream is None:  # TRANSACTION is entered only with an upstream (_logged_in)
             raise AssertionError("TRANSACTION state without an upstream connection")
-        mailbox = self.mailbox
+        mailbox, scan, user = self.mailbox, self.settings.scan, self.auth.user
+        if mailbox is None and scan is not None and user is not None:  # not at login: ~1 KiB idle
+            mailbox = self.mailbox = ReleasingMailbox(
+                upstream, self.out, scan, self.upstream_name, user, self.audit,
+                self.settings.observer.metrics)
         from_verdicts = FROM_VERDICTS.get(cmd.verb) if mailbox is not None else None
         if not valid_transaction_args(cmd):
             self.write(replies.err(f"wrong arguments for {cmd.verb} (RFC 1939)"))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.session import Session
 from popproxy.quarantine import QuarantineStore
 from tests.helpers import LoopThread, RunningProxy, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3
@@ -283,3 +287,24 @@ def test_renders_past_the_session_spool_budget_are_made_again_at_retr(
         assert sizes == [len(b) for b in bodies]
     assert with_room[0][1][1][0].startswith(b"X-Popproxy-Verdict: defang")
     assert with_room[1][1][1][0].startswith(b"X-Popproxy-Verdict: tag")
+
+
+def test_an_idle_session_holds_no_mailbox_view_and_no_timer_of_its_own(
+        loop_thread: LoopThread, tmp_path: Path) -> None:
+    """Idle memory (issue 18 item 6): the scan view of the mailbox is made at the first
+    command after login, not at login, and the idle read deadline shares the loop's timer."""
+    with _proxy(loop_thread, tmp_path, {}, [CLEAN]) as (proxy, _), RawPOP3(proxy.port) as c:
+        c.login("u", "p")
+        channels = list(proxy.server._channels.values())  # this proxy's one session
+        assert len(channels) == 1
+        (session,) = [o for o in gc.get_objects()
+                      if isinstance(o, Session) and o.client is channels[0]]
+        deadline = time.monotonic() + 5
+        while not session.client.awaiting_read and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert session.mailbox is None
+        timer = session.client._read_timer
+        assert timer is not None and not isinstance(timer, asyncio.TimerHandle)
+        assert session.client._held is None
+        assert c.command("STAT").startswith(b"+OK 1 ")
+        assert session.mailbox is not None

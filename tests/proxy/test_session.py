@@ -69,3 +69,23 @@ def test_concurrent_sessions_are_independent(two_user_demo: DemoUpstream,
         assert a.command("STAT") == DEMO_STAT
         assert b.command("STAT") == b"+OK 1 %d\r\n" % len(SAMPLE_MESSAGES[2])
         assert proxy.server.session_count == 2
+
+
+def test_objects_an_idle_session_keeps_have_no_instance_dict() -> None:
+    """Idle memory (issue 18 item 6): each lives as long as its connection, and a ``__dict__``
+    costs about 100 bytes more per object than slots."""
+    from popproxy.pop3.commands import CommandParser
+    from popproxy.pop3.framing import ResponseFramer
+    from popproxy.pop3.state import SessionState
+    from popproxy.proxy.auth import AuthHandler
+    from popproxy.proxy.channel import Channel
+    from popproxy.proxy.deadlines import _CoarseTimer
+    from popproxy.proxy.relay import ClientWriter
+    from popproxy.proxy.released import ReleasingMailbox
+    from popproxy.proxy.session import Session
+    from popproxy.proxy.tls_pump import TlsPump
+    from popproxy.proxy.upstream import UpstreamConnection
+
+    kept = [Session, Channel, TlsPump, ClientWriter, UpstreamConnection, AuthHandler,
+            CommandParser, SessionState, ResponseFramer, ReleasingMailbox, _CoarseTimer]
+    assert [cls.__name__ for cls in kept if cls.__dictoffset__ != 0] == []

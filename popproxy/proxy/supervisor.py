@@ -39,7 +39,6 @@ from popproxy.proxy.worker import STATUS_READY, STATUS_RELOAD_OK, WORKER_COMMAND
 
 log = logging.getLogger("popproxy.supervisor")
 
-LISTEN_BACKLOG = 100  # asyncio's create_server default, which one process used until now
 READY_TIMEOUT = 60.0  # seconds for every worker to accept (it loads feeds, starts scan pools)
 RELOAD_TIMEOUT = 30.0  # seconds for every worker to answer a SIGHUP
 # A worker that dies is started again after BACKOFF_FIRST seconds, doubling while it keeps
@@ -85,7 +84,7 @@ def bind_listeners(config: Policy) -> dict[str, socket.socket]:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
-            sock.listen(LISTEN_BACKLOG)
+            sock.listen(config.limits.listen_backlog)
     except OSError:
         for sock in sockets.values():
             sock.close()

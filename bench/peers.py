@@ -13,9 +13,10 @@ mail (NGINX_NUM_TICKETS=0), perdition.  Rows, per product:
   - RSS growth of the process tree while the 28 MB message is fetched (sampled every 20 ms).
 
 Products ``workers1`` and ``workers2`` are popproxy with ``--workers 1`` and ``--workers 2``
-(issue 18): their rows are sessions/s at 16 and 64 clients (``--worker-clients``), CPU ms per
-session (supervisor and workers: the whole process tree) and sessions per CPU-second of the
-proxy, which is what counts when the load generator shares the CPUs.  The plain ``popproxy``
+(issue 18; ``workers1-uvloop`` and ``workers2-uvloop``: the same on uvloop's loop): their rows
+are sessions/s at 16 and 64 clients (``--worker-clients``), CPU ms per session (supervisor
+and workers: the whole process tree) and sessions per CPU-second of the proxy, which is what
+counts when the load generator shares the CPUs.  The plain ``popproxy``
 column runs popproxy's default (``workers: auto``: one per CPU).
 
 popproxy runs with scanning on (its default).  Two more popproxy instances answer the scanning
@@ -363,6 +364,15 @@ def table(results: dict[str, list[dict]]) -> tuple[str, bool]:
         check(f"sessions/s, 2 workers vs 1 (c={WORKER_CLIENTS[-1]})",
               rel("popproxy-workers2", "popproxy-workers1", (top, "sessions_per_s")),
               WORKERS_SPEEDUP, True, "x")
+        ceiling = box_ceiling(results, top)
+        if ceiling is not None:
+            out.append(f"| (not a target) 2 workers vs 1: the most this box allows, if a "
+                       f"second worker cost nothing extra | {ceiling:.3g}x | - | - |")
+    if "popproxy-workers2-uvloop" in results and "popproxy-workers1-uvloop" in results:
+        top = f"sessions_c{WORKER_CLIENTS[-1]}"
+        check(f"sessions/s, 2 workers vs 1 (c={WORKER_CLIENTS[-1]}), uvloop",
+              rel("popproxy-workers2-uvloop", "popproxy-workers1-uvloop",
+                  (top, "sessions_per_s")), WORKERS_SPEEDUP, True, "x")
     if "popproxy-scan-off" in results:
         check("RETR scan on vs off", rel("popproxy", "popproxy-scan-off", retr), SCAN_RETR_RATIO,
               True, "x")
@@ -370,6 +380,22 @@ def table(results: dict[str, list[dict]]) -> tuple[str, bool]:
             check("RETR scan all (28 MB judged) vs off",
                   rel("popproxy-scan-all", "popproxy-scan-off", retr), SCAN_RETR_RATIO, True, "x")
     return "\n".join(out), ok
+
+
+def box_ceiling(results: dict[str, list[dict]], top: str) -> float | None:
+    """How many times workers1's sessions/s this box could serve at all, with every CPU busy:
+    its CPUs over the CPU one session costs the proxy (workers1), Dovecot (the direct run's
+    CPU per session: the same login, STAT, QUIT) and the load generator (workers1's run).
+    On 2 CPUs shared by all three this, not the proxy, bounds the 2-worker speed-up."""
+    one = "popproxy-workers1"
+    rate = value(results, one, (top, "sessions_per_s"))
+    proxy = value(results, one, (top, "target_cpu_ms_per_session"))
+    loadgen = value(results, one, (top, "loadgen_cpu_pct"))
+    dovecot = value(results, "direct", ("sessions", "target_cpu_ms_per_session"))
+    if not rate or proxy is None or loadgen is None or dovecot is None:
+        return None
+    per_session_ms = proxy + dovecot + 10 * loadgen / rate  # loadgen: % of a CPU -> ms/session
+    return (os.cpu_count() or 1) * 1000 / per_session_ms / rate
 
 
 def _tls_info(runs: list[dict]) -> str:
@@ -458,6 +484,9 @@ def main() -> int:
             if f"workers{n}" in a.products:
                 variants.append((f"popproxy-workers{n}", "default", ["--workers", str(n)],
                                  set()))
+            if f"workers{n}-uvloop" in a.products:  # the same on uvloop's loop
+                variants.append((f"popproxy-workers{n}-uvloop", "default",
+                                 ["--workers", str(n), "--event-loop", "uvloop"], set()))
         if "scan" in a.tests and "popproxy" in a.products:
             variants += [("popproxy-scan-off", "off", [], {"retr"}),
                          ("popproxy-scan-all", "all", [], {"retr"})]

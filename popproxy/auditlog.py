@@ -57,6 +57,12 @@ class AuditLog:
         self._lock = threading.Lock()
 
     @property
+    def enabled(self) -> bool:
+        """Events are written somewhere: callers skip building one when not (a login's audit
+        fields cost ~1 % of its CPU, issue 18)."""
+        return self._sink is not None
+
+    @property
     def path(self) -> str | None:
         return self._path
 

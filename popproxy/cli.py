@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import signal
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -207,7 +206,7 @@ async def _supervisor_async(config: Policy, config_path: Path, workers: int,
     db_path = default_db_path(config.state_dir)
     try:
         release_all_workers(db_path)  # no worker runs yet: no session is held
-    except sqlite3.Error as exc:  # the workers report the file's state themselves
+    except OSError as exc:  # the workers report the table's state themselves
         log.warning("host file %s: stale session slots not cleared: %s", db_path, exc)
     await serve_workers(config, config_path, workers, options, stop,
                         release_worker=lambda worker_id: release_worker(db_path, worker_id))

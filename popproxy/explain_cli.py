@@ -4,7 +4,8 @@ real upstream login through the policy's route (like ``doveadm auth test``).
 ``explain --user U --from IP [--listener L]`` prints the listener's verdict for the address,
 the user rule and what it allows per login method, the route and upstream, and the lockout
 state of the user, the source and the pair read from the configured store (Redis: URL, Sentinel
-or Cluster; counters kept inside a running proxy cannot be seen from here, and it says so).
+or Cluster; with workers and no Redis, the host's SQLite file; the counters of a single process
+without Redis live in its memory and cannot be seen from here, and it says so).
 
 ``test-login USER [--listener L --from IP]`` reads the password from the terminal (getpass) or
 the first line of standard input, and logs in to the routed upstream exactly as the proxy does
@@ -29,9 +30,12 @@ from popproxy.policy.decisions import parse_address, route_for
 from popproxy.policy.explain import UnknownListener, describe, explain
 from popproxy.policy.lockout import assess, make_keys
 from popproxy.pop3.events import Command
+from popproxy.proxy.host_state import default_db_path
 from popproxy.proxy.lockout_guard import SECRET_FILE
 from popproxy.proxy.lockout_store import RedisStore
 from popproxy.proxy.redis_client import connect
+from popproxy.proxy.store_sqlite import SqliteStore
+from popproxy.proxy.supervisor import workers_setting
 from popproxy.proxy.tls import upstream_context
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
@@ -73,13 +77,17 @@ def _load(path: Path, err: TextIO) -> Policy | None:
 
 
 async def lockout_state(settings: Lockout, state_dir: Path, user: str, source: str,
-                        now: float | None = None) -> str:
-    """The lockout line for ``explain``: counts per scope and what the next attempt meets."""
+                        now: float | None = None, workers: int = 1) -> str:
+    """The lockout line for ``explain``: counts per scope and what the next attempt meets,
+    from Redis, or from the host's file when ``workers`` > 1 share one without Redis."""
     if not settings.enabled:
         return "lockout: off"
-    if settings.redis is None:
-        return ("lockout: counters live in the running proxy (no lockout Redis): not visible "
-                "from here")
+    host_file = default_db_path(state_dir)
+    if settings.redis is None and workers == 1:
+        return ("lockout: counters live in the running proxy's memory (one process, no "
+                "lockout Redis): not visible from here")
+    if settings.redis is None and not host_file.exists():
+        return f"lockout: no host file at {host_file} yet, so nothing was ever counted"
     secret_path = settings.secret_file or state_dir / SECRET_FILE
     try:
         secret = secret_path.read_bytes().strip()
@@ -87,7 +95,9 @@ async def lockout_state(settings: Lockout, state_dir: Path, user: str, source: s
         return f"lockout: no key at {secret_path} yet, so nothing was ever counted"
     address = parse_address(source)
     assert address is not None  # checked by the caller
-    store = RedisStore(connect(settings.redis))
+    # With workers and no Redis the counters are the host's file (docs/scaling.md).
+    store: SqliteStore | RedisStore = (SqliteStore(host_file) if settings.redis is None
+                           else RedisStore(connect(settings.redis)))
     try:
         counts = await store.counts(make_keys(secret, user, address, settings),
                                     time.time() if now is None else now, settings.window)
@@ -119,7 +129,8 @@ def main_explain(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.st
         return 2
     lines = describe(exp)
     lines.append(asyncio.run(lockout_state(config.lockout, config.state_dir, args.user,
-                                           args.source)))
+                                           args.source,
+                                           workers=workers_setting(None, config))))
     out.write("\n".join(lines) + "\n")
     return 0 if exp.allowed else 1
 

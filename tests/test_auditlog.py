@@ -47,6 +47,8 @@ def test_without_a_path_nothing_is_written(capsys: pytest.CaptureFixture[str]) -
     audit = open_audit_log(None)
     audit.event("login", "s3", user="bob")
     assert audit.path is None
+    assert not audit.enabled  # callers skip building events (proxy/session.py)
+    assert open_audit_log("-").enabled
     assert capsys.readouterr() == ("", "")
 
 

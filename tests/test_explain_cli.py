@@ -12,6 +12,10 @@ import pytest
 
 from popproxy.explain_cli import lockout_state, main_explain, main_test_login, read_password
 from popproxy.policy import Lockout
+from popproxy.policy.decisions import parse_address
+from popproxy.policy.lockout import make_keys
+from popproxy.proxy.host_state import default_db_path
+from popproxy.proxy.store_sqlite import SqliteStore
 
 POLICY = """\
 listeners:
@@ -41,8 +45,8 @@ def test_explain_prints_every_decision_and_exits_by_the_verdict(policy: Path) ->
                               "--from", "198.51.100.1", "--listener", "pop3s")
     assert status == 0
     assert "route: old\nupstream: 127.0.0.1:2 (plain)\n" in out
-    assert out.endswith("lockout: counters live in the running proxy (no lockout Redis): "
-                        "not visible from here\n")
+    assert out.endswith("lockout: counters live in the running proxy's memory (one process, "
+                        "no lockout Redis): not visible from here\n")
     status, out, _ = _explain("-c", str(policy), "-u", "bob", "--from", "192.0.2.9", "-l",
                               "pop3s")
     assert status == 1 and "connect: DENIED (source network denied by listener)" in out
@@ -62,6 +66,39 @@ def test_lockout_state_off_or_without_a_key() -> None:
     shared = Lockout(redis_url="redis://127.0.0.1:1/0")
     assert asyncio.run(lockout_state(shared, Path("/nonexistent"), "u", "10.0.0.1")) == (
         "lockout: no key at /nonexistent/lockout.key yet, so nothing was ever counted")
+
+
+def test_lockout_state_of_one_process_without_redis_is_not_visible(tmp_path: Path) -> None:
+    line = asyncio.run(lockout_state(Lockout(), tmp_path, "u", "10.0.0.1"))
+    assert line.startswith("lockout: counters live in the running proxy's memory")
+    line = asyncio.run(lockout_state(Lockout(), tmp_path, "u", "10.0.0.1", workers=2))
+    assert line == (f"lockout: no host file at {default_db_path(tmp_path)} yet, so nothing "
+                    "was ever counted")
+
+
+def test_lockout_state_with_workers_reads_the_host_file(tmp_path: Path) -> None:
+    """Workers without Redis keep their counters in <state_dir>/host.sqlite3 (issue 18):
+    explain reads them there, with the key the proxy made."""
+    settings = Lockout()
+    (tmp_path / "lockout.key").write_bytes(b"k" * 32)
+    address = parse_address("10.0.0.1")
+    assert address is not None
+    keys = make_keys(b"k" * 32, "u", address, settings)
+
+    async def fail_twice() -> None:
+        store = SqliteStore(default_db_path(tmp_path))
+        for tag in ("a", "b"):
+            await store.record_failure(keys, tag, 1000.0, settings.window)
+        await store.close()
+
+    asyncio.run(fail_twice())
+    line = asyncio.run(lockout_state(settings, tmp_path, "u", "10.0.0.1", now=1001.0,
+                                     workers=2))
+    assert f"pair 2 (limit {settings.pair.block_after})" in line
+    assert "account 2" in line and "source 2" in line
+    other = asyncio.run(lockout_state(settings, tmp_path, "v", "10.0.0.2", now=1001.0,
+                                      workers=2))
+    assert "lockout: not locked" in other and "pair 0" in other
 
 
 class _Pipe(io.StringIO):

@@ -53,6 +53,23 @@ def test_listener_and_upstream_series_are_prepared_on_request() -> None:
                   {"upstream": "dovecot", "reason": "tls_verify"}) == 0.0
 
 
+def test_child_is_the_labelled_series_looked_up_once() -> None:
+    metrics = Metrics()
+    sample = metrics.registry.get_sample_value
+    ok = metrics.child(metrics.logins, "ok")
+    assert ok is metrics.child(metrics.logins, "ok")  # the same child, not a new look-up
+    assert metrics.child(metrics.logins, "refused") is not ok
+    ok.inc()
+    metrics.child(metrics.logins, "ok").inc()
+    assert sample("popproxy_logins_total", {"result": "ok"}) == 2.0
+    assert sample("popproxy_logins_total", {"result": "refused"}) == 0.0
+    active = metrics.child(metrics.active_sessions, "pop3s")
+    active.inc()
+    assert sample("popproxy_active_sessions", {"listener": "pop3s"}) == 1.0
+    other = Metrics()  # each instance memoises its own registry's children
+    assert other.child(other.logins, "ok") is not ok
+
+
 def test_each_instance_has_its_own_registry_unless_one_is_given() -> None:
     first, second = Metrics(), Metrics()
     first.logins.labels("ok").inc()

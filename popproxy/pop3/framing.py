@@ -173,9 +173,13 @@ class ResponseFramer:
         return EndOfBody()
 
 
+# (indicator as bytes, its length, the kind StatusLine carries): built once, not per line.
+_STATUS_KINDS = tuple((kind.encode(), len(kind), kind) for kind in ("+OK", "-ERR"))
+
+
 def _status_kind(raw: bytes) -> str:
-    for kind in ("+OK", "-ERR"):
-        if raw.startswith(kind.encode()) and raw[len(kind) : len(kind) + 1] in (b" ", b"\r", b"\n"):
+    for prefix, size, kind in _STATUS_KINDS:
+        if raw.startswith(prefix) and raw[size : size + 1] in (b" ", b"\r", b"\n"):
             return kind
     if raw[:2] in (b"+ ", b"+\r", b"+\n"):
         # The proxy logs in upstream with USER/PASS only (proxy/auth.py), never AUTH, so a

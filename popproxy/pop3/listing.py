@@ -7,6 +7,8 @@ of short lines costs the entries, not several copies of its bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from popproxy.pop3.errors import RemoteProtocolError
 from popproxy.pop3.limits import MAX_STATUS_LINE
 
@@ -39,21 +41,24 @@ class ListingReader:
         self._partial = lines.pop()
         if len(self._partial) > self._max_line:
             raise RemoteProtocolError(f"listing line over {self._max_line} octets")
-        for line in lines:
-            self._line(line)
+        self._add(lines)
 
     def finish(self) -> dict[int, bytes]:
         if self._partial:
-            self._line(self._partial)
+            self._add((self._partial,))
             self._partial = b""
         return self._entries
 
-    def _line(self, line: bytes) -> None:
-        if len(line) > self._max_line:
-            raise RemoteProtocolError(f"listing line over {self._max_line} octets")
-        number, _, value = line.partition(b" ")
-        if not (number.isdigit() and value):
-            return
-        if len(self._entries) >= self._max_entries:
-            raise RemoteProtocolError(f"listing over {self._max_entries} entries")
-        self._entries[int(number)] = value.strip()
+    def _add(self, lines: Iterable[bytes]) -> None:
+        # One loop over a chunk's lines, not a method call per line (issue 18: a login's
+        # UIDL and LIST are a dozen lines).
+        entries, max_line, max_entries = self._entries, self._max_line, self._max_entries
+        for line in lines:
+            if len(line) > max_line:
+                raise RemoteProtocolError(f"listing line over {max_line} octets")
+            number, _, value = line.partition(b" ")
+            if not (number.isdigit() and value):
+                continue
+            if len(entries) >= max_entries:
+                raise RemoteProtocolError(f"listing over {max_entries} entries")
+            entries[int(number)] = value.strip()

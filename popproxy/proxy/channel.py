@@ -35,11 +35,9 @@ MAX_UNREAD = 1024 * 1024
 _local = threading.local()
 
 
-def _shared_buffer() -> memoryview:
-    view: memoryview | None = getattr(_local, "view", None)
-    if view is None:
-        view = memoryview(bytearray(READ_BUFFER_SIZE))
-        _local.view = view
+def _new_shared_buffer() -> memoryview:
+    """This thread's receive buffer, made once (``get_buffer`` reads ``_local.view`` inline)."""
+    view = _local.view = memoryview(bytearray(READ_BUFFER_SIZE))
     return view
 
 
@@ -100,10 +98,14 @@ class Channel(asyncio.BufferedProtocol):
             callback(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _shared_buffer()
+        try:
+            view: memoryview = _local.view  # (an annotation, not typing.cast: no call)
+        except AttributeError:
+            view = _new_shared_buffer()
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = bytes(_shared_buffer()[:nbytes])
+        data = bytes(_local.view[:nbytes])  # get_buffer ran just before, on this thread
         if self._proxy_parser is not None:
             self._feed_proxy_header(data)
         else:

@@ -30,14 +30,36 @@ RENDERED_WRITE_SLICE = 256 * 1024
 HeadRewrite = Callable[[bytes], bytes]
 
 
+# Renders of flagged messages (and tagged header blocks) a session keeps on disk between LIST
+# and RETR.  Past this, a new render is dropped once its size is known and made again when
+# the client asks for it (one more upstream fetch): a mailbox full of large flagged messages
+# costs a session at most this much spool, plus the message in flight, instead of one copy
+# of each (a host's worst case is max_sessions times this).
+KEPT_RENDERS_BUDGET = 32 * 1024 * 1024
+
+
 class SessionSpool:
     """One session's spool directory, made when first needed, removed when the session ends."""
 
-    __slots__ = ("_dir", "_root")
+    __slots__ = ("_dir", "_kept", "_kept_total", "_root")
 
     def __init__(self, root: Path) -> None:
         self._root = root
         self._dir: Path | None = None
+        self._kept: dict[str, int] = {}  # file name -> octets, renders kept for a later RETR
+        self._kept_total = 0
+
+    def keep(self, path: Path) -> bool:
+        """Keep ``path`` (a render) for a later RETR if the session's budget allows; otherwise
+        remove it (the caller makes it again when needed).  True if kept."""
+        size = path.stat().st_size
+        self._kept_total -= self._kept.pop(path.name, 0)
+        if self._kept_total + size > KEPT_RENDERS_BUDGET:
+            path.unlink(missing_ok=True)
+            return False
+        self._kept[path.name] = size
+        self._kept_total += size
+        return True
 
     def file(self, name: str) -> Path:
         if self._dir is None:
@@ -50,6 +72,8 @@ class SessionSpool:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+        self._kept.clear()
+        self._kept_total = 0
 
 
 async def spool_body(chunks: BodyChunks, path: Path, limit: int | None) -> Spooled:

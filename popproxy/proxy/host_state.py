@@ -14,22 +14,24 @@ Tables (all keyed by opaque values, never a username or an address in clear):
 
 - ``lockout_hits``/``lockout_trusted``: :class:`~popproxy.proxy.store_sqlite.SqliteStore`
 - ``verdicts``: :class:`~popproxy.proxy.store_sqlite.SqliteVerdicts`
-- ``session_slots``: :class:`SessionSlots`, one row per (worker, source) with its session count
+
+The session slots (``max_sessions`` for the host) are not in this file any more: they cost two
+write transactions per session, each handed to a thread.  They live in a table in shared
+memory next to it (:mod:`popproxy.proxy.host_slots`); a file made by an earlier version keeps
+an unused ``session_slots`` table.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import os
-import secrets
 import sqlite3
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from popproxy.proxy import host_slots
 
 log = logging.getLogger("popproxy.host")
 
@@ -45,7 +47,6 @@ READ_BUSY_TIMEOUT_MS = 20
 # The first connection of workers starting together creates the schema and switches the file
 # to WAL, which needs a moment of exclusive access: wait longer for that, once, at start.
 SETUP_BUSY_TIMEOUT_MS = 10_000
-SALT_BYTES = 16  # keys the hash of session sources (below)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -59,10 +60,6 @@ CREATE INDEX IF NOT EXISTS lockout_trusted_until ON lockout_trusted (until);
 CREATE TABLE IF NOT EXISTS verdicts (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS verdicts_expires ON verdicts (expires);
-CREATE TABLE IF NOT EXISTS session_slots (
-    worker INTEGER NOT NULL, source TEXT NOT NULL, count INTEGER NOT NULL,
-    PRIMARY KEY (worker, source)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS session_slots_source ON session_slots (source);
 """
 
 
@@ -96,14 +93,13 @@ def connect(db_path: Path, busy_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection
     db.execute(f"PRAGMA busy_timeout={SETUP_BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    made = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'session_slots'").fetchone()
+    # The schema is made in one transaction: its last index present means all of it is.
+    made = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'verdicts_expires'").fetchone()
     if made is None:  # else no write lock taken at a worker's start
         with write(db):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)",
-                       (secrets.token_hex(SALT_BYTES),))
     db.execute(f"PRAGMA busy_timeout={busy_ms}")
     return db
 
@@ -123,101 +119,12 @@ def write(db: sqlite3.Connection) -> Iterator[None]:
 def release_all_workers(db_path: Path) -> None:
     """Every session slot, whoever held it: the supervisor calls it before it starts any
     worker.  A host brought back with fewer workers (``--workers``, another CPU affinity)
-    after its processes were killed together would otherwise keep the rows of worker ids
-    that no longer start, and with them part of ``max_sessions``, for ever."""
-    db = connect(db_path)
-    try:
-        with write(db):
-            db.execute("DELETE FROM session_slots")
-    finally:
-        db.close()
+    after its processes were killed together would otherwise keep the slots of worker ids
+    that no longer start, and with them part of ``max_sessions``, for ever.  Raises OSError."""
+    host_slots.reset(db_path)
 
 
 def release_worker(db_path: Path, worker_id: int) -> None:
     """Give back every session slot ``worker_id`` held (the supervisor calls it when the
-    worker died: its sessions died with it)."""
-    db = connect(db_path)
-    try:
-        with write(db):
-            db.execute("DELETE FROM session_slots WHERE worker = ?", (worker_id,))
-    finally:
-        db.close()
-
-
-class SessionSlots:
-    """``max_sessions`` and ``max_sessions_per_ip`` counted over every worker of the host.
-
-    Sources are stored as keyed hashes (a random salt kept in the file), not addresses.  Each
-    call is one short write transaction, run by the server in this object's thread (``take``,
-    ``give_back``): a write may wait for another worker's (store_sqlite explains why not on the
-    loop).  ``acquire`` raises ``sqlite3.Error``, and the server then caps this worker alone.
-    """
-
-    def __init__(self, share: HostShare) -> None:
-        self._db = connect(share.db_path)  # used by self._thread only, once made
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="popproxy-slots-db")
-        self._worker = share.worker_id
-        (salt,) = self._db.execute("SELECT value FROM meta WHERE name = 'salt'").fetchone()
-        self._salt = bytes.fromhex(salt)
-
-    def _hash(self, source: str) -> str:
-        return hashlib.blake2b(source.encode(), key=self._salt, digest_size=16).hexdigest()
-
-    def acquire(self, source: str, max_sessions: int, max_per_source: int) -> bool:
-        """Take a slot for a session from ``source`` unless the host is at a cap."""
-        hashed = self._hash(source)
-        with write(self._db):
-            (total,) = self._db.execute("SELECT coalesce(sum(count), 0) FROM session_slots"
-                                        ).fetchone()
-            (mine,) = self._db.execute(
-                "SELECT coalesce(sum(count), 0) FROM session_slots WHERE source = ?",
-                (hashed,)).fetchone()
-            if total >= max_sessions or mine >= max_per_source:
-                return False
-            self._db.execute(
-                "INSERT INTO session_slots VALUES (?, ?, 1) ON CONFLICT (worker, source) "
-                "DO UPDATE SET count = count + 1", (self._worker, hashed))
-        return True
-
-    async def take(self, source: str, max_sessions: int, max_per_source: int) -> bool:
-        """``acquire`` in this object's thread."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._thread, self.acquire, source, max_sessions, max_per_source)
-
-    def give_back(self, source: str) -> None:
-        """``release`` in this object's thread, not awaited: a session's end (one cancelled
-        at shutdown too) never waits for the file."""
-        try:
-            self._thread.submit(self.release, source).add_done_callback(_report)
-        except RuntimeError:  # a session outliving stop(): the supervisor's release_worker
-            log.warning("host session slot not given back: the worker is stopping")
-
-    def release(self, source: str) -> None:
-        hashed = self._hash(source)
-        with write(self._db):
-            self._db.execute("UPDATE session_slots SET count = count - 1 "
-                             "WHERE worker = ? AND source = ?", (self._worker, hashed))
-            self._db.execute("DELETE FROM session_slots WHERE worker = ? AND count <= 0",
-                             (self._worker,))
-
-    def release_all(self) -> None:
-        """This worker's slots left by a previous life of it (killed before it gave them back)."""
-        with write(self._db):
-            self._db.execute("DELETE FROM session_slots WHERE worker = ?", (self._worker,))
-
-    def held(self) -> int:
-        """Sessions counted for the whole host."""
-        (total,) = self._db.execute("SELECT coalesce(sum(count), 0) FROM session_slots"
-                                    ).fetchone()
-        return int(total)
-
-    def close(self) -> None:
-        """After the slots still being given back (one thread: in order)."""
-        self._thread.submit(self._db.close)
-        self._thread.shutdown(wait=True)
-
-
-def _report(done: Future[None]) -> None:
-    exc = done.exception()
-    if exc is not None:  # the supervisor's release_worker clears it when this worker restarts
-        log.warning("host session slot not given back (%s)", exc.__class__.__name__)
+    worker died: its sessions died with it).  Raises OSError or SlotTableError."""
+    host_slots.clear_worker(db_path, worker_id)

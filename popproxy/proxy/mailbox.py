@@ -35,7 +35,7 @@ from popproxy.proxy.upstream import (
     UpstreamFailure,
     read_listings,
 )
-from popproxy.proxy.verdict_cache import CachedVerdict, cache_key, mailbox_key
+from popproxy.proxy.verdict_record import CachedVerdict, cache_key_in, mailbox_key, mailbox_material
 from popproxy.quarantine import HeldMessage, describe
 
 __all__ = ["RENDERED_WRITE_SLICE", "MailboxView"]
@@ -43,10 +43,8 @@ __all__ = ["RENDERED_WRITE_SLICE", "MailboxView"]
 log = logging.getLogger("popproxy.scan")
 
 NO_SUCH_MESSAGE = replies.err("no such message")
-# Marks a cached verdict of a message over scan.max_message_bytes (judged on its head).
-TOO_LARGE = "too-large"
-# Marks a cached tag whose header block was rendered alone (its body is streamed at RETR).
-STREAMED_TAG = "streamed-tag"
+TOO_LARGE = "too-large"  # marks a verdict of a message over max_message_bytes (head judged)
+STREAMED_TAG = "streamed-tag"  # marks a tag whose header block was rendered alone
 # A tagged message is streamed once its header block is read; a header block longer than this
 # (hostile: real ones are a few KiB) makes it rendered whole instead.
 MAX_STREAMED_HEADER = 1024 * 1024
@@ -86,8 +84,8 @@ class MailboxView:
             uidls, sizes = await read_listings(self._up, ("UIDL", "LIST"))
             self._sizes = {n: int(v) for n, v in sizes.items()}
             self._uidls = uidls
-            self._keys = {n: cache_key(self._upstream_name, self._user, uidl,
-                                       self._sizes.get(n, -1)) for n, uidl in uidls.items()}
+            box = mailbox_material(self._upstream_name, self._user)  # once, not per message
+            self._keys = {n: cache_key_in(box, u, self._sizes.get(n, -1)) for n, u in uidls.items()}
             # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).
             await self._service.cache.forget(self._box, set(self._keys.values()))
         return self._uidls
@@ -181,6 +179,7 @@ class MailboxView:
             return await self._render_at_listing(number, original, entry)
         finally:
             header.unlink(missing_ok=True)
+        self._spool.keep(self._spool_file(number, ".head"))  # else made again at RETR
         return replace(entry, size=original.length - len(head) + rendered,
                        signals=(STREAMED_TAG, *entry.signals))
 
@@ -206,6 +205,7 @@ class MailboxView:
             entry = replace(entry, size=len(notice))
         if entry.action == "quarantine":
             self._hold(original, entry)
+        self._spool.keep(out)  # past the session's budget: made again at RETR
         return entry
 
     def _hold(self, original: Spooled, entry: CachedVerdict) -> None:
@@ -343,12 +343,9 @@ class MailboxView:
 
     async def _deliver_rendered(self, number: int, top_lines: int | None,
                                 entry: CachedVerdict) -> None:
-        """A tagged, defanged or quarantined message, sent from its spool file in slices.
-
-        The file was written at listing time in this session, or is rendered now (a verdict
-        cached by an earlier session).  If rendering fails now, the client gets our notice
-        padded to the size it was told, and the original is held in quarantine.
-        """
+        """A tagged, defanged or quarantined message, sent from its spool file in slices: kept
+        from listing time, or rendered now (an earlier session's verdict, or past the spool
+        budget).  If that fails, our notice padded to the size told; the original is held."""
         path = self._spool_file(number)
         if not path.exists() and entry.reasons[:1] == (scan_jobs.RENDER_FAILED,):
             # Our own notice, from our own data: no need for the original or a worker.
@@ -368,6 +365,7 @@ class MailboxView:
             if size != entry.size:
                 log.error("message %d: %d octets now, %d listed", number, size, entry.size)
         self._count_relayed(await send_file(self._client, (path,), top_lines))
+        self._spool.keep(path)  # for a second RETR or TOP, if the budget allows
 
     def _hold_and_notice(self, original: Spooled, entry: CachedVerdict, path: Path) -> int:
         held = replace(entry, quarantine_id=entry.quarantine_id or original.digest,
@@ -387,6 +385,7 @@ class MailboxView:
             await self._render_header(number, header.path, entry)
             header.path.unlink(missing_ok=True)
         rendered = head_file.read_bytes()  # a header block: at most max_message_bytes
+        self._spool.keep(head_file)
         await self._stream_with_header(cmd, entry, top_lines, lambda head: rendered)
 
     async def _stream_with_header(self, cmd: Command, entry: CachedVerdict,

@@ -27,7 +27,8 @@ from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
 from popproxy.proxy.client_address import client_address
 from popproxy.proxy.failure_timing import FailureTiming
-from popproxy.proxy.host_state import HostShare, SessionSlots
+from popproxy.proxy.host_slots import SessionSlots
+from popproxy.proxy.host_state import HostShare
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
@@ -70,7 +71,7 @@ class ProxyServer:
         counters, verdicts and session caps through ``host.db_path`` (host_state)."""
         self.config = config
         self.host = host
-        self.slots = SessionSlots(host) if host is not None else None
+        self.slots = SessionSlots(host, config.limits.max_sessions) if host else None
         self.capture = capture  # popproxy run --capture DIR: every session recorded
         self.observer = observer if observer is not None else Observer()
         needs_tls = any(lst.mode != "plain" for lst in config.listeners)
@@ -215,7 +216,8 @@ class ProxyServer:
             self._refused(channel, listener, session_id, "over_capacity", ip)
             return
         try:
-            self.observer.metrics.connections.labels(listener, "accepted").inc()
+            metrics = self.observer.metrics
+            metrics.child(metrics.connections, listener, "accepted").inc()
             self.observer.audit.event("connect", session_id, listener=listener, client=ip,
                                       port=client_port, result="accepted")
             await self._run_session(channel, settings, client_ip, session_id, client_port,
@@ -232,7 +234,7 @@ class ProxyServer:
             try:
                 ok = await self.slots.take(source, limits.max_sessions,
                                            limits.max_sessions_per_ip)
-            except sqlite3.Error as exc:  # a broken file must not refuse every session
+            except OSError as exc:  # a broken table must not refuse every session
                 log.warning("host session slots unavailable (%s): capping this worker alone",
                             exc.__class__.__name__)
             else:
@@ -261,15 +263,16 @@ class ProxyServer:
         self._channels[task] = channel
         self._per_ip[source] += 1
         metrics = self.observer.metrics
-        metrics.active_sessions.labels(listener).inc()
+        active = metrics.child(metrics.active_sessions, listener)
+        active.inc()
         started = time.monotonic()
         try:
             session = Session(channel, settings, client_ip, f"{ip}:{client_port}", accepted_at)
             session.id = session_id
             await session.run()
         finally:
-            metrics.active_sessions.labels(listener).dec()
-            metrics.session_duration.labels(listener).observe(time.monotonic() - started)
+            active.dec()
+            metrics.child(metrics.session_duration, listener).observe(time.monotonic() - started)
             self._sessions.discard(task)
             self._channels.pop(task, None)
             self._per_ip[source] -= 1
@@ -301,15 +304,21 @@ class ProxyServer:
         self._publish_certificates()
         return ok
 
-    def reload_policy(self, new: Policy) -> bool:
-        """Swap in a validated policy for new sessions; listener sockets cannot change live."""
+    def _needs_restart(self, new: Policy) -> str:
+        """Why ``new`` cannot be swapped in live ("" if it can)."""
         old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
         new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]
         if old_sockets != new_sockets or new.state_dir != self.config.state_dir:
             # state_dir holds the host file the workers share, the lockout key and the
             # certificates: half the workers on a new one would split lockouts and caps.
-            self.refusal = ("listener names, addresses or modes, or state_dir changed "
-                            "(restart popproxy)")
+            return "listener names, addresses or modes, or state_dir changed (restart popproxy)"
+        # The host's session table cannot grow while mapped: every worker refuses alike.
+        return self.slots.refusal(new.limits.max_sessions) if self.slots is not None else ""
+
+    def reload_policy(self, new: Policy) -> bool:
+        """Swap in a validated policy for new sessions; listener sockets cannot change live."""
+        if needs_restart := self._needs_restart(new):
+            self.refusal = needs_restart
             self._reloaded("policy", "refused", error=self.refusal)
             log.error("policy reload refused: %s; keeping the old policy", self.refusal)
             return False

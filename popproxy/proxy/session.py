@@ -31,6 +31,7 @@ from popproxy.proxy.relay import ClientWriter, relay, relay_capa
 from popproxy.proxy.released import ReleasingMailbox
 from popproxy.proxy.settings import SessionSettings
 from popproxy.proxy.tls_metrics import handshake_failure_reason
+from popproxy.proxy.tls_pump import wait_handshake
 from popproxy.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,
@@ -180,8 +181,7 @@ class Session:
         """Wait for a client handshake, counting its outcome by kind and TLS version."""
         metrics = self.settings.observer.metrics
         try:
-            async with asyncio.timeout(self.settings.handshake_timeout):
-                await handshake
+            await wait_handshake(handshake, self.settings.handshake_timeout)
         except BaseException as exc:
             login_late = self._login_timer is not None and self._login_timer.expired()
             result = "timeout" if isinstance(exc, TimeoutError) or login_late else "failed"
@@ -193,13 +193,14 @@ class Session:
             raise
         sslobj = self.client.ssl_object()
         version = (sslobj.version() if sslobj else None) or "unknown"
-        metrics.tls_handshakes.labels(kind, version, "ok").inc()
+        metrics.child(metrics.tls_handshakes, kind, version, "ok").inc()
         self.audit("tls", mode=kind, result="ok", version=version)
 
     def audit(self, event: str, **fields: object) -> None:
         """One audit event for this session (client address and user filled in)."""
-        self.settings.observer.audit.event(event, self.id, client=str(self.client_ip),
-                                           user=self.user, **fields)
+        audit = self.settings.observer.audit
+        if audit.enabled:  # no audit log: not even the address as text
+            audit.event(event, self.id, client=str(self.client_ip), user=self.user, **fields)
 
     @property
     def login_allowed(self) -> bool:

@@ -3,14 +3,15 @@
 ``SqliteStore`` is a :class:`~popproxy.proxy.lockout_store.LockoutStore` with the semantics of
 ``MemoryStore`` and ``RedisStore``: per key, a set of members scored by the time of their last
 failure, counted inside the sliding window; a success clears the pair and marks the network
-trusted for ``trusted_ttl``.  Keys are the same HMACs as in Redis.  Reads (``counts``) run on
-the event loop: one indexed statement, and in WAL mode a reader never waits for a writer.
-Writes run in a thread of their own, on a second connection: a write waits for the other
-workers' writes (SQLite's busy handler sleeps 1, 2, 5, 10... ms between tries) and for the file
-system, and on the loop that wait would stall every session of the worker.  bench/host_store.py
-(a second process writing flat out) measured the loop's lag at p99 22 to 61 ms with the writes
-on the loop, 3.5 to 8.6 ms with them in the thread, the same as with no store at all on that
-(busy, shared) machine; ``counts`` holds the loop 0.14 to 0.22 ms at p99.
+trusted for ``trusted_ttl`` (rewriting a marker only once it has used TRUSTED_REFRESH_FRACTION
+of its TTL, so a steady-state good login writes nothing).  Keys are the same HMACs as in Redis.
+Reads (``counts``) run on the event loop: one indexed statement, and in WAL mode a reader never
+waits for a writer.  Writes run in a thread of their own, on a second connection: a write waits
+for the other workers' writes (SQLite's busy handler sleeps 1, 2, 5, 10... ms between tries) and
+for the file system, and on the loop that wait would stall every session of the worker.
+bench/host_store.py (a second process writing flat out) measured the loop's lag at p99 22 to 61
+ms with the writes on the loop, 3.5 to 8.6 ms with them in the thread, the same as with no store
+at all on that (busy, shared) machine; ``counts`` holds the loop 0.14 to 0.22 ms at p99.
 
 ``SqliteVerdicts`` is the verdict cache's shared level (the interface of ``RedisVerdicts``,
 plus ``get_many``/``put_many``).  A listing may look up thousands of verdicts at once, so its
@@ -42,6 +43,11 @@ T = TypeVar("T")
 SWEEP_EVERY = 1000
 # Keys per statement in the batch calls: under SQLite's host-parameter limit (999 before 3.32).
 BATCH = 500
+# A good login marks its (account, network) trusted for trusted_ttl.  Rewritten at every login,
+# the marker cost a write transaction per login; rewritten only once it has used this fraction
+# of its TTL, the trust still lasts at least (1 - fraction) * trusted_ttl (27 of the default 30
+# days) after the last login, and a steady user's logins write nothing (issue 18).
+TRUSTED_REFRESH_FRACTION = 0.1
 
 
 class SqliteStore:
@@ -83,7 +89,23 @@ class SqliteStore:
             self._sweep(now)
 
     async def record_success(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> None:
+        if not self._success_changes(keys, now, trusted_ttl):
+            return
         await self._write(lambda: self._record_success(keys, now, trusted_ttl))
+
+    def _success_changes(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> bool:
+        """Whether a success has anything to write: a failure of the pair to clear, or a
+        trusted marker missing or older than TRUSTED_REFRESH_FRACTION of its TTL.  One read
+        on the loop, like ``counts``."""
+        until, hits = self._db.execute(
+            "SELECT (SELECT until FROM lockout_trusted WHERE key = ?), "
+            "EXISTS (SELECT 1 FROM lockout_hits WHERE key = ?)",
+            (keys.trusted, keys.pair)).fetchone()
+        if hits:
+            return True
+        if trusted_ttl <= 0:
+            return False
+        return until is None or until - now < trusted_ttl * (1 - TRUSTED_REFRESH_FRACTION)
 
     def _record_success(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> None:
         with write(self._writer):

@@ -1,9 +1,11 @@
 """The supervisor of ``popproxy run`` with ``workers`` > 1 (docs/scaling.md).
 
-It binds every listening socket once and starts N workers (``proxy/worker.py``) that inherit
-them: the kernel spreads new connections over the workers waiting in ``accept()``.  One
-address, one set of sockets, nothing for a balancer to know (``SO_REUSEPORT`` would let each
-worker bind its own socket, but then a connection queued on a dying worker's socket is reset).
+It binds, per listener, one socket per worker on the same port (``SO_REUSEPORT``) and starts N
+workers (``proxy/worker.py``), each inheriting its own: the kernel hashes every new connection
+to one socket, so a burst is shared evenly on any event loop.  (One shared socket was not:
+asyncio's loop accepts up to 100 queued connections per wake-up, so the first worker to wake
+took nearly all of a burst.)  The supervisor keeps every socket open, so the connections queued
+on a dead worker's socket wait for its replacement instead of being reset (docs/scaling.md).
 
 It forwards SIGHUP (reload: validated here first, so a policy is applied by every worker or
 by none), SIGUSR1 (reopen logs) and SIGTERM (drain); restarts a worker that dies, with a
@@ -69,25 +71,36 @@ def resolve_workers(value: str | int) -> int:
     return usable_cpus() if value == "auto" else int(value)
 
 
-def bind_listeners(config: Policy) -> dict[str, socket.socket]:
-    """A listening socket per listener, as ``loop.create_server`` would make it (first address
-    of the host; SO_REUSEADDR; IPv6 sockets IPv6 only)."""
-    sockets: dict[str, socket.socket] = {}
+def bind_listeners(config: Policy, workers: int = 1) -> dict[str, list[socket.socket]]:
+    """Per listener, one listening socket per worker, all on one port (``SO_REUSEPORT``: the
+    kernel hashes each new connection to one of them), made as ``loop.create_server`` would
+    (first address of the host; SO_REUSEADDR; IPv6 sockets IPv6 only).  The first is bound
+    before it joins the group, so a port another process listens on (another popproxy's
+    group too) fails here as without workers; the others bind the address it got."""
+    sockets: dict[str, list[socket.socket]] = {}
     try:
         for listener in config.listeners:
             family, kind, proto, _, address = socket.getaddrinfo(
                 listener.host, listener.port, type=socket.SOCK_STREAM,
                 flags=socket.AI_PASSIVE)[0]
-            sock = socket.socket(family, kind, proto)
-            sockets[listener.name] = sock
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(config.limits.listen_backlog)
+            group = sockets[listener.name] = []
+            for _ in range(workers):
+                sock = socket.socket(family, kind, proto)
+                group.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if len(group) > 1:  # joins the first one's group (same user only: Linux)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind(address)
+                if len(group) == 1:
+                    address = sock.getsockname()  # port 0: the port the kernel chose
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.listen(config.limits.listen_backlog)
     except OSError:
-        for sock in sockets.values():
-            sock.close()
+        for group in sockets.values():
+            for sock in group:
+                sock.close()
         raise
     return sockets
 
@@ -150,7 +163,7 @@ class Supervisor:
         self.notifier = Notifier() if notifier is None else notifier
         self.release_worker = release_worker
         self.slots = [Slot(i) for i in range(workers)]
-        self.sockets: dict[str, socket.socket] = {}
+        self.sockets: dict[str, list[socket.socket]] = {}  # listener -> one per slot
         self.ports: dict[str, int] = {}
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
@@ -172,8 +185,8 @@ class Supervisor:
 
     async def start(self) -> None:
         """Bind, start every worker, wait until each accepts (or raise RuntimeError)."""
-        self.sockets = bind_listeners(self.config)
-        self.ports = {name: s.getsockname()[1] for name, s in self.sockets.items()}
+        self.sockets = bind_listeners(self.config, len(self.slots))
+        self.ports = {name: group[0].getsockname()[1] for name, group in self.sockets.items()}
         for slot in self.slots:
             self._watchers.append(spawn(self._keep_running(slot), f"worker-{slot.worker_id}"))
         all_ready = spawn(self._all_ready(), "workers-ready")
@@ -191,8 +204,14 @@ class Supervisor:
         for slot in self.slots:
             await slot.ready.wait()
 
+    def _own_sockets(self, slot: Slot) -> dict[str, socket.socket]:
+        """The slot's socket of each listener: kept here while its worker is replaced, so the
+        connections the kernel queued on it wait for the new worker instead of a reset."""
+        return {name: group[slot.worker_id] for name, group in self.sockets.items()}
+
     def _command(self, slot: Slot, status_fd: int) -> list[str]:
-        listen = [f"--listen={name}={sock.fileno()}" for name, sock in self.sockets.items()]
+        listen = [f"--listen={name}={sock.fileno()}"
+                  for name, sock in self._own_sockets(slot).items()]
         return [sys.executable, "-m", "popproxy", WORKER_COMMAND, "--config",
                 str(self.config_path), "--worker-id", str(slot.worker_id),
                 "--workers-total", str(len(self.slots)), *listen,
@@ -201,7 +220,7 @@ class Supervisor:
 
     async def _start_worker(self, slot: Slot) -> asyncio.StreamReader:
         read_fd, write_fd = os.pipe()
-        fds = (write_fd, *(sock.fileno() for sock in self.sockets.values()))
+        fds = (write_fd, *(sock.fileno() for sock in self._own_sockets(slot).values()))
         # NOTIFY_SOCKET: only the supervisor talks to systemd (NotifyAccess=main).
         env = {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
@@ -331,8 +350,9 @@ class Supervisor:
         self._stopping = True
         self.notifier.stopping("stopping: draining workers")
         self._signal_all(signal.SIGTERM)
-        for sock in self.sockets.values():
-            sock.close()  # the workers hold their own copies until they stop accepting
+        for group in self.sockets.values():
+            for sock in group:
+                sock.close()  # the workers hold their own copies until they stop accepting
         limit = self.config.limits.shutdown_grace + KILL_AFTER_GRACE
         procs = [s.proc for s in self.slots if s.proc is not None]
         try:

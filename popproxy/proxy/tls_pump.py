@@ -32,6 +32,22 @@ def consume_exception(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+async def wait_handshake(handshake: asyncio.Future[None], timeout: float) -> None:
+    """Await ``handshake``, failing it with ``TimeoutError`` after ``timeout`` seconds: one
+    timer on the future itself, not ``asyncio.timeout()`` (a Timeout object, a task look-up
+    and uncancel bookkeeping per login, issue 18)."""
+    timer = asyncio.get_running_loop().call_later(timeout, _time_out, handshake)
+    try:
+        await handshake
+    finally:
+        timer.cancel()
+
+
+def _time_out(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class TlsPump:
     """One TLS connection over memory BIOs, writing its records to ``transport``."""
 
@@ -118,9 +134,10 @@ class TlsPump:
         return True
 
     def _read_records(self) -> None:
+        incoming, obj = self._incoming, self.obj
         while True:
             try:
-                data = self.obj.read(TLS_READ_SIZE)
+                data = obj.read(TLS_READ_SIZE)
             except ssl.SSLWantReadError:
                 return
             except ssl.SSLZeroReturnError:
@@ -133,6 +150,11 @@ class TlsPump:
                 self._on_eof()
                 return
             self._deliver(data)
+            if not incoming.pending and not incoming.eof and not obj.pending():
+                # Nothing left to decrypt (no record bytes, no EOF, no plaintext in SSL): a
+                # read now would only raise SSLWantReadError, an exception built and formatted
+                # in C for nothing (about one per received record: issue 18).
+                return
 
     # ------------------------------------------------------------ outgoing
     def write(self, data: bytes) -> None:

@@ -3,8 +3,9 @@
 The supervisor (``proxy/supervisor.py``) binds the listening sockets and starts each worker as
 ``python -m popproxy worker ...`` with those sockets passed as inherited file descriptors
 (``--listen NAME=FD``): a fresh interpreter, not a ``fork()`` of one that already runs threads
-(the scan pool, Redis clients), and the same code path with uvloop as with asyncio.  The kernel
-hands each new connection to one of the workers that wait in ``accept()`` on the shared socket.
+(the scan pool, Redis clients), and the same code path with uvloop as with asyncio.  Each worker
+gets its own socket of each listener, all on one port (``SO_REUSEPORT``): the kernel hashes each
+new connection to one of them, whichever event loop the workers run.
 
 A worker talks back through one pipe (``--status-fd``), a line per event: ``ready`` once it
 accepts, ``reload ok`` / ``reload refused`` after each SIGHUP.  Signals: SIGTERM/SIGINT drain
@@ -77,9 +78,9 @@ def parse_args(argv: list[str]) -> tuple[WorkerArgs, str]:
 
 def _make_server(config: Policy, observer: Observer, capture: CaptureOptions | None,
                  worker_id: int, workers: int = 1) -> ProxyServer:
-    """The one place a worker builds its ProxyServer: lockouts, known sources, verdicts and
-    the session caps go to the host's SQLite file, shared with the other workers
-    (proxy/host_state.py; Redis instead where the policy names one)."""
+    """The one place a worker builds its ProxyServer: lockouts, known sources and verdicts go
+    to the host's SQLite file (proxy/host_state.py; Redis instead where the policy names one),
+    the session caps to the host's shared-memory slot table (proxy/host_slots.py)."""
     return ProxyServer(config, observer, capture,
                        host=HostShare(default_db_path(config.state_dir), worker_id, workers))
 

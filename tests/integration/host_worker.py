@@ -1,8 +1,8 @@
 """One worker of a host, for tests: ``python -m tests.integration.host_worker DB ID run ...``.
 
 Exactly ``popproxy run ...`` (the same ``cli.main``), except that its ProxyServer gets
-``HostShare(DB, ID)``: a real separate process sharing the host's SQLite file, as the workers
-the supervisor starts (issue 18 item 1) will be.
+``HostShare(DB, ID, HOST_WORKERS)``: a real separate process sharing the host's SQLite file
+and session table, as the workers the supervisor starts (issue 18 item 1) do.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from popproxy import cli
 from popproxy.proxy.host_state import HostShare
 from popproxy.proxy.server import ProxyServer
 
+# The host's session table has a column per worker, sized by the first process that makes
+# it: room for the ids test_host_share.py starts (1 to 3), as the supervisor's workers number.
+HOST_WORKERS = 4
+
 
 def main(argv: list[str]) -> int:
     db, worker, *run = argv
-    share = HostShare(Path(db), int(worker))
+    share = HostShare(Path(db), int(worker), HOST_WORKERS)
     vars(cli)["ProxyServer"] = functools.partial(ProxyServer, host=share)
     return cli.main(run)
 

@@ -1,8 +1,10 @@
-"""Two workers of one host share lockouts, verdicts and session caps through SQLite.
+"""Two workers of one host share lockouts and verdicts through SQLite, session caps through
+the host's slot table.
 
 Real processes: A and B are ``popproxy run`` (``tests.integration.host_worker``) with their own
-listener and audit log, the same ``state_dir`` and the same ``<state_dir>/host.sqlite3``, both in
-front of the test Dovecot, as the workers of one host are.  Nothing else is shared: no Redis.
+listener and audit log, the same ``state_dir``, so the same ``<state_dir>/host.sqlite3`` and
+``<state_dir>/session-slots``, both in front of the test Dovecot, as the workers of one host
+are.  Nothing else is shared: no Redis.
 
 Proves: failures counted at A block the same account and source at B within 100 ms;
 ``max_sessions`` and ``max_sessions_per_ip`` count the sessions of both workers; a killed
@@ -28,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from popproxy.proxy.host_slots import held_on_host
 from popproxy.proxy.host_state import DB_FILE, release_worker
 from tests.integration.dovecot import Dovecot
 from tests.integration.procs import die_with_parent, stop_process
@@ -139,9 +142,7 @@ class Host:
         return self.base / "state" / DB_FILE
 
     def slots_held(self) -> int:
-        with sqlite3.connect(self.db) as db:
-            return int(db.execute("SELECT coalesce(sum(count), 0) FROM session_slots"
-                                  ).fetchone()[0])
+        return held_on_host(self.db)
 
     def settle(self, held: int = 0) -> None:
         """Sessions end in the worker a moment after the client sees the socket close."""

@@ -46,7 +46,7 @@ def _connection_on(workers: Workers, pid: int, tries: int = 400) -> RawPOP3:
         if client.greeting.startswith(b"+OK") and workers.serving_pid(client) == pid:
             return client
         client.close()
-        time.sleep(0.01)  # the kernel wakes every worker; whichever runs first accepts
+        time.sleep(0.01)  # a new source port: the kernel's hash may pick the other
     raise AssertionError(f"no connection reached worker {pid} in {tries} tries")
 
 

@@ -1,9 +1,9 @@
 """``popproxy run --workers N`` as a child process, and which worker serves which connection.
 
-The kernel hands each connection to one of the workers (they share the listening socket), so
-tests that need "a session on worker A and one on worker B" look the connection up: the
-proxy-side socket of a client connection is found in ``/proc/net/tcp`` by the client's port,
-and the worker holding that socket by its inode in ``/proc/<pid>/fd``.
+The kernel hashes each connection to one of the workers (each has its own listening socket on
+the port, SO_REUSEPORT), so tests that need "a session on worker A and one on worker B" look
+the connection up: the proxy-side socket of a client connection is found in ``/proc/net/tcp``
+by the client's port, and the worker holding that socket by its inode in ``/proc/<pid>/fd``.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class Workers:
                 held[pid] = client
             if len(held) == want:
                 return held
-            time.sleep(0.01)  # asyncio: whichever worker wakes first accepts
+            time.sleep(0.01)  # a new source port: the kernel's hash may pick the other
         for client in held.values():
             client.close()
         raise AssertionError(f"{tries} connections never reached all {want} workers")
@@ -143,18 +143,17 @@ def _listening(port: int) -> bool:
 
 @contextmanager
 def running_workers(root: Path, policy_text: str, port: int, metrics_port: int,
-                    workers: int = 2) -> Iterator[Workers]:
-    """Start ``popproxy run --workers N``; SIGTERM (then SIGKILL) it afterwards."""
+                    workers: int = 2, event_loop: str | None = None) -> Iterator[Workers]:
+    """Start ``popproxy run --workers N`` (``event_loop``: ``--event-loop``, else the
+    default); SIGTERM (then SIGKILL) it afterwards."""
     policy = root / "policy.yaml"
     policy.write_text(policy_text)
     log = root / "popproxy.log"
+    loop = [] if event_loop is None else ["--event-loop", event_loop]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            # uvloop: its workers share the accept queue evenly, while on asyncio's loop the
-            # worker that wakes first takes every queued connection, and a test that needs a
-            # session on each worker could wait long (the default loop: README, bench/README).
             [sys.executable, "-m", "popproxy", "run", "--config", str(policy), "--workers",
-             str(workers), "--event-loop", "uvloop"], cwd=root, stdin=subprocess.DEVNULL,
+             str(workers), *loop], cwd=root, stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     running = Workers(proc, log, policy, port, metrics_port)
     try:

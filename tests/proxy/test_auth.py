@@ -11,7 +11,9 @@ import base64
 from typing import Any
 
 from popproxy.metrics import Metrics
+from popproxy.pop3 import limits
 from popproxy.pop3.events import Command
+from popproxy.pop3.sasl import Credentials
 from popproxy.pop3.state import Event
 from popproxy.proxy.auth import (
     AUTH_FAILED,
@@ -21,6 +23,7 @@ from popproxy.proxy.auth import (
     Refused,
     Reply,
     SaslStarted,
+    _forwardable,
 )
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.settings import SessionSettings
@@ -90,3 +93,13 @@ def test_malformed_credentials_refuse_and_close_at_the_limit() -> None:
         "malformed", "malformed"]
     assert first.reply != AUTH_FAILED  # its own reason, with the [AUTH] code
     assert b"[AUTH]" in first.reply
+
+
+def test_credentials_are_forwardable_only_as_one_valid_command_line() -> None:
+    longest = limits.MAX_COMMAND_LINE - len(b"PASS \r\n")  # "PASS " + password + CRLF
+    assert _forwardable(Credentials(b"alice", b"p" * longest))
+    assert not _forwardable(Credentials(b"alice", b"p" * (longest + 1)))
+    assert _forwardable(Credentials(b"alice", b"pass word"))  # spaces: PASS takes the rest
+    for username, password in ((b"al ice", b"pw"), (b"alice", b"p\0w"), (b"al\rice", b"pw"),
+                               (b"alice", b"p\nw"), (b"", b"pw"), (b"alice", b"")):
+        assert not _forwardable(Credentials(username, password)), (username, password)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from popproxy.pop3.events import Command
+from popproxy.proxy import delivery
 from popproxy.proxy.delivery import (
     SessionSpool,
     renamed_head,
@@ -74,6 +75,27 @@ def test_session_spool_is_made_when_needed_and_removed(tmp_path: Path) -> None:
     spool.remove()
     assert not path.parent.exists()
     assert spool.file("1.eml").parent != path.parent  # a fresh directory afterwards
+
+
+def test_session_spool_keeps_renders_up_to_its_budget(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the budget a render is removed (RETR makes it again): a mailbox of large flagged
+    messages cannot fill the disk one session copy at a time."""
+    monkeypatch.setattr(delivery, "KEPT_RENDERS_BUDGET", 10)
+    spool = SessionSpool(tmp_path / "spool")
+    first, second, third = spool.file("1"), spool.file("2"), spool.file("3")
+    first.write_bytes(b"x" * 6)
+    second.write_bytes(b"y" * 6)
+    third.write_bytes(b"z" * 4)
+    assert spool.keep(first) and first.exists()
+    assert not spool.keep(second) and not second.exists()
+    assert spool.keep(third) and third.exists()
+    first.write_bytes(b"x" * 6)  # made again and kept again: counted once
+    assert spool.keep(first)
+    spool.remove()
+    fresh = spool.file("4")
+    fresh.write_bytes(b"w" * 10)
+    assert spool.keep(fresh)  # the budget starts over with the next directory
 
 
 def test_send_file_stuffs_and_terminates(tmp_path: Path) -> None:

@@ -246,3 +246,40 @@ def test_risky_attachment_replaced_at_the_listed_size(loop_thread: LoopThread,
     (note,) = [p for p in parsed.walk() if p.get_filename() == "invoice.pdf.exe.removed.txt"]
     assert "program (windows-pe)" in note.get_content()
     assert program not in bodies[0] and sizes == [len(bodies[0])]
+
+
+DEFANG_ALL = {"thresholds": {"tag": 0, "defang": 0, "quarantine": 2000}}
+
+
+def _spooled(state_dir: Path) -> int:
+    return sum(p.stat().st_size for p in (state_dir / "spool").rglob("*") if p.is_file())
+
+
+def test_renders_past_the_session_spool_budget_are_made_again_at_retr(
+    loop_thread: LoopThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session keeps at most KEPT_RENDERS_BUDGET of renders between LIST and RETR: with
+    none allowed, the spool is empty after LIST, and every RETR (defanged and tagged, twice)
+    still gives the listed size and the bytes a session with room gets."""
+    messages = [PHISH, PHISH.replace(b"Verify now", b"Verify later"), CLEAN]
+    Retrieved = tuple[list[int], list[bytes]]
+    results: list[tuple[int, Retrieved, Retrieved]] = []
+    for budget in (32 * 1024 * 1024, 0):
+        monkeypatch.setattr("popproxy.proxy.delivery.KEPT_RENDERS_BUDGET", budget)
+        for scan in (DEFANG_ALL, TAG_ONLY):
+            state_dir = tmp_path / f"{budget}-{len(results)}"
+            with _proxy(loop_thread, state_dir, scan, messages) as (proxy, _):
+                with RawPOP3(proxy.port) as c:
+                    c.login("u", "p")
+                    c.command("LIST")
+                    spooled_after_list = _spooled(state_dir)
+                    c.command("QUIT")
+                results.append((spooled_after_list, _retr_all(proxy.port), _retr_all(proxy.port)))
+    with_room, none_kept = results[:2], results[2:]
+    for (kept, first, again), (dropped, first_0, again_0) in zip(with_room, none_kept, strict=True):
+        assert kept > 0 and dropped == 0
+        assert first == again == first_0 == again_0
+        sizes, bodies = first
+        assert sizes == [len(b) for b in bodies]
+    assert with_room[0][1][1][0].startswith(b"X-Popproxy-Verdict: defang")
+    assert with_room[1][1][1][0].startswith(b"X-Popproxy-Verdict: tag")

@@ -4,13 +4,13 @@ test_host_share.py."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
+from popproxy.proxy.host_slots import held_on_host, slots_path
 from popproxy.proxy.host_state import DB_FILE, HostShare
 from popproxy.proxy.lockout_store import FailoverStore, MemoryStore, RedisStore
 from popproxy.proxy.server import ProxyServer
@@ -20,11 +20,12 @@ from tests.helpers import LoopThread, make_config
 from tests.integration.rawpop import RawPOP3, wait_for
 
 TOO_MANY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+WORKERS = 3  # the ids these tests use (0 to 2): each gets a column in the host's slot table
 
 
 @contextmanager
 def _worker(config: Policy, loop: LoopThread, db: Path, worker_id: int) -> Iterator[ProxyServer]:
-    server = ProxyServer(config, host=HostShare(db, worker_id))
+    server = ProxyServer(config, host=HostShare(db, worker_id, WORKERS))
     loop.call(server.start({lst.name: 0 for lst in config.listeners}))
     try:
         yield server
@@ -37,9 +38,7 @@ def _port(server: ProxyServer) -> int:
 
 
 def _held(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT coalesce(sum(count), 0) FROM session_slots"
-                                ).fetchone()[0])
+    return held_on_host(db)
 
 
 def test_with_a_host_share_the_stores_are_the_hosts_file(loop_thread: LoopThread,
@@ -93,8 +92,8 @@ def test_a_broken_slot_table_caps_each_worker_alone(demo_upstream: DemoUpstream,
     with ExitStack() as stack:
         a = stack.enter_context(_worker(config, loop_thread, db, 1))
         b = stack.enter_context(_worker(config, loop_thread, db, 2))
-        with sqlite3.connect(db) as conn:
-            conn.execute("DROP TABLE session_slots")  # every slot call now fails
+        with slots_path(db).open("r+b") as table:
+            table.write(b"garbage!")  # the header overwritten: every slot call now fails
         with RawPOP3(_port(a)) as first, RawPOP3(_port(b)) as second:
             assert first.greeting.startswith(b"+OK") and second.greeting.startswith(b"+OK")
             assert RawPOP3(_port(a)).greeting == TOO_MANY  # this worker's own cap still holds
@@ -140,3 +139,23 @@ def test_a_session_begun_before_a_lockout_reload_still_counts_its_failures(
         assert before.command("PASS wrong").startswith(b"-ERR [AUTH]")
         assert before.command("USER demo").startswith(b"+OK")
         assert before.command("PASS demo").startswith(b"+OK")
+
+
+def test_a_reload_raising_max_sessions_past_the_host_table_is_refused(
+        loop_thread: LoopThread, tmp_path: Path) -> None:
+    """The table is mapped by every worker and cannot grow: each worker refuses alike, with
+    the reason, and keeps its policy; a raise it has room for is applied."""
+    config = make_config(1, limits={"max_sessions": 10})
+    with _worker(config, loop_thread, tmp_path / DB_FILE, 0) as server:
+        def limits(max_sessions: int) -> Policy:
+            return config.model_copy(update={"limits": config.limits.model_copy(
+                update={"max_sessions": max_sessions})})
+
+        async def reload(new: Policy) -> bool:
+            return server.reload_policy(new)
+
+        assert not loop_thread.call(reload(limits(10_000)))
+        assert "restart popproxy" in server.refusal and "10000" in server.refusal
+        assert server.config.limits.max_sessions == 10
+        assert loop_thread.call(reload(limits(20)))
+        assert server.config.limits.max_sessions == 20

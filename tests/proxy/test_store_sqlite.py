@@ -84,10 +84,12 @@ def test_expired_rows_are_swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         before = store.size()
         later = NOW + 2 * WINDOW
         await store.record_success(KEYS, later, trusted_ttl=0.0)
-        await store.record_success(KEYS, later, trusted_ttl=0.0)  # the second sweep
+        # The second sweep, with the next write: OTHER's marker expired, so it is rewritten
+        # (a success with nothing to change writes nothing, and sweeps nothing).
+        await store.record_success(OTHER, later, trusted_ttl=10.0)
         return before, store.size()
 
-    assert asyncio.run(main()) == (4, 0)
+    assert asyncio.run(main()) == (4, 1)  # only OTHER's new marker is left
 
 
 def _hammer(path: str, name: str) -> None:
@@ -241,3 +243,39 @@ def test_the_verdict_cache_of_one_worker_serves_another_through_the_file(
     assert asyncio.run(main()) == (_verdict(42), None)
     assert results == ["shared_hit", "shared_error"]
     assert not list(tmp_path.glob("*.jsonl"))
+
+
+def test_a_steady_good_login_writes_nothing_until_the_marker_ages(tmp_path: Path) -> None:
+    """issue 18: the trusted marker is rewritten once it has used TRUSTED_REFRESH_FRACTION of
+    its TTL, not at every login; a failure of the pair is always cleared."""
+    ttl = 1000.0
+    store = SqliteStore(tmp_path / "host.sqlite3")
+    writes: list[str] = []
+    store._writer.set_trace_callback(
+        lambda sql: writes.append(sql) if sql.startswith("BEGIN") else None)
+
+    def until() -> float:
+        return float(connect(tmp_path / "host.sqlite3").execute(
+            "SELECT until FROM lockout_trusted WHERE key = ?", (KEYS.trusted,)).fetchone()[0])
+
+    async def main() -> list[float]:
+        seen = []
+        await store.record_success(KEYS, NOW, ttl)  # no marker yet: written
+        seen.append(until())
+        fresh = NOW + ttl * store_sqlite.TRUSTED_REFRESH_FRACTION * 0.9
+        await store.record_success(KEYS, fresh, ttl)  # fresh marker, no failure: nothing
+        seen.append(until())
+        await store.record_failure(KEYS, "pw1", fresh, WINDOW)
+        await store.record_success(KEYS, fresh, ttl)  # a failure to clear: written
+        seen.append(until())
+        aged = fresh + ttl * store_sqlite.TRUSTED_REFRESH_FRACTION * 1.1
+        await store.record_success(KEYS, aged, ttl)  # the marker aged: rewritten
+        seen.append(until())
+        await store.record_success(OTHER, aged, 0.0)  # trusting off: nothing to write
+        return seen
+
+    fresh = NOW + ttl * store_sqlite.TRUSTED_REFRESH_FRACTION * 0.9
+    aged = fresh + ttl * store_sqlite.TRUSTED_REFRESH_FRACTION * 1.1
+    assert asyncio.run(main()) == [NOW + ttl, NOW + ttl, fresh + ttl, aged + ttl]
+    assert len(writes) == 4  # success, failure, success clearing it, success re-marking
+    assert asyncio.run(store.counts(KEYS, aged, WINDOW)) == Counts(1, 1, 0, True)

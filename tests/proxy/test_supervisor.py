@@ -62,11 +62,12 @@ def test_bound_sockets_queue_a_burst_of_clients_up_to_listen_backlog(tmp_path: P
     for limits, burst, queued in (("", 1000, {1000}), (", listen_backlog: 10", 50, {10, 11})):
         config = load_config(_write(tmp_path, text.replace("shutdown_grace: 1",
                                                            "shutdown_grace: 1" + limits)))
-        sockets = bind_listeners(config)
+        group = bind_listeners(config)["a"]
         try:  # nothing accepts: only the kernel's queue holds them (Linux: backlog + 1)
             assert queued_connections(port, burst, within=1.5) in queued
         finally:
-            sockets["a"].close()
+            for sock in group:
+                sock.close()
 
 
 def test_bind_listeners_gives_listening_sockets(tmp_path: Path) -> None:
@@ -74,13 +75,47 @@ def test_bind_listeners_gives_listening_sockets(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path, _policy_text(port, tmp_path)))
     sockets = bind_listeners(config)
     try:
-        assert sockets["a"].getsockname() == ("127.0.0.1", port)
-        assert sockets["a"].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        assert sockets["a"][0].getsockname() == ("127.0.0.1", port)
+        assert sockets["a"][0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
         socket.create_connection(("127.0.0.1", port), timeout=2).close()  # backlog accepts
         with pytest.raises(OSError):  # the port is ours now: a second bind fails, cleanly
             bind_listeners(config)
+        with pytest.raises(OSError):  # also for a second popproxy with workers
+            bind_listeners(config, 2)
     finally:
-        sockets["a"].close()
+        sockets["a"][0].close()
+
+
+def _accept_all(sock: socket.socket) -> int:
+    sock.setblocking(False)
+    count = 0
+    while True:
+        try:
+            sock.accept()[0].close()
+        except BlockingIOError:
+            return count
+        count += 1
+
+
+def test_each_worker_gets_its_own_socket_on_one_port(tmp_path: Path) -> None:
+    """The second socket joins the first one's port (SO_REUSEPORT), and the kernel hashes a
+    burst of connections over them (40: each gets some; binomially, 4 or fewer on one socket
+    happens about twice in 10^7 runs)."""
+    port = free_port()
+    config = load_config(_write(tmp_path, _policy_text(port, tmp_path)))
+    group = bind_listeners(config, 2)["a"]
+    try:
+        assert [sock.getsockname() for sock in group] == [("127.0.0.1", port)] * 2
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(40)]
+        counts = [_accept_all(sock) for sock in group]
+        for client in clients:
+            client.close()
+        assert sum(counts) == 40 and min(counts) > 4, counts
+        with pytest.raises(OSError):  # another process's group cannot take the port
+            bind_listeners(config, 2)
+    finally:
+        for sock in group:
+            sock.close()
 
 
 def test_backoff_doubles_while_workers_die_young_and_resets_after_a_stable_run() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from popproxy.proxy.tls_pump import TLS_COALESCE_LIMIT, TLS_WRITE_SLICE, TlsPump
+from popproxy.proxy.tls_pump import TLS_COALESCE_LIMIT, TLS_WRITE_SLICE, TlsPump, wait_handshake
 from tests.support.memtransport import MemoryTransport, tls_contexts
 
 SERVER_CTX, CLIENT_CTX = tls_contexts()
@@ -150,5 +150,41 @@ def test_a_broken_handshake_reports_the_error_and_fails_the_future() -> None:
         assert len(sink.errors) == 1 and isinstance(sink.errors[0], ssl.SSLError)
         with pytest.raises(ssl.SSLError):
             await handshake
+
+    run(main)
+
+
+def test_wait_handshake_fails_the_future_after_the_timeout() -> None:
+    async def main() -> None:
+        stalled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with pytest.raises(TimeoutError):
+            await wait_handshake(stalled, 0.01)  # the client never sends its Finished
+        assert isinstance(stalled.exception(), TimeoutError)
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(finished.set_result, None)
+        await wait_handshake(finished, 0.01)
+        await asyncio.sleep(0.03)  # the timer was cancelled: the done future is untouched
+        assert finished.result() is None
+
+    run(main)
+
+
+def test_records_are_all_delivered_when_several_arrive_at_once() -> None:
+    # _read_records stops when nothing is left to decrypt: three records in one receive
+    # (one socket read) must still all come out, and a partial record must wait for the rest.
+    async def main() -> None:
+        pair = await connected()
+        pair.server_out.peer = None  # keep the records; hand them over by hand
+        start = len(pair.server_out.written)
+        for line in (b"+OK one\r\n", b"+OK two\r\n", b"+OK three\r\n"):
+            pair.server.write(line)
+            pair.server.flush()  # one record each
+        records = b"".join(pair.server_out.written[start:])
+        assert len(pair.server_out.written) - start == 3
+        pair.client.receive(records[:-5])  # the last record cut short
+        assert bytes(pair.client_sink.data) == b"+OK one\r\n+OK two\r\n"
+        pair.client.receive(records[-5:])
+        assert bytes(pair.client_sink.data) == b"+OK one\r\n+OK two\r\n+OK three\r\n"
+        assert not pair.client_sink.errors and not pair.client_sink.eof
 
     run(main)

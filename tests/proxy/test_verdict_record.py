@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from popproxy.proxy.verdict_record import CachedVerdict
+from popproxy.proxy.verdict_record import (
+    CachedVerdict,
+    cache_key,
+    cache_key_in,
+    mailbox_material,
+)
 from popproxy.scan.evidence import Evidence
 
 EVERY_FIELD_SET = CachedVerdict(
@@ -27,3 +32,12 @@ def test_carried_to_changes_the_generation_and_keeps_every_other_field() -> None
     carried = EVERY_FIELD_SET.carried_to("aaaaaaaaaaaa-222222222222")
     assert carried == dataclasses.replace(EVERY_FIELD_SET,
                                           generation="aaaaaaaaaaaa-222222222222")
+
+
+def test_a_key_from_the_mailbox_material_is_the_full_key() -> None:
+    # mailbox.py hashes each message with the mailbox half made once: the keys stored by
+    # earlier versions (and other workers) must stay the same.
+    box = mailbox_material("default", "Alice")
+    for uidl, size in ((b"00000001abc", 512), (b"x", -1), (b"", 0)):
+        assert cache_key_in(box, uidl, size) == cache_key("default", "alice", uidl, size)
+    assert cache_key_in(box, b"u", 1) != cache_key_in(mailbox_material("other", "alice"), b"u", 1)

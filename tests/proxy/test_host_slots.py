@@ -1,0 +1,171 @@
+"""The host's session table as the workers use it: one file in state_dir, mapped by each,
+locked per call; what the supervisor does at start and when a worker dies; processes racing
+for the last slot."""
+
+from __future__ import annotations
+
+import multiprocessing
+import stat
+from pathlib import Path
+
+import pytest
+
+from popproxy.proxy.host_slots import (
+    SLOTS_FILE,
+    SessionSlots,
+    SlotsUnavailable,
+    clear_worker,
+    held_on_host,
+    reset,
+    slots_path,
+)
+from popproxy.proxy.host_state import DB_FILE, HostShare
+from popproxy.proxy.slot_table import capacity_for
+
+MAX_SESSIONS, MAX_PER_SOURCE = 3, 2
+RACERS, ROUNDS = 4, 30
+
+
+def _slots(db: Path, worker: int, workers: int = 4, max_sessions: int = MAX_SESSIONS,
+           ) -> SessionSlots:
+    return SessionSlots(HostShare(db, worker, workers), max_sessions)
+
+
+def test_the_file_is_private_sparse_and_holds_no_address(tmp_path: Path) -> None:
+    db = tmp_path / "state" / DB_FILE
+    slots = _slots(db, 1)
+    assert slots.acquire("192.0.2.77", MAX_SESSIONS, MAX_PER_SOURCE)
+    path = slots_path(db)
+    assert path.name == SLOTS_FILE and path.parent == db.parent
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    data = path.read_bytes()
+    assert b"192.0.2.77" not in data and "192.0.2.77".encode("utf-16-le") not in data
+    assert held_on_host(db) == 1
+    slots.close()
+
+
+def test_caps_hold_across_workers(tmp_path: Path) -> None:
+    db = tmp_path / DB_FILE
+    one, two = _slots(db, 1), _slots(db, 2)
+    assert one.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert two.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert not one.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)  # two, over both
+    assert two.acquire("10.0.0.2", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert not one.acquire("10.0.0.3", MAX_SESSIONS, MAX_PER_SOURCE)  # the host is full
+    assert one.held() == two.held() == MAX_SESSIONS
+    one.give_back("10.0.0.1")
+    assert two.acquire("10.0.0.3", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert one.held() == MAX_SESSIONS
+
+
+def test_a_dead_workers_slots_come_back_and_no_one_elses(tmp_path: Path) -> None:
+    db = tmp_path / DB_FILE
+    dead, alive = _slots(db, 1), _slots(db, 2)
+    assert dead.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert dead.acquire("10.0.0.2", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert alive.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert not alive.acquire("10.0.0.4", MAX_SESSIONS, MAX_PER_SOURCE)
+    clear_worker(db, 1)  # the supervisor saw worker 1 die
+    assert alive.held() == 1
+    assert alive.acquire("10.0.0.4", MAX_SESSIONS, MAX_PER_SOURCE)
+    clear_worker(db, 17)  # an id the table has no column for: nothing to give back
+    clear_worker(tmp_path / "elsewhere" / DB_FILE, 1)  # no table made yet: nothing held
+    (tmp_path / "empty").mkdir()
+    slots_path(tmp_path / "empty" / DB_FILE).touch()  # its maker died before sizing it
+    clear_worker(tmp_path / "empty" / DB_FILE, 1)
+    assert held_on_host(tmp_path / "empty" / DB_FILE) == 0
+    assert alive.held() == 2
+
+
+def test_a_restarted_worker_gives_back_what_its_previous_life_held(tmp_path: Path) -> None:
+    db = tmp_path / DB_FILE
+    assert _slots(db, 1).acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)  # then killed
+    reborn = _slots(db, 1)
+    reborn.release_all()
+    assert reborn.held() == 0
+
+
+def test_reset_before_the_workers_start_forgets_every_slot(tmp_path: Path) -> None:
+    """Killed with its workers, the host comes back with fewer: worker 3's slots must not keep
+    part of max_sessions for ever.  A process still mapping the old file counts alone."""
+    db = tmp_path / DB_FILE
+    gone = _slots(db, 3)
+    for source in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        assert gone.acquire(source, MAX_SESSIONS, MAX_PER_SOURCE)
+    reset(db)
+    reset(db)  # no file: nothing to do
+    fresh = _slots(db, 0, workers=1)
+    assert fresh.acquire("10.0.0.4", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert gone.held() == MAX_SESSIONS and fresh.held() == 1 == held_on_host(db)
+
+
+def test_a_worker_beyond_the_tables_columns_is_told_so(tmp_path: Path) -> None:
+    db = tmp_path / DB_FILE
+    assert _slots(db, 0, workers=2).acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    late = _slots(db, 5, workers=2)  # the table was made with two columns
+    with pytest.raises(SlotsUnavailable, match="made for 2 workers, not worker 5"):
+        late.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    late.give_back("10.0.0.1")  # logged, never raised at a session's end
+    late.release_all()
+
+
+def test_a_damaged_header_makes_every_call_fail_not_count_wrong(tmp_path: Path) -> None:
+    db = tmp_path / DB_FILE
+    slots = _slots(db, 0)
+    assert slots.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    with slots_path(db).open("r+b") as file:
+        file.write(b"garbage!")
+    with pytest.raises(SlotsUnavailable, match="damaged"):
+        slots.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    with pytest.raises(SlotsUnavailable):
+        _slots(db, 1).acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+
+
+def test_a_reload_past_the_tables_size_is_refused(tmp_path: Path) -> None:
+    slots = _slots(tmp_path / DB_FILE, 0, max_sessions=1000)
+    fits = capacity_for(1000) // 2
+    assert slots.refusal(1000) == slots.refusal(fits) == ""
+    assert "restart popproxy" in slots.refusal(fits + 1)
+
+
+def test_after_close_a_late_give_back_is_logged_not_raised(tmp_path: Path) -> None:
+    slots = _slots(tmp_path / DB_FILE, 0)
+    assert slots.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    slots.close()
+    slots.give_back("10.0.0.1")  # a session outliving stop()
+    with pytest.raises(SlotsUnavailable, match="stopping"):
+        slots.held()
+
+
+def _racer(db: str, worker: int, start: multiprocessing.synchronize.Barrier,
+           results: multiprocessing.Queue[tuple[int, int, bool]]) -> None:
+    slots = _slots(Path(db), worker, workers=RACERS, max_sessions=1)
+    for round_ in range(ROUNDS):
+        start.wait()
+        won = slots.acquire(f"10.0.{worker}.1", 1, 1)  # one slot on the host
+        results.put((round_, worker, won))
+        start.wait()  # every racer has tried
+        if won:
+            slots.release(f"10.0.{worker}.1")
+        start.wait()  # the slot is free again
+    slots.close()
+
+
+def test_processes_racing_for_the_last_slot_get_it_once(tmp_path: Path) -> None:
+    db = tmp_path / DB_FILE
+    context = multiprocessing.get_context("spawn")  # fresh interpreters, as workers are
+    start = context.Barrier(RACERS)
+    results: multiprocessing.Queue[tuple[int, int, bool]] = context.Queue()
+    procs = [context.Process(target=_racer, args=(str(db), worker, start, results))
+             for worker in range(RACERS)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=60) for _ in range(RACERS * ROUNDS)]
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    winners = {round_: sum(won for r, _, won in outcomes if r == round_)
+               for round_ in range(ROUNDS)}
+    assert winners == {round_: 1 for round_ in range(ROUNDS)}
+    assert held_on_host(db) == 0

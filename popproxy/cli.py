@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--capture", type=Path, metavar="DIR",
                      help="write a capture of every session to DIR as a mitmproxy TCP flow, "
                           "passwords and AUTH data redacted (docs/capture.md)")
-    run.add_argument("--event-loop", choices=("asyncio", "uvloop", "auto"), default="asyncio",
-                     help="asyncio (default); uvloop: less CPU per session, but TLS handshakes "
-                          "stalled under 1,000 clients (bench/README.md); auto: uvloop if found")
+    run.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                     help="auto (default): uvloop where it imports (Linux), which spends less "
+                          "CPU per session (bench/README.md), else asyncio's own loop")
     run.add_argument("--workers", type=workers_value, default=None,
                      help="worker processes: auto (one per usable CPU) or N; overrides the "
                           "policy's workers: and $POPPROXY_WORKERS (docs/scaling.md)")

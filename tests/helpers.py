@@ -18,10 +18,11 @@ T = TypeVar("T")
 
 
 class LoopThread:
-    """An asyncio loop in a daemon thread; ``call`` runs a coroutine there and waits."""
+    """An asyncio loop in a daemon thread; ``call`` runs a coroutine there and waits.
+    ``loop``: another implementation's loop (uvloop's), instead of a new standard one."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
 

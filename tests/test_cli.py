@@ -214,11 +214,11 @@ def test_workers_flag_must_be_auto_or_positive(capsys: pytest.CaptureFixture[str
     assert "--workers" in capsys.readouterr().err
 
 
-def test_event_loop_default_is_asyncio_and_auto_is_uvloop_where_it_imports(
+def test_event_loop_default_is_auto_which_is_uvloop_where_it_imports(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from popproxy.cli import build_parser, resolve_event_loop
 
-    assert build_parser().parse_args(["run", "-c", "p"]).event_loop == "asyncio"
+    assert build_parser().parse_args(["run", "-c", "p"]).event_loop == "auto"
     assert resolve_event_loop("asyncio") == "asyncio"
     assert resolve_event_loop("uvloop") == "uvloop"
     pytest.importorskip("uvloop")

@@ -30,6 +30,14 @@ from popproxy.policy.schema_warm import WarmLogin
 MAX_WORKERS = 256
 Workers = Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_WORKERS)]
 
+# The accept queue of a listener (listen(2)).  A full queue drops the client's SYN, and the
+# client waits for its retransmission (1, 3, 7, 15, 31 s...): with asyncio's default of 100 the
+# soak's 1,000 clients connecting at once overflowed it, and on uvloop hundreds of TLS
+# handshakes waited over 60 s (docs/scaling.md, "The accept queue").  4096 holds a burst of
+# max_sessions' default 1,000 several times over; the kernel caps it at net.core.somaxconn
+# (4096 by default since Linux 5.4).  Precedents: nginx 511, haproxy its maxconn.
+LISTEN_BACKLOG = 4096
+
 IPV4_MAPPED_PREFIX = 96  # ::ffff:0:0/96 (RFC 4291 section 2.5.5.2)
 
 
@@ -134,6 +142,10 @@ class Limits(Model):
     login_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
     max_sessions: Annotated[int, Field(ge=1)] = 1000
     max_sessions_per_ip: Annotated[int, Field(ge=1)] = 50
+    # Connections each listener's kernel queue holds until popproxy accepts them (listen(2)
+    # backlog, capped by net.core.somaxconn): a burst beyond it waits for SYN retransmissions
+    # of 1 s and more (docs/scaling.md).  Read at start; a reload does not change it.
+    listen_backlog: Annotated[int, Field(ge=1, le=65535)] = LISTEN_BACKLOG
     # Failed logins in one connection before it is closed (slows online guessing).
     max_login_failures: Annotated[int, Field(ge=1, le=100)] = 3
     # Every failed password check is answered no sooner than this (hides whether the

@@ -134,11 +134,13 @@ class ProxyServer:
         for listener in self.config.listeners:
             factory = functools.partial(self._new_channel, listener.name)
             if sockets is not None:
-                server = await loop.create_server(factory, sock=sockets[listener.name])
+                server = await loop.create_server(factory, sock=sockets[listener.name],
+                                                  backlog=self.config.limits.listen_backlog)
             else:
                 port = (port_overrides or {}).get(listener.name, listener.port)
                 server = await loop.create_server(factory, listener.host, port,
-                                                  reuse_address=True)
+                                                  reuse_address=True,
+                                                  backlog=self.config.limits.listen_backlog)
             self._servers.append(server)
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
             log.info("listening: %s on %s:%d (%s)", listener.name, listener.host,

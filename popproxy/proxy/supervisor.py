@@ -41,7 +41,6 @@ from popproxy.proxy.worker import STATUS_READY, STATUS_RELOAD_OK, WORKER_COMMAND
 
 log = logging.getLogger("popproxy.supervisor")
 
-LISTEN_BACKLOG = 100  # asyncio's create_server default, which one process used until now
 READY_TIMEOUT = 60.0  # seconds for every worker to accept (it loads feeds, starts scan pools)
 RELOAD_TIMEOUT = 30.0  # seconds for every worker to answer a SIGHUP
 # A worker that dies is started again after BACKOFF_FIRST seconds, doubling while it keeps
@@ -97,7 +96,7 @@ def bind_listeners(config: Policy, workers: int = 1) -> dict[str, list[socket.so
                 if len(group) == 1:
                     address = sock.getsockname()  # port 0: the port the kernel chose
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                sock.listen(LISTEN_BACKLOG)
+                sock.listen(config.limits.listen_backlog)
     except OSError:
         for group in sockets.values():
             for sock in group:

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from popproxy.policy.schema import (
+    LISTEN_BACKLOG,
     Limits,
     Listener,
     Lockout,
@@ -88,6 +89,14 @@ def test_idle_timeout_keeps_the_rfc_1939_minimum() -> None:
 def test_login_timeout_must_outlast_the_failure_delay() -> None:
     message = _error(Limits, {"login_timeout": 2, "auth_failure_delay": 2})
     assert "login_timeout (2 s) must be longer than auth_failure_delay (2 s)" in message
+
+
+def test_listen_backlog_holds_a_burst_of_max_sessions_by_default() -> None:
+    # Issue 18 item 4: asyncio's default of 100 dropped the SYNs of a 1,000-client burst.
+    assert Limits().listen_backlog == LISTEN_BACKLOG >= Limits().max_sessions
+    assert Limits.model_validate({"listen_backlog": 511}).listen_backlog == 511  # nginx's
+    assert "greater than or equal to 1" in _error(Limits, {"listen_backlog": 0})
+    assert "less than or equal to 65535" in _error(Limits, {"listen_backlog": 65536})
 
 
 def test_lockout_limits_are_ordered() -> None:

@@ -8,8 +8,13 @@ section that cannot be built, or changed listeners, are refused without touching
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,9 +23,11 @@ from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.server import ProxyServer
+from popproxy.proxy.supervisor import bind_listeners
 from tests.faults.support import Observed
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3, wait_for
+from tests.support.ports import free_port, queued_connections
 
 CLEAN = b"From: a@example.test\r\nSubject: hello\r\n\r\nJust text.\r\n"
 
@@ -120,6 +127,57 @@ def test_over_capacity_says_why_on_a_plain_listener(demo_upstream: DemoUpstream,
         refusal = _refused_at_once(proxy.port)
         assert refusal == b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
         assert _connections(observer, "over_capacity") == 1
+
+
+# ------------------------------------------------------------------ the accept queue
+BURST = 1000  # the soak's clients, all connecting at once (tests/soak/test_soak.py)
+
+
+def _loops() -> list[Any]:
+    """asyncio's loop, and uvloop's where it imports (the [test] extra has it)."""
+    loops = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+    try:
+        import uvloop
+    except ImportError:
+        return loops
+    return [*loops, pytest.param(uvloop.new_event_loop, id="uvloop")]
+
+
+@pytest.mark.parametrize("new_loop", _loops())
+@pytest.mark.parametrize("shared_socket", [False, True], ids=["own-socket", "worker"])
+def test_a_burst_of_clients_waits_in_the_accept_queue_while_the_loop_is_busy(
+        new_loop: Callable[[], asyncio.AbstractEventLoop], shared_socket: bool,
+        tmp_path: Path) -> None:
+    """Regression (issue 18 item 4): ``create_server``'s default backlog of 100 dropped the
+    SYNs of the soak's 1,000 clients while the loop was busy with TLS handshakes; they waited
+    for retransmissions, and hundreds of handshakes took over 60 s on uvloop.  The worker path
+    matters too: ``create_server(sock=...)`` calls ``listen()`` again with its own backlog."""
+    listener = {"name": "pop3", "host": "127.0.0.1", "port": free_port(), "mode": "plain",
+                "allow_plaintext_login": True}
+    config = make_config(1, listeners=[listener], state_dir=str(tmp_path))
+    loop_thread = LoopThread(new_loop())
+    server = ProxyServer(config)
+    # A worker gets its own socket of the listener's group (docs/scaling.md).
+    group = bind_listeners(config)["pop3"] if shared_socket else []
+    sockets = {"pop3": group[0]} if group else None
+    try:
+        loop_thread.call(server.start(sockets=sockets))
+        busy = threading.Event()
+
+        def handshakes() -> None:
+            # The loop is stuck in a long callback (as in a run of TLS handshakes): only the
+            # kernel's accept queue holds the new connections meanwhile.
+            busy.set()
+            time.sleep(3)
+
+        loop_thread.loop.call_soon_threadsafe(handshakes)
+        assert busy.wait(10)
+        assert queued_connections(server.ports["pop3"], BURST, within=2) == BURST
+        loop_thread.call(server.stop(grace=0))
+    finally:
+        loop_thread.close()
+        for sock in group:
+            sock.close()
 
 
 # ------------------------------------------------------------------ reloads

@@ -32,7 +32,7 @@ from popproxy.proxy.supervisor import (
     resolve_workers,
     validate_reload,
 )
-from tests.support.ports import free_port
+from tests.support.ports import free_port, queued_connections
 
 
 def _policy_text(port: int, tmp_path: Path, extra: str = "") -> str:
@@ -52,6 +52,22 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_auto_is_one_worker_per_usable_cpu() -> None:
     assert resolve_workers("auto") == len(os.sched_getaffinity(0))
     assert resolve_workers(3) == 3
+
+
+def test_bound_sockets_queue_a_burst_of_clients_up_to_listen_backlog(tmp_path: Path) -> None:
+    """Regression (issue 18 item 4): the supervisor's listen(100) dropped the SYNs of a
+    1,000-client burst while the workers were busy; ``limits.listen_backlog`` sets the queue."""
+    port = free_port()
+    text = _policy_text(port, tmp_path)
+    for limits, burst, queued in (("", 1000, {1000}), (", listen_backlog: 10", 50, {10, 11})):
+        config = load_config(_write(tmp_path, text.replace("shutdown_grace: 1",
+                                                           "shutdown_grace: 1" + limits)))
+        group = bind_listeners(config)["a"]
+        try:  # nothing accepts: only the kernel's queue holds them (Linux: backlog + 1)
+            assert queued_connections(port, burst, within=1.5) in queued
+        finally:
+            for sock in group:
+                sock.close()
 
 
 def test_bind_listeners_gives_listening_sockets(tmp_path: Path) -> None:

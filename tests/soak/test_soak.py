@@ -14,7 +14,11 @@ The issue asks for 100,000 sessions at 1,000 concurrent: the load stops at 100,0
 after 720 s, whichever comes first (about 9-12 minutes on the 2-CPU CI machine, where the Python
 load generator shares the CPUs with the proxy and Dovecot); the numbers achieved are printed
 (the CI step runs pytest with -rP to show them).  Environment:
-``POPPROXY_SOAK_SECONDS``, ``POPPROXY_SOAK_SESSIONS``, ``POPPROXY_SOAK_CONCURRENCY``.
+``POPPROXY_SOAK_SECONDS``, ``POPPROXY_SOAK_SESSIONS``, ``POPPROXY_SOAK_CONCURRENCY``, and
+``POPPROXY_SOAK_EVENT_LOOP`` (``asyncio``/``uvloop``; unset: the proxy's default) to compare loops.
+It also prints how often the kernel's accept queue overflowed during the load (a full queue
+drops the connection's SYN or final ACK, and the client waits for a retransmission: 1, 3, 7, 15,
+31 s...).  The counters are the host's, so other processes' overflows are included.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from tests.support.ports import free_port
 SECONDS = float(os.environ.get("POPPROXY_SOAK_SECONDS", "720"))
 SESSIONS = int(os.environ.get("POPPROXY_SOAK_SESSIONS", "100000"))
 CONCURRENCY = int(os.environ.get("POPPROXY_SOAK_CONCURRENCY", "1000"))
+EVENT_LOOP = os.environ.get("POPPROXY_SOAK_EVENT_LOOP", "")
 WARM_UP = 0.2  # share of the load phase before RSS is taken as the baseline
 RSS_TOLERANCE = 0.10
 SESSION_TIMEOUT = 120.0
@@ -167,7 +172,7 @@ def proxy_process(upstream: Upstream, tmp: Path) -> Iterator[ProxyProcess]:
     with out.open("wb") as stdout, log.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "popproxy", "run", "--config", str(config),
-             "--log-level", "WARNING"],
+             "--log-level", "WARNING", *(["--event-loop", EVENT_LOOP] if EVENT_LOOP else [])],
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
     proxy = ProxyProcess(proc, port, metrics_port, tmp / "state", log)
     try:
@@ -297,6 +302,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
+def listen_overflows() -> int:
+    """TcpExtListenOverflows: connections the kernel dropped because an accept queue was full."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            fields = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+            return int(fields.get("ListenOverflows", "0"))
+    return 0
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
@@ -313,10 +328,12 @@ def test_soak_tls_sessions(tmp_path: Path) -> None:
             assert wait_until(lambda: proxy.metric("popproxy_active_sessions") == 0, 30)
             fds_before = proxy.fds()
 
+            overflows_before = listen_overflows()
             started = time.monotonic()
             load, samples = asyncio.run(run_load(proxy, upstream.accounts, SECONDS, SESSIONS,
                                                  CONCURRENCY))
             elapsed = time.monotonic() - started
+            overflows = listen_overflows() - overflows_before
             idle = wait_until(lambda: proxy.metric("popproxy_active_sessions") == 0, 60)
             settled = wait_until(lambda: proxy.fds() <= fds_before, 60)
             fds_after = proxy.fds()
@@ -329,7 +346,8 @@ def test_soak_tls_sessions(tmp_path: Path) -> None:
     after = [rss for t, rss, _ in samples if t > WARM_UP * elapsed]
     baseline = warm[-1] if warm else samples[0][1]
     peak = max(after or [baseline])
-    print(f"\nsoak ({upstream.kind}): {load.completed:,} sessions completed of "
+    print(f"\nsoak ({upstream.kind}, event loop {EVENT_LOOP or 'default'}, port {proxy.port}): "
+          f"{load.completed:,} sessions completed of "
           f"{load.started:,} started in {elapsed:.0f} s ({load.completed / elapsed:.0f}/s), "
           f"{load.open_max} concurrent at most (target {CONCURRENCY}); "
           f"protocol errors {load.error_count}")
@@ -339,7 +357,8 @@ def test_soak_tls_sessions(tmp_path: Path) -> None:
           f"after warm-up, peak after warm-up {peak / 1024:.1f} MiB "
           f"({(peak / baseline - 1) * 100:+.1f}%), {rss_final / 1024:.1f} MiB idle at the end")
     print(f"  proxy fds: {fds_before} before, {fds_after} after; logins ok {logins_ok:.0f}, "
-          f"upstream errors {upstream_errors:.0f}")
+          f"upstream errors {upstream_errors:.0f}; accept queue overflows (host-wide) "
+          f"{overflows:,}")
     assert load.error_count == 0, "\n".join(load.errors) + "\n" + log_tail
     assert load.completed == load.started
     assert idle, "sessions still active a minute after the load"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import selectors
 import socket
+import time
 
 
 def free_port(*taken: int) -> int:
@@ -26,3 +28,32 @@ def accepts(port: int, host: str = "127.0.0.1") -> bool:
     except OSError:
         return False
     return True
+
+
+def queued_connections(port: int, count: int, within: float = 3.0) -> int:
+    """Open ``count`` connections at once; how many complete the TCP handshake within ``within``
+    seconds, i.e. fit in the listener's accept queue when nothing accepts them meanwhile.
+
+    A connection that finds the accept queue full has its SYN dropped (TcpExtListenOverflows)
+    and would only be retried after a second and more: that is what this counts.
+    """
+    sockets: list[socket.socket] = []
+    done = 0
+    with selectors.DefaultSelector() as selector:  # epoll: no FD_SETSIZE limit, unlike select
+        try:
+            for _ in range(count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", port))
+                selector.register(sock, selectors.EVENT_WRITE)
+            deadline = time.monotonic() + within
+            while done < count and (left := deadline - time.monotonic()) > 0:
+                for key, _ in selector.select(left):
+                    selector.unregister(key.fileobj)
+                    sock = key.fileobj  # type: ignore[assignment]
+                    done += sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        finally:
+            for sock in sockets:
+                sock.close()
+    return done

@@ -42,8 +42,7 @@ from popproxy.proxy.upstream_caps import UpstreamCapabilities
 
 log = logging.getLogger("popproxy.server")
 
-# popproxy_lockouts_active is recomputed on every login attempt and, so that it falls to 0 when
-# blocks expire on a quiet server, this often (seconds) in the background.
+# popproxy_lockouts_active: recomputed per login and this often (s), to fall to 0 when quiet.
 LOCKOUT_GAUGE_INTERVAL = 15.0
 
 
@@ -54,10 +53,8 @@ def upstream_contexts(policy: Policy) -> dict[str, ssl.SSLContext | None]:
     for name, upstream in upstreams.items():
         contexts[name] = None if upstream.mode == "plain" else upstream_context(upstream)
         if upstream.mode != "plain" and not upstream.verify:
-            log.warning(
-                "upstream %s: certificate verification is OFF (verify: false): "
-                "anyone on the path can read users' passwords", name,
-            )
+            log.warning("upstream %s: certificate verification is OFF (verify: false): "
+                        "anyone on the path can read users' passwords", name)
     return contexts
 
 
@@ -131,16 +128,16 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         if self.slots is not None:
             self.slots.release_all()  # left by this worker's previous life, if it was killed
+        backlog = self.config.limits.listen_backlog  # create_server(sock=) listens again too
         for listener in self.config.listeners:
             factory = functools.partial(self._new_channel, listener.name)
             if sockets is not None:
                 server = await loop.create_server(factory, sock=sockets[listener.name],
-                                                  backlog=self.config.limits.listen_backlog)
+                                                  backlog=backlog)
             else:
                 port = (port_overrides or {}).get(listener.name, listener.port)
                 server = await loop.create_server(factory, listener.host, port,
-                                                  reuse_address=True,
-                                                  backlog=self.config.limits.listen_backlog)
+                                                  reuse_address=True, backlog=backlog)
             self._servers.append(server)
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
             log.info("listening: %s on %s:%d (%s)", listener.name, listener.host,

@@ -12,6 +12,7 @@ gauge says how (``multiprocess_mode``).  One process keeps its plain in-memory r
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -24,6 +25,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client import values as prometheus_values
 
 from popproxy import __version__
 
@@ -31,6 +33,16 @@ from popproxy import __version__
 # (Prometheus derives resets itself), doubling what an admin scrolls through in /metrics.
 # A process-wide switch of prometheus_client, thrown once when metrics are first imported.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped in prometheus_client)
+
+# In multiprocess mode prometheus_client asks os.getpid() at every update to notice a fork (a
+# system call each: ~47 per login in a worker).  The pid is cached instead and renewed in a
+# forked child (os.register_at_fork), which is all that check needs.  Set before any metric
+# exists: a value's class is chosen when the metric is made.
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+    prometheus_values.ValueClass = prometheus_values.MultiProcessValue(  # type: ignore[no-untyped-call]
+        lambda: _PID[0])
 
 
 @dataclass(frozen=True)

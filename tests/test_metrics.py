@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from popproxy.metrics import (
@@ -144,3 +149,38 @@ def test_gauges_declare_how_workers_combine() -> None:
                      "popproxy_upstream_up": "livemax",
                      "popproxy_tls_certificate_expiry_timestamp_seconds": "livemin",
                      "popproxy_scan_listing_budget_seconds": "livemin"}
+
+
+MULTIPROCESS_PROBE = r"""
+import os
+import popproxy.metrics
+from popproxy.metrics import Metrics
+
+metrics = Metrics()
+metrics.logins.labels("ok").inc()
+popproxy.metrics._PID[0] = 4242424  # the cached pid is what the values consult, not getpid()
+metrics.logins.labels("ok").inc()
+popproxy.metrics._PID[0] = os.getpid()
+metrics.logins.labels("ok").inc()
+child = os.fork()
+if child == 0:  # a forked child (the scan pool may fork) writes to a file of its own
+    metrics.logins.labels("ok").inc()
+    os._exit(0)
+os.waitpid(child, 0)
+print(os.getpid(), child)
+"""
+
+
+def test_multiprocess_values_do_not_ask_the_pid_per_update_but_notice_a_fork(
+        tmp_path: Path) -> None:
+    """Issue 18: prometheus_client's multiprocess values called os.getpid() (a system call)
+    at every update; popproxy caches it, renewed in a forked child, whose values still go
+    to a file of its own."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", MULTIPROCESS_PROBE], env=env,
+                          capture_output=True, text=True, check=True, timeout=60)
+    parent, child = (int(x) for x in done.stdout.split())
+    assert (tmp_path / "counter_4242424.db").exists()
+    assert (tmp_path / f"counter_{parent}.db").exists()
+    assert (tmp_path / f"counter_{child}.db").exists()

@@ -27,10 +27,9 @@ from popproxy.proxy.host_process import HostProcessCollector
 from popproxy.proxy.http import OpsServer
 from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.sdnotify import Notifier, report_status
-from popproxy.proxy.server import upstream_contexts
 from popproxy.proxy.supervisor import ReleaseWorker, Supervisor, no_release
 from popproxy.proxy.tasks import spawn
-from popproxy.proxy.tls import ServerTls, fingerprint
+from popproxy.proxy.tls import ServerTls, fingerprint, upstream_contexts
 
 log = logging.getLogger("popproxy.supervisor")
 

@@ -16,9 +16,8 @@ from typing import Any
 
 from popproxy.capture.store import CaptureOptions
 from popproxy.metrics import KNOWN_LABELS
-from popproxy.policy import Listener, Policy, Upstream
+from popproxy.policy import Listener, Policy
 from popproxy.policy.decisions import (
-    DEFAULT_UPSTREAM,
     IPAddress,
     connect_decision,
 )
@@ -36,7 +35,7 @@ from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.shutdown import tell_shutdown
 from popproxy.proxy.tasks import spawn
-from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_context
+from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_contexts
 from popproxy.proxy.tls_metrics import publish_certificates
 from popproxy.proxy.upstream_caps import UpstreamCapabilities
 
@@ -44,18 +43,6 @@ log = logging.getLogger("popproxy.server")
 
 # popproxy_lockouts_active: recomputed per login and this often (s), to fall to 0 when quiet.
 LOCKOUT_GAUGE_INTERVAL = 15.0
-
-
-def upstream_contexts(policy: Policy) -> dict[str, ssl.SSLContext | None]:
-    """One verified client context per upstream that speaks TLS."""
-    upstreams: dict[str, Upstream] = {DEFAULT_UPSTREAM: policy.upstream, **policy.upstreams}
-    contexts: dict[str, ssl.SSLContext | None] = {}
-    for name, upstream in upstreams.items():
-        contexts[name] = None if upstream.mode == "plain" else upstream_context(upstream)
-        if upstream.mode != "plain" and not upstream.verify:
-            log.warning("upstream %s: certificate verification is OFF (verify: false): "
-                        "anyone on the path can read users' passwords", name)
-    return contexts
 
 
 class ProxyServer:
@@ -311,6 +298,8 @@ class ProxyServer:
         if old_sockets != new_sockets or new.state_dir != self.config.state_dir:
             # state_dir: the workers' host file, lockout key, certificates (split if it moved)
             return "listener names, addresses or modes, or state_dir changed (restart popproxy)"
+        if new.limits.listen_backlog != self.config.limits.listen_backlog:  # listen() at start
+            log.warning("limits.listen_backlog: the accept queue keeps its size until a restart")
         # The host's session table cannot grow while mapped: every worker refuses alike.
         return self.slots.refusal(new.limits.max_sessions) if self.slots is not None else ""
 

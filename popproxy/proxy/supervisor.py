@@ -34,9 +34,8 @@ from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import ConfigError, Policy
 from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.sdnotify import Notifier
-from popproxy.proxy.server import upstream_contexts
 from popproxy.proxy.tasks import spawn
-from popproxy.proxy.tls import ServerTls, TlsConfigError
+from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_contexts
 from popproxy.proxy.worker import STATUS_READY, STATUS_RELOAD_OK, WORKER_COMMAND
 
 log = logging.getLogger("popproxy.supervisor")

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from popproxy.policy import Tls, Upstream
+from popproxy.policy import Policy, Tls, Upstream
+from popproxy.policy.decisions import DEFAULT_UPSTREAM
 from popproxy.statefiles import open_private, private_dir
 
 log = logging.getLogger("popproxy.tls")
@@ -188,3 +189,15 @@ def upstream_context(settings: Upstream) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def upstream_contexts(policy: Policy) -> dict[str, ssl.SSLContext | None]:
+    """One verified client context per upstream that speaks TLS."""
+    upstreams: dict[str, Upstream] = {DEFAULT_UPSTREAM: policy.upstream, **policy.upstreams}
+    contexts: dict[str, ssl.SSLContext | None] = {}
+    for name, upstream in upstreams.items():
+        contexts[name] = None if upstream.mode == "plain" else upstream_context(upstream)
+        if upstream.mode != "plain" and not upstream.verify:
+            log.warning("upstream %s: certificate verification is OFF (verify: false): "
+                        "anyone on the path can read users' passwords", name)
+    return contexts

@@ -217,6 +217,19 @@ def test_sessions_of_a_listener_share_settings_until_a_reload(loop_thread: LoopT
         assert proxy.server._listener_settings["pop3"].policy is new
 
 
+def test_reload_that_changes_the_listen_backlog_says_it_needs_a_restart(
+        loop_thread: LoopThread, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The accept queue is sized by listen() at start: a reload applies the rest of the policy
+    and says the queue keeps its size."""
+    config = make_config(1, state_dir=str(tmp_path))
+    new = make_config(1, state_dir=str(tmp_path), limits={"listen_backlog": 64})
+    with running_proxy(config, loop_thread) as proxy, caplog.at_level("WARNING"):
+        assert _reload(loop_thread, proxy.server, new)
+        assert proxy.server.config is new
+    assert any("listen_backlog" in r.getMessage() and "restart" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_reload_that_changes_listeners_is_refused(loop_thread: LoopThread,
                                                   tmp_path: Path) -> None:
     config = make_config(1, state_dir=str(tmp_path))

@@ -93,5 +93,9 @@ class _Wheel:
         for key in sorted(k for k in self._buckets if k <= due):
             for timer in self._buckets.pop(key, ()):
                 timer.callback()
-        if self._buckets and self._timer is None:
-            self._schedule(min(self._buckets))
+        # A callback may have re-armed (add) while no timer was set, scheduling the loop timer
+        # for its own far deadline: it must still wake for the earliest bucket left.
+        if self._buckets:
+            first = min(self._buckets)
+            if self._timer is None or first < self._timer_key:
+                self._schedule(first)

@@ -98,3 +98,29 @@ def test_each_loop_gets_its_own_wheel() -> None:
 
     run(main)
     run(main)
+
+
+def test_a_deadline_re_armed_while_firing_does_not_delay_an_earlier_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a channel's timer re-arms for its moved deadline from inside the wheel's
+    firing; that far deadline took the one loop timer, and a bucket due in between waited
+    for it (an idle timeout 10 minutes late)."""
+    monkeypatch.setattr(deadlines, "COARSE_MIN", 0.2)
+    monkeypatch.setattr(deadlines, "TICK", 0.1)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        fired: dict[str, float] = {}
+
+        def re_arm() -> None:
+            fired["a"] = loop.time()
+            deadlines.call_at(loop, loop.time() + 30, lambda: None)  # moved far away
+
+        deadlines.call_at(loop, start + 0.3, re_arm)
+        deadlines.call_at(loop, start + 0.5, lambda: fired.setdefault("b", loop.time()))
+        await asyncio.sleep(1.0)
+        assert "a" in fired and "b" in fired
+        assert start + 0.5 <= fired["b"] <= start + 0.5 + 0.1 + 0.3  # a tick late, plus slack
+
+    run(main)

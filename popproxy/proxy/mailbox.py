@@ -227,8 +227,7 @@ class MailboxView:
         verdict, kept = await service.judge(head.path, truncated=True)
         action = service.final_action(verdict, too_large=True)
         if action == "tag" and read_header(head.path, MAX_STREAMED_HEADER) is None:
-            # Delivery streams the body behind a header found within MAX_STREAMED_HEADER; a
-            # longer header block (no honest mail has one) could not be sent at its listed size.
+            # Streamed delivery needs the header within MAX_STREAMED_HEADER (honest mail's is).
             action = "quarantine"
         self._count(verdict.action, action)
         reasons = verdict.reasons or (f"unscanned: {size} octets over the "
@@ -242,10 +241,12 @@ class MailboxView:
             entry = replace(entry, quarantine_id=whole.digest)
             self._hold(whole, entry)
             entry = replace(entry, size=await self._render_or_notice(number, head.path, entry))
+            self._spool.keep(self._spool_file(number))  # past the budget: made again at RETR
         else:
             header = cut_to_header(head.path, MAX_STREAMED_HEADER)
             entry = replace(entry, size=size - header.length
                             + await self._render_header(number, header.path, entry))
+            self._spool.keep(self._spool_file(number, ".head"))
         head.path.unlink(missing_ok=True)
         self._audit("unscanned", message=number, **service.too_large(size, action))
         self._audit("verdict", message=number, action=action, score=round(verdict.score, 2),

@@ -263,16 +263,18 @@ def test_renders_past_the_session_spool_budget_are_made_again_at_retr(
     loop_thread: LoopThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A session keeps at most KEPT_RENDERS_BUDGET of renders between LIST and RETR: with
-    none allowed, the spool is empty after LIST, and every RETR (defanged and tagged, twice)
-    still gives the listed size and the bytes a session with room gets."""
-    messages = [PHISH, PHISH.replace(b"Verify now", b"Verify later"), CLEAN]
+    none allowed, the spool is empty after LIST, and every RETR (defanged, tagged, and over
+    the size cap: quarantined or header-tagged; twice) still gives the listed size and the
+    bytes a session with room gets."""
+    messages = [PHISH, PHISH.replace(b"Verify now", b"Verify later"), CLEAN, BIG]
     Retrieved = tuple[list[int], list[bytes]]
     results: list[tuple[int, Retrieved, Retrieved]] = []
     for budget in (32 * 1024 * 1024, 0):
         monkeypatch.setattr("popproxy.proxy.delivery.KEPT_RENDERS_BUDGET", budget)
         for scan in (DEFANG_ALL, TAG_ONLY):
             state_dir = tmp_path / f"{budget}-{len(results)}"
-            with _proxy(loop_thread, state_dir, scan, messages) as (proxy, _):
+            capped = {**scan, "max_message_bytes": 1024}  # BIG is over it
+            with _proxy(loop_thread, state_dir, capped, messages) as (proxy, _):
                 with RawPOP3(proxy.port) as c:
                     c.login("u", "p")
                     c.command("LIST")
@@ -282,11 +284,14 @@ def test_renders_past_the_session_spool_budget_are_made_again_at_retr(
     with_room, none_kept = results[:2], results[2:]
     for (kept, first, again), (dropped, first_0, again_0) in zip(with_room, none_kept, strict=True):
         assert kept > 0 and dropped == 0
-        assert first == again == first_0 == again_0
-        sizes, bodies = first
+        assert first == again and first_0 == again_0
+        assert first[1][:3] == first_0[1][:3]  # BIG's notice names its own scan time
+        sizes, bodies = first_0
         assert sizes == [len(b) for b in bodies]
     assert with_room[0][1][1][0].startswith(b"X-Popproxy-Verdict: defang")
+    assert b"ask your administrator to release it" in none_kept[0][1][1][3]  # held, notice
     assert with_room[1][1][1][0].startswith(b"X-Popproxy-Verdict: tag")
+    assert none_kept[1][1][1][3].startswith(b"X-Popproxy-Verdict: tag")
 
 
 def test_an_idle_session_holds_no_mailbox_view_and_no_timer_of_its_own(

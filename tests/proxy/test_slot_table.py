@@ -151,6 +151,23 @@ def test_clearing_a_dead_workers_column_gives_back_what_it_held_only() -> None:
     assert table.sources == 0
 
 
+def test_clearing_a_column_that_holds_nothing_leaves_the_table_alone() -> None:
+    """Every worker clears its column at start: with nothing held there it must not walk
+    (and rewrite) the whole table under the lock every other worker waits for (review)."""
+    table = _table()
+    assert table.acquire(_key("a"), 0, 10, 10)
+    # An entry with no counts, as a worker killed inside an acquire could leave: only a walk
+    # over the table (rebuild) removes it, so it shows whether one happened.
+    index, _ = table._probe(_key("ghost"))
+    offset = table._offset(index)
+    table._buf[offset:offset + KEY_BYTES] = _key("ghost")
+    before = bytes(table._buf)
+    table.clear_column(1)
+    assert bytes(table._buf) == before
+    table.clear_column(0)  # a column that held something: walked, the ghost goes too
+    assert table.count(_key("a")) == 0 and table._find(_key("ghost")) is None
+
+
 def test_rebuild_repairs_what_a_worker_killed_mid_shift_leaves() -> None:
     """Killed after copying an entry back in a backward shift, before clearing its old place:
     the key is there twice; lookups use the copy nearer its home, and so does the repair."""

@@ -38,6 +38,7 @@ from typing import Protocol
 from popproxy.proxy.slot_table import (
     EMPTY,
     KEY_BYTES,
+    MAX_LOAD,
     SALT_BYTES,
     SlotTable,
     SlotTableError,
@@ -255,9 +256,13 @@ class SessionSlots:
 
     def refusal(self, max_sessions: int) -> str:
         """Why a reload to ``max_sessions`` must be refused ("" if it fits the table)."""
-        if self._mapping is None or max_sessions <= self._mapping.table.max_sources:
+        # A worker whose table never opened judges by the size it asked for, as its siblings
+        # judge by the table: all refuse alike, none runs a policy the others refused.
+        most = (self._mapping.table.max_sources if self._mapping is not None
+                else int(self._geometry[1] * MAX_LOAD))
+        if max_sessions <= most:
             return ""
-        return (f"limits.max_sessions {max_sessions} is over the {self._mapping.table.max_sources}"
+        return (f"limits.max_sessions {max_sessions} is over the {most}"
                 " the host's session table was sized for at start (restart popproxy)")
 
     def close(self) -> None:

@@ -129,6 +129,18 @@ def test_a_reload_past_the_tables_size_is_refused(tmp_path: Path) -> None:
     assert "restart popproxy" in slots.refusal(fits + 1)
 
 
+def test_a_worker_whose_table_never_opened_refuses_the_same_reloads(tmp_path: Path) -> None:
+    """Review: it answered "" to every reload and ran a policy its siblings refused."""
+    db = tmp_path / DB_FILE
+    _slots(db, 0, max_sessions=1000).close()
+    with slots_path(db).open("r+b") as file:
+        file.write(b"garbage!")
+    unopened = _slots(db, 1, max_sessions=1000)
+    fits = capacity_for(1000) // 2
+    assert unopened.refusal(fits) == ""
+    assert "restart popproxy" in unopened.refusal(fits + 1)
+
+
 def test_after_close_a_late_give_back_is_logged_not_raised(tmp_path: Path) -> None:
     slots = _slots(tmp_path / DB_FILE, 0)
     assert slots.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)

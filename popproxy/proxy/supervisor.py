@@ -4,8 +4,8 @@ It binds, per listener, one socket per worker on the same port (``SO_REUSEPORT``
 workers (``proxy/worker.py``), each inheriting its own: the kernel hashes every new connection
 to one socket, so a burst is shared evenly on any event loop.  (One shared socket was not:
 asyncio's loop accepts up to 100 queued connections per wake-up, so the first worker to wake
-took nearly all of a burst.)  The supervisor keeps every socket open, so the connections queued
-on a dead worker's socket wait for its replacement instead of being reset (docs/scaling.md).
+took nearly all of a burst.)  A dead worker's socket leaves its group at once, so new
+connections go to the live workers; its replacement joins with a new one (listen_group.py).
 
 It forwards SIGHUP (reload: validated here first, so a policy is applied by every worker or
 by none), SIGUSR1 (reopen logs) and SIGTERM (drain); restarts a worker that dies, with a
@@ -32,6 +32,7 @@ from prometheus_client import multiprocess
 from popproxy.checks import load_checked
 from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import ConfigError, Policy
+from popproxy.proxy.listen_group import bind_listeners, leave, rejoin
 from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.sdnotify import Notifier
 from popproxy.proxy.tasks import spawn
@@ -68,40 +69,6 @@ def usable_cpus() -> int:
 def resolve_workers(value: str | int) -> int:
     """``auto`` is one worker per CPU this process may run on (cgroups' cpusets included)."""
     return usable_cpus() if value == "auto" else int(value)
-
-
-def bind_listeners(config: Policy, workers: int = 1) -> dict[str, list[socket.socket]]:
-    """Per listener, one listening socket per worker, all on one port (``SO_REUSEPORT``: the
-    kernel hashes each new connection to one of them), made as ``loop.create_server`` would
-    (first address of the host; SO_REUSEADDR; IPv6 sockets IPv6 only).  The first is bound
-    before it joins the group, so a port another process listens on (another popproxy's
-    group too) fails here as without workers; the others bind the address it got."""
-    sockets: dict[str, list[socket.socket]] = {}
-    try:
-        for listener in config.listeners:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                listener.host, listener.port, type=socket.SOCK_STREAM,
-                flags=socket.AI_PASSIVE)[0]
-            group = sockets[listener.name] = []
-            for _ in range(workers):
-                sock = socket.socket(family, kind, proto)
-                group.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                if len(group) > 1:  # joins the first one's group (same user only: Linux)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                sock.bind(address)
-                if len(group) == 1:
-                    address = sock.getsockname()  # port 0: the port the kernel chose
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                sock.listen(config.limits.listen_backlog)
-    except OSError:
-        for group in sockets.values():
-            for sock in group:
-                sock.close()
-        raise
-    return sockets
 
 
 def validate_reload(current: Policy, config_path: Path) -> Policy:
@@ -204,8 +171,9 @@ class Supervisor:
             await slot.ready.wait()
 
     def _own_sockets(self, slot: Slot) -> dict[str, socket.socket]:
-        """The slot's socket of each listener: kept here while its worker is replaced, so the
-        connections the kernel queued on it wait for the new worker instead of a reset."""
+        """The slot's socket of each listener (a new one for a replacement: listen_group)."""
+        for group in self.sockets.values():
+            rejoin(group, slot.worker_id, self.config.limits.listen_backlog)
         return {name: group[slot.worker_id] for name, group in self.sockets.items()}
 
     def _command(self, slot: Slot, status_fd: int) -> list[str]:
@@ -218,8 +186,9 @@ class Supervisor:
                 *self.worker_options]
 
     async def _start_worker(self, slot: Slot) -> asyncio.StreamReader:
+        own = self._own_sockets(slot)  # before the pipe: rejoining a group may fail
         read_fd, write_fd = os.pipe()
-        fds = (write_fd, *(sock.fileno() for sock in self._own_sockets(slot).values()))
+        fds = (write_fd, *(sock.fileno() for sock in own.values()))
         # NOTIFY_SOCKET: only the supervisor talks to systemd (NotifyAccess=main).
         env = {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
@@ -277,6 +246,8 @@ class Supervisor:
         """A worker exited: drop its live gauges and what it held in shared state."""
         slot.ready.clear()
         slot.replies.put_nowait("exited")  # answers a reload it will never answer
+        for group in self.sockets.values():  # new connections go to the live workers
+            leave(group, slot.worker_id)
         mark_dead(pid, self.metrics_dir)
         self.metrics.workers.set(len(self.pids))
         try:

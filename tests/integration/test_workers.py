@@ -205,25 +205,41 @@ def test_a_burst_of_connections_is_shared_by_the_workers(dovecot: Dovecot, tmp_p
 QUEUED = 20  # connections made while a worker is stopped, then killed
 
 
-def test_connections_queued_for_a_dead_worker_wait_for_its_replacement(
-        workers: Workers) -> None:
-    """A worker is killed while connections wait in its socket's queue: the supervisor keeps
-    the socket, so the new worker serves them instead of their being reset
-    (docs/scaling.md).  With one shared socket the other worker took them all."""
+def test_a_dead_workers_socket_leaves_its_group_and_nothing_hangs(workers: Workers) -> None:
+    """A worker is killed while connections wait in its socket's queue: its socket leaves the
+    listener's group (review: kept there, it went on taking a share of new connections that
+    nobody accepted until a replacement was up, for ever in a crash loop).  What it had queued
+    is reset (or moved to the others where net.ipv4.tcp_migrate_req = 1), never left waiting;
+    new connections are greeted; the replacement serves again."""
     survivor, victim = sorted(workers.worker_pids())
     os.kill(victim, signal.SIGSTOP)  # nothing is accepted from its queue from now on
     clients = [RawPOP3(workers.port, read_greeting=False) for _ in range(QUEUED)]
     try:
         time.sleep(AWAKE_FOR)  # the survivor takes its share
         os.kill(victim, signal.SIGKILL)
-        served: Counter[int] = Counter()
+        outcomes: Counter[str] = Counter()
         for client in clients:
-            client.sock.settimeout(START_TIMEOUT)  # the replacement starts a new interpreter
-            assert client.read_line().startswith(b"+OK")
-            served[workers.serving_pid(client)] += 1
+            client.sock.settimeout(START_TIMEOUT)
+            try:
+                outcomes["greeted" if client.read_line().startswith(b"+OK") else "other"] += 1
+            except (ConnectionError, EOFError):
+                outcomes["reset"] += 1
+        assert outcomes["other"] == 0 and outcomes["greeted"] >= 1, outcomes
+        served: Counter[int] = Counter()
+        for _ in range(QUEUED):
+            with RawPOP3(workers.port) as client:  # greeted, or this raises
+                served[workers.serving_pid(client)] += 1
     finally:
         for client in clients:
             client.close()
-    replacement = workers.worker_pids() - {survivor}
-    assert len(replacement) == 1 and victim not in replacement
-    assert set(served) == {survivor} | replacement, served
+    assert victim not in served
+    workers.wait(lambda: len(workers.worker_pids() - {survivor}) == 1, "a replacement",
+                 START_TIMEOUT)
+    (replacement,) = workers.worker_pids() - {survivor}
+    seen: set[int] = set()
+    for _ in range(60):  # its socket joined the group again: it gets a share
+        with RawPOP3(workers.port) as client:
+            seen.add(workers.serving_pid(client))
+        if replacement in seen:
+            break
+    assert replacement in seen, seen

@@ -20,10 +20,10 @@ import pytest
 
 from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
+from popproxy.proxy.listen_group import bind_listeners
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.server import ProxyServer
-from popproxy.proxy.supervisor import bind_listeners
 from tests.faults.support import Observed
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3, wait_for

@@ -21,6 +21,7 @@ import pytest
 from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import Policy, load_config
 from popproxy.proxy import supervisor as sup
+from popproxy.proxy.listen_group import bind_listeners
 from popproxy.proxy.sdnotify import Notifier
 from popproxy.proxy.supervisor import (
     BACKOFF_FIRST,
@@ -28,7 +29,6 @@ from popproxy.proxy.supervisor import (
     STABLE_AFTER,
     Slot,
     Supervisor,
-    bind_listeners,
     resolve_workers,
     validate_reload,
 )

@@ -120,7 +120,13 @@ def release_all_workers(db_path: Path) -> None:
     """Every session slot, whoever held it: the supervisor calls it before it starts any
     worker.  A host brought back with fewer workers (``--workers``, another CPU affinity)
     after its processes were killed together would otherwise keep the slots of worker ids
-    that no longer start, and with them part of ``max_sessions``, for ever.  Raises OSError."""
+    that no longer start, and with them part of ``max_sessions``, for ever.  It also makes the
+    host file (WAL mode, schema) before any worker opens it: two workers switching a new file
+    to WAL at once, one fails with "database is locked" and exits.  Raises OSError."""
+    try:
+        connect(db_path).close()
+    except sqlite3.Error as exc:
+        raise OSError(f"{db_path}: {exc}") from None
     host_slots.reset(db_path)
 
 

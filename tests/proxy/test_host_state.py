@@ -3,6 +3,7 @@ host-wide session slots, which live in their own table now (tests/proxy/test_hos
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -43,3 +44,18 @@ def test_release_worker_and_release_all_workers_act_on_the_slot_table(tmp_path: 
     release_all_workers(db)  # the supervisor starting: no worker runs yet
     assert not slots_path(db).exists() and held_on_host(db) == 0
     release_worker(db, 0)  # no table: nothing held, nothing to do
+
+
+def test_the_supervisor_makes_the_host_file_before_any_worker_opens_it(tmp_path: Path) -> None:
+    """CI caught it: with the slots out of SQLite nothing made the file before the workers,
+    and two of them switching a new file to WAL at once made one exit, "database is locked"."""
+    db = tmp_path / "state" / DB_FILE
+    release_all_workers(db)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("SELECT 1 FROM sqlite_master WHERE name = 'verdicts_expires'"
+                           ).fetchone() is not None
+    finally:
+        raw.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ def connect(db_path: Path, busy_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection
     db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False,
                          timeout=SETUP_BUSY_TIMEOUT_MS / 1000)
     db.execute(f"PRAGMA busy_timeout={SETUP_BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(db)
     db.execute("PRAGMA synchronous=NORMAL")
     # The schema is made in one transaction: its last index present means all of it is.
     made = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'verdicts_expires'").fetchone()
@@ -102,6 +103,20 @@ def connect(db_path: Path, busy_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection
                     db.execute(statement)
     db.execute(f"PRAGMA busy_timeout={busy_ms}")
     return db
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """WAL mode, once per file.  Switching waits for no busy handler: two processes opening a
+    new file at once, one gets "database is locked" (CI); it retries until the other's switch
+    is done, which is its own switch too."""
+    deadline = time.monotonic() + SETUP_BUSY_TIMEOUT_MS / 1000
+    while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager

@@ -12,6 +12,10 @@ mail (NGINX_NUM_TICKETS=0), perdition.  Rows, per product:
   - PSS/RSS per idle authenticated TLS connection;
   - RSS growth of the process tree while the 28 MB message is fetched (sampled every 20 ms).
 
+Product ``haproxy-auto`` is haproxy with no ``nbthread`` (its default: one thread per CPU,
+like popproxy's ``workers: auto``); the lab's ``haproxy`` runs one thread
+(bench/haproxy_auto.py).
+
 Products ``workers1`` and ``workers2`` are popproxy with ``--workers 1`` and ``--workers 2``
 (issue 18; ``workers1-uvloop`` and ``workers2-uvloop``: the same on uvloop's loop): their rows
 are sessions/s at 16 and 64 clients (``--worker-clients``), CPU ms per session (supervisor
@@ -29,7 +33,8 @@ The lab's bench.py does each measurement (from $LAB_DIR, never copied); bench/tl
 the helpers.  Stdlib only.
 
   bench/peers.py [--rounds N]
-                 [--products popproxy,uvloop,workers1,workers2,haproxy,stunnel,nginx,perdition]
+                 [--products popproxy,uvloop,workers1,workers2,haproxy,haproxy-auto,stunnel,nginx,
+                  perdition]
                  [--tests sessions,latency,retr,stls,idle,scan] [--idle 1000] [--out DIR]
                  [--baseline SRC]   # adds popproxy-before(-uvloop): that tree, same run
 
@@ -53,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import haproxy_auto  # bench/haproxy_auto.py: haproxy with its default thread count
 import relay  # bench/relay.py: Proxy, snapshot, tree_stat
 import tls  # bench/tls.py: Target, bench, warm_up, tree_stats
 from relay import POPLAB, PORT_OFFSET, UPSTREAM_PORT, fmt, free_port, get, git_rev, med
@@ -348,6 +354,10 @@ def table(results: dict[str, list[dict]]) -> tuple[str, bool]:
     if "popproxy-uvloop" in results:
         check("CPU ms/session vs haproxy-tls, uvloop", rel("popproxy-uvloop", "haproxy", cpu),
               CPU_VS_HAPROXY, False, "x")
+    auto = rel("popproxy", "haproxy-auto", cpu)
+    if auto is not None:  # both at their defaults: one worker / one thread per CPU
+        out.append(f"| (not a target) CPU ms/session vs haproxy-auto, both at their defaults "
+                   f"(one worker / thread per CPU) | {auto:.3g}x | - | - |")
     check("login p99", value(results, "popproxy", ("latency", "p99_ms")), P99_MS, False, " ms")
     check("idle PSS per TLS connection", value(results, "popproxy", ("idle", "pss_kb_per_conn")),
           IDLE_PSS_KIB, False, " KiB")
@@ -464,7 +474,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     tmp = Path(tempfile.mkdtemp(prefix="popproxy-peers-bench-"))
     started_dovecot, started_peers = False, []
-    proxies: list[Popproxy] = []
+    proxies: list[relay.Proxy] = []
     results: dict[str, list[dict]] = {}
     main_tests = a.tests & {"sessions", "latency", "retr", "stls", "idle"}
     try:
@@ -509,6 +519,15 @@ def main() -> int:
                 name, tls.Target(name, tls_port, "tls", proxy=proc),
                 tls.Target(name + "-stls", stls_port, "stls", proxy=proc), set(tests), verdicts,
                 WORKER_CLIENTS if "workers" in name and "sessions" in a.tests else ()))
+        if "haproxy-auto" in a.products:  # haproxy at its defaults (one thread per CPU)
+            port = free_port()
+            ha = haproxy_auto.HaproxyAuto(tmp / "haproxy-auto.cfg", port,
+                                          tls.TLS_DIR / "server.pem", outdir / "haproxy-auto.log")
+            ha.start()
+            proxies.append(ha)
+            products.append(Product("haproxy-auto", tls.Target("haproxy-auto", port, "tls",
+                                                               proxy=ha),
+                                    None, main_tests - {"stls"}))
         for name in [p for p in PEERS if p in a.products]:
             unit, tls_port, stls_port, pidfiles = PEERS[name]
             files = [POPLAB / f for f in pidfiles]

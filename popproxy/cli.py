@@ -30,12 +30,14 @@ from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.health import UpstreamProbe
+from popproxy.proxy.host_slots import geometry
 from popproxy.proxy.host_state import default_db_path, release_all_workers, release_worker
 from popproxy.proxy.http import OpsServer
 from popproxy.proxy.multiproc import serve_workers
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.server import ProxyServer
+from popproxy.proxy.slot_table import SlotTableError
 from popproxy.proxy.supervisor import workers_setting, workers_value
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import TlsConfigError, fingerprint
@@ -204,12 +206,13 @@ async def _supervisor_async(config: Policy, config_path: Path, workers: int,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     db_path = default_db_path(config.state_dir)
+    slots = geometry(workers, config.limits.max_sessions)  # what a worker would make
     try:
-        release_all_workers(db_path)  # no worker runs yet: no session is held
-    except OSError as exc:  # the workers report the table's state themselves
+        release_all_workers(db_path, slots)  # no worker runs yet: no session is held
+    except (OSError, SlotTableError) as exc:  # the workers report the table's state too
         log.warning("host file %s: stale session slots not cleared: %s", db_path, exc)
-    await serve_workers(config, config_path, workers, options, stop,
-                        release_worker=lambda worker_id: release_worker(db_path, worker_id))
+    await serve_workers(config, config_path, workers, options, stop, release_worker=lambda
+                        worker_id: release_worker(db_path, worker_id, slots))
 
 
 def capture_options(directory: Path | None, bodies: bool) -> CaptureOptions | None:

@@ -247,7 +247,7 @@ class Metrics:
 
     def prepare_listener(self, listener: str) -> None:
         """Create a listener's series at 0 (see KNOWN_LABELS)."""
-        for result in ("accepted", "denied", "over_capacity", "proxy_protocol"):
+        for result in ("accepted", "denied", "over_capacity", "proxy_protocol", "shutting_down"):
             self.connections.labels(listener, result)
         self.active_sessions.labels(listener)
         for reason in TLS_FAILURE_REASONS:

@@ -24,6 +24,12 @@ from popproxy.policy.decisions import IPAddress, unmapped
 from popproxy.policy.schema import Lockout, LockoutLimit
 
 KEY_HEX_CHARS = 32  # 128 bits of HMAC-SHA256: no collisions in practice, short Redis keys
+# A good login marks its (account, network) trusted for trusted_ttl.  Rewritten at every login,
+# the marker cost a write per login (a SQLite write transaction, a Redis round trip); rewritten
+# only once it has used this fraction of its TTL, the trust still lasts at least
+# (1 - fraction) * trusted_ttl (27 of the default 30 days) after the last login, and a steady
+# user's logins write nothing (issue 18).
+TRUSTED_REFRESH_FRACTION = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,14 @@ def make_keys(secret: bytes, username: str, address: IPAddress, settings: Lockou
         pair="p:" + _mac(secret, "pair", account, network),
         trusted="t:" + _mac(secret, "trusted", account, network),
     )
+
+
+def marker_is_fresh(remaining: float | None, trusted_ttl: float) -> bool:
+    """Whether a good login may leave a trusted marker with ``remaining`` seconds to live
+    (None: there is none) as it is: TRUSTED_REFRESH_FRACTION of ``trusted_ttl`` not yet used."""
+    if trusted_ttl <= 0:
+        return True  # trust is off: no marker to write
+    return remaining is not None and remaining >= trusted_ttl * (1 - TRUSTED_REFRESH_FRACTION)
 
 
 def password_tag(secret: bytes, username: str, password: bytes) -> str:

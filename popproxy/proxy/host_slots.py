@@ -12,14 +12,23 @@ find everything they share through ``state_dir``, so the supervisor's command li
 inherited descriptors stay as they are, and test harnesses that run workers as separate
 ``popproxy run`` processes share the table as the supervisor's workers do.  The file holds no
 address (keys are keyed hashes) and is never fsynced: the supervisor deletes it before it
-starts any worker (``reset``), so nothing in it outlives the processes that counted it.
+starts any worker (``reset``), so nothing in it outlives the processes that counted it, and
+makes it again, empty, at once.
 
-Sizing: the first worker to open the file makes it for its ``max_sessions`` (with
-``slot_table.RELOAD_HEADROOM``) and one column per worker.  The table cannot grow while mapped,
-so a reload that raises ``max_sessions`` beyond what it holds is refused in every worker alike
-(``refusal``): restarting popproxy makes a bigger one.  The file must not be truncated while the
-workers run (a mapped page past the end of a file raises SIGBUS): only popproxy writes
-``state_dir`` (0700).
+Sizing: the table is made for ``max_sessions`` (with ``slot_table.RELOAD_HEADROOM``) and one
+column per worker (``geometry``), by the supervisor, or by the first worker to open the file
+when it runs without one (test harnesses, ``popproxy run`` processes side by side).  Whoever
+opens a file that holds no valid table (empty, cut short, or without the magic, which is
+written last: its maker was killed half-way) makes it again under the lock; so does the
+supervisor's ``clear_worker`` when it restarts a worker.  A worker that had mapped it sees the
+header change (a new salt) and opens the file again.  Sessions counted in a damaged table are
+forgotten (it cannot be trusted); a table of another version is refused, never formatted over.
+
+The table cannot grow while mapped, so a reload that raises ``max_sessions`` beyond what it
+holds is refused in every worker alike (``refusal``): restarting popproxy makes a bigger one.
+A mapped page past the end of a file raises SIGBUS, so the file is resized only when it holds
+no valid table, under the lock, and every process reads the header (in the first page, always
+in the file) under that lock before anything else; only popproxy writes ``state_dir`` (0700).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from popproxy.proxy.slot_table import (
     SlotTable,
     SlotTableError,
     capacity_for,
+    foreign,
     format_table,
     size_for,
 )
@@ -97,45 +107,87 @@ class _Mapping:
     """One open, mapped table file."""
 
     def __init__(self, path: Path, create: tuple[int, int] | None) -> None:
-        """``create``: (columns, capacity) for a file that does not exist or is empty; None
-        to open only an existing one (FileNotFoundError otherwise)."""
+        """``create``: (columns, capacity) for a file that does not exist, is empty, or holds
+        no valid table (its maker was killed between sizing and formatting it, or it was
+        damaged): made (again) under the lock; None to open only an existing, valid one
+        (FileNotFoundError if there is none, SlotTableError if it is damaged)."""
         flags = os.O_RDWR | (os.O_CREAT if create is not None else 0)
         if create is not None:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.fd = os.open(path, flags, 0o600)
         try:
             with _locked(self.fd):
-                size = os.fstat(self.fd).st_size
-                if size == 0 and create is None:  # its maker died before sizing it
-                    raise FileNotFoundError(f"{path}: empty")
-                if size == 0 and create is not None:
-                    size = size_for(*create)
-                    os.ftruncate(self.fd, size)  # sparse: zero, and no page written yet
-                    self.map = mmap.mmap(self.fd, size)
-                    format_table(self.map, *create, secrets.token_bytes(SALT_BYTES))
-                else:
-                    self.map = mmap.mmap(self.fd, size)
+                found, damage = self._existing()
+                self.map = found or self._made(path, create, damage)
                 self.table = SlotTable(self.map)
         except BaseException:
             os.close(self.fd)
             raise
+
+    def _existing(self) -> tuple[mmap.mmap | None, str]:
+        """(the file mapped, "") if it holds a table; else (None, what is wrong: "" if it is
+        empty, just made or its maker died before sizing it)."""
+        size = os.fstat(self.fd).st_size
+        if size == 0:
+            return None, ""
+        buf = mmap.mmap(self.fd, size)
+        try:
+            SlotTable(buf)
+        except SlotTableError as exc:
+            other_version = foreign(buf)
+            buf.close()
+            if other_version:  # another popproxy may count in it: never formatted over
+                raise
+            return None, str(exc)
+        return buf, ""
+
+    def _made(self, path: Path, create: tuple[int, int] | None, damage: str) -> mmap.mmap:
+        """A new table in the file, which holds none.  The caller holds the lock, and every
+        call checks the header under it before it reads a count, so nobody counts in the old
+        content meanwhile (a process that mapped it sees the new salt: ``_lock``)."""
+        if create is None:
+            if damage:
+                raise SlotTableError(f"{path}: {damage}")
+            raise FileNotFoundError(f"{path}: empty")
+        if damage:
+            log.warning("host session slots %s: no valid table (%s; its maker killed while "
+                        "making it?): made again", path, damage)
+        size = size_for(*create)
+        os.ftruncate(self.fd, 0)  # all zero again, and sparse: no stale entry, no page kept
+        os.ftruncate(self.fd, size)
+        buf = mmap.mmap(self.fd, size)
+        format_table(buf, *create, secrets.token_bytes(SALT_BYTES))
+        return buf
 
     def close(self) -> None:
         self.map.close()
         os.close(self.fd)
 
 
-def reset(db_path: Path) -> None:
+def geometry(workers: int, max_sessions: int, worker_id: int = 0) -> tuple[int, int]:
+    """(columns, capacity) of a table for ``workers`` and ``max_sessions``: one column per
+    worker (a worker id past ``workers``, as test harnesses number their processes freely,
+    gets its column too)."""
+    return max(workers, worker_id + 1), capacity_for(max_sessions)
+
+
+def reset(db_path: Path, make: tuple[int, int] | None = None) -> None:
     """Delete the table: the supervisor calls it before it starts any worker, so no slot held
     by processes of an earlier start (killed together, maybe more of them) is counted.  A
-    process that still maps the old file keeps its own copy and counts in it alone."""
+    process that still maps the old file keeps its own copy and counts in it alone.
+    ``make``: the ``geometry`` of a new, empty table made at once, so no worker starting
+    has to (and none can be killed half-way through making it)."""
     slots_path(db_path).unlink(missing_ok=True)
+    if make is not None:
+        _Mapping(slots_path(db_path), make).close()
 
 
-def clear_worker(db_path: Path, worker_id: int) -> None:
-    """Give back every slot ``worker_id`` held (the supervisor, when that worker died)."""
+def clear_worker(db_path: Path, worker_id: int, make: tuple[int, int] | None = None) -> None:
+    """Give back every slot ``worker_id`` held (the supervisor, when that worker died).
+    ``make``: the ``geometry`` to make the table with if there is none or it is damaged
+    (otherwise nothing is made: a damaged one raises SlotTableError)."""
     try:
-        mapping = _Mapping(slots_path(db_path), None)
+        mapping = _Mapping(slots_path(db_path), make)
     except FileNotFoundError:  # no worker made it yet: nothing held
         return
     try:
@@ -166,9 +218,7 @@ class SessionSlots:
     def __init__(self, share: Share, max_sessions: int) -> None:
         self._path = slots_path(share.db_path)
         self._column = share.worker_id
-        # One column per worker; a worker id past ``workers`` (test harnesses number their
-        # processes freely) gets its column too.
-        self._geometry = (max(share.workers, share.worker_id + 1), capacity_for(max_sessions))
+        self._geometry = geometry(share.workers, max_sessions, share.worker_id)
         self._mapping: _Mapping | None = None
         self._closed = False
         try:
@@ -198,7 +248,19 @@ class SessionSlots:
         the table's own work."""
         mapping = self._open()
         fcntl.flock(mapping.fd, fcntl.LOCK_EX)
-        if not mapping.table.intact():  # overwritten under us: use no count from it
+        if mapping.table.intact():
+            return mapping
+        # Damaged, or made again by a worker that found it damaged: no count is read from
+        # it; the file is opened again, which makes a new table if none is there yet.  The
+        # sessions counted in the old one are forgotten (their give-backs find nothing).
+        fcntl.flock(mapping.fd, fcntl.LOCK_UN)
+        log.warning("host session slots %s: the table's header changed: opened again",
+                    self._path)
+        self._mapping = None
+        mapping.close()
+        mapping = self._open()
+        fcntl.flock(mapping.fd, fcntl.LOCK_EX)
+        if not mapping.table.intact():  # damaged again at once: give up for this call
             fcntl.flock(mapping.fd, fcntl.LOCK_UN)
             raise SlotsUnavailable(f"{self._path}: the table's header is damaged")
         return mapping
@@ -206,8 +268,11 @@ class SessionSlots:
     def acquire(self, source: str, max_sessions: int, max_per_source: int) -> bool:
         """Take a slot for a session from ``source`` unless the host is at a cap; raises
         SlotsUnavailable."""
-        key = key_of(self._open().table.salt, source)  # hashed before the lock is taken
+        table = self._open().table
+        key = key_of(table.salt, source)  # hashed before the lock is taken
         mapping = self._lock()
+        if mapping.table is not table:  # opened again (_lock): another salt
+            key = key_of(mapping.table.salt, source)
         try:
             return mapping.table.acquire(key, self._column, max_sessions, max_per_source)
         finally:
@@ -218,8 +283,11 @@ class SessionSlots:
         return self.acquire(source, max_sessions, max_per_source)
 
     def release(self, source: str) -> None:
-        key = key_of(self._open().table.salt, source)
+        table = self._open().table
+        key = key_of(table.salt, source)
         mapping = self._lock()
+        if mapping.table is not table:
+            key = key_of(mapping.table.salt, source)
         try:
             mapping.table.release(key, self._column)
         finally:

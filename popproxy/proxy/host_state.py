@@ -131,21 +131,26 @@ def write(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def release_all_workers(db_path: Path) -> None:
+def release_all_workers(db_path: Path, slots: tuple[int, int] | None = None) -> None:
     """Every session slot, whoever held it: the supervisor calls it before it starts any
     worker.  A host brought back with fewer workers (``--workers``, another CPU affinity)
     after its processes were killed together would otherwise keep the slots of worker ids
     that no longer start, and with them part of ``max_sessions``, for ever.  It also makes the
     host file (WAL mode, schema) before any worker opens it: two workers switching a new file
-    to WAL at once, one fails with "database is locked" and exits.  Raises OSError."""
+    to WAL at once, one fails with "database is locked" and exits.  ``slots``: the session
+    table's ``host_slots.geometry``, to make it here too (empty), before any worker starts.
+    Raises OSError."""
     try:
         connect(db_path).close()
     except sqlite3.Error as exc:
         raise OSError(f"{db_path}: {exc}") from None
-    host_slots.reset(db_path)
+    host_slots.reset(db_path, slots)
 
 
-def release_worker(db_path: Path, worker_id: int) -> None:
+def release_worker(db_path: Path, worker_id: int, slots: tuple[int, int] | None = None,
+                   ) -> None:
     """Give back every session slot ``worker_id`` held (the supervisor calls it when the
-    worker died: its sessions died with it).  Raises OSError or SlotTableError."""
-    host_slots.clear_worker(db_path, worker_id)
+    worker died: its sessions died with it).  ``slots``: the table's ``host_slots.geometry``,
+    to make it again if the worker died making it (or it is damaged), so the replacement and
+    its siblings find a valid one.  Raises OSError or SlotTableError."""
+    host_slots.clear_worker(db_path, worker_id, slots)

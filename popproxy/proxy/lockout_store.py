@@ -11,6 +11,11 @@ keys of one slot.  No narrower tag is correct: a source key is shared by every a
 from that network and an account key by every network guessing it, so the keys one call touches
 link all counters together.  The cost is that all lockout state lives on one Cluster shard
 (docs/scaling.md sizes it).
+
+A good login costs one round trip, the ``counts`` read before it: ``RedisStore`` keeps what
+that read saw (the pair's failures, the trusted marker's TTL) until the login's outcome, and
+a success writes only if it has a failure to clear or a marker past
+``TRUSTED_REFRESH_FRACTION`` of its TTL to renew (the rule of the host file's store too).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from popproxy.policy.lockout import Counts, LockoutKeys, members
+from popproxy.policy.lockout import Counts, LockoutKeys, marker_is_fresh, members
 from popproxy.proxy.redis_client import REDIS_MAX_CONNECTIONS, REDIS_TIMEOUT
 from popproxy.proxy.redis_client import connect_url as connect_redis
 
@@ -33,6 +38,14 @@ log = logging.getLogger("popproxy.lockout")
 T = TypeVar("T")
 
 REDIS_PREFIX = "popproxy:{lockout}:"
+# What ``counts`` read is trusted at the login's success for this long (s): past it, the
+# success writes as if nothing had been read (a login is over within limits.login_timeout,
+# 60 s by default; a stale read must not hide a failure recorded since by another instance).
+SEEN_MAX_AGE = 60.0
+# Reads kept for logins in flight, the oldest dropped first: a check whose login never ends
+# in a success or failure (a block, a client gone) leaves one.  In-flight logins per process
+# are far fewer; a dropped one only costs its success the write it would have skipped.
+SEEN_MAX = 4096
 # Clients and their timeouts are made in redis_client; these names stay importable from here
 # (``connect_redis(url)`` knows ``redis_url`` only: new code calls ``redis_client.connect`` with
 # the section's ``redis`` target, which also covers Sentinel and Cluster).
@@ -105,6 +118,9 @@ class RedisStore:
     def __init__(self, client: SharedClient) -> None:
         self._redis = client
         self._record = self._redis.register_script(_RECORD_FAILURE)
+        # By trusted key: (when, the marker's seconds left or None, pair failures seen) as
+        # this process's last ``counts`` of that (account, network) read them.
+        self._seen: dict[str, tuple[float, float | None, bool]] = {}
 
     @staticmethod
     def _k(key: str) -> str:
@@ -115,12 +131,22 @@ class RedisStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in (keys.account, keys.source, keys.pair):
                 pipe.zcount(self._k(key), since, "+inf")
-            pipe.exists(self._k(keys.trusted))
-            account, source, pair, trusted = await pipe.execute()
-        return Counts(int(account), int(source), int(pair), bool(trusted))
+            pipe.pttl(self._k(keys.trusted))  # as cheap as EXISTS, and says when to renew it
+            account, source, pair, ttl_ms = await pipe.execute()
+        # PTTL: -2 no such key, -1 a key without expiry (not ours: renewed at the next login).
+        remaining = int(ttl_ms) / 1000 if int(ttl_ms) >= 0 else None
+        self._remember(keys.trusted, (now, remaining, int(pair) > 0))
+        return Counts(int(account), int(source), int(pair), int(ttl_ms) != -2)
+
+    def _remember(self, trusted: str, seen: tuple[float, float | None, bool]) -> None:
+        self._seen.pop(trusted, None)  # re-inserted last: the oldest read goes first
+        if len(self._seen) >= SEEN_MAX:
+            del self._seen[next(iter(self._seen))]
+        self._seen[trusted] = seen
 
     async def record_failure(self, keys: LockoutKeys, tag: str, now: float,
                              window: float) -> None:
+        self._seen.pop(keys.trusted, None)  # a success of the same pair now has one to clear
         m = members(keys, tag)
         await self._record(
             keys=[self._k(keys.pair), self._k(keys.source), self._k(keys.account)],
@@ -128,7 +154,20 @@ class RedisStore:
                   m[keys.account]],
         )
 
+    def _success_changes(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> bool:
+        """Whether a success must write, judged by what this login's ``counts`` read: a
+        failure of the pair to clear, or a marker missing or past its refresh point.  Nothing
+        read (another process checked, too long ago, dropped): write, as before."""
+        seen = self._seen.pop(keys.trusted, None)
+        if seen is None or not 0 <= now - seen[0] <= SEEN_MAX_AGE:
+            return True
+        read_at, remaining, pair_failed = seen
+        left = None if remaining is None else remaining - (now - read_at)
+        return pair_failed or not marker_is_fresh(left, trusted_ttl)
+
     async def record_success(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> None:
+        if not self._success_changes(keys, now, trusted_ttl):
+            return  # a steady user's login: no round trip
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._k(keys.pair))
             if trusted_ttl > 0:

@@ -15,9 +15,11 @@ import shutil
 import signal
 import ssl
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, PlatformCollector, multiprocess
+from prometheus_client.metrics_core import Metric
 
 from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import Policy
@@ -30,6 +32,7 @@ from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.supervisor import ReleaseWorker, Supervisor, no_release
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, fingerprint, upstream_contexts
+from popproxy.proxy.tls_metrics import without_unserved
 
 log = logging.getLogger("popproxy.supervisor")
 
@@ -55,10 +58,21 @@ class SupervisedPolicy:
         return self._contexts
 
 
+class WorkersCollector:
+    """Every worker's values combined (prometheus_client's multiprocess files), without the
+    series the workers marked as gone (tls_metrics.NOT_SERVED: the files cannot delete one)."""
+
+    def __init__(self, metrics_dir: Path) -> None:
+        self._files = multiprocess.MultiProcessCollector(None, path=str(metrics_dir))  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        return without_unserved(self._files.collect())  # type: ignore[no-untyped-call]
+
+
 def metrics_registry(metrics_dir: Path) -> tuple[CollectorRegistry, SupervisorMetrics]:
     """The supervisor's /metrics: every worker's values combined, plus its own."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
+    registry.register(WorkersCollector(metrics_dir))
     return registry, SupervisorMetrics(registry)
 
 

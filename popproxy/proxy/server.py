@@ -11,7 +11,6 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from popproxy.capture.store import CaptureOptions
@@ -26,6 +25,7 @@ from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
 from popproxy.proxy.client_address import client_address
+from popproxy.proxy.draining import close_after, drain
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.host_slots import SessionSlots
 from popproxy.proxy.host_state import HostShare
@@ -33,7 +33,7 @@ from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
-from popproxy.proxy.shutdown import tell_shutdown
+from popproxy.proxy.shutdown import SHUTDOWN_NOTICE
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_contexts
 from popproxy.proxy.tls_metrics import publish_certificates
@@ -73,6 +73,8 @@ class ProxyServer:
         self._publish_certificates()
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: set[asyncio.Task[Any]] = set()
+        self._connecting: dict[asyncio.Task[Any], Channel] = {}  # not yet sessions: draining.py
+        self._stopping = False  # set by stop(): no session starts after it
         self._channels: dict[asyncio.Task[Any], Channel] = {}  # each session's client side
         self._per_ip: Counter[str] = Counter()  # sessions per source network (see _source)
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
@@ -174,11 +176,46 @@ class ProxyServer:
         listener = settings.listener.name
         accepted_at = asyncio.get_running_loop().time()  # limits.login_timeout runs from here
         session_id = self.observer.new_session_id()
+        task = asyncio.current_task()
+        assert task is not None
+        self._connecting[task] = channel  # stop() waits for it too, not only for sessions
+        try:
+            admitted = await self._admission(channel, settings, session_id)
+        finally:
+            del self._connecting[task]
+        if admitted is None:
+            return
+        client_ip, client_port, source, slot = admitted
+        ip = str(client_ip)
+        try:
+            if self._shutting_down(channel, settings.listener, session_id, ip):
+                return  # stop() began while we awaited: no session starts after it
+            metrics = self.observer.metrics
+            metrics.child(metrics.connections, listener, "accepted").inc()
+            self.observer.audit.event("connect", session_id, listener=listener, client=ip,
+                                      port=client_port, result="accepted")
+            # No coroutine of its own around the session: ~0.3 KiB per idle session per frame.
+            started = self._session_started(task, channel, listener, source)
+            try:
+                session = Session(channel, settings, client_ip, f"{ip}:{client_port}", accepted_at)
+                session.id = session_id
+                await session.run()
+            finally:
+                self._session_ended(task, listener, source, started)
+        finally:
+            if slot == "host" and self.slots is not None:
+                self.slots.give_back(source)
+
+    async def _admission(self, channel: Channel, settings: SessionSettings, session_id: str,
+                         ) -> tuple[IPAddress, int, str, str] | None:
+        """The PROXY header, the connect policy and the caps: (client address, port, source,
+        slot), or None when the connection was refused (and closed) here."""
+        listener = settings.listener.name
         client = await client_address(channel, settings.listener, channel.peername(),
                                       self.observer.metrics.proxy_protocol_rejects)
         if client is None:
             self._refused(channel, listener, session_id, "proxy_protocol", None)
-            return
+            return None
         client_ip, client_port = client
         ip = str(client_ip)
         decision = connect_decision(settings.listener, client_ip)
@@ -186,7 +223,9 @@ class ProxyServer:
             # Closed without a word: a scanner learns nothing about what is behind us.
             self.observer.metrics.policy_denials.labels("connect").inc()
             self._refused(channel, listener, session_id, "denied", ip, decision.reason)
-            return
+            return None
+        if self._shutting_down(channel, settings.listener, session_id, ip):
+            return None  # (nor a slot taken from a table stop() may have closed)
         source = self._source(client_ip)
         slot = await self._admit(source)
         if slot is None:
@@ -198,23 +237,19 @@ class ProxyServer:
                 channel.write(replies.err("too many connections, try again later",
                                           Code.SYS_TEMP))
             self._refused(channel, listener, session_id, "over_capacity", ip)
-            return
-        try:
-            metrics = self.observer.metrics
-            metrics.child(metrics.connections, listener, "accepted").inc()
-            self.observer.audit.event("connect", session_id, listener=listener, client=ip,
-                                      port=client_port, result="accepted")
-            # No coroutine of its own around the session: ~0.3 KiB per idle session per frame.
-            started = self._session_started(channel, listener, source)
-            try:
-                session = Session(channel, settings, client_ip, f"{ip}:{client_port}", accepted_at)
-                session.id = session_id
-                await session.run()
-            finally:
-                self._session_ended(listener, source, started)
-        finally:
-            if slot == "host" and self.slots is not None:
-                self.slots.give_back(source)
+            return None
+        return client_ip, client_port, source, slot
+
+    def _shutting_down(self, channel: Channel, listener: Listener, session_id: str,
+                       ip: str) -> bool:
+        """After stop(): closed where the greeting would come, with RFC 3206 SYS/TEMP (come
+        back later); on the implicit-TLS port a plain close (see the over-capacity case)."""
+        if not self._stopping:
+            return False
+        if listener.mode != "tls":
+            channel.write(SHUTDOWN_NOTICE)
+        self._refused(channel, listener.name, session_id, "shutting_down", ip)
+        return True
 
     async def _admit(self, source: str) -> str | None:
         """None when a session cap is reached; else "host" (a slot in the host's table, to be
@@ -237,16 +272,14 @@ class ProxyServer:
         self.observer.audit.event("connect", session_id, listener=listener, client=ip,
                                   result=result, reason=reason)
         log.info("connection from %s refused on %s: %s", ip, listener, reason or result)
-
-        if result == "over_capacity":
+        if result in ("over_capacity", "shutting_down"):  # a FIN after the -ERR, not a reset
             channel.close()
         else:
             channel.abort()
 
-    def _session_started(self, channel: Channel, listener: str, source: str) -> float:
-        """Count the session that starts in the current task; its start time."""
-        task = asyncio.current_task()
-        assert task is not None
+    def _session_started(self, task: asyncio.Task[Any], channel: Channel, listener: str,
+                         source: str) -> float:
+        """Count the session that starts in ``task``; its start time."""
         self._sessions.add(task)
         self._channels[task] = channel
         self._per_ip[source] += 1
@@ -254,12 +287,11 @@ class ProxyServer:
         metrics.child(metrics.active_sessions, listener).inc()
         return time.monotonic()
 
-    def _session_ended(self, listener: str, source: str, started: float) -> None:
+    def _session_ended(self, task: asyncio.Task[Any], listener: str, source: str,
+                       started: float) -> None:
         metrics = self.observer.metrics
         metrics.child(metrics.active_sessions, listener).dec()
         metrics.child(metrics.session_duration, listener).observe(time.monotonic() - started)
-        task = asyncio.current_task()
-        assert task is not None
         self._sessions.discard(task)
         self._channels.pop(task, None)
         self._per_ip[source] -= 1
@@ -330,15 +362,15 @@ class ProxyServer:
             return False
         if guard is not self.lockout:
             old, self.lockout = self.lockout, guard  # counters restart
-            if old is not None:  # sessions that started under it still count with it
-                spawn(self._close_after_sessions(old.close, set(self._sessions)),
+            if old is not None:  # sessions (and those before theirs) still count with it
+                spawn(close_after(old.close, self._sessions | set(self._connecting)),
                       "close-old-lockout-store")
         if scan is not self.scan:
             if scan is None:  # scanning turned off: no budget for the alert to compare with
                 self.observer.metrics.scan_listing_budget.set(0)
             old_scan, self.scan = self.scan, scan
             if old_scan is not None:
-                spawn(self._close_after_sessions(old_scan.aclose, set(self._sessions)),
+                spawn(close_after(old_scan.aclose, self._sessions | set(self._connecting)),
                       "close-old-scan-service")
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
         self._listener_settings = {}
@@ -349,40 +381,20 @@ class ProxyServer:
         log.info("policy reloaded")
         return True
 
-    @staticmethod
-    async def _close_after_sessions(close: Callable[[], Awaitable[None]],
-                                    sessions: set[asyncio.Task[Any]]) -> None:
-        """Close a replaced scan service or lockout store (threads, Redis pool, host file)
-        once the sessions that started under it, and may still use it, have ended (a closed
-        store would fail their logins by the fail mode).  ``asyncio.wait`` never cancels them."""
-        if sessions:
-            await asyncio.wait(sessions)
-        await close()
-
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, let sessions finish for ``grace`` seconds, then cut the rest.
-
-        Cut sessions close their upstream without QUIT, so nothing is committed.
-        """
+        """Stop accepting, let sessions (and connections before theirs, which _serve turns away)
+        finish for ``grace`` seconds, then cut the rest: cut sessions close their upstream
+        without QUIT, so nothing is committed."""
+        self._stopping = True
         if self._gauge_task is not None:
             self._gauge_task.cancel()
         for server in self._servers:
             server.close()
         grace = self.config.limits.shutdown_grace if grace is None else grace
-        pending = set(self._sessions)
-        if pending:
-            log.info("waiting up to %.0fs for %d sessions", grace, len(pending))
-            _, still = await asyncio.wait(pending, timeout=grace)
-            for task in still:
-                tell_shutdown(self._channels.get(task))  # shutdown.py: -ERR [SYS/TEMP]
-                task.cancel()
-            if still:
-                await asyncio.wait(still, timeout=5)
+        await drain(self._sessions, self._channels, self._connecting, grace)
         if self.lockout is not None:
             await self.lockout.close()
         if self.scan is not None:
             await self.scan.aclose()
         if self.slots is not None:
             self.slots.close()
-
-

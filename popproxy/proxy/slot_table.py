@@ -75,12 +75,21 @@ def format_table(buf: Buffer, columns: int, capacity: int, salt: bytes) -> None:
     """Write the header into ``buf``: exactly ``size_for`` bytes, all zero (a new file made
     with ``ftruncate``, a new ``bytearray``).  Not zeroed here: writing every page of a new
     file would make the kernel keep all of it in memory, where a sparse one costs only the
-    pages that live entries touch."""
+    pages that live entries touch.  MAGIC goes in last: a formatter killed before it leaves a
+    file without it, which the next opener formats again (``host_slots``)."""
     if columns < 1 or capacity < 1 or capacity & (capacity - 1) or len(salt) != SALT_BYTES:
         raise ValueError(f"bad table geometry: {columns} columns, {capacity} entries")
     if len(buf) != size_for(columns, capacity):
         raise ValueError(f"buffer of {len(buf)} bytes for {size_for(columns, capacity)}")
-    _HEADER.pack_into(buf, 0, MAGIC, columns, capacity, salt)
+    _HEADER.pack_into(buf, 0, bytes(len(MAGIC)), columns, capacity, salt)
+    buf[:len(MAGIC)] = MAGIC
+
+
+def foreign(buf: Buffer) -> bool:
+    """The buffer holds a table of another version of this layout (refused, never formatted
+    over: another popproxy may be using it), not a damaged or half-made one."""
+    head = bytes(buf[:len(MAGIC)])
+    return head[:-1] == MAGIC[:-1] and head != MAGIC
 
 
 class SlotTable:
@@ -99,6 +108,7 @@ class SlotTable:
         if len(buf) != size_for(columns, capacity):
             raise SlotTableError(f"{len(buf)} bytes for {size_for(columns, capacity)}")
         self._buf = buf
+        self._header = bytes(buf[:_HEADER.size])  # the salt too: a table made again differs
         self.columns: int = columns
         self.capacity: int = capacity
         self.salt: bytes = bytes(salt)
@@ -119,8 +129,9 @@ class SlotTable:
         return int(_U32.unpack_from(self._buf, _SOURCES_AT)[0])
 
     def intact(self) -> bool:
-        """The header still says what it said when this object read it."""
-        return self._buf[:len(MAGIC)] == MAGIC
+        """The header still says what it said when this object read it: not damaged, and not
+        made again (another salt) by a process that found it damaged."""
+        return self._buf[:_HEADER.size] == self._header
 
     def held(self) -> int:
         """Sessions held on the host (every worker's total)."""

@@ -30,24 +30,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from popproxy.policy.lockout import Counts, LockoutKeys, members
+from popproxy.policy.lockout import (
+    TRUSTED_REFRESH_FRACTION,
+    Counts,
+    LockoutKeys,
+    marker_is_fresh,
+    members,
+)
 from popproxy.proxy.host_state import READ_BUSY_TIMEOUT_MS, connect, write
 from popproxy.proxy.verdict_record import CachedVerdict, from_record, to_record
 
 log = logging.getLogger("popproxy.host")
 
 T = TypeVar("T")
+# TRUSTED_REFRESH_FRACTION: the rule is policy/lockout.py's (Redis follows it too).
+__all__ = ["TRUSTED_REFRESH_FRACTION", "SqliteStore", "SqliteVerdicts"]
 
 # Rows of counters no login touches any more are deleted every this many writes (Redis has
 # a TTL per key for that; the memory store prunes as keys are touched).
 SWEEP_EVERY = 1000
 # Keys per statement in the batch calls: under SQLite's host-parameter limit (999 before 3.32).
 BATCH = 500
-# A good login marks its (account, network) trusted for trusted_ttl.  Rewritten at every login,
-# the marker cost a write transaction per login; rewritten only once it has used this fraction
-# of its TTL, the trust still lasts at least (1 - fraction) * trusted_ttl (27 of the default 30
-# days) after the last login, and a steady user's logins write nothing (issue 18).
-TRUSTED_REFRESH_FRACTION = 0.1
 
 
 class SqliteStore:
@@ -101,11 +104,8 @@ class SqliteStore:
             "SELECT (SELECT until FROM lockout_trusted WHERE key = ?), "
             "EXISTS (SELECT 1 FROM lockout_hits WHERE key = ?)",
             (keys.trusted, keys.pair)).fetchone()
-        if hits:
-            return True
-        if trusted_ttl <= 0:
-            return False
-        return until is None or until - now < trusted_ttl * (1 - TRUSTED_REFRESH_FRACTION)
+        return bool(hits) or not marker_is_fresh(None if until is None else until - now,
+                                                  trusted_ttl)
 
     def _record_success(self, keys: LockoutKeys, now: float, trusted_ttl: float) -> None:
         with write(self._writer):

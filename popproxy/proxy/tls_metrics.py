@@ -4,20 +4,35 @@ The reason of a failed handshake is a word from ``metrics.TLS_FAILURE_REASONS``,
 OpenSSL's reason string (``ssl.SSLError.reason``), so an admin can tell an old client
 (``protocol_version``), a client with an odd cipher list (``no_shared_cipher``), a client that
 does not trust our certificate (``unknown_ca``) and a stalled client (``timeout``) apart.
+
+Certificate expiry with several workers: each worker writes its gauges to prometheus_client's
+per-process file, and the supervisor's /metrics reads every series in every file.  Those files
+cannot forget a series (``Gauge.clear()`` drops only the process's own handles), so a
+certificate removed by a reload kept its expiry in /metrics, and its alert, until a restart.
+A worker therefore overwrites a series it stops serving with ``NOT_SERVED`` before clearing
+it; the gauge's ``livemin`` picks any worker's real expiry before that, and the supervisor's
+collector (``without_unserved``) drops a series every worker marked so.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from cryptography import x509
 from prometheus_client import Gauge
+from prometheus_client.metrics_core import Metric
 
 from popproxy.proxy.tls import CertPair
 
 log = logging.getLogger("popproxy.tls")
+
+EXPIRY_METRIC = "popproxy_tls_certificate_expiry_timestamp_seconds"
+# "This worker serves no such certificate": no real notAfter, and above every one, so the
+# workers' minimum is a real expiry wherever any worker still serves the certificate.
+NOT_SERVED = math.inf
 
 # OpenSSL reason strings (ssl.SSLError.reason) -> our reason label.  Seen on the server side:
 # our own refusal (UNSUPPORTED_PROTOCOL, NO_SHARED_CIPHER) or the client's alert
@@ -76,16 +91,31 @@ def certificate_expiry(pair: CertPair) -> float:
 
 def publish_certificates(gauge: Gauge, pairs: Iterable[CertPair]) -> None:
     """Set popproxy_tls_certificate_expiry_timestamp_seconds for each served certificate;
-    certificates no longer served lose their series (no alert for a file replaced on reload).
-    Called at start and after every certificate reload."""
-    gauge.clear()
+    certificates no longer served lose their series (no alert for a file replaced on reload;
+    with workers, by way of NOT_SERVED: see the module docstring).  Called at start and after
+    every certificate reload."""
+    served: dict[str, float] = {}
     taken: set[str] = set()
     for pair in pairs:
         name = certificate_label(pair, taken)
         taken.add(name)
         try:
-            expiry = certificate_expiry(pair)
+            served[name] = certificate_expiry(pair)
         except (OSError, ValueError) as exc:  # loaded a moment ago; replaced since?
             log.warning("certificate %s: cannot read its expiry: %s", pair.cert, exc)
-            continue
+    for family in gauge.collect():
+        for sample in family.samples:
+            if sample.labels["name"] not in served:
+                gauge.labels(sample.labels["name"]).set(NOT_SERVED)  # the file's last word
+    gauge.clear()
+    for name, expiry in served.items():
         gauge.labels(name).set(expiry)
+
+
+def without_unserved(families: Iterable[Metric]) -> Iterator[Metric]:
+    """The supervisor's view of the workers' metrics without the expiry series no worker
+    serves (NOT_SERVED in every worker's file)."""
+    for family in families:
+        if family.name == EXPIRY_METRIC:
+            family.samples = [s for s in family.samples if s.value != NOT_SERVED]
+        yield family

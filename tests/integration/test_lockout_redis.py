@@ -7,11 +7,13 @@ on the shared event loop, each with its own state_dir, metrics and audit log.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import ipaddress
 import json
 import re
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,10 +23,12 @@ from typing import Any
 import pytest
 
 from popproxy.auditlog import AuditLog
-from popproxy.policy.lockout import make_keys, password_tag
-from popproxy.policy.schema import Lockout
+from popproxy.policy.lockout import TRUSTED_REFRESH_FRACTION, assess, make_keys, password_tag
+from popproxy.policy.schema import Lockout, LockoutLimit
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
+from popproxy.proxy.lockout_store import REDIS_PREFIX, SEEN_MAX_AGE, RedisStore
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.redis_client import connect_url
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3, wait_for
 from tests.integration.redis_server import RedisServer
@@ -305,3 +309,109 @@ def test_reloading_lockout_settings_closes_the_old_redis_client(
         wait_for(lambda: not opened & _client_ids(rds), timeout=1.0,
                  what="the replaced guard's Redis connections to close")
         assert old_guard is not proxy.server.lockout
+
+
+# ------------------------------------------------------- a steady user's login: one round trip
+# Regression (review): every good login rewrote the "known source" marker (MULTI, DEL, SET,
+# EXEC: a second round trip after the check's read).  Now it writes only what the host file's
+# store writes: a pair failure to clear, or a marker past TRUSTED_REFRESH_FRACTION of its TTL.
+WRITE_COMMANDS = ("set", "del", "exec", "multi")  # a success writes with these
+
+
+def _writes(rds: RedisServer) -> int:
+    client = rds.client()
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in WRITE_COMMANDS)
+
+
+def _marker_ttl(rds: RedisServer, key: str) -> float:
+    client = rds.client()
+    try:
+        return int(client.pttl(REDIS_PREFIX + key)) / 1000
+    finally:
+        client.close()
+
+
+def _age_marker(rds: RedisServer, key: str, used: float) -> None:
+    """As if ``used`` of the marker's TTL had passed since the last write."""
+    client = rds.client()
+    try:
+        client.pexpire(REDIS_PREFIX + key, int(TRUSTED_TTL * (1 - used) * 1000))
+    finally:
+        client.close()
+
+
+def test_a_steady_users_good_login_writes_only_when_it_changes_something(
+        rds: RedisServer) -> None:
+    settings = Lockout(window=WINDOW, trusted_ttl=TRUSTED_TTL)
+    keys = make_keys(SECRET, "alice", ipaddress.ip_address("192.0.2.7"), settings)
+    now = time.time()
+
+    async def main() -> None:
+        store = RedisStore(connect_url(rds.url))
+
+        async def login(at: float, failed_first: bool = False) -> None:
+            assert assess(await store.counts(keys, at, WINDOW), settings).action == "allow"
+            if failed_first:  # a wrong password first, then the right one
+                await store.record_failure(keys, "a-tag", at, WINDOW)
+            await store.record_success(keys, at, TRUSTED_TTL)
+
+        try:
+            await login(now)  # the first: the marker is made
+            assert _marker_ttl(rds, keys.trusted) > TRUSTED_TTL - 5
+            before = _writes(rds)
+            for i in range(5):
+                await login(now + i)
+            assert _writes(rds) == before  # the check's read was the only round trip
+            _age_marker(rds, keys.trusted, used=TRUSTED_REFRESH_FRACTION * 0.9)
+            await login(now + 5)
+            assert _writes(rds) == before  # not yet: the trust lasts >= 90 % of its TTL
+            _age_marker(rds, keys.trusted, used=TRUSTED_REFRESH_FRACTION * 1.1)
+            await login(now + 6)
+            assert _writes(rds) > before  # renewed
+            assert _marker_ttl(rds, keys.trusted) > TRUSTED_TTL - 5
+            await login(now + 7, failed_first=True)  # the failure is cleared at the success
+            assert (await store.counts(keys, now + 8, WINDOW)).pair == 0
+            await store.record_failure(keys, "b-tag", now + 8, WINDOW)  # a failure, then a check
+            await login(now + 9)  # that saw it: the success clears it
+            assert (await store.counts(keys, now + 10, WINDOW)).pair == 0
+            before = _writes(rds)
+            await store.counts(keys, now + 11, WINDOW)  # a read too old to rely on: written
+            await store.record_success(keys, now + 12 + SEEN_MAX_AGE, TRUSTED_TTL)
+            assert _writes(rds) > before
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_guessing_from_elsewhere_still_spares_the_users_network(rds: RedisServer) -> None:
+    """Skipped renewals do not weaken the rule: the marker holds, so the account's block does
+    not apply where the user logs in."""
+    settings = Lockout(window=WINDOW, trusted_ttl=TRUSTED_TTL,
+                       account=LockoutLimit(free=1, block_after=3))
+    home = make_keys(SECRET, "alice", ipaddress.ip_address("192.0.2.7"), settings)
+    now = time.time()
+
+    async def main() -> None:
+        store = RedisStore(connect_url(rds.url))
+        try:
+            for i in range(3):  # the user's steady logins, renewals skipped after the first
+                await store.counts(home, now + i, WINDOW)
+                await store.record_success(home, now + i, TRUSTED_TTL)
+            for n in range(5):  # an attacker guessing alice from five other networks
+                away = make_keys(SECRET, "alice", ipaddress.ip_address(f"198.51.100.{n}"),
+                                 settings)
+                await store.record_failure(away, f"guess-{n}", now + 3, WINDOW)
+            blocked = await store.counts(away, now + 4, WINDOW)
+            assert assess(blocked, settings).scope == "account"
+            at_home = await store.counts(home, now + 4, WINDOW)
+            assert at_home.trusted and at_home.account == 5
+            assert assess(at_home, settings).action == "allow"
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -15,7 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration import prom
 from tests.integration.dovecot import Dovecot
 from tests.integration.rawpop import RawPOP3
 from tests.integration.workers_proc import (
@@ -243,3 +246,49 @@ def test_a_dead_workers_socket_leaves_its_group_and_nothing_hangs(workers: Worke
         if replacement in seen:
             break
     assert replacement in seen, seen
+
+
+def _tls_policy(dovecot: Dovecot, port: int, metrics_port: int, root: Path,
+                names: list[str]) -> str:
+    """A policy with one implicit-TLS listener serving a certificate per name in ``names``
+    (made by ``_issue`` in ``root``)."""
+    certificates = ", ".join(f"{{cert: {root / name}.pem, key: {root / name}.pem, names: [{name}]}}"
+                             for name in names)
+    return worker_policy(dovecot.port, port, metrics_port, root).replace(
+        "mode: plain, allow_plaintext_login: true", "mode: tls") + (
+        f"tls: {{certificates: [{certificates}]}}\n")
+
+
+def test_a_certificate_removed_by_a_reload_leaves_the_supervisors_metrics(
+        dovecot: Dovecot, tmp_path: Path) -> None:
+    """Regression (review): with workers, prometheus_client's per-process files kept the
+    expiry series of a certificate no longer served (Gauge.clear() cannot delete from them), so
+    /metrics showed it, and alerted on it, until a restart."""
+    ca = trustme.CA()
+    for name in ("a.example", "b.example"):
+        ca.issue_cert(name).private_key_and_cert_chain_pem.write_to_path(
+            str(tmp_path / f"{name}.pem"))
+    port, metrics_port = free_port(), free_port()
+    both = _tls_policy(dovecot, port, metrics_port, tmp_path, ["a.example", "b.example"])
+    with running_workers(tmp_path, both, port, metrics_port) as running:
+        assert len(running.worker_pids()) == 2
+        assert _expiry_names(running) == {"a.example", "b.example"}
+        running.policy.write_text(_tls_policy(dovecot, port, metrics_port, tmp_path,
+                                              ["a.example"]))
+        running.proc.send_signal(signal.SIGHUP)
+        running.wait(lambda: "policy reloaded by 2 workers" in running.log_text(), "reload")
+        assert _expiry_names(running) == {"a.example"}
+        running.policy.write_text(both)  # served again: back in /metrics
+        running.proc.send_signal(signal.SIGHUP)
+        running.wait(lambda: running.log_text().count("policy reloaded by 2 workers") == 2,
+                     "second reload")
+        assert _expiry_names(running) == {"a.example", "b.example"}
+
+
+def _expiry_names(running: Workers) -> set[str]:
+    """The ``name`` labels of the certificate expiry series on the supervisor's /metrics."""
+    status, body = prom.http_get(f"http://127.0.0.1:{running.metrics_port}/metrics")
+    assert status == 200
+    return {sample.labels["name"] for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == "popproxy_tls_certificate_expiry_timestamp_seconds"}

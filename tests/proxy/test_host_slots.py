@@ -5,7 +5,13 @@ for the last slot."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,12 +21,13 @@ from popproxy.proxy.host_slots import (
     SessionSlots,
     SlotsUnavailable,
     clear_worker,
+    geometry,
     held_on_host,
     reset,
     slots_path,
 )
 from popproxy.proxy.host_state import DB_FILE, HostShare
-from popproxy.proxy.slot_table import capacity_for
+from popproxy.proxy.slot_table import SlotTableError, capacity_for
 
 MAX_SESSIONS, MAX_PER_SOURCE = 3, 2
 RACERS, ROUNDS = 4, 30
@@ -110,16 +117,115 @@ def test_a_worker_beyond_the_tables_columns_is_told_so(tmp_path: Path) -> None:
     late.release_all()
 
 
-def test_a_damaged_header_makes_every_call_fail_not_count_wrong(tmp_path: Path) -> None:
+def test_a_damaged_header_is_never_counted_in_but_made_again(tmp_path: Path) -> None:
+    """A header overwritten under the workers: no count is read from the old table; the next
+    opener makes a new one under the lock, and every worker counts in that one."""
     db = tmp_path / DB_FILE
     slots = _slots(db, 0)
     assert slots.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
     with slots_path(db).open("r+b") as file:
         file.write(b"garbage!")
-    with pytest.raises(SlotsUnavailable, match="damaged"):
-        slots.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
-    with pytest.raises(SlotsUnavailable):
+    other = _slots(db, 1)  # opens the damaged file: makes it again
+    assert slots.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)  # sees the new salt
+    assert other.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert not other.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)  # per source, host-wide
+    assert slots.held() == other.held() == 2 == held_on_host(db)  # the old count is gone
+
+
+def test_a_table_of_another_version_is_refused_not_formatted_over(tmp_path: Path) -> None:
+    db = tmp_path / DB_FILE
+    _slots(db, 0).close()
+    with slots_path(db).open("r+b") as file:
+        file.write(b"POPSLOT9")  # a later popproxy's layout: it may be counting in it
+    with pytest.raises(SlotsUnavailable, match="not a session slot table"):
         _slots(db, 1).acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert slots_path(db).read_bytes()[:8] == b"POPSLOT9"
+
+
+# A worker killed while it made the table (first open after the supervisor deleted it): the
+# file sized (ftruncate) but not formatted, cut short, or formatted up to the magic, which is
+# written last.  Regression (review): every worker then capped alone until a restart.
+def _killed_while_sizing(path: Path, size: int) -> None:
+    with path.open("r+b") as file:
+        file.truncate(size)
+
+
+def _killed_inside_format(path: Path, size: int) -> None:
+    with path.open("r+b") as file:
+        file.write(bytes(8))  # everything but the magic
+
+
+HALF_MADE = {
+    "sized-not-formatted": _killed_while_sizing,
+    "cut-short": lambda path, size: _killed_while_sizing(path, 10),
+    "no-magic": _killed_inside_format,
+}
+
+
+@pytest.mark.parametrize("damage", HALF_MADE.values(), ids=HALF_MADE.keys())
+def test_a_half_made_table_is_made_again_by_the_next_worker(
+        tmp_path: Path, damage: Callable[[Path, int], None]) -> None:
+    db = tmp_path / DB_FILE
+    path = slots_path(db)
+    _slots(db, 0).close()
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.write(bytes(size))  # zero: as ftruncate left it
+    damage(path, size)
+    one, two = _slots(db, 0), _slots(db, 1)
+    assert one.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert two.acquire("10.0.0.2", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert one.acquire("10.0.0.3", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert not two.acquire("10.0.0.4", MAX_SESSIONS, MAX_PER_SOURCE)  # host-wide again
+    assert held_on_host(db) == MAX_SESSIONS
+    assert path.stat().st_size == size
+
+
+KILLED_MAKER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from popproxy.proxy import host_slots
+    from popproxy.proxy.host_state import HostShare
+    def killed(*args: object) -> None:  # between ftruncate and the header
+        os.kill(os.getpid(), signal.SIGKILL)
+    host_slots.format_table = killed
+    host_slots.SessionSlots(HostShare(Path(sys.argv[1]), 0, 4), int(sys.argv[2]))
+""")
+
+
+def test_a_worker_killed_making_the_table_leaves_one_the_others_repair(tmp_path: Path) -> None:
+    """The real thing: a process SIGKILLed between sizing the new file and writing its header;
+    the supervisor's restart path (``clear_worker`` with the geometry) repairs it, and so does
+    any worker that opens it first."""
+    for repairer in ("worker", "supervisor"):
+        db = tmp_path / repairer / DB_FILE
+        db.parent.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        done = subprocess.run([sys.executable, "-c", KILLED_MAKER, str(db), str(MAX_SESSIONS)],
+                              env=env, timeout=60, check=False)
+        assert done.returncode == -signal.SIGKILL
+        assert slots_path(db).stat().st_size > 0 and not any(slots_path(db).read_bytes())
+        if repairer == "supervisor":
+            clear_worker(db, 0, geometry(4, MAX_SESSIONS))
+            assert held_on_host(db) == 0  # a valid, empty table: opened without making one
+        one, two = _slots(db, 0), _slots(db, 1)
+        for source in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+            assert (one if source != "10.0.0.2" else two).acquire(source, MAX_SESSIONS,
+                                                                  MAX_PER_SOURCE)
+        assert not two.acquire("10.0.0.4", MAX_SESSIONS, MAX_PER_SOURCE)
+        assert held_on_host(db) == MAX_SESSIONS
+
+
+def test_the_supervisor_makes_the_table_before_any_worker(tmp_path: Path) -> None:
+    db = tmp_path / DB_FILE
+    assert _slots(db, 0).acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    reset(db, geometry(4, MAX_SESSIONS))
+    assert held_on_host(db) == 0  # there, empty, and valid without any worker making it
+    assert _slots(db, 3).acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    with slots_path(db).open("r+b") as file:
+        file.write(bytes(8))
+    with pytest.raises(SlotTableError):  # without the geometry it only reports the damage
+        clear_worker(db, 3)
 
 
 def test_a_reload_past_the_tables_size_is_refused(tmp_path: Path) -> None:
@@ -134,7 +240,7 @@ def test_a_worker_whose_table_never_opened_refuses_the_same_reloads(tmp_path: Pa
     db = tmp_path / DB_FILE
     _slots(db, 0, max_sessions=1000).close()
     with slots_path(db).open("r+b") as file:
-        file.write(b"garbage!")
+        file.write(b"POPSLOT9")  # another version's table: refused, not made again
     unopened = _slots(db, 1, max_sessions=1000)
     fits = capacity_for(1000) // 2
     assert unopened.refusal(fits) == ""

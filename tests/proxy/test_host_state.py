@@ -7,7 +7,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from popproxy.proxy.host_slots import SessionSlots, held_on_host, slots_path
+from popproxy.proxy.host_slots import SessionSlots, geometry, held_on_host, slots_path
 from popproxy.proxy.host_state import (
     DB_FILE,
     HostShare,
@@ -44,6 +44,14 @@ def test_release_worker_and_release_all_workers_act_on_the_slot_table(tmp_path: 
     release_all_workers(db)  # the supervisor starting: no worker runs yet
     assert not slots_path(db).exists() and held_on_host(db) == 0
     release_worker(db, 0)  # no table: nothing held, nothing to do
+    release_all_workers(db, geometry(2, MAX_SESSIONS))  # as `popproxy run` does: made empty
+    assert slots_path(db).exists() and held_on_host(db) == 0
+    slots_path(db).write_bytes(bytes(slots_path(db).stat().st_size))  # a maker killed
+    release_worker(db, 1, geometry(2, MAX_SESSIONS))  # its restart: made again
+    assert held_on_host(db) == 0  # (a valid table: held_on_host makes none)
+    assert SessionSlots(HostShare(db, 1, 2), MAX_SESSIONS).acquire("10.0.0.3", MAX_SESSIONS,
+                                                                    MAX_PER_SOURCE)
+    assert held_on_host(db) == 1
 
 
 def test_the_supervisor_makes_the_host_file_before_any_worker_opens_it(tmp_path: Path) -> None:

@@ -8,11 +8,17 @@ maximum of lockouts, and forget the dead one's gauges once it is marked dead.
 
 from __future__ import annotations
 
+import datetime
+import math
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
+import trustme
+from prometheus_client import CollectorRegistry
 
 from popproxy.policy import Policy
 from popproxy.proxy.multiproc import metrics_registry, prepare_shared_files, ready_line
@@ -55,6 +61,52 @@ def test_the_supervisor_sums_workers_by_metric_kind(tmp_path: Path) -> None:
     mark_dead(first, tmp_path)  # a dead worker: its sessions are gone, its counts stay
     assert value("popproxy_active_sessions", {"listener": "pop3"}) == 1
     assert value("popproxy_connections_total", {"listener": "pop3", "result": "accepted"}) == 7
+
+
+CERTIFICATE_WORKER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from popproxy.metrics import Metrics
+    from popproxy.proxy.tls import CertPair
+    from popproxy.proxy.tls_metrics import publish_certificates
+    m = Metrics()
+    for served in sys.argv[1:]:  # a start, then reloads: the certificate files each serves
+        pairs = [CertPair(Path(f), Path(f), ()) for f in served.split(",") if f]
+        publish_certificates(m.tls_certificate_expiry, pairs)
+    sys.stdout.write("done")
+""")
+
+
+def _expiries(registry: CollectorRegistry) -> dict[str, float]:
+    return {sample.labels["name"]: sample.value for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "popproxy_tls_certificate_expiry_timestamp_seconds"}
+
+
+def test_a_certificate_no_worker_serves_leaves_the_supervisors_metrics(tmp_path: Path) -> None:
+    """Regression (review): a worker's file cannot delete a series, so a certificate removed
+    by a reload stayed in /metrics; now it goes once no worker serves it."""
+    ca = trustme.CA()
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=90)
+    a, b = tmp_path / "a.pem", tmp_path / "b.pem"
+    ca.issue_cert("a.example").cert_chain_pems[0].write_to_path(str(a))
+    ca.issue_cert("b.example", not_after=later).cert_chain_pems[0].write_to_path(str(b))
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+
+    def worker(*publishes: str) -> None:
+        done = subprocess.run([sys.executable, "-c", CERTIFICATE_WORKER, *publishes], env=env,
+                              capture_output=True, text=True, timeout=60, check=True)
+        assert done.stdout == "done"
+
+    worker(f"{a},{b}", f"{a}")  # started with both, reloaded without b
+    worker(f"{a},{b}", f"{a}")
+    registry, _ = metrics_registry(metrics_dir)
+    assert set(_expiries(registry)) == {"a"}
+    worker(f"{a},{b}")  # a worker still serving b (it kept the old policy): b is shown
+    assert _expiries(registry)["b"] == pytest.approx(later.timestamp(), abs=1)
+    assert all(math.isfinite(value) for value in _expiries(registry).values())
 
 
 def _policy(tmp_path: Path, mode: str, lockout: bool) -> Policy:

@@ -280,3 +280,76 @@ def test_stop_cuts_sessions_still_open_after_the_grace(demo_upstream: DemoUpstre
         assert client.read_until_eof() == b"-ERR [SYS/TEMP] server shutting down\r\n"
     wait_for(lambda: demo_upstream.open_connections == 0, what="the upstream to see the close")
     assert b"QUIT" not in demo_upstream.commands_seen
+
+
+# Regression (review): stop() waited only for sessions.  A connection still waiting for its
+# PROXY header when stop() began became a session after stop() had closed the stores (its
+# login then failed by the fail mode); now stop() waits for it too, and it is turned away.
+PROXY_V1 = b"PROXY TCP4 10.1.2.3 127.0.0.1 40000 110\r\n"
+
+
+def _proxied_listener(mode: str) -> dict[str, Any]:
+    extra = {"allow_plaintext_login": True} if mode == "plain" else {}
+    return {"name": "pop3", "host": "127.0.0.1", "port": 1, "mode": mode, **extra,
+            "proxy_protocol": {"trusted": ["127.0.0.1/32"], "header_timeout": 30}}
+
+
+def _stop_while_a_header_is_awaited(mode: str, tmp_path: Path, grace: float,
+                                    header: bytes) -> tuple[bytes, Observer]:
+    """Connect without the header, begin stop(), then send ``header``; what the client read,
+    once stop() returned."""
+    observer = Observer()
+    loop_thread = LoopThread()
+    config = make_config(1, listeners=[_proxied_listener(mode)], state_dir=str(tmp_path),
+                         lockout={"enabled": True})
+    server = ProxyServer(config, observer)
+    try:
+        loop_thread.call(server.start({"pop3": 0}))
+        with socket.create_connection(("127.0.0.1", server.ports["pop3"]), timeout=10) as sock:
+            time.sleep(0.3)  # accepted, and waiting for the header
+            stopping = asyncio.run_coroutine_threadsafe(server.stop(grace=grace),
+                                                        loop_thread.loop)
+            wait_for(lambda: _refused_connect(server.ports["pop3"]), what="stop() to begin")
+            assert not stopping.done()  # it waits for the connection, not only for sessions
+            if header:
+                sock.sendall(header)
+            stopping.result(15)
+            data = b""
+            try:
+                while chunk := sock.recv(4096):
+                    data += chunk
+            except ConnectionResetError:
+                pass
+    finally:
+        loop_thread.close()
+    assert server.session_count == 0
+    assert _connections(observer, "accepted") == 0
+    return data, observer
+
+
+def _refused_connect(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_a_connection_whose_proxy_header_comes_after_stop_began_gets_no_session(
+        tmp_path: Path) -> None:
+    data, observer = _stop_while_a_header_is_awaited("starttls", tmp_path, 10, PROXY_V1)
+    assert data == b"-ERR [SYS/TEMP] server shutting down\r\n"  # RFC 3206, not a greeting
+    assert _connections(observer, "shutting_down") == 1
+
+
+def test_on_the_implicit_tls_port_it_is_closed_without_a_byte(tmp_path: Path) -> None:
+    data, observer = _stop_while_a_header_is_awaited("tls", tmp_path, 10, PROXY_V1)
+    assert data == b""  # plaintext would reach the client's TLS stack as a broken record
+    assert _connections(observer, "shutting_down") == 1
+
+
+def test_a_header_that_never_comes_is_cut_at_the_end_of_the_grace(tmp_path: Path) -> None:
+    started = time.monotonic()
+    data, observer = _stop_while_a_header_is_awaited("plain", tmp_path, 0.5, b"")
+    assert data == b"" and time.monotonic() - started < 10  # not the 30 s header timeout
+    assert _connections(observer, "shutting_down") == 0

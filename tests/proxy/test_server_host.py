@@ -93,10 +93,28 @@ def test_a_broken_slot_table_caps_each_worker_alone(demo_upstream: DemoUpstream,
         a = stack.enter_context(_worker(config, loop_thread, db, 1))
         b = stack.enter_context(_worker(config, loop_thread, db, 2))
         with slots_path(db).open("r+b") as table:
-            table.write(b"garbage!")  # the header overwritten: every slot call now fails
+            table.write(b"POPSLOT9")  # another version's table: every slot call now fails
         with RawPOP3(_port(a)) as first, RawPOP3(_port(b)) as second:
             assert first.greeting.startswith(b"+OK") and second.greeting.startswith(b"+OK")
             assert RawPOP3(_port(a)).greeting == TOO_MANY  # this worker's own cap still holds
+
+
+def test_a_damaged_slot_table_is_made_again_and_the_host_cap_holds(
+        demo_upstream: DemoUpstream, loop_thread: LoopThread, tmp_path: Path) -> None:
+    """Regression (review): a table without a valid header (its maker killed while making it,
+    or overwritten) left every worker capping alone, with a warning, until a restart."""
+    config = make_config(demo_upstream.port, limits={"max_sessions": 1})
+    db = tmp_path / DB_FILE
+    with ExitStack() as stack:
+        a = stack.enter_context(_worker(config, loop_thread, db, 1))
+        b = stack.enter_context(_worker(config, loop_thread, db, 2))
+        with slots_path(db).open("r+b") as table:
+            table.write(bytes(64))  # the header as a killed maker leaves it: zero
+        with RawPOP3(_port(a)) as first:
+            assert first.greeting.startswith(b"+OK")
+            assert RawPOP3(_port(b)).greeting == TOO_MANY  # the host's one session is taken
+            assert _held(db) == 1
+        wait_for(lambda: _held(db) == 0, what="the slot to be given back")
 
 
 def test_with_redis_configured_workers_use_redis_and_still_no_journal(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from popproxy.proxy.slot_table import (
     HEADER_BYTES,
     KEY_BYTES,
+    MAGIC,
     MAX_LOAD,
     MIN_CAPACITY,
     RELOAD_HEADROOM,
@@ -20,6 +21,7 @@ from popproxy.proxy.slot_table import (
     SlotTable,
     SlotTableError,
     capacity_for,
+    foreign,
     format_table,
     size_for,
 )
@@ -74,6 +76,45 @@ def test_geometry_and_layout_are_checked() -> None:
     assert table.intact()
     buf[:HEADER_BYTES] = bytes(HEADER_BYTES)
     assert not table.intact()
+
+
+class _KilledAtItsNextWrite(bytearray):
+    """A buffer whose formatter dies at its first item write (struct's pack_into writes
+    through the buffer protocol, not here)."""
+
+    def __setitem__(self, index: object, value: object) -> None:
+        raise SystemExit("killed")
+
+
+def test_the_magic_is_written_last_so_a_killed_formatter_leaves_none() -> None:
+    buf = _KilledAtItsNextWrite(size_for(2, 64))
+    with pytest.raises(SystemExit):
+        format_table(buf, 2, 64, SALT)
+    assert bytes(buf[:len(MAGIC)]) == bytes(len(MAGIC))  # the rest of the header is there
+    assert bytes(buf[len(MAGIC):HEADER_BYTES]) != bytes(HEADER_BYTES - len(MAGIC))
+    with pytest.raises(SlotTableError):
+        SlotTable(buf)  # no table: the next opener makes it again (host_slots)
+
+
+def test_a_table_made_again_with_another_salt_is_not_intact_for_old_readers() -> None:
+    """A worker that mapped the table before another made it again must not count in it."""
+    buf = bytearray(size_for(2, 64))
+    format_table(buf, 2, 64, SALT)
+    old = SlotTable(buf)
+    buf[:] = bytes(len(buf))
+    format_table(buf, 2, 64, bytes(reversed(SALT)))
+    assert not old.intact() and SlotTable(buf).intact()
+
+
+def test_another_versions_table_is_told_from_a_damaged_one() -> None:
+    buf = bytearray(size_for(1, 64))
+    assert not foreign(buf)  # zero: half made
+    buf[:len(MAGIC)] = MAGIC[:-1] + b"9"
+    assert foreign(buf)
+    buf[:len(MAGIC)] = b"garbage!"
+    assert not foreign(buf)
+    format_table(buf, 1, 64, SALT)
+    assert not foreign(buf)
 
 
 def test_caps_hold_across_columns() -> None:

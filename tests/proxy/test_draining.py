@@ -1,0 +1,76 @@
+"""Waiting for connections at stop() and before a replaced store is closed (draining.py):
+connections still before their session count as much as sessions."""
+
+from __future__ import annotations
+
+import asyncio
+
+from popproxy.proxy.channel import Channel
+from popproxy.proxy.draining import close_after, drain
+from tests.support.harness import FakeTransport
+
+
+def _channel() -> tuple[Channel, FakeTransport]:
+    transport = FakeTransport()
+    channel = Channel(None)
+    channel.connection_made(transport)
+    return channel, transport
+
+
+def test_a_connection_before_its_session_is_waited_for_within_the_grace() -> None:
+    async def main() -> None:
+        arrived = asyncio.Event()
+        channel, transport = _channel()
+        connecting = asyncio.ensure_future(arrived.wait())  # as if awaiting a PROXY header
+        draining = asyncio.ensure_future(drain(set(), {}, {connecting: channel}, grace=5))
+        await asyncio.sleep(0.05)
+        assert not draining.done()
+        arrived.set()
+        await asyncio.wait_for(draining, 1)
+        assert not transport.aborted and not connecting.cancelled()
+
+    asyncio.run(main())
+
+
+def test_after_the_grace_sessions_are_told_and_connections_aborted() -> None:
+    async def main() -> None:
+        session_channel, session_transport = _channel()
+        header_channel, header_transport = _channel()
+        session = asyncio.ensure_future(session_channel.read())  # waits for a command
+        connecting = asyncio.ensure_future(asyncio.sleep(60))
+        await asyncio.sleep(0)
+        await drain({session}, {session: session_channel}, {connecting: header_channel},
+                    grace=0.05)
+        assert bytes(session_transport.sent) == b"-ERR [SYS/TEMP] server shutting down\r\n"
+        assert header_transport.aborted and bytes(header_transport.sent) == b""
+        assert session.cancelled() and connecting.cancelled()
+
+    asyncio.run(main())
+
+
+def test_nothing_to_wait_for_returns_at_once() -> None:
+    async def main() -> None:
+        await asyncio.wait_for(drain(set(), {}, {}, grace=60), 1)
+
+    asyncio.run(main())
+
+
+def test_a_replaced_store_is_closed_after_the_connections_under_it() -> None:
+    async def main() -> None:
+        closed: list[bool] = []
+
+        async def close() -> None:
+            closed.append(True)
+
+        release = asyncio.Event()
+        connection = asyncio.ensure_future(release.wait())
+        closing = asyncio.ensure_future(close_after(close, {connection}))
+        await asyncio.sleep(0.05)
+        assert not closed
+        release.set()
+        await asyncio.wait_for(closing, 1)
+        assert closed == [True]
+        await close_after(close, set())  # none: closed at once
+        assert closed == [True, True]
+
+    asyncio.run(main())

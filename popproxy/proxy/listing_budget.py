@@ -109,7 +109,10 @@ class BudgetedMailbox(MailboxView):
                 cached = usable.get(self._keys[number])
                 if cached is None:
                     cached = await self._judge_new(number, self._keys[number])
-                self._keep(number, cached)
+                if cached.action == "quarantine":  # released? (_keep); else no call per message
+                    self._keep(number, cached)
+                else:
+                    self._entries[number] = cached
 
     async def _live_entries(self) -> list[tuple[int, CachedVerdict]]:
         # After the first listing every verdict is held: a plain loop, no coroutine per

@@ -9,6 +9,9 @@ of 200 logins.  Counting is switched on for the measured logins only:
 
   - ``--tool cprofile``: the proxy runs under ``cProfile``, enabled by SIGUSR2 and dumped by
     the next SIGUSR2; prints calls per login and the functions that make most of them;
+  - ``--tool gc``: the cyclic garbage collector's collections per generation, their time
+    (wall, in the proxy) and the CPU time of the proxy over the measured logins: objects
+    left in reference cycles are freed only by collections, which read them all again;
   - ``--tool callgrind``: the proxy runs under valgrind (``--instr-atstart=no``), switched on
     and off with ``callgrind_control -i``; prints instructions per login, by object (the
     interpreter, libcrypto, libssl, the kernel's vdso, ...).
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import pstats
 import re
@@ -71,6 +75,34 @@ def toggle(signum, frame):
         prof.enable()
     on[0] = not on[0]
 signal.signal(signal.SIGUSR2, toggle)
+from popproxy.cli import main
+sys.exit(main())
+"""
+
+
+# Run inside the proxy process: collections counted between two SIGUSR2, printed at the second.
+GC_COUNTED = """\
+import gc, json, resource, signal, sys, time
+runs, spent, at, on = [0, 0, 0], [0.0, 0.0, 0.0], [0.0], []
+def collected(phase, info):
+    if not on:
+        return
+    if phase == "start":
+        at[0] = time.perf_counter()
+    else:
+        runs[info["generation"]] += 1
+        spent[info["generation"]] += time.perf_counter() - at[0]
+def toggle(signum, frame):
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    if on:
+        print("GC " + json.dumps({{"collections": runs, "seconds": spent,
+                                   "cpu": cpu - on.pop()}}), flush=True)
+    else:
+        on.append(cpu)
+gc.callbacks.append(collected)
+signal.signal(signal.SIGUSR2, toggle)
+sys.argv = ["popproxy"] + sys.argv[2:]
 from popproxy.cli import main
 sys.exit(main())
 """
@@ -127,15 +159,17 @@ def start(tool: str, tmp: Path, port: int, event_loop: str, log_level: str
     args = ["run", "--config", str(config), "--workers", "1", "--event-loop", event_loop,
             "--log-level", log_level]
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    if tool == "cprofile":
-        code = PROFILED.format(out=str(tmp / "prof.out"))
+    if tool in ("cprofile", "gc"):
+        code = PROFILED.format(out=str(tmp / "prof.out")) if tool == "cprofile" else \
+            GC_COUNTED.format()
         cmd = [sys.executable, "-c", code, "-", *args]
     else:
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                f"--callgrind-out-file={tmp / 'callgrind.out'}", sys.executable, "-m",
                "popproxy", *args]
     log = (tmp / "popproxy.log").open("wb")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # cwd: not the checkout, which `-c` and `-m` would put first on sys.path (POPPROXY_SRC)
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
 
 
 def cprofile_report(path: Path, n: int, top: int) -> None:
@@ -146,6 +180,16 @@ def cprofile_report(path: Path, n: int, top: int) -> None:
     for (file, line, fn), (_cc, nc, tt, _ct, _callers) in rows[:top]:
         short = re.sub(r".*/(popproxy|asyncio|uvloop|ssl|prometheus_client)/", r"\1/", file)
         print(f"  {nc / n:8.2f}  {tt / n * 1e6:7.1f}us  {short}:{line}({fn})")
+
+
+def gc_report(log: Path, n: int) -> None:
+    line = next(x for x in log.read_text().splitlines() if x.startswith("GC "))
+    found = json.loads(line[3:])
+    runs, spent = found["collections"], found["seconds"]
+    print(f"collections per 1000 logins (gen 0/1/2): "
+          f"{' / '.join(f'{r * 1000 / n:.1f}' for r in runs)}; GC time per login: "
+          f"{sum(spent) / n * 1e6:.1f} us ({' / '.join(f'{t / n * 1e6:.1f}' for t in spent)}); "
+          f"proxy CPU per login: {found['cpu'] / n * 1e3:.3f} ms")
 
 
 def callgrind_report(path: Path, n: int) -> None:
@@ -180,7 +224,7 @@ def callgrind_report(path: Path, n: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tool", choices=("cprofile", "callgrind"), default="cprofile")
+    ap.add_argument("--tool", choices=("cprofile", "gc", "callgrind"), default="cprofile")
     ap.add_argument("--logins", type=int, default=1000)
     ap.add_argument("--event-loop", default="uvloop")
     ap.add_argument("--log-level", default="INFO", help="popproxy's (INFO: the CLI default)")
@@ -202,19 +246,22 @@ def main() -> int:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
-        print(f"src: {SRC}  event loop: {a.event_loop}  log level: {a.log_level}")
+        print(f"src: {SRC} ({_imported(tmp)})  event loop: {a.event_loop}  log level: "
+              f"{a.log_level}")
         if a.tool == "cprofile":
             cprofile_report(tmp / "prof.out", a.logins, a.top)
+        elif a.tool == "gc":
+            gc_report(tmp / "popproxy.log", a.logins)
         else:
             callgrind_report(tmp / "callgrind.out", a.logins)
         if a.save is not None:
-            name = "prof.out" if a.tool == "cprofile" else "callgrind.out"
+            name = {"cprofile": "prof.out", "gc": "popproxy.log"}.get(a.tool, "callgrind.out")
             shutil.copy(tmp / name, a.save)
     return 0
 
 
 def toggle(tool: str, proc: subprocess.Popen[bytes]) -> None:
-    if tool == "cprofile":
+    if tool in ("cprofile", "gc"):
         proc.send_signal(signal.SIGUSR2)
     else:
         subprocess.run(["callgrind_control", "-i", "on" if not _on.get(proc.pid) else "off",
@@ -223,6 +270,15 @@ def toggle(tool: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 _on: dict[int, bool] = {}
+
+
+def _imported(tmp: Path) -> str:
+    """Which popproxy the proxy ran (its log's first lines name no path: ask Python)."""
+    code = "import popproxy; print(popproxy.__file__)"
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp, capture_output=True,
+                         text=True, check=False)
+    return out.stdout.strip()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,6 +6,7 @@ Nothing here raises for a denial; callers get a ``Decision`` and act on it (repl
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,13 @@ class Decision:
     reason: str
 
 
+# Peer addresses parsed lately: parsing one is ~16 Python calls (ipaddress), done at every
+# connection, and clients reconnect from the same few addresses (NAT, balancers, pollers).
+# Bounded, and the objects are immutable, so sharing them is safe.
+PARSED_ADDRESSES = 4096
+
+
+@functools.lru_cache(maxsize=PARSED_ADDRESSES)
 def parse_address(text: str) -> IPAddress | None:
     """A peer address as an IP; IPv4-mapped IPv6 (dual-stack sockets) becomes plain IPv4."""
     try:

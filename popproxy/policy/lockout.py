@@ -17,6 +17,7 @@ scope is blocked until old failures leave the window.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
 
@@ -76,8 +77,18 @@ def source_network(address: IPAddress, settings: Lockout) -> str:
     it; counting exact addresses would give it unlimited tries (and, for the per-source session
     cap, unlimited sessions).  An IPv4-mapped address counts as its IPv4 address.
     """
+    return _source_network(address, settings.ipv4_prefix, settings.ipv6_prefix)
+
+
+# Sources counted lately: asked at every connection (the per-source session cap) and at every
+# login with lockouts on; ~10 Python calls each, for the same few addresses again and again.
+SOURCE_NETWORKS = 4096
+
+
+@functools.lru_cache(maxsize=SOURCE_NETWORKS)
+def _source_network(address: IPAddress, ipv4_prefix: int, ipv6_prefix: int) -> str:
     address = unmapped(address)
-    prefix = settings.ipv4_prefix if address.version == 4 else settings.ipv6_prefix
+    prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
     bits = address.max_prefixlen
     masked = int(address) >> (bits - prefix) << (bits - prefix)  # cheaper than ip_network()
     return f"{type(address)(masked)}/{prefix}"

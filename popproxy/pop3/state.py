@@ -24,6 +24,10 @@ from popproxy.pop3.verbs import Phase, allowed_in
 
 
 class State(enum.Enum):
+    # Members are singletons compared by identity: the C identity hash, not Enum's Python
+    # ``hash(self._name_)`` (the transition and verb tables are looked up ~10 times a login).
+    __hash__ = object.__hash__
+
     AUTHORIZATION = "AUTHORIZATION"
     AUTHORIZATION_USER = "AUTHORIZATION_USER"  # USER accepted, PASS expected
     AUTHORIZATION_SASL = "AUTHORIZATION_SASL"  # inside an AUTH exchange
@@ -33,6 +37,8 @@ class State(enum.Enum):
 
 
 class Event(enum.Enum):
+    __hash__ = object.__hash__  # as State's
+
     USER_ACCEPTED = "USER_ACCEPTED"
     LOGIN_OK = "LOGIN_OK"
     LOGIN_FAILED = "LOGIN_FAILED"

@@ -93,8 +93,8 @@ class AuthHandler:
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_audit", "_client_ip", "_login_user", "_mech", "_peer", "_settings", "_user",
-        "failures", "user",
+        "_client_ip", "_login_user", "_mech", "_peer", "_settings", "_user",
+        "audit", "failures", "user",
     )
 
     mechanisms = MECHANISMS
@@ -104,7 +104,7 @@ class AuthHandler:
         self._settings = settings
         self._client_ip = client_ip
         self._peer = peer
-        self._audit = audit
+        self.audit = audit  # the session unsets it when it ends (a reference cycle)
         self._user: bytes | None = None
         self._mech: str | None = None
         self._login_user: bytes | None = None  # LOGIN mechanism: username step done
@@ -253,13 +253,13 @@ class AuthHandler:
             return Refused(LOCKOUT_STORE_DOWN)  # back to AUTHORIZATION (also after AUTH)
         if result.action != "block":
             if result.action == "delay":
-                self._audit("lockout", action="delay", scope=result.scope,
+                self.audit("lockout", action="delay", scope=result.scope,
                             delay=round(result.delay, 3))
             return None
         metrics = self._settings.observer.metrics
         metrics.lockout_blocks.labels(result.scope or "unknown").inc()
         self._record("locked", mechanism, scope=result.scope or "unknown")
-        self._audit("lockout", action="block", scope=result.scope)
+        self.audit("lockout", action="block", scope=result.scope)
         # [SYS/TEMP], never [AUTH]: the client should wait, not ask for the password again.
         self.failures += 1
         return Refused(LOCKED, self.failures >= self._settings.limits.max_login_failures)
@@ -338,7 +338,7 @@ class AuthHandler:
         """Count and audit one login attempt (the username goes to the audit log only)."""
         metrics = self._settings.observer.metrics
         metrics.child(metrics.logins, result).inc()
-        self._audit("login", result=result, mechanism=mechanism, **fields)
+        self.audit("login", result=result, mechanism=mechanism, **fields)
         # DEBUG: the audit log is the record of logins; an INFO line per login costs ~4% CPU.
         log.debug("session %s: login %s", self._peer, result)
 

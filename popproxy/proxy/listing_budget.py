@@ -100,6 +100,8 @@ class BudgetedMailbox(MailboxView):
         todo = [n for n in sorted(await self._load(), reverse=True)
                 if n in self._keys and n not in self._entries and n not in self.deleted]
         for start in range(0, len(todo), LISTING_BATCH):
+            if start:  # yield between batches: a batch of cache hits never awaits anything real
+                await asyncio.sleep(0)
             batch = todo[start:start + LISTING_BATCH]
             usable = await self._service.usable_verdicts([self._keys[n] for n in batch],
                                                          generation, _judged_on_head)
@@ -107,8 +109,10 @@ class BudgetedMailbox(MailboxView):
                 cached = usable.get(self._keys[number])
                 if cached is None:
                     cached = await self._judge_new(number, self._keys[number])
-                self._keep(number, cached)
-            await asyncio.sleep(0)  # yield: a batch of cache hits never awaits anything real
+                if cached.action == "quarantine":  # released? (_keep); else no call per message
+                    self._keep(number, cached)
+                else:
+                    self._entries[number] = cached
 
     async def _live_entries(self) -> list[tuple[int, CachedVerdict]]:
         # After the first listing every verdict is held: a plain loop, no coroutine per

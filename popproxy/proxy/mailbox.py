@@ -35,7 +35,7 @@ from popproxy.proxy.upstream import (
     UpstreamFailure,
     read_listings,
 )
-from popproxy.proxy.verdict_record import CachedVerdict, cache_key_in, mailbox_key, mailbox_material
+from popproxy.proxy.verdict_record import CachedVerdict, listing_keys, mailbox_key
 from popproxy.quarantine import HeldMessage, describe
 
 __all__ = ["RENDERED_WRITE_SLICE", "MailboxView"]
@@ -84,8 +84,7 @@ class MailboxView:
             uidls, sizes = await read_listings(self._up, ("UIDL", "LIST"))
             self._sizes = {n: int(v) for n, v in sizes.items()}
             self._uidls = uidls
-            box = mailbox_material(self._upstream_name, self._user)  # once, not per message
-            self._keys = {n: cache_key_in(box, u, self._sizes.get(n, -1)) for n, u in uidls.items()}
+            self._keys = listing_keys(self._upstream_name, self._user, uidls, self._sizes)
             # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).
             await self._service.cache.forget(self._box, set(self._keys.values()))
         return self._uidls
@@ -313,7 +312,7 @@ class MailboxView:
 
     async def stat(self) -> bytes:
         listed = await self._live_entries()
-        return replies.ok(f"{len(listed)} {sum(entry.size for _, entry in listed)}")
+        return replies.ok(f"{len(listed)} {sum([entry.size for _, entry in listed])}")
 
     async def list(self, number: int | None) -> bytes:
         if number is not None:

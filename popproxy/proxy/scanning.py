@@ -344,14 +344,14 @@ class ScanService:
     def now(self) -> float:
         return self._clock()
 
-    def _count_cache(self, result: str) -> None:
-        # Once per message of a listing: labels() is a locked look-up that cost more than the
-        # cache's own (bench/README.md), so each result's child is kept.
+    def _count_cache(self, result: str, count: int) -> None:
+        # Once per listing (local hits) or message: labels() is a locked look-up that cost more
+        # than the cache's own (bench/README.md), so each result's child is kept.
         child = self._cache_counts.get(result)
         if child is None:
             child = self._cache_counts[result] = self._observer.metrics.verdict_cache.labels(
                 result)
-        child.inc()
+        child.inc(count)
 
     def _count_kill(self, reason: str) -> None:
         self._observer.metrics.scan_worker_kills.labels(reason).inc()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,7 +28,7 @@ from popproxy.proxy.channel import Channel, ChannelClosed
 from popproxy.proxy.errors import SessionEnd
 from popproxy.proxy.relay import ClientWriter, relay, relay_capa
 from popproxy.proxy.released import ReleasingMailbox
-from popproxy.proxy.settings import SessionSettings
+from popproxy.proxy.settings import SessionSettings, unaudited
 from popproxy.proxy.tls_metrics import handshake_failure_reason
 from popproxy.proxy.tls_pump import wait_handshake
 from popproxy.proxy.upstream import (
@@ -59,10 +58,8 @@ class Session:
         "parser", "peer", "settings", "state", "upstream", "upstream_name"
     )
 
-    def __init__(
-        self, channel: Channel, settings: SessionSettings, client_ip: IPAddress | None, peer: str,
-        accepted_at: float | None = None,
-    ) -> None:
+    def __init__(self, channel: Channel, settings: SessionSettings, client_ip: IPAddress | None,
+                 peer: str, accepted_at: float | None = None) -> None:
         """``accepted_at``: loop time the connection was accepted (default: now), from which
         ``limits.login_timeout`` runs."""
         self.client = channel
@@ -159,13 +156,18 @@ class Session:
             self.upstream.close()
         if self.mailbox is not None:
             self.mailbox.close()  # its spooled copies
+        # The mailbox view and the auth handler call back self.audit: unlinked, reference counting
+        # frees the session now, not the cyclic GC later (settings.unaudited says why).
+        self.mailbox, self.auth.audit = None, unaudited
         if self.client.write_paused:
             self.client.abort()  # it stopped reading: nothing more will get through
             return
         # Not paused, so drain() returns at once (raising only if the connection is gone): no
         # timer around it.  close() sends what is queued, then TLS close_notify and FIN.
-        with contextlib.suppress(ConnectionError, OSError):
+        try:  # noqa: SIM105  (contextlib.suppress: three Python calls at every session's end)
             await self.client.drain()
+        except (ConnectionError, OSError):
+            pass
         self.client.close()
 
     def write(self, data: bytes) -> None:
@@ -278,7 +280,6 @@ class Session:
             # Unknown or out-of-state verbs count toward MAX_BAD_COMMANDS like malformed
             # lines: a probe gains nothing by sending well-formed nonsense.
             self.parser.refuse_last_command()
-
             self.write(replies.err(f"{event.verb} is not valid in this state"))
             self._close_if_too_many_bad()
         elif self.state.before_login:
@@ -300,7 +301,6 @@ class Session:
 
     def _close_if_too_many_bad(self) -> None:
         if self.parser.bad_count >= limits.MAX_BAD_COMMANDS:
-
             self.write(replies.err("too many bad commands, closing", Code.SYS_PERM))
             raise SessionEnd
 

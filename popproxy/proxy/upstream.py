@@ -199,9 +199,12 @@ class UpstreamConnection:
                 else UpstreamFailure.READ
             raise UpstreamError(f"read failed: {exc.__class__.__name__}", reason) from None
 
-    async def _status_line(self) -> StatusLine:
+    async def _status_line(self, single: bool = False) -> StatusLine:
+        """The next status line; ``single``: one that no body may follow."""
         event = await self._event()
         if isinstance(event, StatusLine):
+            if single and event.multiline:
+                raise UpstreamError("unexpected response framing", UpstreamFailure.PROTOCOL)
             return event
         if isinstance(event, ConnectionClosed):
             raise closed_early()
@@ -231,7 +234,7 @@ class UpstreamConnection:
     async def status(self, cmd: Command) -> StatusLine:
         """Send a single-line command and return its status line."""
         self.send(cmd)
-        return await self._single_line()
+        return await self._status_line(single=True)
 
     async def pipelined(self, first: Command, second: Command) -> StatusLine:
         """Send two single-line commands in one write (the server lists PIPELINING, RFC 2449
@@ -241,19 +244,14 @@ class UpstreamConnection:
         # Servers that keep Nagle on (Dovecot's login process) hold the second answer until
         # the first is acknowledged; a delayed ACK would stall the login for ~40 ms.
         self._channel.quick_ack()
-        status = await self._single_line()
+        # Not through a helper coroutine: each frame is resumed at every await of a login.
+        status = await self._status_line(single=True)
         if status.ok:
-            return await self._single_line()
+            return await self._status_line(single=True)
         # The first failed: its answer is the one that counts, whatever the server does with
         # the second line (answers it, closes, or sends garbage; the connection is dropped).
         with contextlib.suppress(UpstreamError):
-            await self._single_line()
-        return status
-
-    async def _single_line(self) -> StatusLine:
-        status = await self._status_line()
-        if status.multiline:
-            raise UpstreamError("unexpected response framing", UpstreamFailure.PROTOCOL)
+            await self._status_line(single=True)
         return status
 
     async def capabilities(self) -> tuple[Capability, ...]:

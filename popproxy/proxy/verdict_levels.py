@@ -30,7 +30,7 @@ _FROZEN_BY = [0]
 
 
 def open_verdict_cache(policy: Scan, state_dir: Path, host_db: Path | None,
-                       on_result: Callable[[str], None],
+                       on_result: Callable[[str, int], None],
                        clock: Callable[[], float]) -> VerdictCache:
     """``host_db``: the SQLite file the workers of this host share (host_state), or None."""
     ttl = policy.cache_ttl

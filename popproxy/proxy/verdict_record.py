@@ -72,6 +72,15 @@ def cache_key_in(mailbox: bytes, uidl: bytes, size: int) -> str:
     return hashlib.sha256(material).hexdigest()[:32]
 
 
+def listing_keys(upstream: str, username: str, uidls: dict[int, bytes], sizes: dict[int, int]
+                 ) -> dict[int, str]:
+    """``cache_key`` of every listed message (a size the LIST left out counts as -1), the
+    mailbox half made once and no Python call per message (issue 18: every login's listing)."""
+    mailbox, sha256 = mailbox_material(upstream, username), hashlib.sha256
+    return {n: sha256(b"\0".join((mailbox, uidl, str(sizes.get(n, -1)).encode()))
+                      ).hexdigest()[:32] for n, uidl in uidls.items()}
+
+
 OPTIONAL = ("reasons", "quarantine_id", "signals", "evidence", "mailbox")
 ACTIONS = frozenset({"pass", "tag", "defang", "quarantine", "unscanned"})
 

@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +53,11 @@ PHISH = (b"From: Security <alert@example.test>\r\nSubject: Verify now\r\n"
 CLEAN = b"From: a@example.test\r\nSubject: hello\r\n\r\nJust text.\r\n"
 
 
+def _collect(results: list[str]) -> Callable[[str, int], None]:
+    """A verdict cache's ``on_result`` that lists each result ``count`` times."""
+    return lambda result, count: results.extend([result] * count)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -85,7 +90,7 @@ def levels(rds: RedisServer, loop_thread: LoopThread, tmp_path: Path
     for name in ("a", "b"):
         results: list[str] = []
         shared = RedisVerdicts(connect_url(rds.url), TTL)
-        cache = VerdictCache(tmp_path / name / "verdicts.jsonl", shared, results.append, clock)
+        cache = VerdictCache(tmp_path / name / "verdicts.jsonl", shared, _collect(results), clock)
         made.append(Level(cache, results, loop_thread))
     try:
         yield made[0], made[1], clock
@@ -241,7 +246,7 @@ def test_a_silent_redis_costs_one_bounded_timeout_per_pause(
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
         results: list[str] = []
         shared = RedisVerdicts(connect_url(url), TTL)
-        cache = VerdictCache(tmp_path / "v.jsonl", shared, results.append)
+        cache = VerdictCache(tmp_path / "v.jsonl", shared, _collect(results))
         level = Level(cache, results, loop_thread)
         try:
             started = time.monotonic()

@@ -13,6 +13,7 @@ import pytest
 
 from popproxy.policy.decisions import (
     DEFAULT_UPSTREAM,
+    PARSED_ADDRESSES,
     Decision,
     connect_decision,
     in_networks,
@@ -53,6 +54,17 @@ def test_parse_address(text: str, expected: str) -> None:
 @pytest.mark.parametrize("text", ["", "localhost", "192.0.2.300", "unix:/run/x"])
 def test_parse_address_rejects_what_is_not_an_ip(text: str) -> None:
     assert parse_address(text) is None
+
+
+def test_parsed_addresses_are_remembered_within_a_bound() -> None:
+    """Parsed at every connection (issue 18: ~16 Python calls each): the same peer's address
+    is parsed once, and a client cycling through addresses cannot grow the memo."""
+    first = parse_address("::ffff:198.51.100.9")
+    assert parse_address("::ffff:198.51.100.9") is first
+    assert str(first) == "198.51.100.9"
+    for n in range(PARSED_ADDRESSES + 10):
+        parse_address(f"2001:db8::{n:x}")
+    assert parse_address.cache_info().currsize <= PARSED_ADDRESSES
 
 
 def test_in_networks_matches_by_family() -> None:

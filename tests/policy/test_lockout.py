@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-from popproxy.policy.lockout import assess, make_keys, password_tag
+from popproxy.policy.lockout import (
+    SOURCE_NETWORKS,
+    _source_network,
+    assess,
+    make_keys,
+    password_tag,
+    source_network,
+)
 from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.lockout_store import MemoryStore
@@ -150,3 +157,13 @@ def test_assess_takes_the_strictest_scope() -> None:
     blocked = assess(Counts(30, 0, 4, False), settings)
     assert (blocked.action, blocked.scope) == ("block", "account")
     assert assess(Counts(0, 0, 40, False), settings).delay == 0.0  # block, not a delay
+
+
+def test_source_networks_are_remembered_per_prefix_setting() -> None:
+    """Asked at every connection (the per-source cap): remembered, bounded, and a reload with
+    another prefix is not answered from the memo of the old one."""
+    address = ipaddress.ip_address("2001:db8:1:2::7")
+    assert source_network(address, Lockout()) == "2001:db8:1:2::/64"
+    assert source_network(address, Lockout(ipv6_prefix=48)) == "2001:db8:1::/48"
+    assert source_network(address, Lockout()) == "2001:db8:1:2::/64"
+    assert _source_network.cache_info().maxsize == SOURCE_NETWORKS

@@ -313,3 +313,29 @@ def test_an_idle_session_holds_no_mailbox_view_and_no_timer_of_its_own(
         assert session.client._held is None
         assert c.command("STAT").startswith(b"+OK 1 ")
         assert session.mailbox is not None
+
+
+def test_an_ended_session_is_freed_by_reference_counting(loop_thread: LoopThread,
+                                                         tmp_path: Path) -> None:
+    """CPU per login (issue 18 item 5): the auth handler and the mailbox view call back
+    ``Session.audit``.  Unless the session unlinks them when it ends, every session is a
+    reference cycle, left with its connections and their TLS state to the cyclic GC (about
+    half of the collections' time per login, bench/README.md)."""
+    with _proxy(loop_thread, tmp_path, {}, [CLEAN]) as (proxy, _):
+        gc.collect()
+        gc.disable()  # only reference counting frees anything now
+        try:
+            with RawPOP3(proxy.port) as c:
+                c.login("u", "p")
+                assert c.command("STAT").startswith(b"+OK 1 ")
+                assert c.command("QUIT").startswith(b"+OK")
+            deadline = time.monotonic() + 5
+            while _sessions() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _sessions() == 0
+        finally:
+            gc.enable()
+
+
+def _sessions() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, Session))

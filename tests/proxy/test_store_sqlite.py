@@ -7,6 +7,7 @@ import asyncio
 import json
 import multiprocessing
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,11 @@ OTHER = LockoutKeys(account="a:2", source="s:1", pair="p:2", trusted="t:2")  # s
 WINDOW = 3600.0
 NOW = 1_000_000.0
 PER_PROCESS = 150  # failures each of the two concurrent processes records
+
+
+def _collect(results: list[str]) -> Callable[[str, int], None]:
+    """A verdict cache's ``on_result`` that lists each result ``count`` times."""
+    return lambda result, count: results.extend([result] * count)
 
 
 def _stores(tmp_path: Path) -> list[LockoutStore]:
@@ -228,12 +234,12 @@ def test_the_verdict_cache_of_one_worker_serves_another_through_the_file(
     results: list[str] = []
 
     async def main() -> tuple[CachedVerdict | None, CachedVerdict | None]:
-        a = VerdictCache(None, SqliteVerdicts(path, 60.0), results.append)
-        b = VerdictCache(None, SqliteVerdicts(path, 60.0), results.append)
+        a = VerdictCache(None, SqliteVerdicts(path, 60.0), _collect(results))
+        b = VerdictCache(None, SqliteVerdicts(path, 60.0), _collect(results))
         await a.store("k", _verdict(42))
         served = await b.lookup("k", "gen")
         await a.forget("", set())  # nothing listed for mailbox "": nothing to drop
-        broken = VerdictCache(None, SqliteVerdicts(path, 60.0), results.append)
+        broken = VerdictCache(None, SqliteVerdicts(path, 60.0), _collect(results))
         connect(path).execute("DROP TABLE verdicts")  # every verdict call now fails
         missed = await broken.lookup("k", "gen")  # the file cannot answer: judged here
         for cache in (a, b, broken):

@@ -155,12 +155,23 @@ def test_evidence_and_mailbox_round_trip_through_the_file(tmp_path: Path) -> Non
 
 def test_a_verdict_of_another_evidence_generation_is_returned_stale(tmp_path: Path) -> None:
     results: list[str] = []
-    cache = VerdictCache(None, on_result=results.append)
+    cache = VerdictCache(None, on_result=lambda result, count: results.extend([result] * count))
     cache.put("k", _with_evidence())
     assert asyncio.run(cache.lookup("k", NEW_GEN)) == _with_evidence()  # the caller re-scores
     assert asyncio.run(cache.lookup("k", "bbbbbbbbbbbb-222222222222")) is None  # message part
     assert asyncio.run(cache.lookup("k", STALE_GEN)) == _with_evidence()
     assert results == ["stale", "miss", "local_hit"]
+
+
+def test_a_listings_local_hits_are_counted_in_one_call() -> None:
+    """One counter update per listing, not one per message (issue 18: CPU per login)."""
+    calls: list[tuple[str, int]] = []
+    cache = VerdictCache(None, on_result=lambda result, count: calls.append((result, count)))
+    for key in ("k1", "k2", "k3"):
+        cache.put(key, _with_evidence())
+    found = asyncio.run(cache.lookup_many(["k1", "k2", "k3", "k4"], STALE_GEN))
+    assert sorted(found) == ["k1", "k2", "k3"]
+    assert calls == [("local_hit", 3), ("miss", 1)]
 
 
 def test_entries_of_messages_no_longer_listed_are_forgotten_across_restarts(
@@ -285,7 +296,7 @@ class CountingShared(RedisVerdicts):
 def test_a_listing_batch_costs_one_shared_round_trip_each_way(tmp_path: Path) -> None:
     shared = CountingShared()
     results: list[str] = []
-    cache = VerdictCache(tmp_path / "verdicts.jsonl", shared, results.append)
+    cache = VerdictCache(tmp_path / "verdicts.jsonl", shared, lambda r, n: results.extend([r] * n))
     cache.put("local-current", _with_evidence().carried_to(NEW_GEN))
     cache.put("local-stale", _with_evidence())
     shared.stored["shared-current"] = _with_evidence().carried_to(NEW_GEN)

@@ -14,7 +14,7 @@ from popproxy.proxy.verdict_cache import CACHE_FILE, CachedVerdict
 from popproxy.proxy.verdict_shared import RedisVerdicts
 
 
-def _ignore(result: str) -> None:
+def _ignore(result: str, count: int) -> None:
     del result
 
 

@@ -9,6 +9,7 @@ from popproxy.proxy.verdict_record import (
     CachedVerdict,
     cache_key,
     cache_key_in,
+    listing_keys,
     mailbox_material,
 )
 from popproxy.scan.evidence import Evidence
@@ -41,3 +42,10 @@ def test_a_key_from_the_mailbox_material_is_the_full_key() -> None:
     for uidl, size in ((b"00000001abc", 512), (b"x", -1), (b"", 0)):
         assert cache_key_in(box, uidl, size) == cache_key("default", "alice", uidl, size)
     assert cache_key_in(box, b"u", 1) != cache_key_in(mailbox_material("other", "alice"), b"u", 1)
+
+
+def test_a_listings_keys_are_each_messages_key() -> None:
+    uidls, sizes = {1: b"00000001abc", 2: b"x", 3: b"y"}, {1: 512, 2: 0}  # 3: not in LIST
+    assert listing_keys("default", "Alice", uidls, sizes) == {
+        1: cache_key("default", "alice", b"00000001abc", 512),
+        2: cache_key("default", "alice", b"x", 0), 3: cache_key("default", "alice", b"y", -1)}

@@ -354,7 +354,8 @@ class SocketChannel(ReadQueue, SocketWriter):
             self._loop.remove_writer(self._fd)
         self._out.clear()
         self._out_size, self._retry = 0, None
-        self._discard_input()
+        if not self._eof:  # (after the peer's FIN there is nothing left to read)
+            self._discard_input()
         self._sock.close()
         self._error = self._error or exc
         self._drop_read_timer()

@@ -96,7 +96,7 @@ class SocketChannel(ReadQueue, SocketWriter):
 
     # ------------------------------------------------------------ readiness
     def _start_reading(self) -> None:
-        if not self._reading and not self._closed and not self._read_paused:
+        if not self._reading and not self._closing and not self._read_paused:
             self._reading = True
             self._loop.add_reader(self._fd, self._on_readable)
 
@@ -121,8 +121,10 @@ class SocketChannel(ReadQueue, SocketWriter):
             self._read_tls()
         else:
             self._read_plain()
-        if self._retry is not None and not self._writing and not self._closed:
-            self._send_out()  # a write that waited for a read (TLS)
+
+    def _read_after_write(self) -> None:
+        self._start_reading()  # stopped while OpenSSL waited to write (no spinning reads)
+        self._on_readable()
 
     def _read_plain(self) -> None:
         view = receive_buffer()

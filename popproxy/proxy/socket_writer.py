@@ -62,7 +62,8 @@ class SocketWriter:
     def _finish_close(self) -> None:
         raise NotImplementedError
 
-    def _on_readable(self) -> None:
+    def _read_after_write(self) -> None:
+        """An SSL_read or handshake step that had to write first may go on now."""
         raise NotImplementedError
 
     def write(self, data: bytes) -> None:
@@ -186,9 +187,9 @@ class SocketWriter:
             self._loop.add_writer(self._fd, self._on_writable)
 
     def _on_writable(self) -> None:
-        if self._read_wants_write:  # an SSL_read that had to write first (a key update)
+        if self._read_wants_write:  # a read or handshake step that had to write first
             self._read_wants_write = False
-            self._on_readable()
+            self._read_after_write()
             if self._closed:
                 return
         self._send_out()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import pytest
+import trustme
 
 from popproxy.proxy.socket_channel import SocketChannel
 from popproxy.proxy.socket_writer import COALESCE_LIMIT, HIGH_WATER, LOW_WATER
@@ -69,5 +71,65 @@ def test_tls_retries_the_same_slice_and_resumes_below_the_low_water_mark(loop: s
         assert not channel.write_paused and channel._out_size <= LOW_WATER
         channel.abort()
         secure.close()
+
+    run(loop, main)
+
+
+def _big_flight_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server whose handshake flight (a chain of RSA intermediates) is far larger than the
+    send and receive buffers below."""
+    root = trustme.CA(key_type=trustme.KeyType.RSA)
+    ca = root
+    for _ in range(6):
+        ca = ca.create_child_ca(key_type=trustme.KeyType.RSA)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", key_type=trustme.KeyType.RSA).configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    root.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+def _client_handshake(sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO,
+                      outgoing: ssl.MemoryBIO) -> None:
+    """Blocking: finish a client handshake over memory BIOs (the ClientHello went already)."""
+    while True:
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+            continue
+        sock.sendall(outgoing.read())
+        return
+
+
+def test_a_handshake_flight_that_does_not_fit_waits_for_writability(loop: str) -> None:
+    """SSLWantWriteError in the handshake: the reader stops (no spinning), the writer resumes
+    it, and the handshake completes."""
+    server_ctx, client_ctx = _big_flight_contexts()
+
+    async def main() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listening:
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # the kernel's minimum
+            client.connect(listening.getsockname())
+            server, _ = listening.accept()
+        server.setblocking(False)
+        _small_buffers(server)
+        client.settimeout(5)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        client.sendall(outgoing.read())  # the ClientHello; nothing read back yet
+        channel = SocketChannel(server, server_ctx)
+        handshake = channel.start_implicit_tls()
+        await asyncio.sleep(0.05)
+        assert channel._read_wants_write and not channel._reading and channel._writing
+        await asyncio.gather(
+            asyncio.to_thread(_client_handshake, client, tls, incoming, outgoing), handshake)
+        assert channel._reading and not channel.handshaking
+        channel.abort()
+        client.close()
 
     run(loop, main)

@@ -109,7 +109,9 @@ class SocketChannel(ReadQueue, SocketWriter):
         self._stop_reading()
 
     def _resume_reading(self) -> None:
-        if not self._eof and (self._tls is not None or self._implicit_tls is None):
+        if self._eof or self._read_wants_write:  # (the writer starts it again then)
+            return
+        if self._tls is not None or self._implicit_tls is None:
             self._start_reading()
 
     def _on_readable(self) -> None:

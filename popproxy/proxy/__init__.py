@@ -5,8 +5,14 @@ Who owns what (each piece of state has one owner; helpers return values):
 - ``server.ProxyServer`` owns the listeners, the policy in force and everything shared by the
   sessions of a process (TLS contexts, lockout guard, scan service, learned upstream CAPA); a
   reload builds a new ``settings.SessionSettings`` for the sessions that start afterwards.
-- ``channel.Channel`` owns one TCP connection's bytes, TLS included (``tls_pump.TlsPump``:
-  memory BIOs, so STLS can discard what was pipelined before the handshake, RFC 2595 s4).
+- ``acceptor.Acceptor`` accepts on a listening socket; each client gets a
+  ``socket_channel.SocketChannel``, which owns the connection's bytes, TLS included: it reads
+  its socket itself (``loop.add_reader``; TLS is a non-blocking ``ssl.SSLSocket`` on the
+  descriptor), so an idle session holds no transport and no memory BIOs (issue 18); STLS
+  refuses unread plaintext and leaves the rest to OpenSSL (RFC 2595 s4).  The session sees it
+  as a ``client_channel.ClientChannel``.
+- ``channel.Channel`` owns an upstream connection's bytes (a protocol on a transport; TLS
+  through ``tls_pump.TlsPump``: an ``SSLObject`` over memory BIOs).
 - ``session.Session`` owns one client's POP3 state machine (``pop3.state``) and its parser,
   and is the only code that applies a state transition or writes a reply.
 - ``auth.AuthHandler`` decides a login and returns a value (``LoggedIn``, ``Refused``,

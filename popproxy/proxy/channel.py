@@ -8,10 +8,10 @@ private and has changed between releases.  (2) asyncio's TLS transport keeps a 2
 connection; an idle POP3 session should cost a few KiB.
 
 So a ``Channel`` is an ``asyncio.BufferedProtocol`` that reads every socket into one shared
-per-thread buffer (the event loop calls ``get_buffer`` and ``buffer_updated`` back to back, so
-one buffer serves all connections of a loop) and, once TLS is on, hands the records to a
-``tls_pump.TlsPump`` (``ssl.SSLObject`` over memory BIOs).  Received application bytes
-queue in ``_chunks`` until ``read`` takes them.
+per-thread buffer (``get_buffer`` and ``buffer_updated`` run back to back) and, once TLS is on,
+hands the records to a ``tls_pump.TlsPump`` (``ssl.SSLObject`` over memory BIOs).  Received
+bytes queue in ``_chunks`` until ``read`` takes them.  Clients get a ``socket_channel.
+SocketChannel`` instead (less memory per idle session, issue 18); upstreams get a ``Channel``.
 """
 
 from __future__ import annotations
@@ -26,27 +26,30 @@ from typing import Any, cast
 
 from popproxy.pop3.events import NEED_DATA
 from popproxy.proxy import deadlines
+from popproxy.proxy.read_queue import MAX_UNREAD, ReadQueue
 from popproxy.proxy.tls_pump import TlsPump, consume_exception
 from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
 
 # Size of the shared receive buffer: large reads keep multi-MiB RETR relays cheap.
 READ_BUFFER_SIZE = 256 * 1024
-# Stop reading from the socket while this much received data waits to be consumed.
-MAX_UNREAD = 1024 * 1024
 _local = threading.local()
 
 
-def _new_shared_buffer() -> memoryview:
-    """This thread's receive buffer, made once (``get_buffer`` reads ``_local.view`` inline)."""
-    view = _local.view = memoryview(bytearray(READ_BUFFER_SIZE))
-    return view
+def receive_buffer() -> memoryview:
+    """This thread's receive buffer, made once (``get_buffer`` reads ``_local.view`` inline;
+    ``socket_channel`` reads into it too: every read is copied out at once)."""
+    try:
+        return _local.view  # type: ignore[no-any-return]
+    except AttributeError:
+        view = _local.view = memoryview(bytearray(READ_BUFFER_SIZE))
+        return view
 
 
 class ChannelClosed(ConnectionError):
     """The peer went away (or TLS failed) while we were reading or writing."""
 
 
-class Channel(asyncio.BufferedProtocol):
+class Channel(ReadQueue, asyncio.BufferedProtocol):
     """One connection: ``read``/``write``/``drain``/``start_tls``/``close``."""
 
     # Slots: one per connection lives as long as it does (idle memory per session).
@@ -101,7 +104,7 @@ class Channel(asyncio.BufferedProtocol):
         try:
             view: memoryview = _local.view  # (an annotation, not typing.cast: no call)
         except AttributeError:
-            view = _new_shared_buffer()
+            view = receive_buffer()
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -160,15 +163,21 @@ class Channel(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._error = self._error or exc
-        if self._read_timer is not None:  # it would keep this channel (and its TLS) alive
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._drop_read_timer()  # it would keep this channel (and its TLS) alive
         self._set_eof()
         self._wake_drain()
         if self.proxy_header is not None and not self.proxy_header.done():
             self.proxy_header.set_exception(ChannelClosed("closed before the PROXY header"))
         if self._tls is not None and self._tls.handshaking:
             self._tls.end_handshake(ChannelClosed("connection lost during TLS handshake"))
+
+    def _pause_reading(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -177,92 +186,10 @@ class Channel(asyncio.BufferedProtocol):
         self._write_paused = False
         self._wake_drain()
 
-    # ------------------------------------------------------------ reading
-    def _deliver(self, data: bytes) -> None:
-        if not data:
-            return
-        self._chunks.append(data)
-        self._unread += len(data)
-        if self._unread > MAX_UNREAD and not self._read_paused and self._transport is not None:
-            self._transport.pause_reading()
-            self._read_paused = True
-        self._wake_reader()
-
-    def _set_eof(self) -> None:
-        self._eof = True
-        self._wake_reader()
-
-    def _wake_reader(self) -> None:
-        waiter = self._read_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def _wake_drain(self) -> None:
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    @property
-    def unread(self) -> int:
-        """Bytes received (decrypted, if TLS) that ``read`` has not returned yet."""
-        return self._unread
-
-    async def read(self, timeout: float | None = None) -> bytes:
-        """All received bytes not yet read; ``b""`` once the peer has closed.
-
-        ``timeout``: seconds to wait for data, then ``TimeoutError``.  No timer when data is
-        already here, and at most one per channel otherwise: a read only moves the deadline,
-        and the timer, when it fires early, re-arms itself for the current one.  A timer
-        created and cancelled per read (or ``asyncio.timeout`` around it) was a tenth of the
-        interpreter's time per login.
-        """
-        while not self._chunks:
-            if self._eof:
-                return b""
-            loop = asyncio.get_running_loop()
-            waiter = self._read_waiter = loop.create_future()
-            if timeout is not None:
-                self._arm_read_timer(loop, loop.time() + timeout)
-            elif self._read_timer is not None:  # an earlier read's timer must not cut this one
-                self._read_timer.cancel()
-                self._read_timer = None
-            try:
-                await waiter
-            finally:
-                self._read_waiter = None
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks.clear()
-        self._unread = 0
-        if self._read_paused and self._transport is not None:
-            self._read_paused = False
-            self._transport.resume_reading()
-        return data
-
-    def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        self._deadline = deadline
-        timer = self._read_timer
-        if timer is not None and timer.when() <= deadline:
-            return  # it fires first and re-arms itself for the new deadline
-        if timer is not None:
-            timer.cancel()  # a shorter timeout than the armed one (greeting vs response)
-        self._read_timer = deadlines.call_at(loop, deadline, self._read_timer_fired)
-
-    def _read_timer_fired(self) -> None:
-        self._read_timer = None
-        waiter = self._read_waiter
-        if waiter is None or waiter.done():
-            return  # no read is waiting: the next one arms a timer again
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
-            waiter.set_exception(TimeoutError())
-        else:
-            self._read_timer = deadlines.call_at(loop, self._deadline, self._read_timer_fired)
-
-    @property
-    def awaiting_read(self) -> bool:
-        """A ``read`` waits with nothing received: the reader owes its peer no reply."""
-        waiter = self._read_waiter
-        return waiter is not None and not waiter.done() and not self._chunks
 
     # ------------------------------------------------------------ writing
     def write(self, data: bytes) -> None:

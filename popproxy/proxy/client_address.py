@@ -15,13 +15,13 @@ from prometheus_client import Counter
 
 from popproxy.policy import Listener
 from popproxy.policy.decisions import IPAddress, in_networks, parse_address
-from popproxy.proxy.channel import Channel
+from popproxy.proxy.client_channel import ClientChannel
 from popproxy.wire.proxyproto import ProxyProtocolError
 
 log = logging.getLogger("popproxy.server")
 
 
-async def client_address(channel: Channel, listener: Listener, peer: Any,
+async def client_address(channel: ClientChannel, listener: Listener, peer: Any,
                          rejects: Counter) -> tuple[IPAddress, int] | None:
     """(address, port), or None when the connection must be closed (``rejects`` counts why:
     popproxy_proxy_protocol_rejects_total{reason})."""

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from popproxy.proxy.channel import Channel
+from popproxy.proxy.client_channel import ClientChannel
 from popproxy.proxy.shutdown import tell_shutdown
 
 log = logging.getLogger("popproxy.server")
@@ -26,8 +26,8 @@ CUT_WAIT = 5.0
 Tasks = Collection[asyncio.Task[Any]]
 
 
-async def drain(sessions: Tasks, channels: dict[asyncio.Task[Any], Channel],
-                connecting: dict[asyncio.Task[Any], Channel], grace: float) -> None:
+async def drain(sessions: Tasks, channels: dict[asyncio.Task[Any], ClientChannel],
+                connecting: dict[asyncio.Task[Any], ClientChannel], grace: float) -> None:
     """Let ``sessions`` and ``connecting`` end for ``grace`` seconds, then cut the rest: a
     session waiting for a command is told why first (``tell_shutdown``, by its channel in
     ``channels``); a connection before its session has nothing to be told and is aborted."""

@@ -14,7 +14,7 @@ from popproxy.pop3 import replies
 from popproxy.pop3.capa import filter_upstream, parse_capa_body, render_capa
 from popproxy.pop3.errors import ProtocolError
 from popproxy.pop3.events import Command, StatusLine
-from popproxy.proxy.channel import Channel
+from popproxy.proxy.client_channel import ClientChannel
 from popproxy.proxy.upstream import (
     MAX_CAPA_BODY,
     BodyChunks,
@@ -42,7 +42,7 @@ class ClientWriter:
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = ("_channel", "_idle_timeout", "capture")
 
-    def __init__(self, channel: Channel, capture: SessionRecorder | None,
+    def __init__(self, channel: ClientChannel, capture: SessionRecorder | None,
                  idle_timeout: float) -> None:
         self._channel = channel
         self.capture = capture

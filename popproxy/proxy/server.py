@@ -23,8 +23,9 @@ from popproxy.policy.decisions import (
 from popproxy.policy.lockout import source_network
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
-from popproxy.proxy.channel import Channel
+from popproxy.proxy.acceptor import Acceptor, listening_sockets
 from popproxy.proxy.client_address import client_address
+from popproxy.proxy.client_channel import ClientChannel
 from popproxy.proxy.draining import close_after, drain
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.host_slots import SessionSlots
@@ -34,6 +35,7 @@ from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.session import Session, SessionSettings
 from popproxy.proxy.shutdown import SHUTDOWN_NOTICE
+from popproxy.proxy.socket_channel import SocketChannel
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_contexts
 from popproxy.proxy.tls_metrics import publish_certificates
@@ -71,11 +73,11 @@ class ProxyServer:
         for upstream in self.upstream_tls:
             self.observer.metrics.prepare_upstream(upstream)
         self._publish_certificates()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._acceptors: list[Acceptor] = []  # one per listening socket
         self._sessions: set[asyncio.Task[Any]] = set()
-        self._connecting: dict[asyncio.Task[Any], Channel] = {}  # not yet sessions: draining.py
+        self._connecting: dict[asyncio.Task[Any], ClientChannel] = {}  # draining.py
         self._stopping = False  # set by stop(): no session starts after it
-        self._channels: dict[asyncio.Task[Any], Channel] = {}  # each session's client side
+        self._channels: dict[asyncio.Task[Any], ClientChannel] = {}  # each session's client side
         self._per_ip: Counter[str] = Counter()  # sessions per source network (see _source)
         self.ports: dict[str, int] = {}  # listener name -> bound port (useful with port 0)
         self._gauge_task: asyncio.Task[Any] | None = None
@@ -114,21 +116,18 @@ class ProxyServer:
                     sockets: dict[str, socket.socket] | None = None) -> None:
         """Listen on every listener; ``sockets``: already bound and listening ones by listener
         name (a worker process gets them from the supervisor, docs/scaling.md)."""
-        loop = asyncio.get_running_loop()
         if self.slots is not None:
             self.slots.release_all()  # left by this worker's previous life, if it was killed
-        backlog = self.config.limits.listen_backlog  # create_server(sock=) listens again too
+        backlog = self.config.limits.listen_backlog  # Acceptor listens again (inherited ones)
         for listener in self.config.listeners:
-            factory = functools.partial(self._new_channel, listener.name)
+            on_accept = functools.partial(self._accepted, listener.name)
             if sockets is not None:
-                server = await loop.create_server(factory, sock=sockets[listener.name],
-                                                  backlog=backlog)
+                bound = [sockets[listener.name]]
             else:
                 port = (port_overrides or {}).get(listener.name, listener.port)
-                server = await loop.create_server(factory, listener.host, port,
-                                                  reuse_address=True, backlog=backlog)
-            self._servers.append(server)
-            self.ports[listener.name] = server.sockets[0].getsockname()[1]
+                bound = listening_sockets(listener.host, port, backlog)
+            self._acceptors.extend(Acceptor(sock, backlog, on_accept) for sock in bound)
+            self.ports[listener.name] = bound[0].getsockname()[1]
             log.info("listening: %s on %s:%d (%s)", listener.name, listener.host,
                      self.ports[listener.name], listener.mode)
         self._gauge_task = spawn(self._refresh_lockout_gauge(), "lockout-gauge")
@@ -143,8 +142,9 @@ class ProxyServer:
                 for labels in KNOWN_LABELS["lockouts_active"]:
                     self.observer.metrics.lockouts_active.labels(*labels).set(0)
 
-    def _new_channel(self, listener_name: str) -> Channel:
-        # The policy in force when the connection arrives is the one the session keeps.
+    def _accepted(self, listener_name: str, sock: socket.socket) -> None:
+        """A new client socket (acceptor.py): its channel, and the session's task.
+        The policy in force when the connection arrives is the one the session keeps."""
         settings = self._listener_settings.get(listener_name)
         if settings is None or settings.lockout is not self.lockout or (
                 settings.scan is not self.scan):
@@ -152,8 +152,13 @@ class ProxyServer:
             self._listener_settings[listener_name] = settings
         implicit = settings.server_tls if settings.listener.mode == "tls" else None
         name = sys.intern(f"session-{listener_name}")  # one string per listener, not session
-        return Channel(implicit, proxy_header=settings.listener.proxy_protocol is not None,
-                       on_connected=lambda channel: spawn(self._serve(channel, settings), name))
+        try:
+            channel = SocketChannel(sock, implicit,
+                                    proxy_header=settings.listener.proxy_protocol is not None)
+        except OSError:  # the loop could not watch it (closed under us): nothing to serve
+            sock.close()
+            return
+        spawn(self._serve(channel, settings), name)
 
     def _source(self, client_ip: IPAddress) -> str:
         """What ``max_sessions_per_ip`` counts: a source network as the lockout counters see
@@ -161,18 +166,11 @@ class ProxyServer:
         host cannot take every slot by cycling through the addresses of its /64."""
         return source_network(client_ip, self.config.lockout)
 
-    def _over_capacity(self, source: str) -> bool:
-        limits = self.config.limits
-        return (
-            len(self._sessions) >= limits.max_sessions
-            or self._per_ip[source] >= limits.max_sessions_per_ip
-        )
-
     @property
     def session_count(self) -> int:
         return len(self._sessions)
 
-    async def _serve(self, channel: Channel, settings: SessionSettings) -> None:
+    async def _serve(self, channel: ClientChannel, settings: SessionSettings) -> None:
         listener = settings.listener.name
         accepted_at = asyncio.get_running_loop().time()  # limits.login_timeout runs from here
         session_id = self.observer.new_session_id()
@@ -206,7 +204,7 @@ class ProxyServer:
             if slot == "host" and self.slots is not None:
                 self.slots.give_back(source)
 
-    async def _admission(self, channel: Channel, settings: SessionSettings, session_id: str,
+    async def _admission(self, channel: ClientChannel, settings: SessionSettings, session_id: str,
                          ) -> tuple[IPAddress, int, str, str] | None:
         """The PROXY header, the connect policy and the caps: (client address, port, source,
         slot), or None when the connection was refused (and closed) here."""
@@ -240,10 +238,9 @@ class ProxyServer:
             return None
         return client_ip, client_port, source, slot
 
-    def _shutting_down(self, channel: Channel, listener: Listener, session_id: str,
+    def _shutting_down(self, channel: ClientChannel, listener: Listener, session_id: str,
                        ip: str) -> bool:
-        """After stop(): closed where the greeting would come, with RFC 3206 SYS/TEMP (come
-        back later); on the implicit-TLS port a plain close (see the over-capacity case)."""
+        """After stop(): RFC 3206 SYS/TEMP where the greeting would come; port 995: a close."""
         if not self._stopping:
             return False
         if listener.mode != "tls":
@@ -264,9 +261,11 @@ class ProxyServer:
                             exc.__class__.__name__)
             else:
                 return "host" if ok else None
-        return None if self._over_capacity(source) else "local"
+        full = (len(self._sessions) >= limits.max_sessions
+                or self._per_ip[source] >= limits.max_sessions_per_ip)
+        return None if full else "local"
 
-    def _refused(self, channel: Channel, listener: str, session_id: str, result: str,
+    def _refused(self, channel: ClientChannel, listener: str, session_id: str, result: str,
                  ip: str | None, reason: str = "") -> None:
         self.observer.metrics.connections.labels(listener, result).inc()
         self.observer.audit.event("connect", session_id, listener=listener, client=ip,
@@ -277,7 +276,7 @@ class ProxyServer:
         else:
             channel.abort()
 
-    def _session_started(self, task: asyncio.Task[Any], channel: Channel, listener: str,
+    def _session_started(self, task: asyncio.Task[Any], channel: ClientChannel, listener: str,
                          source: str) -> float:
         """Count the session that starts in ``task``; its start time."""
         self._sessions.add(task)
@@ -388,8 +387,9 @@ class ProxyServer:
         self._stopping = True
         if self._gauge_task is not None:
             self._gauge_task.cancel()
-        for server in self._servers:
-            server.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
+        self._acceptors = []
         grace = self.config.limits.shutdown_grace if grace is None else grace
         await drain(self._sessions, self._channels, self._connecting, grace)
         if self.lockout is not None:

@@ -24,7 +24,8 @@ from popproxy.pop3.events import (
 from popproxy.pop3.replies import Code
 from popproxy.pop3.state import Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler, AuthResult, LoggedIn, Refused, Reply, SaslStarted
-from popproxy.proxy.channel import Channel, ChannelClosed
+from popproxy.proxy.channel import ChannelClosed
+from popproxy.proxy.client_channel import ClientChannel
 from popproxy.proxy.errors import SessionEnd
 from popproxy.proxy.relay import ClientWriter, relay, relay_capa
 from popproxy.proxy.released import ReleasingMailbox
@@ -53,13 +54,11 @@ class Session:
     """
 
     # Slots: one per connection lives as long as it does (idle memory per session).
-    __slots__ = (
-        "_login_timer", "accepted_at", "auth", "client", "client_ip", "id", "mailbox", "out",
-        "parser", "peer", "settings", "state", "upstream", "upstream_name"
-    )
+    __slots__ = ("_login_timer", "accepted_at", "auth", "client", "client_ip", "id", "mailbox",
+                 "out", "parser", "peer", "settings", "state", "upstream", "upstream_name")
 
-    def __init__(self, channel: Channel, settings: SessionSettings, client_ip: IPAddress | None,
-                 peer: str, accepted_at: float | None = None) -> None:
+    def __init__(self, channel: ClientChannel, settings: SessionSettings,
+                 client_ip: IPAddress | None, peer: str, accepted_at: float | None = None) -> None:
         """``accepted_at``: loop time the connection was accepted (default: now), from which
         ``limits.login_timeout`` runs."""
         self.client = channel

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
-from popproxy.proxy.channel import Channel
+from popproxy.proxy.client_channel import ClientChannel
 
 SHUTDOWN_NOTICE = replies.err("server shutting down", Code.SYS_TEMP)
 
 
-def tell_shutdown(channel: Channel | None) -> bool:
+def tell_shutdown(channel: ClientChannel | None) -> bool:
     """Write the notice to ``channel`` if it waits for a command; whether it was written."""
     if channel is None or not channel.awaiting_read or channel.handshaking:
         return False

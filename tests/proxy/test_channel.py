@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from popproxy.proxy.channel import MAX_UNREAD, Channel, ChannelClosed, open_channel
+from popproxy.proxy.channel import Channel, ChannelClosed, open_channel
+from popproxy.proxy.read_queue import MAX_UNREAD
 from popproxy.wire.proxyproto import ProxyProtocolError
 from tests.support.memtransport import attach, feed, linked_pair, tls_contexts
 

@@ -17,6 +17,7 @@ import pytest
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.session import Session
+from popproxy.proxy.socket_channel import SocketChannel
 from popproxy.quarantine import QuarantineStore
 from tests.helpers import LoopThread, RunningProxy, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3
@@ -308,9 +309,11 @@ def test_an_idle_session_holds_no_mailbox_view_and_no_timer_of_its_own(
         while not session.client.awaiting_read and time.monotonic() < deadline:
             time.sleep(0.01)
         assert session.mailbox is None
-        timer = session.client._read_timer
+        client = session.client
+        assert isinstance(client, SocketChannel)  # the server's client side (issue 18)
+        timer = client._read_timer
         assert timer is not None and not isinstance(timer, asyncio.TimerHandle)
-        assert session.client._held is None
+        assert client._proxy_seen is None and not client._out  # nothing kept for nothing
         assert c.command("STAT").startswith(b"+OK 1 ")
         assert session.mailbox is not None
 

@@ -83,9 +83,11 @@ def test_objects_an_idle_session_keeps_have_no_instance_dict() -> None:
     from popproxy.proxy.relay import ClientWriter
     from popproxy.proxy.released import ReleasingMailbox
     from popproxy.proxy.session import Session
+    from popproxy.proxy.socket_channel import SocketChannel
     from popproxy.proxy.tls_pump import TlsPump
     from popproxy.proxy.upstream import UpstreamConnection
 
-    kept = [Session, Channel, TlsPump, ClientWriter, UpstreamConnection, AuthHandler,
-            CommandParser, SessionState, ResponseFramer, ReleasingMailbox, _CoarseTimer]
+    kept = [Session, Channel, SocketChannel, TlsPump, ClientWriter, UpstreamConnection,
+            AuthHandler, CommandParser, SessionState, ResponseFramer, ReleasingMailbox,
+            _CoarseTimer]
     assert [cls.__name__ for cls in kept if cls.__dictoffset__ != 0] == []

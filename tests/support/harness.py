@@ -2,7 +2,8 @@
 upstream, with no sockets and no sleeps (in the style of h11's ``ConnectionPair`` and
 mitmproxy's playbook tests).
 
-The client side is a ``Channel`` on a ``FakeTransport``; the upstream side is a ``Channel``
+The client side is a ``Channel`` on a ``FakeTransport`` (the server gives real clients a
+``SocketChannel``: both are a ``ClientChannel`` to the session); the upstream side is a ``Channel``
 made by the session's injectable connector (``SessionSettings.upstream_connect``) and answered
 by ``ScriptedUpstream``, which replies to each command line from a table (or a ``respond``
 function, e.g. ``demo_responder``).  ``settle`` runs the loop until the session waits for the

@@ -1,0 +1,118 @@
+"""The read side a ``SocketChannel`` shares with nothing else: received bytes queued until the
+session reads them, the read deadline, and the waiters.
+
+Split from ``socket_channel.py`` (house rule: small modules) as a mixin with no slots of its
+own (the channel declares them all: one flat object per connection).  The read timer works as
+``channel.Channel.read`` explains: at most one per channel, moved lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from popproxy.proxy import deadlines
+
+# Stop reading from the socket while this much received data waits to be consumed (as
+# channel.MAX_UNREAD: a client that pipelines without reading replies cannot grow memory).
+MAX_UNREAD = 1024 * 1024
+
+
+class ReadQueue:
+    """``read``, ``unread``, ``awaiting_read`` over ``_chunks``; the subclass fills them."""
+
+    if not TYPE_CHECKING:  # no instance dict; mypy would take it to mean "no attributes"
+        __slots__ = ()
+    _chunks: list[bytes]
+    _unread: int
+    _eof: bool
+    _read_paused: bool
+    _read_waiter: asyncio.Future[None] | None
+    _read_timer: deadlines.Timer | None
+    _deadline: float
+
+    def _pause_reading(self) -> None:
+        """Stop taking bytes out of the socket (the subclass's)."""
+
+    def _resume_reading(self) -> None:
+        """Take bytes out of the socket again (the subclass's)."""
+
+    def _deliver(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._unread += len(data)
+        if self._unread > MAX_UNREAD and not self._read_paused:
+            self._read_paused = True
+            self._pause_reading()
+        self._wake_reader()
+
+    def _set_eof(self) -> None:
+        self._eof = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _drop_read_timer(self) -> None:
+        if self._read_timer is not None:  # it would keep this channel alive
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    @property
+    def unread(self) -> int:
+        """Bytes received (decrypted, if TLS) that ``read`` has not returned yet."""
+        return self._unread
+
+    @property
+    def awaiting_read(self) -> bool:
+        """A ``read`` waits with nothing received: the reader owes its peer no reply."""
+        waiter = self._read_waiter
+        return waiter is not None and not waiter.done() and not self._chunks
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        """All received bytes not yet read; ``b""`` once the peer has closed.
+
+        ``timeout``: seconds to wait for data, then ``TimeoutError`` (one timer per channel,
+        moved lazily, as in ``channel.Channel.read``).
+        """
+        while not self._chunks:
+            if self._eof:
+                return b""
+            loop = asyncio.get_running_loop()
+            waiter = self._read_waiter = loop.create_future()
+            if timeout is not None:
+                self._arm_read_timer(loop, loop.time() + timeout)
+            else:  # an earlier read's timer must not cut this one
+                self._drop_read_timer()
+            try:
+                await waiter
+            finally:
+                self._read_waiter = None
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._unread = 0
+        if self._read_paused:
+            self._read_paused = False
+            self._resume_reading()
+        return data
+
+    def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._deadline = deadline
+        timer = self._read_timer
+        if timer is not None and timer.when() <= deadline:
+            return  # it fires first and re-arms itself for the new deadline
+        if timer is not None:
+            timer.cancel()  # a shorter timeout than the armed one (greeting vs response)
+        self._read_timer = deadlines.call_at(loop, deadline, self._read_timer_fired)
+
+    def _read_timer_fired(self) -> None:
+        self._read_timer = None
+        waiter = self._read_waiter
+        if waiter is None or waiter.done():
+            return  # no read is waiting: the next one arms a timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._read_timer = deadlines.call_at(loop, self._deadline, self._read_timer_fired)

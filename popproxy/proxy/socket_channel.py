@@ -1,0 +1,399 @@
+"""A client connection that reads its socket itself: ``loop.add_reader`` on a non-blocking
+socket and, for TLS, a non-blocking ``ssl.SSLSocket`` on the same file descriptor.
+
+Why not ``channel.Channel`` (a protocol on a transport, TLS through an ``ssl.SSLObject`` over
+two memory BIOs) for clients: idle memory (issue 18, Build item 6).  The memory BIOs keep
+about 2.8 KiB per connection after the handshake and the transport another 1.5-1.9 KiB; a
+socket read by OpenSSL itself needs neither.  The upstream side keeps ``Channel``.
+
+What has to hold, and how it holds here:
+
+- STLS (RFC 2595 section 4, CVE-2011-0411): ``switch_to_tls`` refuses while received
+  plaintext is unread; bytes still in the kernel at the switch are read by OpenSSL, so every
+  byte after it is TLS.
+- Implicit TLS (port 995): nothing is read from the socket before ``start_implicit_tls`` (the
+  allowlist decides first), so not one byte is plaintext and a refused client sees no
+  certificate.
+- A PROXY header comes first: it is found with ``MSG_PEEK`` and exactly its bytes are taken
+  out of the socket (``wire.proxyproto_length``), so a TLS ClientHello behind it stays there
+  for OpenSSL.
+- Reads go into one shared per-thread buffer (``recv_into``); ``SSL_read`` returns one
+  record at a time and what OpenSSL holds does not make the descriptor readable, so TLS reads
+  go on while ``pending()`` says so.  Past ``MAX_UNREAD`` unread bytes reading stops.
+- The peer's FIN does not close our side (pipelined commands still get every answer);
+  ``close`` sends what waits, then TLS close_notify, then closes; ``abort`` drops at once.
+  The loop stops watching the descriptor before it is closed (uvloop requires it).
+
+The write side is ``socket_writer.SocketWriter``, the read queue ``read_queue.ReadQueue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from typing import Any
+
+from popproxy.pop3.events import NEED_DATA
+from popproxy.proxy import deadlines
+from popproxy.proxy.channel import ChannelClosed, receive_buffer
+from popproxy.proxy.read_queue import ReadQueue
+from popproxy.proxy.socket_writer import SocketWriter
+from popproxy.proxy.tls_pump import consume_exception
+from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
+from popproxy.wire.proxyproto_length import header_length
+
+# How much of a PROXY header is peeked at once: a whole v1 line (107 bytes, PP section 2.1)
+# or a v2 header within the parser's limit (16 + proxyproto.MAX_V2_PAYLOAD) in one go.
+PROXY_PEEK = 2048
+# Reads (of the 256 KiB shared buffer) of unread input thrown away before a close; a peer
+# that sends more than that gets a reset anyway.
+DISCARD_READS = 4
+
+
+class SocketChannel(ReadQueue, SocketWriter):
+    """One accepted client socket: ``read``/``write``/``drain``/``switch_to_tls``/``close``."""
+
+    # Slots: one per connection lives as long as it does (idle memory per session).
+    __slots__ = (
+        "_chunks", "_closed", "_closing", "_deadline", "_drain_waiter", "_eof", "_error", "_fd",
+        "_flush_scheduled", "_handshake", "_implicit_tls", "_loop", "_out", "_out_size",
+        "_proxy_left", "_proxy_parser", "_proxy_seen", "_read_paused", "_read_timer",
+        "_read_waiter", "_read_wants_write", "_reading", "_retry", "_sock", "_tls", "_unread",
+        "_write_paused", "_writing", "proxy_header",
+    )
+
+    def __init__(self, sock: socket.socket, implicit_tls: ssl.SSLContext | None = None,
+                 proxy_header: bool = False) -> None:
+        """``sock``: connected and non-blocking.  ``implicit_tls``: the server context of a
+        port-995 listener, started by ``start_implicit_tls``.  ``proxy_header``: the first
+        bytes must be a PROXY protocol header (``proxy_header`` resolves with it)."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._sock, self._fd, self._tls = sock, sock.fileno(), None
+        self._implicit_tls = implicit_tls
+        self._handshake: asyncio.Future[None] | None = None
+        self._chunks: list[bytes] = []  # a list: an empty deque costs ~1 KiB per idle session
+        self._unread, self._eof, self._error = 0, False, None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._read_timer: deadlines.Timer | None = None
+        self._deadline = 0.0
+        self._read_paused = self._read_wants_write = self._reading = False
+        self._out: list[bytes] = []
+        self._out_size, self._retry = 0, None
+        self._writing = self._flush_scheduled = self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._closing = self._closed = False
+        self._proxy_parser = ProxyHeaderParser() if proxy_header else None
+        self._proxy_seen: bytearray | None = bytearray() if proxy_header else None
+        self._proxy_left = -1  # header bytes still to take, once its length is known
+        self.proxy_header: asyncio.Future[ProxyHeader] | None = None
+        if proxy_header:
+            self.proxy_header = loop.create_future()
+            self.proxy_header.add_done_callback(consume_exception)
+        if proxy_header or implicit_tls is None:  # port 995: not one byte before the policy
+            self._start_reading()
+
+    # ------------------------------------------------------------ readiness
+    def _start_reading(self) -> None:
+        if not self._reading and not self._closing and not self._read_paused:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._on_readable)
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def _pause_reading(self) -> None:
+        self._stop_reading()
+
+    def _resume_reading(self) -> None:
+        if self._eof or self._read_wants_write:  # (the writer starts it again then)
+            return
+        if self._tls is not None or self._implicit_tls is None:
+            self._start_reading()
+
+    def _on_readable(self) -> None:
+        if self._proxy_parser is not None:
+            self._read_proxy_header()
+        elif self._handshake is not None:
+            self._advance_handshake()
+        elif self._tls is not None:
+            self._read_tls()
+        else:
+            self._read_plain()
+
+    def _read_after_write(self) -> None:
+        self._start_reading()  # stopped while OpenSSL waited to write (no spinning reads)
+        self._on_readable()
+
+    def _read_plain(self) -> None:
+        view = receive_buffer()
+        try:
+            size = self._sock.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if size:
+            self._deliver(bytes(view[:size]))
+        else:
+            self._peer_closed()
+
+    def _read_tls(self) -> None:
+        tls, view = self._tls, receive_buffer()
+        assert tls is not None
+        while True:
+            try:
+                size = tls.recv_into(view)  # ragged EOF and close_notify: 0
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLWantWriteError:  # a key update to answer, send buffer full
+                self._stop_reading()
+                self._read_wants_write = True
+                self._wait_writable()
+                return
+            except ssl.SSLZeroReturnError:
+                size = 0
+            except OSError as exc:  # ssl.SSLError, resets
+                self._fail(exc)
+                return
+            if not size:
+                self._peer_closed()
+                return
+            self._deliver(bytes(view[:size]))
+            # One record per SSL_read, and what OpenSSL holds does not wake the loop; when it
+            # holds nothing a read would only raise SSLWantReadError (costly: issue 18).
+            if not self._reading or not tls.pending():
+                return
+
+    def _peer_closed(self) -> None:
+        """FIN (or close_notify): EOF for the reader; our side stays open (half-close)."""
+        self._stop_reading()
+        self._set_eof()
+
+    # ------------------------------------------------------------ PROXY header
+    def _read_proxy_header(self) -> None:
+        """PROXY protocol first (HAProxy spec section 2): exactly its bytes are taken."""
+        view = receive_buffer()
+        try:
+            peeked = size = self._sock.recv_into(view, PROXY_PEEK, socket.MSG_PEEK)
+            if peeked:
+                size = self._sock.recv_into(view, self._proxy_take(view[:peeked]))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(exc)
+            return
+        data = bytes(view[:size])
+        if self._proxy_left < 0 and self._proxy_seen is not None:
+            self._proxy_seen += data  # bounded: the parser refuses long prefixes first
+        else:
+            self._proxy_left -= size
+        self._feed_proxy_header(data)  # b"": EOF inside the header
+
+    def _proxy_take(self, peeked: memoryview) -> int:
+        """How many of the ``peeked`` bytes belong to the header: all of them until its length
+        is known (``_proxy_seen`` holds them till then: a v1 line, a v2 fixed part), then
+        what is left of it.  Consuming what belongs to the header keeps a level-triggered
+        reader from spinning on an incomplete one."""
+        if self._proxy_left < 0 and self._proxy_seen is not None:
+            known = header_length(bytes(self._proxy_seen) + bytes(peeked))
+            if known is not None:
+                self._proxy_left = known - len(self._proxy_seen)
+        return len(peeked) if self._proxy_left < 0 else min(len(peeked), self._proxy_left)
+
+    def _feed_proxy_header(self, data: bytes) -> None:
+        parser, waiter = self._proxy_parser, self.proxy_header
+        assert parser is not None and waiter is not None
+        parser.receive_data(data)
+        try:
+            event = parser.next_event()
+        except ProxyProtocolError as exc:
+            self._proxy_parser = self._proxy_seen = None
+            if not waiter.done():
+                waiter.set_exception(exc)
+            self._fail(exc)
+            return
+        if event is NEED_DATA:
+            return
+        assert isinstance(event, ProxyHeader) and not parser.remaining()
+        self._proxy_parser = self._proxy_seen = None
+        if not waiter.done():
+            waiter.set_result(event)
+        if self._implicit_tls is not None:
+            self._stop_reading()  # the ClientHello waits in the kernel for the policy
+
+    # ------------------------------------------------------------ TLS
+    @property
+    def tls_active(self) -> bool:
+        return self._tls is not None
+
+    @property
+    def handshaking(self) -> bool:
+        """A TLS handshake has started and not finished: no application data can be sent."""
+        return self._handshake is not None
+
+    def ssl_object(self) -> ssl.SSLSocket | None:
+        return self._tls
+
+    def start_implicit_tls(self) -> asyncio.Future[None]:
+        """Begin the port-995 handshake: the first byte read from the socket is OpenSSL's."""
+        assert self._implicit_tls is not None
+        ctx, self._implicit_tls = self._implicit_tls, None
+        return self.switch_to_tls(ctx, server_side=True)
+
+    def switch_to_tls(
+        self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> asyncio.Future[None]:
+        """Switch to TLS now, synchronously; returns the handshake's future.
+
+        Every byte read after this call is TLS.  Raises ``RuntimeError`` if received
+        plaintext is still unread: the caller must refuse STLS first (RFC 2595 section 4,
+        CVE-2011-0411).  Plaintext replies still queued (the ``+OK`` to STLS) are sent first;
+        ``ChannelClosed`` if the peer does not take them.  The future fails with
+        ``ssl.SSLError`` or ``ChannelClosed`` if the handshake does.
+        """
+        if self._unread or self._chunks:
+            raise RuntimeError("plaintext is pending: refusing to start TLS over it")
+        if self._tls is not None:
+            raise RuntimeError("TLS is already active")
+        self.flush()
+        if self._out or self._closed:
+            self.abort()
+            raise ChannelClosed("the peer does not read: plaintext still queued at STLS")
+        handshake = self._handshake = self._loop.create_future()
+        handshake.add_done_callback(consume_exception)  # seen even if nobody awaits it
+        self._sock = self._tls = ctx.wrap_socket(
+            self._sock, server_side=server_side, server_hostname=server_hostname,
+            do_handshake_on_connect=False,
+        )
+        self._start_reading()
+        self._advance_handshake()  # the ClientHello may be in the kernel already
+        return handshake
+
+    async def start_tls(self, ctx: ssl.SSLContext, *, server_side: bool,
+                        server_hostname: str | None = None, timeout: float = 10.0) -> None:
+        """``switch_to_tls`` and wait for the handshake (``TimeoutError`` after ``timeout``)."""
+        handshake = self.switch_to_tls(ctx, server_side=server_side,
+                                       server_hostname=server_hostname)
+        async with asyncio.timeout(timeout):
+            await handshake
+
+    def _advance_handshake(self) -> None:
+        tls = self._tls
+        assert tls is not None
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            return
+        except ssl.SSLWantWriteError:  # the server flight did not fit the send buffer
+            self._stop_reading()
+            self._read_wants_write = True
+            self._wait_writable()
+            return
+        except ssl.SSLError as exc:  # the alert is sent already (socket BIO)
+            self._end_handshake(exc)
+            self._fail(exc)
+            return
+        except OSError as exc:
+            self._end_handshake(ChannelClosed(f"connection lost during TLS handshake: {exc}"))
+            self._fail(exc)
+            return
+        self._end_handshake(None)
+        if self._out and not self._writing:
+            self._send_out()
+
+    def _end_handshake(self, exc: BaseException | None) -> None:
+        handshake, self._handshake = self._handshake, None
+        if handshake is None or handshake.done():
+            return
+        if exc is None:
+            handshake.set_result(None)
+        else:
+            handshake.set_exception(exc)
+
+    # ------------------------------------------------------------ closing
+    def close(self) -> None:
+        """Close gracefully: what waits is sent, then TLS close_notify, then FIN."""
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        self._stop_reading()
+        if self._handshake is not None:  # nothing can be sent mid-handshake
+            self._out.clear()
+        if self._out or self._retry is not None:
+            if not self._writing:
+                self._send_out()  # finishes the close once everything went
+            return
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        tls = self._tls
+        if tls is not None and self._handshake is None:
+            # RFC 8446 section 6.1 close_notify; not waiting for the peer's (a non-blocking
+            # unwrap raises SSLWantReadError once it has sent ours).
+            with contextlib.suppress(OSError, ValueError):
+                tls.unwrap()
+        self._teardown(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._teardown(exc)
+
+    def abort(self) -> None:
+        """Drop the connection at once; used when the peer is hostile or gone."""
+        self._teardown(None)
+
+    def _teardown(self, exc: BaseException | None) -> None:
+        """Stop watching the descriptor, close it, tell whoever waits."""
+        if self._closed:
+            return
+        self._closed = self._closing = True
+        self._stop_reading()
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+        self._out.clear()
+        self._out_size, self._retry = 0, None
+        if not self._eof:  # (after the peer's FIN there is nothing left to read)
+            self._discard_input()
+        self._sock.close()
+        self._error = self._error or exc
+        self._drop_read_timer()
+        self._set_eof()
+        self._write_paused = False
+        self._wake_drain()
+        if self.proxy_header is not None and not self.proxy_header.done():
+            self.proxy_header.set_exception(ChannelClosed("closed before the PROXY header"))
+        self._end_handshake(ChannelClosed("connection lost during TLS handshake"))
+
+    def _discard_input(self) -> None:
+        """Read away what the kernel still holds: closing a socket with unread input sends a
+        reset, which can destroy our last reply (an -ERR, a TLS alert) at the peer; a
+        transport had always read everything, so its peers got a FIN.  Raw reads, below
+        TLS: nothing of it is looked at."""
+        view = receive_buffer()
+        for _ in range(DISCARD_READS):
+            try:
+                if not socket.socket.recv_into(self._sock, view, 0, socket.MSG_DONTWAIT):
+                    return
+            except OSError:  # nothing more (BlockingIOError), or already reset
+                return
+
+    def is_closing(self) -> bool:
+        return self._closing or self._closed
+
+    def quick_ack(self) -> None:
+        """Acknowledge the next segments at once (Linux TCP_QUICKACK, not sticky)."""
+        if hasattr(socket, "TCP_QUICKACK") and not self._closed:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+    def peername(self) -> Any:
+        try:
+            return self._sock.getpeername()
+        except OSError:
+            return None

@@ -1,0 +1,91 @@
+"""The server's accept loop: sockets as ``create_server`` made them, each accepted connection
+non-blocking with TCP_NODELAY, a pause (not a spin) when descriptors run out, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from typing import Any
+
+import pytest
+
+from popproxy.proxy import acceptor
+from popproxy.proxy.acceptor import Acceptor, listening_sockets
+from tests.support.sockpair import LOOPS, run
+
+pytestmark = pytest.mark.parametrize("loop", LOOPS)
+
+
+def test_accepts_every_queued_connection_non_blocking_without_nagle(loop: str) -> None:
+    async def main() -> None:
+        (sock,) = listening_sockets("127.0.0.1", 0, 16)
+        accepted: list[socket.socket] = []
+        server = Acceptor(sock, 16, accepted.append)
+        port = sock.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        for _ in range(200):
+            if len(accepted) == 5:
+                break
+            await asyncio.sleep(0.005)
+        assert len(accepted) == 5
+        for conn in accepted:
+            assert conn.gettimeout() == 0.0
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            conn.close()
+        server.close()
+        assert sock.fileno() == -1
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=1)
+        for client in clients:
+            client.close()
+
+    run(loop, main)
+
+
+class _OutOfFiles(socket.socket):
+    """A listening socket whose first accept fails with EMFILE."""
+
+    failures = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if _OutOfFiles.failures == 0:
+            _OutOfFiles.failures += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+def test_out_of_descriptors_pauses_accepting_then_resumes(loop: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(acceptor, "ACCEPT_PAUSE", 0.2)
+    _OutOfFiles.failures = 0
+
+    async def main() -> None:
+        (plain,) = listening_sockets("127.0.0.1", 0, 16)
+        sock = _OutOfFiles(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        accepted: list[socket.socket] = []
+        server = Acceptor(sock, 16, accepted.append)
+        client = socket.create_connection(sock.getsockname())
+        await asyncio.sleep(0.1)
+        assert _OutOfFiles.failures == 1 and not accepted  # paused, not spinning
+        await asyncio.sleep(0.3)
+        assert len(accepted) == 1
+        accepted[0].close()
+        client.close()
+        server.close()
+
+    run(loop, main)
+
+
+def test_listening_sockets_binds_every_address_of_the_host(loop: str) -> None:
+    async def main() -> None:
+        made = listening_sockets("localhost", 0, 8)
+        try:
+            ports = {sock.getsockname()[1] for sock in made}
+            assert len(ports) == 1 and made
+            assert all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) for sock in made)
+        finally:
+            for sock in made:
+                sock.close()
+
+    run(loop, main)

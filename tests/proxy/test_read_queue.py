@@ -1,0 +1,72 @@
+"""``ReadQueue``: what a channel's ``read`` returns, its deadline and its flow control, driven
+through a minimal channel (the hooks record when reading would pause and resume)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from popproxy.proxy import deadlines
+from popproxy.proxy.read_queue import MAX_UNREAD, ReadQueue
+
+
+class Queue(ReadQueue):
+    __slots__ = ("_chunks", "_deadline", "_eof", "_read_paused", "_read_timer", "_read_waiter",
+                 "_unread", "calls")
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._unread, self._eof, self._read_paused, self._deadline = 0, False, False, 0.0
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._read_timer: deadlines.Timer | None = None
+        self.calls: list[str] = []
+
+    def _pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def _resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+def test_read_joins_what_arrived_and_reports_eof_after_it() -> None:
+    async def main() -> None:
+        queue = Queue()
+        reader = asyncio.ensure_future(queue.read())
+        await asyncio.sleep(0)
+        assert queue.awaiting_read
+        for byte in b"USER a\r\n":
+            queue._deliver(bytes([byte]))
+        assert queue.unread == 8
+        assert await reader == b"USER a\r\n" and queue.unread == 0
+        queue._set_eof()
+        assert await queue.read() == b""
+
+    asyncio.run(main())
+
+
+def test_pauses_past_max_unread_and_resumes_when_read() -> None:
+    async def main() -> None:
+        queue = Queue()
+        queue._deliver(b"x" * MAX_UNREAD)
+        assert queue.calls == []
+        queue._deliver(b"x")
+        assert queue.calls == ["pause"]
+        assert len(await queue.read()) == MAX_UNREAD + 1
+        assert queue.calls == ["pause", "resume"]
+
+    asyncio.run(main())
+
+
+def test_timeout_then_a_read_without_timeout_is_not_cut() -> None:
+    async def main() -> None:
+        queue = Queue()
+        with pytest.raises(TimeoutError):
+            await queue.read(timeout=0.02)
+        reader = asyncio.ensure_future(queue.read())
+        await asyncio.sleep(0.05)
+        assert not reader.done() and queue._read_timer is None
+        queue._deliver(b"NOOP\r\n")
+        assert await reader == b"NOOP\r\n"
+
+    asyncio.run(main())

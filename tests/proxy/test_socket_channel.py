@@ -1,0 +1,349 @@
+"""``SocketChannel``: a client socket read by the channel itself, over real loopback TCP, on
+asyncio's loop and on uvloop.  Protocol input is fed whole and byte by byte."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+
+import pytest
+
+from popproxy.proxy.channel import ChannelClosed
+from popproxy.proxy.read_queue import MAX_UNREAD
+from popproxy.proxy.socket_channel import SocketChannel
+from popproxy.wire.proxyproto import ProxyProtocolError
+from tests.support.memtransport import tls_contexts
+from tests.support.sockpair import LOOPS, recv_until, run, tcp_pair, tls_client
+
+SERVER_CTX, CLIENT_CTX = tls_contexts()
+V1_HEADER = b"PROXY TCP4 192.0.2.7 198.51.100.2 40000 995\r\n"
+
+pytestmark = pytest.mark.parametrize("loop", LOOPS)
+
+
+async def read_exactly(channel: SocketChannel, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await channel.read(timeout=5)
+        assert chunk, f"EOF after {len(data)} of {size} bytes"
+        data += chunk
+    return data
+
+
+async def settle(condition: object, what: str) -> None:
+    for _ in range(500):
+        if callable(condition) and condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"never: {what}")
+
+
+# ------------------------------------------------------------------ plain
+def test_reads_byte_by_byte_and_whole(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        for byte in b"USER alice\r\n":
+            client.send(bytes([byte]))
+            await settle(lambda: channel.unread, "a byte arrives")
+            assert await channel.read(timeout=1) == bytes([byte])
+        client.sendall(b"PASS x\r\nSTAT\r\n")
+        assert await read_exactly(channel, 14) == b"PASS x\r\nSTAT\r\n"
+        assert channel.peername() == client.getsockname()
+        channel.abort()
+        client.close()
+
+    run(loop, main)
+
+
+def test_read_times_out_and_the_next_read_still_gets_data(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        with pytest.raises(TimeoutError):
+            await channel.read(timeout=0.05)
+        assert channel.awaiting_read is False
+        client.sendall(b"NOOP\r\n")
+        assert await channel.read(timeout=1) == b"NOOP\r\n"
+        channel.abort()
+        client.close()
+
+    run(loop, main)
+
+
+def test_peer_fin_ends_reading_but_every_answer_still_goes_out(loop: str) -> None:
+    """Half-close: pipelined commands then FIN still get all their answers."""
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        client.sendall(b"NOOP\r\nNOOP\r\nQUIT\r\n")
+        client.shutdown(socket.SHUT_WR)
+        assert await read_exactly(channel, 18) == b"NOOP\r\nNOOP\r\nQUIT\r\n"
+        assert await channel.read(timeout=1) == b""
+        for _ in range(3):
+            channel.write(b"+OK\r\n")
+        await channel.drain()
+        channel.close()
+        assert await asyncio.to_thread(recv_until, client, b"never") == b"+OK\r\n" * 3
+        client.close()
+
+    run(loop, main)
+
+
+def test_small_writes_go_out_together_at_the_end_of_the_loop_step(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        channel.write(b"+OK one\r\n")
+        channel.write(b"+OK two\r\n")
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing sent yet: coalesced
+            client.recv(100)
+        await asyncio.sleep(0.01)
+        assert client.recv(100) == b"+OK one\r\n+OK two\r\n"
+        channel.abort()
+        client.close()
+
+    run(loop, main)
+
+
+def test_writer_pauses_while_the_peer_does_not_read_and_drain_waits(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        payload = bytes(range(256)) * 4096 * 8 + b"<end>"  # 8 MiB: more than the kernel holds
+        channel.write(payload)
+        assert channel.write_paused
+        drained = asyncio.ensure_future(channel.drain())
+        await asyncio.sleep(0.05)
+        assert not drained.done()
+        received = asyncio.to_thread(recv_until, client, b"<end>")
+        assert await received == payload
+        await drained
+        assert not channel.write_paused
+        channel.abort()
+        client.close()
+
+    run(loop, main)
+
+
+def test_reading_stops_past_max_unread_and_resumes_once_read(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        sender = asyncio.ensure_future(asyncio.to_thread(client.sendall, b"x" * 3 * MAX_UNREAD))
+        await settle(lambda: channel.unread > MAX_UNREAD, "the unread limit is passed")
+        await asyncio.sleep(0.05)
+        assert channel._reading is False and channel.unread < MAX_UNREAD + 256 * 1024
+        total = 0
+        while total < 3 * MAX_UNREAD:
+            total += len(await channel.read(timeout=5))
+        await sender
+        channel.abort()
+        client.close()
+
+    run(loop, main)
+
+
+def test_abort_and_writes_after_close(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        client.sendall(b"QUIT\r\n")
+        await channel.read(timeout=1)
+        client.close()
+        channel.close()
+        assert channel.is_closing()
+        channel.write(b"dropped")
+        assert await channel.read() == b""
+        with pytest.raises(ChannelClosed):
+            await channel.drain()
+        assert channel.peername() is None
+
+    run(loop, main)
+
+
+# ------------------------------------------------------------------ STLS
+def test_switch_to_tls_refuses_unread_plaintext(loop: str) -> None:
+    """CVE-2011-0411: a command pipelined behind STLS must never run inside TLS."""
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        client.sendall(b"STLS\r\nUSER evil\r\n")
+        await settle(lambda: channel.unread == 17, "both lines arrive")
+        with pytest.raises(RuntimeError):
+            channel.switch_to_tls(SERVER_CTX, server_side=True)
+        assert not channel.tls_active
+        channel.abort()
+        client.close()
+
+    run(loop, main)
+
+
+def test_plaintext_in_the_kernel_at_the_switch_is_read_as_tls(loop: str) -> None:
+    """Bytes that arrive after the switch are never plaintext: OpenSSL refuses them."""
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        client.sendall(b"STLS\r\n")
+        assert await channel.read(timeout=1) == b"STLS\r\n"
+        client.sendall(b"USER injected\r\n")  # no await: the channel has not read it
+        channel.write(b"+OK begin TLS\r\n")
+        handshake = channel.switch_to_tls(SERVER_CTX, server_side=True)
+        with pytest.raises(ssl.SSLError):
+            await handshake
+        assert channel.unread == 0 and channel.is_closing()
+        client.close()
+
+    run(loop, main)
+
+
+def test_stls_round_trip_then_close_notify(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        client.sendall(b"STLS\r\n")
+        assert await channel.read(timeout=1) == b"STLS\r\n"
+        channel.write(b"+OK begin TLS\r\n")
+        handshake = channel.switch_to_tls(SERVER_CTX, server_side=True)
+        assert channel.handshaking
+        assert await asyncio.to_thread(recv_until, client, b"\r\n") == b"+OK begin TLS\r\n"
+        tls = await asyncio.gather(asyncio.to_thread(tls_client, client, CLIENT_CTX), handshake)
+        secure = tls[0]
+        ssl_socket = channel.ssl_object()
+        assert not channel.handshaking and ssl_socket is not None
+        assert ssl_socket.version() == secure.version()
+        big = bytes(range(256)) * 4096 * 8 + b"<end>"  # records in slices, retried when full
+        channel.write(b"+OK\r\n" + big)
+        assert channel.write_paused and channel._retry is not None  # SSLWantWriteError
+        got = await asyncio.to_thread(recv_until, secure, b"<end>")
+        assert got == b"+OK\r\n" + big
+        for byte in b"CAPA\r\n":  # a record per byte
+            secure.sendall(bytes([byte]))
+        assert await read_exactly(channel, 6) == b"CAPA\r\n"
+        channel.close()
+        secure.settimeout(5)
+        assert await asyncio.to_thread(secure.recv, 10) == b""  # close_notify, not a reset
+        secure.close()
+
+    run(loop, main)
+
+
+# ------------------------------------------------------------------ implicit TLS
+def test_implicit_tls_reads_nothing_and_sends_nothing_before_it_starts(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server, SERVER_CTX)
+        hello = asyncio.ensure_future(asyncio.to_thread(tls_client, client, CLIENT_CTX))
+        await asyncio.sleep(0.1)  # the ClientHello waits in the kernel
+        assert channel.unread == 0 and not channel._reading and not hello.done()
+        await channel.start_implicit_tls()
+        secure = await hello
+        channel.write(b"+OK ready\r\n")
+        assert await asyncio.to_thread(recv_until, secure, b"\r\n") == b"+OK ready\r\n"
+        channel.abort()
+        secure.close()
+
+    run(loop, main)
+
+
+def test_garbage_instead_of_a_client_hello_fails_the_handshake(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server, SERVER_CTX)
+        client.sendall(b"USER alice\r\n")
+        with pytest.raises(ssl.SSLError):
+            await channel.start_implicit_tls()
+        assert channel.is_closing() and channel.unread == 0
+        client.close()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("how", ["fin", "close"])
+def test_a_lost_or_closed_connection_fails_the_handshake(loop: str, how: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server, SERVER_CTX)
+        handshake = channel.start_implicit_tls()
+        if how == "fin":
+            client.shutdown(socket.SHUT_WR)
+        else:
+            channel.close()
+        with pytest.raises((ssl.SSLError, ChannelClosed)):
+            await handshake
+        assert channel.is_closing()
+        client.close()
+
+    run(loop, main)
+
+
+# ------------------------------------------------------------------ PROXY header
+@pytest.mark.parametrize("dribble", [False, True])
+def test_proxy_header_then_tls_leaves_the_client_hello_to_openssl(loop: str,
+                                                                   dribble: bool) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server, SERVER_CTX, proxy_header=True)
+        assert channel.proxy_header is not None
+        if dribble:
+            for byte in V1_HEADER:
+                client.send(bytes([byte]))
+                await asyncio.sleep(0.001)
+        else:
+            client.sendall(V1_HEADER)
+        hello = asyncio.ensure_future(asyncio.to_thread(tls_client, client, CLIENT_CTX))
+        header = await channel.proxy_header
+        assert header.source is not None and str(header.source[0]) == "192.0.2.7"
+        await channel.start_implicit_tls()  # the ClientHello was still in the kernel
+        secure = await hello
+        secure.sendall(b"CAPA\r\n")
+        assert await channel.read(timeout=5) == b"CAPA\r\n"
+        channel.abort()
+        secure.close()
+
+    run(loop, main)
+
+
+def test_proxy_header_and_commands_in_one_segment(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server, proxy_header=True)
+        assert channel.proxy_header is not None
+        client.sendall(V1_HEADER + b"CAPA\r\n")
+        await channel.proxy_header
+        assert await channel.read(timeout=1) == b"CAPA\r\n"
+        channel.abort()
+        client.close()
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("first", [b"USER alice\r\n", b"PROXY TCP4 " + b"9" * 120])
+def test_a_bad_proxy_header_fails_and_aborts(loop: str, first: bytes) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server, proxy_header=True)
+        assert channel.proxy_header is not None
+        client.sendall(first)
+        with pytest.raises(ProxyProtocolError):
+            await channel.proxy_header
+        assert channel.is_closing() and channel.unread == 0
+        client.close()
+
+    run(loop, main)
+
+
+def test_eof_inside_the_proxy_header(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server, proxy_header=True)
+        assert channel.proxy_header is not None
+        client.sendall(V1_HEADER[:10])
+        client.shutdown(socket.SHUT_WR)
+        with pytest.raises(ProxyProtocolError):
+            await channel.proxy_header
+        client.close()
+
+    run(loop, main)

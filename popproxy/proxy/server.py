@@ -25,7 +25,7 @@ from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.channel import Channel
 from popproxy.proxy.client_address import client_address
-from popproxy.proxy.draining import close_after, drain
+from popproxy.proxy.draining import close_after, drain, on_current_stores
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.host_slots import SessionSlots
 from popproxy.proxy.host_state import HostShare
@@ -178,6 +178,7 @@ class ProxyServer:
         session_id = self.observer.new_session_id()
         task = asyncio.current_task()
         assert task is not None
+        settings = on_current_stores(settings, self.lockout, self.scan)  # reloaded meanwhile?
         self._connecting[task] = channel  # stop() waits for it too, not only for sessions
         try:
             admitted = await self._admission(channel, settings, session_id)
@@ -382,9 +383,8 @@ class ProxyServer:
         return True
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, let sessions (and connections before theirs, which _serve turns away)
-        finish for ``grace`` seconds, then cut the rest: cut sessions close their upstream
-        without QUIT, so nothing is committed."""
+        """Stop accepting; sessions (and connections before theirs, which _serve turns away)
+        get ``grace`` s, then are cut: their upstream closed without QUIT, nothing committed."""
         self._stopping = True
         if self._gauge_task is not None:
             self._gauge_task.cancel()

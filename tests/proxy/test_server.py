@@ -19,14 +19,18 @@ from typing import Any
 import pytest
 
 from popproxy.policy import Policy
+from popproxy.proxy import server as server_module
+from popproxy.proxy.channel import Channel
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.listen_group import bind_listeners
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.server import ProxyServer
+from popproxy.proxy.session import Session, SessionSettings
 from tests.faults.support import Observed
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3, wait_for
+from tests.support.harness import FakeTransport
 from tests.support.ports import free_port, queued_connections
 
 CLEAN = b"From: a@example.test\r\nSubject: hello\r\n\r\nJust text.\r\n"
@@ -353,3 +357,65 @@ def test_a_header_that_never_comes_is_cut_at_the_end_of_the_grace(tmp_path: Path
     data, observer = _stop_while_a_header_is_awaited("plain", tmp_path, 0.5, b"")
     assert data == b"" and time.monotonic() - started < 10  # not the 30 s header timeout
     assert _connections(observer, "shutting_down") == 0
+
+
+# Regression (review of the above): a connection accepted in the loop step a reload or stop()
+# runs in has its settings (and so the stores) from _new_channel, but its task has not run yet:
+# it was in neither _sessions nor _connecting, so the reload closed the old lockout store at
+# once under it, and stop() returned with it still waiting for its PROXY header.
+class _PeerTransport(FakeTransport):
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+
+def _window_config(tmp_path: Path, window: int, proxied: bool = False) -> Policy:
+    listener = _proxied_listener("plain") if proxied else {
+        "name": "pop3", "host": "127.0.0.1", "port": 1, "mode": "plain",
+        "allow_plaintext_login": True}
+    return make_config(1, listeners=[listener], state_dir=str(tmp_path),
+                       lockout={"enabled": True, "window": window})
+
+
+def test_a_connection_accepted_as_a_reload_replaces_the_store_gets_the_new_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[SessionSettings] = []
+
+    class Recorded(Session):
+        def __init__(self, channel: Channel, settings: SessionSettings, *args: Any) -> None:
+            started.append(settings)
+            super().__init__(channel, settings, *args)
+
+    monkeypatch.setattr(server_module, "Session", Recorded)
+
+    async def main() -> None:
+        server = ProxyServer(_window_config(tmp_path, 900), Observer())
+        old = server.lockout
+        assert old is not None
+        channel = server._new_channel("pop3")  # asyncio's accept: the protocol factory
+        channel.connection_made(_PeerTransport())  # spawns _serve, which has not run yet
+        assert server.reload_policy(_window_config(tmp_path, 1200))  # SIGHUP, same step
+        await asyncio.sleep(0.2)
+        assert server.session_count == 1
+        assert [s.lockout for s in started] == [server.lockout] and old is not server.lockout
+        await server.stop(grace=0.1)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["same-step", "connection-made-queued"])
+def test_stop_waits_for_a_connection_accepted_in_its_own_loop_step(
+        tmp_path: Path, late: bool) -> None:
+    async def main() -> None:
+        server = ProxyServer(_window_config(tmp_path, 900, proxied=True), Observer())
+        transport = _PeerTransport()
+        channel = server._new_channel("pop3")
+        if late:  # as a transport made just before the listeners closed: call_soon'd
+            asyncio.get_running_loop().call_soon(channel.connection_made, transport)
+        else:
+            channel.connection_made(transport)
+        await server.stop(grace=0.05)  # not wait_for: its own task would let _serve run first
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        assert not server._connecting and not others  # nothing left waiting for a header
+        assert transport.aborted  # cut at the end of the grace, as any connection then
+
+    asyncio.run(main())

@@ -204,13 +204,13 @@ class ProxyServer:
             finally:
                 self._session_ended(task, listener, source, started)
         finally:
-            if slot == "host" and self.slots is not None:
-                self.slots.give_back(source)
+            if isinstance(slot, bytes) and self.slots is not None:  # the host table's
+                self.slots.give_back(source, slot)
 
     async def _admission(self, channel: Channel, settings: SessionSettings, session_id: str,
-                         ) -> tuple[IPAddress, int, str, str] | None:
+                         ) -> tuple[IPAddress, int, str, str | bytes] | None:
         """The PROXY header, the connect policy and the caps: (client address, port, source,
-        slot), or None when the connection was refused (and closed) here."""
+        slot: ``_admit``'s), or None when the connection was refused (and closed) here."""
         listener = settings.listener.name
         client = await client_address(channel, settings.listener, channel.peername(),
                                       self.observer.metrics.proxy_protocol_rejects)
@@ -252,19 +252,17 @@ class ProxyServer:
         self._refused(channel, listener.name, session_id, "shutting_down", ip)
         return True
 
-    async def _admit(self, source: str) -> str | None:
-        """None when a session cap is reached; else "host" (a slot in the host's table, to be
-        given back) or "local" (counted by this process alone, ``_session_started``)."""
+    async def _admit(self, source: str) -> str | bytes | None:
+        """None when a session cap is reached; else the generation of the host's table the
+        slot was taken in (to give it back in) or "local" (counted by this process alone)."""
         limits = self.config.limits
         if self.slots is not None:
             try:
-                ok = await self.slots.take(source, limits.max_sessions,
-                                           limits.max_sessions_per_ip)
+                return await self.slots.take(source, limits.max_sessions,
+                                             limits.max_sessions_per_ip)
             except OSError as exc:  # a broken table must not refuse every session
                 log.warning("host session slots unavailable (%s): capping this worker alone",
                             exc.__class__.__name__)
-            else:
-                return "host" if ok else None
         return None if self._over_capacity(source) else "local"
 
     def _refused(self, channel: Channel, listener: str, session_id: str, result: str,

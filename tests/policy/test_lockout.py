@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-from popproxy.policy.lockout import assess, make_keys, password_tag
+from popproxy.policy.lockout import (
+    TRUSTED_REFRESH_FRACTION,
+    TRUSTED_TTL_SLACK,
+    assess,
+    make_keys,
+    marker_is_fresh,
+    password_tag,
+)
 from popproxy.policy.schema import Lockout
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.lockout_store import MemoryStore
@@ -150,3 +157,17 @@ def test_assess_takes_the_strictest_scope() -> None:
     blocked = assess(Counts(30, 0, 4, False), settings)
     assert (blocked.action, blocked.scope) == ("block", "account")
     assert assess(Counts(0, 0, 40, False), settings).delay == 0.0  # block, not a delay
+
+
+def test_a_marker_is_fresh_only_between_its_refresh_point_and_the_current_ttl() -> None:
+    """Regression (review): a marker with more time left than the current trusted_ttl (a
+    reload shortened it) counted as fresh, so an active user kept the old TTL's trust."""
+    ttl = 3600.0
+    refresh_at = ttl * (1 - TRUSTED_REFRESH_FRACTION)
+    assert marker_is_fresh(ttl, ttl) and marker_is_fresh(refresh_at, ttl)
+    assert marker_is_fresh(ttl + TRUSTED_TTL_SLACK, ttl)  # rounding: same TTL
+    assert not marker_is_fresh(refresh_at - 1, ttl)  # aged: renewed
+    assert not marker_is_fresh(ttl + TRUSTED_TTL_SLACK + 1, ttl)  # 30 days left, TTL 1 hour
+    assert not marker_is_fresh(30 * 86400, ttl)
+    assert not marker_is_fresh(None, ttl)
+    assert marker_is_fresh(None, 0) and marker_is_fresh(30 * 86400, 0)  # trust off: no write

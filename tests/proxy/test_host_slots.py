@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import secrets
 import signal
 import stat
 import subprocess
@@ -27,7 +28,15 @@ from popproxy.proxy.host_slots import (
     slots_path,
 )
 from popproxy.proxy.host_state import DB_FILE, HostShare
-from popproxy.proxy.slot_table import SlotTableError, capacity_for
+from popproxy.proxy.slot_table import (
+    HEADER_BYTES,
+    MAGIC,
+    SALT_BYTES,
+    SlotTable,
+    SlotTableError,
+    capacity_for,
+    format_table,
+)
 
 MAX_SESSIONS, MAX_PER_SOURCE = 3, 2
 RACERS, ROUNDS = 4, 30
@@ -181,8 +190,15 @@ def _killed_while_sizing(path: Path, size: int) -> None:
 
 
 def _killed_inside_format(path: Path, size: int) -> None:
+    """Killed just before the magic: every other field of the header written (review: this
+    case wrote zeros over a file already all zero, the same as sized-not-formatted)."""
+    made = bytearray(size)
+    format_table(made, *geometry(4, MAX_SESSIONS), secrets.token_bytes(SALT_BYTES))
+    SlotTable(made)  # with its magic, a valid table
+    made[:len(MAGIC)] = bytes(len(MAGIC))
+    assert any(made[:HEADER_BYTES])
     with path.open("r+b") as file:
-        file.write(bytes(8))  # everything but the magic
+        file.write(made[:HEADER_BYTES])
 
 
 HALF_MADE = {

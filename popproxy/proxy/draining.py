@@ -32,11 +32,12 @@ log = logging.getLogger("popproxy.server")
 # After the grace, cut connections get this long to unwind (their upstream is closed without
 # QUIT, the shutdown notice flushed) before stop() closes the stores under them.
 CUT_WAIT = 5.0
-# Loop steps ``drain`` lets run before it looks: a connection whose transport asyncio made
-# before stop() closed the listeners gets ``connection_made`` (call_soon'd by the transport),
-# which spawns its task, whose first step enters ``connecting``.  (Once a listener is closed,
-# asyncio makes no transport for it: ``Server._attach`` refuses.)
-ACCEPT_STEPS = 2
+# Loop steps ``drain`` lets run before it looks, so every connection accepted before stop()
+# closed the listeners is in ``connecting``: asyncio's accept callback starts a task that makes
+# the transport (step 1; CPython's ``Server._attach`` refuses once the server is closed, but
+# not under ``python -O``), which call_soon's ``connection_made``, which spawns our task (step
+# 2), whose first step enters ``connecting`` (step 3).
+ACCEPT_STEPS = 3
 
 Tasks = Collection[asyncio.Task[Any]]
 

@@ -30,9 +30,10 @@ MAX_PER_SOURCE = 50  # and max_sessions_per_ip
 
 
 def _pair(slots: SessionSlots, source: str) -> None:
-    if not slots.acquire(source, MAX_SESSIONS, MAX_PER_SOURCE):
+    generation = slots.acquire(source, MAX_SESSIONS, MAX_PER_SOURCE)
+    if generation is None:
         raise SystemExit("refused: the table is full (should not happen here)")
-    slots.give_back(source)
+    slots.give_back(source, generation)
 
 
 def _hammer(db: str, worker: int, workers: int, stop: multiprocessing.synchronize.Event) -> None:

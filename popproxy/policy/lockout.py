@@ -31,6 +31,12 @@ KEY_HEX_CHARS = 32  # 128 bits of HMAC-SHA256: no collisions in practice, short 
 # (1 - fraction) * trusted_ttl (27 of the default 30 days) after the last login, and a steady
 # user's logins write nothing (issue 18).
 TRUSTED_REFRESH_FRACTION = 0.1
+# A marker is never left as it is with more time to live than trusted_ttl (a reload shortened
+# it: 30 days -> 1 hour must not keep an old marker's trust for 30 days).  This much over it
+# still counts as written under the same TTL (s): Redis's EX is whole seconds and the host
+# file's expiry a float written by another worker's clock reading; a marker past it is
+# rewritten (one write), so the slack only has to exceed rounding, not be tight.
+TRUSTED_TTL_SLACK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +114,13 @@ def make_keys(secret: bytes, username: str, address: IPAddress, settings: Lockou
 
 def marker_is_fresh(remaining: float | None, trusted_ttl: float) -> bool:
     """Whether a good login may leave a trusted marker with ``remaining`` seconds to live
-    (None: there is none) as it is: TRUSTED_REFRESH_FRACTION of ``trusted_ttl`` not yet used."""
+    (None: there is none) as it is: TRUSTED_REFRESH_FRACTION of ``trusted_ttl`` not yet used,
+    and no longer to live than ``trusted_ttl`` (else rewritten: down to the current TTL)."""
     if trusted_ttl <= 0:
         return True  # trust is off: no marker to write
-    return remaining is not None and remaining >= trusted_ttl * (1 - TRUSTED_REFRESH_FRACTION)
+    return remaining is not None and (
+        trusted_ttl * (1 - TRUSTED_REFRESH_FRACTION) <= remaining
+        <= trusted_ttl + TRUSTED_TTL_SLACK)
 
 
 def password_tag(secret: bytes, username: str, password: bytes) -> str:

@@ -23,6 +23,9 @@ written last: its maker was killed half-way) makes it again under the lock; so d
 supervisor's ``clear_worker`` when it restarts a worker.  A worker that had mapped it sees the
 header change (a new salt) and opens the file again.  Sessions counted in a damaged table are
 forgotten (it cannot be trusted); a table of another version is refused, never formatted over.
+A slot is given back in the table it was taken in, and only there: ``acquire`` returns that
+table's generation (its salt), and a give-back with another one does nothing (hashed with the
+new salt, it would free the slot of a new session from the same source).
 
 The table cannot grow while mapped, so a reload that raises ``max_sessions`` beyond what it
 holds is refused in every worker alike (``refusal``): restarting popproxy makes a bigger one.
@@ -252,7 +255,8 @@ class SessionSlots:
             return mapping
         # Damaged, or made again by a worker that found it damaged: no count is read from
         # it; the file is opened again, which makes a new table if none is there yet.  The
-        # sessions counted in the old one are forgotten (their give-backs find nothing).
+        # sessions counted in the old one are forgotten: their give-backs carry the old
+        # generation and do nothing (``release``).
         fcntl.flock(mapping.fd, fcntl.LOCK_UN)
         log.warning("host session slots %s: the table's header changed: opened again",
                     self._path)
@@ -265,39 +269,41 @@ class SessionSlots:
             raise SlotsUnavailable(f"{self._path}: the table's header is damaged")
         return mapping
 
-    def acquire(self, source: str, max_sessions: int, max_per_source: int) -> bool:
-        """Take a slot for a session from ``source`` unless the host is at a cap; raises
-        SlotsUnavailable."""
+    def acquire(self, source: str, max_sessions: int, max_per_source: int) -> bytes | None:
+        """Take a slot for a session from ``source`` unless the host is at a cap: the table's
+        generation to give it back with (``release``), or None; raises SlotsUnavailable."""
         table = self._open().table
         key = key_of(table.salt, source)  # hashed before the lock is taken
         mapping = self._lock()
         if mapping.table is not table:  # opened again (_lock): another salt
             key = key_of(mapping.table.salt, source)
         try:
-            return mapping.table.acquire(key, self._column, max_sessions, max_per_source)
+            if mapping.table.acquire(key, self._column, max_sessions, max_per_source):
+                return mapping.table.salt  # one object per table: no allocation per session
+            return None
         finally:
             fcntl.flock(mapping.fd, fcntl.LOCK_UN)
 
-    async def take(self, source: str, max_sessions: int, max_per_source: int) -> bool:
+    async def take(self, source: str, max_sessions: int, max_per_source: int) -> bytes | None:
         """``acquire``, awaitable as the SQLite version was (it never suspends)."""
         return self.acquire(source, max_sessions, max_per_source)
 
-    def release(self, source: str) -> None:
-        table = self._open().table
-        key = key_of(table.salt, source)
+    def release(self, source: str, generation: bytes) -> None:
+        """Give back a slot ``acquire`` took in the table of ``generation``: nothing if the
+        table was made again since (that slot went with the old table)."""
+        key = key_of(generation, source)  # hashed before the lock is taken
         mapping = self._lock()
-        if mapping.table is not table:
-            key = key_of(mapping.table.salt, source)
         try:
-            mapping.table.release(key, self._column)
+            if mapping.table.salt == generation:
+                mapping.table.release(key, self._column)
         finally:
             fcntl.flock(mapping.fd, fcntl.LOCK_UN)
 
-    def give_back(self, source: str) -> None:
+    def give_back(self, source: str, generation: bytes) -> None:
         """``release`` at a session's end, which must not fail: an error is logged, and the
         supervisor clears this worker's column when it restarts it."""
         try:
-            self.release(source)
+            self.release(source, generation)
         except SlotsUnavailable as exc:
             log.warning("host session slot not given back: %s", exc)
 

@@ -131,11 +131,15 @@ class RedisStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in (keys.account, keys.source, keys.pair):
                 pipe.zcount(self._k(key), since, "+inf")
+            # Any failure of the pair, in the window or not (not yet pruned): a success clears
+            # it, as the host file's store does (a reload that widens the window would count
+            # it again).  Same round trip.
+            pipe.zcard(self._k(keys.pair))
             pipe.pttl(self._k(keys.trusted))  # as cheap as EXISTS, and says when to renew it
-            account, source, pair, ttl_ms = await pipe.execute()
+            account, source, pair, pair_held, ttl_ms = await pipe.execute()
         # PTTL: -2 no such key, -1 a key without expiry (not ours: renewed at the next login).
         remaining = int(ttl_ms) / 1000 if int(ttl_ms) >= 0 else None
-        self._remember(keys.trusted, (now, remaining, int(pair) > 0))
+        self._remember(keys.trusted, (now, remaining, int(pair_held) > 0))
         return Counts(int(account), int(source), int(pair), int(ttl_ms) != -2)
 
     def _remember(self, trusted: str, seen: tuple[float, float | None, bool]) -> None:

@@ -26,7 +26,7 @@ from popproxy.pop3.replies import Code
 from popproxy.proxy.acceptor import Acceptor, listening_sockets
 from popproxy.proxy.client_address import client_address
 from popproxy.proxy.client_channel import ClientChannel
-from popproxy.proxy.draining import close_after, drain
+from popproxy.proxy.draining import close_after, drain, on_current_stores
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.host_slots import SessionSlots
 from popproxy.proxy.host_state import HostShare
@@ -176,6 +176,7 @@ class ProxyServer:
         session_id = self.observer.new_session_id()
         task = asyncio.current_task()
         assert task is not None
+        settings = on_current_stores(settings, self.lockout, self.scan)  # reloaded meanwhile?
         self._connecting[task] = channel  # stop() waits for it too, not only for sessions
         try:
             admitted = await self._admission(channel, settings, session_id)
@@ -201,13 +202,13 @@ class ProxyServer:
             finally:
                 self._session_ended(task, listener, source, started)
         finally:
-            if slot == "host" and self.slots is not None:
-                self.slots.give_back(source)
+            if isinstance(slot, bytes) and self.slots is not None:  # the host table's
+                self.slots.give_back(source, slot)
 
     async def _admission(self, channel: ClientChannel, settings: SessionSettings, session_id: str,
-                         ) -> tuple[IPAddress, int, str, str] | None:
+                         ) -> tuple[IPAddress, int, str, str | bytes] | None:
         """The PROXY header, the connect policy and the caps: (client address, port, source,
-        slot), or None when the connection was refused (and closed) here."""
+        slot: ``_admit``'s), or None when the connection was refused (and closed) here."""
         listener = settings.listener.name
         client = await client_address(channel, settings.listener, channel.peername(),
                                       self.observer.metrics.proxy_protocol_rejects)
@@ -248,19 +249,17 @@ class ProxyServer:
         self._refused(channel, listener.name, session_id, "shutting_down", ip)
         return True
 
-    async def _admit(self, source: str) -> str | None:
-        """None when a session cap is reached; else "host" (a slot in the host's table, to be
-        given back) or "local" (counted by this process alone, ``_session_started``)."""
+    async def _admit(self, source: str) -> str | bytes | None:
+        """None when a session cap is reached; else the generation of the host's table the
+        slot was taken in (to give it back in) or "local" (counted by this process alone)."""
         limits = self.config.limits
         if self.slots is not None:
             try:
-                ok = await self.slots.take(source, limits.max_sessions,
-                                           limits.max_sessions_per_ip)
+                return await self.slots.take(source, limits.max_sessions,
+                                             limits.max_sessions_per_ip)
             except OSError as exc:  # a broken table must not refuse every session
                 log.warning("host session slots unavailable (%s): capping this worker alone",
                             exc.__class__.__name__)
-            else:
-                return "host" if ok else None
         full = (len(self._sessions) >= limits.max_sessions
                 or self._per_ip[source] >= limits.max_sessions_per_ip)
         return None if full else "local"
@@ -381,9 +380,8 @@ class ProxyServer:
         return True
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, let sessions (and connections before theirs, which _serve turns away)
-        finish for ``grace`` seconds, then cut the rest: cut sessions close their upstream
-        without QUIT, so nothing is committed."""
+        """Stop accepting; sessions (and connections before theirs, which _serve turns away)
+        get ``grace`` s, then are cut: their upstream closed without QUIT, nothing committed."""
         self._stopping = True
         if self._gauge_task is not None:
             self._gauge_task.cancel()

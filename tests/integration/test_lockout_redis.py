@@ -388,6 +388,55 @@ def test_a_steady_users_good_login_writes_only_when_it_changes_something(
     asyncio.run(main())
 
 
+def test_a_reload_that_shortens_trusted_ttl_shortens_an_active_users_marker(
+        rds: RedisServer) -> None:
+    """Regression (review): the marker set under trusted_ttl 30 days counted as fresh at the
+    logins after a reload to 1 hour (more than 90 % of the TTL left): trusted for 30 days."""
+    old_ttl, new_ttl = 30 * 86400, 3600
+    settings = Lockout(window=WINDOW, trusted_ttl=old_ttl)
+    keys = make_keys(SECRET, "alice", ipaddress.ip_address("192.0.2.7"), settings)
+    now = time.time()
+
+    async def main() -> None:
+        store = RedisStore(connect_url(rds.url))
+        try:
+            await store.counts(keys, now, WINDOW)
+            await store.record_success(keys, now, old_ttl)
+            await store.counts(keys, now + 1, WINDOW)  # the reload, then the user's next login
+            await store.record_success(keys, now + 1, new_ttl)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    assert new_ttl - 5 < _marker_ttl(rds, keys.trusted) <= new_ttl
+
+
+def test_a_success_clears_a_pair_failure_outside_the_window_too(rds: RedisServer) -> None:
+    """Review: the check saw only failures inside the window (ZCOUNT), so a success left one
+    older but not yet pruned, which the host file's store clears (any row of the pair)."""
+    settings = Lockout(window=WINDOW, trusted_ttl=TRUSTED_TTL)
+    keys = make_keys(SECRET, "alice", ipaddress.ip_address("192.0.2.7"), settings)
+    now = time.time()
+
+    async def main() -> None:
+        store = RedisStore(connect_url(rds.url))
+        try:
+            await store.counts(keys, now, WINDOW)
+            await store.record_success(keys, now, TRUSTED_TTL)  # a fresh marker
+            await store.record_failure(keys, "old-tag", now - WINDOW - 1, WINDOW)
+            assert (await store.counts(keys, now + 1, WINDOW)).pair == 0  # outside the window
+            await store.record_success(keys, now + 1, TRUSTED_TTL)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    client = rds.client()
+    try:
+        assert not client.exists(REDIS_PREFIX + keys.pair)
+    finally:
+        client.close()
+
+
 def test_guessing_from_elsewhere_still_spares_the_users_network(rds: RedisServer) -> None:
     """Skipped renewals do not weaken the rule: the marker holds, so the account's block does
     not apply where the user logs in."""

@@ -64,6 +64,23 @@ def cluster_with_replicas() -> Iterator[Cluster]:
     yield from _cluster(1)
 
 
+# What a good login would write with (the success's MULTI pipeline), on any node.
+WRITE_COMMANDS = ("set", "del", "multi", "exec")
+
+
+def _writes(nodes: list[Node]) -> int:
+    total = 0
+    for node in nodes:
+        client = node.client()
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        total += sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+                     for name in WRITE_COMMANDS)
+    return total
+
+
 def test_lockouts_and_verdicts_on_a_redis_cluster(
         cluster: Cluster, dovecot: Dovecot, loop_thread: LoopThread, tmp_path: Path) -> None:
     # Two of the three nodes: it learns the third.
@@ -76,7 +93,9 @@ def test_lockouts_and_verdicts_on_a_redis_cluster(
         assert b.attempt("bob", dovecot.password("bob")) == LOCKED
         assert a.attempt("alice", dovecot.password("alice")).startswith(b"+OK")
         # Again: the check's PTTL says the marker is fresh, so the success writes nothing.
+        before = _writes(cluster.nodes)
         assert a.attempt("alice", dovecot.password("alice")).startswith(b"+OK")
+        assert _writes(cluster.nodes) == before
         assert a.redis_errors() == b.redis_errors() == 0
         holders = [n for n in cluster.nodes if lockout_keys(n)]
         assert len(holders) == 1  # one slot: {lockout}

@@ -7,9 +7,12 @@ import ipaddress
 
 from popproxy.policy.lockout import (
     SOURCE_NETWORKS,
+    TRUSTED_REFRESH_FRACTION,
+    TRUSTED_TTL_SLACK,
     _source_network,
     assess,
     make_keys,
+    marker_is_fresh,
     password_tag,
     source_network,
 )
@@ -167,3 +170,17 @@ def test_source_networks_are_remembered_per_prefix_setting() -> None:
     assert source_network(address, Lockout(ipv6_prefix=48)) == "2001:db8:1::/48"
     assert source_network(address, Lockout()) == "2001:db8:1:2::/64"
     assert _source_network.cache_info().maxsize == SOURCE_NETWORKS
+
+
+def test_a_marker_is_fresh_only_between_its_refresh_point_and_the_current_ttl() -> None:
+    """Regression (review): a marker with more time left than the current trusted_ttl (a
+    reload shortened it) counted as fresh, so an active user kept the old TTL's trust."""
+    ttl = 3600.0
+    refresh_at = ttl * (1 - TRUSTED_REFRESH_FRACTION)
+    assert marker_is_fresh(ttl, ttl) and marker_is_fresh(refresh_at, ttl)
+    assert marker_is_fresh(ttl + TRUSTED_TTL_SLACK, ttl)  # rounding: same TTL
+    assert not marker_is_fresh(refresh_at - 1, ttl)  # aged: renewed
+    assert not marker_is_fresh(ttl + TRUSTED_TTL_SLACK + 1, ttl)  # 30 days left, TTL 1 hour
+    assert not marker_is_fresh(30 * 86400, ttl)
+    assert not marker_is_fresh(None, ttl)
+    assert marker_is_fresh(None, 0) and marker_is_fresh(30 * 86400, 0)  # trust off: no write

@@ -4,9 +4,14 @@ connections still before their session count as much as sessions."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from popproxy.proxy.channel import Channel
-from popproxy.proxy.draining import close_after, drain
+from popproxy.proxy.draining import close_after, drain, on_current_stores
+from popproxy.proxy.lockout_guard import LockoutGuard
+from popproxy.proxy.observe import Observer
+from popproxy.proxy.settings import SessionSettings
+from tests.helpers import make_config
 from tests.support.harness import FakeTransport
 
 
@@ -74,3 +79,16 @@ def test_a_replaced_store_is_closed_after_the_connections_under_it() -> None:
         assert closed == [True, True]
 
     asyncio.run(main())
+
+
+def test_a_connection_starting_after_a_reload_takes_the_current_stores_only() -> None:
+    """Its task's first step after a reload replaced the stores (test_server.py has the race):
+    the new stores, and the listener it was accepted on as it was."""
+    config = make_config(1)
+    settings = SessionSettings(policy=config, listener=config.listeners[0], server_tls=None,
+                               upstream_tls={}, observer=Observer())
+    assert on_current_stores(settings, None, None) is settings  # no reload: nothing made
+    store = cast(LockoutGuard, object())
+    moved = on_current_stores(settings, store, None)
+    assert moved.lockout is store and moved.scan is None
+    assert moved.listener is settings.listener and moved.policy is settings.policy

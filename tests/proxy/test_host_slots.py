@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import secrets
 import signal
 import stat
 import subprocess
@@ -27,7 +28,15 @@ from popproxy.proxy.host_slots import (
     slots_path,
 )
 from popproxy.proxy.host_state import DB_FILE, HostShare
-from popproxy.proxy.slot_table import SlotTableError, capacity_for
+from popproxy.proxy.slot_table import (
+    HEADER_BYTES,
+    MAGIC,
+    SALT_BYTES,
+    SlotTable,
+    SlotTableError,
+    capacity_for,
+    format_table,
+)
 
 MAX_SESSIONS, MAX_PER_SOURCE = 3, 2
 RACERS, ROUNDS = 4, 30
@@ -55,13 +64,14 @@ def test_the_file_is_private_sparse_and_holds_no_address(tmp_path: Path) -> None
 def test_caps_hold_across_workers(tmp_path: Path) -> None:
     db = tmp_path / DB_FILE
     one, two = _slots(db, 1), _slots(db, 2)
-    assert one.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    taken = one.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert taken is not None
     assert two.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
-    assert not one.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)  # two, over both
+    assert one.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE) is None  # two, over both
     assert two.acquire("10.0.0.2", MAX_SESSIONS, MAX_PER_SOURCE)
     assert not one.acquire("10.0.0.3", MAX_SESSIONS, MAX_PER_SOURCE)  # the host is full
     assert one.held() == two.held() == MAX_SESSIONS
-    one.give_back("10.0.0.1")
+    one.give_back("10.0.0.1", taken)
     assert two.acquire("10.0.0.3", MAX_SESSIONS, MAX_PER_SOURCE)
     assert one.held() == MAX_SESSIONS
 
@@ -109,11 +119,12 @@ def test_reset_before_the_workers_start_forgets_every_slot(tmp_path: Path) -> No
 
 def test_a_worker_beyond_the_tables_columns_is_told_so(tmp_path: Path) -> None:
     db = tmp_path / DB_FILE
-    assert _slots(db, 0, workers=2).acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    taken = _slots(db, 0, workers=2).acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert taken is not None
     late = _slots(db, 5, workers=2)  # the table was made with two columns
     with pytest.raises(SlotsUnavailable, match="made for 2 workers, not worker 5"):
         late.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
-    late.give_back("10.0.0.1")  # logged, never raised at a session's end
+    late.give_back("10.0.0.1", taken)  # logged, never raised at a session's end
     late.release_all()
 
 
@@ -130,6 +141,34 @@ def test_a_damaged_header_is_never_counted_in_but_made_again(tmp_path: Path) -> 
     assert other.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
     assert not other.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)  # per source, host-wide
     assert slots.held() == other.held() == 2 == held_on_host(db)  # the old count is gone
+
+
+def _taken(slots: SessionSlots, source: str) -> bytes:
+    generation = slots.acquire(source, 100, 2)
+    assert generation is not None
+    return generation
+
+
+def test_a_session_of_a_table_made_again_gives_back_nothing_in_the_new_one(
+        tmp_path: Path) -> None:
+    """Regression (review): after a repair, an old session's give-back was hashed with the new
+    salt and freed the slot of a new session from the same source: the host then counted
+    fewer sessions than it held, for as long as the new ones lived."""
+    db = tmp_path / DB_FILE
+    worker = _slots(db, 0, max_sessions=100)
+    old = [_taken(worker, "10.0.0.1") for _ in range(2)]
+    with slots_path(db).open("r+b") as file:
+        file.write(b"garbage!")
+    _slots(db, 1, max_sessions=100).close()  # opens the damaged file: makes it again, empty
+    new = [_taken(worker, "10.0.0.1") for _ in range(2)]
+    assert old[0] == old[1] != new[0] == new[1]  # a new generation
+    assert worker.acquire("10.0.0.1", 100, 2) is None  # the source's two, host-wide
+    for generation in old:  # the old sessions end
+        worker.give_back("10.0.0.1", generation)
+    assert held_on_host(db) == 2 and worker.acquire("10.0.0.1", 100, 2) is None
+    for generation in new:
+        worker.give_back("10.0.0.1", generation)
+    assert held_on_host(db) == 0
 
 
 def test_a_table_of_another_version_is_refused_not_formatted_over(tmp_path: Path) -> None:
@@ -151,8 +190,15 @@ def _killed_while_sizing(path: Path, size: int) -> None:
 
 
 def _killed_inside_format(path: Path, size: int) -> None:
+    """Killed just before the magic: every other field of the header written (review: this
+    case wrote zeros over a file already all zero, the same as sized-not-formatted)."""
+    made = bytearray(size)
+    format_table(made, *geometry(4, MAX_SESSIONS), secrets.token_bytes(SALT_BYTES))
+    SlotTable(made)  # with its magic, a valid table
+    made[:len(MAGIC)] = bytes(len(MAGIC))
+    assert any(made[:HEADER_BYTES])
     with path.open("r+b") as file:
-        file.write(bytes(8))  # everything but the magic
+        file.write(made[:HEADER_BYTES])
 
 
 HALF_MADE = {
@@ -249,9 +295,10 @@ def test_a_worker_whose_table_never_opened_refuses_the_same_reloads(tmp_path: Pa
 
 def test_after_close_a_late_give_back_is_logged_not_raised(tmp_path: Path) -> None:
     slots = _slots(tmp_path / DB_FILE, 0)
-    assert slots.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    taken = slots.acquire("10.0.0.1", MAX_SESSIONS, MAX_PER_SOURCE)
+    assert taken is not None
     slots.close()
-    slots.give_back("10.0.0.1")  # a session outliving stop()
+    slots.give_back("10.0.0.1", taken)  # a session outliving stop()
     with pytest.raises(SlotsUnavailable, match="stopping"):
         slots.held()
 
@@ -262,10 +309,10 @@ def _racer(db: str, worker: int, start: multiprocessing.synchronize.Barrier,
     for round_ in range(ROUNDS):
         start.wait()
         won = slots.acquire(f"10.0.{worker}.1", 1, 1)  # one slot on the host
-        results.put((round_, worker, won))
+        results.put((round_, worker, won is not None))
         start.wait()  # every racer has tried
-        if won:
-            slots.release(f"10.0.{worker}.1")
+        if won is not None:
+            slots.release(f"10.0.{worker}.1", won)
         start.wait()  # the slot is free again
     slots.close()
 

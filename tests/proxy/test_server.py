@@ -9,6 +9,7 @@ section that cannot be built, or changed listeners, are refused without touching
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -19,11 +20,14 @@ from typing import Any
 import pytest
 
 from popproxy.policy import Policy
+from popproxy.proxy import server as server_module
+from popproxy.proxy.client_channel import ClientChannel
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.listen_group import bind_listeners
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.server import ProxyServer
+from popproxy.proxy.session import Session, SessionSettings
 from tests.faults.support import Observed
 from tests.helpers import LoopThread, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3, wait_for
@@ -353,3 +357,69 @@ def test_a_header_that_never_comes_is_cut_at_the_end_of_the_grace(tmp_path: Path
     data, observer = _stop_while_a_header_is_awaited("plain", tmp_path, 0.5, b"")
     assert data == b"" and time.monotonic() - started < 10  # not the 30 s header timeout
     assert _connections(observer, "shutting_down") == 0
+
+
+# Regression (review of the above): a connection accepted in the loop step a reload or stop()
+# runs in has its settings (and so the stores) from _new_channel, but its task has not run yet:
+# it was in neither _sessions nor _connecting, so the reload closed the old lockout store at
+# once under it, and stop() returned with it still waiting for its PROXY header.
+def _accepted_socket() -> tuple[socket.socket, socket.socket]:
+    """(client, server side) of a loopback TCP connection, as the Acceptor hands it over."""
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        client = socket.create_connection(listening.getsockname())
+        accepted, _ = listening.accept()
+    accepted.setblocking(False)
+    return client, accepted
+
+
+def _window_config(tmp_path: Path, window: int, proxied: bool = False) -> Policy:
+    listener = _proxied_listener("plain") if proxied else {
+        "name": "pop3", "host": "127.0.0.1", "port": 1, "mode": "plain",
+        "allow_plaintext_login": True}
+    return make_config(1, listeners=[listener], state_dir=str(tmp_path),
+                       lockout={"enabled": True, "window": window})
+
+
+def test_a_connection_accepted_as_a_reload_replaces_the_store_gets_the_new_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[SessionSettings] = []
+
+    class Recorded(Session):
+        def __init__(self, channel: ClientChannel, settings: SessionSettings,
+                     *args: Any) -> None:
+            started.append(settings)
+            super().__init__(channel, settings, *args)
+
+    monkeypatch.setattr(server_module, "Session", Recorded)
+
+    async def main() -> None:
+        server = ProxyServer(_window_config(tmp_path, 900), Observer())
+        old = server.lockout
+        assert old is not None
+        client, accepted = _accepted_socket()
+        server._accepted("pop3", accepted)  # the Acceptor's callback: spawns _serve, not run
+        assert server.reload_policy(_window_config(tmp_path, 1200))  # SIGHUP, same step
+        await asyncio.sleep(0.2)
+        assert server.session_count == 1
+        assert [s.lockout for s in started] == [server.lockout] and old is not server.lockout
+        await server.stop(grace=0.1)
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_stop_waits_for_a_connection_accepted_in_its_own_loop_step(tmp_path: Path) -> None:
+    """Accepted in the loop step stop() begins in: its _serve task has not run yet."""
+    async def main() -> None:
+        server = ProxyServer(_window_config(tmp_path, 900, proxied=True), Observer())
+        client, accepted = _accepted_socket()
+        server._accepted("pop3", accepted)
+        await server.stop(grace=0.05)  # not wait_for: its own task would let _serve run first
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        assert not server._connecting and not others  # nothing left waiting for a header
+        client.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):  # cut at the end of the grace
+            assert client.recv(100) == b""  # no greeting: its header never came
+        client.close()
+
+    asyncio.run(main())

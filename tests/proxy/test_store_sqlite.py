@@ -285,3 +285,20 @@ def test_a_steady_good_login_writes_nothing_until_the_marker_ages(tmp_path: Path
     assert asyncio.run(main()) == [NOW + ttl, NOW + ttl, fresh + ttl, aged + ttl]
     assert len(writes) == 4  # success, failure, success clearing it, success re-marking
     assert asyncio.run(store.counts(KEYS, aged, WINDOW)) == Counts(1, 1, 0, True)
+
+
+def test_a_reload_that_shortens_trusted_ttl_shortens_an_active_users_marker(
+        tmp_path: Path) -> None:
+    """Regression (review): a marker written under trusted_ttl 30 days was left as it was by
+    the logins after a reload to 1 hour: the user stayed trusted for 30 days."""
+    old_ttl, new_ttl = 30 * 86400.0, 3600.0
+    store = SqliteStore(tmp_path / "host.sqlite3")
+
+    async def main() -> None:
+        await store.record_success(KEYS, NOW, old_ttl)
+        await store.record_success(KEYS, NOW + 1, new_ttl)  # the next login, after the reload
+
+    asyncio.run(main())
+    until = connect(tmp_path / "host.sqlite3").execute(
+        "SELECT until FROM lockout_trusted WHERE key = ?", (KEYS.trusted,)).fetchone()[0]
+    assert until == NOW + 1 + new_ttl

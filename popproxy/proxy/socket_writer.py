@@ -142,7 +142,9 @@ class SocketWriter:
             self._fail(exc)  # renegotiation, which TLS 1.3 has not and we never ask for)
             return None
         self._check_high_water()
-        if self._writing:
+        # Not while a read or handshake step still waits to write (its retry raised
+        # SSLWantWriteError again: a flight needing three or more writable rounds).
+        if self._writing and not self._read_wants_write:
             self._writing = False
             self._loop.remove_writer(self._fd)
         if self._closing:

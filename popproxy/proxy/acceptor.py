@@ -30,15 +30,20 @@ _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
     """Bound, listening sockets for ``host:port``, as ``loop.create_server`` made them: one
-    per address of the host, SO_REUSEADDR, IPv6 sockets IPv6 only; ``port`` 0 takes the
-    port the first socket got for the others too."""
+    per address of the host (duplicates once), SO_REUSEADDR, IPv6 sockets IPv6 only, an
+    address family the host lacks (no IPv6) skipped; ``port`` 0 takes the port the first
+    socket got for the others too."""
     made: list[socket.socket] = []
+    infos = dict.fromkeys(socket.getaddrinfo(  # in order, each once (asyncio: a set)
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))
     try:
-        for family, kind, proto, _, address in socket.getaddrinfo(
-                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+        for family, kind, proto, _, address in infos:
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # EAFNOSUPPORT: create_server skips such an address too
+                continue
             if made and port == 0:
                 address = (address[0], made[0].getsockname()[1], *address[2:])
-            sock = socket.socket(family, kind, proto)
             made.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -49,6 +54,8 @@ def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]
         for sock in made:
             sock.close()
         raise
+    if not made:
+        raise OSError(errno.EAFNOSUPPORT, f"no address of {host or '*'} can be listened on")
     return made
 
 

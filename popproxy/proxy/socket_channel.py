@@ -11,18 +11,15 @@ What has to hold, and how it holds here:
 - STLS (RFC 2595 section 4, CVE-2011-0411): ``switch_to_tls`` refuses while received
   plaintext is unread; bytes still in the kernel at the switch are read by OpenSSL, so every
   byte after it is TLS.
-- Implicit TLS (port 995): nothing is read from the socket before ``start_implicit_tls`` (the
-  allowlist decides first), so not one byte is plaintext and a refused client sees no
-  certificate.
-- A PROXY header comes first: it is found with ``MSG_PEEK`` and exactly its bytes are taken
-  out of the socket (``wire.proxyproto_length``), so a TLS ClientHello behind it stays there
-  for OpenSSL.
-- Reads go into one shared per-thread buffer (``recv_into``); ``SSL_read`` returns one
-  record at a time and what OpenSSL holds does not make the descriptor readable, so TLS reads
-  go on while ``pending()`` says so.  Past ``MAX_UNREAD`` unread bytes reading stops.
+- Implicit TLS (port 995): nothing is read before ``start_implicit_tls`` (the allowlist
+  decides first): not one byte is plaintext, and a refused client sees no certificate.
+- A PROXY header is found with ``MSG_PEEK`` and exactly its bytes are taken
+  (``wire.proxyproto_length``): a TLS ClientHello behind it stays there for OpenSSL.
+- Reads go into one shared per-thread buffer (``recv_into``); what OpenSSL holds does not
+  make the descriptor readable, so TLS reads go on while ``pending()`` says so.
 - The peer's FIN does not close our side (pipelined commands still get every answer);
-  ``close`` sends what waits, then TLS close_notify, then closes; ``abort`` drops at once.
-  The loop stops watching the descriptor before it is closed (uvloop requires it).
+  ``close`` sends what waits, then close_notify, then closes; ``abort`` drops at once.  The
+  loop stops watching the descriptor before it is closed (uvloop requires it).
 
 The write side is ``socket_writer.SocketWriter``, the read queue ``read_queue.ReadQueue``.
 """
@@ -57,7 +54,7 @@ class SocketChannel(ReadQueue, SocketWriter):
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
-        "_chunks", "_closed", "_closing", "_deadline", "_drain_waiter", "_eof", "_error", "_fd",
+        "_chunks", "_closed", "_closing", "_deadline", "_drain_waiter", "_eof", "_failed", "_fd",
         "_flush_scheduled", "_handshake", "_implicit_tls", "_loop", "_out", "_out_size",
         "_proxy_left", "_proxy_parser", "_proxy_seen", "_read_paused", "_read_timer",
         "_read_waiter", "_read_wants_write", "_reading", "_retry", "_sock", "_tls", "_unread",
@@ -74,7 +71,7 @@ class SocketChannel(ReadQueue, SocketWriter):
         self._implicit_tls = implicit_tls
         self._handshake: asyncio.Future[None] | None = None
         self._chunks: list[bytes] = []  # a list: an empty deque costs ~1 KiB per idle session
-        self._unread, self._eof, self._error = 0, False, None
+        self._unread, self._eof, self._failed = 0, False, False
         self._read_waiter: asyncio.Future[None] | None = None
         self._read_timer: deadlines.Timer | None = None
         self._deadline = 0.0
@@ -264,12 +261,18 @@ class SocketChannel(ReadQueue, SocketWriter):
         if self._out or self._closed:
             self.abort()
             raise ChannelClosed("the peer does not read: plaintext still queued at STLS")
-        handshake = self._handshake = self._loop.create_future()
+        handshake = self._loop.create_future()
         handshake.add_done_callback(consume_exception)  # seen even if nobody awaits it
-        self._sock = self._tls = ctx.wrap_socket(
-            self._sock, server_side=server_side, server_hostname=server_hostname,
-            do_handshake_on_connect=False,
-        )
+        try:
+            self._sock = self._tls = ctx.wrap_socket(
+                self._sock, server_side=server_side, server_hostname=server_hostname,
+                do_handshake_on_connect=False)
+        except OSError as exc:  # reset already: our socket is detached, and the SSLSocket it
+            self._eof = True  # raised from owns the descriptor (and closes it once freed)
+            self._fail(exc)
+            handshake.set_exception(ChannelClosed(f"connection lost before TLS: {exc}"))
+            return handshake
+        self._handshake = handshake
         self._start_reading()
         self._advance_handshake()  # the ClientHello may be in the kernel already
         return handshake
@@ -313,7 +316,7 @@ class SocketChannel(ReadQueue, SocketWriter):
         if exc is None:
             handshake.set_result(None)
         else:
-            handshake.set_exception(exc)
+            handshake.set_exception(exc.with_traceback(None))  # no cycle: see _fail
 
     # ------------------------------------------------------------ closing
     def close(self) -> None:
@@ -337,17 +340,19 @@ class SocketChannel(ReadQueue, SocketWriter):
             # unwrap raises SSLWantReadError once it has sent ours).
             with contextlib.suppress(OSError, ValueError):
                 tls.unwrap()
-        self._teardown(None)
+        self._teardown()
 
     def _fail(self, exc: BaseException) -> None:
-        self._error = exc
-        self._teardown(exc)
+        # A flag, not ``exc``: whoever catches it links it to their frames, and so to this
+        # channel; kept, it made every failed connection a cycle freed only by the GC.
+        self._failed = True
+        self._teardown()
 
     def abort(self) -> None:
         """Drop the connection at once; used when the peer is hostile or gone."""
-        self._teardown(None)
+        self._teardown()
 
-    def _teardown(self, exc: BaseException | None) -> None:
+    def _teardown(self) -> None:
         """Stop watching the descriptor, close it, tell whoever waits."""
         if self._closed:
             return
@@ -361,7 +366,6 @@ class SocketChannel(ReadQueue, SocketWriter):
         if not self._eof:  # (after the peer's FIN there is nothing left to read)
             self._discard_input()
         self._sock.close()
-        self._error = self._error or exc
         self._drop_read_timer()
         self._set_eof()
         self._write_paused = False
@@ -385,12 +389,6 @@ class SocketChannel(ReadQueue, SocketWriter):
 
     def is_closing(self) -> bool:
         return self._closing or self._closed
-
-    def quick_ack(self) -> None:
-        """Acknowledge the next segments at once (Linux TCP_QUICKACK, not sticky)."""
-        if hasattr(socket, "TCP_QUICKACK") and not self._closed:
-            with contextlib.suppress(OSError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     def peername(self) -> Any:
         try:

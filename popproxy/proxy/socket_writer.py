@@ -16,6 +16,7 @@ own.  What it keeps from the transport it replaces:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -52,7 +53,7 @@ class SocketWriter:
     _drain_waiter: asyncio.Future[None] | None
     _closing: bool
     _closed: bool
-    _error: BaseException | None
+    _failed: bool
     _eof: bool
     _read_wants_write: bool
 
@@ -89,6 +90,12 @@ class SocketWriter:
         if not self._writing and not self._closed and self._handshake is None:
             self._send_out()
 
+    def quick_ack(self) -> None:
+        """Acknowledge the next segments at once (Linux TCP_QUICKACK, not sticky)."""
+        if hasattr(socket, "TCP_QUICKACK") and not self._closed:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
     @property
     def write_paused(self) -> bool:
         """True while more than HIGH_WATER bytes wait for a peer that does not read."""
@@ -97,7 +104,7 @@ class SocketWriter:
     async def drain(self) -> None:
         """Wait until what waits falls to LOW_WATER; ``ChannelClosed`` if the peer is gone."""
         if self._closing or self._closed:
-            if self._error is not None or self._eof:
+            if self._failed or self._eof:
                 raise ChannelClosed("connection closed")
             return
         while self._write_paused:

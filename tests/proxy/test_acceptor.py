@@ -14,9 +14,10 @@ from popproxy.proxy import acceptor
 from popproxy.proxy.acceptor import Acceptor, listening_sockets
 from tests.support.sockpair import LOOPS, run
 
-pytestmark = pytest.mark.parametrize("loop", LOOPS)
+on_each_loop = pytest.mark.parametrize("loop", LOOPS)
 
 
+@on_each_loop
 def test_accepts_every_queued_connection_non_blocking_without_nagle(loop: str) -> None:
     async def main() -> None:
         (sock,) = listening_sockets("127.0.0.1", 0, 16)
@@ -55,6 +56,7 @@ class _OutOfFiles(socket.socket):
         return super().accept()
 
 
+@on_each_loop
 def test_out_of_descriptors_pauses_accepting_then_resumes(loop: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(acceptor, "ACCEPT_PAUSE", 0.2)
@@ -77,6 +79,7 @@ def test_out_of_descriptors_pauses_accepting_then_resumes(loop: str,
     run(loop, main)
 
 
+@on_each_loop
 def test_listening_sockets_binds_every_address_of_the_host(loop: str) -> None:
     async def main() -> None:
         made = listening_sockets("localhost", 0, 8)
@@ -89,3 +92,47 @@ def test_listening_sockets_binds_every_address_of_the_host(loop: str) -> None:
                 sock.close()
 
     run(loop, main)
+
+
+def _fake_addresses(*families: socket.AddressFamily) -> list[Any]:
+    """getaddrinfo's answer for a host with these addresses, in this order."""
+    address = {socket.AF_INET: ("127.0.0.1", 0), socket.AF_INET6: ("::1", 0, 0, 0)}
+    return [(f, socket.SOCK_STREAM, 6, "", address[f]) for f in families]
+
+
+def test_a_host_without_ipv6_listens_on_what_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (review of h-a): an IPv6 address of the listener's host on a machine
+    without IPv6 stopped the proxy from starting; create_server skipped it."""
+    real_socket = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: Any) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real_socket(family, *args)
+
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda *a, **k: _fake_addresses(socket.AF_INET6, socket.AF_INET))
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    made = listening_sockets("", 0, 8)
+    try:
+        assert [sock.family for sock in made] == [socket.AF_INET]
+    finally:
+        for sock in made:
+            sock.close()
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda *a, **k: _fake_addresses(socket.AF_INET6))
+    with pytest.raises(OSError, match="no address"):
+        listening_sockets("", 0, 8)
+
+
+def test_an_address_listed_twice_is_bound_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (review of h-a): a duplicated hosts entry made the second bind fail with
+    EADDRINUSE; create_server took each address once."""
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda *a, **k: _fake_addresses(socket.AF_INET, socket.AF_INET))
+    made = listening_sockets("localhost", 0, 8)
+    try:
+        assert len(made) == 1
+    finally:
+        for sock in made:
+            sock.close()

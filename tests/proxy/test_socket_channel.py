@@ -4,8 +4,11 @@ asyncio's loop and on uvloop.  Protocol input is fed whole and byte by byte."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import socket
 import ssl
+import struct
 
 import pytest
 
@@ -257,6 +260,61 @@ def test_garbage_instead_of_a_client_hello_fails_the_handshake(loop: str) -> Non
             await channel.start_implicit_tls()
         assert channel.is_closing() and channel.unread == 0
         client.close()
+
+    run(loop, main)
+
+
+def test_a_failed_handshake_is_freed_without_the_cyclic_gc(loop: str) -> None:
+    """Regression (review of h-a): the stored error linked the channel to the frames that
+    caught it, so every failed handshake kept its channel and OpenSSL state until the cyclic
+    GC ran."""
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) in (SocketChannel, ssl.SSLSocket))
+
+    async def fail_one() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server, SERVER_CTX)
+        client.sendall(b"USER alice\r\n")
+        failed = False
+        try:  # not pytest.raises: its ExceptionInfo would keep this frame, and the channel
+            await channel.start_implicit_tls()
+        except ssl.SSLError:
+            failed = True
+        assert failed
+        client.close()
+
+    async def main() -> None:
+        gc.collect()
+        gc.disable()
+        try:
+            before = alive()
+            for _ in range(5):
+                await fail_one()
+            await asyncio.sleep(0)  # callbacks already queued for them run
+            assert alive() == before, "kept alive by a reference cycle"
+        finally:
+            gc.enable()
+
+    run(loop, main)
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # wrap_socket's own SSLSocket, freed
+def test_a_connection_reset_before_tls_starts_fails_the_handshake_future(loop: str) -> None:
+    """Regression (review of h-a): wrap_socket raised ConnectionResetError synchronously on a
+    reset socket, with ``handshaking`` left True and the descriptor held by an orphan."""
+    async def main() -> None:
+        server, client = tcp_pair()
+        fd = server.fileno()
+        channel = SocketChannel(server, SERVER_CTX)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # RST
+        await asyncio.sleep(0.05)
+        handshake = channel.start_implicit_tls()
+        with pytest.raises(ChannelClosed):
+            await handshake
+        assert not channel.handshaking and channel.is_closing()
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed now, not whenever a collection finds it
 
     run(loop, main)
 

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 
 from popproxy.capture.store import CaptureOptions
 from popproxy.policy import Limits, Listener, Policy
-from popproxy.proxy.channel import open_channel
 from popproxy.proxy.failure_timing import FailureTiming
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.upstream import Connector
 from popproxy.proxy.upstream_caps import UpstreamCapabilities
+from popproxy.proxy.upstream_socket import open_channel
 
 # Session.audit, as the session's parts get it: one audit event, client and user filled in.
 AuditFn = Callable[..., None]

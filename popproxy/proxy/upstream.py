@@ -30,7 +30,8 @@ from popproxy.pop3.events import (
 )
 from popproxy.pop3.framing import ResponseFramer, Unstuffer
 from popproxy.pop3.listing import ListingReader
-from popproxy.proxy.channel import ChannelClosed, open_channel
+from popproxy.proxy.channel import ChannelClosed
+from popproxy.proxy.upstream_socket import open_channel
 
 log = logging.getLogger("popproxy.upstream")
 
@@ -71,8 +72,8 @@ def closed_early() -> UpstreamError:
 
 
 class UpstreamChannel(Protocol):
-    """What an upstream connection needs of its byte stream (``channel.Channel``; tests pass
-    an in-memory one)."""
+    """What an upstream connection needs of its byte stream (``socket_channel.SocketChannel``
+    from ``upstream_socket.open_channel``; tests pass an in-memory one)."""
 
     @property
     def unread(self) -> int: ...

@@ -32,7 +32,6 @@ from popproxy.policy import ConfigError, Policy, Upstream, WarmLogin
 from popproxy.policy.decisions import route_for
 from popproxy.pop3.events import Command
 from popproxy.pop3.limits import MAX_COMMAND_LINE
-from popproxy.proxy.channel import open_channel
 from popproxy.proxy.host_state import default_db_path
 from popproxy.proxy.mailbox import MailboxView
 from popproxy.proxy.scanning import ScanService
@@ -45,6 +44,7 @@ from popproxy.proxy.upstream import (
     UpstreamFailure,
     read_listing,
 )
+from popproxy.proxy.upstream_socket import open_channel
 from popproxy.proxy.verdict_cache import CACHE_FILE, mailbox_key
 from popproxy.proxy.warm_progress import Display, Pace, ProgressFile, Totals
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from popproxy.proxy.channel import open_channel
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.settings import SessionSettings
+from popproxy.proxy.upstream_socket import open_channel
 from tests.helpers import make_config
 
 

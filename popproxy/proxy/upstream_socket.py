@@ -1,0 +1,73 @@
+"""How the proxy reaches an upstream: a non-blocking socket connected through the loop, read by a
+``socket_channel.SocketChannel`` (issue 18 item 6).
+
+Why not ``loop.create_connection``: it leaves a transport and a protocol object on every
+upstream connection (about 1.3-1.4 KiB per idle authenticated session); the channel reads its
+socket itself (``loop.add_reader``) and does TLS on the descriptor (``switch_to_tls`` with
+``server_side=False``: the upstream modes STLS and implicit TLS, ``upstream.py``).
+
+Connecting does what ``create_connection`` did for us: every address ``getaddrinfo`` returns is
+tried in order, and the first that accepts wins; if none does the error of the last one is
+raised (all of them, when they differ, as asyncio words it).  The connect timeout is the
+caller's (``UpstreamConnection.open``): a cancelled attempt closes its socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from popproxy.proxy.socket_channel import SocketChannel
+
+# What getaddrinfo returns for one address: family, type, proto, canonical name, address.
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+
+
+async def open_channel(host: str, port: int) -> SocketChannel:
+    """Connect to ``host:port`` (TCP, ``TCP_NODELAY``) and return its ``SocketChannel``."""
+    loop = asyncio.get_running_loop()
+    infos = await resolve(loop, host, port)
+    if not infos:
+        raise OSError(f"getaddrinfo({host!r}) returned no addresses")
+    errors: list[OSError] = []
+    for family, kind, proto, _, address in infos:
+        try:
+            sock = await connect_one(loop, family, kind, proto, address)
+        except OSError as exc:
+            errors.append(exc)
+            continue
+        return SocketChannel(sock)
+    raise connect_error(errors)
+
+
+async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> Sequence[AddrInfo]:
+    """The stream addresses of ``host:port``, in the resolver's order (tests replace it)."""
+    return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, proto: int,
+                      address: tuple[Any, ...]) -> socket.socket:
+    """One connected non-blocking socket; closed again if connecting fails or is cancelled."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, address)
+        if family in (socket.AF_INET, socket.AF_INET6):
+            # Commands and replies are small; Nagle would hold a pipelined login's second
+            # line for an ACK (what create_connection's transports set too).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:  # OSError, and the caller's timeout (CancelledError)
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise
+    return sock
+
+
+def connect_error(errors: list[OSError]) -> OSError:
+    """One error for every failed address: the error itself if they all say the same."""
+    if len({str(exc) for exc in errors}) == 1:
+        return errors[0]
+    return OSError("Multiple exceptions: " + ", ".join(str(exc) for exc in errors))

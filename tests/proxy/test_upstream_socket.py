@@ -1,0 +1,235 @@
+"""``upstream_socket.open_channel``: upstream connections on ``SocketChannel`` over real loopback
+TCP, on asyncio's loop and on uvloop: every address in order, TCP_NODELAY, a cancelled connect
+closes its socket, and the upstream side's STLS, TLS verification, half-close and back-pressure
+rules hold on the channel that reads its own socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from popproxy.policy import Upstream
+from popproxy.pop3.events import Command
+from popproxy.proxy import upstream_socket
+from popproxy.proxy.channel import READ_BUFFER_SIZE
+from popproxy.proxy.read_queue import MAX_UNREAD
+from popproxy.proxy.socket_channel import SocketChannel
+from popproxy.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamFailure
+from popproxy.proxy.upstream_socket import AddrInfo, connect_one, open_channel
+from tests.helpers import make_config
+from tests.support.memtransport import tls_contexts
+from tests.support.sockpair import LOOPS, recv_until, run
+
+SERVER_CTX, CLIENT_CTX = tls_contexts()
+
+pytestmark = pytest.mark.parametrize("loop", LOOPS)
+
+Script = Callable[[socket.socket], None]
+
+
+@contextmanager
+def serving(script: Script) -> Iterator[int]:
+    """A blocking one-connection server in a thread running ``script``; yields its port."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listening.accept()
+        conn.settimeout(5)
+        # OSError: the proxy dropped the connection, which some tests expect.
+        with conn, contextlib.suppress(OSError):
+            script(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        thread.join(10)
+        listening.close()
+
+
+def refused_port() -> int:
+    """A loopback port nobody listens on (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def settings(port: int, mode: str = "plain", **extra: object) -> Upstream:
+    return make_config(110).upstream.model_copy(
+        update={"host": "127.0.0.1", "port": port, "mode": mode, **extra})
+
+
+def test_connects_with_nodelay_and_half_close_keeps_our_side_open(loop: str) -> None:
+    got = bytearray()
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"+OK ready\r\n")
+        conn.shutdown(socket.SHUT_WR)  # FIN: the proxy still writes (QUIT and its answer)
+        got.extend(recv_until(conn, b"QUIT\r\n"))
+
+    async def main() -> None:
+        with serving(script) as port:
+            channel = await open_channel("127.0.0.1", port)
+            assert isinstance(channel, SocketChannel)
+            sock = channel._sock
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert await channel.read(timeout=5) == b"+OK ready\r\n"
+            assert await channel.read(timeout=5) == b""  # EOF, not an error
+            channel.write(b"QUIT\r\n")
+            channel.close()
+            await asyncio.sleep(0.05)
+        assert bytes(got) == b"QUIT\r\n"
+
+    run(loop, main)
+
+
+def test_every_address_is_tried_in_order_until_one_connects(
+    loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = refused_port()
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"+OK second\r\n")
+
+    async def main() -> None:
+        with serving(script) as port:
+            infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", dead)),
+                     (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+            monkeypatch.setattr(upstream_socket, "resolve", fake_resolve(infos))
+            channel = await open_channel("upstream.example", 110)
+            assert await channel.read(timeout=5) == b"+OK second\r\n"
+            channel.abort()
+
+    run(loop, main)
+
+
+def fake_resolve(infos: Sequence[AddrInfo]) -> Callable[..., Any]:
+    async def resolve(loop: object, host: str, port: int) -> Sequence[AddrInfo]:
+        return infos
+
+    return resolve
+
+
+def test_every_address_refused_raises_for_the_connect_failure(
+    loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        one = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", refused_port()))
+        monkeypatch.setattr(upstream_socket, "resolve", fake_resolve([one, one]))
+        with pytest.raises(ConnectionRefusedError):
+            await open_channel("upstream.example", 110)
+        monkeypatch.setattr(upstream_socket, "resolve", fake_resolve([]))
+        with pytest.raises(OSError, match="no addresses"):
+            await open_channel("upstream.example", 110)
+        monkeypatch.undo()
+        # What the session reports: -ERR [SYS/TEMP], reason "connect" (metrics, audit).
+        with pytest.raises(UpstreamError) as caught:
+            await UpstreamConnection.open(settings(refused_port()), None)
+        assert caught.value.reason is UpstreamFailure.CONNECT
+
+    run(loop, main)
+
+
+def test_a_cancelled_connect_closes_its_socket(loop: str) -> None:
+    seen: list[socket.socket] = []
+
+    class Stalled:  # a SYN that is never answered: the connect timeout cancels it
+        async def sock_connect(self, sock: socket.socket, address: object) -> None:
+            seen.append(sock)
+            await asyncio.Event().wait()
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await connect_one(Stalled(), socket.AF_INET,  # type: ignore[arg-type]
+                                  socket.SOCK_STREAM, 6, ("192.0.2.1", 110))
+        assert seen and seen[0].fileno() == -1
+
+    run(loop, main)
+
+
+def test_stls_upstream_refuses_plaintext_behind_its_ok(loop: str) -> None:
+    """RFC 2595 section 4 from the client side: an answer injected after the STLS +OK must
+    not be read as if TLS protected it."""
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"+OK ready\r\n")
+        recv_until(conn, b"STLS\r\n")
+        conn.sendall(b"+OK begin TLS\r\n+OK logged in (injected)\r\n")
+        recv_until(conn, b"never")
+
+    async def main() -> None:
+        with serving(script) as port, pytest.raises(UpstreamError) as caught:
+            await UpstreamConnection.open(settings(port, "starttls"), CLIENT_CTX)
+        assert caught.value.reason is UpstreamFailure.STLS
+
+    run(loop, main)
+
+
+@pytest.mark.parametrize("mode", ["tls", "starttls"])
+@pytest.mark.parametrize("name", ["localhost", "wrong.example"])
+def test_upstream_tls_on_the_socket_verifies_the_server_name(loop: str, mode: str,
+                                                             name: str) -> None:
+    commands = bytearray()
+
+    def script(conn: socket.socket) -> None:
+        if mode == "starttls":
+            conn.sendall(b"+OK ready\r\n")
+            recv_until(conn, b"STLS\r\n")
+            conn.sendall(b"+OK begin TLS\r\n")
+        tls = SERVER_CTX.wrap_socket(conn, server_side=True)
+        if mode == "tls":
+            tls.sendall(b"+OK ready\r\n")
+        data = recv_until(tls, b"QUIT\r\n")
+        commands.extend(data)
+        tls.sendall(b"+OK bye\r\n")
+
+    async def main() -> None:
+        with serving(script) as port:
+            upstream = settings(port, mode, server_name=name)
+            if name != "localhost":
+                with pytest.raises(UpstreamError) as caught:
+                    await UpstreamConnection.open(upstream, CLIENT_CTX)
+                assert caught.value.reason is UpstreamFailure.TLS_VERIFY
+                return
+            conn = await UpstreamConnection.open(upstream, CLIENT_CTX)
+            assert (await conn.status(Command("QUIT"))).ok
+            conn.close()
+        assert bytes(commands) == b"QUIT\r\n"
+
+    run(loop, main)
+
+
+def test_reading_stops_while_nobody_takes_the_relayed_bytes(loop: str) -> None:
+    """A slow client stops the relay, which stops reading: at most MAX_UNREAD (plus one read)
+    waits in the upstream channel, the rest stays in the kernel and with the upstream."""
+    total = 8 * MAX_UNREAD
+    payload = b"x" * total
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(payload)
+
+    async def main() -> None:
+        with serving(script) as port:
+            channel = await open_channel("127.0.0.1", port)
+            await asyncio.sleep(0.3)
+            assert MAX_UNREAD < channel.unread <= MAX_UNREAD + READ_BUFFER_SIZE
+            got = 0
+            while got < total:
+                chunk = await channel.read(timeout=5)
+                assert chunk
+                got += len(chunk)
+            assert got == total
+            channel.abort()
+
+    run(loop, main)

@@ -1,9 +1,9 @@
 """``popproxy run --event-loop uvloop``: the same proxy on libuv's loop (bench/README.md).
 
 The in-process tests run on the standard loop; this runs the real CLI on uvloop with both TLS
-styles (implicit TLS and STLS, RFC 2595) and a full download: the upstream ``Channel`` relies
-on BufferedProtocol and transport details, and the client ``SocketChannel`` and the server's
-``Acceptor`` on ``add_reader``/``add_writer``, which uvloop implements separately.
+styles (implicit TLS and STLS, RFC 2595) and a full download: the client and upstream
+``SocketChannel`` (the upstream connected with ``sock_connect``) and the server's ``Acceptor``
+rely on ``add_reader``/``add_writer``, which uvloop implements separately.
 """
 
 from __future__ import annotations

@@ -11,8 +11,11 @@ Who owns what (each piece of state has one owner; helpers return values):
   descriptor), so an idle session holds no transport and no memory BIOs (issue 18); STLS
   refuses unread plaintext and leaves the rest to OpenSSL (RFC 2595 s4).  The session sees it
   as a ``client_channel.ClientChannel``.
-- ``channel.Channel`` owns an upstream connection's bytes (a protocol on a transport; TLS
-  through ``tls_pump.TlsPump``: an ``SSLObject`` over memory BIOs).
+- ``upstream_socket.open_channel`` connects to the upstream (each address in turn, through the
+  loop) and gives the connection a ``SocketChannel`` too (no transport per upstream, issue 18
+  item 6); STLS and implicit TLS to the upstream are ``switch_to_tls(server_side=False)`` with
+  the verifying context of ``tls.upstream_contexts``.  (``channel.Channel`` and ``tls_pump``
+  remain for the session tests' in-memory transports.)
 - ``session.Session`` owns one client's POP3 state machine (``pop3.state``) and its parser,
   and is the only code that applies a state transition or writes a reply.
 - ``auth.AuthHandler`` decides a login and returns a value (``LoggedIn``, ``Refused``,

@@ -10,8 +10,13 @@ connection; an idle POP3 session should cost a few KiB.
 So a ``Channel`` is an ``asyncio.BufferedProtocol`` that reads every socket into one shared
 per-thread buffer (``get_buffer`` and ``buffer_updated`` run back to back) and, once TLS is on,
 hands the records to a ``tls_pump.TlsPump`` (``ssl.SSLObject`` over memory BIOs).  Received
-bytes queue in ``_chunks`` until ``read`` takes them.  Clients get a ``socket_channel.
-SocketChannel`` instead (less memory per idle session, issue 18); upstreams get a ``Channel``.
+bytes queue in ``_chunks`` until ``read`` takes them.
+
+No connection of the proxy is a ``Channel`` any more: clients and upstreams get a
+``socket_channel.SocketChannel`` (less memory per idle session, issue 18).  What is left here
+in production use: ``ChannelClosed`` and the shared ``receive_buffer``.  ``Channel`` itself
+(and ``tls_pump``) still carries the session tests, which drive it over an in-memory
+transport (tests/support/harness.py, memtransport.py); ``open_channel`` here is theirs too.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Two classes satisfy it: ``socket_channel.SocketChannel``, which the server gives every client
 (it reads its socket itself: no transport, and TLS on the file descriptor, issue 18), and
-``channel.Channel`` (a protocol on a transport, kept for upstream connections and used by the
-session tests through in-memory transports).  The session does not care which it gets.
+``channel.Channel`` (a protocol on a transport, now used only by the session tests through
+in-memory transports).  The session does not care which it gets.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""A client connection that reads its socket itself: ``loop.add_reader`` on a non-blocking
-socket and, for TLS, a non-blocking ``ssl.SSLSocket`` on the same file descriptor.
+"""A connection that reads its socket itself: ``loop.add_reader`` on a non-blocking socket
+and, for TLS, a non-blocking ``ssl.SSLSocket`` on the same file descriptor.
 
 Why not ``channel.Channel`` (a protocol on a transport, TLS through an ``ssl.SSLObject`` over
-two memory BIOs) for clients: idle memory (issue 18, Build item 6).  The memory BIOs keep
-about 2.8 KiB per connection after the handshake and the transport another 1.5-1.9 KiB; a
-socket read by OpenSSL itself needs neither.  The upstream side keeps ``Channel``.
+two memory BIOs): idle memory (issue 18, Build item 6).  The memory BIOs keep about 2.8 KiB
+per connection after the handshake and the transport another 1.3-1.9 KiB; a socket read by
+OpenSSL itself needs neither.  Clients (``acceptor``) and upstreams (``upstream_socket``) both.
 
 What has to hold, and how it holds here:
 
@@ -50,7 +50,7 @@ DISCARD_READS = 4
 
 
 class SocketChannel(ReadQueue, SocketWriter):
-    """One accepted client socket: ``read``/``write``/``drain``/``switch_to_tls``/``close``."""
+    """One connected socket (a client, or an upstream): ``read``/``write``/``drain``/``close``."""
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (

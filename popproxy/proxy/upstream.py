@@ -1,5 +1,6 @@
 """A connection to the legacy upstream POP3 server: plain, STLS (RFC 2595) or implicit TLS.
 
+The connection's bytes are a ``socket_channel.SocketChannel`` from ``upstream_socket``.
 Closing never sends QUIT: RFC 1939 section 6 commits deletions only in the UPDATE state, which
 QUIT enters, so the proxy sends QUIT upstream only when the client itself sent it.
 No credentials are sent before the TLS handshake (if any) has verified the server.

@@ -44,8 +44,16 @@ async def open_channel(host: str, port: int) -> SocketChannel:
 
 
 async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> Sequence[AddrInfo]:
-    """The stream addresses of ``host:port``, in the resolver's order (tests replace it)."""
-    return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """The stream addresses of ``host:port``, in the resolver's order (tests replace it).
+
+    An address literal is parsed here (``AI_NUMERICHOST``: no lookup, nothing blocks):
+    ``loop.getaddrinfo`` runs in the default executor, whose threads (up to CPUs + 4 per process) cost
+    memory and a hand-off per connection; ``create_connection`` skipped it likewise."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                  flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:  # a name: the system resolver, off the loop's thread
+        return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
 
 async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, proto: int,

@@ -6,9 +6,10 @@ upstream connection (about 1.3-1.4 KiB per idle authenticated session); the chan
 socket itself (``loop.add_reader``) and does TLS on the descriptor (``switch_to_tls`` with
 ``server_side=False``: the upstream modes STLS and implicit TLS, ``upstream.py``).
 
-Connecting does what ``create_connection`` did for us: every address ``getaddrinfo`` returns is
-tried in order, and the first that accepts wins; if none does the error of the last one is
-raised (all of them, when they differ, as asyncio words it).  The connect timeout is the
+Connecting does what ``create_connection`` did for us (without ``sock_connect``: see
+``connect_socket``): every address ``getaddrinfo`` returns is tried in order, and the first
+that accepts wins; if none does the error of the last one is raised (all of them, when they
+differ, as asyncio words it).  The connect timeout is the
 caller's (``UpstreamConnection.open``): a cancelled attempt closes its socket.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -47,8 +49,9 @@ async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> Sequ
     """The stream addresses of ``host:port``, in the resolver's order (tests replace it).
 
     An address literal is parsed here (``AI_NUMERICHOST``: no lookup, nothing blocks):
-    ``loop.getaddrinfo`` runs in the default executor, whose threads (up to CPUs + 4 per process) cost
-    memory and a hand-off per connection; ``create_connection`` skipped it likewise."""
+    ``loop.getaddrinfo`` runs in a thread pool (the default executor; libuv's on uvloop),
+    whose threads cost memory and a hand-off per connection; ``create_connection`` skipped
+    it likewise."""
     try:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                   flags=socket.AI_NUMERICHOST)
@@ -62,7 +65,7 @@ async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, p
     sock = socket.socket(family, kind, proto)
     try:
         sock.setblocking(False)
-        await loop.sock_connect(sock, address)
+        await connect_socket(loop, sock, address)
         if family in (socket.AF_INET, socket.AF_INET6):
             # Commands and replies are small; Nagle would hold a pipelined login's second
             # line for an ACK (what create_connection's transports set too).
@@ -72,6 +75,30 @@ async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, p
             sock.close()
         raise
     return sock
+
+
+async def connect_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                         address: tuple[Any, ...]) -> None:
+    """A non-blocking connect: started, awaited as writability, its result read from
+    ``SO_ERROR`` (what ``loop.sock_connect`` does).  Not ``sock_connect``: uvloop's resolves
+    the address again in libuv's thread pool, literal or not (4 threads more per process,
+    and a hand-off per connection)."""
+    err = sock.connect_ex(address)
+    if err in (errno.EINPROGRESS, errno.EINTR):
+        fd, connected = sock.fileno(), loop.create_future()
+        loop.add_writer(fd, wake, connected)
+        try:
+            await connected
+        finally:
+            loop.remove_writer(fd)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:  # OSError(errno, ...) is the matching subclass (ConnectionRefusedError, ...)
+        raise OSError(err, f"Connect call failed {address}")
+
+
+def wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def connect_error(errors: list[OSError]) -> OSError:

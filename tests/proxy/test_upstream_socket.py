@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -79,7 +80,10 @@ def test_connects_with_nodelay_and_half_close_keeps_our_side_open(loop: str) -> 
 
     async def main() -> None:
         with serving(script) as port:
+            threads = len(os.listdir("/proc/self/task"))
             channel = await open_channel("127.0.0.1", port)
+            # No resolver thread pool started for a literal (uvloop's sock_connect would).
+            assert len(os.listdir("/proc/self/task")) == threads
             assert isinstance(channel, SocketChannel)
             sock = channel._sock
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
@@ -141,19 +145,28 @@ def test_every_address_refused_raises_for_the_connect_failure(
 
 
 def test_a_cancelled_connect_closes_its_socket(loop: str) -> None:
-    seen: list[socket.socket] = []
+    watched: list[int] = []
+    unwatched: list[int] = []
 
-    class Stalled:  # a SYN that is never answered: the connect timeout cancels it
-        async def sock_connect(self, sock: socket.socket, address: object) -> None:
-            seen.append(sock)
-            await asyncio.Event().wait()
+    class Stalled:  # the connect's completion is never reported: the timeout cancels it
+        def create_future(self) -> asyncio.Future[None]:
+            return asyncio.get_running_loop().create_future()
+
+        def add_writer(self, fd: int, *args: object) -> None:
+            watched.append(fd)
+
+        def remove_writer(self, fd: int) -> None:
+            unwatched.append(fd)
 
     async def main() -> None:
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):
-                await connect_one(Stalled(), socket.AF_INET,  # type: ignore[arg-type]
-                                  socket.SOCK_STREAM, 6, ("192.0.2.1", 110))
-        assert seen and seen[0].fileno() == -1
+        with socket.create_server(("127.0.0.1", 0)) as listening:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await connect_one(Stalled(), socket.AF_INET,  # type: ignore[arg-type]
+                                      socket.SOCK_STREAM, 6, listening.getsockname())
+            assert watched and unwatched == watched  # unwatched, then closed:
+            with pytest.raises(OSError):
+                os.fstat(watched[0])
 
     run(loop, main)
 

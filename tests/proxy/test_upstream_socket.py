@@ -266,3 +266,31 @@ def test_an_address_literal_is_not_resolved_in_the_executor(loop: str, host: str
         assert [info[4] for info in named] == [("192.0.2.1", 110)] and asked == ["pop.example"]
 
     run(loop, main)
+
+
+def test_a_bulk_transfer_is_read_several_times_per_wake_up(loop: str) -> None:
+    """One read per readiness doubled uvloop's loop iterations on a RETR relay (+25 % CPU per
+    MB); a read of BULK_READ or more is followed by another, up to BULK_READS."""
+    size = 3 * READ_BUFFER_SIZE
+
+    async def main() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listening:
+            sender = socket.create_connection(listening.getsockname())
+            server, _ = listening.accept()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * size)
+        server.setblocking(False)
+        channel = SocketChannel(server)
+        channel._stop_reading()  # the test plays the loop's wake-up below
+        threading.Thread(target=sender.sendall, args=(b"x" * size,), daemon=True).start()
+        for _ in range(500):
+            with contextlib.suppress(BlockingIOError):
+                if len(server.recv(size, socket.MSG_PEEK)) >= size:
+                    break
+            await asyncio.sleep(0.01)
+        channel._reading = True  # as if watched: one wake-up
+        channel._read_plain()
+        assert channel.unread > READ_BUFFER_SIZE  # more than one read in it
+        channel.abort()
+        sender.close()
+
+    run(loop, main)

@@ -3,7 +3,7 @@ and, for TLS, a non-blocking ``ssl.SSLSocket`` on the same file descriptor.
 
 Why not ``channel.Channel`` (a protocol on a transport, TLS through an ``ssl.SSLObject`` over
 two memory BIOs): idle memory (issue 18, Build item 6).  The memory BIOs keep about 2.8 KiB
-per connection after the handshake and the transport another 1.3-1.9 KiB; a socket read by
+per connection after the handshake and the transport another 1.5-1.9 KiB; a socket read by
 OpenSSL itself needs neither.  Clients (``acceptor``) and upstreams (``upstream_socket``) both.
 
 What has to hold, and how it holds here:

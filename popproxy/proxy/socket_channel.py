@@ -15,10 +15,8 @@ What has to hold, and how it holds here:
   decides first): not one byte is plaintext, and a refused client sees no certificate.
 - A PROXY header is found with ``MSG_PEEK`` and exactly its bytes are taken
   (``wire.proxyproto_length``): a TLS ClientHello behind it stays there for OpenSSL.
-- Reads go into one shared per-thread buffer (``recv_into``); ``SSL_read`` returns one record
-  at a time and what OpenSSL holds does not wake the loop, so TLS reads go on while
-  ``pending()`` says so, plain ones while a read is big (``BULK_READ``).  Past ``MAX_UNREAD``
-  reading stops.
+- Reads go into one shared per-thread buffer; what OpenSSL holds does not wake the loop, so TLS
+  reads go on while ``pending()`` says so, plain ones while a read is big (``BULK_READ``).
 - The peer's FIN does not close our side (pipelined commands still get every answer);
   ``close`` sends what waits, then close_notify, then closes; ``abort`` drops at once.  The
   loop stops watching the descriptor before it is closed (uvloop requires it).
@@ -46,8 +44,7 @@ from popproxy.wire.proxyproto_length import header_length
 # How much of a PROXY header is peeked at once: a whole v1 line (107 bytes, PP section 2.1)
 # or a v2 header within the parser's limit (16 + proxyproto.MAX_V2_PAYLOAD) in one go.
 PROXY_PEEK = 2048
-# Reads (of the 256 KiB shared buffer) of unread input thrown away before a close; a peer
-# that sends more than that gets a reset anyway.
+# Reads (256 KiB buffer) of input thrown away before a close; past that a peer gets a reset.
 DISCARD_READS = 4
 # A read this big is bulk (an upstream RETR): read again, up to BULK_READS times per wake-up (one
 # cost uvloop 25 % more CPU per relayed MB than its transport: bench/README.md, "Idle memory").

@@ -2,7 +2,7 @@
 
 The in-process tests run on the standard loop; this runs the real CLI on uvloop with both TLS
 styles (implicit TLS and STLS, RFC 2595) and a full download: the client and upstream
-``SocketChannel`` (the upstream connected with ``sock_connect``) and the server's ``Acceptor``
+``SocketChannel`` (the upstream connected by ``upstream_socket``) and the server's ``Acceptor``
 rely on ``add_reader``/``add_writer``, which uvloop implements separately.
 """
 

@@ -16,12 +16,11 @@ What has to hold, and how it holds here:
 - A PROXY header is found with ``MSG_PEEK`` and exactly its bytes are taken
   (``wire.proxyproto_length``): a TLS ClientHello behind it stays there for OpenSSL.
 - Reads go into one shared per-thread buffer; what OpenSSL holds does not wake the loop, so TLS
-  reads go on while ``pending()`` says so, plain ones while a read is big (``BULK_READ``).
+  reads go on while ``pending()`` says so; both go on while reads are big (``BULK_READ``).
 - The peer's FIN does not close our side (pipelined commands still get every answer);
   ``close`` sends what waits, then close_notify, then closes; ``abort`` drops at once.  The
   loop stops watching the descriptor before it is closed (uvloop requires it).
-
-The write side is ``socket_writer.SocketWriter``, the read queue ``read_queue.ReadQueue``.
+Writes: ``socket_writer.SocketWriter``; the read queue: ``read_queue.ReadQueue``.
 """
 
 from __future__ import annotations
@@ -46,16 +45,16 @@ from popproxy.wire.proxyproto_length import header_length
 PROXY_PEEK = 2048
 # Reads (256 KiB buffer) of input thrown away before a close; past that a peer gets a reset.
 DISCARD_READS = 4
-# A read this big is bulk (an upstream RETR): read again, up to BULK_READS times per wake-up (one
-# cost uvloop 25 % more CPU per relayed MB than its transport: bench/README.md, "Idle memory").
-BULK_READ, BULK_READS = 16 * 1024, 4
+# A read this big is bulk (an upstream RETR; for TLS a full record, 2^14 bytes, RFC 8446 s5.1):
+# read again, up to 4 plain reads (of 256 KiB) or 64 records per wake-up, about 1 MiB either
+# way (one per wake-up cost 25 % more CPU per relayed MB: bench/README.md, "Idle memory").
+BULK_READ, BULK_READS, BULK_RECORDS = 16 * 1024, 4, 64
 
 
 class SocketChannel(ReadQueue, SocketWriter):
     """One connected socket (a client, or an upstream): ``read``/``write``/``drain``/``close``."""
 
-    # Slots: one per connection lives as long as it does (idle memory per session).
-    __slots__ = (
+    __slots__ = (  # one per connection lives as long as it does (idle memory per session)
         "_chunks", "_closed", "_closing", "_deadline", "_drain_waiter", "_eof", "_failed", "_fd",
         "_flush_scheduled", "_handshake", "_implicit_tls", "_loop", "_out", "_out_size",
         "_proxy_left", "_proxy_parser", "_proxy_seen", "_read_paused", "_read_timer",
@@ -73,16 +72,15 @@ class SocketChannel(ReadQueue, SocketWriter):
         self._implicit_tls = implicit_tls
         self._handshake: asyncio.Future[None] | None = None
         self._chunks: list[bytes] = []  # a list: an empty deque costs ~1 KiB per idle session
-        self._unread, self._eof, self._failed = 0, False, False
+        self._unread, self._eof, self._failed, self._deadline = 0, False, False, 0.0
         self._read_waiter: asyncio.Future[None] | None = None
         self._read_timer: deadlines.Timer | None = None
-        self._deadline = 0.0
         self._read_paused = self._read_wants_write = self._reading = False
         self._out: list[bytes] = []
         self._out_size, self._retry = 0, None
         self._writing = self._flush_scheduled = self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
         self._closing = self._closed = False
+        self._drain_waiter: asyncio.Future[None] | None = None
         self._proxy_parser = ProxyHeaderParser() if proxy_header else None
         self._proxy_seen: bytearray | None = bytearray() if proxy_header else None
         self._proxy_left = -1  # header bytes still to take, once its length is known
@@ -145,6 +143,7 @@ class SocketChannel(ReadQueue, SocketWriter):
     def _read_tls(self) -> None:
         tls, view = self._tls, receive_buffer()
         assert tls is not None
+        records = 0
         while True:
             try:
                 size = tls.recv_into(view)  # ragged EOF and close_notify: 0
@@ -164,9 +163,10 @@ class SocketChannel(ReadQueue, SocketWriter):
                 self._peer_closed()
                 return
             self._deliver(bytes(view[:size]))
-            # One record per SSL_read, and what OpenSSL holds does not wake the loop; when it
-            # holds nothing a read would only raise SSLWantReadError (costly: issue 18).
-            if not self._reading or not tls.pending():
+            records += 1  # one per SSL_read; what OpenSSL holds does not wake the loop, and
+            # after a small record a read would only raise SSLWantReadError (costly: issue 18)
+            more = tls.pending() or (size >= BULK_READ and records < BULK_RECORDS)
+            if not self._reading or not more:
                 return
 
     def _peer_closed(self) -> None:

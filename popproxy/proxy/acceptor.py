@@ -98,7 +98,17 @@ class Acceptor:
             except OSError:  # reset already: nothing to serve
                 conn.close()
                 continue
+            self._hand_over(conn)
+
+    def _hand_over(self, conn: socket.socket) -> None:
+        """A bug in ``on_accept`` costs that one connection (closed, logged with its
+        traceback), not the rest of the wake-up's batch nor a descriptor left to the GC."""
+        try:
             self._on_accept(conn)
+        except Exception:
+            log.exception("handing over a connection on %s failed; closed",
+                          self.sock.getsockname())
+            conn.close()
 
     def _resume(self) -> None:
         self._resume_timer = None

@@ -44,6 +44,39 @@ def test_accepts_every_queued_connection_non_blocking_without_nagle(loop: str) -
     run(loop, main)
 
 
+@on_each_loop
+def test_a_failing_hand_over_closes_that_connection_and_accepts_the_rest(
+        loop: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        (sock,) = listening_sockets("127.0.0.1", 0, 16)
+        accepted: list[socket.socket] = []
+        refused: list[socket.socket] = []
+
+        def on_accept(conn: socket.socket) -> None:
+            if not refused:
+                refused.append(conn)
+                raise RuntimeError("a bug in the session start")
+            accepted.append(conn)
+
+        server = Acceptor(sock, 16, on_accept)
+        clients = [socket.create_connection(sock.getsockname()) for _ in range(3)]
+        for _ in range(200):
+            if len(accepted) == 2:
+                break
+            await asyncio.sleep(0.005)
+        assert len(accepted) == 2 and len(refused) == 1
+        assert refused[0].fileno() == -1  # closed at once, not left to the GC
+        assert "handing over a connection" in caplog.text
+        assert "a bug in the session start" in caplog.text  # the traceback is logged
+        for conn in accepted:
+            conn.close()
+        server.close()
+        for client in clients:
+            client.close()
+
+    run(loop, main)
+
+
 class _OutOfFiles(socket.socket):
     """A listening socket whose first accept fails with EMFILE."""
 

@@ -48,6 +48,10 @@ UPSTREAM_PORT = 11110 + PORT_OFFSET
 SRC = Path(os.environ.get("POPPROXY_SRC", Path(__file__).resolve().parent.parent))
 CLIENTS = 16
 WARMUP = 200
+# The interpreter the proxy runs on: as bench/relay.py (the README install's venv, if any).
+PROXY_PYTHON = os.environ.get("POPPROXY_PYTHON") or next(
+    (str(p) for p in [Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python"]
+     if p.exists()), sys.executable)
 USERS = [(f"user{i:04d}", f"pass{i:04d}") for i in range(1, 101)]
 
 CONFIG = """\
@@ -162,10 +166,10 @@ def start(tool: str, tmp: Path, port: int, event_loop: str, log_level: str
     if tool in ("cprofile", "gc"):
         code = PROFILED.format(out=str(tmp / "prof.out")) if tool == "cprofile" else \
             GC_COUNTED.format()
-        cmd = [sys.executable, "-c", code, "-", *args]
+        cmd = [PROXY_PYTHON, "-c", code, "-", *args]
     else:
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-               f"--callgrind-out-file={tmp / 'callgrind.out'}", sys.executable, "-m",
+               f"--callgrind-out-file={tmp / 'callgrind.out'}", PROXY_PYTHON, "-m",
                "popproxy", *args]
     log = (tmp / "popproxy.log").open("wb")
     # cwd: not the checkout, which `-c` and `-m` would put first on sys.path (POPPROXY_SRC)
@@ -246,8 +250,8 @@ def main() -> int:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
-        print(f"src: {SRC} ({_imported(tmp)})  event loop: {a.event_loop}  log level: "
-              f"{a.log_level}")
+        print(f"src: {SRC} ({_imported(tmp)})  python: {PROXY_PYTHON}  event loop: "
+              f"{a.event_loop}  log level: {a.log_level}")
         if a.tool == "cprofile":
             cprofile_report(tmp / "prof.out", a.logins, a.top)
         elif a.tool == "gc":
@@ -276,7 +280,7 @@ def _imported(tmp: Path) -> str:
     """Which popproxy the proxy ran (its log's first lines name no path: ask Python)."""
     code = "import popproxy; print(popproxy.__file__)"
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp, capture_output=True,
+    out = subprocess.run([PROXY_PYTHON, "-c", code], env=env, cwd=tmp, capture_output=True,
                          text=True, check=False)
     return out.stdout.strip()
 

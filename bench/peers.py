@@ -562,7 +562,8 @@ def main() -> int:
     md, ok = table(results)
     load = os.getloadavg()[0]
     header = (f"popproxy vs peers, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
-              f"load {load:.1f}, popproxy {git_rev()} --log-level {a.log_level}, lockout off, "
+              f"load {load:.1f}, popproxy {git_rev()} on {relay.proxy_python_version()} "
+              f"--log-level {a.log_level}, lockout off, "
               f"scan on unless named, {a.rounds} round(s) (medians; per-round in brackets), "
               f"sessions c={a.concurrency} t={a.duration:g}s, RETR x{a.retr_repeat}, "
               f"idle N={a.idle}; all TLS targets serve the lab's RSA-2048 certificate\n\n")

@@ -26,7 +26,10 @@ The lab's bench.py is called from the lab directory (never copied).  Stdlib only
 
 Environment: LAB_DIR (default <repo>/../shared/lab), POPLAB (default /tmp/poplab),
 PORT_OFFSET (as for the lab scripts), PY (python for bench.py; default this interpreter),
-POPPROXY_SRC (run ``python -m popproxy`` from that source tree instead, for A/B comparisons).
+POPPROXY_SRC (run ``python -m popproxy`` from that source tree instead, for A/B comparisons),
+POPPROXY_PYTHON (the interpreter popproxy runs on; default the README install's
+``<repo>/.venv/bin/python``, made by ``packaging/install.sh`` from the distribution's Python,
+which is what an admin runs; this interpreter if there is no such venv).
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ POPLAB = Path(os.environ.get("POPLAB", "/tmp/poplab"))
 PORT_OFFSET = int(os.environ.get("PORT_OFFSET", "0"))
 UPSTREAM_PORT = 11110 + PORT_OFFSET
 PY = os.environ.get("PY", sys.executable)
+# Debian's python3 is built with profile-guided optimisation, a pyenv build usually is not: the
+# interpreter's share of a login differs by 10-15 % (bench/README.md, "Which Python").
+PROXY_PYTHON = os.environ.get("POPPROXY_PYTHON") or next(
+    (str(p) for p in [REPO / ".venv" / "bin" / "python"] if p.exists()), sys.executable)
 # POPPROXY_SRC: run popproxy from this source tree instead of the installed one (A/B comparisons)
 SRC = Path(os.environ["POPPROXY_SRC"]).resolve() if os.environ.get("POPPROXY_SRC") else None
 
@@ -181,10 +188,18 @@ def write_config(path: Path, port: int, cap: int, scan: str = "default") -> str:
 
 def popproxy_cmd(command: str, config: Path) -> list[str]:
     if SRC is not None:  # another checkout (A/B runs): python -m popproxy from there
-        return [sys.executable, "-m", "popproxy", command, "--config", str(config)]
+        return [PROXY_PYTHON, "-m", "popproxy", command, "--config", str(config)]
     exe = shutil.which("popproxy")
-    base = [exe] if exe else [sys.executable, "-m", "popproxy"]
+    base = [exe] if exe else [PROXY_PYTHON, "-m", "popproxy"]
     return [*base, command, "--config", str(config)]
+
+
+def proxy_python_version() -> str:
+    """``3.11.2 (/usr/bin/python3 via .venv)``-like: what the table's header names."""
+    out = subprocess.run([PROXY_PYTHON, "-c", "import platform, sys; print("
+                          "platform.python_version(), sys._base_executable)"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return f"Python {out[0]} ({out[1]})"
 
 
 PROXY_ENV: dict[str, str] = {}  # --proxy-env K=V, for popproxy only

@@ -14,7 +14,8 @@ bytes queue in ``_chunks`` until ``read`` takes them.
 
 No connection of the proxy is a ``Channel`` any more: clients and upstreams get a
 ``socket_channel.SocketChannel`` (less memory per idle session, issue 18).  What is left here
-in production use: ``ChannelClosed`` and the shared ``receive_buffer``.  ``Channel`` itself
+in production use: nothing (``ChannelClosed`` is in ``channel_errors``, the shared receive
+buffer in ``read_queue``).  ``Channel`` itself
 (and ``tls_pump``) still carries the session tests, which drive it over an in-memory
 transport (tests/support/harness.py, memtransport.py); ``open_channel`` here is theirs too.
 """
@@ -25,33 +26,17 @@ import asyncio
 import contextlib
 import socket
 import ssl
-import threading
 from collections.abc import Callable
 from typing import Any, cast
 
 from popproxy.pop3.events import NEED_DATA
 from popproxy.proxy import deadlines
-from popproxy.proxy.read_queue import MAX_UNREAD, ReadQueue
-from popproxy.proxy.tls_pump import TlsPump, consume_exception
+from popproxy.proxy.channel_errors import ChannelClosed, consume_exception
+from popproxy.proxy.read_queue import MAX_UNREAD, ReadQueue, receive_buffer
+from popproxy.proxy.tls_pump import TlsPump
 from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
 
-# Size of the shared receive buffer: large reads keep multi-MiB RETR relays cheap.
-READ_BUFFER_SIZE = 256 * 1024
-_local = threading.local()
-
-
-def receive_buffer() -> memoryview:
-    """This thread's receive buffer, made once (``get_buffer`` reads ``_local.view`` inline;
-    ``socket_channel`` reads into it too: every read is copied out at once)."""
-    try:
-        return _local.view  # type: ignore[no-any-return]
-    except AttributeError:
-        view = _local.view = memoryview(bytearray(READ_BUFFER_SIZE))
-        return view
-
-
-class ChannelClosed(ConnectionError):
-    """The peer went away (or TLS failed) while we were reading or writing."""
+__all__ = ["Channel", "ChannelClosed", "open_channel"]
 
 
 class Channel(ReadQueue, asyncio.BufferedProtocol):
@@ -106,14 +91,10 @@ class Channel(ReadQueue, asyncio.BufferedProtocol):
             callback(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        try:
-            view: memoryview = _local.view  # (an annotation, not typing.cast: no call)
-        except AttributeError:
-            view = receive_buffer()
-        return view
+        return receive_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = bytes(_local.view[:nbytes])  # get_buffer ran just before, on this thread
+        data = bytes(receive_buffer()[:nbytes])  # get_buffer ran just before, on this thread
         if self._proxy_parser is not None:
             self._feed_proxy_header(data)
         else:

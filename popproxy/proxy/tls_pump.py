@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
-from typing import Any
+
+from popproxy.proxy.channel_errors import consume_exception
 
 # TLS records carry at most 16 KiB of plaintext (RFC 8446 section 5.1); read a few at a time.
 TLS_READ_SIZE = 64 * 1024
@@ -24,28 +25,6 @@ TLS_WRITE_SLICE = 16 * 1024
 # loopback send costs as much CPU as a POP3 command's handling.  Past this many encrypted bytes
 # waiting, they are sent at once: OpenSSL's outgoing BIO keeps about 4/3 of its largest size.
 TLS_COALESCE_LIMIT = 16 * 1024
-
-
-def consume_exception(future: asyncio.Future[Any]) -> None:
-    """Done callback: mark a failure as retrieved even if nobody awaits the future."""
-    if not future.cancelled():
-        future.exception()
-
-
-async def wait_handshake(handshake: asyncio.Future[None], timeout: float) -> None:
-    """Await ``handshake``, failing it with ``TimeoutError`` after ``timeout`` seconds: one
-    timer on the future itself, not ``asyncio.timeout()`` (a Timeout object, a task look-up
-    and uncancel bookkeeping per login, issue 18)."""
-    timer = asyncio.get_running_loop().call_later(timeout, _time_out, handshake)
-    try:
-        await handshake
-    finally:
-        timer.cancel()
-
-
-def _time_out(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 class TlsPump:

@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from popproxy.proxy.channel import ChannelClosed
+from popproxy.proxy.channel_errors import ChannelClosed
 from popproxy.proxy.read_queue import MAX_UNREAD
 from popproxy.proxy.socket_channel import SocketChannel
 from popproxy.wire.proxyproto import ProxyProtocolError

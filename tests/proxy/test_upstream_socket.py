@@ -19,8 +19,7 @@ import pytest
 from popproxy.policy import Upstream
 from popproxy.pop3.events import Command
 from popproxy.proxy import upstream_socket
-from popproxy.proxy.channel import READ_BUFFER_SIZE
-from popproxy.proxy.read_queue import MAX_UNREAD
+from popproxy.proxy.read_queue import MAX_UNREAD, READ_BUFFER_SIZE
 from popproxy.proxy.socket_channel import SocketChannel
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamFailure
 from popproxy.proxy.upstream_socket import AddrInfo, connect_one, open_channel

@@ -24,8 +24,7 @@ from popproxy.proxy.socket_channel import SocketChannel
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamFailure
 from popproxy.proxy.upstream_socket import AddrInfo, connect_one, open_channel
 from tests.helpers import make_config
-from tests.support.memtransport import tls_contexts
-from tests.support.sockpair import LOOPS, recv_until, run
+from tests.support.sockpair import LOOPS, recv_until, run, tls_contexts
 
 SERVER_CTX, CLIENT_CTX = tls_contexts()
 

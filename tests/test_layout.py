@@ -31,7 +31,7 @@ BACKLOG: dict[str, str] = {}
 
 
 def modules() -> list[str]:
-    """Every module under popproxy/, as a path relative to it (``proxy/channel.py``)."""
+    """Every module under popproxy/, as a path relative to it (``proxy/session.py``)."""
     return sorted(
         path.relative_to(PACKAGE).as_posix()
         for path in PACKAGE.rglob("*.py")
@@ -40,13 +40,13 @@ def modules() -> list[str]:
 
 
 def mirror_of(module: str) -> Path:
-    """``proxy/channel.py`` -> ``tests/proxy/test_channel.py``."""
+    """``proxy/session.py`` -> ``tests/proxy/test_session.py``."""
     path = Path(module)
     return TESTS / path.parent / f"test_{path.name}"
 
 
 def test_mapping_follows_the_package_tree() -> None:
-    assert mirror_of("proxy/channel.py") == TESTS / "proxy" / "test_channel.py"
+    assert mirror_of("proxy/session.py") == TESTS / "proxy" / "test_session.py"
     assert mirror_of("cli.py") == TESTS / "test_cli.py"
 
 

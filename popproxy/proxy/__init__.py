@@ -14,8 +14,9 @@ Who owns what (each piece of state has one owner; helpers return values):
 - ``upstream_socket.open_channel`` connects to the upstream (each address in turn, through the
   loop) and gives the connection a ``SocketChannel`` too (no transport per upstream, issue 18
   item 6); STLS and implicit TLS to the upstream are ``switch_to_tls(server_side=False)`` with
-  the verifying context of ``tls.upstream_contexts``.  (``channel.Channel`` and ``tls_pump``
-  remain for the session tests' in-memory transports.)
+  the verifying context of ``tls.upstream_contexts``.  The channel's parts: ``read_queue``
+  (received bytes, the read deadline, the receive buffer) and ``socket_writer`` (coalescing,
+  back-pressure); ``channel_errors`` has ``ChannelClosed`` and the handshake timeout.
 - ``session.Session`` owns one client's POP3 state machine (``pop3.state``) and its parser,
   and is the only code that applies a state transition or writes a reply.
 - ``auth.AuthHandler`` decides a login and returns a value (``LoggedIn``, ``Refused``,

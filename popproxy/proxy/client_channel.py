@@ -1,9 +1,9 @@
 """What a client connection is to the session, the relay, the server and the shutdown notice.
 
-Two classes satisfy it: ``socket_channel.SocketChannel``, which the server gives every client
-(it reads its socket itself: no transport, and TLS on the file descriptor, issue 18), and
-``channel.Channel`` (a protocol on a transport, now used only by the session tests through
-in-memory transports).  The session does not care which it gets.
+``socket_channel.SocketChannel`` satisfies it: the server gives one to every client (it reads
+its socket itself: no transport, and TLS on the file descriptor, issue 18), and the session
+tests get one too (tests/support/harness.py).  The session, relay and shutdown code are typed
+against this protocol, not the class, so they see only what a client connection offers.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class TlsInfo(Protocol):
 
 
 class ClientChannel(Protocol):
-    """One client connection's bytes, TLS included (see ``channel.Channel`` for each method)."""
+    """One client connection's bytes, TLS included (see ``SocketChannel`` for each method)."""
 
     proxy_header: asyncio.Future[ProxyHeader] | None
 

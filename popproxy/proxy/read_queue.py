@@ -2,20 +2,38 @@
 session reads them, the read deadline, and the waiters.
 
 Split from ``socket_channel.py`` (house rule: small modules) as a mixin with no slots of its
-own (the channel declares them all: one flat object per connection).  The read timer works as
-``channel.Channel.read`` explains: at most one per channel, moved lazily.
+own (the channel declares them all: one flat object per connection).  The read timer is one per
+channel, moved lazily: ``read`` re-arms it only for a deadline earlier than the armed one, and
+a timer that fires early re-arms itself for the current deadline (a timer per read would be
+created and cancelled once per command).
+
+Also here: the per-thread receive buffer every socket read goes into (``receive_buffer``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import TYPE_CHECKING
 
 from popproxy.proxy import deadlines
 
-# Stop reading from the socket while this much received data waits to be consumed (as
-# channel.MAX_UNREAD: a client that pipelines without reading replies cannot grow memory).
+# Stop reading from the socket while this much received data waits to be consumed: a client
+# that pipelines without reading replies cannot grow memory.
 MAX_UNREAD = 1024 * 1024
+# Size of the shared receive buffer: large reads keep multi-MiB RETR relays cheap.
+READ_BUFFER_SIZE = 256 * 1024
+_local = threading.local()
+
+
+def receive_buffer() -> memoryview:
+    """This thread's receive buffer, made once: every read into it is copied out at once, so
+    one per thread serves every connection of its loop."""
+    try:
+        return _local.view  # type: ignore[no-any-return]
+    except AttributeError:
+        view = _local.view = memoryview(bytearray(READ_BUFFER_SIZE))
+        return view
 
 
 class ReadQueue:
@@ -74,7 +92,7 @@ class ReadQueue:
         """All received bytes not yet read; ``b""`` once the peer has closed.
 
         ``timeout``: seconds to wait for data, then ``TimeoutError`` (one timer per channel,
-        moved lazily, as in ``channel.Channel.read``).
+        moved lazily: see the module docstring).
         """
         while not self._chunks:
             if self._eof:

@@ -24,14 +24,13 @@ from popproxy.pop3.events import (
 from popproxy.pop3.replies import Code
 from popproxy.pop3.state import Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler, AuthResult, LoggedIn, Refused, Reply, SaslStarted
-from popproxy.proxy.channel import ChannelClosed
+from popproxy.proxy.channel_errors import ChannelClosed, wait_handshake
 from popproxy.proxy.client_channel import ClientChannel
 from popproxy.proxy.errors import SessionEnd
 from popproxy.proxy.relay import ClientWriter, relay, relay_capa
 from popproxy.proxy.released import ReleasingMailbox
 from popproxy.proxy.settings import SessionSettings, unaudited
 from popproxy.proxy.tls_metrics import handshake_failure_reason
-from popproxy.proxy.tls_pump import wait_handshake
 from popproxy.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,

@@ -1,10 +1,11 @@
 """A connection that reads its socket itself: ``loop.add_reader`` on a non-blocking socket
 and, for TLS, a non-blocking ``ssl.SSLSocket`` on the same file descriptor.
 
-Why not ``channel.Channel`` (a protocol on a transport, TLS through an ``ssl.SSLObject`` over
-two memory BIOs): idle memory (issue 18, Build item 6).  The memory BIOs keep about 2.8 KiB
-per connection after the handshake and the transport another 1.5-1.9 KiB; a socket read by
-OpenSSL itself needs neither.  Clients (``acceptor``) and upstreams (``upstream_socket``) both.
+Why not a protocol on an asyncio transport, TLS through an ``ssl.SSLObject`` over two memory
+BIOs (the channel before this one): idle memory (issue 18, Build item 6).  The memory BIOs
+keep about 2.8 KiB per connection after the handshake and the transport another 1.5-1.9 KiB;
+a socket read by OpenSSL itself needs neither.  Clients (``acceptor``) and upstreams
+(``upstream_socket``) both.
 
 What has to hold, and how it holds here:
 
@@ -33,10 +34,9 @@ from typing import Any
 
 from popproxy.pop3.events import NEED_DATA
 from popproxy.proxy import deadlines
-from popproxy.proxy.channel import ChannelClosed, receive_buffer
-from popproxy.proxy.read_queue import ReadQueue
+from popproxy.proxy.channel_errors import ChannelClosed, consume_exception
+from popproxy.proxy.read_queue import ReadQueue, receive_buffer
 from popproxy.proxy.socket_writer import SocketWriter
-from popproxy.proxy.tls_pump import consume_exception
 from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
 from popproxy.wire.proxyproto_length import header_length
 

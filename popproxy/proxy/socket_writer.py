@@ -3,9 +3,9 @@
 Split from ``socket_channel.py`` (house rule: small modules) as a mixin with no slots of its
 own.  What it keeps from the transport it replaces:
 
-- Small writes wait for the end of the event-loop step and go out together (as
-  ``tls_pump.TLS_COALESCE_LIMIT`` did): each loopback send costs as much CPU as a POP3
-  command's handling, and with TLS one write is also one record.
+- Small writes wait for the end of the event-loop step and go out together (as the memory-BIO
+  TLS of the channel before did): each loopback send costs as much CPU as a POP3 command's
+  handling, and with TLS one write is also one record.
 - Large writes go to OpenSSL in record-sized slices (RFC 8446 section 5.1).  CPython does not
   set ``SSL_MODE_ENABLE_PARTIAL_WRITE``, so a slice that raised ``SSLWantWriteError`` is
   retried with exactly the same bytes (``_retry``) before anything else.
@@ -21,10 +21,10 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
-from popproxy.proxy.channel import ChannelClosed
+from popproxy.proxy.channel_errors import ChannelClosed
 
-# Coalesce small writes until the end of the loop step, up to this many bytes (as
-# tls_pump.TLS_COALESCE_LIMIT: one TLS record's worth, RFC 8446 section 5.1).
+# Coalesce small writes until the end of the loop step, up to this many bytes (one TLS
+# record's worth, RFC 8446 section 5.1).
 COALESCE_LIMIT = 16 * 1024
 # One TLS record's worth of plaintext per SSL_write (RFC 8446 section 5.1).
 TLS_WRITE_SLICE = 16 * 1024

@@ -31,7 +31,7 @@ from popproxy.pop3.events import (
 )
 from popproxy.pop3.framing import ResponseFramer, Unstuffer
 from popproxy.pop3.listing import ListingReader
-from popproxy.proxy.channel import ChannelClosed
+from popproxy.proxy.channel_errors import ChannelClosed
 from popproxy.proxy.upstream_socket import open_channel
 
 log = logging.getLogger("popproxy.upstream")

@@ -1,7 +1,7 @@
 """AuthHandler returns what a login line leads to; it never touches a session (issue 16).
 
 Only exchanges that end before an upstream is contacted: logins through an upstream are
-covered on the in-memory harness in test_session_logic.py and test_session_sasl.py.
+covered on the session harness in test_session_logic.py and test_session_sasl.py.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ import ipaddress
 
 from popproxy.metrics import Metrics
 from popproxy.policy import Policy
-from popproxy.proxy.channel import Channel
 from popproxy.proxy.client_address import client_address
+from popproxy.proxy.socket_channel import SocketChannel
+from tests.support.sockpair import unix_pair
 
 
 def _listener(proxy_protocol: bool) -> Policy:
@@ -21,9 +22,14 @@ def _listener(proxy_protocol: bool) -> Policy:
 
 async def _address(proxy_protocol: bool, peer: object, metrics: Metrics
                    ) -> tuple[object, int] | None:
-    channel = Channel(None, proxy_header=proxy_protocol)  # made inside the loop it runs on
-    return await client_address(channel, _listener(proxy_protocol).listeners[0], peer,
-                                metrics.proxy_protocol_rejects)
+    ours, theirs = unix_pair()
+    channel = SocketChannel(ours, proxy_header=proxy_protocol)  # inside the loop it runs on
+    try:
+        return await client_address(channel, _listener(proxy_protocol).listeners[0], peer,
+                                    metrics.proxy_protocol_rejects)
+    finally:
+        channel.abort()
+        theirs.close()
 
 
 def test_the_socket_peer_without_proxy_protocol() -> None:

@@ -4,51 +4,60 @@ connections still before their session count as much as sessions."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import cast
 
-from popproxy.proxy.channel import Channel
 from popproxy.proxy.draining import close_after, drain, on_current_stores
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.settings import SessionSettings
+from popproxy.proxy.socket_channel import SocketChannel
 from tests.helpers import make_config
-from tests.support.harness import FakeTransport
+from tests.support.sockpair import recv_ready, unix_pair
 
 
-def _channel() -> tuple[Channel, FakeTransport]:
-    transport = FakeTransport()
-    channel = Channel(None)
-    channel.connection_made(transport)
-    return channel, transport
+def _channel() -> tuple[SocketChannel, socket.socket]:
+    """A client connection: the proxy's channel and the client's end."""
+    ours, client = unix_pair()
+    return SocketChannel(ours), client
 
 
 def test_a_connection_before_its_session_is_waited_for_within_the_grace() -> None:
     async def main() -> None:
         arrived = asyncio.Event()
-        channel, transport = _channel()
+        channel, client = _channel()
         connecting = asyncio.ensure_future(arrived.wait())  # as if awaiting a PROXY header
         draining = asyncio.ensure_future(drain(set(), {}, {connecting: channel}, grace=5))
         await asyncio.sleep(0.05)
         assert not draining.done()
         arrived.set()
         await asyncio.wait_for(draining, 1)
-        assert not transport.aborted and not connecting.cancelled()
+        assert not channel.is_closing() and not connecting.cancelled()
+        channel.abort()
+        client.close()
 
     asyncio.run(main())
 
 
 def test_after_the_grace_sessions_are_told_and_connections_aborted() -> None:
     async def main() -> None:
-        session_channel, session_transport = _channel()
-        header_channel, header_transport = _channel()
+        session_channel, session_client = _channel()
+        header_channel, header_client = _channel()
         session = asyncio.ensure_future(session_channel.read())  # waits for a command
         connecting = asyncio.ensure_future(asyncio.sleep(60))
         await asyncio.sleep(0)
         await drain({session}, {session: session_channel}, {connecting: header_channel},
                     grace=0.05)
-        assert bytes(session_transport.sent) == b"-ERR [SYS/TEMP] server shutting down\r\n"
-        assert header_transport.aborted and bytes(header_transport.sent) == b""
+        await asyncio.sleep(0)  # the notice's coalesced write goes out
+        assert recv_ready(session_client) == b"-ERR [SYS/TEMP] server shutting down\r\n"
+        assert header_channel.is_closing() and not session_channel.is_closing()
+        assert recv_ready(header_client) == b""  # aborted: closed with nothing said
+        header_client.settimeout(1)
+        assert header_client.recv(10) == b""  # EOF: the descriptor is closed
         assert session.cancelled() and connecting.cancelled()
+        session_channel.abort()
+        session_client.close()
+        header_client.close()
 
     asyncio.run(main())
 

@@ -1,6 +1,6 @@
 """``proxy.errors.SessionEnd``: "stop the session after flushing what was already written
 (not an error)".  The class has no behaviour of its own, so its contract is checked where
-sessions raise it, on the in-memory harness: the last reply reaches the client, the client is
+sessions raise it, on the session harness: the last reply reaches the client, the client is
 closed, no error is logged.  (Its other raise sites, STLS injection and a login refused with
 close, are covered by tests/tls/test_client_tls.py and test_lockout_session.py.)"""
 
@@ -24,7 +24,7 @@ def _run(script: Callable[[SessionPair], Awaitable[None]], **config: Any) -> Ses
     async def main() -> SessionPair:
         async with SessionPair(make_config(110, **config)) as pair:
             await script(pair)
-            assert pair.ended and pair.transport.closed
+            assert pair.ended and pair.closed
             return pair
 
     return asyncio.run(main())

@@ -1,4 +1,4 @@
-"""The first listing within scan.listing_budget (issue 17 item 3), on the in-memory harness.
+"""The first listing within scan.listing_budget (issue 17 item 3), on the session harness.
 
 The upstream takes 5 s (virtual) to answer each RETR and the budget is 7 s, so the first STAT
 judges the two newest messages and lists the rest at the upstream's size.  A client that LISTs
@@ -30,7 +30,6 @@ from tests.support.harness import (
     ScriptedUpstream,
     SessionPair,
     demo_responder,
-    feed,
     run,
 )
 
@@ -231,18 +230,19 @@ def test_a_defang_impossible_at_the_same_size_is_held_behind_the_padded_notice(
 
 def test_another_session_is_answered_while_a_big_listing_re_scores(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # One verdict per batch: the listing of u's 8 messages takes 8 batches.
+    # One verdict per batch: the listing of u's 16 messages takes 16 batches, one loop step
+    # each.  v's NOOP goes through sockets (client, upstream and back: about 8 steps).
     monkeypatch.setattr(listing_budget, "LISTING_BATCH", 1)
     mail = [CLEAN.replace(b"\r\n\r\n", b"\r\nMessage-ID: <%d@x.test>\r\n\r\n" % n, 1)
-            for n in range(8)]
+            for n in range(16)]
     demo = DemoUpstream({b"u": Mailbox(b"p", mail), b"v": Mailbox(b"p", [CLEAN])})
     observer = Observer()
     state = tmp_path / "state"
 
     async def main() -> None:
         judged = InProcessScans(Scan(), state, observer)
-        await _login_and(judged, demo, observer, b"u", b"STAT\r\n")  # all 8 judged, cached
-        # Another threshold: u's next listing re-scores the 8 verdicts (none downloaded).
+        await _login_and(judged, demo, observer, b"u", b"STAT\r\n")  # all 16 judged, cached
+        # Another threshold: u's next listing re-scores the 16 verdicts (none downloaded).
         later = InProcessScans(Scan(thresholds=ScanThresholds(quarantine=100.0)), state,
                                observer)
         config = make_config(1, scan={"enabled": True})
@@ -253,7 +253,7 @@ def test_another_session_is_answered_while_a_big_listing_re_scores(
 
         async def watched(*args: Any) -> dict[str, CachedVerdict]:
             if not batches:  # v's command arrives as u's listing starts
-                feed(other.channel, b"NOOP\r\n")
+                other.feed(b"NOOP\r\n")
             batches.append(b"+OK" in other.received())
             return await batch(*args)
 
@@ -262,10 +262,10 @@ def test_another_session_is_answered_while_a_big_listing_re_scores(
             await other.exchange(b"USER v\r\n")
             await other.exchange(b"PASS p\r\n")
             stat = await _login_and(later, demo, observer, b"u", b"STAT\r\n")
-        assert stat == b"+OK 8 %d\r\n" % sum(len(m) for m in mail)
-        assert _count(observer, "popproxy_scan_judged_total", how="rescored") == 8
+        assert stat == b"+OK 16 %d\r\n" % sum(len(m) for m in mail)
+        assert _count(observer, "popproxy_scan_judged_total", how="rescored") == 16
         # v was answered between u's batches, long before u's listing ended.
-        assert len(batches) == 8 and not batches[0] and any(batches[1:4])
+        assert len(batches) == 16 and not batches[0] and any(batches[1:12])
 
     run(main)
 

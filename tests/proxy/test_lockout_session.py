@@ -1,7 +1,7 @@
 """Failed-login lockouts end to end: a real proxy (memory store) in front of the demo upstream.
 
 The pure model is tested with an injected clock in tests/policy/test_lockout.py, the session's
-delays, blocks and RFC 3206 replies on the in-memory harness in test_session_lockout.py.  What
+delays, blocks and RFC 3206 replies on the session harness in test_session_lockout.py.  What
 stays here runs the real server path: the guard built from the policy (its HMAC key created
 in state_dir, private and never logged), and no password in the audit log, the metrics or the
 log lines of a whole proxy.

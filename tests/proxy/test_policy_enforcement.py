@@ -2,7 +2,7 @@
 
 These stay on real sockets: the listener decides on the address a TCP connection comes from
 (bound loopback sources, IPv6), before any session exists.  Per-user rules, routing and the
-no-existence-leak timing are session logic, tested on the in-memory harness in
+no-existence-leak timing are session logic, tested on the session harness in
 test_session_policy.py.
 """
 

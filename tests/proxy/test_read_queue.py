@@ -58,15 +58,61 @@ def test_pauses_past_max_unread_and_resumes_when_read() -> None:
     asyncio.run(main())
 
 
-def test_timeout_then_a_read_without_timeout_is_not_cut() -> None:
+@pytest.mark.parametrize("first", ["timed_out", "answered"])
+def test_a_read_without_timeout_is_not_cut_by_an_earlier_reads_timer(first: str) -> None:
     async def main() -> None:
         queue = Queue()
+        if first == "timed_out":
+            with pytest.raises(TimeoutError):
+                await queue.read(timeout=0.02)
+        else:  # answered in time: its timer is still armed (moved lazily, not cancelled)
+            reader = asyncio.ensure_future(queue.read(timeout=0.02))
+            await asyncio.sleep(0)
+            queue._deliver(b"NOOP\r\n")
+            assert await reader == b"NOOP\r\n" and queue._read_timer is not None
+        pending = asyncio.ensure_future(queue.read())  # no timeout: waits as long as it takes
+        await asyncio.sleep(0.05)  # past the first read's deadline
+        assert not pending.done() and queue._read_timer is None
+        queue._deliver(b"QUIT\r\n")
+        assert await pending == b"QUIT\r\n"
+
+    asyncio.run(main())
+
+
+def test_one_read_timer_moves_with_each_read_and_still_fires() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        queue = Queue()
+        first = asyncio.ensure_future(queue.read(timeout=0.05))
+        await asyncio.sleep(0)
+        queue._deliver(b"USER a\r\n")
+        assert await first == b"USER a\r\n"
+        armed = queue._read_timer
+        # The next read moves the deadline instead of arming a second timer; the timeout
+        # comes at the new deadline, not the old one.
+        started = loop.time()
+        second = asyncio.ensure_future(queue.read(timeout=0.2))
+        await asyncio.sleep(0)
+        assert armed is not None and queue._read_timer is armed  # the same timer, not cancelled
         with pytest.raises(TimeoutError):
-            await queue.read(timeout=0.02)
-        reader = asyncio.ensure_future(queue.read())
-        await asyncio.sleep(0.05)
-        assert not reader.done() and queue._read_timer is None
-        queue._deliver(b"NOOP\r\n")
-        assert await reader == b"NOOP\r\n"
+            await second
+        assert loop.time() - started >= 0.2
+
+    asyncio.run(main())
+
+
+def test_a_shorter_timeout_than_the_armed_timer_fires_on_time() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        queue = Queue()
+        slow = asyncio.ensure_future(queue.read(timeout=600))  # arms a 600 s timer
+        await asyncio.sleep(0)
+        slow.cancel()
+        await asyncio.sleep(0)
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await queue.read(timeout=0.01)  # the upstream's greeting vs response timeouts
+        assert loop.time() - started < 1
+        queue._drop_read_timer()
 
     asyncio.run(main())

@@ -1,7 +1,8 @@
 """Relaying upstream answers to the client: unchanged bodies, filtered CAPA, bounded drain.
 
 The upstream is a ``ScriptedChannel`` (tests/proxy/test_upstream.py) whose answer arrives in
-the chunks a feed cuts it into: whole, one byte at a time, random splits.  No sockets.
+the chunks a feed cuts it into: whole, one byte at a time, random splits.  No sockets, but
+for the client writer's own test (a ``SocketChannel`` on a socket pair).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import pytest
 
 from popproxy.pop3.events import Command
 from popproxy.pop3.limits import MAX_CAPA_LINE
-from popproxy.proxy.channel import Channel
 from popproxy.proxy.relay import TERMINATOR, ClientWriter, relay, relay_body, relay_capa
+from popproxy.proxy.socket_channel import SocketChannel
 from popproxy.proxy.upstream import UpstreamChannel, UpstreamConnection, UpstreamError
 from popproxy.proxy.upstream import UpstreamFailure as Failure
 from tests.helpers import make_config
 from tests.proxy.test_upstream import GREETING, Client, ScriptedChannel
 from tests.support.feeds import FEED_IDS, FEEDS, Feed
-from tests.support.harness import FakeTransport
+from tests.support.sockpair import recv_ready, unix_pair
 
 BODY = b"Subject: hi\r\n\r\n..a stuffed line\r\nlast\r\n"
 CAPA = (b"+OK capabilities follow\r\nTOP\r\nSTLS\r\nSASL PLAIN\r\nUIDL\r\nUSER\r\n"
@@ -95,14 +96,16 @@ def test_a_garbled_capa_list_is_an_upstream_protocol_failure() -> None:
 
 
 def test_client_writer_writes_through_and_drains_at_once_when_not_paused() -> None:
-    transport = FakeTransport()
-
-    async def main() -> None:
-        channel = Channel()
-        channel.connection_made(transport)
+    async def main() -> bytes:
+        ours, client = unix_pair()
+        channel = SocketChannel(ours)
         writer = ClientWriter(channel, None, idle_timeout=0.01)
         writer.write(b"+OK\r\n")
-        await writer.drain()
+        await writer.drain()  # not paused: returns at once (the idle timeout never fires)
+        channel.flush()
+        sent = recv_ready(client)
+        channel.abort()
+        client.close()
+        return sent
 
-    asyncio.run(main())
-    assert bytes(transport.sent) == b"+OK\r\n"
+    assert asyncio.run(main()) == b"+OK\r\n"

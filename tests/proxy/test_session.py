@@ -1,7 +1,7 @@
 """Session behaviour that needs real sockets, in front of the in-process demo upstream.
 
 The session logic (commands, replies, state, SASL, what is and is not forwarded) is tested
-on the in-memory harness in test_session_logic.py and test_session_sasl.py.  What stays here
+on the session harness in test_session_logic.py and test_session_sasl.py.  What stays here
 needs a listening server or real TCP: a client reset in the middle of a 4 MiB RETR body (the
 body must still be in flight, which needs real flow control), and the server running two
 sessions at once (its session count).
@@ -78,16 +78,14 @@ def test_objects_an_idle_session_keeps_have_no_instance_dict() -> None:
     from popproxy.pop3.framing import ResponseFramer
     from popproxy.pop3.state import SessionState
     from popproxy.proxy.auth import AuthHandler
-    from popproxy.proxy.channel import Channel
     from popproxy.proxy.deadlines import _CoarseTimer
     from popproxy.proxy.relay import ClientWriter
     from popproxy.proxy.released import ReleasingMailbox
     from popproxy.proxy.session import Session
     from popproxy.proxy.socket_channel import SocketChannel
-    from popproxy.proxy.tls_pump import TlsPump
     from popproxy.proxy.upstream import UpstreamConnection
 
-    kept = [Session, Channel, SocketChannel, TlsPump, ClientWriter, UpstreamConnection,
+    kept = [Session, SocketChannel, ClientWriter, UpstreamConnection,
             AuthHandler, CommandParser, SessionState, ResponseFramer, ReleasingMailbox,
             _CoarseTimer]
     assert [cls.__name__ for cls in kept if cls.__dictoffset__ != 0] == []

@@ -1,4 +1,4 @@
-"""The login deadline (limits.login_timeout) on the in-memory harness, on a virtual clock.
+"""The login deadline (limits.login_timeout) on the session harness, on a virtual clock.
 
 Moved from test_prelogin_limits.py, where a client dripped bytes over loopback and the test
 slept past the deadline.  Here ``SessionPair.advance`` moves the loop's clock (harness.ClockLoop)
@@ -67,7 +67,7 @@ def test_slow_drip_client_is_cut_off_at_the_login_deadline(chunks: list[bytes]) 
     async def script(pair: SessionPair) -> None:
         received = await _drip(pair, chunks)
         assert received.endswith(TOO_SLOW)
-        assert pair.transport.closed
+        assert pair.closed
 
     _session(script, observed=observed)
     assert observed.sample("popproxy_logins_total", result="timeout") == 1
@@ -79,7 +79,7 @@ def test_silent_client_is_cut_off_at_the_login_deadline_not_the_idle_timeout() -
         await pair.advance(LOGIN_TIMEOUT - DRIP)
         assert not pair.ended and pair.received() == b""
         await pair.advance(DRIP)
-        assert pair.ended and pair.transport.closed
+        assert pair.ended and pair.closed
         assert pair.received() == TOO_SLOW
 
     assert _session(script).verbs == []  # nothing reached the upstream: nothing lost

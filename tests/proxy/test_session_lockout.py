@@ -1,4 +1,4 @@
-"""Failed-login lockouts in the session, on the in-memory harness with a virtual clock.
+"""Failed-login lockouts in the session, on the session harness with a virtual clock.
 
 Moved from test_lockout_session.py, where a real proxy slept through each delay.  Here the
 guard (memory store) sleeps on the loop's virtual clock, so each delay is checked exactly;
@@ -25,7 +25,6 @@ from tests.support.harness import (
     ScriptedUpstream,
     SessionPair,
     demo_responder,
-    feed,
     run,
 )
 
@@ -166,7 +165,7 @@ def test_blocked_attempts_end_the_session_at_max_login_failures() -> None:
             for _ in range(3):
                 assert (await _attempt(pair, "alice", ALICE_PASSWORD))[0] == LOCKED
             # a blocked guesser cannot hold the session
-            assert pair.ended and pair.transport.closed
+            assert pair.ended and pair.closed
 
     lockouts.run(script)
     assert len(lockouts.observed.events("login", result="locked")) == 3
@@ -216,7 +215,7 @@ def test_delay_slows_only_the_guessing_session() -> None:
             assert (await _attempt(guesser, "alice", WRONG[0]))[0] == AUTH_FAILED
             assert await guesser.exchange(b"USER alice\r\n") == b"+OK send PASS\r\n"
             started = guesser.now()
-            feed(guesser.channel, f"PASS {WRONG[1]}\r\n".encode())  # no settle: it waits
+            guesser.feed(f"PASS {WRONG[1]}\r\n".encode())  # no settle: it waits
             for _ in range(MAX_SETTLE_STEPS):  # until the guessing session starts its delay
                 if lockouts.delays_started:
                     break

@@ -1,4 +1,4 @@
-"""Session logic on the in-memory harness (tests/support/harness.py): no sockets, no sleeps.
+"""Session logic on the session harness (tests/support/harness.py): socket pairs, no sleeps.
 
 Moved from test_session.py, where they ran against a listening proxy and the demo upstream.
 ``ScriptedUpstream.verbs`` records what reached the upstream, so these tests also check what
@@ -80,7 +80,7 @@ def test_transaction_commands_refused_before_login() -> None:
                     b"RSET"):
             assert (await pair.exchange(cmd + b"\r\n")).startswith(b"-ERR"), cmd
         assert (await pair.exchange(b"QUIT\r\n")).startswith(b"+OK")
-        assert pair.ended and pair.transport.closed
+        assert pair.ended and pair.closed
 
     assert _run(script).verbs == []
 
@@ -175,7 +175,7 @@ def test_user_pass_login_and_relay() -> None:
         assert (await pair.exchange(b"RETR 2\r\n")).endswith(
             b"\r\n..a line starting with a dot\r\n...two dots\r\n..\r\nend\r\n.\r\n")
         assert (await pair.exchange(b"QUIT\r\n")).startswith(b"+OK")
-        assert pair.ended and pair.transport.closed
+        assert pair.ended and pair.closed
 
     _demo(script)
 
@@ -199,7 +199,7 @@ def test_max_login_failures_closes_connection(max_failures: int) -> None:
         plain = base64.b64encode(b"\0demo\0wrong")
         reply = await pair.exchange(b"AUTH PLAIN " + plain + b"\r\n")
         assert reply.startswith(b"-ERR [AUTH]") and reply.count(b"\r\n") == 2
-        assert pair.ended and pair.transport.closed
+        assert pair.ended and pair.closed
 
     _demo(script, max_login_failures=max_failures)
 
@@ -213,7 +213,7 @@ def test_client_disconnect_sends_no_quit_upstream(how: str) -> None:
         assert (await pair.exchange(b"DELE 1\r\n")).startswith(b"+OK")
         assert (await pair.exchange(b"RETR 3\r\n")).startswith(b"+OK")
         if how == "rst":
-            pair.channel.connection_lost(ConnectionResetError())
+            pair.reset()
             await pair.settle()
         else:
             await pair.send(b"")
@@ -243,7 +243,7 @@ def test_quit_is_relayed_and_commits() -> None:
         await _demo_login(pair)
         assert (await pair.exchange(b"DELE 1\r\n")).startswith(b"+OK")
         assert await pair.exchange(b"QUIT\r\n") == b"+OK bye\r\n"
-        assert pair.ended and pair.transport.closed
+        assert pair.ended and pair.closed
 
     assert _demo(script, demo).verbs[-1] == "QUIT"
     assert demo.users[b"demo"].messages == list(SAMPLE_MESSAGES[1:])
@@ -253,7 +253,7 @@ def test_quit_before_login_never_contacts_upstream() -> None:
     async def script(pair: SessionPair) -> None:
         assert (await pair.exchange(b"USER demo\r\n")).startswith(b"+OK")
         assert (await pair.exchange(b"QUIT\r\n")).startswith(b"+OK")
-        assert pair.ended and pair.transport.closed
+        assert pair.ended and pair.closed
 
     assert _demo(script).verbs == []
 

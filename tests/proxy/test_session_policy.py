@@ -1,4 +1,4 @@
-"""Per-user policy in the session (rules, routing, no existence leak), on the in-memory harness.
+"""Per-user policy in the session (rules, routing, no existence leak), on the session harness.
 
 Moved from test_policy_enforcement.py, where each login was a loopback connection from a bound
 source address to the demo upstream.  ``SessionPair(client=...)`` sets the client's address;

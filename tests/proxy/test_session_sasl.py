@@ -1,4 +1,4 @@
-"""AUTH (RFC 5034) in the session, on the in-memory harness (tests/support/harness.py).
+"""AUTH (RFC 5034) in the session, on the session harness (tests/support/harness.py).
 
 Moved from test_session.py and test_sasl_regression.py, where they ran against a listening
 proxy and the demo upstream; the upstream here answers as the demo does (``demo_responder``).

@@ -1,4 +1,4 @@
-"""STLS and login-before-TLS on a ``starttls`` listener, on the in-memory harness: the parts
+"""STLS and login-before-TLS on a ``starttls`` listener, on the session harness: the parts
 decided in plaintext, before any handshake (RFC 2595).
 
 Moved from tests/tls/test_client_tls.py; what needs a real TLS handshake (STLS itself, CAPA
@@ -14,7 +14,7 @@ import pytest
 
 from popproxy.proxy.demo_upstream import DemoUpstream
 from tests.helpers import make_config
-from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, feed, run
+from tests.support.harness import ScriptedUpstream, SessionPair, demo_responder, run
 
 STARTTLS = [{"name": "stls", "host": "127.0.0.1", "port": 1, "mode": "starttls"}]
 
@@ -40,7 +40,7 @@ def test_stls_injection_pipelined_command() -> None:
     async def script(pair: SessionPair) -> None:
         rest = await pair.exchange(b"STLS\r\nCAPA\r\n")
         assert rest == b"-ERR [SYS/PERM] data after STLS is not allowed, closing\r\n"
-        assert pair.ended and pair.transport.closed
+        assert pair.ended and pair.closed
 
     assert _stls_session(script).verbs == []
 
@@ -59,14 +59,15 @@ def test_login_before_tls_refused(line: bytes) -> None:
 
 
 def test_stls_injection_in_a_later_read_before_stls_is_answered() -> None:
-    """CVE-2011-0411 again: the injected bytes arrive in a second read, but before the proxy
-    has answered STLS (unread in the channel): refused and closed all the same."""
+    """CVE-2011-0411 again: the injected bytes are sent on their own, but before the proxy has
+    answered STLS (both in the socket when the session reads): refused and closed all the
+    same.  (Bytes that come after the answer are read as TLS: test_socket_channel.py.)"""
 
     async def script(pair: SessionPair) -> None:
-        feed(pair.channel, b"STLS\r\n")
+        pair.feed(b"STLS\r\n")
         await pair.send(b"CAPA\r\n")  # no loop step in between
         assert pair.received() == (b"-ERR [SYS/PERM] data after STLS is not allowed, "
                                    b"closing\r\n")
-        assert pair.ended and pair.transport.closed
+        assert pair.ended and pair.closed
 
     assert _stls_session(script).verbs == []

@@ -1,5 +1,5 @@
 """A login refused by a policy rule takes as long as one refused by the upstream: the session's
-failure floor on the in-memory harness, timed on its virtual clock.
+failure floor on the session harness, timed on its virtual clock.
 
 Moved from test_login_timing.py, where a loopback upstream slept before each -ERR and the test
 compared wall-clock times within 50 ms (flaky on a loaded machine).  On the virtual clock the

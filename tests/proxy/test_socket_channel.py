@@ -12,12 +12,11 @@ import struct
 
 import pytest
 
-from popproxy.proxy.channel import ChannelClosed
+from popproxy.proxy.channel_errors import ChannelClosed
 from popproxy.proxy.read_queue import MAX_UNREAD
 from popproxy.proxy.socket_channel import SocketChannel
 from popproxy.wire.proxyproto import ProxyProtocolError
-from tests.support.memtransport import tls_contexts
-from tests.support.sockpair import LOOPS, recv_until, run, tcp_pair, tls_client
+from tests.support.sockpair import LOOPS, recv_until, run, tcp_pair, tls_client, tls_contexts
 
 SERVER_CTX, CLIENT_CTX = tls_contexts()
 V1_HEADER = b"PROXY TCP4 192.0.2.7 198.51.100.2 40000 995\r\n"
@@ -71,6 +70,24 @@ def test_read_times_out_and_the_next_read_still_gets_data(loop: str) -> None:
         assert await channel.read(timeout=1) == b"NOOP\r\n"
         channel.abort()
         client.close()
+
+    run(loop, main)
+
+
+def test_a_failed_connection_ends_a_waiting_read_and_releases_its_timer(loop: str) -> None:
+    """An idle timeout's timer (RFC 1939 s3: 600 s and more) must not keep a dead channel."""
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        client.sendall(b"NOOP\r\n")
+        assert await channel.read(timeout=600) == b"NOOP\r\n"
+        pending = asyncio.ensure_future(channel.read(timeout=600))
+        await asyncio.sleep(0)
+        assert channel._read_timer is not None
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # RST: the channel's read fails
+        assert await pending == b""
+        assert channel._read_timer is None and channel.is_closing()
 
     run(loop, main)
 
@@ -217,6 +234,8 @@ def test_stls_round_trip_then_close_notify(loop: str) -> None:
         ssl_socket = channel.ssl_object()
         assert not channel.handshaking and ssl_socket is not None
         assert ssl_socket.version() == secure.version()
+        with pytest.raises(RuntimeError, match="already active"):
+            channel.switch_to_tls(SERVER_CTX, server_side=True)
         big = bytes(range(256)) * 4096 * 8 + b"<end>"  # records in slices, retried when full
         channel.write(b"+OK\r\n" + big)
         assert channel.write_paused and channel._retry is not None  # SSLWantWriteError
@@ -332,6 +351,8 @@ def test_a_lost_or_closed_connection_fails_the_handshake(loop: str, how: str) ->
         with pytest.raises((ssl.SSLError, ChannelClosed)):
             await handshake
         assert channel.is_closing()
+        if how == "close":  # nothing to close_notify before the handshake: a bare FIN
+            assert await asyncio.to_thread(client.recv, 100) == b""
         client.close()
 
     run(loop, main)
@@ -364,14 +385,22 @@ def test_proxy_header_then_tls_leaves_the_client_hello_to_openssl(loop: str,
     run(loop, main)
 
 
-def test_proxy_header_and_commands_in_one_segment(loop: str) -> None:
+@pytest.mark.parametrize("dribble", [False, True])
+def test_proxy_header_then_the_commands_behind_it(loop: str, dribble: bool) -> None:
+    """In one segment, or a byte at a time: the header's bytes only are the header's."""
     async def main() -> None:
         server, client = tcp_pair()
         channel = SocketChannel(server, proxy_header=True)
         assert channel.proxy_header is not None
-        client.sendall(V1_HEADER + b"CAPA\r\n")
-        await channel.proxy_header
-        assert await channel.read(timeout=1) == b"CAPA\r\n"
+        if dribble:
+            for byte in V1_HEADER + b"CAPA\r\n":
+                client.send(bytes([byte]))
+                await asyncio.sleep(0.001)
+        else:
+            client.sendall(V1_HEADER + b"CAPA\r\n")
+        header = await channel.proxy_header
+        assert header.source is not None and str(header.source[0]) == "192.0.2.7"
+        assert await read_exactly(channel, 6) == b"CAPA\r\n"
         channel.abort()
         client.close()
 

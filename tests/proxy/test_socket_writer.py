@@ -12,8 +12,7 @@ import trustme
 
 from popproxy.proxy.socket_channel import SocketChannel
 from popproxy.proxy.socket_writer import COALESCE_LIMIT, HIGH_WATER, LOW_WATER
-from tests.support.memtransport import tls_contexts
-from tests.support.sockpair import LOOPS, recv_until, run, tcp_pair, tls_client
+from tests.support.sockpair import LOOPS, recv_until, run, tcp_pair, tls_client, tls_contexts
 
 SERVER_CTX, CLIENT_CTX = tls_contexts()
 pytestmark = pytest.mark.parametrize("loop", LOOPS)

@@ -1,7 +1,7 @@
 """What the proxy remembers of an upstream's CAPA (PIPELINING, RFC 2449 s6.6), and for how long.
 
 The session's use of it (USER and PASS in one write only where the upstream lists PIPELINING)
-is tested on the in-memory harness in test_session_logic.py; no sockets needed here.
+is tested on the session harness in test_session_logic.py; no sockets needed here.
 """
 
 from __future__ import annotations

@@ -19,14 +19,12 @@ import pytest
 from popproxy.policy import Upstream
 from popproxy.pop3.events import Command
 from popproxy.proxy import upstream_socket
-from popproxy.proxy.channel import READ_BUFFER_SIZE
-from popproxy.proxy.read_queue import MAX_UNREAD
+from popproxy.proxy.read_queue import MAX_UNREAD, READ_BUFFER_SIZE
 from popproxy.proxy.socket_channel import BULK_READ, SocketChannel
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError, UpstreamFailure
 from popproxy.proxy.upstream_socket import AddrInfo, connect_one, open_channel
 from tests.helpers import make_config
-from tests.support.memtransport import tls_contexts
-from tests.support.sockpair import LOOPS, recv_until, run
+from tests.support.sockpair import LOOPS, recv_until, run, tls_contexts
 
 SERVER_CTX, CLIENT_CTX = tls_contexts()
 

@@ -8,6 +8,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
+import trustme
 import uvloop
 
 LOOPS = ["asyncio", "uvloop"]
@@ -30,6 +31,28 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return server, client
 
 
+def unix_pair() -> tuple[socket.socket, socket.socket]:
+    """(the channel's end: non-blocking; the peer's end: non-blocking too): a socket pair
+    whose sends are readable at the other end when ``send`` returns."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    return ours, theirs
+
+
+def recv_ready(sock: socket.socket) -> bytes:
+    """What ``sock`` (non-blocking) has received so far; b"" if nothing (or EOF)."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
 def recv_until(sock: socket.socket, end: bytes) -> bytes:
     """Blocking: read from ``sock`` until the data ends with ``end`` (or EOF)."""
     data = b""
@@ -44,3 +67,13 @@ def recv_until(sock: socket.socket, end: bytes) -> bytes:
 def tls_client(sock: socket.socket, ctx: ssl.SSLContext) -> ssl.SSLSocket:
     """Blocking: the client side of a handshake over ``sock`` (run it in a thread)."""
     return ctx.wrap_socket(sock, server_hostname="localhost")
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context for ``localhost`` and a client context that trusts it."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx

@@ -2,7 +2,7 @@
 
 These need real TLS handshakes over TCP.  What the session decides in plaintext before any
 handshake (STLS with a command pipelined behind it, CVE-2011-0411; login before TLS) is
-tested on the in-memory harness in tests/proxy/test_session_stls.py.
+tested on the session harness in tests/proxy/test_session_stls.py.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class ReadQueue:
             loop = asyncio.get_running_loop()
             waiter = self._read_waiter = loop.create_future()
             if timeout is not None:
-                self._arm_read_timer(loop, loop.time() + timeout)
+                self._arm_read_timer(loop, timeout)
             else:  # an earlier read's timer must not cut this one
                 self._drop_read_timer()
             try:
@@ -97,10 +97,13 @@ class ReadQueue:
             self._resume_reading()
         return data
 
-    def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        self._deadline = deadline
+    def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        deadline = self._deadline = loop.time() + timeout
         timer = self._read_timer
-        if timer is not None and timer.when() <= deadline:
+        # A long deadline may fire up to TICK late (deadlines.py): a timer in its bucket
+        # serves it, not only an earlier one (issue 18: one re-arm per read of a login).
+        late = deadlines.TICK if timeout >= deadlines.COARSE_MIN else 0.0
+        if timer is not None and timer.when() <= deadline + late:
             return  # it fires first and re-arms itself for the new deadline
         if timer is not None:
             timer.cancel()  # a shorter timeout than the armed one (greeting vs response)

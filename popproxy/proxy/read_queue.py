@@ -43,7 +43,9 @@ class ReadQueue:
         if self._unread > MAX_UNREAD and not self._read_paused:
             self._read_paused = True
             self._pause_reading()
-        self._wake_reader()
+        waiter = self._read_waiter  # _wake_reader, inlined: once per read (issue 18)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _set_eof(self) -> None:
         self._eof = True

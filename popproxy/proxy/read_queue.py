@@ -43,9 +43,7 @@ class ReadQueue:
         if self._unread > MAX_UNREAD and not self._read_paused:
             self._read_paused = True
             self._pause_reading()
-        waiter = self._read_waiter  # _wake_reader, inlined: once per read (issue 18)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_reader()
 
     def _set_eof(self) -> None:
         self._eof = True
@@ -84,7 +82,7 @@ class ReadQueue:
             loop = asyncio.get_running_loop()
             waiter = self._read_waiter = loop.create_future()
             if timeout is not None:
-                self._arm_read_timer(loop, timeout)
+                self._arm_read_timer(loop, loop.time() + timeout)
             else:  # an earlier read's timer must not cut this one
                 self._drop_read_timer()
             try:
@@ -99,12 +97,12 @@ class ReadQueue:
             self._resume_reading()
         return data
 
-    def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        deadline = self._deadline = loop.time() + timeout
+    def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._deadline = deadline
         timer = self._read_timer
         # A long deadline may fire up to TICK late (deadlines.py): a timer in its bucket
         # serves it, not only an earlier one (issue 18: one re-arm per read of a login).
-        late = deadlines.TICK if timeout >= deadlines.COARSE_MIN else 0.0
+        late = deadlines.TICK if deadline - loop.time() >= deadlines.COARSE_MIN else 0.0
         if timer is not None and timer.when() <= deadline + late:
             return  # it fires first and re-arms itself for the new deadline
         if timer is not None:

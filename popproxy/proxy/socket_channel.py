@@ -143,11 +143,11 @@ class SocketChannel(ReadQueue, SocketWriter):
                 return
 
     def _read_tls(self) -> None:
-        # The C object: SSLSocket.recv_into/pending only add checks, 5 Python calls a read.
-        tls, view = self._tls._sslobj, receive_buffer()  # type: ignore[union-attr]
+        tls, view = self._tls, receive_buffer()
+        assert tls is not None
         while True:
             try:
-                size = tls.read(len(view), view)
+                size = tls.recv_into(view)  # ragged EOF and close_notify: 0
             except ssl.SSLWantReadError:
                 return
             except ssl.SSLWantWriteError:  # a key update to answer, send buffer full
@@ -155,8 +155,8 @@ class SocketChannel(ReadQueue, SocketWriter):
                 self._read_wants_write = True
                 self._wait_writable()
                 return
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # close_notify, ragged EOF
-                size = 0  # (SSLSocket: suppress_ragged_eofs)
+            except ssl.SSLZeroReturnError:
+                size = 0
             except OSError as exc:  # ssl.SSLError, resets
                 self._fail(exc)
                 return
@@ -291,8 +291,8 @@ class SocketChannel(ReadQueue, SocketWriter):
     def _advance_handshake(self) -> None:
         tls = self._tls
         assert tls is not None
-        try:  # the C object (no timeout dance); none if never connected: ssl.py's ENOTCONN
-            (tls._sslobj or tls).do_handshake()  # type: ignore[attr-defined]
+        try:
+            tls.do_handshake()
         except ssl.SSLWantReadError:
             return
         except ssl.SSLWantWriteError:  # the server flight did not fit the send buffer

@@ -173,12 +173,12 @@ class SocketWriter:
     def _send_tls(self, data: bytes) -> bytes:
         """Records for ``data``, a slice at a time; what was not sent (``_retry`` holds the
         slice OpenSSL must get again, exactly)."""
-        # The C object's write: SSLSocket.send only adds checks (2 Python calls a send).
-        write, view = self._tls._sslobj.write, memoryview(data)  # type: ignore[union-attr]
+        tls, view = self._tls, memoryview(data)
+        assert tls is not None
         for start in range(0, len(view), TLS_WRITE_SLICE):
             piece = view[start : start + TLS_WRITE_SLICE]
             try:
-                write(piece)
+                tls.send(piece)
             except ssl.SSLWantWriteError:
                 self._retry = bytes(piece)
                 return bytes(view[start + len(piece) :])

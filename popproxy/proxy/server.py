@@ -184,8 +184,7 @@ class ProxyServer:
             del self._connecting[task]
         if admitted is None:
             return
-        client_ip, client_port, source, slot = admitted
-        ip = str(client_ip)
+        client_ip, ip, client_port, source, slot = admitted  # ip: str(client_ip), made once
         try:
             if self._shutting_down(channel, settings.listener, session_id, ip):
                 return  # stop() began while we awaited: no session starts after it
@@ -206,9 +205,9 @@ class ProxyServer:
                 self.slots.give_back(source, slot)
 
     async def _admission(self, channel: ClientChannel, settings: SessionSettings, session_id: str,
-                         ) -> tuple[IPAddress, int, str, str | bytes] | None:
-        """The PROXY header, the connect policy and the caps: (client address, port, source,
-        slot: ``_admit``'s), or None when the connection was refused (and closed) here."""
+                         ) -> tuple[IPAddress, str, int, str, str | bytes] | None:
+        """The PROXY header, the connect policy and the caps: (client address, as text, port,
+        source, slot: ``_admit``'s), or None when the connection was refused (and closed) here."""
         listener = settings.listener.name
         client = await client_address(channel, settings.listener, channel.peername(),
                                       self.observer.metrics.proxy_protocol_rejects)
@@ -237,7 +236,7 @@ class ProxyServer:
                                           Code.SYS_TEMP))
             self._refused(channel, listener, session_id, "over_capacity", ip)
             return None
-        return client_ip, client_port, source, slot
+        return client_ip, ip, client_port, source, slot
 
     def _shutting_down(self, channel: ClientChannel, listener: Listener, session_id: str,
                        ip: str) -> bool:

@@ -261,7 +261,7 @@ class Metrics:
         update(amount)
 
     def observe(self, metric: Histogram, *values: str, amount: float) -> None:
-        """``metric.labels(*values).observe(amount)``, likewise (three Python calls, not six)."""
+        """``metric.labels(*values).observe(amount)``, likewise (four Python calls, not six)."""
         update = self._updaters.get((metric, values))
         if update is None:
             found = self.child(metric, *values) if values else metric

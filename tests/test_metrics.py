@@ -184,3 +184,95 @@ def test_multiprocess_values_do_not_ask_the_pid_per_update_but_notice_a_fork(
     assert (tmp_path / "counter_4242424.db").exists()
     assert (tmp_path / f"counter_{parent}.db").exists()
     assert (tmp_path / f"counter_{child}.db").exists()
+
+
+def _exposition(metrics: Metrics) -> list[tuple[str, list[tuple[str, str]], float]]:
+    return sorted((s.name, sorted(s.labels.items()), s.value)
+                  for family in metrics.registry.collect()
+                  for s in family.samples if s.name.startswith("popproxy_")
+                  and not s.name.startswith("popproxy_build"))
+
+
+def test_add_and_observe_update_exactly_what_inc_dec_and_observe_do() -> None:
+    """Issue 18: ``add``/``observe`` call the values prometheus_client's methods call, without
+    their checks; every series (sum, count, each bucket, the bounds themselves) must match."""
+    fast, public = Metrics(), Metrics()
+    for amount in (0.0, 0.004, 0.005, 0.3, 2.5, 7.0, 1e9, float("inf")):
+        fast.observe(fast.session_duration, "pop3s", amount=amount)
+        public.session_duration.labels("pop3s").observe(amount)
+        fast.observe(fast.scan_listing_seconds, amount=amount)  # (no labels: the metric)
+        public.scan_listing_seconds.observe(amount)
+        fast.observe(fast.upstream_login_seconds, "default", "ok", amount=amount)
+        public.upstream_login_seconds.labels("default", "ok").observe(amount)
+    for _ in range(3):
+        fast.add(fast.logins, "ok")
+        public.logins.labels("ok").inc()
+        fast.add(fast.active_sessions, "pop3s")
+        public.active_sessions.labels("pop3s").inc()
+    fast.add(fast.active_sessions, "pop3s", amount=-1)
+    public.active_sessions.labels("pop3s").dec()
+    fast.add(fast.verdict_cache, "hit", amount=5)
+    public.verdict_cache.labels("hit").inc(5)
+    assert _exposition(fast) == _exposition(public)
+    assert fast.registry.get_sample_value("popproxy_logins_total", {"result": "ok"}) == 3.0
+    assert fast.registry.get_sample_value(
+        "popproxy_session_duration_seconds_count", {"listener": "pop3s"}) == 8.0
+
+
+def test_a_nan_observation_lands_in_no_bucket_as_with_observe() -> None:
+    fast, public = Metrics(), Metrics()
+    fast.observe(fast.session_duration, "pop3s", amount=float("nan"))
+    public.session_duration.labels("pop3s").observe(float("nan"))
+    buckets = [(s.labels, s.value) for m in (fast, public) for f in m.registry.collect()
+               for s in f.samples if s.name == "popproxy_session_duration_seconds_bucket"]
+    assert buckets and all(value == 0.0 for _, value in buckets)
+    assert sorted(buckets[: len(buckets) // 2], key=str) == sorted(buckets[len(buckets) // 2:],
+                                                                  key=str)
+
+
+def test_without_the_private_values_the_public_methods_are_used() -> None:
+    """A prometheus_client without ``_value``/``_sum``/``_buckets`` gets the public calls."""
+    from popproxy.metrics import _observer, _value_inc
+
+    calls: list[tuple[str, float]] = []
+
+    class Opaque:
+        def inc(self, amount: float = 1) -> None:
+            calls.append(("inc", amount))
+
+        def observe(self, amount: float) -> None:
+            calls.append(("observe", amount))
+
+    opaque = Opaque()
+    _value_inc(opaque)(2.0)  # type: ignore[arg-type]
+    _observer(opaque)(0.5)  # type: ignore[arg-type]
+    assert calls == [("inc", 2.0), ("observe", 0.5)]
+
+
+MULTIPROCESS_FAST = r"""
+import glob, os
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from popproxy.metrics import Metrics
+
+metrics = Metrics()
+metrics.add(metrics.logins, "ok")
+metrics.add(metrics.logins, "ok")
+metrics.observe(metrics.session_duration, "pop3s", amount=0.3)
+metrics.add(metrics.active_sessions, "pop3s")
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+print(registry.get_sample_value("popproxy_logins_total", {"result": "ok"}),
+      registry.get_sample_value("popproxy_session_duration_seconds_count", {"listener": "pop3s"}),
+      registry.get_sample_value("popproxy_active_sessions", {"listener": "pop3s"}))
+"""
+
+
+def test_add_and_observe_reach_the_multiprocess_files(tmp_path: Path) -> None:
+    """With workers the values are prometheus_client's file-backed ones: what the supervisor
+    sums must see the fast updates."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", MULTIPROCESS_FAST], env=env,
+                          capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.split() == ["2.0", "1.0", "1.0"]

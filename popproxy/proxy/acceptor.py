@@ -62,7 +62,7 @@ def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]
 class Acceptor:
     """Accepts connections on one listening socket and hands each to ``on_accept``."""
 
-    __slots__ = ("_loop", "_on_accept", "_resume_timer", "sock")
+    __slots__ = ("_kind", "_loop", "_on_accept", "_resume_timer", "_tcp", "sock")
 
     def __init__(self, sock: socket.socket, backlog: int,
                  on_accept: Callable[[socket.socket], object]) -> None:
@@ -72,6 +72,11 @@ class Acceptor:
         self.sock = sock
         self._on_accept = on_accept
         self._resume_timer: asyncio.TimerHandle | None = None
+        # What every accepted socket shares with this one, as plain ints, looked up once:
+        # socket.accept() and ``conn.family`` make enums of them per connection (issue 18:
+        # ~12 Python calls per login).
+        self._kind = (int(sock.family), int(sock.type), sock.proto)
+        self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         sock.listen(backlog)
         sock.setblocking(False)
         self._loop.add_reader(sock.fileno(), self._accept)
@@ -79,7 +84,7 @@ class Acceptor:
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                conn, _address = self.sock.accept()
+                fd, _address = self.sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return  # queue empty; or a client gone before we took it
             except OSError as exc:
@@ -91,9 +96,11 @@ class Acceptor:
                 self._loop.remove_reader(self.sock.fileno())
                 self._resume_timer = self._loop.call_later(ACCEPT_PAUSE, self._resume)
                 return
+            # (socket.accept() also did this; its blocking fix-up is moot: non-blocking below)
+            conn = socket.socket(*self._kind, fileno=fd)
             try:
                 conn.setblocking(False)
-                if conn.family in (socket.AF_INET, socket.AF_INET6):
+                if self._tcp:
                     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:  # reset already: nothing to serve
                 conn.close()

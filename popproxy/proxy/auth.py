@@ -296,9 +296,8 @@ class AuthHandler:
                 self._record("upstream_error", mechanism, upstream=name, reason=exc.reason)
             raise
         finally:
-            observer.metrics.child(observer.metrics.upstream_login_seconds, name, result).observe(
-                self._settings.clock() - started
-            )
+            observer.metrics.observe(observer.metrics.upstream_login_seconds, name, result,
+                                     amount=self._settings.clock() - started)
         return upstream, status
 
     async def _user_pass(
@@ -337,7 +336,7 @@ class AuthHandler:
     def _record(self, result: str, mechanism: str, **fields: str) -> None:
         """Count and audit one login attempt (the username goes to the audit log only)."""
         metrics = self._settings.observer.metrics
-        metrics.child(metrics.logins, result).inc()
+        metrics.add(metrics.logins, result)
         self.audit("login", result=result, mechanism=mechanism, **fields)
         # DEBUG: the audit log is the record of logins; an INFO line per login costs ~4% CPU.
         log.debug("session %s: login %s", self._peer, result)

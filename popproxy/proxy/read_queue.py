@@ -118,7 +118,10 @@ class ReadQueue:
     def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         self._deadline = deadline
         timer = self._read_timer
-        if timer is not None and timer.when() <= deadline:
+        # A long deadline may fire up to TICK late (deadlines.py): a timer in its bucket
+        # serves it, not only an earlier one (issue 18: one re-arm per read of a login).
+        late = deadlines.TICK if deadline - loop.time() >= deadlines.COARSE_MIN else 0.0
+        if timer is not None and timer.when() <= deadline + late:
             return  # it fires first and re-arms itself for the new deadline
         if timer is not None:
             timer.cancel()  # a shorter timeout than the armed one (greeting vs response)

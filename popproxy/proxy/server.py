@@ -184,13 +184,12 @@ class ProxyServer:
             del self._connecting[task]
         if admitted is None:
             return
-        client_ip, client_port, source, slot = admitted
-        ip = str(client_ip)
+        client_ip, ip, client_port, source, slot = admitted  # ip: str(client_ip), made once
         try:
             if self._shutting_down(channel, settings.listener, session_id, ip):
                 return  # stop() began while we awaited: no session starts after it
             metrics = self.observer.metrics
-            metrics.child(metrics.connections, listener, "accepted").inc()
+            metrics.add(metrics.connections, listener, "accepted")
             self.observer.audit.event("connect", session_id, listener=listener, client=ip,
                                       port=client_port, result="accepted")
             # No coroutine of its own around the session: ~0.3 KiB per idle session per frame.
@@ -206,9 +205,9 @@ class ProxyServer:
                 self.slots.give_back(source, slot)
 
     async def _admission(self, channel: ClientChannel, settings: SessionSettings, session_id: str,
-                         ) -> tuple[IPAddress, int, str, str | bytes] | None:
-        """The PROXY header, the connect policy and the caps: (client address, port, source,
-        slot: ``_admit``'s), or None when the connection was refused (and closed) here."""
+                         ) -> tuple[IPAddress, str, int, str, str | bytes] | None:
+        """The PROXY header, the connect policy and the caps: (client address, as text, port,
+        source, slot: ``_admit``'s), or None when the connection was refused (and closed) here."""
         listener = settings.listener.name
         client = await client_address(channel, settings.listener, channel.peername(),
                                       self.observer.metrics.proxy_protocol_rejects)
@@ -237,7 +236,7 @@ class ProxyServer:
                                           Code.SYS_TEMP))
             self._refused(channel, listener, session_id, "over_capacity", ip)
             return None
-        return client_ip, client_port, source, slot
+        return client_ip, ip, client_port, source, slot
 
     def _shutting_down(self, channel: ClientChannel, listener: Listener, session_id: str,
                        ip: str) -> bool:
@@ -282,14 +281,14 @@ class ProxyServer:
         self._channels[task] = channel
         self._per_ip[source] += 1
         metrics = self.observer.metrics
-        metrics.child(metrics.active_sessions, listener).inc()
+        metrics.add(metrics.active_sessions, listener)
         return time.monotonic()
 
     def _session_ended(self, task: asyncio.Task[Any], listener: str, source: str,
                        started: float) -> None:
         metrics = self.observer.metrics
-        metrics.child(metrics.active_sessions, listener).dec()
-        metrics.child(metrics.session_duration, listener).observe(time.monotonic() - started)
+        metrics.add(metrics.active_sessions, listener, amount=-1)
+        metrics.observe(metrics.session_duration, listener, amount=time.monotonic() - started)
         self._sessions.discard(task)
         self._channels.pop(task, None)
         self._per_ip[source] -= 1

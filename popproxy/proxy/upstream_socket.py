@@ -27,6 +27,12 @@ from popproxy.proxy.socket_channel import SocketChannel
 
 # What getaddrinfo returns for one address: family, type, proto, canonical name, address.
 AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+# (host, port) -> its addresses if the host is an address literal, None if it is a name.  Both
+# are fixed facts, so each upstream is parsed once, not at every login (socket.getaddrinfo's
+# Python wrapper, an IDNA encoding and four enum conversions: ~20 Python calls; issue 18).
+# Upstreams come from the policy, a handful; the bound only keeps reloads from growing it.
+_literals: dict[tuple[str, int], tuple[AddrInfo, ...] | None] = {}
+MAX_LITERALS = 1024
 
 
 async def open_channel(host: str, port: int) -> SocketChannel:
@@ -53,11 +59,26 @@ async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> Sequ
     ``loop.getaddrinfo`` runs in a thread pool (the default executor; libuv's on uvloop),
     whose threads cost memory and a hand-off per connection; ``create_connection`` skipped
     it likewise."""
+    key = (host, port)
     try:
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                  flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:  # a name: the system resolver, off the loop's thread
-        return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _literals[key]
+    except KeyError:
+        infos = _literal(host, port)
+        if len(_literals) >= MAX_LITERALS:
+            _literals.clear()
+        _literals[key] = infos
+    if infos is not None:
+        return infos
+    # A name: the system resolver, off the loop's thread (and asked every time: DNS changes).
+    return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+def _literal(host: str, port: int) -> tuple[AddrInfo, ...] | None:
+    try:
+        return tuple(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                        flags=socket.AI_NUMERICHOST))
+    except socket.gaierror:
+        return None
 
 
 async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, proto: int,

@@ -252,6 +252,37 @@ def test_stls_round_trip_then_close_notify(loop: str) -> None:
     run(loop, main)
 
 
+@pytest.mark.parametrize("ending", ["close_notify", "ragged"])
+def test_a_tls_peer_that_leaves_is_eof_and_bytes_before_it_are_read(loop: str,
+                                                                   ending: str) -> None:
+    """Reads call OpenSSL's object directly (not SSLSocket.recv_into): its close_notify
+    (SSLZeroReturnError) and a FIN without one (SSLEOFError, which SSLSocket suppresses as
+    ragged EOF) must both read as EOF, after every byte sent before them."""
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server, SERVER_CTX)
+        handshake = channel.start_implicit_tls()
+        secure, _ = await asyncio.gather(asyncio.to_thread(tls_client, client, CLIENT_CTX),
+                                         handshake)
+        secure.sendall(b"QUIT\r\n")
+        if ending == "close_notify":  # unwrap waits for ours: sent by close() below
+            unwrapped = asyncio.ensure_future(asyncio.to_thread(secure.unwrap))
+        else:
+            socket.socket.shutdown(secure, socket.SHUT_WR)  # TCP FIN (SSLSocket.shutdown
+            # would drop its TLS object: recv below would be raw)
+        assert await read_exactly(channel, 6) == b"QUIT\r\n"
+        assert await channel.read(timeout=5) == b""
+        assert not channel.is_closing()  # half-close: our side stays open to answer
+        channel.close()
+        assert channel.is_closing()
+        if ending == "close_notify":
+            await unwrapped  # got ours
+        # (after a ragged EOF OpenSSL 3 answers a decode_error alert, as through SSLSocket)
+        secure.close()
+
+    run(loop, main)
+
+
 # ------------------------------------------------------------------ implicit TLS
 def test_implicit_tls_reads_nothing_and_sends_nothing_before_it_starts(loop: str) -> None:
     async def main() -> None:

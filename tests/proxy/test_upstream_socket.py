@@ -266,6 +266,53 @@ def test_an_address_literal_is_not_resolved_in_the_executor(loop: str, host: str
     run(loop, main)
 
 
+def test_a_literal_is_parsed_once_and_a_name_is_resolved_every_time(
+        loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per login, socket.getaddrinfo's wrapper cost ~20 Python calls (issue 18): a literal's
+    addresses are kept; a name's are not (DNS answers change), only that it is a name."""
+    parsed: list[str] = []
+    asked: list[str] = []
+    real = socket.getaddrinfo
+
+    def counting(host: str, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(host)
+        return real(host, *args, **kwargs)
+
+    class Resolver:
+        async def getaddrinfo(self, name: str, port: int, **kwargs: Any) -> list[AddrInfo]:
+            asked.append(name)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"192.0.2.{len(asked)}", port))]
+
+    monkeypatch.setattr(upstream_socket, "_literals", {})
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+
+    async def main() -> None:
+        for _ in range(3):
+            first = await upstream_socket.resolve(Resolver(), "127.0.0.1", 110)  # type: ignore[arg-type]
+            assert [info[4] for info in first] == [("127.0.0.1", 110)]
+        other_port = await upstream_socket.resolve(Resolver(), "127.0.0.1", 995)  # type: ignore[arg-type]
+        assert [info[4] for info in other_port] == [("127.0.0.1", 995)]
+        named = [await upstream_socket.resolve(Resolver(), "pop.example", 110)  # type: ignore[arg-type]
+                 for _ in range(2)]
+        assert [n[0][4][0] for n in named] == ["192.0.2.1", "192.0.2.2"]
+        assert parsed == ["127.0.0.1", "127.0.0.1", "pop.example"]
+        assert asked == ["pop.example", "pop.example"]
+
+    run(loop, main)
+
+
+def test_the_literal_memo_is_bounded(loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream_socket, "_literals", {})
+    monkeypatch.setattr(upstream_socket, "MAX_LITERALS", 3)
+
+    async def main() -> None:
+        for port in range(100, 110):
+            await upstream_socket.resolve(asyncio.get_running_loop(), "127.0.0.1", port)
+            assert 1 <= len(upstream_socket._literals) <= 3
+
+    run(loop, main)
+
+
 def test_a_bulk_transfer_is_read_several_times_per_wake_up(loop: str) -> None:
     """One read per readiness doubled uvloop's loop iterations on a RETR relay (+25 % CPU per
     MB); a read of BULK_READ or more is followed by another, up to BULK_READS."""

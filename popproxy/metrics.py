@@ -13,10 +13,8 @@ gauge says how (``multiprocess_mode``).  One process keeps its plain in-memory r
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -206,7 +204,6 @@ KNOWN_LABELS: dict[str, list[tuple[str, ...]]] = {
 
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
-_Adds = TypeVar("_Adds", Counter, Gauge)
 
 
 class Metrics:
@@ -217,7 +214,6 @@ class Metrics:
         # (metric, label values) -> child, for ``child``: bounded, since label values come
         # from small fixed sets (module docstring), never from what a client sends.
         self._children: dict[tuple[object, tuple[str, ...]], object] = {}
-        self._updaters: dict[tuple[object, tuple[str, ...]], Callable[[float], None]] = {}
         for attribute, d in DEFINITIONS.items():
             name = d.name.removesuffix("_total") if d.kind is Counter else d.name
             metric: Counter | Gauge | Histogram
@@ -248,25 +244,6 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*values)
         return found  # type: ignore[return-value]  # (stored as object: one dict for 3 kinds)
-
-    def add(self, metric: _Adds, *values: str, amount: float = 1.0) -> None:
-        """``metric.labels(*values).inc(amount)`` in two Python calls instead of five (issue
-        18: a login makes six such updates).  ``amount``: never negative for a counter (not
-        checked here, as ``Counter.inc`` would); a gauge is lowered with a negative one.
-        ``child``'s caveat holds (no metric whose children are removed)."""
-        update = self._updaters.get((metric, values))
-        if update is None:
-            target = self.child(metric, *values) if values else metric  # (no labels: itself)
-            update = self._updaters[(metric, values)] = _value_inc(target)
-        update(amount)
-
-    def observe(self, metric: Histogram, *values: str, amount: float) -> None:
-        """``metric.labels(*values).observe(amount)``, likewise (four Python calls, not six)."""
-        update = self._updaters.get((metric, values))
-        if update is None:
-            found = self.child(metric, *values) if values else metric
-            update = self._updaters[(metric, values)] = _observer(found)
-        update(amount)
 
     def prepare_listener(self, listener: str) -> None:
         """Create a listener's series at 0 (see KNOWN_LABELS)."""
@@ -315,34 +292,6 @@ class Metrics:
     scan_listing_deferred: Counter
     scan_unscanned: Counter
     scan_listing_budget: Gauge
-
-
-def _value_inc(child: Counter | Gauge) -> Callable[[float], None]:
-    """The ``inc`` of the child's value (prometheus_client's in-memory or multiprocess file
-    value): ``Counter.inc``/``Gauge.inc`` only check first that the metric is a labelled child
-    (``labels()`` made it) and the amount, then call it.  The public method where a version of
-    prometheus_client lacks it (tests/test_metrics.py compares both)."""
-    inc = getattr(getattr(child, "_value", None), "inc", None)
-    return inc if callable(inc) else child.inc
-
-
-def _observer(child: Histogram) -> Callable[[float], None]:
-    """``Histogram.observe`` without its observability check: the sum's value, then the first
-    bucket whose bound holds ``amount`` (a binary search: the same bucket as its loop)."""
-    found: Any = child
-    sum_inc = getattr(getattr(found, "_sum", None), "inc", None)
-    bounds, buckets = getattr(found, "_upper_bounds", None), getattr(found, "_buckets", None)
-    if not (callable(sum_inc) and isinstance(bounds, list) and isinstance(buckets, list)):
-        return child.observe
-    bucket_incs = [bucket.inc for bucket in buckets]
-
-    def observe(amount: float) -> None:
-        sum_inc(amount)
-        i = bisect_left(bounds, amount)
-        if i < len(bounds) and amount <= bounds[i]:  # (NaN: no bucket, as observe())
-            bucket_incs[i](1)
-
-    return observe
 
 
 # The supervisor's own metrics (workers > 1): served next to the workers' summed ones, never

@@ -296,8 +296,9 @@ class AuthHandler:
                 self._record("upstream_error", mechanism, upstream=name, reason=exc.reason)
             raise
         finally:
-            observer.metrics.observe(observer.metrics.upstream_login_seconds, name, result,
-                                     amount=self._settings.clock() - started)
+            observer.metrics.child(observer.metrics.upstream_login_seconds, name, result).observe(
+                self._settings.clock() - started
+            )
         return upstream, status
 
     async def _user_pass(
@@ -336,7 +337,7 @@ class AuthHandler:
     def _record(self, result: str, mechanism: str, **fields: str) -> None:
         """Count and audit one login attempt (the username goes to the audit log only)."""
         metrics = self._settings.observer.metrics
-        metrics.add(metrics.logins, result)
+        metrics.child(metrics.logins, result).inc()
         self.audit("login", result=result, mechanism=mechanism, **fields)
         # DEBUG: the audit log is the record of logins; an INFO line per login costs ~4% CPU.
         log.debug("session %s: login %s", self._peer, result)

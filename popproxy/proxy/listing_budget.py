@@ -86,7 +86,7 @@ class BudgetedMailbox(MailboxView):
             await self._judge_listing()
         finally:
             self._deadline = None
-            self._metrics.observe(self._metrics.scan_listing_seconds, amount=self._now() - started)
+            self._metrics.scan_listing_seconds.observe(self._now() - started)
 
     async def _judge_listing(self) -> None:
         """Every listed message's verdict, newest first, LISTING_BATCH at a time: the cached

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from prometheus_client import Counter
+
 from popproxy.policy import Scan
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.generation import compose, settings_parts
@@ -86,6 +88,7 @@ class ScanService:
         ``cpu_share``: how many proxy workers share the host's CPUs (default_workers)."""
         self.policy = policy
         self.config = policy.to_settings()
+        self._cache_counts: dict[str, Counter] = {}  # verdict_cache children by result
         # Only for the feeds' digests (generation): this process never scans.
         self.scanner = Scanner(self.config)
         self.cache = open_verdict_cache(policy, state_dir, host_db, self._count_cache, clock)
@@ -343,9 +346,12 @@ class ScanService:
 
     def _count_cache(self, result: str, count: int) -> None:
         # Once per listing (local hits) or message: labels() is a locked look-up that cost more
-        # than the cache's own (bench/README.md); Metrics.add keeps each result's child.
-        metrics = self._observer.metrics
-        metrics.add(metrics.verdict_cache, result, amount=count)
+        # than the cache's own (bench/README.md), so each result's child is kept.
+        child = self._cache_counts.get(result)
+        if child is None:
+            child = self._cache_counts[result] = self._observer.metrics.verdict_cache.labels(
+                result)
+        child.inc(count)
 
     def _count_kill(self, reason: str) -> None:
         self._observer.metrics.scan_worker_kills.labels(reason).inc()

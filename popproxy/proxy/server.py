@@ -189,7 +189,7 @@ class ProxyServer:
             if self._shutting_down(channel, settings.listener, session_id, ip):
                 return  # stop() began while we awaited: no session starts after it
             metrics = self.observer.metrics
-            metrics.add(metrics.connections, listener, "accepted")
+            metrics.child(metrics.connections, listener, "accepted").inc()
             self.observer.audit.event("connect", session_id, listener=listener, client=ip,
                                       port=client_port, result="accepted")
             # No coroutine of its own around the session: ~0.3 KiB per idle session per frame.
@@ -281,14 +281,14 @@ class ProxyServer:
         self._channels[task] = channel
         self._per_ip[source] += 1
         metrics = self.observer.metrics
-        metrics.add(metrics.active_sessions, listener)
+        metrics.child(metrics.active_sessions, listener).inc()
         return time.monotonic()
 
     def _session_ended(self, task: asyncio.Task[Any], listener: str, source: str,
                        started: float) -> None:
         metrics = self.observer.metrics
-        metrics.add(metrics.active_sessions, listener, amount=-1)
-        metrics.observe(metrics.session_duration, listener, amount=time.monotonic() - started)
+        metrics.child(metrics.active_sessions, listener).dec()
+        metrics.child(metrics.session_duration, listener).observe(time.monotonic() - started)
         self._sessions.discard(task)
         self._channels.pop(task, None)
         self._per_ip[source] -= 1

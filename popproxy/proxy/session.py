@@ -193,7 +193,7 @@ class Session:
             raise
         sslobj = self.client.ssl_object()
         version = (sslobj.version() if sslobj else None) or "unknown"
-        metrics.add(metrics.tls_handshakes, kind, version, "ok")
+        metrics.child(metrics.tls_handshakes, kind, version, "ok").inc()
         self.audit("tls", mode=kind, result="ok", version=version)
 
     def audit(self, event: str, **fields: object) -> None:

@@ -81,8 +81,11 @@ def _counted(proxy: Proxy, listener: str, reason: str, provoke: Callable[[], Non
              caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", logger="popproxy.session"):
         provoke()
-        wait_for(lambda: proxy.failures(listener, reason) == 1, 10, f"{reason} counted")
-    assert f"TLS handshake failed on {listener}: {reason}" in caplog.text
+        # Both, waited for: the proxy's thread counts the failure, then logs it.
+        logged = f"TLS handshake failed on {listener}: {reason}"
+        wait_for(lambda: proxy.failures(listener, reason) == 1 and logged in caplog.text, 10,
+                 f"{reason} counted and logged")
+    assert proxy.failures(listener, reason) == 1
     others = [r for r in TLS_FAILURE_REASONS if r != reason and proxy.failures(listener, r)]
     assert not others, others
 

@@ -113,9 +113,13 @@ class Acceptor:
         try:
             self._on_accept(conn)
         except Exception:
+            fd = conn.fileno()
+            if fd != -1:  # a channel may watch it: the loop lets go first (uvloop aborts)
+                self._loop.remove_reader(fd)
+                self._loop.remove_writer(fd)
+            conn.close()
             log.exception("handing over a connection on %s failed; closed",
                           self.sock.getsockname())
-            conn.close()
 
     def _resume(self) -> None:
         self._resume_timer = None

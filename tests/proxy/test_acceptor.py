@@ -12,6 +12,7 @@ import pytest
 
 from popproxy.proxy import acceptor
 from popproxy.proxy.acceptor import Acceptor, listening_sockets
+from popproxy.proxy.socket_channel import SocketChannel
 from tests.support.sockpair import LOOPS, run
 
 on_each_loop = pytest.mark.parametrize("loop", LOOPS)
@@ -77,6 +78,41 @@ def test_a_failing_hand_over_closes_that_connection_and_accepts_the_rest(
         server.close()
         for client in clients:
             client.close()
+
+    run(loop, main)
+
+
+@on_each_loop
+def test_a_hand_over_failing_after_its_channel_watches_the_socket_unwatches_it_first(
+        loop: str) -> None:
+    """The channel is made (``add_reader``), then ``on_accept`` fails: closing the socket
+    under the loop's watch aborted uvloop's process and, on asyncio's loop, left a stale
+    selector entry that the next connection's descriptor (the same number) never got past
+    (review of the hand-over)."""
+    async def main() -> None:
+        (sock,) = listening_sockets("127.0.0.1", 0, 16)
+        channels: list[SocketChannel] = []
+
+        def on_accept(conn: socket.socket) -> None:
+            channel = SocketChannel(conn)  # watches the descriptor
+            if not channels:
+                channels.append(channel)
+                raise RuntimeError("a bug after the channel was made")
+            channels.append(channel)
+
+        server = Acceptor(sock, 16, on_accept)
+        first = socket.create_connection(sock.getsockname())
+        while not channels:
+            await asyncio.sleep(0.005)
+        first.close()
+        second = socket.create_connection(sock.getsockname())
+        while len(channels) < 2:
+            await asyncio.sleep(0.005)
+        second.sendall(b"CAPA\r\n")
+        assert await channels[1].read(timeout=2) == b"CAPA\r\n"
+        channels[1].abort()
+        second.close()
+        server.close()
 
     run(loop, main)
 

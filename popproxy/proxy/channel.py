@@ -89,7 +89,7 @@ class Channel(ReadQueue, asyncio.BufferedProtocol):
         self._unread = 0
         self._eof = False
         self._error: BaseException | None = None
-        self._read_waiter: asyncio.Future[None] | None = None
+        self._read_waiter: asyncio.Future[bytes] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_paused = False
@@ -118,6 +118,10 @@ class Channel(ReadQueue, asyncio.BufferedProtocol):
             self._feed_proxy_header(data)
         else:
             self._received(data)
+
+    def _deliver(self, data: bytes) -> None:
+        super()._deliver(data)
+        self._wake_reader()  # at once: bytes come from several places here (tests only)
 
     def _received(self, data: bytes) -> None:
         if self._tls is None and self._implicit_tls is not None:

@@ -74,7 +74,7 @@ class SocketChannel(ReadQueue, SocketWriter):
         self._handshake: asyncio.Future[None] | None = None
         self._chunks: list[bytes] = []  # a list: an empty deque costs ~1 KiB per idle session
         self._unread, self._eof, self._failed = 0, False, False
-        self._read_waiter: asyncio.Future[None] | None = None
+        self._read_waiter: asyncio.Future[bytes] | None = None
         self._read_timer: deadlines.Timer | None = None
         self._deadline = 0.0
         self._read_paused = self._read_wants_write = self._reading = False
@@ -116,10 +116,9 @@ class SocketChannel(ReadQueue, SocketWriter):
             self._read_proxy_header()
         elif self._handshake is not None:
             self._advance_handshake()
-        elif self._tls is not None:
-            self._read_tls()
         else:
-            self._read_plain()
+            self._read_tls() if self._tls is not None else self._read_plain()
+            self._wake_reader()  # once: what one wake-up read is one read()
 
     def _read_after_write(self) -> None:
         self._start_reading()  # stopped while OpenSSL waited to write (no spinning reads)

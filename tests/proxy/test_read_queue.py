@@ -18,7 +18,7 @@ class Queue(ReadQueue):
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self._unread, self._eof, self._read_paused, self._deadline = 0, False, False, 0.0
-        self._read_waiter: asyncio.Future[None] | None = None
+        self._read_waiter: asyncio.Future[bytes] | None = None
         self._read_timer: deadlines.Timer | None = None
         self.calls: list[str] = []
 
@@ -35,9 +35,10 @@ def test_read_joins_what_arrived_and_reports_eof_after_it() -> None:
         reader = asyncio.ensure_future(queue.read())
         await asyncio.sleep(0)
         assert queue.awaiting_read
-        for byte in b"USER a\r\n":
+        for byte in b"USER a\r\n":  # one wake-up's reads: one read() gets them all
             queue._deliver(bytes([byte]))
-        assert queue.unread == 8
+        assert queue.unread == 8 and not reader.done()
+        queue._wake_reader()
         assert await reader == b"USER a\r\n" and queue.unread == 0
         queue._set_eof()
         assert await queue.read() == b""
@@ -67,6 +68,7 @@ def test_timeout_then_a_read_without_timeout_is_not_cut() -> None:
         await asyncio.sleep(0.05)
         assert not reader.done() and queue._read_timer is None
         queue._deliver(b"NOOP\r\n")
+        queue._wake_reader()
         assert await reader == b"NOOP\r\n"
 
     asyncio.run(main())

@@ -58,6 +58,12 @@ class ReadQueue:
             self._read_waiter = None
             if not waiter.done():  # (cancelled: the bytes stay for the next read)
                 waiter.set_result(self._take())
+            timer = self._read_timer
+            if timer is not None and not deadlines.is_coarse(timer):
+                # A short deadline (an upstream's greeting) has its own loop timer: about
+                # 0.5 KiB with its callback and context (uvloop), kept until it would fire.
+                # Only a wheel entry is worth keeping for the next read (channel.Channel.read).
+                self._drop_read_timer()
 
     def _drop_read_timer(self) -> None:
         if self._read_timer is not None:  # it would keep this channel alive

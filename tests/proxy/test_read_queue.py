@@ -72,3 +72,26 @@ def test_timeout_then_a_read_without_timeout_is_not_cut() -> None:
         assert await reader == b"NOOP\r\n"
 
     asyncio.run(main())
+
+
+def test_a_short_deadline_timer_goes_with_its_read_and_a_long_one_stays() -> None:
+    """A loop timer of its own (an upstream greeting's 10 s) is memory held until it would
+    fire: dropped once its read has data.  A wheel entry (the idle timeout) is kept for the
+    next read, which moves it instead of arming a new one."""
+
+    async def main() -> None:
+        queue = Queue()
+        reader = queue.read(timeout=deadlines.COARSE_MIN / 3)
+        assert queue._read_timer is not None and not deadlines.is_coarse(queue._read_timer)
+        queue._deliver(b"+OK\r\n")
+        queue._wake_reader()
+        assert await reader == b"+OK\r\n" and queue._read_timer is None
+        reader = queue.read(timeout=deadlines.COARSE_MIN * 20)
+        long_timer = queue._read_timer
+        assert long_timer is not None and deadlines.is_coarse(long_timer)
+        queue._deliver(b"NOOP\r\n")
+        queue._wake_reader()
+        assert await reader == b"NOOP\r\n" and queue._read_timer is long_timer
+        queue._drop_read_timer()
+
+    asyncio.run(main())

@@ -21,7 +21,8 @@ What has to hold, and how it holds here:
   ``close`` sends what waits, then close_notify, then closes; ``abort`` drops at once.  The
   loop stops watching the descriptor before it is closed (uvloop requires it).
 
-The write side is ``socket_writer.SocketWriter``, the read queue ``read_queue.ReadQueue``.
+The write side is ``socket_writer.SocketWriter``, the read queue ``read_queue.ReadQueue``, the
+PROXY header ``proxy_header_reader``, TLS on the descriptor ``tls_socket``.
 """
 
 from __future__ import annotations
@@ -32,18 +33,15 @@ import socket
 import ssl
 from typing import Any
 
-from popproxy.pop3.events import NEED_DATA
 from popproxy.proxy import deadlines
 from popproxy.proxy.channel import ChannelClosed, receive_buffer
+from popproxy.proxy.proxy_header_reader import ProxyHeaderReader
 from popproxy.proxy.read_queue import ReadQueue
 from popproxy.proxy.socket_writer import SocketWriter
 from popproxy.proxy.tls_pump import consume_exception
-from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
-from popproxy.wire.proxyproto_length import header_length
+from popproxy.proxy.tls_socket import TlsOwner, TlsSocket, close_notify, handshake_done, wrap
+from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser
 
-# How much of a PROXY header is peeked at once: a whole v1 line (107 bytes, PP section 2.1)
-# or a v2 header within the parser's limit (16 + proxyproto.MAX_V2_PAYLOAD) in one go.
-PROXY_PEEK = 2048
 # Reads (256 KiB buffer) of input thrown away before a close; past that a peer gets a reset.
 DISCARD_READS = 4
 # A read this big is bulk (an upstream RETR): read again, up to BULK_READS times per wake-up (one
@@ -51,14 +49,14 @@ DISCARD_READS = 4
 BULK_READ, BULK_READS = 16 * 1024, 4
 
 
-class SocketChannel(ReadQueue, SocketWriter):
+class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
     """One connected socket (a client, or an upstream): ``read``/``write``/``drain``/``close``."""
 
     # Slots: one per connection lives as long as it does (idle memory per session).
-    __slots__ = (
-        "_chunks", "_closed", "_closing", "_deadline", "_drain_waiter", "_eof", "_failed", "_fd",
-        "_flush_scheduled", "_handshake", "_implicit_tls", "_loop", "_out", "_out_size",
-        "_proxy_left", "_proxy_parser", "_proxy_seen", "_read_paused", "_read_timer",
+    __slots__ = (  # __weakref__: the TLS handshake's owner (tls_socket, SNI)
+        "__weakref__", "_chunks", "_closed", "_closing", "_deadline", "_drain_waiter", "_eof",
+        "_failed", "_fd", "_flush_scheduled", "_handshake", "_implicit_tls", "_loop", "_out",
+        "_out_size", "_proxy_left", "_proxy_parser", "_proxy_seen", "_read_paused", "_read_timer",
         "_read_waiter", "_read_wants_write", "_reading", "_retry", "_sock", "_tls", "_unread",
         "_write_paused", "_writing", "proxy_header",
     )
@@ -69,7 +67,8 @@ class SocketChannel(ReadQueue, SocketWriter):
         port-995 listener, started by ``start_implicit_tls``.  ``proxy_header``: the first
         bytes must be a PROXY protocol header (``proxy_header`` resolves with it)."""
         loop = self._loop = asyncio.get_running_loop()
-        self._sock, self._fd, self._tls = sock, sock.fileno(), None
+        self._sock, self._fd = sock, sock.fileno()
+        self._tls: TlsSocket | None = None
         self._implicit_tls = implicit_tls
         self._handshake: asyncio.Future[None] | None = None
         self._chunks: list[bytes] = []  # a list: an empty deque costs ~1 KiB per idle session
@@ -146,7 +145,7 @@ class SocketChannel(ReadQueue, SocketWriter):
         assert tls is not None
         while True:
             try:
-                size = tls.recv_into(view)  # ragged EOF and close_notify: 0
+                size = tls.read(len(view), view)  # close_notify: 0
             except ssl.SSLWantReadError:
                 return
             except ssl.SSLWantWriteError:  # a key update to answer, send buffer full
@@ -154,7 +153,7 @@ class SocketChannel(ReadQueue, SocketWriter):
                 self._read_wants_write = True
                 self._wait_writable()
                 return
-            except ssl.SSLZeroReturnError:
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # (EOF: no close_notify)
                 size = 0
             except OSError as exc:  # ssl.SSLError, resets
                 self._fail(exc)
@@ -173,58 +172,6 @@ class SocketChannel(ReadQueue, SocketWriter):
         self._stop_reading()
         self._set_eof()
 
-    # ------------------------------------------------------------ PROXY header
-    def _read_proxy_header(self) -> None:
-        """PROXY protocol first (HAProxy spec section 2): exactly its bytes are taken."""
-        view = receive_buffer()
-        try:
-            peeked = size = self._sock.recv_into(view, PROXY_PEEK, socket.MSG_PEEK)
-            if peeked:
-                size = self._sock.recv_into(view, self._proxy_take(view[:peeked]))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._fail(exc)
-            return
-        data = bytes(view[:size])
-        if self._proxy_left < 0 and self._proxy_seen is not None:
-            self._proxy_seen += data  # bounded: the parser refuses long prefixes first
-        else:
-            self._proxy_left -= size
-        self._feed_proxy_header(data)  # b"": EOF inside the header
-
-    def _proxy_take(self, peeked: memoryview) -> int:
-        """How many of the ``peeked`` bytes belong to the header: all of them until its length
-        is known (``_proxy_seen`` holds them till then: a v1 line, a v2 fixed part), then
-        what is left of it.  Consuming what belongs to the header keeps a level-triggered
-        reader from spinning on an incomplete one."""
-        if self._proxy_left < 0 and self._proxy_seen is not None:
-            known = header_length(bytes(self._proxy_seen) + bytes(peeked))
-            if known is not None:
-                self._proxy_left = known - len(self._proxy_seen)
-        return len(peeked) if self._proxy_left < 0 else min(len(peeked), self._proxy_left)
-
-    def _feed_proxy_header(self, data: bytes) -> None:
-        parser, waiter = self._proxy_parser, self.proxy_header
-        assert parser is not None and waiter is not None
-        parser.receive_data(data)
-        try:
-            event = parser.next_event()
-        except ProxyProtocolError as exc:
-            self._proxy_parser = self._proxy_seen = None
-            if not waiter.done():
-                waiter.set_exception(exc)
-            self._fail(exc)
-            return
-        if event is NEED_DATA:
-            return
-        assert isinstance(event, ProxyHeader) and not parser.remaining()
-        self._proxy_parser = self._proxy_seen = None
-        if not waiter.done():
-            waiter.set_result(event)
-        if self._implicit_tls is not None:
-            self._stop_reading()  # the ClientHello waits in the kernel for the policy
-
     # ------------------------------------------------------------ TLS
     @property
     def tls_active(self) -> bool:
@@ -235,7 +182,7 @@ class SocketChannel(ReadQueue, SocketWriter):
         """A TLS handshake has started and not finished: no application data can be sent."""
         return self._handshake is not None
 
-    def ssl_object(self) -> ssl.SSLSocket | None:
+    def ssl_object(self) -> TlsSocket | None:
         return self._tls
 
     def start_implicit_tls(self) -> asyncio.Future[None]:
@@ -266,9 +213,8 @@ class SocketChannel(ReadQueue, SocketWriter):
         handshake = self._loop.create_future()
         handshake.add_done_callback(consume_exception)  # seen even if nobody awaits it
         try:
-            self._sock = self._tls = ctx.wrap_socket(
-                self._sock, server_side=server_side, server_hostname=server_hostname,
-                do_handshake_on_connect=False)
+            self._sock, self._tls = wrap(ctx, self._sock, server_side=server_side,
+                                         server_hostname=server_hostname, owner=self)
         except OSError as exc:  # reset already: our socket is detached, and the SSLSocket it
             self._eof = True  # raised from owns the descriptor (and closes it once freed)
             self._fail(exc)
@@ -313,6 +259,8 @@ class SocketChannel(ReadQueue, SocketWriter):
 
     def _end_handshake(self, exc: BaseException | None) -> None:
         handshake, self._handshake = self._handshake, None
+        if self._tls is not None:
+            handshake_done(self._tls)
         if handshake is None or handshake.done():
             return
         if exc is None:
@@ -341,7 +289,7 @@ class SocketChannel(ReadQueue, SocketWriter):
             # RFC 8446 section 6.1 close_notify; not waiting for the peer's (a non-blocking
             # unwrap raises SSLWantReadError once it has sent ours).
             with contextlib.suppress(OSError, ValueError):
-                tls.unwrap()
+                close_notify(tls)
         self._teardown()
 
     def _fail(self, exc: BaseException) -> None:

@@ -42,6 +42,10 @@ from popproxy.proxy.tls_pump import consume_exception
 from popproxy.proxy.tls_socket import TlsOwner, TlsSocket, close_notify, handshake_done, wrap
 from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser
 
+# Seconds a graceful close waits for a peer to take what is still queued (at most HIGH_WATER:
+# a session aborts a paused writer instead) before it aborts: asyncio's SSL_SHUTDOWN_TIMEOUT,
+# which bounds its transports' TLS close the same way; 64 KiB at 2.2 KB/s, a slow GPRS link.
+CLOSE_TIMEOUT = 30.0
 # Reads (256 KiB buffer) of input thrown away before a close; past that a peer gets a reset.
 DISCARD_READS = 4
 # A read this big is bulk (an upstream RETR): read again, up to BULK_READS times per wake-up (one
@@ -278,6 +282,11 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         if self._handshake is not None:  # nothing can be sent mid-handshake
             self._out.clear()
         if self._out or self._retry is not None:
+            # A peer that never reads would hold this channel forever: bounded, then dropped.
+            # (The read side is over: its timer's slot holds the close deadline, and teardown
+            # cancels it.)
+            self._drop_read_timer()
+            self._read_timer = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
             if not self._writing:
                 self._send_out()  # finishes the close once everything went
             return

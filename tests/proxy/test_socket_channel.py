@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from popproxy.proxy import socket_channel
 from popproxy.proxy.channel import ChannelClosed
 from popproxy.proxy.read_queue import MAX_UNREAD
 from popproxy.proxy.socket_channel import SocketChannel
@@ -161,6 +162,51 @@ def test_abort_and_writes_after_close(loop: str) -> None:
         with pytest.raises(ChannelClosed):
             await channel.drain()
         assert channel.peername() is None
+
+    run(loop, main)
+
+
+def _fill(channel: SocketChannel) -> None:
+    """Write until the kernel takes no more: the rest waits in the channel."""
+    for _ in range(4096):
+        channel.write(b"x" * 16384)
+        channel.flush()
+        if channel._out:
+            return
+    raise AssertionError("the kernel took 64 MiB from a peer that does not read")
+
+
+def test_a_graceful_close_gives_up_on_a_peer_that_never_reads(
+        loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: close() waited for the writer to drain, forever if the peer's window
+    stays shut.  After CLOSE_TIMEOUT it aborts (and the descriptor is closed)."""
+    monkeypatch.setattr(socket_channel, "CLOSE_TIMEOUT", 0.2)
+
+    async def main() -> None:
+        server, client = tcp_pair()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        channel = SocketChannel(server)
+        _fill(channel)
+        channel.close()
+        await asyncio.sleep(0.05)
+        assert channel.is_closing() and not channel._closed  # still trying
+        await settle(lambda: channel._closed, "the close gives up")
+        assert server.fileno() == -1 and channel._read_timer is None
+        client.close()
+
+    run(loop, main)
+
+
+def test_a_graceful_close_that_completes_leaves_no_timer(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        channel.write(b"x" * (1 << 20))  # more than the kernel takes at once
+        channel.close()
+        received = await asyncio.to_thread(recv_until, client, b"\0")  # until the FIN
+        assert len(received) == 1 << 20
+        assert channel._closed and channel._read_timer is None
+        client.close()
 
     run(loop, main)
 

@@ -9,7 +9,8 @@ process (``userNNNN`` over TLS, then nothing: idle), and prints per session:
     do not count) by allocation site;
   - the objects allocated since the warm-up, by type (``sys.getsizeof``, found through
     ``gc.get_objects`` and their referents, so bytes/str/int without GC headers count too);
-  - the process's RSS growth, for scale.
+  - the process's RSS growth with the same sessions, measured first, without tracemalloc,
+    for scale (RSS, not PSS: bench/peers.py's ``idle`` row is the reference).
 
 tracemalloc sees only Python's allocations: OpenSSL's (the ``SSL`` structure, its buffers, the
 session, about 15-16 KiB per TLS connection, bench/README.md "Idle memory") and libuv's are
@@ -139,7 +140,8 @@ def report(n: int, before: tracemalloc.Snapshot, after: tracemalloc.Snapshot,
     stats = after.compare_to(before, "lineno")
     total = sum(s.size_diff for s in stats)
     print(f"{n} idle TLS sessions: Python allocations {total / n / 1024:.2f} KiB/session "
-          f"(tracemalloc); RSS {rss / n:.2f} KiB/session (includes OpenSSL, libuv, allocator)")
+          f"(tracemalloc); RSS {rss / n:.2f} KiB/session (before tracemalloc: with OpenSSL, libuv, "
+          "the allocator)")
     print(f"\ntop allocation sites, bytes/session (of {total / n:.0f}):")
     for s in stats[:top]:
         frame = s.traceback[0]
@@ -153,6 +155,18 @@ def report(n: int, before: tracemalloc.Snapshot, after: tracemalloc.Snapshot,
         print(f"  {size / n:7.0f}  {count / n:5.2f} objects  {name}")
 
 
+async def rss_growth(port: int, n: int) -> int:
+    """KiB the process grows by with ``n`` idle sessions (then closed again)."""
+    gc.collect()
+    before = rss_kib()
+    child = await open_clients(port, n, 0)
+    gc.collect()
+    grown = rss_kib() - before
+    close_clients(child)
+    await asyncio.sleep(SETTLE_S)
+    return grown
+
+
 async def measure(a: argparse.Namespace, state: Path) -> None:
     path = state / "policy.yaml"
     path.write_text(CONFIG.format(tls=POPLAB / "tls", upstream=a.upstream_port,
@@ -163,12 +177,13 @@ async def measure(a: argparse.Namespace, state: Path) -> None:
     try:
         close_clients(await open_clients(port, WARM_UP, 0))
         await asyncio.sleep(SETTLE_S)
+        rss = await rss_growth(port, a.idle)  # first, without tracemalloc's own tables
         gc.collect()
         tracemalloc.start(a.frames)
-        before, rss0 = tracemalloc.take_snapshot(), rss_kib()
+        before = tracemalloc.take_snapshot()
         child = await open_clients(port, a.idle, 0)
         gc.collect()
-        after, rss = tracemalloc.take_snapshot(), rss_kib() - rss0
+        after = tracemalloc.take_snapshot()
         if server.session_count < a.idle:
             print(f"warning: {server.session_count} sessions of {a.idle}", file=sys.stderr)
         objects = new_objects()

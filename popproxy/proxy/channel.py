@@ -119,6 +119,9 @@ class Channel(ReadQueue, asyncio.BufferedProtocol):
         else:
             self._received(data)
 
+    def rest(self) -> None:
+        """(``SocketChannel.rest``: here the transport reads whatever comes.)"""
+
     def _deliver(self, data: bytes) -> None:
         super()._deliver(data)
         self._wake_reader()  # at once: bytes come from several places here (tests only)

@@ -38,6 +38,9 @@ class ReadQueue:
     def _resume_reading(self) -> None:
         """Take bytes out of the socket again (the subclass's)."""
 
+    def _want_data(self) -> None:
+        """A read waits with nothing queued: watch the socket if it rests (the subclass's)."""
+
     def _deliver(self, data: bytes) -> None:
         """Queue ``data``; the channel calls ``_wake_reader`` once its read event is done, so
         what arrived in one wake-up (TLS records, bulk reads) is one ``read``."""
@@ -101,6 +104,7 @@ class ReadQueue:
             self._arm_read_timer(loop, loop.time() + timeout)
         else:  # an earlier read's timer must not cut this one
             self._drop_read_timer()
+        self._want_data()
         return waiter
 
     async def _ready(self) -> bytes:

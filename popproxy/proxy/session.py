@@ -165,8 +165,7 @@ class Session:
         if self.client.write_paused:
             self.client.abort()  # it stopped reading: nothing more will get through
             return
-        # Not paused, so drain() returns at once (raising only if the connection is gone): no
-        # timer around it.  close() sends what is queued, then TLS close_notify and FIN.
+        # Not paused: drain() returns at once (raising if the connection is gone), no timer.
         try:  # noqa: SIM105  (contextlib.suppress: three Python calls at every session's end)
             await self.client.drain()
         except (ConnectionError, OSError):
@@ -222,12 +221,13 @@ class Session:
                 await self.out.drain()
         if self.client.write_paused:
             await self.out.drain()
+        if self.upstream is not None and not self.client.unread:
+            self.upstream.rest()  # idle till the next command: its socket is not watched
         return True
 
     def _received(self, data: bytes) -> None:
-        if self.out.capture is not None:
-            # Every complete line read so far has been handled: the state says whether the
-            # next line is an AUTH response (to be redacted).
+        if self.out.capture is not None:  # every line so far handled: the state says whether
+            # the next line is an AUTH response (to be redacted)
             self.out.capture.from_client(data, sasl=self.state.in_sasl)
         self.parser.receive_data(data)
 

@@ -379,3 +379,28 @@ def test_a_lost_or_closed_connection_fails_the_handshake(loop: str, how: str) ->
         client.close()
 
     run(loop, main)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_resting_channel_is_not_watched_and_reads_what_came_meanwhile(loop: str,
+                                                                         tls: bool) -> None:
+    """``rest``: an idle session's upstream lets go of its poll handle (memory per idle
+    session); the next read watches the socket again and gets what waited in the kernel."""
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel, peer = SocketChannel(server), client
+        if tls:
+            peer, _ = await asyncio.gather(asyncio.to_thread(tls_client, client, CLIENT_CTX),
+                                           channel.switch_to_tls(SERVER_CTX, server_side=True))
+        channel.rest()
+        assert not channel._reading
+        for byte in b"+OK\r\n":  # whole records (or segments) arrive while nobody watches
+            peer.sendall(bytes([byte]))
+        await asyncio.sleep(0.05)
+        assert channel.unread == 0
+        assert await read_exactly(channel, 5) == b"+OK\r\n"
+        assert channel._reading  # watched again while a read waits
+        channel.abort()
+        peer.close()
+
+    run(loop, main)

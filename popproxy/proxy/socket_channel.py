@@ -1,5 +1,5 @@
 """A connection that reads its socket itself: ``loop.add_reader`` on a non-blocking socket
-and, for TLS, a non-blocking ``ssl.SSLSocket`` on the same file descriptor.
+and, for TLS, OpenSSL on the same file descriptor (``tls_socket``: no ``ssl.SSLSocket``).
 
 Why not ``channel.Channel`` (a protocol on a transport, TLS through an ``ssl.SSLObject`` over
 two memory BIOs): idle memory (issue 18, Build item 6).  The memory BIOs keep about 2.8 KiB
@@ -18,8 +18,9 @@ What has to hold, and how it holds here:
 - Reads go into one shared per-thread buffer; what OpenSSL holds does not wake the loop, so TLS
   reads go on while ``pending()`` says so, plain ones while a read is big (``BULK_READ``).
 - The peer's FIN does not close our side (pipelined commands still get every answer);
-  ``close`` sends what waits, then close_notify, then closes; ``abort`` drops at once.  The
-  loop stops watching the descriptor before it is closed (uvloop requires it).
+  ``close`` sends what waits (for CLOSE_TIMEOUT at most), then close_notify, then closes;
+  ``abort`` drops at once.  The loop stops watching the descriptor before it is closed
+  (uvloop requires it); ``rest`` stops it while nothing is expected (an idle upstream).
 
 The write side is ``socket_writer.SocketWriter``, the read queue ``read_queue.ReadQueue``, the
 PROXY header ``proxy_header_reader``, TLS on the descriptor ``tls_socket``.

@@ -59,11 +59,12 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
 
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (  # __weakref__: the TLS handshake's owner (tls_socket, SNI)
-        "__weakref__", "_chunks", "_closed", "_closing", "_deadline", "_drain_waiter", "_eof",
-        "_failed", "_fd", "_flush_scheduled", "_handshake", "_implicit_tls", "_loop", "_out",
-        "_out_size", "_proxy_left", "_proxy_parser", "_proxy_seen", "_read_paused", "_read_timer",
-        "_read_waiter", "_read_wants_write", "_reading", "_retry", "_sock", "_tls", "_unread",
-        "_write_paused", "_writing", "proxy_header",
+        "__weakref__", "_chunks", "_close_timer", "_closed", "_closing", "_deadline",
+        "_drain_waiter", "_eof", "_failed", "_fd", "_flush_scheduled", "_handshake",
+        "_implicit_tls", "_loop", "_out", "_out_size", "_proxy_left", "_proxy_parser",
+        "_proxy_seen", "_read_paused", "_read_timer", "_read_waiter", "_read_wants_write",
+        "_reading", "_retry", "_sock", "_tls", "_unread", "_write_paused", "_writing",
+        "proxy_header",
     )
 
     def __init__(self, sock: socket.socket, implicit_tls: ssl.SSLContext | None = None,
@@ -87,6 +88,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         self._writing = self._flush_scheduled = self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closing = self._closed = False
+        self._close_timer: asyncio.TimerHandle | None = None
         self._proxy_parser = ProxyHeaderParser() if proxy_header else None
         self._proxy_seen: bytearray | None = bytearray() if proxy_header else None
         self._proxy_left = -1  # header bytes still to take, once its length is known
@@ -121,7 +123,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         handle, the callback's handle and context); what arrives meanwhile waits in the
         kernel.  Not with bytes inside OpenSSL, which would not wake the loop."""
         if self._reading and self._handshake is None and not self._read_wants_write and (
-                self._tls is None or not self._tls.pending()):
+                self._tls is None or not self._tls.pending()) and not self.awaiting_read:
             self._stop_reading()
 
     def _want_data(self) -> None:
@@ -297,10 +299,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._out.clear()
         if self._out or self._retry is not None:
             # A peer that never reads would hold this channel forever: bounded, then dropped.
-            # (The read side is over: its timer's slot holds the close deadline, and teardown
-            # cancels it.)
-            self._drop_read_timer()
-            self._read_timer = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
             if not self._writing:
                 self._send_out()  # finishes the close once everything went
             return
@@ -340,6 +339,9 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._discard_input()
         self._sock.close()
         self._drop_read_timer()
+        if self._close_timer is not None:  # (it would keep this channel alive)
+            self._close_timer.cancel()
+            self._close_timer = None
         self._set_eof()
         self._write_paused = False
         self._wake_drain()

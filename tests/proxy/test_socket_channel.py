@@ -191,7 +191,7 @@ def test_a_graceful_close_gives_up_on_a_peer_that_never_reads(
         await asyncio.sleep(0.05)
         assert channel.is_closing() and not channel._closed  # still trying
         await settle(lambda: channel._closed, "the close gives up")
-        assert server.fileno() == -1 and channel._read_timer is None
+        assert server.fileno() == -1 and channel._close_timer is None
         client.close()
 
     run(loop, main)
@@ -205,7 +205,7 @@ def test_a_graceful_close_that_completes_leaves_no_timer(loop: str) -> None:
         channel.close()
         received = await asyncio.to_thread(recv_until, client, b"\0")  # until the FIN
         assert len(received) == 1 << 20
-        assert channel._closed and channel._read_timer is None
+        assert channel._closed and channel._close_timer is None
         client.close()
 
     run(loop, main)
@@ -392,6 +392,12 @@ def test_a_resting_channel_is_not_watched_and_reads_what_came_meanwhile(loop: st
         if tls:
             peer, _ = await asyncio.gather(asyncio.to_thread(tls_client, client, CLIENT_CTX),
                                            channel.switch_to_tls(SERVER_CTX, server_side=True))
+        reading = asyncio.ensure_future(channel.read(timeout=5))
+        await asyncio.sleep(0)
+        channel.rest()  # a read waits: no rest
+        assert channel._reading and not reading.done()
+        peer.sendall(b"+OK\r\n")
+        assert await reading == b"+OK\r\n"
         channel.rest()
         assert not channel._reading
         for byte in b"+OK\r\n":  # whole records (or segments) arrive while nobody watches

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from popproxy.wire.proxyproto import ProxyHeader
@@ -43,7 +44,7 @@ class ClientChannel(Protocol):
     @property
     def handshaking(self) -> bool: ...
 
-    async def read(self, timeout: float | None = None) -> bytes: ...
+    def read(self, timeout: float | None = None) -> Awaitable[bytes]: ...
 
     def write(self, data: bytes) -> None: ...
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from popproxy.proxy import deadlines
@@ -45,7 +46,7 @@ class ReadQueue:
     _unread: int
     _eof: bool
     _read_paused: bool
-    _read_waiter: asyncio.Future[None] | None
+    _read_waiter: asyncio.Future[bytes] | None
     _read_timer: deadlines.Timer | None
     _deadline: float
 
@@ -55,22 +56,35 @@ class ReadQueue:
     def _resume_reading(self) -> None:
         """Take bytes out of the socket again (the subclass's)."""
 
+    def _want_data(self) -> None:
+        """A read waits with nothing queued: watch the socket if it rests (the subclass's)."""
+
     def _deliver(self, data: bytes) -> None:
+        """Queue ``data``; the channel calls ``_wake_reader`` once its read event is done, so
+        what arrived in one wake-up (TLS records, bulk reads) is one ``read``."""
         self._chunks.append(data)
         self._unread += len(data)
         if self._unread > MAX_UNREAD and not self._read_paused:
             self._read_paused = True
             self._pause_reading()
-        self._wake_reader()
 
     def _set_eof(self) -> None:
         self._eof = True
         self._wake_reader()
 
     def _wake_reader(self) -> None:
+        """Hand a waiting ``read`` everything queued (``b""`` at EOF)."""
         waiter = self._read_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None and (self._chunks or self._eof):
+            self._read_waiter = None
+            if not waiter.done():  # (cancelled: the bytes stay for the next read)
+                waiter.set_result(self._take())
+            timer = self._read_timer
+            if timer is not None and not deadlines.is_coarse(timer):
+                # A short deadline (an upstream's greeting) has its own loop timer: about
+                # 0.5 KiB with its callback and context (uvloop), kept until it would fire.
+                # Only a wheel entry is worth keeping for the next read (channel.Channel.read).
+                self._drop_read_timer()
 
     def _drop_read_timer(self) -> None:
         if self._read_timer is not None:  # it would keep this channel alive
@@ -88,25 +102,35 @@ class ReadQueue:
         waiter = self._read_waiter
         return waiter is not None and not waiter.done() and not self._chunks
 
-    async def read(self, timeout: float | None = None) -> bytes:
+    def read(self, timeout: float | None = None) -> Awaitable[bytes]:
         """All received bytes not yet read; ``b""`` once the peer has closed.
 
         ``timeout``: seconds to wait for data, then ``TimeoutError`` (one timer per channel,
         moved lazily: see the module docstring).
+
+        Not a coroutine: with nothing received it returns the waiter itself, which
+        ``_wake_reader`` resolves with the bytes.  An idle session waits in this read, and a
+        coroutine frame around the waiter is memory held per idle connection (issue 18 item
+        6, bench/README.md "Idle memory").
         """
-        while not self._chunks:
-            if self._eof:
-                return b""
-            loop = asyncio.get_running_loop()
-            waiter = self._read_waiter = loop.create_future()
-            if timeout is not None:
-                self._arm_read_timer(loop, loop.time() + timeout)
-            else:  # an earlier read's timer must not cut this one
-                self._drop_read_timer()
-            try:
-                await waiter
-            finally:
-                self._read_waiter = None
+        if self._chunks or self._eof:
+            return self._ready()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        self._read_waiter = waiter
+        if timeout is not None:
+            self._arm_read_timer(loop, loop.time() + timeout)
+        else:  # an earlier read's timer must not cut this one
+            self._drop_read_timer()
+        self._want_data()
+        return waiter
+
+    async def _ready(self) -> bytes:
+        # A coroutine, not a done future: half the CPU of awaiting a future (this is every
+        # read of a bulk transfer).
+        return self._take()
+
+    def _take(self) -> bytes:
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._unread = 0
@@ -134,6 +158,7 @@ class ReadQueue:
             return  # no read is waiting: the next one arms a timer again
         loop = asyncio.get_running_loop()
         if loop.time() >= self._deadline:
+            self._read_waiter = None
             waiter.set_exception(TimeoutError())
         else:
             self._read_timer = deadlines.call_at(loop, self._deadline, self._read_timer_fired)

@@ -1,5 +1,5 @@
 """A connection that reads its socket itself: ``loop.add_reader`` on a non-blocking socket
-and, for TLS, a non-blocking ``ssl.SSLSocket`` on the same file descriptor.
+and, for TLS, OpenSSL on the same file descriptor (``tls_socket``: no ``ssl.SSLSocket``).
 
 Why not a protocol on an asyncio transport, TLS through an ``ssl.SSLObject`` over two memory
 BIOs (the channel before this one): idle memory (issue 18, Build item 6).  The memory BIOs
@@ -19,9 +19,11 @@ What has to hold, and how it holds here:
 - Reads go into one shared per-thread buffer; what OpenSSL holds does not wake the loop, so TLS
   reads go on while ``pending()`` says so; both go on while reads are big (``BULK_READ``).
 - The peer's FIN does not close our side (pipelined commands still get every answer);
-  ``close`` sends what waits, then close_notify, then closes; ``abort`` drops at once.  The
-  loop stops watching the descriptor before it is closed (uvloop requires it).
-Writes: ``socket_writer.SocketWriter``; the read queue: ``read_queue.ReadQueue``.
+  ``close`` sends what waits (for CLOSE_TIMEOUT at most), then close_notify, then closes;
+  ``abort`` drops at once.  The loop stops watching the descriptor before it is closed
+  (uvloop requires it); ``rest`` stops it while nothing is expected (an idle upstream).
+Writes: ``socket_writer.SocketWriter``; the read queue: ``read_queue.ReadQueue``; the PROXY
+header: ``proxy_header_reader``; TLS on the descriptor: ``tls_socket``.
 """
 
 from __future__ import annotations
@@ -32,17 +34,18 @@ import socket
 import ssl
 from typing import Any
 
-from popproxy.pop3.events import NEED_DATA
 from popproxy.proxy import deadlines
 from popproxy.proxy.channel_errors import ChannelClosed, consume_exception
+from popproxy.proxy.proxy_header_reader import ProxyHeaderReader
 from popproxy.proxy.read_queue import ReadQueue, receive_buffer
 from popproxy.proxy.socket_writer import SocketWriter
-from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser, ProxyProtocolError
-from popproxy.wire.proxyproto_length import header_length
+from popproxy.proxy.tls_socket import TlsOwner, TlsSocket, close_notify, handshake_done, wrap
+from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser
 
-# How much of a PROXY header is peeked at once: a whole v1 line (107 bytes, PP section 2.1)
-# or a v2 header within the parser's limit (16 + proxyproto.MAX_V2_PAYLOAD) in one go.
-PROXY_PEEK = 2048
+# Seconds a graceful close waits for a peer to take what is still queued (at most HIGH_WATER:
+# a session aborts a paused writer instead) before it aborts: asyncio's SSL_SHUTDOWN_TIMEOUT,
+# which bounds its transports' TLS close the same way; 64 KiB at 2.2 KB/s, a slow GPRS link.
+CLOSE_TIMEOUT = 30.0
 # Reads (256 KiB buffer) of input thrown away before a close; past that a peer gets a reset.
 DISCARD_READS = 4
 # A read this big is bulk (an upstream RETR; for TLS a full record, 2^14 bytes, RFC 8446 s5.1):
@@ -51,15 +54,18 @@ DISCARD_READS = 4
 BULK_READ, BULK_READS, BULK_RECORDS = 16 * 1024, 4, 64
 
 
-class SocketChannel(ReadQueue, SocketWriter):
+class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
     """One connected socket (a client, or an upstream): ``read``/``write``/``drain``/``close``."""
 
-    __slots__ = (  # one per connection lives as long as it does (idle memory per session)
-        "_chunks", "_closed", "_closing", "_deadline", "_drain_waiter", "_eof", "_failed", "_fd",
-        "_flush_scheduled", "_handshake", "_implicit_tls", "_loop", "_out", "_out_size",
-        "_proxy_left", "_proxy_parser", "_proxy_seen", "_read_paused", "_read_timer",
-        "_read_waiter", "_read_wants_write", "_reading", "_retry", "_sock", "_tls", "_unread",
-        "_write_paused", "_writing", "proxy_header",
+    # One per connection lives as long as it does (idle memory per session); __weakref__:
+    # the TLS handshake's owner (tls_socket, SNI).
+    __slots__ = (
+        "__weakref__", "_chunks", "_close_timer", "_closed", "_closing", "_deadline",
+        "_drain_waiter", "_eof", "_failed", "_fd", "_flush_scheduled", "_handshake",
+        "_implicit_tls", "_loop", "_out", "_out_size", "_proxy_left", "_proxy_parser",
+        "_proxy_seen", "_read_paused", "_read_timer", "_read_waiter", "_read_wants_write",
+        "_reading", "_retry", "_sock", "_tls", "_unread", "_write_paused", "_writing",
+        "proxy_header",
     )
 
     def __init__(self, sock: socket.socket, implicit_tls: ssl.SSLContext | None = None,
@@ -68,12 +74,13 @@ class SocketChannel(ReadQueue, SocketWriter):
         port-995 listener, started by ``start_implicit_tls``.  ``proxy_header``: the first
         bytes must be a PROXY protocol header (``proxy_header`` resolves with it)."""
         loop = self._loop = asyncio.get_running_loop()
-        self._sock, self._fd, self._tls = sock, sock.fileno(), None
+        self._sock, self._fd = sock, sock.fileno()
+        self._tls: TlsSocket | None = None
         self._implicit_tls = implicit_tls
         self._handshake: asyncio.Future[None] | None = None
         self._chunks: list[bytes] = []  # a list: an empty deque costs ~1 KiB per idle session
         self._unread, self._eof, self._failed, self._deadline = 0, False, False, 0.0
-        self._read_waiter: asyncio.Future[None] | None = None
+        self._read_waiter: asyncio.Future[bytes] | None = None
         self._read_timer: deadlines.Timer | None = None
         self._read_paused = self._read_wants_write = self._reading = False
         self._out: list[bytes] = []
@@ -81,6 +88,7 @@ class SocketChannel(ReadQueue, SocketWriter):
         self._writing = self._flush_scheduled = self._write_paused = False
         self._closing = self._closed = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
         self._proxy_parser = ProxyHeaderParser() if proxy_header else None
         self._proxy_seen: bytearray | None = bytearray() if proxy_header else None
         self._proxy_left = -1  # header bytes still to take, once its length is known
@@ -109,15 +117,27 @@ class SocketChannel(ReadQueue, SocketWriter):
         if self._tls is not None or self._implicit_tls is None:
             self._start_reading()
 
+    def rest(self) -> None:
+        """Stop watching the socket until a ``read`` waits: nothing is expected (an idle
+        session's upstream).  A watched descriptor is about 0.55 KiB on uvloop (its poll
+        handle, the callback's handle and context); what arrives meanwhile waits in the
+        kernel.  Not with bytes inside OpenSSL, which would not wake the loop."""
+        if self._reading and self._handshake is None and not self._read_wants_write and (
+                self._tls is None or not self._tls.pending()) and not self.awaiting_read:
+            self._stop_reading()
+
+    def _want_data(self) -> None:
+        if not self._reading:
+            self._resume_reading()
+
     def _on_readable(self) -> None:
         if self._proxy_parser is not None:
             self._read_proxy_header()
         elif self._handshake is not None:
             self._advance_handshake()
-        elif self._tls is not None:
-            self._read_tls()
         else:
-            self._read_plain()
+            self._read_tls() if self._tls is not None else self._read_plain()
+            self._wake_reader()  # once: what one wake-up read is one read()
 
     def _read_after_write(self) -> None:
         self._start_reading()  # stopped while OpenSSL waited to write (no spinning reads)
@@ -146,7 +166,7 @@ class SocketChannel(ReadQueue, SocketWriter):
         records = 0
         while True:
             try:
-                size = tls.recv_into(view)  # ragged EOF and close_notify: 0
+                size = tls.read(len(view), view)  # close_notify: 0
             except ssl.SSLWantReadError:
                 return
             except ssl.SSLWantWriteError:  # a key update to answer, send buffer full
@@ -154,7 +174,7 @@ class SocketChannel(ReadQueue, SocketWriter):
                 self._read_wants_write = True
                 self._wait_writable()
                 return
-            except ssl.SSLZeroReturnError:
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # (EOF: no close_notify)
                 size = 0
             except OSError as exc:  # ssl.SSLError, resets
                 self._fail(exc)
@@ -174,58 +194,6 @@ class SocketChannel(ReadQueue, SocketWriter):
         self._stop_reading()
         self._set_eof()
 
-    # ------------------------------------------------------------ PROXY header
-    def _read_proxy_header(self) -> None:
-        """PROXY protocol first (HAProxy spec section 2): exactly its bytes are taken."""
-        view = receive_buffer()
-        try:
-            peeked = size = self._sock.recv_into(view, PROXY_PEEK, socket.MSG_PEEK)
-            if peeked:
-                size = self._sock.recv_into(view, self._proxy_take(view[:peeked]))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._fail(exc)
-            return
-        data = bytes(view[:size])
-        if self._proxy_left < 0 and self._proxy_seen is not None:
-            self._proxy_seen += data  # bounded: the parser refuses long prefixes first
-        else:
-            self._proxy_left -= size
-        self._feed_proxy_header(data)  # b"": EOF inside the header
-
-    def _proxy_take(self, peeked: memoryview) -> int:
-        """How many of the ``peeked`` bytes belong to the header: all of them until its length
-        is known (``_proxy_seen`` holds them till then: a v1 line, a v2 fixed part), then
-        what is left of it.  Consuming what belongs to the header keeps a level-triggered
-        reader from spinning on an incomplete one."""
-        if self._proxy_left < 0 and self._proxy_seen is not None:
-            known = header_length(bytes(self._proxy_seen) + bytes(peeked))
-            if known is not None:
-                self._proxy_left = known - len(self._proxy_seen)
-        return len(peeked) if self._proxy_left < 0 else min(len(peeked), self._proxy_left)
-
-    def _feed_proxy_header(self, data: bytes) -> None:
-        parser, waiter = self._proxy_parser, self.proxy_header
-        assert parser is not None and waiter is not None
-        parser.receive_data(data)
-        try:
-            event = parser.next_event()
-        except ProxyProtocolError as exc:
-            self._proxy_parser = self._proxy_seen = None
-            if not waiter.done():
-                waiter.set_exception(exc)
-            self._fail(exc)
-            return
-        if event is NEED_DATA:
-            return
-        assert isinstance(event, ProxyHeader) and not parser.remaining()
-        self._proxy_parser = self._proxy_seen = None
-        if not waiter.done():
-            waiter.set_result(event)
-        if self._implicit_tls is not None:
-            self._stop_reading()  # the ClientHello waits in the kernel for the policy
-
     # ------------------------------------------------------------ TLS
     @property
     def tls_active(self) -> bool:
@@ -236,7 +204,7 @@ class SocketChannel(ReadQueue, SocketWriter):
         """A TLS handshake has started and not finished: no application data can be sent."""
         return self._handshake is not None
 
-    def ssl_object(self) -> ssl.SSLSocket | None:
+    def ssl_object(self) -> TlsSocket | None:
         return self._tls
 
     def start_implicit_tls(self) -> asyncio.Future[None]:
@@ -267,9 +235,8 @@ class SocketChannel(ReadQueue, SocketWriter):
         handshake = self._loop.create_future()
         handshake.add_done_callback(consume_exception)  # seen even if nobody awaits it
         try:
-            self._sock = self._tls = ctx.wrap_socket(
-                self._sock, server_side=server_side, server_hostname=server_hostname,
-                do_handshake_on_connect=False)
+            self._sock, self._tls = wrap(ctx, self._sock, server_side=server_side,
+                                         server_hostname=server_hostname, owner=self)
         except OSError as exc:  # reset already: our socket is detached, and the SSLSocket it
             self._eof = True  # raised from owns the descriptor (and closes it once freed)
             self._fail(exc)
@@ -314,6 +281,8 @@ class SocketChannel(ReadQueue, SocketWriter):
 
     def _end_handshake(self, exc: BaseException | None) -> None:
         handshake, self._handshake = self._handshake, None
+        if self._tls is not None:
+            handshake_done(self._tls)
         if handshake is None or handshake.done():
             return
         if exc is None:
@@ -331,6 +300,8 @@ class SocketChannel(ReadQueue, SocketWriter):
         if self._handshake is not None:  # nothing can be sent mid-handshake
             self._out.clear()
         if self._out or self._retry is not None:
+            # A peer that never reads would hold this channel forever: bounded, then dropped.
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
             if not self._writing:
                 self._send_out()  # finishes the close once everything went
             return
@@ -342,7 +313,7 @@ class SocketChannel(ReadQueue, SocketWriter):
             # RFC 8446 section 6.1 close_notify; not waiting for the peer's (a non-blocking
             # unwrap raises SSLWantReadError once it has sent ours).
             with contextlib.suppress(OSError, ValueError):
-                tls.unwrap()
+                close_notify(tls)
         self._teardown()
 
     def _fail(self, exc: BaseException) -> None:
@@ -370,6 +341,9 @@ class SocketChannel(ReadQueue, SocketWriter):
             self._discard_input()
         self._sock.close()
         self._drop_read_timer()
+        if self._close_timer is not None:  # (it would keep this channel alive)
+            self._close_timer.cancel()
+            self._close_timer = None
         self._set_eof()
         self._write_paused = False
         self._wake_drain()

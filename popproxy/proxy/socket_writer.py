@@ -21,6 +21,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from popproxy.proxy.channel_errors import ChannelClosed
+from popproxy.proxy.tls_socket import TlsSocket
 
 # Coalesce small writes until the end of the loop step, up to this many bytes (one TLS
 # record's worth, RFC 8446 section 5.1).
@@ -43,7 +44,7 @@ class SocketWriter:
     _loop: asyncio.AbstractEventLoop
     _fd: int
     _sock: socket.socket
-    _tls: ssl.SSLSocket | None
+    _tls: TlsSocket | None
     _handshake: asyncio.Future[None] | None
     _out: list[bytes]
     _out_size: int
@@ -178,7 +179,7 @@ class SocketWriter:
         for start in range(0, len(view), TLS_WRITE_SLICE):
             piece = view[start : start + TLS_WRITE_SLICE]
             try:
-                tls.send(piece)
+                tls.write(piece)
             except ssl.SSLWantWriteError:
                 self._retry = bytes(piece)
                 return bytes(view[start + len(piece) :])
@@ -188,7 +189,7 @@ class SocketWriter:
         """The slice that raised SSLWantWriteError, again; whether it went."""
         assert self._tls is not None and self._retry is not None
         try:
-            self._tls.send(self._retry)
+            self._tls.write(self._retry)
         except ssl.SSLWantWriteError:
             return False
         self._retry = None

@@ -18,7 +18,7 @@ class Queue(ReadQueue):
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self._unread, self._eof, self._read_paused, self._deadline = 0, False, False, 0.0
-        self._read_waiter: asyncio.Future[None] | None = None
+        self._read_waiter: asyncio.Future[bytes] | None = None
         self._read_timer: deadlines.Timer | None = None
         self.calls: list[str] = []
 
@@ -35,9 +35,10 @@ def test_read_joins_what_arrived_and_reports_eof_after_it() -> None:
         reader = asyncio.ensure_future(queue.read())
         await asyncio.sleep(0)
         assert queue.awaiting_read
-        for byte in b"USER a\r\n":
+        for byte in b"USER a\r\n":  # one wake-up's reads: one read() gets them all
             queue._deliver(bytes([byte]))
-        assert queue.unread == 8
+        assert queue.unread == 8 and not reader.done()
+        queue._wake_reader()
         assert await reader == b"USER a\r\n" and queue.unread == 0
         queue._set_eof()
         assert await queue.read() == b""
@@ -59,7 +60,12 @@ def test_pauses_past_max_unread_and_resumes_when_read() -> None:
 
 
 @pytest.mark.parametrize("first", ["timed_out", "answered"])
-def test_a_read_without_timeout_is_not_cut_by_an_earlier_reads_timer(first: str) -> None:
+def test_a_read_without_timeout_is_not_cut_by_an_earlier_reads_timer(
+        first: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if first == "answered":  # a long (wheel) deadline: the one kept after its read's answer
+        monkeypatch.setattr(deadlines, "COARSE_MIN", 0.01)
+        monkeypatch.setattr(deadlines, "TICK", 0.01)
+
     async def main() -> None:
         queue = Queue()
         if first == "timed_out":
@@ -69,23 +75,31 @@ def test_a_read_without_timeout_is_not_cut_by_an_earlier_reads_timer(first: str)
             reader = asyncio.ensure_future(queue.read(timeout=0.02))
             await asyncio.sleep(0)
             queue._deliver(b"NOOP\r\n")
+            queue._wake_reader()
             assert await reader == b"NOOP\r\n" and queue._read_timer is not None
         pending = asyncio.ensure_future(queue.read())  # no timeout: waits as long as it takes
         await asyncio.sleep(0.05)  # past the first read's deadline
         assert not pending.done() and queue._read_timer is None
         queue._deliver(b"QUIT\r\n")
+        queue._wake_reader()
         assert await pending == b"QUIT\r\n"
 
     asyncio.run(main())
 
 
-def test_one_read_timer_moves_with_each_read_and_still_fires() -> None:
+def test_one_read_timer_moves_with_each_read_and_still_fires(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Long deadlines (the idle timeout) share the wheel and are kept; made short here.
+    monkeypatch.setattr(deadlines, "COARSE_MIN", 0.01)
+    monkeypatch.setattr(deadlines, "TICK", 0.01)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         queue = Queue()
         first = asyncio.ensure_future(queue.read(timeout=0.05))
         await asyncio.sleep(0)
         queue._deliver(b"USER a\r\n")
+        queue._wake_reader()
         assert await first == b"USER a\r\n"
         armed = queue._read_timer
         # The next read moves the deadline instead of arming a second timer; the timeout
@@ -113,6 +127,29 @@ def test_a_shorter_timeout_than_the_armed_timer_fires_on_time() -> None:
         with pytest.raises(TimeoutError):
             await queue.read(timeout=0.01)  # the upstream's greeting vs response timeouts
         assert loop.time() - started < 1
+        queue._drop_read_timer()
+
+    asyncio.run(main())
+
+
+def test_a_short_deadline_timer_goes_with_its_read_and_a_long_one_stays() -> None:
+    """A loop timer of its own (an upstream greeting's 10 s) is memory held until it would
+    fire: dropped once its read has data.  A wheel entry (the idle timeout) is kept for the
+    next read, which moves it instead of arming a new one."""
+
+    async def main() -> None:
+        queue = Queue()
+        reader = queue.read(timeout=deadlines.COARSE_MIN / 3)
+        assert queue._read_timer is not None and not deadlines.is_coarse(queue._read_timer)
+        queue._deliver(b"+OK\r\n")
+        queue._wake_reader()
+        assert await reader == b"+OK\r\n" and queue._read_timer is None
+        reader = queue.read(timeout=deadlines.COARSE_MIN * 20)
+        long_timer = queue._read_timer
+        assert long_timer is not None and deadlines.is_coarse(long_timer)
+        queue._deliver(b"NOOP\r\n")
+        queue._wake_reader()
+        assert await reader == b"NOOP\r\n" and queue._read_timer is long_timer
         queue._drop_read_timer()
 
     asyncio.run(main())

@@ -12,14 +12,13 @@ import struct
 
 import pytest
 
+from popproxy.proxy import socket_channel
 from popproxy.proxy.channel_errors import ChannelClosed
 from popproxy.proxy.read_queue import MAX_UNREAD
 from popproxy.proxy.socket_channel import SocketChannel
-from popproxy.wire.proxyproto import ProxyProtocolError
 from tests.support.sockpair import LOOPS, recv_until, run, tcp_pair, tls_client, tls_contexts
 
 SERVER_CTX, CLIENT_CTX = tls_contexts()
-V1_HEADER = b"PROXY TCP4 192.0.2.7 198.51.100.2 40000 995\r\n"
 
 pytestmark = pytest.mark.parametrize("loop", LOOPS)
 
@@ -180,6 +179,51 @@ def test_abort_and_writes_after_close(loop: str) -> None:
         with pytest.raises(ChannelClosed):
             await channel.drain()
         assert channel.peername() is None
+
+    run(loop, main)
+
+
+def _fill(channel: SocketChannel) -> None:
+    """Write until the kernel takes no more: the rest waits in the channel."""
+    for _ in range(4096):
+        channel.write(b"x" * 16384)
+        channel.flush()
+        if channel._out:
+            return
+    raise AssertionError("the kernel took 64 MiB from a peer that does not read")
+
+
+def test_a_graceful_close_gives_up_on_a_peer_that_never_reads(
+        loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: close() waited for the writer to drain, forever if the peer's window
+    stays shut.  After CLOSE_TIMEOUT it aborts (and the descriptor is closed)."""
+    monkeypatch.setattr(socket_channel, "CLOSE_TIMEOUT", 0.2)
+
+    async def main() -> None:
+        server, client = tcp_pair()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        channel = SocketChannel(server)
+        _fill(channel)
+        channel.close()
+        await asyncio.sleep(0.05)
+        assert channel.is_closing() and not channel._closed  # still trying
+        await settle(lambda: channel._closed, "the close gives up")
+        assert server.fileno() == -1 and channel._close_timer is None
+        client.close()
+
+    run(loop, main)
+
+
+def test_a_graceful_close_that_completes_leaves_no_timer(loop: str) -> None:
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel = SocketChannel(server)
+        channel.write(b"x" * (1 << 20))  # more than the kernel takes at once
+        channel.close()
+        received = await asyncio.to_thread(recv_until, client, b"\0")  # until the FIN
+        assert len(received) == 1 << 20
+        assert channel._closed and channel._close_timer is None
+        client.close()
 
     run(loop, main)
 
@@ -389,79 +433,32 @@ def test_a_lost_or_closed_connection_fails_the_handshake(loop: str, how: str) ->
     run(loop, main)
 
 
-# ------------------------------------------------------------------ PROXY header
-@pytest.mark.parametrize("dribble", [False, True])
-def test_proxy_header_then_tls_leaves_the_client_hello_to_openssl(loop: str,
-                                                                   dribble: bool) -> None:
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_resting_channel_is_not_watched_and_reads_what_came_meanwhile(loop: str,
+                                                                         tls: bool) -> None:
+    """``rest``: an idle session's upstream lets go of its poll handle (memory per idle
+    session); the next read watches the socket again and gets what waited in the kernel."""
     async def main() -> None:
         server, client = tcp_pair()
-        channel = SocketChannel(server, SERVER_CTX, proxy_header=True)
-        assert channel.proxy_header is not None
-        if dribble:
-            for byte in V1_HEADER:
-                client.send(bytes([byte]))
-                await asyncio.sleep(0.001)
-        else:
-            client.sendall(V1_HEADER)
-        hello = asyncio.ensure_future(asyncio.to_thread(tls_client, client, CLIENT_CTX))
-        header = await channel.proxy_header
-        assert header.source is not None and str(header.source[0]) == "192.0.2.7"
-        await channel.start_implicit_tls()  # the ClientHello was still in the kernel
-        secure = await hello
-        secure.sendall(b"CAPA\r\n")
-        assert await channel.read(timeout=5) == b"CAPA\r\n"
+        channel, peer = SocketChannel(server), client
+        if tls:
+            peer, _ = await asyncio.gather(asyncio.to_thread(tls_client, client, CLIENT_CTX),
+                                           channel.switch_to_tls(SERVER_CTX, server_side=True))
+        reading = asyncio.ensure_future(channel.read(timeout=5))
+        await asyncio.sleep(0)
+        channel.rest()  # a read waits: no rest
+        assert channel._reading and not reading.done()
+        peer.sendall(b"+OK\r\n")
+        assert await reading == b"+OK\r\n"
+        channel.rest()
+        assert not channel._reading
+        for byte in b"+OK\r\n":  # whole records (or segments) arrive while nobody watches
+            peer.sendall(bytes([byte]))
+        await asyncio.sleep(0.05)
+        assert channel.unread == 0
+        assert await read_exactly(channel, 5) == b"+OK\r\n"
+        assert channel._reading  # watched again while a read waits
         channel.abort()
-        secure.close()
-
-    run(loop, main)
-
-
-@pytest.mark.parametrize("dribble", [False, True])
-def test_proxy_header_then_the_commands_behind_it(loop: str, dribble: bool) -> None:
-    """In one segment, or a byte at a time: the header's bytes only are the header's."""
-    async def main() -> None:
-        server, client = tcp_pair()
-        channel = SocketChannel(server, proxy_header=True)
-        assert channel.proxy_header is not None
-        if dribble:
-            for byte in V1_HEADER + b"CAPA\r\n":
-                client.send(bytes([byte]))
-                await asyncio.sleep(0.001)
-        else:
-            client.sendall(V1_HEADER + b"CAPA\r\n")
-        header = await channel.proxy_header
-        assert header.source is not None and str(header.source[0]) == "192.0.2.7"
-        assert await read_exactly(channel, 6) == b"CAPA\r\n"
-        channel.abort()
-        client.close()
-
-    run(loop, main)
-
-
-@pytest.mark.parametrize("first", [b"USER alice\r\n", b"PROXY TCP4 " + b"9" * 120])
-def test_a_bad_proxy_header_fails_and_aborts(loop: str, first: bytes) -> None:
-    async def main() -> None:
-        server, client = tcp_pair()
-        channel = SocketChannel(server, proxy_header=True)
-        assert channel.proxy_header is not None
-        client.sendall(first)
-        with pytest.raises(ProxyProtocolError):
-            await channel.proxy_header
-        assert channel.is_closing() and channel.unread == 0
-        client.close()
-
-    run(loop, main)
-
-
-def test_eof_inside_the_proxy_header(loop: str) -> None:
-    async def main() -> None:
-        server, client = tcp_pair()
-        channel = SocketChannel(server, proxy_header=True)
-        assert channel.proxy_header is not None
-        client.sendall(V1_HEADER[:10])
-        client.shutdown(socket.SHUT_WR)
-        with pytest.raises(ProxyProtocolError):
-            await channel.proxy_header
-        client.close()
+        peer.close()
 
     run(loop, main)

@@ -56,6 +56,9 @@ class ScriptedChannel:
     def quick_ack(self) -> None:
         pass
 
+    def rest(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 

@@ -137,7 +137,21 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._advance_handshake()
         else:
             self._read_tls() if self._tls is not None else self._read_plain()
+            if self._reading and type(self._loop).__module__.startswith("uvloop"):
+                self._see_pending_error()
             self._wake_reader()  # once: what one wake-up read is one read()
+
+    def _see_pending_error(self) -> None:
+        """uvloop (libuv's ``uv_poll``) stops watching a descriptor that reports an error (a
+        reset right behind the bytes just read) after this last callback: see the error now,
+        or the session would wait for its timeout.  The bytes read stay ahead of the end,
+        which comes as EOF, as on asyncio's loop."""
+        try:
+            error = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError:
+            error = -1
+        if error:
+            self._peer_closed()
 
     def _read_after_write(self) -> None:
         self._start_reading()  # stopped while OpenSSL waited to write (no spinning reads)

@@ -91,6 +91,31 @@ def test_a_failed_connection_ends_a_waiting_read_and_releases_its_timer(loop: st
     run(loop, main)
 
 
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_reset_right_behind_the_last_bytes_ends_the_next_read(loop: str, tls: bool) -> None:
+    """Bytes and a reset arrive together: uvloop reads them in its last callback for the
+    descriptor and stops watching it (libuv's POLLERR), so the next read waited for its
+    timeout, holding the session and its slot with no socket on the peer's side.  The bytes
+    come first, then the end (review of h-b: repro with SO_LINGER 0)."""
+    async def main() -> None:
+        server, client = tcp_pair()
+        channel, peer = SocketChannel(server), client
+        if tls:
+            peer, _ = await asyncio.gather(asyncio.to_thread(tls_client, client, CLIENT_CTX),
+                                           channel.switch_to_tls(SERVER_CTX, server_side=True))
+        channel._stop_reading()  # both arrive before the loop looks
+        peer.sendall(b"STAT\r\n")
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # (an SSLSocket's close sends no close_notify)
+        await asyncio.sleep(0.05)
+        channel._start_reading()
+        assert await channel.read(timeout=5) == b"STAT\r\n"
+        assert await channel.read(timeout=5) == b""  # not TimeoutError
+        channel.abort()
+
+    run(loop, main)
+
+
 def test_peer_fin_ends_reading_but_every_answer_still_goes_out(loop: str) -> None:
     """Half-close: pipelined commands then FIN still get all their answers."""
     async def main() -> None:

@@ -111,7 +111,9 @@ class ReadQueue:
         Not a coroutine: with nothing received it returns the waiter itself, which
         ``_wake_reader`` resolves with the bytes.  An idle session waits in this read, and a
         coroutine frame around the waiter is memory held per idle connection (issue 18 item
-        6, bench/README.md "Idle memory").
+        6, bench/README.md "Idle memory").  So a read cancelled in the loop step that resolved
+        it drops its bytes: whoever cancels a read must give up the channel (every caller
+        does: login deadline, shutdown, an upstream's CAPA timeout close it).
         """
         if self._chunks or self._eof:
             return self._ready()

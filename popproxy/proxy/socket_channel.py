@@ -42,9 +42,10 @@ from popproxy.proxy.socket_writer import SocketWriter
 from popproxy.proxy.tls_socket import TlsOwner, TlsSocket, close_notify, handshake_done, wrap
 from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser
 
-# Seconds a graceful close waits for a peer to take what is still queued (at most HIGH_WATER:
-# a session aborts a paused writer instead) before it aborts: asyncio's SSL_SHUTDOWN_TIMEOUT,
-# which bounds its transports' TLS close the same way; 64 KiB at 2.2 KB/s, a slow GPRS link.
+# Seconds a graceful close waits for the peer to take some of what is still queued (HIGH_WATER
+# at most: a session aborts a paused writer instead) before it aborts; each time it took some,
+# it gets as long again (a slow link reading the end of a RETR).  asyncio's SSL_SHUTDOWN_TIMEOUT
+# bounds its transports' TLS close the same way.
 CLOSE_TIMEOUT = 30.0
 # Reads (256 KiB buffer) of input thrown away before a close; past that a peer gets a reset.
 DISCARD_READS = 4
@@ -315,11 +316,21 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._out.clear()
         if self._out or self._retry is not None:
             # A peer that never reads would hold this channel forever: bounded, then dropped.
-            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._close_stalled,
+                                                      self._out_size)
             if not self._writing:
                 self._send_out()  # finishes the close once everything went
             return
         self._finish_close()
+
+    def _close_stalled(self, waiting: int) -> None:
+        """CLOSE_TIMEOUT went by in a close: a peer still taking bytes (a slow link reading
+        the end of a RETR) gets another period, one that took none is dropped."""
+        if self._out_size < waiting:
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._close_stalled,
+                                                      self._out_size)
+        else:
+            self.abort()
 
     def _finish_close(self) -> None:
         tls = self._tls

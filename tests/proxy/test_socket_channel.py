@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 
 import pytest
 
@@ -234,6 +235,43 @@ def test_a_graceful_close_gives_up_on_a_peer_that_never_reads(
         assert channel.is_closing() and not channel._closed  # still trying
         await settle(lambda: channel._closed, "the close gives up")
         assert server.fileno() == -1 and channel._close_timer is None
+        client.close()
+
+    run(loop, main)
+
+
+def test_a_graceful_close_waits_on_for_a_peer_still_reading_slowly(
+        loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of the bounded close: one fixed deadline cut a peer that steadily read the end
+    of a message (a pipelined RETR, DELE, QUIT on a slow link: the deletion committed, the
+    message cut).  Each period in which the peer took bytes earns another."""
+    monkeypatch.setattr(socket_channel, "CLOSE_TIMEOUT", 0.3)
+
+    async def main() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listening:
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connect)
+            client.connect(listening.getsockname())
+            server, _ = listening.accept()
+        server.setblocking(False)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        channel = SocketChannel(server)
+        body = b"x" * (60 * 1024) + b"\r\n.\r\n+OK bye\r\n"
+        channel.write(body)
+        channel.flush()
+        channel.close()
+        assert channel._close_timer is not None  # more than the kernel took: the close waits
+
+        def slow_reader() -> bytes:  # about 20 KB/s: 3 s for the body, 10 close periods
+            client.settimeout(5)
+            got = b""
+            while chunk := client.recv(2048):
+                got += chunk
+                time.sleep(0.1)
+            return got
+
+        assert await asyncio.to_thread(slow_reader) == body
+        assert channel._closed and channel._close_timer is None
         client.close()
 
     run(loop, main)

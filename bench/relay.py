@@ -56,8 +56,8 @@ POPLAB = Path(os.environ.get("POPLAB", "/tmp/poplab"))
 PORT_OFFSET = int(os.environ.get("PORT_OFFSET", "0"))
 UPSTREAM_PORT = 11110 + PORT_OFFSET
 PY = os.environ.get("PY", sys.executable)
-# Debian's python3 is built with profile-guided optimisation, a pyenv build usually is not: the
-# interpreter's share of a login differs by 10-15 % (bench/README.md, "Which Python").
+# Debian's python3 and this box's pyenv build run the interpreter's share of a login at
+# different speeds (bench/README.md, "Which Python"): measure the one an admin runs.
 PROXY_PYTHON = os.environ.get("POPPROXY_PYTHON") or next(
     (str(p) for p in [REPO / ".venv" / "bin" / "python"] if p.exists()), sys.executable)
 # POPPROXY_SRC: run popproxy from this source tree instead of the installed one (A/B comparisons)

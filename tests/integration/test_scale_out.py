@@ -145,7 +145,7 @@ def _policy(root: Path, port: int, metrics_port: int, pki: Path, secret: Path,
         # The same certificate on every instance: clients cannot tell which one they reached.
         "tls": {"certificates": [{"cert": str(pki), "key": str(pki), "names": ["localhost"]}]},
         # Each process runs its own demo upstream (user demo / demo), so each needs a port.
-        "upstream": {"host": "127.0.0.1", "port": free_port(), "mode": "plain"},
+        "upstream": {"host": "127.0.0.1", "port": _port(), "mode": "plain"},
         "demo_upstream": {"enabled": True},
         "state_dir": str(root / "state"),
         "limits": {"auth_failure_delay": 0.01, "shutdown_grace": 1},
@@ -159,10 +159,23 @@ def _policy(root: Path, port: int, metrics_port: int, pki: Path, secret: Path,
     }
 
 
+_CHOSEN: set[int] = set()
+
+
+def _port() -> int:
+    """A free port none of this module's servers was given: ``free_port`` releases its port,
+    so two calls can return the same one, and HAProxy (and popproxy's workers) bind with
+    SO_REUSEPORT, where two listeners on one port silently share its connections (the likely
+    cause of one CI run in which logins sent to frontend ``a`` reached B)."""
+    port = free_port(*_CHOSEN)
+    _CHOSEN.add(port)
+    return port
+
+
 def _spawn(name: str, base: Path, pki: Path, secret: Path, redis_url: str) -> Instance:
     root = base / name
     (root / "policy").mkdir(parents=True)
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = _port(), _port()
     # JSON is YAML: the policy directory holds one file, as /etc/popproxy would.
     (root / "policy" / "policy.yaml").write_text(
         json.dumps(_policy(root, port, metrics_port, pki, secret, redis_url), indent=2))
@@ -244,7 +257,7 @@ def _start_haproxy(a: Instance, b: Instance) -> Balancer:
     except haproxy_mod.HAProxyUnavailable as exc:
         haproxy_mod.unavailable(str(exc))
     root = Path(tempfile.mkdtemp(prefix="popproxy-scale-haproxy-"))
-    ports = {name: free_port() for name in ("lb", "a", "b")}
+    ports = {name: _port() for name in ("lb", "a", "b")}
     config = root / "haproxy.cfg"
     config.write_text(haproxy_config(ports, a, b))
     check = subprocess.run([binary, "-c", "-q", "-f", str(config)], capture_output=True,

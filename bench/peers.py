@@ -33,8 +33,8 @@ The lab's bench.py does each measurement (from $LAB_DIR, never copied); bench/tl
 the helpers.  Stdlib only.
 
   bench/peers.py [--rounds N]
-                 [--products popproxy,uvloop,workers1,workers2,haproxy,haproxy-auto,stunnel,nginx,
-                  perdition]
+                 [--products popproxy,uvloop,workers1,workers2,haproxy,haproxy-auto,floor,stunnel,
+                  nginx,perdition]
                  [--tests sessions,latency,retr,stls,idle,scan] [--idle 1000] [--out DIR]
                  [--baseline SRC]   # adds popproxy-before(-uvloop): that tree, same run
 
@@ -59,6 +59,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import haproxy_auto  # bench/haproxy_auto.py: haproxy with its default thread count
+import python_floor  # bench/python_floor.py: the least a Python TLS relay spends
 import relay  # bench/relay.py: Proxy, snapshot, tree_stat
 import tls  # bench/tls.py: Target, bench, warm_up, tree_stats
 from relay import POPLAB, PORT_OFFSET, UPSTREAM_PORT, fmt, free_port, get, git_rev, med
@@ -358,6 +359,10 @@ def table(results: dict[str, list[dict]]) -> tuple[str, bool]:
     if auto is not None:  # both at their defaults: one worker / one thread per CPU
         out.append(f"| (not a target) CPU ms/session vs haproxy-auto, both at their defaults "
                    f"(one worker / thread per CPU) | {auto:.3g}x | - | - |")
+    floor = rel("python-floor", "haproxy", cpu)
+    if floor is not None:  # what no Python relay on this interpreter gets under
+        out.append(f"| (not a target) CPU ms/session, python-floor vs haproxy-tls (a bare "
+                   f"uvloop TLS relay: bench/python_floor.py) | {floor:.3g}x | - | - |")
     check("login p99", value(results, "popproxy", ("latency", "p99_ms")), P99_MS, False, " ms")
     check("idle PSS per TLS connection", value(results, "popproxy", ("idle", "pss_kb_per_conn")),
           IDLE_PSS_KIB, False, " KiB")
@@ -527,6 +532,14 @@ def main() -> int:
             proxies.append(ha)
             products.append(Product("haproxy-auto", tls.Target("haproxy-auto", port, "tls",
                                                                proxy=ha),
+                                    None, main_tests - {"stls"}))
+        if "floor" in a.products:  # the least a Python TLS relay spends (python_floor.py)
+            port = free_port()
+            fl = python_floor.FloorProxy(port, tls.TLS_DIR / "server.pem", outdir / "floor.log")
+            fl.start()
+            proxies.append(fl)
+            products.append(Product("python-floor", tls.Target("python-floor", port, "tls",
+                                                               proxy=fl),
                                     None, main_tests - {"stls"}))
         for name in [p for p in PEERS if p in a.products]:
             unit, tls_port, stls_port, pidfiles = PEERS[name]

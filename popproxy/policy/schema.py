@@ -144,7 +144,8 @@ class Limits(Model):
     max_sessions_per_ip: Annotated[int, Field(ge=1)] = 50
     # Connections each listener's kernel queue holds until popproxy accepts them (listen(2)
     # backlog, capped by net.core.somaxconn): a burst beyond it waits for SYN retransmissions
-    # of 1 s and more (docs/scaling.md).  Read at start; a reload does not change it.
+    # of 1 s and more (docs/scaling.md).  A reload resizes every listener's queue in place
+    # (listen(2) again).
     listen_backlog: Annotated[int, Field(ge=1, le=65535)] = LISTEN_BACKLOG
     # Failed logins in one connection before it is closed (slows online guessing).
     max_login_failures: Annotated[int, Field(ge=1, le=100)] = 3
@@ -152,7 +153,9 @@ class Limits(Model):
     # upstream, the policy or a missing account said no), or than the routed upstream's own
     # failure delay once learned (proxy/failure_timing.py; Dovecot's is 1.5-2 s).
     auth_failure_delay: Annotated[float, Field(ge=0, le=60)] = 1.0
-
+    # Seconds open sessions get to finish on SIGTERM (systemctl stop, a worker drained), then
+    # they are cut: the upstream is closed without QUIT, so nothing the client deleted is
+    # committed (RFC 1939 section 6: only QUIT enters the UPDATE state).
     shutdown_grace: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
     @model_validator(mode="after")

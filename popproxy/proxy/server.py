@@ -327,8 +327,6 @@ class ProxyServer:
         if old_sockets != new_sockets or new.state_dir != self.config.state_dir:
             # state_dir: the workers' host file, lockout key, certificates (split if it moved)
             return "listener names, addresses or modes, or state_dir changed (restart popproxy)"
-        if new.limits.listen_backlog != self.config.limits.listen_backlog:  # listen() at start
-            log.warning("limits.listen_backlog: the accept queue keeps its size until a restart")
         # The host's session table cannot grow while mapped: every worker refuses alike.
         return self.slots.refusal(new.limits.max_sessions) if self.slots is not None else ""
 
@@ -369,6 +367,8 @@ class ProxyServer:
             if old_scan is not None:
                 spawn(close_after(old_scan.aclose, self._sessions | set(self._connecting)),
                       "close-old-scan-service")
+        for acceptor in self._acceptors:  # listen(2) again: Linux resizes queues in place
+            acceptor.sock.listen(new.limits.listen_backlog)  # (a worker: its own sockets)
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
         self._listener_settings = {}
         for upstream in upstream_tls:  # a new upstream's series exist at 0 from now on

@@ -27,7 +27,7 @@ from tests.integration.workers_proc import (
     running_workers,
     worker_policy,
 )
-from tests.support.ports import free_port
+from tests.support.ports import accept_queue_sizes, free_port
 
 
 def _policy(dovecot: Dovecot, port: int, metrics_port: int, root: Path,
@@ -149,6 +149,20 @@ def test_sighup_reaches_every_worker(workers: Workers, dovecot: Dovecot,
                                         result="refused") == 1, "refusal")
     assert workers.metric("popproxy_config_reloads_total", result="refused") == 0
     assert workers.proc.poll() is None
+
+
+def test_a_reload_resizes_every_workers_accept_queue(workers: Workers, dovecot: Dovecot,
+                                                     tmp_path: Path) -> None:
+    """``limits.listen_backlog`` on SIGHUP: each worker listens again on its socket of the
+    group, so the whole port's queue follows the policy without a restart."""
+    before = accept_queue_sizes(workers.port)
+    assert len(before) == 2 and 64 not in before
+    workers.policy.write_text(_policy(dovecot, workers.port, workers.metrics_port, tmp_path)
+                              .replace("shutdown_grace: 10}", "shutdown_grace: 10, "
+                                       "listen_backlog: 64}"))
+    workers.proc.send_signal(signal.SIGHUP)
+    workers.wait(lambda: "policy reloaded by 2 workers" in workers.log_text(), "reload")
+    assert accept_queue_sizes(workers.port) == [64, 64]
 
 
 # Connections opened in one go (fewer than Dovecot's default process_limit of 100 login

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import subprocess
 import time
 
 
@@ -57,3 +58,11 @@ def queued_connections(port: int, count: int, within: float = 3.0) -> int:
             for sock in sockets:
                 sock.close()
     return done
+
+
+def accept_queue_sizes(port: int) -> list[int]:
+    """The listen(2) backlog of each socket listening on loopback ``port`` (one per worker of
+    a SO_REUSEPORT group): ss(8)'s Send-Q column of a LISTEN socket (iproute2)."""
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    return [int(line.split()[2]) for line in out.splitlines()]

@@ -33,8 +33,8 @@ The lab's bench.py does each measurement (from $LAB_DIR, never copied); bench/tl
 the helpers.  Stdlib only.
 
   bench/peers.py [--rounds N]
-                 [--products popproxy,uvloop,workers1,workers2,haproxy,haproxy-auto,floor,stunnel,
-                  nginx,perdition]
+                 [--products popproxy,uvloop,workers1,workers2,haproxy,haproxy-auto,floor,
+                  floor-sockets,stunnel,nginx,perdition]
                  [--tests sessions,latency,retr,stls,idle,scan] [--idle 1000] [--out DIR]
                  [--baseline SRC]   # adds popproxy-before(-uvloop): that tree, same run
 
@@ -359,10 +359,12 @@ def table(results: dict[str, list[dict]]) -> tuple[str, bool]:
     if auto is not None:  # both at their defaults: one worker / one thread per CPU
         out.append(f"| (not a target) CPU ms/session vs haproxy-auto, both at their defaults "
                    f"(one worker / thread per CPU) | {auto:.3g}x | - | - |")
-    floor = rel("python-floor", "haproxy", cpu)
-    if floor is not None:  # what no Python relay on this interpreter gets under
-        out.append(f"| (not a target) CPU ms/session, python-floor vs haproxy-tls (a bare "
-                   f"uvloop TLS relay: bench/python_floor.py) | {floor:.3g}x | - | - |")
+    for floor, what in (("python-floor", "uvloop's TLS transport"),
+                        ("python-floor-sockets", "sockets and ssl.SSLSocket, popproxy's I/O")):
+        ratio = rel(floor, "haproxy", cpu)
+        if ratio is not None:  # a bare relay: bench/python_floor.py
+            out.append(f"| (not a target) CPU ms/session, {floor} vs haproxy-tls (a bare "
+                       f"Python TLS relay on {what}) | {ratio:.3g}x | - | - |")
     check("login p99", value(results, "popproxy", ("latency", "p99_ms")), P99_MS, False, " ms")
     check("idle PSS per TLS connection", value(results, "popproxy", ("idle", "pss_kb_per_conn")),
           IDLE_PSS_KIB, False, " KiB")
@@ -533,14 +535,16 @@ def main() -> int:
             products.append(Product("haproxy-auto", tls.Target("haproxy-auto", port, "tls",
                                                                proxy=ha),
                                     None, main_tests - {"stls"}))
-        if "floor" in a.products:  # the least a Python TLS relay spends (python_floor.py)
-            port = free_port()
-            fl = python_floor.FloorProxy(port, tls.TLS_DIR / "server.pem", outdir / "floor.log")
+        for floor, io in (("floor", "transport"), ("floor-sockets", "sockets")):
+            if floor not in a.products:  # the least a Python TLS relay spends
+                continue
+            port, label = free_port(), f"python-{floor}"
+            fl = python_floor.FloorProxy(port, tls.TLS_DIR / "server.pem",
+                                         outdir / f"{label}.log", io)
             fl.start()
             proxies.append(fl)
-            products.append(Product("python-floor", tls.Target("python-floor", port, "tls",
-                                                               proxy=fl),
-                                    None, main_tests - {"stls"}))
+            products.append(Product(label, tls.Target(label, port, "tls", proxy=fl), None,
+                                    main_tests - {"stls"}))
         for name in [p for p in PEERS if p in a.products]:
             unit, tls_port, stls_port, pidfiles = PEERS[name]
             files = [POPLAB / f for f in pidfiles]

@@ -8,7 +8,11 @@ lockout, scanning, metrics or logs.  It is not a product and has no limits; it i
 any proxy written in Python with asyncio sits on, run on the same interpreter as popproxy
 (``relay.PROXY_PYTHON``).
 
-  python_floor.py --port N --cert server.pem --upstream 11110      # serve until SIGTERM
+``--io sockets`` (product ``floor-sockets``) is the same relay on popproxy's own design instead:
+non-blocking sockets watched with ``add_reader`` and ``ssl.SSLSocket`` (no memory BIOs), so the
+two floors tell the cost of the I/O design from the cost of what popproxy does on top of it.
+
+  python_floor.py --port N --cert server.pem --upstream 11110 [--io sockets]  # until SIGTERM
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -81,16 +86,113 @@ class Client(Pipe):
         self.peer = up
 
 
-async def serve(port: int, cert: Path, upstream: int) -> None:
+class SocketRelay:
+    """``--io sockets``: one client on non-blocking sockets watched with ``add_reader``, TLS
+    through ``ssl.SSLSocket`` (popproxy's ``SocketChannel`` design without its read queue,
+    deadlines, write buffering or POP3 parser).  No backpressure: POP3 logins are small."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: ssl.SSLSocket,
+                 upstream: int) -> None:
+        self.loop, self.client, self.upstream_port = loop, client, upstream
+        self.up: socket.socket | None = None
+        self.connected = False
+        self.pending: list[bytes] = []
+        loop.add_reader(client.fileno(), self.on_handshake)
+
+    def on_handshake(self) -> None:
+        try:
+            self.client.do_handshake()
+        except ssl.SSLWantReadError:
+            return
+        except OSError:
+            self.close()
+            return
+        self.loop.remove_reader(self.client.fileno())
+        self.loop.add_reader(self.client.fileno(), self.on_client)
+        up = self.up = socket.socket()
+        up.setblocking(False)
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as uvloop's transports
+        up.connect_ex(("127.0.0.1", self.upstream_port))
+        self.loop.add_writer(up.fileno(), self.on_connected)
+
+    def on_connected(self) -> None:
+        assert self.up is not None
+        self.loop.remove_writer(self.up.fileno())
+        self.connected = True
+        self.loop.add_reader(self.up.fileno(), self.on_upstream)
+        for data in self.pending:
+            self.up.send(data)
+        self.pending.clear()
+
+    def on_client(self) -> None:
+        while True:
+            try:
+                data = self.client.recv(65536)
+            except ssl.SSLWantReadError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                return
+            if self.connected:
+                assert self.up is not None
+                self.up.send(data)
+            else:
+                self.pending.append(data)
+
+    def on_upstream(self) -> None:
+        assert self.up is not None
+        try:
+            data = self.up.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        try:
+            self.client.sendall(data)
+        except OSError:
+            self.close()
+
+    def close(self) -> None:
+        for sock in (self.client, self.up):
+            if sock is not None and sock.fileno() >= 0:
+                self.loop.remove_reader(sock.fileno())
+                self.loop.remove_writer(sock.fileno())
+                sock.close()
+
+
+def serve_sockets(loop: asyncio.AbstractEventLoop, listener: socket.socket,
+                  ctx: ssl.SSLContext, upstream: int) -> None:
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            SocketRelay(loop, ctx.wrap_socket(conn, server_side=True,
+                                              do_handshake_on_connect=False), upstream)
+
+    listener.setblocking(False)
+    loop.add_reader(listener.fileno(), accept)
+
+
+async def serve(port: int, cert: Path, upstream: int, io: str) -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Client(upstream), "127.0.0.1", port, ssl=ctx,
-                                      backlog=1024)
+    if io == "sockets":
+        listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+        serve_sockets(loop, listener, ctx, upstream)
+    else:
+        await loop.create_server(lambda: Client(upstream), "127.0.0.1", port, ssl=ctx,
+                                 backlog=1024)
     stop = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
     await stop
-    server.close()
 
 
 def main() -> int:
@@ -98,11 +200,12 @@ def main() -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--cert", type=Path, required=True)
     ap.add_argument("--upstream", type=int, required=True)
+    ap.add_argument("--io", choices=("transport", "sockets"), default="transport")
     a = ap.parse_args()
     import uvloop
 
     uvloop.install()
-    asyncio.run(serve(a.port, a.cert, a.upstream))
+    asyncio.run(serve(a.port, a.cert, a.upstream, a.io))
     return 0
 
 
@@ -112,12 +215,13 @@ if relay is not None:
         """This module as a child process on popproxy's interpreter, started and stopped like
         a ``relay.Proxy``."""
 
-        def __init__(self, port: int, pem: Path, logfile: Path) -> None:
+        def __init__(self, port: int, pem: Path, logfile: Path, io: str) -> None:
             super().__init__(pem, port, "", logfile)
+            self.io = io
 
         def start(self) -> None:
             cmd = [relay.PROXY_PYTHON, __file__, "--port", str(self.port), "--cert",
-                   str(self.config), "--upstream", str(relay.UPSTREAM_PORT)]
+                   str(self.config), "--upstream", str(relay.UPSTREAM_PORT), "--io", self.io]
             with open(self.logfile, "ab") as out:
                 self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL)

@@ -17,7 +17,7 @@ import pytest
 
 from popproxy import cli
 from popproxy.auditlog import AuditLog, open_audit_log
-from popproxy.policy.schema import Lockout
+from popproxy.policy.schema_lockout import Lockout
 from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.tls import generate_self_signed
 from popproxy.quarantine import HeldMessage, QuarantineStore

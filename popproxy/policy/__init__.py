@@ -3,7 +3,8 @@
 The rest of popproxy imports from here: ``Policy`` (the whole validated policy, frozen; the
 schema models are the runtime objects), its sections, and the loader.  The modules behind it:
 ``schema.py`` (the root and most sections), ``schema_scan.py`` (the ``scan`` section and its
-conversion to the scanner's ``ScanSettings``), ``schema_base.py`` (shared building blocks),
+conversion to the scanner's ``ScanSettings``), ``schema_lockout.py`` (``lockout``),
+``schema_redis.py`` (their shared Redis keys), ``schema_base.py`` (shared building blocks),
 ``schema_warm.py`` (``warm_login``), ``loader.py`` (files -> ``Policy`` with ``FILE:LINE``
 errors), ``decisions.py`` (decisions as values) and ``lockout.py`` (the lockout model).
 """
@@ -14,8 +15,6 @@ from popproxy.policy.schema import (
     DemoUpstream,
     Limits,
     Listener,
-    Lockout,
-    LockoutLimit,
     Observability,
     Policy,
     ProxyProtocol,
@@ -24,6 +23,7 @@ from popproxy.policy.schema import (
     Upstream,
     UserRule,
 )
+from popproxy.policy.schema_lockout import Lockout, LockoutLimit
 from popproxy.policy.schema_scan import Scan, ScanThresholds
 from popproxy.policy.schema_warm import WarmLogin
 

@@ -22,7 +22,7 @@ import hmac
 from dataclasses import dataclass
 
 from popproxy.policy.decisions import IPAddress, unmapped
-from popproxy.policy.schema import Lockout, LockoutLimit
+from popproxy.policy.schema_lockout import Lockout, LockoutLimit
 
 KEY_HEX_CHARS = 32  # 128 bits of HMAC-SHA256: no collisions in practice, short Redis keys
 # A good login marks its (account, network) trusted for trusted_ttl.  Rewritten at every login,

@@ -58,7 +58,18 @@ def dump(config: Policy) -> str:
 
 
 def _comments(model: type[BaseModel]) -> dict[str, str]:
-    """Field name -> the comment written beside it in ``model``'s class body."""
+    """Field name -> the comment written beside it in ``model``'s class body, or in the body of
+    the base class that declares it (``lockout.redis_url`` is declared in ``SharedRedis``, the
+    sentinel's ``username`` in ``RedisAuth``): one comment serves every model inheriting it."""
+    found: dict[str, str] = {}
+    for base in reversed(model.__mro__):
+        if issubclass(base, BaseModel) and base.__module__.startswith("popproxy."):
+            found.update({name: text for name, text in _own_comments(base).items() if text})
+    return found
+
+
+def _own_comments(model: type[BaseModel]) -> dict[str, str]:
+    """Field name -> the comment beside it in ``model``'s own class body."""
     found: dict[str, str] = {}
     pending: list[str] = []
     for line in inspect.getsource(model).splitlines():

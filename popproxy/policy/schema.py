@@ -22,7 +22,7 @@ from pydantic import (
 
 from popproxy.policy.hints import parse_network
 from popproxy.policy.schema_base import Model, Port, Seconds, TlsVersion
-from popproxy.policy.schema_redis import SharedRedis
+from popproxy.policy.schema_lockout import Lockout
 from popproxy.policy.schema_scan import Scan
 from popproxy.policy.schema_warm import WarmLogin
 
@@ -65,6 +65,8 @@ ClientNetwork = Annotated[IPvAnyNetwork, BeforeValidator(parse_network),
 class ProxyProtocol(Model):
     """HAProxy PROXY protocol v1/v2 on a listener: accepted only from ``trusted`` peers."""
 
+    # The balancers' networks.  A connection from any other peer is closed: direct clients
+    # cannot use this listener (popproxy_proxy_protocol_rejects_total{reason="untrusted_peer"}).
     trusted: Annotated[tuple[ClientNetwork, ...], Field(min_length=1)]
     # The header must arrive this fast, before anything else is read.
     header_timeout: Seconds = 5.0
@@ -77,9 +79,15 @@ class Listener(Model):
     style, RFC 2595); ``plain``: never TLS, only with ``allow_plaintext_login: true``.
     """
 
+    # Unique; labels this listener's metrics, log lines and audit events (`explain --listener`).
     name: str
+    # IP address or host name to listen on (0.0.0.0 or :: for all); an IPv6 socket is IPv6-only,
+    # so IPv4 clients need a listener of their own.  Name, host, port, mode: restart to change.
     host: str = "127.0.0.1"
+    # 110 for plain and starttls, 995 for tls (RFC 8314); one listener per host and port.
     port: Port
+    # tls: TLS from the first byte (RFC 8314); starttls: login only after STLS (RFC 2595
+    # section 4) unless allow_plaintext_login; plain: never TLS (docs/tls.md).
     mode: Literal["plain", "starttls", "tls"] = "starttls"
     # Let USER/PASS/AUTH through before TLS.  Off by default: passwords must not cross the
     # network in clear (RFC 2595 section 2.3 recommends this policy).
@@ -88,6 +96,7 @@ class Listener(Model):
     tls_min_version: TlsVersion | None = None
     # Client networks: ``deny`` wins; a non-empty ``allow`` admits only its networks.
     allow: tuple[ClientNetwork, ...] = ()
+    # Refused networks: closed at accept without a byte (no greeting, no TLS handshake).
     deny: tuple[ClientNetwork, ...] = ()
     proxy_protocol: ProxyProtocol | None = None
 
@@ -114,16 +123,25 @@ class Listener(Model):
 class Upstream(Model):
     """The legacy POP3 server behind the proxy."""
 
+    # Address or host name; a name is looked up at each connect, its addresses tried in order.
     host: str = "127.0.0.1"
+    # 110 whatever the mode: set 995 (or the server's port) for mode tls.
     port: Port = 110
     # plain, STLS (RFC 2595) or implicit TLS toward the legacy server.
     mode: Literal["plain", "starttls", "tls"] = "plain"
     # Certificate and host name checks (system CAs unless ca_file); off only explicitly.
     verify: bool = True
+    # PEM bundle of the CA(s) that signed the upstream's certificate (an internal CA), used
+    # instead of the system's; starttls and tls modes only.
     ca_file: Path | None = None
     server_name: str | None = None  # name to verify and send as SNI; default: host
+    # Oldest TLS version accepted from the upstream (starttls, tls); nothing older than 1.2.
     tls_min_version: TlsVersion = "TLSv1.2"
+    # Seconds to reach the upstream at a login (lookup and TCP connect); past it the client gets
+    # -ERR [SYS/TEMP] upstream server unavailable (RFC 3206).  Part of limits.login_timeout.
     connect_timeout: Seconds = 10.0
+    # Seconds for each step after connecting: the TLS handshake (tls, after STLS), the +OK
+    # greeting (RFC 1939 section 4) and the CAPA answer (RFC 2449); slower is unavailable.
     greeting_timeout: Seconds = 10.0
     # Longest silence from the upstream while we wait for (part of) a response.
     response_timeout: Seconds = 120.0
@@ -140,7 +158,12 @@ class Limits(Model):
     # client that never logs in must not hold a session slot for the idle timeout's 10 minutes
     # a byte at a time.  60 s leaves a person typing a password and a slow link plenty.
     login_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Client sessions at once on this host, all workers together; the next connection is
+    # refused (docs/policy.md, "Over capacity").  With workers, a reload may raise it to twice
+    # its value at start (more if the shared table has room); beyond that, restart.
     max_sessions: Annotated[int, Field(ge=1)] = 1000
+    # Of those, what one source may hold (lockout.ipv4_prefix/ipv6_prefix, the PROXY header's
+    # address): a NAT or a balancer without PROXY protocol is one source.
     max_sessions_per_ip: Annotated[int, Field(ge=1)] = 50
     # Connections each listener's kernel queue holds until popproxy accepts them (listen(2)
     # backlog, capped by net.core.somaxconn): a burst beyond it waits for SYN retransmissions
@@ -170,8 +193,11 @@ class Limits(Model):
 class Certificate(Model):
     """A certificate chain and its key; ``names`` are the SNI names it is chosen for."""
 
+    # PEM, the full chain: leaf first, then intermediates.  Re-read on reload (SIGHUP).
     cert: Path
+    # Its PEM private key (may be cert's file); readable by every user: check-config fails.
     key: Path
+    # Exact, case-insensitive SNI names, no wildcards; no match or no SNI: the first certificate.
     names: tuple[str, ...] = ()
 
 
@@ -179,44 +205,10 @@ class Tls(Model):
     """Client-facing TLS.  With no certificates a self-signed one is made in state_dir."""
 
     certificates: tuple[Certificate, ...] = ()
+    # Oldest TLS version clients may use (a listener's tls_min_version overrides it).
     min_version: TlsVersion = "TLSv1.2"
+    # Seconds a client's handshake may take (tls, or after STLS: RFC 2595); then it is closed.
     handshake_timeout: Seconds = 10.0
-
-
-class LockoutLimit(Model):
-    """Failures in the window before delays start (``free``) and before blocking."""
-
-    free: Annotated[int, Field(ge=0)]
-    block_after: Annotated[int, Field(ge=1)]
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LockoutLimit:
-        if self.block_after < self.free:
-            raise ValueError("block_after must be >= free")
-        return self
-
-
-class Lockout(SharedRedis):
-    """Failed-login throttling (see popproxy/policy/lockout.py for the model); shared by
-    several instances through ``redis_url``, ``redis_sentinel`` or ``redis_cluster``."""
-
-    enabled: bool = True
-    window: Annotated[float, Field(ge=60, le=7 * 86400)] = 3600.0
-    # One account from one network: a user with a stale password gets slowed, then blocked.
-    pair: LockoutLimit = LockoutLimit(free=3, block_after=10)
-    # One network guessing many accounts.
-    source: LockoutLimit = LockoutLimit(free=10, block_after=50)
-    # One account guessed from many networks (not applied where the user logged in lately).
-    account: LockoutLimit = LockoutLimit(free=10, block_after=30)
-    base_delay: Annotated[float, Field(ge=0, le=60)] = 1.0
-    max_delay: Annotated[float, Field(ge=0, le=600)] = 30.0
-    trusted_ttl: Annotated[float, Field(ge=0, le=365 * 86400)] = 30 * 86400.0
-    ipv4_prefix: Annotated[int, Field(ge=8, le=32)] = 32
-    ipv6_prefix: Annotated[int, Field(ge=16, le=128)] = 64
-    # HMAC key for counter names and password tags; generated in state_dir if not given.
-    secret_file: Path | None = None
-    # Redis unreachable: "open" keeps throttling with local counters, "closed" refuses logins.
-    fail_mode: Literal["open", "closed"] = "open"
 
 
 class Observability(Model):
@@ -224,6 +216,7 @@ class Observability(Model):
 
     # /metrics, /healthz and /readyz on this address (no port: no HTTP endpoint).
     metrics_host: str = "127.0.0.1"
+    # TCP port of that HTTP endpoint; with workers it is served once for the host.
     metrics_port: Port | None = None
     # JSON lines audit log: a file path, "-" for standard error, or none.
     audit_log: str | None = None
@@ -232,6 +225,7 @@ class Observability(Model):
 class DemoUpstream(Model):
     """The built-in demo POP3 server (for trying the proxy out; never for production)."""
 
+    # true: a POP3 server with sample mail in memory listens on upstream.host and upstream.port.
     enabled: bool = False
 
 
@@ -251,9 +245,12 @@ UserPattern = Annotated[str, Field(min_length=1)]
 class UserRule(Model):
     """Per-user rule; the first rule whose ``match`` fits the user name applies."""
 
+    # Exact name, *@domain or glob (*, ?, [...]), case-insensitive; a shadowed rule is an error.
     match: UserPattern
     # Networks this user may log in from (empty: any network the listener admits).
     allow: tuple[ClientNetwork, ...] = ()
+    # No login without TLS, answered like a wrong password (only matters where
+    # allow_plaintext_login lets logins through before TLS).
     require_tls: bool = False
     # Login methods this user may use (empty: all): USER (USER/PASS), PLAIN, LOGIN (SASL).
     mechanisms: tuple[Mechanism, ...] = ()
@@ -267,7 +264,9 @@ class UserRule(Model):
 class Route(Model):
     """Send users whose name fits ``match`` to the named upstream (first match wins)."""
 
+    # User name pattern, as for users.N.match.
     match: UserPattern
+    # "default" (the upstream section) or a name in upstreams; an unknown name is an error.
     upstream: str
 
     @field_validator("match")
@@ -289,11 +288,14 @@ class Policy(Model):
     # policy, relative to the policy's directory (paths.py), not the working directory.
     state_dir: Path = Path("state")
     observability: Observability = Observability()
+    # Failed-login throttling per account, network and pair (docs/lockouts.md).
     lockout: Lockout = Lockout()
     # Message scanning (docs/scanning.md).  Validated even when absent: it may take
     # lockout's Redis (see _scan_redis_url).
     scan: Annotated[Scan, Field(validate_default=True)] = Scan()
     demo_upstream: DemoUpstream = DemoUpstream()
+    # Worker processes: "auto" (one per usable CPU) or a number; 1 is one process.  `run
+    # --workers` overrides it; a reload cannot change it (docs/scaling.md).
     workers: Workers = Field("auto", description=(
         "Worker processes that serve sessions: 'auto' (one per usable CPU, "
         "os.sched_getaffinity) or a number; 1 runs everything in one process as before. "

@@ -60,7 +60,10 @@ class RedisAuth(Model):
     """What a Sentinel's primary and a Cluster's nodes share: credentials and TLS."""
 
     username: str | None = None  # Redis 6 ACL user; unset: the ``default`` user
+    # AUTH password of the Redis servers (a Sentinel's own is sentinel_password); printed,
+    # logged or dumped it shows **********.
     password: SecretStr | None = None
+    # TLS to the Redis servers (and to the sentinels), certificates and host names verified.
     tls: bool = False
     # CA bundle for the servers' certificates (unset: the system's); names are verified.
     tls_ca_file: Path | None = None
@@ -70,8 +73,10 @@ class RedisSentinel(RedisAuth):
     """A primary that Redis Sentinel watches and fails over; the client asks the sentinels
     which server is the primary (again after every connection error)."""
 
+    # host:port of the sentinels (1 to 64): list them all, so one down does not matter.
     sentinels: Nodes
     service: Annotated[str, Field(min_length=1)]  # ``sentinel monitor <service> ...``
+    # Database number on the primary (Redis's default ``databases 16``: 0 to 15).
     db: Annotated[int, Field(ge=0, le=MAX_DB)] = 0
     # ``requirepass`` of the sentinels themselves, when they have one.
     sentinel_password: SecretStr | None = None
@@ -80,6 +85,7 @@ class RedisSentinel(RedisAuth):
 class RedisCluster(RedisAuth):
     """A Redis Cluster: any few of its nodes; the client learns the rest and the slot map."""
 
+    # host:port of a few nodes (1 to 64); the client learns the others from whichever answers.
     nodes: Nodes
 
 
@@ -95,7 +101,8 @@ RedisTarget = RedisUrl | RedisSentinel | RedisCluster
 class SharedRedis(Model):
     """The three ways to name shared state; a section sets at most one of them."""
 
-    # One server, e.g. redis://:PASSWORD@10.0.7.30:6379/0 (none of the three: in memory).
+    # One server, e.g. redis://:PASSWORD@10.0.7.30:6379/0 (rediss:// for TLS).  None of the
+    # three: state stays on this host (scan first takes lockout's Redis, if any).
     redis_url: Annotated[str | None, AfterValidator(check_redis_url)] = None
     # Sentinel-managed primary and replicas: automatic failover (docs/scaling.md).
     redis_sentinel: RedisSentinel | None = None

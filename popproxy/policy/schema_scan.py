@@ -36,8 +36,13 @@ MAX_LISTING_BUDGET = 600.0
 class ScanThresholds(Model):
     """Score at or above which each action applies (the highest wins)."""
 
+    # From here: verdict headers and the Subject prefix (a limit-* signal alone scores 4).
+    # A change re-scores cached verdicts: only messages whose action changes are downloaded
+    # again (docs/scanning.md).
     tag: Annotated[float, Field(ge=0)] = settings.TAG_SCORE
+    # Tagged, and links made inert (docs/scanning.md, "Defang").
     defang: Annotated[float, Field(ge=0)] = settings.DEFANG_SCORE
+    # Held in quarantine_dir, the reader gets a notice (the heaviest single signal weighs 7).
     quarantine: Annotated[float, Field(ge=0)] = settings.QUARANTINE_SCORE
 
 
@@ -48,6 +53,8 @@ class Scan(SharedRedis):
     ``redis_cluster`` (docs/scaling.md); none set: lockout's Redis if it names one, else each
     instance keeps its own verdicts."""
 
+    # false: messages are relayed as the upstream sends them, unjudged.  Like time_budget,
+    # subject_prefix and notice_from, a change has every message downloaded and judged again.
     enabled: bool = True
     thresholds: ScanThresholds = ScanThresholds()
     # "model": the trained combiner shipped in the package (popproxy/scan/model.json), on the
@@ -57,13 +64,18 @@ class Scan(SharedRedis):
     combiner: Literal["model", "weights"] = "model"
     # Plain host-list blocklists (one host per line, # comments), re-read when they change.
     feeds: tuple[Path, ...] = ()
+    # Put before the Subject of tagged and defanged messages (ASCII; "" for none); where the
+    # size must not change, it overwrites the Subject's start (docs/scanning.md).
     subject_prefix: str = settings.DEFAULT_SUBJECT_PREFIX
     # When defanging: keep risky attachments (programs, macro documents, scripts, disk
     # images), strip them (an inline note says what was removed) or replace them by a text
     # attachment saying so.  An opaque .bin is not risky by its name (docs/scanning.md).
     risky_attachments: Literal["keep", "strip", "replace"] = "keep"
-    # Larger messages are not parsed; they get the fail mode's treatment without being held.
+    # Larger messages are judged on their first max_message_bytes (limit-size: at least tag),
+    # never held whole in memory; judged defang or worse, they are quarantined.
     max_message_bytes: Annotated[int, Field(ge=1024)] = limits.MAX_MESSAGE_BYTES
+    # Seconds one message may be judged; past it the message is unjudged (fail_mode decides,
+    # remembered like a verdict) and its worker is killed 1 s later.
     time_budget: Annotated[float, Field(gt=0, le=600)] = limits.TIME_BUDGET_SECONDS
     # Scanner over budget or failing: "open" delivers the message with fail_open_action,
     # "closed" quarantines it.
@@ -80,6 +92,8 @@ class Scan(SharedRedis):
     # quarantine purge`): "30d" or seconds.  Unset: kept until purged by hand (held mail is
     # never deleted unless an admin said so).
     quarantine_retention: Duration | None = None
+    # From: of the notice a reader gets instead of a quarantined message: an address they know
+    # (the postmaster or helpdesk who can release it).
     notice_from: str = settings.DEFAULT_NOTICE_FROM
     # Safety TTL of a cached verdict and its evidence, here and in Redis.  Entries of messages
     # the upstream no longer lists are dropped at the next listing; this bounds the rest

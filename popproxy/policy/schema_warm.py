@@ -26,6 +26,8 @@ NAME = re.compile(r"[!-~]+")
 class WarmLogin(Model):
     """The master-user login ``popproxy warm`` uses on this upstream (docs/policy.md)."""
 
+    # The upstream's master user; warm logs in as USER <user><separator><master_user>, one
+    # POP3 argument (visible ASCII, no spaces: RFC 1939 section 3).
     master_user: Annotated[str, Field(min_length=1, max_length=200)]
     # Owner-readable file holding the master password (its first line; the line end is cut).
     password_file: Path

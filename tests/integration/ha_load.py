@@ -27,7 +27,7 @@ import pytest
 
 from popproxy.auditlog import AuditLog
 from popproxy.policy.lockout import make_keys
-from popproxy.policy.schema import Lockout
+from popproxy.policy.schema_lockout import Lockout
 from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.lockout_store import REDIS_PREFIX as LOCKOUT_PREFIX
 from popproxy.proxy.observe import Observer

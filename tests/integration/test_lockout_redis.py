@@ -24,7 +24,7 @@ import pytest
 
 from popproxy.auditlog import AuditLog
 from popproxy.policy.lockout import TRUSTED_REFRESH_FRACTION, assess, make_keys, password_tag
-from popproxy.policy.schema import Lockout, LockoutLimit
+from popproxy.policy.schema_lockout import Lockout, LockoutLimit
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.lockout_store import REDIS_PREFIX, SEEN_MAX_AGE, RedisStore
 from popproxy.proxy.observe import Observer

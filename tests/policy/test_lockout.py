@@ -16,7 +16,7 @@ from popproxy.policy.lockout import (
     password_tag,
     source_network,
 )
-from popproxy.policy.schema import Lockout
+from popproxy.policy.schema_lockout import Lockout
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.lockout_store import MemoryStore
 from popproxy.proxy.observe import Observer

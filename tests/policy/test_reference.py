@@ -29,6 +29,16 @@ def test_every_key_of_the_schema_has_a_row() -> None:
     assert "| `listeners.N.mode` | `plain` \\| `starttls` \\| `tls` | `starttls` |" in rows
 
 
+def test_inherited_keys_take_the_comment_of_the_class_that_declares_them() -> None:
+    # lockout and scan inherit redis_url from SharedRedis, the sentinel's and the cluster's
+    # credentials come from RedisAuth: one comment there describes every such row.
+    rows = markdown()
+    for section in ("lockout", "scan"):
+        for key in (f"{section}.redis_url", f"{section}.redis_sentinel.username",
+                    f"{section}.redis_cluster.tls_ca_file"):
+            row = next(line for line in rows.splitlines() if line.startswith(f"| `{key}` |"))
+            assert not row.endswith("|  |"), row
+
 def test_splice_replaces_only_the_marked_block_or_appends_it() -> None:
     doc = f"# title\n\n{BEGIN}\nold\n{END}\n\nafter\n"
     assert splice(doc, f"{BEGIN}\nnew\n{END}\n") == f"# title\n\n{BEGIN}\nnew\n{END}\n\nafter\n"

@@ -17,8 +17,6 @@ from popproxy.policy.schema import (
     LISTEN_BACKLOG,
     Limits,
     Listener,
-    Lockout,
-    LockoutLimit,
     Policy,
     UserRule,
     semantic_problems,
@@ -97,11 +95,6 @@ def test_listen_backlog_holds_a_burst_of_max_sessions_by_default() -> None:
     assert Limits.model_validate({"listen_backlog": 511}).listen_backlog == 511  # nginx's
     assert "greater than or equal to 1" in _error(Limits, {"listen_backlog": 0})
     assert "less than or equal to 65535" in _error(Limits, {"listen_backlog": 65536})
-
-
-def test_lockout_limits_are_ordered() -> None:
-    assert "block_after must be >= free" in _error(LockoutLimit, {"free": 5, "block_after": 3})
-    assert Lockout().pair == LockoutLimit(free=3, block_after=10)
 
 
 # ------------------------------------------------------------------ users, routes, Redis

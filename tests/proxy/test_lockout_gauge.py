@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from popproxy.policy.decisions import parse_address
-from popproxy.policy.schema import Lockout
+from popproxy.policy.schema_lockout import Lockout
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.lockout_store import MemoryStore
 from popproxy.proxy.observe import Observer

@@ -10,7 +10,7 @@ import asyncio
 import ipaddress
 from pathlib import Path
 
-from popproxy.policy.schema import Lockout
+from popproxy.policy.schema_lockout import Lockout
 from popproxy.proxy.lockout_guard import LockoutGuard
 from popproxy.proxy.lockout_store import FailoverStore, MemoryStore
 from popproxy.proxy.observe import Observer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.policy.schema import Lockout
+from popproxy.policy.schema_lockout import Lockout
 from popproxy.proxy.lockout_guard import SECRET_FILE, LockoutSecretError, load_secret
 from popproxy.proxy.server import ProxyServer
 from tests.helpers import LoopThread, make_config

@@ -96,7 +96,8 @@ class Listener(Model):
     tls_min_version: TlsVersion | None = None
     # Client networks: ``deny`` wins; a non-empty ``allow`` admits only its networks.
     allow: tuple[ClientNetwork, ...] = ()
-    # Refused networks: closed at accept without a byte (no greeting, no TLS handshake).
+    # Refused networks: closed without a byte (no greeting, no TLS handshake); behind
+    # proxy_protocol, the client address its header gives.
     deny: tuple[ClientNetwork, ...] = ()
     proxy_protocol: ProxyProtocol | None = None
 
@@ -245,7 +246,9 @@ UserPattern = Annotated[str, Field(min_length=1)]
 class UserRule(Model):
     """Per-user rule; the first rule whose ``match`` fits the user name applies."""
 
-    # Exact name, *@domain or glob (*, ?, [...]), case-insensitive; a shadowed rule is an error.
+    # Exact name, *@domain or glob (*, ?, [...]), case-insensitive; the first match wins.  A
+    # rule an earlier one always wins over (the same pattern, *, *@domain before a name in it)
+    # is an error; other overlaps are not found: put specific rules first.
     match: UserPattern
     # Networks this user may log in from (empty: any network the listener admits).
     allow: tuple[ClientNetwork, ...] = ()

@@ -1,4 +1,5 @@
-"""Building blocks of the policy schema shared by its sections (schema.py, schema_scan.py)."""
+"""Building blocks of the policy schema shared by its sections (schema.py, schema_scan.py,
+schema_lockout.py, schema_redis.py, schema_warm.py)."""
 
 from __future__ import annotations
 

@@ -60,10 +60,10 @@ class RedisAuth(Model):
     """What a Sentinel's primary and a Cluster's nodes share: credentials and TLS."""
 
     username: str | None = None  # Redis 6 ACL user; unset: the ``default`` user
-    # AUTH password of the Redis servers (a Sentinel's own is sentinel_password); printed,
-    # logged or dumped it shows **********.
+    # AUTH password of the Redis servers (with sentinels, theirs is sentinel_password);
+    # printed, logged or dumped it shows **********.
     password: SecretStr | None = None
-    # TLS to the Redis servers (and to the sentinels), certificates and host names verified.
+    # TLS to the Redis servers (and to the sentinels, if any), certificates and names verified.
     tls: bool = False
     # CA bundle for the servers' certificates (unset: the system's); names are verified.
     tls_ca_file: Path | None = None

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from popproxy.policy.durations import Duration
 from popproxy.policy.schema_base import Model
@@ -36,7 +36,8 @@ MAX_LISTING_BUDGET = 600.0
 class ScanThresholds(Model):
     """Score at or above which each action applies (the highest wins)."""
 
-    # From here: verdict headers and the Subject prefix (a limit-* signal alone scores 4).
+    # From here: verdict headers and the Subject prefix.  A message the scanner could not read
+    # whole (a limit-* signal) is tagged whatever this is; limit-structure also defangs.
     # A change re-scores cached verdicts: only messages whose action changes are downloaded
     # again (docs/scanning.md).
     tag: Annotated[float, Field(ge=0)] = settings.TAG_SCORE
@@ -53,8 +54,9 @@ class Scan(SharedRedis):
     ``redis_cluster`` (docs/scaling.md); none set: lockout's Redis if it names one, else each
     instance keeps its own verdicts."""
 
-    # false: messages are relayed as the upstream sends them, unjudged.  Like time_budget,
-    # subject_prefix and notice_from, a change has every message downloaded and judged again.
+    # false: messages are relayed as the upstream sends them, unjudged; switched on again,
+    # verdicts still cached (evidence_ttl) are used.  A change of time_budget, subject_prefix
+    # or notice_from has every message downloaded and judged again.
     enabled: bool = True
     thresholds: ScanThresholds = ScanThresholds()
     # "model": the trained combiner shipped in the package (popproxy/scan/model.json), on the
@@ -64,8 +66,8 @@ class Scan(SharedRedis):
     combiner: Literal["model", "weights"] = "model"
     # Plain host-list blocklists (one host per line, # comments), re-read when they change.
     feeds: tuple[Path, ...] = ()
-    # Put before the Subject of tagged and defanged messages (ASCII; "" for none); where the
-    # size must not change, it overwrites the Subject's start (docs/scanning.md).
+    # Put before the Subject of tagged and defanged messages (printable ASCII; "" for none);
+    # where the size must not change, it overwrites the Subject's start (docs/scanning.md).
     subject_prefix: str = settings.DEFAULT_SUBJECT_PREFIX
     # When defanging: keep risky attachments (programs, macro documents, scripts, disk
     # images), strip them (an inline note says what was removed) or replace them by a text
@@ -75,7 +77,7 @@ class Scan(SharedRedis):
     # never held whole in memory; judged defang or worse, they are quarantined.
     max_message_bytes: Annotated[int, Field(ge=1024)] = limits.MAX_MESSAGE_BYTES
     # Seconds one message may be judged; past it the message is unjudged (fail_mode decides,
-    # remembered like a verdict) and its worker is killed 1 s later.
+    # remembered like a verdict); a worker that has not answered 1 s later is killed.
     time_budget: Annotated[float, Field(gt=0, le=600)] = limits.TIME_BUDGET_SECONDS
     # Scanner over budget or failing: "open" delivers the message with fail_open_action,
     # "closed" quarantines it.
@@ -107,6 +109,23 @@ class Scan(SharedRedis):
     # Deprecated name of evidence_ttl (it was 7 days and made every leave-on-server mailbox be
     # downloaded weekly): still honoured, with a warning, so existing policies keep loading.
     verdict_ttl: Annotated[float, Field(ge=60, le=365 * 86400)] | None = None
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _ascii_prefix(cls, v: str) -> str:
+        # Written into the Subject as bytes: a header's raw text is printable ASCII (RFC 5322
+        # section 2.2); a line break would start a header of its own.
+        if any(not " " <= c <= "~" for c in v):
+            raise ValueError("printable ASCII only (no line breaks, no accented letters)")
+        return v
+
+    @field_validator("notice_from")
+    @classmethod
+    def _one_line_from(cls, v: str) -> str:
+        # The notice's From: header (non-ASCII names are RFC 2047-encoded when it is built).
+        if not v.strip() or any(c < " " or c == "\x7f" for c in v):
+            raise ValueError("one line: an address, with a name if you like")
+        return v
 
     @model_validator(mode="after")
     def _deprecated_ttl(self) -> Scan:

@@ -126,6 +126,15 @@ class Acceptor:
         if self.sock.fileno() != -1:
             self._loop.add_reader(self.sock.fileno(), self._accept)
 
+    def resize(self, backlog: int) -> None:
+        """listen(2) again: Linux resizes the accept queue in place (connections already queued
+        stay).  A failure keeps the old size and the rest of a reload (it is only logged)."""
+        try:
+            self.sock.listen(backlog)
+        except OSError as exc:
+            log.warning("limits.listen_backlog on %s: %s; the accept queue keeps its size",
+                        self.sock, exc)
+
     def close(self) -> None:
         """Stop accepting and close the socket (the loop lets go of it first)."""
         if self._resume_timer is not None:

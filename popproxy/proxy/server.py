@@ -367,10 +367,10 @@ class ProxyServer:
             if old_scan is not None:
                 spawn(close_after(old_scan.aclose, self._sessions | set(self._connecting)),
                       "close-old-scan-service")
-        for acceptor in self._acceptors:  # listen(2) again: Linux resizes queues in place
-            acceptor.sock.listen(new.limits.listen_backlog)  # (a worker: its own sockets)
         self.config, self.upstream_tls, self.server_tls = new, upstream_tls, server_tls
         self._listener_settings = {}
+        for acceptor in self._acceptors:  # (a worker: its own socket of each group)
+            acceptor.resize(new.limits.listen_backlog)
         for upstream in upstream_tls:  # a new upstream's series exist at 0 from now on
             self.observer.metrics.prepare_upstream(upstream)
         self._publish_certificates()

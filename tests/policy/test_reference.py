@@ -39,6 +39,15 @@ def test_inherited_keys_take_the_comment_of_the_class_that_declares_them() -> No
             row = next(line for line in rows.splitlines() if line.startswith(f"| `{key}` |"))
             assert not row.endswith("|  |"), row
 
+
+def test_every_key_says_what_it_does() -> None:
+    """A key with no comment above its field shows an empty cell: an admin reading the
+    reference would be left to guess (every field's comment is its description)."""
+    bare = [line.split(" | ")[0] for line in markdown().splitlines()
+            if line.startswith("| `") and line.endswith("|  |")]
+    assert bare == []
+
+
 def test_splice_replaces_only_the_marked_block_or_appends_it() -> None:
     doc = f"# title\n\n{BEGIN}\nold\n{END}\n\nafter\n"
     assert splice(doc, f"{BEGIN}\nnew\n{END}\n") == f"# title\n\n{BEGIN}\nnew\n{END}\n\nafter\n"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
-from popproxy.policy import schema_scan
+import pytest
+
+from popproxy.policy import ConfigError, load_config, schema_scan
 from popproxy.policy.schema_scan import Scan, ScanThresholds
 from popproxy.scan import limits
 from popproxy.scan.settings import (
@@ -60,3 +63,28 @@ def test_conversion_carries_every_setting() -> None:
         thresholds=Thresholds(1, 2, 3), combiner="weights", feed_paths=(Path("/feeds/a"),),
         subject_prefix="[X]", max_message_bytes=2048, time_budget_seconds=1.5,
         notice_from="pm <pm@example.org>")
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("subject_prefix", "[X]\r\nBcc: someone@example.com", "printable ASCII"),
+    ("subject_prefix", "[SPÄM]", "printable ASCII"),
+    ("notice_from", "postmaster@example.com\nReply-To: x@example.com", "one line"),
+    ("notice_from", " ", "one line"),
+])
+def test_header_text_is_one_line_as_a_header_takes_it(tmp_path: Path, key: str, value: str,
+                                                      says: str) -> None:
+    """Regression: the Subject prefix was written into the header as ASCII with "?" for what
+    is not, and a line break in it or in notice_from would start a header of its own (or fail
+    each quarantine notice).  The policy says so at load, with file, line and key."""
+    path = tmp_path / "policy.yaml"
+    path.write_text("listeners: [{name: a, port: 1995, mode: tls}]\n"
+                    f"scan:\n  {key}: {json.dumps(value)}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (detail,) = info.value.details
+    assert detail.startswith(f"{path}:3: scan.{key}: ") and says in detail
+
+
+def test_a_name_and_address_are_a_notice_from() -> None:
+    scan = Scan(notice_from="Help Désk <helpdesk@example.com>", subject_prefix="[!] ")
+    assert scan.notice_from.startswith("Help Désk")

@@ -13,6 +13,7 @@ import pytest
 from popproxy.proxy import acceptor
 from popproxy.proxy.acceptor import Acceptor, listening_sockets
 from popproxy.proxy.socket_channel import SocketChannel
+from tests.support.ports import accept_queue_sizes
 from tests.support.sockpair import LOOPS, run
 
 on_each_loop = pytest.mark.parametrize("loop", LOOPS)
@@ -150,6 +151,25 @@ def test_out_of_descriptors_pauses_accepting_then_resumes(loop: str,
         server.close()
 
     run(loop, main)
+
+
+def test_resize_changes_the_queue_and_a_failure_only_logs(caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    """A reload's ``limits.listen_backlog``: listen(2) again resizes the queue; a socket that
+    cannot (closed under it) keeps the rest of the reload going (a warning, no exception)."""
+    async def main() -> None:
+        (sock,) = listening_sockets("127.0.0.1", 0, 16)
+        server = Acceptor(sock, 16, lambda conn: conn.close())
+        port = sock.getsockname()[1]
+        assert accept_queue_sizes(port) == [16]
+        server.resize(48)
+        assert accept_queue_sizes(port) == [48]
+        server.close()
+        with caplog.at_level("WARNING"):
+            server.resize(64)
+        assert any("keeps its size" in r.getMessage() for r in caplog.records)
+
+    run("asyncio", main)
 
 
 @on_each_loop

@@ -61,7 +61,7 @@ def queued_connections(port: int, count: int, within: float = 3.0) -> int:
 
 
 def accept_queue_sizes(port: int) -> list[int]:
-    """The listen(2) backlog of each socket listening on loopback ``port`` (one per worker of
+    """The listen(2) backlog of each socket listening on ``port`` (any address; one per worker of
     a SO_REUSEPORT group): ss(8)'s Send-Q column of a LISTEN socket (iproute2)."""
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
                          check=True).stdout

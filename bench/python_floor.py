@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import socket
 import ssl
@@ -102,8 +103,8 @@ class SocketRelay:
     def on_handshake(self) -> None:
         try:
             self.client.do_handshake()
-        except ssl.SSLWantReadError:
-            return
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return  # (a flight too big for the socket buffer: not with POP3's small ones)
         except OSError:
             self.close()
             return
@@ -156,6 +157,9 @@ class SocketRelay:
             self.close()
 
     def close(self) -> None:
+        # close_notify, as popproxy sends (RFC 8446 section 6.1); the peer's is not awaited
+        with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+            self.client.unwrap()
         for sock in (self.client, self.up):
             if sock is not None and sock.fileno() >= 0:
                 self.loop.remove_reader(sock.fileno())
@@ -183,13 +187,14 @@ def serve_sockets(loop: asyncio.AbstractEventLoop, listener: socket.socket,
 async def serve(port: int, cert: Path, upstream: int, io: str) -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert)
+    ctx.num_tickets = 1  # popproxy's TLS13_SESSION_TICKETS (OpenSSL's default is 2)
     loop = asyncio.get_running_loop()
     if io == "sockets":
-        listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+        listener = socket.create_server(("127.0.0.1", port), backlog=4096)
         serve_sockets(loop, listener, ctx, upstream)
     else:
         await loop.create_server(lambda: Client(upstream), "127.0.0.1", port, ssl=ctx,
-                                 backlog=1024)
+                                 backlog=4096)
     stop = loop.create_future()
     loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
     await stop

@@ -1,14 +1,14 @@
-"""Command line.
+"""popproxy, a POP3 security proxy.  Commands (each has --help):
 
-``popproxy run --config PATH``      run the proxy (PATH: a policy file or a directory of them)
-``popproxy check-config PATH...``   validate each policy, print a summary; exit 0 or 1
-``popproxy schema``                 print the policy's JSON Schema (for editor completion)
-``popproxy scan PATH...``           scan mail files (.eml, directories, mbox, Maildir)
-``popproxy quarantine list|show|release|purge``   the held messages
-``popproxy warm --config PATH --user U``    judge mailboxes before their first login
-``popproxy cert --config PATH``             certificates and the fingerprints clients pin
-``popproxy explain --user U --from IP``     which rules, route, upstream and lockouts apply
-``popproxy test-login USER``                a real upstream login through the policy's route
+  popproxy run --config PATH      run the proxy (PATH: a policy file or a directory of them)
+  popproxy check-config PATH...   validate each policy, print a summary; exit 0 or 1
+  popproxy schema                 print the policy's JSON Schema (for editor completion)
+  popproxy scan PATH...           scan mail files (.eml, directories, mbox, Maildir)
+  popproxy quarantine list|show|release|purge   the held messages
+  popproxy warm --config PATH --user U    judge mailboxes before their first login
+  popproxy cert --config PATH             certificates and the fingerprints clients pin
+  popproxy explain --user U --from IP     which rules, route, upstream and lockouts apply
+  popproxy test-login USER                a real upstream login through the policy's route
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from popproxy.auditlog import open_audit_log
 from popproxy.capture.store import CaptureOptions, prepare_directory
 from popproxy.check_cli import check_config, startup_problem
 from popproxy.checks import load_checked
+from popproxy.logsetup import LOG_LEVELS
 from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("--config", "-c", type=Path, required=True,
                      help="policy file, or a directory whose *.yaml files are merged")
-    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    run.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                     help="DEBUG, INFO (default), WARNING or ERROR")
     run.add_argument("--capture", type=Path, metavar="DIR",
                      help="write a capture of every session to DIR as a mitmproxy TCP flow, "
                           "passwords and AUTH data redacted (docs/capture.md)")
@@ -266,7 +269,18 @@ def install_event_loop(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Every command; a reader that stops reading (``popproxy schema | head``) ends it
+    quietly, as other command-line tools do, not with a traceback."""
+    try:
+        return _command(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        # Python's advice (signal module docs, "Note on SIGPIPE"): point stdout at devnull so
+        # the interpreter's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _command(argv: list[str]) -> int:
     if argv[:1] == ["scan"]:  # these sub-commands own their whole argument list
         from popproxy.scan.cli_scan import main_scan
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from popproxy.logsetup import LOG_LEVELS
 from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy, load_config
 from popproxy.proxy.observe import Observer
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "host.sqlite3), with one process to its verdict file")
     parser.add_argument("--fresh", action="store_true",
                         help="forget which mailboxes earlier runs finished")
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                        help="DEBUG, INFO, WARNING (default) or ERROR")
     return parser
 
 

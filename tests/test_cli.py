@@ -211,7 +211,30 @@ def test_workers_flag_must_be_auto_or_positive(capsys: pytest.CaptureFixture[str
         with pytest.raises(SystemExit) as exited:
             build_parser().parse_args(["run", "-c", "p", "--workers", bad])
         assert exited.value.code == 2
-    assert "--workers" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--workers" in err and "auto or a whole number from 1" in err
+    assert "workers_value" not in err  # (argparse named the converter function)
+
+
+def test_a_log_level_typo_is_a_usage_error_not_a_traceback(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from popproxy.cli import build_parser
+
+    assert build_parser().parse_args(["run", "-c", "p", "--log-level", "debug"]).log_level \
+        == "DEBUG"
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["run", "-c", "p", "--log-level", "foo"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'FOO'" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_reading_ends_a_command_quietly() -> None:
+    """Regression: ``popproxy schema | head`` ended with a BrokenPipeError traceback."""
+    proc = subprocess.run(f"{sys.executable} -m popproxy schema | "
+                          f"{sys.executable} -c 'import os; os.close(0)'",
+                          shell=True, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr
 
 
 def test_event_loop_default_is_auto_which_is_uvloop_where_it_imports(

@@ -17,6 +17,7 @@ here: a killed worker's sessions lose their upstream connection, which commits n
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -344,12 +345,12 @@ class Supervisor:
 
 
 def workers_value(text: str) -> str | int:
+    """``--workers``: argparse shows the message of ``ArgumentTypeError`` as it is."""
     if text == "auto":
         return text
-    value = int(text)  # ValueError: argparse reports "invalid workers_value value"
-    if value < 1:
-        raise ValueError(text)
-    return value
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: auto or a whole number from 1")
+    return int(text)
 
 
 def workers_setting(flag: str | int | None, config: Policy,

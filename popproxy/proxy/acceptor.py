@@ -28,11 +28,25 @@ ACCEPT_PAUSE = 1.0
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
+def listen_failure(setting: str, host: str, port: int, exc: OSError) -> OSError:
+    """``exc`` of a look-up, bind or listen, saying which setting and address failed: "Address
+    already in use" alone does not tell an admin which of several listeners it was."""
+    return OSError(exc.errno, f"{setting}: {host}:{port}: {exc.strerror or exc}")
+
+
+def listening_sockets(host: str, port: int, backlog: int, setting: str = "listener"
+                      ) -> list[socket.socket]:
     """Bound, listening sockets for ``host:port``, as ``loop.create_server`` made them: one
     per address of the host (duplicates once), SO_REUSEADDR, IPv6 sockets IPv6 only, an
     address family the host lacks (no IPv6) skipped; ``port`` 0 takes the port the first
-    socket got for the others too."""
+    socket got for the others too.  A failure names ``setting`` (``listen_failure``)."""
+    try:
+        return _listening_sockets(host, port, backlog)
+    except OSError as exc:
+        raise listen_failure(setting, host, port, exc) from exc
+
+
+def _listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
     made: list[socket.socket] = []
     infos = dict.fromkeys(socket.getaddrinfo(  # in order, each once (asyncio: a set)
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from popproxy.proxy.acceptor import listen_failure
+
 log = logging.getLogger("popproxy.http")
 
 MAX_REQUEST_HEAD = 8192  # bytes of request line + headers we read before giving up
@@ -36,7 +38,10 @@ class OpsServer:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port)
+        try:
+            self._server = await asyncio.start_server(self._handle, host, port)
+        except OSError as exc:
+            raise listen_failure("observability.metrics_port", host, port, exc) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("metrics and health on http://%s:%d/metrics", host, self.port)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 
 from popproxy.policy import Policy
+from popproxy.proxy.acceptor import listen_failure
 
 
 def bind_listeners(config: Policy, workers: int = 1) -> dict[str, list[socket.socket]]:
@@ -23,6 +24,7 @@ def bind_listeners(config: Policy, workers: int = 1) -> dict[str, list[socket.so
     before it joins the group, so a port another process listens on (another popproxy's
     group too) fails here as without workers; the others bind the address it got."""
     sockets: dict[str, list[socket.socket]] = {}
+    listener = config.listeners[0]
     try:
         for listener in config.listeners:
             family, kind, proto, _, address = socket.getaddrinfo(
@@ -42,11 +44,12 @@ def bind_listeners(config: Policy, workers: int = 1) -> dict[str, list[socket.so
                     address = sock.getsockname()  # port 0: the port the kernel chose
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.listen(config.limits.listen_backlog)
-    except OSError:
+    except OSError as exc:
         for group in sockets.values():
             for sock in group:
                 sock.close()
-        raise
+        raise listen_failure(f"listeners {listener.name}", listener.host, listener.port,
+                             exc) from exc
     return sockets
 
 

@@ -125,7 +125,8 @@ class ProxyServer:
                 bound = [sockets[listener.name]]
             else:
                 port = (port_overrides or {}).get(listener.name, listener.port)
-                bound = listening_sockets(listener.host, port, backlog)
+                bound = listening_sockets(listener.host, port, backlog,
+                                          f"listeners {listener.name}")
             self._acceptors.extend(Acceptor(sock, backlog, on_accept) for sock in bound)
             self.ports[listener.name] = bound[0].getsockname()[1]
             log.info("listening: %s on %s:%d (%s)", listener.name, listener.host,

@@ -153,6 +153,18 @@ def test_out_of_descriptors_pauses_accepting_then_resumes(loop: str,
     run(loop, main)
 
 
+def test_a_port_in_use_names_the_setting_and_the_address() -> None:
+    """Regression: "cannot start: [Errno 98] Address already in use" did not say which of the
+    listeners (or the metrics port) it was."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as failed:
+            listening_sockets("127.0.0.1", port, 16, "listeners pop3s")
+    assert failed.value.errno == errno.EADDRINUSE
+    assert str(failed.value) == (f"[Errno {errno.EADDRINUSE}] listeners pop3s: 127.0.0.1:{port}: "
+                                 "Address already in use")
+
+
 def test_resize_changes_the_queue_and_a_failure_only_logs(caplog: pytest.LogCaptureFixture
                                                           ) -> None:
     """A reload's ``limits.listen_backlog``: listen(2) again resizes the queue; a socket that

@@ -70,6 +70,14 @@ def test_bound_sockets_queue_a_burst_of_clients_up_to_listen_backlog(tmp_path: P
                 sock.close()
 
 
+def test_bind_listeners_names_the_listener_whose_port_is_taken(tmp_path: Path) -> None:
+    port = free_port()
+    config = load_config(_write(tmp_path, _policy_text(port, tmp_path)))
+    with socket.create_server(("127.0.0.1", port)), pytest.raises(OSError) as failed:
+        bind_listeners(config, 2)
+    assert f"listeners a: 127.0.0.1:{port}: Address already in use" in str(failed.value)
+
+
 def test_bind_listeners_gives_listening_sockets(tmp_path: Path) -> None:
     port = free_port()
     config = load_config(_write(tmp_path, _policy_text(port, tmp_path)))

@@ -126,5 +126,5 @@ def test_test_login_with_an_unreachable_upstream_exits_2(policy: Path) -> None:
     status = main_test_login(["bob", "-c", str(policy)], _Pipe("pw\n"), out, io.StringIO())
     assert status == 2
     assert out.getvalue() == ("route: default\nupstream: 127.0.0.1:1 (plain)\n"
-                              "result: upstream unusable: connect failed: "
-                              "ConnectionRefusedError\n")
+                              "result: upstream unusable: connect failed "
+                              "(127.0.0.1:1): Connection refused\n")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -127,7 +128,8 @@ class UpstreamConnection:
             async with asyncio.timeout(settings.connect_timeout):
                 channel = await connect(settings.host, settings.port)
         except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"connect failed: {exc.__class__.__name__}",
+            raise UpstreamError(f"connect failed ({settings.host}:{settings.port}): "
+                                f"{_why(exc, settings.connect_timeout)}",
                                 UpstreamFailure.CONNECT) from None
         conn = cls(channel, settings)
         try:
@@ -147,7 +149,8 @@ class UpstreamConnection:
         if settings.mode == "starttls":
             status = await self.status(Command("STLS"))
             if not status.ok:
-                raise UpstreamError("upstream refused STLS", UpstreamFailure.STLS)
+                raise UpstreamError("upstream refused STLS (does it offer it? upstream.mode "
+                                    "plain or tls)", UpstreamFailure.STLS)
             # RFC 2595 section 4 from the other side: anything the server sent after its +OK
             # arrived in plaintext and must not be taken as a TLS-protected answer.
             if self.framer.buffered() or self._channel.unread:
@@ -171,7 +174,8 @@ class UpstreamConnection:
             raise UpstreamError(f"certificate verification failed: {exc.verify_message}",
                                 UpstreamFailure.TLS_VERIFY) from None
         except (ssl.SSLError, OSError, TimeoutError) as exc:
-            raise UpstreamError(f"TLS handshake failed: {exc.__class__.__name__}",
+            raise UpstreamError(f"TLS handshake failed ({name}:{self._settings.port}): "
+                                f"{_why(exc, self._settings.greeting_timeout)}",
                                 UpstreamFailure.TLS) from None
 
     def send(self, cmd: Command) -> None:
@@ -310,6 +314,22 @@ __all__ = [
     "BodyChunks", "ChannelClosed", "UpstreamConnection", "UpstreamError", "UpstreamFailure",
     "closed_early",
 ]
+
+
+def _why(exc: BaseException, timeout: float) -> str:
+    """What an admin can act on: OpenSSL's reason or the system's words, not a class name."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        reason = exc.reason.lower().replace("_", " ")
+        if exc.reason == "WRONG_VERSION_NUMBER":  # what a plain POP3 greeting reads as
+            reason += " (a plain POP3 port? see upstream.mode)"
+        return reason
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)  # (not "Connect call failed ('10.0.0.5', 110)")
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # a look-up's words (socket.gaierror: "Name or service not known")
+    return exc.__class__.__name__
 
 
 async def read_listing(up: UpstreamConnection, verb: str) -> dict[int, bytes]:

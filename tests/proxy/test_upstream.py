@@ -221,3 +221,23 @@ def test_a_refused_pipelined_listing_fails_the_session() -> None:
     with pytest.raises(UpstreamError) as caught:
         _listings(True, b"-ERR no UIDL\r\n" + LIST_ANSWER)
     assert caught.value.reason is UpstreamFailure.PROTOCOL
+
+
+def _wrong_version() -> ssl.SSLError:
+    exc = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+    exc.reason = "WRONG_VERSION_NUMBER"
+    return exc
+
+
+@pytest.mark.parametrize(("exc", "said"), [
+    (ConnectionRefusedError(111, "Connect call failed ('10.0.0.5', 110)"), "Connection refused"),
+    (TimeoutError(), "no answer within 10 s"),
+    (_wrong_version(), "wrong version number (a plain POP3 port? see upstream.mode)"),
+])
+def test_an_upstream_failure_says_why_in_words_an_admin_can_act_on(exc: BaseException,
+                                                                   said: str) -> None:
+    """Regression: the log and ``popproxy test-login`` said "connect failed:
+    ConnectionRefusedError" and "TLS handshake failed: SSLError", with no address or reason."""
+    from popproxy.proxy.upstream import _why
+
+    assert _why(exc, 10.0) == said

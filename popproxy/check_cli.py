@@ -19,6 +19,15 @@ from popproxy.policy.reference import dump as dump_policy
 DEFAULT_PATH = Path("policies")
 
 
+def default_path_hint(path: Path) -> str:
+    """Said under an unreadable policy that is the default: ``policies`` is relative to the
+    current directory, which an admin outside the checkout does not expect."""
+    if path == DEFAULT_PATH and not path.exists():
+        return (f"(no ./{DEFAULT_PATH} in {Path.cwd()}: give --config PATH, the policy file or "
+                "directory popproxy run uses)")
+    return ""
+
+
 def summary(config: Policy) -> str:
     """One line: listeners, upstreams, routes and user rules."""
     listeners = ", ".join(f"{lst.name}={lst.host}:{lst.port}/{lst.mode}"
@@ -39,8 +48,9 @@ def check_one(path: Path, dump: bool = False, files: bool = True, out: TextIO | 
             config, findings = load_config(path), []
     except ConfigError as exc:
         print(f"{path}: INVALID", file=err)
-        for detail in exc.details:
-            print(f"  {detail}", file=err)
+        for detail in [*exc.details, default_path_hint(path)]:
+            if detail:
+                print(f"  {detail}", file=err)
         return 1
     for warning in findings:
         print(f"{path}: WARNING {warning}", file=err)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from popproxy.check_cli import DEFAULT_PATH, default_path_hint
 from popproxy.policy import ConfigError, Lockout, Policy, load_config
 from popproxy.policy.decisions import parse_address, route_for
 from popproxy.policy.explain import UnknownListener, describe, explain
@@ -39,7 +40,7 @@ from popproxy.proxy.supervisor import workers_setting
 from popproxy.proxy.tls import upstream_context
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
 
-DEFAULT_CONFIG = Path("policies")
+DEFAULT_CONFIG = DEFAULT_PATH
 DEFAULT_FROM = "127.0.0.1"  # test-login: the address the policy's user rules are asked about
 
 
@@ -72,7 +73,9 @@ def _load(path: Path, err: TextIO) -> Policy | None:
     try:  # the policy only: files this user cannot write (state_dir) do not matter here
         return load_config(path)
     except ConfigError as exc:
-        print(f"popproxy: {path}: " + "\n  ".join(exc.details), file=err)
+        # (each detail names its file already)
+        print("popproxy: " + "\n  ".join(d for d in [*exc.details, default_path_hint(path)]
+                                         if d), file=err)
         return None
 
 

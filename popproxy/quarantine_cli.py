@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from popproxy.check_cli import DEFAULT_PATH, default_path_hint
 from popproxy.policy import ConfigError, load_config
 from popproxy.policy.durations import parse_duration
 from popproxy.quarantine import HeldMessage, QuarantineStore
@@ -49,7 +50,7 @@ def _duration(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="popproxy quarantine")
-    parser.add_argument("--config", "-c", type=Path, default=Path("policies"),
+    parser.add_argument("--config", "-c", type=Path, default=DEFAULT_PATH,
                         help="the policy (to find the quarantine directory)")
     sub = parser.add_subparsers(dest="action", required=True)
     listing = sub.add_parser("list", help="list held messages, oldest first")
@@ -103,6 +104,8 @@ def main_quarantine(argv: list[str]) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"popproxy quarantine: {exc}", file=sys.stderr)
+        if hint := default_path_hint(args.config):
+            print(f"  {hint}", file=sys.stderr)
         return EXIT_USAGE
     store = QuarantineStore(config.scan.quarantine_dir or config.state_dir / "quarantine")
     try:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from popproxy.check_cli import check_one, startup_problem
@@ -99,3 +100,20 @@ def test_dump_prints_the_effective_policy_with_defaults_and_no_password(
     again = tmp_path / "again.yaml"
     again.write_text(result.stdout)
     assert load_config(again).limits == load_config(path).limits
+
+
+def test_the_default_policy_path_missing_says_to_give_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: outside the checkout, ``popproxy explain`` / ``check-config`` with no
+    --config said "policies: policies: cannot read" with no word on what to do."""
+    from popproxy.check_cli import DEFAULT_PATH
+    from popproxy.explain_cli import main_explain
+
+    monkeypatch.chdir(tmp_path)
+    err = io.StringIO()
+    assert check_one(DEFAULT_PATH, out=io.StringIO(), err=err) == 1
+    assert "give --config PATH" in err.getvalue()
+    err = io.StringIO()
+    assert main_explain(["--user", "alice", "--from", "127.0.0.1"], io.StringIO(), err) == 2
+    assert err.getvalue().startswith("popproxy: policies: cannot read")
+    assert "give --config PATH" in err.getvalue()

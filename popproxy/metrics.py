@@ -324,6 +324,14 @@ class SupervisorMetrics:
         for result in ("ok", "refused", "worker_refused"):
             self.reloads.labels(result)
         self.workers = Gauge(d["workers"].name, d["workers"].help, registry=self.registry)
+        # A policy the supervisor refuses reaches no worker, so none counts it: counted here,
+        # in ``merged``, whose families /metrics adds to the workers' families of the same
+        # name (multiproc.py; two families of one name would be two TYPE lines, invalid).
+        self.merged = CollectorRegistry()
+        reloads = DEFINITIONS["config_reloads"]
+        self.config_reloads = Counter(reloads.name.removesuffix("_total"), reloads.help,
+                                      reloads.labels, registry=self.merged)
+        self.config_reloads.labels("policy", "refused")
         # The upstream health probe runs here, once per host, not in every worker (a worker
         # never sets this family, so the summed worker metrics do not carry it).
         up = DEFINITIONS["upstream_up"]

@@ -15,12 +15,14 @@ import shutil
 import signal
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, PlatformCollector, multiprocess
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
+from popproxy.auditlog import open_audit_log
 from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
@@ -60,20 +62,44 @@ class SupervisedPolicy:
 
 class WorkersCollector:
     """Every worker's values combined (prometheus_client's multiprocess files), without the
-    series the workers marked as gone (tls_metrics.NOT_SERVED: the files cannot delete one)."""
+    series the workers marked as gone (tls_metrics.NOT_SERVED: the files cannot delete one),
+    plus the supervisor's counts of the same families (``merged``: SupervisorMetrics)."""
 
-    def __init__(self, metrics_dir: Path) -> None:
+    def __init__(self, metrics_dir: Path, merged: CollectorRegistry | None = None) -> None:
         self._files = multiprocess.MultiProcessCollector(None, path=str(metrics_dir))  # type: ignore[no-untyped-call]
+        self._merged = merged
 
     def collect(self) -> Iterator[Metric]:
-        return without_unserved(self._files.collect())  # type: ignore[no-untyped-call]
+        families = without_unserved(self._files.collect())  # type: ignore[no-untyped-call]
+        if self._merged is None:
+            return families
+        return added(families, self._merged.collect())
+
+
+def added(families: Iterable[Metric], own: Iterable[Metric]) -> Iterator[Metric]:
+    """``families`` with ``own``'s samples added to those of the same name and labels, one
+    family per name (for counters only: their sum is the host's count)."""
+    extra = {family.name: family for family in own}
+    for family in families:
+        mine = extra.pop(family.name, None)
+        if mine is not None:
+            totals: dict[tuple[str, tuple[tuple[str, str], ...]], Sample] = {}
+            for sample in [*family.samples, *mine.samples]:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                before = totals.get(key)
+                totals[key] = sample if before is None else before._replace(
+                    value=before.value + sample.value)
+            family.samples = list(totals.values())
+        yield family
+    yield from extra.values()  # no worker has written that family yet
 
 
 def metrics_registry(metrics_dir: Path) -> tuple[CollectorRegistry, SupervisorMetrics]:
     """The supervisor's /metrics: every worker's values combined, plus its own."""
     registry = CollectorRegistry()
-    registry.register(WorkersCollector(metrics_dir))
-    return registry, SupervisorMetrics(registry)
+    metrics = SupervisorMetrics(registry)
+    registry.register(WorkersCollector(metrics_dir, metrics.merged))
+    return registry, metrics
 
 
 def prepare_shared_files(config: Policy) -> None:
@@ -112,7 +138,8 @@ async def serve_workers(config: Policy, config_path: Path, workers: int,
         prepare_shared_files(config)
         registry, metrics = metrics_registry(metrics_dir)
         supervisor = Supervisor(config, config_path, workers, worker_options, metrics,
-                                metrics_dir, notifier, release_worker)
+                                metrics_dir, notifier, release_worker,
+                                open_audit_log(config.observability.audit_log))
         registry.register(HostProcessCollector(lambda: supervisor.pids))
         PlatformCollector(registry=registry)
         if config.observability.metrics_port is not None:

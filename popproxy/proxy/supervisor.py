@@ -30,6 +30,7 @@ from pathlib import Path
 
 from prometheus_client import multiprocess
 
+from popproxy.auditlog import AuditLog
 from popproxy.checks import load_checked
 from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import ConfigError, Policy
@@ -121,7 +122,8 @@ class Supervisor:
     def __init__(self, config: Policy, config_path: Path, workers: int,
                  worker_options: list[str], metrics: SupervisorMetrics, metrics_dir: Path,
                  notifier: Notifier | None = None,
-                 release_worker: ReleaseWorker = no_release) -> None:
+                 release_worker: ReleaseWorker = no_release,
+                 audit: AuditLog | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.worker_options = worker_options  # --event-loop, --log-level, --capture ...
@@ -129,6 +131,8 @@ class Supervisor:
         self.metrics_dir = metrics_dir
         self.notifier = Notifier() if notifier is None else notifier
         self.release_worker = release_worker
+        # The policy's audit log, for the reloads refused here (the workers write the rest).
+        self.audit = AuditLog(None) if audit is None else audit
         self.slots = [Slot(i) for i in range(workers)]
         self.sockets: dict[str, list[socket.socket]] = {}  # listener -> one per slot
         self.ports: dict[str, int] = {}
@@ -270,7 +274,8 @@ class Supervisor:
         return sent
 
     def reopen_logs(self) -> None:
-        """SIGUSR1: every worker reopens its audit log file (logrotate)."""
+        """SIGUSR1: every worker reopens its audit log file (logrotate), and so do we."""
+        self.audit.reopen()
         self._signal_all(signal.SIGUSR1, ready_only=True)
 
     async def reload(self) -> bool:
@@ -278,6 +283,7 @@ class Supervisor:
         async with self._reloading:
             self.notifier.reloading()
             self.refusal = ""
+            self.audit.reopen()  # as each worker does on SIGHUP (logrotate)
             try:
                 return await self._reload()
             finally:  # a refusal shows in systemctl status (STATUS=, ERRNO=), as with one
@@ -289,6 +295,10 @@ class Supervisor:
         except ValueError as exc:
             log.error("policy reload refused, keeping the old policy everywhere: %s", exc)
             self.metrics.reloads.labels("refused").inc()
+            # No worker sees this reload, so none counts or audits it: done here, as one
+            # process or a worker refusing it would (docs/observability.md).
+            self.metrics.config_reloads.labels("policy", "refused").inc()
+            self.audit.event("config_reload", None, result="refused", error=str(exc))
             self.refusal = str(exc).replace("\n", " ")
             return False
         for slot in self.slots:

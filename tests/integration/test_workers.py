@@ -7,12 +7,14 @@ listening socket on the port) and finds which worker serves a connection through
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -32,7 +34,18 @@ from tests.support.ports import accept_queue_sizes, free_port
 
 def _policy(dovecot: Dovecot, port: int, metrics_port: int, root: Path,
             users: str = "") -> str:
-    return worker_policy(dovecot.port, port, metrics_port, root, extra=users)
+    """With an audit log (``root``/audit.jsonl): the supervisor writes to it too."""
+    policy = worker_policy(dovecot.port, port, metrics_port, root, extra=users)
+    metrics = f"metrics_port: {metrics_port}}}"
+    assert metrics in policy
+    return policy.replace(metrics, f"metrics_port: {metrics_port}, "
+                                   f"audit_log: {root / 'audit.jsonl'}}}")
+
+
+def _audit(root: Path, event: str) -> list[dict[str, Any]]:
+    path = root / "audit.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [record for record in records if record["event"] == event]
 
 
 @pytest.fixture
@@ -123,7 +136,8 @@ def test_sigterm_drains_every_worker(workers: Workers, dovecot: Dovecot) -> None
 def test_sighup_reaches_every_worker(workers: Workers, dovecot: Dovecot,
                                      tmp_path: Path) -> None:
     """A valid policy is applied by both workers (bob may then log in only from a network we
-    never use); an invalid one is refused by the supervisor and reaches no worker."""
+    never use); an invalid one is refused by the supervisor and reaches no worker, and is
+    counted and audited once, as with one process."""
     ok_before = workers.metric("popproxy_config_reloads_total", result="ok")
     workers.policy.write_text(_policy(
         dovecot, workers.port, workers.metrics_port, tmp_path,
@@ -147,7 +161,13 @@ def test_sighup_reaches_every_worker(workers: Workers, dovecot: Dovecot,
     workers.proc.send_signal(signal.SIGHUP)
     workers.wait(lambda: workers.metric("popproxy_supervisor_reloads_total",
                                         result="refused") == 1, "refusal")
-    assert workers.metric("popproxy_config_reloads_total", result="refused") == 0
+    assert workers.metric("popproxy_config_reloads_total", result="refused") == 1
+    _, body = prom.http_get(f"http://127.0.0.1:{workers.metrics_port}/metrics")
+    assert body.count(b"# TYPE popproxy_config_reloads_total counter") == 1  # one family
+    refusals = [r for r in _audit(tmp_path, "config_reload") if r["result"] == "refused"]
+    assert len(refusals) == 1 and refusals[0]["session"] is None
+    assert "invalid YAML" in refusals[0]["error"]
+    assert len([r for r in _audit(tmp_path, "config_reload") if r["result"] == "ok"]) == 2
     assert workers.proc.poll() is None
 
 

@@ -8,6 +8,8 @@ tests/integration/test_workers.py.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import signal
 import socket
@@ -18,10 +20,12 @@ from typing import Any
 
 import pytest
 
+from popproxy.auditlog import AuditLog
 from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import Policy, load_config
 from popproxy.proxy import supervisor as sup
 from popproxy.proxy.listen_group import bind_listeners
+from popproxy.proxy.multiproc import metrics_registry
 from popproxy.proxy.sdnotify import Notifier
 from popproxy.proxy.supervisor import (
     BACKOFF_FIRST,
@@ -302,3 +306,26 @@ def test_validate_reload_refuses_an_unreadable_lockout_key(tmp_path: Path) -> No
         f"lockout: {{enabled: true, secret_file: {tmp_path / 'missing' / 'lockout.key'}}}"))
     with pytest.raises(ValueError, match=r"lockout\.secret_file"):
         validate_reload(current, path)
+
+
+def test_a_refused_reload_is_counted_and_audited_as_with_one_process(tmp_path: Path) -> None:
+    """An invalid policy reaches no worker, so the supervisor counts it in
+    popproxy_config_reloads_total (once, summed with the workers' family on /metrics) and
+    writes the ``config_reload`` event a worker would."""
+    path = _write(tmp_path, _policy_text(free_port(), tmp_path))
+    config = load_config(path)
+    path.write_text("listeners: [oops\n")
+    sink = io.StringIO()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    registry, metrics = metrics_registry(metrics_dir)
+    supervisor = Supervisor(config, path, 2, [], metrics, metrics_dir, Notifier(path=""),
+                            audit=AuditLog(sink))
+    assert asyncio.run(supervisor.reload()) is False
+    value = registry.get_sample_value
+    assert value("popproxy_supervisor_reloads_total", {"result": "refused"}) == 1
+    assert value("popproxy_config_reloads_total", {"kind": "policy", "result": "refused"}) == 1
+    assert value("popproxy_config_reloads_total", {"kind": "policy", "result": "ok"}) is None
+    (event,) = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert event["event"] == "config_reload" and event["result"] == "refused"
+    assert event["session"] is None and "invalid YAML" in event["error"]

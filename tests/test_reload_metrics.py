@@ -106,6 +106,34 @@ def test_certificate_reloads_have_their_kind_and_expiry(tmp_path: Path) -> None:
     assert reloads.events() == [("tls_reload", "refused"), ("tls_reload", "ok")]
 
 
+def test_a_refused_certificate_reload_keeps_the_served_certificates_expiry(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (admin test): garbage written into the certificate file, then SIGHUP: the
+    reload is refused and the old certificate served, but its expiry series vanished (it was
+    re-read from the garbage on disk), blanking the expiry alert and the dashboard panel."""
+    ca = trustme.CA()
+    pem = tmp_path / "mail.example.pem"
+    ca.issue_cert("mail.example").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    listeners = [{"name": "pop3s", "host": "127.0.0.1", "port": 1, "mode": "tls"}]
+    reloads = Reloads(tmp_path, listeners=listeners,
+                      tls={"certificates": [{"cert": str(pem), "key": str(pem)}]})
+
+    def expiry() -> float | None:
+        return reloads.server.observer.metrics.registry.get_sample_value(
+            "popproxy_tls_certificate_expiry_timestamp_seconds", {"name": "mail.example"})
+
+    served = expiry()
+    assert served is not None
+    pem.write_text("not a certificate\n")
+    with caplog.at_level(logging.INFO, logger="popproxy"):
+        assert reloads.server.reload_tls() is False
+    assert expiry() == served
+    refusal = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert refusal == [f"TLS reload failed, keeping the previous certificates: cannot load "
+                       f"{pem} / {pem}: {pem} holds no PEM certificate"]
+    assert "cryptography.io" not in caplog.text  # nothing re-read the refused file
+    assert reloads.count("certificates", "refused") == 1
+
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:

@@ -299,7 +299,7 @@ class ProxyServer:
     def _publish_certificates(self) -> None:
         if self.server_tls is not None:
             publish_certificates(self.observer.metrics.tls_certificate_expiry,
-                                 self.server_tls.pairs)
+                                 self.server_tls.expiries)
 
     def _reloaded(self, kind: str, result: str, **fields: object) -> None:
         """Count a reload (popproxy_config_reloads_total{kind,result}) and audit it: every
@@ -318,7 +318,8 @@ class ProxyServer:
         self._reloaded("certificates", "ok" if ok else "refused",
                        **({"error": error} if error else {}))
         self.refusal = error
-        self._publish_certificates()
+        if ok:  # refused: the old certificates are served, and their expiries stay published
+            self._publish_certificates()
         return ok
 
     def _needs_restart(self, new: Policy) -> str:

@@ -13,6 +13,8 @@ import ipaddress
 import logging
 import os
 import ssl
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +71,8 @@ def build_server_context(pairs: tuple[CertPair, ...], min_version: str) -> ssl.S
         try:
             ctx.load_cert_chain(pair.cert, pair.key)
         except (OSError, ssl.SSLError) as exc:
-            raise TlsConfigError(f"cannot load {pair.cert} / {pair.key}: {exc}") from None
+            raise TlsConfigError(f"cannot load {pair.cert} / {pair.key}: "
+                                 f"{_load_failure(pair, exc)}") from None
         contexts.append(ctx)
     by_name = {
         name.lower(): ctx for pair, ctx in zip(pairs, contexts, strict=True) for name in pair.names
@@ -83,6 +86,46 @@ def build_server_context(pairs: tuple[CertPair, ...], min_version: str) -> ssl.S
 
     default.sni_callback = choose
     return default
+
+
+def _load_failure(pair: CertPair, exc: OSError) -> str:
+    """Which of the two files OpenSSL refused, and why: its "[SSL] PEM lib" names neither
+    (a certificate file overwritten with garbage and an encrypted key read the same)."""
+    if not isinstance(exc, ssl.SSLError):  # missing, unreadable: the OSError says which
+        return str(exc)
+    try:
+        read_certificate(pair.cert)
+    except (OSError, ValueError):
+        return f"{pair.cert} holds no PEM certificate"
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return f"{pair.key} is not the private key of {pair.cert}"
+    if exc.library == "SSL" and "PEM lib" in str(exc):  # the certificate read: the key did not
+        return f"{pair.key} holds no unencrypted PEM private key"
+    return str(exc.reason or exc)
+
+
+def read_certificate(path: Path) -> x509.Certificate:
+    """The file's first PEM certificate (OSError, ValueError if there is none).  What
+    cryptography still accepts but warns about (CryptographyDeprecationWarning: an encoding a
+    future release will refuse) becomes a log line naming the file, not a raw Python warning
+    on stderr that names neither the file nor popproxy."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    for warning in caught:
+        log.warning("certificate %s: %s", path, warning.message)
+    return cert
+
+
+def certificate_expiry(path: Path) -> float | None:
+    """notAfter of the file's first certificate, as a Unix timestamp; None (logged) if
+    cryptography cannot read a certificate OpenSSL loaded: no expiry metric for it then."""
+    try:
+        return read_certificate(path).not_valid_after_utc.timestamp()
+    except (OSError, ValueError) as exc:
+        log.warning("certificate %s: served, but its expiry cannot be read (no expiry "
+                    "metric for it): %s", path, exc)
+        return None
 
 
 def generate_self_signed(state_dir: Path) -> CertPair:
@@ -122,7 +165,7 @@ def generate_self_signed(state_dir: Path) -> CertPair:
 
 
 def _still_valid(cert_path: Path) -> bool:
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    cert = read_certificate(cert_path)
     return cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(
         days=1
     )
@@ -132,9 +175,7 @@ def fingerprint(cert_path: Path, algorithm: str = "sha256") -> str:
     """The fingerprint of a PEM certificate's first certificate, as colon-separated hex (like
     ``openssl x509 -fingerprint``).  ``md5`` only for fetchmail's ``sslfingerprint``, which
     accepts nothing else (docs/clients.md); it identifies, it protects nothing new."""
-    der = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_bytes(
-        serialization.Encoding.DER
-    )
+    der = read_certificate(cert_path).public_bytes(serialization.Encoding.DER)
     digest = hashlib.new(algorithm, der, usedforsecurity=algorithm != "md5").hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
@@ -145,12 +186,17 @@ class ServerTls:
     def __init__(self, settings: Tls, state_dir: Path) -> None:
         self._settings = settings
         self._state_dir = state_dir
-        self.pairs = self._pairs()
-        self.contexts = self._build(self.pairs)
+        self.pairs, self.contexts, self.expiries = self._load()
         self.error = ""  # why the last reload failed (audited and shown to systemd)
 
-    def _build(self, pairs: tuple[CertPair, ...]) -> dict[str, ssl.SSLContext]:
-        return {version: build_server_context(pairs, version) for version in _VERSIONS}
+    def _load(self) -> tuple[tuple[CertPair, ...], dict[str, ssl.SSLContext],
+                             Mapping[CertPair, float | None]]:
+        """The pairs, their contexts and their expiries, swapped in together.  The expiry is
+        read as the files load, so the expiry metric describes the certificates served, not
+        the files on disk now (after a refused reload they hold what was refused)."""
+        pairs = self._pairs()
+        contexts = {version: build_server_context(pairs, version) for version in _VERSIONS}
+        return pairs, contexts, {pair: certificate_expiry(pair.cert) for pair in pairs}
 
     @property
     def context(self) -> ssl.SSLContext:
@@ -169,14 +215,12 @@ class ServerTls:
     def reload(self) -> bool:
         """Re-read certificate files (SIGHUP).  Live sessions keep their TLS state."""
         try:
-            pairs = self._pairs()
-            contexts = self._build(pairs)
+            loaded = self._load()
         except (TlsConfigError, OSError, ValueError) as exc:
             log.error("TLS reload failed, keeping the previous certificates: %s", exc)
             self.error = str(exc)
             return False
-        self.pairs, self.contexts = pairs, contexts
-
+        self.pairs, self.contexts, self.expiries = loaded
         log.info("TLS certificates reloaded")
         return True
 

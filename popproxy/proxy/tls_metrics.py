@@ -16,18 +16,14 @@ collector (``without_unserved``) drops a series every worker marked so.
 
 from __future__ import annotations
 
-import logging
 import math
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
-from cryptography import x509
 from prometheus_client import Gauge
 from prometheus_client.metrics_core import Metric
 
 from popproxy.proxy.tls import CertPair
-
-log = logging.getLogger("popproxy.tls")
 
 EXPIRY_METRIC = "popproxy_tls_certificate_expiry_timestamp_seconds"
 # "This worker serves no such certificate": no real notAfter, and above every one, so the
@@ -83,26 +79,23 @@ def certificate_label(pair: CertPair, taken: set[str]) -> str:
     return name
 
 
-def certificate_expiry(pair: CertPair) -> float:
-    """notAfter of the pair's (first) certificate, as a Unix timestamp."""
-    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
-    return cert.not_valid_after_utc.timestamp()
-
-
-def publish_certificates(gauge: Gauge, pairs: Iterable[CertPair]) -> None:
+def publish_certificates(gauge: Gauge, expiries: Mapping[CertPair, float | None]) -> None:
     """Set popproxy_tls_certificate_expiry_timestamp_seconds for each served certificate;
     certificates no longer served lose their series (no alert for a file replaced on reload;
     with workers, by way of NOT_SERVED: see the module docstring).  Called at start and after
-    every certificate reload."""
+    every certificate or policy reload.
+
+    ``expiries`` is ``ServerTls.expiries``: read when the certificates loaded, never from the
+    files now, which a refused reload left holding what it refused (the series of the
+    certificate still served vanished, and its alert with it).  None: unreadable, no series.
+    """
     served: dict[str, float] = {}
     taken: set[str] = set()
-    for pair in pairs:
+    for pair, expiry in expiries.items():
         name = certificate_label(pair, taken)
         taken.add(name)
-        try:
-            served[name] = certificate_expiry(pair)
-        except (OSError, ValueError) as exc:  # loaded a moment ago; replaced since?
-            log.warning("certificate %s: cannot read its expiry: %s", pair.cert, exc)
+        if expiry is not None:
+            served[name] = expiry
     for family in gauge.collect():
         for sample in family.samples:
             if sample.labels["name"] not in served:

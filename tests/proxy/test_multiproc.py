@@ -67,12 +67,13 @@ CERTIFICATE_WORKER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from popproxy.metrics import Metrics
-    from popproxy.proxy.tls import CertPair
+    from popproxy.proxy.tls import CertPair, certificate_expiry
     from popproxy.proxy.tls_metrics import publish_certificates
     m = Metrics()
     for served in sys.argv[1:]:  # a start, then reloads: the certificate files each serves
-        pairs = [CertPair(Path(f), Path(f), ()) for f in served.split(",") if f]
-        publish_certificates(m.tls_certificate_expiry, pairs)
+        expiries = {CertPair(Path(f), Path(f), ()): certificate_expiry(Path(f))
+                    for f in served.split(",") if f}
+        publish_certificates(m.tls_certificate_expiry, expiries)
     sys.stdout.write("done")
 """)
 

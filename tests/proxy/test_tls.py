@@ -6,12 +6,16 @@ SNI selection, reload and version refusal over real connections are in tests/tls
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import ssl
+import warnings
 from pathlib import Path
 
 import pytest
+import trustme
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 
 from popproxy.policy import Upstream
 from popproxy.proxy.tls import (
@@ -19,6 +23,7 @@ from popproxy.proxy.tls import (
     CertPair,
     TlsConfigError,
     build_server_context,
+    certificate_expiry,
     fingerprint,
     generate_self_signed,
     upstream_context,
@@ -56,6 +61,45 @@ def test_a_missing_key_names_both_files(tmp_path: Path) -> None:
     broken = CertPair(pair.cert, tmp_path / "missing.key", ("mail.example",))
     with pytest.raises(TlsConfigError, match=r"selfsigned\.crt / .*missing\.key"):
         build_server_context((broken,), "TLSv1.2")
+
+
+def test_a_refused_load_says_which_file_and_why(tmp_path: Path) -> None:
+    """OpenSSL says "[SSL] PEM lib" for a broken certificate and a broken key alike."""
+    ca = trustme.CA()
+    cert, key, other = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "o.pem"
+    issued = ca.issue_cert("mail.example")
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    ca.issue_cert("other.example").private_key_pem.write_to_path(str(other))
+    key.write_text("not a key\n")
+    with pytest.raises(TlsConfigError, match=r"k\.pem holds no unencrypted PEM private key$"):
+        build_server_context((CertPair(cert, key, ()),), "TLSv1.2")
+    with pytest.raises(TlsConfigError, match=r"o\.pem is not the private key of .*c\.pem$"):
+        build_server_context((CertPair(cert, other, ()),), "TLSv1.2")
+    issued.private_key_pem.write_to_path(str(key))
+    cert.write_text("not a certificate\n")
+    with pytest.raises(TlsConfigError, match=r"c\.pem holds no PEM certificate$"):
+        build_server_context((CertPair(cert, key, ()),), "TLSv1.2")
+
+
+def test_cryptographys_warnings_become_log_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A certificate cryptography accepts with a CryptographyDeprecationWarning: the admin's
+    log names the file; no raw Python warning (file:line: ...Warning) reaches stderr."""
+    pem = tmp_path / "c.pem"
+    trustme.CA().issue_cert("mail.example").cert_chain_pems[0].write_to_path(str(pem))
+    real = x509.load_pem_x509_certificate
+
+    def warning_load(data: bytes) -> x509.Certificate:
+        warnings.warn("parsed an odd encoding", CryptographyDeprecationWarning, stacklevel=2)
+        return real(data)
+
+    monkeypatch.setattr(x509, "load_pem_x509_certificate", warning_load)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that escaped would raise here
+        with caplog.at_level(logging.WARNING, logger="popproxy.tls"):
+            assert certificate_expiry(pem) == real(pem.read_bytes()).not_valid_after_utc.timestamp()
+    assert f"certificate {pem}: parsed an odd encoding" in caplog.text
+    assert certificate_expiry(tmp_path / "gone.pem") is None  # logged, no series
 
 
 def test_upstream_context_verifies_unless_told_not_to() -> None:

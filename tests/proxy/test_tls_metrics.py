@@ -22,7 +22,7 @@ from cryptography import x509
 from popproxy.metrics import TLS_FAILURE_REASONS, Metrics
 from popproxy.proxy.demo_upstream import DemoUpstream
 from popproxy.proxy.observe import Observer
-from popproxy.proxy.tls import CertPair
+from popproxy.proxy.tls import CertPair, certificate_expiry
 from popproxy.proxy.tls_metrics import (
     certificate_label,
     handshake_failure_reason,
@@ -190,11 +190,13 @@ def test_publish_sets_expiry_and_forgets_replaced_certificates(tmp_path: Path) -
         return metrics.registry.get_sample_value(
             "popproxy_tls_certificate_expiry_timestamp_seconds", {"name": name})
 
-    publish_certificates(gauge, [CertPair(old, old, ())])
+    def loaded(*paths: Path) -> dict[CertPair, float | None]:  # as ServerTls.expiries
+        return {CertPair(path, path, ()): certificate_expiry(path) for path in paths}
+
+    publish_certificates(gauge, loaded(old))
     expected = x509.load_pem_x509_certificate(old.read_bytes()).not_valid_after_utc
     assert value("old") == expected.timestamp()
-    publish_certificates(gauge, [CertPair(new, new, ()), CertPair(tmp_path / "gone.pem",
-                                                                   new, ())])
+    publish_certificates(gauge, loaded(new, tmp_path / "gone.pem"))
     assert value("old") is None  # replaced on reload: no expiry alert for it
     assert value("new") == pytest.approx(later.timestamp(), abs=1)
     assert value("gone") is None  # unreadable: skipped with a warning, not a crash

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import ssl
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import Gauge
@@ -100,7 +101,12 @@ def publish_certificates(gauge: Gauge, expiries: Mapping[CertPair, float | None]
         for sample in family.samples:
             if sample.labels["name"] not in served:
                 gauge.labels(sample.labels["name"]).set(NOT_SERVED)  # the file's last word
-    gauge.clear()
+    with warnings.catch_warnings():
+        # prometheus_client warns that clear() cannot forget a multiprocess file's series:
+        # known, and why NOT_SERVED was written just now (module docstring).  The warning
+        # reached stderr at every start with workers (the README's first command).
+        warnings.filterwarnings("ignore", "Clearing labels", UserWarning)
+        gauge.clear()
     for name, expiry in served.items():
         gauge.labels(name).set(expiry)
 

@@ -11,6 +11,7 @@ import datetime
 import socket
 import ssl
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,3 +201,17 @@ def test_publish_sets_expiry_and_forgets_replaced_certificates(tmp_path: Path) -
     assert value("old") is None  # replaced on reload: no expiry alert for it
     assert value("new") == pytest.approx(later.timestamp(), abs=1)
     assert value("gone") is None  # unreadable: skipped with a warning, not a crash
+
+
+def test_publishing_with_workers_prints_no_python_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: with workers (prometheus_client's multiprocess mode) every start printed
+    "UserWarning: Clearing labels has not been implemented in multi-process mode yet" to
+    stderr, on the README's first command; the clear is meant (NOT_SERVED, module docstring)."""
+    cert = tmp_path / "a.pem"
+    trustme.CA().issue_cert("a.example").cert_chain_pems[0].write_to_path(str(cert))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        publish_certificates(Metrics().tls_certificate_expiry,
+                             {CertPair(cert, cert, ()): certificate_expiry(cert)})

@@ -137,4 +137,17 @@ def describe(root: type[BaseModel], error: ErrorDetails) -> str:
     if error["type"] == "value_error":
         # Our validators' own words already name the value; pydantic prefixes "Value error, ".
         return message.removeprefix("Value error, ")
+    if error["type"] in ("tuple_type", "list_type", "set_type") and not isinstance(
+            error.get("input"), list | tuple | dict):
+        # "Input should be a valid tuple": YAML's words for it are a list, one item too.
+        return f"a list is needed, e.g. [{_item(error)}] or one item per '- ' line" + \
+            _shown(error)
     return message + _shown(error)
+
+
+def _item(error: ErrorDetails) -> str:
+    value = error.get("input")
+    key = " ".join(str(part) for part in error["loc"]).lower()
+    if isinstance(value, str) and value and not any(w in key for w in SECRET_WORDS):
+        return value[:MAX_SHOWN]
+    return "..."

@@ -32,6 +32,14 @@ def test_a_value_that_is_no_network_names_itself_and_an_example(tmp_path: Path) 
     assert detail.endswith("write e.g. 192.0.2.0/24, 192.0.2.7 or 2001:db8::/32")
 
 
+def test_one_value_where_a_list_belongs_says_how_to_write_the_list(tmp_path: Path) -> None:
+    """Regression: "Input should be a valid tuple" (pydantic's words; YAML has lists)."""
+    (detail,) = _details(tmp_path, "listeners: [{name: a, port: 1995}]\n"
+                                   "users: [{match: bob, allow: 127.0.0.0/8}]\n")
+    assert detail == ("2: users.0.allow: a list is needed, e.g. [127.0.0.0/8] or one item "
+                      "per '- ' line (got '127.0.0.0/8')")
+
+
 def test_parse_network_keeps_good_networks_and_non_strings() -> None:
     assert str(parse_network(" 2001:db8::/32")) == "2001:db8::/32"
     assert str(parse_network("192.0.2.7")) == "192.0.2.7/32"

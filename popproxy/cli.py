@@ -57,8 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("--config", "-c", type=Path, required=True,
                      help="policy file, or a directory whose *.yaml files are merged")
-    run.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
-                     help="DEBUG, INFO (default), WARNING or ERROR")
+    run.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     run.add_argument("--capture", type=Path, metavar="DIR",
                      help="write a capture of every session to DIR as a mitmproxy TCP flow, "
                           "passwords and AUTH data redacted (docs/capture.md)")

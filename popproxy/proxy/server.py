@@ -21,6 +21,7 @@ from popproxy.policy.decisions import (
     connect_decision,
 )
 from popproxy.policy.lockout import source_network
+from popproxy.policy.restart import restart_needed
 from popproxy.pop3 import replies
 from popproxy.pop3.replies import Code
 from popproxy.proxy.acceptor import Acceptor, listening_sockets
@@ -324,11 +325,8 @@ class ProxyServer:
 
     def _needs_restart(self, new: Policy) -> str:
         """Why ``new`` cannot be swapped in live ("" if it can)."""
-        old_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in self.config.listeners]
-        new_sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]
-        if old_sockets != new_sockets or new.state_dir != self.config.state_dir:
-            # state_dir: the workers' host file, lockout key, certificates (split if it moved)
-            return "listener names, addresses or modes, or state_dir changed (restart popproxy)"
+        if reason := restart_needed(self.config, new):  # sockets, state_dir
+            return reason
         # The host's session table cannot grow while mapped: every worker refuses alike.
         return self.slots.refusal(new.limits.max_sessions) if self.slots is not None else ""
 

@@ -34,6 +34,7 @@ from popproxy.auditlog import AuditLog
 from popproxy.checks import load_checked
 from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import ConfigError, Policy
+from popproxy.policy.restart import restart_needed
 from popproxy.proxy.listen_group import bind_listeners, leave, rejoin
 from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.sdnotify import Notifier
@@ -79,11 +80,8 @@ def validate_reload(current: Policy, config_path: Path) -> Policy:
         new, _ = load_checked(config_path)  # the schema and every file it names (checks.py)
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
-    sockets = [(lst.name, lst.host, lst.port, lst.mode) for lst in current.listeners]
-    if sockets != [(lst.name, lst.host, lst.port, lst.mode) for lst in new.listeners]:
-        raise ValueError("listener names, addresses or modes changed (restart popproxy)")
-    if new.state_dir != current.state_dir:  # the host file, lockout key, certificates
-        raise ValueError("state_dir changed (restart popproxy)")
+    if reason := restart_needed(current, new):  # sockets, state_dir (policy/restart.py)
+        raise ValueError(reason)
     if resolve_workers(new.workers) != resolve_workers(current.workers):
         log.warning("workers: a reload does not change the number of workers (restart)")
     try:

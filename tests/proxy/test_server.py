@@ -244,8 +244,8 @@ def test_reload_that_changes_listeners_is_refused(loop_thread: LoopThread,
         assert not _reload(loop_thread, proxy.server,
                            make_config(1, listeners=[moved], state_dir=str(tmp_path)))
         assert proxy.server.config is config
-        reason = ("listener names, addresses or modes, or state_dir changed "
-                  "(restart popproxy)")
+        reason = ("listener names, addresses or modes changed (restart popproxy): "
+                  f"pop3: port {config.listeners[0].port} -> 2")
         assert proxy.server.refusal == reason  # what systemd's STATUS= line shows
     assert len(observed.events("config_reload", result="refused", error=reason)) == 1
     assert observed.sample("popproxy_config_reloads_total", kind="policy",

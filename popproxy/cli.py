@@ -49,12 +49,19 @@ from popproxy.statefiles import private_dir
 log = logging.getLogger("popproxy")
 
 
+RUN_HELP = ("run the proxy in the foreground (systemd: packaging/popproxy.service); SIGHUP "
+            "reloads the policy and certificates, SIGTERM drains and stops")
+CHECK_HELP = ("validate policies and the files they name (certificates, keys, feeds) without "
+              "starting anything; exit 0 if every one is usable")
+SCHEMA_HELP = "print the policy's JSON Schema (editor completion) or its key reference"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="popproxy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"popproxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the proxy")
+    run = sub.add_parser("run", help=RUN_HELP, description=RUN_HELP)
     run.add_argument("--config", "-c", type=Path, required=True,
                      help="policy file, or a directory whose *.yaml files are merged")
     run.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
@@ -70,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--capture-bodies", action="store_true",
                      help="with --capture: keep RETR/TOP message bodies (sensitive: mail "
                           "contents on disk)")
-    check = sub.add_parser("check-config", aliases=["check"], help="validate policies")
+    check = sub.add_parser("check-config", aliases=["check"], help=CHECK_HELP,
+                           description=CHECK_HELP)
     check.add_argument("paths", nargs="*", type=Path, help="policy files or directories")
     check.add_argument("--config", "-c", type=Path, action="append", default=[],
                        help="same as a positional path")
@@ -78,24 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the effective policy (YAML, defaults filled in)")
     check.add_argument("--no-files", dest="files", action="store_false",
                        help="check the policy only, not the files it names (examples, CI)")
-    schema = sub.add_parser("schema", help="print the policy JSON Schema")
+    schema = sub.add_parser("schema", help=SCHEMA_HELP, description=SCHEMA_HELP)
     schema.add_argument("--markdown", action="store_true",
                         help="print the key reference of docs/policy.md instead")
     schema.add_argument("--update", type=Path, metavar="FILE",
                         help="with --markdown: rewrite the reference inside FILE")
-    scan = sub.add_parser("scan", help="scan .eml files, directories, mbox or Maildir",
-                          add_help=False)
-    scan.add_argument("rest", nargs=argparse.REMAINDER)
-    quarantine = sub.add_parser("quarantine", help="list, show, release or purge held messages",
-                                add_help=False)
-    quarantine.add_argument("rest", nargs=argparse.REMAINDER)
-    warm = sub.add_parser("warm", help="judge mailboxes before their owners' first login",
-                          add_help=False)
-    warm.add_argument("rest", nargs=argparse.REMAINDER)
-    for name, text in (("cert", "certificates, expiry and fingerprints to pin in clients"),
+    for name, text in (("scan", "scan .eml files, directories, mbox or Maildir"),
+                       ("quarantine", "list, show, release or purge held messages"),
+                       ("warm", "judge mailboxes before their owners' first login"),
+                       ("cert", "certificates, expiry and fingerprints to pin in clients"),
                        ("explain", "which listener and user rules, route, upstream and "
                                     "lockout state apply to a user from an address"),
                        ("test-login", "log in to a user's upstream through the policy's route")):
+        # Each has its own parser (and --help): main() hands it the rest of the arguments.
         sub.add_parser(name, help=text, add_help=False).add_argument(
             "rest", nargs=argparse.REMAINDER)
     return parser

@@ -45,7 +45,10 @@ DEFAULT_FROM = "127.0.0.1"  # test-login: the address the policy's user rules ar
 
 
 def _parser(prog: str, login: bool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"popproxy {prog}", description=__doc__,
+    # Each command's own paragraph of the module docstring (they shared all of it).
+    paragraph = (__doc__ or "").split("\n\n")[2 if login else 1]
+    parser = argparse.ArgumentParser(prog=f"popproxy {prog}",
+                                     description=paragraph.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if login:
         parser.add_argument("user", help="the user name to log in as")

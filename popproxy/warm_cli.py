@@ -1,7 +1,11 @@
 """``popproxy warm --config POLICY --user U | --users FILE``: judge mailboxes ahead of login.
 
-See popproxy/proxy/warm.py for what it does and docs/scanning.md ("Warming") for when to use
-it.  Exit status: 0 every mailbox warmed (or done before), 1 some failed, 2 a configuration
+A new deployment would otherwise read every message of a mailbox at its owner's first STAT.
+Warming logs in to each mailbox with the upstream's master user (warm_login in the policy),
+judges every message as a session would and stores the verdicts where the proxy reads them
+(Redis, or state_dir's verdict file, which needs the proxy stopped: --offline).  Paced, never
+deletes (no DELE; QUIT only after reading).  docs/scanning.md ("Warming") says when to use it.
+Exit status: 0 every mailbox warmed (or done before), 1 some failed, 2 a configuration
 problem, 130 interrupted (run it again: it resumes).
 """
 

@@ -352,12 +352,16 @@ class Supervisor:
             mark_dead(proc.pid, self.metrics_dir)
 
 
+class WorkersValueError(argparse.ArgumentTypeError, ValueError):
+    """A bad ``--workers`` or ``$POPPROXY_WORKERS``: argparse shows an ``ArgumentTypeError``'s
+    message as it is (for a bare ValueError it names the converter function)."""
+
+
 def workers_value(text: str) -> str | int:
-    """``--workers``: argparse shows the message of ``ArgumentTypeError`` as it is."""
     if text == "auto":
         return text
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: auto or a whole number from 1")
+        raise WorkersValueError(f"{text!r}: auto or a whole number from 1")
     return int(text)
 
 

@@ -44,11 +44,24 @@ DEFAULT_CONFIG = DEFAULT_PATH
 DEFAULT_FROM = "127.0.0.1"  # test-login: the address the policy's user rules are asked about
 
 
+# Each command's --help (the module docstring says the same of both).
+EXPLAIN_HELP = """\
+explain --user U --from IP [--listener L] prints the listener's verdict for the address, the
+user rule and what it allows per login method, the route and upstream, and the lockout state of
+the user, the source and the pair read from the configured store (Redis; with workers and no
+Redis, the host's SQLite file; a single process without Redis keeps its counters in memory,
+which cannot be seen from here: it says so)."""
+TEST_LOGIN_HELP = """\
+test-login USER [--listener L --from IP] reads the password from the terminal or the first line
+of standard input and logs in to the routed upstream exactly as the proxy does (USER, PASS over
+the upstream's mode and certificate checks), without a client session.  It prints the route,
+the upstream and the result, never the password.  Exit 0: logged in; 1: refused (by the
+upstream, or by the policy before it); 2: the policy or the upstream is unusable."""
+
+
 def _parser(prog: str, login: bool) -> argparse.ArgumentParser:
-    # Each command's own paragraph of the module docstring (they shared all of it).
-    paragraph = (__doc__ or "").split("\n\n")[2 if login else 1]
     parser = argparse.ArgumentParser(prog=f"popproxy {prog}",
-                                     description=paragraph.replace("``", ""),
+                                     description=TEST_LOGIN_HELP if login else EXPLAIN_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if login:
         parser.add_argument("user", help="the user name to log in as")

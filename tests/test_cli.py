@@ -230,10 +230,15 @@ def test_a_log_level_typo_is_a_usage_error_not_a_traceback(
 
 def test_a_reader_that_stops_reading_ends_a_command_quietly() -> None:
     """Regression: ``popproxy schema | head`` ended with a BrokenPipeError traceback."""
-    proc = subprocess.run(f"{sys.executable} -m popproxy schema | "
-                          f"{sys.executable} -c 'import os; os.close(0)'",
-                          shell=True, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte: every write is EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "popproxy", "schema"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr
 
 

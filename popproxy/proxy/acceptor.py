@@ -31,7 +31,8 @@ _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 def listen_failure(setting: str, host: str, port: int, exc: OSError) -> OSError:
     """``exc`` of a look-up, bind or listen, saying which setting and address failed: "Address
     already in use" alone does not tell an admin which of several listeners it was."""
-    return OSError(exc.errno, f"{setting}: {host}:{port}: {exc.strerror or exc}")
+    said = f"{setting}: {host}:{port}: {exc.strerror or exc}"
+    return OSError(exc.errno, said) if exc.errno is not None else OSError(said)
 
 
 def listening_sockets(host: str, port: int, backlog: int, setting: str = "listener"

@@ -149,8 +149,8 @@ class UpstreamConnection:
         if settings.mode == "starttls":
             status = await self.status(Command("STLS"))
             if not status.ok:
-                raise UpstreamError("upstream refused STLS (does it offer it? upstream.mode "
-                                    "plain or tls)", UpstreamFailure.STLS)
+                raise UpstreamError("upstream refused STLS (does it offer it? the upstream's "
+                                    "mode: plain or tls)", UpstreamFailure.STLS)
             # RFC 2595 section 4 from the other side: anything the server sent after its +OK
             # arrived in plaintext and must not be taken as a TLS-protected answer.
             if self.framer.buffered() or self._channel.unread:
@@ -320,16 +320,18 @@ def _why(exc: BaseException, timeout: float) -> str:
     """What an admin can act on: OpenSSL's reason or the system's words, not a class name."""
     if isinstance(exc, TimeoutError):
         return f"no answer within {timeout:g} s"
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        reason = exc.reason.lower().replace("_", " ")
-        if exc.reason == "WRONG_VERSION_NUMBER":  # what a plain POP3 greeting reads as
-            reason += " (a plain POP3 port? see upstream.mode)"
-        return reason
+    if isinstance(exc, ssl.SSLError):  # its errno is OpenSSL's code, not the system's
+        reason = getattr(exc, "reason", None)
+        if not reason:
+            return exc.strerror or str(exc) or exc.__class__.__name__
+        if reason == "WRONG_VERSION_NUMBER":  # what a plain POP3 greeting reads as
+            return "wrong version number (a plain POP3 port? see the upstream's mode)"
+        return str(reason).lower().replace("_", " ")
     if isinstance(exc, OSError) and exc.errno is not None and exc.errno > 0:
         return os.strerror(exc.errno)  # (not "Connect call failed ('10.0.0.5', 110)")
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror  # a look-up's words (socket.gaierror: "Name or service not known")
-    return exc.__class__.__name__
+    return str(exc) or exc.__class__.__name__  # ("Multiple exceptions: ...", ChannelClosed)
 
 
 async def read_listing(up: UpstreamConnection, verb: str) -> dict[int, bytes]:

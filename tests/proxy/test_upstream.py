@@ -232,7 +232,15 @@ def _wrong_version() -> ssl.SSLError:
 @pytest.mark.parametrize(("exc", "said"), [
     (ConnectionRefusedError(111, "Connect call failed ('10.0.0.5', 110)"), "Connection refused"),
     (TimeoutError(), "no answer within 10 s"),
-    (_wrong_version(), "wrong version number (a plain POP3 port? see upstream.mode)"),
+    (_wrong_version(), "wrong version number (a plain POP3 port? see the upstream's mode)"),
+    (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"),
+     "EOF occurred in violation of protocol"),  # (errno 8 is OpenSSL's, not ENOEXEC)
+    (OSError("Multiple exceptions: [Errno 111] Connect call failed ('::1', 110, 0, 0), "
+             "[Errno 111] Connect call failed ('127.0.0.1', 110)"),
+     "Multiple exceptions: [Errno 111] Connect call failed ('::1', 110, 0, 0), "
+     "[Errno 111] Connect call failed ('127.0.0.1', 110)"),
+    (ConnectionResetError("connection lost during TLS handshake"),
+     "connection lost during TLS handshake"),
 ])
 def test_an_upstream_failure_says_why_in_words_an_admin_can_act_on(exc: BaseException,
                                                                    said: str) -> None:

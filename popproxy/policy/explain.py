@@ -88,7 +88,11 @@ def describe(exp: Explanation) -> list[str]:
         f"connect: {_verdict(exp.connect)}",
         f"user rule: {rule}",
     ]
-    lines += [f"login {mech}: {_verdict(decision)}" for mech, decision in exp.logins.items()]
+    # RFC 2595 section 4 on a starttls listener: the client must issue STLS first.
+    after_stls = ", after STLS" if lst.mode == "starttls" and not lst.allow_plaintext_login \
+        else ""
+    lines += [f"login {mech}: {_verdict(decision)}{after_stls if decision.allowed else ''}"
+              for mech, decision in exp.logins.items()]
     lines += [f"route: {exp.route}",
               f"upstream: {up.host}:{up.port} ({up.mode}"
               f"{', verify off' if up.mode != 'plain' and not up.verify else ''})"]

@@ -78,8 +78,8 @@ def validate_reload(current: Policy, config_path: Path) -> Policy:
     """What a worker's reload would refuse, checked once here; ValueError says why."""
     try:
         new, _ = load_checked(config_path)  # the schema and every file it names (checks.py)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
+    except ConfigError as exc:  # one line, as one process audits and logs it (cli.py)
+        raise ValueError("; ".join(exc.details)) from None
     if reason := restart_needed(current, new):  # sockets, state_dir (policy/restart.py)
         raise ValueError(reason)
     if resolve_workers(new.workers) != resolve_workers(current.workers):

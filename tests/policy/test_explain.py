@@ -56,6 +56,12 @@ def test_the_only_listener_needs_no_name_and_starttls_counts_as_tls() -> None:
                                     "users": [{"match": "*", "require_tls": True}]})
     exp = explain(policy, "a", ADDR("127.0.0.1"), None)  # starttls: login only after STLS
     assert exp.allowed and exp.listener.name == "p"
+    # An admin reading "allowed" must not expect a login before STLS (RFC 2595 section 4).
+    assert "login USER: allowed (user rule '*'), after STLS" in describe(exp)
+    plain_ok = Policy.model_validate({"listeners": [{"name": "p", "port": 110,
+                                                     "allow_plaintext_login": True}]})
+    assert not any("STLS" in line for line in describe(explain(plain_ok, "a",
+                                                                ADDR("127.0.0.1"), None)))
 
 
 def test_unknown_or_ambiguous_listener_lists_the_names() -> None:

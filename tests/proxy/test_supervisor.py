@@ -147,8 +147,10 @@ def test_validate_reload_refuses_what_a_worker_would_refuse(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="listener"):
         validate_reload(current, path)
     path.write_text("listeners: [oops\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:
         validate_reload(current, path)
+    # One line, "FILE:LINE: ...", as one process writes it to the audit log and the journal.
+    assert str(refused.value).startswith(f"{path}:") and "\n" not in str(refused.value)
     path.write_text(_policy_text(port, tmp_path, "users: [{match: bob, mechanisms: [PLAIN]}]\n"))
     assert len(validate_reload(current, path).users) == 1
     moved = _policy_text(port, tmp_path).replace(str(tmp_path / "state"), str(tmp_path / "b"))

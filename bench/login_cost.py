@@ -118,10 +118,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def session(ctx: ssl.SSLContext, port: int, user: str, pw: str) -> None:
+# The commands of one session by --steps: each phase's cost is the difference of two runs.
+STEPS = {
+    "quit": ("QUIT",),
+    "login": ("USER", "PASS", "QUIT"),
+    "stat": ("USER", "PASS", "STAT", "QUIT"),
+}
+
+
+async def session(ctx: ssl.SSLContext, port: int, user: str, pw: str,
+                  steps: tuple[str, ...] = STEPS["stat"]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    args = {"USER": b" " + user.encode(), "PASS": b" " + pw.encode()}
     try:
-        for line in (None, b"USER " + user.encode(), b"PASS " + pw.encode(), b"STAT", b"QUIT"):
+        for line in (None, *(verb.encode() + args.get(verb, b"") for verb in steps)):
             if line is not None:
                 writer.write(line + b"\r\n")
             answer = await reader.readline()
@@ -131,14 +141,14 @@ async def session(ctx: ssl.SSLContext, port: int, user: str, pw: str) -> None:
         writer.close()
 
 
-async def logins(port: int, count: int) -> None:
+async def logins(port: int, count: int, steps: tuple[str, ...] = STEPS["stat"]) -> None:
     ctx = ssl.create_default_context(cafile=str(POPLAB / "tls" / "ca.crt"))
     todo = iter(range(count))
 
     async def client() -> None:
         for n in todo:
             user, pw = USERS[n % len(USERS)]
-            await session(ctx, port, user, pw)
+            await session(ctx, port, user, pw, steps)
 
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
 
@@ -233,6 +243,9 @@ def main() -> int:
     ap.add_argument("--event-loop", default="uvloop")
     ap.add_argument("--log-level", default="INFO", help="popproxy's (INFO: the CLI default)")
     ap.add_argument("--top", type=int, default=40, help="cprofile: functions listed")
+    ap.add_argument("--steps", choices=tuple(STEPS), default="stat",
+                    help="the session's commands after the TLS handshake (default: USER, PASS, "
+                    "STAT, QUIT, bench.py's session); a phase costs the difference of two runs")
     ap.add_argument("--save", type=Path, default=None, help="keep the profile / callgrind file")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="login-cost-") as tmpdir:
@@ -240,10 +253,10 @@ def main() -> int:
         proc = start(a.tool, tmp, port, a.event_loop, a.log_level)
         try:
             wait_port(port, proc)
-            asyncio.run(logins(port, WARMUP))
+            asyncio.run(logins(port, WARMUP, STEPS[a.steps]))
             time.sleep(1.0)
             toggle(a.tool, proc)
-            asyncio.run(logins(port, a.logins))
+            asyncio.run(logins(port, a.logins, STEPS[a.steps]))
             time.sleep(1.0)
             toggle(a.tool, proc)
             time.sleep(2.0)

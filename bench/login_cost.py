@@ -165,15 +165,28 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], limit: float = 120.0) ->
     sys.exit("popproxy did not listen")
 
 
-def start(tool: str, tmp: Path, port: int, event_loop: str, log_level: str
-          ) -> subprocess.Popen[bytes]:
+def start(tool: str, tmp: Path, port: int, event_loop: str, log_level: str,
+          floor: str | None = None) -> subprocess.Popen[bytes]:
     config = tmp / "config.yaml"
     config.write_text(CONFIG.format(port=port, poplab=POPLAB, upstream=UPSTREAM_PORT,
                                     state=tmp / "state"))
     args = ["run", "--config", str(config), "--workers", "1", "--event-loop", event_loop,
             "--log-level", log_level]
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    if tool in ("cprofile", "gc"):
+    if floor is not None:  # bench/python_floor.py instead of popproxy: the least a relay spends
+        pem = tmp / "server.pem"
+        pem.write_bytes((POPLAB / "tls" / "server.crt").read_bytes()
+                        + (POPLAB / "tls" / "server.key").read_bytes())
+        floor_script = str(Path(__file__).resolve().parent / "python_floor.py")
+        args = [floor_script, "--port", str(port), "--cert", str(pem), "--upstream",
+                str(UPSTREAM_PORT), "--io", floor]
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent)
+    if floor is not None and tool == "callgrind":
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+               f"--callgrind-out-file={tmp / 'callgrind.out'}", PROXY_PYTHON, *args]
+    elif floor is not None:
+        sys.exit("--floor: with --tool callgrind only")
+    elif tool in ("cprofile", "gc"):
         code = PROFILED.format(out=str(tmp / "prof.out")) if tool == "cprofile" else \
             GC_COUNTED.format()
         cmd = [PROXY_PYTHON, "-c", code, "-", *args]
@@ -246,11 +259,14 @@ def main() -> int:
     ap.add_argument("--steps", choices=tuple(STEPS), default="stat",
                     help="the session's commands after the TLS handshake (default: USER, PASS, "
                     "STAT, QUIT, bench.py's session); a phase costs the difference of two runs")
+    ap.add_argument("--floor", choices=("transport", "sockets"), default=None,
+                    help="callgrind: measure bench/python_floor.py (--io this) instead: the "
+                    "instructions a bare Python TLS relay spends per session")
     ap.add_argument("--save", type=Path, default=None, help="keep the profile / callgrind file")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="login-cost-") as tmpdir:
         tmp, port = Path(tmpdir), free_port()
-        proc = start(a.tool, tmp, port, a.event_loop, a.log_level)
+        proc = start(a.tool, tmp, port, a.event_loop, a.log_level, a.floor)
         try:
             wait_port(port, proc)
             asyncio.run(logins(port, WARMUP, STEPS[a.steps]))

@@ -33,6 +33,7 @@ from popproxy.pop3.events import (
 from popproxy.pop3.framing import ResponseFramer, Unstuffer
 from popproxy.pop3.listing import ListingReader
 from popproxy.proxy.channel_errors import ChannelClosed
+from popproxy.proxy.resting import rest_soon
 from popproxy.proxy.upstream_socket import open_channel
 
 log = logging.getLogger("popproxy.upstream")
@@ -280,8 +281,9 @@ class UpstreamConnection:
             return ()  # a garbled list: behave as for a server without CAPA
 
     def rest(self) -> None:
-        """No answer is awaited until the next request: the socket need not be watched."""
-        self._channel.rest()
+        """No answer is awaited until the next request: the socket need not be watched, from
+        a moment on (``resting``: a busy session's next command comes sooner)."""
+        rest_soon(self._channel)
 
     def close(self) -> None:
         """Close without QUIT: nothing is committed upstream (RFC 1939 section 6)."""

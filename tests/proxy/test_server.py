@@ -25,6 +25,7 @@ from popproxy.proxy.client_channel import ClientChannel
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.listen_group import bind_listeners
 from popproxy.proxy.observe import Observer
+from popproxy.proxy.resting import rest_all_now
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.server import ProxyServer
 from popproxy.proxy.session import Session, SessionSettings
@@ -435,6 +436,7 @@ def test_an_idle_sessions_upstream_socket_is_not_watched(loop_thread: LoopThread
         client.login("u", "p")
 
         async def upstream_watched() -> bool:
+            rest_all_now()  # what the loop does REST_AFTER seconds after the last answer
             (task,) = proxy.server._sessions
             frame = task.get_coro().cr_frame  # type: ignore[union-attr]
             upstream = frame.f_locals["session"].upstream

@@ -1,0 +1,70 @@
+"""An idle session's upstream stops being watched a moment after its last answer, not at once.
+
+Why: a watched descriptor costs about 0.55 KiB per idle session on uvloop (its poll handle, the
+callback's handle and context), so an idle session's upstream rests (``SocketChannel.rest``).
+But resting and watching again is an ``add_reader``/``remove_reader`` pair per command, about
+4.5 us on uvloop (a poll handle made and freed, two ``epoll_ctl`` calls, and uvloop's check
+for a transport on the descriptor, which raises and catches a ``KeyError`` each time), and a
+session that is not idle sends its next command within milliseconds (issue 18: CPU per login).
+So ``rest_soon`` puts the channel on its loop's list, and one loop timer rests every channel on
+it ``REST_AFTER`` seconds later; a channel that is reading again by then stays watched
+(``rest`` checks, as it always did).  The list holds a channel for at most that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Protocol
+
+# Seconds an upstream stays watched after its last answer: far longer than a client takes
+# between the commands of one session, far shorter than the shortest idle timeout (RFC 1939
+# section 3: 10 minutes) and than bench.py's settle time before it measures idle memory (2 s).
+REST_AFTER = 1.0
+_local = threading.local()
+
+
+class Restable(Protocol):
+    def rest(self) -> None: ...
+
+
+class _Resting:
+    """The channels of one loop waiting to rest, and the one timer that rests them."""
+
+    __slots__ = ("_channels", "_timer", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._channels: set[Restable] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, channel: Restable) -> None:
+        self._channels.add(channel)
+        if self._timer is None:
+            self._timer = self.loop.call_later(REST_AFTER, self.run)
+
+    def run(self) -> None:
+        """Rest every channel on the list now (``rest`` leaves one that is reading again)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        channels, self._channels = self._channels, set()
+        for channel in channels:
+            channel.rest()
+
+
+def _resting(loop: asyncio.AbstractEventLoop) -> _Resting:
+    resting: _Resting | None = getattr(_local, "resting", None)
+    if resting is None or resting.loop is not loop:  # one per loop (tests run a loop each)
+        resting = _local.resting = _Resting(loop)
+    return resting
+
+
+def rest_soon(channel: Restable) -> None:
+    """``channel.rest()`` in ``REST_AFTER`` seconds, with every other channel due then."""
+    _resting(asyncio.get_running_loop()).add(channel)
+
+
+def rest_all_now() -> None:
+    """Rest every channel on this loop's list now (tests)."""
+    _resting(asyncio.get_running_loop()).run()

@@ -190,7 +190,7 @@ def _reload_policy(server: ProxyServer, config_path: Path | None) -> str:
             server.observer.metrics.config_reloads.labels("policy", "unchanged").inc()
         elif new is not None and not server.reload_policy(new):
             refused = server.refusal
-    if not server.reload_tls():
+    if not server.reload_tls(policy_refused=bool(refused)):
         refused = refused or server.refusal
     return refused
 

@@ -291,7 +291,10 @@ class Supervisor:
         try:
             new = validate_reload(self.config, self.config_path)
         except ValueError as exc:
-            log.error("policy reload refused, keeping the old policy everywhere: %s", exc)
+            # No worker re-reads its certificates either (one process does: cli.py), so the
+            # line says both stay.
+            log.error("policy reload refused, keeping the old policy and certificates "
+                      "everywhere: %s", exc)
             self.metrics.reloads.labels("refused").inc()
             # No worker sees this reload, so none counts or audits it: done here, as one
             # process or a worker refusing it would (docs/observability.md).

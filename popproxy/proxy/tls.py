@@ -220,8 +220,7 @@ class ServerTls:
             log.error("TLS reload failed, keeping the previous certificates: %s", exc)
             self.error = str(exc)
             return False
-        self.pairs, self.contexts, self.expiries = loaded
-        log.info("TLS certificates reloaded")
+        self.pairs, self.contexts, self.expiries = loaded  # (the caller logs it: it knows why)
         return True
 
 

@@ -310,9 +310,8 @@ class ProxyServer:
         self.observer.audit.event(event, None, result=result, **fields)
 
     def reload_tls(self, policy_refused: bool = False) -> bool:
-        """New certificates for new handshakes; live sessions are untouched.
-        ``policy_refused``: this SIGHUP's new policy was just refused, so the files re-read are
-        the old policy's, and the log says so (a bare "reloaded" read as the reload worked)."""
+        """New certificates for new handshakes; live sessions are untouched.  After a refused
+        policy the files are the old policy's: not "reloaded" (read as the reload worked)."""
         if self.server_tls is None:
             return True
         ok = self.server_tls.reload()

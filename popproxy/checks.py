@@ -248,6 +248,16 @@ def check_files(config: Policy, clock: Clock = utcnow) -> list[Finding]:
     return [*_tls_findings(config, now), *_upstream_findings(config), *_state_findings(config)]
 
 
+class FileCheckError(ConfigError):
+    """``load_checked``'s refusal of a valid policy for the files it names; ``findings`` keep
+    each problem's key (the supervisor counts a certificate's as a refused certificate
+    reload, as one process's own re-read of the certificates is)."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        super().__init__([str(finding) for finding in findings])
+        self.findings = findings
+
+
 def errors(findings: list[Finding], strict: bool = False) -> list[Finding]:
     """The findings that make a policy unusable (``strict``: also the insecure ones)."""
     failing = ("error", "insecure") if strict else ("error",)
@@ -260,11 +270,12 @@ def load_checked(path: Path, clock: Clock = utcnow,
     ``run`` and a reload accept (``strict``: what ``check-config`` accepts).  Returns the
     policy and the findings that did not fail it.
 
-    Raises ``ConfigError`` whose details are the schema's errors, or the file errors.
+    Raises ``ConfigError`` whose details are the schema's errors, or ``FileCheckError`` with
+    the file errors.
     """
     config = load_config(path)
     findings = check_files(config, clock)
     bad = errors(findings, strict)
     if bad:
-        raise ConfigError([str(finding) for finding in bad])
+        raise FileCheckError(bad)
     return config, [finding for finding in findings if finding not in bad]

@@ -42,7 +42,7 @@ from popproxy.proxy.server import ProxyServer
 from popproxy.proxy.slot_table import SlotTableError
 from popproxy.proxy.supervisor import workers_setting, workers_value
 from popproxy.proxy.tasks import spawn
-from popproxy.proxy.tls import TlsConfigError, fingerprint
+from popproxy.proxy.tls import TlsConfigError, certificate_line
 from popproxy.proxy.worker import WORKER_COMMAND, main_worker
 from popproxy.statefiles import private_dir
 
@@ -130,9 +130,7 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
         probing = spawn(probe.run(), "upstream-probe")
     if server.server_tls is not None:
         for pair in server.server_tls.pairs:
-            # MD5 too: fetchmail's sslfingerprint accepts nothing else (docs/clients.md).
-            print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)} "
-                  f"MD5 {fingerprint(pair.cert, 'md5')}", flush=True)
+            print(certificate_line(pair.cert), flush=True)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, _reload, server, config_path, notifier)
     # SIGUSR1 (logrotate, nginx's habit): reopen the audit log only, no policy reload.
@@ -153,6 +151,7 @@ async def serve(config: Policy, stop: asyncio.Event, config_path: Path | None = 
         await ops.stop()
     if demo is not None:
         await demo.stop()
+    log.info("stopped")  # the journal's last word: a drain that ended, not a crash
 
 
 def _reload(server: ProxyServer, config_path: Path | None,
@@ -190,7 +189,7 @@ def _reload_policy(server: ProxyServer, config_path: Path | None) -> str:
             server.observer.metrics.config_reloads.labels("policy", "unchanged").inc()
         elif new is not None and not server.reload_policy(new):
             refused = server.refusal
-    if not server.reload_tls():
+    if not server.reload_tls(policy_refused=bool(refused)):
         refused = refused or server.refusal
     return refused
 

@@ -30,9 +30,9 @@ from popproxy.policy import ConfigError, Lockout, Policy, load_config
 from popproxy.policy.decisions import parse_address, route_for
 from popproxy.policy.explain import UnknownListener, describe, explain
 from popproxy.policy.lockout import assess, make_keys
+from popproxy.policy.schema_lockout import SECRET_FILE
 from popproxy.pop3.events import Command
 from popproxy.proxy.host_state import default_db_path
-from popproxy.proxy.lockout_guard import SECRET_FILE
 from popproxy.proxy.lockout_store import RedisStore
 from popproxy.proxy.redis_client import connect
 from popproxy.proxy.store_sqlite import SqliteStore

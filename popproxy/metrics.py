@@ -332,6 +332,7 @@ class SupervisorMetrics:
         self.config_reloads = Counter(reloads.name.removesuffix("_total"), reloads.help,
                                       reloads.labels, registry=self.merged)
         self.config_reloads.labels("policy", "refused")
+        self.config_reloads.labels("certificates", "refused")
         # The upstream health probe runs here, once per host, not in every worker (a worker
         # never sets this family, so the summed worker metrics do not carry it).
         up = DEFINITIONS["upstream_up"]

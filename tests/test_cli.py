@@ -253,3 +253,35 @@ def test_event_loop_default_is_auto_which_is_uvloop_where_it_imports(
     assert resolve_event_loop("auto") == "uvloop"
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
     assert resolve_event_loop("auto") == "asyncio"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_start_names_the_certificate_resolved_and_sigterm_ends_with_stopped(
+        tmp_path: Path, workers: str) -> None:
+    """Regression (admin review): the start-up line said ``.../policies/../tls/server.pem``,
+    and after SIGTERM the log just ended (a crash looks the same), in one process and with
+    workers."""
+    (tmp_path / "tls").mkdir()
+    pem = tmp_path / "tls" / "server.pem"
+    trustme.CA().issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    pem.chmod(0o600)  # (a private key: no warning about its mode)
+    (tmp_path / "policies").mkdir()
+    _config(tmp_path / "policies", "tls: {certificates: [{cert: ../tls/server.pem, "
+                                   "key: ../tls/server.pem}]}\n", grace=1)
+    out = tmp_path / "out.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "popproxy", "run", "--config",
+                                 "policies/policy.yaml", "--workers", workers], cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "popproxy ready" in out.read_text(), 30, "popproxy ready")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    lines = out.read_text().splitlines()
+    assert any(line.startswith(f"TLS certificate {pem.resolve()} SHA-256 ") for line in lines)
+    assert not any("/../" in line for line in lines if line.startswith("TLS certificate"))
+    assert lines[-1].endswith(": stopped"), lines[-3:]

@@ -134,6 +134,23 @@ def test_a_refused_certificate_reload_keeps_the_served_certificates_expiry(
     assert "cryptography.io" not in caplog.text  # nothing re-read the refused file
     assert reloads.count("certificates", "refused") == 1
 
+def test_certificates_re_read_after_a_refused_policy_are_not_called_reloaded(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (admin review): SIGHUP with a bad policy file logged the refusal and then
+    "TLS certificates reloaded", read as the reload having worked; the old policy's
+    certificate files were only re-read."""
+    listeners = [{"name": "pop3s", "host": "127.0.0.1", "port": 1, "mode": "tls"}]
+    reloads = Reloads(tmp_path, listeners=listeners)  # a self-signed certificate
+    reloads.path.write_text("listeners: [oops\n")
+    with caplog.at_level(logging.INFO, logger="popproxy"):
+        assert _reload_policy(reloads.server, reloads.path) != ""
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0].startswith("policy reload refused, keeping the old policy: ")
+    assert said[1:] == ["TLS certificates re-read from the old policy's files (the new "
+                        "policy was refused)"]
+    assert reloads.count("certificates", "ok") == 1  # re-read they were: counted as before
+
+
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:

@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from popproxy.policy.hints import describe, key_path
 from popproxy.policy.paths import policy_base, rebase
-from popproxy.policy.schema import Policy, semantic_problems
+from popproxy.policy.schema import Policy, Problem, semantic_problems
 from popproxy.policy.yamlpos import Location, line_of, load_with_positions
 
 LIST_SECTIONS = ("listeners", "users", "routes")
 NAMED_SECTIONS = ("upstreams",)
+# The sections semantic_problems (schema.py) reads, besides the upstreams' names.
+CROSS_CHECKED = ("listeners", "users", "routes")
 
 
 class ConfigError(Exception):
@@ -115,13 +117,36 @@ def load_config(path: Path) -> Policy:
     try:
         config = Policy.model_validate(merged.data)
     except ValidationError as exc:
+        # The rules across entries too, in the same run (after the schema's errors): a
+        # duplicate listener should not wait until a typo elsewhere is fixed.
         raise ConfigError(
             [_describe(merged, tuple(e["loc"]), describe(Policy, e)) for e in exc.errors()]
+            + [_describe(merged, loc, message)
+               for loc, message in _cross_field_problems(merged.data)]
         ) from None
     problems = semantic_problems(config)
     if problems:
         raise ConfigError([_describe(merged, loc, message) for loc, message in problems])
     return rebase(config, policy_base(path))
+
+
+def _cross_field_problems(data: dict[str, Any]) -> list[Problem]:
+    """``semantic_problems`` of a policy that failed the schema: each section it reads is
+    validated alone, and one with errors of its own (already reported) is left out."""
+    sections: dict[str, Any] = {"listeners": ()}
+    for name in CROSS_CHECKED:
+        if name in data:
+            try:
+                adapter: TypeAdapter[Any] = TypeAdapter(Policy.model_fields[name].annotation)
+                sections[name] = adapter.validate_python(data[name])
+            except ValidationError:
+                continue
+    upstreams = data.get("upstreams", {})
+    if isinstance(upstreams, dict):  # only their names count here (routes.N.upstream)
+        sections["upstreams"] = {str(name): None for name in upstreams}
+    else:  # no names to check routes against: that section's error is reported
+        sections.pop("routes", None)
+    return semantic_problems(Policy.model_construct(**sections))
 
 
 def _describe(merged: _Merged, merged_loc: Location, message: str) -> str:

@@ -32,6 +32,9 @@ class LockoutLimit(Model):
         return self
 
 
+SECRET_FILE = "lockout.key"  # lockout.secret_file's default, in state_dir
+
+
 class Lockout(SharedRedis):
     """Failed-login throttling (see popproxy/policy/lockout.py for the model); shared by
     several instances through ``redis_url``, ``redis_sentinel`` or ``redis_cluster``."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from popproxy.policy.decisions import IPAddress
 from popproxy.policy.lockout import Assessment, LockoutKeys, assess, make_keys, password_tag
-from popproxy.policy.schema_lockout import Lockout
+from popproxy.policy.schema_lockout import SECRET_FILE, Lockout
 from popproxy.proxy.lockout_store import FailoverStore, LockoutStore, MemoryStore, RedisStore
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.redis_client import connect
@@ -26,7 +26,6 @@ from popproxy.statefiles import private_dir
 log = logging.getLogger("popproxy.lockout")
 
 SECRET_BYTES = 32
-SECRET_FILE = "lockout.key"
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -33,7 +33,7 @@ from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.sdnotify import Notifier, report_status
 from popproxy.proxy.supervisor import ReleaseWorker, Supervisor, no_release
 from popproxy.proxy.tasks import spawn
-from popproxy.proxy.tls import ServerTls, fingerprint, upstream_contexts
+from popproxy.proxy.tls import ServerTls, certificate_line, upstream_contexts
 from popproxy.proxy.tls_metrics import without_unserved
 
 log = logging.getLogger("popproxy.supervisor")
@@ -106,9 +106,7 @@ def prepare_shared_files(config: Policy) -> None:
     """Files that workers would otherwise all try to create at once: made here, once."""
     if any(lst.mode != "plain" for lst in config.listeners):
         for pair in ServerTls(config.tls, config.state_dir).pairs:
-            # MD5 too: fetchmail's sslfingerprint accepts nothing else (docs/clients.md).
-            print(f"TLS certificate {pair.cert} SHA-256 {fingerprint(pair.cert)} "
-                  f"MD5 {fingerprint(pair.cert, 'md5')}", flush=True)
+            print(certificate_line(pair.cert), flush=True)
     if config.lockout.enabled:
         load_secret(config.lockout, config.state_dir)
 
@@ -157,6 +155,7 @@ async def serve_workers(config: Policy, config_path: Path, workers: int,
         if demo is not None:
             await demo.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    log.info("stopped")  # every worker drained or killed: the journal's last word
 
 
 async def _supervise(supervisor: Supervisor, stop: asyncio.Event) -> None:

@@ -309,8 +309,9 @@ class ProxyServer:
         event = "tls_reload" if kind == "certificates" else "config_reload"
         self.observer.audit.event(event, None, result=result, **fields)
 
-    def reload_tls(self) -> bool:
-        """New certificates for new handshakes; live sessions are untouched."""
+    def reload_tls(self, policy_refused: bool = False) -> bool:
+        """New certificates for new handshakes; live sessions are untouched.  After a refused
+        policy the files are the old policy's: not "reloaded" (read as the reload worked)."""
         if self.server_tls is None:
             return True
         ok = self.server_tls.reload()
@@ -321,6 +322,8 @@ class ProxyServer:
         self.refusal = error
         if ok:  # refused: the old certificates are served, and their expiries stay published
             self._publish_certificates()
+            log.info("TLS certificates re-read from the old policy's files (the new policy "
+                     "was refused)" if policy_refused else "TLS certificates reloaded")
         return ok
 
     def _needs_restart(self, new: Policy) -> str:

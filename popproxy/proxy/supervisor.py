@@ -31,7 +31,7 @@ from pathlib import Path
 from prometheus_client import multiprocess
 
 from popproxy.auditlog import AuditLog
-from popproxy.checks import load_checked
+from popproxy.checks import FileCheckError, load_checked
 from popproxy.metrics import SupervisorMetrics
 from popproxy.policy import ConfigError, Policy
 from popproxy.policy.restart import restart_needed
@@ -74,12 +74,25 @@ def resolve_workers(value: str | int) -> int:
     return usable_cpus() if value == "auto" else int(value)
 
 
+class CertificatesRefused(ValueError):
+    """A reload refused (also) because the server's certificates or keys do not load: one
+    process would count and audit a refused certificate reload too (its re-read of them
+    fails), so the supervisor does, besides the refused policy."""
+
+
+def _certificate_problem(exc: ConfigError) -> bool:
+    return isinstance(exc, FileCheckError) and any(
+        finding.key.startswith("tls.certificates.") for finding in exc.findings)
+
+
 def validate_reload(current: Policy, config_path: Path) -> Policy:
-    """What a worker's reload would refuse, checked once here; ValueError says why."""
+    """What a worker's reload would refuse, checked once here; ValueError says why
+    (CertificatesRefused if the certificates are among the reasons)."""
     try:
         new, _ = load_checked(config_path)  # the schema and every file it names (checks.py)
     except ConfigError as exc:  # one line, as one process audits and logs it (cli.py)
-        raise ValueError("; ".join(exc.details)) from None
+        refusal = CertificatesRefused if _certificate_problem(exc) else ValueError
+        raise refusal("; ".join(exc.details)) from None
     if reason := restart_needed(current, new):  # sockets, state_dir (policy/restart.py)
         raise ValueError(reason)
     if resolve_workers(new.workers) != resolve_workers(current.workers):
@@ -91,7 +104,8 @@ def validate_reload(current: Policy, config_path: Path) -> Policy:
         if new.lockout.enabled:  # a new secret_file must be readable (made once, here)
             load_secret(new.lockout, new.state_dir)
     except (TlsConfigError, OSError, ValueError) as exc:
-        raise ValueError(str(exc)) from None
+        refusal = CertificatesRefused if isinstance(exc, TlsConfigError) else ValueError
+        raise refusal(str(exc)) from None
     return new
 
 
@@ -291,12 +305,19 @@ class Supervisor:
         try:
             new = validate_reload(self.config, self.config_path)
         except ValueError as exc:
-            log.error("policy reload refused, keeping the old policy everywhere: %s", exc)
+            # No worker re-reads its certificates either (one process does: cli.py), so the
+            # line says both stay.
+            log.error("policy reload refused, keeping the old policy and certificates "
+                      "everywhere: %s", exc)
             self.metrics.reloads.labels("refused").inc()
             # No worker sees this reload, so none counts or audits it: done here, as one
             # process or a worker refusing it would (docs/observability.md).
             self.metrics.config_reloads.labels("policy", "refused").inc()
             self.audit.event("config_reload", None, result="refused", error=str(exc))
+            if isinstance(exc, CertificatesRefused):  # (no worker re-reads them either)
+                self.metrics.config_reloads.labels("certificates", "refused").inc()
+                self.audit.event("tls_reload", None, result="refused",
+                                 error=f"certificates: {exc}")
             self.refusal = str(exc).replace("\n", " ")
             return False
         for slot in self.slots:

@@ -180,6 +180,17 @@ def fingerprint(cert_path: Path, algorithm: str = "sha256") -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
+def certificate_line(cert: Path) -> str:
+    """The start-up line naming a served certificate and the fingerprints clients pin (MD5
+    too: fetchmail's ``sslfingerprint`` accepts nothing else, docs/clients.md).  Its directory
+    is resolved (``policies/../tls`` as the kernel reads it, symlinked directories too); the
+    file's own name is kept: Let's Encrypt's ``live/`` names link to numbered archive files,
+    and the configured name is the one to recognise."""
+    shown = cert.parent.resolve() / cert.name
+    return (f"TLS certificate {shown} SHA-256 {fingerprint(cert)} "
+            f"MD5 {fingerprint(cert, 'md5')}")
+
+
 class ServerTls:
     """The current client-facing context; ``reload`` swaps it only if the new one loads."""
 
@@ -220,8 +231,7 @@ class ServerTls:
             log.error("TLS reload failed, keeping the previous certificates: %s", exc)
             self.error = str(exc)
             return False
-        self.pairs, self.contexts, self.expiries = loaded
-        log.info("TLS certificates reloaded")
+        self.pairs, self.contexts, self.expiries = loaded  # (the caller logs it: it knows why)
         return True
 
 

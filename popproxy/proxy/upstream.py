@@ -320,7 +320,11 @@ __all__ = [
 
 def _why(exc: BaseException, timeout: float) -> str:
     """What an admin can act on: OpenSSL's reason or the system's words, not a class name."""
-    if isinstance(exc, TimeoutError):
+    # Our own deadline (asyncio.timeout) raises a bare TimeoutError.  The kernel's ETIMEDOUT
+    # (connect's SYN retries, a dead peer's retransmissions) is one too: Python maps that
+    # errno to TimeoutError (PEP 3151), and it did not come from our setting, so it reads as
+    # the system's words below ("Connection timed out"), not "within <our timeout>".
+    if isinstance(exc, TimeoutError) and not exc.errno:
         return f"no answer within {timeout:g} s"
     if isinstance(exc, ssl.SSLError):  # its errno is OpenSSL's code, not the system's
         reason = getattr(exc, "reason", None)

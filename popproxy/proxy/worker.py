@@ -102,7 +102,7 @@ def reload_worker(server: ProxyServer, config_path: Path) -> bool:
         ok = True
     else:
         ok = server.reload_policy(new)
-    return server.reload_tls() and ok
+    return server.reload_tls(policy_refused=not ok) and ok
 
 
 class StatusPipe:

@@ -122,6 +122,34 @@ def test_route_to_unknown_upstream(tmp_path: Path) -> None:
                       "'nowhere'; known: default")
 
 
+def test_schema_errors_and_rules_across_entries_are_reported_in_one_run(
+        tmp_path: Path) -> None:
+    """Regression (admin review): a duplicate listener name showed only once the schema
+    passed, so fixing a typo elsewhere revealed a second round of errors."""
+    path = _files(tmp_path, a="listeners:\n  - {name: a, port: 1995, mode: tls}\n"
+                              "  - {name: a, port: 1996, mode: tls}\n"
+                              "upstreams: {legacy: {host: mail.example, port: 0}}\n"
+                              "routes: [{match: bob, upstream: legacy}]\n"
+                              "limits:\n  max_sessions: many\n")
+    where = tmp_path / "a.yaml"
+    details = _error(path)
+    assert [d.split(": ")[1] for d in details] == [  # the schema's first
+        "upstreams.legacy.port", "limits.max_sessions", "listeners.1.name"]
+    assert details[2] == (f"{where}:3: listeners.1.name: listener name 'a' already used by "
+                          "listeners.0")
+
+
+def test_a_section_with_its_own_errors_is_left_out_of_the_rules_across_entries(
+        tmp_path: Path) -> None:
+    path = _files(tmp_path, a="listeners:\n  - {name: a, port: 1995, mode: tls}\n"
+                              "  - {name: a, port: 0, mode: tls}\n"
+                              "upstreams: [legacy]\n"
+                              "routes: [{match: bob, upstream: legacy}]\n")
+    # Neither "listener name 'a' already used" nor "unknown upstream 'legacy'": the listeners
+    # and upstreams are wrong in themselves, and said so.
+    assert [d.split(": ")[1] for d in _error(path)] == ["listeners.1.port", "upstreams"]
+
+
 def test_proxy_protocol_needs_trusted_networks(tmp_path: Path) -> None:
     path = _files(tmp_path, a="listeners:\n  - name: a\n    port: 1995\n    mode: tls\n"
                               "    proxy_protocol: {trusted: []}\n")

@@ -57,3 +57,16 @@ def test_splice_replaces_only_the_marked_block_or_appends_it() -> None:
 def test_dump_fills_in_defaults() -> None:
     text = dump(Policy.model_validate({"listeners": [{"name": "a", "port": 1}]}))
     assert "  idle_timeout: 600.0\n" in text and "  mode: starttls\n" in text
+
+
+def test_dump_shows_where_the_paths_that_default_into_state_dir_are() -> None:
+    """Regression (admin review): ``check-config --dump`` printed ``secret_file: null`` and
+    ``quarantine_dir: null``; the proxy uses files in state_dir for them."""
+    config = Policy.model_validate({"listeners": [{"name": "a", "port": 1}],
+                                    "state_dir": "/var/lib/popproxy"})
+    text = dump(config)
+    assert "  secret_file: /var/lib/popproxy/lockout.key\n" in text
+    assert "  quarantine_dir: /var/lib/popproxy/quarantine\n" in text
+    given = config.model_copy(update={"lockout": config.lockout.model_copy(
+        update={"secret_file": Path("/etc/popproxy/lockout.key")})})
+    assert "  secret_file: /etc/popproxy/lockout.key\n" in dump(given)  # as given

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from popproxy.policy.schema_lockout import Lockout
-from popproxy.proxy.lockout_guard import SECRET_FILE, LockoutSecretError, load_secret
+from popproxy.policy.schema_lockout import SECRET_FILE, Lockout
+from popproxy.proxy.lockout_guard import LockoutSecretError, load_secret
 from popproxy.proxy.server import ProxyServer
 from tests.helpers import LoopThread, make_config
 from tests.support.ports import free_port

@@ -331,3 +331,39 @@ def test_a_refused_reload_is_counted_and_audited_as_with_one_process(tmp_path: P
     (event,) = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert event["event"] == "config_reload" and event["result"] == "refused"
     assert event["session"] is None and "invalid YAML" in event["error"]
+
+
+def test_a_refused_certificate_is_counted_as_certificates_as_with_one_process(
+        tmp_path: Path) -> None:
+    """Regression (admin review): garbage in the certificate file, SIGHUP: the supervisor
+    refuses it (no worker re-reads anything) and counted only ``kind="policy"``; one process
+    counts the refused policy and the refused certificate re-read, and audits both."""
+    import trustme
+
+    pem = tmp_path / "mail.pem"
+    trustme.CA().issue_cert("mail.example").private_key_and_cert_chain_pem.write_to_path(
+        str(pem))
+    text = _policy_text(free_port(), tmp_path).replace("mode: plain", "mode: tls")
+    path = _write(tmp_path, text + f"tls: {{certificates: [{{cert: {pem}, key: {pem}}}]}}\n")
+    config = load_config(path)
+    pem.write_text("not a certificate\n")
+    sink = io.StringIO()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    registry, metrics = metrics_registry(metrics_dir)
+    supervisor = Supervisor(config, path, 2, [], metrics, metrics_dir, Notifier(path=""),
+                            audit=AuditLog(sink))
+    assert asyncio.run(supervisor.reload()) is False
+    value = registry.get_sample_value
+    kinds = {kind: value("popproxy_config_reloads_total", {"kind": kind, "result": "refused"})
+             for kind in ("policy", "certificates")}
+    assert kinds == {"policy": 1, "certificates": 1}
+    events = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert [(e["event"], e["result"]) for e in events] == [("config_reload", "refused"),
+                                                           ("tls_reload", "refused")]
+    assert events[1]["error"].startswith("certificates: tls.certificates.0.cert: ")
+    # A refusal for another reason is no certificate refusal.
+    path.write_text("listeners: [oops\n")
+    assert asyncio.run(supervisor.reload()) is False
+    assert value("popproxy_config_reloads_total",
+                 {"kind": "certificates", "result": "refused"}) == 1

@@ -4,6 +4,7 @@ real worker run in this process on a socket bound the way the supervisor binds i
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -68,6 +69,29 @@ def test_reload_applies_a_new_policy_and_refuses_a_broken_one(tmp_path: Path) ->
     refused = server.observer.metrics.registry.get_sample_value(
         "popproxy_config_reloads_total", {"kind": "policy", "result": "refused"})
     assert refused == 1
+
+
+def test_a_refused_policy_does_not_log_the_certificates_as_reloaded(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (admin review): a worker refusing the new policy still re-reads the old
+    policy's certificates, and said "TLS certificates reloaded" after the refusal."""
+    port = free_port()
+    path = _policy(tmp_path, port)
+    path.write_text(path.read_text().replace("mode: plain", "mode: tls"))  # self-signed
+    server = ProxyServer(load_config(path), Observer())
+    original = path.read_text()
+    path.write_text(original.replace(f"port: {port}", f"port: {free_port(port)}"))
+    with caplog.at_level(logging.INFO, logger="popproxy"):
+        assert not reload_worker(server, path)  # a listener cannot move live
+    said = [r.getMessage() for r in caplog.records]
+    assert "TLS certificates reloaded" not in said
+    assert said[-1] == ("TLS certificates re-read from the old policy's files (the new policy "
+                        "was refused)")
+    caplog.clear()
+    path.write_text(original)
+    with caplog.at_level(logging.INFO, logger="popproxy"):
+        assert reload_worker(server, path)  # the files of the policy in force: unchanged
+    assert [r.getMessage() for r in caplog.records][-1] == "TLS certificates reloaded"
 
 
 def test_status_pipe_sends_lines_and_survives_a_gone_reader() -> None:

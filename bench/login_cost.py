@@ -166,11 +166,11 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], limit: float = 120.0) ->
 
 
 def start(tool: str, tmp: Path, port: int, event_loop: str, log_level: str,
-          floor: str | None = None) -> subprocess.Popen[bytes]:
+          floor: str | None = None, workers: int = 1) -> subprocess.Popen[bytes]:
     config = tmp / "config.yaml"
     config.write_text(CONFIG.format(port=port, poplab=POPLAB, upstream=UPSTREAM_PORT,
                                     state=tmp / "state"))
-    args = ["run", "--config", str(config), "--workers", "1", "--event-loop", event_loop,
+    args = ["run", "--config", str(config), "--workers", str(workers), "--event-loop", event_loop,
             "--log-level", log_level]
     env = dict(os.environ, PYTHONPATH=str(SRC))
     if floor is not None:  # bench/python_floor.py instead of popproxy: the least a relay spends
@@ -186,13 +186,15 @@ def start(tool: str, tmp: Path, port: int, event_loop: str, log_level: str,
                f"--callgrind-out-file={tmp / 'callgrind.out'}", PROXY_PYTHON, *args]
     elif floor is not None:
         sys.exit("--floor: with --tool callgrind only")
-    elif tool in ("cprofile", "gc"):
+    elif tool in ("cprofile", "gc") and workers == 1:
         code = PROFILED.format(out=str(tmp / "prof.out")) if tool == "cprofile" else \
             GC_COUNTED.format()
         cmd = [PROXY_PYTHON, "-c", code, "-", *args]
-    else:
-        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-               f"--callgrind-out-file={tmp / 'callgrind.out'}", PROXY_PYTHON, "-m",
+    elif tool in ("cprofile", "gc"):
+        sys.exit("--workers: with --tool callgrind only")
+    else:  # the supervisor and every worker, a file each (summed by callgrind_report)
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=yes",
+               f"--callgrind-out-file={tmp / 'callgrind.out'}.%p", PROXY_PYTHON, "-m",
                "popproxy", *args]
     log = (tmp / "popproxy.log").open("wb")
     # cwd: not the checkout, which `-c` and `-m` would put first on sys.path (POPPROXY_SRC)
@@ -225,7 +227,10 @@ def callgrind_report(path: Path, n: int) -> None:
     names: dict[str, str] = {}
     per_object: collections.Counter[str] = collections.Counter()
     obj, skip = "?", False
-    for out in sorted(path.parent.glob(path.name + "*")):
+    per_process: collections.Counter[str] = collections.Counter()
+    for out in sorted(path.parent.glob(path.name + "*")):  # one per process with --workers
+        names.clear()  # (the compressed names are numbered per file)
+        before = sum(per_object.values())
         for line in out.read_text(errors="replace").splitlines():
             if line.startswith(("ob=", "cob=")):  # names are given where first used
                 m = re.match(r"c?ob=\((\d+)\)(?: (.*))?", line)
@@ -242,8 +247,14 @@ def callgrind_report(path: Path, n: int) -> None:
                 parts = line.split()
                 if len(parts) >= 2:
                     per_object[obj] += int(parts[1])
+        cmd = re.search(r"^cmd: .*?popproxy (\w+)", out.read_text(errors="replace"), re.M)
+        per_process[f"{cmd.group(1) if cmd else '?'} {out.suffix}"] += \
+            sum(per_object.values()) - before
     total = sum(per_object.values())
     print(f"instructions per login: {total / n / 1e6:.3f} M ({total} Ir, {n} logins)")
+    if len(per_process) > 1:  # --workers: the supervisor's share, each worker's
+        print("  by process: " + ", ".join(f"{ir / n / 1e6:.3f} M ({cmd})"
+                                            for cmd, ir in per_process.items()))
     for name, ir in per_object.most_common(8):
         print(f"  {ir / n / 1e6:7.3f} M  {Path(name).name}")
 
@@ -262,11 +273,14 @@ def main() -> int:
     ap.add_argument("--floor", choices=("transport", "sockets"), default=None,
                     help="callgrind: measure bench/python_floor.py (--io this) instead: the "
                     "instructions a bare Python TLS relay spends per session")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="callgrind: popproxy run --workers N (default 1: one process); >1 "
+                    "counts the supervisor's and every worker's instructions")
     ap.add_argument("--save", type=Path, default=None, help="keep the profile / callgrind file")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="login-cost-") as tmpdir:
         tmp, port = Path(tmpdir), free_port()
-        proc = start(a.tool, tmp, port, a.event_loop, a.log_level, a.floor)
+        proc = start(a.tool, tmp, port, a.event_loop, a.log_level, a.floor, a.workers)
         try:
             wait_port(port, proc)
             asyncio.run(logins(port, WARMUP, STEPS[a.steps]))
@@ -289,7 +303,8 @@ def main() -> int:
             callgrind_report(tmp / "callgrind.out", a.logins)
         if a.save is not None:
             name = {"cprofile": "prof.out", "gc": "popproxy.log"}.get(a.tool, "callgrind.out")
-            shutil.copy(tmp / name, a.save)
+            for part in sorted(tmp.glob(name + "*")):  # callgrind: one file per process
+                shutil.copy(part, a.save.with_name(a.save.name + part.name[len(name):]))
     return 0
 
 
@@ -297,8 +312,9 @@ def toggle(tool: str, proc: subprocess.Popen[bytes]) -> None:
     if tool in ("cprofile", "gc"):
         proc.send_signal(signal.SIGUSR2)
     else:
-        subprocess.run(["callgrind_control", "-i", "on" if not _on.get(proc.pid) else "off",
-                        str(proc.pid)], check=True, capture_output=True)
+        # No pid: every process under callgrind (the supervisor and its workers).
+        subprocess.run(["callgrind_control", "-i", "on" if not _on.get(proc.pid) else "off"],
+                       check=True, capture_output=True)
         _on[proc.pid] = not _on.get(proc.pid)
 
 

@@ -53,22 +53,26 @@ def _redact(data: Any) -> Any:
 
 def dump(config: Policy) -> str:
     """The effective policy as YAML: every key, defaults filled in, paths absolute, Redis
-    passwords redacted.  Loading the output gives a policy that works the same (apart from
-    passwords; the paths with a default in state_dir are then given explicitly)."""
-    data = _redact(_default_paths(config).model_dump(mode="json"))
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    passwords redacted.  Loading the output gives the same policy (apart from passwords).
+    A path left out that defaults to a file in state_dir stays ``null`` (given explicitly, it
+    would change behaviour: the lockout key is then never made), with a comment saying where
+    the file is."""
+    data = _redact(config.model_dump(mode="json"))
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    for line, where in _default_path_lines(config):
+        text = text.replace(line, f"{line.rstrip()}  # default: {where}\n", 1)
+    return text
 
 
-def _default_paths(config: Policy) -> Policy:
-    """``config`` with the paths left out of it (null) that default to a file in state_dir
-    filled in, as the proxy uses them (proxy/lockout_guard.py, proxy/scanning.py): the dump
-    says where the files are, not ``null``."""
-    lockout, scan = config.lockout, config.scan
-    if lockout.secret_file is None:
-        lockout = lockout.model_copy(update={"secret_file": config.state_dir / SECRET_FILE})
-    if scan.quarantine_dir is None:
-        scan = scan.model_copy(update={"quarantine_dir": config.state_dir / "quarantine"})
-    return config.model_copy(update={"lockout": lockout, "scan": scan})
+def _default_path_lines(config: Policy) -> list[tuple[str, str]]:
+    """(the dump's line, the file the proxy uses) for each path left at its state_dir default
+    (proxy/lockout_guard.py, proxy/scanning.py): the dump says where the files are."""
+    found = []
+    if config.lockout.secret_file is None:
+        found.append(("  secret_file: null\n", str(config.state_dir / SECRET_FILE)))
+    if config.scan.quarantine_dir is None:
+        found.append(("  quarantine_dir: null\n", str(config.state_dir / "quarantine")))
+    return found
 
 
 def _comments(model: type[BaseModel]) -> dict[str, str]:

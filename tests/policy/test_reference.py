@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from popproxy.policy import Policy
 from popproxy.policy.reference import BEGIN, END, dump, markdown, splice
 
@@ -65,8 +67,11 @@ def test_dump_shows_where_the_paths_that_default_into_state_dir_are() -> None:
     config = Policy.model_validate({"listeners": [{"name": "a", "port": 1}],
                                     "state_dir": "/var/lib/popproxy"})
     text = dump(config)
-    assert "  secret_file: /var/lib/popproxy/lockout.key\n" in text
-    assert "  quarantine_dir: /var/lib/popproxy/quarantine\n" in text
+    assert "  secret_file: null  # default: /var/lib/popproxy/lockout.key\n" in text
+    assert "  quarantine_dir: null  # default: /var/lib/popproxy/quarantine\n" in text
+    # Still the same policy when loaded: the defaults stay defaults (a lockout key given
+    # explicitly is never made by the proxy).
+    assert Policy.model_validate(yaml.safe_load(text)) == config
     given = config.model_copy(update={"lockout": config.lockout.model_copy(
         update={"secret_file": Path("/etc/popproxy/lockout.key")})})
     assert "  secret_file: /etc/popproxy/lockout.key\n" in dump(given)  # as given

@@ -252,9 +252,10 @@ def callgrind_report(path: Path, n: int) -> None:
             sum(per_object.values()) - before
     total = sum(per_object.values())
     print(f"instructions per login: {total / n / 1e6:.3f} M ({total} Ir, {n} logins)")
-    if len(per_process) > 1:  # --workers: the supervisor's share, each worker's
+    busy = {cmd: ir for cmd, ir in per_process.items() if ir}  # (scan pool: idle, no Ir)
+    if len(busy) > 1:  # --workers: the supervisor's share, each worker's
         print("  by process: " + ", ".join(f"{ir / n / 1e6:.3f} M ({cmd})"
-                                            for cmd, ir in per_process.items()))
+                                            for cmd, ir in busy.items()))
     for name, ir in per_object.most_common(8):
         print(f"  {ir / n / 1e6:7.3f} M  {Path(name).name}")
 

@@ -121,7 +121,7 @@ class ReadQueue:
         waiter: asyncio.Future[bytes] = loop.create_future()
         self._read_waiter = waiter
         if timeout is not None:
-            self._arm_read_timer(loop, loop.time() + timeout)
+            self._arm_read_timer(loop, loop.time() + timeout, timeout)
         else:  # an earlier read's timer must not cut this one
             self._drop_read_timer()
         self._want_data()
@@ -141,12 +141,14 @@ class ReadQueue:
             self._resume_reading()
         return data
 
-    def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    def _arm_read_timer(self, loop: asyncio.AbstractEventLoop, deadline: float,
+                        timeout: float) -> None:
+        """``deadline``: loop time ``timeout`` seconds from now (the caller read the clock)."""
         self._deadline = deadline
         timer = self._read_timer
         # A long deadline may fire up to TICK late (deadlines.py): a timer in its bucket
         # serves it, not only an earlier one (issue 18: one re-arm per read of a login).
-        late = deadlines.TICK if deadline - loop.time() >= deadlines.COARSE_MIN else 0.0
+        late = deadlines.TICK if timeout >= deadlines.COARSE_MIN else 0.0
         if timer is not None and timer.when() <= deadline + late:
             return  # it fires first and re-arms itself for the new deadline
         if timer is not None:

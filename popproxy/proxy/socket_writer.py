@@ -174,8 +174,15 @@ class SocketWriter:
     def _send_tls(self, data: bytes) -> bytes:
         """Records for ``data``, a slice at a time; what was not sent (``_retry`` holds the
         slice OpenSSL must get again, exactly)."""
-        tls, view = self._tls, memoryview(data)
+        tls = self._tls
         assert tls is not None
+        if len(data) <= TLS_WRITE_SLICE:  # a reply: one record, no slicing (issue 18)
+            try:
+                tls.write(data)
+            except ssl.SSLWantWriteError:
+                self._retry = bytes(data)  # (bytes: the same object, no copy)
+            return b""
+        view = memoryview(data)
         for start in range(0, len(view), TLS_WRITE_SLICE):
             piece = view[start : start + TLS_WRITE_SLICE]
             try:

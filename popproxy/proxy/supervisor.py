@@ -40,7 +40,7 @@ from popproxy.proxy.lockout_guard import load_secret
 from popproxy.proxy.sdnotify import Notifier
 from popproxy.proxy.tasks import spawn
 from popproxy.proxy.tls import ServerTls, TlsConfigError, upstream_contexts
-from popproxy.proxy.worker import STATUS_READY, STATUS_RELOAD_OK, WORKER_COMMAND
+from popproxy.proxy.worker import STATUS_READY, WORKER_COMMAND, reload_outcome
 
 log = logging.getLogger("popproxy.supervisor")
 
@@ -305,13 +305,11 @@ class Supervisor:
         try:
             new = validate_reload(self.config, self.config_path)
         except ValueError as exc:
-            # No worker re-reads its certificates either (one process does: cli.py), so the
-            # line says both stay.
+            # No worker sees this reload (nor re-reads its certificates, as one process does:
+            # cli.py), so none counts or audits it: done here (docs/observability.md).
             log.error("policy reload refused, keeping the old policy and certificates "
                       "everywhere: %s", exc)
             self.metrics.reloads.labels("refused").inc()
-            # No worker sees this reload, so none counts or audits it: done here, as one
-            # process or a worker refusing it would (docs/observability.md).
             self.metrics.config_reloads.labels("policy", "refused").inc()
             self.audit.event("config_reload", None, result="refused", error=str(exc))
             if isinstance(exc, CertificatesRefused):  # (no worker re-reads them either)
@@ -325,7 +323,7 @@ class Supervisor:
                 slot.replies.get_nowait()
         sent = self._signal_all(signal.SIGHUP, ready_only=True)
         answers = await asyncio.gather(*(self._answer(slot) for slot in sent))
-        refused = [slot.worker_id for slot, ok in zip(sent, answers, strict=True) if not ok]
+        refused, kept = reload_outcome([slot.worker_id for slot in sent], answers)
         if refused:
             log.error("policy reload: workers %s refused it or did not answer; they keep "
                       "the old policy", refused)
@@ -333,17 +331,24 @@ class Supervisor:
             self.refusal = f"workers {refused} refused the new policy (see the log)"
             return False
         self.config = new  # only once every worker runs it (the probe follows this one)
+        if kept:  # the policy runs everywhere; those workers serve the old certificates
+            log.error("policy reloaded by %d workers, but workers %s refused its "
+                      "certificates and serve the old ones", len(sent), kept)
+            self.metrics.reloads.labels("worker_refused").inc()
+            self.refusal = f"workers {kept} refused the new certificates (see the log)"
+            return False
         self.metrics.reloads.labels("ok").inc()
         log.info("policy reloaded by %d workers", len(sent))
         return True
 
     @staticmethod
-    async def _answer(slot: Slot) -> bool:
+    async def _answer(slot: Slot) -> str:
+        """The worker's status line for this reload ("" if none came in time)."""
         try:
             async with asyncio.timeout(RELOAD_TIMEOUT):
-                return await slot.replies.get() == STATUS_RELOAD_OK
+                return await slot.replies.get()
         except TimeoutError:
-            return False
+            return ""
 
     async def stop(self) -> None:
         """SIGTERM every worker (each drains for shutdown_grace), SIGKILL the late ones."""

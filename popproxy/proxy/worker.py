@@ -40,6 +40,9 @@ WORKER_COMMAND = "worker"  # python -m popproxy worker ...: started by the super
 STATUS_READY = "ready"
 STATUS_RELOAD_OK = "reload ok"
 STATUS_RELOAD_REFUSED = "reload refused"
+# The new policy runs, but the certificates it names were refused (edited or broken since the
+# supervisor checked them): the old ones are still served (proxy/tls.py).
+STATUS_RELOAD_CERTIFICATES_REFUSED = "reload ok, certificates refused"
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>: a signal for us when the supervisor dies
 
 
@@ -85,9 +88,9 @@ def _make_server(config: Policy, observer: Observer, capture: CaptureOptions | N
                        host=HostShare(default_db_path(config.state_dir), worker_id, workers))
 
 
-def reload_worker(server: ProxyServer, config_path: Path) -> bool:
+def reload_worker(server: ProxyServer, config_path: Path) -> str:
     """SIGHUP: reopen the audit log, re-read the policy (the supervisor validated it already),
-    swap it in and reload the certificates.  False if anything was refused."""
+    swap it in and reload the certificates.  The status line for the supervisor."""
     server.observer.audit.reopen()
     try:
         new = load_config(config_path)
@@ -95,14 +98,28 @@ def reload_worker(server: ProxyServer, config_path: Path) -> bool:
         log.error("policy reload refused, keeping the old policy: %s", exc)
         server.observer.metrics.config_reloads.labels("policy", "refused").inc()
         server.observer.audit.event("config_reload", None, result="refused", error=str(exc))
-        return False
+        return STATUS_RELOAD_REFUSED
     if new == server.config:  # counted and logged as with one process (cli._reload_policy)
         log.info("policy unchanged: nothing to reload")
         server.observer.metrics.config_reloads.labels("policy", "unchanged").inc()
         ok = True
     else:
         ok = server.reload_policy(new)
-    return server.reload_tls(policy_refused=not ok) and ok
+    certificates_ok = server.reload_tls(policy_refused=not ok)
+    if not ok:
+        return STATUS_RELOAD_REFUSED
+    return STATUS_RELOAD_OK if certificates_ok else STATUS_RELOAD_CERTIFICATES_REFUSED
+
+
+def reload_outcome(workers: list[int], answers: list[str]) -> tuple[list[int], list[int]]:
+    """From each worker's status line after a SIGHUP ("" if none came): the workers that
+    refused the policy (or did not answer), and those that run it but kept the old
+    certificates."""
+    refused = [worker for worker, answer in zip(workers, answers, strict=True)
+               if answer not in (STATUS_RELOAD_OK, STATUS_RELOAD_CERTIFICATES_REFUSED)]
+    kept = [worker for worker, answer in zip(workers, answers, strict=True)
+            if answer == STATUS_RELOAD_CERTIFICATES_REFUSED]
+    return refused, kept
 
 
 class StatusPipe:
@@ -129,8 +146,7 @@ async def run_worker(config: Policy, args: WorkerArgs, status: StatusPipe) -> No
         loop.add_signal_handler(sig, stop.set)
 
     def on_hup() -> None:
-        ok = reload_worker(server, args.config_path)
-        status.send(STATUS_RELOAD_OK if ok else STATUS_RELOAD_REFUSED)
+        status.send(reload_worker(server, args.config_path))
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGUSR1, observer.audit.reopen)

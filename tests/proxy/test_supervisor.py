@@ -285,16 +285,20 @@ async def _reload_with_stand_ins(config: Policy, path: Path, tmp_path: Path,
         await supervisor.stop()
 
 
-@pytest.mark.parametrize(("answers", "result"), [
-    (("ok", "ok"), "ok"), (("ok", "refused"), "worker_refused")])
+@pytest.mark.parametrize(("answers", "result", "refusal"), [
+    (("ok", "ok"), "ok", ""),
+    (("ok", "refused"), "worker_refused", "workers [1] refused the new policy (see the log)"),
+    # Regression (admin review): a worker that runs the new policy but refused its
+    # certificates was reported as keeping the old policy, and the supervisor kept it.
+    (("ok", "ok, certificates refused"), "worker_refused",
+     "workers [1] refused the new certificates (see the log)")])
 def test_one_refusing_worker_fails_the_reload(tmp_path: Path, answers: tuple[str, str],
-                                              result: str) -> None:
+                                              result: str, refusal: str) -> None:
     path = _write(tmp_path, _policy_text(free_port(), tmp_path))
-    ok, metrics, refusal = asyncio.run(_reload_with_stand_ins(load_config(path), path,
-                                                              tmp_path, answers))
+    ok, metrics, said = asyncio.run(_reload_with_stand_ins(load_config(path), path,
+                                                           tmp_path, answers))
     assert ok is (result == "ok")
-    # What systemd's STATUS= line says (with ERRNO=22) after a refusal.
-    assert refusal == ("" if ok else "workers [1] refused the new policy (see the log)")
+    assert said == refusal  # what systemd's STATUS= line says (with ERRNO=22) after a refusal
     assert metrics.registry.get_sample_value("popproxy_supervisor_reloads_total",
                                              {"result": result}) == 1
 

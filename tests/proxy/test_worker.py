@@ -20,7 +20,9 @@ from popproxy.proxy.tasks import spawn
 from popproxy.proxy.worker import (
     PR_SET_PDEATHSIG,
     STATUS_READY,
+    STATUS_RELOAD_CERTIFICATES_REFUSED,
     STATUS_RELOAD_OK,
+    STATUS_RELOAD_REFUSED,
     StatusPipe,
     WorkerArgs,
     main_worker,
@@ -57,14 +59,15 @@ def test_parse_args_reads_what_the_supervisor_writes(tmp_path: Path) -> None:
 def test_reload_applies_a_new_policy_and_refuses_a_broken_one(tmp_path: Path) -> None:
     path = _policy(tmp_path, free_port())
     server = ProxyServer(load_config(path), Observer())
-    assert reload_worker(server, path)  # unchanged: nothing to swap, still a success
+    # Unchanged: nothing to swap, still a success.
+    assert reload_worker(server, path) == STATUS_RELOAD_OK
     assert server.observer.metrics.registry.get_sample_value(
         "popproxy_config_reloads_total", {"kind": "policy", "result": "unchanged"}) == 1
     path.write_text(path.read_text() + "users: [{match: bob, mechanisms: [PLAIN]}]\n")
-    assert reload_worker(server, path)
+    assert reload_worker(server, path) == STATUS_RELOAD_OK
     assert len(server.config.users) == 1
     path.write_text("listeners: [oops\n")
-    assert not reload_worker(server, path)
+    assert reload_worker(server, path) == STATUS_RELOAD_REFUSED
     assert len(server.config.users) == 1  # the old policy stays
     refused = server.observer.metrics.registry.get_sample_value(
         "popproxy_config_reloads_total", {"kind": "policy", "result": "refused"})
@@ -82,7 +85,8 @@ def test_a_refused_policy_does_not_log_the_certificates_as_reloaded(
     original = path.read_text()
     path.write_text(original.replace(f"port: {port}", f"port: {free_port(port)}"))
     with caplog.at_level(logging.INFO, logger="popproxy"):
-        assert not reload_worker(server, path)  # a listener cannot move live
+        # A listener cannot move live.
+        assert reload_worker(server, path) == STATUS_RELOAD_REFUSED
     said = [r.getMessage() for r in caplog.records]
     assert "TLS certificates reloaded" not in said
     assert said[-1] == ("TLS certificates re-read from the old policy's files (the new policy "
@@ -90,8 +94,21 @@ def test_a_refused_policy_does_not_log_the_certificates_as_reloaded(
     caplog.clear()
     path.write_text(original)
     with caplog.at_level(logging.INFO, logger="popproxy"):
-        assert reload_worker(server, path)  # the files of the policy in force: unchanged
+        # The files of the policy in force: unchanged.
+        assert reload_worker(server, path) == STATUS_RELOAD_OK
     assert [r.getMessage() for r in caplog.records][-1] == "TLS certificates reloaded"
+
+
+def test_a_policy_applied_with_its_certificates_refused_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (admin review): the worker said "reload refused", so the supervisor logged
+    that it kept the old policy, which it was no longer running."""
+    path = _policy(tmp_path, free_port())
+    server = ProxyServer(load_config(path), Observer())
+    monkeypatch.setattr(server, "reload_tls", lambda policy_refused: False)
+    path.write_text(path.read_text() + "users: [{match: bob, mechanisms: [PLAIN]}]\n")
+    assert reload_worker(server, path) == STATUS_RELOAD_CERTIFICATES_REFUSED
+    assert len(server.config.users) == 1  # the new policy runs
 
 
 def test_status_pipe_sends_lines_and_survives_a_gone_reader() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -81,7 +81,12 @@ AuthResult = Reply | SaslStarted | Refused | LoggedIn
 
 
 # One login step: (handler, command, TLS active) -> what the session does next.
-_Step = Callable[["AuthHandler", Command, bool], Awaitable["AuthResult"]]
+_Step = Callable[["AuthHandler", Command, bool], Coroutine[None, None, "AuthResult"]]
+
+
+async def _answer(result: AuthResult) -> AuthResult:
+    """``result`` as a coroutine, for a step that answers without awaiting anything."""
+    return result
 
 
 class AuthHandler:
@@ -117,13 +122,17 @@ class AuthHandler:
         self._mech = None
         self._login_user = None
 
-    async def command(self, cmd: Command, tls_active: bool) -> AuthResult:
-        """A login-phase command the session did not answer itself (see ``_STEPS``)."""
+    def command(self, cmd: Command, tls_active: bool) -> Coroutine[None, None, AuthResult]:
+        """A login-phase command the session did not answer itself (see ``_STEPS``).
+
+        Not a coroutine itself: it hands over the step's, so the login's frame chain, resumed
+        at every await of the upstream login (connect, greeting, answers), is one frame shorter.
+        """
         step = self._STEPS.get(cmd.verb)
         if step is None:
             # APOP: the digest covers the upstream's timestamp, which the proxy never shows.
-            return Reply(replies.err("APOP is not supported here; use USER/PASS or AUTH"))
-        return await step(self, cmd, tls_active)
+            return _answer(Reply(replies.err("APOP is not supported here; use USER/PASS or AUTH")))
+        return step(self, cmd, tls_active)
 
     async def _user_cmd(self, cmd: Command, tls_active: bool) -> Reply:
         if len(cmd.args) != 1:
@@ -131,13 +140,14 @@ class AuthHandler:
         self._user = cmd.args[0]
         return Reply(replies.ok("send PASS"), Event.USER_ACCEPTED)
 
-    async def _pass_cmd(self, cmd: Command, tls_active: bool) -> AuthResult:
+    def _pass_cmd(self, cmd: Command, tls_active: bool) -> Coroutine[None, None, AuthResult]:
+        # Hands over _login's coroutine (one frame less at each await, see ``command``).
         if self._user is None:
-            return Reply(replies.err("USER first"))
+            return _answer(Reply(replies.err("USER first")))
         if not cmd.args or not cmd.args[0]:
-            return Reply(replies.err("usage: PASS password"))
+            return _answer(Reply(replies.err("usage: PASS password")))
         user, self._user = self._user, None
-        return await self._login(Credentials(user, cmd.args[0]), "USER", tls_active)
+        return self._login(Credentials(user, cmd.args[0]), "USER", tls_active)
 
     async def _auth_cmd(self, cmd: Command, tls_active: bool) -> Reply | SaslStarted:
         if not cmd.args:  # de-facto mechanism listing (used by Outlook and others)
@@ -196,9 +206,10 @@ class AuthHandler:
             return await self._failed(replies.err("invalid characters in credentials", Code.AUTH))
         username = self.user = creds.username.decode("utf-8", "replace")
         settings = self._settings
-        refused = await self._lockout_refusal(username, mechanism)
-        if refused is not None:
-            return refused
+        if settings.lockout is not None:  # (lockout off: not even a coroutine for the check)
+            refused = await self._lockout_refusal(username, mechanism)
+            if refused is not None:
+                return refused
         # Every refusal is answered this long after the lockout check (whose delay does not
         # depend on who says no): see failure_timing.py.
         checked = settings.clock()
@@ -212,7 +223,7 @@ class AuthHandler:
             self._record("policy_denied", mechanism, reason=decision.reason)
             await self._lockout_failed(username, creds.password)
             return await self._failed(AUTH_FAILED, checked, self._refusal_floor(target))
-        upstream, status = await self._upstream_login(name, target, creds, mechanism)
+        upstream, status = await self._upstream_login(name, target, creds, mechanism, checked)
         if status.ok:
             return LoggedIn(upstream, name, username, mechanism, status.raw)
         upstream.close()
@@ -226,13 +237,20 @@ class AuthHandler:
             await self._lockout_failed(username, creds.password)
         return await self._failed(reply, checked, self._refusal_floor(target))
 
-    async def confirm(self, login: LoggedIn) -> None:
+    def confirm(self, login: LoggedIn) -> Awaitable[None] | None:
         """After the session entered TRANSACTION (and lifted the login deadline), before the
-        +OK: record the success."""
-        lockout = self._settings.lockout
-        if lockout is not None and self._client_ip is not None:
+        +OK: record the success.  With a lockout store, what to await before the +OK; else
+        done, and None (no coroutine for nothing to wait for)."""
+        if self._settings.lockout is not None and self._client_ip is not None:
+            return self._confirm_stored(login)
+        self._record("ok", login.mechanism, upstream=login.route)
+        return None
+
+    async def _confirm_stored(self, login: LoggedIn) -> None:
+        lockout, address = self._settings.lockout, self._client_ip
+        if lockout is not None and address is not None:
             # Recorded before the +OK, so a client reconnecting at once sees it (Redis).
-            await self._guarded(lockout.succeeded(login.user, self._client_ip))
+            await self._guarded(lockout.succeeded(login.user, address))
         self._record("ok", login.mechanism, upstream=login.route)
 
     def _refusal_floor(self, target: Upstream) -> float:
@@ -276,17 +294,24 @@ class AuthHandler:
             log.warning("session %s: lockout store unavailable while recording", self._peer)
 
     async def _upstream_login(
-        self, name: str, target: Upstream, creds: Credentials, mechanism: str
+        self, name: str, target: Upstream, creds: Credentials, mechanism: str, started: float
     ) -> tuple[UpstreamConnection, StatusLine]:
-        """Connect to the routed upstream and log in with USER and PASS."""
-        observer = self._settings.observer
-        started = self._settings.clock()
+        """Connect to the routed upstream and log in with USER and PASS (``started``: the
+        clock when the policy checks ended, the start of the latency measured here)."""
+        settings = self._settings
+        observer = settings.observer
         upstream: UpstreamConnection | None = None
         result = "error"  # the result label of the latency (metrics.LOGIN_RESULTS)
         try:
-            tls = self._settings.upstream_tls.get(name)
-            upstream = await UpstreamConnection.open(target, tls, self._settings.upstream_connect)
-            upstream, status = await self._user_pass(upstream, target, creds, tls)
+            tls = settings.upstream_tls.get(name)
+            upstream = await UpstreamConnection.open(target, tls, settings.upstream_connect)
+            address = (target.host, target.port, target.mode)
+            if settings.upstream_caps.pipelining(address):
+                # The common case awaited right here: a frame less at each await (see command).
+                upstream.pipelining = True
+                status = await upstream.pipelined_login(creds.username, creds.password)
+            else:
+                upstream, status = await self._user_pass(upstream, target, creds, tls)
             result = "ok" if status.ok else "refused"
         except BaseException as exc:  # also cancelled (login deadline, shutdown): no socket left
             if upstream is not None:
@@ -297,7 +322,7 @@ class AuthHandler:
             raise
         finally:
             observer.metrics.child(observer.metrics.upstream_login_seconds, name, result).observe(
-                self._settings.clock() - started
+                settings.clock() - started
             )
         return upstream, status
 
@@ -305,13 +330,12 @@ class AuthHandler:
         self, upstream: UpstreamConnection, target: Upstream, creds: Credentials,
         tls: ssl.SSLContext | None,
     ) -> tuple[UpstreamConnection, StatusLine]:
-        """USER then PASS; in one write where the server lists PIPELINING (RFC 2449 s6.6).
+        """USER then PASS, where PIPELINING is not known to be listed: asks CAPA first if
+        that is not known (the pipelined login is ``_upstream_login``'s fast path).
 
-        The password then reaches the server even if it refused USER: the same server that
-        would get it after a +OK, over the same connection.
+        Pipelined, the password reaches the server even if it refused USER: the same server
+        that would get it after a +OK, over the same connection.
         """
-        user = Command("USER", (creds.username,))
-        password = Command("PASS", (creds.password,))
         caps = self._settings.upstream_caps
         address = (target.host, target.port, target.mode)
         pipelining = caps.pipelining(address)
@@ -327,12 +351,12 @@ class AuthHandler:
                 upstream.close()
                 fresh = await UpstreamConnection.open(target, tls, self._settings.upstream_connect)
                 try:
-                    return fresh, await _send_login(fresh, user, password, pipelining=False)
+                    return fresh, await _send_login(fresh, creds, pipelining=False)
                 except BaseException:  # the caller only knows the first connection
                     fresh.close()
                     raise
         upstream.pipelining = pipelining  # later commands may share a write too (mailbox.py)
-        return upstream, await _send_login(upstream, user, password, pipelining=pipelining)
+        return upstream, await _send_login(upstream, creds, pipelining=pipelining)
 
     def _record(self, result: str, mechanism: str, **fields: str) -> None:
         """Count and audit one login attempt (the username goes to the audit log only)."""
@@ -376,14 +400,14 @@ def _failure_reply(upstream_reply: bytes) -> bytes:
     return AUTH_FAILED
 
 
-async def _send_login(upstream: UpstreamConnection, user: Command, password: Command, *,
+async def _send_login(upstream: UpstreamConnection, creds: Credentials, *,
                       pipelining: bool) -> StatusLine:
     """The status of PASS (or of a refused USER, when not pipelined)."""
     if pipelining:
-        return await upstream.pipelined(user, password)
-    status = await upstream.status(user)
+        return await upstream.pipelined_login(creds.username, creds.password)
+    status = await upstream.status(Command("USER", (creds.username,)))
     if status.ok:
-        status = await upstream.status(password)
+        status = await upstream.status(Command("PASS", (creds.password,)))
     return status
 
 

@@ -254,17 +254,22 @@ class Session:
             if result.close:
                 raise SessionEnd
         else:
-            await self._logged_in(result)
+            recording = self._logged_in(result)
+            if recording is not None:  # the lockout store hears of it before the +OK
+                await recording
+            self.write(result.reply)
 
-    async def _logged_in(self, login: LoggedIn) -> None:
+    def _logged_in(self, login: LoggedIn) -> Awaitable[None] | None:
+        """Enter TRANSACTION; then what ``AuthHandler.confirm`` leaves to await (if anything)
+        before the upstream's +OK is passed on.  Not a coroutine: a login without a lockout
+        store awaits nothing here."""
         self.upstream, self.upstream_name = login.upstream, login.route
-        self._transition(Event.LOGIN_OK)
+        self.state.apply(Event.LOGIN_OK)
         # From now on only the idle timeout applies (RFC 1939 section 3).  No await since the
         # upstream said +OK: the login deadline cannot cut in after the upstream login.
         if self._login_timer is not None:
             self._login_timer.reschedule(None)
-        await self.auth.confirm(login)
-        self.write(login.reply)
+        return self.auth.confirm(login)
 
     # ---------------------------------------------------------------- dispatch
     async def _handle(self, event: ClientEvent) -> None:

@@ -378,7 +378,9 @@ class Session:
         if upstream is None:  # TRANSACTION is entered only with an upstream (_logged_in)
             raise AssertionError("TRANSACTION state without an upstream connection")
         mailbox, scan, user = self.mailbox, self.settings.scan, self.auth.user
-        if mailbox is None and scan is not None and user is not None:  # not at login: ~1 KiB idle
+        # Not at login (~1 KiB idle), nor for a QUIT before any other command: nothing was
+        # listed or deleted, so its +OK commits nothing the view would track.
+        if mailbox is None and scan is not None and user is not None and cmd.verb != "QUIT":
             mailbox = self.mailbox = ReleasingMailbox(
                 upstream, self.out, scan, self.upstream_name, user, self.audit,
                 self.settings.observer.metrics)

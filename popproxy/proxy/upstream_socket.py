@@ -105,24 +105,26 @@ async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, p
     """One connected non-blocking socket; closed again if connecting fails, is cancelled or
     passes ``deadline`` (loop time: ``Expired``).
 
-    The connect is started, awaited as writability, its result read from ``SO_ERROR`` (what
-    ``loop.sock_connect`` does).  Not ``sock_connect``: uvloop's resolves the address again in
-    libuv's thread pool, literal or not (4 threads more per process, and a hand-off per
-    connection).  In this frame, not a helper's: a frame less to resume when it connects."""
+    The connect is started, awaited as writability (unless ``connected`` already), its result
+    read from ``SO_ERROR`` (what ``loop.sock_connect`` does).  Not ``sock_connect``: uvloop's
+    resolves the address again in libuv's thread pool, literal or not (4 threads more per
+    process, and a hand-off per connection).  In this frame, not a helper's: a frame less to
+    resume when it connects."""
     sock = socket.socket(family, kind, proto)
     try:
         sock.setblocking(False)
         err = sock.connect_ex(address)
         if err in (errno.EINPROGRESS, errno.EINTR):
-            fd, connected = sock.fileno(), loop.create_future()
-            loop.add_writer(fd, wake, connected)
-            timer = None if deadline is None else loop.call_at(deadline, expire, connected)
-            try:
-                await connected
-            finally:
-                loop.remove_writer(fd)
-                if timer is not None:
-                    timer.cancel()
+            if not connected(sock):
+                fd, done = sock.fileno(), loop.create_future()
+                loop.add_writer(fd, wake, done)
+                timer = None if deadline is None else loop.call_at(deadline, expire, done)
+                try:
+                    await done
+                finally:
+                    loop.remove_writer(fd)
+                    if timer is not None:
+                        timer.cancel()
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:  # OSError(errno, ...) is the matching subclass (ConnectionRefusedError, ...)
             raise OSError(err, f"Connect call failed {address}")
@@ -135,6 +137,18 @@ async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, p
             sock.close()
         raise
     return sock
+
+
+def connected(sock: socket.socket) -> bool:
+    """Whether a connect reported in progress has completed already: to a loopback upstream it
+    has, inside connect(2), and waiting for writability would cost a loop iteration and a
+    resume of the whole login's coroutine chain for nothing.  (A failed one is not connected:
+    waiting reports it, as before.)"""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 def wake(waiter: asyncio.Future[None]) -> None:

@@ -97,8 +97,8 @@ class ResponseFramer:
             return EndOfBody()
         if self._in_body:
             return self._next_body_event()
-        if not self._buf and self._eof:
-            return ConnectionClosed()
+        if not self._buf:  # (nothing to search: the usual answer before each read)
+            return ConnectionClosed() if self._eof else NEED_DATA
         return self._next_status_line()
 
     def _next_status_line(self) -> ServerEvent | Need:

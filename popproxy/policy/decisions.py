@@ -76,13 +76,18 @@ def rule_for(rules: tuple[UserRule, ...], username: str) -> UserRule | None:
     return next((rule for rule in rules if user_matches(rule.match, username)), None)
 
 
+NO_USER_RULE = Decision(True, "no user rule")  # immutable: one for every login
+
+
 def user_decision(
     config: Policy, username: str, client: IPAddress | None, tls_active: bool, mechanism: str
 ) -> Decision:
     """After the username is known: per-user networks, TLS and login mechanism."""
+    if not config.users:  # the common case: no rules to match, nothing to build
+        return NO_USER_RULE
     rule = rule_for(config.users, username)
     if rule is None:
-        return Decision(True, "no user rule")
+        return NO_USER_RULE
     if rule.allow and (client is None or not in_networks(client, rule.allow)):
         return Decision(False, f"source network not allowed for users matching {rule.match!r}")
     if rule.require_tls and not tls_active:

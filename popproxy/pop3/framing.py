@@ -74,6 +74,11 @@ class ResponseFramer:
         self._expected.append(expects_multiline(cmd))
         return cmd.render()
 
+    def expect_status_lines(self, count: int) -> None:
+        """Record ``count`` commands sent whose answers are a status line alone (the proxy's
+        pipelined USER and PASS, which it renders itself)."""
+        self._expected += [False] * count
+
     def receive_data(self, data: bytes) -> None:
         if not data:
             self._eof = True
@@ -92,8 +97,8 @@ class ResponseFramer:
             return EndOfBody()
         if self._in_body:
             return self._next_body_event()
-        if not self._buf and self._eof:
-            return ConnectionClosed()
+        if not self._buf:  # (nothing to search: the usual answer before each read)
+            return ConnectionClosed() if self._eof else NEED_DATA
         return self._next_status_line()
 
     def _next_status_line(self) -> ServerEvent | Need:

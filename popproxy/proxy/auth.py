@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 from popproxy.policy import Upstream
 from popproxy.policy.decisions import IPAddress, route_for, user_decision
 from popproxy.pop3 import limits, replies
-from popproxy.pop3.events import Command, StatusLine
+from popproxy.pop3.events import Command
 from popproxy.pop3.replies import Code
 from popproxy.pop3.sasl import (
     MECHANISMS,
@@ -35,6 +34,7 @@ from popproxy.proxy.failure_timing import upstream_key
 from popproxy.proxy.lockout_store import StoreUnavailable
 from popproxy.proxy.settings import AuditFn, SessionSettings
 from popproxy.proxy.upstream import UpstreamConnection, UpstreamError
+from popproxy.proxy.upstream_caps import user_pass
 
 log = logging.getLogger("popproxy.auth")
 
@@ -81,7 +81,12 @@ AuthResult = Reply | SaslStarted | Refused | LoggedIn
 
 
 # One login step: (handler, command, TLS active) -> what the session does next.
-_Step = Callable[["AuthHandler", Command, bool], Awaitable["AuthResult"]]
+_Step = Callable[["AuthHandler", Command, bool], Coroutine[None, None, "AuthResult"]]
+
+
+async def _answer(result: AuthResult) -> AuthResult:
+    """``result`` as a coroutine, for a step that answers without awaiting anything."""
+    return result
 
 
 class AuthHandler:
@@ -117,27 +122,32 @@ class AuthHandler:
         self._mech = None
         self._login_user = None
 
-    async def command(self, cmd: Command, tls_active: bool) -> AuthResult:
-        """A login-phase command the session did not answer itself (see ``_STEPS``)."""
+    def command(self, cmd: Command, tls_active: bool) -> Coroutine[None, None, AuthResult]:
+        """A login-phase command the session did not answer itself (see ``_STEPS``).
+
+        Not a coroutine itself: it hands over the step's, so the login's frame chain, resumed
+        at every await of the upstream login (connect, greeting, answers), is one frame shorter.
+        """
         step = self._STEPS.get(cmd.verb)
         if step is None:
             # APOP: the digest covers the upstream's timestamp, which the proxy never shows.
-            return Reply(replies.err("APOP is not supported here; use USER/PASS or AUTH"))
-        return await step(self, cmd, tls_active)
+            return _answer(Reply(replies.err("APOP is not supported here; use USER/PASS or AUTH")))
+        return step(self, cmd, tls_active)
 
     async def _user_cmd(self, cmd: Command, tls_active: bool) -> Reply:
         if len(cmd.args) != 1:
             return Reply(replies.err("usage: USER name"))
         self._user = cmd.args[0]
-        return Reply(replies.ok("send PASS"), Event.USER_ACCEPTED)
+        return USER_ACCEPTED
 
-    async def _pass_cmd(self, cmd: Command, tls_active: bool) -> AuthResult:
+    def _pass_cmd(self, cmd: Command, tls_active: bool) -> Coroutine[None, None, AuthResult]:
+        # Hands over _login's coroutine (one frame less at each await, see ``command``).
         if self._user is None:
-            return Reply(replies.err("USER first"))
+            return _answer(Reply(replies.err("USER first")))
         if not cmd.args or not cmd.args[0]:
-            return Reply(replies.err("usage: PASS password"))
+            return _answer(Reply(replies.err("usage: PASS password")))
         user, self._user = self._user, None
-        return await self._login(Credentials(user, cmd.args[0]), "USER", tls_active)
+        return self._login(Credentials(user, cmd.args[0]), "USER", tls_active)
 
     async def _auth_cmd(self, cmd: Command, tls_active: bool) -> Reply | SaslStarted:
         if not cmd.args:  # de-facto mechanism listing (used by Outlook and others)
@@ -189,50 +199,61 @@ class AuthHandler:
         self._mech = None
         self._login_user = None
 
-    async def _login(self, creds: Credentials, mechanism: str, tls_active: bool) -> AuthResult:
-        """Apply user policy, route, log in upstream."""
+    def _login(self, creds: Credentials, mechanism: str,
+               tls_active: bool) -> Coroutine[None, None, AuthResult]:
+        """Apply user policy, route, log in upstream: the coroutine that does what is left to
+        await (without a lockout store, the upstream login itself: see ``command``)."""
         if not _forwardable(creds):
             self._record("malformed", mechanism)
-            return await self._failed(replies.err("invalid characters in credentials", Code.AUTH))
+            return self._failed(replies.err("invalid characters in credentials", Code.AUTH))
         username = self.user = creds.username.decode("utf-8", "replace")
-        settings = self._settings
+        if self._settings.lockout is not None:
+            return self._guarded_login(creds, username, mechanism, tls_active)
+        return self._routed_login(creds, username, mechanism, tls_active)
+
+    async def _guarded_login(self, creds: Credentials, username: str, mechanism: str,
+                             tls_active: bool) -> AuthResult:
         refused = await self._lockout_refusal(username, mechanism)
         if refused is not None:
             return refused
+        return await self._routed_login(creds, username, mechanism, tls_active)
+
+    def _routed_login(self, creds: Credentials, username: str, mechanism: str,
+                      tls_active: bool) -> Coroutine[None, None, AuthResult]:
+        settings = self._settings
         # Every refusal is answered this long after the lockout check (whose delay does not
         # depend on who says no): see failure_timing.py.
         checked = settings.clock()
         name, target = route_for(settings.policy, username)
         decision = user_decision(settings.policy, username, self._client_ip, tls_active,
                                  mechanism)
-        if not decision.allowed:
-            # Same reply and timing as a wrong password at the upstream the user is routed
-            # to: a policy denial must not tell a guesser that the account exists.
-            settings.observer.metrics.policy_denials.labels("user").inc()
-            self._record("policy_denied", mechanism, reason=decision.reason)
-            await self._lockout_failed(username, creds.password)
-            return await self._failed(AUTH_FAILED, checked, self._refusal_floor(target))
-        upstream, status = await self._upstream_login(name, target, creds, mechanism)
-        if status.ok:
-            return LoggedIn(upstream, name, username, mechanism, status.raw)
-        upstream.close()
-        reply = _failure_reply(status.raw)
-        bad_password = reply is AUTH_FAILED
-        if bad_password:  # the upstream's own failure delay, learned for the floor
-            settings.failure_timing.observe(upstream_key(target), settings.clock() - checked)
-        self._record("bad_credentials" if bad_password else "upstream_refused",
-                     mechanism, upstream=name)
-        if bad_password:
+        if decision.allowed:
+            return self._upstream_login(name, target, creds, username, mechanism, checked)
+        # Same reply and timing as a wrong password at the upstream the user is routed
+        # to: a policy denial must not tell a guesser that the account exists.
+        settings.observer.metrics.policy_denials.labels("user").inc()
+        self._record("policy_denied", mechanism, reason=decision.reason)
+        return self._refused(AUTH_FAILED, creds, username, checked, target)
+
+    async def _refused(self, reply: bytes, creds: Credentials, username: str, checked: float,
+                       target: Upstream) -> Refused:
+        """A refused password (by policy or upstream): counted by the lockout, then the floor."""
+        if reply is AUTH_FAILED:
             await self._lockout_failed(username, creds.password)
         return await self._failed(reply, checked, self._refusal_floor(target))
 
-    async def confirm(self, login: LoggedIn) -> None:
+    def confirm(self, login: LoggedIn) -> Awaitable[None] | None:
         """After the session entered TRANSACTION (and lifted the login deadline), before the
-        +OK: record the success."""
-        lockout = self._settings.lockout
-        if lockout is not None and self._client_ip is not None:
+        +OK: record the success; what to await first (lockout store), else None."""
+        lockout, address = self._settings.lockout, self._client_ip
+        if lockout is not None and address is not None:
             # Recorded before the +OK, so a client reconnecting at once sees it (Redis).
-            await self._guarded(lockout.succeeded(login.user, self._client_ip))
+            return self._confirm_after(lockout.succeeded(login.user, address), login)
+        self._record("ok", login.mechanism, upstream=login.route)
+        return None
+
+    async def _confirm_after(self, recording: Awaitable[None], login: LoggedIn) -> None:
+        await self._guarded(recording)
         self._record("ok", login.mechanism, upstream=login.route)
 
     def _refusal_floor(self, target: Upstream) -> float:
@@ -275,18 +296,24 @@ class AuthHandler:
         except StoreUnavailable:
             log.warning("session %s: lockout store unavailable while recording", self._peer)
 
-    async def _upstream_login(
-        self, name: str, target: Upstream, creds: Credentials, mechanism: str
-    ) -> tuple[UpstreamConnection, StatusLine]:
-        """Connect to the routed upstream and log in with USER and PASS."""
-        observer = self._settings.observer
-        started = self._settings.clock()
+    async def _upstream_login(self, name: str, target: Upstream, creds: Credentials,
+                              username: str, mechanism: str, checked: float) -> AuthResult:
+        """Connect to the routed upstream and log in with USER and PASS (``checked``: the
+        clock after the policy checks, where the latency measured here starts)."""
+        settings = self._settings
+        observer = settings.observer
         upstream: UpstreamConnection | None = None
         result = "error"  # the result label of the latency (metrics.LOGIN_RESULTS)
         try:
-            tls = self._settings.upstream_tls.get(name)
-            upstream = await UpstreamConnection.open(target, tls, self._settings.upstream_connect)
-            upstream, status = await self._user_pass(upstream, target, creds, tls)
+            tls = settings.upstream_tls.get(name)
+            upstream = await UpstreamConnection.open(target, tls, settings.upstream_connect)
+            if settings.upstream_caps.pipelining((target.host, target.port, target.mode)):
+                # The common case awaited right here: a frame less at each await (see command).
+                upstream.pipelining = True
+                status = await upstream.pipelined_login(creds.username, creds.password)
+            else:
+                upstream, status = await user_pass(upstream, target, creds, settings.upstream_caps,
+                                                   tls, settings.upstream_connect)
             result = "ok" if status.ok else "refused"
         except BaseException as exc:  # also cancelled (login deadline, shutdown): no socket left
             if upstream is not None:
@@ -297,42 +324,17 @@ class AuthHandler:
             raise
         finally:
             observer.metrics.child(observer.metrics.upstream_login_seconds, name, result).observe(
-                self._settings.clock() - started
+                settings.clock() - checked
             )
-        return upstream, status
-
-    async def _user_pass(
-        self, upstream: UpstreamConnection, target: Upstream, creds: Credentials,
-        tls: ssl.SSLContext | None,
-    ) -> tuple[UpstreamConnection, StatusLine]:
-        """USER then PASS; in one write where the server lists PIPELINING (RFC 2449 s6.6).
-
-        The password then reaches the server even if it refused USER: the same server that
-        would get it after a +OK, over the same connection.
-        """
-        user = Command("USER", (creds.username,))
-        password = Command("PASS", (creds.password,))
-        caps = self._settings.upstream_caps
-        address = (target.host, target.port, target.mode)
-        pipelining = caps.pipelining(address)
-        if pipelining is None:
-            try:
-                pipelining = caps.learn(address, await upstream.capabilities())
-            except UpstreamError as exc:
-                # No usable CAPA answer: remembered as "no pipelining", and the login goes on
-                # over a fresh connection (this one's state is unknown).
-                log.info("upstream %s:%d: CAPA failed (%s); USER and PASS one at a time",
-                         target.host, target.port, exc)
-                caps.learn(address, ())
-                upstream.close()
-                fresh = await UpstreamConnection.open(target, tls, self._settings.upstream_connect)
-                try:
-                    return fresh, await _send_login(fresh, user, password, pipelining=False)
-                except BaseException:  # the caller only knows the first connection
-                    fresh.close()
-                    raise
-        upstream.pipelining = pipelining  # later commands may share a write too (mailbox.py)
-        return upstream, await _send_login(upstream, user, password, pipelining=pipelining)
+        if status.ok:
+            return LoggedIn(upstream, name, username, mechanism, status.raw)
+        upstream.close()
+        reply = _failure_reply(status.raw)
+        if reply is AUTH_FAILED:  # the upstream's own failure delay, learned for the floor
+            settings.failure_timing.observe(upstream_key(target), settings.clock() - checked)
+        self._record("bad_credentials" if reply is AUTH_FAILED else "upstream_refused",
+                     mechanism, upstream=name)
+        return await self._refused(reply, creds, username, checked, target)
 
     def _record(self, result: str, mechanism: str, **fields: str) -> None:
         """Count and audit one login attempt (the username goes to the audit log only)."""
@@ -358,6 +360,7 @@ class AuthHandler:
 
 
 AUTH_FAILED = replies.err("authentication failed", Code.AUTH)
+USER_ACCEPTED = Reply(replies.ok("send PASS"), Event.USER_ACCEPTED)  # immutable, so shared
 LOCKED = replies.err("too many failed logins, try again later", Code.SYS_TEMP)
 LOCKOUT_STORE_DOWN = replies.err("login temporarily unavailable, try again later", Code.SYS_TEMP)
 TOO_MANY_FAILURES = replies.err("too many failed logins", Code.AUTH)
@@ -376,25 +379,12 @@ def _failure_reply(upstream_reply: bytes) -> bytes:
     return AUTH_FAILED
 
 
-async def _send_login(upstream: UpstreamConnection, user: Command, password: Command, *,
-                      pipelining: bool) -> StatusLine:
-    """The status of PASS (or of a refused USER, when not pipelined)."""
-    if pipelining:
-        return await upstream.pipelined(user, password)
-    status = await upstream.status(user)
-    if status.ok:
-        status = await upstream.status(password)
-    return status
-
-
 def _forwardable(creds: Credentials) -> bool:
-    """USER/PASS arguments must fit one upstream command line (RFC 2449 section 4)."""
-    if _SP in creds.username:
-        return False
-    pass_line = len(b"PASS ") + len(creds.password) + len(b"\r\n")  # as Command.render sends it
-    return (valid_field(creds.username) and valid_field(creds.password)
+    """USER/PASS arguments must fit one upstream command line (RFC 2449 section 4): not
+    empty, no NUL/CR/LF, no space in the username (one expression: it runs at every login)."""
+    user, password = creds.username, creds.password
+    pass_line = len(b"PASS ") + len(password) + len(b"\r\n")  # as Command.render sends it
+    return (bool(user) and _SP not in user and _NUL not in user and _CR not in user
+            and _LF not in user and bool(password) and _NUL not in password
+            and _CR not in password and _LF not in password
             and pass_line <= limits.MAX_COMMAND_LINE)
-
-
-def valid_field(value: bytes) -> bool:
-    return bool(value) and _NUL not in value and _CR not in value and _LF not in value

@@ -23,7 +23,7 @@ from popproxy.pop3.events import (
 )
 from popproxy.pop3.replies import Code
 from popproxy.pop3.state import Event, SessionState, State
-from popproxy.proxy.auth import AuthHandler, AuthResult, LoggedIn, Refused, Reply, SaslStarted
+from popproxy.proxy.auth import AuthHandler, AuthResult, LoggedIn, Refused, Reply
 from popproxy.proxy.channel_errors import ChannelClosed, wait_handshake
 from popproxy.proxy.client_channel import ClientChannel
 from popproxy.proxy.errors import SessionEnd
@@ -237,34 +237,35 @@ class Session:
         self.state.apply(event)
 
     async def _apply(self, result: AuthResult) -> None:
-        """Carry out what a login line led to."""
+        """Carry out what a login line led to (the common results tested first)."""
         if isinstance(result, Reply):
             if result.event is not None:
                 self._transition(result.event)
             self.write(result.data)
-        elif isinstance(result, SaslStarted):
-            self._transition(Event.SASL_STARTED)
-            if result.initial is None:
-                self.write(result.challenge)
-            else:
-                await self._apply(await self.auth.sasl_step(result.initial, self.state.tls_active))
+        elif isinstance(result, LoggedIn):
+            if (recording := self._logged_in(result)) is not None:  # confirm's lockout store
+                await recording
+            self.write(result.reply)
         elif isinstance(result, Refused):
             self._transition(Event.LOGIN_FAILED)  # back to AUTHORIZATION (also after AUTH)
             self.write(result.reply)
             if result.close:
                 raise SessionEnd
         else:
-            await self._logged_in(result)
+            self._transition(Event.SASL_STARTED)
+            if result.initial is None:
+                self.write(result.challenge)
+            else:
+                await self._apply(await self.auth.sasl_step(result.initial, self.state.tls_active))
 
-    async def _logged_in(self, login: LoggedIn) -> None:
+    def _logged_in(self, login: LoggedIn) -> Awaitable[None] | None:
         self.upstream, self.upstream_name = login.upstream, login.route
-        self._transition(Event.LOGIN_OK)
+        self.state.apply(Event.LOGIN_OK)
         # From now on only the idle timeout applies (RFC 1939 section 3).  No await since the
         # upstream said +OK: the login deadline cannot cut in after the upstream login.
         if self._login_timer is not None:
             self._login_timer.reschedule(None)
-        await self.auth.confirm(login)
-        self.write(login.reply)
+        return self.auth.confirm(login)
 
     # ---------------------------------------------------------------- dispatch
     async def _handle(self, event: ClientEvent) -> None:
@@ -373,7 +374,8 @@ class Session:
         if upstream is None:  # TRANSACTION is entered only with an upstream (_logged_in)
             raise AssertionError("TRANSACTION state without an upstream connection")
         mailbox, scan, user = self.mailbox, self.settings.scan, self.auth.user
-        if mailbox is None and scan is not None and user is not None:  # not at login: ~1 KiB idle
+        # Not at login (~1 KiB idle), nor for a QUIT first: its +OK would commit nothing.
+        if mailbox is None and scan is not None and user is not None and cmd.verb != "QUIT":
             mailbox = self.mailbox = ReleasingMailbox(
                 upstream, self.out, scan, self.upstream_name, user, self.audit,
                 self.settings.observer.metrics)

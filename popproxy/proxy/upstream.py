@@ -14,7 +14,7 @@ import enum
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Protocol
 
 from popproxy.policy import Upstream as UpstreamSettings
@@ -126,38 +126,43 @@ class UpstreamConnection:
         Raises ``UpstreamError`` on any failure, including certificate verification.
         """
         try:
-            async with asyncio.timeout(settings.connect_timeout):
-                channel = await connect(settings.host, settings.port)
+            if connect is open_channel:  # it keeps the deadline itself (no asyncio.timeout)
+                channel: UpstreamChannel = await open_channel(
+                    settings.host, settings.port, settings.connect_timeout)
+            else:
+                async with asyncio.timeout(settings.connect_timeout):
+                    channel = await connect(settings.host, settings.port)
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"connect failed ({settings.host}:{settings.port}): "
                                 f"{_why(exc, settings.connect_timeout)}",
                                 UpstreamFailure.CONNECT) from None
         conn = cls(channel, settings)
         try:
-            await conn._secure_and_greet(tls)
+            # Here, not in a helper coroutine: each frame is resumed at every await of a login.
+            if settings.mode == "tls":
+                await conn._start_tls(tls)
+            greeting = await conn._event(timeout=settings.greeting_timeout)
+            if not (isinstance(greeting, StatusLine) and greeting.ok):
+                raise UpstreamError("upstream did not greet with +OK", UpstreamFailure.GREETING)
+            if settings.mode == "starttls":
+                await conn._stls(tls)
         except BaseException:
             channel.abort()
             raise
         return conn
 
-    async def _secure_and_greet(self, tls: ssl.SSLContext | None) -> None:
-        settings = self._settings
-        if settings.mode == "tls":
-            await self._start_tls(tls)
-        greeting = await self._event(timeout=settings.greeting_timeout)
-        if not (isinstance(greeting, StatusLine) and greeting.ok):
-            raise UpstreamError("upstream did not greet with +OK", UpstreamFailure.GREETING)
-        if settings.mode == "starttls":
-            status = await self.status(Command("STLS"))
-            if not status.ok:
-                raise UpstreamError("upstream refused STLS (does it offer it? the upstream's "
-                                    "mode: plain or tls)", UpstreamFailure.STLS)
-            # RFC 2595 section 4 from the other side: anything the server sent after its +OK
-            # arrived in plaintext and must not be taken as a TLS-protected answer.
-            if self.framer.buffered() or self._channel.unread:
-                raise UpstreamError("upstream sent data after STLS +OK (injection?)",
-                                    UpstreamFailure.STLS)
-            await self._start_tls(tls)
+    async def _stls(self, tls: ssl.SSLContext | None) -> None:
+        """STLS after the greeting (RFC 2595 section 4), then the handshake."""
+        status = await self.status(Command("STLS"))
+        if not status.ok:
+            raise UpstreamError("upstream refused STLS (does it offer it? the upstream's "
+                                "mode: plain or tls)", UpstreamFailure.STLS)
+        # RFC 2595 section 4 from the other side: anything the server sent after its +OK
+        # arrived in plaintext and must not be taken as a TLS-protected answer.
+        if self.framer.buffered() or self._channel.unread:
+            raise UpstreamError("upstream sent data after STLS +OK (injection?)",
+                                UpstreamFailure.STLS)
+        await self._start_tls(tls)
 
     async def _start_tls(self, tls: ssl.SSLContext | None) -> None:
         if tls is None:
@@ -198,18 +203,32 @@ class UpstreamConnection:
                 data = await self._channel.read(timeout=limit)
                 self._eof = not data
                 self.framer.receive_data(data)
-        except ProtocolError as exc:
+        except (ProtocolError, OSError, TimeoutError) as exc:
+            raise self._read_failure(exc) from None
+
+    def _read_failure(self, exc: ProtocolError | OSError | TimeoutError) -> UpstreamError:
+        """The ``UpstreamError`` for a failed read or a framing error."""
+        if isinstance(exc, ProtocolError):
             if self._eof:  # cut off inside a status line or a body: the server closed
-                raise closed_early() from None
-            raise UpstreamError(f"protocol error: {exc}", UpstreamFailure.PROTOCOL) from None
-        except (OSError, TimeoutError) as exc:
-            reason = UpstreamFailure.TIMEOUT if isinstance(exc, TimeoutError) \
-                else UpstreamFailure.READ
-            raise UpstreamError(f"read failed: {exc.__class__.__name__}", reason) from None
+                return closed_early()
+            return UpstreamError(f"protocol error: {exc}", UpstreamFailure.PROTOCOL)
+        reason = UpstreamFailure.TIMEOUT if isinstance(exc, TimeoutError) \
+            else UpstreamFailure.READ
+        return UpstreamError(f"read failed: {exc.__class__.__name__}", reason)
 
     async def _status_line(self, single: bool = False) -> StatusLine:
-        """The next status line; ``single``: one that no body may follow."""
-        event = await self._event()
+        """The next status line; ``single``: one that no body may follow.
+
+        Reads as ``_event`` does, not through it: a frame less at each await (a login's
+        answers, every relayed command's)."""
+        framer = self.framer
+        try:
+            while (event := framer.next_event()) is NEED_DATA:
+                data = await self._channel.read(timeout=self._settings.response_timeout)
+                self._eof = not data
+                framer.receive_data(data)
+        except (ProtocolError, OSError, TimeoutError) as exc:
+            raise self._read_failure(exc) from None
         if isinstance(event, StatusLine):
             if single and event.multiline:
                 raise UpstreamError("unexpected response framing", UpstreamFailure.PROTOCOL)
@@ -218,11 +237,13 @@ class UpstreamConnection:
             raise closed_early()
         raise UpstreamError("body data where a status line was due", UpstreamFailure.PROTOCOL)
 
-    async def request(self, cmd: Command) -> StatusLine:
+    def request(self, cmd: Command) -> Coroutine[None, None, StatusLine]:
         """Send ``cmd`` and return its status line; if ``multiline``, the body follows (read
-        it with ``body()`` or ``read_unstuffed`` before the next request's answer)."""
+        it with ``body()`` or ``read_unstuffed`` before the next request's answer).
+
+        Sends at once and hands over ``_status_line``'s coroutine (a frame less per await)."""
         self.send(cmd)
-        return await self._status_line()
+        return self._status_line()
 
     def body(self) -> BodyChunks:
         """The multi-line body after a ``multiline`` status line, chunk by chunk."""
@@ -239,15 +260,18 @@ class UpstreamConnection:
                                     UpstreamFailure.PROTOCOL)
         return bytes(body)
 
-    async def status(self, cmd: Command) -> StatusLine:
-        """Send a single-line command and return its status line."""
+    def status(self, cmd: Command) -> Coroutine[None, None, StatusLine]:
+        """Send a single-line command and return its status line (as ``request``)."""
         self.send(cmd)
-        return await self._status_line(single=True)
+        return self._status_line(single=True)
 
-    async def pipelined(self, first: Command, second: Command) -> StatusLine:
-        """Send two single-line commands in one write (the server lists PIPELINING, RFC 2449
-        section 6.6); the first failure, else the second command's status."""
-        self._channel.write(self.framer.send_command(first) + self.framer.send_command(second))
+    async def pipelined_login(self, user: bytes, password: bytes) -> StatusLine:
+        """USER and PASS in one write (the server lists PIPELINING, RFC 2449 section 6.6);
+        the first failure, else PASS's status."""
+        # Both are answered by a status line alone (RFC 1939 section 7); the lines are what
+        # Command.render makes of them, without building the Commands.
+        self.framer.expect_status_lines(2)
+        self._channel.write(b"USER %s\r\nPASS %s\r\n" % (user, password))
         self._channel.flush()
         # Servers that keep Nagle on (Dovecot's login process) hold the second answer until
         # the first is acknowledged; a delayed ACK would stall the login for ~40 ms.

@@ -8,10 +8,18 @@ round trip and a send/receive pair per login.  A server without CAPA (RFC 1939 o
 
 from __future__ import annotations
 
+import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable
 
+from popproxy.policy import Upstream as UpstreamSettings
 from popproxy.pop3.capa import Capability
+from popproxy.pop3.events import Command, StatusLine
+from popproxy.pop3.sasl import Credentials
+from popproxy.proxy.upstream import Connector, UpstreamConnection, UpstreamError
+
+log = logging.getLogger("popproxy.auth")
 
 # Re-learn after this long: an upstream may be replaced or reconfigured behind one address.
 CAPA_TTL = 600.0  # seconds
@@ -37,3 +45,47 @@ class UpstreamCapabilities:
         supported = any(cap.name == "PIPELINING" for cap in caps)
         self._pipelining[address] = (supported, self._clock())
         return supported
+
+
+async def user_pass(
+    upstream: UpstreamConnection, target: UpstreamSettings, creds: Credentials,
+    caps: UpstreamCapabilities, tls: ssl.SSLContext | None, connect: Connector,
+) -> tuple[UpstreamConnection, StatusLine]:
+    """USER then PASS where the upstream is not known to list PIPELINING: asks CAPA first if
+    that is not known (RFC 2449 s5); returns the connection logged in over and PASS's status.
+    (Where it is known, the caller sends ``pipelined_login`` itself: proxy/auth.py.)
+
+    Pipelined, the password reaches the server even if it refused USER: the same server that
+    would get it after a +OK, over the same connection.
+    """
+    address = (target.host, target.port, target.mode)
+    pipelining = caps.pipelining(address)
+    if pipelining is None:
+        try:
+            pipelining = caps.learn(address, await upstream.capabilities())
+        except UpstreamError as exc:
+            # No usable CAPA answer: remembered as "no pipelining", and the login goes on
+            # over a fresh connection (this one's state is unknown).
+            log.info("upstream %s:%d: CAPA failed (%s); USER and PASS one at a time",
+                     target.host, target.port, exc)
+            caps.learn(address, ())
+            upstream.close()
+            fresh = await UpstreamConnection.open(target, tls, connect)
+            try:
+                return fresh, await _send_login(fresh, creds, pipelining=False)
+            except BaseException:  # the caller only knows the first connection
+                fresh.close()
+                raise
+    upstream.pipelining = pipelining  # later commands may share a write too (mailbox.py)
+    return upstream, await _send_login(upstream, creds, pipelining=pipelining)
+
+
+async def _send_login(upstream: UpstreamConnection, creds: Credentials, *,
+                      pipelining: bool) -> StatusLine:
+    """The status of PASS (or of a refused USER, when not pipelined)."""
+    if pipelining:
+        return await upstream.pipelined_login(creds.username, creds.password)
+    status = await upstream.status(Command("USER", (creds.username,)))
+    if status.ok:
+        status = await upstream.status(Command("PASS", (creds.password,)))
+    return status

@@ -8,10 +8,10 @@ on uvloop, bench/README.md "Idle memory"); the channel reads its socket itself
 ``server_side=False``: the upstream modes STLS and implicit TLS, ``upstream.py``).
 
 Connecting does what ``create_connection`` did for us (without ``sock_connect``: see
-``connect_socket``): every address ``getaddrinfo`` returns is tried in order and the first
+``connect_one``): every address ``getaddrinfo`` returns is tried in order and the first
 that accepts wins; if none does, their error is raised (one error if they all say the same,
-else all of them, as asyncio words it).  The connect timeout is the caller's
-(``UpstreamConnection.open``): a cancelled attempt closes its socket.
+else all of them, as asyncio words it).  The connect timeout is ``open_channel``'s (given by
+``UpstreamConnection.open``); an attempt cancelled or timed out closes its socket.
 """
 
 from __future__ import annotations
@@ -35,21 +35,40 @@ _literals: dict[tuple[str, int], tuple[AddrInfo, ...] | None] = {}
 MAX_LITERALS = 1024
 
 
-async def open_channel(host: str, port: int) -> SocketChannel:
-    """Connect to ``host:port`` (TCP, ``TCP_NODELAY``) and return its ``SocketChannel``."""
+async def open_channel(host: str, port: int, timeout: float | None = None) -> SocketChannel:
+    """Connect to ``host:port`` (TCP, ``TCP_NODELAY``) and return its ``SocketChannel``.
+
+    ``timeout``: ``TimeoutError`` if resolving and connecting take longer (what
+    ``asyncio.timeout`` around the call would do, for less: a timer on each connect's future,
+    no task cancellation; ``UpstreamConnection.open`` passes the upstream's connect timeout).
+    """
     loop = asyncio.get_running_loop()
-    infos = await resolve(loop, host, port)
+    deadline = None if timeout is None else loop.time() + timeout
+    infos: Sequence[AddrInfo] | None = _literals.get((host, port))  # a literal: no coroutine
+    if infos is None:
+        if deadline is None:
+            infos = await resolve(loop, host, port)
+        else:
+            async with asyncio.timeout_at(deadline):
+                infos = await resolve(loop, host, port)
     if not infos:
         raise OSError(f"getaddrinfo({host!r}) returned no addresses")
     errors: list[OSError] = []
     for family, kind, proto, _, address in infos:
         try:
-            sock = await connect_one(loop, family, kind, proto, address)
+            sock = await connect_one(loop, family, kind, proto, address, deadline)
+        except Expired:
+            raise TimeoutError from None  # the deadline covers every address: none is left
         except OSError as exc:
             errors.append(exc)
             continue
         return SocketChannel(sock)
     raise connect_error(errors)
+
+
+class Expired(Exception):
+    """``connect_one``'s deadline passed (not an OSError: a connect's own ETIMEDOUT is one,
+    and the next address is tried after it)."""
 
 
 async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> Sequence[AddrInfo]:
@@ -82,45 +101,64 @@ def _literal(host: str, port: int) -> tuple[AddrInfo, ...] | None:
 
 
 async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, proto: int,
-                      address: tuple[Any, ...]) -> socket.socket:
-    """One connected non-blocking socket; closed again if connecting fails or is cancelled."""
+                      address: tuple[Any, ...], deadline: float | None = None) -> socket.socket:
+    """One connected non-blocking socket; closed again if connecting fails, is cancelled or
+    passes ``deadline`` (loop time: ``Expired``).
+
+    The connect is started, awaited as writability (unless ``connected`` already), its result
+    read from ``SO_ERROR`` (what ``loop.sock_connect`` does).  Not ``sock_connect``: uvloop's
+    resolves the address again in libuv's thread pool, literal or not (4 threads more per
+    process, and a hand-off per connection).  In this frame, not a helper's: a frame less to
+    resume when it connects."""
     sock = socket.socket(family, kind, proto)
     try:
         sock.setblocking(False)
-        await connect_socket(loop, sock, address)
+        err = sock.connect_ex(address)
+        if err in (errno.EINPROGRESS, errno.EINTR):
+            if not connected(sock):
+                fd, done = sock.fileno(), loop.create_future()
+                loop.add_writer(fd, wake, done)
+                timer = None if deadline is None else loop.call_at(deadline, expire, done)
+                try:
+                    await done
+                finally:
+                    loop.remove_writer(fd)
+                    if timer is not None:
+                        timer.cancel()
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:  # OSError(errno, ...) is the matching subclass (ConnectionRefusedError, ...)
+            raise OSError(err, f"Connect call failed {address}")
         if family in (socket.AF_INET, socket.AF_INET6):
             # Commands and replies are small; Nagle would hold a pipelined login's second
             # line for an ACK (what create_connection's transports set too).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except BaseException:  # OSError, and the caller's timeout (CancelledError)
+    except BaseException:  # OSError, Expired, and a cancellation (login deadline, shutdown)
         with contextlib.suppress(OSError):
             sock.close()
         raise
     return sock
 
 
-async def connect_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                         address: tuple[Any, ...]) -> None:
-    """A non-blocking connect: started, awaited as writability, its result read from
-    ``SO_ERROR`` (what ``loop.sock_connect`` does).  Not ``sock_connect``: uvloop's resolves
-    the address again in libuv's thread pool, literal or not (4 threads more per process,
-    and a hand-off per connection)."""
-    err = sock.connect_ex(address)
-    if err in (errno.EINPROGRESS, errno.EINTR):
-        fd, connected = sock.fileno(), loop.create_future()
-        loop.add_writer(fd, wake, connected)
-        try:
-            await connected
-        finally:
-            loop.remove_writer(fd)
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if err:  # OSError(errno, ...) is the matching subclass (ConnectionRefusedError, ...)
-        raise OSError(err, f"Connect call failed {address}")
+def connected(sock: socket.socket) -> bool:
+    """Whether a connect reported in progress has completed already: to a loopback upstream it
+    has, inside connect(2), and waiting for writability would cost a loop iteration and a
+    resume of the whole login's coroutine chain for nothing.  (A failed one is not connected:
+    waiting reports it, as before.)"""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 def wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(Expired())
 
 
 def connect_error(errors: list[OSError]) -> OSError:

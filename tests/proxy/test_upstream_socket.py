@@ -142,9 +142,13 @@ def test_every_address_refused_raises_for_the_connect_failure(
     run(loop, main)
 
 
-def test_a_cancelled_connect_closes_its_socket(loop: str) -> None:
+def test_a_cancelled_connect_closes_its_socket(loop: str, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
     watched: list[int] = []
     unwatched: list[int] = []
+    # A loopback connect is done when connect(2) returns: seen as still in progress here, as a
+    # remote upstream's would be, it is waited for.
+    monkeypatch.setattr(upstream_socket, "connected", lambda sock: False)
 
     class Stalled:  # the connect's completion is never reported: the timeout cancels it
         def create_future(self) -> asyncio.Future[None]:
@@ -373,3 +377,22 @@ def test_a_tls_bulk_transfer_takes_many_records_per_wake_up(
         assert size / wake_ups > 4 * BULK_READ, f"{wake_ups} wake-ups for {size} bytes"
 
     run(loop, main, timeout=60)
+
+
+def test_a_connect_done_at_once_is_not_waited_for(loop: str) -> None:
+    class NoWaiting:  # a loopback connect completes inside connect(2): no writability wait
+        def create_future(self) -> asyncio.Future[None]:
+            raise AssertionError("waited for a connect that was done")
+
+    async def main() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listening:
+            sock = await connect_one(NoWaiting(), socket.AF_INET,  # type: ignore[arg-type]
+                                     socket.SOCK_STREAM, 6, listening.getsockname())
+            with sock:
+                assert sock.getpeername() == listening.getsockname()
+            dead = refused_port()
+            with pytest.raises(ConnectionRefusedError):  # not connected: waited for, refused
+                await connect_one(asyncio.get_running_loop(), socket.AF_INET,
+                                  socket.SOCK_STREAM, 6, ("127.0.0.1", dead))
+
+    run(loop, main)

@@ -64,7 +64,12 @@ class ReadQueue:
         what arrived in one wake-up (TLS records, bulk reads) is one ``read``."""
         self._chunks.append(data)
         self._unread += len(data)
-        if self._unread > MAX_UNREAD and not self._read_paused:
+        if self._unread > MAX_UNREAD:
+            self._pause_if_full()
+
+    def _pause_if_full(self) -> None:
+        """Past MAX_UNREAD: stop reading from the socket until ``read`` takes the bytes."""
+        if not self._read_paused:
             self._read_paused = True
             self._pause_reading()
 
@@ -77,7 +82,12 @@ class ReadQueue:
         waiter = self._read_waiter
         if waiter is not None and (self._chunks or self._eof):
             self._read_waiter = None
-            if not waiter.done():  # (cancelled: the bytes stay for the next read)
+            if waiter.done():  # (cancelled: the bytes stay for the next read)
+                pass
+            elif len(self._chunks) == 1 and not self._read_paused:  # _take, inlined: a reply
+                waiter.set_result(self._chunks.pop())
+                self._unread = 0
+            else:
                 waiter.set_result(self._take())
             timer = self._read_timer
             if timer is not None and not deadlines.is_coarse(timer):

@@ -35,9 +35,14 @@ import ssl
 from typing import Any
 
 from popproxy.proxy import deadlines
-from popproxy.proxy.channel_errors import ChannelClosed, consume_exception
+from popproxy.proxy.channel_errors import (
+    ChannelClosed,
+    consume_exception,
+    error_pending,
+    stops_on_error,
+)
 from popproxy.proxy.proxy_header_reader import ProxyHeaderReader
-from popproxy.proxy.read_queue import ReadQueue, receive_buffer
+from popproxy.proxy.read_queue import MAX_UNREAD, ReadQueue, receive_buffer
 from popproxy.proxy.socket_writer import SocketWriter
 from popproxy.proxy.tls_socket import TlsOwner, TlsSocket, close_notify, handshake_done, wrap
 from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser
@@ -138,21 +143,9 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._advance_handshake()
         else:
             self._read_tls() if self._tls is not None else self._read_plain()
-            if self._reading and type(self._loop).__module__.startswith("uvloop"):
-                self._see_pending_error()
+            if self._reading and stops_on_error(type(self._loop)) and error_pending(self._sock):
+                self._peer_closed()  # the bytes read stay ahead of the end, which comes as EOF
             self._wake_reader()  # once: what one wake-up read is one read()
-
-    def _see_pending_error(self) -> None:
-        """uvloop (libuv's ``uv_poll``) stops watching a descriptor that reports an error (a
-        reset right behind the bytes just read) after this last callback: see the error now,
-        or the session would wait for its timeout.  The bytes read stay ahead of the end,
-        which comes as EOF, as on asyncio's loop."""
-        try:
-            error = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        except OSError:
-            error = -1
-        if error:
-            self._peer_closed()
 
     def _read_after_write(self) -> None:
         self._start_reading()  # stopped while OpenSSL waited to write (no spinning reads)
@@ -171,7 +164,10 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             if not size:
                 self._peer_closed()
                 return
-            self._deliver(bytes(view[:size]))
+            self._chunks.append(bytes(view[:size]))  # _deliver, inlined (every read)
+            self._unread += size
+            if self._unread > MAX_UNREAD:
+                self._pause_if_full()
             if size < BULK_READ or not self._reading:  # a reply (no EAGAIN read), or paused
                 return
 
@@ -197,7 +193,10 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             if not size:
                 self._peer_closed()
                 return
-            self._deliver(bytes(view[:size]))
+            self._chunks.append(bytes(view[:size]))  # _deliver, inlined (every record)
+            self._unread += size
+            if self._unread > MAX_UNREAD:
+                self._pause_if_full()
             records += 1  # one per SSL_read; what OpenSSL holds does not wake the loop, and
             # after a small record a read would only raise SSLWantReadError (costly: issue 18)
             more = tls.pending() or (size >= BULK_READ and records < BULK_RECORDS)

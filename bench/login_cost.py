@@ -284,7 +284,10 @@ def main() -> int:
         proc = start(a.tool, tmp, port, a.event_loop, a.log_level, a.floor, a.workers)
         try:
             wait_port(port, proc)
-            asyncio.run(logins(port, WARMUP, STEPS[a.steps]))
+            # With workers, each has its own verdict cache in front of the shared SQLite one:
+            # enough warm-up logins that each worker has seen every user (100) several times.
+            warmup = WARMUP if a.workers == 1 else WARMUP * 5
+            asyncio.run(logins(port, warmup, STEPS[a.steps]))
             time.sleep(1.0)
             toggle(a.tool, proc)
             asyncio.run(logins(port, a.logins, STEPS[a.steps]))

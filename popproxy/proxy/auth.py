@@ -299,7 +299,8 @@ class AuthHandler:
     async def _upstream_login(self, name: str, target: Upstream, creds: Credentials,
                               username: str, mechanism: str, checked: float) -> AuthResult:
         """Connect to the routed upstream and log in with USER and PASS (``checked``: the
-        clock after the policy checks, where the latency measured here starts)."""
+        clock after the lockout check, before routing and the policy checks: microseconds,
+        where the latency measured here starts)."""
         settings = self._settings
         observer = settings.observer
         upstream: UpstreamConnection | None = None

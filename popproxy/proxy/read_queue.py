@@ -91,7 +91,7 @@ class ReadQueue:
                 waiter.set_result(self._take())
             timer = self._read_timer
             if timer is not None and not deadlines.is_coarse(timer):
-                # A short deadline (an upstream's greeting) has its own loop timer: about
+                # A short deadline (under deadlines.COARSE_MIN) has its own loop timer: about
                 # 0.5 KiB with its callback and context (uvloop), kept until it would fire.
                 # Only a wheel entry is worth keeping for the next read (``_arm_read_timer``).
                 self._drop_read_timer()

@@ -6,9 +6,11 @@ But resting and watching again is an ``add_reader``/``remove_reader`` pair per c
 4.5 us on uvloop (a poll handle made and freed, two ``epoll_ctl`` calls, and uvloop's check
 for a transport on the descriptor, which raises and catches a ``KeyError`` each time), and a
 session that is not idle sends its next command within milliseconds (issue 18: CPU per login).
-So ``rest_soon`` puts the channel on its loop's list, and one loop timer rests every channel on
-it ``REST_AFTER`` seconds later; a channel that is reading again by then stays watched
-(``rest`` checks, as it always did).  The list holds a channel for at most that long.
+So ``rest_soon`` puts the channel on its loop's list, and a loop timer that ticks every
+``REST_AFTER`` seconds while the list is not empty rests the channels that were put there
+before the previous tick: each rests between one and two ``REST_AFTER`` after its last answer,
+never sooner.  A channel that is reading again by then stays watched (``rest`` checks, as it
+always did).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import asyncio
 import threading
 from typing import Protocol
 
-# Seconds an upstream stays watched after its last answer: far longer than a client takes
-# between the commands of one session, far shorter than the shortest idle timeout (RFC 1939
-# section 3: 10 minutes) and than bench.py's settle time before it measures idle memory (2 s).
-REST_AFTER = 1.0
+# An upstream stays watched for one to two of these after its last answer: far longer than a
+# client takes between the commands of one session, far shorter than the shortest idle
+# timeout (RFC 1939 section 3: 10 minutes) and than bench.py's settle time before it measures
+# idle memory (2 s).
+REST_AFTER = 0.5
 _local = threading.local()
 
 
@@ -29,26 +32,37 @@ class Restable(Protocol):
 
 
 class _Resting:
-    """The channels of one loop waiting to rest, and the one timer that rests them."""
+    """The channels of one loop waiting to rest, in two generations, and the one timer."""
 
-    __slots__ = ("_channels", "_timer", "loop")
+    __slots__ = ("_due", "_fresh", "_timer", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._channels: set[Restable] = set()
+        self._fresh: set[Restable] = set()  # put on the list since the last tick
+        self._due: set[Restable] = set()  # put there before it: rested at the next tick
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, channel: Restable) -> None:
-        self._channels.add(channel)
+        self._due.discard(channel)  # its last answer is this one: a full wait again
+        self._fresh.add(channel)
         if self._timer is None:
-            self._timer = self.loop.call_later(REST_AFTER, self.run)
+            self._timer = self.loop.call_later(REST_AFTER, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        due, self._due, self._fresh = self._due, self._fresh, set()
+        for channel in due:
+            channel.rest()
+        if self._due:
+            self._timer = self.loop.call_later(REST_AFTER, self._tick)
 
     def run(self) -> None:
         """Rest every channel on the list now (``rest`` leaves one that is reading again)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        channels, self._channels = self._channels, set()
+        channels = self._due | self._fresh
+        self._due, self._fresh = set(), set()
         for channel in channels:
             channel.rest()
 
@@ -61,7 +75,7 @@ def _resting(loop: asyncio.AbstractEventLoop) -> _Resting:
 
 
 def rest_soon(channel: Restable) -> None:
-    """``channel.rest()`` in ``REST_AFTER`` seconds, with every other channel due then."""
+    """``channel.rest()`` one to two ``REST_AFTER`` from now, with the other channels due."""
     _resting(asyncio.get_running_loop()).add(channel)
 
 

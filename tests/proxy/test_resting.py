@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -49,6 +50,30 @@ def test_a_channel_reading_again_before_the_delay_stays_watched(
         assert await reading == b"+OK\r\n"
         channel.abort()
         client.close()
+
+    run(loop, main)
+
+
+def test_a_channel_put_late_in_a_tick_still_waits_the_whole_delay(
+        loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (review): with one timer armed for the first channel, a channel put on the
+    list just before it fired rested at once, not REST_AFTER after its last answer."""
+    monkeypatch.setattr(resting, "REST_AFTER", 0.2)
+
+    async def main() -> None:
+        (first_sock, first_peer), (late_sock, late_peer) = tcp_pair(), tcp_pair()
+        first, late = SocketChannel(first_sock), SocketChannel(late_sock)
+        resting.rest_soon(first)
+        await asyncio.sleep(0.18)  # just before the first tick
+        resting.rest_soon(late)
+        put = time.monotonic()
+        while late._reading:
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - put >= 0.2 - 0.02  # (timer granularity)
+        assert not first._reading
+        for channel, peer in ((first, first_peer), (late, late_peer)):
+            channel.abort()
+            peer.close()
 
     run(loop, main)
 

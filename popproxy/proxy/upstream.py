@@ -31,7 +31,7 @@ from popproxy.pop3.events import (
     StatusLine,
 )
 from popproxy.pop3.framing import ResponseFramer, Unstuffer
-from popproxy.pop3.listing import ListingReader
+from popproxy.pop3.listing import ListingReader, parse_listing
 from popproxy.proxy.channel_errors import ChannelClosed
 from popproxy.proxy.upstream_socket import open_channel
 
@@ -351,13 +351,17 @@ async def read_listings(up: UpstreamConnection, verbs: tuple[str, ...]
 
 async def _listing_answer(up: UpstreamConnection, verb: str,
                           status: StatusLine) -> dict[int, bytes]:
-    # Parsed as it arrives, within pop3.listing's bounds (line length, entry count).
-    reader, unstuffer = ListingReader(), Unstuffer()
+    # Parsed as it arrives, within pop3.listing's bounds (line length, entry count); in one
+    # piece when it is all here already (most are: the framer's whole_body).
     try:
-        if status.multiline:
+        whole = up.framer.whole_body() if status.multiline else b""
+        if whole is not None:
+            entries = parse_listing(whole)
+        else:
+            reader, unstuffer = ListingReader(), Unstuffer()
             async for chunk in up.body():
                 reader.feed(unstuffer.feed(chunk))
-        entries = reader.finish()
+            entries = reader.finish()
     except ProtocolError as exc:
         raise UpstreamError(f"{verb} answer: {exc}", UpstreamFailure.PROTOCOL) from None
     if not status.ok:

@@ -298,7 +298,9 @@ class VerdictCache:
         """Drop this process's entries of ``mailbox`` whose key is not in ``listed`` (the
         messages the upstream lists now): a message deleted upstream needs no verdict.  The
         keys dropped (the caller deletes them from Redis too)."""
-        gone = [key for key in self._boxes.get(mailbox, ()) if key not in listed]
+        held = self._boxes.get(mailbox)
+        # A set difference, not a loop: every login's listing asks (issue 18), most drop none.
+        gone = [] if held is None or held <= listed else list(held - listed)
         for key in gone:
             self._drop(key)
         if gone and self._path is not None:
@@ -335,14 +337,19 @@ class VerdictCache:
         """``forget_unlisted``, and the same keys deleted from Redis; how many were dropped.
         Entries only other instances wrote expire by the TTL (docs/scanning.md)."""
         gone = self.forget_unlisted(mailbox, listed)
-        if gone and self._shared is not None and self._shared_usable():
+        if gone:
+            await self.forget_shared(gone)
+        return len(gone)
+
+    async def forget_shared(self, gone: list[str]) -> None:
+        """The keys ``forget_unlisted`` dropped here, deleted from Redis too."""
+        if self._shared is not None and self._shared_usable():
             try:
                 await self._shared.delete(gone)
             except Exception as exc:  # the TTL still ends them
                 self._shared_failed("delete", exc)
-                return len(gone)
+                return
             self._shared_ok()
-        return len(gone)
 
     def _shared_usable(self) -> bool:
         if self._retry_at is not None and self._clock() < self._retry_at:

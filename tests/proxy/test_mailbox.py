@@ -22,7 +22,7 @@ from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.upstream import UpstreamChannel, UpstreamConnection, UpstreamError
 from popproxy.proxy.upstream import UpstreamFailure as Failure
-from popproxy.proxy.verdict_cache import CachedVerdict, cache_key
+from popproxy.proxy.verdict_cache import CachedVerdict, cache_key, mailbox_key
 from tests.helpers import make_config
 from tests.proxy.test_upstream import GREETING, Client, ScriptedChannel
 from tests.support.feeds import FEED_IDS, FEEDS, Feed, whole
@@ -150,3 +150,25 @@ def test_a_clean_message_is_judged_once_and_delivered_as_it_is(tmp_path: Path) -
     assert bytes(client.received) == RETR_1
     assert metrics.registry.get_sample_value(
         "popproxy_messages_scanned_total", {"verdict": "clean", "action": "pass"}) == 1.0
+
+
+def test_verdicts_of_messages_no_longer_listed_are_forgotten_here_and_shared(
+        tmp_path: Path) -> None:
+    gone = cache_key("up", "alice", b"uid-gone", 10)
+    asked: list[list[str]] = []
+
+    async def script(view: MailboxView, client: Client) -> None:
+        cache = view._service.cache
+        await cache.store(gone, CachedVerdict("pass", 0.0, (), 10, time.time(), "old",
+                                              mailbox=mailbox_key("up", "alice")))
+
+        async def forget_shared(keys: list[str]) -> None:  # the Redis level's delete
+            asked.append(keys)
+
+        cache.forget_shared = forget_shared  # type: ignore[method-assign,assignment]
+        await view.stat()
+        assert cache.get(gone) is None
+        await view.stat()  # listed once per session: asked once
+
+    _run(tmp_path, LISTINGS, script, whole, {1: ("pass", len(CLEAN)), 2: ("pass", 900)})
+    assert asked == [[gone]]

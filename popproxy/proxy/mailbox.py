@@ -30,6 +30,7 @@ from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.settings import AuditFn
 from popproxy.proxy.spool import Spooled, cut_to_header, read_header, write_private
 from popproxy.proxy.upstream import (
+    LISTINGS,
     UpstreamConnection,
     UpstreamError,
     UpstreamFailure,
@@ -82,7 +83,7 @@ class MailboxView:
     async def _load(self) -> dict[int, bytes]:
         """Number -> UIDL of every message listed to the client, read at the first call."""
         if self._numbers is None:
-            uidls, sizes = await read_listings(self._up, ("UIDL", "LIST"))
+            uidls, sizes = await read_listings(self._up, LISTINGS)
             self._sizes = {n: int(v) for n, v in sizes.items()}
             self._keys = listing_keys(self._upstream_name, self._user, uidls, self._sizes)
             self._numbers = self._with_extras(uidls)

@@ -181,7 +181,7 @@ class UpstreamConnection:
     def send(self, cmd: Command) -> None:
         self._channel.write(self.framer.send_command(cmd))
 
-    def send_all(self, cmds: list[Command]) -> None:
+    def send_all(self, cmds: tuple[Command, ...]) -> None:
         """Several commands in one write (only where ``pipelining``, RFC 2449 s6.6); read each
         answers in order (``read_listings``)."""
         self._channel.write(b"".join([self.framer.send_command(cmd) for cmd in cmds]))
@@ -334,19 +334,24 @@ def _why(exc: BaseException, timeout: float) -> str:
     return str(exc) or exc.__class__.__name__  # ("Multiple exceptions: ...", ChannelClosed)
 
 
+# A mailbox view's listings: UIDL and LIST (RFC 1939 sections 7 and 5), in that order.
+LISTINGS = (Command("UIDL"), Command("LIST"))
+
+
 async def read_listing(up: UpstreamConnection, verb: str) -> dict[int, bytes]:
     """``n value`` lines of the upstream's UIDL or LIST (RFC 1939 sections 5 and 7)."""
     return await _listing_answer(up, verb, await up.request(Command(verb)))
 
 
-async def read_listings(up: UpstreamConnection, verbs: tuple[str, ...]
+async def read_listings(up: UpstreamConnection, cmds: tuple[Command, ...]
                         ) -> list[dict[int, bytes]]:
-    """``read_listing`` for each verb; the commands go in one write where the server lists
-    PIPELINING (RFC 2449 s6.6): one round trip for UIDL and LIST instead of two."""
+    """``read_listing`` for each command (``LISTINGS``: made once, not per login); they go in
+    one write where the server lists PIPELINING (RFC 2449 s6.6): one round trip for UIDL and
+    LIST instead of two."""
     if not up.pipelining:
-        return [await read_listing(up, verb) for verb in verbs]
-    up.send_all([Command(verb) for verb in verbs])
-    return [await _listing_answer(up, verb, await up._status_line()) for verb in verbs]
+        return [await _listing_answer(up, cmd.verb, await up.request(cmd)) for cmd in cmds]
+    up.send_all(cmds)
+    return [await _listing_answer(up, cmd.verb, await up._status_line()) for cmd in cmds]
 
 
 async def _listing_answer(up: UpstreamConnection, verb: str,

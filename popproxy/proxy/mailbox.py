@@ -30,7 +30,6 @@ from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.settings import AuditFn
 from popproxy.proxy.spool import Spooled, cut_to_header, read_header, write_private
 from popproxy.proxy.upstream import (
-    LISTINGS,
     UpstreamConnection,
     UpstreamError,
     UpstreamFailure,
@@ -81,23 +80,14 @@ class MailboxView:
 
     # ------------------------------------------------------------ upstream listings
     async def _load(self) -> dict[int, bytes]:
-        """Number -> UIDL of every message listed to the client, read at the first call."""
         if self._numbers is None:
-            uidls, sizes = await read_listings(self._up, LISTINGS)
+            uidls, sizes = await read_listings(self._up)
             self._sizes = {n: int(v) for n, v in sizes.items()}
+            self._numbers = uidls  # released.py adds messages of its own after these
             self._keys = listing_keys(self._upstream_name, self._user, uidls, self._sizes)
-            self._numbers = self._with_extras(uidls)
-            # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).  The
-            # shared level is asked only when there is something to forget (most logins not).
-            cache = self._service.cache
-            gone = cache.forget_unlisted(self._box, set(self._keys.values()))
-            if gone:
-                await cache.forget_shared(gone)
+            # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).
+            await self._service.cache.forget(self._box, set(self._keys.values()))
         return self._numbers
-
-    def _with_extras(self, uidls: dict[int, bytes]) -> dict[int, bytes]:
-        """The upstream's listing, and messages listed by the proxy itself (released.py)."""
-        return uidls
 
     # ------------------------------------------------------------ verdicts
     async def entry(self, number: int) -> CachedVerdict | None:
@@ -321,8 +311,7 @@ class MailboxView:
         return [(n, entry) for n, entry in found if entry is not None]
 
     async def stat(self) -> bytes:
-        listed = await self._live_entries()
-        # replies.ok's line, formatted at once (two numbers: nothing to replace or cut).
+        listed = await self._live_entries()  # the reply: replies.ok's line, made at once
         return b"+OK %d %d\r\n" % (len(listed), sum([entry.size for _, entry in listed]))
 
     async def list(self, number: int | None) -> bytes:

@@ -343,7 +343,7 @@ async def read_listing(up: UpstreamConnection, verb: str) -> dict[int, bytes]:
     return await _listing_answer(up, verb, await up.request(Command(verb)))
 
 
-async def read_listings(up: UpstreamConnection, cmds: tuple[Command, ...]
+async def read_listings(up: UpstreamConnection, cmds: tuple[Command, ...] = LISTINGS
                         ) -> list[dict[int, bytes]]:
     """``read_listing`` for each command (``LISTINGS``: made once, not per login); they go in
     one write where the server lists PIPELINING (RFC 2449 s6.6): one round trip for UIDL and

@@ -337,19 +337,14 @@ class VerdictCache:
         """``forget_unlisted``, and the same keys deleted from Redis; how many were dropped.
         Entries only other instances wrote expire by the TTL (docs/scanning.md)."""
         gone = self.forget_unlisted(mailbox, listed)
-        if gone:
-            await self.forget_shared(gone)
-        return len(gone)
-
-    async def forget_shared(self, gone: list[str]) -> None:
-        """The keys ``forget_unlisted`` dropped here, deleted from Redis too."""
-        if self._shared is not None and self._shared_usable():
+        if gone and self._shared is not None and self._shared_usable():
             try:
                 await self._shared.delete(gone)
             except Exception as exc:  # the TTL still ends them
                 self._shared_failed("delete", exc)
-                return
+                return len(gone)
             self._shared_ok()
+        return len(gone)
 
     def _shared_usable(self) -> bool:
         if self._retry_at is not None and self._clock() < self._retry_at:

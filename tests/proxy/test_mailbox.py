@@ -152,23 +152,32 @@ def test_a_clean_message_is_judged_once_and_delivered_as_it_is(tmp_path: Path) -
         "popproxy_messages_scanned_total", {"verdict": "clean", "action": "pass"}) == 1.0
 
 
+class _SharedDeletes:
+    """The shared level's ``delete``, recorded (nothing else but ``close`` is asked here)."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    async def delete(self, keys: list[str]) -> None:
+        self.asked.append(keys)
+
+    async def close(self) -> None:
+        pass
+
+
 def test_verdicts_of_messages_no_longer_listed_are_forgotten_here_and_shared(
         tmp_path: Path) -> None:
     gone = cache_key("up", "alice", b"uid-gone", 10)
-    asked: list[list[str]] = []
+    shared = _SharedDeletes()
 
     async def script(view: MailboxView, client: Client) -> None:
         cache = view._service.cache
         await cache.store(gone, CachedVerdict("pass", 0.0, (), 10, time.time(), "old",
                                               mailbox=mailbox_key("up", "alice")))
-
-        async def forget_shared(keys: list[str]) -> None:  # the Redis level's delete
-            asked.append(keys)
-
-        cache.forget_shared = forget_shared  # type: ignore[method-assign,assignment]
+        cache._shared = shared  # type: ignore[assignment]
         await view.stat()
         assert cache.get(gone) is None
         await view.stat()  # listed once per session: asked once
 
     _run(tmp_path, LISTINGS, script, whole, {1: ("pass", len(CLEAN)), 2: ("pass", 900)})
-    assert asked == [[gone]]
+    assert shared.asked == [[gone]]

@@ -97,6 +97,8 @@ def _write_meta(path: Path, held: HeldMessage) -> None:
 class QuarantineStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # Where mailboxes' box files are, as a string: joined with a box at every login.
+        self._boxes_prefix = os.path.join(directory, "boxes", "")
         # id -> ((mtime_ns, size) of its .json, released): see ``released``.
         self._released: dict[str, tuple[tuple[int, int], bool]] = {}
 
@@ -206,10 +208,10 @@ class QuarantineStore:
     def _box_ids(self, box: str) -> list[str]:
         if not box or set(box) - BOX_CHARS:
             raise KeyError(box)
-        # Read at every login with scanning on, and most boxes have no file: os.path and
+        # Read at every login with scanning on, and most boxes have no file: a string path and
         # open(), not Path arithmetic and read_text (half the cost, issue 18); access() first,
         # as a missing file's FileNotFoundError cost more than the look-up itself (2.7 vs 0.8 us).
-        path = os.path.join(self.directory, "boxes", box)
+        path = self._boxes_prefix + box
         if not os.access(path, os.F_OK):
             return []
         try:

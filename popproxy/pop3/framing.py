@@ -146,6 +146,29 @@ class ResponseFramer:
         self._at_line_start = data.endswith(b"\r\n")
         return BodyData(data)
 
+    def whole_body(self) -> bytes | None:
+        """Right after a ``multiline`` status line: the whole body if it is all received
+        (still dot-stuffed, without its terminator), as one slice instead of ``BodyData`` and
+        ``EndOfBody`` events; None if it is not (read it with ``next_event``).  A listing's
+        answer mostly arrives with its status line (issue 18: every login's UIDL and LIST)."""
+        if not self._in_body or not self._at_line_start or self._end_pending:
+            return None
+        if self._chunk is not None:  # the body came in a read of its own: one copy
+            self._buf += self._chunk
+            self._chunk = None
+        buf = self._buf
+        if buf[:3] == b".\r\n":
+            del buf[:3]
+            self._in_body = False
+            return b""
+        end = _find_terminator(buf)
+        if end < 0:
+            return None
+        data = bytes(memoryview(buf)[: end + 2])
+        del buf[: end + len(TERMINATOR)]
+        self._in_body = False
+        return data
+
     def _body_from_chunk(self) -> ServerEvent | Need:
         """``_next_body_event`` on an uncopied chunk (``_buf`` is empty)."""
         chunk, self._chunk = self._chunk, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from popproxy.pop3.errors import RemoteProtocolError
+from popproxy.pop3.framing import Unstuffer
 from popproxy.pop3.limits import MAX_STATUS_LINE
 
 # RFC 2449 section 4: response lines are at most 512 octets, CRLF included (a unique-id is
@@ -62,3 +63,24 @@ class ListingReader:
             if len(entries) >= max_entries:
                 raise RemoteProtocolError(f"listing over {max_entries} entries")
             entries[int(number)] = value.strip()
+
+
+def parse_listing(body: bytes) -> dict[int, bytes]:
+    """A whole listing body as the framer holds it (still dot-stuffed, terminator cut off):
+    what ``ListingReader`` returns for it, within the same bounds.
+
+    One loop over its lines when the body is shorter than one line's bound (so no line can
+    pass it, nor the entries theirs) and no line starts with "." (nothing to unstuff, RFC 1939
+    section 3): every login's UIDL and LIST of a small mailbox (issue 18).  Otherwise the
+    reader's general path.
+    """
+    if len(body) <= MAX_LISTING_LINE and body[:1] != b"." and b"\r\n." not in body:
+        entries: dict[int, bytes] = {}
+        for line in body.split(b"\r\n"):
+            number, _, value = line.partition(b" ")
+            if number.isdigit() and value:
+                entries[int(number)] = value.strip()
+        return entries
+    reader = ListingReader()
+    reader.feed(Unstuffer().feed(body))
+    return reader.finish()

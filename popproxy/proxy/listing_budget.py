@@ -94,39 +94,46 @@ class BudgetedMailbox(MailboxView):
         per message), the others downloaded (``_judge_new``, within the budget).  Between
         batches the loop runs other sessions: a mailbox of 20,000 re-scored verdicts must not
         hold every other client's command up for its whole listing."""
-        generation = await self._current_generation()
+        generation = self._generation or await self._current_generation()
         # Upstream messages only: the proxy's own (a released original, released.py) have no
         # cache key and are never judged.
-        todo = [n for n in sorted(await self._load(), reverse=True)
-                if n in self._keys and n not in self._entries and n not in self.deleted]
+        listed = await self._load()
+        keys, entries, deleted = self._keys, self._entries, self.deleted  # (made by _load)
+        todo = [n for n in sorted(listed, reverse=True)
+                if n in keys and n not in entries and n not in deleted]
         for start in range(0, len(todo), LISTING_BATCH):
             if start:  # yield between batches: a batch of cache hits never awaits anything real
                 await asyncio.sleep(0)
             batch = todo[start:start + LISTING_BATCH]
-            usable = await self._service.usable_verdicts([self._keys[n] for n in batch],
+            usable = await self._service.usable_verdicts([keys[n] for n in batch],
                                                          generation, _judged_on_head)
             for number in batch:
-                cached = usable.get(self._keys[number])
+                cached = usable.get(keys[number])
                 if cached is None:
-                    cached = await self._judge_new(number, self._keys[number])
+                    cached = await self._judge_new(number, keys[number])
                 if cached.action == "quarantine":  # released? (_keep); else no call per message
                     self._keep(number, cached)
                 else:
-                    self._entries[number] = cached
+                    entries[number] = cached
 
     async def _live_entries(self) -> list[tuple[int, CachedVerdict]]:
         # After the first listing every verdict is held: a plain loop, no coroutine per
         # message (one a failed listing left without a verdict is judged by entry(), as
         # without a budget).
-        numbers = [n for n in sorted(await self._load()) if n not in self.deleted]
+        listed = self._numbers if self._numbers is not None else await self._load()
+        entries, deleted = self._entries, self.deleted
+        if len(entries) == len(listed) and not deleted:  # (held ones are listed ones)
+            self._service.cache.flush()  # the listing's carried-over verdicts, in one append
+            return [(n, entries[n]) for n in sorted(listed)]
+        numbers = [n for n in sorted(listed) if n not in deleted]
         others: dict[int, CachedVerdict] = {}  # not held in _entries (released.py's own)
-        for number in [n for n in numbers if n not in self._entries]:
+        for number in [n for n in numbers if n not in entries]:
             entry = await self.entry(number)
-            if entry is not None and number not in self._entries:
+            if entry is not None and number not in entries:
                 others[number] = entry
-        self._service.cache.flush()  # the listing's carried-over verdicts, in one append
-        return [(n, self._entries.get(n) or others[n]) for n in numbers
-                if n in self._entries or n in others]
+        self._service.cache.flush()
+        return [(n, entries.get(n) or others[n]) for n in numbers
+                if n in entries or n in others]
 
     async def _judge_new(self, number: int, key: str) -> CachedVerdict:
         if self._deadline is None or self._now() < self._deadline:

@@ -57,7 +57,7 @@ class MailboxView:
     # Slots: one per connection lives as long as it does (idle memory per session).
     __slots__ = (
         "_audit", "_box", "_client", "_entries", "_generation", "_keys", "_metrics",
-        "_service", "_sizes", "_spool", "_uidls", "_up", "_upstream_name", "_user", "deleted"
+        "_numbers", "_service", "_sizes", "_spool", "_up", "_upstream_name", "_user", "deleted"
     )
 
     def __init__(self, upstream: UpstreamConnection, client: ClientSink, service: ScanService,
@@ -70,7 +70,7 @@ class MailboxView:
         self._box = mailbox_key(upstream_name, user)
         self._audit = audit
         self._metrics = metrics
-        self._uidls: dict[int, bytes] | None = None
+        self._numbers: dict[int, bytes] | None = None  # number -> UIDL, as the client is listed
         self._sizes: dict[int, int] = {}
         self._keys: dict[int, str] = {}  # cache keys, hashed once per message
         self._entries: dict[int, CachedVerdict] = {}
@@ -80,14 +80,14 @@ class MailboxView:
 
     # ------------------------------------------------------------ upstream listings
     async def _load(self) -> dict[int, bytes]:
-        if self._uidls is None:
-            uidls, sizes = await read_listings(self._up, ("UIDL", "LIST"))
+        if self._numbers is None:
+            uidls, sizes = await read_listings(self._up)
             self._sizes = {n: int(v) for n, v in sizes.items()}
-            self._uidls = uidls
+            self._numbers = uidls  # released.py adds messages of its own after these
             self._keys = listing_keys(self._upstream_name, self._user, uidls, self._sizes)
             # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).
             await self._service.cache.forget(self._box, set(self._keys.values()))
-        return self._uidls
+        return self._numbers
 
     # ------------------------------------------------------------ verdicts
     async def entry(self, number: int) -> CachedVerdict | None:
@@ -311,8 +311,8 @@ class MailboxView:
         return [(n, entry) for n, entry in found if entry is not None]
 
     async def stat(self) -> bytes:
-        listed = await self._live_entries()
-        return replies.ok(f"{len(listed)} {sum([entry.size for _, entry in listed])}")
+        listed = await self._live_entries()  # the reply: replies.ok's line, made at once
+        return b"+OK %d %d\r\n" % (len(listed), sum([entry.size for _, entry in listed]))
 
     async def list(self, number: int | None) -> bytes:
         if number is not None:

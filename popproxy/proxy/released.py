@@ -84,23 +84,25 @@ class ReleasingMailbox(BudgetedMailbox):
     """A ``BudgetedMailbox`` that lists notices under their own UIDL and serves releases whose
     upstream copy the client deleted."""
 
-    __slots__ = ("_extras", "_held_ids", "_numbers")
+    __slots__ = ("_extras", "_held_ids")
 
     def __init__(self, upstream: UpstreamConnection, client: ClientSink, service: ScanService,
                  upstream_name: str, user: str, audit: AuditFn, metrics: Metrics) -> None:
         super().__init__(upstream, client, service, upstream_name, user, audit, metrics)
         self._extras: dict[int, Extra] = {}
-        self._numbers: dict[int, bytes] | None = None  # upstream UIDLs and the extras'
         self._held_ids: dict[int, str] = {}  # deferred messages held at RETR: their id
 
     async def _load(self) -> dict[int, bytes]:
-        if self._numbers is None:
-            uidls = await super()._load()
-            store, first = self._service.quarantine, max(uidls, default=0) + 1
-            for number, held in enumerate(store.pending(self._box), first):
-                self._extras[number] = extra_of(held, store.directory / f"{held.id}.eml")
-            self._numbers = uidls | {n: released_uidl(x.held.id)
-                                     for n, x in self._extras.items()}
+        """The upstream's UIDLs and, numbered after them, the released originals (extras)."""
+        if self._numbers is not None:
+            return self._numbers
+        uidls = await super()._load()
+        store, first = self._service.quarantine, max(uidls, default=0) + 1
+        for number, held in enumerate(store.pending(self._box), first):
+            self._extras[number] = extra_of(held, store.directory / f"{held.id}.eml")
+        if not self._extras:
+            return uidls
+        self._numbers = uidls | {n: released_uidl(x.held.id) for n, x in self._extras.items()}
         return self._numbers
 
     async def entry(self, number: int) -> CachedVerdict | None:

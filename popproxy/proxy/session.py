@@ -374,18 +374,19 @@ class Session:
         if upstream is None:  # TRANSACTION is entered only with an upstream (_logged_in)
             raise AssertionError("TRANSACTION state without an upstream connection")
         mailbox, scan, user = self.mailbox, self.settings.scan, self.auth.user
-        # Not at login (~1 KiB idle), nor for a QUIT first: its +OK would commit nothing.
-        if mailbox is None and scan is not None and user is not None and cmd.verb != "QUIT":
+        from_verdicts = FROM_VERDICTS.get(cmd.verb)
+        if mailbox is None and from_verdicts is not None and scan is not None and user is not None:
+            # Not at login (~1 KiB idle), nor for a verb it does not answer: until a command
+            # goes through it, nothing was deleted for QUIT or RSET to track (TRACKED).
             mailbox = self.mailbox = ReleasingMailbox(
                 upstream, self.out, scan, self.upstream_name, user, self.audit,
                 self.settings.observer.metrics)
-        from_verdicts = FROM_VERDICTS.get(cmd.verb) if mailbox is not None else None
         if not valid_transaction_args(cmd):
             self.write(replies.err(f"wrong arguments for {cmd.verb} (RFC 1939)"))
         elif cmd.verb == "CAPA":
             await relay_capa(upstream, self.out, cmd)  # filtered (RFC 2449 s6: our own CAPA)
         elif from_verdicts is not None and mailbox is not None:
-            await from_verdicts(mailbox, self.out, [int(a) for a in cmd.args])
+            await from_verdicts(mailbox, self.out, list(map(int, cmd.args)))
         else:
             if cmd.verb == "QUIT":
                 # Only a client QUIT reaches the upstream (RFC 1939 section 6: UPDATE state).

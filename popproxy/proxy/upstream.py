@@ -31,7 +31,7 @@ from popproxy.pop3.events import (
     StatusLine,
 )
 from popproxy.pop3.framing import ResponseFramer, Unstuffer
-from popproxy.pop3.listing import ListingReader
+from popproxy.pop3.listing import ListingReader, parse_listing
 from popproxy.proxy.channel_errors import ChannelClosed
 from popproxy.proxy.resting import rest_soon
 from popproxy.proxy.upstream_socket import open_channel
@@ -187,7 +187,7 @@ class UpstreamConnection:
     def send(self, cmd: Command) -> None:
         self._channel.write(self.framer.send_command(cmd))
 
-    def send_all(self, cmds: list[Command]) -> None:
+    def send_all(self, cmds: tuple[Command, ...]) -> None:
         """Several commands in one write (only where ``pipelining``, RFC 2449 s6.6); read each
         answers in order (``read_listings``)."""
         self._channel.write(b"".join([self.framer.send_command(cmd) for cmd in cmds]))
@@ -364,30 +364,39 @@ def _why(exc: BaseException, timeout: float) -> str:
     return str(exc) or exc.__class__.__name__  # ("Multiple exceptions: ...", ChannelClosed)
 
 
+# A mailbox view's listings: UIDL and LIST (RFC 1939 sections 7 and 5), in that order.
+LISTINGS = (Command("UIDL"), Command("LIST"))
+
+
 async def read_listing(up: UpstreamConnection, verb: str) -> dict[int, bytes]:
     """``n value`` lines of the upstream's UIDL or LIST (RFC 1939 sections 5 and 7)."""
     return await _listing_answer(up, verb, await up.request(Command(verb)))
 
 
-async def read_listings(up: UpstreamConnection, verbs: tuple[str, ...]
+async def read_listings(up: UpstreamConnection, cmds: tuple[Command, ...] = LISTINGS
                         ) -> list[dict[int, bytes]]:
-    """``read_listing`` for each verb; the commands go in one write where the server lists
-    PIPELINING (RFC 2449 s6.6): one round trip for UIDL and LIST instead of two."""
+    """``read_listing`` for each command (``LISTINGS``: made once, not per login); they go in
+    one write where the server lists PIPELINING (RFC 2449 s6.6): one round trip for UIDL and
+    LIST instead of two."""
     if not up.pipelining:
-        return [await read_listing(up, verb) for verb in verbs]
-    up.send_all([Command(verb) for verb in verbs])
-    return [await _listing_answer(up, verb, await up._status_line()) for verb in verbs]
+        return [await _listing_answer(up, cmd.verb, await up.request(cmd)) for cmd in cmds]
+    up.send_all(cmds)
+    return [await _listing_answer(up, cmd.verb, await up._status_line()) for cmd in cmds]
 
 
 async def _listing_answer(up: UpstreamConnection, verb: str,
                           status: StatusLine) -> dict[int, bytes]:
-    # Parsed as it arrives, within pop3.listing's bounds (line length, entry count).
-    reader, unstuffer = ListingReader(), Unstuffer()
+    # Parsed as it arrives, within pop3.listing's bounds (line length, entry count); in one
+    # piece when it is all here already (most are: the framer's whole_body).
     try:
-        if status.multiline:
+        whole = up.framer.whole_body() if status.multiline else b""
+        if whole is not None:
+            entries = parse_listing(whole)
+        else:
+            reader, unstuffer = ListingReader(), Unstuffer()
             async for chunk in up.body():
                 reader.feed(unstuffer.feed(chunk))
-        entries = reader.finish()
+            entries = reader.finish()
     except ProtocolError as exc:
         raise UpstreamError(f"{verb} answer: {exc}", UpstreamFailure.PROTOCOL) from None
     if not status.ok:

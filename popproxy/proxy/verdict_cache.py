@@ -298,7 +298,9 @@ class VerdictCache:
         """Drop this process's entries of ``mailbox`` whose key is not in ``listed`` (the
         messages the upstream lists now): a message deleted upstream needs no verdict.  The
         keys dropped (the caller deletes them from Redis too)."""
-        gone = [key for key in self._boxes.get(mailbox, ()) if key not in listed]
+        held = self._boxes.get(mailbox)
+        # A set difference, not a loop: every login's listing asks (issue 18), most drop none.
+        gone = [] if held is None or held <= listed else list(held - listed)
         for key in gone:
             self._drop(key)
         if gone and self._path is not None:

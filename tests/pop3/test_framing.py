@@ -635,3 +635,50 @@ def test_buffered_reports_unframed_bytes() -> None:
     framer.receive_data(ok() + b"+OK injected\r\n")
     assert framer.next_event() == StatusLine("+OK", ok(), False)
     assert framer.buffered() == len(b"+OK injected\r\n")
+
+
+# ------------------------------------------------------------------ whole_body
+
+
+def _bodies_as_upstream_reads_listings(wire: bytes, feed: Feed, commands: tuple[Command, ...]
+                                       ) -> tuple[list[bytes], int]:
+    """Each multi-line body read as upstream.py reads a listing: ``whole_body`` right after its
+    status line, else its events; the bodies and how many came whole."""
+    framer, bodies, whole_count = ResponseFramer(), list[bytes](), 0
+    for cmd in commands:
+        framer.send_command(cmd)
+    for chunk in feed(wire):
+        framer.receive_data(chunk)
+        while not isinstance(event := framer.next_event(), type(NEED_DATA)):
+            if isinstance(event, BodyData):
+                bodies[-1] += event.data
+            elif isinstance(event, StatusLine) and event.multiline:
+                body = framer.whole_body()
+                whole_count += body is not None
+                bodies.append(body or b"")
+    return bodies, whole_count
+
+
+def test_whole_body_is_the_bytes_of_the_body_events(feed: Feed) -> None:
+    bodies = [b"1 120\r\n2 200\r\n", STUFFED_BODY, b"", b"\r\n", b"..\r\n"]
+    commands = (*(Command("UIDL") for _ in bodies), Command("NOOP"))
+    wire = GREETING + b"".join(ok() + body + b".\r\n" for body in bodies) + ok(b"done")
+    got, whole_count = _bodies_as_upstream_reads_listings(wire, feed, commands)
+    assert got == bodies
+    if feed is whole:  # all received at once: every body in one piece
+        assert whole_count == len(bodies)
+
+
+def test_whole_body_is_none_outside_a_fresh_body() -> None:
+    framer = ResponseFramer()
+    framer.send_command(Command("UIDL"))
+    assert framer.whole_body() is None  # the greeting is owed: not in a body
+    framer.receive_data(GREETING + ok() + b"1 a\r\n2 b")
+    assert framer.next_event() == GREETING_EVENT
+    assert framer.next_event() == StatusLine("+OK", ok(), True)
+    assert framer.whole_body() is None  # the terminator has not arrived
+    assert framer.next_event() == BodyData(b"1 a\r\n2 b")
+    framer.receive_data(b"\r\n.\r\n")
+    assert framer.whole_body() is None  # partly read as events: the events go on
+    assert framer.next_event() == BodyData(b"\r\n")
+    assert framer.next_event() == EndOfBody()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from popproxy.pop3.errors import ProtocolError
-from popproxy.pop3.listing import MAX_LISTING_LINE, ListingReader
+from popproxy.pop3.framing import Unstuffer
+from popproxy.pop3.listing import MAX_LISTING_LINE, ListingReader, parse_listing
 from tests.support.feeds import FEED_IDS, FEEDS, Feed
 
 UIDL = b"1 00000001abc\r\n2 00000002def\r\n10 x-y.z\r\n"
@@ -56,3 +57,19 @@ def test_regression_hostile_uidl_of_many_short_lines_stops_at_the_entry_bound(fe
     reader = ListingReader(max_entries=20)
     with pytest.raises(ProtocolError, match="over 20 entries"):
         _read(data, feed, reader)
+
+
+@pytest.mark.parametrize("body", [
+    UIDL, b"", b"\r\n", b"junk\r\n\r\n3\r\nx 4\r\n5 1200\r\n6 77", b"1  spaced \r\n2 a b\r\n",
+    b"..1 x\r\n2 y\r\n", b"1 x\r\n..2 y\r\n.3 z\r\n", b"01 x\r\n1 y\r\n",
+    b"".join(b"%d %s\r\n" % (n, b"u" * 60) for n in range(1, 40)),
+], ids=lambda body: repr(body[:12]))
+def test_parse_listing_reads_a_whole_body_as_the_reader_does(body: bytes) -> None:
+    reader = ListingReader()
+    reader.feed(Unstuffer().feed(body))
+    assert parse_listing(body) == reader.finish()
+
+
+def test_parse_listing_keeps_the_reader_bounds() -> None:
+    with pytest.raises(ProtocolError, match="listing line over"):
+        parse_listing(b"1 " + b"u" * MAX_LISTING_LINE + b"\r\n")

@@ -22,7 +22,7 @@ from popproxy.proxy.observe import Observer
 from popproxy.proxy.scanning import ScanService
 from popproxy.proxy.upstream import UpstreamChannel, UpstreamConnection, UpstreamError
 from popproxy.proxy.upstream import UpstreamFailure as Failure
-from popproxy.proxy.verdict_cache import CachedVerdict, cache_key
+from popproxy.proxy.verdict_cache import CachedVerdict, cache_key, mailbox_key
 from tests.helpers import make_config
 from tests.proxy.test_upstream import GREETING, Client, ScriptedChannel
 from tests.support.feeds import FEED_IDS, FEEDS, Feed, whole
@@ -150,3 +150,34 @@ def test_a_clean_message_is_judged_once_and_delivered_as_it_is(tmp_path: Path) -
     assert bytes(client.received) == RETR_1
     assert metrics.registry.get_sample_value(
         "popproxy_messages_scanned_total", {"verdict": "clean", "action": "pass"}) == 1.0
+
+
+class _SharedDeletes:
+    """The shared level's ``delete``, recorded (nothing else but ``close`` is asked here)."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    async def delete(self, keys: list[str]) -> None:
+        self.asked.append(keys)
+
+    async def close(self) -> None:
+        pass
+
+
+def test_verdicts_of_messages_no_longer_listed_are_forgotten_here_and_shared(
+        tmp_path: Path) -> None:
+    gone = cache_key("up", "alice", b"uid-gone", 10)
+    shared = _SharedDeletes()
+
+    async def script(view: MailboxView, client: Client) -> None:
+        cache = view._service.cache
+        await cache.store(gone, CachedVerdict("pass", 0.0, (), 10, time.time(), "old",
+                                              mailbox=mailbox_key("up", "alice")))
+        cache._shared = shared  # type: ignore[assignment]
+        await view.stat()
+        assert cache.get(gone) is None
+        await view.stat()  # listed once per session: asked once
+
+    _run(tmp_path, LISTINGS, script, whole, {1: ("pass", len(CLEAN)), 2: ("pass", 900)})
+    assert shared.asked == [[gone]]

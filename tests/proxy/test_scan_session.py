@@ -314,6 +314,8 @@ def test_an_idle_session_holds_no_mailbox_view_and_no_timer_of_its_own(
         timer = client._read_timer
         assert timer is not None and not isinstance(timer, asyncio.TimerHandle)
         assert client._proxy_seen is None and not client._out  # nothing kept for nothing
+        assert c.command("NOOP").startswith(b"+OK")  # relayed: no view made for it
+        assert session.mailbox is None
         assert c.command("STAT").startswith(b"+OK 1 ")
         assert session.mailbox is not None
 

@@ -20,6 +20,7 @@ from popproxy.pop3.listing import ListingReader
 from popproxy.proxy.delivery import spool_body, stream_with_header
 from popproxy.proxy.relay import relay, relay_capa
 from popproxy.proxy.upstream import (
+    LISTINGS,
     UpstreamChannel,
     UpstreamConnection,
     UpstreamError,
@@ -188,7 +189,7 @@ def _listings(pipelining: bool, *replies: bytes) -> tuple[list[dict[int, bytes]]
     channel = upstream._channel
     assert isinstance(channel, ScriptedChannel)
     channel.written.clear()
-    answers = asyncio.run(read_listings(upstream, ("UIDL", "LIST")))
+    answers = asyncio.run(read_listings(upstream, LISTINGS))
     return answers, bytes(channel.written)
 
 
@@ -213,7 +214,7 @@ def test_listings_go_one_at_a_time_without_pipelining() -> None:
     assert isinstance(channel, ScriptedChannel)
     channel.written.clear()
     with pytest.raises(UpstreamError):
-        asyncio.run(read_listings(upstream, ("UIDL", "LIST")))
+        asyncio.run(read_listings(upstream, LISTINGS))
     assert bytes(channel.written) == b"UIDL\r\n"
 
 

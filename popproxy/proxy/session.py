@@ -30,7 +30,7 @@ from popproxy.proxy.errors import SessionEnd
 from popproxy.proxy.relay import ClientWriter, relay, relay_capa
 from popproxy.proxy.released import ReleasingMailbox
 from popproxy.proxy.settings import SessionSettings, unaudited
-from popproxy.proxy.tls_metrics import handshake_failure_reason
+from popproxy.proxy.tls_metrics import handshake_failure_detail, handshake_failure_reason
 from popproxy.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,
@@ -121,8 +121,8 @@ class Session:
         log.warning("session %s: upstream failed: %s", self.peer, exc)
         self.audit("upstream_error", error=str(exc), reason=exc.reason)
         if self.state.authenticated:  # failures during login are counted by auth
-            metrics = self.settings.observer.metrics
-            metrics.upstream_errors.labels(self.upstream_name, exc.reason).inc()
+            self.settings.observer.metrics.upstream_errors.labels(self.upstream_name,
+                                                                  exc.reason).inc()
         self.write(replies.err("upstream server unavailable, try again later", Code.SYS_TEMP))
 
     def _flow_facts(self) -> FlowFacts:
@@ -135,12 +135,10 @@ class Session:
                          {DEFAULT_UPSTREAM: policy.upstream, **policy.upstreams}, tls)
 
     def _login_deadline(self) -> asyncio.Timeout:
-        """Until login, one deadline for everything (TLS handshake, STLS, AUTH exchanges, a
-        client dripping a byte at a time): the idle timeout alone would let a client that never
-        logs in hold a session slot for as long as it keeps sending (a slow-loris).  Lifted
-        at LOGIN_OK."""
-        loop = asyncio.get_running_loop()
-        start = loop.time() if self.accepted_at is None else self.accepted_at
+        """Until login (lifted at LOGIN_OK), one deadline for everything (TLS handshake, STLS,
+        AUTH exchanges, a client dripping a byte at a time): the idle timeout alone would let a
+        client that never logs in hold a session slot while it keeps sending (a slow-loris)."""
+        start = asyncio.get_running_loop().time() if self.accepted_at is None else self.accepted_at
         self._login_timer = asyncio.timeout_at(start + self.settings.limits.login_timeout)
         return self._login_timer
 
@@ -191,8 +189,11 @@ class Session:
             reason, listener = handshake_failure_reason(exc, login_late), self.settings.listener
             metrics.tls_handshakes.labels(kind, "none", result).inc()
             metrics.tls_handshake_failures.labels(listener.name, reason).inc()
-            log.info("session %s: TLS handshake failed on %s: %s", self.peer, listener.name, reason)
+            log.info("session %s: TLS handshake failed on %s: %s%s", self.peer, listener.name,
+                     reason, handshake_failure_detail(exc))
             self.audit("tls", mode=kind, result=result, reason=reason, error=type(exc).__name__)
+            if isinstance(exc, (ssl.SSLError, ChannelClosed)):
+                raise SessionEnd from None  # logged here: one line per failed handshake
             raise
         sslobj = self.client.ssl_object()
         version = (sslobj.version() if sslobj else None) or "unknown"
@@ -225,15 +226,13 @@ class Session:
         return True
 
     def _received(self, data: bytes) -> None:
-        if self.out.capture is not None:  # every line so far handled: the state says whether
-            # the next line is an AUTH response (to be redacted)
+        if self.out.capture is not None:  # the state says if it is an AUTH response (redacted)
             self.out.capture.from_client(data, sasl=self.state.in_sasl)
         self.parser.receive_data(data)
 
     # ---------------------------------------------------------------- state
     def _transition(self, event: Event) -> None:
-        """Apply ``event``; the parser reads the state, so it reads raw SASL lines exactly
-        while an AUTH exchange is open (RFC 5034 section 4)."""
+        """Apply ``event``: the parser reads SASL lines raw while AUTH is open (RFC 5034 s4)."""
         self.state.apply(event)
 
     async def _apply(self, result: AuthResult) -> None:

@@ -70,6 +70,19 @@ def handshake_failure_reason(exc: BaseException, timed_out: bool = False) -> str
     return "other"
 
 
+def handshake_failure_detail(exc: BaseException) -> str:
+    """What the log line adds to the reason label: OpenSSL's own words, and for bytes that are
+    not TLS at all the likely cause (a plaintext POP3 client on the implicit-TLS port: RFC 8314
+    section 3.3 wants TLS from the first byte there)."""
+    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
+    if not reason:
+        return ""
+    words = str(reason).lower().replace("_", " ")
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"):
+        return f" ({words}: not TLS; a plaintext client on a TLS port?)"
+    return f" ({words})"
+
+
 def certificate_label(pair: CertPair, taken: set[str]) -> str:
     """The ``name`` label of a served certificate: its first configured SNI name, else the
     file's stem; ``parent/stem`` if that is taken (Let's Encrypt names every file

@@ -11,6 +11,7 @@ import datetime
 import socket
 import ssl
 import subprocess
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from popproxy.proxy.observe import Observer
 from popproxy.proxy.tls import CertPair, certificate_expiry
 from popproxy.proxy.tls_metrics import (
     certificate_label,
+    handshake_failure_detail,
     handshake_failure_reason,
     publish_certificates,
 )
@@ -215,3 +217,34 @@ def test_publishing_with_workers_prints_no_python_warning(
         warnings.simplefilter("error")  # any warning fails the test
         publish_certificates(Metrics().tls_certificate_expiry,
                              {CertPair(cert, cert, ()): certificate_expiry(cert)})
+
+
+def test_a_plaintext_client_on_the_tls_port_is_one_log_line(
+        proxy: Proxy, caplog: pytest.LogCaptureFixture) -> None:
+    def provoke() -> None:
+        with socket.create_connection(("127.0.0.1", proxy.ports["pop3s"]), timeout=10) as sock:
+            sock.sendall(b"USER alice\r\n")
+            sock.recv(100)  # the alert, or the close
+
+    _counted(proxy, "pop3s", "other", provoke, caplog)
+    time.sleep(0.2)  # (a second line would come in the same loop step, just after the first)
+    said = [r.getMessage() for r in caplog.records if r.name == "popproxy.session"]
+    assert said == [said[0]] and said[0].endswith(
+        "TLS handshake failed on pop3s: other (wrong version number: not TLS; a plaintext "
+        "client on a TLS port?)"), said
+
+
+def _ssl_error(reason: str) -> ssl.SSLError:
+    exc = ssl.SSLError(1, f"[SSL: {reason}]")
+    exc.reason = reason  # what _ssl sets from OpenSSL's error queue
+    return exc
+
+
+def test_the_log_names_openssls_words_and_a_plaintext_client() -> None:
+    """Regression (admin review): a plaintext client on the implicit-TLS port was logged as
+    "TLS handshake failed on pop3s: other" and then "TLS failed: SSLError"."""
+    assert handshake_failure_detail(_ssl_error("WRONG_VERSION_NUMBER")) == (
+        " (wrong version number: not TLS; a plaintext client on a TLS port?)")
+    assert handshake_failure_detail(_ssl_error("TLSV1_ALERT_UNKNOWN_CA")) == (
+        " (tlsv1 alert unknown ca)")
+    assert handshake_failure_detail(TimeoutError()) == ""

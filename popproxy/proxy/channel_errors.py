@@ -1,5 +1,5 @@
 """How a channel's waits end badly: ``ChannelClosed``, failures nobody awaits, handshake timeouts,
-errors a loop would not report.
+errors a loop would not report, and the words for a failed upstream connection.
 
 Shared by ``socket_channel`` (and its ``socket_writer``), ``session`` and ``upstream``; kept out
 of ``socket_channel.py`` (house rule: small modules) and apart from any one channel class, so
@@ -9,7 +9,9 @@ that catching ``ChannelClosed`` does not import the channel.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import ssl
 from typing import Any
 
 
@@ -60,3 +62,26 @@ def error_pending(sock: socket.socket) -> bool:
         return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
     except OSError:
         return True
+
+
+def why_failed(exc: BaseException, timeout: float) -> str:
+    """Why an upstream connection failed, in what an admin can act on: OpenSSL's reason or the
+    system's words, not a class name (``timeout``: our deadline, in seconds)."""
+    # Our own deadline (asyncio.timeout) raises a bare TimeoutError.  The kernel's ETIMEDOUT
+    # (connect's SYN retries, a dead peer's retransmissions) is one too: Python maps that
+    # errno to TimeoutError (PEP 3151), and it did not come from our setting, so it reads as
+    # the system's words below ("Connection timed out"), not "within <our timeout>".
+    if isinstance(exc, TimeoutError) and not exc.errno:
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, ssl.SSLError):  # its errno is OpenSSL's code, not the system's
+        reason = getattr(exc, "reason", None)
+        if not reason:
+            return exc.strerror or str(exc) or exc.__class__.__name__
+        if reason == "WRONG_VERSION_NUMBER":  # what a plain POP3 greeting reads as
+            return "wrong version number (a plain POP3 port? see the upstream's mode)"
+        return str(reason).lower().replace("_", " ")
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)  # (not "Connect call failed ('10.0.0.5', 110)")
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # a look-up's words (socket.gaierror: "Name or service not known")
+    return str(exc) or exc.__class__.__name__  # ("Multiple exceptions: ...", ChannelClosed)

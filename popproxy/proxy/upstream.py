@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Protocol
@@ -32,7 +31,7 @@ from popproxy.pop3.events import (
 )
 from popproxy.pop3.framing import ResponseFramer, Unstuffer
 from popproxy.pop3.listing import ListingReader, parse_listing
-from popproxy.proxy.channel_errors import ChannelClosed
+from popproxy.proxy.channel_errors import ChannelClosed, why_failed
 from popproxy.proxy.resting import rest_soon
 from popproxy.proxy.upstream_socket import open_channel
 
@@ -134,7 +133,7 @@ class UpstreamConnection:
                     channel = await connect(settings.host, settings.port)
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"connect failed ({settings.host}:{settings.port}): "
-                                f"{_why(exc, settings.connect_timeout)}",
+                                f"{why_failed(exc, settings.connect_timeout)}",
                                 UpstreamFailure.CONNECT) from None
         conn = cls(channel, settings)
         try:
@@ -181,7 +180,7 @@ class UpstreamConnection:
                                 UpstreamFailure.TLS_VERIFY) from None
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             raise UpstreamError(f"TLS handshake failed ({name}:{self._settings.port}): "
-                                f"{_why(exc, self._settings.greeting_timeout)}",
+                                f"{why_failed(exc, self._settings.greeting_timeout)}",
                                 UpstreamFailure.TLS) from None
 
     def send(self, cmd: Command) -> None:
@@ -340,28 +339,6 @@ __all__ = [
     "BodyChunks", "ChannelClosed", "UpstreamConnection", "UpstreamError", "UpstreamFailure",
     "closed_early",
 ]
-
-
-def _why(exc: BaseException, timeout: float) -> str:
-    """What an admin can act on: OpenSSL's reason or the system's words, not a class name."""
-    # Our own deadline (asyncio.timeout) raises a bare TimeoutError.  The kernel's ETIMEDOUT
-    # (connect's SYN retries, a dead peer's retransmissions) is one too: Python maps that
-    # errno to TimeoutError (PEP 3151), and it did not come from our setting, so it reads as
-    # the system's words below ("Connection timed out"), not "within <our timeout>".
-    if isinstance(exc, TimeoutError) and not exc.errno:
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, ssl.SSLError):  # its errno is OpenSSL's code, not the system's
-        reason = getattr(exc, "reason", None)
-        if not reason:
-            return exc.strerror or str(exc) or exc.__class__.__name__
-        if reason == "WRONG_VERSION_NUMBER":  # what a plain POP3 greeting reads as
-            return "wrong version number (a plain POP3 port? see the upstream's mode)"
-        return str(reason).lower().replace("_", " ")
-    if isinstance(exc, OSError) and exc.errno is not None and exc.errno > 0:
-        return os.strerror(exc.errno)  # (not "Connect call failed ('10.0.0.5', 110)")
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror  # a look-up's words (socket.gaierror: "Name or service not known")
-    return str(exc) or exc.__class__.__name__  # ("Multiple exceptions: ...", ChannelClosed)
 
 
 # A mailbox view's listings: UIDL and LIST (RFC 1939 sections 7 and 5), in that order.

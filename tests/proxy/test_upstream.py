@@ -247,6 +247,6 @@ def test_an_upstream_failure_says_why_in_words_an_admin_can_act_on(exc: BaseExce
                                                                    said: str) -> None:
     """Regression: the log and ``popproxy test-login`` said "connect failed:
     ConnectionRefusedError" and "TLS handshake failed: SSLError", with no address or reason."""
-    from popproxy.proxy.upstream import _why
+    from popproxy.proxy.channel_errors import why_failed as _why
 
     assert _why(exc, 10.0) == said

@@ -1,4 +1,4 @@
-"""``upstream._why`` on timeouts: our deadline and the kernel's ETIMEDOUT are both
+"""``channel_errors.why_failed`` on timeouts: our deadline and the kernel's ETIMEDOUT are both
 ``TimeoutError`` (PEP 3151 maps errno 110 to it), and each must say what happened."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from popproxy.proxy.upstream import UpstreamChannel, UpstreamConnection, UpstreamError, _why
+from popproxy.proxy.channel_errors import why_failed as _why
+from popproxy.proxy.upstream import UpstreamChannel, UpstreamConnection, UpstreamError
 from tests.helpers import make_config
 
 

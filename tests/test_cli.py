@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from tests.support.ports import accepts, free_port
-from tests.support.waiting import wait_for
+from tests.support.waiting import run_until_ready_then_stop, wait_for
 
 
 class Popproxy(subprocess.Popen[str]):
@@ -268,20 +268,9 @@ def test_start_names_the_certificate_resolved_and_sigterm_ends_with_stopped(
     (tmp_path / "policies").mkdir()
     _config(tmp_path / "policies", "tls: {certificates: [{cert: ../tls/server.pem, "
                                    "key: ../tls/server.pem}]}\n", grace=1)
-    out = tmp_path / "out.log"
-    with out.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "popproxy", "run", "--config",
-                                 "policies/policy.yaml", "--workers", workers], cwd=tmp_path,
-                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: "popproxy ready" in out.read_text(), 30, "popproxy ready")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    lines = out.read_text().splitlines()
+    lines = run_until_ready_then_stop(
+        [sys.executable, "-m", "popproxy", "run", "--config", "policies/policy.yaml",
+         "--workers", workers], tmp_path / "out.log", tmp_path).splitlines()
     assert any(line.startswith(f"TLS certificate {pem.resolve()} SHA-256 ") for line in lines)
     assert not any("/../" in line for line in lines if line.startswith("TLS certificate"))
     assert lines[-1].endswith(": stopped"), lines[-3:]

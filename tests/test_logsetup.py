@@ -7,16 +7,14 @@ import io
 import logging
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from popproxy.logsetup import JournalFormatter, syslog_priority, to_journal
 from tests.support.ports import free_port
+from tests.support.waiting import run_until_ready_then_stop
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO popproxy\.server: listening")
 
@@ -66,22 +64,10 @@ def test_popproxy_run_log_format(tmp_path: Path, journal: bool) -> None:
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
     if journal:
         env["JOURNAL_STREAM"] = _stream_id(output)
-    with output.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "popproxy", "run", "--config", str(policy)],
-                                cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while "popproxy ready" not in output.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, output.read_text()
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    lines = output.read_text().splitlines()
+    text = run_until_ready_then_stop(
+        [sys.executable, "-m", "popproxy", "run", "--config", str(policy)], output, tmp_path, env,
+        timeout=15)
+    lines = text.splitlines()
     listening = next(line for line in lines if "listening: pop3" in line)
     warning = next(line for line in lines if "demo upstream" in line)
     if journal:

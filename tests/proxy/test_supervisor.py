@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +314,19 @@ def test_validate_reload_refuses_an_unreadable_lockout_key(tmp_path: Path) -> No
         validate_reload(current, path)
 
 
+def _audited_supervisor(config: Policy, path: Path, tmp_path: Path
+                        ) -> tuple[Supervisor, Callable[..., float | None], io.StringIO]:
+    """A supervisor with no workers started (a refused reload reaches none), its merged
+    metrics' sample getter and its audit log."""
+    sink = io.StringIO()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    registry, metrics = metrics_registry(metrics_dir)
+    supervisor = Supervisor(config, path, 2, [], metrics, metrics_dir, Notifier(path=""),
+                            audit=AuditLog(sink))
+    return supervisor, registry.get_sample_value, sink
+
+
 def test_a_refused_reload_is_counted_and_audited_as_with_one_process(tmp_path: Path) -> None:
     """An invalid policy reaches no worker, so the supervisor counts it in
     popproxy_config_reloads_total (once, summed with the workers' family on /metrics) and
@@ -321,14 +334,8 @@ def test_a_refused_reload_is_counted_and_audited_as_with_one_process(tmp_path: P
     path = _write(tmp_path, _policy_text(free_port(), tmp_path))
     config = load_config(path)
     path.write_text("listeners: [oops\n")
-    sink = io.StringIO()
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    registry, metrics = metrics_registry(metrics_dir)
-    supervisor = Supervisor(config, path, 2, [], metrics, metrics_dir, Notifier(path=""),
-                            audit=AuditLog(sink))
+    supervisor, value, sink = _audited_supervisor(config, path, tmp_path)
     assert asyncio.run(supervisor.reload()) is False
-    value = registry.get_sample_value
     assert value("popproxy_supervisor_reloads_total", {"result": "refused"}) == 1
     assert value("popproxy_config_reloads_total", {"kind": "policy", "result": "refused"}) == 1
     assert value("popproxy_config_reloads_total", {"kind": "policy", "result": "ok"}) is None
@@ -351,14 +358,8 @@ def test_a_refused_certificate_is_counted_as_certificates_as_with_one_process(
     path = _write(tmp_path, text + f"tls: {{certificates: [{{cert: {pem}, key: {pem}}}]}}\n")
     config = load_config(path)
     pem.write_text("not a certificate\n")
-    sink = io.StringIO()
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    registry, metrics = metrics_registry(metrics_dir)
-    supervisor = Supervisor(config, path, 2, [], metrics, metrics_dir, Notifier(path=""),
-                            audit=AuditLog(sink))
+    supervisor, value, sink = _audited_supervisor(config, path, tmp_path)
     assert asyncio.run(supervisor.reload()) is False
-    value = registry.get_sample_value
     kinds = {kind: value("popproxy_config_reloads_total", {"kind": kind, "result": "refused"})
              for kind in ("policy", "certificates")}
     assert kinds == {"policy": 1, "certificates": 1}

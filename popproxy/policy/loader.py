@@ -136,8 +136,11 @@ def _cross_field_problems(data: dict[str, Any]) -> list[Problem]:
     sections: dict[str, Any] = {"listeners": ()}
     for name in CROSS_CHECKED:
         if name in data:
+            annotation = Policy.model_fields[name].annotation
+            if annotation is None:  # (every policy field is annotated)
+                continue
             try:
-                adapter: TypeAdapter[Any] = TypeAdapter(Policy.model_fields[name].annotation)
+                adapter: TypeAdapter[Any] = TypeAdapter(annotation)
                 sections[name] = adapter.validate_python(data[name])
             except ValidationError:
                 continue

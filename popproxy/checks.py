@@ -29,7 +29,7 @@ from typing import Literal
 from cryptography import x509
 
 from popproxy.policy import ConfigError, Policy, load_config
-from popproxy.policy.paths import STDERR_AUDIT_LOG
+from popproxy.policy.paths import STDERR_AUDIT_LOG, shown
 from popproxy.policy.schema_redis import RedisAuth, RedisSentinel
 
 # Let's Encrypt renews at 30 days left and mails at 20, 10 and 1; two weeks left means renewal
@@ -56,7 +56,8 @@ class Finding:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.key}: {self.path}: {self.message}"
+        path = shown(self.path) if isinstance(self.path, Path) else self.path
+        return f"{self.key}: {path}: {self.message}"
 
 
 def _error(key: str, path: Path | str, message: str) -> Finding:
@@ -132,7 +133,7 @@ def check_key(key: str, path: Path, cert: Path, cert_ok: bool) -> list[Finding]:
     if mode & WORLD_READABLE:
         findings.append(Finding("insecure", key, path,
                                 f"mode {stat.S_IMODE(mode):04o} lets every local user read "
-                                f"the private key; fix: chmod 600 {path} (or 640 with group "
+                                f"the private key; fix: chmod 600 {shown(path)} (or 640 with group "
                                 "popproxy)"))
     if cert_ok:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -112,6 +112,19 @@ def test_a_key_of_another_certificate_or_readable_by_all_is_refused(tmp_path: Pa
     assert errors([insecure]) == [] and errors([insecure], strict=True) == [insecure]
 
 
+def test_a_file_reached_through_dot_dot_is_named_as_the_kernel_reads_it(tmp_path: Path) -> None:
+    """Regression (admin review): ``key: ../tls/b.key`` in policies/ was shown as
+    ``.../policies/../tls/b.key``, in the finding and in the chmod it suggests."""
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "policies").mkdir()
+    _, key = write_pair(tmp_path / "tls", "b")
+    key.chmod(0o644)
+    policy = _policy(tmp_path / "policies", certs="{cert: ../tls/b.crt, key: ../tls/b.key}")
+    assert _problems(policy) == [
+        f"tls.certificates.0.key: {key}: mode 0644 lets every local user read the "
+        f"private key; fix: chmod 600 {key} (or 640 with group popproxy)"]
+
+
 def test_files_that_are_not_pem_are_named(tmp_path: Path) -> None:
     (tmp_path / "x.crt").write_text("not a certificate\n")
     (tmp_path / "ca.pem").write_text("junk\n")

@@ -24,6 +24,13 @@ M = TypeVar("M", bound=BaseModel)
 STDERR_AUDIT_LOG = "-"  # observability.audit_log: "-" is standard error, not a file
 
 
+def shown(path: Path) -> Path:
+    """``path`` as a message shows it: its directory resolved (``policies/../tls`` as the kernel
+    reads it, symlinked directories too), the file's own name kept: Let's Encrypt's ``live/``
+    names link to numbered archive files, and the configured name is the one to recognise."""
+    return path.parent.resolve() / path.name
+
+
 def policy_base(path: Path) -> Path:
     """The directory relative paths of the policy at ``path`` are resolved against."""
     return (path if path.is_dir() else path.parent).absolute()

@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from popproxy.policy import Policy, Tls, Upstream
 from popproxy.policy.decisions import DEFAULT_UPSTREAM
+from popproxy.policy.paths import shown
 from popproxy.statefiles import open_private, private_dir
 
 log = logging.getLogger("popproxy.tls")
@@ -181,13 +182,10 @@ def fingerprint(cert_path: Path, algorithm: str = "sha256") -> str:
 
 
 def certificate_line(cert: Path) -> str:
-    """The start-up line naming a served certificate and the fingerprints clients pin (MD5
-    too: fetchmail's ``sslfingerprint`` accepts nothing else, docs/clients.md).  Its directory
-    is resolved (``policies/../tls`` as the kernel reads it, symlinked directories too); the
-    file's own name is kept: Let's Encrypt's ``live/`` names link to numbered archive files,
-    and the configured name is the one to recognise."""
-    shown = cert.parent.resolve() / cert.name
-    return (f"TLS certificate {shown} SHA-256 {fingerprint(cert)} "
+    """The start-up line naming a served certificate (``policy.paths.shown``) and the
+    fingerprints clients pin (MD5 too: fetchmail's ``sslfingerprint`` accepts nothing else,
+    docs/clients.md)."""
+    return (f"TLS certificate {shown(cert)} SHA-256 {fingerprint(cert)} "
             f"MD5 {fingerprint(cert, 'md5')}")
 
 

@@ -74,11 +74,6 @@ class ResponseFramer:
         self._expected.append(expects_multiline(cmd))
         return cmd.render()
 
-    def expect_status_lines(self, count: int) -> None:
-        """Record ``count`` commands sent whose answers are a status line alone (the proxy's
-        pipelined USER and PASS, which it renders itself)."""
-        self._expected += [False] * count
-
     def receive_data(self, data: bytes) -> None:
         if not data:
             self._eof = True

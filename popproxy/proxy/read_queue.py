@@ -82,12 +82,7 @@ class ReadQueue:
         waiter = self._read_waiter
         if waiter is not None and (self._chunks or self._eof):
             self._read_waiter = None
-            if waiter.done():  # (cancelled: the bytes stay for the next read)
-                pass
-            elif len(self._chunks) == 1 and not self._read_paused:  # _take, inlined: a reply
-                waiter.set_result(self._chunks.pop())
-                self._unread = 0
-            else:
+            if not waiter.done():  # (cancelled: the bytes stay for the next read)
                 waiter.set_result(self._take())
             timer = self._read_timer
             if timer is not None and not deadlines.is_coarse(timer):

@@ -267,10 +267,9 @@ class UpstreamConnection:
     async def pipelined_login(self, user: bytes, password: bytes) -> StatusLine:
         """USER and PASS in one write (the server lists PIPELINING, RFC 2449 section 6.6);
         the first failure, else PASS's status."""
-        # Both are answered by a status line alone (RFC 1939 section 7); the lines are what
-        # Command.render makes of them, without building the Commands.
-        self.framer.expect_status_lines(2)
-        self._channel.write(b"USER %s\r\nPASS %s\r\n" % (user, password))
+        framer = self.framer  # (rendered as every command is: the upstream sees no other form)
+        self._channel.write(framer.send_command(Command("USER", (user,)))
+                            + framer.send_command(Command("PASS", (password,))))
         self._channel.flush()
         # Servers that keep Nagle on (Dovecot's login process) hold the second answer until
         # the first is acknowledged; a delayed ACK would stall the login for ~40 ms.

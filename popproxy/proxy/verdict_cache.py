@@ -337,14 +337,20 @@ class VerdictCache:
         """``forget_unlisted``, and the same keys deleted from Redis; how many were dropped.
         Entries only other instances wrote expire by the TTL (docs/scanning.md)."""
         gone = self.forget_unlisted(mailbox, listed)
-        if gone and self._shared is not None and self._shared_usable():
+        if gone:
+            await self.forget_shared(gone)
+        return len(gone)
+
+    async def forget_shared(self, gone: list[str]) -> None:
+        """Delete from Redis the keys ``forget_unlisted`` dropped here (a login's listing
+        calls this only when some were: most drop none, and need no coroutine)."""
+        if self._shared is not None and self._shared_usable():
             try:
                 await self._shared.delete(gone)
             except Exception as exc:  # the TTL still ends them
                 self._shared_failed("delete", exc)
-                return len(gone)
+                return
             self._shared_ok()
-        return len(gone)
 
     def _shared_usable(self) -> bool:
         if self._retry_at is not None and self._clock() < self._retry_at:

@@ -116,15 +116,24 @@ class BudgetedMailbox(MailboxView):
                 else:
                     entries[number] = cached
 
+    def _all_held(self) -> list[tuple[int, CachedVerdict]] | None:
+        """``_live_entries`` without a coroutine where every listed message's verdict is held
+        and none is deleted (after the first listing, the usual case); None otherwise."""
+        listed, entries = self._numbers, self._entries
+        if listed is None or len(entries) != len(listed) or self.deleted:
+            return None  # (held ones are listed ones: equal counts, all held)
+        self._service.cache.flush()  # the listing's carried-over verdicts, in one append
+        return [(n, entries[n]) for n in sorted(listed)]
+
     async def _live_entries(self) -> list[tuple[int, CachedVerdict]]:
         # After the first listing every verdict is held: a plain loop, no coroutine per
         # message (one a failed listing left without a verdict is judged by entry(), as
         # without a budget).
+        held = self._all_held()
+        if held is not None:
+            return held
         listed = self._numbers if self._numbers is not None else await self._load()
         entries, deleted = self._entries, self.deleted
-        if len(entries) == len(listed) and not deleted:  # (held ones are listed ones)
-            self._service.cache.flush()  # the listing's carried-over verdicts, in one append
-            return [(n, entries[n]) for n in sorted(listed)]
         numbers = [n for n in sorted(listed) if n not in deleted]
         others: dict[int, CachedVerdict] = {}  # not held in _entries (released.py's own)
         for number in [n for n in numbers if n not in entries]:
@@ -150,7 +159,10 @@ class BudgetedMailbox(MailboxView):
 
     async def stat(self) -> bytes:
         await self._first_listing()
-        return await super().stat()
+        held = self._all_held()  # (every login's STAT: no coroutine for MailboxView.stat's)
+        if held is None:
+            return await super().stat()
+        return b"+OK %d %d\r\n" % (len(held), sum([entry.size for _, entry in held]))
 
     async def list(self, number: int | None) -> bytes:
         if number is None:  # LIST n asks for one message: judged alone, as without a budget

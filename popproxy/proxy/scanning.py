@@ -246,7 +246,10 @@ class ScanService:
         their head).  The keys left out must be judged from the message.  One batch: the
         shared level is read once and written once (``get_many``/``put_many``), however many
         keys, and no coroutine runs per key (a 20,000-message listing, bench/README.md)."""
-        usable = await self.cache.lookup_many(keys, generation)
+        # lookup_many's two steps: the shared level's coroutine only for keys not here.
+        usable, ask = self.cache.lookup_local(keys, generation)
+        if ask:
+            await self.cache.ask_shared(ask, generation, usable)
         carried: list[tuple[str, CachedVerdict, str]] = []
         for key, cached in list(usable.items()):
             if cached.generation == generation:

@@ -83,21 +83,22 @@ class BudgetedMailbox(MailboxView):
         budget = self._service.policy.listing_budget
         self._deadline = started + budget * (1 - LISTING_MARGIN)
         try:
-            await self._judge_listing()
+            # Here, not in _judge_listing (in this order: the generation may purge the
+            # quarantine before _load lists it): the upstream's answers resume a frame less.
+            generation = self._generation or await self._current_generation()
+            await self._judge_listing(generation, await self._load())
         finally:
             self._deadline = None
             self._metrics.scan_listing_seconds.observe(self._now() - started)
 
-    async def _judge_listing(self) -> None:
+    async def _judge_listing(self, generation: str, listed: dict[int, bytes]) -> None:
         """Every listed message's verdict, newest first, LISTING_BATCH at a time: the cached
         ones looked up, re-scored and stored as one batch in one synchronous loop (no coroutine
         per message), the others downloaded (``_judge_new``, within the budget).  Between
         batches the loop runs other sessions: a mailbox of 20,000 re-scored verdicts must not
         hold every other client's command up for its whole listing."""
-        generation = self._generation or await self._current_generation()
-        # Upstream messages only: the proxy's own (a released original, released.py) have no
-        # cache key and are never judged.
-        listed = await self._load()
+        # ``listed``: _load's.  Upstream messages only: the proxy's own (a released original,
+        # released.py) have no cache key and are never judged.
         keys, entries, deleted = self._keys, self._entries, self.deleted  # (made by _load)
         todo = [n for n in sorted(listed, reverse=True)
                 if n in keys and n not in entries and n not in deleted]

@@ -85,6 +85,8 @@ class BudgetedMailbox(MailboxView):
         try:
             # Here, not in _judge_listing (in this order: the generation may purge the
             # quarantine before _load lists it): the upstream's answers resume a frame less.
+            if self._generation is None:  # (no feed changed: no coroutine, most sessions)
+                self._generation = self._service.ready_generation()
             generation = self._generation or await self._current_generation()
             await self._judge_listing(generation, await self._load())
         finally:

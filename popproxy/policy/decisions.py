@@ -60,11 +60,14 @@ def connect_decision(listener: Listener, client: IPAddress | None) -> Decision:
     """At accept time: the listener's ``deny`` wins, then a non-empty ``allow`` must match."""
     if client is None:
         return Decision(False, "client address unknown")
-    if in_networks(client, listener.deny):
+    if listener.deny and in_networks(client, listener.deny):  # (most listeners deny none)
         return Decision(False, "source network denied by listener")
     if listener.allow and not in_networks(client, listener.allow):
         return Decision(False, "source network not in listener allow list")
-    return Decision(True, "listener allows source")
+    return LISTENER_ALLOWS
+
+
+LISTENER_ALLOWS = Decision(True, "listener allows source")  # immutable: one for every accept
 
 
 def user_matches(pattern: str, username: str) -> bool:

@@ -105,11 +105,18 @@ class ResponseFramer:
             if self._eof:
                 raise RemoteProtocolError("connection closed inside a status line")
             return NEED_DATA
-        raw = bytes(self._buf[: end + 1])
-        del self._buf[: end + 1]
+        buf = self._buf
+        if end + 1 == len(buf):  # the usual read: one answer, nothing after it (one copy)
+            raw = bytes(buf)
+            buf.clear()
+        else:
+            raw = bytes(buf[: end + 1])
+            del buf[: end + 1]
         if not self._expected:
             raise RemoteProtocolError("unsolicited response from the upstream")
-        kind = _status_kind(raw)
+        # The common "+OK" by a dict look-up on its first four octets; the rest (-ERR, and
+        # what is neither) through _status_kind's checks.
+        kind = _OK_HEADS.get(raw[:4]) or _status_kind(raw)
         multiline = self._expected.pop(0) and kind == "+OK"
         if multiline:
             self._in_body = True
@@ -198,6 +205,9 @@ class ResponseFramer:
 
 # (indicator as bytes, its length, the kind StatusLine carries): built once, not per line.
 _STATUS_KINDS = tuple((kind.encode(), len(kind), kind) for kind in ("+OK", "-ERR"))
+# "+OK" followed by what may end the indicator (RFC 1939 section 3): ``_status_kind``'s
+# answer for every line starting with one of these.
+_OK_HEADS = {b"+OK" + end: "+OK" for end in (b" ", b"\r", b"\n")}
 
 
 def _status_kind(raw: bytes) -> str:

@@ -83,21 +83,24 @@ class BudgetedMailbox(MailboxView):
         budget = self._service.policy.listing_budget
         self._deadline = started + budget * (1 - LISTING_MARGIN)
         try:
-            await self._judge_listing()
+            # Here, not in _judge_listing (in this order: the generation may purge the
+            # quarantine before _load lists it): the upstream's answers resume a frame less.
+            if self._generation is None:  # (no feed changed: no coroutine, most sessions)
+                self._generation = self._service.ready_generation()
+            generation = self._generation or await self._current_generation()
+            await self._judge_listing(generation, await self._load())
         finally:
             self._deadline = None
             self._metrics.scan_listing_seconds.observe(self._now() - started)
 
-    async def _judge_listing(self) -> None:
+    async def _judge_listing(self, generation: str, listed: dict[int, bytes]) -> None:
         """Every listed message's verdict, newest first, LISTING_BATCH at a time: the cached
         ones looked up, re-scored and stored as one batch in one synchronous loop (no coroutine
         per message), the others downloaded (``_judge_new``, within the budget).  Between
         batches the loop runs other sessions: a mailbox of 20,000 re-scored verdicts must not
         hold every other client's command up for its whole listing."""
-        generation = self._generation or await self._current_generation()
-        # Upstream messages only: the proxy's own (a released original, released.py) have no
-        # cache key and are never judged.
-        listed = await self._load()
+        # ``listed``: _load's.  Upstream messages only: the proxy's own (a released original,
+        # released.py) have no cache key and are never judged.
         keys, entries, deleted = self._keys, self._entries, self.deleted  # (made by _load)
         todo = [n for n in sorted(listed, reverse=True)
                 if n in keys and n not in entries and n not in deleted]
@@ -116,15 +119,24 @@ class BudgetedMailbox(MailboxView):
                 else:
                     entries[number] = cached
 
+    def _all_held(self) -> list[tuple[int, CachedVerdict]] | None:
+        """``_live_entries`` without a coroutine where every listed message's verdict is held
+        and none is deleted (after the first listing, the usual case); None otherwise."""
+        listed, entries = self._numbers, self._entries
+        if listed is None or len(entries) != len(listed) or self.deleted:
+            return None  # (held ones are listed ones: equal counts, all held)
+        self._service.cache.flush()  # the listing's carried-over verdicts, in one append
+        return [(n, entries[n]) for n in sorted(listed)]
+
     async def _live_entries(self) -> list[tuple[int, CachedVerdict]]:
         # After the first listing every verdict is held: a plain loop, no coroutine per
         # message (one a failed listing left without a verdict is judged by entry(), as
         # without a budget).
+        held = self._all_held()
+        if held is not None:
+            return held
         listed = self._numbers if self._numbers is not None else await self._load()
         entries, deleted = self._entries, self.deleted
-        if len(entries) == len(listed) and not deleted:  # (held ones are listed ones)
-            self._service.cache.flush()  # the listing's carried-over verdicts, in one append
-            return [(n, entries[n]) for n in sorted(listed)]
         numbers = [n for n in sorted(listed) if n not in deleted]
         others: dict[int, CachedVerdict] = {}  # not held in _entries (released.py's own)
         for number in [n for n in numbers if n not in entries]:
@@ -150,7 +162,10 @@ class BudgetedMailbox(MailboxView):
 
     async def stat(self) -> bytes:
         await self._first_listing()
-        return await super().stat()
+        held = self._all_held()  # (every login's STAT: no coroutine for MailboxView.stat's)
+        if held is None:
+            return await super().stat()
+        return b"+OK %d %d\r\n" % (len(held), sum([entry.size for _, entry in held]))
 
     async def list(self, number: int | None) -> bytes:
         if number is None:  # LIST n asks for one message: judged alone, as without a budget

@@ -86,7 +86,8 @@ class MailboxView:
             self._numbers = uidls  # released.py adds messages of its own after these
             self._keys = listing_keys(self._upstream_name, self._user, uidls, self._sizes)
             # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).
-            await self._service.cache.forget(self._box, set(self._keys.values()))
+            if gone := self._service.cache.forget_unlisted(self._box, set(self._keys.values())):
+                await self._service.cache.forget_shared(gone)
         return self._numbers
 
     # ------------------------------------------------------------ verdicts

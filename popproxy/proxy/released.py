@@ -169,6 +169,8 @@ class ReleasingMailbox(BudgetedMailbox):
 
     def committed(self) -> None:
         """The upstream said +OK to QUIT: the deletions are done (RFC 1939 section 6)."""
+        if not self.deleted:  # (most sessions delete nothing: no sets to build)
+            return
         delivered = {self._extras[n].held.id for n in self.deleted if n in self._extras}
         notices = {self._held_ids[n] for n in self.deleted if n in self._held_ids}
         for number in self.deleted - set(self._extras) - set(self._held_ids):

@@ -33,9 +33,7 @@ from popproxy.proxy.generation import compose, settings_parts
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.scan_pool import WORKER_COMMAND, JobFailed, ScanPool
 from popproxy.proxy.spool import sweep_stale_spools
-from popproxy.proxy.verdict_cache import (
-    CachedVerdict,
-)
+from popproxy.proxy.verdict_cache import CachedVerdict
 from popproxy.proxy.verdict_levels import freeze_if_big, open_verdict_cache, release_freeze
 from popproxy.proxy.verdict_record import evidence_key
 from popproxy.quarantine import QuarantineStore
@@ -123,30 +121,41 @@ class ScanService:
             policy.model_dump(mode="json"), RENDER_VERSION,
             model.version if model is not None else None)
 
+    def ready_generation(self) -> str | None:
+        """``generation()`` with no coroutine where no thread is needed (most calls); else None."""
+        if self.policy.quarantine_retention is not None and self._clock() >= self._next_retention:
+            return None
+        versions = self._feed_stats()
+        return self._composed(versions) if versions == self._feed_versions else None
+
     async def generation(self) -> str:
         """Changes when the settings or a feed file change: cached verdicts are then redone.
 
         Feed files are re-read in a thread: parsing a large feed must not stall the event loop
         (and with it every other session).  A feed counts by its content, not its mtime, so
-        instances on hosts that fetched the same feed at different times share verdicts; a
-        feed file that could not be loaded counts by its mtime (or as missing).
-        """
-        versions: list[tuple[str, int | None]] = []
+        instances on hosts that fetched the same feed at different times share verdicts; a feed
+        file that could not be loaded counts by its mtime (or as missing)."""
+        versions = self._feed_stats()
+        if self.policy.quarantine_retention is not None and self._clock() >= self._next_retention:
+            # Reads every entry's metadata: in the file thread, not in the event loop.
+            await asyncio.get_running_loop().run_in_executor(self._feed_pool, self.apply_retention)
+        if versions != self._feed_versions:
+            await asyncio.get_running_loop().run_in_executor(self._feed_pool, self._refresh_feeds)
+            self._feed_versions = versions
+            self._memo.clear()  # judged with the feeds as they were
+            self._memo_by_id.clear()
+        return self._composed(versions)
+
+    def _feed_stats(self) -> list[tuple[str, int | None]]:
+        versions: list[tuple[str, int | None]] = []  # (path, mtime or None: unreadable)
         for feed in self.scanner.feeds:
             try:
                 versions.append((str(feed.path), os.stat(feed.path).st_mtime_ns))
             except OSError:
                 versions.append((str(feed.path), None))
-        if self.policy.quarantine_retention is not None and self._clock() >= self._next_retention:
-            # Reads every entry's metadata: in the file thread, not in the event loop.
-            await asyncio.get_running_loop().run_in_executor(self._feed_pool,
-                                                             self.apply_retention)
-        if versions != self._feed_versions:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._feed_pool, self._refresh_feeds)
-            self._feed_versions = versions
-            self._memo.clear()  # judged with the feeds as they were
-            self._memo_by_id.clear()
+        return versions
+
+    def _composed(self, versions: list[tuple[str, int | None]]) -> str:
         identities = [_feed_identity(feed, mtime)
                       for feed, (_, mtime) in zip(self.scanner.feeds, versions, strict=True)]
         if identities != self._generation_of[0]:  # hashed once per feed change, not per login
@@ -246,7 +255,10 @@ class ScanService:
         their head).  The keys left out must be judged from the message.  One batch: the
         shared level is read once and written once (``get_many``/``put_many``), however many
         keys, and no coroutine runs per key (a 20,000-message listing, bench/README.md)."""
-        usable = await self.cache.lookup_many(keys, generation)
+        # lookup_many's two steps: the shared level's coroutine only for keys not here.
+        usable, ask = self.cache.lookup_local(keys, generation)
+        if ask:
+            await self.cache.ask_shared(ask, generation, usable)
         carried: list[tuple[str, CachedVerdict, str]] = []
         for key, cached in list(usable.items()):
             if cached.generation == generation:

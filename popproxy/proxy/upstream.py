@@ -346,33 +346,52 @@ LISTINGS = (Command("UIDL"), Command("LIST"))
 
 async def read_listing(up: UpstreamConnection, verb: str) -> dict[int, bytes]:
     """``n value`` lines of the upstream's UIDL or LIST (RFC 1939 sections 5 and 7)."""
-    return await _listing_answer(up, verb, await up.request(Command(verb)))
+    status = await up.request(Command(verb))
+    entries = _whole_listing(up, verb, status)
+    return await _listing_answer(up, verb, status) if entries is None else entries
 
 
 async def read_listings(up: UpstreamConnection, cmds: tuple[Command, ...] = LISTINGS
                         ) -> list[dict[int, bytes]]:
     """``read_listing`` for each command (``LISTINGS``: made once, not per login); they go in
     one write where the server lists PIPELINING (RFC 2449 s6.6): one round trip for UIDL and
-    LIST instead of two."""
-    if not up.pipelining:
-        return [await _listing_answer(up, cmd.verb, await up.request(cmd)) for cmd in cmds]
-    up.send_all(cmds)
-    return [await _listing_answer(up, cmd.verb, await up._status_line()) for cmd in cmds]
+    LIST instead of two.  A loop, not a list comprehension (an await in one is a coroutine
+    of its own, resumed at each read), with a listing all here parsed without a coroutine."""
+    if up.pipelining:
+        up.send_all(cmds)
+    answers: list[dict[int, bytes]] = []
+    for cmd in cmds:
+        status = await (up._status_line() if up.pipelining else up.request(cmd))
+        entries = _whole_listing(up, cmd.verb, status)
+        answers.append(await _listing_answer(up, cmd.verb, status) if entries is None
+                       else entries)
+    return answers
+
+
+def _whole_listing(up: UpstreamConnection, verb: str,
+                   status: StatusLine) -> dict[int, bytes] | None:
+    """The listing after ``status`` if all of it is received already (most are: the
+    framer's whole_body), parsed within pop3.listing's bounds; None: read it as it comes."""
+    try:
+        whole = up.framer.whole_body() if status.multiline else b""
+        if whole is None:
+            return None
+        entries = parse_listing(whole)
+    except ProtocolError as exc:
+        raise UpstreamError(f"{verb} answer: {exc}", UpstreamFailure.PROTOCOL) from None
+    if not status.ok:
+        raise UpstreamError(f"upstream refused {verb}", UpstreamFailure.PROTOCOL)
+    return entries
 
 
 async def _listing_answer(up: UpstreamConnection, verb: str,
                           status: StatusLine) -> dict[int, bytes]:
-    # Parsed as it arrives, within pop3.listing's bounds (line length, entry count); in one
-    # piece when it is all here already (most are: the framer's whole_body).
+    # Parsed as it arrives, within pop3.listing's bounds (line length, entry count).
     try:
-        whole = up.framer.whole_body() if status.multiline else b""
-        if whole is not None:
-            entries = parse_listing(whole)
-        else:
-            reader, unstuffer = ListingReader(), Unstuffer()
-            async for chunk in up.body():
-                reader.feed(unstuffer.feed(chunk))
-            entries = reader.finish()
+        reader, unstuffer = ListingReader(), Unstuffer()
+        async for chunk in up.body():
+            reader.feed(unstuffer.feed(chunk))
+        entries = reader.finish()
     except ProtocolError as exc:
         raise UpstreamError(f"{verb} answer: {exc}", UpstreamFailure.PROTOCOL) from None
     if not status.ok:

@@ -245,6 +245,16 @@ class VerdictCache:
     async def lookup_many(self, keys: list[str], generation: str) -> dict[str, CachedVerdict]:
         """:meth:`lookup` of each key (those with nothing usable left out); the keys with no
         current local verdict cost one shared round trip together (``get_many``)."""
+        found, ask = self.lookup_local(keys, generation)
+        if ask:
+            await self.ask_shared(ask, generation, found)
+        return found
+
+    def lookup_local(self, keys: list[str], generation: str
+                     ) -> tuple[dict[str, CachedVerdict], list[str]]:
+        """:meth:`lookup_many` in this process only: what it found, and the keys with no
+        current verdict here (for ``ask_shared``).  Synchronous: a login whose verdicts are
+        all here awaits nothing (no coroutine)."""
         found: dict[str, CachedVerdict] = {}
         ask: list[str] = []
         hits = 0
@@ -265,12 +275,12 @@ class VerdictCache:
             ask.append(key)
         if hits:
             self._on_result("local_hit", hits)
-        if ask:
-            await self._ask_shared(ask, generation, found)
-        return found
+        return found, ask
 
-    async def _ask_shared(self, keys: list[str], generation: str,
-                          found: dict[str, CachedVerdict]) -> None:
+    async def ask_shared(self, keys: list[str], generation: str,
+                         found: dict[str, CachedVerdict]) -> None:
+        """The rest of :meth:`lookup_many`: ``keys`` (``lookup_local``'s) asked of the shared
+        level, what it has added to ``found`` (or counted as stale or missed)."""
         if self._shared is None or not self._shared_usable():
             if self._shared is None:
                 for key in keys:
@@ -337,14 +347,20 @@ class VerdictCache:
         """``forget_unlisted``, and the same keys deleted from Redis; how many were dropped.
         Entries only other instances wrote expire by the TTL (docs/scanning.md)."""
         gone = self.forget_unlisted(mailbox, listed)
-        if gone and self._shared is not None and self._shared_usable():
+        if gone:
+            await self.forget_shared(gone)
+        return len(gone)
+
+    async def forget_shared(self, gone: list[str]) -> None:
+        """Delete from Redis the keys ``forget_unlisted`` dropped here (a login's listing
+        calls this only when some were: most drop none, and need no coroutine)."""
+        if self._shared is not None and self._shared_usable():
             try:
                 await self._shared.delete(gone)
             except Exception as exc:  # the TTL still ends them
                 self._shared_failed("delete", exc)
-                return len(gone)
+                return
             self._shared_ok()
-        return len(gone)
 
     def _shared_usable(self) -> bool:
         if self._retry_at is not None and self._clock() < self._retry_at:

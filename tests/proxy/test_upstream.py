@@ -204,6 +204,14 @@ def test_listings_share_one_write_where_the_upstream_pipelines() -> None:
     assert answers == [{1: b"aaa", 2: b"bbb"}, {1: b"120", 2: b"340"}]
 
 
+def test_a_listing_split_across_reads_is_read_as_it_comes() -> None:
+    # Not all received with its status line: parsed chunk by chunk (_listing_answer), the
+    # same entries as a whole one (read_listings' synchronous fast path).
+    answers, _ = _listings(True, UIDL_ANSWER[:12], UIDL_ANSWER[12:] + LIST_ANSWER[:20],
+                           LIST_ANSWER[20:])
+    assert answers == [{1: b"aaa", 2: b"bbb"}, {1: b"120", 2: b"340"}]
+
+
 def test_listings_go_one_at_a_time_without_pipelining() -> None:
     answers, written = _listings(False, UIDL_ANSWER, LIST_ANSWER)
     assert written == b"UIDL\r\nLIST\r\n"

@@ -38,8 +38,7 @@ from popproxy.proxy import deadlines
 from popproxy.proxy.channel_errors import (
     ChannelClosed,
     consume_exception,
-    error_pending,
-    stops_on_error,
+    reset_behind_read,
 )
 from popproxy.proxy.proxy_header_reader import ProxyHeaderReader
 from popproxy.proxy.read_queue import MAX_UNREAD, ReadQueue, receive_buffer
@@ -132,10 +131,6 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
                 self._tls is None or not self._tls.pending()) and not self.awaiting_read:
             self._stop_reading()
 
-    def _want_data(self) -> None:
-        if not self._reading:
-            self._resume_reading()
-
     def _on_readable(self) -> None:
         if self._proxy_parser is not None:
             self._read_proxy_header()
@@ -143,7 +138,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._advance_handshake()
         else:
             self._read_tls() if self._tls is not None else self._read_plain()
-            if self._reading and stops_on_error(type(self._loop)) and error_pending(self._sock):
+            if self._reading and reset_behind_read(self._loop, self._sock):
                 self._peer_closed()  # the bytes read stay ahead of the end, which comes as EOF
             self._wake_reader()  # once: what one wake-up read is one read()
 

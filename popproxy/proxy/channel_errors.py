@@ -29,7 +29,7 @@ async def wait_handshake(handshake: asyncio.Future[None], timeout: float) -> Non
     """Await ``handshake``, failing it with ``TimeoutError`` after ``timeout`` seconds: one
     timer on the future itself, not ``asyncio.timeout()`` (a Timeout object, a task look-up
     and uncancel bookkeeping per login, issue 18)."""
-    timer = asyncio.get_running_loop().call_later(timeout, _time_out, handshake)
+    timer = handshake.get_loop().call_later(timeout, _time_out, handshake)
     try:
         await handshake
     finally:

@@ -24,16 +24,18 @@ from popproxy.proxy import deadlines
 MAX_UNREAD = 1024 * 1024
 # Size of the shared receive buffer: large reads keep multi-MiB RETR relays cheap.
 READ_BUFFER_SIZE = 256 * 1024
-_local = threading.local()
+# ``buffers.view``: this thread's receive buffer, once ``receive_buffer`` has made it (a channel
+# does when it is created, so its reads take the attribute: no call per read, issue 18).
+buffers = threading.local()
 
 
 def receive_buffer() -> memoryview:
     """This thread's receive buffer, made once: every read into it is copied out at once, so
     one per thread serves every connection of its loop."""
     try:
-        return _local.view  # type: ignore[no-any-return]
+        return buffers.view  # type: ignore[no-any-return]
     except AttributeError:
-        view = _local.view = memoryview(bytearray(READ_BUFFER_SIZE))
+        view = buffers.view = memoryview(bytearray(READ_BUFFER_SIZE))
         return view
 
 

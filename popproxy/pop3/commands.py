@@ -60,7 +60,7 @@ def parse_command_line(line: bytes) -> Command | BadCommand:
     if verb in _REST_OF_LINE_VERBS:
         return Command(verb, (rest,))
     args = tuple(rest.split(b" "))
-    if any(not a for a in args):  # doubled, leading or trailing spaces
+    if b"" in args:  # doubled, leading or trailing spaces (no generator: every command line)
         return BadCommand(BadLine.BAD_SYNTAX)
     return Command(verb, args)
 
@@ -180,4 +180,5 @@ def valid_transaction_args(cmd: Command) -> bool:
     low, high = args
     if not low <= len(cmd.args) <= high:
         return False
-    return all(a.isdigit() and len(a) <= MAX_NUMBER_DIGITS for a in cmd.args)
+    # (STAT, UIDL, LIST, QUIT...: no arguments, no generator)
+    return not cmd.args or all(a.isdigit() and len(a) <= MAX_NUMBER_DIGITS for a in cmd.args)

@@ -29,7 +29,7 @@ async def wait_handshake(handshake: asyncio.Future[None], timeout: float) -> Non
     """Await ``handshake``, failing it with ``TimeoutError`` after ``timeout`` seconds: one
     timer on the future itself, not ``asyncio.timeout()`` (a Timeout object, a task look-up
     and uncancel bookkeeping per login, issue 18)."""
-    timer = asyncio.get_running_loop().call_later(timeout, _time_out, handshake)
+    timer = handshake.get_loop().call_later(timeout, _time_out, handshake)
     try:
         await handshake
     finally:
@@ -47,7 +47,7 @@ _STOPS_ON_ERROR: dict[type, bool] = {}
 def stops_on_error(loop_type: type) -> bool:
     """Whether a loop of this class stops watching a descriptor that reports an error after one
     last callback: uvloop's does (libuv's ``uv_poll``), so a reset right behind the bytes just
-    read must be seen then (``error_pending``), or the session would wait for its timeout.
+    read must be seen then (``reset_behind_read``), or the session would wait for its timeout.
     Asked once per loop class, not at every read (issue 18)."""
     known = _STOPS_ON_ERROR.get(loop_type)
     if known is None:
@@ -55,9 +55,16 @@ def stops_on_error(loop_type: type) -> bool:
     return known
 
 
-def error_pending(sock: socket.socket) -> bool:
-    """A socket error (a reset) is waiting to be reported (``SO_ERROR``), or the socket is
-    unusable."""
+def reset_behind_read(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bool:
+    """After a read event that left the socket watched: a socket error (a reset) waits behind
+    the bytes read (``SO_ERROR``), or the socket is unusable, and the loop will not call
+    again (``stops_on_error``).  One call for both looks: this runs at every read event
+    (issue 18)."""
+    stops = _STOPS_ON_ERROR.get(type(loop))
+    if stops is None:
+        stops = stops_on_error(type(loop))
+    if not stops:
+        return False
     try:
         return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
     except OSError:

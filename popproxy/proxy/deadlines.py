@@ -47,10 +47,10 @@ def call_at(loop: asyncio.AbstractEventLoop, when: float, callback: Callable[[],
 
 def is_coarse(timer: Timer) -> bool:
     """A long deadline in the wheel (cheap to keep), not a loop timer of its own."""
-    return isinstance(timer, _CoarseTimer)
+    return isinstance(timer, CoarseTimer)
 
 
-class _CoarseTimer:
+class CoarseTimer:
     """A deadline in a bucket of its loop's wheel."""
 
     # Slots: one per idle connection (the point of this module).
@@ -72,18 +72,18 @@ class _Wheel:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._buckets: dict[int, set[_CoarseTimer]] = {}
+        self._buckets: dict[int, set[CoarseTimer]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_key = 0
 
-    def add(self, key: int, callback: Callable[[], None]) -> _CoarseTimer:
-        timer = _CoarseTimer(self, key, callback)
+    def add(self, key: int, callback: Callable[[], None]) -> CoarseTimer:
+        timer = CoarseTimer(self, key, callback)
         self._buckets.setdefault(key, set()).add(timer)
         if self._timer is None or key < self._timer_key:
             self._schedule(key)
         return timer
 
-    def remove(self, timer: _CoarseTimer) -> None:
+    def remove(self, timer: CoarseTimer) -> None:
         bucket = self._buckets.get(timer.key)
         if bucket is not None:
             bucket.discard(timer)

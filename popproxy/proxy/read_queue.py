@@ -24,16 +24,18 @@ from popproxy.proxy import deadlines
 MAX_UNREAD = 1024 * 1024
 # Size of the shared receive buffer: large reads keep multi-MiB RETR relays cheap.
 READ_BUFFER_SIZE = 256 * 1024
-_local = threading.local()
+# ``buffers.view``: this thread's receive buffer, once ``receive_buffer`` has made it (a channel
+# does when it is created, so its reads take the attribute: no call per read, issue 18).
+buffers = threading.local()
 
 
 def receive_buffer() -> memoryview:
     """This thread's receive buffer, made once: every read into it is copied out at once, so
     one per thread serves every connection of its loop."""
     try:
-        return _local.view  # type: ignore[no-any-return]
+        return buffers.view  # type: ignore[no-any-return]
     except AttributeError:
-        view = _local.view = memoryview(bytearray(READ_BUFFER_SIZE))
+        view = buffers.view = memoryview(bytearray(READ_BUFFER_SIZE))
         return view
 
 
@@ -49,15 +51,14 @@ class ReadQueue:
     _read_waiter: asyncio.Future[bytes] | None
     _read_timer: deadlines.Timer | None
     _deadline: float
+    _loop: asyncio.AbstractEventLoop  # the one the channel lives on
+    _reading: bool  # the socket is watched
 
     def _pause_reading(self) -> None:
         """Stop taking bytes out of the socket (the subclass's)."""
 
     def _resume_reading(self) -> None:
         """Take bytes out of the socket again (the subclass's)."""
-
-    def _want_data(self) -> None:
-        """A read waits with nothing queued: watch the socket if it rests (the subclass's)."""
 
     def _deliver(self, data: bytes) -> None:
         """Queue ``data``; the channel calls ``_wake_reader`` once its read event is done, so
@@ -85,7 +86,7 @@ class ReadQueue:
             if not waiter.done():  # (cancelled: the bytes stay for the next read)
                 waiter.set_result(self._take())
             timer = self._read_timer
-            if timer is not None and not deadlines.is_coarse(timer):
+            if timer is not None and type(timer) is not deadlines.CoarseTimer:
                 # A short deadline (under deadlines.COARSE_MIN) has its own loop timer: about
                 # 0.5 KiB with its callback and context (uvloop), kept until it would fire.
                 # Only a wheel entry is worth keeping for the next read (``_arm_read_timer``).
@@ -122,14 +123,25 @@ class ReadQueue:
         """
         if self._chunks or self._eof:
             return self._ready()
-        loop = asyncio.get_running_loop()
+        # The channel's loop, not asyncio.get_running_loop(): that is a getpid() per call in
+        # CPython 3.11, and this runs at every read (issue 18).
+        loop = self._loop
         waiter: asyncio.Future[bytes] = loop.create_future()
         self._read_waiter = waiter
-        if timeout is not None:
-            self._arm_read_timer(loop, loop.time() + timeout, timeout)
-        else:  # an earlier read's timer must not cut this one
+        if timeout is None:  # an earlier read's timer must not cut this one
             self._drop_read_timer()
-        self._want_data()
+        else:
+            deadline = loop.time() + timeout
+            timer = self._read_timer
+            # The common case, inline (every read of a session): a long deadline the armed
+            # wheel timer serves (see _arm_read_timer).
+            if (timer is not None and timeout >= deadlines.COARSE_MIN
+                    and timer.when() <= deadline + deadlines.TICK):
+                self._deadline = deadline
+            else:
+                self._arm_read_timer(loop, deadline, timeout)
+        if not self._reading:  # a resting socket: watch it again
+            self._resume_reading()
         return waiter
 
     async def _ready(self) -> bytes:
@@ -165,7 +177,7 @@ class ReadQueue:
         waiter = self._read_waiter
         if waiter is None or waiter.done():
             return  # no read is waiting: the next one arms a timer again
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if loop.time() >= self._deadline:
             self._read_waiter = None
             waiter.set_exception(TimeoutError())

@@ -19,18 +19,17 @@ from popproxy.pop3.events import (
     ClientEvent,
     Command,
     ConnectionClosed,
-    SaslResponse,
 )
 from popproxy.pop3.replies import Code
-from popproxy.pop3.state import Event, SessionState, State
+from popproxy.pop3.state import ALLOWED_VERBS, Event, SessionState, State
 from popproxy.proxy.auth import AuthHandler, AuthResult, LoggedIn, Refused, Reply
-from popproxy.proxy.channel_errors import ChannelClosed, wait_handshake
+from popproxy.proxy.channel_errors import ChannelClosed
 from popproxy.proxy.client_channel import ClientChannel
+from popproxy.proxy.client_handshake import await_client_handshake
 from popproxy.proxy.errors import SessionEnd
 from popproxy.proxy.relay import ClientWriter, relay, relay_capa
 from popproxy.proxy.released import ReleasingMailbox
 from popproxy.proxy.settings import SessionSettings, unaudited
-from popproxy.proxy.tls_metrics import handshake_failure_detail, handshake_failure_reason
 from popproxy.proxy.upstream import (
     UpstreamConnection,
     UpstreamError,
@@ -76,11 +75,6 @@ class Session:
         # Replies go through here (and into the capture, if on: None unless capturing).
         self.out = ClientWriter(channel, new_recorder(settings.capture),
                                 settings.limits.idle_timeout)
-
-    @property
-    def user(self) -> str | None:
-        """The username of the last login attempt (for the audit log), None before one."""
-        return self.auth.user
 
     # ---------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -130,7 +124,8 @@ class Session:
         if self.state.tls_active:
             sslobj = self.client.ssl_object()
             tls = (sslobj.version() if sslobj is not None else None) or "unknown"
-        return FlowFacts(self.id, self.peer, self.client_ip, self.user, self.settings.listener,
+        return FlowFacts(self.id, self.peer, self.client_ip, self.auth.user,
+                         self.settings.listener,
                          self.upstream_name if self.upstream is not None else None,
                          {DEFAULT_UPSTREAM: policy.upstream, **policy.upstreams}, tls)
 
@@ -176,35 +171,14 @@ class Session:
         """Implicit TLS: the channel started the handshake when the connection opened."""
         if self.settings.server_tls is None:
             raise SessionEnd
-        await self._await_handshake(self.client.start_implicit_tls(), "implicit")
-
-    async def _await_handshake(self, handshake: asyncio.Future[None], kind: str) -> None:
-        """Wait for a client handshake, counting its outcome by kind and TLS version."""
-        metrics = self.settings.observer.metrics
-        try:
-            await wait_handshake(handshake, self.settings.handshake_timeout)
-        except BaseException as exc:
-            login_late = self._login_timer is not None and self._login_timer.expired()
-            result = "timeout" if isinstance(exc, TimeoutError) or login_late else "failed"
-            reason, listener = handshake_failure_reason(exc, login_late), self.settings.listener
-            metrics.tls_handshakes.labels(kind, "none", result).inc()
-            metrics.tls_handshake_failures.labels(listener.name, reason).inc()
-            log.info("session %s: TLS handshake failed on %s: %s%s", self.peer, listener.name,
-                     reason, handshake_failure_detail(exc))
-            self.audit("tls", mode=kind, result=result, reason=reason, error=type(exc).__name__)
-            if isinstance(exc, (ssl.SSLError, ChannelClosed)):
-                raise SessionEnd from None  # logged here: one line per failed handshake
-            raise
-        sslobj = self.client.ssl_object()
-        version = (sslobj.version() if sslobj else None) or "unknown"
-        metrics.child(metrics.tls_handshakes, kind, version, "ok").inc()
-        self.audit("tls", mode=kind, result="ok", version=version)
+        await await_client_handshake(self.client.start_implicit_tls(), "implicit", self.settings,
+                                     self.client, self.peer, self.audit, self._login_timer)
 
     def audit(self, event: str, **fields: object) -> None:
         """One audit event for this session (client address and user filled in)."""
         audit = self.settings.observer.audit
         if audit.enabled:  # no audit log: not even the address as text
-            audit.event(event, self.id, client=str(self.client_ip), user=self.user, **fields)
+            audit.event(event, self.id, client=str(self.client_ip), user=self.auth.user, **fields)
 
     @property
     def login_allowed(self) -> bool:
@@ -213,9 +187,11 @@ class Session:
 
     async def _handle_received(self) -> bool:
         """Handle the complete commands received: True when input is needed, False at the end."""
+        state = self.state
         while (event := self.parser.next_event()) is not NEED_DATA:
-            await self._handle(event)
-            if self.state.state in (State.UPDATE, State.CLOSED):
+            if (step := self._handle(event)) is not None:
+                await step
+            if state.state in (State.UPDATE, State.CLOSED):
                 return False
             if self.client.write_paused:  # pipelined commands, replies unread: bound memory
                 await self.out.drain()
@@ -231,31 +207,39 @@ class Session:
         self.parser.receive_data(data)
 
     # ---------------------------------------------------------------- state
-    def _transition(self, event: Event) -> None:
-        """Apply ``event``: the parser reads SASL lines raw while AUTH is open (RFC 5034 s4)."""
-        self.state.apply(event)
-
-    async def _apply(self, result: AuthResult) -> None:
-        """Carry out what a login line led to (the common results tested first)."""
+    def _apply(self, result: AuthResult) -> Awaitable[None] | None:
+        """Carry out what a login line led to (the common results tested first); what is
+        left to await, if anything (most results need none: no coroutine for them)."""
         if isinstance(result, Reply):
             if result.event is not None:
-                self._transition(result.event)
+                self.state.apply(result.event)
             self.write(result.data)
         elif isinstance(result, LoggedIn):
             if (recording := self._logged_in(result)) is not None:  # confirm's lockout store
-                await recording
+                return self._reply_after(recording, result.reply)
             self.write(result.reply)
         elif isinstance(result, Refused):
-            self._transition(Event.LOGIN_FAILED)  # back to AUTHORIZATION (also after AUTH)
+            self.state.apply(Event.LOGIN_FAILED)  # back to AUTHORIZATION (also after AUTH)
             self.write(result.reply)
             if result.close:
                 raise SessionEnd
         else:
-            self._transition(Event.SASL_STARTED)
+            self.state.apply(Event.SASL_STARTED)  # lines are SASL responses now (RFC 5034 s4)
             if result.initial is None:
                 self.write(result.challenge)
             else:
-                await self._apply(await self.auth.sasl_step(result.initial, self.state.tls_active))
+                return self._sasl_step(result.initial)
+        return None
+
+    async def _reply_after(self, recording: Awaitable[None], reply: bytes) -> None:
+        await recording
+        self.write(reply)
+
+    async def _sasl_step(self, data: bytes) -> None:
+        """A SASL response (or AUTH's initial one) to the auth handler, and its result."""
+        step = self._apply(await self.auth.sasl_step(data, self.state.tls_active))
+        if step is not None:
+            await step
 
     def _logged_in(self, login: LoggedIn) -> Awaitable[None] | None:
         self.upstream, self.upstream_name = login.upstream, login.route
@@ -267,33 +251,42 @@ class Session:
         return self.auth.confirm(login)
 
     # ---------------------------------------------------------------- dispatch
-    async def _handle(self, event: ClientEvent) -> None:
-        if isinstance(event, ConnectionClosed):
+    def _handle(self, event: ClientEvent) -> Awaitable[None] | None:
+        """Handle ``event``; what is left to await, if anything: the command's own coroutine, not
+        one around it (a frame less per command and per resume while it waits, issue 18)."""
+        state = self.state
+        if isinstance(event, Command):  # (the common event first)
+            if event.verb not in ALLOWED_VERBS[state.state]:  # state.allows(verb), inlined
+                # Unknown or out-of-state verbs count toward MAX_BAD_COMMANDS like malformed
+                # lines: a probe gains nothing by sending well-formed nonsense.
+                self.parser.refuse_last_command()
+                self.write(replies.err(f"{event.verb} is not valid in this state"))
+                self._close_if_too_many_bad()
+            elif state.state is not State.TRANSACTION:  # (before login: the other states
+                return self._before_login(event)  # allowing a command are AUTHORIZATION[_USER])
+            elif self.out.capture is not None:
+                return self._captured_transaction(event)
+            else:
+                return self._transaction(event)
+        elif isinstance(event, ConnectionClosed):
             raise SessionEnd
-        if isinstance(event, BadCommand):
+        elif isinstance(event, BadCommand):
             self._bad_command(event)
-        elif isinstance(event, SaslResponse):
-            await self._apply(await self.auth.sasl_step(event.data, self.state.tls_active))
-        elif not self.state.allows(event.verb):
-            # Unknown or out-of-state verbs count toward MAX_BAD_COMMANDS like malformed
-            # lines: a probe gains nothing by sending well-formed nonsense.
-            self.parser.refuse_last_command()
-            self.write(replies.err(f"{event.verb} is not valid in this state"))
-            self._close_if_too_many_bad()
-        elif self.state.before_login:
-            await self._before_login(event)
-        elif self.out.capture is not None:
-            with self.out.capture.reply(event.verb):  # RETR/TOP bodies left out of the capture
-                await self._transaction(event)
-        else:
-            await self._transaction(event)
+        else:  # a SaslResponse: a line inside AUTH (RFC 5034 section 4)
+            return self._sasl_step(event.data)
+        return None
+
+    async def _captured_transaction(self, cmd: Command) -> None:
+        assert self.out.capture is not None
+        with self.out.capture.reply(cmd.verb):  # RETR/TOP bodies left out of the capture
+            await self._transaction(cmd)
 
     def _bad_command(self, event: BadCommand) -> None:
         if self.state.state is State.AUTHORIZATION_SASL:
             # An over-long SASL line ends the AUTH exchange (RFC 5034 section 4: the server
             # rejects it), so the client's next line is read as a command again.
             self.auth.abort_sasl()
-            self._transition(Event.LOGIN_FAILED)
+            self.state.apply(Event.LOGIN_FAILED)
         self.write(replies.err(f"{event.reason.value}", Code.SYS_PERM))
         self._close_if_too_many_bad()
 
@@ -302,24 +295,29 @@ class Session:
             self.write(replies.err("too many bad commands, closing", Code.SYS_PERM))
             raise SessionEnd
 
-    async def _before_login(self, cmd: Command) -> None:
+    def _before_login(self, cmd: Command) -> Awaitable[None] | None:
         local = self._LOGIN_PHASE_LOCAL.get(cmd.verb)
         if local is not None:
-            await local(self)
-        elif not self.login_allowed:
-            # [SYS/PERM], not [AUTH]: clients then report the problem instead of asking for
-            # the password again and again (RFC 3206 section 4).
-            self.settings.observer.metrics.login_before_tls.labels(cmd.verb).inc()
-            self.audit("login_before_tls", command=cmd.verb)
-            self.write(replies.err("TLS is required before login: use STLS", Code.SYS_PERM))
-        else:
-            await self._apply(await self.auth.command(cmd, self.state.tls_active))
+            return local(self)
+        if self.login_allowed:
+            return self._login_step(cmd)
+        # [SYS/PERM], not [AUTH]: clients then report the problem instead of asking for the
+        # password again and again (RFC 3206 section 4).
+        self.settings.observer.metrics.login_before_tls.labels(cmd.verb).inc()
+        self.audit("login_before_tls", command=cmd.verb)
+        self.write(replies.err("TLS is required before login: use STLS", Code.SYS_PERM))
+        return None
 
-    async def _local_capa(self) -> None:
+    async def _login_step(self, cmd: Command) -> None:
+        if (step := self._apply(await self.auth.command(cmd, self.state.tls_active))) is not None:
+            await step
+
+    # CAPA and QUIT are answered at once: no coroutine (nothing to await).
+    def _local_capa(self) -> None:
         self.write(replies.multiline(replies.ok("capability list follows"), self._capa()))
 
-    async def _local_quit(self) -> None:
-        self._transition(Event.QUIT)
+    def _local_quit(self) -> None:
+        self.state.apply(Event.QUIT)
         self.write(replies.ok("bye"))
 
     def _capa(self) -> list[bytes]:
@@ -356,13 +354,14 @@ class Session:
         self.write(replies.ok("begin TLS negotiation"))
         # No await between the +OK and the switch: any byte after +OK CRLF is TLS.
         handshake = self.client.switch_to_tls(tls, server_side=True)
-        self._transition(Event.STLS_DONE)
+        self.state.apply(Event.STLS_DONE)
         self.auth.reset()
-        await self._await_handshake(handshake, "stls")
+        await await_client_handshake(handshake, "stls", self.settings, self.client, self.peer,
+                                     self.audit, self._login_timer)
 
     # Answered by the proxy itself before login (RFC 2449 s5, RFC 1939 s6, RFC 2595 s4); any
     # other verb the state allows there is a login step for AuthHandler.
-    _LOGIN_PHASE_LOCAL: ClassVar[Mapping[str, Callable[[Session], Awaitable[None]]]] = {
+    _LOGIN_PHASE_LOCAL: ClassVar[Mapping[str, Callable[[Session], Awaitable[None] | None]]] = {
         "CAPA": _local_capa,
         "QUIT": _local_quit,
         "STLS": _stls,
@@ -389,7 +388,7 @@ class Session:
         else:
             if cmd.verb == "QUIT":
                 # Only a client QUIT reaches the upstream (RFC 1939 section 6: UPDATE state).
-                self._transition(Event.QUIT)
+                self.state.apply(Event.QUIT)
             status, relayed = await relay(upstream, self.out, cmd)
             if relayed:
                 # Added per response, not per chunk: one metric update per RETR keeps the

@@ -38,11 +38,10 @@ from popproxy.proxy import deadlines
 from popproxy.proxy.channel_errors import (
     ChannelClosed,
     consume_exception,
-    error_pending,
-    stops_on_error,
+    reset_behind_read,
 )
 from popproxy.proxy.proxy_header_reader import ProxyHeaderReader
-from popproxy.proxy.read_queue import MAX_UNREAD, ReadQueue, receive_buffer
+from popproxy.proxy.read_queue import MAX_UNREAD, ReadQueue, buffers, receive_buffer
 from popproxy.proxy.socket_writer import SocketWriter
 from popproxy.proxy.tls_socket import TlsOwner, TlsSocket, close_notify, handshake_done, wrap
 from popproxy.wire.proxyproto import ProxyHeader, ProxyHeaderParser
@@ -70,8 +69,8 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         "_drain_waiter", "_eof", "_failed", "_fd", "_flush_scheduled", "_handshake",
         "_implicit_tls", "_loop", "_out", "_out_size", "_proxy_left", "_proxy_parser",
         "_proxy_seen", "_read_paused", "_read_timer", "_read_waiter", "_read_wants_write",
-        "_reading", "_retry", "_sock", "_tls", "_unread", "_write_paused", "_writing",
-        "proxy_header",
+        "_reading", "_retry", "_sock", "_tls", "_unread", "_writing", "proxy_header",
+        "write_paused",
     )
 
     def __init__(self, sock: socket.socket, implicit_tls: ssl.SSLContext | None = None,
@@ -80,6 +79,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         port-995 listener, started by ``start_implicit_tls``.  ``proxy_header``: the first
         bytes must be a PROXY protocol header (``proxy_header`` resolves with it)."""
         loop = self._loop = asyncio.get_running_loop()
+        receive_buffer()  # made for this thread now: reads take buffers.view
         self._sock, self._fd = sock, sock.fileno()
         self._tls: TlsSocket | None = None
         self._implicit_tls = implicit_tls
@@ -91,7 +91,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         self._read_paused = self._read_wants_write = self._reading = False
         self._out: list[bytes] = []
         self._out_size, self._retry = 0, None
-        self._writing = self._flush_scheduled = self._write_paused = False
+        self._writing = self._flush_scheduled = self.write_paused = False
         self._closing = self._closed = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -132,10 +132,6 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
                 self._tls is None or not self._tls.pending()) and not self.awaiting_read:
             self._stop_reading()
 
-    def _want_data(self) -> None:
-        if not self._reading:
-            self._resume_reading()
-
     def _on_readable(self) -> None:
         if self._proxy_parser is not None:
             self._read_proxy_header()
@@ -143,7 +139,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._advance_handshake()
         else:
             self._read_tls() if self._tls is not None else self._read_plain()
-            if self._reading and stops_on_error(type(self._loop)) and error_pending(self._sock):
+            if self._reading and reset_behind_read(self._loop, self._sock):
                 self._peer_closed()  # the bytes read stay ahead of the end, which comes as EOF
             self._wake_reader()  # once: what one wake-up read is one read()
 
@@ -152,7 +148,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         self._on_readable()
 
     def _read_plain(self) -> None:
-        view = receive_buffer()
+        view = buffers.view
         for _ in range(BULK_READS):
             try:
                 size = self._sock.recv_into(view)
@@ -172,7 +168,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
                 return
 
     def _read_tls(self) -> None:
-        tls, view = self._tls, receive_buffer()
+        tls, view = self._tls, buffers.view
         assert tls is not None
         records = 0
         while True:
@@ -369,7 +365,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._close_timer.cancel()
             self._close_timer = None
         self._set_eof()
-        self._write_paused = False
+        self.write_paused = False
         self._wake_drain()
         if self.proxy_header is not None and not self.proxy_header.done():
             self.proxy_header.set_exception(ChannelClosed("closed before the PROXY header"))

@@ -51,7 +51,9 @@ class SocketWriter:
     _retry: bytes | None
     _writing: bool
     _flush_scheduled: bool
-    _write_paused: bool
+    # True while more than HIGH_WATER bytes wait for a peer that does not read.  An attribute,
+    # not a property: the session looks at it after every command (issue 18).
+    write_paused: bool
     _drain_waiter: asyncio.Future[None] | None
     _closing: bool
     _closed: bool
@@ -101,18 +103,13 @@ class SocketWriter:
             except OSError:
                 pass
 
-    @property
-    def write_paused(self) -> bool:
-        """True while more than HIGH_WATER bytes wait for a peer that does not read."""
-        return self._write_paused
-
     async def drain(self) -> None:
         """Wait until what waits falls to LOW_WATER; ``ChannelClosed`` if the peer is gone."""
         if self._closing or self._closed:
             if self._failed or self._eof:
                 raise ChannelClosed("connection closed")
             return
-        while self._write_paused:
+        while self.write_paused:
             self._drain_waiter = self._loop.create_future()
             try:
                 await self._drain_waiter
@@ -129,9 +126,9 @@ class SocketWriter:
     def _check_high_water(self) -> None:
         waiting = self._out_size + (len(self._retry) if self._retry is not None else 0)
         if waiting > HIGH_WATER:
-            self._write_paused = True
-        elif self._write_paused and waiting <= LOW_WATER:
-            self._write_paused = False
+            self.write_paused = True
+        elif self.write_paused and waiting <= LOW_WATER:
+            self.write_paused = False
             self._wake_drain()
 
     def _send_out(self) -> None:
@@ -153,7 +150,7 @@ class SocketWriter:
         except OSError as exc:  # reset, broken pipe; ssl.SSLError (SSLWantReadError: a
             self._fail(exc)  # renegotiation, which TLS 1.3 has not and we never ask for)
             return None
-        if self._write_paused:  # all sent: only a paused writer has anything to check
+        if self.write_paused:  # all sent: only a paused writer has anything to check
             self._check_high_water()
         # Not while a read or handshake step still waits to write (its retry raised
         # SSLWantWriteError again: a flight needing three or more writable rounds).

@@ -12,10 +12,11 @@ from popproxy.proxy.read_queue import MAX_UNREAD, ReadQueue
 
 
 class Queue(ReadQueue):
-    __slots__ = ("_chunks", "_deadline", "_eof", "_read_paused", "_read_timer", "_read_waiter",
-                 "_unread", "calls")
+    __slots__ = ("_chunks", "_deadline", "_eof", "_loop", "_read_paused", "_read_timer",
+                 "_read_waiter", "_reading", "_unread", "calls")
 
     def __init__(self) -> None:
+        self._loop, self._reading = asyncio.get_running_loop(), True
         self._chunks: list[bytes] = []
         self._unread, self._eof, self._read_paused, self._deadline = 0, False, False, 0.0
         self._read_waiter: asyncio.Future[bytes] | None = None

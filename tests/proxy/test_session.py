@@ -78,7 +78,7 @@ def test_objects_an_idle_session_keeps_have_no_instance_dict() -> None:
     from popproxy.pop3.framing import ResponseFramer
     from popproxy.pop3.state import SessionState
     from popproxy.proxy.auth import AuthHandler
-    from popproxy.proxy.deadlines import _CoarseTimer
+    from popproxy.proxy.deadlines import CoarseTimer
     from popproxy.proxy.relay import ClientWriter
     from popproxy.proxy.released import ReleasingMailbox
     from popproxy.proxy.session import Session
@@ -87,5 +87,5 @@ def test_objects_an_idle_session_keeps_have_no_instance_dict() -> None:
 
     kept = [Session, SocketChannel, ClientWriter, UpstreamConnection,
             AuthHandler, CommandParser, SessionState, ResponseFramer, ReleasingMailbox,
-            _CoarseTimer]
+            CoarseTimer]
     assert [cls.__name__ for cls in kept if cls.__dictoffset__ != 0] == []

@@ -316,13 +316,29 @@ def toggle(tool: str, proc: subprocess.Popen[bytes]) -> None:
     if tool in ("cprofile", "gc"):
         proc.send_signal(signal.SIGUSR2)
     else:
-        # No pid: every process under callgrind (the supervisor and its workers).
-        subprocess.run(["callgrind_control", "-i", "on" if not _on.get(proc.pid) else "off"],
-                       check=True, capture_output=True)
+        # This run's processes only (the supervisor and its workers): without a pid,
+        # callgrind_control switches every callgrind on the box, another run's too.
+        state = "on" if not _on.get(proc.pid) else "off"
+        for pid in _process_tree(proc.pid):  # (one not under callgrind: nothing to switch)
+            done = subprocess.run(["callgrind_control", "-i", state, str(pid)], check=False,
+                                  capture_output=True)
+            if pid == proc.pid and done.returncode != 0:
+                sys.exit(f"callgrind_control -i {state} {pid}: {done.stderr.decode()}")
         _on[proc.pid] = not _on.get(proc.pid)
 
 
 _on: dict[int, bool] = {}
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the supervisor, its workers and their scan processes)."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        children = Path(f"/proc/{current}/task/{current}/children")
+        todo += [int(c) for c in children.read_text().split()] if children.exists() else []
+    return tree
 
 
 def _imported(tmp: Path) -> str:

@@ -8,35 +8,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from pathlib import Path
 
-from popproxy.metrics import Metrics
 from popproxy.pop3 import replies
 from popproxy.pop3.events import Command
 from popproxy.proxy import scan_jobs
 from popproxy.proxy.delivery import (
     RENDERED_WRITE_SLICE,
     HeadRewrite,
-    SessionSpool,
     renamed_head,
     send_file,
-    spool_body,
     stream_with_header,
     unscanned_head,
 )
-from popproxy.proxy.relay import ClientSink, relay
+from popproxy.proxy.mailbox_base import MailboxState
+from popproxy.proxy.relay import relay
 from popproxy.proxy.scan_pool import JobFailed
-from popproxy.proxy.scanning import ScanService
-from popproxy.proxy.settings import AuditFn
 from popproxy.proxy.spool import Spooled, cut_to_header, read_header, write_private
 from popproxy.proxy.upstream import (
-    UpstreamConnection,
-    UpstreamError,
-    UpstreamFailure,
     read_listings,
 )
-from popproxy.proxy.verdict_record import CachedVerdict, listing_keys, mailbox_key
-from popproxy.quarantine import HeldMessage, describe
+from popproxy.proxy.verdict_record import CachedVerdict, listing_keys
 
 __all__ = ["RENDERED_WRITE_SLICE", "MailboxView"]
 
@@ -50,44 +41,23 @@ STREAMED_TAG = "streamed-tag"  # marks a tag whose header block was rendered alo
 MAX_STREAMED_HEADER = 1024 * 1024
 
 
-class MailboxView:
+class MailboxView(MailboxState):
     """Answers STAT, LIST, RETR and TOP from scan verdicts, over the session's upstream
     connection; replies go to ``client``.  Knows nothing of the session itself."""
 
-    # Slots: one per connection lives as long as it does (idle memory per session).
-    __slots__ = (
-        "_audit", "_box", "_client", "_entries", "_generation", "_keys", "_metrics",
-        "_numbers", "_service", "_sizes", "_spool", "_up", "_upstream_name", "_user", "deleted"
-    )
-
-    def __init__(self, upstream: UpstreamConnection, client: ClientSink, service: ScanService,
-                 upstream_name: str, user: str, audit: AuditFn, metrics: Metrics) -> None:
-        self._up = upstream
-        self._client = client
-        self._service = service
-        self._upstream_name = upstream_name
-        self._user = user
-        self._box = mailbox_key(upstream_name, user)
-        self._audit = audit
-        self._metrics = metrics
-        self._numbers: dict[int, bytes] | None = None  # number -> UIDL, as the client is listed
-        self._sizes: dict[int, int] = {}
-        self._keys: dict[int, str] = {}  # cache keys, hashed once per message
-        self._entries: dict[int, CachedVerdict] = {}
-        self.deleted: set[int] = set()
-        self._generation: str | None = None  # computed once per session
-        self._spool = SessionSpool(service.spool_dir)  # this session's rendered messages
+    __slots__ = ()  # (MailboxState's)
 
     # ------------------------------------------------------------ upstream listings
     async def _load(self) -> dict[int, bytes]:
         if self._numbers is None:
             uidls, sizes = await read_listings(self._up)
             self._sizes = {n: int(v) for n, v in sizes.items()}
-            self._numbers = uidls  # released.py adds messages of its own after these
+            self._numbers = uidls
             self._keys = listing_keys(self._upstream_name, self._user, uidls, self._sizes)
             # Verdicts live as long as their message (scan.evidence_ttl bounds the rest).
             if gone := self._service.cache.forget_unlisted(self._box, set(self._keys.values())):
                 await self._service.cache.forget_shared(gone)
+            self._numbers = self._numbered(uidls)  # released.py's own messages after these
         return self._numbers
 
     # ------------------------------------------------------------ verdicts
@@ -127,12 +97,6 @@ class MailboxView:
         self._metrics.scan_judged.labels("downloaded").inc()
         await self._service.cache.store(key, cached)  # a transient verdict is not kept
         return cached
-
-    async def _current_generation(self) -> str:
-        # Once per session: feeds changing mid-session must not change sizes already shown.
-        if self._generation is None:
-            self._generation = await self._service.generation()
-        return self._generation
 
     async def _scan(self, number: int) -> CachedVerdict:
         """Judge message ``number``: spooled to disk as it is read (the proxy never holds it
@@ -208,13 +172,6 @@ class MailboxView:
         self._spool.keep(out)  # past the session's budget: made again at RETR
         return entry
 
-    def _hold(self, original: Spooled, entry: CachedVerdict) -> None:
-        """Move the spooled original into the quarantine."""
-        self._service.quarantine.hold_file(
-            HeldMessage(entry.quarantine_id, self._user, entry.scanned_at, entry.score,
-                        entry.reasons, original.length, upstream=self._upstream_name,
-                        **describe(original.path)), original.path)
-
     async def _too_large_entry(self, number: int, size: int, now: float,
                                generation: str) -> CachedVerdict:
         """A message over the cap is judged on its head (the first ``max_message_bytes``).
@@ -253,56 +210,11 @@ class MailboxView:
                       reasons=list(entry.reasons[:5]), quarantine_id=entry.quarantine_id)
         return entry
 
-    async def _spool_original(self, number: int, limit: int | None = None,
-                              suffix: str = ".orig", verb: str = "RETR") -> Spooled:
-        """RETR (or ``TOP n 0``) into a spool file as it comes, unstuffed, ``limit`` octets kept."""
-        path = self._spool_file(number, suffix)
-        args = (str(number).encode(),) + ((b"0",) if verb == "TOP" else ())
-        if not (await self._up.request(Command(verb, args))).multiline:
-            raise UpstreamError(f"upstream refused {verb} of a listed message",
-                                UpstreamFailure.PROTOCOL)
-        return await spool_body(self._up.body(), path, limit)
-
-    async def _render_or_notice(self, number: int, source: Path, entry: CachedVerdict) -> int:
-        """Render into the spool; if that fails, our notice padded to the size told."""
-        out = self._spool_file(number)
-        try:
-            return await self._service.render_to(source, entry, out)
-        except JobFailed:
-            write_private(out, scan_jobs.sized_notice(entry.quarantine_id, entry.scanned_at,
-                                                       entry.size))
-            return entry.size
-
     async def _header_of(self, number: int) -> Spooled:
         """The header block (TOP n 0): the bytes cut from the head a capped RETR gives."""
         top = await self._spool_original(number, self._service.policy.max_message_bytes,
                                          ".top", "TOP")
         return cut_to_header(top.path, MAX_STREAMED_HEADER)
-
-    async def _render_header(self, number: int, header: Path, entry: CachedVerdict) -> int:
-        """Render the header block alone into the spool (file ``<n>.head``); its size."""
-        out = self._spool_file(number, ".head")
-        try:
-            return await self._service.render_to(header, entry, out)
-        except JobFailed:
-            # Our verdict lines and the header renamed by us: the same bytes every time.
-            fixed = scan_jobs.unscanned_prefix(entry.reasons, "tag") + \
-                scan_jobs.rename_forged_headers(header.read_bytes())
-            write_private(out, fixed)
-            return len(fixed)
-
-    def _count(self, verdict: str, action: str) -> None:
-        label = ("unscanned" if verdict == "unscanned" else
-                 "clean" if action == "pass" else "flagged")
-        self._metrics.messages_scanned.labels(label, action).inc()
-
-    def _spool_file(self, number: int, suffix: str = "") -> Path:
-        return self._spool.file(f"{number}{suffix}")  # removed with the session (close)
-
-    def close(self) -> None:
-        """Remove this session's spool (rendered copies are never kept past the session)."""
-        self._spool.remove()
-        self._service.cache.flush()  # verdicts carried over by RETR/TOP or LIST n
 
     # ------------------------------------------------------------ commands
     async def _live_entries(self) -> list[tuple[int, CachedVerdict]]:
@@ -368,15 +280,6 @@ class MailboxView:
         self._count_relayed(await send_file(self._client, (path,), top_lines))
         self._spool.keep(path)  # for a second RETR or TOP, if the budget allows
 
-    def _hold_and_notice(self, original: Spooled, entry: CachedVerdict, path: Path) -> int:
-        held = replace(entry, quarantine_id=entry.quarantine_id or original.digest,
-                       reasons=(scan_jobs.RENDER_FAILED, *entry.reasons))
-        if entry.action != "quarantine":  # a quarantined original was held when judged
-            self._hold(original, held)
-        write_private(path, scan_jobs.sized_notice(held.quarantine_id, entry.scanned_at,
-                                                    entry.size))
-        return entry.size
-
     async def _stream_tagged(self, cmd: Command, number: int, entry: CachedVerdict,
                              top_lines: int | None) -> None:
         """Our rendered header block (spooled), then the upstream's body as it comes."""
@@ -394,7 +297,3 @@ class MailboxView:
         relayed = await stream_with_header(self._up, self._client, cmd, entry.size, top_lines,
                                            new_head, MAX_STREAMED_HEADER)
         self._count_relayed(relayed)
-
-    def _count_relayed(self, octets: int) -> None:
-        # Added per response, not per chunk: one metric update per RETR keeps the hot loop lean.
-        self._metrics.bytes_relayed.labels("to_client").inc(octets)

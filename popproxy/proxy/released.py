@@ -92,18 +92,15 @@ class ReleasingMailbox(BudgetedMailbox):
         self._extras: dict[int, Extra] = {}
         self._held_ids: dict[int, str] = {}  # deferred messages held at RETR: their id
 
-    async def _load(self) -> dict[int, bytes]:
+    def _numbered(self, uidls: dict[int, bytes]) -> dict[int, bytes]:
         """The upstream's UIDLs and, numbered after them, the released originals (extras)."""
-        if self._numbers is not None:
-            return self._numbers
-        uidls = await super()._load()
-        store, first = self._service.quarantine, max(uidls, default=0) + 1
-        for number, held in enumerate(store.pending(self._box), first):
-            self._extras[number] = extra_of(held, store.directory / f"{held.id}.eml")
-        if not self._extras:
+        store = self._service.quarantine
+        pending = store.pending(self._box)
+        if not pending:  # (most logins: no max(), no enumerate)
             return uidls
-        self._numbers = uidls | {n: released_uidl(x.held.id) for n, x in self._extras.items()}
-        return self._numbers
+        for number, held in enumerate(pending, max(uidls, default=0) + 1):
+            self._extras[number] = extra_of(held, store.directory / f"{held.id}.eml")
+        return uidls | {n: released_uidl(x.held.id) for n, x in self._extras.items()}
 
     async def entry(self, number: int) -> CachedVerdict | None:
         await self._load()

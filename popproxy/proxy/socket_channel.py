@@ -74,11 +74,12 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
     )
 
     def __init__(self, sock: socket.socket, implicit_tls: ssl.SSLContext | None = None,
-                 proxy_header: bool = False) -> None:
+                 proxy_header: bool = False, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """``sock``: connected and non-blocking.  ``implicit_tls``: the server context of a
         port-995 listener, started by ``start_implicit_tls``.  ``proxy_header``: the first
-        bytes must be a PROXY protocol header (``proxy_header`` resolves with it)."""
-        loop = self._loop = asyncio.get_running_loop()
+        bytes must be a PROXY protocol header (``proxy_header`` resolves with it).  ``loop``:
+        the running loop, if the creator has it (asking costs a getpid() on CPython 3.11)."""
+        loop = self._loop = asyncio.get_running_loop() if loop is None else loop
         receive_buffer()  # made for this thread now: reads take buffers.view
         self._sock, self._fd = sock, sock.fileno()
         self._tls: TlsSocket | None = None

@@ -62,7 +62,7 @@ async def open_channel(host: str, port: int, timeout: float | None = None) -> So
         except OSError as exc:
             errors.append(exc)
             continue
-        return SocketChannel(sock)
+        return SocketChannel(sock, loop=loop)
     raise connect_error(errors)
 
 

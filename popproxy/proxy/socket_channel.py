@@ -80,7 +80,8 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         bytes must be a PROXY protocol header (``proxy_header`` resolves with it).  ``loop``:
         the running loop, if the creator has it (asking costs a getpid() on CPython 3.11)."""
         loop = self._loop = asyncio.get_running_loop() if loop is None else loop
-        receive_buffer()  # made for this thread now: reads take buffers.view
+        if not hasattr(buffers, "view"):  # made for this thread now: reads take buffers.view
+            receive_buffer()
         self._sock, self._fd = sock, sock.fileno()
         self._tls: TlsSocket | None = None
         self._implicit_tls = implicit_tls
@@ -377,7 +378,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         reset, which can destroy our last reply (an -ERR, a TLS alert) at the peer; a
         transport had always read everything, so its peers got a FIN.  Raw reads, below
         TLS: nothing of it is looked at."""
-        view = receive_buffer()
+        view = buffers.view  # (__init__ made it for this thread)
         for _ in range(DISCARD_READS):
             try:
                 if not socket.socket.recv_into(self._sock, view, 0, socket.MSG_DONTWAIT):

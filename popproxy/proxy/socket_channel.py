@@ -353,7 +353,8 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         if self._closed:
             return
         self._closed = self._closing = True
-        self._stop_reading()
+        if self._reading:  # (a close() stopped it already: no call then)
+            self._stop_reading()
         if self._writing:
             self._writing = False
             self._loop.remove_writer(self._fd)
@@ -368,10 +369,12 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._close_timer = None
         self._set_eof()
         self.write_paused = False
-        self._wake_drain()
+        if self._drain_waiter is not None:  # (checked here: a call less per connection)
+            self._wake_drain()
         if self.proxy_header is not None and not self.proxy_header.done():
             self.proxy_header.set_exception(ChannelClosed("closed before the PROXY header"))
-        self._end_handshake(ChannelClosed("connection lost during TLS handshake"))
+        if self._handshake is not None:  # (none: its end has let go of the owner already)
+            self._end_handshake(ChannelClosed("connection lost during TLS handshake"))
 
     def _discard_input(self) -> None:
         """Read away what the kernel still holds: closing a socket with unread input sends a

@@ -134,9 +134,10 @@ class ReadQueue:
             deadline = loop.time() + timeout
             timer = self._read_timer
             # The common case, inline (every read of a session): a long deadline the armed
-            # wheel timer serves (see _arm_read_timer).
-            if (timer is not None and timeout >= deadlines.COARSE_MIN
-                    and timer.when() <= deadline + deadlines.TICK):
+            # wheel timer serves (see _arm_read_timer; a wheel entry's when() is key * TICK,
+            # read here without the call; any other timer takes the general path).
+            if (type(timer) is deadlines.CoarseTimer and timeout >= deadlines.COARSE_MIN
+                    and timer.key * deadlines.TICK <= deadline + deadlines.TICK):
                 self._deadline = deadline
             else:
                 self._arm_read_timer(loop, deadline, timeout)

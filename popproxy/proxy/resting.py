@@ -76,7 +76,10 @@ def _resting(loop: asyncio.AbstractEventLoop) -> _Resting:
 
 def rest_soon(channel: Restable) -> None:
     """``channel.rest()`` one to two ``REST_AFTER`` from now, with the other channels due."""
-    _resting(asyncio.get_running_loop()).add(channel)
+    # A SocketChannel knows the running loop (asking asyncio is a getpid() on CPython 3.11);
+    # a test's in-memory channel may not.
+    loop = getattr(channel, "_loop", None)
+    _resting(asyncio.get_running_loop() if loop is None else loop).add(channel)
 
 
 def rest_all_now() -> None:

@@ -16,10 +16,7 @@ from typing import Any
 from popproxy.capture.store import CaptureOptions
 from popproxy.metrics import KNOWN_LABELS
 from popproxy.policy import Listener, Policy
-from popproxy.policy.decisions import (
-    IPAddress,
-    connect_decision,
-)
+from popproxy.policy.decisions import IPAddress, connect_decision
 from popproxy.policy.lockout import source_network
 from popproxy.policy.restart import restart_needed
 from popproxy.pop3 import replies
@@ -120,8 +117,9 @@ class ProxyServer:
         if self.slots is not None:
             self.slots.release_all()  # left by this worker's previous life, if it was killed
         backlog = self.config.limits.listen_backlog  # Acceptor listens again (inherited ones)
+        loop = asyncio.get_running_loop()  # each connection's channel's and task's (a getpid())
         for listener in self.config.listeners:
-            on_accept = functools.partial(self._accepted, listener.name)
+            on_accept = functools.partial(self._accepted, listener.name, loop=loop)
             if sockets is not None:
                 bound = [sockets[listener.name]]
             else:
@@ -144,7 +142,8 @@ class ProxyServer:
                 for labels in KNOWN_LABELS["lockouts_active"]:
                     self.observer.metrics.lockouts_active.labels(*labels).set(0)
 
-    def _accepted(self, listener_name: str, sock: socket.socket) -> None:
+    def _accepted(self, listener_name: str, sock: socket.socket,
+                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         """A new client socket (acceptor.py): its channel, and the session's task.
         The policy in force when the connection arrives is the one the session keeps."""
         settings = self._listener_settings.get(listener_name)
@@ -152,15 +151,15 @@ class ProxyServer:
                 settings.scan is not self.scan):
             settings = self._settings(self._listener(listener_name))
             self._listener_settings[listener_name] = settings
-        implicit = settings.server_tls if settings.listener.mode == "tls" else None
+        listener = settings.listener
+        implicit = settings.server_tls if listener.mode == "tls" else None
         name = sys.intern(f"session-{listener_name}")  # one string per listener, not session
         try:
-            channel = SocketChannel(sock, implicit,
-                                    proxy_header=settings.listener.proxy_protocol is not None)
+            channel = SocketChannel(sock, implicit, listener.proxy_protocol is not None, loop)
         except OSError:  # the loop could not watch it (closed under us): nothing to serve
             sock.close()
             return
-        spawn(self._serve(channel, settings), name)
+        spawn(self._serve(channel, settings, loop), name, loop)
 
     def _source(self, client_ip: IPAddress) -> str:
         """What ``max_sessions_per_ip`` counts: a source network as the lockout counters see
@@ -172,9 +171,10 @@ class ProxyServer:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    async def _serve(self, channel: ClientChannel, settings: SessionSettings) -> None:
+    async def _serve(self, channel: ClientChannel, settings: SessionSettings,
+                     loop: asyncio.AbstractEventLoop | None = None) -> None:
         listener = settings.listener.name
-        loop = asyncio.get_running_loop()  # asked once: a getpid() per call on CPython 3.11
+        loop = asyncio.get_running_loop() if loop is None else loop  # _accepted gives start's
         accepted_at = loop.time()  # limits.login_timeout runs from here
         task, session_id = asyncio.current_task(loop), self.observer.new_session_id()
         assert task is not None

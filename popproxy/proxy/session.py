@@ -74,7 +74,7 @@ class Session:
         self.auth = AuthHandler(settings, client_ip, peer, self.audit)
         # Replies go through here (and into the capture, if on: None unless capturing).
         self.out = ClientWriter(channel, new_recorder(settings.capture),
-                                settings.limits.idle_timeout)
+                                settings.policy.limits.idle_timeout)
 
     # ---------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -84,11 +84,14 @@ class Session:
                 if self.settings.listener.mode == "tls":
                     await self._handshake()
                 self.write(GREETING)
-                idle_timeout = self.settings.limits.idle_timeout
+                idle_timeout, out = self.settings.policy.limits.idle_timeout, self.out
                 # An idle session waits in this frame, no helper's: a nested frame is ~0.25 KiB
                 # per idle session.  RFC 1939 s3: the autologout timer restarts on activity.
                 while await self._handle_received():
-                    self._received(await self.client.read(timeout=idle_timeout))
+                    data = await self.client.read(timeout=idle_timeout)
+                    if out.capture is not None:  # the state says if it is an AUTH response
+                        out.capture.from_client(data, sasl=self.state.in_sasl)  # (redacted)
+                    self.parser.receive_data(data)  # (here, not in a helper: a call a read)
         except SessionEnd:
             pass
         except (ssl.SSLError, ChannelClosed) as exc:
@@ -134,7 +137,8 @@ class Session:
         AUTH exchanges, a client dripping a byte at a time): the idle timeout alone would let a
         client that never logs in hold a session slot while it keeps sending (a slow-loris)."""
         start = asyncio.get_running_loop().time() if self.accepted_at is None else self.accepted_at
-        self._login_timer = asyncio.timeout_at(start + self.settings.limits.login_timeout)
+        # (policy.limits: what settings.limits returns, without the property's call; so above)
+        self._login_timer = asyncio.timeout_at(start + self.settings.policy.limits.login_timeout)
         return self._login_timer
 
     def _login_expired(self) -> None:
@@ -200,11 +204,6 @@ class Session:
         if self.upstream is not None and not self.client.unread:
             self.upstream.rest()  # idle till the next command: its socket is not watched
         return True
-
-    def _received(self, data: bytes) -> None:
-        if self.out.capture is not None:  # the state says if it is an AUTH response (redacted)
-            self.out.capture.from_client(data, sasl=self.state.in_sasl)
-        self.parser.receive_data(data)
 
     # ---------------------------------------------------------------- state
     def _apply(self, result: AuthResult) -> Awaitable[None] | None:

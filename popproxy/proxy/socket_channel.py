@@ -74,12 +74,14 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
     )
 
     def __init__(self, sock: socket.socket, implicit_tls: ssl.SSLContext | None = None,
-                 proxy_header: bool = False) -> None:
+                 proxy_header: bool = False, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """``sock``: connected and non-blocking.  ``implicit_tls``: the server context of a
         port-995 listener, started by ``start_implicit_tls``.  ``proxy_header``: the first
-        bytes must be a PROXY protocol header (``proxy_header`` resolves with it)."""
-        loop = self._loop = asyncio.get_running_loop()
-        receive_buffer()  # made for this thread now: reads take buffers.view
+        bytes must be a PROXY protocol header (``proxy_header`` resolves with it).  ``loop``:
+        the running loop, if the creator has it (asking costs a getpid() on CPython 3.11)."""
+        loop = self._loop = asyncio.get_running_loop() if loop is None else loop
+        if not hasattr(buffers, "view"):  # made for this thread now: reads take buffers.view
+            receive_buffer()
         self._sock, self._fd = sock, sock.fileno()
         self._tls: TlsSocket | None = None
         self._implicit_tls = implicit_tls
@@ -351,7 +353,8 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         if self._closed:
             return
         self._closed = self._closing = True
-        self._stop_reading()
+        if self._reading:  # (a close() stopped it already: no call then)
+            self._stop_reading()
         if self._writing:
             self._writing = False
             self._loop.remove_writer(self._fd)
@@ -366,17 +369,19 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
             self._close_timer = None
         self._set_eof()
         self.write_paused = False
-        self._wake_drain()
+        if self._drain_waiter is not None:  # (checked here: a call less per connection)
+            self._wake_drain()
         if self.proxy_header is not None and not self.proxy_header.done():
             self.proxy_header.set_exception(ChannelClosed("closed before the PROXY header"))
-        self._end_handshake(ChannelClosed("connection lost during TLS handshake"))
+        if self._handshake is not None:  # (none: its end has let go of the owner already)
+            self._end_handshake(ChannelClosed("connection lost during TLS handshake"))
 
     def _discard_input(self) -> None:
         """Read away what the kernel still holds: closing a socket with unread input sends a
         reset, which can destroy our last reply (an -ERR, a TLS alert) at the peer; a
         transport had always read everything, so its peers got a FIN.  Raw reads, below
         TLS: nothing of it is looked at."""
-        view = receive_buffer()
+        view = buffers.view  # (__init__ made it for this thread)
         for _ in range(DISCARD_READS):
             try:
                 if not socket.socket.recv_into(self._sock, view, 0, socket.MSG_DONTWAIT):

@@ -19,9 +19,15 @@ def _forget(task: asyncio.Task[Any]) -> None:
     _RUNNING.discard(task)
 
 
-def spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-    """Start ``coro`` as a named task; a strong reference stops the GC from dropping it."""
-    task = asyncio.create_task(coro, name=name)  # noqa: TID251 - this is the wrapper
+def spawn(coro: Coroutine[Any, Any, Any], name: str,
+          loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[Any]:
+    """Start ``coro`` as a named task; a strong reference stops the GC from dropping it.
+    ``loop``: the running loop, if the caller has it (asyncio.create_task asks for it: a
+    getpid() on CPython 3.11, and two Python calls more; one task per session)."""
+    if loop is None:
+        task = asyncio.create_task(coro, name=name)  # noqa: TID251 - this is the wrapper
+    else:
+        task = loop.create_task(coro, name=name)
     _RUNNING.add(task)
     context = getattr(_local, "context", None)
     if context is None:

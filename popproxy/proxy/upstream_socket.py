@@ -16,12 +16,13 @@ else all of them, as asyncio words it).  The connect timeout is ``open_channel``
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import errno
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from popproxy.proxy.socket_channel import SocketChannel
 
@@ -62,8 +63,19 @@ async def open_channel(host: str, port: int, timeout: float | None = None) -> So
         except OSError as exc:
             errors.append(exc)
             continue
-        return SocketChannel(sock)
+        # A RawSocket where the channel's type says socket.socket: the channel and TLS on it
+        # (tls_socket.wrap) call only what both have (recv_into, send, setsockopt, close).
+        return SocketChannel(cast(socket.socket, sock), loop=loop)
     raise connect_error(errors)
+
+
+class RawSocket(_socket.socket):
+    """An upstream's socket: ``_socket.socket``'s C methods, none of ``socket.socket``'s Python
+    ones (its ``__init__``, ``close`` and ``_real_close``: three calls per connection).  What
+    socket.socket adds (makefile, dup, enum properties, a context manager) no upstream uses;
+    a weak reference it must allow (``ssl`` keeps one to a socket it wraps)."""
+
+    __slots__ = ("__weakref__",)
 
 
 class Expired(Exception):
@@ -101,16 +113,16 @@ def _literal(host: str, port: int) -> tuple[AddrInfo, ...] | None:
 
 
 async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, proto: int,
-                      address: tuple[Any, ...], deadline: float | None = None) -> socket.socket:
-    """One connected non-blocking socket; closed again if connecting fails, is cancelled or
-    passes ``deadline`` (loop time: ``Expired``).
+                      address: tuple[Any, ...], deadline: float | None = None) -> RawSocket:
+    """One connected non-blocking socket (a ``RawSocket``); closed again if connecting fails,
+    is cancelled or passes ``deadline`` (loop time: ``Expired``).
 
     The connect is started, awaited as writability (unless ``connected`` already), its result
     read from ``SO_ERROR`` (what ``loop.sock_connect`` does).  Not ``sock_connect``: uvloop's
     resolves the address again in libuv's thread pool, literal or not (4 threads more per
     process, and a hand-off per connection).  In this frame, not a helper's: a frame less to
     resume when it connects."""
-    sock = socket.socket(family, kind, proto)
+    sock = RawSocket(family, kind, proto)
     try:
         sock.setblocking(False)
         err = sock.connect_ex(address)
@@ -139,7 +151,7 @@ async def connect_one(loop: asyncio.AbstractEventLoop, family: int, kind: int, p
     return sock
 
 
-def connected(sock: socket.socket) -> bool:
+def connected(sock: _socket.socket) -> bool:
     """Whether a connect reported in progress has completed already: to a loopback upstream it
     has, inside connect(2), and waiting for writability would cost a loop iteration and a
     resume of the whole login's coroutine chain for nothing.  (A failed one is not connected:

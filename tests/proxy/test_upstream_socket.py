@@ -388,8 +388,10 @@ def test_a_connect_done_at_once_is_not_waited_for(loop: str) -> None:
         with socket.create_server(("127.0.0.1", 0)) as listening:
             sock = await connect_one(NoWaiting(), socket.AF_INET,  # type: ignore[arg-type]
                                      socket.SOCK_STREAM, 6, listening.getsockname())
-            with sock:
+            try:  # (a RawSocket: no context manager)
                 assert sock.getpeername() == listening.getsockname()
+            finally:
+                sock.close()
             dead = refused_port()
             with pytest.raises(ConnectionRefusedError):  # not connected: waited for, refused
                 await connect_one(asyncio.get_running_loop(), socket.AF_INET,

@@ -45,11 +45,6 @@ def call_at(loop: asyncio.AbstractEventLoop, when: float, callback: Callable[[],
     return wheel.add(math.ceil(when / TICK), callback)
 
 
-def is_coarse(timer: Timer) -> bool:
-    """A long deadline in the wheel (cheap to keep), not a loop timer of its own."""
-    return isinstance(timer, CoarseTimer)
-
-
 class CoarseTimer:
     """A deadline in a bucket of its loop's wheel."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from popproxy.metrics import Metrics
 from popproxy.proxy.delivery import send_file
-from popproxy.proxy.mailbox import TOO_LARGE, MailboxView
+from popproxy.proxy.mailbox import TOO_LARGE, MailboxView, stat_reply
 from popproxy.proxy.relay import ClientSink
 from popproxy.proxy.scan_pool import JobFailed
 from popproxy.proxy.scanning import ScanService
@@ -165,7 +165,7 @@ class BudgetedMailbox(MailboxView):
         held = self._all_held()  # (every login's STAT: no coroutine for MailboxView.stat's)
         if held is None:
             return await super().stat()
-        return b"+OK %d %d\r\n" % (len(held), sum([entry.size for _, entry in held]))
+        return stat_reply(held)
 
     async def list(self, number: int | None) -> bytes:
         if number is None:  # LIST n asks for one message: judged alone, as without a budget

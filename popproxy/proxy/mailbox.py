@@ -224,8 +224,7 @@ class MailboxView(MailboxState):
         return [(n, entry) for n, entry in found if entry is not None]
 
     async def stat(self) -> bytes:
-        listed = await self._live_entries()  # the reply: replies.ok's line, made at once
-        return b"+OK %d %d\r\n" % (len(listed), sum([entry.size for _, entry in listed]))
+        return stat_reply(await self._live_entries())
 
     async def list(self, number: int | None) -> bytes:
         if number is not None:
@@ -297,3 +296,9 @@ class MailboxView(MailboxState):
         relayed = await stream_with_header(self._up, self._client, cmd, entry.size, top_lines,
                                            new_head, MAX_STREAMED_HEADER)
         self._count_relayed(relayed)
+
+
+def stat_reply(listed: list[tuple[int, CachedVerdict]]) -> bytes:
+    """STAT's answer for the live messages (RFC 1939 section 5: count and octets as the
+    client's copies have them): replies.ok's line, made at once."""
+    return b"+OK %d %d\r\n" % (len(listed), sum([entry.size for _, entry in listed]))

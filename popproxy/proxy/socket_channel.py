@@ -150,7 +150,7 @@ class SocketChannel(ReadQueue, SocketWriter, TlsOwner, ProxyHeaderReader):
         self._on_readable()
 
     def _read_plain(self) -> None:
-        view = buffers.view
+        view = buffers.view  # this thread's (a channel is read on its loop's thread only)
         for _ in range(BULK_READS):
             try:
                 size = self._sock.recv_into(view)

@@ -22,7 +22,15 @@ class _Tls:
         return "TLSv1.3"
 
 
-def _run(outcome: str) -> tuple[Metrics, list[dict[str, Any]], BaseException | None]:
+class _ExpiredLoginDeadline:
+    """The session's login deadline (``asyncio.Timeout``) after it fired."""
+
+    def expired(self) -> bool:
+        return True
+
+
+def _run(outcome: str, login_timer: object = None
+         ) -> tuple[Metrics, list[dict[str, Any]], BaseException | None]:
     metrics, events = Metrics(), []
     settings = cast(SessionSettings, SimpleNamespace(
         observer=SimpleNamespace(metrics=metrics), handshake_timeout=0.01,
@@ -36,13 +44,15 @@ def _run(outcome: str) -> tuple[Metrics, list[dict[str, Any]], BaseException | N
         handshake = asyncio.get_running_loop().create_future()
         if outcome == "ok":
             handshake.set_result(None)
+        elif outcome == "cancelled":  # the login deadline's cancellation reaches the wait
+            handshake.cancel()
         elif outcome == "failed":
             error = ssl.SSLError(1, "no shared cipher")
             error.reason = "NO_SHARED_CIPHER"  # (OpenSSL's raise sets it)
             handshake.set_exception(error)
         try:
             await await_client_handshake(handshake, "implicit", settings, client, "peer", audit,
-                                         None)
+                                         cast(asyncio.Timeout | None, login_timer))
         except BaseException as exc:  # what the session would see
             return exc
         return None
@@ -74,3 +84,14 @@ def test_a_failed_handshake_is_counted_once(outcome: str, error: type[BaseExcept
     reason = "no_shared_cipher" if outcome == "failed" else "timeout"
     assert metrics.registry.get_sample_value("popproxy_tls_handshake_failures_total",
                                              {"listener": "pop3s", "reason": reason}) == 1
+
+
+def test_a_handshake_the_login_deadline_cut_counts_as_a_timeout() -> None:
+    """Cancelled by the session's expired login deadline: a timeout (result and reason), not a
+    failure, and the cancellation goes on to the session's deadline handling as it came."""
+    metrics, events, raised = _run("cancelled", _ExpiredLoginDeadline())
+    assert isinstance(raised, asyncio.CancelledError)
+    assert _count(metrics, "none", "timeout") == 1 and _count(metrics, "none", "failed") is None
+    assert [(e["result"], e["reason"]) for e in events] == [("timeout", "timeout")]
+    assert metrics.registry.get_sample_value("popproxy_tls_handshake_failures_total",
+                                             {"listener": "pop3s", "reason": "timeout"}) == 1

@@ -141,13 +141,14 @@ def test_a_short_deadline_timer_goes_with_its_read_and_a_long_one_stays() -> Non
     async def main() -> None:
         queue = Queue()
         reader = queue.read(timeout=deadlines.COARSE_MIN / 3)
-        assert queue._read_timer is not None and not deadlines.is_coarse(queue._read_timer)
+        short_timer = queue._read_timer
+        assert short_timer is not None and type(short_timer) is not deadlines.CoarseTimer
         queue._deliver(b"+OK\r\n")
         queue._wake_reader()
         assert await reader == b"+OK\r\n" and queue._read_timer is None
         reader = queue.read(timeout=deadlines.COARSE_MIN * 20)
         long_timer = queue._read_timer
-        assert long_timer is not None and deadlines.is_coarse(long_timer)
+        assert long_timer is not None and type(long_timer) is deadlines.CoarseTimer
         queue._deliver(b"NOOP\r\n")
         queue._wake_reader()
         assert await reader == b"NOOP\r\n" and queue._read_timer is long_timer

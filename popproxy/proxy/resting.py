@@ -28,6 +28,9 @@ _local = threading.local()
 
 
 class Restable(Protocol):
+    """A channel that can stop being watched.  One that has a ``_loop`` attribute (a
+    SocketChannel) must run on that loop: ``rest_soon`` takes it instead of asking asyncio."""
+
     def rest(self) -> None: ...
 
 

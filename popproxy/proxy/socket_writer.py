@@ -52,8 +52,8 @@ class SocketWriter:
     _writing: bool
     _flush_scheduled: bool
     # True from when more than HIGH_WATER bytes wait for a peer that does not read until they
-    # are down to LOW_WATER again (asyncio's marks).  An attribute,
-    # not a property: the session looks at it after every command (issue 18).
+    # are down to LOW_WATER again (asyncio's marks).  An attribute, not a property: the
+    # session looks at it after every command (issue 18).
     write_paused: bool
     _drain_waiter: asyncio.Future[None] | None
     _closing: bool

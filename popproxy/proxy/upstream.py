@@ -346,14 +346,12 @@ LISTINGS = (Command("UIDL"), Command("LIST"))
 
 async def read_listing(up: UpstreamConnection, verb: str) -> dict[int, bytes]:
     """``n value`` lines of the upstream's UIDL or LIST (RFC 1939 sections 5 and 7)."""
-    status = await up.request(Command(verb))
-    entries = _whole_listing(up, verb, status)
-    return await _listing_answer(up, verb, status) if entries is None else entries
+    return (await read_listings(up, (Command(verb),)))[0]
 
 
 async def read_listings(up: UpstreamConnection, cmds: tuple[Command, ...] = LISTINGS
                         ) -> list[dict[int, bytes]]:
-    """``read_listing`` for each command (``LISTINGS``: made once, not per login); they go in
+    """The listing of each command (``LISTINGS``: made once, not per login); they go in
     one write where the server lists PIPELINING (RFC 2449 s6.6): one round trip for UIDL and
     LIST instead of two.  A loop, not a list comprehension (an await in one is a coroutine
     of its own, resumed at each read), with a listing all here parsed without a coroutine."""

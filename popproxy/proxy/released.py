@@ -18,6 +18,7 @@ fetch one again.  So:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 from popproxy.metrics import Metrics
 from popproxy.pop3 import replies
 from popproxy.pop3.events import Command
+from popproxy.pop3.replies import Code
 from popproxy.proxy.delivery import renamed_head, send_file
 from popproxy.proxy.listing_budget import BudgetedMailbox
 from popproxy.proxy.mailbox import MAX_STREAMED_HEADER, NO_SUCH_MESSAGE
@@ -36,6 +38,8 @@ from popproxy.proxy.spool import header_end
 from popproxy.proxy.upstream import UpstreamConnection
 from popproxy.proxy.verdict_cache import CachedVerdict
 from popproxy.quarantine import HeldMessage
+
+log = logging.getLogger("popproxy.scan")
 
 # RFC 1939 section 7 (UIDL): a unique-id is 1 to 70 characters in 0x21 to 0x7E.
 MAX_UIDL = 70
@@ -98,8 +102,15 @@ class ReleasingMailbox(BudgetedMailbox):
         pending = store.pending(self._box)
         if not pending:  # (most logins: no max(), no enumerate)
             return uidls
-        for number, held in enumerate(pending, max(uidls, default=0) + 1):
-            self._extras[number] = extra_of(held, store.directory / f"{held.id}.eml")
+        number = max(uidls, default=0)
+        for held in pending:
+            try:
+                extra = extra_of(held, store.directory / f"{held.id}.eml")
+            except OSError as exc:  # purged since pending() found it: not listed, not fatal
+                log.warning("released message %s not listed: %s", held.id, exc.strerror)
+                continue
+            number += 1
+            self._extras[number] = extra
         return uidls | {n: released_uidl(x.held.id) for n, x in self._extras.items()}
 
     async def entry(self, number: int) -> CachedVerdict | None:
@@ -137,12 +148,30 @@ class ReleasingMailbox(BudgetedMailbox):
             await super().deliver(number, top_lines)
             return
         path = self._spool_file(number, ".released")
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # holds mail
-            with extra.original.open("rb") as source, os.fdopen(fd, "wb") as out:
-                out.write(renamed_head(source.read(extra.head_length)))
-                shutil.copyfileobj(source, out, COPY_SLICE)
+        if not path.exists() and not self._spool_released(extra, path):
+            # Purged from the quarantine since it was listed: gone for good (RFC 3206 s4).
+            self._client.write(replies.err(f"message {number} is no longer available",
+                                           Code.SYS_PERM))
+            return
         self._count_relayed(await send_file(self._client, (path,), top_lines))
+
+    @staticmethod
+    def _spool_released(extra: Extra, path: Path) -> bool:
+        """The session's copy of a released original at ``path``; False if the quarantine no
+        longer has it.  Written under another name and renamed when whole: a copy cut short
+        (an error mid-copy, a full disk) is never served by a later RETR."""
+        partial = path.with_name(path.name + ".part")  # (the spool goes with the session)
+        try:
+            with extra.original.open("rb") as source:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds mail
+                with os.fdopen(fd, "wb") as out:
+                    out.write(renamed_head(source.read(extra.head_length)))
+                    shutil.copyfileobj(source, out, COPY_SLICE)
+        except FileNotFoundError:
+            log.warning("released message %s gone from the quarantine", extra.held.id)
+            return False
+        os.replace(partial, path)
+        return True
 
     async def dele(self, number: int) -> None:
         """DELE: an extra message is marked here, never sent upstream; others are relayed."""

@@ -11,7 +11,7 @@ import pytest
 
 from popproxy.proxy.demo_upstream import DemoUpstream, Mailbox
 from popproxy.proxy.released import MAX_UIDL, notice_uidl, released_uidl
-from popproxy.quarantine import QuarantineStore
+from popproxy.quarantine import HeldMessage, QuarantineStore
 from tests.helpers import LoopThread, RunningProxy, make_config, running_demo, running_proxy
 from tests.integration.rawpop import RawPOP3
 
@@ -192,3 +192,53 @@ def test_no_keep_release_of_a_message_judged_at_retr_reaches_the_client(
             assert _uidls(c) == {1: b"uid-clean", 2: released_uidl(held_id)}
             assert _body(c.command("RETR 2")) == PHISH
             c.command("QUIT")
+
+
+def _deleted_then_released(proxy: RunningProxy, tmp: Path) -> str:
+    """The phish's notice deleted by a no-keep client, then the original released."""
+    with RawPOP3(proxy.port) as c:
+        c.login("u", "p")
+        c.command("RETR 2")
+        c.command("DELE 2")
+        c.command("QUIT")
+    return _release_all(tmp)
+
+
+def test_a_release_purged_after_listing_is_refused_not_fatal(loop_thread: LoopThread,
+                                                             tmp_path: Path) -> None:
+    """The admin purges a released original while a session has it listed: RETR and TOP of it
+    answer -ERR [SYS/PERM] (RFC 3206 section 4), and the session goes on."""
+    with _proxy(loop_thread, tmp_path) as (proxy, box):
+        held_id = _deleted_then_released(proxy, tmp_path)
+        with RawPOP3(proxy.port) as c:
+            c.login("u", "p")
+            assert _uidls(c) == {1: b"uid-clean", 2: released_uidl(held_id)}
+            QuarantineStore(tmp_path / "quarantine").remove(held_id)
+            assert c.command("RETR 2") == b"-ERR [SYS/PERM] message 2 is no longer available\r\n"
+            assert c.command("TOP 2 0").startswith(b"-ERR [SYS/PERM]")
+            assert _body(c.command("RETR 1")) == CLEAN
+            assert c.command("QUIT").startswith(b"+OK")
+        assert box.messages == [CLEAN]
+
+
+def test_a_release_purged_while_listing_is_not_listed(loop_thread: LoopThread, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Purged between the quarantine's list of pending releases and the read of its file: the
+    session lists the rest, and does not end."""
+    pending = QuarantineStore.pending
+
+    def pending_then_purged(self: QuarantineStore, box: str) -> list[HeldMessage]:
+        found = pending(self, box)
+        for held in found:
+            (self.directory / f"{held.id}.eml").unlink()
+        return found
+
+    with _proxy(loop_thread, tmp_path) as (proxy, _):
+        _deleted_then_released(proxy, tmp_path)
+        monkeypatch.setattr(QuarantineStore, "pending", pending_then_purged)
+        with RawPOP3(proxy.port) as c:
+            c.login("u", "p")
+            assert _uidls(c) == {1: b"uid-clean"}
+            assert c.command("STAT") == f"+OK 1 {len(CLEAN)}\r\n".encode()
+            assert c.command("RETR 2").startswith(b"-ERR")
+            assert c.command("QUIT").startswith(b"+OK")

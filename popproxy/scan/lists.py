@@ -78,12 +78,15 @@ FREEMAIL_DOMAINS: frozenset[str] = frozenset({
 
 # File extensions Windows (or macOS/Linux desktops) will run, open as a disk image, or hand to a
 # script host on double-click.  Microsoft's Outlook "Level 1" blocked list is the precedent.
+# Not ".bin": the name says nothing about the content ("data.bin", "firmware.bin": whatever
+# its bytes are), so such a file is judged by its bytes (attach-executable, archive and macro
+# checks) and a benign one is neither scored nor removed (neither Outlook nor Gmail block it).
 RISKY_EXTENSIONS: frozenset[str] = frozenset({
     "exe", "scr", "com", "pif", "bat", "cmd", "vbs", "vbe", "js", "jse", "wsf", "wsh", "ws",
     "hta", "msi", "msp", "mst", "cpl", "jar", "ps1", "psm1", "reg", "lnk", "inf", "dll",
     "iso", "img", "vhd", "vhdx", "appx", "appxbundle", "msix", "application", "gadget",
     "chm", "hlp", "scf", "url", "sct", "xll", "xlam", "ppam", "one", "apk", "app", "dmg",
-    "pkg", "command", "sh", "elf", "bin", "run",
+    "pkg", "command", "sh", "elf", "run",
 })
 
 # Extensions of documents people expect to open safely; "invoice.pdf.exe" pairs one of these

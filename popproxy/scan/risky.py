@@ -25,9 +25,6 @@ from popproxy.scan.part_names import name_param, shown_name, text_name
 # each becomes a text attachment "<name>.removed.txt" holding the note.
 RiskyMode = Literal["keep", "strip", "replace"]
 
-# Names that say nothing about the content ("data.bin" is whatever its bytes are).
-OPAQUE_EXTENSIONS = frozenset({"bin"})
-RISKY_BY_NAME = RISKY_EXTENSIONS - OPAQUE_EXTENSIONS
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Office 97-2003 compound file
 ZIP_MAGIC = b"PK\x03\x04"
 # Signals of zip content that make the attachment risky (OOXML/ODF macros, a program inside).
@@ -42,7 +39,7 @@ def risky_attachment(names: list[str], data: bytes) -> str | None:
         return "disk image (ISO 9660)" if kind == "iso9660" else f"program ({kind})"
     for name in names:
         exts = extensions(name)
-        if exts and exts[-1] in RISKY_BY_NAME:
+        if exts and exts[-1] in RISKY_EXTENSIONS:
             return f"file type .{exts[-1]}"
     label = names[0] if names else "attachment"
     if data.startswith(OLE_MAGIC) and has_vba_macros(label, data):

@@ -52,6 +52,19 @@ def test_disguised_executable_by_magic() -> None:
     assert "attach-executable" in names(scan(msg))
 
 
+def test_an_opaque_bin_is_judged_by_its_bytes_not_its_name() -> None:
+    """A firmware image or data file named .bin is whatever its bytes are: benign bytes pass
+    (a 28 MB one, over the scan size cap, was quarantined on its name alone), a program
+    inside is still caught by its magic."""
+    assert name_signals("firmware.bin") == []
+    benign = scan(build(attachments=(("firmware.bin", bytes(range(256)) * 64,
+                                      "application/octet-stream"),)))
+    assert benign.action == "pass" and not benign.signals
+    program = scan(build(attachments=(("firmware.bin", PE + b"\x00" * 1024,
+                                       "application/octet-stream"),)))
+    assert "attach-executable" in names(program) and program.action != "pass"
+
+
 def _zip(members: dict[str, bytes], encrypted: bool = False) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

@@ -55,6 +55,10 @@ LAB_DIR = Path(os.environ.get("LAB_DIR", REPO.parent / "shared" / "lab")).resolv
 POPLAB = Path(os.environ.get("POPLAB", "/tmp/poplab"))
 PORT_OFFSET = int(os.environ.get("PORT_OFFSET", "0"))
 UPSTREAM_PORT = 11110 + PORT_OFFSET
+# Connections of one RETR each in a warm-up, so that every popproxy worker (its own scan
+# pool) has served one: the kernel spreads connections over the workers by hash
+# (SO_REUSEPORT); with 2 workers, 8 leave one unwarmed 1 time in 128 (as bench/tls.py).
+WARMUP_RETR_CONNECTIONS = 8
 PY = os.environ.get("PY", sys.executable)
 # Debian's python3 and this box's pyenv build run the interpreter's share of a login at
 # different speeds (bench/README.md, "Which Python"): measure the one an admin runs.
@@ -444,10 +448,16 @@ def run_target(
 def warm_up(port: int, pid: int, label: str, out: Path) -> None:
     """First-use costs stay out of the measurements: lazy imports, caches, and popproxy's scan
     verdicts (scanning is on by default; a user's messages are scanned at its first STAT or
-    LIST, and the verdicts are kept in state_dir across restarts). So: one login with STAT per
-    bench user (user0001..user0100), and alice's LIST (a RETR test with 0 runs)."""
+    LIST, and the verdicts are kept in state_dir across restarts), and each worker's scan pool,
+    started at its first job (with the verdicts kept, the first RETR of the tagged 28 MB
+    message, whose header block a scan worker renders: ~0.4 s of CPU, 2.8 ms/MB of a 5-run
+    RETR test). So: one login with STAT per bench user (user0001..user0100), alice's LIST, and
+    one RETR on each of WARMUP_RETR_CONNECTIONS connections (the kernel spreads them over
+    the workers)."""
     bench(port, pid, label, "latency", out, ["--lat-count", "100"])
     bench(port, pid, label, "retr", out.with_suffix(".list.json"), ["--retr-repeat", "0"])
+    for n in range(WARMUP_RETR_CONNECTIONS):
+        bench(port, pid, label, "retr", out.with_suffix(f".retr{n}.json"), ["--retr-repeat", "1"])
     time.sleep(1)
 
 

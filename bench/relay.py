@@ -57,7 +57,7 @@ PORT_OFFSET = int(os.environ.get("PORT_OFFSET", "0"))
 UPSTREAM_PORT = 11110 + PORT_OFFSET
 # Connections of one RETR each in a warm-up, so that every popproxy worker (its own scan
 # pool) has served one: the kernel spreads connections over the workers by hash
-# (SO_REUSEPORT); with 2 workers, 8 leave one unwarmed 1 time in 128 (as bench/tls.py).
+# (SO_REUSEPORT); with 2 workers, 8 leave one unwarmed 1 time in 128 (bench/tls.py too).
 WARMUP_RETR_CONNECTIONS = 8
 PY = os.environ.get("PY", sys.executable)
 # Debian's python3 and this box's pyenv build run the interpreter's share of a login at

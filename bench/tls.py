@@ -61,6 +61,7 @@ from relay import (
     REPO,
     SRC_NOTE,
     UPSTREAM_PORT,
+    WARMUP_RETR_CONNECTIONS,
     Proxy,
     fmt,
     free_port,
@@ -78,10 +79,6 @@ from relay import (
 TLS_DIR = POPLAB / "tls"
 IDLE_SETTLE_S = 10.0
 WARMUP_LOGINS = 100  # bench.py's users user0001..user0100, round robin
-# Connections of one RETR each in a warm-up: every popproxy worker (its own scan pool) must
-# have served one, and the kernel spreads connections over the workers by hash
-# (SO_REUSEPORT): with 2 workers, 8 leave one unwarmed 1 time in 128.
-WARMUP_RETR_CONNECTIONS = 8
 BENCH_TIMEOUT_S = 180  # one bench.py call (each of its measurements stops itself at 20 s)
 
 # targets of the "TLS termination" issue

@@ -466,8 +466,8 @@ def tree_cpu(root: int) -> float:
     return tree_stat(root)[0]
 
 
-def tree_stat(root: int) -> tuple[float, int]:
-    """(CPU seconds, minor page faults), incl. reaped children, of ``root`` and descendants."""
+def tree_fields(root: int) -> list[list[str]]:
+    """The /proc/PID/stat fields after the name (field 3 on) of ``root`` and its descendants."""
     children: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
     for d in os.listdir("/proc"):
@@ -480,14 +480,21 @@ def tree_stat(root: int) -> tuple[float, int]:
         fields = st[st.rindex(")") + 2 :].split()
         stats[int(d)] = fields
         children.setdefault(int(fields[1]), []).append(int(d))
-    ticks = faults = 0
-    todo = [root]
+    found, todo = [], [root]
     while todo:
         p = todo.pop()
         if p in stats:
-            ticks += sum(int(x) for x in stats[p][11:15])  # utime stime cutime cstime
-            faults += int(stats[p][7]) + int(stats[p][8])  # minflt cminflt
+            found.append(stats[p])
         todo.extend(children.get(p, []))
+    return found
+
+
+def tree_stat(root: int) -> tuple[float, int]:
+    """(CPU seconds, minor page faults), incl. reaped children, of ``root`` and descendants."""
+    ticks = faults = 0
+    for fields in tree_fields(root):
+        ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        faults += int(fields[7]) + int(fields[8])  # minflt cminflt
     return ticks / os.sysconf("SC_CLK_TCK"), faults
 
 

@@ -16,8 +16,9 @@ If ``two`` costs what ``workers2`` costs, the extra CPU is the split of the load
 processes on these CPUs (each process finds its loop empty more often and sleeps and wakes
 more per login, its caches cooled by the others), not the supervisor or the shared state.
 
-CPU is utime+stime of each layout's process trees from ``/proc`` over ``--logins`` logins
-after 1000 warm-up logins; the layouts run one after another in a shuffled order per round.
+CPU is utime+stime of each layout's process trees from ``/proc`` (reaped children too) over
+``--logins`` logins after 1000 warm-up logins; the layouts run one after another in a shuffled
+order per round.
 
   bench/worker_split.py --rounds 5 --logins 4000
 
@@ -41,25 +42,21 @@ import time
 from pathlib import Path
 
 import login_cost as lc
+from relay import tree_fields
 
 LAYOUTS = {"one": (1,), "workers2": (2,), "two": (1, 1)}  # the --workers of each process
 WARMUP = 1000  # each worker's verdict cache holds every user's listing after it
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def process_tree(pid: int) -> list[int]:
-    found = [pid]
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
-                              check=False).stdout.split()
-    for child in children:
-        found += process_tree(int(child))
-    return found
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) seconds of one process (fields 14 and 15 of /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICK, int(fields[12]) / TICK
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """(user, system) seconds of ``root`` and its descendants, reaped children included
+    (``relay.tree_fields``: fields 14-17 of /proc/PID/stat)."""
+    user = system = 0
+    for fields in tree_fields(root):
+        user += int(fields[11]) + int(fields[13])  # utime cutime
+        system += int(fields[12]) + int(fields[14])  # stime cstime
+    return user / TICK, system / TICK
 
 
 def start(tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -98,12 +95,11 @@ def measure(layout: str, logins: int) -> tuple[float, float, float]:
             ports = [port for _, port in procs]
             asyncio.run(load(ports, WARMUP))
             time.sleep(0.5)
-            pids = [pid for proc, _ in procs for pid in process_tree(proc.pid)]
-            before = [cpu_seconds(pid) for pid in pids]
+            before = [cpu_seconds(proc.pid) for proc, _ in procs]
             began = time.monotonic()
             asyncio.run(load(ports, logins))
             elapsed = time.monotonic() - began
-            after = [cpu_seconds(pid) for pid in pids]
+            after = [cpu_seconds(proc.pid) for proc, _ in procs]
         finally:
             for proc, _ in procs:
                 proc.send_signal(signal.SIGTERM)

@@ -31,6 +31,7 @@ from popproxy.logsetup import LOG_LEVELS
 from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy
 from popproxy.proxy.demo_upstream import DemoUpstream
+from popproxy.proxy.event_loop import loop_factory, run_on
 from popproxy.proxy.health import UpstreamProbe
 from popproxy.proxy.host_slots import geometry
 from popproxy.proxy.host_state import default_db_path, release_all_workers, release_worker
@@ -261,14 +262,6 @@ def _worker_options(args: argparse.Namespace, event_loop: str) -> list[str]:
     return options
 
 
-def install_event_loop(name: str) -> None:
-    """Make ``asyncio.run`` use uvloop's loop (libuv) instead of the standard one."""
-    if name == "uvloop":
-        import uvloop  # optional: the [uvloop] extra
-
-        uvloop.install()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Every command; a reader that stops reading (``popproxy schema | head``) ends it
     quietly, as other command-line tools do, not with a traceback."""
@@ -325,7 +318,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     event_loop = resolve_event_loop(args.event_loop)
     try:
-        install_event_loop(event_loop)
+        factory = loop_factory(event_loop)
     except ImportError:
         print("popproxy: --event-loop uvloop: uvloop is not installed "
               "(pip install 'popproxy[uvloop]')", file=sys.stderr)
@@ -337,10 +330,10 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     try:
         if workers == 1:  # one process, exactly as before workers existed
-            asyncio.run(_main_async(config, args.config, capture))
+            run_on(factory, _main_async(config, args.config, capture))
         else:
-            asyncio.run(_supervisor_async(config, args.config, workers,
-                                          _worker_options(args, event_loop)))
+            run_on(factory, _supervisor_async(config, args.config, workers,
+                                              _worker_options(args, event_loop)))
     except (TlsConfigError, OSError, RuntimeError) as exc:
         print(f"popproxy: cannot start: {exc}", file=sys.stderr)
         # A certificate broken since the check above: 2, restarting cannot help; an OSError

@@ -30,6 +30,7 @@ from popproxy.auditlog import open_audit_log
 from popproxy.capture.store import CaptureOptions
 from popproxy.logsetup import configure as configure_logging
 from popproxy.policy import ConfigError, Policy, load_config
+from popproxy.proxy.event_loop import loop_factory, run_on
 from popproxy.proxy.host_state import HostShare, default_db_path
 from popproxy.proxy.observe import Observer
 from popproxy.proxy.server import ProxyServer
@@ -181,9 +182,6 @@ def main_worker(argv: list[str]) -> int:
     except ConfigError as exc:
         log.error("worker %d: %s", args.worker_id, exc)
         return 2
-    if args.event_loop == "uvloop":
-        import uvloop  # the supervisor only asks for it where it imports
-
-        uvloop.install()
-    asyncio.run(run_worker(config, args, StatusPipe(args.status_fd)))
+    # uvloop: the supervisor only asks for it where it imports
+    run_on(loop_factory(args.event_loop), run_worker(config, args, StatusPipe(args.status_fd)))
     return 0

@@ -68,10 +68,14 @@ _AddressType: TypeAlias = type[IPv4Address] | type[IPv6Address]
 # The v1 protocol field and the byte after it (PP section 2.1).
 _V1_PROTOCOLS = (b"TCP4 ", b"TCP6 ", b"UNKNOWN ", b"UNKNOWN\r")
 # Bytes an address/port part of a TCP4 / TCP6 line may hold (PP section 2.1): this also
-# refuses IPv6 scope ids ("%eth0") and dotted IPv4-in-IPv6 forms.
+# refuses IPv6 scope ids ("%eth0").  A TCP6 address may end in a dotted IPv4 part (RFC 4291
+# section 2.2, form 3), which section 2.1 does not list: nginx sends "::ffff:192.0.2.1" for an
+# IPv4 client on a dual-stack listener (ipv6only=off), as glibc's inet_ntop writes a mapped
+# address, and refusing it would drop every IPv4 client behind such a balancer.  The policy
+# matches a mapped address as the IPv4 address it stands for (policy.decisions.unmapped).
 _V1_CHARSETS = {
     b"TCP4": frozenset(b"0123456789. "),
-    b"TCP6": frozenset(b"0123456789abcdefABCDEF: "),
+    b"TCP6": frozenset(b"0123456789abcdefABCDEF:. "),
 }
 _V1_FAMILIES: dict[bytes, _AddressType] = {b"TCP4": IPv4Address, b"TCP6": IPv6Address}
 # v2 family/transport bytes we decode (PP section 2.2): TCP over IPv4, TCP over IPv6.

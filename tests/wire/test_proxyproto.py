@@ -186,15 +186,23 @@ def test_v1_tcp6(feed: Feed, src: str, dst: str) -> None:
     assert outcome.remaining == CLIENT_HELLO
 
 
-def test_v1_tcp6_from_nginx_dual_stack_listener_accepted(feed: Feed) -> None:
-    """nginx (Debian 12's 1.22, ``listen [::]:110 ipv6only=off; proxy_protocol on``) sent this
-    line for an IPv4 client: the mapped address dotted, as glibc's inet_ntop writes it.  It was
-    refused as malformed, which dropped every IPv4 client behind such a balancer."""
-    line = b"PROXY TCP6 ::ffff:127.0.0.1 ::ffff:127.0.0.1 59074 27110\r\n"
+@pytest.mark.parametrize(
+    ("line", "client"),
+    [  # nginx 1.22 (Debian 12): listen [::]:110 ipv6only=off; proxy_protocol on
+        (b"PROXY TCP6 ::ffff:127.0.0.1 ::ffff:127.0.0.1 59074 27110\r\n", "127.0.0.1"),
+        # HAProxy 2.6 (Debian 12): bind :::110 v4v6; server ... send-proxy
+        (b"PROXY TCP6 ::ffff:127.0.0.2 ::ffff:127.0.0.1 55769 27130\r\n", "127.0.0.2"),
+    ],
+    ids=["nginx", "haproxy"],
+)
+def test_v1_tcp6_from_a_dual_stack_listener_accepted(feed: Feed, line: bytes, client: str) -> None:
+    """What the balancers sent for an IPv4 client: the mapped address dotted, as glibc's
+    inet_ntop writes it.  It was refused as malformed, which dropped every IPv4 client behind
+    such a balancer."""
     outcome = run(line + CLIENT_HELLO, feed)
     assert outcome.header is not None and outcome.header.source is not None
-    assert outcome.header.source == (IPv6Address("::ffff:127.0.0.1"), 59074)
-    assert unmapped(outcome.header.source[0]) == IPv4Address("127.0.0.1")  # as the policy sees it
+    assert outcome.header.source[0] == IPv6Address(f"::ffff:{client}")
+    assert unmapped(outcome.header.source[0]) == IPv4Address(client)  # as the policy sees it
     assert outcome.remaining == CLIENT_HELLO
 
 

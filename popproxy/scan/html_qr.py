@@ -9,7 +9,10 @@ module grids, which :mod:`.qr` renders and decodes like any picture.
 Each table is examined through its own rows and their own cells only (a nested table is
 examined as a table of its own), so every cell is visited once and the walk is linear; a
 per-message budget of cells (``MediaBudget.grid_cells``) bounds it, and a budget used up is
-reported (``limit-html``): a grid drawn past it is evidence, not a way to hide.  Grids drawn with
+reported (``limit-html``): a grid drawn past it is evidence, not a way to hide.  Cells spanning
+columns or rows take their slots as the HTML table model places them (``colspan``, ``rowspan``:
+a row's own cells take the slots left free by cells from the rows above), so merging modules
+hides nothing; the slots a rowspan fills count against the budget as cells do.  Grids drawn with
 ``<div>`` elements are not looked for: where a div ends a row is a matter of CSS layout (widths,
 floats, inline-block wrapping), which only a layout engine computes.
 """
@@ -101,10 +104,11 @@ def _grid(table: LexborNode, budget: MediaBudget) -> ModuleGrid | None:
     width = 0
     modules = bytearray()
     unset = 0
+    covered: dict[int, list[int]] = {}  # column -> [rows still covered, colour] from above
     for row in rows:
-        line = _row(row, backdrop, budget)
+        line = _row(row, backdrop, budget, covered)
         if line is None or (width and len(line) != width):
-            return None  # not a grid: a row too wide, spanning rows, or of another width
+            return None  # not a grid: a row too wide, or of another width
         width = width or len(line)
         if width < MIN_GRID_SIDE:
             return None
@@ -117,37 +121,79 @@ def _grid(table: LexborNode, budget: MediaBudget) -> ModuleGrid | None:
     return ModuleGrid(width, len(rows), bytes(modules))
 
 
-def _row(row: LexborNode, backdrop: int, budget: MediaBudget) -> list[int] | None:
+def _row(row: LexborNode, backdrop: int, budget: MediaBudget,
+         covered: dict[int, list[int]]) -> list[int] | None:
     """The modules of one row (a cell spanning columns is that many modules); None when the
-    row is no grid row or the cell budget runs out."""
+    row is no grid row or the cell budget runs out.  ``covered``: the slots that cells of
+    earlier rows span down into (HTML "forming a table": a cell takes the next free slot);
+    updated for the next row."""
     own = _colour(row.attributes)
     fallback = own if own != _UNKNOWN else backdrop
     line: list[int] = []
+    spans_down: list[tuple[int, int, int, int]] = []  # first column, columns, rows, colour
     for cell in row.iter():
         if cell.tag not in _CELLS:
             continue
         budget.grid_cells += 1
-        if budget.grid_cells > MAX_GRID_CELLS:
-            budget.grids_cut = True
+        if not _take_covered(line, covered, budget):
             return None
         attrs = cell.attributes
-        if _span(attrs.get("rowspan")) != 1:
-            return None
         colour = _colour(attrs)
-        line.extend([colour if colour != _UNKNOWN else fallback] * _span(attrs.get("colspan")))
+        colour = colour if colour != _UNKNOWN else fallback
+        columns, rows = _span(attrs.get("colspan")), _row_span(attrs.get("rowspan"))
+        if rows > 1:
+            spans_down.append((len(line), columns, rows - 1, colour))
+        line.extend([colour] * columns)
         if len(line) > MAX_GRID_SIDE:
             return None
+    if not _take_covered(line, covered, budget):  # slots after this row's last cell
+        return None
+    budget.grid_cells += len(covered)  # moving them down is work too: bounded by the budget
+    _move_down(covered, spans_down)
     return line
 
 
+def _take_covered(line: list[int], covered: dict[int, list[int]], budget: MediaBudget) -> bool:
+    """Extend ``line`` with the covered slots at its end, each counted as a cell; False when
+    the row grows past any code or the budget runs out."""
+    while (above := covered.get(len(line))) is not None:
+        line.append(above[1])
+        budget.grid_cells += 1
+        if len(line) > MAX_GRID_SIDE:
+            return False
+    if budget.grid_cells > MAX_GRID_CELLS:
+        budget.grids_cut = True
+        return False
+    return True
+
+
+def _move_down(covered: dict[int, list[int]], spans_down: list[tuple[int, int, int, int]]) -> None:
+    """One row on: spans from above cover one row less; this row's start covering."""
+    for column in [c for c, above in covered.items() if above[0] <= 1]:
+        del covered[column]
+    for above in covered.values():
+        above[0] -= 1
+    for first, columns, rows, colour in spans_down:
+        for column in range(first, min(first + columns, MAX_GRID_SIDE + 1)):
+            covered[column] = [rows, colour]
+
+
 def _span(value: str | None) -> int:
-    """A rowspan/colspan value as browsers read it (HTML "rules for parsing non-negative
-    integers"; 0 or junk is 1), capped past the widest grid."""
+    """A colspan value as browsers read it (HTML "rules for parsing non-negative integers";
+    0 or junk is 1), capped past the widest grid."""
     if value is None:
         return 1
     digits = _DIGITS.match(value)
     number = int(digits.group(1)) if digits else 1
     return min(max(number, 1), MAX_GRID_SIDE + 1)
+
+
+def _row_span(value: str | None) -> int:
+    """A rowspan value as browsers read it: as a colspan, but 0 spans every row below (HTML
+    "forming a table", to the end of its row group: here, of the table)."""
+    if value is not None and (digits := _DIGITS.match(value)) and int(digits.group(1)) == 0:
+        return MAX_GRID_SIDE + 1
+    return _span(value)
 
 
 def _colour(attrs: dict[str, str | None]) -> int:

@@ -10,7 +10,7 @@ import segno
 from selectolax.lexbor import LexborHTMLParser
 
 from popproxy.scan import html_qr
-from popproxy.scan.html_qr import MAX_GRID_SIDE, find_grids
+from popproxy.scan.html_qr import MAX_GRID_SIDE, MIN_GRID_SIDE, find_grids
 from popproxy.scan.media import drawn_codes
 from popproxy.scan.qr import MediaBudget
 from tests.scan.helpers import build, names, scan
@@ -140,3 +140,66 @@ def test_same_code_twice_is_decoded_once() -> None:
     found = drawn_codes(grids, "html table", budget, lambda: None)
     assert budget.decoded == 1
     assert len(found.links) == 1
+
+
+def _vertical_runs(border: int = 4) -> str:
+    """The code drawn column by column: each vertical run of one colour is one cell with a
+    rowspan, placed in the row where the run starts (the HTML table model puts each row's
+    cells into the slots the runs from above leave free)."""
+    code = segno.make(_URL, error="m", micro=False)
+    matrix = [list(row) for row in code.matrix_iter(border=border)]
+    rows: list[list[str]] = [[] for _ in matrix]
+    for x in range(len(matrix[0])):
+        y = 0
+        while y < len(matrix):
+            run = 1
+            while y + run < len(matrix) and matrix[y + run][x] == matrix[y][x]:
+                run += 1
+            colour = "black" if matrix[y][x] else "white"
+            rows[y].append(f'<td rowspan="{run}" bgcolor="{colour}"></td>')
+            y += run
+    return "<table>" + "".join(f"<tr>{''.join(cells)}</tr>" for cells in rows) + "</table>"
+
+
+def test_runs_drawn_with_rowspan_are_read() -> None:
+    """Merging modules down a column hid the code: a table with any rowspan was no grid."""
+    assert _body(_vertical_runs()) >= _FOUND
+
+
+def test_one_merged_module_does_not_hide_the_code() -> None:
+    code = segno.make(_URL, error="m", micro=False)
+    matrix = [list(row) for row in code.matrix_iter(border=4)]
+    x = next(x for x in range(len(matrix[0])) if matrix[10][x] and matrix[11][x])
+    rows = []
+    for y, row in enumerate(matrix):
+        cells = []
+        for cx, v in enumerate(row):
+            if (y, cx) == (10, x):
+                cells.append('<td rowspan="2" bgcolor="#000000"></td>')
+            elif (y, cx) != (11, x):
+                cells.append(f"<td {_DARK if v else _LIGHT}></td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    assert _body(f"<table>{''.join(rows)}</table>") >= _FOUND
+
+
+def test_rowspan_zero_spans_to_the_end_of_the_table() -> None:
+    grid = "".join(
+        "<tr>" + ('<td rowspan="0" bgcolor="black"></td>' if y == 0 else "")
+        + "<td bgcolor='white'></td>" * (MIN_GRID_SIDE - 1) + "</tr>"
+        for y in range(MIN_GRID_SIDE)
+    )
+    grids = find_grids(LexborHTMLParser(f"<table>{grid}</table>"), MediaBudget())
+    assert len(grids) == 1
+    assert grids[0].modules[:: grids[0].width] == bytes(MIN_GRID_SIDE)  # the first column: all dark
+
+
+def test_slots_filled_by_rowspans_count_against_the_budget() -> None:
+    """One cell spanning every row and column below would otherwise fill 200 x 200 slots for
+    one unit of budget, in every one of many tables."""
+    table = ('<table><tr><td rowspan="0" colspan="200" bgcolor="black"></td></tr>'
+             + "<tr></tr>" * (MAX_GRID_SIDE - 1) + "</table>")
+    budget = MediaBudget()
+    start = time.monotonic()
+    find_grids(LexborHTMLParser(table * 200), budget)
+    assert budget.grids_cut  # the budget ran out: a limit, reported
+    assert time.monotonic() - start < 5.0

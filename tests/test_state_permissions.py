@@ -101,10 +101,10 @@ def test_state_dir_made_private_by_run(tmp_path: Path, monkeypatch: pytest.Monke
     existing.mkdir(mode=0o755)
     os.chmod(existing, 0o755)
 
-    def no_serving(coro: Coroutine[Any, Any, None]) -> None:
+    def no_serving(factory: object, coro: Coroutine[Any, Any, None]) -> None:
         coro.close()
 
-    monkeypatch.setattr("popproxy.cli.asyncio.run", no_serving)
+    monkeypatch.setattr("popproxy.cli.run_on", no_serving)
     for state in (created, existing):
         policy = tmp_path / f"{state.name}.yaml"
         policy.write_text("listeners:\n  - {name: pop3s, port: 9995, mode: tls}\n"

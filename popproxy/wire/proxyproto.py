@@ -71,9 +71,8 @@ _V1_PROTOCOLS = (b"TCP4 ", b"TCP6 ", b"UNKNOWN ", b"UNKNOWN\r")
 # refuses IPv6 scope ids ("%eth0").  A TCP6 address may end in a dotted IPv4 part (RFC 4291
 # section 2.2, form 3), which section 2.1 does not list: nginx (ipv6only=off) and HAProxy
 # (send-proxy, a "v4v6" bind) send "::ffff:192.0.2.1" for an IPv4 client on a dual-stack
-# listener, as glibc's inet_ntop writes a mapped address, and refusing it would drop every
-# IPv4 client behind such a balancer.  The policy
-# matches a mapped address as the IPv4 address it stands for (policy.decisions.unmapped).
+# listener (glibc's inet_ntop), so refusing it dropped every IPv4 client behind them.  The
+# policy matches a mapped address as the IPv4 address it stands for (decisions.unmapped).
 _V1_CHARSETS = {
     b"TCP4": frozenset(b"0123456789. "),
     b"TCP6": frozenset(b"0123456789abcdefABCDEF:. "),

@@ -2,7 +2,8 @@
 
 An OpenDocument package (OASIS ODF 1.3 part 2) is a zip whose first member, ``mimetype``, names
 the kind (``application/vnd.oasis.opendocument.text``...), whatever the file's name or declared
-type.  Its content (``content.xml``) and styles (``styles.xml``) point out of the document with
+type.  Its content (``content.xml``) and styles (``styles.xml``), and those of its embedded
+objects (``Object 1/content.xml``), point out of the document with
 ``xlink:href`` attributes (ODF 1.3 part 3, XLink 1.0): a hyperlink the reader clicks
 (``text:a``, ``draw:a``, an event listener that opens a URL), or an image, object, frame or
 linked section the office suite loads by itself.  A load from the web is the ODF form of the
@@ -42,9 +43,13 @@ MAX_ODF_LINKS = 5_000
 EXTENSIONS = frozenset({"odt", "ods", "odp", "odg", "odf", "odm", "odb",
                         "ott", "ots", "otp", "otg"})
 
-# The parts that carry links (ODF 1.3 part 2, section 3.1).  Embedded objects ("Object 1/")
-# have parts of their own and are not read.
+# The parts that carry links (ODF 1.3 part 2, section 3.1).  An embedded object (a chart, a
+# formula, a document inside a presentation) is a sub-document with parts of its own, in a
+# directory ("Object 1/content.xml"): read too, or a link put there would go unjudged.
 _PARTS = ("content.xml", "styles.xml")
+# Parts read per document, its own and its objects': a hundred charts is a big report; past
+# this the document is a limit (limit-container), never cleaner.
+MAX_ODF_PARTS = 200
 _MIMETYPE = "mimetype"
 _ODF_TYPE = b"application/vnd.oasis.opendocument."
 # Bytes of the mimetype member read: the longest ODF media type is ~50 bytes.
@@ -98,14 +103,27 @@ def has_macros(names: list[str]) -> bool:
 def external_targets(
     archive: zipfile.ZipFile, names: list[str], check: Callable[[], None], max_bytes: int
 ) -> ExternalTargets:
-    """Hyperlinks and remote loads of the content and styles of ``archive``, reading at most
-    ``max_bytes`` decompressed bytes of them (what is left of the message's budget)."""
+    """Hyperlinks and remote loads of the content and styles of ``archive`` and of its embedded
+    objects, reading at most ``max_bytes`` decompressed bytes of them (what is left of the
+    message's budget)."""
     out = ExternalTargets()
-    for name in _PARTS:
-        if name in names and not out.limited:
-            room = min(MAX_ODF_PART_BYTES, max_bytes - out.bytes_read)
-            _parse(archive, name, room, check, out)
+    parts = _link_parts(names)
+    for name in parts[:MAX_ODF_PARTS]:
+        if out.limited:
+            break
+        room = min(MAX_ODF_PART_BYTES, max_bytes - out.bytes_read)
+        _parse(archive, name, room, check, out)
+    if len(parts) > MAX_ODF_PARTS:
+        out.limited = True  # objects past the cap were not read
     return out
+
+
+def _link_parts(names: list[str]) -> list[str]:
+    """The document's content and styles, then its embedded objects' (nested ones too)."""
+    own = [name for name in _PARTS if name in names]
+    embedded = [name for name in names if "/" in name and not name.startswith("META-INF/")
+                and name.rsplit("/", 1)[1] in _PARTS]
+    return own + embedded
 
 
 def _parse(

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from popproxy.scan.odf import MAX_ODF_LINKS, MAX_ODF_PART_BYTES
+from popproxy.scan.odf import MAX_ODF_LINKS, MAX_ODF_PART_BYTES, MAX_ODF_PARTS
 from tests.scan.helpers import build, names, scan
 
 _BAD = "https://paypa1.example/login"  # a look-alike host: link-brand-lookalike when judged
@@ -173,3 +173,17 @@ def test_other_zip_with_a_mimetype_member_is_not_read_as_a_document() -> None:
     body = '<draw:image xlink:href="https://tracker.test/p.png"/>'
     data = _odf(_content(body), mimetype="application/epub+zip")
     assert "attach-office-remote-load" not in _with("book.epub", data, "application/epub+zip")
+
+
+def test_hyperlink_in_an_embedded_object_is_judged() -> None:
+    """A link inside an embedded sub-document (a text frame in a presentation, a chart) was not
+    read: only the document's own content and styles were."""
+    nested = (("Object 1/content.xml", _content(_link(_BAD))),
+              ("Object 2/Object 1/styles.xml", _styles("")))
+    assert _LOOKALIKE in _with("slides.odp", _odf(_content(""), extra=nested))
+
+
+def test_objects_past_the_part_cap_are_a_limit_not_cleaner() -> None:
+    objects = tuple((f"Object {n}/content.xml", _content("")) for n in range(MAX_ODF_PARTS + 1))
+    got = _with("many.odt", _odf(_content(_link(_BAD)), extra=objects))
+    assert {"limit-container", _LOOKALIKE} <= got

@@ -3,10 +3,10 @@
 An OpenDocument package (OASIS ODF 1.3 part 2) is a zip whose first member, ``mimetype``, names
 the kind (``application/vnd.oasis.opendocument.text``...), whatever the file's name or declared
 type.  Its content (``content.xml``) and styles (``styles.xml``), and those of its embedded
-objects (``Object 1/content.xml``), point out of the document with
-``xlink:href`` attributes (ODF 1.3 part 3, XLink 1.0): a hyperlink the reader clicks
-(``text:a``, ``draw:a``, an event listener that opens a URL), or an image, object, frame or
-linked section the office suite loads by itself.  A load from the web is the ODF form of the
+objects (``Object 1/content.xml``), point out of the document with ``xlink:href`` attributes
+(ODF 1.3 part 3, XLink 1.0): a hyperlink the reader clicks (``text:a``, ``draw:a``, an event
+listener that opens a URL), or an image, object, frame or linked section the office suite loads
+by itself.  A load from the web is the ODF form of the
 OOXML remote template (a tracking beacon at best, an NTLM hash leak through a ``\\\\host`` path
 at worst), so it counts as ``attach-office-remote-load`` does for OOXML; hyperlinks are links
 like any other.  Macros live in ``Basic/`` (StarBasic modules) and ``Scripts/`` (Python,

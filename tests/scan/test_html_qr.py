@@ -142,12 +142,17 @@ def test_same_code_twice_is_decoded_once() -> None:
     assert len(found.links) == 1
 
 
-def _vertical_runs(border: int = 4) -> str:
+def _matrix(border: int = 4) -> list[list[int]]:
+    """The modules of the code for ``_URL``, row by row (1 dark), with a quiet zone."""
+    code = segno.make(_URL, error="m", micro=False)
+    return [list(row) for row in code.matrix_iter(border=border)]
+
+
+def _vertical_runs() -> str:
     """The code drawn column by column: each vertical run of one colour is one cell with a
     rowspan, placed in the row where the run starts (the HTML table model puts each row's
     cells into the slots the runs from above leave free)."""
-    code = segno.make(_URL, error="m", micro=False)
-    matrix = [list(row) for row in code.matrix_iter(border=border)]
+    matrix = _matrix()
     rows: list[list[str]] = [[] for _ in matrix]
     for x in range(len(matrix[0])):
         y = 0
@@ -167,8 +172,7 @@ def test_runs_drawn_with_rowspan_are_read() -> None:
 
 
 def test_one_merged_module_does_not_hide_the_code() -> None:
-    code = segno.make(_URL, error="m", micro=False)
-    matrix = [list(row) for row in code.matrix_iter(border=4)]
+    matrix = _matrix()
     x = next(x for x in range(len(matrix[0])) if matrix[10][x] and matrix[11][x])
     rows = []
     for y, row in enumerate(matrix):
